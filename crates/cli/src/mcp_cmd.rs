@@ -1,0 +1,1 @@
+//! `apiary mcp …` (placeholder).

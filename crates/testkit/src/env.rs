@@ -1,0 +1,1 @@
+//! Where the tools installed by `cargo xtask test-env` live (placeholder).

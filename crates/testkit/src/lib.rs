@@ -1,0 +1,5 @@
+//! Fixtures and harness helpers for Apiary's tests: fixture MCP servers written in Rust,
+//! and the locations of the real tools (Node, the conformance suite, Python clients) that
+//! `cargo xtask test-env` installs.
+
+pub mod env;

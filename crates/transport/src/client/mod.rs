@@ -1,0 +1,1 @@
+//! MCP client over Streamable HTTP and HTTP+SSE (placeholder).

@@ -1,0 +1,4 @@
+//! The wire: stdio framing for child processes, Streamable HTTP and SSE pieces, and an
+//! MCP HTTP client. No policy and no routing lives here.
+
+pub mod client;

@@ -1,0 +1,37 @@
+//! `cargo xtask …`: development tasks that are code, not shell lore: preparing the test
+//! environment, running every test the way CI does, and the one-node test cluster.
+
+mod cluster;
+mod test_env;
+mod test_run;
+
+use anyhow::{Result, bail};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(task) = args.next() else {
+        print_help();
+        return Ok(());
+    };
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "test" => test_run::run(&rest),
+        "test-env" => test_env::run(&rest),
+        "cluster" => cluster::run(&rest),
+        "help" | "--help" | "-h" => {
+            print_help();
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`; run `cargo xtask help`"),
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <task>\n\n\
+         tasks:\n  \
+         test        install test tools (cached), then fmt, clippy and every test, timing each phase\n  \
+         test-env    install the tools the tests need into the cache and print their locations\n  \
+         cluster     up | down | clean: the one-node Kubernetes test cluster"
+    );
+}
