@@ -3,3 +3,4 @@
 //! `cargo xtask test-env` installs.
 
 pub mod env;
+pub mod server;

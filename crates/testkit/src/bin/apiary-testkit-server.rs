@@ -1,0 +1,94 @@
+//! `apiary-testkit-server`: the fixture MCP server as a process, for tests that need a real
+//! server over stdio or Streamable HTTP (conformance runs, proxy tests, crash recovery).
+//!
+//! `--stdio` speaks newline-delimited JSON-RPC on stdin/stdout. `--http 127.0.0.1:PORT` serves
+//! `/mcp` and prints the bound URL (`http://127.0.0.1:<port>/mcp`) as the first stdout line.
+//! Logs go to stderr (filter with `RUST_LOG`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use apiary_testkit::server::{ServerOptions, serve_http, serve_stdio};
+use clap::{ArgGroup, Parser};
+
+/// Apiary's fixture MCP server.
+#[derive(Debug, Parser)]
+#[command(name = "apiary-testkit-server", version, about)]
+#[command(group(ArgGroup::new("mode").required(true).args(["stdio", "http"])))]
+struct Args {
+    /// Serve one MCP connection on stdin/stdout.
+    #[arg(long)]
+    stdio: bool,
+    /// Serve Streamable HTTP at /mcp on this address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Answer only protocol revisions 2024-11-05..2025-11-25 (via initialize); refuse server/discover.
+    #[arg(long)]
+    legacy_only: bool,
+    /// With --http, accept any Host header (default: loopback names only, against DNS
+    /// rebinding). No effect with --stdio.
+    #[arg(long)]
+    allow_any_host: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,apiary_testkit=info")),
+        )
+        .init();
+    let options = ServerOptions {
+        legacy_only: args.legacy_only,
+        allow_any_host: args.allow_any_host,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        match args.http {
+            Some(addr) => run_http(addr, options).await,
+            None => serve_stdio(options).await.context("serving stdio"),
+        }
+    })
+}
+
+async fn run_http(addr: SocketAddr, options: ServerOptions) -> anyhow::Result<()> {
+    let server = serve_http(addr, options)
+        .await
+        .with_context(|| format!("serving HTTP on {addr}"))?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", server.url()).context("printing the URL")?;
+        stdout.flush().context("printing the URL")?;
+    }
+    tracing::info!(url = server.url(), "listening");
+    let stop = server.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    server.wait().await.context("serving HTTP")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

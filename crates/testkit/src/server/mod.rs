@@ -1,0 +1,54 @@
+//! Apiary's fixture MCP server: everything the official conformance suite's server scenarios
+//! call for (requirement set 2025-11-25), plus fast tools for load and crash-recovery tests.
+//!
+//! Serve it over stdio with [`serve_stdio`] (or any byte streams with [`serve_io`]) or over
+//! Streamable HTTP at `/mcp` with [`serve_http`]. The `apiary-testkit-server` binary wraps both.
+//!
+//! Tools: the conformance `test_*` tools (text, image, audio, embedded resource, mixed content,
+//! logging, error, progress, sampling, elicitation, SEP-1034 defaults, SEP-1330 enums,
+//! `json_schema_2020_12_tool`, `test_reconnection`), plus `echo`, `sleep`, `pid`, `crash` (exit
+//! status 3) and `touch_resource`. Resources: `test://static-text`, `test://static-binary`,
+//! `test://watched-resource` (subscribable) and the template `test://template/{id}/data`.
+//! Prompts: `test_simple_prompt`, `test_prompt_with_arguments`,
+//! `test_prompt_with_embedded_resource`, `test_prompt_with_image`.
+
+mod elicitation;
+mod fixtures;
+mod handler;
+mod http;
+mod prompts;
+mod resources;
+mod sessions;
+mod stdio;
+mod tools;
+
+pub use handler::{FixtureServer, SERVER_NAME};
+pub use http::{HttpServer, serve_http};
+pub use stdio::{serve_io, serve_stdio};
+pub use tools::CRASH_EXIT_CODE;
+
+/// How the fixture server behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Answer only the legacy revisions (2024-11-05 through 2025-11-25) through `initialize`,
+    /// and refuse `server/discover`.
+    pub legacy_only: bool,
+    /// Over HTTP, accept any `Host` header. By default only loopback names are accepted
+    /// (DNS-rebinding protection), which suits a fixture bound to loopback; a fixture reached
+    /// by another name (a container's service name, say) needs this.
+    pub allow_any_host: bool,
+}
+
+/// Why the fixture server could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding or serving the socket, or reading stdio, failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The MCP handshake with the client failed.
+    #[error("MCP initialization failed: {0}")]
+    Initialize(String),
+    /// The server task ended abnormally.
+    #[error("server task failed: {0}")]
+    Task(String),
+}
