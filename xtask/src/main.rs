@@ -2,6 +2,7 @@
 //! environment, running every test the way CI does, and the one-node test cluster.
 
 mod cluster;
+mod run_cmd;
 mod test_env;
 mod test_run;
 
