@@ -76,7 +76,7 @@ async fn conformance_suite_passes_every_2025_11_25_scenario_over_http() {
         "{url}"
     );
 
-    let mut suite = tokio::process::Command::new(common::tool("conformance"));
+    let mut suite = tokio::process::Command::from(apiary_testkit::env::command("conformance"));
     suite
         .args(["server", "--url", &url, "--requirements", "2025-11-25"])
         .current_dir(workdir.path())

@@ -2,7 +2,6 @@
 //! talking raw newline-delimited JSON-RPC to it over stdio, always under a timeout.
 #![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a different subset.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,30 +13,6 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most lines skipped while looking for one response (notifications, server requests).
 const MAX_SKIPPED_LINES: usize = 1000;
-
-/// The installed test tool `name`: in `$APIARY_TOOLS_BIN`, else `$APIARY_CACHE/bin`, else
-/// `$HOME/.cache/apiary/bin` (the lookup `apiary_testkit::env::tools_bin` will own).
-///
-/// # Panics
-/// If the tool is not installed.
-pub fn tool(name: &str) -> PathBuf {
-    let var = |key: &str| {
-        std::env::var_os(key)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
-    let bin = var("APIARY_TOOLS_BIN")
-        .or_else(|| var("APIARY_CACHE").map(|cache| cache.join("bin")))
-        .or_else(|| var("HOME").map(|home| home.join(".cache").join("apiary").join("bin")))
-        .expect("cannot locate the test tools: set APIARY_TOOLS_BIN");
-    let path = bin.join(name);
-    assert!(
-        path.exists(),
-        "test tool {} is missing; run `cargo xtask test-env`",
-        path.display()
-    );
-    path
-}
 
 /// The fixture server binary built for this test run.
 pub fn server_command() -> Command {
