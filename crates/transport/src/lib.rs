@@ -2,3 +2,6 @@
 //! MCP HTTP client. No policy and no routing lives here.
 
 pub mod client;
+pub mod launch;
+pub mod sse;
+pub mod stdio;
