@@ -1,1 +1,21 @@
-//! placeholder
+//! One running proxy, assembled from a `RunConfig`: the HTTP listener with its edge checks,
+//! the Streamable HTTP front, and the upstream: stdio children (through a `Launch`) or an
+//! HTTP server reached as a transparent reverse proxy.
+//!
+//! ```text
+//! client ─HTTP─▶ edge (host/origin, method, size, content-type, accept) ─▶ parse once
+//!        ─▶ session router ─▶ child mux (id rewrite) ─▶ child stdin … stdout ─▶ back
+//! ```
+
+mod answer;
+mod edge;
+mod health;
+mod http_upstream;
+mod server;
+mod session;
+mod status;
+mod stdio;
+mod streamable;
+
+pub use server::{ProxyHandle, StartError, start};
+pub use status::{UpstreamState, UpstreamStatus};

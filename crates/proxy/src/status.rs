@@ -1,0 +1,47 @@
+//! What the proxy tells its owner about the upstream: state, restarts, why the child last
+//! exited. The CLI writes this into the workload's status file for `apiary status`.
+
+use apiary_transport::launch::ExitReason;
+use serde::Serialize;
+
+/// The upstream's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamState {
+    /// Starting the first child.
+    Starting,
+    /// Serving.
+    Running,
+    /// A child died and is being restarted.
+    Restarting,
+    /// Crash-looped past the restart limit, or could not start: not serving.
+    Down,
+}
+
+/// A snapshot of the upstream, published on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamStatus {
+    pub state: UpstreamState,
+    /// Child restarts since the proxy started (all children together).
+    pub restarts: u32,
+    /// Why a child last exited, if one has.
+    pub last_exit: Option<String>,
+    /// Process ids of the children now running (empty for HTTP upstreams).
+    pub child_pids: Vec<u32>,
+}
+
+impl UpstreamStatus {
+    pub fn starting() -> Self {
+        UpstreamStatus {
+            state: UpstreamState::Starting,
+            restarts: 0,
+            last_exit: None,
+            child_pids: Vec::new(),
+        }
+    }
+
+    #[allow(dead_code)] // used once the stdio upstream lands
+    pub(crate) fn record_exit(&mut self, reason: &ExitReason) {
+        self.last_exit = Some(reason.description.clone());
+    }
+}
