@@ -1,38 +1,18 @@
-//! Shared harness for the client tests: finds the installed test tools and runs the reference
-//! `mcp-server-everything` on a free loopback port, killing it when the handle drops.
+//! Shared harness for the client tests: runs the reference
+//! `mcp-server-everything` (from the test tools bin) on a free loopback port, killing it on drop.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Generous bound for every wait in these tests; a slow CI machine still finishes far earlier.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The directory of test executables: `$APIARY_TOOLS_BIN`, else `$APIARY_CACHE/bin`,
-/// else `$HOME/.cache/apiary/bin` (what `cargo xtask test-env` installs).
-pub fn tools_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("APIARY_TOOLS_BIN") {
-        return PathBuf::from(dir);
-    }
-    if let Some(cache) = std::env::var_os("APIARY_CACHE") {
-        return PathBuf::from(cache).join("bin");
-    }
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    PathBuf::from(home).join(".cache/apiary/bin")
-}
-
-/// A tool from `tools_bin()`; panics with a hint when it is missing.
-pub fn tool(name: &str) -> PathBuf {
-    let path = tools_bin().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing; run `cargo xtask test-env` (or set APIARY_TOOLS_BIN)",
-        path.display()
-    );
-    path
+/// A tool from the test tools bin (`apiary_testkit::env`); panics with the fix when missing.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    apiary_testkit::env::tool(name)
 }
 
 pub fn free_port() -> u16 {
@@ -50,7 +30,7 @@ impl Everything {
     /// `mode` is `streamableHttp` (serves `/mcp`) or `sse` (serves `/sse` + `/message`).
     pub fn start(mode: &str) -> Everything {
         let port = free_port();
-        let child = Command::new(tool("mcp-server-everything"))
+        let child = apiary_testkit::env::command("mcp-server-everything")
             .arg(mode)
             .env("PORT", port.to_string())
             .stdin(Stdio::null())
