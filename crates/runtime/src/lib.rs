@@ -1,1 +1,16 @@
-//! placeholder
+//! Where MCP servers run on this machine, and what Apiary remembers about them.
+//!
+//! - [`process`]: a [`Launch`](apiary_transport::launch::Launch) for local programs (npx, uvx, any
+//!   command), each in its own process group so a whole tree dies together.
+//! - [`state`]: workload state under the XDG state directory (RunConfigs, status records, logs),
+//!   always written atomically.
+//! - [`log`]: size-capped log files that rotate.
+//! - [`pid`]: liveness checks and signals for process ids found in state files.
+//! - [`clock`]: wall-clock timestamps for records.
+
+pub mod clock;
+pub mod log;
+pub mod pid;
+pub mod ports;
+pub mod process;
+pub mod state;

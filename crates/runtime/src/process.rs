@@ -1,0 +1,275 @@
+//! MCP servers as local processes: a [`Launch`] that spawns a program (npx, uvx, any command) with
+//! piped stdin/stdout, in a process group of its own so that the launcher's children (npx → node,
+//! uvx → python, a shell's pipeline) are stopped together with it.
+//!
+//! A task owns each child. When the handle's `kill` sender fires or is dropped, the task sends
+//! SIGTERM to the whole group, waits a grace period, then SIGKILLs it. When the child exits on its
+//! own, `exited` resolves at once and whatever the child left behind in its group is stopped the
+//! same way. The child runs unsandboxed here; isolation is a later layer.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_config::{CommandLine, RunConfig, Transport};
+use apiary_transport::launch::{
+    BoxRead, ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture,
+};
+use rustix::process::Signal;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::oneshot;
+
+use crate::log::LogFile;
+use crate::pid::{group_id_exists, signal_group_id};
+
+/// How long a child gets between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+
+/// A RunConfig cannot be turned into a local process.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The source is not something this machine runs as a process.
+    #[error(
+        "a {0} source has no local command; only package (npx://, uvx://) and command sources run as processes"
+    )]
+    NoCommand(&'static str),
+    /// An HTTP-transport server needs a concrete port to be told about.
+    #[error("targetPort is 0: choose the port a {0} server listens on before launching it")]
+    UnresolvedPort(Transport),
+}
+
+/// Starts local processes for the proxy.
+#[derive(Debug, Clone)]
+pub struct ProcessLauncher {
+    command: CommandLine,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    grace: Duration,
+    stderr_log: Option<Arc<LogFile>>,
+}
+
+impl ProcessLauncher {
+    /// Runs `command` with this process's environment.
+    pub fn new(command: CommandLine) -> Self {
+        ProcessLauncher {
+            command,
+            env: Vec::new(),
+            cwd: None,
+            grace: DEFAULT_GRACE,
+            stderr_log: None,
+        }
+    }
+
+    /// The launcher for a package or command RunConfig: its command line, its `env`, and the
+    /// variables MCP servers read to pick their transport (`MCP_TRANSPORT`, and for HTTP
+    /// transports `MCP_PORT`, `FASTMCP_PORT`, `MCP_HOST`). The config's own `env` comes last, so a
+    /// user can override them.
+    pub fn for_run_config(config: &RunConfig) -> Result<Self, ProcessError> {
+        let command = config
+            .command_line()
+            .ok_or(ProcessError::NoCommand(config.source.kind()))?;
+        let mut launcher = ProcessLauncher::new(command);
+        let transport = config.effective_transport();
+        launcher = launcher.env("MCP_TRANSPORT", transport.as_str());
+        if transport.is_http() {
+            if config.target_port == 0 {
+                return Err(ProcessError::UnresolvedPort(transport));
+            }
+            let port = config.target_port.to_string();
+            launcher = launcher
+                .env("MCP_PORT", &port)
+                .env("FASTMCP_PORT", &port)
+                .env("MCP_HOST", &config.target_host);
+        }
+        for (k, v) in &config.env {
+            launcher = launcher.env(k, v);
+        }
+        Ok(launcher)
+    }
+
+    /// Sets one environment variable on top of the inherited environment (later values win).
+    #[must_use]
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Runs the child in `dir`.
+    #[must_use]
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL when stopping a child.
+    #[must_use]
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Copies every child's stderr into `log` instead of handing it to the caller (the handle's
+    /// `stderr` is then `None`).
+    #[must_use]
+    pub fn stderr_to(mut self, log: Arc<LogFile>) -> Self {
+        self.stderr_log = Some(log);
+        self
+    }
+
+    /// The command this launcher runs.
+    pub fn command(&self) -> &CommandLine {
+        &self.command
+    }
+
+    /// The variables set on top of the inherited environment, in order.
+    pub fn env_vars(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    fn spawn(&self) -> Result<ChildHandle, LaunchError> {
+        let mut cmd = Command::new(&self.command.program);
+        cmd.args(&self.command.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so the whole tree can be signalled at once, and a Ctrl-C in the
+            // proxy's terminal reaches the proxy only (which then stops the child in order).
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+            program: self.command.program.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        let missing = |what: &str| LaunchError::Other(format!("the child's {what} was not piped"));
+        let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
+        let stderr: Option<BoxRead> = match (child.stderr.take(), &self.stderr_log) {
+            (Some(err), Some(log)) => {
+                tokio::spawn(copy_to_log(err, Arc::clone(log)));
+                None
+            }
+            (Some(err), None) => Some(Box::new(err)),
+            (None, _) => None,
+        };
+        let (exit_tx, exited) = oneshot::channel();
+        let (kill, kill_rx) = oneshot::channel();
+        tokio::spawn(supervise(child, pid, kill_rx, exit_tx, self.grace));
+        tracing::debug!(pid, command = %self.describe(), "started child");
+        Ok(ChildHandle {
+            pid,
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+            stderr,
+            exited,
+            kill,
+        })
+    }
+}
+
+impl Launch for ProcessLauncher {
+    fn launch(&self) -> LaunchFuture<'_> {
+        Box::pin(async move { self.spawn() })
+    }
+
+    fn describe(&self) -> String {
+        let mut text = self.command.program.clone();
+        for a in &self.command.args {
+            text.push(' ');
+            text.push_str(a);
+        }
+        text
+    }
+}
+
+/// Owns the child until it is gone: reports its exit and stops its group.
+async fn supervise(
+    mut child: Child,
+    pid: Option<u32>,
+    mut kill_rx: oneshot::Receiver<()>,
+    exit_tx: oneshot::Sender<ExitReason>,
+    grace: Duration,
+) {
+    let status = tokio::select! {
+        status = child.wait() => status,
+        // Fires on send and on drop alike: either way the owner wants the child gone.
+        _ = &mut kill_rx => {
+            if let Some(pgid) = pid {
+                signal_group_id(pgid, Signal::TERM);
+            }
+            match tokio::time::timeout(grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    if let Some(pgid) = pid {
+                        signal_group_id(pgid, Signal::KILL);
+                    }
+                    // SIGKILL cannot be ignored; kill the leader directly in case it changed group.
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            }
+        }
+    };
+    let reason = match status {
+        Ok(status) => exit_reason(status),
+        Err(e) => ExitReason::other(format!("cannot wait for the child: {e}")),
+    };
+    tracing::debug!(pid, reason = %reason, "child exited");
+    let _ = exit_tx.send(reason);
+    if let Some(pgid) = pid {
+        stop_leftovers(pgid, grace).await;
+    }
+}
+
+/// Stops processes the exited leader left in its group (its pgid stays reserved while any member
+/// lives, so the id cannot name someone else's group).
+async fn stop_leftovers(pgid: u32, grace: Duration) {
+    if !group_id_exists(pgid) {
+        return;
+    }
+    signal_group_id(pgid, Signal::TERM);
+    let step = Duration::from_millis(25);
+    let mut waited = Duration::ZERO;
+    while waited < grace {
+        tokio::time::sleep(step).await;
+        waited += step;
+        if !group_id_exists(pgid) {
+            return;
+        }
+    }
+    signal_group_id(pgid, Signal::KILL);
+}
+
+/// What an exit status means, for people.
+pub fn exit_reason(status: ExitStatus) -> ExitReason {
+    if let Some(code) = status.code() {
+        ExitReason::from_code(code)
+    } else if let Some(signal) = status.signal() {
+        ExitReason::from_signal(signal)
+    } else {
+        ExitReason::other(format!("ended: {status}"))
+    }
+}
+
+/// Copies a child's stderr into the log in chunks (never a whole line in memory, however long).
+async fn copy_to_log(mut stderr: ChildStderr, log: Arc<LogFile>) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match stderr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = &buf[..n];
+                if let Err(e) = log.append(chunk) {
+                    tracing::warn!(path = %log.path().display(), error = %e, "cannot write the server log");
+                }
+            }
+        }
+    }
+}
