@@ -1,1 +1,172 @@
-//! (being written)
+//! The one place where refusals become HTTP statuses and JSON-RPC error bodies
+//! (bad-input.md is the table). Handlers return a [`Refusal`]; nothing else builds an
+//! error response.
+
+use apiary_protocol::{ParseError, Revision, codes, error_response};
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+/// Why the proxy refused a request, with what it needs to answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    #[error("host not allowed")]
+    HostNotAllowed,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    NotAcceptable(&'static str),
+    #[error("{0}")]
+    Parse(ParseError),
+    #[error("{message}")]
+    InvalidRequest { message: String, id: Option<String> },
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("unsupported MCP-Protocol-Version")]
+    UnsupportedVersion,
+    #[error("session limit reached")]
+    LimitReached { retry_after: u64 },
+    #[error("queue full")]
+    QueueFull { retry_after: u64, in_session: bool },
+    #[error("upstream unavailable: {reason}")]
+    UpstreamUnavailable {
+        reason: String,
+        retry_after: u64,
+        id: Option<String>,
+    },
+}
+
+impl Refusal {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Refusal::InvalidRequest {
+            message: message.into(),
+            id: None,
+        }
+    }
+
+    pub fn invalid_with_id(message: impl Into<String>, id: Option<&str>) -> Self {
+        Refusal::InvalidRequest {
+            message: message.into(),
+            id: id.map(str::to_owned),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::OriginNotAllowed | Refusal::HostNotAllowed => StatusCode::FORBIDDEN,
+            Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Refusal::Parse(_) | Refusal::InvalidRequest { .. } | Refusal::UnsupportedVersion => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::SessionNotFound => StatusCode::NOT_FOUND,
+            Refusal::LimitReached { .. } | Refusal::UpstreamUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::QueueFull {
+                in_session: true, ..
+            } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::QueueFull {
+                in_session: false, ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON-RPC error body.
+    pub fn body(&self) -> Bytes {
+        match self {
+            Refusal::Parse(e) => e.to_response(),
+            Refusal::InvalidRequest { message, id } => {
+                error_response(id.as_deref(), codes::INVALID_REQUEST, message, None)
+            }
+            Refusal::UnsupportedVersion => {
+                let data = serde_json::json!({ "supported": Revision::legacy_names() });
+                error_response(
+                    None,
+                    codes::INVALID_REQUEST,
+                    "unsupported MCP-Protocol-Version",
+                    Some(&data),
+                )
+            }
+            Refusal::BodyTooLarge { limit } => {
+                let data = serde_json::json!({ "limit": limit });
+                error_response(None, codes::INVALID_REQUEST, &self.to_string(), Some(&data))
+            }
+            Refusal::SessionNotFound => {
+                error_response(None, codes::SESSION_NOT_FOUND, "session not found", None)
+            }
+            Refusal::LimitReached { .. } => {
+                error_response(None, codes::LIMIT_REACHED, "session limit reached", None)
+            }
+            Refusal::QueueFull { .. } => {
+                error_response(None, codes::QUEUE_FULL, "queue full", None)
+            }
+            Refusal::UpstreamUnavailable { id, .. } => error_response(
+                id.as_deref(),
+                codes::UPSTREAM_UNAVAILABLE,
+                &self.to_string(),
+                None,
+            ),
+            Refusal::OriginNotAllowed
+            | Refusal::HostNotAllowed
+            | Refusal::MethodNotAllowed { .. }
+            | Refusal::UnsupportedMediaType
+            | Refusal::NotAcceptable(_) => {
+                error_response(None, codes::INVALID_REQUEST, &self.to_string(), None)
+            }
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Refusal::LimitReached { retry_after }
+            | Refusal::QueueFull { retry_after, .. }
+            | Refusal::UpstreamUnavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        tracing::info!(status = self.status().as_u16(), reason = %self, "request refused");
+        let mut res = Response::new(Body::from(self.body()));
+        *res.status_mut() = self.status();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Refusal::MethodNotAllowed { allow } = &self {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(secs) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+/// A 200 JSON response carrying `body` as it is.
+pub fn json(body: Bytes) -> Response {
+    let mut res = Response::new(Body::from(body));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// 202 Accepted with no body: the POST carried only notifications or responses.
+pub fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}

@@ -1,1 +1,180 @@
-//! (being written)
+//! A transparent reverse proxy for servers that speak HTTP themselves (Streamable HTTP or
+//! the 2024-11-05 SSE transport), local or remote. The edge checks run first; then bytes
+//! go through unchanged, streamed both ways.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_protocol::{Body as JsonBody, codes, error_response, parse_body};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use crate::answer::{self, Refusal};
+use crate::edge;
+use crate::streamable::read_body;
+
+/// Where requests go.
+pub struct HttpUpstream {
+    client: reqwest::Client,
+    /// The local path that stands for the server's MCP endpoint (`/mcp` or `/sse`).
+    local_endpoint: &'static str,
+    /// The server's MCP endpoint, e.g. `https://host/fetch/mcp`.
+    remote_endpoint: String,
+    /// `scheme://host[:port]` of the server; other paths are resolved against it.
+    remote_origin: String,
+    max_body: usize,
+}
+
+impl HttpUpstream {
+    pub fn new(
+        remote_endpoint: &str,
+        local_endpoint: &'static str,
+        max_body: usize,
+    ) -> Result<Arc<Self>, String> {
+        let url = reqwest::Url::parse(remote_endpoint)
+            .map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
+        let origin = url.origin().ascii_serialization();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(HttpUpstream {
+            client,
+            local_endpoint,
+            remote_endpoint: remote_endpoint.to_owned(),
+            remote_origin: origin,
+            max_body,
+        }))
+    }
+
+    fn target(&self, uri: &Uri) -> String {
+        let path = uri.path();
+        let mut target =
+            if path == self.local_endpoint || path == format!("{}/", self.local_endpoint) {
+                self.remote_endpoint.clone()
+            } else {
+                format!("{}{}", self.remote_origin, path)
+            };
+        if let Some(q) = uri.query() {
+            target.push(if target.contains('?') { '&' } else { '?' });
+            target.push_str(q);
+        }
+        target
+    }
+}
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Forwards any request (the fallback route).
+pub async fn forward(
+    State(up): State<Arc<HttpUpstream>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match forward_inner(&up, method, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn forward_inner(
+    up: &HttpUpstream,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let mut request_id: Option<String> = None;
+    let payload = if method == Method::POST {
+        let declared = headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > up.max_body as u64) {
+            return Err(Refusal::BodyTooLarge { limit: up.max_body });
+        }
+        edge::check_content_type(headers)?;
+        let bytes = read_body(headers, body, up.max_body).await?;
+        // Refuse what is not JSON-RPC here (rows 1, 2, 4); forward the original bytes.
+        if let JsonBody::Single(m) = parse_body(bytes.clone()).map_err(Refusal::Parse)?
+            && m.is_request()
+        {
+            request_id = m.id_raw().map(str::to_owned);
+        }
+        Some(bytes)
+    } else {
+        None
+    };
+    let target = up.target(uri);
+    let mut req = up.client.request(method, &target);
+    for (name, value) in headers {
+        if !hop_by_hop(name) {
+            req = req.header(name, value);
+        }
+    }
+    if let Some(p) = payload {
+        req = req.body(p);
+    }
+    let res = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(target = %target, error = %e, "the upstream server is not reachable");
+            let msg = format!("upstream unavailable: {}", short_error(&e));
+            return Ok(match request_id {
+                // A request gets its answer as a normal JSON-RPC error (row 27).
+                Some(id) => answer::json(error_response(
+                    Some(&id),
+                    codes::UPSTREAM_UNAVAILABLE,
+                    &msg,
+                    None,
+                )),
+                None => Refusal::UpstreamUnavailable {
+                    reason: short_error(&e),
+                    retry_after: 1,
+                    id: None,
+                }
+                .into_response(),
+            });
+        }
+    };
+    let mut out = Response::builder()
+        .status(StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY));
+    for (name, value) in res.headers() {
+        if !hop_by_hop(name) {
+            out = out.header(name, value);
+        }
+    }
+    let stream = res.bytes_stream().map(|r| r.map_err(std::io::Error::other));
+    out.body(Body::from_stream(stream))
+        .map_err(|e| Refusal::invalid(e.to_string()))
+}
+
+fn short_error(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text = format!("{text}: {s}");
+        src = s.source();
+    }
+    text.chars().take(300).collect()
+}

@@ -1,16 +1,28 @@
 //! Starting and stopping one proxy: binds the listener, builds the upstream, serves until
-//! told to stop, then stops every child it started.
+//! told to stop, then stops every child it started and waits for them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use apiary_config::RunConfig;
+use apiary_config::{ProxyMode, RunConfig, Transport};
 use apiary_transport::launch::Launch;
-use tokio::sync::watch;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::status::UpstreamStatus;
+use crate::edge::EdgePolicy;
+use crate::http_upstream::HttpUpstream;
+use crate::status::{UpstreamState, UpstreamStatus};
+use crate::stdio::{SlotEvent, SlotOptions};
+use crate::streamable::StdioFront;
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +80,229 @@ impl ProxyHandle {
     }
 }
 
+/// The initialize Apiary sends to a child no single client owns: it declares no client
+/// capabilities, so a correct server never asks it anything.
+fn own_initialize_params() -> String {
+    serde_json::json!({
+        "protocolVersion": apiary_protocol::Revision::LATEST_LEGACY.as_str(),
+        "capabilities": {},
+        "clientInfo": { "name": "apiary", "version": env!("CARGO_PKG_VERSION") },
+    })
+    .to_string()
+}
+
 /// Starts a proxy for `config`. `launcher` starts the server for local sources (stdio, or
 /// a local HTTP server); remote sources need none.
 pub async fn start(
     config: RunConfig,
     launcher: Option<Arc<dyn Launch>>,
 ) -> Result<ProxyHandle, StartError> {
-    let _ = (config, launcher);
-    Err(StartError::Config("not implemented yet".into()))
+    let transport = config.effective_transport();
+    let (status_tx, status_rx) = watch::channel(UpstreamStatus::starting());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limits = config.limits.clone();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+
+    let host: IpAddr = config.proxy.host.parse().map_err(|_| {
+        StartError::Config(format!(
+            "proxy.host `{}` is not an IP address",
+            config.proxy.host
+        ))
+    })?;
+    let addr = SocketAddr::new(host, config.proxy.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+
+    let edge = Arc::new(EdgePolicy {
+        check_host: host.is_loopback(),
+        extra_hosts: vec![config.proxy.host.clone()],
+        allowed_origins: config
+            .proxy
+            .allowed_origins
+            .iter()
+            .map(|o| o.to_ascii_lowercase())
+            .collect(),
+    });
+
+    let mcp_routes: Router = match transport {
+        Transport::Stdio => {
+            let launcher = launcher.ok_or(StartError::NoLauncher("stdio"))?;
+            let template = SlotOptions {
+                launcher,
+                init_params: own_initialize_params(),
+                max_line: limits.max_line_bytes as usize,
+                queue: limits.max_queued_per_session as usize,
+                init_timeout: limits.request_timeout(),
+                restart: config.restart.clone(),
+                tracker: tracker.clone(),
+                shared: false,
+            };
+            let front = StdioFront::new(&config, template, events_tx.clone());
+            let reaper = Arc::downgrade(&front);
+            tracker.spawn(reap_idle(reaper, shutdown.clone()));
+            let stopper = Arc::clone(&front);
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                stop.cancelled().await;
+                stopper.stop_all();
+            });
+            Router::new()
+                .route("/mcp", any(crate::streamable::mcp))
+                .with_state(front)
+        }
+        Transport::Sse | Transport::StreamableHttp => {
+            let (endpoint, local) = match config.remote_url() {
+                Some(url) => (
+                    url.to_owned(),
+                    if transport == Transport::Sse {
+                        "/sse"
+                    } else {
+                        "/mcp"
+                    },
+                ),
+                None => {
+                    let launcher = launcher.ok_or(StartError::NoLauncher("HTTP"))?;
+                    let path = if transport == Transport::Sse {
+                        "/sse"
+                    } else {
+                        "/mcp"
+                    };
+                    tracker.spawn(crate::stdio::supervise_process(
+                        launcher,
+                        config.restart.clone(),
+                        events_tx.clone(),
+                        shutdown.clone(),
+                    ));
+                    (
+                        format!("http://{}:{}{path}", config.target_host, config.target_port),
+                        path,
+                    )
+                }
+            };
+            if config.remote_url().is_some() {
+                let _ = status_tx.send(UpstreamStatus {
+                    state: UpstreamState::Running,
+                    ..UpstreamStatus::starting()
+                });
+            }
+            let up = HttpUpstream::new(&endpoint, local, limits.max_body_bytes as usize)
+                .map_err(StartError::Config)?;
+            Router::new()
+                .fallback(crate::http_upstream::forward)
+                .with_state(up)
+        }
+    };
+    drop(events_tx);
+    tracker.spawn(track_status(events_rx, status_tx));
+
+    let guard = Arc::clone(&edge);
+    let health_status = status_rx.clone();
+    let app = mcp_routes
+        .layer(axum::middleware::from_fn(
+            move |headers: HeaderMap, req: Request, next: Next| {
+                let guard = Arc::clone(&guard);
+                async move { edge_layer(&guard, &headers, req, next).await }
+            },
+        ))
+        .route(
+            "/health",
+            any(move |method| crate::health::health(method, health_status.clone())),
+        );
+
+    let path = match (transport, config.proxy.proxy_mode) {
+        (Transport::Sse, _) | (Transport::Stdio, ProxyMode::Sse) => "/sse",
+        _ => "/mcp",
+    };
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the proxy listener failed");
+        }
+        stop.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some children did not stop within 15 s");
+        }
+    });
+    tracing::info!(url = %format!("http://{local_addr}{path}"), "proxy listening");
+    Ok(ProxyHandle {
+        local_addr,
+        path,
+        status: status_rx,
+        shutdown,
+        task,
+    })
+}
+
+async fn edge_layer(edge: &EdgePolicy, headers: &HeaderMap, req: Request, next: Next) -> Response {
+    if let Err(r) = edge.check(headers) {
+        return r.into_response();
+    }
+    next.run(req).await
+}
+
+async fn reap_idle(front: std::sync::Weak<StdioFront>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match front.upgrade() {
+            Some(f) => f.sessions.reap(),
+            None => return,
+        }
+    }
+}
+
+/// Folds child events into the published status.
+async fn track_status(
+    mut events: mpsc::UnboundedReceiver<SlotEvent>,
+    status: watch::Sender<UpstreamStatus>,
+) {
+    while let Some(ev) = events.recv().await {
+        status.send_modify(|st| match ev {
+            SlotEvent::Started { pid, .. } => {
+                if let Some(p) = pid {
+                    st.child_pids.push(p);
+                }
+                if st.state != UpstreamState::Down {
+                    st.state = UpstreamState::Running;
+                }
+            }
+            SlotEvent::Exited {
+                pid,
+                reason,
+                shared,
+            } => {
+                st.child_pids.retain(|p| Some(*p) != pid);
+                st.restarts += 1;
+                st.record_exit(&reason);
+                if shared {
+                    st.state = UpstreamState::Restarting;
+                }
+            }
+            SlotEvent::Stopped { pid } => st.child_pids.retain(|p| Some(*p) != pid),
+            SlotEvent::Down { reason, shared } => {
+                st.last_exit = Some(reason);
+                if shared {
+                    st.state = UpstreamState::Down;
+                }
+            }
+        });
+    }
 }

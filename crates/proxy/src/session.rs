@@ -1,1 +1,261 @@
-//! (being written)
+//! Legacy Streamable HTTP sessions: the table with its bound and idle TTL, and each
+//! session's routing state (its child, its open streams, the ids it has in flight and the
+//! server→client requests it owes answers to).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use apiary_protocol::{RequestId, Revision};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::answer::Refusal;
+use crate::stdio::{ChildSlot, Delivery};
+use tokio_util::sync::CancellationToken;
+
+/// Messages a session keeps for a stream that is not open yet.
+const MAX_QUEUED: usize = 256;
+
+/// One client session.
+pub struct Session {
+    pub id: Arc<str>,
+    pub revision: Revision,
+    pub child: ChildSlot,
+    /// Cancelled when the session ends (DELETE or expiry): its streams close.
+    pub closed: CancellationToken,
+    state: Mutex<SessionState>,
+    next_event: AtomicU64,
+    next_stream: AtomicU64,
+}
+
+#[derive(Default)]
+struct SessionState {
+    last_seen: Option<Instant>,
+    /// The standalone GET stream, if open.
+    get_stream: Option<mpsc::Sender<Delivery>>,
+    /// Open POST SSE streams, by stream number.
+    post_streams: Vec<(u64, mpsc::Sender<Delivery>)>,
+    /// Client ids in flight, to the child-side id (for cancellation and duplicate checks).
+    in_flight: HashMap<RequestId, u64>,
+    /// Server→client request ids this session may answer.
+    outstanding: HashSet<RequestId>,
+    /// Unsolicited messages waiting for a stream.
+    queued: VecDeque<Delivery>,
+}
+
+impl Session {
+    fn state(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.state().last_seen = Some(Instant::now());
+    }
+
+    /// A fresh SSE event id for this session: `<stream>-<seq>`.
+    pub fn event_id(&self, stream: u64) -> String {
+        format!(
+            "{stream}-{}",
+            self.next_event.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Registers a caller's request id; refuses one already in flight (row 18).
+    pub fn begin(&self, id: &RequestId, raw: &str) -> Result<(), Refusal> {
+        let mut st = self.state();
+        if st.in_flight.contains_key(id) {
+            return Err(Refusal::invalid_with_id(
+                "request id already in flight",
+                Some(raw),
+            ));
+        }
+        st.in_flight.insert(id.clone(), 0);
+        Ok(())
+    }
+
+    /// Records the child-side id of a request in flight.
+    pub fn forwarded(&self, id: &RequestId, upstream: u64) {
+        if let Some(slot) = self.state().in_flight.get_mut(id) {
+            *slot = upstream;
+        }
+    }
+
+    pub fn finish(&self, id: &RequestId) {
+        self.state().in_flight.remove(id);
+    }
+
+    /// The child-side id of a caller's request in flight.
+    pub fn upstream_id(&self, id: &RequestId) -> Option<u64> {
+        self.state().in_flight.get(id).copied().filter(|u| *u != 0)
+    }
+
+    /// Every child-side id in flight (to cancel when the session ends).
+    pub fn all_upstream_ids(&self) -> Vec<u64> {
+        self.state()
+            .in_flight
+            .values()
+            .copied()
+            .filter(|u| *u != 0)
+            .collect()
+    }
+
+    /// Settles a server→client request this session was asked; false if it was never
+    /// asked, or already answered (row 17).
+    pub fn settle(&self, id: &RequestId) -> bool {
+        self.state().outstanding.remove(id)
+    }
+
+    /// Opens a POST SSE stream; returns its number.
+    pub fn open_post_stream(&self, tx: mpsc::Sender<Delivery>) -> u64 {
+        let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.state().post_streams.push((n, tx));
+        n
+    }
+
+    pub fn close_post_stream(&self, n: u64) {
+        self.state().post_streams.retain(|(k, _)| *k != n);
+    }
+
+    /// Opens the standalone GET stream (replacing an older one) and flushes the queue
+    /// into it.
+    pub fn open_get_stream(&self, tx: mpsc::Sender<Delivery>) -> u64 {
+        let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state();
+        while let Some(m) = st.queued.pop_front() {
+            if tx.try_send(m).is_err() {
+                break;
+            }
+        }
+        st.get_stream = Some(tx);
+        n
+    }
+
+    pub fn close_get_stream(&self) {
+        self.state().get_stream = None;
+    }
+
+    /// Delivers a message no request is waiting for: to the GET stream if open, else the
+    /// one open POST stream, else a bounded queue (mcp-brief.md, rule 19).
+    pub fn deliver(&self, frame: Bytes, server_request: Option<RequestId>) {
+        let frame = Delivery {
+            frame,
+            is_response: false,
+        };
+        let mut st = self.state();
+        if let Some(id) = server_request {
+            st.outstanding.insert(id);
+        }
+        st.post_streams.retain(|(_, tx)| !tx.is_closed());
+        if st.get_stream.as_ref().is_some_and(|tx| tx.is_closed()) {
+            st.get_stream = None;
+        }
+        let target = st
+            .get_stream
+            .clone()
+            .or_else(|| match st.post_streams.as_slice() {
+                [(_, only)] => Some(only.clone()),
+                _ => None,
+            });
+        if let Some(tx) = target
+            && tx.try_send(frame.clone()).is_ok()
+        {
+            return;
+        }
+        if st.queued.len() >= MAX_QUEUED {
+            st.queued.pop_front();
+            tracing::warn!(session = %self.id, "dropped the oldest queued message: no stream is reading");
+        }
+        st.queued.push_back(frame);
+    }
+}
+
+/// All live sessions, bounded in number and reaped when idle.
+pub struct SessionTable {
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    max: usize,
+    idle_ttl: Duration,
+}
+
+impl SessionTable {
+    pub fn new(max: usize, idle_ttl: Duration) -> Self {
+        SessionTable {
+            sessions: Mutex::new(HashMap::new()),
+            max: max.max(1),
+            idle_ttl,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks a session up and marks it used.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        let s = self.map().get(id).cloned()?;
+        s.touch();
+        Some(s)
+    }
+
+    /// Refuses when the table is full, after reaping idle sessions (row 15).
+    pub fn check_capacity(&self) -> Result<(), Refusal> {
+        self.reap();
+        if self.map().len() >= self.max {
+            Err(Refusal::LimitReached { retry_after: 5 })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds a session under a fresh id.
+    pub fn insert(&self, revision: Revision, child: ChildSlot) -> Result<Arc<Session>, Refusal> {
+        self.check_capacity()?;
+        let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let session = Arc::new(Session {
+            id: Arc::clone(&id),
+            revision,
+            child,
+            closed: CancellationToken::new(),
+            state: Mutex::new(SessionState::default()),
+            next_event: AtomicU64::new(1),
+            next_stream: AtomicU64::new(1),
+        });
+        session.touch();
+        self.map().insert(id, Arc::clone(&session));
+        Ok(session)
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        let s = self.map().remove(id)?;
+        s.closed.cancel();
+        s.child.stop();
+        Some(s)
+    }
+
+    /// Ends every session (the proxy is stopping).
+    pub fn clear(&self) {
+        for (_, s) in self.map().drain() {
+            s.closed.cancel();
+            s.child.stop();
+        }
+    }
+
+    /// Drops sessions idle past the TTL; their children stop with them.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let ttl = self.idle_ttl;
+        self.map().retain(|id, s| {
+            let st = s.state();
+            let idle = st.last_seen.is_none_or(|t| now.duration_since(t) > ttl);
+            let busy = !st.in_flight.is_empty() || st.get_stream.is_some();
+            let keep = !idle || busy;
+            if !keep {
+                tracing::info!(session = %id, "session expired after its idle TTL");
+                s.closed.cancel();
+                s.child.stop();
+            }
+            keep
+        });
+    }
+}

@@ -40,7 +40,6 @@ impl UpstreamStatus {
         }
     }
 
-    #[allow(dead_code)] // used once the stdio upstream lands
     pub(crate) fn record_exit(&mut self, reason: &ExitReason) {
         self.last_exit = Some(reason.description.clone());
     }

@@ -1,1 +1,676 @@
-//! (being written)
+//! The Streamable HTTP front of a stdio upstream (legacy revisions): `POST /mcp` answered
+//! as JSON or SSE, the standalone `GET /mcp` stream, and `DELETE /mcp`. Each session gets
+//! its own child, initialized with the session's own `initialize`; requests without a
+//! session go to one shared child that Apiary initialized itself.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use apiary_config::RunConfig;
+use apiary_protocol::rewrite;
+use apiary_protocol::{
+    Body as JsonBody, Kind, Message, ParseError, RequestId, Revision, codes, error_response,
+    methods, parse_body,
+};
+use apiary_transport::sse;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::answer::{self, Refusal};
+use crate::edge::{self, Accepts};
+use crate::session::{Session, SessionTable};
+use crate::stdio::{
+    ChildConn, ChildSlot, Delivery, SlotEvent, SlotOptions, UNSOLICITED_QUEUE, Unsolicited,
+};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// Keep-alive comments on long-lived streams, shorter than common idle timeouts.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a client should wait before reconnecting a closed stream.
+const RETRY_MS: u64 = 1000;
+
+/// Everything the `/mcp` handlers of a stdio upstream share.
+pub struct StdioFront {
+    pub sessions: SessionTable,
+    /// The child for requests that belong to no session.
+    pub shared: ChildSlot,
+    slot_template: SlotOptions,
+    events: mpsc::UnboundedSender<SlotEvent>,
+    max_body: usize,
+    request_timeout: Duration,
+    max_queued: usize,
+}
+
+impl StdioFront {
+    pub fn new(
+        cfg: &RunConfig,
+        template: SlotOptions,
+        events: mpsc::UnboundedSender<SlotEvent>,
+    ) -> Arc<StdioFront> {
+        let limits = &cfg.limits;
+        let (tx, rx) = mpsc::channel(UNSOLICITED_QUEUE);
+        let shared = ChildSlot::spawn(
+            SlotOptions {
+                shared: true,
+                ..template.clone()
+            },
+            tx,
+            events.clone(),
+        );
+        tokio::spawn(route_unsolicited(rx, Weak::new()));
+        Arc::new(StdioFront {
+            sessions: SessionTable::new(limits.max_sessions as usize, limits.session_idle_ttl()),
+            shared,
+            slot_template: template,
+            events,
+            max_body: limits.max_body_bytes as usize,
+            request_timeout: limits.request_timeout(),
+            max_queued: limits.max_queued_per_session as usize,
+        })
+    }
+}
+
+impl StdioFront {
+    /// Stops every child: the shared one and each session's.
+    pub fn stop_all(&self) {
+        self.shared.stop();
+        self.sessions.clear();
+    }
+}
+
+/// `/mcp`: dispatches on the method (bad-input.md, row 7).
+pub async fn mcp(
+    State(front): State<Arc<StdioFront>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = match method {
+        Method::POST => post(&front, &headers, body).await,
+        Method::GET => get(&front, &headers).await,
+        Method::DELETE => delete(&front, &headers).await,
+        Method::OPTIONS => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            Ok(r)
+        }
+        _ => Err(Refusal::MethodNotAllowed {
+            allow: "GET, POST, DELETE",
+        }),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// `MCP-Protocol-Version` on a legacy request: absent is fine, a legacy revision is fine,
+/// anything else is refused (row 14).
+fn check_version(headers: &HeaderMap) -> Result<Option<Revision>, Refusal> {
+    match header_str(headers, VERSION_HEADER) {
+        None => Ok(None),
+        Some(v) => match v.parse::<Revision>() {
+            Ok(r) if r.era() == apiary_protocol::Era::Legacy => Ok(Some(r)),
+            _ => Err(Refusal::UnsupportedVersion),
+        },
+    }
+}
+
+/// Reads a body of at most `max` bytes; refuses a larger declared or actual length.
+pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Refusal> {
+    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(Refusal::BodyTooLarge { limit: max });
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| Refusal::invalid("the request body could not be read"))?;
+        if buf.len() + chunk.len() > max {
+            return Err(Refusal::BodyTooLarge { limit: max });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The edge checks every POST shares, in the order bad-input.md fixes: size, then
+/// Content-Type, then Accept, then the body itself.
+async fn post_prelude(
+    front: &StdioFront,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Accepts, JsonBody), Refusal> {
+    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > front.max_body as u64) {
+        return Err(Refusal::BodyTooLarge {
+            limit: front.max_body,
+        });
+    }
+    edge::check_content_type(headers)?;
+    let acc = edge::accepts(headers);
+    if !acc.json && !acc.sse {
+        return Err(Refusal::NotAcceptable(
+            "Accept must include application/json or text/event-stream",
+        ));
+    }
+    let bytes = read_body(headers, body, front.max_body).await?;
+    let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
+    Ok((acc, parsed))
+}
+
+async fn post(
+    front: &Arc<StdioFront>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let (acc, parsed) = post_prelude(front, headers, body).await?;
+    if let JsonBody::Single(m) = &parsed
+        && m.is_request()
+        && m.method() == Some(methods::INITIALIZE)
+    {
+        return initialize(front, headers, m, acc).await;
+    }
+    let session = match header_str(headers, SESSION_HEADER) {
+        Some(id) => Some(front.sessions.get(id).ok_or(Refusal::SessionNotFound)?),
+        None => None,
+    };
+    let header_version = check_version(headers)?;
+    let batch = matches!(parsed, JsonBody::Batch(_));
+    let members = match parsed {
+        JsonBody::Single(m) => vec![Ok(m)],
+        JsonBody::Batch(members) => {
+            let rev = session
+                .as_ref()
+                .map(|s| s.revision)
+                .or(header_version)
+                .unwrap_or(Revision::HTTP_DEFAULT);
+            check_batch(&members, rev)?;
+            members
+        }
+    };
+    let slot = session.as_ref().map_or(&front.shared, |s| &s.child);
+    let conn = slot.ready(front.request_timeout).await?;
+
+    let (tx, rx) = mpsc::channel::<Delivery>(front.max_queued.max(members.len() + 8));
+    let mut immediate = Vec::new();
+    let mut waiting: Vec<(RequestId, u64)> = Vec::new();
+    for member in members {
+        let m = match member {
+            Ok(m) => m,
+            Err(e) => {
+                immediate.push(e.to_response());
+                continue;
+            }
+        };
+        match forward(session.as_deref(), &conn, &m, &tx) {
+            Ok(Some(w)) => waiting.push(w),
+            Ok(None) => {}
+            Err(e) if !batch => return Err(e),
+            Err(e) => immediate.push(refusal_frame(&e, m.id_raw())),
+        }
+    }
+    drop(tx);
+    if waiting.is_empty() && immediate.is_empty() {
+        return Ok(answer::accepted());
+    }
+    let call = Call {
+        session,
+        conn,
+        waiting,
+        immediate,
+        batch,
+        timeout: front.request_timeout,
+    };
+    if acc.sse_named || !acc.json {
+        Ok(call.into_sse(rx))
+    } else {
+        Ok(call.into_json(rx).await)
+    }
+}
+
+/// Batches exist only in 2025-03-26, and may not hold `initialize` or mix requests with
+/// responses (row 8).
+fn check_batch(members: &[Result<Message, ParseError>], rev: Revision) -> Result<(), Refusal> {
+    if !rev.allows_batches() {
+        return Err(Refusal::invalid(format!(
+            "batches are not supported in {rev}"
+        )));
+    }
+    if members.is_empty() {
+        return Err(Refusal::invalid("an empty batch is not a request"));
+    }
+    let ok = members.iter().filter_map(|m| m.as_ref().ok());
+    let (mut requests, mut responses) = (false, false);
+    for m in ok {
+        if m.method() == Some(methods::INITIALIZE) {
+            return Err(Refusal::invalid("initialize cannot be batched"));
+        }
+        requests |= m.is_request();
+        responses |= m.is_response();
+    }
+    if requests && responses {
+        return Err(Refusal::invalid(
+            "a batch cannot mix requests and responses",
+        ));
+    }
+    Ok(())
+}
+
+/// An error frame for one refused batch member.
+fn refusal_frame(r: &Refusal, id: Option<&str>) -> Bytes {
+    match r {
+        Refusal::InvalidRequest { message, .. } => {
+            error_response(id, codes::INVALID_REQUEST, message, None)
+        }
+        other => error_response(id, codes::UPSTREAM_UNAVAILABLE, &other.to_string(), None),
+    }
+}
+
+/// Forwards one message to the child. A request returns its (client id, child id).
+fn forward(
+    session: Option<&Session>,
+    conn: &ChildConn,
+    m: &Message,
+    tx: &mpsc::Sender<Delivery>,
+) -> Result<Option<(RequestId, u64)>, Refusal> {
+    match m.kind() {
+        Kind::Request => {
+            let method = m.method().unwrap_or_default();
+            let id = m
+                .id()
+                .ok_or_else(|| Refusal::invalid("request id missing"))?;
+            let Some(s) = session else {
+                if methods::needs_session(method) {
+                    return Err(Refusal::invalid_with_id(
+                        "needs a session: send initialize first",
+                        m.id_raw(),
+                    ));
+                }
+                let up = conn
+                    .request(m, tx.clone())
+                    .map_err(|e| sessionless(e, m.id_raw()))?;
+                return Ok(Some((id, up)));
+            };
+            s.begin(&id, m.id_raw().unwrap_or_default())?;
+            match conn.request(m, tx.clone()) {
+                Ok(up) => {
+                    s.forwarded(&id, up);
+                    Ok(Some((id, up)))
+                }
+                Err(e) => {
+                    s.finish(&id);
+                    Err(e)
+                }
+            }
+        }
+        Kind::Notification => {
+            match m.method() {
+                // Apiary initialized the child itself.
+                Some(methods::INITIALIZED) => {}
+                Some(methods::CANCELLED) => {
+                    let target = session
+                        .zip(rewrite::cancelled_request_id(m))
+                        .and_then(|(s, id)| s.upstream_id(&id));
+                    match target
+                        .and_then(|up| rewrite::with_cancelled_request_id(m, &up.to_string()))
+                    {
+                        Some(frame) => conn.send(frame)?,
+                        None => {
+                            tracing::debug!("dropped a cancellation naming no request in flight")
+                        }
+                    }
+                }
+                _ => conn.send(m.bytes().clone())?,
+            }
+            Ok(None)
+        }
+        Kind::Response | Kind::Error => {
+            let Some(s) = session else {
+                return Err(Refusal::invalid("needs a session: send initialize first"));
+            };
+            match m.id() {
+                Some(id) if s.settle(&id) => {
+                    conn.send(m.bytes().clone())?;
+                    Ok(None)
+                }
+                _ => Err(Refusal::invalid("no outstanding request with this id")),
+            }
+        }
+    }
+}
+
+/// Sessionless requests share one child: a full queue is a 503, not a 429 (row 16).
+fn sessionless(e: Refusal, id: Option<&str>) -> Refusal {
+    match e {
+        Refusal::QueueFull { retry_after, .. } => Refusal::QueueFull {
+            retry_after,
+            in_session: false,
+        },
+        Refusal::UpstreamUnavailable {
+            reason,
+            retry_after,
+            ..
+        } => Refusal::UpstreamUnavailable {
+            reason,
+            retry_after,
+            id: id.map(str::to_owned),
+        },
+        other => other,
+    }
+}
+
+/// A POST's forwarded requests, waiting for their answers.
+struct Call {
+    session: Option<Arc<Session>>,
+    conn: Arc<ChildConn>,
+    waiting: Vec<(RequestId, u64)>,
+    immediate: Vec<Bytes>,
+    batch: bool,
+    timeout: Duration,
+}
+
+impl Call {
+    /// Gives up on what has not been answered: the child is told, the caller gets errors.
+    fn time_out(&mut self, answered: &[RequestId]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for (id, up) in self.waiting.drain(..) {
+            if answered.contains(&id) {
+                continue;
+            }
+            self.conn.abandon(up, "the proxy's request timeout expired");
+            if let Some(s) = &self.session {
+                s.finish(&id);
+            }
+            let msg = format!(
+                "the server did not answer within {} s",
+                self.timeout.as_secs()
+            );
+            out.push(error_response(
+                Some(&id.to_json()),
+                codes::INTERNAL_ERROR,
+                &msg,
+                None,
+            ));
+        }
+        out
+    }
+
+    fn settled(&self, frame: &Bytes) -> Option<RequestId> {
+        let id = Message::parse(frame.clone()).ok()?.id()?;
+        if let Some(s) = &self.session {
+            s.finish(&id);
+        }
+        Some(id)
+    }
+
+    /// Collects every answer and returns them as one JSON body (an array for a batch).
+    /// Notifications have no place in a JSON answer and are dropped.
+    async fn into_json(mut self, mut rx: mpsc::Receiver<Delivery>) -> Response {
+        let mut frames = std::mem::take(&mut self.immediate);
+        let mut answered = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while answered.len() < self.waiting.len() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(d)) if d.is_response => {
+                    if let Some(id) = self.settled(&d.frame) {
+                        answered.push(id);
+                    }
+                    frames.push(d.frame);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        frames.extend(self.time_out(&answered));
+        if self.batch {
+            let mut body = BytesMut::from(&b"["[..]);
+            for (i, f) in frames.iter().enumerate() {
+                if i > 0 {
+                    body.extend_from_slice(b",");
+                }
+                body.extend_from_slice(f);
+            }
+            body.extend_from_slice(b"]");
+            answer::json(body.freeze())
+        } else {
+            answer::json(frames.into_iter().next().unwrap_or_default())
+        }
+    }
+
+    /// Streams progress, server→client requests and the answers as SSE events, then closes.
+    fn into_sse(mut self, mut rx: mpsc::Receiver<Delivery>) -> Response {
+        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+        let (stream_tx, mut stream_rx) = mpsc::channel::<Delivery>(64);
+        let stream_no = self.session.as_ref().map(|s| s.open_post_stream(stream_tx));
+        tokio::spawn(async move {
+            let session = self.session.clone();
+            let event = |frame: &[u8]| -> Bytes {
+                let id = session.as_ref().zip(stream_no).map(|(s, n)| s.event_id(n));
+                sse::message_event(id.as_deref(), frame)
+            };
+            if let (Some(s), Some(n)) = (&session, stream_no)
+                && s.revision >= Revision::V2025_11_25
+            {
+                let _ = body_tx
+                    .send(Ok(sse::priming_event(&s.event_id(n), RETRY_MS)))
+                    .await;
+            }
+            for f in std::mem::take(&mut self.immediate) {
+                let _ = body_tx.send(Ok(event(&f))).await;
+            }
+            let mut answered = Vec::new();
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            while answered.len() < self.waiting.len() {
+                let next = tokio::select! {
+                    d = rx.recv() => d,
+                    d = stream_rx.recv() => d,
+                    () = tokio::time::sleep_until(deadline) => None,
+                    () = body_tx.closed() => None,
+                };
+                let Some(d) = next else { break };
+                if d.is_response
+                    && let Some(id) = self.settled(&d.frame)
+                {
+                    answered.push(id);
+                }
+                if body_tx.send(Ok(event(&d.frame))).await.is_err() {
+                    break;
+                }
+            }
+            if !body_tx.is_closed() {
+                for f in self.time_out(&answered) {
+                    let _ = body_tx.send(Ok(event(&f))).await;
+                }
+            } else if let Some(s) = &session {
+                // The client went away: a disconnect is not a cancellation, but nobody is
+                // left to hear the answers, so the ids are free again.
+                for (id, _) in &self.waiting {
+                    s.finish(id);
+                }
+            }
+            if let (Some(s), Some(n)) = (&session, stream_no) {
+                s.close_post_stream(n);
+            }
+        });
+        sse_response(body_rx)
+    }
+}
+
+fn sse_response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
+    let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
+
+/// `initialize`: starts the session's own child with the client's `initialize`, and
+/// answers from the child's result under a new session id.
+async fn initialize(
+    front: &Arc<StdioFront>,
+    headers: &HeaderMap,
+    m: &Message,
+    acc: Accepts,
+) -> Result<Response, Refusal> {
+    if let Some(id) = header_str(headers, SESSION_HEADER)
+        && front.sessions.get(id).is_some()
+    {
+        return Err(Refusal::invalid_with_id(
+            "session already initialized",
+            m.id_raw(),
+        ));
+    }
+    front.sessions.check_capacity()?;
+    let params = m.params_raw().unwrap_or("{}").to_owned();
+    let mut opts = front.slot_template.clone();
+    opts.init_params = params;
+    let (tx, rx) = mpsc::channel(UNSOLICITED_QUEUE);
+    let slot = ChildSlot::spawn(opts, tx, front.events.clone());
+    slot.ready(front.request_timeout)
+        .await
+        .map_err(|e| sessionless(e, m.id_raw()))?;
+    let result = slot
+        .init_result()
+        .ok_or_else(|| Refusal::UpstreamUnavailable {
+            reason: "the server did not initialize".into(),
+            retry_after: 1,
+            id: m.id_raw().map(str::to_owned),
+        })?;
+    let revision = serde_json::from_slice::<Value>(&result)
+        .ok()
+        .and_then(|v| v.get("protocolVersion")?.as_str()?.parse::<Revision>().ok())
+        .unwrap_or(Revision::HTTP_DEFAULT);
+    let session = front.sessions.insert(revision, slot)?;
+    tokio::spawn(route_unsolicited(rx, Arc::downgrade(&session)));
+    let id = m.id_raw().unwrap_or("null");
+    let text = std::str::from_utf8(&result).unwrap_or("{}");
+    let frame = apiary_protocol::result_response(id, text);
+    tracing::info!(session = %session.id, %revision, "session opened");
+
+    let mut res = if acc.json {
+        answer::json(frame)
+    } else {
+        let (tx, rx) = mpsc::channel(2);
+        let _ = tx.try_send(Ok(sse::message_event(None, &frame)));
+        sse_response(rx)
+    };
+    if let Ok(v) = HeaderValue::from_str(&session.id) {
+        res.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(res)
+}
+
+/// Delivers what a child sends unasked. A session's own child: to that session. The
+/// shared child has no owner: its server→client requests are refused, since Apiary never
+/// guesses (DESIGN.md), and its notifications go to the log only.
+async fn route_unsolicited(mut rx: mpsc::Receiver<Unsolicited>, owner: Weak<Session>) {
+    while let Some(u) = rx.recv().await {
+        let session = owner.upgrade();
+        match (u, session) {
+            (Unsolicited::Notification(m), Some(s)) => s.deliver(m.into_bytes(), None),
+            (Unsolicited::Request(m, _), Some(s)) => {
+                let id = m.id();
+                s.deliver(m.into_bytes(), id);
+            }
+            (Unsolicited::Notification(m), None) => {
+                tracing::debug!(
+                    method = m.method().unwrap_or(""),
+                    "notification from the shared child not delivered"
+                );
+            }
+            (Unsolicited::Request(m, child), None) => {
+                tracing::warn!(
+                    method = m.method().unwrap_or(""),
+                    "refused a server→client request: no session owns the shared child"
+                );
+                let msg = "the client of this request cannot be determined; Apiary does not guess";
+                let _ = child.try_send(error_response(
+                    m.id_raw(),
+                    codes::METHOD_NOT_FOUND,
+                    msg,
+                    None,
+                ));
+            }
+        }
+    }
+}
+
+/// `GET /mcp`: the session's standalone stream for messages no request is waiting for.
+async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
+    if !edge::accepts_event_stream(headers) {
+        return Err(Refusal::NotAcceptable(
+            "Accept must include text/event-stream",
+        ));
+    }
+    let Some(id) = header_str(headers, SESSION_HEADER) else {
+        return Err(Refusal::invalid("needs a session: send initialize first"));
+    };
+    let session = front.sessions.get(id).ok_or(Refusal::SessionNotFound)?;
+    check_version(headers)?;
+    let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
+    let stream_no = session.open_get_stream(tx);
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        if session.revision >= Revision::V2025_11_25 {
+            let _ = body_tx
+                .send(Ok(sse::priming_event(
+                    &session.event_id(stream_no),
+                    RETRY_MS,
+                )))
+                .await;
+        }
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.tick().await;
+        loop {
+            let out = tokio::select! {
+                d = rx.recv() => match d {
+                    Some(d) => sse::message_event(Some(&session.event_id(stream_no)), &d.frame),
+                    None => break,
+                },
+                _ = keep_alive.tick() => sse::keep_alive(),
+                () = session.closed.cancelled() => break,
+                () = body_tx.closed() => break,
+            };
+            if body_tx.send(Ok(out)).await.is_err() {
+                break;
+            }
+        }
+        session.close_get_stream();
+    });
+    Ok(sse_response(body_rx))
+}
+
+/// `DELETE /mcp`: ends the session, cancels its calls and stops its child (row 13).
+async fn delete(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
+    let Some(id) = header_str(headers, SESSION_HEADER) else {
+        return Err(Refusal::invalid("DELETE needs an Mcp-Session-Id"));
+    };
+    let session = front.sessions.get(id).ok_or(Refusal::SessionNotFound)?;
+    if let Ok(conn) = session.child.ready(Duration::ZERO).await {
+        for up in session.all_upstream_ids() {
+            conn.abandon(up, "the session was deleted");
+        }
+    }
+    front.sessions.remove(id);
+    tracing::info!(session = %session.id, "session deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -2,5 +2,7 @@
 //! and the locations of the real tools (Node, the conformance suite, Python clients) that
 //! `cargo xtask test-env` installs.
 
+pub mod binaries;
+pub mod conformance;
 pub mod env;
 pub mod server;

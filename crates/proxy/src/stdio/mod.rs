@@ -1,0 +1,9 @@
+//! stdio upstreams: one child process speaking newline-delimited JSON-RPC, restarted when
+//! it dies. [`conn`] multiplexes callers onto one live child; [`slot`] keeps a child alive
+//! across crashes and initializes each new one before anything is forwarded to it.
+
+pub mod conn;
+pub mod slot;
+
+pub use conn::{ChildConn, Delivery, UNSOLICITED_QUEUE, Unsolicited};
+pub use slot::{ChildSlot, SlotEvent, SlotOptions, supervise_process};

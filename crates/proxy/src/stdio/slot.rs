@@ -1,0 +1,410 @@
+//! Keeps one child alive: launches it, initializes it before anything else reaches it,
+//! notices at once when it dies, fails its callers, and restarts it with backoff until
+//! the crash-loop limit says stop.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apiary_config::RestartPolicy;
+use apiary_protocol::{Kind, methods};
+use apiary_transport::launch::{BoxRead, ExitReason, Launch};
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::conn::{ChildConn, Unsolicited};
+use crate::answer::Refusal;
+
+/// What the slot reports to whoever keeps the proxy's status.
+#[derive(Debug, Clone)]
+pub enum SlotEvent {
+    Started {
+        pid: Option<u32>,
+    },
+    /// The child died (not asked to): a restart follows unless the slot gives up.
+    Exited {
+        pid: Option<u32>,
+        reason: ExitReason,
+        shared: bool,
+    },
+    /// The child was stopped on purpose.
+    Stopped {
+        pid: Option<u32>,
+    },
+    Down {
+        reason: String,
+        shared: bool,
+    },
+}
+
+#[derive(Clone)]
+enum SlotState {
+    Starting,
+    Ready(Arc<ChildConn>),
+    Restarting,
+    Down(String),
+}
+
+/// How to start and keep a child.
+#[derive(Clone)]
+pub struct SlotOptions {
+    pub launcher: Arc<dyn Launch>,
+    /// `initialize` params (JSON text) sent to every new child.
+    pub init_params: String,
+    pub max_line: usize,
+    pub queue: usize,
+    pub init_timeout: Duration,
+    pub restart: RestartPolicy,
+    /// Supervisors run on this tracker, so the proxy can wait for its children at shutdown.
+    pub tracker: TaskTracker,
+    /// The child that serves requests of no session (its death is the proxy's).
+    pub shared: bool,
+}
+
+/// One supervised child. Dropping it (or [`ChildSlot::stop`]) stops the child.
+pub struct ChildSlot {
+    state: watch::Receiver<SlotState>,
+    init_result: Arc<Mutex<Option<Bytes>>>,
+    cancel: CancellationToken,
+}
+
+impl ChildSlot {
+    /// Starts supervising a child.
+    pub fn spawn(
+        opts: SlotOptions,
+        unsolicited: mpsc::Sender<Unsolicited>,
+        events: mpsc::UnboundedSender<SlotEvent>,
+    ) -> ChildSlot {
+        let (tx, rx) = watch::channel(SlotState::Starting);
+        let init_result = Arc::new(Mutex::new(None));
+        let cancel = CancellationToken::new();
+        let tracker = opts.tracker.clone();
+        let sup = Supervisor {
+            opts,
+            state: tx,
+            init_result: Arc::clone(&init_result),
+            cancel: cancel.clone(),
+            unsolicited,
+            events,
+        };
+        tracker.spawn(sup.run());
+        ChildSlot {
+            state: rx,
+            init_result,
+            cancel,
+        }
+    }
+
+    /// The live child, waiting up to `wait` while the first one starts. During a restart
+    /// or when the upstream is down, refuses at once (bad-input.md, row 27).
+    pub async fn ready(&self, wait: Duration) -> Result<Arc<ChildConn>, Refusal> {
+        let mut rx = self.state.clone();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                SlotState::Ready(conn) if !conn.is_closed() => return Ok(conn),
+                SlotState::Ready(_) | SlotState::Restarting => {
+                    return Err(Refusal::UpstreamUnavailable {
+                        reason: "the server is restarting".into(),
+                        retry_after: 1,
+                        id: None,
+                    });
+                }
+                SlotState::Down(reason) => {
+                    return Err(Refusal::UpstreamUnavailable {
+                        reason,
+                        retry_after: 30,
+                        id: None,
+                    });
+                }
+                SlotState::Starting => {}
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(Refusal::UpstreamUnavailable {
+                        reason: "the server did not start in time".into(),
+                        retry_after: 5,
+                        id: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The child's `initialize` result (JSON text), once a child has answered it.
+    pub fn init_result(&self) -> Option<Bytes> {
+        self.init_result.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for ChildSlot {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+struct Supervisor {
+    opts: SlotOptions,
+    state: watch::Sender<SlotState>,
+    init_result: Arc<Mutex<Option<Bytes>>>,
+    cancel: CancellationToken,
+    unsolicited: mpsc::Sender<Unsolicited>,
+    events: mpsc::UnboundedSender<SlotEvent>,
+}
+
+enum Ended {
+    /// The proxy asked the child to stop.
+    Stopped,
+    /// The child died or could not be brought up.
+    Failed(ExitReason),
+}
+
+impl Supervisor {
+    async fn run(self) {
+        let mut recent: VecDeque<Instant> = VecDeque::new();
+        loop {
+            match self.one_child().await {
+                Ended::Stopped => return,
+                Ended::Failed(reason) => {
+                    let now = Instant::now();
+                    recent.push_back(now);
+                    while recent
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > self.opts.restart.window())
+                    {
+                        recent.pop_front();
+                    }
+                    if recent.len() > self.opts.restart.max_restarts as usize {
+                        let why = format!(
+                            "the server failed {} times within {:?}; last: {reason}",
+                            recent.len(),
+                            self.opts.restart.window()
+                        );
+                        tracing::error!(server = %self.opts.launcher.describe(), "{why}; giving up");
+                        let _ = self.state.send(SlotState::Down(why.clone()));
+                        let _ = self.events.send(SlotEvent::Down {
+                            reason: why,
+                            shared: self.opts.shared,
+                        });
+                        return;
+                    }
+                    let _ = self.state.send(SlotState::Restarting);
+                    let backoff = backoff(&self.opts.restart, recent.len());
+                    tracing::warn!(reason = %reason, ?backoff, "the server stopped; restarting");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.cancel.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one child from launch to death.
+    async fn one_child(&self) -> Ended {
+        let handle = tokio::select! {
+            h = self.opts.launcher.launch() => h,
+            () = self.cancel.cancelled() => return Ended::Stopped,
+        };
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the server");
+                return Ended::Failed(ExitReason::other(e.to_string()));
+            }
+        };
+        let pid = handle.pid;
+        if let Some(stderr) = handle.stderr {
+            tokio::spawn(pump_stderr(stderr, pid));
+        }
+        let kill = handle.kill;
+        let mut exited = handle.exited;
+        let conn = ChildConn::start(
+            pid,
+            handle.stdin,
+            handle.stdout,
+            self.opts.max_line,
+            self.opts.queue,
+            self.unsolicited.clone(),
+        );
+        let _ = self.events.send(SlotEvent::Started { pid });
+
+        let init = tokio::select! {
+            r = tokio::time::timeout(self.opts.init_timeout, initialize(&conn, &self.opts.init_params)) => Some(r),
+            () = self.cancel.cancelled() => None,
+            r = &mut exited => {
+                let reason = r.unwrap_or_else(|_| ExitReason::other("the server vanished"));
+                let _ = kill;
+                conn.fail_all(&reason.description);
+                let _ = self.events.send(SlotEvent::Exited { pid, reason: reason.clone(), shared: self.opts.shared });
+                return Ended::Failed(reason);
+            }
+        };
+        let failed = match init {
+            None => {
+                drop(kill);
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+                conn.fail_all("the proxy is stopping");
+                let _ = self.events.send(SlotEvent::Stopped { pid });
+                return Ended::Stopped;
+            }
+            Some(Ok(Ok(result))) => {
+                if let Ok(mut g) = self.init_result.lock() {
+                    *g = Some(result);
+                }
+                let _ = conn.send(Bytes::from_static(
+                    br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                ));
+                let _ = self.state.send(SlotState::Ready(Arc::clone(&conn)));
+                None
+            }
+            Some(Ok(Err(e))) => Some(format!("initialize failed: {e}")),
+            Some(Err(_)) => Some(format!(
+                "initialize got no answer within {:?}",
+                self.opts.init_timeout
+            )),
+        };
+        if let Some(why) = failed {
+            tracing::error!(pid, "{why}");
+            drop(kill);
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+            conn.fail_all(&why);
+            return Ended::Failed(ExitReason::other(why));
+        }
+
+        let reason = tokio::select! {
+            r = &mut exited => {
+                // Let the reader drain what the child wrote just before it died.
+                let _ = tokio::time::timeout(Duration::from_millis(200), conn.closed()).await;
+                r.unwrap_or_else(|_| ExitReason::other("the server vanished"))
+            }
+            () = conn.closed() => {
+                drop(kill);
+                match tokio::time::timeout(Duration::from_secs(5), &mut exited).await {
+                    Ok(Ok(r)) => ExitReason::other(format!("closed its output, then {}", r.description)),
+                    _ => ExitReason::other("closed its output"),
+                }
+            }
+            () = self.cancel.cancelled() => {
+                drop(kill);
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+                conn.fail_all("the proxy is stopping");
+                let _ = self.events.send(SlotEvent::Stopped { pid });
+                return Ended::Stopped;
+            }
+        };
+        conn.fail_all(&reason.description);
+        let _ = self.events.send(SlotEvent::Exited {
+            pid,
+            reason: reason.clone(),
+            shared: self.opts.shared,
+        });
+        Ended::Failed(reason)
+    }
+}
+
+/// Sends Apiary's own `initialize` and returns the result's JSON text.
+async fn initialize(conn: &ChildConn, params: &str) -> Result<Bytes, String> {
+    let answer = conn
+        .call_own(methods::INITIALIZE, params)
+        .await
+        .map_err(|e| e.to_string())?;
+    match (answer.kind(), answer.payload_raw()) {
+        (Kind::Response, Some(result)) => Ok(Bytes::copy_from_slice(result.as_bytes())),
+        (_, payload) => Err(payload.unwrap_or("no result").chars().take(300).collect()),
+    }
+}
+
+/// Keeps a local HTTP server process running (it speaks HTTP itself; the proxy only
+/// forwards to it): restarts it with backoff, logs its output, stops it at shutdown.
+pub async fn supervise_process(
+    launcher: Arc<dyn Launch>,
+    policy: RestartPolicy,
+    events: mpsc::UnboundedSender<SlotEvent>,
+    stop: CancellationToken,
+) {
+    let mut recent: VecDeque<Instant> = VecDeque::new();
+    loop {
+        let handle = tokio::select! {
+            h = launcher.launch() => h,
+            () = stop.cancelled() => return,
+        };
+        let reason = match handle {
+            Err(e) => ExitReason::other(e.to_string()),
+            Ok(h) => {
+                let pid = h.pid;
+                let _ = events.send(SlotEvent::Started { pid });
+                tokio::spawn(pump_stderr(h.stdout, pid));
+                if let Some(err) = h.stderr {
+                    tokio::spawn(pump_stderr(err, pid));
+                }
+                let kill = h.kill;
+                let mut exited = h.exited;
+                tokio::select! {
+                    r = &mut exited => {
+                        let reason = r.unwrap_or_else(|_| ExitReason::other("the server vanished"));
+                        let _ = events.send(SlotEvent::Exited { pid, reason: reason.clone(), shared: true });
+                        reason
+                    }
+                    () = stop.cancelled() => {
+                        drop(kill);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+                        let _ = events.send(SlotEvent::Stopped { pid });
+                        return;
+                    }
+                }
+            }
+        };
+        let now = Instant::now();
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.window())
+        {
+            recent.pop_front();
+        }
+        if recent.len() > policy.max_restarts as usize {
+            let why = format!(
+                "the server failed {} times within {:?}; last: {reason}",
+                recent.len(),
+                policy.window()
+            );
+            let _ = events.send(SlotEvent::Down {
+                reason: why,
+                shared: true,
+            });
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff(&policy, recent.len())) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+fn backoff(policy: &RestartPolicy, failures: usize) -> Duration {
+    let exp = u32::try_from(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    policy
+        .backoff_initial()
+        .saturating_mul(1 << exp)
+        .min(policy.backoff_max())
+}
+
+/// The child's stderr is its log: each line goes to the workload log, never parsed.
+async fn pump_stderr(stderr: BoxRead, pid: Option<u32>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "apiary::server", pid, "{}", line.chars().take(4096).collect::<String>());
+    }
+}

@@ -1,0 +1,101 @@
+//! Shared by the proxy's integration tests: a minimal launcher for a real child process and
+//! a proxy in front of the fixture server over stdio.
+#![allow(dead_code, clippy::unwrap_used)] // test code; each test binary uses a subset
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use apiary_config::{CommandSource, RunConfig, Source};
+use apiary_proxy::ProxyHandle;
+use apiary_transport::launch::{ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture};
+use tokio::sync::oneshot;
+
+/// Starts `program args…` with piped stdio; dropping the kill switch kills it.
+pub struct CommandLauncher {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Launch for CommandLauncher {
+    fn launch(&self) -> LaunchFuture<'_> {
+        Box::pin(async move {
+            let mut child = tokio::process::Command::new(&self.program)
+                .args(&self.args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|source| LaunchError::Spawn {
+                    program: self.program.display().to_string(),
+                    source,
+                })?;
+            let pid = child.id();
+            let stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| LaunchError::Other("no stdin".into()))?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| LaunchError::Other("no stdout".into()))?;
+            let (exit_tx, exited) = oneshot::channel();
+            let (kill, kill_rx) = oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let status = tokio::select! {
+                    s = child.wait() => s,
+                    _ = kill_rx => {
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                };
+                use std::os::unix::process::ExitStatusExt;
+                let reason = match status {
+                    Ok(s) => match (s.code(), s.signal()) {
+                        (Some(c), _) => ExitReason::from_code(c),
+                        (_, Some(sig)) => ExitReason::from_signal(sig),
+                        _ => ExitReason::other("exited"),
+                    },
+                    Err(e) => ExitReason::other(e.to_string()),
+                };
+                let _ = exit_tx.send(reason);
+            });
+            Ok(ChildHandle {
+                pid,
+                stdin: Box::new(stdin),
+                stdout: Box::new(stdout),
+                stderr: None,
+                exited,
+                kill,
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.program.display().to_string()
+    }
+}
+
+/// A RunConfig for the fixture server over stdio on a free loopback port.
+pub fn testkit_config(name: &str) -> RunConfig {
+    let server = apiary_testkit::binaries::testkit_server();
+    RunConfig::new(
+        name,
+        Source::Command(CommandSource {
+            program: server.display().to_string(),
+            args: vec!["--stdio".into()],
+        }),
+    )
+}
+
+/// A proxy in front of the fixture server over stdio.
+pub async fn testkit_proxy(cfg: RunConfig) -> ProxyHandle {
+    let launcher = CommandLauncher {
+        program: apiary_testkit::binaries::testkit_server(),
+        args: vec!["--stdio".into()],
+    };
+    apiary_proxy::start(cfg, Some(Arc::new(launcher)))
+        .await
+        .expect("the proxy starts")
+}
