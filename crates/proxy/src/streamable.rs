@@ -384,6 +384,19 @@ struct Call {
     timeout: Duration,
 }
 
+impl Drop for Call {
+    /// However the call ends (answered, timed out, or the client went away: a disconnect
+    /// is not a cancellation, but nobody is left to hear the answers), its ids are free
+    /// for reuse afterwards.
+    fn drop(&mut self) {
+        if let Some(s) = &self.session {
+            for (id, _) in &self.waiting {
+                s.finish(id);
+            }
+        }
+    }
+}
+
 impl Call {
     /// Gives up on what has not been answered: the child is told, the caller gets errors.
     fn time_out(&mut self, answered: &[RequestId]) -> Vec<Bytes> {
@@ -495,12 +508,6 @@ impl Call {
             if !body_tx.is_closed() {
                 for f in self.time_out(&answered) {
                     let _ = body_tx.send(Ok(event(&f))).await;
-                }
-            } else if let Some(s) = &session {
-                // The client went away: a disconnect is not a cancellation, but nobody is
-                // left to hear the answers, so the ids are free again.
-                for (id, _) in &self.waiting {
-                    s.finish(id);
                 }
             }
             if let (Some(s), Some(n)) = (&session, stream_no) {

@@ -234,3 +234,122 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// Opens a session with raw HTTP and returns its id.
+async fn open_session(c: &reqwest::Client, url: &str) -> String {
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let r = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert!(sid.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{sid}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"]["protocolVersion"], "2025-11-25");
+    sid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_rules_duplicate_ids_get_delete_and_versions() {
+    let proxy = common::testkit_proxy(common::testkit_config("sessions")).await;
+    let url = proxy.url();
+    let c = http();
+    let sid = open_session(&c, &url).await;
+    let post = |body: Value| {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .header("mcp-session-id", &sid)
+            .body(body.to_string())
+    };
+
+    // A request id still in flight cannot be reused in the same session (row 18).
+    let slow = post(json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1500}}}))
+        .send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dup = post(json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 400);
+    let v: Value = dup.json().await.unwrap();
+    assert_eq!(
+        (v["error"]["code"].as_i64(), v["id"].as_i64()),
+        (Some(-32600), Some(5))
+    );
+    let first: Value = slow.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(first["id"], 5);
+    assert!(first["result"].is_object(), "{first}");
+    // Answered: the id is free again.
+    let again = post(json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+
+    // An unsupported version header is refused with the supported list (row 14).
+    let r = post(json!({"jsonrpc":"2.0","id":6,"method":"tools/list"}))
+        .header("mcp-protocol-version", "2099-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["data"]["supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "2025-11-25"),
+        "{v}"
+    );
+
+    // Session-only requests without a session (row 12), GET without a session.
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(
+            json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"info"}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // DELETE ends the session; a second DELETE and later requests get 404 (rows 11, 13).
+    let r = c
+        .delete(&url)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .delete(&url)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(json!({"jsonrpc":"2.0","id":7,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    proxy.shutdown().await;
+}
