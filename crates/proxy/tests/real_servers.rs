@@ -1,0 +1,339 @@
+//! End to end: the proxy serving REAL MCP servers (npm `server-everything`, PyPI
+//! `mcp-server-time`, the fixture server over HTTP) to REAL clients (the official Python and
+//! TypeScript SDKs, and Apiary's own `McpClient`), with children started by the runtime's
+//! `ProcessLauncher` exactly as `apiary run` starts them.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_config::{RunConfig, Source, Transport};
+use apiary_proxy::ProxyHandle;
+use apiary_runtime::process::ProcessLauncher;
+use apiary_testkit::conformance::{EXPECTED_2025_11_25, run_server_suite};
+use apiary_testkit::env;
+use apiary_transport::client::{ConnectOptions, McpClient};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Bounds one SDK client run (start-up of the interpreter, a child per session, three requests).
+const CLIENT_LIMIT: Duration = Duration::from_secs(120);
+/// Bounds starting a proxy and shutting it down.
+const PROXY_LIMIT: Duration = Duration::from_secs(60);
+
+/// A running proxy that, if the test panics before [`Running::stop`], still kills every
+/// child process group it knows of (the launcher puts each child in a group of its own, so
+/// npx's and uvx's grandchildren go too).
+struct Running {
+    proxy: Option<ProxyHandle>,
+}
+
+impl Running {
+    fn url(&self) -> String {
+        self.proxy.as_ref().unwrap().url()
+    }
+
+    /// Shuts the proxy down (which stops and waits for its children).
+    async fn stop(mut self) {
+        let proxy = self.proxy.take().unwrap();
+        let pids = proxy.status().borrow().child_pids.clone();
+        let stopped = tokio::time::timeout(PROXY_LIMIT, proxy.shutdown()).await;
+        if stopped.is_err() {
+            kill_groups(&pids);
+            panic!("the proxy did not shut down within {PROXY_LIMIT:?}");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(proxy) = self.proxy.take() {
+            let pids = proxy.status().borrow().child_pids.clone();
+            proxy.shutdown_token().cancel();
+            kill_groups(&pids);
+        }
+    }
+}
+
+fn kill_groups(pids: &[u32]) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A proxy over stdio in front of the local server `cfg` describes, launched the way the
+/// runtime launches it, with the tools bin first on PATH (Node 22 for npx, the warmed uv).
+async fn local_proxy(cfg: RunConfig, extra_env: &[(&str, &str)]) -> Running {
+    let path = env::path_with_tools().into_string().unwrap();
+    let mut launcher = ProcessLauncher::for_run_config(&cfg)
+        .unwrap()
+        .env("PATH", path)
+        .grace_period(Duration::from_secs(2));
+    for (k, v) in extra_env {
+        launcher = launcher.env(*k, *v);
+    }
+    let proxy = tokio::time::timeout(
+        PROXY_LIMIT,
+        apiary_proxy::start(cfg, Some(Arc::new(launcher))),
+    )
+    .await
+    .expect("the proxy starts in time")
+    .expect("the proxy starts");
+    Running { proxy: Some(proxy) }
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("sdk_clients")
+        .join(name)
+}
+
+/// Runs a client script to completion within [`CLIENT_LIMIT`] and parses the JSON line it
+/// prints. The child is killed if the limit passes (kill_on_drop).
+async fn run_script(mut cmd: std::process::Command) -> Result<Value, String> {
+    cmd.env("PATH", env::path_with_tools())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let described = format!("{cmd:?}");
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| format!("{described}: {e}"))?;
+    let out = tokio::time::timeout(CLIENT_LIMIT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{described} did not finish within {CLIENT_LIMIT:?}"))?
+        .map_err(|e| format!("{described}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "{described} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        ));
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(line)
+        .map_err(|e| format!("{described} printed no JSON ({e}): {stdout}\nstderr: {stderr}"))
+}
+
+/// The official Python SDK (`mcp.client.streamable_http`) against `url`.
+async fn python_client(url: &str, tool: &str, args: &Value) -> Result<Value, String> {
+    let mut cmd = env::command("python3");
+    cmd.arg(script("py_client.py"))
+        .arg(url)
+        .arg(tool)
+        .arg(args.to_string());
+    run_script(cmd).await
+}
+
+/// The official TypeScript SDK (`StreamableHTTPClientTransport`) on Node 22 against `url`.
+async fn ts_client(url: &str, tool: &str, args: &Value) -> Result<Value, String> {
+    let mut cmd = env::command("node");
+    cmd.env("NODE_PATH", env::ts_sdk_node_modules())
+        .arg(script("ts_client.cjs"))
+        .arg(url)
+        .arg(tool)
+        .arg(args.to_string());
+    run_script(cmd).await
+}
+
+/// Apiary's own client, reporting in the scripts' shape.
+async fn apiary_client(url: &str, tool: &str, args: &Value) -> Result<Value, String> {
+    let options = ConnectOptions {
+        timeout: Duration::from_secs(60),
+        ..ConnectOptions::default()
+    };
+    let work = async {
+        let client = McpClient::connect(url, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tools = client.list_tools().await.map_err(|e| e.to_string())?;
+        let result = client
+            .call_tool(tool, args.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = json!({
+            "server": client.server_info()["name"],
+            "protocolVersion": client.protocol_version(),
+            "tools": tools.iter().map(|t| t["name"].clone()).collect::<Vec<_>>(),
+            "result": result,
+        });
+        client.close().await.map_err(|e| e.to_string())?;
+        Ok(out)
+    };
+    tokio::time::timeout(CLIENT_LIMIT, work)
+        .await
+        .map_err(|_| format!("McpClient did not finish within {CLIENT_LIMIT:?}"))?
+}
+
+/// What each client must have seen: the server's name, `tool` among the listed tools, and a
+/// successful result whose first text content satisfies `text_ok`.
+struct Expect<'a> {
+    server: &'a str,
+    tool: &'a str,
+    args: Value,
+    text_ok: &'a dyn Fn(&str) -> bool,
+}
+
+fn check(client: &str, got: Result<Value, String>, want: &Expect<'_>) -> Result<(), String> {
+    let got = got.map_err(|e| format!("{client}: {e}"))?;
+    let fail = |why: &str| Err(format!("{client}: {why}: {got}"));
+    if got["server"] != want.server {
+        return fail("wrong server name");
+    }
+    let listed = got["tools"].as_array().cloned().unwrap_or_default();
+    if !listed.iter().any(|t| t == want.tool) {
+        return fail("the tool is not listed");
+    }
+    if got["result"]["isError"] == true {
+        return fail("the call returned isError");
+    }
+    let text = got["result"]["content"][0]["text"].as_str().unwrap_or("");
+    if !(want.text_ok)(text) {
+        return fail("unexpected call result");
+    }
+    Ok(())
+}
+
+/// Drives the server behind `url` with all three clients one after the other and fails with
+/// every client's problem at once.
+async fn all_clients_agree(url: &str, want: &Expect<'_>) {
+    let mut problems = Vec::new();
+    let py = python_client(url, want.tool, &want.args).await;
+    problems.extend(check("python sdk", py, want).err());
+    let ts = ts_client(url, want.tool, &want.args).await;
+    problems.extend(check("typescript sdk", ts, want).err());
+    let ours = apiary_client(url, want.tool, &want.args).await;
+    problems.extend(check("apiary McpClient", ours, want).err());
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+fn everything_echo() -> Expect<'static> {
+    Expect {
+        server: "mcp-servers/everything",
+        tool: "echo",
+        args: json!({"message": "hello through apiary"}),
+        text_ok: &|t| t == "Echo: hello through apiary",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_over_stdio_serves_the_python_ts_and_apiary_clients() {
+    // The pre-installed package, run as a command source (no npm involved).
+    let server = env::tool("mcp-server-everything").display().to_string();
+    let cfg = RunConfig::new("everything", Source::command(server, ["stdio"]));
+    let running = local_proxy(cfg, &[]).await;
+    let url = running.url();
+    all_clients_agree(&url, &everything_echo()).await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_through_npx_package_resolution_serves_all_clients() {
+    // `npx://@modelcontextprotocol/server-everything` as `apiary run` resolves it (`npx -y
+    // <name>`), pinned to the version the test environment installed and made to work from
+    // the npm cache alone, so the test needs no registry.
+    let version = env::setting("NPM_SERVER_EVERYTHING_VERSION");
+    let name = match &version {
+        Some(v) => format!("@modelcontextprotocol/server-everything@{v}"),
+        None => "@modelcontextprotocol/server-everything".to_owned(),
+    };
+    let mut cfg = RunConfig::new("everything-npx", Source::npx(name));
+    cfg.args = vec!["stdio".into()];
+    let line = cfg.command_line().unwrap();
+    assert_eq!(
+        (line.program.as_str(), line.args[0].as_str()),
+        ("npx", "-y")
+    );
+    let running = local_proxy(cfg, &[("npm_config_offline", "true")]).await;
+    let url = running.url();
+    all_clients_agree(&url, &everything_echo()).await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_through_uvx_serves_the_python_ts_and_apiary_clients() {
+    // `uvx://mcp-server-time`, resolved by uvx from the warmed uv cache (offline).
+    let cfg = RunConfig::new("time", Source::uvx("mcp-server-time"));
+    let running = local_proxy(cfg, &[("UV_OFFLINE", "1")]).await;
+    let url = running.url();
+    let want = Expect {
+        server: "mcp-time",
+        tool: "get_current_time",
+        args: json!({"timezone": "UTC"}),
+        text_ok: &|t| {
+            serde_json::from_str::<Value>(t).is_ok_and(|v| {
+                v["timezone"] == "UTC" && v["datetime"].as_str().is_some_and(|d| d.contains('T'))
+            })
+        },
+    };
+    all_clients_agree(&url, &want).await;
+    running.stop().await;
+}
+
+/// The fixture server listening on HTTP; killed when dropped.
+struct HttpServer {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn http_fixture() -> HttpServer {
+    let mut child = tokio::process::Command::new(apiary_testkit::binaries::testkit_server())
+        .args(["--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the fixture prints its URL in time")
+        .unwrap()
+        .expect("the fixture prints its URL");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    // Keep draining stdout so the fixture never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    HttpServer { child, url }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_passes_through_the_proxy_to_an_http_upstream() {
+    let mut upstream = http_fixture().await;
+    let mut cfg = RunConfig::new("remote", Source::remote(upstream.url.clone()));
+    cfg.transport = Some(Transport::StreamableHttp);
+    let proxy = tokio::time::timeout(PROXY_LIMIT, apiary_proxy::start(cfg, None))
+        .await
+        .expect("the proxy starts in time")
+        .expect("the proxy starts");
+    let running = Running { proxy: Some(proxy) };
+    let summary = run_server_suite(&running.url(), "2025-11-25").await;
+    running.stop().await;
+    let _ = upstream.child.kill().await;
+    assert!(
+        summary.failed.is_empty(),
+        "failing scenarios: {:?}\n{}",
+        summary.failed,
+        summary.output
+    );
+    assert_eq!(summary.total_checks_failed, 0, "{}", summary.output);
+    assert_eq!(
+        summary.passed.len(),
+        EXPECTED_2025_11_25,
+        "passed: {:?}\n{}",
+        summary.passed,
+        summary.output
+    );
+    assert!(summary.success, "{}", summary.output);
+}

@@ -1,0 +1,35 @@
+"""Drives an MCP server over Streamable HTTP with the official Python SDK (PyPI `mcp`).
+
+Usage: py_client.py URL TOOL ARGS_JSON
+Initializes, lists tools, calls TOOL with ARGS_JSON, and prints one JSON object on stdout:
+{"server": ..., "protocolVersion": ..., "tools": [names], "result": CallToolResult}.
+Any failure is an exception, so the exit status is non-zero and the traceback is on stderr.
+"""
+
+import asyncio
+import json
+import sys
+
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+
+async def main(url: str, tool: str, args: dict) -> None:
+    async with streamable_http_client(url) as (read, write):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            listed = await session.list_tools()
+            result = await session.call_tool(tool, args)
+            out = {
+                "server": init.server_info.name,
+                "protocolVersion": init.protocol_version,
+                "tools": [t.name for t in listed.tools],
+                "result": result.model_dump(mode="json", by_alias=True, exclude_none=True),
+            }
+            print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: py_client.py URL TOOL ARGS_JSON")
+    asyncio.run(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
