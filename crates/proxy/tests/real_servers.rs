@@ -182,7 +182,7 @@ struct Expect<'a> {
     server: &'a str,
     tool: &'a str,
     args: Value,
-    text_ok: &'a dyn Fn(&str) -> bool,
+    text_ok: Box<dyn Fn(&str) -> bool>,
 }
 
 fn check(client: &str, got: Result<Value, String>, want: &Expect<'_>) -> Result<(), String> {
@@ -223,7 +223,7 @@ fn everything_echo() -> Expect<'static> {
         server: "mcp-servers/everything",
         tool: "echo",
         args: json!({"message": "hello through apiary"}),
-        text_ok: &|t| t == "Echo: hello through apiary",
+        text_ok: Box::new(|t| t == "Echo: hello through apiary"),
     }
 }
 
@@ -271,11 +271,11 @@ async fn time_through_uvx_serves_the_python_ts_and_apiary_clients() {
         server: "mcp-time",
         tool: "get_current_time",
         args: json!({"timezone": "UTC"}),
-        text_ok: &|t| {
+        text_ok: Box::new(|t| {
             serde_json::from_str::<Value>(t).is_ok_and(|v| {
                 v["timezone"] == "UTC" && v["datetime"].as_str().is_some_and(|d| d.contains('T'))
             })
-        },
+        }),
     };
     all_clients_agree(&url, &want).await;
     running.stop().await;
@@ -336,4 +336,56 @@ async fn conformance_suite_passes_through_the_proxy_to_an_http_upstream() {
         summary.output
     );
     assert!(summary.success, "{}", summary.output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_upstream_serves_the_python_ts_and_apiary_clients() {
+    let mut upstream = http_fixture().await;
+    let cfg = RunConfig::new("remote-clients", Source::remote(upstream.url.clone()));
+    let proxy = tokio::time::timeout(PROXY_LIMIT, apiary_proxy::start(cfg, None))
+        .await
+        .expect("the proxy starts in time")
+        .expect("the proxy starts");
+    let running = Running { proxy: Some(proxy) };
+    let url = running.url();
+    assert_ne!(url, upstream.url, "clients must go through the proxy");
+    let want = Expect {
+        server: "apiary-testkit-server",
+        tool: "echo",
+        args: json!({"text": "over http"}),
+        text_ok: Box::new(|t| t == "over http"),
+    };
+    all_clients_agree(&url, &want).await;
+    running.stop().await;
+    let _ = upstream.child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_at_once_each_get_their_own_answer_from_everything() {
+    let server = env::tool("mcp-server-everything").display().to_string();
+    let cfg = RunConfig::new("everything-concurrent", Source::command(server, ["stdio"]));
+    let running = local_proxy(cfg, &[]).await;
+    let url = running.url();
+    let echo = |who: &'static str| Expect {
+        server: "mcp-servers/everything",
+        tool: "echo",
+        args: json!({"message": who}),
+        text_ok: Box::new(move |t| t == format!("Echo: {who}")),
+    };
+    let (py_want, ts_want, rs_want) = (echo("py"), echo("ts"), echo("rs"));
+    let (py, ts, rs) = tokio::join!(
+        python_client(&url, "echo", &py_want.args),
+        ts_client(&url, "echo", &ts_want.args),
+        apiary_client(&url, "echo", &rs_want.args),
+    );
+    let problems: Vec<String> = [
+        check("python sdk", py, &py_want),
+        check("typescript sdk", ts, &ts_want),
+        check("apiary McpClient", rs, &rs_want),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect();
+    running.stop().await;
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
