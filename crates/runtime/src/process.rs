@@ -48,7 +48,18 @@ pub struct ProcessLauncher {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     grace: Duration,
-    stderr_log: Option<Arc<LogFile>>,
+    stderr: StderrTarget,
+}
+
+/// Where a child's stderr goes.
+#[derive(Debug, Clone)]
+enum StderrTarget {
+    /// Piped and handed to the caller in [`ChildHandle::stderr`], who must keep reading it.
+    Pipe,
+    /// Copied into a log file by the launcher.
+    Log(Arc<LogFile>),
+    /// Shared with this process's stderr (a proxy in the foreground).
+    Inherit,
 }
 
 impl ProcessLauncher {
@@ -59,7 +70,7 @@ impl ProcessLauncher {
             env: Vec::new(),
             cwd: None,
             grace: DEFAULT_GRACE,
-            stderr_log: None,
+            stderr: StderrTarget::Pipe,
         }
     }
 
@@ -115,7 +126,14 @@ impl ProcessLauncher {
     /// `stderr` is then `None`).
     #[must_use]
     pub fn stderr_to(mut self, log: Arc<LogFile>) -> Self {
-        self.stderr_log = Some(log);
+        self.stderr = StderrTarget::Log(log);
+        self
+    }
+
+    /// Lets every child write to this process's stderr (the handle's `stderr` is then `None`).
+    #[must_use]
+    pub fn stderr_inherit(mut self) -> Self {
+        self.stderr = StderrTarget::Inherit;
         self
     }
 
@@ -135,7 +153,10 @@ impl ProcessLauncher {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(match self.stderr {
+                StderrTarget::Inherit => Stdio::inherit(),
+                StderrTarget::Pipe | StderrTarget::Log(_) => Stdio::piped(),
+            })
             // Its own group, so the whole tree can be signalled at once, and a Ctrl-C in the
             // proxy's terminal reaches the proxy only (which then stops the child in order).
             .process_group(0)
@@ -151,13 +172,13 @@ impl ProcessLauncher {
         let missing = |what: &str| LaunchError::Other(format!("the child's {what} was not piped"));
         let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
         let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
-        let stderr: Option<BoxRead> = match (child.stderr.take(), &self.stderr_log) {
-            (Some(err), Some(log)) => {
+        let stderr: Option<BoxRead> = match (child.stderr.take(), &self.stderr) {
+            (Some(err), StderrTarget::Log(log)) => {
                 tokio::spawn(copy_to_log(err, Arc::clone(log)));
                 None
             }
-            (Some(err), None) => Some(Box::new(err)),
-            (None, _) => None,
+            (Some(err), StderrTarget::Pipe) => Some(Box::new(err)),
+            (_, StderrTarget::Inherit) | (None, _) => None,
         };
         let (exit_tx, exited) = oneshot::channel();
         let (kill, kill_rx) = oneshot::channel();

@@ -1,0 +1,87 @@
+//! `apiary logs NAME [-f] [--proxy]`: prints a workload's server log (its stderr) or, with
+//! `--proxy`, the proxy's own log; `-f` keeps printing what is appended, across rotations.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use apiary_runtime::state::{StateDir, StateError};
+
+use crate::serve::StopSignals;
+
+/// How often `-f` looks for new lines.
+const POLL: Duration = Duration::from_millis(200);
+/// Bytes copied per read.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Workload name
+    pub name: String,
+    /// Keep printing new lines until Ctrl-C
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Show the proxy's log instead of the server's
+    #[arg(short = 'p', long)]
+    pub proxy: bool,
+}
+
+/// `apiary logs`.
+pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let state = StateDir::from_env()?;
+    if !state.has_config(&args.name)? && state.load_record(&args.name)?.is_none() {
+        return Err(StateError::NotFound(args.name).into());
+    }
+    let path = if args.proxy {
+        state.proxy_log_path(&args.name)?
+    } else {
+        state.log_path(&args.name)?
+    };
+    let mut offset = copy_from(&path, 0)?;
+    if !args.follow {
+        return Ok(());
+    }
+    let mut signals = StopSignals::install()?;
+    loop {
+        tokio::select! {
+            _ = signals.recv() => return Ok(()),
+            () = tokio::time::sleep(POLL) => {
+                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                // Shorter than what was printed: the file was rotated; start the new one.
+                if len < offset {
+                    offset = 0;
+                }
+                if len > offset {
+                    offset = copy_from(&path, offset)?;
+                }
+            }
+        }
+    }
+}
+
+/// Copies `path` from `offset` to stdout; returns the offset reached. A missing file is empty.
+fn copy_from(path: &Path, offset: u64) -> anyhow::Result<u64> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(offset),
+        Err(e) => return Err(e).with_context(|| path.display().to_string()),
+    };
+    file.seek(SeekFrom::Start(offset))
+        .with_context(|| path.display().to_string())?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = offset;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| path.display().to_string())?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        pos += n as u64;
+    }
+    out.flush()?;
+    Ok(pos)
+}

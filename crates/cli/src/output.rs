@@ -1,0 +1,78 @@
+//! Printing for people and for scripts: aligned text tables, `--format json`, the version line.
+
+use std::fmt::Write as _;
+
+/// `--format` of commands that print data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people
+    Text,
+    /// JSON for scripts
+    Json,
+}
+
+/// Columns padded to the widest cell, two spaces apart, no trailing spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let width = widths.get(i).copied().unwrap_or(0);
+            let _ = write!(text, "{cell:<width$}");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Prints `value` as pretty JSON with a trailing newline.
+pub fn print_json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        // A Value always serialises; keep the output a JSON document regardless.
+        Err(_) => println!("null"),
+    }
+}
+
+/// `apiary version`.
+pub fn print_version(format: Format) {
+    let version = env!("CARGO_PKG_VERSION");
+    match format {
+        Format::Text => println!("apiary {version}"),
+        Format::Json => print_json(&serde_json::json!({ "version": version })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aligns_columns_without_trailing_spaces() {
+        let t = super::table(
+            &["NAME", "STATUS", "URL"],
+            &[
+                vec!["a".into(), "running".into(), "http://x".into()],
+                vec!["longer".into(), "stopped".into(), String::new()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "NAME    STATUS   URL\na       running  http://x\nlonger  stopped\n"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Serving one workload in this process: what `apiary __serve NAME` does after `apiary run`
+//! started it detached, and what `run --foreground` does in the terminal.
+//!
+//! It holds the workload's lock, loads the saved RunConfig, starts the proxy with a process
+//! launcher, and keeps the status record current from the proxy's status watch until SIGTERM,
+//! SIGINT or SIGHUP; then it shuts the proxy down (which stops every child) and records `stopped`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use apiary_config::{RunConfig, Source};
+use apiary_proxy::{ProxyHandle, UpstreamState, UpstreamStatus};
+use apiary_runtime::clock::now_rfc3339;
+use apiary_runtime::log::{DEFAULT_LOG_CAP, LogFile};
+use apiary_runtime::pid::ProcRef;
+use apiary_runtime::process::ProcessLauncher;
+use apiary_runtime::state::{StateDir, StateError, WorkloadRecord, WorkloadState};
+use apiary_transport::launch::Launch;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::logging::{self, LogRole};
+
+/// Longest wait for the proxy to stop its children and close; past it the process exits anyway
+/// (children then get SIGKILL from `kill_on_drop` and `apiary stop`'s sweep).
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(20);
+
+/// `apiary __serve NAME` (hidden).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Workload to serve
+    pub name: String,
+}
+
+/// The detached role: a session of its own, logs into the workload's proxy log.
+pub async fn serve_detached(args: ServeArgs, debug: bool) -> anyhow::Result<()> {
+    // A new session has no controlling terminal: closing the terminal `apiary run` ran in sends
+    // nothing here, and a Ctrl-C there never reaches this process or its children.
+    let _ = rustix::process::setsid();
+    let state = StateDir::from_env()?;
+    state.ensure()?;
+    let log = LogFile::open(state.proxy_log_path(&args.name)?, DEFAULT_LOG_CAP)
+        .context("opening the proxy log")?;
+    logging::init(LogRole::Detached, debug, Some(Arc::new(log)))?;
+    let result = serve_workload(&state, &args.name, false).await;
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    result
+}
+
+/// The foreground role: serve in this terminal until Ctrl-C, printing the URL once listening.
+pub async fn serve_foreground(state: &StateDir, name: &str) -> anyhow::Result<()> {
+    serve_workload(state, name, true).await
+}
+
+/// SIGTERM, SIGINT and SIGHUP, installed before anything starts so that none of them can end the
+/// process without the children being stopped and the record written.
+pub struct StopSignals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> anyhow::Result<Self> {
+        let make = |kind| signal(kind).context("installing a signal handler");
+        Ok(StopSignals {
+            term: make(SignalKind::terminate())?,
+            int: make(SignalKind::interrupt())?,
+            hup: make(SignalKind::hangup())?,
+        })
+    }
+
+    /// The name of the next stop signal received.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+async fn serve_workload(state: &StateDir, name: &str, foreground: bool) -> anyhow::Result<()> {
+    let mut signals = StopSignals::install()?;
+    let _lock = match state.lock(name) {
+        Ok(l) => l,
+        Err(StateError::Locked(_)) => {
+            bail!("workload {name:?} is already being served by another apiary process")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut config = state.load_config(name)?;
+    // A hand-written RunConfig may leave ports at 0; pick them for this run only.
+    crate::run_cmd::resolve_ports(&mut config)?;
+    let launcher = launcher_for(state, &config)?;
+
+    let mut rec = WorkloadRecord::stopped(&config);
+    rec.state = WorkloadState::Starting;
+    rec.proxy = Some(ProcRef::capture(std::process::id()));
+    rec.started_at = Some(now_rfc3339());
+    state.save_record(&rec)?;
+
+    let handle = match apiary_proxy::start(config, launcher).await {
+        Ok(h) => h,
+        Err(e) => {
+            rec.state = WorkloadState::Error;
+            rec.error = Some(format!("the proxy could not start: {e}"));
+            rec.proxy = None;
+            let _ = state.save_record(&rec);
+            return Err(anyhow::Error::new(e).context("the proxy could not start"));
+        }
+    };
+    let url = handle.url();
+    rec.listen_addr = Some(handle.local_addr().to_string());
+    rec.url = Some(url.clone());
+    let mut status = handle.status();
+    apply_status(&mut rec, &status.borrow_and_update());
+    state.save_record(&rec)?;
+    tracing::info!(workload = name, %url, "serving");
+    if foreground {
+        println!("{url}");
+    }
+
+    let token = handle.shutdown_token();
+    loop {
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    tracing::warn!("the proxy stopped publishing its status");
+                    break;
+                }
+                apply_status(&mut rec, &status.borrow_and_update());
+                if let Err(e) = state.save_record(&rec) {
+                    tracing::warn!(error = %e, "cannot update the status record");
+                }
+            }
+            sig = signals.recv() => {
+                tracing::info!(signal = sig, "stopping");
+                break;
+            }
+            () = token.cancelled() => break,
+        }
+    }
+    rec.state = WorkloadState::Stopping;
+    let _ = state.save_record(&rec);
+    shutdown(handle).await;
+    rec.mark_stopped();
+    state.save_record(&rec)?;
+    tracing::info!(workload = name, "stopped");
+    Ok(())
+}
+
+async fn shutdown(handle: ProxyHandle) {
+    if tokio::time::timeout(SHUTDOWN_LIMIT, handle.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the proxy did not stop within {} s; exiting anyway",
+            SHUTDOWN_LIMIT.as_secs()
+        );
+    }
+}
+
+/// The launcher for a workload's local server; `None` for remote servers.
+fn launcher_for(state: &StateDir, config: &RunConfig) -> anyhow::Result<Option<Arc<dyn Launch>>> {
+    match &config.source {
+        Source::Package(_) | Source::Command(_) => {
+            let log = LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP)
+                .context("opening the server log")?;
+            let launcher = ProcessLauncher::for_run_config(config)?.stderr_to(Arc::new(log));
+            Ok(Some(Arc::new(launcher)))
+        }
+        Source::Remote(_) => Ok(None),
+        Source::Image(i) => bail!(
+            "workload {:?} runs container image {}, and this build has no container runtime yet",
+            config.name,
+            i.reference
+        ),
+    }
+}
+
+/// Copies the proxy's view of the upstream into the record.
+fn apply_status(rec: &mut WorkloadRecord, status: &UpstreamStatus) {
+    rec.state = match status.state {
+        UpstreamState::Starting => WorkloadState::Starting,
+        UpstreamState::Running => WorkloadState::Running,
+        UpstreamState::Restarting => WorkloadState::Restarting,
+        UpstreamState::Down => WorkloadState::Unhealthy,
+    };
+    rec.restarts = status.restarts;
+    rec.last_exit.clone_from(&status.last_exit);
+    rec.error = (status.state == UpstreamState::Down).then(|| match &status.last_exit {
+        Some(why) => format!("the server is down (last exit: {why})"),
+        None => "the server is down".to_owned(),
+    });
+    // Keep start times captured earlier: a pid read again later could already be someone else's.
+    let old = std::mem::take(&mut rec.children);
+    rec.children = status
+        .child_pids
+        .iter()
+        .map(|&pid| {
+            old.iter()
+                .find(|c| c.pid == pid)
+                .copied()
+                .unwrap_or_else(|| ProcRef::capture(pid))
+        })
+        .collect();
+}
+
+/// Runs a proxy that is not a saved workload (`apiary proxy`) until a stop signal.
+pub async fn run_standalone(
+    config: RunConfig,
+    launcher: Option<Arc<dyn Launch>>,
+) -> anyhow::Result<()> {
+    let mut signals = StopSignals::install()?;
+    let handle = apiary_proxy::start(config, launcher)
+        .await
+        .context("the proxy could not start")?;
+    let url = handle.url();
+    tracing::info!(%url, "serving");
+    println!("{url}");
+    let token = handle.shutdown_token();
+    tokio::select! {
+        sig = signals.recv() => tracing::info!(signal = sig, "stopping"),
+        () = token.cancelled() => {}
+    }
+    shutdown(handle).await;
+    Ok(())
+}

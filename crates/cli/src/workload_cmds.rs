@@ -1,0 +1,327 @@
+//! Commands about saved workloads: `list`, `status`, `stop`, `rm`, `start`/`restart`, and the
+//! name → URL lookup `apiary mcp --server NAME` uses.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use apiary_runtime::pid::{ProcRef, wait_until};
+use apiary_runtime::state::{StateDir, StateError, WorkloadRecord, WorkloadState};
+use rustix::process::Signal;
+
+use crate::output::{self, Format};
+use crate::{detach, run_cmd, serve};
+
+/// Time a child group gets between SIGTERM and SIGKILL in the sweep after its proxy is gone.
+const CHILD_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Also show workloads that are not running
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Workload name
+    pub name: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Workloads to stop
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Stop every running workload
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Seconds to wait for a proxy to stop before it is killed
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// Workloads to remove
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Remove every workload
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Workload to start
+    pub name: String,
+    /// Stay in this terminal and serve until Ctrl-C
+    #[arg(short = 'f', long, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub foreground: Option<bool>,
+}
+
+impl StartArgs {
+    pub fn foreground(&self) -> bool {
+        self.foreground.unwrap_or(false)
+    }
+}
+
+/// `apiary list`.
+pub fn list(args: ListArgs) -> anyhow::Result<()> {
+    let state = StateDir::from_env()?;
+    let mut records = Vec::new();
+    for name in state.names()? {
+        match state.observed_record(&name) {
+            Ok(rec) if args.all || rec.state.is_active() => records.push(rec),
+            Ok(_) | Err(StateError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(workload = name, error = %e, "skipping"),
+        }
+    }
+    match args.format {
+        Format::Json => output::print_json(&serde_json::to_value(&records)?),
+        Format::Text if records.is_empty() => println!("No MCP servers found"),
+        Format::Text => {
+            let rows: Vec<Vec<String>> = records
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.source.clone(),
+                        r.state.to_string(),
+                        r.url
+                            .clone()
+                            .filter(|_| r.state.is_active())
+                            .unwrap_or_default(),
+                        port_of(r),
+                        r.group.clone(),
+                        r.started_at.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                output::table(
+                    &[
+                        "NAME", "PACKAGE", "STATUS", "URL", "PORT", "GROUP", "CREATED"
+                    ],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+fn port_of(rec: &WorkloadRecord) -> String {
+    rec.listen_addr
+        .as_deref()
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default()
+}
+
+/// `apiary status`.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let state = StateDir::from_env()?;
+    let rec = state.observed_record(&args.name)?;
+    match args.format {
+        Format::Json => output::print_json(&serde_json::to_value(&rec)?),
+        Format::Text => {
+            let pid = rec.proxy.filter(|_| rec.state.is_active()).map(|p| p.pid);
+            let children: Vec<String> = rec.children.iter().map(|c| c.pid.to_string()).collect();
+            let fields: [(&str, Option<String>); 12] = [
+                ("Name", Some(rec.name.clone())),
+                ("Status", Some(rec.state.to_string())),
+                ("URL", rec.url.clone().filter(|_| rec.state.is_active())),
+                ("Proxy PID", pid.map(|p| p.to_string())),
+                (
+                    "Server PIDs",
+                    (!children.is_empty()).then(|| children.join(", ")),
+                ),
+                ("Transport", Some(rec.transport.clone())),
+                ("Source", Some(rec.source.clone())),
+                ("Group", Some(rec.group.clone())),
+                ("Restarts", Some(rec.restarts.to_string())),
+                ("Last exit", rec.last_exit.clone()),
+                ("Started", rec.started_at.clone()),
+                ("Error", rec.error.clone()),
+            ];
+            for (label, value) in fields {
+                if let Some(v) = value {
+                    println!("{:<12} {v}", format!("{label}:"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `apiary stop`.
+pub fn stop(args: StopArgs) -> anyhow::Result<()> {
+    let state = StateDir::from_env()?;
+    let timeout = Duration::from_secs(args.timeout);
+    let names = if args.all {
+        running_names(&state)?
+    } else {
+        args.names
+    };
+    each(&names, |name| stop_workload(&state, name, timeout))
+}
+
+/// `apiary rm`.
+pub fn rm(args: RmArgs) -> anyhow::Result<()> {
+    let state = StateDir::from_env()?;
+    let names = if args.all { state.names()? } else { args.names };
+    each(&names, |name| {
+        if state.load_record(name)?.is_none() && !state.has_config(name)? {
+            return Err(StateError::NotFound(name.to_owned()).into());
+        }
+        stop_workload(&state, name, Duration::from_secs(30))?;
+        state.remove(name)?;
+        Ok(())
+    })
+}
+
+/// Runs `f` for every name, carrying on past failures, and fails with the first error.
+fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut first: Option<anyhow::Error> = None;
+    for name in names {
+        if let Err(e) = f(name) {
+            if first.is_some() {
+                eprintln!("error: {e:#}");
+            } else {
+                first = Some(e);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+fn running_names(state: &StateDir) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in state.names()? {
+        if let Some(rec) = state.load_record(&name)?
+            && rec.state.is_active()
+        {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// Stops a workload's proxy (SIGTERM, SIGKILL after `timeout`), then makes sure none of its server
+/// processes remain, and records it as stopped. Stopping a stopped workload succeeds.
+pub fn stop_workload(state: &StateDir, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let Some(rec) = state.load_record(name)? else {
+        if state.has_config(name)? {
+            return Ok(());
+        }
+        return Err(StateError::NotFound(name.to_owned()).into());
+    };
+    if let Some(proxy) = rec.proxy.filter(|p| rec.state.is_active() && p.is_alive()) {
+        proxy.signal(Signal::TERM);
+        if !wait_until(timeout, || !proxy.is_alive()) {
+            tracing::warn!(
+                workload = name,
+                pid = proxy.pid,
+                "the proxy did not stop in time; killing it"
+            );
+            proxy.signal(Signal::KILL);
+            wait_until(Duration::from_secs(5), || !proxy.is_alive());
+        }
+        if proxy.is_alive() {
+            bail!("the proxy of {name:?} (pid {}) does not stop", proxy.pid);
+        }
+    }
+    // The proxy may have recorded children after `rec` was read; sweep both lists.
+    let after = state.load_record(name)?.unwrap_or_else(|| rec.clone());
+    let mut children: Vec<ProcRef> = rec.children.clone();
+    for c in &after.children {
+        if !children.iter().any(|k| k.pid == c.pid) {
+            children.push(*c);
+        }
+    }
+    sweep(&children);
+    if after.state.is_active() {
+        let mut stopped = after;
+        stopped.mark_stopped();
+        state.save_record(&stopped)?;
+    }
+    if let Some(left) = children.iter().find(|c| c.is_alive()) {
+        bail!(
+            "server process {} of {name:?} is still running after SIGKILL",
+            left.pid
+        );
+    }
+    Ok(())
+}
+
+/// Stops whatever is left of the children's process groups: SIGTERM, then SIGKILL.
+fn sweep(children: &[ProcRef]) {
+    let live: Vec<&ProcRef> = children.iter().filter(|c| c.group_exists()).collect();
+    if live.is_empty() {
+        return;
+    }
+    for c in &live {
+        c.signal_group(Signal::TERM);
+    }
+    if wait_until(CHILD_GRACE, || live.iter().all(|c| !c.group_exists())) {
+        return;
+    }
+    for c in &live {
+        c.signal_group(Signal::KILL);
+    }
+    wait_until(CHILD_GRACE, || live.iter().all(|c| !c.group_exists()));
+}
+
+/// `apiary start` / `apiary restart`.
+pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Result<()> {
+    let state = StateDir::from_env()?;
+    let mut config = state.load_config(&args.name)?;
+    if let Some(rec) = state.load_record(&args.name)?
+        && rec.is_alive()
+    {
+        if !restart {
+            if let Some(url) = rec.url {
+                println!("{url}");
+            }
+            return Ok(());
+        }
+        stop_workload(&state, &args.name, Duration::from_secs(30))?;
+    }
+    let before = (config.proxy.port, config.target_port);
+    run_cmd::resolve_ports(&mut config)?;
+    if before != (config.proxy.port, config.target_port) {
+        state.save_config(&config)?;
+    }
+    if args.foreground() {
+        serve::serve_foreground(&state, &args.name).await
+    } else {
+        let url = detach::start(&state, &args.name, debug).await?;
+        println!("{url}");
+        Ok(())
+    }
+}
+
+/// `apiary mcp --server NAME`: the URL of a running workload.
+pub fn resolve_url(name: &str) -> anyhow::Result<String> {
+    let state = StateDir::from_env()?;
+    let rec = state
+        .observed_record(name)
+        .with_context(|| format!("--server {name:?} is neither a URL nor a workload"))?;
+    match &rec.url {
+        Some(url) if rec.state.is_active() && rec.state != WorkloadState::Stopping => {
+            Ok(url.clone())
+        }
+        _ => bail!(
+            "workload {name:?} is not running ({}); start it with: apiary start {name}",
+            rec.state
+        ),
+    }
+}

@@ -1,0 +1,251 @@
+//! The `apiary` binary on saved workload state, without a proxy serving: validation messages,
+//! export, list, status, logs, rm, stale records, and `stop` of processes found by pid.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod support;
+
+use std::time::Duration;
+
+use apiary_config::{RunConfig, Source};
+use apiary_runtime::pid::ProcRef;
+use apiary_runtime::state::{WorkloadRecord, WorkloadState};
+use support::{Apiary, Spawned};
+
+fn saved(apiary: &Apiary, name: &str) -> RunConfig {
+    let config = RunConfig::builder(name, Source::npx("@scope/some-server@1.0"))
+        .args(["--flag"])
+        .env("TOKEN", "x")
+        .proxy_port(18080)
+        .build()
+        .unwrap();
+    apiary.state().save_config(&config).unwrap();
+    config
+}
+
+/// A record claiming `proxy` serves `name`, with `children`.
+fn record(apiary: &Apiary, config: &RunConfig, proxy: ProcRef, children: Vec<ProcRef>) {
+    let mut rec = WorkloadRecord::stopped(config);
+    rec.state = WorkloadState::Running;
+    rec.proxy = Some(proxy);
+    rec.children = children;
+    rec.url = Some("http://127.0.0.1:18080/mcp".into());
+    rec.listen_addr = Some("127.0.0.1:18080".into());
+    apiary.state().save_record(&rec).unwrap();
+}
+
+#[test]
+fn invalid_flags_fail_with_one_line_naming_the_field_and_save_nothing() {
+    let apiary = Apiary::new();
+    let out = apiary.run(&["run", "--name", "Bad_Name", "--", "sh"]);
+    let err = out.failed();
+    assert_eq!(out.code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: invalid configuration: name (--name):"),
+        "{err}"
+    );
+    let out = apiary.run(&["run", "--name", "t", "-e", "1BAD=x", "--", "sh"]);
+    assert!(out.failed().contains("env.1BAD (--env)"), "{}", out.stderr);
+    assert!(apiary.state().names().unwrap_or_default().is_empty());
+
+    let out = apiary.run(&["run", "docker.io/mcp/fetch"]);
+    assert!(
+        out.failed().contains("container image"),
+        "{}",
+        out.stderr
+    );
+    // clap's own refusal of a port that does not fit names the flag too.
+    let out = apiary.run(&["run", "--proxy-port", "70000", "npx://x"]);
+    assert!(out.failed().contains("--proxy-port"), "{}", out.stderr);
+}
+
+#[test]
+fn from_config_errors_name_the_field_path() {
+    let apiary = Apiary::new();
+    let file = apiary.scratch().join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"schemaVersion":"v1","name":"t","source":{"package":{"ecosystem":"npx","name":"x"}},"proxy":{"port":70000}}"#,
+    )
+    .unwrap();
+    let out = apiary.run(&["run", "--from-config", file.to_str().unwrap()]);
+    let err = out.failed();
+    assert!(err.contains("proxy.port"), "{err}");
+    assert!(err.contains("bad.json"), "{err}");
+    let out = apiary.run(&[
+        "run",
+        "--from-config",
+        file.to_str().unwrap(),
+        "--name",
+        "x",
+    ]);
+    assert!(out.failed().contains("--name cannot be combined"), "{}", out.stderr);
+}
+
+#[test]
+fn export_writes_the_saved_run_config() {
+    let apiary = Apiary::new();
+    let config = saved(&apiary, "t");
+    let out = apiary.run(&["export", "t"]);
+    out.ok();
+    assert_eq!(RunConfig::from_json_str(&out.stdout).unwrap(), config);
+
+    let path = apiary.scratch().join("t.yaml");
+    apiary
+        .run(&["export", "t", path.to_str().unwrap()])
+        .ok();
+    assert_eq!(RunConfig::from_path(&path).unwrap(), config);
+    assert!(std::fs::read_to_string(&path).unwrap().contains("schemaVersion: v1"));
+
+    let out = apiary.run(&["export", "t", "--format", "k8s"]);
+    assert!(out.failed().contains("not supported yet"), "{}", out.stderr);
+    let out = apiary.run(&["export", "nope"]);
+    assert!(out.failed().contains("no workload named \"nope\""), "{}", out.stderr);
+}
+
+#[test]
+fn list_status_and_rm_of_a_stopped_workload() {
+    let apiary = Apiary::new();
+    saved(&apiary, "t");
+    let out = apiary.run(&["list"]);
+    assert_eq!(out.ok().stdout, "No MCP servers found\n");
+    let out = apiary.run(&["ls", "--all"]);
+    let text = &out.ok().stdout;
+    assert!(text.starts_with("NAME"), "{text}");
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.starts_with("t "), "{row}");
+    assert!(row.contains("npx://@scope/some-server@1.0"), "{row}");
+    assert!(row.contains("stopped"), "{row}");
+
+    let out = apiary.run(&["list", "-a", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(v[0]["name"], "t");
+    assert_eq!(v[0]["state"], "stopped");
+    assert_eq!(v[0]["transport"], "stdio");
+
+    let out = apiary.run(&["status", "t"]);
+    assert!(out.ok().stdout.contains("Status:      stopped"), "{}", out.stdout);
+    let out = apiary.run(&["status", "t", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(v["state"], "stopped");
+
+    // Stopping a stopped workload is fine and quiet.
+    let out = apiary.run(&["stop", "t"]);
+    assert_eq!(out.ok().stdout, "");
+
+    std::fs::write(apiary.state().log_path("t").unwrap(), "server says hi\n").unwrap();
+    std::fs::write(apiary.state().proxy_log_path("t").unwrap(), "proxy says hi\n").unwrap();
+    assert_eq!(apiary.run(&["logs", "t"]).ok().stdout, "server says hi\n");
+    assert_eq!(
+        apiary.run(&["logs", "t", "--proxy"]).ok().stdout,
+        "proxy says hi\n"
+    );
+
+    apiary.run(&["rm", "t"]).ok();
+    for path in [
+        apiary.state().runconfig_path("t").unwrap(),
+        apiary.state().log_path("t").unwrap(),
+        apiary.state().proxy_log_path("t").unwrap(),
+    ] {
+        assert!(!path.exists(), "{} survived rm", path.display());
+    }
+    let out = apiary.run(&["rm", "t"]);
+    assert!(out.failed().contains("no workload named \"t\""), "{}", out.stderr);
+    let out = apiary.run(&["status", "t"]);
+    assert!(out.failed().contains("no workload named"), "{}", out.stderr);
+    let out = apiary.run(&["logs", "t"]);
+    assert!(out.failed().contains("no workload named"), "{}", out.stderr);
+}
+
+#[test]
+fn a_record_whose_proxy_died_shows_as_error_not_running() {
+    let apiary = Apiary::new();
+    let config = saved(&apiary, "t");
+    let mut gone = Spawned::group_leader("true", &[]);
+    assert!(gone.exited_within(Duration::from_secs(10)));
+    record(&apiary, &config, gone.proc_ref, vec![]);
+
+    assert_eq!(apiary.run(&["list"]).ok().stdout, "No MCP servers found\n");
+    let out = apiary.run(&["status", "t"]);
+    let text = &out.ok().stdout;
+    assert!(text.contains("Status:      error"), "{text}");
+    assert!(!text.contains("Proxy PID"), "{text}");
+    assert!(!text.contains("URL:"), "{text}");
+    let out = apiary.run(&["mcp", "list", "--server", "t"]);
+    assert!(out.failed().contains("is not running"), "{}", out.stderr);
+}
+
+#[test]
+fn run_refuses_a_name_that_is_running() {
+    let apiary = Apiary::new();
+    let config = saved(&apiary, "t");
+    let proxy = Spawned::group_leader("sleep", &["300"]);
+    record(&apiary, &config, proxy.proc_ref, vec![]);
+    let out = apiary.run(&["run", "--name", "t", "--", "sh"]);
+    let err = out.failed();
+    assert!(err.contains("already running at http://127.0.0.1:18080/mcp"), "{err}");
+    let out = apiary.run(&["list"]);
+    assert!(out.ok().stdout.contains("running"), "{}", out.stdout);
+}
+
+#[test]
+fn stop_ends_the_proxy_by_pid_and_sweeps_leftover_server_groups() {
+    let apiary = Apiary::new();
+    let config = saved(&apiary, "t");
+    let mut proxy = Spawned::group_leader("sleep", &["300"]);
+    // A server that left a grandchild behind, in its own group as the launcher makes them.
+    let mut server = Spawned::group_leader("sh", &["-c", "sleep 300 & sleep 300; wait"]);
+    let server_group = server.proc_ref;
+    record(&apiary, &config, proxy.proc_ref, vec![server.proc_ref]);
+
+    apiary.run(&["stop", "t"]).ok();
+    assert!(proxy.exited_within(Duration::from_secs(10)));
+    assert!(server.exited_within(Duration::from_secs(10)));
+    assert!(!server_group.group_exists(), "the server's grandchild survived");
+    let rec = apiary.state().load_record("t").unwrap().unwrap();
+    assert_eq!(rec.state, WorkloadState::Stopped);
+    assert!(rec.proxy.is_none());
+    assert!(rec.children.is_empty());
+}
+
+#[test]
+fn stop_kills_a_proxy_that_ignores_sigterm_after_the_timeout() {
+    let apiary = Apiary::new();
+    let config = saved(&apiary, "t");
+    let mut proxy = Spawned::group_leader("sh", &["-c", "trap '' TERM; while :; do sleep 1; done"]);
+    // Let the shell install its trap before it is signalled.
+    std::thread::sleep(Duration::from_millis(300));
+    record(&apiary, &config, proxy.proc_ref, vec![]);
+    apiary.run(&["stop", "t", "--timeout", "1"]).ok();
+    assert!(proxy.exited_within(Duration::from_secs(10)));
+    let status = proxy.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9));
+}
+
+#[test]
+fn stop_all_and_rm_all() {
+    let apiary = Apiary::new();
+    let a = saved(&apiary, "a");
+    saved(&apiary, "b");
+    let mut proxy = Spawned::group_leader("sleep", &["300"]);
+    record(&apiary, &a, proxy.proc_ref, vec![]);
+    apiary.run(&["stop", "--all"]).ok();
+    assert!(proxy.exited_within(Duration::from_secs(10)));
+    apiary.run(&["rm", "--all"]).ok();
+    assert!(apiary.state().names().unwrap().is_empty());
+    let out = apiary.run(&["stop"]);
+    assert!(out.failed().contains("required"), "{}", out.stderr);
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let apiary = Apiary::new();
+    let want = format!("apiary {}\n", env!("CARGO_PKG_VERSION"));
+    assert_eq!(apiary.run(&["version"]).ok().stdout, want);
+    assert_eq!(apiary.run(&["--version"]).ok().stdout, want);
+    let out = apiary.run(&["version", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}
