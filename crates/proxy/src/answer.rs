@@ -36,26 +36,16 @@ pub enum Refusal {
     #[error("queue full")]
     QueueFull { retry_after: u64, in_session: bool },
     #[error("upstream unavailable: {reason}")]
-    UpstreamUnavailable {
-        reason: String,
-        retry_after: u64,
-        id: Option<String>,
-    },
+    UpstreamUnavailable { reason: String, retry_after: u64, id: Option<String> },
 }
 
 impl Refusal {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Refusal::InvalidRequest {
-            message: message.into(),
-            id: None,
-        }
+        Refusal::InvalidRequest { message: message.into(), id: None }
     }
 
     pub fn invalid_with_id(message: impl Into<String>, id: Option<&str>) -> Self {
-        Refusal::InvalidRequest {
-            message: message.into(),
-            id: id.map(str::to_owned),
-        }
+        Refusal::InvalidRequest { message: message.into(), id: id.map(str::to_owned) }
     }
 
     fn status(&self) -> StatusCode {
@@ -65,19 +55,11 @@ impl Refusal {
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            Refusal::Parse(_) | Refusal::InvalidRequest { .. } | Refusal::UnsupportedVersion => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::Parse(_) | Refusal::InvalidRequest { .. } | Refusal::UnsupportedVersion => StatusCode::BAD_REQUEST,
             Refusal::SessionNotFound => StatusCode::NOT_FOUND,
-            Refusal::LimitReached { .. } | Refusal::UpstreamUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Refusal::QueueFull {
-                in_session: true, ..
-            } => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::QueueFull {
-                in_session: false, ..
-            } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::LimitReached { .. } | Refusal::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::QueueFull { in_session: true, .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::QueueFull { in_session: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -90,39 +72,23 @@ impl Refusal {
             }
             Refusal::UnsupportedVersion => {
                 let data = serde_json::json!({ "supported": Revision::legacy_names() });
-                error_response(
-                    None,
-                    codes::INVALID_REQUEST,
-                    "unsupported MCP-Protocol-Version",
-                    Some(&data),
-                )
+                error_response(None, codes::INVALID_REQUEST, "unsupported MCP-Protocol-Version", Some(&data))
             }
             Refusal::BodyTooLarge { limit } => {
                 let data = serde_json::json!({ "limit": limit });
                 error_response(None, codes::INVALID_REQUEST, &self.to_string(), Some(&data))
             }
-            Refusal::SessionNotFound => {
-                error_response(None, codes::SESSION_NOT_FOUND, "session not found", None)
+            Refusal::SessionNotFound => error_response(None, codes::SESSION_NOT_FOUND, "session not found", None),
+            Refusal::LimitReached { .. } => error_response(None, codes::LIMIT_REACHED, "session limit reached", None),
+            Refusal::QueueFull { .. } => error_response(None, codes::QUEUE_FULL, "queue full", None),
+            Refusal::UpstreamUnavailable { id, .. } => {
+                error_response(id.as_deref(), codes::UPSTREAM_UNAVAILABLE, &self.to_string(), None)
             }
-            Refusal::LimitReached { .. } => {
-                error_response(None, codes::LIMIT_REACHED, "session limit reached", None)
-            }
-            Refusal::QueueFull { .. } => {
-                error_response(None, codes::QUEUE_FULL, "queue full", None)
-            }
-            Refusal::UpstreamUnavailable { id, .. } => error_response(
-                id.as_deref(),
-                codes::UPSTREAM_UNAVAILABLE,
-                &self.to_string(),
-                None,
-            ),
             Refusal::OriginNotAllowed
             | Refusal::HostNotAllowed
             | Refusal::MethodNotAllowed { .. }
             | Refusal::UnsupportedMediaType
-            | Refusal::NotAcceptable(_) => {
-                error_response(None, codes::INVALID_REQUEST, &self.to_string(), None)
-            }
+            | Refusal::NotAcceptable(_) => error_response(None, codes::INVALID_REQUEST, &self.to_string(), None),
         }
     }
 
@@ -142,10 +108,7 @@ impl IntoResponse for Refusal {
         let mut res = Response::new(Body::from(self.body()));
         *res.status_mut() = self.status();
         let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Refusal::MethodNotAllowed { allow } = &self {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
@@ -159,10 +122,7 @@ impl IntoResponse for Refusal {
 /// A 200 JSON response carrying `body` as it is.
 pub fn json(body: Bytes) -> Response {
     let mut res = Response::new(Body::from(body));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
 }
 

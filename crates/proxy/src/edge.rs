@@ -26,13 +26,7 @@ fn host_part(authority: &str) -> String {
     let host = if let Some(end) = a.strip_prefix('[').and_then(|r| r.find(']')) {
         &a[..end + 2]
     } else {
-        a.rsplit_once(':').map_or(a, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                a
-            }
-        })
+        a.rsplit_once(':').map_or(a, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { a })
     };
     host.to_ascii_lowercase()
 }
@@ -41,25 +35,16 @@ impl EdgePolicy {
     /// Host and Origin (bad-input.md, row 6). Runs first on every MCP route.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         if self.check_host {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(host_part);
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(host_part);
             match host {
-                Some(h)
-                    if is_loopback_host(&h)
-                        || self.extra_hosts.iter().any(|e| e.eq_ignore_ascii_case(&h)) => {}
+                Some(h) if is_loopback_host(&h) || self.extra_hosts.iter().any(|e| e.eq_ignore_ascii_case(&h)) => {}
                 // HTTP/1.0 without Host, or HTTP/2 (authority): let it through.
                 None => {}
                 Some(_) => return Err(Refusal::HostNotAllowed),
             }
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let origin = origin
-                .to_str()
-                .map_err(|_| Refusal::OriginNotAllowed)?
-                .trim()
-                .to_ascii_lowercase();
+            let origin = origin.to_str().map_err(|_| Refusal::OriginNotAllowed)?.trim().to_ascii_lowercase();
             if !self.origin_allowed(&origin) {
                 return Err(Refusal::OriginNotAllowed);
             }
@@ -74,18 +59,13 @@ impl EdgePolicy {
         let Some((scheme, rest)) = origin.split_once("://") else {
             return false;
         };
-        (scheme == "http" || scheme == "https")
-            && !rest.contains('/')
-            && is_loopback_host(&host_part(rest))
+        (scheme == "http" || scheme == "https") && !rest.contains('/') && is_loopback_host(&host_part(rest))
     }
 }
 
 /// `application/json`, with or without a UTF-8 charset (bad-input.md, row 5).
 pub fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return Err(Refusal::UnsupportedMediaType);
     };
     let mut parts = ct.split(';');
@@ -121,26 +101,17 @@ pub struct Accepts {
 pub fn accepts(headers: &HeaderMap) -> Accepts {
     let values: Vec<&HeaderValue> = headers.get_all(header::ACCEPT).iter().collect();
     if values.is_empty() {
-        return Accepts {
-            json: true,
-            sse: false,
-            sse_named: false,
-        };
+        return Accepts { json: true, sse: false, sse_named: false };
     }
-    let mut out = Accepts {
-        json: false,
-        sse: false,
-        sse_named: false,
-    };
+    let mut out = Accepts { json: false, sse: false, sse_named: false };
     for v in values {
         let Ok(text) = v.to_str() else { continue };
         for item in text.split(',') {
             let mut parts = item.split(';');
             let range = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let excluded = parts.any(|p| {
-                p.split_once('=').is_some_and(|(k, v)| {
-                    k.trim() == "q" && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-                })
+                p.split_once('=')
+                    .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
             });
             if excluded {
                 continue;
@@ -181,11 +152,7 @@ mod tests {
     }
 
     fn policy() -> EdgePolicy {
-        EdgePolicy {
-            check_host: true,
-            extra_hosts: vec![],
-            allowed_origins: vec!["https://app.example".into()],
-        }
+        EdgePolicy { check_host: true, extra_hosts: vec![], allowed_origins: vec!["https://app.example".into()] }
     }
 
     #[test]
@@ -194,29 +161,11 @@ mod tests {
         assert!(p.check(&headers(&[("host", "127.0.0.1:8080")])).is_ok());
         assert!(p.check(&headers(&[("host", "LOCALHOST")])).is_ok());
         assert!(p.check(&headers(&[("host", "[::1]:9")])).is_ok());
+        assert!(matches!(p.check(&headers(&[("host", "evil.example.com")])), Err(Refusal::HostNotAllowed)));
+        assert!(p.check(&headers(&[("host", "localhost"), ("origin", "http://127.0.0.1:5173")])).is_ok());
+        assert!(p.check(&headers(&[("host", "localhost"), ("origin", "HTTPS://App.Example")])).is_ok());
         assert!(matches!(
-            p.check(&headers(&[("host", "evil.example.com")])),
-            Err(Refusal::HostNotAllowed)
-        ));
-        assert!(
-            p.check(&headers(&[
-                ("host", "localhost"),
-                ("origin", "http://127.0.0.1:5173")
-            ]))
-            .is_ok()
-        );
-        assert!(
-            p.check(&headers(&[
-                ("host", "localhost"),
-                ("origin", "HTTPS://App.Example")
-            ]))
-            .is_ok()
-        );
-        assert!(matches!(
-            p.check(&headers(&[
-                ("host", "localhost"),
-                ("origin", "https://evil.example")
-            ])),
+            p.check(&headers(&[("host", "localhost"), ("origin", "https://evil.example")])),
             Err(Refusal::OriginNotAllowed)
         ));
         assert!(matches!(
@@ -228,73 +177,28 @@ mod tests {
     #[test]
     fn content_types() {
         assert!(check_content_type(&headers(&[("content-type", "application/json")])).is_ok());
-        assert!(
-            check_content_type(&headers(&[(
-                "content-type",
-                "Application/JSON; charset=UTF-8"
-            )]))
-            .is_ok()
-        );
-        for bad in [
-            "text/plain",
-            "application/x-www-form-urlencoded",
-            "application/json; charset=latin1",
-        ] {
-            assert!(
-                check_content_type(&headers(&[("content-type", bad)])).is_err(),
-                "{bad}"
-            );
+        assert!(check_content_type(&headers(&[("content-type", "Application/JSON; charset=UTF-8")])).is_ok());
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin1"] {
+            assert!(check_content_type(&headers(&[("content-type", bad)])).is_err(), "{bad}");
         }
         assert!(check_content_type(&HeaderMap::new()).is_err());
     }
 
     #[test]
     fn accept_ranges() {
+        assert_eq!(accepts(&HeaderMap::new()), Accepts { json: true, sse: false, sse_named: false });
         assert_eq!(
-            accepts(&HeaderMap::new()),
-            Accepts {
-                json: true,
-                sse: false,
-                sse_named: false
-            }
-        );
-        assert_eq!(
-            accepts(&headers(&[(
-                "accept",
-                "application/json, text/event-stream"
-            )])),
-            Accepts {
-                json: true,
-                sse: true,
-                sse_named: true
-            }
+            accepts(&headers(&[("accept", "application/json, text/event-stream")])),
+            Accepts { json: true, sse: true, sse_named: true }
         );
         assert_eq!(
             accepts(&headers(&[("accept", "text/html")])),
-            Accepts {
-                json: false,
-                sse: false,
-                sse_named: false
-            }
+            Accepts { json: false, sse: false, sse_named: false }
         );
+        assert_eq!(accepts(&headers(&[("accept", "*/*")])), Accepts { json: true, sse: true, sse_named: false });
         assert_eq!(
-            accepts(&headers(&[("accept", "*/*")])),
-            Accepts {
-                json: true,
-                sse: true,
-                sse_named: false
-            }
-        );
-        assert_eq!(
-            accepts(&headers(&[(
-                "accept",
-                "text/event-stream;q=0, application/json"
-            )])),
-            Accepts {
-                json: true,
-                sse: false,
-                sse_named: false
-            }
+            accepts(&headers(&[("accept", "text/event-stream;q=0, application/json")])),
+            Accepts { json: true, sse: false, sse_named: false }
         );
     }
 }

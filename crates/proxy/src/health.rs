@@ -13,23 +13,13 @@ pub async fn health(method: Method, status: watch::Receiver<UpstreamStatus>) -> 
         Method::GET | Method::HEAD => {}
         Method::OPTIONS => {
             let mut r = StatusCode::NO_CONTENT.into_response();
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
         _ => return Refusal::MethodNotAllowed { allow: "GET, HEAD" }.into_response(),
     }
     let st = status.borrow().clone();
-    let code = if st.state == UpstreamState::Down {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let code = if st.state == UpstreamState::Down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = serde_json::json!({ "status": if code == StatusCode::OK { "ok" } else { "down" }, "upstream": st });
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

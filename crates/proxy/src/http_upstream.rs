@@ -29,13 +29,9 @@ pub struct HttpUpstream {
 }
 
 impl HttpUpstream {
-    pub fn new(
-        remote_endpoint: &str,
-        local_endpoint: &'static str,
-        max_body: usize,
-    ) -> Result<Arc<Self>, String> {
-        let url = reqwest::Url::parse(remote_endpoint)
-            .map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
+    pub fn new(remote_endpoint: &str, local_endpoint: &'static str, max_body: usize) -> Result<Arc<Self>, String> {
+        let url =
+            reqwest::Url::parse(remote_endpoint).map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
         let origin = url.origin().ascii_serialization();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -53,12 +49,11 @@ impl HttpUpstream {
 
     fn target(&self, uri: &Uri) -> String {
         let path = uri.path();
-        let mut target =
-            if path == self.local_endpoint || path == format!("{}/", self.local_endpoint) {
-                self.remote_endpoint.clone()
-            } else {
-                format!("{}{}", self.remote_origin, path)
-            };
+        let mut target = if path == self.local_endpoint || path == format!("{}/", self.local_endpoint) {
+            self.remote_endpoint.clone()
+        } else {
+            format!("{}{}", self.remote_origin, path)
+        };
         if let Some(q) = uri.query() {
             target.push(if target.contains('?') { '&' } else { '?' });
             target.push_str(q);
@@ -106,10 +101,7 @@ async fn forward_inner(
 ) -> Result<Response, Refusal> {
     let mut request_id: Option<String> = None;
     let payload = if method == Method::POST {
-        let declared = headers
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > up.max_body as u64) {
             return Err(Refusal::BodyTooLarge { limit: up.max_body });
         }
@@ -142,31 +134,22 @@ async fn forward_inner(
             let msg = format!("upstream unavailable: {}", short_error(&e));
             return Ok(match request_id {
                 // A request gets its answer as a normal JSON-RPC error (row 27).
-                Some(id) => answer::json(error_response(
-                    Some(&id),
-                    codes::UPSTREAM_UNAVAILABLE,
-                    &msg,
-                    None,
-                )),
-                None => Refusal::UpstreamUnavailable {
-                    reason: short_error(&e),
-                    retry_after: 1,
-                    id: None,
+                Some(id) => answer::json(error_response(Some(&id), codes::UPSTREAM_UNAVAILABLE, &msg, None)),
+                None => {
+                    Refusal::UpstreamUnavailable { reason: short_error(&e), retry_after: 1, id: None }.into_response()
                 }
-                .into_response(),
             });
         }
     };
-    let mut out = Response::builder()
-        .status(StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY));
+    let mut out =
+        Response::builder().status(StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY));
     for (name, value) in res.headers() {
         if !hop_by_hop(name) {
             out = out.header(name, value);
         }
     }
     let stream = res.bytes_stream().map(|r| r.map_err(std::io::Error::other));
-    out.body(Body::from_stream(stream))
-        .map_err(|e| Refusal::invalid(e.to_string()))
+    out.body(Body::from_stream(stream)).map_err(|e| Refusal::invalid(e.to_string()))
 }
 
 fn short_error(e: &reqwest::Error) -> String {

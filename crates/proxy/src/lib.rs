@@ -11,6 +11,7 @@ mod answer;
 mod edge;
 mod health;
 mod http_upstream;
+mod mux;
 mod server;
 mod session;
 mod status;

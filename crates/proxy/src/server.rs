@@ -28,10 +28,7 @@ use crate::streamable::StdioFront;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("the configuration needs a launcher for its {0} server, and none was given")]
     NoLauncher(&'static str),
     #[error("invalid configuration: {0}")]
@@ -80,23 +77,9 @@ impl ProxyHandle {
     }
 }
 
-/// The initialize Apiary sends to a child no single client owns: it declares no client
-/// capabilities, so a correct server never asks it anything.
-fn own_initialize_params() -> String {
-    serde_json::json!({
-        "protocolVersion": apiary_protocol::Revision::LATEST_LEGACY.as_str(),
-        "capabilities": {},
-        "clientInfo": { "name": "apiary", "version": env!("CARGO_PKG_VERSION") },
-    })
-    .to_string()
-}
-
 /// Starts a proxy for `config`. `launcher` starts the server for local sources (stdio, or
 /// a local HTTP server); remote sources need none.
-pub async fn start(
-    config: RunConfig,
-    launcher: Option<Arc<dyn Launch>>,
-) -> Result<ProxyHandle, StartError> {
+pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Result<ProxyHandle, StartError> {
     let transport = config.effective_transport();
     let (status_tx, status_rx) = watch::channel(UpstreamStatus::starting());
     let shutdown = CancellationToken::new();
@@ -104,33 +87,21 @@ pub async fn start(
     let limits = config.limits.clone();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
 
-    let host: IpAddr = config.proxy.host.parse().map_err(|_| {
-        StartError::Config(format!(
-            "proxy.host `{}` is not an IP address",
-            config.proxy.host
-        ))
-    })?;
+    let host: IpAddr = config
+        .proxy
+        .host
+        .parse()
+        .map_err(|_| StartError::Config(format!("proxy.host `{}` is not an IP address", config.proxy.host)))?;
     let addr = SocketAddr::new(host, config.proxy.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
 
     let edge = Arc::new(EdgePolicy {
         check_host: host.is_loopback(),
         extra_hosts: vec![config.proxy.host.clone()],
-        allowed_origins: config
-            .proxy
-            .allowed_origins
-            .iter()
-            .map(|o| o.to_ascii_lowercase())
-            .collect(),
+        allowed_origins: config.proxy.allowed_origins.iter().map(|o| o.to_ascii_lowercase()).collect(),
     });
 
     let mcp_routes: Router = match transport {
@@ -138,7 +109,7 @@ pub async fn start(
             let launcher = launcher.ok_or(StartError::NoLauncher("stdio"))?;
             let template = SlotOptions {
                 launcher,
-                init_params: own_initialize_params(),
+                init_params: crate::streamable::own_initialize_params(serde_json::json!({})),
                 max_line: limits.max_line_bytes as usize,
                 queue: limits.max_queued_per_session as usize,
                 init_timeout: limits.request_timeout(),
@@ -155,50 +126,28 @@ pub async fn start(
                 stop.cancelled().await;
                 stopper.stop_all();
             });
-            Router::new()
-                .route("/mcp", any(crate::streamable::mcp))
-                .with_state(front)
+            Router::new().route("/mcp", any(crate::streamable::mcp)).with_state(front)
         }
         Transport::Sse | Transport::StreamableHttp => {
             let (endpoint, local) = match config.remote_url() {
-                Some(url) => (
-                    url.to_owned(),
-                    if transport == Transport::Sse {
-                        "/sse"
-                    } else {
-                        "/mcp"
-                    },
-                ),
+                Some(url) => (url.to_owned(), if transport == Transport::Sse { "/sse" } else { "/mcp" }),
                 None => {
                     let launcher = launcher.ok_or(StartError::NoLauncher("HTTP"))?;
-                    let path = if transport == Transport::Sse {
-                        "/sse"
-                    } else {
-                        "/mcp"
-                    };
+                    let path = if transport == Transport::Sse { "/sse" } else { "/mcp" };
                     tracker.spawn(crate::stdio::supervise_process(
                         launcher,
                         config.restart.clone(),
                         events_tx.clone(),
                         shutdown.clone(),
                     ));
-                    (
-                        format!("http://{}:{}{path}", config.target_host, config.target_port),
-                        path,
-                    )
+                    (format!("http://{}:{}{path}", config.target_host, config.target_port), path)
                 }
             };
             if config.remote_url().is_some() {
-                let _ = status_tx.send(UpstreamStatus {
-                    state: UpstreamState::Running,
-                    ..UpstreamStatus::starting()
-                });
+                let _ = status_tx.send(UpstreamStatus { state: UpstreamState::Running, ..UpstreamStatus::starting() });
             }
-            let up = HttpUpstream::new(&endpoint, local, limits.max_body_bytes as usize)
-                .map_err(StartError::Config)?;
-            Router::new()
-                .fallback(crate::http_upstream::forward)
-                .with_state(up)
+            let up = HttpUpstream::new(&endpoint, local, limits.max_body_bytes as usize).map_err(StartError::Config)?;
+            Router::new().fallback(crate::http_upstream::forward).with_state(up)
         }
     };
     drop(events_tx);
@@ -207,16 +156,11 @@ pub async fn start(
     let guard = Arc::clone(&edge);
     let health_status = status_rx.clone();
     let app = mcp_routes
-        .layer(axum::middleware::from_fn(
-            move |headers: HeaderMap, req: Request, next: Next| {
-                let guard = Arc::clone(&guard);
-                async move { edge_layer(&guard, &headers, req, next).await }
-            },
-        ))
-        .route(
-            "/health",
-            any(move |method| crate::health::health(method, health_status.clone())),
-        );
+        .layer(axum::middleware::from_fn(move |headers: HeaderMap, req: Request, next: Next| {
+            let guard = Arc::clone(&guard);
+            async move { edge_layer(&guard, &headers, req, next).await }
+        }))
+        .route("/health", any(move |method| crate::health::health(method, health_status.clone())));
 
     let path = match (transport, config.proxy.proxy_mode) {
         (Transport::Sse, _) | (Transport::Stdio, ProxyMode::Sse) => "/sse",
@@ -224,28 +168,18 @@ pub async fn start(
     };
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "the proxy listener failed");
         }
         stop.cancel();
         tracker.close();
-        if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await.is_err() {
             tracing::warn!("some children did not stop within 15 s");
         }
     });
     tracing::info!(url = %format!("http://{local_addr}{path}"), "proxy listening");
-    Ok(ProxyHandle {
-        local_addr,
-        path,
-        status: status_rx,
-        shutdown,
-        task,
-    })
+    Ok(ProxyHandle { local_addr, path, status: status_rx, shutdown, task })
 }
 
 async fn edge_layer(edge: &EdgePolicy, headers: &HeaderMap, req: Request, next: Next) -> Response {
@@ -270,10 +204,7 @@ async fn reap_idle(front: std::sync::Weak<StdioFront>, stop: CancellationToken) 
 }
 
 /// Folds child events into the published status.
-async fn track_status(
-    mut events: mpsc::UnboundedReceiver<SlotEvent>,
-    status: watch::Sender<UpstreamStatus>,
-) {
+async fn track_status(mut events: mpsc::UnboundedReceiver<SlotEvent>, status: watch::Sender<UpstreamStatus>) {
     while let Some(ev) = events.recv().await {
         status.send_modify(|st| match ev {
             SlotEvent::Started { pid, .. } => {
@@ -284,11 +215,7 @@ async fn track_status(
                     st.state = UpstreamState::Running;
                 }
             }
-            SlotEvent::Exited {
-                pid,
-                reason,
-                shared,
-            } => {
+            SlotEvent::Exited { pid, reason, shared } => {
                 st.child_pids.retain(|p| Some(*p) != pid);
                 st.restarts += 1;
                 st.record_exit(&reason);

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
-use crate::stdio::{ChildSlot, Delivery};
+use crate::mux::{ChildGroup, ClientCaps, level_rank};
+use crate::stdio::Delivery;
 use tokio_util::sync::CancellationToken;
 
 /// Messages a session keeps for a stream that is not open yet.
@@ -22,7 +23,10 @@ const MAX_QUEUED: usize = 256;
 pub struct Session {
     pub id: Arc<str>,
     pub revision: Revision,
-    pub child: ChildSlot,
+    /// The child serving this session (its own, or one it shares).
+    pub group: Arc<ChildGroup>,
+    /// What the client declared it can be asked.
+    pub caps: ClientCaps,
     /// Cancelled when the session ends (DELETE or expiry): its streams close.
     pub closed: CancellationToken,
     state: Mutex<SessionState>,
@@ -43,6 +47,10 @@ struct SessionState {
     outstanding: HashSet<RequestId>,
     /// Unsolicited messages waiting for a stream.
     queued: VecDeque<Delivery>,
+    /// The log level the client set (rank, 0 = debug).
+    level: Option<u8>,
+    /// Resource URIs the client subscribed to.
+    subscriptions: HashSet<String>,
 }
 
 impl Session {
@@ -56,20 +64,47 @@ impl Session {
 
     /// A fresh SSE event id for this session: `<stream>-<seq>`.
     pub fn event_id(&self, stream: u64) -> String {
-        format!(
-            "{stream}-{}",
-            self.next_event.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{stream}-{}", self.next_event.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn has_in_flight(&self) -> bool {
+        !self.state().in_flight.is_empty()
+    }
+
+    pub fn set_level(&self, rank: u8) {
+        self.state().level = Some(rank);
+    }
+
+    /// Whether a `notifications/message` is at or above the level this session set.
+    pub fn wants_log(&self, m: &apiary_protocol::Message) -> bool {
+        let Some(min) = self.state().level else { return true };
+        let rank = m.params_as::<serde_json::Value>().and_then(|p| p.get("level")?.as_str().and_then(level_rank));
+        rank.is_none_or(|r| r >= min)
+    }
+
+    /// Records a subscription; false when it already existed.
+    pub fn subscribe(&self, uri: &str) -> bool {
+        self.state().subscriptions.insert(uri.to_owned())
+    }
+
+    /// Drops a subscription; false when there was none.
+    pub fn unsubscribe(&self, uri: &str) -> bool {
+        self.state().subscriptions.remove(uri)
+    }
+
+    pub fn is_subscribed(&self, uri: &str) -> bool {
+        self.state().subscriptions.contains(uri)
+    }
+
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.state().subscriptions.iter().cloned().collect()
     }
 
     /// Registers a caller's request id; refuses one already in flight (row 18).
     pub fn begin(&self, id: &RequestId, raw: &str) -> Result<(), Refusal> {
         let mut st = self.state();
         if st.in_flight.contains_key(id) {
-            return Err(Refusal::invalid_with_id(
-                "request id already in flight",
-                Some(raw),
-            ));
+            return Err(Refusal::invalid_with_id("request id already in flight", Some(raw)));
         }
         st.in_flight.insert(id.clone(), 0);
         Ok(())
@@ -93,12 +128,7 @@ impl Session {
 
     /// Every child-side id in flight (to cancel when the session ends).
     pub fn all_upstream_ids(&self) -> Vec<u64> {
-        self.state()
-            .in_flight
-            .values()
-            .copied()
-            .filter(|u| *u != 0)
-            .collect()
+        self.state().in_flight.values().copied().filter(|u| *u != 0).collect()
     }
 
     /// Settles a server→client request this session was asked; false if it was never
@@ -139,10 +169,7 @@ impl Session {
     /// Delivers a message no request is waiting for: to the GET stream if open, else the
     /// one open POST stream, else a bounded queue (mcp-brief.md, rule 19).
     pub fn deliver(&self, frame: Bytes, server_request: Option<RequestId>) {
-        let frame = Delivery {
-            frame,
-            is_response: false,
-        };
+        let frame = Delivery { frame, is_response: false };
         let mut st = self.state();
         if let Some(id) = server_request {
             st.outstanding.insert(id);
@@ -151,13 +178,10 @@ impl Session {
         if st.get_stream.as_ref().is_some_and(|tx| tx.is_closed()) {
             st.get_stream = None;
         }
-        let target = st
-            .get_stream
-            .clone()
-            .or_else(|| match st.post_streams.as_slice() {
-                [(_, only)] => Some(only.clone()),
-                _ => None,
-            });
+        let target = st.get_stream.clone().or_else(|| match st.post_streams.as_slice() {
+            [(_, only)] => Some(only.clone()),
+            _ => None,
+        });
         if let Some(tx) = target
             && tx.try_send(frame.clone()).is_ok()
         {
@@ -180,11 +204,7 @@ pub struct SessionTable {
 
 impl SessionTable {
     pub fn new(max: usize, idle_ttl: Duration) -> Self {
-        SessionTable {
-            sessions: Mutex::new(HashMap::new()),
-            max: max.max(1),
-            idle_ttl,
-        }
+        SessionTable { sessions: Mutex::new(HashMap::new()), max: max.max(1), idle_ttl }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
@@ -201,43 +221,44 @@ impl SessionTable {
     /// Refuses when the table is full, after reaping idle sessions (row 15).
     pub fn check_capacity(&self) -> Result<(), Refusal> {
         self.reap();
-        if self.map().len() >= self.max {
-            Err(Refusal::LimitReached { retry_after: 5 })
-        } else {
-            Ok(())
-        }
+        if self.map().len() >= self.max { Err(Refusal::LimitReached { retry_after: 5 }) } else { Ok(()) }
     }
 
     /// Adds a session under a fresh id.
-    pub fn insert(&self, revision: Revision, child: ChildSlot) -> Result<Arc<Session>, Refusal> {
+    pub fn insert(
+        &self,
+        revision: Revision,
+        group: Arc<ChildGroup>,
+        caps: ClientCaps,
+    ) -> Result<Arc<Session>, Refusal> {
         self.check_capacity()?;
         let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let session = Arc::new(Session {
             id: Arc::clone(&id),
             revision,
-            child,
+            group: Arc::clone(&group),
+            caps,
             closed: CancellationToken::new(),
             state: Mutex::new(SessionState::default()),
             next_event: AtomicU64::new(1),
             next_stream: AtomicU64::new(1),
         });
         session.touch();
+        group.attach(&session);
         self.map().insert(id, Arc::clone(&session));
         Ok(session)
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
         let s = self.map().remove(id)?;
-        s.closed.cancel();
-        s.child.stop();
+        end(&s);
         Some(s)
     }
 
     /// Ends every session (the proxy is stopping).
     pub fn clear(&self) {
         for (_, s) in self.map().drain() {
-            s.closed.cancel();
-            s.child.stop();
+            end(&s);
         }
     }
 
@@ -252,10 +273,36 @@ impl SessionTable {
             let keep = !idle || busy;
             if !keep {
                 tracing::info!(session = %id, "session expired after its idle TTL");
-                s.closed.cancel();
-                s.child.stop();
+                end(s);
             }
             keep
         });
     }
+}
+
+/// A session is over: its streams close, its calls are cancelled at the child, its
+/// subscriptions are dropped (unsubscribing the child where it was the last subscriber),
+/// and a child of its own stops.
+fn end(s: &Arc<Session>) {
+    s.closed.cancel();
+    let ids = s.all_upstream_ids();
+    let group = Arc::clone(&s.group);
+    let unsubscribe = group.release(s);
+    if ids.is_empty() && unsubscribe.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let Ok(conn) = group.slot.ready(Duration::ZERO).await else { return };
+        for up in ids {
+            conn.abandon(up, "the session ended");
+        }
+        for uri in unsubscribe {
+            let text =
+                serde_json::json!({"jsonrpc":"2.0","id":0,"method":"resources/unsubscribe","params":{"uri":uri}});
+            let (tx, _rx) = mpsc::channel(1);
+            if let Ok(m) = apiary_protocol::Message::parse(Bytes::from(text.to_string())) {
+                let _ = conn.request(&m, tx);
+            }
+        }
+    });
 }

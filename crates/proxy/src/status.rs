@@ -32,12 +32,7 @@ pub struct UpstreamStatus {
 
 impl UpstreamStatus {
     pub fn starting() -> Self {
-        UpstreamStatus {
-            state: UpstreamState::Starting,
-            restarts: 0,
-            last_exit: None,
-            child_pids: Vec::new(),
-        }
+        UpstreamStatus { state: UpstreamState::Starting, restarts: 0, last_exit: None, child_pids: Vec::new() }
     }
 
     pub(crate) fn record_exit(&mut self, reason: &ExitReason) {

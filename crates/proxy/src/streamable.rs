@@ -1,17 +1,17 @@
 //! The Streamable HTTP front of a stdio upstream (legacy revisions): `POST /mcp` answered
-//! as JSON or SSE, the standalone `GET /mcp` stream, and `DELETE /mcp`. Each session gets
-//! its own child, initialized with the session's own `initialize`; requests without a
-//! session go to one shared child that Apiary initialized itself.
+//! as JSON or SSE, the standalone `GET /mcp` stream, and `DELETE /mcp`. `--stdio-mode`
+//! places each session on a child of its own (initialized with the session's own
+//! `initialize`) or on the shared child that Apiary initialized itself, which also serves
+//! requests that belong to no session.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_config::RunConfig;
 use apiary_protocol::rewrite;
 use apiary_protocol::{
-    Body as JsonBody, Kind, Message, ParseError, RequestId, Revision, codes, error_response,
-    methods, parse_body,
+    Body as JsonBody, Kind, Message, ParseError, RequestId, Revision, codes, error_response, methods, parse_body,
 };
 use apiary_transport::sse;
 use axum::body::Body;
@@ -26,10 +26,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer::{self, Refusal};
 use crate::edge::{self, Accepts};
+use crate::mux::{ChildGroup, ClientCaps, level_rank};
 use crate::session::{Session, SessionTable};
-use crate::stdio::{
-    ChildConn, ChildSlot, Delivery, SlotEvent, SlotOptions, UNSOLICITED_QUEUE, Unsolicited,
-};
+use crate::stdio::{ChildConn, ChildSlot, Delivery, SlotEvent, SlotOptions, UNSOLICITED_QUEUE};
+use apiary_config::StdioMode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -41,8 +42,14 @@ const RETRY_MS: u64 = 1000;
 /// Everything the `/mcp` handlers of a stdio upstream share.
 pub struct StdioFront {
     pub sessions: SessionTable,
-    /// The child for requests that belong to no session.
-    pub shared: ChildSlot,
+    /// The shared child: requests of no session, and sessions without a child of their own.
+    pub shared: Arc<ChildGroup>,
+    mode: StdioMode,
+    max_own_children: usize,
+    own_children: Arc<AtomicUsize>,
+    /// Sessions that declared capabilities but joined the shared child (auto mode, past
+    /// the child bound): their capabilities go unused.
+    pub capable_on_shared: AtomicU64,
     slot_template: SlotOptions,
     events: mpsc::UnboundedSender<SlotEvent>,
     max_body: usize,
@@ -51,25 +58,28 @@ pub struct StdioFront {
 }
 
 impl StdioFront {
-    pub fn new(
-        cfg: &RunConfig,
-        template: SlotOptions,
-        events: mpsc::UnboundedSender<SlotEvent>,
-    ) -> Arc<StdioFront> {
+    pub fn new(cfg: &RunConfig, template: SlotOptions, events: mpsc::UnboundedSender<SlotEvent>) -> Arc<StdioFront> {
         let limits = &cfg.limits;
+        let mode = cfg.stdio.mode;
+        // In shared mode the one child may be asked for anything any client declared; in
+        // the other modes it serves only clients that declared nothing.
+        let init_params = if mode == StdioMode::Shared {
+            own_initialize_params(
+                serde_json::json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}}),
+            )
+        } else {
+            own_initialize_params(serde_json::json!({}))
+        };
         let (tx, rx) = mpsc::channel(UNSOLICITED_QUEUE);
-        let shared = ChildSlot::spawn(
-            SlotOptions {
-                shared: true,
-                ..template.clone()
-            },
-            tx,
-            events.clone(),
-        );
-        tokio::spawn(route_unsolicited(rx, Weak::new()));
+        let opts = SlotOptions { shared: true, init_params, ..template.clone() };
+        let shared = ChildGroup::start(ChildSlot::spawn(opts, tx, events.clone()), false, None, rx);
         Arc::new(StdioFront {
             sessions: SessionTable::new(limits.max_sessions as usize, limits.session_idle_ttl()),
             shared,
+            mode,
+            max_own_children: cfg.stdio.max_session_children as usize,
+            own_children: Arc::new(AtomicUsize::new(0)),
+            capable_on_shared: AtomicU64::new(0),
             slot_template: template,
             events,
             max_body: limits.max_body_bytes as usize,
@@ -82,40 +92,39 @@ impl StdioFront {
 impl StdioFront {
     /// Stops every child: the shared one and each session's.
     pub fn stop_all(&self) {
-        self.shared.stop();
+        self.shared.slot.stop();
         self.sessions.clear();
     }
 }
 
+/// The `initialize` params Apiary sends to a child it initializes itself.
+pub fn own_initialize_params(capabilities: Value) -> String {
+    serde_json::json!({
+        "protocolVersion": Revision::LATEST_LEGACY.as_str(),
+        "capabilities": capabilities,
+        "clientInfo": { "name": "apiary", "version": env!("CARGO_PKG_VERSION") },
+    })
+    .to_string()
+}
+
 /// `/mcp`: dispatches on the method (bad-input.md, row 7).
-pub async fn mcp(
-    State(front): State<Arc<StdioFront>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn mcp(State(front): State<Arc<StdioFront>>, method: Method, headers: HeaderMap, body: Body) -> Response {
     let result = match method {
         Method::POST => post(&front, &headers, body).await,
         Method::GET => get(&front, &headers).await,
-        Method::DELETE => delete(&front, &headers).await,
+        Method::DELETE => delete(&front, &headers),
         Method::OPTIONS => {
             let mut r = StatusCode::NO_CONTENT.into_response();
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
             Ok(r)
         }
-        _ => Err(Refusal::MethodNotAllowed {
-            allow: "GET, POST, DELETE",
-        }),
+        _ => Err(Refusal::MethodNotAllowed { allow: "GET, POST, DELETE" }),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// `MCP-Protocol-Version` on a legacy request: absent is fine, a legacy revision is fine,
@@ -150,34 +159,22 @@ pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<By
 
 /// The edge checks every POST shares, in the order bad-input.md fixes: size, then
 /// Content-Type, then Accept, then the body itself.
-async fn post_prelude(
-    front: &StdioFront,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(Accepts, JsonBody), Refusal> {
+async fn post_prelude(front: &StdioFront, headers: &HeaderMap, body: Body) -> Result<(Accepts, JsonBody), Refusal> {
     let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > front.max_body as u64) {
-        return Err(Refusal::BodyTooLarge {
-            limit: front.max_body,
-        });
+        return Err(Refusal::BodyTooLarge { limit: front.max_body });
     }
     edge::check_content_type(headers)?;
     let acc = edge::accepts(headers);
     if !acc.json && !acc.sse {
-        return Err(Refusal::NotAcceptable(
-            "Accept must include application/json or text/event-stream",
-        ));
+        return Err(Refusal::NotAcceptable("Accept must include application/json or text/event-stream"));
     }
     let bytes = read_body(headers, body, front.max_body).await?;
     let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
     Ok((acc, parsed))
 }
 
-async fn post(
-    front: &Arc<StdioFront>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, Refusal> {
+async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let (acc, parsed) = post_prelude(front, headers, body).await?;
     if let JsonBody::Single(m) = &parsed
         && m.is_request()
@@ -194,17 +191,13 @@ async fn post(
     let members = match parsed {
         JsonBody::Single(m) => vec![Ok(m)],
         JsonBody::Batch(members) => {
-            let rev = session
-                .as_ref()
-                .map(|s| s.revision)
-                .or(header_version)
-                .unwrap_or(Revision::HTTP_DEFAULT);
+            let rev = session.as_ref().map(|s| s.revision).or(header_version).unwrap_or(Revision::HTTP_DEFAULT);
             check_batch(&members, rev)?;
             members
         }
     };
-    let slot = session.as_ref().map_or(&front.shared, |s| &s.child);
-    let conn = slot.ready(front.request_timeout).await?;
+    let group = session.as_ref().map_or(&front.shared, |s| &s.group);
+    let conn = group.slot.ready(front.request_timeout).await?;
 
     let (tx, rx) = mpsc::channel::<Delivery>(front.max_queued.max(members.len() + 8));
     let mut immediate = Vec::new();
@@ -218,8 +211,9 @@ async fn post(
             }
         };
         match forward(session.as_deref(), &conn, &m, &tx) {
-            Ok(Some(w)) => waiting.push(w),
-            Ok(None) => {}
+            Ok(Forwarded::Request(id, up)) => waiting.push((id, up)),
+            Ok(Forwarded::Local(frame)) => immediate.push(frame),
+            Ok(Forwarded::Nothing) => {}
             Err(e) if !batch => return Err(e),
             Err(e) => immediate.push(refusal_frame(&e, m.id_raw())),
         }
@@ -228,28 +222,21 @@ async fn post(
     if waiting.is_empty() && immediate.is_empty() {
         return Ok(answer::accepted());
     }
-    let call = Call {
-        session,
-        conn,
-        waiting,
-        immediate,
-        batch,
-        timeout: front.request_timeout,
-    };
-    if acc.sse_named || !acc.json {
-        Ok(call.into_sse(rx))
+    let sessionless = if session.is_none() && !waiting.is_empty() {
+        front.shared.sessionless_started(waiting.len());
+        Some((Arc::clone(&front.shared), waiting.len()))
     } else {
-        Ok(call.into_json(rx).await)
-    }
+        None
+    };
+    let call = Call { session, sessionless, conn, waiting, immediate, batch, timeout: front.request_timeout };
+    if acc.sse_named || !acc.json { Ok(call.into_sse(rx)) } else { Ok(call.into_json(rx).await) }
 }
 
 /// Batches exist only in 2025-03-26, and may not hold `initialize` or mix requests with
 /// responses (row 8).
 fn check_batch(members: &[Result<Message, ParseError>], rev: Revision) -> Result<(), Refusal> {
     if !rev.allows_batches() {
-        return Err(Refusal::invalid(format!(
-            "batches are not supported in {rev}"
-        )));
+        return Err(Refusal::invalid(format!("batches are not supported in {rev}")));
     }
     if members.is_empty() {
         return Err(Refusal::invalid("an empty batch is not a request"));
@@ -264,9 +251,7 @@ fn check_batch(members: &[Result<Message, ParseError>], rev: Revision) -> Result
         responses |= m.is_response();
     }
     if requests && responses {
-        return Err(Refusal::invalid(
-            "a batch cannot mix requests and responses",
-        ));
+        return Err(Refusal::invalid("a batch cannot mix requests and responses"));
     }
     Ok(())
 }
@@ -274,43 +259,74 @@ fn check_batch(members: &[Result<Message, ParseError>], rev: Revision) -> Result
 /// An error frame for one refused batch member.
 fn refusal_frame(r: &Refusal, id: Option<&str>) -> Bytes {
     match r {
-        Refusal::InvalidRequest { message, .. } => {
-            error_response(id, codes::INVALID_REQUEST, message, None)
-        }
+        Refusal::InvalidRequest { message, .. } => error_response(id, codes::INVALID_REQUEST, message, None),
         other => error_response(id, codes::UPSTREAM_UNAVAILABLE, &other.to_string(), None),
     }
 }
 
-/// Forwards one message to the child. A request returns its (client id, child id).
+/// What became of one message of a POST.
+enum Forwarded {
+    /// A request went to the child: (client id, child id).
+    Request(RequestId, u64),
+    /// Apiary answered it itself.
+    Local(Bytes),
+    /// A notification or a response: nothing to wait for.
+    Nothing,
+}
+
+/// On a shared child, requests that change per-client state are kept per session and
+/// reach the child only when they change what the child must do.
+fn answer_locally(s: &Session, m: &Message) -> Option<Bytes> {
+    if s.group.exclusive {
+        return None;
+    }
+    let id = m.id_raw()?;
+    let param = |k: &str| m.params_as::<Value>().and_then(|p| p.get(k)?.as_str().map(str::to_owned));
+    let forward = match m.method()? {
+        methods::SET_LEVEL => {
+            let rank = param("level").as_deref().and_then(level_rank)?;
+            s.set_level(rank);
+            s.group.lower_level(rank)
+        }
+        methods::SUBSCRIBE => {
+            let uri = param("uri")?;
+            s.subscribe(&uri) && s.group.subscribe(&uri)
+        }
+        methods::UNSUBSCRIBE => {
+            let uri = param("uri")?;
+            s.unsubscribe(&uri) && s.group.unsubscribe(&uri)
+        }
+        _ => return None,
+    };
+    (!forward).then(|| apiary_protocol::result_response(id, "{}"))
+}
+
+/// Forwards one message to the child.
 fn forward(
     session: Option<&Session>,
     conn: &ChildConn,
     m: &Message,
     tx: &mpsc::Sender<Delivery>,
-) -> Result<Option<(RequestId, u64)>, Refusal> {
+) -> Result<Forwarded, Refusal> {
     match m.kind() {
         Kind::Request => {
             let method = m.method().unwrap_or_default();
-            let id = m
-                .id()
-                .ok_or_else(|| Refusal::invalid("request id missing"))?;
+            let id = m.id().ok_or_else(|| Refusal::invalid("request id missing"))?;
             let Some(s) = session else {
                 if methods::needs_session(method) {
-                    return Err(Refusal::invalid_with_id(
-                        "needs a session: send initialize first",
-                        m.id_raw(),
-                    ));
+                    return Err(Refusal::invalid_with_id("needs a session: send initialize first", m.id_raw()));
                 }
-                let up = conn
-                    .request(m, tx.clone())
-                    .map_err(|e| sessionless(e, m.id_raw()))?;
-                return Ok(Some((id, up)));
+                let up = conn.request(m, tx.clone()).map_err(|e| sessionless(e, m.id_raw()))?;
+                return Ok(Forwarded::Request(id, up));
             };
+            if let Some(frame) = answer_locally(s, m) {
+                return Ok(Forwarded::Local(frame));
+            }
             s.begin(&id, m.id_raw().unwrap_or_default())?;
             match conn.request(m, tx.clone()) {
                 Ok(up) => {
                     s.forwarded(&id, up);
-                    Ok(Some((id, up)))
+                    Ok(Forwarded::Request(id, up))
                 }
                 Err(e) => {
                     s.finish(&id);
@@ -323,12 +339,8 @@ fn forward(
                 // Apiary initialized the child itself.
                 Some(methods::INITIALIZED) => {}
                 Some(methods::CANCELLED) => {
-                    let target = session
-                        .zip(rewrite::cancelled_request_id(m))
-                        .and_then(|(s, id)| s.upstream_id(&id));
-                    match target
-                        .and_then(|up| rewrite::with_cancelled_request_id(m, &up.to_string()))
-                    {
+                    let target = session.zip(rewrite::cancelled_request_id(m)).and_then(|(s, id)| s.upstream_id(&id));
+                    match target.and_then(|up| rewrite::with_cancelled_request_id(m, &up.to_string())) {
                         Some(frame) => conn.send(frame)?,
                         None => {
                             tracing::debug!("dropped a cancellation naming no request in flight")
@@ -337,7 +349,7 @@ fn forward(
                 }
                 _ => conn.send(m.bytes().clone())?,
             }
-            Ok(None)
+            Ok(Forwarded::Nothing)
         }
         Kind::Response | Kind::Error => {
             let Some(s) = session else {
@@ -346,7 +358,7 @@ fn forward(
             match m.id() {
                 Some(id) if s.settle(&id) => {
                     conn.send(m.bytes().clone())?;
-                    Ok(None)
+                    Ok(Forwarded::Nothing)
                 }
                 _ => Err(Refusal::invalid("no outstanding request with this id")),
             }
@@ -357,19 +369,10 @@ fn forward(
 /// Sessionless requests share one child: a full queue is a 503, not a 429 (row 16).
 fn sessionless(e: Refusal, id: Option<&str>) -> Refusal {
     match e {
-        Refusal::QueueFull { retry_after, .. } => Refusal::QueueFull {
-            retry_after,
-            in_session: false,
-        },
-        Refusal::UpstreamUnavailable {
-            reason,
-            retry_after,
-            ..
-        } => Refusal::UpstreamUnavailable {
-            reason,
-            retry_after,
-            id: id.map(str::to_owned),
-        },
+        Refusal::QueueFull { retry_after, .. } => Refusal::QueueFull { retry_after, in_session: false },
+        Refusal::UpstreamUnavailable { reason, retry_after, .. } => {
+            Refusal::UpstreamUnavailable { reason, retry_after, id: id.map(str::to_owned) }
+        }
         other => other,
     }
 }
@@ -377,6 +380,8 @@ fn sessionless(e: Refusal, id: Option<&str>) -> Refusal {
 /// A POST's forwarded requests, waiting for their answers.
 struct Call {
     session: Option<Arc<Session>>,
+    /// For sessionless requests: the shared child and how many are counted in flight.
+    sessionless: Option<(Arc<ChildGroup>, usize)>,
     conn: Arc<ChildConn>,
     waiting: Vec<(RequestId, u64)>,
     immediate: Vec<Bytes>,
@@ -394,6 +399,9 @@ impl Drop for Call {
                 s.finish(id);
             }
         }
+        if let Some((group, n)) = &self.sessionless {
+            group.sessionless_finished(*n);
+        }
     }
 }
 
@@ -409,16 +417,8 @@ impl Call {
             if let Some(s) = &self.session {
                 s.finish(&id);
             }
-            let msg = format!(
-                "the server did not answer within {} s",
-                self.timeout.as_secs()
-            );
-            out.push(error_response(
-                Some(&id.to_json()),
-                codes::INTERNAL_ERROR,
-                &msg,
-                None,
-            ));
+            let msg = format!("the server did not answer within {} s", self.timeout.as_secs());
+            out.push(error_response(Some(&id.to_json()), codes::INTERNAL_ERROR, &msg, None));
         }
         out
     }
@@ -479,9 +479,7 @@ impl Call {
             if let (Some(s), Some(n)) = (&session, stream_no)
                 && s.revision >= Revision::V2025_11_25
             {
-                let _ = body_tx
-                    .send(Ok(sse::priming_event(&s.event_id(n), RETRY_MS)))
-                    .await;
+                let _ = body_tx.send(Ok(sse::priming_event(&s.event_id(n), RETRY_MS))).await;
             }
             for f in std::mem::take(&mut self.immediate) {
                 let _ = body_tx.send(Ok(event(&f))).await;
@@ -521,17 +519,52 @@ impl Call {
 fn sse_response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
     let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     res
 }
 
-/// `initialize`: starts the session's own child with the client's `initialize`, and
-/// answers from the child's result under a new session id.
+/// Where a new session's requests go, by `--stdio-mode` (DESIGN.md): a child of its own,
+/// or the shared child.
+fn place(front: &StdioFront, caps: ClientCaps) -> Result<bool, Refusal> {
+    let own = match front.mode {
+        StdioMode::Shared => false,
+        StdioMode::PerSession => true,
+        StdioMode::Auto => caps.any(),
+    };
+    if !own {
+        return Ok(false);
+    }
+    let taken = front
+        .own_children
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < front.max_own_children).then_some(n + 1));
+    match (taken, front.mode) {
+        (Ok(_), _) => Ok(true),
+        (Err(_), StdioMode::PerSession) => Err(Refusal::LimitReached { retry_after: 5 }),
+        (Err(_), _) => {
+            front.capable_on_shared.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                max = front.max_own_children,
+                "a client that declared capabilities joins the shared child: the child bound is reached; \
+                 its server→client requests will be refused"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// The version a session on the shared child gets: what it asked for if Apiary serves it
+/// and it is not newer than the child's, otherwise the child's (DESIGN.md).
+fn negotiate(asked: Option<&str>, child: Revision) -> Revision {
+    match asked.and_then(|a| a.parse::<Revision>().ok()) {
+        Some(r) if r.era() == apiary_protocol::Era::Legacy && r <= child => r,
+        _ => child,
+    }
+}
+
+/// `initialize`: places the session on a child (its own, started with the client's own
+/// `initialize`, or the shared one) and answers from that child's `initialize` result.
 async fn initialize(
     front: &Arc<StdioFront>,
     headers: &HeaderMap,
@@ -541,37 +574,56 @@ async fn initialize(
     if let Some(id) = header_str(headers, SESSION_HEADER)
         && front.sessions.get(id).is_some()
     {
-        return Err(Refusal::invalid_with_id(
-            "session already initialized",
-            m.id_raw(),
-        ));
+        return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
     }
     front.sessions.check_capacity()?;
-    let params = m.params_raw().unwrap_or("{}").to_owned();
-    let mut opts = front.slot_template.clone();
-    opts.init_params = params;
-    let (tx, rx) = mpsc::channel(UNSOLICITED_QUEUE);
-    let slot = ChildSlot::spawn(opts, tx, front.events.clone());
-    slot.ready(front.request_timeout)
-        .await
-        .map_err(|e| sessionless(e, m.id_raw()))?;
-    let result = slot
-        .init_result()
-        .ok_or_else(|| Refusal::UpstreamUnavailable {
+    let params: Value = m.params_as().unwrap_or(Value::Null);
+    let caps = ClientCaps::from_initialize(&params);
+    let group = if place(front, caps)? {
+        let mut opts = front.slot_template.clone();
+        opts.init_params = m.params_raw().unwrap_or("{}").to_owned();
+        let (tx, rx) = mpsc::channel(UNSOLICITED_QUEUE);
+        let slot = ChildSlot::spawn(opts, tx, front.events.clone());
+        ChildGroup::start(slot, true, Some(Arc::clone(&front.own_children)), rx)
+    } else {
+        Arc::clone(&front.shared)
+    };
+    let ready = group.slot.ready(front.request_timeout).await;
+    let result = ready.map_err(|e| sessionless(e, m.id_raw())).and_then(|_| {
+        group.slot.init_result().ok_or_else(|| Refusal::UpstreamUnavailable {
             reason: "the server did not initialize".into(),
             retry_after: 1,
             id: m.id_raw().map(str::to_owned),
-        })?;
-    let revision = serde_json::from_slice::<Value>(&result)
-        .ok()
-        .and_then(|v| v.get("protocolVersion")?.as_str()?.parse::<Revision>().ok())
+        })
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if group.exclusive {
+                group.slot.stop();
+                front.own_children.fetch_sub(1, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+    };
+    let mut result: Value = serde_json::from_slice(&result).unwrap_or(Value::Null);
+    let child_rev = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse::<Revision>().ok())
         .unwrap_or(Revision::HTTP_DEFAULT);
-    let session = front.sessions.insert(revision, slot)?;
-    tokio::spawn(route_unsolicited(rx, Arc::downgrade(&session)));
-    let id = m.id_raw().unwrap_or("null");
-    let text = std::str::from_utf8(&result).unwrap_or("{}");
-    let frame = apiary_protocol::result_response(id, text);
-    tracing::info!(session = %session.id, %revision, "session opened");
+    let revision = if group.exclusive {
+        child_rev
+    } else {
+        let r = negotiate(params.get("protocolVersion").and_then(Value::as_str), child_rev);
+        if let Some(obj) = result.as_object_mut() {
+            obj.insert("protocolVersion".into(), Value::from(r.as_str()));
+        }
+        r
+    };
+    let session = front.sessions.insert(revision, Arc::clone(&group), caps)?;
+    let frame = apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string());
+    tracing::info!(session = %session.id, %revision, own_child = group.exclusive, "session opened");
 
     let mut res = if acc.json {
         answer::json(frame)
@@ -586,47 +638,10 @@ async fn initialize(
     Ok(res)
 }
 
-/// Delivers what a child sends unasked. A session's own child: to that session. The
-/// shared child has no owner: its server→client requests are refused, since Apiary never
-/// guesses (DESIGN.md), and its notifications go to the log only.
-async fn route_unsolicited(mut rx: mpsc::Receiver<Unsolicited>, owner: Weak<Session>) {
-    while let Some(u) = rx.recv().await {
-        let session = owner.upgrade();
-        match (u, session) {
-            (Unsolicited::Notification(m), Some(s)) => s.deliver(m.into_bytes(), None),
-            (Unsolicited::Request(m, _), Some(s)) => {
-                let id = m.id();
-                s.deliver(m.into_bytes(), id);
-            }
-            (Unsolicited::Notification(m), None) => {
-                tracing::debug!(
-                    method = m.method().unwrap_or(""),
-                    "notification from the shared child not delivered"
-                );
-            }
-            (Unsolicited::Request(m, child), None) => {
-                tracing::warn!(
-                    method = m.method().unwrap_or(""),
-                    "refused a server→client request: no session owns the shared child"
-                );
-                let msg = "the client of this request cannot be determined; Apiary does not guess";
-                let _ = child.try_send(error_response(
-                    m.id_raw(),
-                    codes::METHOD_NOT_FOUND,
-                    msg,
-                    None,
-                ));
-            }
-        }
-    }
-}
-
 /// `GET /mcp`: the session's standalone stream for messages no request is waiting for.
 async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
     if !edge::accepts_event_stream(headers) {
-        return Err(Refusal::NotAcceptable(
-            "Accept must include text/event-stream",
-        ));
+        return Err(Refusal::NotAcceptable("Accept must include text/event-stream"));
     }
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(Refusal::invalid("needs a session: send initialize first"));
@@ -638,12 +653,7 @@ async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, R
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         if session.revision >= Revision::V2025_11_25 {
-            let _ = body_tx
-                .send(Ok(sse::priming_event(
-                    &session.event_id(stream_no),
-                    RETRY_MS,
-                )))
-                .await;
+            let _ = body_tx.send(Ok(sse::priming_event(&session.event_id(stream_no), RETRY_MS))).await;
         }
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.tick().await;
@@ -667,17 +677,12 @@ async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, R
 }
 
 /// `DELETE /mcp`: ends the session, cancels its calls and stops its child (row 13).
-async fn delete(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
+fn delete(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(Refusal::invalid("DELETE needs an Mcp-Session-Id"));
     };
-    let session = front.sessions.get(id).ok_or(Refusal::SessionNotFound)?;
-    if let Ok(conn) = session.child.ready(Duration::ZERO).await {
-        for up in session.all_upstream_ids() {
-            conn.abandon(up, "the session was deleted");
-        }
-    }
-    front.sessions.remove(id);
+    // Ending the session cancels its calls at the child and stops a child of its own.
+    let session = front.sessions.remove(id).ok_or(Refusal::SessionNotFound)?;
     tracing::info!(session = %session.id, "session deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -59,10 +59,8 @@ impl Drop for Running {
 
 fn kill_groups(pids: &[u32]) {
     for pid in pids {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .stderr(Stdio::null())
-            .status();
+        let _ =
+            std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
     }
 }
 
@@ -70,37 +68,26 @@ fn kill_groups(pids: &[u32]) {
 /// runtime launches it, with the tools bin first on PATH (Node 22 for npx, the warmed uv).
 async fn local_proxy(cfg: RunConfig, extra_env: &[(&str, &str)]) -> Running {
     let path = env::path_with_tools().into_string().unwrap();
-    let mut launcher = ProcessLauncher::for_run_config(&cfg)
-        .unwrap()
-        .env("PATH", path)
-        .grace_period(Duration::from_secs(2));
+    let mut launcher =
+        ProcessLauncher::for_run_config(&cfg).unwrap().env("PATH", path).grace_period(Duration::from_secs(2));
     for (k, v) in extra_env {
         launcher = launcher.env(*k, *v);
     }
-    let proxy = tokio::time::timeout(
-        PROXY_LIMIT,
-        apiary_proxy::start(cfg, Some(Arc::new(launcher))),
-    )
-    .await
-    .expect("the proxy starts in time")
-    .expect("the proxy starts");
+    let proxy = tokio::time::timeout(PROXY_LIMIT, apiary_proxy::start(cfg, Some(Arc::new(launcher))))
+        .await
+        .expect("the proxy starts in time")
+        .expect("the proxy starts");
     Running { proxy: Some(proxy) }
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("sdk_clients")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("sdk_clients").join(name)
 }
 
 /// Runs a client script to completion within [`CLIENT_LIMIT`] and parses the JSON line it
 /// prints. The child is killed if the limit passes (kill_on_drop).
 async fn run_script(mut cmd: std::process::Command) -> Result<Value, String> {
-    cmd.env("PATH", env::path_with_tools())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.env("PATH", env::path_with_tools()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let described = format!("{cmd:?}");
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
@@ -112,27 +99,16 @@ async fn run_script(mut cmd: std::process::Command) -> Result<Value, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!(
-            "{described} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-            out.status
-        ));
+        return Err(format!("{described} failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status));
     }
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    serde_json::from_str(line)
-        .map_err(|e| format!("{described} printed no JSON ({e}): {stdout}\nstderr: {stderr}"))
+    let line = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("{described} printed no JSON ({e}): {stdout}\nstderr: {stderr}"))
 }
 
 /// The official Python SDK (`mcp.client.streamable_http`) against `url`.
 async fn python_client(url: &str, tool: &str, args: &Value) -> Result<Value, String> {
     let mut cmd = env::command("python3");
-    cmd.arg(script("py_client.py"))
-        .arg(url)
-        .arg(tool)
-        .arg(args.to_string());
+    cmd.arg(script("py_client.py")).arg(url).arg(tool).arg(args.to_string());
     run_script(cmd).await
 }
 
@@ -149,19 +125,11 @@ async fn ts_client(url: &str, tool: &str, args: &Value) -> Result<Value, String>
 
 /// Apiary's own client, reporting in the scripts' shape.
 async fn apiary_client(url: &str, tool: &str, args: &Value) -> Result<Value, String> {
-    let options = ConnectOptions {
-        timeout: Duration::from_secs(60),
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions { timeout: Duration::from_secs(60), ..ConnectOptions::default() };
     let work = async {
-        let client = McpClient::connect(url, options)
-            .await
-            .map_err(|e| e.to_string())?;
+        let client = McpClient::connect(url, options).await.map_err(|e| e.to_string())?;
         let tools = client.list_tools().await.map_err(|e| e.to_string())?;
-        let result = client
-            .call_tool(tool, args.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let result = client.call_tool(tool, args.clone()).await.map_err(|e| e.to_string())?;
         let out = json!({
             "server": client.server_info()["name"],
             "protocolVersion": client.protocol_version(),
@@ -251,10 +219,7 @@ async fn everything_through_npx_package_resolution_serves_all_clients() {
     let mut cfg = RunConfig::new("everything-npx", Source::npx(name));
     cfg.args = vec!["stdio".into()];
     let line = cfg.command_line().unwrap();
-    assert_eq!(
-        (line.program.as_str(), line.args[0].as_str()),
-        ("npx", "-y")
-    );
+    assert_eq!((line.program.as_str(), line.args[0].as_str()), ("npx", "-y"));
     let running = local_proxy(cfg, &[("npm_config_offline", "true")]).await;
     let url = running.url();
     all_clients_agree(&url, &everything_echo()).await;
@@ -272,9 +237,8 @@ async fn time_through_uvx_serves_the_python_ts_and_apiary_clients() {
         tool: "get_current_time",
         args: json!({"timezone": "UTC"}),
         text_ok: Box::new(|t| {
-            serde_json::from_str::<Value>(t).is_ok_and(|v| {
-                v["timezone"] == "UTC" && v["datetime"].as_str().is_some_and(|d| d.contains('T'))
-            })
+            serde_json::from_str::<Value>(t)
+                .is_ok_and(|v| v["timezone"] == "UTC" && v["datetime"].as_str().is_some_and(|d| d.contains('T')))
         }),
     };
     all_clients_agree(&url, &want).await;
@@ -321,20 +285,9 @@ async fn conformance_suite_passes_through_the_proxy_to_an_http_upstream() {
     let summary = run_server_suite(&running.url(), "2025-11-25").await;
     running.stop().await;
     let _ = upstream.child.kill().await;
-    assert!(
-        summary.failed.is_empty(),
-        "failing scenarios: {:?}\n{}",
-        summary.failed,
-        summary.output
-    );
+    assert!(summary.failed.is_empty(), "failing scenarios: {:?}\n{}", summary.failed, summary.output);
     assert_eq!(summary.total_checks_failed, 0, "{}", summary.output);
-    assert_eq!(
-        summary.passed.len(),
-        EXPECTED_2025_11_25,
-        "passed: {:?}\n{}",
-        summary.passed,
-        summary.output
-    );
+    assert_eq!(summary.passed.len(), EXPECTED_2025_11_25, "passed: {:?}\n{}", summary.passed, summary.output);
     assert!(summary.success, "{}", summary.output);
 }
 

@@ -79,11 +79,7 @@ impl ChildConn {
             pid,
         });
         tokio::spawn(write_loop(stdin, rx, conn.closed.clone()));
-        tokio::spawn(read_loop(
-            Arc::clone(&conn),
-            LineReader::new(stdout, max_line),
-            unsolicited,
-        ));
+        tokio::spawn(read_loop(Arc::clone(&conn), LineReader::new(stdout, max_line), unsolicited));
         conn
     }
 
@@ -105,16 +101,8 @@ impl ChildConn {
         };
         for p in drained {
             let msg = format!("upstream unavailable: {reason}");
-            let frame = error_response(
-                Some(&p.original_id),
-                codes::UPSTREAM_UNAVAILABLE,
-                &msg,
-                None,
-            );
-            let _ = p.reply.try_send(Delivery {
-                frame,
-                is_response: true,
-            });
+            let frame = error_response(Some(&p.original_id), codes::UPSTREAM_UNAVAILABLE, &msg, None);
+            let _ = p.reply.try_send(Delivery { frame, is_response: true });
         }
     }
 
@@ -128,16 +116,12 @@ impl ChildConn {
     pub fn request(&self, msg: &Message, reply: Reply) -> Result<u64, Refusal> {
         let original_id: Box<str> = msg.id_raw().unwrap_or("null").into();
         let progress_token = rewrite::request_progress_token(msg);
-        let id = self.pending().insert(Pending {
-            original_id,
-            progress_token: progress_token.clone(),
-            reply,
-        });
+        let id = self.pending().insert(Pending { original_id, progress_token: progress_token.clone(), reply });
         let mut frame = msg.with_id(&id.to_string());
         if progress_token.is_some() {
-            let rewritten = Message::parse(frame.clone()).ok().and_then(|m| {
-                rewrite::with_request_progress_token(&m, Value::from(format!("{TOKEN_PREFIX}{id}")))
-            });
+            let rewritten = Message::parse(frame.clone())
+                .ok()
+                .and_then(|m| rewrite::with_request_progress_token(&m, Value::from(format!("{TOKEN_PREFIX}{id}"))));
             if let Some(f) = rewritten {
                 frame = f;
             }
@@ -159,26 +143,17 @@ impl ChildConn {
             });
         }
         self.writer.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Refusal::QueueFull {
-                retry_after: 1,
-                in_session: true,
-            },
-            mpsc::error::TrySendError::Closed(_) => Refusal::UpstreamUnavailable {
-                reason: "the server is restarting".into(),
-                retry_after: 1,
-                id: None,
-            },
+            mpsc::error::TrySendError::Full(_) => Refusal::QueueFull { retry_after: 1, in_session: true },
+            mpsc::error::TrySendError::Closed(_) => {
+                Refusal::UpstreamUnavailable { reason: "the server is restarting".into(), retry_after: 1, id: None }
+            }
         })
     }
 
     /// Gives up on a request (timeout, or its session went away): forgets it and tells the
     /// child to stop working on it.
     pub fn abandon(&self, upstream_id: u64, reason: &str) {
-        if self
-            .pending()
-            .remove(&RequestId::Int(upstream_id as i64))
-            .is_some()
-        {
+        if self.pending().remove(&RequestId::Int(upstream_id as i64)).is_some() {
             let _ = self.send(rewrite::cancellation(&upstream_id.to_string(), reason));
         }
     }
@@ -186,10 +161,7 @@ impl ChildConn {
     /// Sends a request of Apiary's own and waits for its answer (the raw response).
     pub async fn call_own(&self, method: &str, params: &str) -> Result<Message, Refusal> {
         let (tx, mut rx) = mpsc::channel(4);
-        let text = format!(
-            r#"{{"jsonrpc":"2.0","id":0,"method":{},"params":{params}}}"#,
-            Value::from(method)
-        );
+        let text = format!(r#"{{"jsonrpc":"2.0","id":0,"method":{},"params":{params}}}"#, Value::from(method));
         let msg = Message::parse(Bytes::from(text)).map_err(Refusal::Parse)?;
         self.request(&msg, tx)?;
         loop {
@@ -208,23 +180,14 @@ impl ChildConn {
 
     fn on_response(&self, msg: Message) {
         let Some(id) = msg.id() else {
-            tracing::warn!(
-                len = msg.bytes().len(),
-                "dropped an error response without an id from the server"
-            );
+            tracing::warn!(len = msg.bytes().len(), "dropped an error response without an id from the server");
             return;
         };
         let Some(p) = self.pending().remove(&id) else {
             tracing::debug!(%id, "dropped a response to no pending request (late answer to a cancelled call?)");
             return;
         };
-        if p.reply
-            .try_send(Delivery {
-                frame: msg.with_id(&p.original_id),
-                is_response: true,
-            })
-            .is_err()
-        {
+        if p.reply.try_send(Delivery { frame: msg.with_id(&p.original_id), is_response: true }).is_err() {
             tracing::info!(id = %p.original_id, "the caller went away before its response arrived");
         }
     }
@@ -242,9 +205,7 @@ impl ChildConn {
         };
         let target = {
             let pending = self.pending();
-            pending
-                .get(&RequestId::Int(upstream))
-                .map(|p| (p.reply.clone(), p.progress_token.clone()))
+            pending.get(&RequestId::Int(upstream)).map(|p| (p.reply.clone(), p.progress_token.clone()))
         };
         let Some((reply, Some(original))) = target else {
             return;
@@ -253,10 +214,7 @@ impl ChildConn {
         if reply.capacity() > 1
             && let Some(frame) = rewrite::with_notification_progress_token(&msg, original)
         {
-            let _ = reply.try_send(Delivery {
-                frame,
-                is_response: false,
-            });
+            let _ = reply.try_send(Delivery { frame, is_response: false });
         }
     }
 }
@@ -275,11 +233,7 @@ async fn write_loop(mut stdin: BoxWrite, mut rx: mpsc::Receiver<Bytes>, closed: 
     }
 }
 
-async fn read_loop(
-    conn: Arc<ChildConn>,
-    mut lines: LineReader<BoxRead>,
-    unsolicited: mpsc::Sender<Unsolicited>,
-) {
+async fn read_loop(conn: Arc<ChildConn>, mut lines: LineReader<BoxRead>, unsolicited: mpsc::Sender<Unsolicited>) {
     loop {
         let line = match lines.next_line().await {
             Ok(Some(l)) => l,
@@ -302,14 +256,8 @@ fn dispatch(conn: &ChildConn, frame: Bytes, unsolicited: &mpsc::Sender<Unsolicit
     let msg = match Message::parse(frame.clone()) {
         Ok(m) => m,
         Err(e) => {
-            let excerpt = String::from_utf8_lossy(&frame[..frame.len().min(256)])
-                .escape_debug()
-                .to_string();
-            let kind = if matches!(e.kind(), ParseErrorKind::InvalidRequest) {
-                "not JSON-RPC"
-            } else {
-                "not JSON"
-            };
+            let excerpt = String::from_utf8_lossy(&frame[..frame.len().min(256)]).escape_debug().to_string();
+            let kind = if matches!(e.kind(), ParseErrorKind::InvalidRequest) { "not JSON-RPC" } else { "not JSON" };
             tracing::warn!(pid = ?conn.pid, len = frame.len(), line = %excerpt, "dropped a server stdout line: {kind}");
             return;
         }
@@ -329,9 +277,7 @@ fn dispatch(conn: &ChildConn, frame: Bytes, unsolicited: &mpsc::Sender<Unsolicit
 
 fn route(unsolicited: &mpsc::Sender<Unsolicited>, u: Unsolicited) {
     if let Err(mpsc::error::TrySendError::Full(_)) = unsolicited.try_send(u) {
-        tracing::warn!(
-            "dropped a message from the server: its router is {UNSOLICITED_QUEUE} messages behind"
-        );
+        tracing::warn!("dropped a message from the server: its router is {UNSOLICITED_QUEUE} messages behind");
     }
 }
 
@@ -346,10 +292,7 @@ fn oversized(conn: &ChildConn, len: usize, head: &[u8]) {
     };
     let msg = format!("upstream message exceeded the line cap ({len} bytes)");
     let frame = error_response(Some(&p.original_id), codes::INTERNAL_ERROR, &msg, None);
-    let _ = p.reply.try_send(Delivery {
-        frame,
-        is_response: true,
-    });
+    let _ = p.reply.try_send(Delivery { frame, is_response: true });
 }
 
 /// Finds `"id": <int>` at depth 1 of a (truncated) JSON object.
@@ -390,14 +333,8 @@ mod tests {
 
     #[test]
     fn top_level_id_is_found_in_a_truncated_head() {
-        assert_eq!(
-            find_top_level_id(br#"{"jsonrpc":"2.0","id":17,"result":{"x":"#),
-            Some(RequestId::Int(17))
-        );
-        assert_eq!(
-            find_top_level_id(br#"{"result":{"id":3},"id":4}"#),
-            Some(RequestId::Int(4))
-        );
+        assert_eq!(find_top_level_id(br#"{"jsonrpc":"2.0","id":17,"result":{"x":"#), Some(RequestId::Int(17)));
+        assert_eq!(find_top_level_id(br#"{"result":{"id":3},"id":4}"#), Some(RequestId::Int(4)));
         assert_eq!(find_top_level_id(br#"{"result":{"id":3,"content":"#), None);
     }
 
@@ -406,14 +343,7 @@ mod tests {
         let (child_in, mut test_reads) = tokio::io::duplex(64 * 1024);
         let (mut test_writes, child_out) = tokio::io::duplex(64 * 1024);
         let (tx, _rx) = mpsc::channel(8);
-        let conn = ChildConn::start(
-            None,
-            Box::new(child_in),
-            Box::new(child_out),
-            1 << 20,
-            16,
-            tx,
-        );
+        let conn = ChildConn::start(None, Box::new(child_in), Box::new(child_out), 1 << 20, 16, tx);
         let (reply, mut answers) = mpsc::channel(8);
         let msg = Message::parse(Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"_meta":{"progressToken":"p"}}}"#,
@@ -426,29 +356,20 @@ mod tests {
         let sent = lines.next_line().await.unwrap().unwrap();
         let sent = Message::parse(Bytes::from(sent)).unwrap();
         assert_eq!(sent.id(), Some(RequestId::Int(id as i64)));
-        assert_eq!(
-            rewrite::request_progress_token(&sent),
-            Some(Value::from(format!("{TOKEN_PREFIX}{id}")))
-        );
+        assert_eq!(rewrite::request_progress_token(&sent), Some(Value::from(format!("{TOKEN_PREFIX}{id}"))));
 
         let progress = format!(
             "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":\"{TOKEN_PREFIX}{id}\",\"progress\":1}}}}\n"
         );
         test_writes.write_all(progress.as_bytes()).await.unwrap();
-        test_writes
-            .write_all(b"Server banner line\n")
-            .await
-            .unwrap();
+        test_writes.write_all(b"Server banner line\n").await.unwrap();
         test_writes
             .write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{}}}}\n").as_bytes())
             .await
             .unwrap();
 
         let p = Message::parse(answers.recv().await.unwrap().frame).unwrap();
-        assert_eq!(
-            rewrite::notification_progress_token(&p),
-            Some(Value::from("p"))
-        );
+        assert_eq!(rewrite::notification_progress_token(&p), Some(Value::from("p")));
         let r = Message::parse(answers.recv().await.unwrap().frame).unwrap();
         assert_eq!(r.id_raw(), Some("\"abc\""));
 
@@ -461,28 +382,15 @@ mod tests {
         let (child_in, _keep) = tokio::io::duplex(1024);
         let (test_writes, child_out) = tokio::io::duplex(1024);
         let (tx, _rx) = mpsc::channel(8);
-        let conn = ChildConn::start(
-            Some(1),
-            Box::new(child_in),
-            Box::new(child_out),
-            1 << 20,
-            16,
-            tx,
-        );
+        let conn = ChildConn::start(Some(1), Box::new(child_in), Box::new(child_out), 1 << 20, 16, tx);
         let (reply, mut answers) = mpsc::channel(8);
-        let msg = Message::parse(Bytes::from_static(
-            br#"{"jsonrpc":"2.0","id":9,"method":"x"}"#,
-        ))
-        .unwrap();
+        let msg = Message::parse(Bytes::from_static(br#"{"jsonrpc":"2.0","id":9,"method":"x"}"#)).unwrap();
         conn.request(&msg, reply).unwrap();
         drop(test_writes);
         let err = Message::parse(answers.recv().await.unwrap().frame).unwrap();
         assert_eq!(err.kind(), Kind::Error);
         assert_eq!(err.id_raw(), Some("9"));
         assert!(err.payload_raw().unwrap().contains("-31004"));
-        assert!(matches!(
-            conn.send(Bytes::from_static(b"{}")),
-            Err(Refusal::UpstreamUnavailable { .. })
-        ));
+        assert!(matches!(conn.send(Bytes::from_static(b"{}")), Err(Refusal::UpstreamUnavailable { .. })));
     }
 }

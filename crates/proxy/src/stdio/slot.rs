@@ -91,11 +91,7 @@ impl ChildSlot {
             events,
         };
         tracker.spawn(sup.run());
-        ChildSlot {
-            state: rx,
-            init_result,
-            cancel,
-        }
+        ChildSlot { state: rx, init_result, cancel }
     }
 
     /// The live child, waiting up to `wait` while the first one starts. During a restart
@@ -115,11 +111,7 @@ impl ChildSlot {
                     });
                 }
                 SlotState::Down(reason) => {
-                    return Err(Refusal::UpstreamUnavailable {
-                        reason,
-                        retry_after: 30,
-                        id: None,
-                    });
+                    return Err(Refusal::UpstreamUnavailable { reason, retry_after: 30, id: None });
                 }
                 SlotState::Starting => {}
             }
@@ -177,10 +169,7 @@ impl Supervisor {
                 Ended::Failed(reason) => {
                     let now = Instant::now();
                     recent.push_back(now);
-                    while recent
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > self.opts.restart.window())
-                    {
+                    while recent.front().is_some_and(|t| now.duration_since(*t) > self.opts.restart.window()) {
                         recent.pop_front();
                     }
                     if recent.len() > self.opts.restart.max_restarts as usize {
@@ -191,10 +180,7 @@ impl Supervisor {
                         );
                         tracing::error!(server = %self.opts.launcher.describe(), "{why}; giving up");
                         let _ = self.state.send(SlotState::Down(why.clone()));
-                        let _ = self.events.send(SlotEvent::Down {
-                            reason: why,
-                            shared: self.opts.shared,
-                        });
+                        let _ = self.events.send(SlotEvent::Down { reason: why, shared: self.opts.shared });
                         return;
                     }
                     let _ = self.state.send(SlotState::Restarting);
@@ -261,17 +247,12 @@ impl Supervisor {
                 if let Ok(mut g) = self.init_result.lock() {
                     *g = Some(result);
                 }
-                let _ = conn.send(Bytes::from_static(
-                    br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-                ));
+                let _ = conn.send(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#));
                 let _ = self.state.send(SlotState::Ready(Arc::clone(&conn)));
                 None
             }
             Some(Ok(Err(e))) => Some(format!("initialize failed: {e}")),
-            Some(Err(_)) => Some(format!(
-                "initialize got no answer within {:?}",
-                self.opts.init_timeout
-            )),
+            Some(Err(_)) => Some(format!("initialize got no answer within {:?}", self.opts.init_timeout)),
         };
         if let Some(why) = failed {
             tracing::error!(pid, "{why}");
@@ -303,21 +284,14 @@ impl Supervisor {
             }
         };
         conn.fail_all(&reason.description);
-        let _ = self.events.send(SlotEvent::Exited {
-            pid,
-            reason: reason.clone(),
-            shared: self.opts.shared,
-        });
+        let _ = self.events.send(SlotEvent::Exited { pid, reason: reason.clone(), shared: self.opts.shared });
         Ended::Failed(reason)
     }
 }
 
 /// Sends Apiary's own `initialize` and returns the result's JSON text.
 async fn initialize(conn: &ChildConn, params: &str) -> Result<Bytes, String> {
-    let answer = conn
-        .call_own(methods::INITIALIZE, params)
-        .await
-        .map_err(|e| e.to_string())?;
+    let answer = conn.call_own(methods::INITIALIZE, params).await.map_err(|e| e.to_string())?;
     match (answer.kind(), answer.payload_raw()) {
         (Kind::Response, Some(result)) => Ok(Bytes::copy_from_slice(result.as_bytes())),
         (_, payload) => Err(payload.unwrap_or("no result").chars().take(300).collect()),
@@ -366,22 +340,12 @@ pub async fn supervise_process(
         };
         let now = Instant::now();
         recent.push_back(now);
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > policy.window())
-        {
+        while recent.front().is_some_and(|t| now.duration_since(*t) > policy.window()) {
             recent.pop_front();
         }
         if recent.len() > policy.max_restarts as usize {
-            let why = format!(
-                "the server failed {} times within {:?}; last: {reason}",
-                recent.len(),
-                policy.window()
-            );
-            let _ = events.send(SlotEvent::Down {
-                reason: why,
-                shared: true,
-            });
+            let why = format!("the server failed {} times within {:?}; last: {reason}", recent.len(), policy.window());
+            let _ = events.send(SlotEvent::Down { reason: why, shared: true });
             return;
         }
         tokio::select! {
@@ -392,13 +356,8 @@ pub async fn supervise_process(
 }
 
 fn backoff(policy: &RestartPolicy, failures: usize) -> Duration {
-    let exp = u32::try_from(failures.saturating_sub(1))
-        .unwrap_or(u32::MAX)
-        .min(16);
-    policy
-        .backoff_initial()
-        .saturating_mul(1 << exp)
-        .min(policy.backoff_max())
+    let exp = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+    policy.backoff_initial().saturating_mul(1 << exp).min(policy.backoff_max())
 }
 
 /// The child's stderr is its log: each line goes to the workload log, never parsed.

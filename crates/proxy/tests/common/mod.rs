@@ -27,19 +27,10 @@ impl Launch for CommandLauncher {
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|source| LaunchError::Spawn {
-                    program: self.program.display().to_string(),
-                    source,
-                })?;
+                .map_err(|source| LaunchError::Spawn { program: self.program.display().to_string(), source })?;
             let pid = child.id();
-            let stdin = child
-                .stdin
-                .take()
-                .ok_or_else(|| LaunchError::Other("no stdin".into()))?;
-            let stdout = child
-                .stdout
-                .take()
-                .ok_or_else(|| LaunchError::Other("no stdout".into()))?;
+            let stdin = child.stdin.take().ok_or_else(|| LaunchError::Other("no stdin".into()))?;
+            let stdout = child.stdout.take().ok_or_else(|| LaunchError::Other("no stdout".into()))?;
             let (exit_tx, exited) = oneshot::channel();
             let (kill, kill_rx) = oneshot::channel::<()>();
             tokio::spawn(async move {
@@ -61,14 +52,7 @@ impl Launch for CommandLauncher {
                 };
                 let _ = exit_tx.send(reason);
             });
-            Ok(ChildHandle {
-                pid,
-                stdin: Box::new(stdin),
-                stdout: Box::new(stdout),
-                stderr: None,
-                exited,
-                kill,
-            })
+            Ok(ChildHandle { pid, stdin: Box::new(stdin), stdout: Box::new(stdout), stderr: None, exited, kill })
         })
     }
 
@@ -82,20 +66,13 @@ pub fn testkit_config(name: &str) -> RunConfig {
     let server = apiary_testkit::binaries::testkit_server();
     RunConfig::new(
         name,
-        Source::Command(CommandSource {
-            program: server.display().to_string(),
-            args: vec!["--stdio".into()],
-        }),
+        Source::Command(CommandSource { program: server.display().to_string(), args: vec!["--stdio".into()] }),
     )
 }
 
 /// A proxy in front of the fixture server over stdio.
 pub async fn testkit_proxy(cfg: RunConfig) -> ProxyHandle {
-    let launcher = CommandLauncher {
-        program: apiary_testkit::binaries::testkit_server(),
-        args: vec!["--stdio".into()],
-    };
-    apiary_proxy::start(cfg, Some(Arc::new(launcher)))
-        .await
-        .expect("the proxy starts")
+    let launcher =
+        CommandLauncher { program: apiary_testkit::binaries::testkit_server(), args: vec!["--stdio".into()] };
+    apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
 }

@@ -1,0 +1,260 @@
+//! The multiplexer: one child and the sessions attached to it. A child of its own serves
+//! one session (exclusive); a shared child serves many. Messages the child sends unasked
+//! are routed by one rule: **never guess who a server→client message belongs to**
+//! (DESIGN.md). List changes go to every session, resource updates to the subscribers, and
+//! everything that may carry one client's data (server→client requests, log messages)
+//! only to a session whose ownership is certain; otherwise it is refused or logged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use apiary_protocol::{Message, codes, error_response, methods};
+use tokio::sync::mpsc;
+
+use crate::session::Session;
+use crate::stdio::{ChildSlot, Unsolicited};
+
+/// Client capabilities that let a server ask its client something.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCaps {
+    pub sampling: bool,
+    pub elicitation: bool,
+    pub roots: bool,
+}
+
+impl ClientCaps {
+    /// Reads `params.capabilities` of an `initialize`.
+    pub fn from_initialize(params: &serde_json::Value) -> Self {
+        let caps = params.get("capabilities");
+        let has = |k: &str| caps.and_then(|c| c.get(k)).is_some_and(|v| !v.is_null());
+        ClientCaps { sampling: has("sampling"), elicitation: has("elicitation"), roots: has("roots") }
+    }
+
+    pub fn any(&self) -> bool {
+        self.sampling || self.elicitation || self.roots
+    }
+
+    /// Whether a server→client request with this method may be sent to such a client.
+    pub fn allows(&self, method: &str) -> bool {
+        match method {
+            "sampling/createMessage" => self.sampling,
+            "elicitation/create" => self.elicitation,
+            "roots/list" => self.roots,
+            _ => true,
+        }
+    }
+}
+
+/// RFC 5424 levels as MCP names them, most verbose first.
+const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+/// The rank of a log level (0 = debug); `None` for an unknown name.
+pub fn level_rank(name: &str) -> Option<u8> {
+    LEVELS.iter().position(|l| *l == name).and_then(|i| u8::try_from(i).ok())
+}
+
+/// One child and the sessions it serves.
+pub struct ChildGroup {
+    pub slot: ChildSlot,
+    /// A child of one session's own.
+    pub exclusive: bool,
+    sessions: Mutex<Vec<Weak<Session>>>,
+    /// Subscribers per resource URI; the child is subscribed while the count is > 0.
+    subscriptions: Mutex<HashMap<String, usize>>,
+    /// The most verbose level any session asked for, as set on the child.
+    level: Mutex<Option<u8>>,
+    /// Requests in flight that belong to no session.
+    sessionless: AtomicUsize,
+    /// Server→client requests refused because no owner was certain.
+    pub refused: AtomicU64,
+    /// Counts live exclusive children; decremented when this one is released.
+    own_children: Option<Arc<AtomicUsize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ChildGroup {
+    /// A group around `slot`; starts the task that routes the child's unsolicited messages.
+    pub fn start(
+        slot: ChildSlot,
+        exclusive: bool,
+        own_children: Option<Arc<AtomicUsize>>,
+        unsolicited: mpsc::Receiver<Unsolicited>,
+    ) -> Arc<ChildGroup> {
+        let group = Arc::new(ChildGroup {
+            slot,
+            exclusive,
+            sessions: Mutex::new(Vec::new()),
+            subscriptions: Mutex::new(HashMap::new()),
+            level: Mutex::new(None),
+            sessionless: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            own_children,
+        });
+        tokio::spawn(route_loop(Arc::downgrade(&group), unsolicited));
+        group
+    }
+
+    pub fn attach(&self, s: &Arc<Session>) {
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|w| w.strong_count() > 0);
+        sessions.push(Arc::downgrade(s));
+    }
+
+    /// A session ends: its subscriptions go; an exclusive child stops. Returns the URIs
+    /// whose last subscriber this was (the child should be unsubscribed from them).
+    pub fn release(&self, s: &Session) -> Vec<String> {
+        lock(&self.sessions).retain(|w| w.upgrade().is_some_and(|o| !std::ptr::eq(&*o, s)));
+        if self.exclusive {
+            self.slot.stop();
+            if let Some(c) = &self.own_children {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+            return Vec::new();
+        }
+        s.subscriptions().into_iter().filter(|uri| self.unsubscribe(uri)).collect()
+    }
+
+    fn live(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The session that certainly owns what the child sends now: the only session of an
+    /// exclusive child, or on a shared child the one session with requests in flight
+    /// while no other session, and no sessionless request, has any.
+    fn owner(&self) -> Option<Arc<Session>> {
+        let live = self.live();
+        if self.exclusive {
+            return live.into_iter().next();
+        }
+        if self.sessionless.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let mut busy = live.into_iter().filter(|s| s.has_in_flight());
+        match (busy.next(), busy.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    }
+
+    pub fn sessionless_started(&self, n: usize) {
+        self.sessionless.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn sessionless_finished(&self, n: usize) {
+        let _ = self.sessionless.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    /// Counts a subscriber; true when it is the first (the child must be subscribed).
+    pub fn subscribe(&self, uri: &str) -> bool {
+        let mut subs = lock(&self.subscriptions);
+        let n = subs.entry(uri.to_owned()).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// Drops a subscriber; true when it was the last (the child must be unsubscribed).
+    pub fn unsubscribe(&self, uri: &str) -> bool {
+        let mut subs = lock(&self.subscriptions);
+        match subs.get_mut(uri) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                subs.remove(uri);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records a session's level; true when the child must be told (it is more verbose
+    /// than what the child runs at).
+    pub fn lower_level(&self, rank: u8) -> bool {
+        let mut level = lock(&self.level);
+        if level.is_none_or(|cur| rank < cur) {
+            *level = Some(rank);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn route(&self, u: Unsolicited) {
+        match u {
+            Unsolicited::Notification(m) => self.route_notification(m),
+            Unsolicited::Request(m, child) => {
+                let method = m.method().unwrap_or_default().to_owned();
+                let target = self.owner().filter(|s| self.exclusive || s.caps.allows(&method));
+                match target {
+                    Some(s) => {
+                        let id = m.id();
+                        s.deliver(m.into_bytes(), id);
+                    }
+                    None => {
+                        self.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            %method,
+                            "refused a server→client request: no single session with the capability has requests in flight"
+                        );
+                        let msg = "the client of this request cannot be determined; Apiary does not guess";
+                        let _ = child.try_send(error_response(m.id_raw(), codes::METHOD_NOT_FOUND, msg, None));
+                    }
+                }
+            }
+        }
+    }
+
+    fn route_notification(&self, m: Message) {
+        let method = m.method().unwrap_or_default();
+        if methods::is_list_changed(method) {
+            for s in self.live() {
+                s.deliver(m.bytes().clone(), None);
+            }
+            return;
+        }
+        if method == methods::RESOURCES_UPDATED {
+            let uri: Option<String> =
+                m.params_as::<serde_json::Value>().and_then(|p| p.get("uri")?.as_str().map(str::to_owned));
+            for s in self.live() {
+                if self.exclusive || uri.as_deref().is_some_and(|u| s.is_subscribed(u)) {
+                    s.deliver(m.bytes().clone(), None);
+                }
+            }
+            return;
+        }
+        // Log lines and anything else may carry one client's data: owner only.
+        match self.owner() {
+            Some(s) if method != methods::MESSAGE || s.wants_log(&m) => s.deliver(m.into_bytes(), None),
+            Some(_) => {}
+            None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
+        }
+    }
+}
+
+async fn route_loop(group: Weak<ChildGroup>, mut rx: mpsc::Receiver<Unsolicited>) {
+    while let Some(u) = rx.recv().await {
+        let Some(g) = group.upgrade() else { return };
+        g.route(u);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_and_levels() {
+        let c = ClientCaps::from_initialize(&serde_json::json!({"capabilities": {"sampling": {}, "roots": null}}));
+        assert!(c.sampling && !c.roots && !c.elicitation && c.any());
+        assert!(c.allows("sampling/createMessage") && !c.allows("elicitation/create") && c.allows("ping"));
+        assert!(!ClientCaps::from_initialize(&serde_json::json!({})).any());
+        assert_eq!(level_rank("debug"), Some(0));
+        assert_eq!(level_rank("emergency"), Some(7));
+        assert_eq!(level_rank("loud"), None);
+    }
+}
