@@ -35,9 +35,7 @@ pub async fn start(state: &StateDir, name: &str, debug: bool) -> anyhow::Result<
     if debug {
         cmd.arg("--debug");
     }
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone().context("proxy log")?)
-        .stderr(log);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone().context("proxy log")?).stderr(log);
     let mut child = cmd.spawn().context("cannot start the proxy process")?;
     let pid = child.id();
 
@@ -46,18 +44,21 @@ pub async fn start(state: &StateDir, name: &str, debug: bool) -> anyhow::Result<
     loop {
         if let Some(status) = child.try_wait().context("waiting for the proxy")? {
             print_tails(&proxy_log, proxy_offset, &server_log, server_offset);
-            let why = last
-                .and_then(|r| r.error)
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
+            let why = last.and_then(|r| r.error).map(|e| format!(": {e}")).unwrap_or_default();
             bail!("the proxy for {name:?} exited ({status}) before it was ready{why}");
         }
         if let Some(rec) = state.load_record(name)?
             && rec.proxy.is_some_and(|p| p.pid == pid)
         {
             match rec.state {
+                // A stdio proxy starts children per session, on demand: listening is ready.
+                WorkloadState::Starting if rec.transport == "stdio" && rec.url.is_some() => {
+                    return Ok(rec.url.unwrap_or_default());
+                }
                 WorkloadState::Running | WorkloadState::Restarting => {
-                    if let Some(url) = rec.url {
+                    if let Some(url) = rec.url.clone()
+                        && target_listening(state, name)
+                    {
                         return Ok(url);
                     }
                 }
@@ -73,39 +74,47 @@ pub async fn start(state: &StateDir, name: &str, debug: bool) -> anyhow::Result<
         }
         if Instant::now() >= deadline {
             if let Some(url) = last.and_then(|r| r.url) {
-                eprintln!(
-                    "warning: {name:?} is listening but its server is still starting; see apiary logs {name}"
-                );
+                eprintln!("warning: {name:?} is listening but its server is still starting; see apiary logs {name}");
                 return Ok(url);
             }
             terminate(&mut child);
             print_tails(&proxy_log, proxy_offset, &server_log, server_offset);
-            bail!(
-                "the proxy for {name:?} was not ready within {} s",
-                READY_LIMIT.as_secs()
-            );
+            bail!("the proxy for {name:?} was not ready within {} s", READY_LIMIT.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// For a local server that speaks HTTP: true once its port accepts connections (the proxy
+/// reports it running as soon as the process exists). True for everything else.
+fn target_listening(state: &StateDir, name: &str) -> bool {
+    use apiary_config::Source;
+    let Ok(config) = state.load_config(name) else {
+        return true;
+    };
+    let local = matches!(config.source, Source::Package(_) | Source::Command(_));
+    if !local || !config.effective_transport().is_http() || config.target_port == 0 {
+        return true;
+    }
+    let host = config.target_host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(host, config.target_port)) else {
+        return true;
+    };
+    addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
 }
 
 /// Stops a proxy that failed to come up (it then stops its children), SIGKILL if it lingers.
 fn terminate(child: &mut Child) {
     let proc_ref = ProcRef::capture(child.id());
     proc_ref.signal(Signal::TERM);
-    if !wait_until(Duration::from_secs(10), || {
-        matches!(child.try_wait(), Ok(Some(_)) | Err(_))
-    }) {
+    if !wait_until(Duration::from_secs(10), || matches!(child.try_wait(), Ok(Some(_)) | Err(_))) {
         let _ = child.kill();
         let _ = child.wait();
     }
 }
 
 fn print_tails(proxy_log: &Path, proxy_offset: u64, server_log: &Path, server_offset: u64) {
-    for (label, path, offset) in [
-        ("proxy log", proxy_log, proxy_offset),
-        ("server log", server_log, server_offset),
-    ] {
+    for (label, path, offset) in [("proxy log", proxy_log, proxy_offset), ("server log", server_log, server_offset)] {
         let lines = tail(path, offset);
         if lines.is_empty() {
             continue;

@@ -12,13 +12,9 @@ const MAX_ENV_FILE_BYTES: u64 = 1024 * 1024;
 pub fn read(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let meta = std::fs::metadata(path).with_context(|| format!("--env-file {}", path.display()))?;
     if meta.len() > MAX_ENV_FILE_BYTES {
-        bail!(
-            "--env-file {}: larger than {MAX_ENV_FILE_BYTES} bytes",
-            path.display()
-        );
+        bail!("--env-file {}: larger than {MAX_ENV_FILE_BYTES} bytes", path.display());
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("--env-file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("--env-file {}", path.display()))?;
     parse(&text).with_context(|| format!("--env-file {}", path.display()))
 }
 
@@ -67,16 +63,10 @@ mod tests {
     #[test]
     fn reads_docker_style_lines() {
         let pairs = parse("# c\n\nA=1\nexport B = two words \nC=\"q=x\"\nD='s'\nE=\n").unwrap();
-        let want: Vec<(String, String)> = [
-            ("A", "1"),
-            ("B", "two words"),
-            ("C", "q=x"),
-            ("D", "s"),
-            ("E", ""),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+        let want: Vec<(String, String)> = [("A", "1"), ("B", "two words"), ("C", "q=x"), ("D", "s"), ("E", "")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         assert_eq!(pairs, want);
         let err = parse("A=1\nnonsense\n").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");

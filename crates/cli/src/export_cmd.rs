@@ -31,9 +31,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         bail!("--format k8s is not supported yet; use --format json");
     }
     match &args.path {
-        Some(path) => config
-            .write_atomic(path)
-            .with_context(|| format!("exporting {:?}", args.name))?,
+        Some(path) => config.write_atomic(path).with_context(|| format!("exporting {:?}", args.name))?,
         None => print!("{}", config.to_json_pretty()?),
     }
     Ok(())

@@ -28,8 +28,9 @@ pub fn init(role: LogRole, debug: bool, file: Option<Arc<LogFile>>) -> anyhow::R
         (false, _) => "info",
     };
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v.trim())
-            .map_err(|e| anyhow::anyhow!("RUST_LOG={v:?} is not a log filter: {e}"))?,
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(v.trim()).map_err(|e| anyhow::anyhow!("RUST_LOG={v:?} is not a log filter: {e}"))?
+        }
         _ => EnvFilter::new(level),
     };
     let to_file = file.is_some();
@@ -37,16 +38,11 @@ pub fn init(role: LogRole, debug: bool, file: Option<Arc<LogFile>>) -> anyhow::R
         Some(log) => BoxMakeWriter::new(move || LogWriter(Arc::clone(&log))),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(debug);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(debug);
     let result = if structured_logs() {
         builder.json().try_init()
     } else {
-        builder
-            .with_ansi(!to_file && std::io::stderr().is_terminal())
-            .try_init()
+        builder.with_ansi(!to_file && std::io::stderr().is_terminal()).try_init()
     };
     // A second init (tests calling in twice) keeps the first subscriber; nothing to report.
     let _ = result;

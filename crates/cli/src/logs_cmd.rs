@@ -33,11 +33,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     if !state.has_config(&args.name)? && state.load_record(&args.name)?.is_none() {
         return Err(StateError::NotFound(args.name).into());
     }
-    let path = if args.proxy {
-        state.proxy_log_path(&args.name)?
-    } else {
-        state.log_path(&args.name)?
-    };
+    let path = if args.proxy { state.proxy_log_path(&args.name)? } else { state.log_path(&args.name)? };
     let mut offset = copy_from(&path, 0)?;
     if !args.follow {
         return Ok(());
@@ -67,15 +63,12 @@ fn copy_from(path: &Path, offset: u64) -> anyhow::Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(offset),
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
-    file.seek(SeekFrom::Start(offset))
-        .with_context(|| path.display().to_string())?;
+    file.seek(SeekFrom::Start(offset)).with_context(|| path.display().to_string())?;
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; CHUNK];
     let mut pos = offset;
     loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| path.display().to_string())?;
+        let n = file.read(&mut buf).with_context(|| path.display().to_string())?;
         if n == 0 {
             break;
         }

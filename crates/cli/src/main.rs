@@ -27,12 +27,7 @@ use crate::logging::LogRole;
 /// Start one with `apiary run npx://PACKAGE`, `apiary run uvx://PACKAGE`, `apiary run URL` or
 /// `apiary run --name NAME -- COMMAND ARGS`; it prints the URL to give your MCP client.
 #[derive(Debug, Parser)]
-#[command(
-    name = "apiary",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "apiary", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
     /// Log at debug level
     #[arg(long, global = true)]
@@ -90,10 +85,7 @@ fn main() -> ExitCode {
         Command::Proxy(_) => LogRole::Foreground,
         _ => LogRole::Cli,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

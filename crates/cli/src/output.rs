@@ -70,9 +70,6 @@ mod tests {
                 vec!["longer".into(), "stopped".into(), String::new()],
             ],
         );
-        assert_eq!(
-            t,
-            "NAME    STATUS   URL\na       running  http://x\nlonger  stopped\n"
-        );
+        assert_eq!(t, "NAME    STATUS   URL\na       running  http://x\nlonger  stopped\n");
     }
 }

@@ -53,15 +53,13 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     for o in &args.allowed_origins {
         b = b.allowed_origin(o);
     }
-    let config = b
-        .build()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
+    let config = b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
     let launcher: Option<Arc<dyn Launch>> = if config.is_remote() {
         None
     } else {
-        Some(Arc::new(
-            ProcessLauncher::for_run_config(&config)?.stderr_inherit(),
-        ))
+        let launcher = ProcessLauncher::for_run_config(&config)?.stderr_inherit();
+        launcher.check_program()?;
+        Some(Arc::new(launcher))
     };
     crate::serve::run_standalone(config, launcher).await
 }

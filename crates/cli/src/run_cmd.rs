@@ -176,10 +176,7 @@ pub async fn run(args: RunArgs, debug: bool) -> anyhow::Result<()> {
         );
     }
     if state.is_locked(&config.name)? {
-        bail!(
-            "workload {:?} is already being started or served by another apiary process",
-            config.name
-        );
+        bail!("workload {:?} is already being started or served by another apiary process", config.name);
     }
     resolve_ports(&mut config)?;
     state.save_config(&config)?;
@@ -196,13 +193,9 @@ pub async fn run(args: RunArgs, debug: bool) -> anyhow::Result<()> {
 pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     if let Some(path) = &args.from_config {
         if let Some(flag) = config_flag_given(args) {
-            bail!(
-                "--from-config takes the whole workload from {}; {flag} cannot be combined with it",
-                path.display()
-            );
+            bail!("--from-config takes the whole workload from {}; {flag} cannot be combined with it", path.display());
         }
-        return RunConfig::from_path(path)
-            .with_context(|| format!("--from-config {}", path.display()));
+        return RunConfig::from_path(path).with_context(|| format!("--from-config {}", path.display()));
     }
     let parsed = source_arg::parse(args.source.as_deref(), &args.args)?;
     let name = match &args.name {
@@ -256,8 +249,7 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     for o in &args.allowed_origins {
         b = b.allowed_origin(o);
     }
-    b.build()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))
+    b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))
 }
 
 /// The first configuration flag given alongside `--from-config`, if any.
@@ -357,9 +349,7 @@ mod tests {
     }
 
     fn args(argv: &[&str]) -> RunArgs {
-        T::try_parse_from(std::iter::once("run").chain(argv.iter().copied()))
-            .unwrap()
-            .run
+        T::try_parse_from(std::iter::once("run").chain(argv.iter().copied())).unwrap().run
     }
 
     fn config(argv: &[&str]) -> RunConfig {
@@ -425,11 +415,7 @@ mod tests {
         assert!(c.proxy.trust_proxy_headers);
         assert_eq!(
             c.proxy.allowed_origins,
-            vec![
-                "https://a.example".to_owned(),
-                "https://b.example".to_owned(),
-                "http://c.example:8080".to_owned()
-            ]
+            vec!["https://a.example".to_owned(), "https://b.example".to_owned(), "http://c.example:8080".to_owned()]
         );
     }
 
@@ -451,12 +437,7 @@ mod tests {
     #[test]
     fn proxy_port_wins_over_the_old_port_flag() {
         assert_eq!(config(&["--port=8080", "npx://x"]).proxy.port, 8080);
-        assert_eq!(
-            config(&["--port", "8080", "--proxy-port", "9090", "npx://x"])
-                .proxy
-                .port,
-            9090
-        );
+        assert_eq!(config(&["--port", "8080", "--proxy-port", "9090", "npx://x"]).proxy.port, 9090);
     }
 
     #[test]
@@ -466,10 +447,7 @@ mod tests {
         assert!(args(&["--foreground=true", "npx://x"]).foreground());
         assert!(!args(&["--foreground=false", "npx://x"]).foreground());
         assert!(!args(&["npx://x"]).foreground());
-        assert_eq!(
-            args(&["--foreground", "npx://x"]).source.as_deref(),
-            Some("npx://x")
-        );
+        assert_eq!(args(&["--foreground", "npx://x"]).source.as_deref(), Some("npx://x"));
         assert!(T::try_parse_from(["run", "--foreground=maybe", "npx://x"]).is_err());
     }
 
@@ -480,15 +458,9 @@ mod tests {
         let e = error(&["-e", "1BAD=x", "npx://x"]);
         assert!(e.contains("env.1BAD (--env):"), "{e}");
         let e = error(&["--endpoint-prefix", "noslash", "npx://x"]);
-        assert!(
-            e.contains("proxy.endpointPrefix (--endpoint-prefix):"),
-            "{e}"
-        );
+        assert!(e.contains("proxy.endpointPrefix (--endpoint-prefix):"), "{e}");
         let e = error(&["--allowed-origins", "not an origin", "npx://x"]);
-        assert!(
-            e.contains("proxy.allowedOrigins[0] (--allowed-origins):"),
-            "{e}"
-        );
+        assert!(e.contains("proxy.allowedOrigins[0] (--allowed-origins):"), "{e}");
         let e = error(&["--transport", "stdio", "https://x.example/mcp"]);
         assert!(e.contains("transport (--transport):"), "{e}");
         let e = error(&["-e", "novalue", "npx://x"]);
@@ -502,13 +474,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("vars.env");
         std::fs::write(&file, "A=from-file\nB=file\n").unwrap();
-        let c = config(&[
-            "--env-file",
-            file.to_str().unwrap(),
-            "-e",
-            "A=flag",
-            "npx://x",
-        ]);
+        let c = config(&["--env-file", file.to_str().unwrap(), "-e", "A=flag", "npx://x"]);
         assert_eq!(c.env.get("A").map(String::as_str), Some("flag"));
         assert_eq!(c.env.get("B").map(String::as_str), Some("file"));
     }

@@ -39,8 +39,7 @@ pub async fn serve_detached(args: ServeArgs, debug: bool) -> anyhow::Result<()> 
     let _ = rustix::process::setsid();
     let state = StateDir::from_env()?;
     state.ensure()?;
-    let log = LogFile::open(state.proxy_log_path(&args.name)?, DEFAULT_LOG_CAP)
-        .context("opening the proxy log")?;
+    let log = LogFile::open(state.proxy_log_path(&args.name)?, DEFAULT_LOG_CAP).context("opening the proxy log")?;
     logging::init(LogRole::Detached, debug, Some(Arc::new(log)))?;
     let result = serve_workload(&state, &args.name, false).await;
     if let Err(e) = &result {
@@ -153,14 +152,8 @@ async fn serve_workload(state: &StateDir, name: &str, foreground: bool) -> anyho
 }
 
 async fn shutdown(handle: ProxyHandle) {
-    if tokio::time::timeout(SHUTDOWN_LIMIT, handle.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "the proxy did not stop within {} s; exiting anyway",
-            SHUTDOWN_LIMIT.as_secs()
-        );
+    if tokio::time::timeout(SHUTDOWN_LIMIT, handle.shutdown()).await.is_err() {
+        tracing::warn!("the proxy did not stop within {} s; exiting anyway", SHUTDOWN_LIMIT.as_secs());
     }
 }
 
@@ -168,9 +161,10 @@ async fn shutdown(handle: ProxyHandle) {
 fn launcher_for(state: &StateDir, config: &RunConfig) -> anyhow::Result<Option<Arc<dyn Launch>>> {
     match &config.source {
         Source::Package(_) | Source::Command(_) => {
-            let log = LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP)
-                .context("opening the server log")?;
+            let log =
+                LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP).context("opening the server log")?;
             let launcher = ProcessLauncher::for_run_config(config)?.stderr_to(Arc::new(log));
+            launcher.check_program()?;
             Ok(Some(Arc::new(launcher)))
         }
         Source::Remote(_) => Ok(None),
@@ -201,24 +195,14 @@ fn apply_status(rec: &mut WorkloadRecord, status: &UpstreamStatus) {
     rec.children = status
         .child_pids
         .iter()
-        .map(|&pid| {
-            old.iter()
-                .find(|c| c.pid == pid)
-                .copied()
-                .unwrap_or_else(|| ProcRef::capture(pid))
-        })
+        .map(|&pid| old.iter().find(|c| c.pid == pid).copied().unwrap_or_else(|| ProcRef::capture(pid)))
         .collect();
 }
 
 /// Runs a proxy that is not a saved workload (`apiary proxy`) until a stop signal.
-pub async fn run_standalone(
-    config: RunConfig,
-    launcher: Option<Arc<dyn Launch>>,
-) -> anyhow::Result<()> {
+pub async fn run_standalone(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> anyhow::Result<()> {
     let mut signals = StopSignals::install()?;
-    let handle = apiary_proxy::start(config, launcher)
-        .await
-        .context("the proxy could not start")?;
+    let handle = apiary_proxy::start(config, launcher).await.context("the proxy could not start")?;
     let url = handle.url();
     tracing::info!(%url, "serving");
     println!("{url}");

@@ -20,10 +20,7 @@ pub fn parse(source: Option<&str>, trailing: &[String]) -> anyhow::Result<Parsed
                 "nothing to run: give npx://PACKAGE, uvx://PACKAGE, an http(s):// URL, or a command after -- (apiary run --name NAME -- COMMAND ARGS)"
             );
         };
-        return Ok(Parsed {
-            source: Source::command(program.clone(), args.iter().cloned()),
-            args: Vec::new(),
-        });
+        return Ok(Parsed { source: Source::command(program.clone(), args.iter().cloned()), args: Vec::new() });
     };
     let args = trailing.to_vec();
     if let Some(pkg) = text.strip_prefix("npx://") {
@@ -37,10 +34,7 @@ pub fn parse(source: Option<&str>, trailing: &[String]) -> anyhow::Result<Parsed
         if !args.is_empty() {
             bail!("arguments after -- are for local servers; a remote URL takes none");
         }
-        return Ok(Parsed {
-            source: Source::remote(text),
-            args,
-        });
+        return Ok(Parsed { source: Source::remote(text), args });
     }
     if let Some((scheme, _)) = text.split_once("://") {
         bail!(
@@ -60,9 +54,7 @@ fn package(source: Source, scheme: &str, pkg: &str, args: Vec<String>) -> anyhow
 }
 
 /// Interpreters whose first file argument names the server better than the interpreter does.
-const INTERPRETERS: &[&str] = &[
-    "python", "python3", "node", "deno", "bun", "sh", "bash", "uv", "ruby", "perl", "java",
-];
+const INTERPRETERS: &[&str] = &["python", "python3", "node", "deno", "bun", "sh", "bash", "uv", "ruby", "perl", "java"];
 
 /// A workload name for `source` that follows the name rules, or `None` when nothing usable is
 /// left after cleaning.
@@ -97,17 +89,12 @@ fn npm_base_name(spec: &str) -> &str {
         Some(i) => &spec[..i + 1],
         None => spec,
     };
-    without_version
-        .rsplit('/')
-        .next()
-        .unwrap_or(without_version)
+    without_version.rsplit('/').next().unwrap_or(without_version)
 }
 
 /// `name[extra]>=1` → `name`.
 fn python_base_name(spec: &str) -> &str {
-    let end = spec
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .unwrap_or(spec.len());
+    let end = spec.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))).unwrap_or(spec.len());
     &spec[..end]
 }
 
@@ -117,15 +104,8 @@ fn remote_name(url: &str) -> String {
     let Ok(u) = url::Url::parse(url) else {
         return String::new();
     };
-    let segments: Vec<&str> = u
-        .path_segments()
-        .map(|s| s.filter(|p| !p.is_empty()).collect())
-        .unwrap_or_default();
-    let meaningful: Vec<&str> = segments
-        .iter()
-        .copied()
-        .filter(|s| !matches!(*s, "mcp" | "sse"))
-        .collect();
+    let segments: Vec<&str> = u.path_segments().map(|s| s.filter(|p| !p.is_empty()).collect()).unwrap_or_default();
+    let meaningful: Vec<&str> = segments.iter().copied().filter(|s| !matches!(*s, "mcp" | "sse")).collect();
     match meaningful.last() {
         Some(last) if segments.len() > 1 => (*last).to_owned(),
         _ => u.host_str().unwrap_or_default().to_owned(),
@@ -170,22 +150,12 @@ mod tests {
     #[test]
     fn parses_each_kind_of_source() {
         let p = parse(Some("npx://@modelcontextprotocol/server-everything"), &[]).unwrap();
-        assert_eq!(
-            p.source,
-            Source::npx("@modelcontextprotocol/server-everything")
-        );
-        let p = parse(
-            Some("uvx://mcp-server-time"),
-            &["--local-timezone=UTC".into()],
-        )
-        .unwrap();
+        assert_eq!(p.source, Source::npx("@modelcontextprotocol/server-everything"));
+        let p = parse(Some("uvx://mcp-server-time"), &["--local-timezone=UTC".into()]).unwrap();
         assert_eq!(p.source, Source::uvx("mcp-server-time"));
         assert_eq!(p.args, vec!["--local-timezone=UTC".to_owned()]);
         let p = parse(Some("https://fetch-mcp.example.com/mcp"), &[]).unwrap();
-        assert_eq!(
-            p.source,
-            Source::remote("https://fetch-mcp.example.com/mcp")
-        );
+        assert_eq!(p.source, Source::remote("https://fetch-mcp.example.com/mcp"));
         let p = parse(None, &["python3".into(), "server.py".into()]).unwrap();
         assert_eq!(p.source, Source::command("python3", ["server.py"]));
     }
@@ -193,10 +163,7 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_run_with_a_hint() {
         for (src, needle) in [
-            (
-                Some("go://example.com/x"),
-                "go:// sources are not supported",
-            ),
+            (Some("go://example.com/x"), "go:// sources are not supported"),
             (Some("docker.io/mcp/fetch"), "container image"),
             (Some("npx://"), "needs a package name"),
             (None, "nothing to run"),
@@ -204,38 +171,20 @@ mod tests {
             let err = parse(src, &[]).unwrap_err().to_string();
             assert!(err.contains(needle), "{src:?}: {err}");
         }
-        let err = parse(Some("https://x.example/mcp"), &["a".into()])
-            .unwrap_err()
-            .to_string();
+        let err = parse(Some("https://x.example/mcp"), &["a".into()]).unwrap_err().to_string();
         assert!(err.contains("remote URL takes none"), "{err}");
     }
 
     #[test]
     fn derives_names_from_sources() {
         assert_eq!(
-            name_of(
-                Some("npx://@modelcontextprotocol/server-everything@1.2.3"),
-                &[]
-            )
-            .as_deref(),
+            name_of(Some("npx://@modelcontextprotocol/server-everything@1.2.3"), &[]).as_deref(),
             Some("server-everything")
         );
-        assert_eq!(
-            name_of(Some("uvx://mcp-server-time==2025.1"), &[]).as_deref(),
-            Some("mcp-server-time")
-        );
-        assert_eq!(
-            name_of(Some("https://fetch-mcp.example.com/mcp"), &[]).as_deref(),
-            Some("fetch-mcp.example.com")
-        );
-        assert_eq!(
-            name_of(Some("https://mcp.example.com/fetch/mcp"), &[]).as_deref(),
-            Some("fetch")
-        );
-        assert_eq!(
-            name_of(None, &["python3", "-u", "My Server.py"]).as_deref(),
-            Some("my-server")
-        );
+        assert_eq!(name_of(Some("uvx://mcp-server-time==2025.1"), &[]).as_deref(), Some("mcp-server-time"));
+        assert_eq!(name_of(Some("https://fetch-mcp.example.com/mcp"), &[]).as_deref(), Some("fetch-mcp.example.com"));
+        assert_eq!(name_of(Some("https://mcp.example.com/fetch/mcp"), &[]).as_deref(), Some("fetch"));
+        assert_eq!(name_of(None, &["python3", "-u", "My Server.py"]).as_deref(), Some("my-server"));
         assert_eq!(
             name_of(None, &["/usr/bin/apiary-testkit-server", "--stdio"]).as_deref(),
             Some("apiary-testkit-server")

@@ -94,36 +94,21 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
                         r.name.clone(),
                         r.source.clone(),
                         r.state.to_string(),
-                        r.url
-                            .clone()
-                            .filter(|_| r.state.is_active())
-                            .unwrap_or_default(),
+                        r.url.clone().filter(|_| r.state.is_active()).unwrap_or_default(),
                         port_of(r),
                         r.group.clone(),
                         r.started_at.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                output::table(
-                    &[
-                        "NAME", "PACKAGE", "STATUS", "URL", "PORT", "GROUP", "CREATED"
-                    ],
-                    &rows
-                )
-            );
+            print!("{}", output::table(&["NAME", "PACKAGE", "STATUS", "URL", "PORT", "GROUP", "CREATED"], &rows));
         }
     }
     Ok(())
 }
 
 fn port_of(rec: &WorkloadRecord) -> String {
-    rec.listen_addr
-        .as_deref()
-        .and_then(|a| a.rsplit_once(':'))
-        .map(|(_, p)| p.to_owned())
-        .unwrap_or_default()
+    rec.listen_addr.as_deref().and_then(|a| a.rsplit_once(':')).map(|(_, p)| p.to_owned()).unwrap_or_default()
 }
 
 /// `apiary status`.
@@ -140,10 +125,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 ("Status", Some(rec.state.to_string())),
                 ("URL", rec.url.clone().filter(|_| rec.state.is_active())),
                 ("Proxy PID", pid.map(|p| p.to_string())),
-                (
-                    "Server PIDs",
-                    (!children.is_empty()).then(|| children.join(", ")),
-                ),
+                ("Server PIDs", (!children.is_empty()).then(|| children.join(", "))),
                 ("Transport", Some(rec.transport.clone())),
                 ("Source", Some(rec.source.clone())),
                 ("Group", Some(rec.group.clone())),
@@ -166,11 +148,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 pub fn stop(args: StopArgs) -> anyhow::Result<()> {
     let state = StateDir::from_env()?;
     let timeout = Duration::from_secs(args.timeout);
-    let names = if args.all {
-        running_names(&state)?
-    } else {
-        args.names
-    };
+    let names = if args.all { running_names(&state)? } else { args.names };
     each(&names, |name| stop_workload(&state, name, timeout))
 }
 
@@ -227,11 +205,7 @@ pub fn stop_workload(state: &StateDir, name: &str, timeout: Duration) -> anyhow:
     if let Some(proxy) = rec.proxy.filter(|p| rec.state.is_active() && p.is_alive()) {
         proxy.signal(Signal::TERM);
         if !wait_until(timeout, || !proxy.is_alive()) {
-            tracing::warn!(
-                workload = name,
-                pid = proxy.pid,
-                "the proxy did not stop in time; killing it"
-            );
+            tracing::warn!(workload = name, pid = proxy.pid, "the proxy did not stop in time; killing it");
             proxy.signal(Signal::KILL);
             wait_until(Duration::from_secs(5), || !proxy.is_alive());
         }
@@ -254,10 +228,7 @@ pub fn stop_workload(state: &StateDir, name: &str, timeout: Duration) -> anyhow:
         state.save_record(&stopped)?;
     }
     if let Some(left) = children.iter().find(|c| c.is_alive()) {
-        bail!(
-            "server process {} of {name:?} is still running after SIGKILL",
-            left.pid
-        );
+        bail!("server process {} of {name:?} is still running after SIGKILL", left.pid);
     }
     Ok(())
 }
@@ -312,16 +283,10 @@ pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Resul
 /// `apiary mcp --server NAME`: the URL of a running workload.
 pub fn resolve_url(name: &str) -> anyhow::Result<String> {
     let state = StateDir::from_env()?;
-    let rec = state
-        .observed_record(name)
-        .with_context(|| format!("--server {name:?} is neither a URL nor a workload"))?;
+    let rec =
+        state.observed_record(name).with_context(|| format!("--server {name:?} is neither a URL nor a workload"))?;
     match &rec.url {
-        Some(url) if rec.state.is_active() && rec.state != WorkloadState::Stopping => {
-            Ok(url.clone())
-        }
-        _ => bail!(
-            "workload {name:?} is not running ({}); start it with: apiary start {name}",
-            rec.state
-        ),
+        Some(url) if rec.state.is_active() && rec.state != WorkloadState::Stopping => Ok(url.clone()),
+        _ => bail!("workload {name:?} is not running ({}); start it with: apiary start {name}", rec.state),
     }
 }

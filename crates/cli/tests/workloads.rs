@@ -41,20 +41,13 @@ fn invalid_flags_fail_with_one_line_naming_the_field_and_save_nothing() {
     let err = out.failed();
     assert_eq!(out.code, Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("error: invalid configuration: name (--name):"),
-        "{err}"
-    );
+    assert!(err.starts_with("error: invalid configuration: name (--name):"), "{err}");
     let out = apiary.run(&["run", "--name", "t", "-e", "1BAD=x", "--", "sh"]);
     assert!(out.failed().contains("env.1BAD (--env)"), "{}", out.stderr);
     assert!(apiary.state().names().unwrap_or_default().is_empty());
 
     let out = apiary.run(&["run", "docker.io/mcp/fetch"]);
-    assert!(
-        out.failed().contains("container image"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.failed().contains("container image"), "{}", out.stderr);
     // clap's own refusal of a port that does not fit names the flag too.
     let out = apiary.run(&["run", "--proxy-port", "70000", "npx://x"]);
     assert!(out.failed().contains("--proxy-port"), "{}", out.stderr);
@@ -73,13 +66,7 @@ fn from_config_errors_name_the_field_path() {
     let err = out.failed();
     assert!(err.contains("proxy.port"), "{err}");
     assert!(err.contains("bad.json"), "{err}");
-    let out = apiary.run(&[
-        "run",
-        "--from-config",
-        file.to_str().unwrap(),
-        "--name",
-        "x",
-    ]);
+    let out = apiary.run(&["run", "--from-config", file.to_str().unwrap(), "--name", "x"]);
     assert!(out.failed().contains("--name cannot be combined"), "{}", out.stderr);
 }
 
@@ -92,9 +79,7 @@ fn export_writes_the_saved_run_config() {
     assert_eq!(RunConfig::from_json_str(&out.stdout).unwrap(), config);
 
     let path = apiary.scratch().join("t.yaml");
-    apiary
-        .run(&["export", "t", path.to_str().unwrap()])
-        .ok();
+    apiary.run(&["export", "t", path.to_str().unwrap()]).ok();
     assert_eq!(RunConfig::from_path(&path).unwrap(), config);
     assert!(std::fs::read_to_string(&path).unwrap().contains("schemaVersion: v1"));
 
@@ -137,10 +122,7 @@ fn list_status_and_rm_of_a_stopped_workload() {
     std::fs::write(apiary.state().log_path("t").unwrap(), "server says hi\n").unwrap();
     std::fs::write(apiary.state().proxy_log_path("t").unwrap(), "proxy says hi\n").unwrap();
     assert_eq!(apiary.run(&["logs", "t"]).ok().stdout, "server says hi\n");
-    assert_eq!(
-        apiary.run(&["logs", "t", "--proxy"]).ok().stdout,
-        "proxy says hi\n"
-    );
+    assert_eq!(apiary.run(&["logs", "t", "--proxy"]).ok().stdout, "proxy says hi\n");
 
     apiary.run(&["rm", "t"]).ok();
     for path in [

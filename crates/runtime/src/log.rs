@@ -30,11 +30,7 @@ impl LogFile {
         let path = path.into();
         let file = open_append(&path)?;
         let size = file.metadata()?.len();
-        Ok(LogFile {
-            path,
-            cap: cap.max(1),
-            inner: Mutex::new(Inner { file, size }),
-        })
+        Ok(LogFile { path, cap: cap.max(1), inner: Mutex::new(Inner { file, size }) })
     }
 
     /// The file being written.
@@ -49,10 +45,7 @@ impl LogFile {
 
     /// Appends `bytes`, rotating first if they would take the file past its cap.
     pub fn append(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let len = bytes.len() as u64;
         if inner.size > 0 && inner.size.saturating_add(len) > self.cap {
             std::fs::rename(&self.path, self.rotated_path())?;
@@ -75,11 +68,7 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 /// Opens a file for appending, created with mode 0600 (logs may echo secrets from the server).
 pub fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use rustix::process::{
-    Pid, Signal, kill_process, kill_process_group, test_kill_process, test_kill_process_group,
-};
+use rustix::process::{Pid, Signal, kill_process, kill_process_group, test_kill_process, test_kill_process_group};
 use serde::{Deserialize, Serialize};
 
 /// A process as recorded: its id and, where the system tells, when it started.
@@ -23,10 +21,7 @@ pub struct ProcRef {
 impl ProcRef {
     /// Records `pid` together with its current start time.
     pub fn capture(pid: u32) -> Self {
-        ProcRef {
-            pid,
-            start_ticks: start_ticks(pid),
-        }
+        ProcRef { pid, start_ticks: start_ticks(pid) }
     }
 
     /// True while the recorded process still runs (not a zombie) and, when a start time was
@@ -151,8 +146,7 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_command_names() {
-        let line =
-            "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         let s = parse_stat(line).unwrap();
         assert_eq!(s.state, 'S');
         assert_eq!(s.start_ticks, 98765);
@@ -164,17 +158,8 @@ mod tests {
         let me = ProcRef::capture(std::process::id());
         assert!(me.is_alive());
         assert!(me.start_ticks.is_some());
-        let other = ProcRef {
-            start_ticks: me.start_ticks.map(|t| t + 1),
-            ..me
-        };
+        let other = ProcRef { start_ticks: me.start_ticks.map(|t| t + 1), ..me };
         assert!(!other.is_alive());
-        assert!(
-            !ProcRef {
-                pid: 0,
-                start_ticks: None
-            }
-            .is_alive()
-        );
+        assert!(!ProcRef { pid: 0, start_ticks: None }.is_alive());
     }
 }

@@ -7,10 +7,7 @@ use std::net::TcpListener;
 /// it is used, which the later bind then reports).
 pub fn free_port(host: &str) -> std::io::Result<u16> {
     // Bracketed IPv6 literals are what URLs carry; the socket API wants them bare.
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let listener = TcpListener::bind((host, 0))?;
     Ok(listener.local_addr()?.port())
 }

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_config::{CommandLine, RunConfig, Transport};
-use apiary_transport::launch::{
-    BoxRead, ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture,
-};
+use apiary_transport::launch::{BoxRead, ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture};
 use rustix::process::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, Command};
@@ -32,10 +30,11 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The source is not something this machine runs as a process.
-    #[error(
-        "a {0} source has no local command; only package (npx://, uvx://) and command sources run as processes"
-    )]
+    #[error("a {0} source has no local command; only package (npx://, uvx://) and command sources run as processes")]
     NoCommand(&'static str),
+    /// The program is not there to run.
+    #[error("cannot find `{0}`: {1}")]
+    NotFound(String, &'static str),
     /// An HTTP-transport server needs a concrete port to be told about.
     #[error("targetPort is 0: choose the port a {0} server listens on before launching it")]
     UnresolvedPort(Transport),
@@ -65,13 +64,7 @@ enum StderrTarget {
 impl ProcessLauncher {
     /// Runs `command` with this process's environment.
     pub fn new(command: CommandLine) -> Self {
-        ProcessLauncher {
-            command,
-            env: Vec::new(),
-            cwd: None,
-            grace: DEFAULT_GRACE,
-            stderr: StderrTarget::Pipe,
-        }
+        ProcessLauncher { command, env: Vec::new(), cwd: None, grace: DEFAULT_GRACE, stderr: StderrTarget::Pipe }
     }
 
     /// The launcher for a package or command RunConfig: its command line, its `env`, and the
@@ -79,9 +72,7 @@ impl ProcessLauncher {
     /// transports `MCP_PORT`, `FASTMCP_PORT`, `MCP_HOST`). The config's own `env` comes last, so a
     /// user can override them.
     pub fn for_run_config(config: &RunConfig) -> Result<Self, ProcessError> {
-        let command = config
-            .command_line()
-            .ok_or(ProcessError::NoCommand(config.source.kind()))?;
+        let command = config.command_line().ok_or(ProcessError::NoCommand(config.source.kind()))?;
         let mut launcher = ProcessLauncher::new(command);
         let transport = config.effective_transport();
         launcher = launcher.env("MCP_TRANSPORT", transport.as_str());
@@ -90,10 +81,7 @@ impl ProcessLauncher {
                 return Err(ProcessError::UnresolvedPort(transport));
             }
             let port = config.target_port.to_string();
-            launcher = launcher
-                .env("MCP_PORT", &port)
-                .env("FASTMCP_PORT", &port)
-                .env("MCP_HOST", &config.target_host);
+            launcher = launcher.env("MCP_PORT", &port).env("FASTMCP_PORT", &port).env("MCP_HOST", &config.target_host);
         }
         for (k, v) in &config.env {
             launcher = launcher.env(k, v);
@@ -137,6 +125,14 @@ impl ProcessLauncher {
         self
     }
 
+    /// Checks that the program can be found (in `PATH` when it has no `/`) and is executable, so a
+    /// typo is reported when the workload starts rather than when its first client connects.
+    pub fn check_program(&self) -> Result<PathBuf, ProcessError> {
+        let program = &self.command.program;
+        let env_path = self.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| std::ffi::OsString::from(v));
+        find_program(program, env_path.or_else(|| std::env::var_os("PATH")).as_deref())
+    }
+
     /// The command this launcher runs.
     pub fn command(&self) -> &CommandLine {
         &self.command
@@ -164,10 +160,8 @@ impl ProcessLauncher {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
-            program: self.command.program.clone(),
-            source,
-        })?;
+        let mut child =
+            cmd.spawn().map_err(|source| LaunchError::Spawn { program: self.command.program.clone(), source })?;
         let pid = child.id();
         let missing = |what: &str| LaunchError::Other(format!("the child's {what} was not piped"));
         let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
@@ -184,14 +178,7 @@ impl ProcessLauncher {
         let (kill, kill_rx) = oneshot::channel();
         tokio::spawn(supervise(child, pid, kill_rx, exit_tx, self.grace));
         tracing::debug!(pid, command = %self.describe(), "started child");
-        Ok(ChildHandle {
-            pid,
-            stdin: Box::new(stdin),
-            stdout: Box::new(stdout),
-            stderr,
-            exited,
-            kill,
-        })
+        Ok(ChildHandle { pid, stdin: Box::new(stdin), stdout: Box::new(stdout), stderr, exited, kill })
     }
 }
 
@@ -266,6 +253,36 @@ async fn stop_leftovers(pgid: u32, grace: Duration) {
         }
     }
     signal_group_id(pgid, Signal::KILL);
+}
+
+/// Resolves `program` the way `execvp` would: a path as given (relative to the working
+/// directory), a bare name through `path`.
+pub fn find_program(program: &str, path: Option<&std::ffi::OsStr>) -> Result<PathBuf, ProcessError> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.is_empty() {
+        return Err(ProcessError::NotFound(String::new(), "the program name is empty"));
+    }
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return if executable(&p) {
+            Ok(p)
+        } else if p.exists() {
+            Err(ProcessError::NotFound(program.to_owned(), "it is not an executable file"))
+        } else {
+            Err(ProcessError::NotFound(program.to_owned(), "no such file"))
+        };
+    }
+    if let Some(path) = path {
+        for dir in std::env::split_paths(path) {
+            let candidate = dir.join(program);
+            if executable(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(ProcessError::NotFound(program.to_owned(), "it is not on PATH"))
 }
 
 /// What an exit status means, for people.

@@ -71,10 +71,7 @@ pub enum StateError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StateError::Io { path: path.to_path_buf(), source }
 }
 
 /// The lifecycle of a workload as recorded and shown.
@@ -212,9 +209,7 @@ impl WorkloadRecord {
             } else {
                 rec.state = WorkloadState::Error;
                 let pid = rec.proxy.map(|p| p.pid.to_string()).unwrap_or_default();
-                rec.error = Some(format!(
-                    "the proxy process {pid} is gone without having stopped cleanly"
-                ));
+                rec.error = Some(format!("the proxy process {pid} is gone without having stopped cleanly"));
             }
         }
         rec
@@ -284,17 +279,8 @@ impl StateDir {
     /// Creates the directory tree (mode 0700: RunConfigs may hold secrets).
     pub fn ensure(&self) -> Result<(), StateError> {
         use std::os::unix::fs::DirBuilderExt;
-        for dir in [
-            self.root.clone(),
-            self.runconfigs_dir(),
-            self.workloads_dir(),
-            self.logs_dir(),
-        ] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io_err(&dir))?;
+        for dir in [self.root.clone(), self.runconfigs_dir(), self.workloads_dir(), self.logs_dir()] {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
         }
         Ok(())
     }
@@ -313,23 +299,17 @@ impl StateDir {
 
     /// `runconfigs/<name>.json`.
     pub fn runconfig_path(&self, name: &str) -> Result<PathBuf, StateError> {
-        Ok(self
-            .runconfigs_dir()
-            .join(format!("{}.json", checked(name)?)))
+        Ok(self.runconfigs_dir().join(format!("{}.json", checked(name)?)))
     }
 
     /// `workloads/<name>.json`.
     pub fn record_path(&self, name: &str) -> Result<PathBuf, StateError> {
-        Ok(self
-            .workloads_dir()
-            .join(format!("{}.json", checked(name)?)))
+        Ok(self.workloads_dir().join(format!("{}.json", checked(name)?)))
     }
 
     /// `workloads/<name>.lock`.
     pub fn lock_path(&self, name: &str) -> Result<PathBuf, StateError> {
-        Ok(self
-            .workloads_dir()
-            .join(format!("{}.lock", checked(name)?)))
+        Ok(self.workloads_dir().join(format!("{}.lock", checked(name)?)))
     }
 
     /// `logs/<name>.log`: the server's stderr.
@@ -339,9 +319,7 @@ impl StateDir {
 
     /// `logs/<name>.proxy.log`: the proxy's own log.
     pub fn proxy_log_path(&self, name: &str) -> Result<PathBuf, StateError> {
-        Ok(self
-            .logs_dir()
-            .join(format!("{}.proxy.log", checked(name)?)))
+        Ok(self.logs_dir().join(format!("{}.proxy.log", checked(name)?)))
     }
 
     /// Saves the RunConfig atomically.
@@ -371,10 +349,8 @@ impl StateDir {
         let path = self.record_path(&record.name)?;
         let mut record = record.clone();
         record.updated_at = now_rfc3339();
-        let mut text = serde_json::to_vec_pretty(&record).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let mut text = serde_json::to_vec_pretty(&record)
+            .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
         text.push(b'\n');
         write_atomic(&path, &text)
     }
@@ -389,15 +365,8 @@ impl StateDir {
             Err(e) => return Err(io_err(&path)(e)),
         };
         let mut text = Vec::new();
-        file.take(MAX_RECORD_BYTES)
-            .read_to_end(&mut text)
-            .map_err(io_err(&path))?;
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                path,
-                message: e.to_string(),
-            })
+        file.take(MAX_RECORD_BYTES).read_to_end(&mut text).map_err(io_err(&path))?;
+        serde_json::from_slice(&text).map(Some).map_err(|e| StateError::Corrupt { path, message: e.to_string() })
     }
 
     /// The record to show for `name`: the saved one seen through [`WorkloadRecord::observed`], or
@@ -509,17 +478,11 @@ pub fn is_valid_name(name: &str) -> bool {
         && bytes.len() <= 63
         && bytes.first().copied().is_some_and(edge)
         && bytes.last().copied().is_some_and(edge)
-        && bytes
-            .iter()
-            .all(|&b| edge(b) || matches!(b, b'.' | b'_' | b'-'))
+        && bytes.iter().all(|&b| edge(b) || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn checked(name: &str) -> Result<&str, StateError> {
-    if is_valid_name(name) {
-        Ok(name)
-    } else {
-        Err(StateError::InvalidName(name.to_owned()))
-    }
+    if is_valid_name(name) { Ok(name) } else { Err(StateError::InvalidName(name.to_owned())) }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory (mode 0600), flushed to
@@ -529,11 +492,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".state-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io_err(path))?;
+    let mut tmp = tempfile::Builder::new().prefix(".state-").suffix(".tmp").tempfile_in(dir).map_err(io_err(path))?;
     tmp.write_all(bytes).map_err(io_err(path))?;
     tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
@@ -548,27 +507,14 @@ mod tests {
     #[test]
     fn locates_the_directory_by_precedence() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| std::ffi::OsString::from(v))
-            }
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| std::ffi::OsString::from(v))
         };
         let root = |pairs| StateDir::locate(env(pairs)).map(|s| s.root().to_path_buf());
         assert_eq!(
-            root(&[
-                ("APIARY_STATE_DIR", "/a"),
-                ("XDG_STATE_HOME", "/x"),
-                ("HOME", "/h")
-            ])
-            .unwrap(),
+            root(&[("APIARY_STATE_DIR", "/a"), ("XDG_STATE_HOME", "/x"), ("HOME", "/h")]).unwrap(),
             PathBuf::from("/a")
         );
-        assert_eq!(
-            root(&[("XDG_STATE_HOME", "/x"), ("HOME", "/h")]).unwrap(),
-            PathBuf::from("/x/apiary")
-        );
+        assert_eq!(root(&[("XDG_STATE_HOME", "/x"), ("HOME", "/h")]).unwrap(), PathBuf::from("/x/apiary"));
         assert_eq!(
             root(&[("XDG_STATE_HOME", "relative"), ("HOME", "/h")]).unwrap(),
             PathBuf::from("/h/.local/state/apiary")
@@ -580,10 +526,7 @@ mod tests {
     fn names_never_escape_the_directory() {
         let s = StateDir::at("/tmp/x");
         for bad in ["../etc", "a/b", "", "A", "-a", "a-", &"a".repeat(64)] {
-            assert!(
-                matches!(s.record_path(bad), Err(StateError::InvalidName(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(s.record_path(bad), Err(StateError::InvalidName(_))), "{bad:?}");
         }
         assert!(s.record_path("fetch.v2_x-1").is_ok());
     }
@@ -592,17 +535,12 @@ mod tests {
     fn records_round_trip_and_stale_ones_show_as_error_or_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::at(dir.path().join("state"));
-        let config = RunConfig::builder("t", Source::command("sleep", ["10"]))
-            .build()
-            .unwrap();
+        let config = RunConfig::builder("t", Source::command("sleep", ["10"])).build().unwrap();
         state.save_config(&config).unwrap();
         assert_eq!(state.names().unwrap(), vec!["t".to_owned()]);
         assert_eq!(state.load_config("t").unwrap(), config);
         // No record yet: shown as stopped.
-        assert_eq!(
-            state.observed_record("t").unwrap().state,
-            WorkloadState::Stopped
-        );
+        assert_eq!(state.observed_record("t").unwrap().state, WorkloadState::Stopped);
 
         let mut rec = WorkloadRecord::stopped(&config);
         rec.state = WorkloadState::Running;
@@ -614,29 +552,20 @@ mod tests {
         assert_eq!(back.observed().state, WorkloadState::Running);
 
         // A pid that is not the recorded process any more.
-        rec.proxy = rec.proxy.map(|p| ProcRef {
-            start_ticks: p.start_ticks.map(|t| t + 1),
-            ..p
-        });
+        rec.proxy = rec.proxy.map(|p| ProcRef { start_ticks: p.start_ticks.map(|t| t + 1), ..p });
         state.save_record(&rec).unwrap();
         let seen = state.observed_record("t").unwrap();
         assert_eq!(seen.state, WorkloadState::Error);
         assert!(seen.error.unwrap().contains("gone"));
         rec.state = WorkloadState::Stopping;
         state.save_record(&rec).unwrap();
-        assert_eq!(
-            state.observed_record("t").unwrap().state,
-            WorkloadState::Stopped
-        );
+        assert_eq!(state.observed_record("t").unwrap().state, WorkloadState::Stopped);
 
         std::fs::write(state.log_path("t").unwrap(), "x").unwrap();
         state.remove("t").unwrap();
         assert!(state.names().unwrap().is_empty());
         assert!(!state.log_path("t").unwrap().exists());
-        assert!(matches!(
-            state.observed_record("t"),
-            Err(StateError::NotFound(_))
-        ));
+        assert!(matches!(state.observed_record("t"), Err(StateError::NotFound(_))));
     }
 
     #[test]

@@ -17,18 +17,12 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn sh(script: &str) -> ProcessLauncher {
-    ProcessLauncher::new(CommandLine {
-        program: "sh".into(),
-        args: vec!["-c".into(), script.into()],
-    })
+    ProcessLauncher::new(CommandLine { program: "sh".into(), args: vec!["-c".into(), script.into()] })
 }
 
 async fn read_all_stdout(child: &mut ChildHandle) -> String {
     let mut out = String::new();
-    timeout(LIMIT, child.stdout.read_to_string(&mut out))
-        .await
-        .expect("stdout closes")
-        .expect("stdout reads");
+    timeout(LIMIT, child.stdout.read_to_string(&mut out)).await.expect("stdout closes").expect("stdout reads");
     out
 }
 
@@ -47,13 +41,7 @@ async fn group_gone(pgid: u32) -> bool {
 async fn injects_the_transport_variables_and_lets_the_config_override_them() {
     let config = RunConfig::builder(
         "t",
-        Source::command(
-            "sh",
-            [
-                "-c",
-                "echo \"$MCP_TRANSPORT $MCP_PORT $FASTMCP_PORT $MCP_HOST $EXTRA\"",
-            ],
-        ),
+        Source::command("sh", ["-c", "echo \"$MCP_TRANSPORT $MCP_PORT $FASTMCP_PORT $MCP_HOST $EXTRA\""]),
     )
     .transport(Transport::StreamableHttp)
     .target_port(18123)
@@ -62,49 +50,27 @@ async fn injects_the_transport_variables_and_lets_the_config_override_them() {
     .unwrap();
     let launcher = ProcessLauncher::for_run_config(&config).unwrap();
     let mut child = launcher.launch().await.unwrap();
-    assert_eq!(
-        read_all_stdout(&mut child).await,
-        "streamable-http 18123 18123 127.0.0.1 x\n"
-    );
+    assert_eq!(read_all_stdout(&mut child).await, "streamable-http 18123 18123 127.0.0.1 x\n");
 
-    let stdio = RunConfig::builder(
-        "t",
-        Source::command("sh", ["-c", "echo \"$MCP_TRANSPORT:${MCP_PORT-unset}\""]),
-    )
-    .build()
-    .unwrap();
-    let mut child = ProcessLauncher::for_run_config(&stdio)
-        .unwrap()
-        .launch()
-        .await
+    let stdio = RunConfig::builder("t", Source::command("sh", ["-c", "echo \"$MCP_TRANSPORT:${MCP_PORT-unset}\""]))
+        .build()
         .unwrap();
+    let mut child = ProcessLauncher::for_run_config(&stdio).unwrap().launch().await.unwrap();
     assert_eq!(read_all_stdout(&mut child).await, "stdio:unset\n");
 
     let over = RunConfig::builder("t", Source::command("sh", ["-c", "echo $MCP_TRANSPORT"]))
         .env("MCP_TRANSPORT", "mine")
         .build()
         .unwrap();
-    let mut child = ProcessLauncher::for_run_config(&over)
-        .unwrap()
-        .launch()
-        .await
-        .unwrap();
+    let mut child = ProcessLauncher::for_run_config(&over).unwrap().launch().await.unwrap();
     assert_eq!(read_all_stdout(&mut child).await, "mine\n");
 }
 
 #[test]
 fn refuses_configs_it_cannot_run() {
-    let remote = RunConfig::builder("t", Source::remote("https://example.com/mcp"))
-        .build()
-        .unwrap();
-    assert!(matches!(
-        ProcessLauncher::for_run_config(&remote),
-        Err(ProcessError::NoCommand("remote"))
-    ));
-    let unresolved = RunConfig::builder("t", Source::npx("pkg"))
-        .transport(Transport::Sse)
-        .build()
-        .unwrap();
+    let remote = RunConfig::builder("t", Source::remote("https://example.com/mcp")).build().unwrap();
+    assert!(matches!(ProcessLauncher::for_run_config(&remote), Err(ProcessError::NoCommand("remote"))));
+    let unresolved = RunConfig::builder("t", Source::npx("pkg")).transport(Transport::Sse).build().unwrap();
     let err = ProcessLauncher::for_run_config(&unresolved).unwrap_err();
     assert!(matches!(err, ProcessError::UnresolvedPort(Transport::Sse)));
     assert!(err.to_string().contains("targetPort"));
@@ -112,20 +78,15 @@ fn refuses_configs_it_cannot_run() {
 
 #[tokio::test]
 async fn package_sources_run_through_their_launcher() {
-    let config = RunConfig::builder("t", Source::npx("@scope/pkg@1.0"))
-        .args(["--flag"])
-        .build()
-        .unwrap();
+    let config = RunConfig::builder("t", Source::npx("@scope/pkg@1.0")).args(["--flag"]).build().unwrap();
     let launcher = ProcessLauncher::for_run_config(&config).unwrap();
     assert_eq!(launcher.describe(), "npx -y @scope/pkg@1.0 --flag");
 }
 
 #[tokio::test]
 async fn a_missing_program_is_a_spawn_error_naming_it() {
-    let launcher = ProcessLauncher::new(CommandLine {
-        program: "/nonexistent/apiary-no-such-server".into(),
-        args: vec![],
-    });
+    let launcher =
+        ProcessLauncher::new(CommandLine { program: "/nonexistent/apiary-no-such-server".into(), args: vec![] });
     match launcher.launch().await {
         Err(LaunchError::Spawn { program, .. }) => {
             assert_eq!(program, "/nonexistent/apiary-no-such-server")
@@ -150,10 +111,7 @@ async fn exit_reasons_carry_the_code_or_the_signal() {
 #[tokio::test]
 async fn kill_stops_the_whole_group_with_sigterm() {
     // The shell leads the group; its two background sleeps are the "npx → node" grandchildren.
-    let child = sh("sleep 300 & sleep 300 & echo ready; wait")
-        .launch()
-        .await
-        .unwrap();
+    let child = sh("sleep 300 & sleep 300 & echo ready; wait").launch().await.unwrap();
     let pgid = child.pid.unwrap();
     let mut lines = BufReader::new(child.stdout).lines();
     let first = timeout(LIMIT, lines.next_line()).await.unwrap().unwrap();
@@ -209,11 +167,7 @@ async fn processes_left_behind_by_an_exiting_child_are_stopped() {
 async fn stderr_goes_to_the_log_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(LogFile::open(dir.path().join("s.log"), 1 << 20).unwrap());
-    let child = sh("echo to-stderr >&2; echo done")
-        .stderr_to(Arc::clone(&log))
-        .launch()
-        .await
-        .unwrap();
+    let child = sh("echo to-stderr >&2; echo done").stderr_to(Arc::clone(&log)).launch().await.unwrap();
     assert!(child.stderr.is_none());
     timeout(LIMIT, child.exited).await.unwrap().unwrap();
     let mut text = String::new();
@@ -229,13 +183,7 @@ async fn stderr_goes_to_the_log_when_asked() {
     // Without a log, the caller gets stderr.
     let mut child = sh("echo mine >&2").launch().await.unwrap();
     let mut err = String::new();
-    timeout(
-        LIMIT,
-        child.stderr.as_mut().unwrap().read_to_string(&mut err),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    timeout(LIMIT, child.stderr.as_mut().unwrap().read_to_string(&mut err)).await.unwrap().unwrap();
     assert_eq!(err, "mine\n");
 }
 
@@ -252,11 +200,7 @@ async fn speaks_mcp_with_the_fixture_server_over_stdio() {
     child.stdin.write_all(b"\n").await.unwrap();
     child.stdin.flush().await.unwrap();
     let mut lines = BufReader::new(child.stdout).lines();
-    let line = timeout(LIMIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let line = timeout(LIMIT, lines.next_line()).await.unwrap().unwrap().unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["id"], 1);
     assert_eq!(v["result"]["protocolVersion"], "2025-06-18");
@@ -264,4 +208,24 @@ async fn speaks_mcp_with_the_fixture_server_over_stdio() {
     drop(child.kill);
     timeout(LIMIT, child.exited).await.unwrap().unwrap();
     assert!(group_gone(pid).await);
+}
+
+#[test]
+fn finds_programs_like_execvp() {
+    use apiary_runtime::process::find_program;
+    let path = std::ffi::OsString::from("/nonexistent-dir:/bin:/usr/bin");
+    assert!(find_program("sh", Some(&path)).unwrap().ends_with("sh"));
+    let err = find_program("apiary-no-such-program", Some(&path)).unwrap_err();
+    assert_eq!(err.to_string(), "cannot find `apiary-no-such-program`: it is not on PATH");
+    let err = find_program("/nonexistent/x", None).unwrap_err();
+    assert!(err.to_string().contains("no such file"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("data.txt");
+    std::fs::write(&plain, "x").unwrap();
+    let err = find_program(plain.to_str().unwrap(), None).unwrap_err();
+    assert!(err.to_string().contains("not an executable"), "{err}");
+    // A PATH set for the server is the one searched.
+    let launcher = sh("true").env("PATH", "/nonexistent-dir");
+    assert!(launcher.check_program().is_err());
+    assert!(sh("true").check_program().is_ok());
 }

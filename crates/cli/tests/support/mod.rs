@@ -35,13 +35,7 @@ impl Out {
     /// Asserts exit status 0 and returns self.
     #[track_caller]
     pub fn ok(&self) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "command failed\nstdout: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
+        assert_eq!(self.code, Some(0), "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
 
@@ -67,14 +61,9 @@ pub struct Apiary {
 impl Apiary {
     pub fn new() -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        Apiary {
-            dir: tempfile::tempdir().expect("temp dir"),
-            marker: format!("{}-{n}-{nanos}", std::process::id()),
-        }
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        Apiary { dir: tempfile::tempdir().expect("temp dir"), marker: format!("{}-{n}-{nanos}", std::process::id()) }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -104,12 +93,7 @@ impl Apiary {
 
     /// Runs `apiary ARGS` to completion (bounded).
     pub fn run(&self, args: &[&str]) -> Out {
-        let child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn apiary");
+        let child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn apiary");
         finish(child, COMMAND_LIMIT, &format!("apiary {}", args.join(" ")))
     }
 
@@ -121,21 +105,13 @@ impl Apiary {
             return out;
         };
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
                 continue;
             };
-            if environ
-                .split(|&b| b == 0)
-                .any(|kv| kv == needle.as_bytes())
-                && ProcRef::capture(pid).is_alive()
-            {
+            if environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) && ProcRef::capture(pid).is_alive() {
                 out.push(pid);
             }
         }
@@ -224,11 +200,22 @@ impl Spawned {
             .spawn()
             .expect("spawn");
         let proc_ref = ProcRef::capture(child.id());
-        Spawned {
-            child,
-            proc_ref,
-            reaped: false,
-        }
+        Spawned { child, proc_ref, reaped: false }
+    }
+
+    /// Like [`Spawned::group_leader`], with stdout piped for the test to read.
+    pub fn group_leader_piped(program: &str, args: &[&str]) -> Self {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        let proc_ref = ProcRef::capture(child.id());
+        Spawned { child, proc_ref, reaped: false }
     }
 
     pub fn pid(&self) -> u32 {

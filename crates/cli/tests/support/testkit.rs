@@ -17,10 +17,7 @@ static BUILD: Mutex<()> = Mutex::new(());
 pub fn testkit_server() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
     let beside = profile_dir.join(BIN);
     if beside.is_file() {
         return beside;
@@ -28,9 +25,7 @@ pub fn testkit_server() -> PathBuf {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let target_dir = profile_dir.parent().expect("target dir");
     let own_target = target_dir.join("testkit-build");
-    let built = own_target
-        .join(if release { "release" } else { "debug" })
-        .join(BIN);
+    let built = own_target.join(if release { "release" } else { "debug" }).join(BIN);
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -42,9 +37,7 @@ pub fn testkit_server() -> PathBuf {
         cmd.arg("--release");
     }
     // Cargo itself rebuilds only what changed, so this is cheap once built.
-    let status = cmd
-        .status()
-        .expect("run cargo build for the testkit server");
+    let status = cmd.status().expect("run cargo build for the testkit server");
     assert!(status.success(), "building {BIN} failed");
     assert!(built.is_file(), "{} missing after build", built.display());
     built
