@@ -268,3 +268,53 @@ fn proxy_command_fronts_a_stdio_command_and_an_http_server_with_json_logs() {
     let out = finish(child, Duration::from_secs(30), "apiary proxy --target-uri");
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
+
+/// `apiary run` with real registry packages, resolved from the caches `cargo xtask test-env`
+/// warmed (offline), with the tools bin first on PATH; `rm` must take npx's and uvx's whole
+/// process trees with it.
+#[test]
+fn real_packages_run_through_npx_and_uvx_and_rm_leaves_no_process() {
+    use apiary_testkit::env;
+    let apiary = Apiary::new();
+    let path = env::path_with_tools();
+
+    let version = env::setting("NPM_SERVER_EVERYTHING_VERSION");
+    let package = match &version {
+        Some(v) => format!("npx://@modelcontextprotocol/server-everything@{v}"),
+        None => "npx://@modelcontextprotocol/server-everything".to_owned(),
+    };
+    let mut cmd = apiary.command(&["run", &package, "--", "stdio"]);
+    cmd.env("PATH", &path).env("npm_config_offline", "true");
+    let out =
+        finish(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), support::COMMAND_LIMIT, "run npx");
+    let url = out.ok().stdout.trim().to_owned();
+    assert_url(&url);
+    let out = apiary.run(&["mcp", "call", "echo", "--server", "server-everything", "--args", r#"{"message":"npx"}"#]);
+    assert_eq!(out.ok().stdout.trim(), "Echo: npx");
+
+    let mut cmd = apiary.command(&["run", "uvx://mcp-server-time"]);
+    cmd.env("PATH", &path).env("UV_OFFLINE", "1");
+    let out =
+        finish(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), support::COMMAND_LIMIT, "run uvx");
+    assert_url(out.ok().stdout.trim());
+    let out = apiary.run(&[
+        "mcp",
+        "call",
+        "get_current_time",
+        "--server",
+        "mcp-server-time",
+        "--args",
+        r#"{"timezone":"UTC"}"#,
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.ok().stdout.contains("UTC"), "{}", out.stdout);
+
+    let listed = apiary.run(&["ls", "--format", "json"]);
+    let v: Value = serde_json::from_str(&listed.ok().stdout).unwrap();
+    let names: Vec<&str> = v.as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, vec!["mcp-server-time", "server-everything"]);
+
+    apiary.run(&["rm", "--all"]).ok();
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}

@@ -231,3 +231,34 @@ fn version_prints_the_package_version() {
     let v: serde_json::Value = serde_json::from_str(&out.ok().stdout).unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn logs_follow_prints_appended_lines_across_a_rotation() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let apiary = Apiary::new();
+    saved(&apiary, "t");
+    let log = apiary.state().log_path("t").unwrap();
+    std::fs::write(&log, "one\n").unwrap();
+    let mut child = apiary.command(&["logs", "t", "-f"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(20)).expect("a line within 20 s");
+    assert_eq!(next(), "one");
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"two\n").unwrap();
+    assert_eq!(next(), "two");
+    // Rotation: the file is renamed away and a new, shorter one started.
+    std::fs::rename(&log, apiary_runtime::log::rotated_path(&log)).unwrap();
+    std::fs::write(&log, "3\n").unwrap();
+    assert_eq!(next(), "3");
+    ProcRef::capture(child.id()).signal(rustix::process::Signal::INT);
+    let out = support::finish(child, Duration::from_secs(20), "apiary logs -f");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
