@@ -32,7 +32,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     }
     match &args.path {
         Some(path) => config.write_atomic(path).with_context(|| format!("exporting {:?}", args.name))?,
-        None => print!("{}", config.to_json_pretty()?),
+        None => crate::output::emit(&config.to_json_pretty()?),
     }
     Ok(())
 }

@@ -34,7 +34,9 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         return Err(StateError::NotFound(args.name).into());
     }
     let path = if args.proxy { state.proxy_log_path(&args.name)? } else { state.log_path(&args.name)? };
-    let mut offset = copy_from(&path, 0)?;
+    let Some(mut offset) = copy_from(&path, 0)? else {
+        return Ok(());
+    };
     if !args.follow {
         return Ok(());
     }
@@ -49,18 +51,22 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
                     offset = 0;
                 }
                 if len > offset {
-                    offset = copy_from(&path, offset)?;
+                    match copy_from(&path, offset)? {
+                        Some(reached) => offset = reached,
+                        None => return Ok(()),
+                    }
                 }
             }
         }
     }
 }
 
-/// Copies `path` from `offset` to stdout; returns the offset reached. A missing file is empty.
-fn copy_from(path: &Path, offset: u64) -> anyhow::Result<u64> {
+/// Copies `path` from `offset` to stdout; returns the offset reached, or `None` once stdout's
+/// reader has gone away (`apiary logs NAME | head`). A missing file is empty.
+fn copy_from(path: &Path, offset: u64) -> anyhow::Result<Option<u64>> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(offset),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(offset)),
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
     file.seek(SeekFrom::Start(offset)).with_context(|| path.display().to_string())?;
@@ -72,9 +78,13 @@ fn copy_from(path: &Path, offset: u64) -> anyhow::Result<u64> {
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n])?;
+        match out.write_all(&buf[..n]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
         pos += n as u64;
     }
-    out.flush()?;
-    Ok(pos)
+    let _ = out.flush();
+    Ok(Some(pos))
 }

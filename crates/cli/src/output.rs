@@ -41,12 +41,25 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Writes `text` to stdout. A reader that went away (`apiary ls | head -1`) is not an error, and
+/// unlike `print!` this never panics.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// [`emit`] with a newline.
+pub fn emit_line(text: &str) {
+    emit(&format!("{text}\n"));
+}
+
 /// Prints `value` as pretty JSON with a trailing newline.
 pub fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => emit_line(&text),
         // A Value always serialises; keep the output a JSON document regardless.
-        Err(_) => println!("null"),
+        Err(_) => emit_line("null"),
     }
 }
 
@@ -54,7 +67,7 @@ pub fn print_json(value: &serde_json::Value) {
 pub fn print_version(format: Format) {
     let version = env!("CARGO_PKG_VERSION");
     match format {
-        Format::Text => println!("apiary {version}"),
+        Format::Text => emit_line(&format!("apiary {version}")),
         Format::Json => print_json(&serde_json::json!({ "version": version })),
     }
 }

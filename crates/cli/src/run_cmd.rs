@@ -184,7 +184,7 @@ pub async fn run(args: RunArgs, debug: bool) -> anyhow::Result<()> {
         serve::serve_foreground(&state, &config.name).await
     } else {
         let url = detach::start(&state, &config.name, debug).await?;
-        println!("{url}");
+        crate::output::emit_line(&url);
         Ok(())
     }
 }

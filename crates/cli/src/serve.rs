@@ -119,7 +119,7 @@ async fn serve_workload(state: &StateDir, name: &str, foreground: bool) -> anyho
     state.save_record(&rec)?;
     tracing::info!(workload = name, %url, "serving");
     if foreground {
-        println!("{url}");
+        crate::output::emit_line(&url);
     }
 
     let token = handle.shutdown_token();
@@ -205,7 +205,7 @@ pub async fn run_standalone(config: RunConfig, launcher: Option<Arc<dyn Launch>>
     let handle = apiary_proxy::start(config, launcher).await.context("the proxy could not start")?;
     let url = handle.url();
     tracing::info!(%url, "serving");
-    println!("{url}");
+    crate::output::emit_line(&url);
     let token = handle.shutdown_token();
     tokio::select! {
         sig = signals.recv() => tracing::info!(signal = sig, "stopping"),

@@ -85,7 +85,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
     }
     match args.format {
         Format::Json => output::print_json(&serde_json::to_value(&records)?),
-        Format::Text if records.is_empty() => println!("No MCP servers found"),
+        Format::Text if records.is_empty() => output::emit_line("No MCP servers found"),
         Format::Text => {
             let rows: Vec<Vec<String>> = records
                 .iter()
@@ -101,7 +101,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print!("{}", output::table(&["NAME", "PACKAGE", "STATUS", "URL", "PORT", "GROUP", "CREATED"], &rows));
+            output::emit(&output::table(&["NAME", "PACKAGE", "STATUS", "URL", "PORT", "GROUP", "CREATED"], &rows));
         }
     }
     Ok(())
@@ -136,7 +136,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             ];
             for (label, value) in fields {
                 if let Some(v) = value {
-                    println!("{:<12} {v}", format!("{label}:"));
+                    output::emit_line(&format!("{:<12} {v}", format!("{label}:")));
                 }
             }
         }
@@ -260,7 +260,7 @@ pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Resul
     {
         if !restart {
             if let Some(url) = rec.url {
-                println!("{url}");
+                output::emit_line(&url);
             }
             return Ok(());
         }
@@ -275,7 +275,7 @@ pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Resul
         serve::serve_foreground(&state, &args.name).await
     } else {
         let url = detach::start(&state, &args.name, debug).await?;
-        println!("{url}");
+        output::emit_line(&url);
         Ok(())
     }
 }
