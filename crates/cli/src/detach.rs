@@ -81,7 +81,14 @@ pub async fn start(state: &StateDir, name: &str, debug: bool) -> anyhow::Result<
             print_tails(&proxy_log, proxy_offset, &server_log, server_offset);
             bail!("the proxy for {name:?} was not ready within {} s", READY_LIMIT.as_secs());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            // Ctrl-C while waiting cancels the start rather than leaving a half-started workload.
+            _ = tokio::signal::ctrl_c() => {
+                terminate(&mut child);
+                bail!("interrupted; {name:?} was not started");
+            }
+        }
     }
 }
 

@@ -318,3 +318,27 @@ fn real_packages_run_through_npx_and_uvx_and_rm_leaves_no_process() {
     apiary.run(&["rm", "--all"]).ok();
     assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
 }
+
+#[test]
+fn run_waits_for_a_local_http_server_and_ctrl_c_cancels_the_start() {
+    let apiary = Apiary::new();
+    // Never listens on MCP_PORT, so `run` keeps waiting for it.
+    let child = apiary
+        .command(&["run", "--name", "w", "--transport", "streamable-http", "--", "sleep", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the proxy and its server are up, then interrupt the waiting `run`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while apiary.processes().len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(apiary.processes().len() >= 3, "run, proxy and server should be up: {:?}", apiary.processes());
+    ProcRef::capture(child.id()).signal(Signal::INT);
+    let out = finish(child, Duration::from_secs(30), "apiary run (interrupted)");
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+    assert_eq!(status_json(&apiary, "w")["state"], "stopped");
+}
