@@ -195,9 +195,11 @@ fn stop_ends_the_proxy_by_pid_and_sweeps_leftover_server_groups() {
 fn stop_kills_a_proxy_that_ignores_sigterm_after_the_timeout() {
     let apiary = Apiary::new();
     let config = saved(&apiary, "t");
-    let mut proxy = Spawned::group_leader("sh", &["-c", "trap '' TERM; while :; do sleep 1; done"]);
-    // Let the shell install its trap before it is signalled.
-    std::thread::sleep(Duration::from_millis(300));
+    let mut proxy = Spawned::group_leader_piped("sh", &["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"]);
+    // Signal it only once its trap is in place.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(proxy.child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "ready\n");
     record(&apiary, &config, proxy.proc_ref, vec![]);
     apiary.run(&["stop", "t", "--timeout", "1"]).ok();
     assert!(proxy.exited_within(Duration::from_secs(10)));
