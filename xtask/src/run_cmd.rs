@@ -34,15 +34,10 @@ pub fn run_ok(cmd: &mut Command, limit: Duration) -> Result<()> {
 /// Runs `cmd` with inherited stdio and returns its exit status; fails on timeout.
 pub fn status_within(cmd: &mut Command, limit: Duration) -> Result<ExitStatus> {
     let what = describe(cmd);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{what}`"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{what}`"))?;
     match wait_within(&mut child, limit)? {
         Some(status) => Ok(status),
-        None => bail!(
-            "`{what}` did not finish within {}s; stopped it",
-            limit.as_secs()
-        ),
+        None => bail!("`{what}` did not finish within {}s; stopped it", limit.as_secs()),
     }
 }
 
@@ -56,27 +51,16 @@ pub struct Captured {
 /// Runs `cmd` with stdin closed and stdout/stderr captured; fails on timeout.
 pub fn capture(cmd: &mut Command, limit: Duration) -> Result<Captured> {
     let what = describe(cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{what}`"))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{what}`"))?;
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
     let status = wait_within(&mut child, limit)?;
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     match status {
-        Some(status) => Ok(Captured {
-            status,
-            stdout,
-            stderr,
-        }),
-        None => bail!(
-            "`{what}` did not finish within {}s; stopped it. Its stderr:\n{stderr}",
-            limit.as_secs()
-        ),
+        Some(status) => Ok(Captured { status, stdout, stderr }),
+        None => bail!("`{what}` did not finish within {}s; stopped it. Its stderr:\n{stderr}", limit.as_secs()),
     }
 }
 
@@ -102,9 +86,7 @@ pub fn stream_within(
 ) -> Result<(Option<ExitStatus>, Vec<String>)> {
     let what = describe(cmd);
     cmd.stdout(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{what}`"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{what}`"))?;
     let stdout = child.stdout.take();
     let reader = thread::spawn(move || {
         let mut kept = Vec::new();
@@ -148,9 +130,7 @@ pub fn kill_tree(child: &mut Child) {
     victims.push(root);
     if victims.len() > 1 {
         let mut kill = Command::new("kill");
-        kill.arg("-KILL")
-            .args(victims.iter().map(u32::to_string))
-            .stderr(Stdio::null());
+        kill.arg("-KILL").args(victims.iter().map(u32::to_string)).stderr(Stdio::null());
         let _ = kill.status();
     }
     let _ = child.kill();
@@ -162,11 +142,7 @@ fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             if let Some(ppid) = parent_of(pid) {
@@ -208,9 +184,7 @@ mod tests {
         cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let grandchild: u32 = line.trim().parse().unwrap();
         let status = wait_within(&mut child, Duration::from_millis(200)).unwrap();
         assert!(status.is_none(), "sh should have been stopped");

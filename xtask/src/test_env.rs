@@ -68,25 +68,12 @@ pub fn ensure(check: Check) -> Result<Ready> {
     let mut installed = 0;
     let (node, fresh) = npm::ensure_node(&cache)?;
     installed += fresh;
-    report(
-        "node + npm",
-        phase,
-        format!(
-            "Node {}, npm {}{}",
-            pins::NODE.version,
-            pins::NPM.version,
-            fresh_note(fresh)
-        ),
-    );
+    report("node + npm", phase, format!("Node {}, npm {}{}", pins::NODE.version, pins::NPM.version, fresh_note(fresh)));
 
     let phase = Instant::now();
     let fresh = npm::ensure_tools(&cache, &node)?;
     installed += fresh;
-    report(
-        "npm tools",
-        phase,
-        format!("{} packages{}", pins::NPM_TOOLS.len(), fresh_note(fresh)),
-    );
+    report("npm tools", phase, format!("{} packages{}", pins::NPM_TOOLS.len(), fresh_note(fresh)));
 
     let phase = Instant::now();
     let base = python::find_base()?;
@@ -96,11 +83,7 @@ pub fn ensure(check: Check) -> Result<Ready> {
     report(
         "python venv",
         phase,
-        format!(
-            "Python {base_version}, mcp {}{}",
-            pins::PY_MCP_VERSION,
-            fresh_note(usize::from(fresh))
-        ),
+        format!("Python {base_version}, mcp {}{}", pins::PY_MCP_VERSION, fresh_note(usize::from(fresh))),
     );
 
     let phase = Instant::now();
@@ -109,12 +92,7 @@ pub fn ensure(check: Check) -> Result<Ready> {
     report(
         "uv cache",
         phase,
-        format!(
-            "uv {}, {} servers{}",
-            pins::UV_VERSION,
-            pins::UVX_SERVERS.len(),
-            fresh_note(fresh)
-        ),
+        format!("uv {}, {} servers{}", pins::UV_VERSION, pins::UVX_SERVERS.len(), fresh_note(fresh)),
     );
 
     let phase = Instant::now();
@@ -124,11 +102,7 @@ pub fn ensure(check: Check) -> Result<Ready> {
     } else {
         format!("updated {}", written.changed.join(" "))
     };
-    report(
-        "tools bin",
-        phase,
-        format!("{} entries, {changed}", written.total),
-    );
+    report("tools bin", phase, format!("{} entries, {changed}", written.total));
     remove_legacy_layout(&cache);
 
     let on_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
@@ -136,27 +110,16 @@ pub fn ensure(check: Check) -> Result<Ready> {
     let phase = Instant::now();
     if full {
         let lines = check::run_all(&cache)?;
-        report(
-            "checks",
-            phase,
-            format!("{} tools started and answered", lines.len()),
-        );
+        report("checks", phase, format!("{} tools started and answered", lines.len()));
         for line in lines {
             eprintln!("  {line}");
         }
     } else {
         let count = check::files_present(&written.targets)?;
-        report(
-            "checks",
-            phase,
-            format!("{count} files present (nothing changed; --check starts every tool)"),
-        );
+        report("checks", phase, format!("{count} files present (nothing changed; --check starts every tool)"));
     }
     eprintln!("test-env: ready in {:.1}s", started.elapsed().as_secs_f64());
-    Ok(Ready {
-        cache_root: cache.root().to_owned(),
-        bin: cache.bin(),
-    })
+    Ok(Ready { cache_root: cache.root().to_owned(), bin: cache.bin() })
 }
 
 fn fresh_note(installed: usize) -> String {
@@ -167,10 +130,7 @@ fn fresh_note(installed: usize) -> String {
 }
 
 fn report(name: &str, since: Instant, detail: String) {
-    eprintln!(
-        "test-env: {name:<12} {:>7.2}s  {detail}",
-        since.elapsed().as_secs_f64()
-    );
+    eprintln!("test-env: {name:<12} {:>7.2}s  {detail}", since.elapsed().as_secs_f64());
 }
 
 /// A first, hand-made setup kept its packages under `tools/`; the tools bin no longer

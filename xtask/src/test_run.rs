@@ -39,12 +39,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let ready = match test_env::ensure(test_env::Check::Auto) {
         Ok(ready) => ready,
         Err(err) => {
-            phases.push(Phase {
-                name: "test-env",
-                took: phase.elapsed(),
-                outcome: "FAILED".into(),
-                ok: false,
-            });
+            phases.push(Phase { name: "test-env", took: phase.elapsed(), outcome: "FAILED".into(), ok: false });
             eprintln!("Error: {err:#}");
             print_summary(&phases, started, None);
             exit_failed();
@@ -62,14 +57,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
         let phase = Instant::now();
         println!("\n== cargo clippy --workspace --all-targets -- -D warnings");
-        let clippy = [
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ];
+        let clippy = ["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"];
         let ok = cargo(&root, &env, &clippy, CLIPPY_LIMIT)?;
         phases.push(done("clippy", phase, ok, verdict(ok)));
     }
@@ -85,18 +73,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let limit = test_limit()?;
     let mut cmd = cargo_command(&root, &env);
     cmd.args(&test_args);
-    let (status, results) = run_cmd::stream_within(&mut cmd, limit, |line| {
-        line.trim_start().starts_with("test result:")
-    })?;
+    let (status, results) =
+        run_cmd::stream_within(&mut cmd, limit, |line| line.trim_start().starts_with("test result:"))?;
     let counts = Counts::sum(&results);
     let (ok, outcome) = match status {
-        None => (
-            false,
-            format!(
-                "TIMED OUT after {}s (APIARY_TEST_TIMEOUT_SECS)",
-                limit.as_secs()
-            ),
-        ),
+        None => (false, format!("TIMED OUT after {}s (APIARY_TEST_TIMEOUT_SECS)", limit.as_secs())),
         Some(status) => {
             let ok = status.success();
             let binaries = results.len();
@@ -121,10 +102,7 @@ fn exit_failed() -> ! {
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut options = Options {
-        lint: true,
-        test_args: Vec::new(),
-    };
+    let mut options = Options { lint: true, test_args: Vec::new() };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -180,12 +158,7 @@ fn cargo_command(root: &Path, env: &[(&'static str, OsString)]) -> Command {
     cmd
 }
 
-fn cargo(
-    root: &Path,
-    env: &[(&'static str, OsString)],
-    args: &[&str],
-    limit: Duration,
-) -> Result<bool> {
+fn cargo(root: &Path, env: &[(&'static str, OsString)], args: &[&str], limit: Duration) -> Result<bool> {
     let mut cmd = cargo_command(root, env);
     cmd.args(args);
     match run_cmd::status_within(&mut cmd, limit) {
@@ -210,12 +183,7 @@ fn test_limit() -> Result<Duration> {
 }
 
 fn done(name: &'static str, since: Instant, ok: bool, outcome: String) -> Phase {
-    Phase {
-        name,
-        took: since.elapsed(),
-        outcome,
-        ok,
-    }
+    Phase { name, took: since.elapsed(), outcome, ok }
 }
 
 fn verdict(ok: bool) -> String {
@@ -257,12 +225,7 @@ impl Counts {
 fn print_summary(phases: &[Phase], started: Instant, counts: Option<&Counts>) {
     println!("\n== summary");
     for phase in phases {
-        println!(
-            "{:<9} {:>8.1}s  {}",
-            phase.name,
-            phase.took.as_secs_f64(),
-            phase.outcome
-        );
+        println!("{:<9} {:>8.1}s  {}", phase.name, phase.took.as_secs_f64(), phase.outcome);
     }
     println!("{:<9} {:>8.1}s", "total", started.elapsed().as_secs_f64());
     let failed: Vec<&str> = phases.iter().filter(|p| !p.ok).map(|p| p.name).collect();
@@ -273,10 +236,7 @@ fn print_summary(phases: &[Phase], started: Instant, counts: Option<&Counts>) {
     }
     if let Some(c) = counts {
         // The plain closing line CI reads, summed over all test binaries.
-        println!(
-            "tests: {} passed, {} failed, {} skipped",
-            c.passed, c.failed, c.ignored
-        );
+        println!("tests: {} passed, {} failed, {} skipped", c.passed, c.failed, c.ignored);
     }
 }
 
@@ -288,33 +248,20 @@ mod tests {
     fn sums_cargo_test_result_lines() {
         let lines = vec![
             "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.31s".to_owned(),
-            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 4 filtered out; finished in 1.02s".to_owned(),
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 4 filtered out; finished in 1.02s"
+                .to_owned(),
         ];
-        assert_eq!(
-            Counts::sum(&lines),
-            Counts {
-                passed: 15,
-                failed: 2,
-                ignored: 1
-            }
-        );
+        assert_eq!(Counts::sum(&lines), Counts { passed: 15, failed: 2, ignored: 1 });
     }
 
     #[test]
     fn passes_arguments_after_double_dash_to_cargo_test() {
-        let args: Vec<String> = ["--no-lint", "--", "-p", "apiary-proxy", "--", "--nocapture"]
-            .map(String::from)
-            .to_vec();
+        let args: Vec<String> =
+            ["--no-lint", "--", "-p", "apiary-proxy", "--", "--nocapture"].map(String::from).to_vec();
         let options = parse(&args).ok().flatten().map(|o| (o.lint, o.test_args));
         assert_eq!(
             options,
-            Some((
-                false,
-                vec!["-p", "apiary-proxy", "--", "--nocapture"]
-                    .into_iter()
-                    .map(String::from)
-                    .collect()
-            ))
+            Some((false, vec!["-p", "apiary-proxy", "--", "--nocapture"].into_iter().map(String::from).collect()))
         );
     }
 }

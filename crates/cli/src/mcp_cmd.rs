@@ -126,10 +126,7 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `apiary mcp …`; a `--server` value without `://` goes through `resolver`.
-pub async fn run_with_resolver(
-    args: McpArgs,
-    resolver: impl Fn(&str) -> anyhow::Result<String>,
-) -> anyhow::Result<()> {
+pub async fn run_with_resolver(args: McpArgs, resolver: impl Fn(&str) -> anyhow::Result<String>) -> anyhow::Result<()> {
     let mut out = String::new();
     let result = execute(args, &resolver, &mut out).await;
     // Print what was rendered even when the command fails (a tool error still shows its result).
@@ -168,23 +165,10 @@ async fn execute(
     }
 }
 
-async fn connect(
-    server: &ServerArgs,
-    resolver: &dyn Fn(&str) -> anyhow::Result<String>,
-) -> anyhow::Result<McpClient> {
-    let url = if server.server.contains("://") {
-        server.server.clone()
-    } else {
-        resolver(&server.server)?
-    };
-    let options = ConnectOptions {
-        transport: server.transport.into(),
-        timeout: server.timeout,
-        headers: Vec::new(),
-    };
-    McpClient::connect(&url, options)
-        .await
-        .with_context(|| format!("connecting to MCP server {url}"))
+async fn connect(server: &ServerArgs, resolver: &dyn Fn(&str) -> anyhow::Result<String>) -> anyhow::Result<McpClient> {
+    let url = if server.server.contains("://") { server.server.clone() } else { resolver(&server.server)? };
+    let options = ConnectOptions { transport: server.transport.into(), timeout: server.timeout, headers: Vec::new() };
+    McpClient::connect(&url, options).await.with_context(|| format!("connecting to MCP server {url}"))
 }
 
 async fn close(client: McpClient) {
@@ -193,12 +177,7 @@ async fn close(client: McpClient) {
     }
 }
 
-async fn list_cmd(
-    client: &McpClient,
-    kind: Option<ListKind>,
-    format: Format,
-    out: &mut String,
-) -> anyhow::Result<()> {
+async fn list_cmd(client: &McpClient, kind: Option<ListKind>, format: Format, out: &mut String) -> anyhow::Result<()> {
     let kinds: &[ListKind] = match &kind {
         Some(k) => std::slice::from_ref(k),
         None => &ListKind::ALL,
@@ -240,12 +219,7 @@ async fn list_cmd(
 const DESCRIPTION_WIDTH: usize = 80;
 
 fn render_lists(data: &Map<String, Value>, kind: Option<ListKind>, out: &mut String) {
-    let items = |k: ListKind| {
-        data.get(k.key())
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    };
+    let items = |k: ListKind| data.get(k.key()).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let mut printed = false;
     for k in ListKind::ALL {
         let list = items(k);
@@ -257,30 +231,19 @@ fn render_lists(data: &Map<String, Value>, kind: Option<ListKind>, out: &mut Str
             ListKind::Tools => (
                 "TOOLS:",
                 &["NAME", "DESCRIPTION"],
-                list.iter()
-                    .map(|t| vec![field(t, "name"), description(t)])
-                    .collect(),
+                list.iter().map(|t| vec![field(t, "name"), description(t)]).collect(),
             ),
             ListKind::Resources => (
                 "RESOURCES:",
                 &["NAME", "URI", "DESCRIPTION", "MIME_TYPE"],
                 list.iter()
-                    .map(|r| {
-                        vec![
-                            field(r, "name"),
-                            field(r, "uri"),
-                            description(r),
-                            field(r, "mimeType"),
-                        ]
-                    })
+                    .map(|r| vec![field(r, "name"), field(r, "uri"), description(r), field(r, "mimeType")])
                     .collect(),
             ),
             ListKind::Prompts => (
                 "PROMPTS:",
                 &["NAME", "DESCRIPTION", "ARGUMENTS"],
-                list.iter()
-                    .map(|p| vec![field(p, "name"), description(p), prompt_arguments(p)])
-                    .collect(),
+                list.iter().map(|p| vec![field(p, "name"), description(p), prompt_arguments(p)]).collect(),
             ),
         };
         out.push_str(title);
@@ -310,19 +273,9 @@ fn field(item: &Value, key: &str) -> String {
 
 /// The first line of `description`, cut to [`DESCRIPTION_WIDTH`] characters.
 fn description(item: &Value) -> String {
-    let text = item
-        .get("description")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    let clean: String = first
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let text = item.get("description").and_then(Value::as_str).unwrap_or_default();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let clean: String = first.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if clean.chars().count() > DESCRIPTION_WIDTH {
         let cut: String = clean.chars().take(DESCRIPTION_WIDTH - 1).collect();
         format!("{}…", cut.trim_end())
@@ -337,11 +290,7 @@ fn prompt_arguments(prompt: &Value) -> String {
         .and_then(Value::as_array)
         .map(|args| args.iter().map(|a| field(a, "name")).collect())
         .unwrap_or_default();
-    if names.is_empty() {
-        "0".to_owned()
-    } else {
-        format!("{} ({})", names.len(), names.join(", "))
-    }
+    if names.is_empty() { "0".to_owned() } else { format!("{} ({})", names.len(), names.join(", ")) }
 }
 
 /// Left-aligned columns separated by three spaces; the last column is not padded.
@@ -375,25 +324,19 @@ fn read_tool_args(args: Option<&str>, file: Option<&std::path::Path>) -> anyhow:
         (Some(text), _) => (text.to_owned(), "--args".to_owned()),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading tool arguments from standard input")?;
+            std::io::stdin().read_to_string(&mut text).context("reading tool arguments from standard input")?;
             (text, "standard input".to_owned())
         }
         (None, Some(path)) => (
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading tool arguments from {}", path.display()))?,
+            std::fs::read_to_string(path).with_context(|| format!("reading tool arguments from {}", path.display()))?,
             path.display().to_string(),
         ),
         (None, None) => return Ok(json!({})),
     };
-    let value: Value = serde_json::from_str(&text)
-        .with_context(|| format!("tool arguments in {source} are not valid JSON"))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("tool arguments in {source} are not valid JSON"))?;
     if !value.is_object() {
-        bail!(
-            "tool arguments in {source} must be a JSON object, got {}",
-            json_kind(&value)
-        );
+        bail!("tool arguments in {source} must be a JSON object, got {}", json_kind(&value));
     }
     Ok(value)
 }
@@ -418,11 +361,7 @@ fn render_call(result: &Value, format: Format, out: &mut String) -> anyhow::Resu
         out.push('\n');
         return Ok(());
     }
-    let blocks = result
-        .get("content")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let blocks = result.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for block in blocks {
         match (block.get("type").and_then(Value::as_str), block.get("text")) {
             (Some("text"), Some(Value::String(text))) => {
@@ -451,9 +390,7 @@ fn summarize_base64(block: &Value) -> Value {
         if let Value::Object(map) = v {
             for (key, value) in map.iter_mut() {
                 match value {
-                    Value::String(s)
-                        if (key == "data" || key == "blob") && s.len() > INLINE_BASE64 =>
-                    {
+                    Value::String(s) if (key == "data" || key == "blob") && s.len() > INLINE_BASE64 => {
                         *value = Value::String(format!("<{} bytes of base64>", s.len()));
                     }
                     other => walk(other),
@@ -468,25 +405,20 @@ fn summarize_base64(block: &Value) -> Value {
 
 /// Parses durations such as `30s`, `2m`, `500ms`, `1h`, `1m30s` or `1.5s` (Go/humantime style).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration {text:?}: use a number with a unit, e.g. 30s, 2m, 500ms");
+    let bad = || format!("invalid duration {text:?}: use a number with a unit, e.g. 30s, 2m, 500ms");
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         if num_len == 0 {
             return Err(bad());
         }
         let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" | "sec" | "secs" => 1.0,
@@ -499,9 +431,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total = total.checked_add(part).ok_or_else(bad)?;
     }
     if total.is_zero() {
-        return Err(format!(
-            "invalid duration {text:?}: must be greater than zero"
-        ));
+        return Err(format!("invalid duration {text:?}: must be greater than zero"));
     }
     Ok(total)
 }
@@ -540,17 +470,7 @@ mod tests {
         assert_eq!(ok("1h"), Duration::from_secs(3600));
         assert_eq!(ok("1m30s"), Duration::from_secs(90));
         assert_eq!(ok("1.5s"), Duration::from_millis(1500));
-        for bad in [
-            "",
-            "30",
-            "s",
-            "10x",
-            "0s",
-            "-1s",
-            "1..5s",
-            "ms30",
-            "99999999999999999999h",
-        ] {
+        for bad in ["", "30", "s", "10x", "0s", "-1s", "1..5s", "ms30", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -558,9 +478,7 @@ mod tests {
     #[test]
     fn parses_the_command_line() {
         let a = parse(&["list", "--server", "http://h/mcp"]).unwrap();
-        let McpCommand::List(l) = a.command else {
-            panic!("not list")
-        };
+        let McpCommand::List(l) = a.command else { panic!("not list") };
         assert_eq!(l.kind, None);
         assert_eq!(l.server.transport, TransportArg::Auto);
         assert_eq!(l.server.format, Format::Text);
@@ -579,44 +497,19 @@ mod tests {
             "2m",
         ])
         .unwrap();
-        let McpCommand::List(l) = a.command else {
-            panic!("not list")
-        };
+        let McpCommand::List(l) = a.command else { panic!("not list") };
         assert_eq!(l.kind, Some(ListKind::Resources));
         assert_eq!(l.server.transport, TransportArg::StreamableHttp);
         assert_eq!(l.server.format, Format::Json);
         assert_eq!(l.server.timeout, Duration::from_secs(120));
 
-        let a = parse(&[
-            "call",
-            "echo",
-            "--server",
-            "u",
-            "--args",
-            "{}",
-            "--ignore-tool-error",
-        ])
-        .unwrap();
-        let McpCommand::Call(c) = a.command else {
-            panic!("not call")
-        };
+        let a = parse(&["call", "echo", "--server", "u", "--args", "{}", "--ignore-tool-error"]).unwrap();
+        let McpCommand::Call(c) = a.command else { panic!("not call") };
         assert_eq!(c.tool, "echo");
         assert!(c.ignore_tool_error);
 
         // Refusals: both argument sources, an unknown transport, a bad timeout, no server.
-        assert!(
-            parse(&[
-                "call",
-                "t",
-                "--server",
-                "u",
-                "--args",
-                "{}",
-                "--args-file",
-                "f"
-            ])
-            .is_err()
-        );
+        assert!(parse(&["call", "t", "--server", "u", "--args", "{}", "--args-file", "f"]).is_err());
         assert!(parse(&["list", "--server", "u", "--transport", "stdio"]).is_err());
         assert!(parse(&["list", "--server", "u", "--timeout", "soon"]).is_err());
         assert!(parse(&["list", "tools"]).is_err());
@@ -626,25 +519,15 @@ mod tests {
     #[test]
     fn tool_arguments_must_be_a_json_object() {
         assert_eq!(read_tool_args(None, None).unwrap(), json!({}));
-        assert_eq!(
-            read_tool_args(Some(r#"{"a":1}"#), None).unwrap(),
-            json!({"a": 1})
-        );
+        assert_eq!(read_tool_args(Some(r#"{"a":1}"#), None).unwrap(), json!({"a": 1}));
         let err = read_tool_args(Some("[1]"), None).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("must be a JSON object, got an array"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("must be a JSON object, got an array"), "{err}");
         assert!(read_tool_args(Some("{oops"), None).is_err());
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("args.json");
         std::fs::write(&file, r#"{"message":"from file"}"#).unwrap();
-        assert_eq!(
-            read_tool_args(None, Some(&file)).unwrap(),
-            json!({"message": "from file"})
-        );
+        assert_eq!(read_tool_args(None, Some(&file)).unwrap(), json!({"message": "from file"}));
         assert!(read_tool_args(None, Some(&dir.path().join("missing.json"))).is_err());
     }
 
@@ -669,16 +552,10 @@ mod tests {
         assert!(lines[3].ends_with('…'));
         assert_eq!(lines[3].chars().count(), 21 + DESCRIPTION_WIDTH);
         assert!(!out.contains("RESOURCES:"), "empty sections are skipped");
-        assert!(out.contains(
-            "PROMPTS:\nNAME   DESCRIPTION   ARGUMENTS\np                    2 (city, state)\n"
-        ));
+        assert!(out.contains("PROMPTS:\nNAME   DESCRIPTION   ARGUMENTS\np                    2 (city, state)\n"));
 
         let mut out = String::new();
-        render_lists(
-            json!({"tools": []}).as_object().unwrap(),
-            Some(ListKind::Tools),
-            &mut out,
-        );
+        render_lists(json!({"tools": []}).as_object().unwrap(), Some(ListKind::Tools), &mut out);
         assert_eq!(out, "No tools found\n");
     }
 
@@ -710,11 +587,7 @@ mod tests {
 
     impl Everything {
         fn start() -> Everything {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let child = apiary_testkit::env::command("mcp-server-everything")
                 .arg("streamableHttp")
                 .env("PORT", port.to_string())
@@ -727,10 +600,7 @@ mod tests {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(server.child.try_wait().unwrap().is_none(), "server exited");
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "server never listened"
-                );
+                assert!(std::time::Instant::now() < deadline, "server never listened");
                 std::thread::sleep(Duration::from_millis(50));
             }
             server
@@ -744,10 +614,7 @@ mod tests {
         }
     }
 
-    async fn run_cli(
-        args: &[&str],
-        resolver: &dyn Fn(&str) -> anyhow::Result<String>,
-    ) -> (String, anyhow::Result<()>) {
+    async fn run_cli(args: &[&str], resolver: &dyn Fn(&str) -> anyhow::Result<String>) -> (String, anyhow::Result<()>) {
         let mut out = String::new();
         let result = execute(parse(args).unwrap(), resolver, &mut out).await;
         (out, result)
@@ -765,55 +632,21 @@ mod tests {
         let (out, r) = run_cli(&["list", "tools", "--server", &url], &no_names).await;
         r.unwrap();
         assert!(out.starts_with("TOOLS:\nNAME"), "{out}");
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with("echo ") && l.ends_with("Echoes back the input string")),
-            "{out}"
-        );
+        assert!(out.lines().any(|l| l.starts_with("echo ") && l.ends_with("Echoes back the input string")), "{out}");
 
         let (out, r) = run_cli(&["list", "--server", &url, "--format", "json"], &no_names).await;
         r.unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
-        assert!(
-            v["tools"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t["name"] == "echo")
-        );
+        assert!(v["tools"].as_array().unwrap().iter().any(|t| t["name"] == "echo"));
         assert!(!v["resources"].as_array().unwrap().is_empty());
-        assert!(
-            v["prompts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == "simple-prompt")
-        );
+        assert!(v["prompts"].as_array().unwrap().iter().any(|p| p["name"] == "simple-prompt"));
 
-        let (out, r) = run_cli(
-            &[
-                "call",
-                "echo",
-                "--server",
-                &url,
-                "--args",
-                r#"{"message":"hi"}"#,
-            ],
-            &no_names,
-        )
-        .await;
+        let (out, r) = run_cli(&["call", "echo", "--server", &url, "--args", r#"{"message":"hi"}"#], &no_names).await;
         r.unwrap();
         assert_eq!(out, "Echo: hi\n");
 
         // A tool error is printed, then fails the command unless --ignore-tool-error.
-        let bad = [
-            "call",
-            "echo",
-            "--server",
-            &url,
-            "--args",
-            r#"{"message":42}"#,
-        ];
+        let bad = ["call", "echo", "--server", &url, "--args", r#"{"message":42}"#];
         let (out, r) = run_cli(&bad, &no_names).await;
         let err = r.unwrap_err().to_string();
         assert!(err.contains("reported an error"), "{err}");
@@ -825,11 +658,7 @@ mod tests {
 
         // A name goes through the resolver; an unresolvable one fails before connecting.
         let resolve = |name: &str| {
-            if name == "everything" {
-                Ok(url.clone())
-            } else {
-                bail!("no workload {name}")
-            }
+            if name == "everything" { Ok(url.clone()) } else { bail!("no workload {name}") }
         };
         let (out, r) = run_cli(&["list", "prompts", "--server", "everything"], &resolve).await;
         r.unwrap();
@@ -838,19 +667,7 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("no workload nobody"));
 
         // Wrong transport for this server: a clear connection error, not a hang.
-        let (_, r) = run_cli(
-            &[
-                "list",
-                "--server",
-                &url,
-                "--transport",
-                "sse",
-                "--timeout",
-                "5s",
-            ],
-            &no_names,
-        )
-        .await;
+        let (_, r) = run_cli(&["list", "--server", &url, "--transport", "sse", "--timeout", "5s"], &no_names).await;
         let err = format!("{:#}", r.unwrap_err());
         assert!(err.contains("connecting to MCP server"), "{err}");
     }

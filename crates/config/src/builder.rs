@@ -17,9 +17,7 @@ pub struct RunConfigBuilder {
 impl RunConfig {
     /// Starts a builder with every optional field at its default.
     pub fn builder(name: impl Into<String>, source: Source) -> RunConfigBuilder {
-        RunConfigBuilder {
-            config: RunConfig::new(name, source),
-        }
+        RunConfigBuilder { config: RunConfig::new(name, source) }
     }
 }
 

@@ -38,9 +38,7 @@ impl RunConfig {
 /// Splits a PyPI requirement into its leading distribution name and the rest (`@1.2`, `==1.2`,
 /// `[extra]>=1`, ...). The name is the longest prefix of `[A-Za-z0-9._-]`.
 pub(crate) fn split_python_requirement(spec: &str) -> (&str, &str) {
-    let end = spec
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .unwrap_or(spec.len());
+    let end = spec.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))).unwrap_or(spec.len());
     spec.split_at(end)
 }
 

@@ -64,18 +64,11 @@ impl ValidationErrors {
     }
 
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ValidationError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(ValidationError { path: path.into(), message: message.into() });
     }
 
     pub(crate) fn into_result(self) -> Result<(), ValidationErrors> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(self)
-        }
+        if self.errors.is_empty() { Ok(()) } else { Err(self) }
     }
 }
 
@@ -160,13 +153,7 @@ pub enum ConfigError {
     },
 }
 
-fn parse_display(
-    format: Format,
-    path: &str,
-    message: &str,
-    line: Option<u64>,
-    column: Option<u64>,
-) -> String {
+fn parse_display(format: Format, path: &str, message: &str, line: Option<u64>, column: Option<u64>) -> String {
     let mut out = String::new();
     if path != "." && !path.is_empty() {
         out.push_str(path);

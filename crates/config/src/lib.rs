@@ -40,8 +40,7 @@ pub use limits::{Bound, Limits, RestartPolicy, bounds};
 pub use parse::MAX_FILE_BYTES;
 pub use proxy::{DEFAULT_PROXY_HOST, ProxyConfig};
 pub use run_config::{
-    DEFAULT_GROUP, DEFAULT_TARGET_HOST, NAME_PATTERN, RunConfig, SUPPORTED_SCHEMA_VERSIONS,
-    SchemaVersion,
+    DEFAULT_GROUP, DEFAULT_TARGET_HOST, NAME_PATTERN, RunConfig, SUPPORTED_SCHEMA_VERSIONS, SchemaVersion,
 };
 pub use source::{CommandSource, Ecosystem, ImageSource, PackageSource, RemoteSource, Source};
 pub use stdio::{DEFAULT_MAX_SESSION_CHILDREN, MAX_SESSION_CHILDREN, StdioConfig, StdioMode};

@@ -25,77 +25,29 @@ pub struct Bound {
 pub mod bounds {
     use super::*;
     /// `limits.maxBodyBytes`.
-    pub const MAX_BODY_BYTES: Bound = Bound {
-        min: 1,
-        max: GIB,
-        unit: "bytes",
-    };
+    pub const MAX_BODY_BYTES: Bound = Bound { min: 1, max: GIB, unit: "bytes" };
     /// `limits.maxLineBytes`.
-    pub const MAX_LINE_BYTES: Bound = Bound {
-        min: 1,
-        max: GIB,
-        unit: "bytes",
-    };
+    pub const MAX_LINE_BYTES: Bound = Bound { min: 1, max: GIB, unit: "bytes" };
     /// `limits.maxSessions`.
-    pub const MAX_SESSIONS: Bound = Bound {
-        min: 1,
-        max: 1_000_000,
-        unit: "sessions",
-    };
+    pub const MAX_SESSIONS: Bound = Bound { min: 1, max: 1_000_000, unit: "sessions" };
     /// `limits.sessionIdleTtlSecs` (up to 30 days).
-    pub const SESSION_IDLE_TTL_SECS: Bound = Bound {
-        min: 1,
-        max: 30 * DAY_SECS,
-        unit: "seconds",
-    };
+    pub const SESSION_IDLE_TTL_SECS: Bound = Bound { min: 1, max: 30 * DAY_SECS, unit: "seconds" };
     /// `limits.maxQueuedPerSession`.
-    pub const MAX_QUEUED_PER_SESSION: Bound = Bound {
-        min: 1,
-        max: 65_536,
-        unit: "messages",
-    };
+    pub const MAX_QUEUED_PER_SESSION: Bound = Bound { min: 1, max: 65_536, unit: "messages" };
     /// `limits.eventBufferBytes`.
-    pub const EVENT_BUFFER_BYTES: Bound = Bound {
-        min: 1,
-        max: GIB,
-        unit: "bytes",
-    };
+    pub const EVENT_BUFFER_BYTES: Bound = Bound { min: 1, max: GIB, unit: "bytes" };
     /// `limits.requestTimeoutSecs` (up to 1 day).
-    pub const REQUEST_TIMEOUT_SECS: Bound = Bound {
-        min: 1,
-        max: DAY_SECS,
-        unit: "seconds",
-    };
+    pub const REQUEST_TIMEOUT_SECS: Bound = Bound { min: 1, max: DAY_SECS, unit: "seconds" };
     /// `limits.writeTimeoutSecs` (up to 1 day).
-    pub const WRITE_TIMEOUT_SECS: Bound = Bound {
-        min: 1,
-        max: DAY_SECS,
-        unit: "seconds",
-    };
+    pub const WRITE_TIMEOUT_SECS: Bound = Bound { min: 1, max: DAY_SECS, unit: "seconds" };
     /// `restart.maxRestarts` (0 = never restart).
-    pub const MAX_RESTARTS: Bound = Bound {
-        min: 0,
-        max: 10_000,
-        unit: "restarts",
-    };
+    pub const MAX_RESTARTS: Bound = Bound { min: 0, max: 10_000, unit: "restarts" };
     /// `restart.windowSecs` (up to 1 day).
-    pub const WINDOW_SECS: Bound = Bound {
-        min: 1,
-        max: DAY_SECS,
-        unit: "seconds",
-    };
+    pub const WINDOW_SECS: Bound = Bound { min: 1, max: DAY_SECS, unit: "seconds" };
     /// `restart.backoffInitialMs` (up to 1 hour).
-    pub const BACKOFF_INITIAL_MS: Bound = Bound {
-        min: 1,
-        max: 3_600_000,
-        unit: "milliseconds",
-    };
+    pub const BACKOFF_INITIAL_MS: Bound = Bound { min: 1, max: 3_600_000, unit: "milliseconds" };
     /// `restart.backoffMaxMs` (up to 1 hour; at least `backoffInitialMs`).
-    pub const BACKOFF_MAX_MS: Bound = Bound {
-        min: 1,
-        max: 3_600_000,
-        unit: "milliseconds",
-    };
+    pub const BACKOFF_MAX_MS: Bound = Bound { min: 1, max: 3_600_000, unit: "milliseconds" };
 }
 
 /// Bounds on memory, sessions and time. Every value is greater than 0.
@@ -193,12 +145,7 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy {
-            max_restarts: 10,
-            window_secs: 300,
-            backoff_initial_ms: 200,
-            backoff_max_ms: 30_000,
-        }
+        RestartPolicy { max_restarts: 10, window_secs: 300, backoff_initial_ms: 200, backoff_max_ms: 30_000 }
     }
 }
 

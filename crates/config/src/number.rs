@@ -49,10 +49,7 @@ struct WholeVisitor<T>(PhantomData<T>);
 
 impl<T: Whole> WholeVisitor<T> {
     fn convert<E: de::Error>(v: i128) -> Result<T, E> {
-        u128::try_from(v)
-            .ok()
-            .and_then(|u| T::try_from(u).ok())
-            .ok_or_else(|| E::custom(T::out_of_range(&v)))
+        u128::try_from(v).ok().and_then(|u| T::try_from(u).ok()).ok_or_else(|| E::custom(T::out_of_range(&v)))
     }
 }
 
@@ -85,8 +82,7 @@ impl<T: Whole> Visitor<'_> for WholeVisitor<T> {
 
 /// `deserialize_with` for port fields.
 pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    d.deserialize_any(WholeVisitor::<Port>(PhantomData))
-        .map(|p| p.0)
+    d.deserialize_any(WholeVisitor::<Port>(PhantomData)).map(|p| p.0)
 }
 
 /// `deserialize_with` for `u32` fields.

@@ -51,20 +51,12 @@ impl RunConfig {
     /// `.yml`); otherwise text starting with `{` is JSON and anything else YAML.
     pub fn from_path(path: impl AsRef<Path>) -> Result<RunConfig, ConfigError> {
         let path = path.as_ref();
-        let io_err = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| ConfigError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(io_err)?;
         let mut text = String::new();
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(io_err)?;
+        file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(io_err)?;
         if text.len() as u64 > MAX_FILE_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-                limit: MAX_FILE_BYTES,
-            });
+            return Err(ConfigError::TooLarge { path: path.to_path_buf(), limit: MAX_FILE_BYTES });
         }
         let format = Format::for_path(path).unwrap_or_else(|| Format::sniff(&text));
         Self::from_str_as(&text, format)
@@ -84,12 +76,7 @@ impl Format {
 
     /// JSON when the first non-blank character is `{`, else YAML.
     pub fn sniff(text: &str) -> Format {
-        match text
-            .trim_start_matches('\u{feff}')
-            .trim_start()
-            .chars()
-            .next()
-        {
+        match text.trim_start_matches('\u{feff}').trim_start().chars().next() {
             Some('{') => Format::Json,
             _ => Format::Yaml,
         }
@@ -115,10 +102,7 @@ fn check_version(text: &str, format: Format) -> Result<(), ConfigError> {
             column: None,
         }),
         Some(serde_json::Value::String(v)) if !SUPPORTED_SCHEMA_VERSIONS.contains(&v.as_str()) => {
-            Err(ConfigError::UnsupportedVersion {
-                found: v,
-                supported: SUPPORTED_SCHEMA_VERSIONS,
-            })
+            Err(ConfigError::UnsupportedVersion { found: v, supported: SUPPORTED_SCHEMA_VERSIONS })
         }
         Some(_) => Ok(()),
     }
@@ -161,10 +145,9 @@ fn json_error(path: String, err: serde_json::Error) -> ConfigError {
 
 fn parse_yaml(text: &str) -> Result<RunConfig, ConfigError> {
     let mut track = serde_path_to_error::Track::new();
-    let result =
-        serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
-            RunConfig::deserialize(serde_path_to_error::Deserializer::new(de, &mut track))
-        });
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
+        RunConfig::deserialize(serde_path_to_error::Deserializer::new(de, &mut track))
+    });
     result.map_err(|err| {
         let location = err.location();
         ConfigError::Parse {
@@ -181,14 +164,10 @@ fn parse_yaml(text: &str) -> Result<RunConfig, ConfigError> {
 fn yaml_message(err: &serde_saphyr::Error) -> String {
     use serde_saphyr::MessageFormatter as _;
     let mut inner = err;
-    while let serde_saphyr::Error::WithSnippet { error, .. }
-    | serde_saphyr::Error::AliasError { error, .. } = inner
-    {
+    while let serde_saphyr::Error::WithSnippet { error, .. } | serde_saphyr::Error::AliasError { error, .. } = inner {
         inner = error;
     }
-    serde_saphyr::UserMessageFormatter
-        .format_message(inner)
-        .into_owned()
+    serde_saphyr::UserMessageFormatter.format_message(inner).into_owned()
 }
 
 /// serde_path_to_error writes `?` for a map key not yet known (e.g. a syntax error or duplicate key
@@ -198,9 +177,5 @@ fn tidy_path(path: String) -> String {
     while let Some(rest) = p.strip_suffix('?') {
         p = rest.strip_suffix('.').unwrap_or(rest);
     }
-    if p.is_empty() {
-        ".".to_owned()
-    } else {
-        p.to_owned()
-    }
+    if p.is_empty() { ".".to_owned() } else { p.to_owned() }
 }

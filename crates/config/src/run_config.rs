@@ -35,10 +35,7 @@ pub enum SchemaVersion {
 /// with [`RunConfig::from_path`] and friends, check it with [`RunConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(
-    title = "Apiary RunConfig",
-    description = "One MCP server workload and the proxy in front of it."
-)]
+#[schemars(title = "Apiary RunConfig", description = "One MCP server workload and the proxy in front of it.")]
 pub struct RunConfig {
     /// Document version; `v1`.
     pub schema_version: SchemaVersion,

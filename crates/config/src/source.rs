@@ -79,18 +79,12 @@ pub struct RemoteSource {
 impl Source {
     /// An npm package run with `npx -y`.
     pub fn npx(name: impl Into<String>) -> Self {
-        Source::Package(PackageSource {
-            ecosystem: Ecosystem::Npx,
-            name: name.into(),
-        })
+        Source::Package(PackageSource { ecosystem: Ecosystem::Npx, name: name.into() })
     }
 
     /// A PyPI package run with `uvx`.
     pub fn uvx(name: impl Into<String>) -> Self {
-        Source::Package(PackageSource {
-            ecosystem: Ecosystem::Uvx,
-            name: name.into(),
-        })
+        Source::Package(PackageSource { ecosystem: Ecosystem::Uvx, name: name.into() })
     }
 
     /// A local program with its arguments.
@@ -99,17 +93,12 @@ impl Source {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Source::Command(CommandSource {
-            program: program.into(),
-            args: args.into_iter().map(Into::into).collect(),
-        })
+        Source::Command(CommandSource { program: program.into(), args: args.into_iter().map(Into::into).collect() })
     }
 
     /// A container image.
     pub fn image(reference: impl Into<String>) -> Self {
-        Source::Image(ImageSource {
-            reference: reference.into(),
-        })
+        Source::Image(ImageSource { reference: reference.into() })
     }
 
     /// A remote server URL.
@@ -158,8 +147,6 @@ impl<'de> Deserialize<'de> for Source {
             let kinds: Vec<&str> = found.iter().map(Source::kind).collect();
             format!("{} were given", kinds.join(" and "))
         };
-        Err(serde::de::Error::custom(format!(
-            "give exactly one of package, command, image or remote; {given}"
-        )))
+        Err(serde::de::Error::custom(format!("give exactly one of package, command, image or remote; {given}")))
     }
 }

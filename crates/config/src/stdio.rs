@@ -55,9 +55,6 @@ pub struct StdioConfig {
 
 impl Default for StdioConfig {
     fn default() -> Self {
-        StdioConfig {
-            mode: StdioMode::Auto,
-            max_session_children: DEFAULT_MAX_SESSION_CHILDREN,
-        }
+        StdioConfig { mode: StdioMode::Auto, max_session_children: DEFAULT_MAX_SESSION_CHILDREN }
     }
 }

@@ -75,9 +75,5 @@ pub fn transport_for_remote_url(url: &str) -> Transport {
         Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
     };
     let trimmed = path.strip_suffix('/').unwrap_or(&path);
-    if trimmed.ends_with("/sse") {
-        Transport::Sse
-    } else {
-        Transport::StreamableHttp
-    }
+    if trimmed.ends_with("/sse") { Transport::Sse } else { Transport::StreamableHttp }
 }

@@ -42,11 +42,7 @@ impl RunConfig {
             &mut errs,
             "stdio.maxSessionChildren",
             u64::from(self.stdio.max_session_children),
-            Bound {
-                min: 1,
-                max: u64::from(MAX_SESSION_CHILDREN),
-                unit: "children",
-            },
+            Bound { min: 1, max: u64::from(MAX_SESSION_CHILDREN), unit: "children" },
         );
         self.check_limits(&mut errs);
         errs.into_result()
@@ -64,17 +60,10 @@ impl RunConfig {
         // A local server and the proxy cannot share a port on this machine. Image sources are
         // exempt: their target port is inside the container.
         let local_process = matches!(self.source, Source::Package(_) | Source::Command(_));
-        if local_process
-            && transport.is_http()
-            && self.target_port != 0
-            && self.target_port == self.proxy.port
-        {
+        if local_process && transport.is_http() && self.target_port != 0 && self.target_port == self.proxy.port {
             errs.push(
                 "targetPort",
-                format!(
-                    "{} is also proxy.port; the proxy and the server cannot both listen on it",
-                    self.target_port
-                ),
+                format!("{} is also proxy.port; the proxy and the server cannot both listen on it", self.target_port),
             );
         }
     }
@@ -91,62 +80,18 @@ impl RunConfig {
         let l = &self.limits;
         let r = &self.restart;
         let checks: [(&str, u64, Bound); 12] = [
-            (
-                "limits.maxBodyBytes",
-                l.max_body_bytes,
-                bounds::MAX_BODY_BYTES,
-            ),
-            (
-                "limits.maxLineBytes",
-                l.max_line_bytes,
-                bounds::MAX_LINE_BYTES,
-            ),
-            (
-                "limits.maxSessions",
-                u64::from(l.max_sessions),
-                bounds::MAX_SESSIONS,
-            ),
-            (
-                "limits.sessionIdleTtlSecs",
-                l.session_idle_ttl_secs,
-                bounds::SESSION_IDLE_TTL_SECS,
-            ),
-            (
-                "limits.maxQueuedPerSession",
-                u64::from(l.max_queued_per_session),
-                bounds::MAX_QUEUED_PER_SESSION,
-            ),
-            (
-                "limits.eventBufferBytes",
-                l.event_buffer_bytes,
-                bounds::EVENT_BUFFER_BYTES,
-            ),
-            (
-                "limits.requestTimeoutSecs",
-                l.request_timeout_secs,
-                bounds::REQUEST_TIMEOUT_SECS,
-            ),
-            (
-                "limits.writeTimeoutSecs",
-                l.write_timeout_secs,
-                bounds::WRITE_TIMEOUT_SECS,
-            ),
-            (
-                "restart.maxRestarts",
-                u64::from(r.max_restarts),
-                bounds::MAX_RESTARTS,
-            ),
+            ("limits.maxBodyBytes", l.max_body_bytes, bounds::MAX_BODY_BYTES),
+            ("limits.maxLineBytes", l.max_line_bytes, bounds::MAX_LINE_BYTES),
+            ("limits.maxSessions", u64::from(l.max_sessions), bounds::MAX_SESSIONS),
+            ("limits.sessionIdleTtlSecs", l.session_idle_ttl_secs, bounds::SESSION_IDLE_TTL_SECS),
+            ("limits.maxQueuedPerSession", u64::from(l.max_queued_per_session), bounds::MAX_QUEUED_PER_SESSION),
+            ("limits.eventBufferBytes", l.event_buffer_bytes, bounds::EVENT_BUFFER_BYTES),
+            ("limits.requestTimeoutSecs", l.request_timeout_secs, bounds::REQUEST_TIMEOUT_SECS),
+            ("limits.writeTimeoutSecs", l.write_timeout_secs, bounds::WRITE_TIMEOUT_SECS),
+            ("restart.maxRestarts", u64::from(r.max_restarts), bounds::MAX_RESTARTS),
             ("restart.windowSecs", r.window_secs, bounds::WINDOW_SECS),
-            (
-                "restart.backoffInitialMs",
-                r.backoff_initial_ms,
-                bounds::BACKOFF_INITIAL_MS,
-            ),
-            (
-                "restart.backoffMaxMs",
-                r.backoff_max_ms,
-                bounds::BACKOFF_MAX_MS,
-            ),
+            ("restart.backoffInitialMs", r.backoff_initial_ms, bounds::BACKOFF_INITIAL_MS),
+            ("restart.backoffMaxMs", r.backoff_max_ms, bounds::BACKOFF_MAX_MS),
         ];
         for (path, value, bound) in checks {
             check_bound(errs, path, value, bound);
@@ -171,38 +116,19 @@ impl RunConfig {
 
 fn check_bound(errs: &mut ValidationErrors, path: &str, value: u64, b: Bound) {
     if value < b.min || value > b.max {
-        let why = if value == 0 && b.min > 0 {
-            " (0 is not allowed: every bound must be greater than 0)"
-        } else {
-            ""
-        };
-        errs.push(
-            path,
-            format!(
-                "{value} is out of range; use {}–{} {}{why}",
-                b.min, b.max, b.unit
-            ),
-        );
+        let why = if value == 0 && b.min > 0 { " (0 is not allowed: every bound must be greater than 0)" } else { "" };
+        errs.push(path, format!("{value} is out of range; use {}–{} {}{why}", b.min, b.max, b.unit));
     }
 }
 
 /// Workload and group names: they become file names, Kubernetes object names and URL parts.
 fn check_name(errs: &mut ValidationErrors, path: &str, name: &str) {
     let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let inner_ok = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    let inner_ok = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     let len = name.chars().count();
     if len == 0 {
-        errs.push(
-            path,
-            "must not be empty; use 1–63 characters from a–z, 0–9, '.', '_' and '-'",
-        );
-    } else if len > 63
-        || !inner_ok
-        || !ends_ok(name.chars().next())
-        || !ends_ok(name.chars().last())
-    {
+        errs.push(path, "must not be empty; use 1–63 characters from a–z, 0–9, '.', '_' and '-'");
+    } else if len > 63 || !inner_ok || !ends_ok(name.chars().next()) || !ends_ok(name.chars().last()) {
         errs.push(
             path,
             format!(
@@ -220,18 +146,9 @@ fn check_source(errs: &mut ValidationErrors, source: &Source) {
             if p.name.is_empty() {
                 errs.push(path, "must not be empty");
             } else if p.name.starts_with('-') {
-                errs.push(
-                    path,
-                    format!(
-                        "{:?} starts with '-' and would be read as an option",
-                        p.name
-                    ),
-                );
+                errs.push(path, format!("{:?} starts with '-' and would be read as an option", p.name));
             } else if p.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                errs.push(
-                    path,
-                    format!("{:?} contains spaces or control characters", p.name),
-                );
+                errs.push(path, format!("{:?} contains spaces or control characters", p.name));
             } else if p.ecosystem == Ecosystem::Uvx {
                 check_python_requirement(errs, path, &p.name);
             }
@@ -252,13 +169,11 @@ fn check_source(errs: &mut ValidationErrors, source: &Source) {
             if r.is_empty() {
                 errs.push(path, "must not be empty");
             } else if r.starts_with('-') {
-                errs.push(
-                    path,
-                    format!("{r:?} starts with '-' and would be read as an option"),
-                );
-            } else if !r.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@' | '+')
-            }) {
+                errs.push(path, format!("{r:?} starts with '-' and would be read as an option"));
+            } else if !r
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@' | '+'))
+            {
                 errs.push(
                     path,
                     format!(
@@ -274,19 +189,11 @@ fn check_source(errs: &mut ValidationErrors, source: &Source) {
 
 fn check_python_requirement(errs: &mut ValidationErrors, path: &str, spec: &str) {
     let (name, rest) = split_python_requirement(spec);
-    let name_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
+    let name_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = if let Some(version) = rest.strip_prefix('@') {
         !version.is_empty()
-            && version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '!'))
+            && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '!'))
     } else {
         rest.is_empty() || rest.starts_with(['[', '=', '<', '>', '!', '~'])
     };
@@ -303,26 +210,14 @@ fn check_python_requirement(errs: &mut ValidationErrors, path: &str, spec: &str)
 
 fn check_remote_url(errs: &mut ValidationErrors, path: &str, raw: &str) {
     match url::Url::parse(raw) {
-        Err(e) => errs.push(
-            path,
-            format!("{raw:?} is not a URL ({e}); write e.g. https://host/mcp"),
-        ),
+        Err(e) => errs.push(path, format!("{raw:?} is not a URL ({e}); write e.g. https://host/mcp")),
         Ok(u) => {
             if u.scheme() != "http" && u.scheme() != "https" {
-                errs.push(
-                    path,
-                    format!(
-                        "scheme {:?} is not supported; use http or https",
-                        u.scheme()
-                    ),
-                );
+                errs.push(path, format!("scheme {:?} is not supported; use http or https", u.scheme()));
             } else if u.host_str().is_none_or(str::is_empty) {
                 errs.push(path, format!("{raw:?} has no host"));
             } else if u.fragment().is_some() {
-                errs.push(
-                    path,
-                    format!("{raw:?} has a #fragment, which is never sent to the server"),
-                );
+                errs.push(path, format!("{raw:?} has a #fragment, which is never sent to the server"));
             }
         }
     }
@@ -332,26 +227,15 @@ fn check_remote_url(errs: &mut ValidationErrors, path: &str, raw: &str) {
 /// strings over `MAX_ARG_STRLEN`.
 fn check_arg(errs: &mut ValidationErrors, path: &str, value: &str) {
     if value.contains('\0') {
-        errs.push(
-            path,
-            "contains a NUL character, which cannot be passed to a process",
-        );
+        errs.push(path, "contains a NUL character, which cannot be passed to a process");
     } else if value.len() > MAX_ARG_BYTES {
-        errs.push(
-            path,
-            format!(
-                "is {} bytes long; at most {MAX_ARG_BYTES} bytes are allowed",
-                value.len()
-            ),
-        );
+        errs.push(path, format!("is {} bytes long; at most {MAX_ARG_BYTES} bytes are allowed", value.len()));
     }
 }
 
 fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -368,15 +252,9 @@ fn is_dns_name(host: &str) -> bool {
 
 fn check_host(errs: &mut ValidationErrors, path: &str, host: &str) {
     if host.is_empty() {
-        errs.push(
-            path,
-            "must not be empty; use an IP address such as 127.0.0.1 or a host name",
-        );
+        errs.push(path, "must not be empty; use an IP address such as 127.0.0.1 or a host name");
     } else if host.starts_with('[') && host.ends_with(']') {
-        errs.push(
-            path,
-            format!("{host:?}: write IPv6 addresses without brackets, e.g. ::1"),
-        );
+        errs.push(path, format!("{host:?}: write IPv6 addresses without brackets, e.g. ::1"));
     } else if host.parse::<IpAddr>().is_err() && !is_dns_name(host) {
         errs.push(path, format!("{host:?} is not an IP address or host name"));
     }
@@ -387,68 +265,33 @@ fn check_endpoint_prefix(errs: &mut ValidationErrors, path: &str, prefix: &str) 
         return;
     }
     if !prefix.starts_with('/') {
-        errs.push(
-            path,
-            format!("{prefix:?} must start with '/', e.g. /{prefix}"),
-        );
+        errs.push(path, format!("{prefix:?} must start with '/', e.g. /{prefix}"));
     } else if prefix == "/" {
         errs.push(path, "\"/\" is no prefix; leave it empty");
     } else if prefix.ends_with('/') {
-        errs.push(
-            path,
-            format!(
-                "{prefix:?} must not end with '/'; write {:?}",
-                prefix.trim_end_matches('/')
-            ),
-        );
-    } else if prefix
-        .split('/')
-        .skip(1)
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        errs.push(
-            path,
-            format!("{prefix:?} has an empty, '.' or '..' path segment"),
-        );
-    } else if !prefix
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c))
-    {
-        errs.push(
-            path,
-            format!("{prefix:?} has characters not allowed in a URL path (spaces, '?', '#', ...)"),
-        );
+        errs.push(path, format!("{prefix:?} must not end with '/'; write {:?}", prefix.trim_end_matches('/')));
+    } else if prefix.split('/').skip(1).any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        errs.push(path, format!("{prefix:?} has an empty, '.' or '..' path segment"));
+    } else if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c)) {
+        errs.push(path, format!("{prefix:?} has characters not allowed in a URL path (spaces, '?', '#', ...)"));
     }
 }
 
 fn check_origin(errs: &mut ValidationErrors, path: &str, origin: &str) {
     let hint = "write scheme://host[:port], e.g. https://app.example.com";
     if origin == "*" {
-        errs.push(
-            path,
-            format!("wildcards are not supported; list each origin ({hint})"),
-        );
+        errs.push(path, format!("wildcards are not supported; list each origin ({hint})"));
         return;
     }
     if origin.eq_ignore_ascii_case("null") {
-        errs.push(
-            path,
-            "\"null\" origins (sandboxed or file pages) cannot be allowed",
-        );
+        errs.push(path, "\"null\" origins (sandboxed or file pages) cannot be allowed");
         return;
     }
     // Browsers send exactly scheme://host[:port]; anything after the authority would never match.
-    let authority_only = origin
-        .split_once("://")
-        .is_some_and(|(_, rest)| !rest.contains(['/', '?', '#', '@']));
+    let authority_only = origin.split_once("://").is_some_and(|(_, rest)| !rest.contains(['/', '?', '#', '@']));
     let parsed = url::Url::parse(origin);
-    let host_ok = parsed
-        .as_ref()
-        .is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    let host_ok = parsed.as_ref().is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
     if !authority_only || !host_ok {
-        errs.push(
-            path,
-            format!("{origin:?} is not an origin; {hint} (no path, query or user)"),
-        );
+        errs.push(path, format!("{origin:?} is not an origin; {hint} (no path, query or user)"));
     }
 }

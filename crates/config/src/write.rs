@@ -9,20 +9,16 @@ use crate::run_config::RunConfig;
 impl RunConfig {
     /// Pretty JSON with a trailing newline.
     pub fn to_json_pretty(&self) -> Result<String, ConfigError> {
-        let mut text = serde_json::to_string_pretty(self).map_err(|e| ConfigError::Serialize {
-            format: Format::Json,
-            message: e.to_string(),
-        })?;
+        let mut text = serde_json::to_string_pretty(self)
+            .map_err(|e| ConfigError::Serialize { format: Format::Json, message: e.to_string() })?;
         text.push('\n');
         Ok(text)
     }
 
     /// YAML text.
     pub fn to_yaml(&self) -> Result<String, ConfigError> {
-        serde_saphyr::to_string(self).map_err(|e| ConfigError::Serialize {
-            format: Format::Yaml,
-            message: e.to_string(),
-        })
+        serde_saphyr::to_string(self)
+            .map_err(|e| ConfigError::Serialize { format: Format::Yaml, message: e.to_string() })
     }
 
     /// Text in the given format.
@@ -40,19 +36,12 @@ impl RunConfig {
         let path = path.as_ref();
         let format = Format::for_path(path).unwrap_or(Format::Json);
         let text = self.to_string_as(format)?;
-        let io_err = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| ConfigError::Io { path: path.to_path_buf(), source };
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".runconfig-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(io_err)?;
+        let mut tmp = tempfile::Builder::new().prefix(".runconfig-").suffix(".tmp").tempfile_in(dir).map_err(io_err)?;
         tmp.write_all(text.as_bytes()).map_err(io_err)?;
         tmp.as_file().sync_all().map_err(io_err)?;
         tmp.persist(path).map_err(|e| io_err(e.error))?;

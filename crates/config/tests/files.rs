@@ -26,11 +26,7 @@ fn write_atomic_then_from_path_round_trips_in_each_format() {
         assert_eq!(RunConfig::from_path(&path).unwrap(), c, "{name}");
         let text = std::fs::read_to_string(&path).unwrap();
         let looks_json = text.starts_with('{');
-        assert_eq!(
-            looks_json,
-            !name.ends_with(".yaml") && !name.ends_with(".yml"),
-            "{name}: {text}"
-        );
+        assert_eq!(looks_json, !name.ends_with(".yaml") && !name.ends_with(".yml"), "{name}: {text}");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{name} may hold secrets");
     }
@@ -38,17 +34,9 @@ fn write_atomic_then_from_path_round_trips_in_each_format() {
     let mut changed = c.clone();
     changed.proxy.port = 9090;
     changed.write_atomic(dir.path().join("c.json")).unwrap();
-    assert_eq!(
-        RunConfig::from_path(dir.path().join("c.json"))
-            .unwrap()
-            .proxy
-            .port,
-        9090
-    );
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    assert_eq!(RunConfig::from_path(dir.path().join("c.json")).unwrap().proxy.port, 9090);
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["c.conf", "c.json", "c.yaml", "c.yml"]);
 }
@@ -72,16 +60,7 @@ fn extension_wins_over_content() {
     let path = dir.path().join("c.json");
     std::fs::write(&path, sample().to_yaml().unwrap()).unwrap();
     let err = RunConfig::from_path(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ConfigError::Parse {
-                format: apiary_config::Format::Json,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ConfigError::Parse { format: apiary_config::Format::Json, .. }), "{err:?}");
 }
 
 #[test]
@@ -90,10 +69,7 @@ fn missing_file_is_an_io_error_naming_the_file() {
     let path = dir.path().join("nope.yaml");
     let err = RunConfig::from_path(&path).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
-    assert!(
-        err.to_string().starts_with(&path.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&path.display().to_string()), "{err}");
 }
 
 #[test]
@@ -104,17 +80,12 @@ fn oversized_file_is_refused_without_parsing() {
     text.push_str(&"#".repeat(usize::try_from(MAX_FILE_BYTES).unwrap()));
     std::fs::write(&path, text).unwrap();
     let err = RunConfig::from_path(&path).unwrap_err();
-    assert!(
-        matches!(err, ConfigError::TooLarge { limit, .. } if limit == MAX_FILE_BYTES),
-        "{err:?}"
-    );
+    assert!(matches!(err, ConfigError::TooLarge { limit, .. } if limit == MAX_FILE_BYTES), "{err:?}");
 }
 
 #[test]
 fn write_into_missing_directory_fails_with_io_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = sample()
-        .write_atomic(dir.path().join("no/such/dir/c.json"))
-        .unwrap_err();
+    let err = sample().write_atomic(dir.path().join("no/such/dir/c.json")).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
 }

@@ -60,10 +60,7 @@ fn full_yaml_reads_every_field() {
     assert_eq!(c.stdio.max_session_children, 4);
     assert_eq!(c.limits.max_body_bytes, 1024);
     assert_eq!(c.limits.write_timeout(), std::time::Duration::from_secs(2));
-    assert_eq!(
-        c.restart.backoff_max(),
-        std::time::Duration::from_millis(1000)
-    );
+    assert_eq!(c.restart.backoff_max(), std::time::Duration::from_millis(1000));
     // The same document as JSON reads to the same value.
     let json = c.to_json_pretty().unwrap();
     assert_eq!(RunConfig::from_json_str(&json).unwrap(), c);
@@ -98,15 +95,11 @@ fn minimal_document_gets_documented_defaults() {
 fn port_out_of_range_is_named_with_its_path_in_both_formats() {
     let y = RunConfig::from_yaml_str(&yaml_with("proxy:\n  port: 70000\n"));
     let err = y.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "proxy.port: 70000 is not a port (0–65535) (line 8, column 9)"
-    );
+    assert_eq!(err.to_string(), "proxy.port: 70000 is not a port (0–65535) (line 8, column 9)");
     assert_eq!(err.field_path(), Some("proxy.port"));
 
-    let j = RunConfig::from_json_str(
-        r#"{"schemaVersion":"v1","name":"x","source":{"image":{"ref":"a"}},"targetPort":-1}"#,
-    );
+    let j =
+        RunConfig::from_json_str(r#"{"schemaVersion":"v1","name":"x","source":{"image":{"ref":"a"}},"targetPort":-1}"#);
     let (path, message, _) = parse_err(j);
     assert_eq!(path, "targetPort");
     assert_eq!(message, "-1 is not a port (0–65535)");
@@ -114,9 +107,7 @@ fn port_out_of_range_is_named_with_its_path_in_both_formats() {
 
 #[test]
 fn negative_and_huge_counts_are_named() {
-    let (path, message, _) = parse_err(RunConfig::from_yaml_str(&yaml_with(
-        "limits:\n  maxSessions: -5\n",
-    )));
+    let (path, message, _) = parse_err(RunConfig::from_yaml_str(&yaml_with("limits:\n  maxSessions: -5\n")));
     assert_eq!(path, "limits.maxSessions");
     assert_eq!(message, "-5 is not a whole number from 0 to 4294967295");
     let (path, _, _) = parse_err(RunConfig::from_json_str(
@@ -130,39 +121,23 @@ fn unknown_fields_name_their_path() {
     let cases = [
         ("bogus: 1\n", "bogus", "unknown field `bogus`"),
         ("proxy:\n  prot: 7\n", "proxy.prot", "unknown field `prot`"),
-        (
-            "limits:\n  maxBody: 7\n",
-            "limits.maxBody",
-            "unknown field `maxBody`",
-        ),
-        (
-            "stdio:\n  stdioMode: auto\n",
-            "stdio.stdioMode",
-            "unknown field `stdioMode`",
-        ),
-        (
-            "restart:\n  max_restarts: 1\n",
-            "restart.max_restarts",
-            "unknown field `max_restarts`",
-        ),
+        ("limits:\n  maxBody: 7\n", "limits.maxBody", "unknown field `maxBody`"),
+        ("stdio:\n  stdioMode: auto\n", "stdio.stdioMode", "unknown field `stdioMode`"),
+        ("restart:\n  max_restarts: 1\n", "restart.max_restarts", "unknown field `max_restarts`"),
     ];
     for (extra, want_path, want_msg) in cases {
         let (path, message, shown) = parse_err(RunConfig::from_yaml_str(&yaml_with(extra)));
         assert_eq!(path, want_path, "{extra}");
         assert!(message.contains(want_msg), "{message}");
-        assert!(
-            shown.starts_with(&format!("{want_path}: unknown field")),
-            "{shown}"
-        );
+        assert!(shown.starts_with(&format!("{want_path}: unknown field")), "{shown}");
     }
     let (path, message, _) = parse_err(RunConfig::from_json_str(
         r#"{"schemaVersion":"v1","name":"x","source":{"package":{"ecosystem":"npx","nam":"p"}}}"#,
     ));
     assert_eq!(path, "source.package.nam");
     assert!(message.contains("unknown field `nam`"), "{message}");
-    let (path, _, _) = parse_err(RunConfig::from_json_str(
-        r#"{"schemaVersion":"v1","name":"x","source":{"docker":{"ref":"a"}}}"#,
-    ));
+    let (path, _, _) =
+        parse_err(RunConfig::from_json_str(r#"{"schemaVersion":"v1","name":"x","source":{"docker":{"ref":"a"}}}"#));
     assert_eq!(path, "source.docker");
 }
 
@@ -194,22 +169,15 @@ fn source_needs_exactly_one_member() {
     let two = yaml_with("").replace("source:\n", "source:\n  remote:\n    url: https://h/mcp\n");
     let (path, message, _) = parse_err(RunConfig::from_yaml_str(&two));
     assert_eq!(path, "source");
-    assert_eq!(
-        message,
-        "give exactly one of package, command, image or remote; package and remote were given"
-    );
-    let (path, message, _) = parse_err(RunConfig::from_json_str(
-        r#"{"schemaVersion":"v1","name":"x","source":{}}"#,
-    ));
+    assert_eq!(message, "give exactly one of package, command, image or remote; package and remote were given");
+    let (path, message, _) = parse_err(RunConfig::from_json_str(r#"{"schemaVersion":"v1","name":"x","source":{}}"#));
     assert_eq!(path, "source");
     assert!(message.ends_with("none was given"), "{message}");
 }
 
 #[test]
 fn missing_required_fields_are_named() {
-    let (path, message, _) = parse_err(RunConfig::from_json_str(
-        r#"{"schemaVersion":"v1","name":"x"}"#,
-    ));
+    let (path, message, _) = parse_err(RunConfig::from_json_str(r#"{"schemaVersion":"v1","name":"x"}"#));
     assert_eq!(path, ".");
     assert!(message.contains("missing field `source`"), "{message}");
     let (path, message, _) = parse_err(RunConfig::from_yaml_str("name: x\n"));
@@ -220,63 +188,38 @@ fn missing_required_fields_are_named() {
 #[test]
 fn unsupported_version_is_refused_before_unknown_fields() {
     let err = RunConfig::from_yaml_str("schemaVersion: v2\nname: x\nfutureField: 1\n").unwrap_err();
-    assert!(
-        matches!(&err, ConfigError::UnsupportedVersion { found, .. } if found == "v2"),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "schemaVersion: \"v2\" is not supported; supported versions: v1"
-    );
+    assert!(matches!(&err, ConfigError::UnsupportedVersion { found, .. } if found == "v2"), "{err:?}");
+    assert_eq!(err.to_string(), "schemaVersion: \"v2\" is not supported; supported versions: v1");
     let err = RunConfig::from_json_str(r#"{"schemaVersion":"v1beta1"}"#).unwrap_err();
-    assert!(
-        matches!(err, ConfigError::UnsupportedVersion { .. }),
-        "{err:?}"
-    );
-    let (path, _, _) = parse_err(RunConfig::from_json_str(
-        r#"{"schemaVersion":1,"name":"x","source":{"image":{"ref":"a"}}}"#,
-    ));
+    assert!(matches!(err, ConfigError::UnsupportedVersion { .. }), "{err:?}");
+    let (path, _, _) =
+        parse_err(RunConfig::from_json_str(r#"{"schemaVersion":1,"name":"x","source":{"image":{"ref":"a"}}}"#));
     assert_eq!(path, "schemaVersion");
 }
 
 #[test]
 fn syntax_errors_carry_line_and_column() {
-    let err = RunConfig::from_json_str("{\n  \"schemaVersion\": \"v1\",\n  \"name\": \"x\",\n}")
-        .unwrap_err();
+    let err = RunConfig::from_json_str("{\n  \"schemaVersion\": \"v1\",\n  \"name\": \"x\",\n}").unwrap_err();
     match &err {
-        ConfigError::Parse {
-            format: Format::Json,
-            line: Some(4),
-            column: Some(1),
-            ..
-        } => {}
+        ConfigError::Parse { format: Format::Json, line: Some(4), column: Some(1), .. } => {}
         other => panic!("unexpected {other:?}"),
     }
-    assert!(
-        err.to_string().starts_with("invalid JSON: trailing comma"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("invalid JSON: trailing comma"), "{err}");
 
     let err = RunConfig::from_yaml_str("schemaVersion: v1\nname: x\nname: y\n").unwrap_err();
     match &err {
-        ConfigError::Parse {
-            format: Format::Yaml,
-            line: Some(3),
-            message,
-            ..
-        } => assert!(message.contains("duplicate"), "{message}"),
+        ConfigError::Parse { format: Format::Yaml, line: Some(3), message, .. } => {
+            assert!(message.contains("duplicate"), "{message}")
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
 
 #[test]
 fn from_str_validates_but_parse_str_does_not() {
-    let text =
-        yaml_with("proxy:\n  endpointPrefix: api\n").replace("name: everything", "name: Bad");
+    let text = yaml_with("proxy:\n  endpointPrefix: api\n").replace("name: everything", "name: Bad");
     let err = RunConfig::from_yaml_str(&text).unwrap_err();
-    let ConfigError::Validation(v) = &err else {
-        panic!("expected validation error, got {err:?}")
-    };
+    let ConfigError::Validation(v) = &err else { panic!("expected validation error, got {err:?}") };
     assert_eq!(v.len(), 2);
     assert_eq!(err.field_path(), Some("name"));
     let parsed = RunConfig::parse_str(&text, Format::Yaml).unwrap();
@@ -285,10 +228,8 @@ fn from_str_validates_but_parse_str_does_not() {
 
 #[test]
 fn yaml_scalars_that_look_like_other_types_stay_strings() {
-    let c = RunConfig::from_yaml_str(&yaml_with(
-        "args: [\"yes\", \"null\", \"1.0\", \"~\"]\nenv:\n  A: \"true\"\n",
-    ))
-    .unwrap();
+    let c = RunConfig::from_yaml_str(&yaml_with("args: [\"yes\", \"null\", \"1.0\", \"~\"]\nenv:\n  A: \"true\"\n"))
+        .unwrap();
     assert_eq!(c.args, ["yes", "null", "1.0", "~"]);
     assert_eq!(c.env["A"], "true");
     let again = RunConfig::from_yaml_str(&c.to_yaml().unwrap()).unwrap();

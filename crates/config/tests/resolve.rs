@@ -12,25 +12,14 @@ fn line(c: &RunConfig) -> (String, Vec<String>) {
 
 #[test]
 fn transport_defaults_follow_the_source() {
-    for src in [
-        Source::npx("p"),
-        Source::uvx("p"),
-        Source::command("p", Vec::<String>::new()),
-        Source::image("i"),
-    ] {
+    for src in [Source::npx("p"), Source::uvx("p"), Source::command("p", Vec::<String>::new()), Source::image("i")] {
         let c = RunConfig::new("x", src);
         assert_eq!(c.effective_transport(), Transport::Stdio);
         assert!(!c.is_remote());
     }
     let cases = [
-        (
-            "https://fetch-mcp.example.com/mcp",
-            Transport::StreamableHttp,
-        ),
-        (
-            "https://fetch-mcp.example.com/fetch/mcp",
-            Transport::StreamableHttp,
-        ),
+        ("https://fetch-mcp.example.com/mcp", Transport::StreamableHttp),
+        ("https://fetch-mcp.example.com/fetch/mcp", Transport::StreamableHttp),
         ("https://h/sse", Transport::Sse),
         ("https://h/sse/", Transport::Sse),
         ("https://h/api/sse?token=1", Transport::Sse),
@@ -53,21 +42,11 @@ fn transport_defaults_follow_the_source() {
 
 #[test]
 fn npx_runs_with_yes_then_extra_args() {
-    let mut c = RunConfig::new(
-        "x",
-        Source::npx("@modelcontextprotocol/server-everything@2025.1.1"),
-    );
+    let mut c = RunConfig::new("x", Source::npx("@modelcontextprotocol/server-everything@2025.1.1"));
     c.args = vec!["stdio".into()];
     assert_eq!(
         line(&c),
-        (
-            "npx".into(),
-            vec![
-                "-y".into(),
-                "@modelcontextprotocol/server-everything@2025.1.1".into(),
-                "stdio".into()
-            ]
-        )
+        ("npx".into(), vec!["-y".into(), "@modelcontextprotocol/server-everything@2025.1.1".into(), "stdio".into()])
     );
 }
 
@@ -77,18 +56,8 @@ fn uvx_uses_its_own_syntax_for_exact_versions_and_from_for_the_rest() {
         ("mcp-server-time", &["mcp-server-time"]),
         ("mcp-server-time@0.6.2", &["mcp-server-time@0.6.2"]),
         ("mcp-server-time@latest", &["mcp-server-time@latest"]),
-        (
-            "mcp-server-time==0.6.2",
-            &["--from", "mcp-server-time==0.6.2", "mcp-server-time"],
-        ),
-        (
-            "mcp-server-fetch[cli]>=1.0,<2",
-            &[
-                "--from",
-                "mcp-server-fetch[cli]>=1.0,<2",
-                "mcp-server-fetch",
-            ],
-        ),
+        ("mcp-server-time==0.6.2", &["--from", "mcp-server-time==0.6.2", "mcp-server-time"]),
+        ("mcp-server-fetch[cli]>=1.0,<2", &["--from", "mcp-server-fetch[cli]>=1.0,<2", "mcp-server-fetch"]),
     ];
     for (spec, want) in cases {
         let mut c = RunConfig::new("x", Source::uvx(spec));
@@ -105,16 +74,6 @@ fn uvx_uses_its_own_syntax_for_exact_versions_and_from_for_the_rest() {
 fn command_args_come_before_extra_args() {
     let mut c = RunConfig::new("x", Source::command("/usr/bin/python3", ["server.py"]));
     c.args = vec!["--debug".into()];
-    assert_eq!(
-        line(&c),
-        (
-            "/usr/bin/python3".into(),
-            vec!["server.py".into(), "--debug".into()]
-        )
-    );
-    assert!(
-        RunConfig::new("x", Source::image("i"))
-            .command_line()
-            .is_none()
-    );
+    assert_eq!(line(&c), ("/usr/bin/python3".into(), vec!["server.py".into(), "--debug".into()]));
+    assert!(RunConfig::new("x", Source::image("i")).command_line().is_none());
 }

@@ -1,9 +1,7 @@
 //! Generated configurations survive struct -> JSON -> struct, struct -> YAML -> struct and JSON <-> YAML.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use apiary_config::{
-    Limits, ProxyMode, RestartPolicy, RunConfig, Source, StdioMode, Transport, bounds,
-};
+use apiary_config::{Limits, ProxyMode, RestartPolicy, RunConfig, Source, StdioMode, Transport, bounds};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -53,10 +51,8 @@ fn text() -> impl Strategy<Value = String> {
 fn source() -> impl Strategy<Value = Source> {
     prop_oneof![
         "(@[a-z]{1,8}/)?[a-z][a-z0-9-]{0,15}(@[0-9]\\.[0-9]\\.[0-9])?".prop_map(Source::npx),
-        "[a-z]([a-z0-9-]{0,14}[a-z0-9])?(@[0-9]\\.[0-9]|==[0-9]\\.[0-9]|\\[x\\]>=1)?"
-            .prop_map(Source::uvx),
-        ("/[a-z/]{1,20}", prop::collection::vec(text(), 0..4))
-            .prop_map(|(p, a)| Source::command(p, a)),
+        "[a-z]([a-z0-9-]{0,14}[a-z0-9])?(@[0-9]\\.[0-9]|==[0-9]\\.[0-9]|\\[x\\]>=1)?".prop_map(Source::uvx),
+        ("/[a-z/]{1,20}", prop::collection::vec(text(), 0..4)).prop_map(|(p, a)| Source::command(p, a)),
         "[a-z]{1,8}(\\.[a-z]{2,3})?/[a-z]{1,8}(:[a-z0-9.]{1,6})?".prop_map(Source::image),
         "https?://[a-z]{1,10}(:[0-9]{2,4})?(/[a-z]{1,5}){0,3}(/sse|/mcp)?".prop_map(Source::remote),
     ]

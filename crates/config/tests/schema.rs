@@ -51,33 +51,23 @@ fn check(root: &Value, schema: &Value, value: &Value, path: &str) {
         let fits = |b: &Value| {
             let b = resolve(root, b);
             match (value, b.get("properties")) {
-                (Value::Object(m), Some(Value::Object(props))) => {
-                    m.keys().all(|k| props.contains_key(k))
-                }
-                (Value::String(s), _) => {
-                    b.get("const").is_none_or(|c| c == s) && b.get("type") != Some(&"null".into())
-                }
+                (Value::Object(m), Some(Value::Object(props))) => m.keys().all(|k| props.contains_key(k)),
+                (Value::String(s), _) => b.get("const").is_none_or(|c| c == s) && b.get("type") != Some(&"null".into()),
                 (Value::Null, _) => b.get("type") == Some(&"null".into()),
                 _ => b.get("properties").is_none() && b.get("const").is_none(),
             }
         };
-        let branch = branches
-            .iter()
-            .find(|b| fits(b))
-            .unwrap_or_else(|| panic!("{path}: no branch fits {value}"));
+        let branch = branches.iter().find(|b| fits(b)).unwrap_or_else(|| panic!("{path}: no branch fits {value}"));
         return check(root, branch, value, path);
     }
     match value {
         Value::Object(m) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, v) in m {
-                    let sub = props
-                        .get(k)
-                        .unwrap_or_else(|| panic!("{path}.{k} is not in the schema"));
+                    let sub = props.get(k).unwrap_or_else(|| panic!("{path}.{k} is not in the schema"));
                     check(root, sub, v, &format!("{path}.{k}"));
                 }
-            } else if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object())
-            {
+            } else if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
                 for (k, v) in m {
                     check(root, extra, v, &format!("{path}.{k}"));
                 }
@@ -113,28 +103,16 @@ fn schema_describes_what_the_types_write() {
     ];
     samples[0].transport = Some(apiary_config::Transport::Sse);
     samples[0].env.insert("K".into(), "v".into());
-    samples[0]
-        .proxy
-        .allowed_origins
-        .push("https://a.example".into());
+    samples[0].proxy.allowed_origins.push("https://a.example".into());
     for c in &samples {
         c.validate().unwrap();
         let value = serde_json::to_value(c).unwrap();
         check(&root, &root, &value, "");
     }
     // The required list is exactly the fields without defaults.
-    assert_eq!(
-        root["required"],
-        serde_json::json!(["schemaVersion", "name", "source"])
-    );
+    assert_eq!(root["required"], serde_json::json!(["schemaVersion", "name", "source"]));
     assert_eq!(root["additionalProperties"], false);
     // Limits carry their validated range.
-    assert_eq!(
-        root["$defs"]["Limits"]["properties"]["maxSessions"]["minimum"],
-        1
-    );
-    assert_eq!(
-        root["$defs"]["Limits"]["properties"]["maxSessions"]["maximum"],
-        1_000_000
-    );
+    assert_eq!(root["$defs"]["Limits"]["properties"]["maxSessions"]["minimum"], 1);
+    assert_eq!(root["$defs"]["Limits"]["properties"]["maxSessions"]["maximum"], 1_000_000);
 }

@@ -9,18 +9,9 @@ use common::{assert_only_error, assert_valid, base, errors_of};
 #[test]
 fn base_and_defaults_are_valid() {
     assert_valid(&base());
-    assert_valid(&RunConfig::new(
-        "r",
-        Source::remote("https://example.com/mcp"),
-    ));
-    assert_valid(&RunConfig::new(
-        "i",
-        Source::image("ghcr.io/org/server:1.0"),
-    ));
-    assert_valid(&RunConfig::new(
-        "c",
-        Source::command("/usr/bin/python3", ["server.py"]),
-    ));
+    assert_valid(&RunConfig::new("r", Source::remote("https://example.com/mcp")));
+    assert_valid(&RunConfig::new("i", Source::image("ghcr.io/org/server:1.0")));
+    assert_valid(&RunConfig::new("c", Source::command("/usr/bin/python3", ["server.py"])));
     assert_valid(&RunConfig::new("u", Source::uvx("mcp-server-time")));
 }
 
@@ -34,17 +25,7 @@ fn name_rules() {
     let mut c = base();
     c.name = String::new();
     assert_only_error(&c, "name", "must not be empty");
-    for bad in [
-        "Everything",
-        "-a",
-        "a-",
-        ".a",
-        "a_",
-        "a b",
-        "a/b",
-        "ünï",
-        &"a".repeat(64),
-    ] {
+    for bad in ["Everything", "-a", "a-", ".a", "a_", "a b", "a/b", "ünï", &"a".repeat(64)] {
         let mut c = base();
         c.name = bad.to_owned();
         assert_only_error(&c, "name", "starting and ending with a letter or digit");
@@ -91,20 +72,14 @@ fn uvx_requirement_rules() {
         c.source = Source::uvx(ok);
         assert_valid(&c);
     }
-    for bad in [
-        "==1.2", "pkg@", "pkg@1 2", "pkg$", "_pkg", "pkg-", "pkg@1/2", "pkg/x",
-    ] {
+    for bad in ["==1.2", "pkg@", "pkg@1 2", "pkg$", "_pkg", "pkg-", "pkg@1/2", "pkg/x"] {
         c.source = Source::uvx(bad);
         let errs = errors_of(&c);
         assert_eq!(errs.len(), 1, "{bad}: {errs}");
         assert_eq!(errs.errors()[0].path, "source.package.name", "{bad}");
     }
     c.source = Source::uvx("pkg$");
-    assert_only_error(
-        &c,
-        "source.package.name",
-        "is not a Python package requirement",
-    );
+    assert_only_error(&c, "source.package.name", "is not a Python package requirement");
 }
 
 #[test]
@@ -207,14 +182,7 @@ fn env_name_and_value_rules() {
 #[test]
 fn proxy_host_rules() {
     let mut c = base();
-    for ok in [
-        "127.0.0.1",
-        "0.0.0.0",
-        "::1",
-        "::",
-        "localhost",
-        "my-host.example.com",
-    ] {
+    for ok in ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "my-host.example.com"] {
         c.proxy.host = ok.into();
         assert_valid(&c);
     }
@@ -253,11 +221,8 @@ fn endpoint_prefix_rules() {
 #[test]
 fn allowed_origin_rules() {
     let mut c = base();
-    c.proxy.allowed_origins = vec![
-        "https://app.example.com".into(),
-        "http://localhost:3000".into(),
-        "vscode-webview://abc123".into(),
-    ];
+    c.proxy.allowed_origins =
+        vec!["https://app.example.com".into(), "http://localhost:3000".into(), "vscode-webview://abc123".into()];
     assert_valid(&c);
     let cases = [
         ("*", "wildcards are not supported"),
@@ -280,11 +245,7 @@ fn stdio_max_session_children_bounds() {
     c.stdio.max_session_children = 0;
     assert_only_error(&c, "stdio.maxSessionChildren", "greater than 0");
     c.stdio.max_session_children = apiary_config::MAX_SESSION_CHILDREN + 1;
-    assert_only_error(
-        &c,
-        "stdio.maxSessionChildren",
-        "out of range; use 1–4096 children",
-    );
+    assert_only_error(&c, "stdio.maxSessionChildren", "out of range; use 1–4096 children");
     c.stdio.max_session_children = apiary_config::MAX_SESSION_CHILDREN;
     assert_valid(&c);
 }
@@ -293,55 +254,23 @@ type Setter = fn(&mut RunConfig, u64);
 
 fn limit_fields() -> Vec<(&'static str, apiary_config::Bound, Setter)> {
     vec![
-        ("limits.maxBodyBytes", bounds::MAX_BODY_BYTES, |c, v| {
-            c.limits.max_body_bytes = v
+        ("limits.maxBodyBytes", bounds::MAX_BODY_BYTES, |c, v| c.limits.max_body_bytes = v),
+        ("limits.maxLineBytes", bounds::MAX_LINE_BYTES, |c, v| c.limits.max_line_bytes = v),
+        ("limits.maxSessions", bounds::MAX_SESSIONS, |c, v| c.limits.max_sessions = u32::try_from(v).unwrap()),
+        ("limits.sessionIdleTtlSecs", bounds::SESSION_IDLE_TTL_SECS, |c, v| c.limits.session_idle_ttl_secs = v),
+        ("limits.maxQueuedPerSession", bounds::MAX_QUEUED_PER_SESSION, |c, v| {
+            c.limits.max_queued_per_session = u32::try_from(v).unwrap()
         }),
-        ("limits.maxLineBytes", bounds::MAX_LINE_BYTES, |c, v| {
-            c.limits.max_line_bytes = v
+        ("limits.eventBufferBytes", bounds::EVENT_BUFFER_BYTES, |c, v| c.limits.event_buffer_bytes = v),
+        ("limits.requestTimeoutSecs", bounds::REQUEST_TIMEOUT_SECS, |c, v| c.limits.request_timeout_secs = v),
+        ("limits.writeTimeoutSecs", bounds::WRITE_TIMEOUT_SECS, |c, v| c.limits.write_timeout_secs = v),
+        ("restart.maxRestarts", bounds::MAX_RESTARTS, |c, v| c.restart.max_restarts = u32::try_from(v).unwrap()),
+        ("restart.windowSecs", bounds::WINDOW_SECS, |c, v| c.restart.window_secs = v),
+        ("restart.backoffInitialMs", bounds::BACKOFF_INITIAL_MS, |c, v| {
+            // Keep the max ≥ initial so only the bound under test can fail.
+            c.restart.backoff_initial_ms = v;
+            c.restart.backoff_max_ms = bounds::BACKOFF_MAX_MS.max;
         }),
-        ("limits.maxSessions", bounds::MAX_SESSIONS, |c, v| {
-            c.limits.max_sessions = u32::try_from(v).unwrap()
-        }),
-        (
-            "limits.sessionIdleTtlSecs",
-            bounds::SESSION_IDLE_TTL_SECS,
-            |c, v| c.limits.session_idle_ttl_secs = v,
-        ),
-        (
-            "limits.maxQueuedPerSession",
-            bounds::MAX_QUEUED_PER_SESSION,
-            |c, v| c.limits.max_queued_per_session = u32::try_from(v).unwrap(),
-        ),
-        (
-            "limits.eventBufferBytes",
-            bounds::EVENT_BUFFER_BYTES,
-            |c, v| c.limits.event_buffer_bytes = v,
-        ),
-        (
-            "limits.requestTimeoutSecs",
-            bounds::REQUEST_TIMEOUT_SECS,
-            |c, v| c.limits.request_timeout_secs = v,
-        ),
-        (
-            "limits.writeTimeoutSecs",
-            bounds::WRITE_TIMEOUT_SECS,
-            |c, v| c.limits.write_timeout_secs = v,
-        ),
-        ("restart.maxRestarts", bounds::MAX_RESTARTS, |c, v| {
-            c.restart.max_restarts = u32::try_from(v).unwrap()
-        }),
-        ("restart.windowSecs", bounds::WINDOW_SECS, |c, v| {
-            c.restart.window_secs = v
-        }),
-        (
-            "restart.backoffInitialMs",
-            bounds::BACKOFF_INITIAL_MS,
-            |c, v| {
-                // Keep the max ≥ initial so only the bound under test can fail.
-                c.restart.backoff_initial_ms = v;
-                c.restart.backoff_max_ms = bounds::BACKOFF_MAX_MS.max;
-            },
-        ),
         ("restart.backoffMaxMs", bounds::BACKOFF_MAX_MS, |c, v| {
             c.restart.backoff_initial_ms = 1;
             c.restart.backoff_max_ms = v;
@@ -358,18 +287,10 @@ fn every_limit_has_bounds_checked_at_its_path() {
         set(&mut c, bound.max);
         assert_valid(&c);
         set(&mut c, bound.max + 1);
-        assert_only_error(
-            &c,
-            path,
-            &format!("use {}–{} {}", bound.min, bound.max, bound.unit),
-        );
+        assert_only_error(&c, path, &format!("use {}–{} {}", bound.min, bound.max, bound.unit));
         if bound.min > 0 {
             set(&mut c, 0);
-            assert_only_error(
-                &c,
-                path,
-                "0 is not allowed: every bound must be greater than 0",
-            );
+            assert_only_error(&c, path, "0 is not allowed: every bound must be greater than 0");
         }
     }
 }
@@ -384,16 +305,8 @@ fn zero_restarts_means_never_restart_and_is_valid() {
 #[test]
 fn backoff_max_must_not_be_below_initial() {
     let mut c = base();
-    c.restart = RestartPolicy {
-        backoff_initial_ms: 5000,
-        backoff_max_ms: 1000,
-        ..RestartPolicy::default()
-    };
-    assert_only_error(
-        &c,
-        "restart.backoffMaxMs",
-        "less than restart.backoffInitialMs (5000)",
-    );
+    c.restart = RestartPolicy { backoff_initial_ms: 5000, backoff_max_ms: 1000, ..RestartPolicy::default() };
+    assert_only_error(&c, "restart.backoffMaxMs", "less than restart.backoffInitialMs (5000)");
 }
 
 #[test]
@@ -404,41 +317,23 @@ fn all_errors_are_collected_in_field_order() {
     c.transport = Some(Transport::Stdio);
     c.env.insert("1BAD".into(), "v".into());
     c.proxy.endpoint_prefix = "api".into();
-    c.limits = Limits {
-        max_sessions: 0,
-        ..Limits::default()
-    };
+    c.limits = Limits { max_sessions: 0, ..Limits::default() };
     let errs = errors_of(&c);
     let paths: Vec<&str> = errs.errors().iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        [
-            "name",
-            "source.remote.url",
-            "transport",
-            "env.1BAD",
-            "proxy.endpointPrefix",
-            "limits.maxSessions"
-        ]
+        ["name", "source.remote.url", "transport", "env.1BAD", "proxy.endpointPrefix", "limits.maxSessions"]
     );
     // Display: one line per error, each "path: message".
     let shown = errs.to_string();
     assert_eq!(shown.lines().count(), 6, "{shown}");
-    assert!(
-        shown
-            .lines()
-            .all(|l| paths.iter().any(|p| l.starts_with(&format!("{p}: "))))
-    );
+    assert!(shown.lines().all(|l| paths.iter().any(|p| l.starts_with(&format!("{p}: ")))));
     assert!(errs.at("env.1BAD").is_some());
 }
 
 #[test]
 fn builder_validates() {
-    let err = RunConfig::builder("x", Source::npx("pkg"))
-        .proxy_port(8080)
-        .env("1BAD", "v")
-        .build()
-        .unwrap_err();
+    let err = RunConfig::builder("x", Source::npx("pkg")).proxy_port(8080).env("1BAD", "v").build().unwrap_err();
     assert_eq!(err.errors()[0].path, "env.1BAD");
     let ok = RunConfig::builder("x", Source::npx("pkg"))
         .group("team")

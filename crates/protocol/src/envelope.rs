@@ -49,9 +49,7 @@ impl RequestId {
     pub fn from_json(raw: &str) -> Option<RequestId> {
         let raw = raw.trim();
         if raw.starts_with('"') {
-            return serde_json::from_str::<String>(raw)
-                .ok()
-                .map(|s| RequestId::Str(s.into()));
+            return serde_json::from_str::<String>(raw).ok().map(|s| RequestId::Str(s.into()));
         }
         let digits = raw.strip_prefix('-').unwrap_or(raw);
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -126,21 +124,17 @@ impl Message {
 
     /// Parses a message whose bytes already passed [`check_text`].
     fn parse_checked(bytes: Bytes) -> Result<Message, ParseError> {
-        let env: RawEnvelope<'_> =
-            serde_json::from_slice(&bytes).map_err(|e| ParseError::from_serde(&bytes, &e))?;
+        let env: RawEnvelope<'_> = serde_json::from_slice(&bytes).map_err(|e| ParseError::from_serde(&bytes, &e))?;
         let whole: &[u8] = &bytes;
 
         // The id is echoed in errors only when it is a string or an integer.
         let id_text = env.id.map(RawValue::get);
-        let echo_id = id_text
-            .filter(|t| RequestId::from_json(t).is_some())
-            .map(str::to_owned);
+        let echo_id = id_text.filter(|t| RequestId::from_json(t).is_some()).map(str::to_owned);
         let invalid = |msg: &str| ParseError::invalid_request(msg, echo_id.clone());
 
         match env.jsonrpc.map(RawValue::get) {
             Some("\"2.0\"") => {}
-            Some(other) if serde_json::from_str::<String>(other).ok().as_deref() == Some("2.0") => {
-            }
+            Some(other) if serde_json::from_str::<String>(other).ok().as_deref() == Some("2.0") => {}
             Some(_) => return Err(invalid("jsonrpc must be \"2.0\"")),
             None => return Err(invalid("jsonrpc member missing")),
         }
@@ -149,9 +143,7 @@ impl Message {
 
         let kind = match (env.method, env.result, env.error) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(invalid(
-                    "a message cannot carry both method and result/error",
-                ));
+                return Err(invalid("a message cannot carry both method and result/error"));
             }
             (None, Some(_), Some(_)) => {
                 return Err(invalid("a response cannot carry both result and error"));
@@ -160,11 +152,7 @@ impl Message {
                 if !id_ok {
                     return Err(invalid("id must be a string or an integer"));
                 }
-                if id_text.is_some() {
-                    Kind::Request
-                } else {
-                    Kind::Notification
-                }
+                if id_text.is_some() { Kind::Request } else { Kind::Notification }
             }
             (None, Some(_), None) => {
                 if id_text.is_none() || !id_ok {
@@ -191,14 +179,7 @@ impl Message {
         let id = env.id.filter(|_| !null_id).map(|r| span_of(whole, r.get()));
         let params = env.params.map(|r| span_of(whole, r.get()));
         let payload = env.result.or(env.error).map(|r| span_of(whole, r.get()));
-        Ok(Message {
-            kind,
-            id,
-            method,
-            params,
-            payload,
-            bytes,
-        })
+        Ok(Message { kind, id, method, params, payload, bytes })
     }
 
     /// Builds a message from bytes Apiary produced itself (trusted to be well formed).
@@ -206,14 +187,7 @@ impl Message {
         match Message::parse(bytes.clone()) {
             Ok(m) => m,
             // Our own serialiser never produces this; keep the bytes and call it a notification.
-            Err(_) => Message {
-                kind: Kind::Notification,
-                id: None,
-                method: None,
-                params: None,
-                payload: None,
-                bytes,
-            },
+            Err(_) => Message { kind: Kind::Notification, id: None, method: None, params: None, payload: None, bytes },
         }
     }
 
@@ -245,9 +219,7 @@ impl Message {
 
     fn slice(&self, r: &Option<Range<usize>>) -> Option<&str> {
         // The ranges were cut from text that passed UTF-8 validation at parse time.
-        r.as_ref()
-            .and_then(|r| self.bytes.get(r.clone()))
-            .and_then(|b| std::str::from_utf8(b).ok())
+        r.as_ref().and_then(|r| self.bytes.get(r.clone())).and_then(|b| std::str::from_utf8(b).ok())
     }
 
     /// The id exactly as it was written (`7`, `"abc"`), if any.
@@ -313,9 +285,7 @@ fn splice(whole: &Bytes, range: Range<usize>, with: &[u8]) -> Bytes {
 pub fn check_text(bytes: &[u8]) -> Result<(), ParseError> {
     if let Err(e) = std::str::from_utf8(bytes) {
         return Err(ParseError::new(
-            ParseErrorKind::Parse {
-                offset: e.valid_up_to(),
-            },
+            ParseErrorKind::Parse { offset: e.valid_up_to() },
             format!("Parse error: invalid UTF-8 at byte {}", e.valid_up_to()),
         ));
     }
@@ -391,16 +361,10 @@ pub fn parse_body(bytes: Bytes) -> Result<Body, ParseError> {
     if first != Some(&b'[') {
         return Message::parse_checked(bytes).map(Body::Single);
     }
-    let members: Vec<&RawValue> =
-        serde_json::from_slice(&bytes).map_err(|e| ParseError::from_serde(&bytes, &e))?;
+    let members: Vec<&RawValue> = serde_json::from_slice(&bytes).map_err(|e| ParseError::from_serde(&bytes, &e))?;
     let whole: &[u8] = &bytes;
     let spans: Vec<Range<usize>> = members.iter().map(|m| span_of(whole, m.get())).collect();
-    Ok(Body::Batch(
-        spans
-            .into_iter()
-            .map(|r| Message::parse_checked(bytes.slice(r)))
-            .collect(),
-    ))
+    Ok(Body::Batch(spans.into_iter().map(|r| Message::parse_checked(bytes.slice(r))).collect()))
 }
 
 #[cfg(test)]
@@ -413,8 +377,7 @@ mod tests {
 
     #[test]
     fn request_members_are_found() {
-        let m = parse(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#)
-            .unwrap();
+        let m = parse(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#).unwrap();
         assert_eq!(m.kind(), Kind::Request);
         assert_eq!(m.id_raw(), Some("7"));
         assert_eq!(m.id(), Some(RequestId::Int(7)));
@@ -433,24 +396,13 @@ mod tests {
             r#"{ "jsonrpc" : "2.0", "id" : 42, "method":"x", "extra": [1,2] }"#
         );
         let back = Message::parse(out).unwrap();
-        assert_eq!(
-            back.with_id(m.id_raw().unwrap()),
-            Bytes::copy_from_slice(text.as_bytes())
-        );
+        assert_eq!(back.with_id(m.id_raw().unwrap()), Bytes::copy_from_slice(text.as_bytes()));
     }
 
     #[test]
     fn kinds() {
-        assert_eq!(
-            parse(r#"{"jsonrpc":"2.0","method":"n"}"#).unwrap().kind(),
-            Kind::Notification
-        );
-        assert_eq!(
-            parse(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
-                .unwrap()
-                .kind(),
-            Kind::Response
-        );
+        assert_eq!(parse(r#"{"jsonrpc":"2.0","method":"n"}"#).unwrap().kind(), Kind::Notification);
+        assert_eq!(parse(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).unwrap().kind(), Kind::Response);
         let e = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#).unwrap();
         assert_eq!(e.kind(), Kind::Error);
         assert_eq!(e.id(), None);
@@ -509,14 +461,8 @@ mod tests {
         assert_eq!(e.kind(), &ParseErrorKind::TooDeep);
         let e = parse_body(Bytes::from(deep)).unwrap_err();
         assert_eq!(e.kind(), &ParseErrorKind::TooDeep);
-        let deep_obj = format!(
-            r#"{{"jsonrpc":"2.0","method":"x","params":{}}}"#,
-            "{\"a\":".repeat(200_000)
-        );
-        assert_eq!(
-            parse(&deep_obj).unwrap_err().kind(),
-            &ParseErrorKind::TooDeep
-        );
+        let deep_obj = format!(r#"{{"jsonrpc":"2.0","method":"x","params":{}}}"#, "{\"a\":".repeat(200_000));
+        assert_eq!(parse(&deep_obj).unwrap_err().kind(), &ParseErrorKind::TooDeep);
     }
 
     #[test]
@@ -524,16 +470,12 @@ mod tests {
         let body = Bytes::from_static(
             br#"[{"jsonrpc":"2.0","id":1,"method":"a"}, {"bad":1}, {"jsonrpc":"2.0","method":"n"}]"#,
         );
-        let Body::Batch(members) = parse_body(body).unwrap() else {
-            panic!("not a batch")
-        };
+        let Body::Batch(members) = parse_body(body).unwrap() else { panic!("not a batch") };
         assert_eq!(members.len(), 3);
         assert_eq!(members[0].as_ref().unwrap().method(), Some("a"));
         assert!(members[1].is_err());
         assert!(members[2].as_ref().unwrap().is_notification());
-        let Body::Batch(empty) = parse_body(Bytes::from_static(b" [] ")).unwrap() else {
-            panic!()
-        };
+        let Body::Batch(empty) = parse_body(Bytes::from_static(b" [] ")).unwrap() else { panic!() };
         assert!(empty.is_empty());
     }
 }

@@ -30,19 +30,11 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(kind: ParseErrorKind, message: String) -> Self {
-        ParseError {
-            kind,
-            message,
-            id: None,
-        }
+        ParseError { kind, message, id: None }
     }
 
     pub(crate) fn invalid_request(message: &str, id: Option<String>) -> Self {
-        ParseError {
-            kind: ParseErrorKind::InvalidRequest,
-            message: format!("Invalid Request: {message}"),
-            id,
-        }
+        ParseError { kind: ParseErrorKind::InvalidRequest, message: format!("Invalid Request: {message}"), id }
     }
 
     /// Classifies a serde_json failure: syntax → -32700, shape → -32600.
@@ -52,10 +44,7 @@ impl ParseError {
         if text.starts_with("recursion limit exceeded") {
             return ParseError::new(
                 ParseErrorKind::TooDeep,
-                format!(
-                    "Parse error: nesting deeper than {}",
-                    crate::envelope::MAX_DEPTH
-                ),
+                format!("Parse error: nesting deeper than {}", crate::envelope::MAX_DEPTH),
             );
         }
         match e.classify() {
@@ -141,31 +130,16 @@ struct ErrorResponse<'a> {
 
 /// A JSON-RPC error response originated by Apiary. `id` is JSON text (`7`, `"a"`); when it
 /// is `None` the response has no `id` member at all (bad-input.md, rule 2).
-pub fn error_response(
-    id: Option<&str>,
-    code: i32,
-    message: &str,
-    data: Option<&serde_json::Value>,
-) -> Bytes {
+pub fn error_response(id: Option<&str>, code: i32, message: &str, data: Option<&serde_json::Value>) -> Bytes {
     let raw_id: Option<Box<RawValue>> = id.and_then(|t| RawValue::from_string(t.to_owned()).ok());
-    let body = ErrorResponse {
-        jsonrpc: "2.0",
-        id: raw_id.as_deref(),
-        error: ErrorObject {
-            code,
-            message,
-            data,
-        },
-    };
+    let body = ErrorResponse { jsonrpc: "2.0", id: raw_id.as_deref(), error: ErrorObject { code, message, data } };
     // Serialising plain structs of strings and numbers cannot fail.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// A JSON-RPC success response originated by Apiary, `result` given as JSON text.
 pub fn result_response(id: &str, result: &str) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
-    ))
+    Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#))
 }
 
 #[cfg(test)]
@@ -175,16 +149,10 @@ mod tests {
     #[test]
     fn error_response_shapes() {
         let b = error_response(Some("7"), -32600, "bad", None);
-        assert_eq!(
-            &b[..],
-            br#"{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"bad"}}"#
-        );
+        assert_eq!(&b[..], br#"{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"bad"}}"#);
         let data = serde_json::json!({"limit": 5});
         let b = error_response(None, -31002, "full", Some(&data));
-        assert_eq!(
-            &b[..],
-            br#"{"jsonrpc":"2.0","error":{"code":-31002,"message":"full","data":{"limit":5}}}"#
-        );
+        assert_eq!(&b[..], br#"{"jsonrpc":"2.0","error":{"code":-31002,"message":"full","data":{"limit":5}}}"#);
     }
 
     #[test]

@@ -15,8 +15,7 @@ pub const TOOLS_CALL: &str = "tools/call";
 pub const SERVER_DISCOVER: &str = "server/discover";
 
 /// Requests a server sends to its client (legacy eras).
-pub const SERVER_TO_CLIENT_REQUESTS: [&str; 3] =
-    ["sampling/createMessage", "elicitation/create", "roots/list"];
+pub const SERVER_TO_CLIENT_REQUESTS: [&str; 3] = ["sampling/createMessage", "elicitation/create", "roots/list"];
 
 /// Legacy requests that only make sense inside a session (bad-input.md, row 12).
 pub fn needs_session(method: &str) -> bool {

@@ -36,12 +36,8 @@ impl Revision {
     ];
 
     /// The legacy revisions, oldest first.
-    pub const LEGACY: [Revision; 4] = [
-        Revision::V2024_11_05,
-        Revision::V2025_03_26,
-        Revision::V2025_06_18,
-        Revision::V2025_11_25,
-    ];
+    pub const LEGACY: [Revision; 4] =
+        [Revision::V2024_11_05, Revision::V2025_03_26, Revision::V2025_06_18, Revision::V2025_11_25];
 
     /// The newest legacy revision: what Apiary offers in an `initialize` it sends.
     pub const LATEST_LEGACY: Revision = Revision::V2025_11_25;
@@ -98,10 +94,7 @@ impl FromStr for Revision {
     type Err = UnknownRevision;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Revision::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRevision(s.to_owned()))
+        Revision::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRevision(s.to_owned()))
     }
 }
 

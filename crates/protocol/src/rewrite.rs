@@ -19,10 +19,7 @@ pub struct IdMap<V> {
 
 impl<V> Default for IdMap<V> {
     fn default() -> Self {
-        IdMap {
-            next: 1,
-            pending: HashMap::new(),
-        }
+        IdMap { next: 1, pending: HashMap::new() }
     }
 }
 
@@ -52,11 +49,7 @@ impl<V> IdMap<V> {
 
     /// Removes the first entry matching `pred` and returns its id and value.
     pub fn remove_where(&mut self, mut pred: impl FnMut(&V) -> bool) -> Option<(u64, V)> {
-        let key = self
-            .pending
-            .iter()
-            .find(|(_, v)| pred(v))
-            .map(|(k, _)| *k)?;
+        let key = self.pending.iter().find(|(_, v)| pred(v)).map(|(k, _)| *k)?;
         self.pending.remove(&key).map(|v| (key, v))
     }
 
@@ -173,31 +166,23 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"t1"}}}"#,
         );
         assert_eq!(request_progress_token(&m), Some(Value::from("t1")));
-        let out = msg(std::str::from_utf8(
-            &with_request_progress_token(&m, Value::from(99)).unwrap(),
-        )
-        .unwrap());
+        let out = msg(std::str::from_utf8(&with_request_progress_token(&m, Value::from(99)).unwrap()).unwrap());
         assert_eq!(request_progress_token(&out), Some(Value::from(99)));
         assert_eq!(out.method(), Some("tools/call"));
         let none = msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
         assert_eq!(request_progress_token(&none), None);
 
-        let n = msg(
-            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":99,"progress":1}}"#,
-        );
+        let n =
+            msg(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":99,"progress":1}}"#);
         assert_eq!(notification_progress_token(&n), Some(Value::from(99)));
-        let back = msg(std::str::from_utf8(
-            &with_notification_progress_token(&n, Value::from("t1")).unwrap(),
-        )
-        .unwrap());
+        let back = msg(std::str::from_utf8(&with_notification_progress_token(&n, Value::from("t1")).unwrap()).unwrap());
         assert_eq!(notification_progress_token(&back), Some(Value::from("t1")));
     }
 
     #[test]
     fn cancellations_are_rewritten() {
-        let c = msg(
-            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"abc","reason":"r"}}"#,
-        );
+        let c =
+            msg(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"abc","reason":"r"}}"#);
         assert_eq!(cancelled_request_id(&c), Some(RequestId::Str("abc".into())));
         let out = msg(std::str::from_utf8(&with_cancelled_request_id(&c, "17").unwrap()).unwrap());
         assert_eq!(cancelled_request_id(&out), Some(RequestId::Int(17)));

@@ -6,10 +6,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 fn id_strategy() -> impl Strategy<Value = RequestId> {
-    prop_oneof![
-        any::<i64>().prop_map(RequestId::Int),
-        ".{0,16}".prop_map(|s| RequestId::Str(s.into())),
-    ]
+    prop_oneof![any::<i64>().prop_map(RequestId::Int), ".{0,16}".prop_map(|s| RequestId::Str(s.into())),]
 }
 
 fn extra_strategy() -> impl Strategy<Value = serde_json::Value> {

@@ -29,6 +29,8 @@ pub enum Refusal {
     InvalidRequest { message: String, id: Option<String> },
     #[error("session not found")]
     SessionNotFound,
+    #[error("events after this id were evicted")]
+    ResumeGap,
     #[error("unsupported MCP-Protocol-Version")]
     UnsupportedVersion,
     #[error("session limit reached")]
@@ -57,6 +59,7 @@ impl Refusal {
             Refusal::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Refusal::Parse(_) | Refusal::InvalidRequest { .. } | Refusal::UnsupportedVersion => StatusCode::BAD_REQUEST,
             Refusal::SessionNotFound => StatusCode::NOT_FOUND,
+            Refusal::ResumeGap => StatusCode::CONFLICT,
             Refusal::LimitReached { .. } | Refusal::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::QueueFull { in_session: true, .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::QueueFull { in_session: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,6 +82,7 @@ impl Refusal {
                 error_response(None, codes::INVALID_REQUEST, &self.to_string(), Some(&data))
             }
             Refusal::SessionNotFound => error_response(None, codes::SESSION_NOT_FOUND, "session not found", None),
+            Refusal::ResumeGap => error_response(None, codes::RESUME_GAP, &self.to_string(), None),
             Refusal::LimitReached { .. } => error_response(None, codes::LIMIT_REACHED, "session limit reached", None),
             Refusal::QueueFull { .. } => error_response(None, codes::QUEUE_FULL, "queue full", None),
             Refusal::UpstreamUnavailable { id, .. } => {

@@ -9,6 +9,7 @@
 
 mod answer;
 mod edge;
+mod events;
 mod health;
 mod http_upstream;
 mod mux;

@@ -13,7 +13,7 @@ use apiary_protocol::{Message, codes, error_response, methods};
 use tokio::sync::mpsc;
 
 use crate::session::Session;
-use crate::stdio::{ChildSlot, Unsolicited};
+use crate::stdio::{ChildSlot, SlotEvent, SlotOptions, Unsolicited, UnsolicitedSink};
 
 /// Client capabilities that let a server ask its client something.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,14 +77,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ChildGroup {
-    /// A group around `slot`; starts the task that routes the child's unsolicited messages.
+    /// Starts a supervised child and the group that routes what it sends unasked.
     pub fn start(
-        slot: ChildSlot,
+        opts: SlotOptions,
         exclusive: bool,
         own_children: Option<Arc<AtomicUsize>>,
-        unsolicited: mpsc::Receiver<Unsolicited>,
+        events: mpsc::UnboundedSender<SlotEvent>,
     ) -> Arc<ChildGroup> {
-        let group = Arc::new(ChildGroup {
+        Arc::new_cyclic(|weak: &Weak<ChildGroup>| {
+            let weak = weak.clone();
+            let sink: UnsolicitedSink = Arc::new(move |u| {
+                if let Some(g) = weak.upgrade() {
+                    g.route(u);
+                }
+            });
+            ChildGroup::with_slot(ChildSlot::spawn(opts, sink, events), exclusive, own_children)
+        })
+    }
+
+    fn with_slot(slot: ChildSlot, exclusive: bool, own_children: Option<Arc<AtomicUsize>>) -> ChildGroup {
+        ChildGroup {
             slot,
             exclusive,
             sessions: Mutex::new(Vec::new()),
@@ -93,9 +105,7 @@ impl ChildGroup {
             sessionless: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             own_children,
-        });
-        tokio::spawn(route_loop(Arc::downgrade(&group), unsolicited));
-        group
+        }
     }
 
     pub fn attach(&self, s: &Arc<Session>) {
@@ -193,7 +203,7 @@ impl ChildGroup {
                 match target {
                     Some(s) => {
                         let id = m.id();
-                        s.deliver(m.into_bytes(), id);
+                        s.deliver(m.into_bytes(), id, true);
                     }
                     None => {
                         self.refused.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +223,7 @@ impl ChildGroup {
         let method = m.method().unwrap_or_default();
         if methods::is_list_changed(method) {
             for s in self.live() {
-                s.deliver(m.bytes().clone(), None);
+                s.deliver(m.bytes().clone(), None, false);
             }
             return;
         }
@@ -222,24 +232,17 @@ impl ChildGroup {
                 m.params_as::<serde_json::Value>().and_then(|p| p.get("uri")?.as_str().map(str::to_owned));
             for s in self.live() {
                 if self.exclusive || uri.as_deref().is_some_and(|u| s.is_subscribed(u)) {
-                    s.deliver(m.bytes().clone(), None);
+                    s.deliver(m.bytes().clone(), None, false);
                 }
             }
             return;
         }
         // Log lines and anything else may carry one client's data: owner only.
         match self.owner() {
-            Some(s) if method != methods::MESSAGE || s.wants_log(&m) => s.deliver(m.into_bytes(), None),
+            Some(s) if method != methods::MESSAGE || s.wants_log(&m) => s.deliver(m.into_bytes(), None, true),
             Some(_) => {}
             None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
         }
-    }
-}
-
-async fn route_loop(group: Weak<ChildGroup>, mut rx: mpsc::Receiver<Unsolicited>) {
-    while let Some(u) = rx.recv().await {
-        let Some(g) = group.upgrade() else { return };
-        g.route(u);
     }
 }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
+use crate::events::{EventLog, ResumeError};
 use crate::mux::{ChildGroup, ClientCaps, level_rank};
 use crate::stdio::Delivery;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,7 @@ pub struct Session {
     /// Cancelled when the session ends (DELETE or expiry): its streams close.
     pub closed: CancellationToken,
     state: Mutex<SessionState>,
-    next_event: AtomicU64,
+    events: Mutex<EventLog>,
     next_stream: AtomicU64,
 }
 
@@ -62,9 +63,38 @@ impl Session {
         self.state().last_seen = Some(Instant::now());
     }
 
-    /// A fresh SSE event id for this session: `<stream>-<seq>`.
-    pub fn event_id(&self, stream: u64) -> String {
-        format!("{stream}-{}", self.next_event.fetch_add(1, Ordering::Relaxed))
+    fn log(&self) -> MutexGuard<'_, EventLog> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new stream number for this session.
+    pub fn new_stream(&self) -> u64 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records a message event on `stream`; returns it encoded.
+    pub fn record(&self, stream: u64, frame: &[u8]) -> Bytes {
+        self.log().message(stream, frame)
+    }
+
+    /// Records a priming event on `stream`; returns it encoded.
+    pub fn prime(&self, stream: u64, retry_ms: u64) -> Bytes {
+        self.log().priming(stream, retry_ms)
+    }
+
+    /// Replays what followed `last_event_id` into `tx` and follows its stream.
+    pub fn resume(&self, last_event_id: &str, tx: &mpsc::Sender<Bytes>) -> Result<u64, ResumeError> {
+        self.log().resume(last_event_id, tx)
+    }
+
+    /// How many events the log holds (a resumer's channel must fit them all).
+    pub fn buffered_events(&self) -> usize {
+        self.log().buffered_len()
+    }
+
+    /// The producer of `stream` is done.
+    pub fn finish_stream(&self, stream: u64) {
+        self.log().finish_stream(stream);
     }
 
     pub fn has_in_flight(&self) -> bool {
@@ -137,11 +167,9 @@ impl Session {
         self.state().outstanding.remove(id)
     }
 
-    /// Opens a POST SSE stream; returns its number.
-    pub fn open_post_stream(&self, tx: mpsc::Sender<Delivery>) -> u64 {
-        let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
+    /// Registers POST SSE stream `n` for unsolicited messages while it is open.
+    pub fn open_post_stream(&self, n: u64, tx: mpsc::Sender<Delivery>) {
         self.state().post_streams.push((n, tx));
-        n
     }
 
     pub fn close_post_stream(&self, n: u64) {
@@ -150,8 +178,7 @@ impl Session {
 
     /// Opens the standalone GET stream (replacing an older one) and flushes the queue
     /// into it.
-    pub fn open_get_stream(&self, tx: mpsc::Sender<Delivery>) -> u64 {
-        let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
+    pub fn open_get_stream(&self, tx: mpsc::Sender<Delivery>) {
         let mut st = self.state();
         while let Some(m) = st.queued.pop_front() {
             if tx.try_send(m).is_err() {
@@ -159,7 +186,6 @@ impl Session {
             }
         }
         st.get_stream = Some(tx);
-        n
     }
 
     pub fn close_get_stream(&self) {
@@ -167,8 +193,11 @@ impl Session {
     }
 
     /// Delivers a message no request is waiting for: to the GET stream if open, else the
-    /// one open POST stream, else a bounded queue (mcp-brief.md, rule 19).
-    pub fn deliver(&self, frame: Bytes, server_request: Option<RequestId>) {
+    /// one open POST stream, else a bounded queue (mcp-brief.md, rule 19). Messages that
+    /// belong to a call in flight (log lines, server→client requests: `request_scoped`)
+    /// prefer that call's POST stream when exactly one is open, so they arrive in order
+    /// with its response.
+    pub fn deliver(&self, frame: Bytes, server_request: Option<RequestId>, request_scoped: bool) {
         let frame = Delivery { frame, is_response: false };
         let mut st = self.state();
         if let Some(id) = server_request {
@@ -178,10 +207,15 @@ impl Session {
         if st.get_stream.as_ref().is_some_and(|tx| tx.is_closed()) {
             st.get_stream = None;
         }
-        let target = st.get_stream.clone().or_else(|| match st.post_streams.as_slice() {
+        let one_post = match st.post_streams.as_slice() {
             [(_, only)] => Some(only.clone()),
             _ => None,
-        });
+        };
+        let target = if request_scoped {
+            one_post.or_else(|| st.get_stream.clone())
+        } else {
+            st.get_stream.clone().or(one_post)
+        };
         if let Some(tx) = target
             && tx.try_send(frame.clone()).is_ok()
         {
@@ -200,11 +234,12 @@ pub struct SessionTable {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     max: usize,
     idle_ttl: Duration,
+    event_bytes: usize,
 }
 
 impl SessionTable {
-    pub fn new(max: usize, idle_ttl: Duration) -> Self {
-        SessionTable { sessions: Mutex::new(HashMap::new()), max: max.max(1), idle_ttl }
+    pub fn new(max: usize, idle_ttl: Duration, event_bytes: usize) -> Self {
+        SessionTable { sessions: Mutex::new(HashMap::new()), max: max.max(1), idle_ttl, event_bytes }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
@@ -240,7 +275,7 @@ impl SessionTable {
             caps,
             closed: CancellationToken::new(),
             state: Mutex::new(SessionState::default()),
-            next_event: AtomicU64::new(1),
+            events: Mutex::new(EventLog::new(self.event_bytes)),
             next_stream: AtomicU64::new(1),
         });
         session.touch();

@@ -26,9 +26,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer::{self, Refusal};
 use crate::edge::{self, Accepts};
+use crate::events::ResumeError;
 use crate::mux::{ChildGroup, ClientCaps, level_rank};
 use crate::session::{Session, SessionTable};
-use crate::stdio::{ChildConn, ChildSlot, Delivery, SlotEvent, SlotOptions, UNSOLICITED_QUEUE};
+use crate::stdio::{ChildConn, Delivery, SlotEvent, SlotOptions};
 use apiary_config::StdioMode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -54,6 +55,7 @@ pub struct StdioFront {
     events: mpsc::UnboundedSender<SlotEvent>,
     max_body: usize,
     request_timeout: Duration,
+    write_timeout: Duration,
     max_queued: usize,
 }
 
@@ -70,11 +72,14 @@ impl StdioFront {
         } else {
             own_initialize_params(serde_json::json!({}))
         };
-        let (tx, rx) = mpsc::channel(UNSOLICITED_QUEUE);
         let opts = SlotOptions { shared: true, init_params, ..template.clone() };
-        let shared = ChildGroup::start(ChildSlot::spawn(opts, tx, events.clone()), false, None, rx);
+        let shared = ChildGroup::start(opts, false, None, events.clone());
         Arc::new(StdioFront {
-            sessions: SessionTable::new(limits.max_sessions as usize, limits.session_idle_ttl()),
+            sessions: SessionTable::new(
+                limits.max_sessions as usize,
+                limits.session_idle_ttl(),
+                limits.event_buffer_bytes as usize,
+            ),
             shared,
             mode,
             max_own_children: cfg.stdio.max_session_children as usize,
@@ -84,6 +89,7 @@ impl StdioFront {
             events,
             max_body: limits.max_body_bytes as usize,
             request_timeout: limits.request_timeout(),
+            write_timeout: limits.write_timeout(),
             max_queued: limits.max_queued_per_session as usize,
         })
     }
@@ -229,7 +235,7 @@ async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Resul
         None
     };
     let call = Call { session, sessionless, conn, waiting, immediate, batch, timeout: front.request_timeout };
-    if acc.sse_named || !acc.json { Ok(call.into_sse(rx)) } else { Ok(call.into_json(rx).await) }
+    if acc.sse_named || !acc.json { Ok(call.into_sse(rx, front.write_timeout)) } else { Ok(call.into_json(rx).await) }
 }
 
 /// Batches exist only in 2025-03-26, and may not hold `initialize` or mix requests with
@@ -465,33 +471,43 @@ impl Call {
         }
     }
 
-    /// Streams progress, server→client requests and the answers as SSE events, then closes.
-    fn into_sse(mut self, mut rx: mpsc::Receiver<Delivery>) -> Response {
+    /// Streams progress, server→client requests and the answers as SSE events, then
+    /// closes. Every event of a session is recorded in its event log first; if the client
+    /// goes away, or stops reading past the write timeout, the connection is dropped but the
+    /// call keeps running and its events wait in the log for a `GET` with `Last-Event-ID`:
+    /// in the legacy era a disconnect is not a cancellation (rows 20, 28).
+    fn into_sse(mut self, mut rx: mpsc::Receiver<Delivery>, write_timeout: Duration) -> Response {
         let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+        let session = self.session.clone();
+        let stream = session.as_ref().map(|s| s.new_stream());
         let (stream_tx, mut stream_rx) = mpsc::channel::<Delivery>(64);
-        let stream_no = self.session.as_ref().map(|s| s.open_post_stream(stream_tx));
+        if let (Some(s), Some(n)) = (&session, stream) {
+            s.open_post_stream(n, stream_tx);
+        }
         tokio::spawn(async move {
-            let session = self.session.clone();
-            let event = |frame: &[u8]| -> Bytes {
-                let id = session.as_ref().zip(stream_no).map(|(s, n)| s.event_id(n));
-                sse::message_event(id.as_deref(), frame)
+            let encode = |frame: &[u8]| match (&session, stream) {
+                (Some(s), Some(n)) => s.record(n, frame),
+                _ => sse::message_event(None, frame),
             };
-            if let (Some(s), Some(n)) = (&session, stream_no)
+            let mut out = Some(body_tx);
+            if let (Some(s), Some(n)) = (&session, stream)
                 && s.revision >= Revision::V2025_11_25
             {
-                let _ = body_tx.send(Ok(sse::priming_event(&s.event_id(n), RETRY_MS))).await;
+                send_event(&mut out, s.prime(n, RETRY_MS), write_timeout).await;
             }
             for f in std::mem::take(&mut self.immediate) {
-                let _ = body_tx.send(Ok(event(&f))).await;
+                send_event(&mut out, encode(&f), write_timeout).await;
             }
             let mut answered = Vec::new();
             let deadline = tokio::time::Instant::now() + self.timeout;
             while answered.len() < self.waiting.len() {
+                // Unsolicited messages first: the reader routes them before the response
+                // that follows them, and they must reach the client before it.
                 let next = tokio::select! {
+                    biased;
+                    Some(d) = stream_rx.recv() => Some(d),
                     d = rx.recv() => d,
-                    d = stream_rx.recv() => d,
                     () = tokio::time::sleep_until(deadline) => None,
-                    () = body_tx.closed() => None,
                 };
                 let Some(d) = next else { break };
                 if d.is_response
@@ -499,20 +515,37 @@ impl Call {
                 {
                     answered.push(id);
                 }
-                if body_tx.send(Ok(event(&d.frame))).await.is_err() {
-                    break;
+                send_event(&mut out, encode(&d.frame), write_timeout).await;
+                if out.is_none()
+                    && let (Some(s), Some(n)) = (&session, stream)
+                {
+                    // Detached: unsolicited messages must find another stream.
+                    s.close_post_stream(n);
                 }
             }
-            if !body_tx.is_closed() {
-                for f in self.time_out(&answered) {
-                    let _ = body_tx.send(Ok(event(&f))).await;
-                }
+            for f in self.time_out(&answered) {
+                send_event(&mut out, encode(&f), write_timeout).await;
             }
-            if let (Some(s), Some(n)) = (&session, stream_no) {
+            if let (Some(s), Some(n)) = (&session, stream) {
                 s.close_post_stream(n);
+                s.finish_stream(n);
             }
         });
         sse_response(body_rx)
+    }
+}
+
+/// Writes one event to a client stream; a client that is gone, or does not read within the
+/// write timeout, loses its connection (`out` becomes `None`), never the proxy's progress.
+async fn send_event(out: &mut Option<mpsc::Sender<Result<Bytes, Infallible>>>, event: Bytes, write_timeout: Duration) {
+    let Some(tx) = out else { return };
+    match tokio::time::timeout(write_timeout, tx.send(Ok(event))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => *out = None,
+        Err(_) => {
+            tracing::info!("closed an SSE stream whose client stopped reading");
+            *out = None;
+        }
     }
 }
 
@@ -582,9 +615,7 @@ async fn initialize(
     let group = if place(front, caps)? {
         let mut opts = front.slot_template.clone();
         opts.init_params = m.params_raw().unwrap_or("{}").to_owned();
-        let (tx, rx) = mpsc::channel(UNSOLICITED_QUEUE);
-        let slot = ChildSlot::spawn(opts, tx, front.events.clone());
-        ChildGroup::start(slot, true, Some(Arc::clone(&front.own_children)), rx)
+        ChildGroup::start(opts, true, Some(Arc::clone(&front.own_children)), front.events.clone())
     } else {
         Arc::clone(&front.shared)
     };
@@ -639,6 +670,8 @@ async fn initialize(
 }
 
 /// `GET /mcp`: the session's standalone stream for messages no request is waiting for.
+/// With `Last-Event-ID` it first resumes the stream that id belongs to: the events that
+/// followed it, then that stream's live events until it ends (rows 10, 20).
 async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
     if !edge::accepts_event_stream(headers) {
         return Err(Refusal::NotAcceptable("Accept must include text/event-stream"));
@@ -648,32 +681,71 @@ async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, R
     };
     let session = front.sessions.get(id).ok_or(Refusal::SessionNotFound)?;
     check_version(headers)?;
-    let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
-    let stream_no = session.open_get_stream(tx);
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    tokio::spawn(async move {
-        if session.revision >= Revision::V2025_11_25 {
-            let _ = body_tx.send(Ok(sse::priming_event(&session.event_id(stream_no), RETRY_MS))).await;
-        }
-        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
-        keep_alive.tick().await;
-        loop {
-            let out = tokio::select! {
-                d = rx.recv() => match d {
-                    Some(d) => sse::message_event(Some(&session.event_id(stream_no)), &d.frame),
-                    None => break,
-                },
-                _ = keep_alive.tick() => sse::keep_alive(),
-                () = session.closed.cancelled() => break,
-                () = body_tx.closed() => break,
-            };
-            if body_tx.send(Ok(out)).await.is_err() {
-                break;
+    let resumed = match header_str(headers, "last-event-id") {
+        None => None,
+        Some(last) => {
+            let (tx, rx) = mpsc::channel::<Bytes>(session.buffered_events() + 64);
+            match session.resume(last, &tx) {
+                Ok(_) => Some(rx),
+                Err(ResumeError::Unknown) => return Err(Refusal::invalid("unknown Last-Event-ID")),
+                Err(ResumeError::Evicted) => return Err(Refusal::ResumeGap),
             }
         }
-        session.close_get_stream();
+    };
+    let write_timeout = front.write_timeout;
+    let max_queued = front.max_queued.max(16);
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        let mut out = Some(body_tx);
+        if let Some(mut rx) = resumed {
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Some(ev) => send_event(&mut out, ev, write_timeout).await,
+                        None => break,
+                    },
+                    () = session.closed.cancelled() => return,
+                }
+                if out.is_none() {
+                    return;
+                }
+            }
+        }
+        standalone(&session, out, max_queued, write_timeout).await;
     });
     Ok(sse_response(body_rx))
+}
+
+/// The standalone stream: unsolicited messages for the session, recorded and sent, with
+/// keep-alive comments, until the client or the session goes away.
+async fn standalone(
+    session: &Arc<Session>,
+    mut out: Option<mpsc::Sender<Result<Bytes, Infallible>>>,
+    max_queued: usize,
+    write_timeout: Duration,
+) {
+    let n = session.new_stream();
+    let (tx, mut rx) = mpsc::channel::<Delivery>(max_queued);
+    session.open_get_stream(tx);
+    if session.revision >= Revision::V2025_11_25 {
+        send_event(&mut out, session.prime(n, RETRY_MS), write_timeout).await;
+    }
+    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+    keep_alive.tick().await;
+    while let Some(tx) = out.as_ref() {
+        let ev = tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => session.record(n, &d.frame),
+                None => break,
+            },
+            _ = keep_alive.tick() => sse::keep_alive(),
+            () = session.closed.cancelled() => break,
+            () = tx.closed() => break,
+        };
+        send_event(&mut out, ev, write_timeout).await;
+    }
+    session.close_get_stream();
+    session.finish_stream(n);
 }
 
 /// `DELETE /mcp`: ends the session, cancels its calls and stops its child (row 13).

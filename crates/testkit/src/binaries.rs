@@ -43,10 +43,7 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         .current_dir(workspace_root())
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
-    assert!(
-        status.success(),
-        "building {bin} failed; try `cargo build -p {package} --bin {bin}`"
-    );
+    assert!(status.success(), "building {bin} failed; try `cargo build -p {package} --bin {bin}`");
     let p = target.join("debug").join(bin);
     assert!(p.is_file(), "{} missing after the build", p.display());
     p
@@ -55,8 +52,7 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
 /// The fixture MCP server binary, `apiary-testkit-server`.
 pub fn testkit_server() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| binary("apiary-testkit", "apiary-testkit-server"))
-        .clone()
+    PATH.get_or_init(|| binary("apiary-testkit", "apiary-testkit-server")).clone()
 }
 
 /// The `apiary` binary.

@@ -31,9 +31,7 @@ pub fn parse_summary(output: &str) -> Option<Summary> {
         } else if let Some(rest) = line.strip_prefix("✗ ") {
             summary.failed.push(rest.to_owned());
         } else if let Some(rest) = line.strip_prefix("Total: ") {
-            let mut numbers = rest
-                .split(|c: char| !c.is_ascii_digit())
-                .filter(|part| !part.is_empty());
+            let mut numbers = rest.split(|c: char| !c.is_ascii_digit()).filter(|part| !part.is_empty());
             summary.total_checks_passed = numbers.next()?.parse().ok()?;
             summary.total_checks_failed = numbers.next()?.parse().ok()?;
             return Some(summary);
@@ -61,12 +59,8 @@ pub async fn run_server_suite(url: &str, requirements: &str) -> Summary {
         .expect("cannot run the conformance suite");
     let _ = std::fs::remove_dir_all(&workdir);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let text = format!(
-        "{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut summary =
-        parse_summary(&stdout).unwrap_or_else(|| panic!("no summary in the suite output:\n{text}"));
+    let text = format!("{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    let mut summary = parse_summary(&stdout).unwrap_or_else(|| panic!("no summary in the suite output:\n{text}"));
     summary.success = output.status.success();
     summary.output = text;
     summary
@@ -82,10 +76,7 @@ mod tests {
         let summary = parse_summary(text).unwrap();
         assert_eq!(summary.passed, vec!["ping"]);
         assert_eq!(summary.failed.len(), 1);
-        assert_eq!(
-            (summary.total_checks_passed, summary.total_checks_failed),
-            (3, 2)
-        );
+        assert_eq!((summary.total_checks_passed, summary.total_checks_failed), (3, 2));
         assert!(parse_summary("no summary here").is_none());
     }
 }

@@ -25,15 +25,10 @@ const FIX: &str = "run `cargo xtask test-env` (or `cargo xtask test`) first";
 /// If no candidate directory exists: the tools were never installed.
 pub fn tools_bin() -> PathBuf {
     let Some(dir) = locate_tools_bin(|key| std::env::var_os(key)) else {
-        panic!(
-            "cannot locate the test tools: neither {TOOLS_BIN_VAR}, {CACHE_VAR} nor HOME is set; {FIX}"
-        );
+        panic!("cannot locate the test tools: neither {TOOLS_BIN_VAR}, {CACHE_VAR} nor HOME is set; {FIX}");
     };
     if !dir.is_dir() {
-        panic!(
-            "the test tools directory {} does not exist; {FIX}",
-            dir.display()
-        );
+        panic!("the test tools directory {} does not exist; {FIX}", dir.display());
     }
     dir
 }
@@ -55,10 +50,7 @@ pub fn locate_tools_bin(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBu
 pub fn tool(name: &str) -> PathBuf {
     let path = tools_bin().join(name);
     if !path.exists() {
-        panic!(
-            "test tool `{name}` is missing from {}; {FIX}",
-            path.parent().unwrap_or(&path).display()
-        );
+        panic!("test tool `{name}` is missing from {}; {FIX}", path.parent().unwrap_or(&path).display());
     }
     path
 }
@@ -71,9 +63,7 @@ pub fn path_with_tools() -> OsString {
 
 /// `dir` followed by the entries of `path` (itself removed from later positions).
 pub fn prepend_path(dir: &Path, path: Option<&OsStr>) -> OsString {
-    let rest = path
-        .map(|p| std::env::split_paths(p).collect::<Vec<_>>())
-        .unwrap_or_default();
+    let rest = path.map(|p| std::env::split_paths(p).collect::<Vec<_>>()).unwrap_or_default();
     let dirs = std::iter::once(dir.to_owned()).chain(rest.into_iter().filter(|d| d != dir));
     // A directory containing ':' cannot be on PATH at all; fall back to the tools bin alone.
     std::env::join_paths(dirs).unwrap_or_else(|_| dir.as_os_str().to_owned())
@@ -95,12 +85,10 @@ pub fn setting(key: &str) -> Option<String> {
 
 /// Looks up `key` in KEY=VALUE text (comments start with '#').
 pub fn parse_setting(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .filter(|line| !line.trim_start().starts_with('#'))
-        .find_map(|line| {
-            let (k, v) = line.split_once('=')?;
-            (k.trim() == key).then(|| v.trim().to_owned())
-        })
+    text.lines().filter(|line| !line.trim_start().starts_with('#')).find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().to_owned())
+    })
 }
 
 /// A `tools.env` value that must exist.
@@ -108,12 +96,8 @@ pub fn parse_setting(text: &str, key: &str) -> Option<String> {
 /// # Panics
 /// If `tools.env` or the key is missing.
 pub fn required_setting(key: &str) -> String {
-    setting(key).unwrap_or_else(|| {
-        panic!(
-            "{key} is missing from {}; {FIX}",
-            tools_bin().join(TOOLS_ENV_FILE).display()
-        )
-    })
+    setting(key)
+        .unwrap_or_else(|| panic!("{key} is missing from {}; {FIX}", tools_bin().join(TOOLS_ENV_FILE).display()))
 }
 
 /// The `node_modules` directory holding npm `@modelcontextprotocol/sdk` (and its
@@ -126,10 +110,7 @@ pub fn required_setting(key: &str) -> String {
 pub fn ts_sdk_node_modules() -> PathBuf {
     let dir = PathBuf::from(required_setting("TS_SDK_NODE_MODULES"));
     if !dir.join("@modelcontextprotocol").join("sdk").is_dir() {
-        panic!(
-            "the TypeScript SDK is missing from {}; {FIX}",
-            dir.display()
-        );
+        panic!("the TypeScript SDK is missing from {}; {FIX}", dir.display());
     }
     dir
 }
@@ -143,21 +124,12 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |key| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| OsString::from(v))
-        }
+        move |key| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| OsString::from(v))
     }
 
     #[test]
     fn tools_bin_variable_wins() {
-        let found = locate_tools_bin(vars(&[
-            ("APIARY_TOOLS_BIN", "/t/bin"),
-            ("APIARY_CACHE", "/c"),
-            ("HOME", "/h"),
-        ]));
+        let found = locate_tools_bin(vars(&[("APIARY_TOOLS_BIN", "/t/bin"), ("APIARY_CACHE", "/c"), ("HOME", "/h")]));
         assert_eq!(found, Some(PathBuf::from("/t/bin")));
     }
 
@@ -180,21 +152,14 @@ mod tests {
     #[test]
     fn settings_parse_and_skip_comments() {
         let text = "# KEY=no\nA=1\nTS_SDK_NODE_MODULES=/x/node_modules\n";
-        assert_eq!(
-            parse_setting(text, "TS_SDK_NODE_MODULES").as_deref(),
-            Some("/x/node_modules")
-        );
+        assert_eq!(parse_setting(text, "TS_SDK_NODE_MODULES").as_deref(), Some("/x/node_modules"));
         assert_eq!(parse_setting(text, "KEY"), None);
     }
 
     /// Runs `cmd` to completion within `limit`, returning stdout; kills it otherwise.
     fn stdout_within(mut cmd: Command, limit: Duration) -> String {
-        let mut child: Child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child: Child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let mut out = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut text = String::new();
@@ -244,9 +209,6 @@ mod tests {
             "const { Client } = require('@modelcontextprotocol/sdk/client/index.js');\
              console.log(typeof Client)",
         ]);
-        assert_eq!(
-            stdout_within(cmd, Duration::from_secs(60)).trim(),
-            "function"
-        );
+        assert_eq!(stdout_within(cmd, Duration::from_secs(60)).trim(), "function");
     }
 }

@@ -29,38 +29,17 @@ async fn conformance_suite_passes_every_2025_11_25_scenario_over_http() {
         .expect("the server printed no URL in time")
         .unwrap()
         .expect("the server exited before printing its URL");
-    assert!(
-        url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
-        "{url}"
-    );
+    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"), "{url}");
 
     let summary = run_server_suite(&url, "2025-11-25").await;
     server.kill().await.unwrap();
-    assert!(
-        summary.failed.is_empty(),
-        "failing scenarios: {:?}\n{}",
-        summary.failed,
-        summary.output
-    );
+    assert!(summary.failed.is_empty(), "failing scenarios: {:?}\n{}", summary.failed, summary.output);
     assert_eq!(summary.total_checks_failed, 0, "{}", summary.output);
-    assert_eq!(
-        summary.passed.len(),
-        EXPECTED_2025_11_25,
-        "passed: {:?}\n{}",
-        summary.passed,
-        summary.output
-    );
-    for scenario in [
-        "server-sse-polling",
-        "json-schema-2020-12",
-        "server-session-lifecycle",
-        "dns-rebinding-protection",
-    ] {
-        assert!(
-            summary.passed.iter().any(|name| name == scenario),
-            "{scenario} not passed\n{}",
-            summary.output
-        );
+    assert_eq!(summary.passed.len(), EXPECTED_2025_11_25, "passed: {:?}\n{}", summary.passed, summary.output);
+    for scenario in
+        ["server-sse-polling", "json-schema-2020-12", "server-session-lifecycle", "dns-rebinding-protection"]
+    {
+        assert!(summary.passed.iter().any(|name| name == scenario), "{scenario} not passed\n{}", summary.output);
     }
     assert!(summary.success, "{}", summary.output);
 }

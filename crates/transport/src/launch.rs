@@ -22,27 +22,15 @@ pub struct ExitReason {
 
 impl ExitReason {
     pub fn from_code(code: i32) -> Self {
-        ExitReason {
-            code: Some(code),
-            signal: None,
-            description: format!("exited with status {code}"),
-        }
+        ExitReason { code: Some(code), signal: None, description: format!("exited with status {code}") }
     }
 
     pub fn from_signal(signal: i32) -> Self {
-        ExitReason {
-            code: None,
-            signal: Some(signal),
-            description: format!("killed by signal {signal}"),
-        }
+        ExitReason { code: None, signal: Some(signal), description: format!("killed by signal {signal}") }
     }
 
     pub fn other(description: impl Into<String>) -> Self {
-        ExitReason {
-            code: None,
-            signal: None,
-            description: description.into(),
-        }
+        ExitReason { code: None, signal: None, description: description.into() }
     }
 }
 
@@ -68,9 +56,7 @@ pub struct ChildHandle {
 
 impl fmt::Debug for ChildHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildHandle")
-            .field("pid", &self.pid)
-            .finish_non_exhaustive()
+        f.debug_struct("ChildHandle").field("pid", &self.pid).finish_non_exhaustive()
     }
 }
 
@@ -78,16 +64,12 @@ impl fmt::Debug for ChildHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot start `{program}`: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
 
-pub type LaunchFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<ChildHandle, LaunchError>> + Send + 'a>>;
+pub type LaunchFuture<'a> = Pin<Box<dyn Future<Output = Result<ChildHandle, LaunchError>> + Send + 'a>>;
 
 /// Starts MCP server children. Called again for every restart and every new child.
 pub trait Launch: Send + Sync + 'static {

@@ -46,17 +46,8 @@ mod tests {
 
     #[test]
     fn events_are_framed() {
-        assert_eq!(
-            &message_event(Some("s-1"), b"{}")[..],
-            b"id: s-1\nevent: message\ndata: {}\n\n"
-        );
-        assert_eq!(
-            &message_event(None, b"{\n}")[..],
-            b"event: message\ndata: {\ndata: }\n\n"
-        );
-        assert_eq!(
-            &priming_event("s-0", 3000)[..],
-            b"id: s-0\nretry: 3000\ndata: \n\n"
-        );
+        assert_eq!(&message_event(Some("s-1"), b"{}")[..], b"id: s-1\nevent: message\ndata: {}\n\n");
+        assert_eq!(&message_event(None, b"{\n}")[..], b"event: message\ndata: {\ndata: }\n\n");
+        assert_eq!(&priming_event("s-0", 3000)[..], b"id: s-0\nretry: 3000\ndata: \n\n");
     }
 }

@@ -28,12 +28,7 @@ pub struct LineReader<R> {
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
     pub fn new(inner: R, max_line: usize) -> Self {
-        LineReader {
-            inner,
-            buf: BytesMut::with_capacity(8 * 1024),
-            max_line: max_line.max(1),
-            skipping: None,
-        }
+        LineReader { inner, buf: BytesMut::with_capacity(8 * 1024), max_line: max_line.max(1), skipping: None }
     }
 
     /// The next line, or `None` at end of stream. A partial last line without a newline is
@@ -46,10 +41,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             let n = self.read_more().await?;
             if n == 0 {
                 if let Some((len, head)) = self.skipping.take() {
-                    return Ok(Some(Line::Oversized {
-                        len: len + self.buf.len(),
-                        head,
-                    }));
+                    return Ok(Some(Line::Oversized { len: len + self.buf.len(), head }));
                 }
                 if self.buf.is_empty() {
                     return Ok(None);
@@ -64,8 +56,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             // Never reserve past the cap (plus one read) for a single line.
             let want = (self.buf.len() + 64 * 1024).min(self.max_line + 64 * 1024);
-            self.buf
-                .reserve(want.saturating_sub(self.buf.len()).max(4096));
+            self.buf.reserve(want.saturating_sub(self.buf.len()).max(4096));
         }
         self.inner.read_buf(&mut self.buf).await
     }
@@ -76,10 +67,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             Some(pos) => {
                 let line = self.buf.split_to(pos + 1);
                 match self.skipping.take() {
-                    Some((len, head)) => Some(Line::Oversized {
-                        len: len + pos,
-                        head,
-                    }),
+                    Some((len, head)) => Some(Line::Oversized { len: len + pos, head }),
                     None if pos > self.max_line => {
                         let head = Bytes::copy_from_slice(&line[..OVERSIZED_HEAD.min(pos)]);
                         Some(Line::Oversized { len: pos, head })
@@ -95,12 +83,10 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 if self.buf.len() > self.max_line {
                     // Over the cap without a newline: keep the head, drop the rest.
                     let dropped = self.buf.split();
-                    let (len, head) = self.skipping.take().unwrap_or_else(|| {
-                        (
-                            0,
-                            Bytes::copy_from_slice(&dropped[..OVERSIZED_HEAD.min(dropped.len())]),
-                        )
-                    });
+                    let (len, head) = self
+                        .skipping
+                        .take()
+                        .unwrap_or_else(|| (0, Bytes::copy_from_slice(&dropped[..OVERSIZED_HEAD.min(dropped.len())])));
                     self.skipping = Some((len + dropped.len(), head));
                 } else if let Some((len, head)) = self.skipping.take() {
                     let dropped = self.buf.split();
@@ -124,10 +110,7 @@ fn trim_cr(mut b: Bytes) -> Bytes {
 /// never spans lines.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
     if memchr::memchr2(b'\n', b'\r', frame).is_some() {
-        let flat: Vec<u8> = frame
-            .iter()
-            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
-            .collect();
+        let flat: Vec<u8> = frame.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }).collect();
         w.write_all(&flat).await?;
     } else {
         w.write_all(frame).await?;

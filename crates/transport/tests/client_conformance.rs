@@ -15,12 +15,7 @@ use client_common::{WAIT, tool};
 use serde_json::{Value, json};
 
 /// The legacy-era client scenarios of conformance 0.2.0-alpha.12 that need no OAuth.
-const SCENARIOS: [&str; 4] = [
-    "initialize",
-    "tools_call",
-    "sse-retry",
-    "json-schema-2020-12-preservation",
-];
+const SCENARIOS: [&str; 4] = ["initialize", "tools_call", "sse-retry", "json-schema-2020-12-preservation"];
 
 #[test]
 fn conformance_client_scenarios() {
@@ -29,10 +24,7 @@ fn conformance_client_scenarios() {
     for scenario in SCENARIOS {
         // The suite appends the server URL, which libtest takes as a second (non-matching)
         // name filter; `--exact` keeps it from selecting anything else.
-        let driver = format!(
-            "{} conformance_driver --exact --ignored --nocapture --test-threads=1",
-            me.display()
-        );
+        let driver = format!("{} conformance_driver --exact --ignored --nocapture --test-threads=1", me.display());
         let mut child = Command::new(tool("conformance"))
             .args(["client", "--scenario", scenario, "--command", &driver])
             .arg("-o")
@@ -50,10 +42,7 @@ fn conformance_client_scenarios() {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "conformance scenario {scenario} did not finish in {:?}",
-                    WAIT * 3
-                );
+                panic!("conformance scenario {scenario} did not finish in {:?}", WAIT * 3);
             }
             std::thread::sleep(Duration::from_millis(100));
         };
@@ -69,8 +58,7 @@ fn conformance_client_scenarios() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("apiary-client-conformance-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("apiary-client-conformance-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -89,20 +77,14 @@ fn conformance_driver() {
 }
 
 async fn drive(scenario: &str, url: &str) {
-    let options = ConnectOptions {
-        timeout: WAIT,
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions { timeout: WAIT, ..ConnectOptions::default() };
     let client = McpClient::connect(url, options).await.unwrap();
     match scenario {
         "initialize" => {}
         "tools_call" => {
             let tools = client.list_tools().await.unwrap();
             assert!(tools.iter().any(|t| t["name"] == "add_numbers"));
-            let r = client
-                .call_tool("add_numbers", json!({"a": 2, "b": 3}))
-                .await
-                .unwrap();
+            let r = client.call_tool("add_numbers", json!({"a": 2, "b": 3})).await.unwrap();
             println!("{r}");
         }
         "sse-retry" => {
@@ -115,19 +97,10 @@ async fn drive(scenario: &str, url: &str) {
         }
         "json-schema-2020-12-preservation" => {
             let tools = client.list_tools().await.unwrap();
-            let focal = tools
-                .iter()
-                .find(|t| t["name"] == "json_schema_2020_12_tool")
-                .unwrap();
-            let echo = tools
-                .iter()
-                .find(|t| t["name"] != "json_schema_2020_12_tool")
-                .unwrap();
+            let focal = tools.iter().find(|t| t["name"] == "json_schema_2020_12_tool").unwrap();
+            let echo = tools.iter().find(|t| t["name"] != "json_schema_2020_12_tool").unwrap();
             let schema: Value = focal["inputSchema"].clone();
-            let r = client
-                .call_tool(echo["name"].as_str().unwrap(), json!({ "schema": schema }))
-                .await
-                .unwrap();
+            let r = client.call_tool(echo["name"].as_str().unwrap(), json!({ "schema": schema })).await.unwrap();
             println!("{r}");
         }
         other => panic!("no driver for scenario {other}"),

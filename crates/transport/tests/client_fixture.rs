@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use apiary_transport::client::{ClientError, ConnectOptions, McpClient, Transport};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeRequestParams,
-    InitializeResult, ListPromptsResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, PingRequest, Prompt, ProtocolVersion, Resource, ServerCapabilities,
-    ServerConfig, ServerRequest, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeRequestParams, InitializeResult,
+    ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, PingRequest, Prompt,
+    ProtocolVersion, Resource, ServerCapabilities, ServerConfig, ServerRequest, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::{
@@ -67,13 +66,7 @@ fn page<T>(
 
 impl ServerHandler for Pager {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_resources()
-                .enable_prompts()
-                .build(),
-        )
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().build())
     }
 
     // rmcp negotiates after the handler runs: a server that supports only `v` answers `v`
@@ -103,13 +96,9 @@ impl ServerHandler for Pager {
         request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let (items, next) = page(request, RESOURCES, 10, |i| {
-            Resource::new(format!("fixture://item/{i}"), format!("item-{i}"))
-        })?;
-        Ok(ListResourcesResult {
-            next_cursor: next,
-            ..ListResourcesResult::with_all_items(items)
-        })
+        let (items, next) =
+            page(request, RESOURCES, 10, |i| Resource::new(format!("fixture://item/{i}"), format!("item-{i}")))?;
+        Ok(ListResourcesResult { next_cursor: next, ..ListResourcesResult::with_all_items(items) })
     }
 
     async fn list_tools(
@@ -118,20 +107,12 @@ impl ServerHandler for Pager {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let schema = serde_json::Map::from_iter([("type".to_owned(), json!("object"))]);
-        let (items, mut next) = page(request, TOOLS, 5, |i| {
-            Tool::new(
-                format!("tool-{i}"),
-                format!("Tool number {i}"),
-                schema.clone(),
-            )
-        })?;
+        let (items, mut next) =
+            page(request, TOOLS, 5, |i| Tool::new(format!("tool-{i}"), format!("Tool number {i}"), schema.clone()))?;
         if let Mode::LoopingCursor = self.mode {
             next = Some("0".into());
         }
-        Ok(ListToolsResult {
-            next_cursor: next,
-            ..ListToolsResult::with_all_items(items)
-        })
+        Ok(ListToolsResult { next_cursor: next, ..ListToolsResult::with_all_items(items) })
     }
 
     async fn list_prompts(
@@ -139,13 +120,8 @@ impl ServerHandler for Pager {
         request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let (items, next) = page(request, PROMPTS, 3, |i| {
-            Prompt::new(format!("prompt-{i}"), Some("a prompt"), None)
-        })?;
-        Ok(ListPromptsResult {
-            next_cursor: next,
-            ..ListPromptsResult::with_all_items(items)
-        })
+        let (items, next) = page(request, PROMPTS, 3, |i| Prompt::new(format!("prompt-{i}"), Some("a prompt"), None))?;
+        Ok(ListPromptsResult { next_cursor: next, ..ListPromptsResult::with_all_items(items) })
     }
 
     async fn call_tool(
@@ -168,10 +144,7 @@ impl ServerHandler for Pager {
                 Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
             }
             "fail" => Ok(CallToolResult::error(vec![ContentBlock::text("it broke")]).into()),
-            other => Err(ErrorData::invalid_params(
-                format!("unknown tool {other}"),
-                None,
-            )),
+            other => Err(ErrorData::invalid_params(format!("unknown tool {other}"), None)),
         }
     }
 }
@@ -200,30 +173,19 @@ async fn serve(mode: Mode, config: StreamableHttpServerConfig) -> Fixture {
     let addr = listener.local_addr().unwrap();
     let shutdown = stop.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-            .await;
+        let _ =
+            axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled_owned().await }).await;
     });
-    Fixture {
-        url: format!("http://{addr}/mcp"),
-        stop,
-    }
+    Fixture { url: format!("http://{addr}/mcp"), stop }
 }
 
 async fn connect(url: &str) -> Result<McpClient, ClientError> {
-    let opts = ConnectOptions {
-        transport: Transport::Auto,
-        timeout: WAIT,
-        headers: vec![],
-    };
+    let opts = ConnectOptions { transport: Transport::Auto, timeout: WAIT, headers: vec![] };
     McpClient::connect(url, opts).await
 }
 
 fn names(items: &[Value], key: &str) -> Vec<String> {
-    items
-        .iter()
-        .map(|i| i[key].as_str().unwrap().to_owned())
-        .collect()
+    items.iter().map(|i| i[key].as_str().unwrap().to_owned()).collect()
 }
 
 fn expected(prefix: &str, n: usize) -> Vec<String> {
@@ -232,10 +194,7 @@ fn expected(prefix: &str, n: usize) -> Vec<String> {
 
 async fn check_lists(client: &McpClient) {
     let resources = client.list_resources().await.unwrap();
-    assert_eq!(
-        names(&resources, "uri"),
-        expected("fixture://item/", RESOURCES)
-    );
+    assert_eq!(names(&resources, "uri"), expected("fixture://item/", RESOURCES));
     let tools = client.list_tools().await.unwrap();
     assert_eq!(names(&tools, "name"), expected("tool-", TOOLS));
     let prompts = client.list_prompts().await.unwrap();
@@ -255,9 +214,7 @@ async fn follows_cursors_across_pages() {
 #[tokio::test]
 async fn stateless_json_server_works_too() {
     // No session, plain application/json answers.
-    let config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
-        .with_json_response(true);
+    let config = StreamableHttpServerConfig::default().with_legacy_session_mode(false).with_json_response(true);
     let fixture = serve(Mode::Normal, config).await;
     let client = connect(&fixture.url).await.unwrap();
     assert_eq!(client.session_id(), None);
@@ -270,10 +227,7 @@ async fn a_cursor_that_never_ends_is_refused() {
     let fixture = serve(Mode::LoopingCursor, StreamableHttpServerConfig::default()).await;
     let client = connect(&fixture.url).await.unwrap();
     let err = client.list_tools().await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::Protocol(m) if m.contains("repeated cursor")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, ClientError::Protocol(m) if m.contains("repeated cursor")), "{err:?}");
     client.close().await.unwrap();
 }
 
@@ -297,25 +251,14 @@ async fn answers_server_ping_during_a_call_and_reports_tool_errors() {
 
 #[tokio::test]
 async fn accepts_older_versions_and_refuses_unknown_ones() {
-    let older = serve(
-        Mode::Version("2025-03-26"),
-        StreamableHttpServerConfig::default(),
-    )
-    .await;
+    let older = serve(Mode::Version("2025-03-26"), StreamableHttpServerConfig::default()).await;
     let client = connect(&older.url).await.unwrap();
     assert_eq!(client.protocol_version(), "2025-03-26");
     // Later requests carry the negotiated version and still work.
     assert_eq!(client.list_tools().await.unwrap().len(), TOOLS);
     client.close().await.unwrap();
 
-    let bogus = serve(
-        Mode::Version("1999-01-01"),
-        StreamableHttpServerConfig::default(),
-    )
-    .await;
+    let bogus = serve(Mode::Version("1999-01-01"), StreamableHttpServerConfig::default()).await;
     let err = connect(&bogus.url).await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::UnsupportedVersion(v) if v == "1999-01-01"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, ClientError::UnsupportedVersion(v) if v == "1999-01-01"), "{err:?}");
 }

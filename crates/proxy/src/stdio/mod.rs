@@ -5,5 +5,5 @@
 pub mod conn;
 pub mod slot;
 
-pub use conn::{ChildConn, Delivery, UNSOLICITED_QUEUE, Unsolicited};
+pub use conn::{ChildConn, Delivery, Unsolicited, UnsolicitedSink};
 pub use slot::{ChildSlot, SlotEvent, SlotOptions, supervise_process};

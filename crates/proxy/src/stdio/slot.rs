@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::conn::{ChildConn, Unsolicited};
+use super::conn::{ChildConn, UnsolicitedSink};
 use crate::answer::Refusal;
 
 /// What the slot reports to whoever keeps the proxy's status.
@@ -75,7 +75,7 @@ impl ChildSlot {
     /// Starts supervising a child.
     pub fn spawn(
         opts: SlotOptions,
-        unsolicited: mpsc::Sender<Unsolicited>,
+        unsolicited: UnsolicitedSink,
         events: mpsc::UnboundedSender<SlotEvent>,
     ) -> ChildSlot {
         let (tx, rx) = watch::channel(SlotState::Starting);
@@ -149,7 +149,7 @@ struct Supervisor {
     state: watch::Sender<SlotState>,
     init_result: Arc<Mutex<Option<Bytes>>>,
     cancel: CancellationToken,
-    unsolicited: mpsc::Sender<Unsolicited>,
+    unsolicited: UnsolicitedSink,
     events: mpsc::UnboundedSender<SlotEvent>,
 }
 

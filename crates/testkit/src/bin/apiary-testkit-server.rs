@@ -42,14 +42,9 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,apiary_testkit=info")),
         )
         .init();
-    let options = ServerOptions {
-        legacy_only: args.legacy_only,
-        allow_any_host: args.allow_any_host,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let options = ServerOptions { legacy_only: args.legacy_only, allow_any_host: args.allow_any_host };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
         match args.http {
             Some(addr) => run_http(addr, options).await,
@@ -59,9 +54,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_http(addr: SocketAddr, options: ServerOptions) -> anyhow::Result<()> {
-    let server = serve_http(addr, options)
-        .await
-        .with_context(|| format!("serving HTTP on {addr}"))?;
+    let server = serve_http(addr, options).await.with_context(|| format!("serving HTTP on {addr}"))?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{}", server.url()).context("printing the URL")?;
@@ -78,15 +71,14 @@ async fn run_http(addr: SocketAddr, options: ServerOptions) -> anyhow::Result<()
 
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -88,10 +88,7 @@ fn parse(schema: Value) -> Result<ElicitationSchema, McpError> {
     let object: JsonObject = match schema {
         Value::Object(object) => object,
         _ => {
-            return Err(McpError::internal_error(
-                "elicitation schema is not an object",
-                None,
-            ));
+            return Err(McpError::internal_error("elicitation schema is not an object", None));
         }
     };
     ElicitationSchema::from_json_schema(object)
@@ -125,16 +122,10 @@ mod tests {
         assert!(props["untitledSingle"].get("enumNames").is_none());
         assert!(props["titledSingle"]["oneOf"].is_array());
         assert!(props["titledSingle"].get("enum").is_none());
-        assert_eq!(
-            props["legacyEnum"]["enumNames"].as_array().unwrap().len(),
-            3
-        );
+        assert_eq!(props["legacyEnum"]["enumNames"].as_array().unwrap().len(), 3);
         assert_eq!(props["untitledMulti"]["type"], "array");
         assert!(props["untitledMulti"]["items"]["enum"].is_array());
-        assert_eq!(
-            props["titledMulti"]["items"]["anyOf"][0]["title"],
-            "First Choice"
-        );
+        assert_eq!(props["titledMulti"]["items"]["anyOf"][0]["title"], "First Choice");
         assert!(props["titledMulti"]["items"].get("enum").is_none());
     }
 

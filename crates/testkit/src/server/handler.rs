@@ -13,11 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rmcp::model::{CallToolRequestParams, CallToolResponse};
 use rmcp::model::{
-    CompleteRequestParams, CompleteResult, DiscoverRequestMethod, DiscoverResult,
-    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
-    PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    CompleteRequestParams, CompleteResult, DiscoverRequestMethod, DiscoverResult, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, LoggingLevel, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams,
     SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
@@ -57,10 +56,7 @@ impl FixtureServer {
 
     /// Whether a log message at `level` passes the level the client set.
     pub(super) fn logs_at(&self, level: LoggingLevel) -> bool {
-        let threshold = *self
-            .log_level
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let threshold = *self.log_level.lock().unwrap_or_else(PoisonError::into_inner);
         severity(level) >= severity(threshold)
     }
 
@@ -110,17 +106,11 @@ impl ServerHandler for FixtureServer {
         }
     }
 
-    async fn discover(
-        &self,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<DiscoverResult, McpError> {
+    async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
         if self.options.legacy_only {
             return Err(McpError::method_not_found::<DiscoverRequestMethod>());
         }
-        Ok(DiscoverResult::from_server_info(
-            self.supported_protocol_versions().into_owned(),
-            self.get_info(),
-        ))
+        Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info()))
     }
 
     async fn set_level(
@@ -128,10 +118,7 @@ impl ServerHandler for FixtureServer {
         request: SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        *self
-            .log_level
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = request.level;
+        *self.log_level.lock().unwrap_or_else(PoisonError::into_inner) = request.level;
         Ok(())
     }
 
@@ -148,9 +135,7 @@ impl ServerHandler for FixtureServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        tools::call(self, request, context)
-            .await
-            .map(CallToolResponse::from)
+        tools::call(self, request, context).await.map(CallToolResponse::from)
     }
 
     async fn list_resources(
@@ -166,9 +151,7 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            resources::templates(),
-        ))
+        Ok(ListResourceTemplatesResult::with_all_items(resources::templates()))
     }
 
     async fn read_resource(
@@ -219,11 +202,7 @@ impl ServerHandler for FixtureServer {
         request: CompleteRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
-        let info = prompts::complete(
-            &request.r#ref,
-            &request.argument.name,
-            &request.argument.value,
-        )?;
+        let info = prompts::complete(&request.r#ref, &request.argument.name, &request.argument.value)?;
         Ok(CompleteResult::new(info))
     }
 }
@@ -244,13 +223,7 @@ mod tests {
 
     #[test]
     fn legacy_only_stops_at_2025_11_25() {
-        let server = FixtureServer::new(
-            ServerOptions {
-                legacy_only: true,
-                ..ServerOptions::default()
-            },
-            None,
-        );
+        let server = FixtureServer::new(ServerOptions { legacy_only: true, ..ServerOptions::default() }, None);
         let versions = server.supported_protocol_versions();
         assert!(versions.contains(&ProtocolVersion::V_2025_11_25));
         assert!(versions.contains(&ProtocolVersion::V_2024_11_05));

@@ -57,16 +57,12 @@ impl HttpServer {
 }
 
 /// Binds `addr` (port 0 picks a free port) and serves the fixture at `/mcp` in a background task.
-pub async fn serve_http(
-    addr: SocketAddr,
-    options: ServerOptions,
-) -> Result<HttpServer, ServeError> {
+pub async fn serve_http(addr: SocketAddr, options: ServerOptions) -> Result<HttpServer, ServeError> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let sessions = Arc::new(FixtureSessions::default());
-    let mut config =
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
     if options.allow_any_host {
         config = config.disable_allowed_hosts();
     }
@@ -79,14 +75,7 @@ pub async fn serve_http(
     let router = axum::Router::new().route_service(MCP_PATH, service);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
     });
-    Ok(HttpServer {
-        local_addr,
-        url: format!("http://{local_addr}{MCP_PATH}"),
-        shutdown,
-        task,
-    })
+    Ok(HttpServer { local_addr, url: format!("http://{local_addr}{MCP_PATH}"), shutdown, task })
 }

@@ -3,8 +3,8 @@
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CompletionInfo, ContentBlock, GetPromptResult, JsonObject, Prompt, PromptArgument,
-    PromptMessage, Reference, ResourceContents, Role,
+    CompletionInfo, ContentBlock, GetPromptResult, JsonObject, Prompt, PromptArgument, PromptMessage, Reference,
+    ResourceContents, Role,
 };
 use serde_json::{Value, json};
 
@@ -32,21 +32,15 @@ pub fn list() -> Vec<Prompt> {
             WITH_ARGUMENTS,
             Some("A prompt with two required arguments"),
             Some(vec![
-                PromptArgument::new("arg1")
-                    .with_description("First test argument")
-                    .with_required(true),
-                PromptArgument::new("arg2")
-                    .with_description("Second test argument")
-                    .with_required(true),
+                PromptArgument::new("arg1").with_description("First test argument").with_required(true),
+                PromptArgument::new("arg2").with_description("Second test argument").with_required(true),
             ]),
         ),
         Prompt::new(
             WITH_EMBEDDED_RESOURCE,
             Some("A prompt that embeds a resource"),
             Some(vec![
-                PromptArgument::new("resourceUri")
-                    .with_description("URI of the resource to embed")
-                    .with_required(true),
+                PromptArgument::new("resourceUri").with_description("URI of the resource to embed").with_required(true),
             ]),
         ),
         Prompt::new(WITH_IMAGE, Some("A prompt that carries an image"), None),
@@ -56,94 +50,61 @@ pub fn list() -> Vec<Prompt> {
 /// Renders prompt `name` with `arguments`.
 pub fn get(name: &str, arguments: Option<&JsonObject>) -> Result<GetPromptResult, McpError> {
     let messages = match name {
-        SIMPLE => vec![PromptMessage::new_text(
-            Role::User,
-            "This is a simple prompt for testing.",
-        )],
+        SIMPLE => vec![PromptMessage::new_text(Role::User, "This is a simple prompt for testing.")],
         WITH_ARGUMENTS => {
             let arg1 = required_argument(arguments, "arg1")?;
             let arg2 = required_argument(arguments, "arg2")?;
-            vec![PromptMessage::new_text(
-                Role::User,
-                format!("Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"),
-            )]
+            vec![PromptMessage::new_text(Role::User, format!("Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"))]
         }
         WITH_EMBEDDED_RESOURCE => {
             let uri = required_argument(arguments, "resourceUri")?;
-            let embedded = ResourceContents::text("Embedded resource content for testing.", uri)
-                .with_mime_type("text/plain");
+            let embedded =
+                ResourceContents::text("Embedded resource content for testing.", uri).with_mime_type("text/plain");
             vec![
                 PromptMessage::new(Role::User, ContentBlock::resource(embedded)),
                 PromptMessage::new_text(Role::User, "Please process the embedded resource above."),
             ]
         }
         WITH_IMAGE => vec![
-            PromptMessage::new(
-                Role::User,
-                ContentBlock::image(fixtures::RED_PIXEL_PNG_BASE64, fixtures::PNG_MIME),
-            ),
+            PromptMessage::new(Role::User, ContentBlock::image(fixtures::RED_PIXEL_PNG_BASE64, fixtures::PNG_MIME)),
             PromptMessage::new_text(Role::User, "Please analyze the image above."),
         ],
         _ => {
-            return Err(McpError::invalid_params(
-                format!("unknown prompt: {name}"),
-                Some(json!({ "name": name })),
-            ));
+            return Err(McpError::invalid_params(format!("unknown prompt: {name}"), Some(json!({ "name": name }))));
         }
     };
     Ok(GetPromptResult::new(messages))
 }
 
 /// Completion values for the argument `argument_name` starting with `prefix`.
-pub fn complete(
-    reference: &Reference,
-    argument_name: &str,
-    prefix: &str,
-) -> Result<CompletionInfo, McpError> {
+pub fn complete(reference: &Reference, argument_name: &str, prefix: &str) -> Result<CompletionInfo, McpError> {
     let candidates: &[&str] = match reference {
         Reference::Prompt(prompt) => match (prompt.name.as_str(), argument_name) {
             (WITH_ARGUMENTS, "arg1" | "arg2") => ARGUMENT_CANDIDATES,
-            (WITH_EMBEDDED_RESOURCE, "resourceUri") => &[
-                resources::STATIC_TEXT_URI,
-                resources::STATIC_BINARY_URI,
-                resources::WATCHED_URI,
-            ],
+            (WITH_EMBEDDED_RESOURCE, "resourceUri") => {
+                &[resources::STATIC_TEXT_URI, resources::STATIC_BINARY_URI, resources::WATCHED_URI]
+            }
             _ => &[],
         },
-        Reference::Resource(template)
-            if template.uri == resources::TEMPLATE_URI && argument_name == "id" =>
-        {
+        Reference::Resource(template) if template.uri == resources::TEMPLATE_URI && argument_name == "id" => {
             TEMPLATE_ID_CANDIDATES
         }
         _ => &[],
     };
-    let values: Vec<String> = candidates
-        .iter()
-        .filter(|value| value.starts_with(prefix))
-        .map(|value| (*value).to_owned())
-        .collect();
+    let values: Vec<String> =
+        candidates.iter().filter(|value| value.starts_with(prefix)).map(|value| (*value).to_owned()).collect();
     let total = u32::try_from(values.len()).unwrap_or(u32::MAX);
-    let mut info =
-        CompletionInfo::new(values).map_err(|error| McpError::internal_error(error, None))?;
+    let mut info = CompletionInfo::new(values).map_err(|error| McpError::internal_error(error, None))?;
     info.total = Some(total);
     info.has_more = Some(false);
     Ok(info)
 }
 
-fn required_argument<'a>(
-    arguments: Option<&'a JsonObject>,
-    name: &str,
-) -> Result<&'a str, McpError> {
+fn required_argument<'a>(arguments: Option<&'a JsonObject>, name: &str) -> Result<&'a str, McpError> {
     match arguments.and_then(|arguments| arguments.get(name)) {
         Some(Value::String(value)) => Ok(value),
-        Some(_) => Err(McpError::invalid_params(
-            format!("argument {name} must be a string"),
-            None,
-        )),
-        None => Err(McpError::invalid_params(
-            format!("missing required argument: {name}"),
-            None,
-        )),
+        Some(_) => Err(McpError::invalid_params(format!("argument {name} must be a string"), None)),
+        None => Err(McpError::invalid_params(format!("missing required argument: {name}"), None)),
     }
 }
 

@@ -54,19 +54,15 @@ pub fn templates() -> Vec<ResourceTemplate> {
 /// Reads `uri`; `watched_version` is the current version of the watched resource.
 pub fn read(uri: &str, watched_version: u64) -> Result<Vec<ResourceContents>, McpError> {
     let contents = match uri {
-        STATIC_TEXT_URI => {
-            ResourceContents::text(fixtures::STATIC_TEXT, uri).with_mime_type("text/plain")
+        STATIC_TEXT_URI => ResourceContents::text(fixtures::STATIC_TEXT, uri).with_mime_type("text/plain"),
+        STATIC_BINARY_URI => {
+            ResourceContents::blob(fixtures::RED_PIXEL_PNG_BASE64, uri).with_mime_type(fixtures::PNG_MIME)
         }
-        STATIC_BINARY_URI => ResourceContents::blob(fixtures::RED_PIXEL_PNG_BASE64, uri)
-            .with_mime_type(fixtures::PNG_MIME),
-        WATCHED_URI => {
-            ResourceContents::text(format!("Watched resource, version {watched_version}"), uri)
-                .with_mime_type("text/plain")
-        }
+        WATCHED_URI => ResourceContents::text(format!("Watched resource, version {watched_version}"), uri)
+            .with_mime_type("text/plain"),
         _ => match template_id(uri) {
             Some(id) => {
-                let body =
-                    json!({ "id": id, "templateTest": true, "data": format!("Data for ID: {id}") });
+                let body = json!({ "id": id, "templateTest": true, "data": format!("Data for ID: {id}") });
                 ResourceContents::text(body.to_string(), uri).with_mime_type("application/json")
             }
             None => return Err(not_found(uri)),
@@ -77,9 +73,7 @@ pub fn read(uri: &str, watched_version: u64) -> Result<Vec<ResourceContents>, Mc
 
 /// The `{id}` of a URI matching [`TEMPLATE_URI`], if it matches.
 pub fn template_id(uri: &str) -> Option<&str> {
-    let id = uri
-        .strip_prefix(TEMPLATE_PREFIX)?
-        .strip_suffix(TEMPLATE_SUFFIX)?;
+    let id = uri.strip_prefix(TEMPLATE_PREFIX)?.strip_suffix(TEMPLATE_SUFFIX)?;
     let valid = !id.is_empty() && id.len() <= MAX_TEMPLATE_ID_LEN && !id.contains('/');
     valid.then_some(id)
 }
@@ -91,10 +85,7 @@ pub fn exists(uri: &str) -> bool {
 
 /// The error for an unknown URI: `-32002` with the URI in `data`, as SEP-2164 asks.
 pub fn not_found(uri: &str) -> McpError {
-    McpError::resource_not_found(
-        format!("Resource not found: {uri}"),
-        Some(json!({ "uri": uri })),
-    )
+    McpError::resource_not_found(format!("Resource not found: {uri}"), Some(json!({ "uri": uri })))
 }
 
 /// The URIs one connection subscribed to.
@@ -108,10 +99,7 @@ impl Subscriptions {
     pub fn subscribe(&self, uri: &str) -> Result<(), McpError> {
         let mut uris = self.lock();
         if uris.len() >= MAX_SUBSCRIPTIONS && !uris.contains(uri) {
-            return Err(McpError::invalid_params(
-                format!("too many subscriptions (limit {MAX_SUBSCRIPTIONS})"),
-                None,
-            ));
+            return Err(McpError::invalid_params(format!("too many subscriptions (limit {MAX_SUBSCRIPTIONS})"), None));
         }
         uris.insert(uri.to_owned());
         Ok(())
@@ -129,9 +117,7 @@ impl Subscriptions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         // A poisoned set is still a valid set: recover it rather than fail every later call.
-        self.uris
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.uris.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -145,10 +131,7 @@ mod tests {
         assert_eq!(template_id("test://template//data"), None);
         assert_eq!(template_id("test://template/a/b/data"), None);
         assert_eq!(template_id("test://template/123"), None);
-        let long = format!(
-            "test://template/{}/data",
-            "x".repeat(MAX_TEMPLATE_ID_LEN + 1)
-        );
+        let long = format!("test://template/{}/data", "x".repeat(MAX_TEMPLATE_ID_LEN + 1));
         assert_eq!(template_id(&long), None);
     }
 

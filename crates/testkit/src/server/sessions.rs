@@ -19,9 +19,7 @@ use rmcp::transport::WorkerTransport;
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionHandle, LocalSessionManager, LocalSessionManagerError, LocalSessionWorker,
 };
-use rmcp::transport::streamable_http_server::session::{
-    ServerSseMessage, SessionId, SessionManager,
-};
+use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId, SessionManager};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -110,23 +108,13 @@ impl FixtureSessions {
         let http_request_id = lock(&self.streams)
             .get(&(session.clone(), request.clone()))
             .copied()
-            .ok_or_else(|| CloseStreamError::NoStream {
-                session: session.clone(),
-                request: request.clone(),
-            })?;
-        let handle = self
-            .handle(session)
-            .await
-            .ok_or_else(|| CloseStreamError::SessionNotFound(session.clone()))?;
+            .ok_or_else(|| CloseStreamError::NoStream { session: session.clone(), request: request.clone() })?;
+        let handle = self.handle(session).await.ok_or_else(|| CloseStreamError::SessionNotFound(session.clone()))?;
         // Register before closing: the client may resume before this function returns.
         let key = (session.clone(), http_request_id);
         let notify = Arc::new(Notify::new());
         lock(&self.resumes).insert(key.clone(), notify.clone());
-        let wait = ResumeWait {
-            key,
-            notify,
-            resumes: self.resumes.clone(),
-        };
+        let wait = ResumeWait { key, notify, resumes: self.resumes.clone() };
         handle
             .close_sse_stream(http_request_id, Some(retry))
             .await
@@ -195,12 +183,8 @@ impl SessionManager for FixtureSessions {
         &self,
         id: &SessionId,
         message: ClientJsonRpcMessage,
-    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>
-    {
-        let handle = self
-            .handle(id)
-            .await
-            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()))?;
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let handle = self.handle(id).await.ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()))?;
         let receiver = handle.establish_request_wise_channel().await?;
         let key = match (&message, receiver.http_request_id) {
             (ClientJsonRpcMessage::Request(request), Some(http_request_id)) => {
@@ -211,32 +195,19 @@ impl SessionManager for FixtureSessions {
             _ => None,
         };
         // Built before pushing the message so a failed push still forgets the entry.
-        let entry = StreamEntry {
-            key,
-            streams: self.streams.clone(),
-        };
-        handle
-            .push_message(message, receiver.http_request_id)
-            .await?;
-        Ok(TrackedStream {
-            inner: tokio_stream::wrappers::ReceiverStream::new(receiver.inner),
-            _entry: entry,
-        })
+        let entry = StreamEntry { key, streams: self.streams.clone() };
+        handle.push_message(message, receiver.http_request_id).await?;
+        Ok(TrackedStream { inner: tokio_stream::wrappers::ReceiverStream::new(receiver.inner), _entry: entry })
     }
 
-    async fn accept_message(
-        &self,
-        id: &SessionId,
-        message: ClientJsonRpcMessage,
-    ) -> Result<(), Self::Error> {
+    async fn accept_message(&self, id: &SessionId, message: ClientJsonRpcMessage) -> Result<(), Self::Error> {
         self.inner.accept_message(id, message).await
     }
 
     async fn create_standalone_stream(
         &self,
         id: &SessionId,
-    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>
-    {
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.inner.create_standalone_stream(id).await
     }
 
@@ -244,12 +215,9 @@ impl SessionManager for FixtureSessions {
         &self,
         id: &SessionId,
         last_event_id: String,
-    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>
-    {
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         // rmcp's local event ids read `<index>/<http request id>` on request streams.
-        let http_request_id = last_event_id
-            .split_once('/')
-            .and_then(|(_, stream)| stream.parse::<u64>().ok());
+        let http_request_id = last_event_id.split_once('/').and_then(|(_, stream)| stream.parse::<u64>().ok());
         let stream = self.inner.resume(id, last_event_id).await?;
         // The session worker has swapped in the new stream by now, so whatever the waiting
         // tool sends next reaches the resumed connection.

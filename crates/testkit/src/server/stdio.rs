@@ -19,10 +19,7 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let running = match FixtureServer::new(options, None)
-        .serve((reader, writer))
-        .await
-    {
+    let running = match FixtureServer::new(options, None).serve((reader, writer)).await {
         Ok(running) => running,
         // A client may hang up without initializing (say after only `server/discover`):
         // that is an orderly end, not a server failure.
@@ -32,9 +29,5 @@ where
         }
         Err(error) => return Err(ServeError::Initialize(error.to_string())),
     };
-    running
-        .waiting()
-        .await
-        .map(|_reason| ())
-        .map_err(|error| ServeError::Task(error.to_string()))
+    running.waiting().await.map(|_reason| ()).map_err(|error| ServeError::Task(error.to_string()))
 }

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, CreateMessageRequestParams,
-    ElicitRequestParams, ElicitationSchema, JsonObject, LoggingLevel,
-    LoggingMessageNotificationParam, ProgressNotificationParam, ResourceContents,
-    ResourceUpdatedNotificationParam, SamplingMessage, Tool,
+    CallToolRequestParams, CallToolResult, ContentBlock, CreateMessageRequestParams, ElicitRequestParams,
+    ElicitationSchema, JsonObject, LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam,
+    ResourceContents, ResourceUpdatedNotificationParam, SamplingMessage, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -43,41 +42,13 @@ pub const CRASH_EXIT_CODE: i32 = 3;
 /// Every tool, in the order `tools/list` returns them.
 pub fn catalogue() -> Vec<Tool> {
     vec![
-        tool(
-            "test_simple_text",
-            "Returns a simple text response",
-            no_arguments(),
-        ),
-        tool(
-            "test_image_content",
-            "Returns a 1x1 PNG image",
-            no_arguments(),
-        ),
-        tool(
-            "test_audio_content",
-            "Returns a short WAV clip",
-            no_arguments(),
-        ),
-        tool(
-            "test_embedded_resource",
-            "Returns an embedded text resource",
-            no_arguments(),
-        ),
-        tool(
-            "test_multiple_content_types",
-            "Returns text, image and embedded resource content",
-            no_arguments(),
-        ),
-        tool(
-            "test_tool_with_logging",
-            "Sends three info log messages while running",
-            no_arguments(),
-        ),
-        tool(
-            "test_error_handling",
-            "Always returns a tool error",
-            no_arguments(),
-        ),
+        tool("test_simple_text", "Returns a simple text response", no_arguments()),
+        tool("test_image_content", "Returns a 1x1 PNG image", no_arguments()),
+        tool("test_audio_content", "Returns a short WAV clip", no_arguments()),
+        tool("test_embedded_resource", "Returns an embedded text resource", no_arguments()),
+        tool("test_multiple_content_types", "Returns text, image and embedded resource content", no_arguments()),
+        tool("test_tool_with_logging", "Sends three info log messages while running", no_arguments()),
+        tool("test_error_handling", "Always returns a tool error", no_arguments()),
         tool(
             "test_tool_with_progress",
             "Reports progress 0, 50 and 100 of 100 when given a progress token",
@@ -104,16 +75,8 @@ pub fn catalogue() -> Vec<Tool> {
             "Elicits one field of each primitive type, each with a default (SEP-1034)",
             no_arguments(),
         ),
-        tool(
-            "test_elicitation_sep1330_enums",
-            "Elicits the five enum schema shapes of SEP-1330",
-            no_arguments(),
-        ),
-        tool(
-            "json_schema_2020_12_tool",
-            "Tool with JSON Schema 2020-12 features",
-            json_schema_2020_12(),
-        ),
+        tool("test_elicitation_sep1330_enums", "Elicits the five enum schema shapes of SEP-1330", no_arguments()),
+        tool("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features", json_schema_2020_12()),
         tool(
             "test_reconnection",
             "Over HTTP, closes its SSE stream mid-call and answers once the client resumes (SEP-1699)",
@@ -139,11 +102,7 @@ pub fn catalogue() -> Vec<Tool> {
             ),
         ),
         tool("pid", "Returns the server's process id", no_arguments()),
-        tool(
-            "crash",
-            "Makes the server process exit at once with status 3",
-            no_arguments(),
-        ),
+        tool("crash", "Makes the server process exit at once with status 3", no_arguments()),
         tool(
             "touch_resource",
             "Changes a resource and notifies subscribers with notifications/resources/updated",
@@ -164,17 +123,14 @@ pub async fn call(
     let args = request.arguments.unwrap_or_default();
     match request.name.as_ref() {
         "test_simple_text" => Ok(text_result(fixtures::SIMPLE_TEXT)),
-        "test_image_content" => Ok(CallToolResult::success(vec![ContentBlock::image(
-            fixtures::RED_PIXEL_PNG_BASE64,
-            fixtures::PNG_MIME,
-        )])),
-        "test_audio_content" => Ok(CallToolResult::success(vec![ContentBlock::audio(
-            fixtures::silent_wav_base64(),
-            fixtures::WAV_MIME,
-        )])),
+        "test_image_content" => {
+            Ok(CallToolResult::success(vec![ContentBlock::image(fixtures::RED_PIXEL_PNG_BASE64, fixtures::PNG_MIME)]))
+        }
+        "test_audio_content" => {
+            Ok(CallToolResult::success(vec![ContentBlock::audio(fixtures::silent_wav_base64(), fixtures::WAV_MIME)]))
+        }
         "test_embedded_resource" => Ok(CallToolResult::success(vec![ContentBlock::resource(
-            ResourceContents::text(fixtures::EMBEDDED_TEXT, "test://embedded-resource")
-                .with_mime_type("text/plain"),
+            ResourceContents::text(fixtures::EMBEDDED_TEXT, "test://embedded-resource").with_mime_type("text/plain"),
         )])),
         "test_multiple_content_types" => Ok(CallToolResult::success(vec![
             ContentBlock::text("Multiple content types test:"),
@@ -188,41 +144,22 @@ pub async fn call(
             ),
         ])),
         "test_tool_with_logging" => with_logging(server, &context).await,
-        "test_error_handling" => Ok(CallToolResult::error(vec![ContentBlock::text(
-            "This tool intentionally returns an error for testing",
-        )])),
+        "test_error_handling" => {
+            Ok(CallToolResult::error(vec![ContentBlock::text("This tool intentionally returns an error for testing")]))
+        }
         "test_tool_with_progress" => with_progress(&context).await,
         "test_sampling" => sampling(&args, &context).await,
         "test_elicitation" => {
-            let message =
-                string_arg(&args, "message")?.unwrap_or("Please provide your information");
-            elicit(
-                &context,
-                message,
-                elicitation::user_info_schema()?,
-                "User response",
-            )
-            .await
+            let message = string_arg(&args, "message")?.unwrap_or("Please provide your information");
+            elicit(&context, message, elicitation::user_info_schema()?, "User response").await
         }
         "test_elicitation_sep1034_defaults" => {
             let message = "Test client default value handling - please accept with defaults";
-            elicit(
-                &context,
-                message,
-                elicitation::defaults_schema()?,
-                "Elicitation completed",
-            )
-            .await
+            elicit(&context, message, elicitation::defaults_schema()?, "Elicitation completed").await
         }
         "test_elicitation_sep1330_enums" => {
             let message = "Test enum schema variants - please choose options";
-            elicit(
-                &context,
-                message,
-                elicitation::enums_schema()?,
-                "Elicitation completed",
-            )
-            .await
+            elicit(&context, message, elicitation::enums_schema()?, "Elicitation completed").await
         }
         "json_schema_2020_12_tool" => Ok(text_result(format!("Received: {}", Value::Object(args)))),
         "test_reconnection" => reconnection(server, &context).await,
@@ -234,10 +171,7 @@ pub async fn call(
             std::process::exit(CRASH_EXIT_CODE)
         }
         "touch_resource" => touch_resource(server, &args, &context).await,
-        other => Err(McpError::invalid_params(
-            format!("Unknown tool: {other}"),
-            Some(json!({ "name": other })),
-        )),
+        other => Err(McpError::invalid_params(format!("Unknown tool: {other}"), Some(json!({ "name": other })))),
     }
 }
 
@@ -245,11 +179,7 @@ async fn with_logging(
     server: &FixtureServer,
     context: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
-    let steps = [
-        "Tool execution started",
-        "Tool processing data",
-        "Tool execution completed",
-    ];
+    let steps = ["Tool execution started", "Tool processing data", "Tool execution completed"];
     for (index, step) in steps.into_iter().enumerate() {
         if index > 0 {
             pause(STEP_DELAY, &context.ct).await?;
@@ -257,11 +187,7 @@ async fn with_logging(
         if server.logs_at(LoggingLevel::Info) {
             let param = LoggingMessageNotificationParam::new(LoggingLevel::Info, json!(step))
                 .with_logger("test_tool_with_logging");
-            context
-                .peer
-                .notify_logging_message(param)
-                .await
-                .map_err(service_error)?;
+            context.peer.notify_logging_message(param).await.map_err(service_error)?;
         }
     }
     Ok(text_result("Tool with logging executed successfully"))
@@ -277,32 +203,19 @@ async fn with_progress(context: &RequestContext<RoleServer>) -> Result<CallToolR
             let param = ProgressNotificationParam::new(token.clone(), progress)
                 .with_total(100.0)
                 .with_message(format!("{progress} of 100"));
-            context
-                .peer
-                .notify_progress(param)
-                .await
-                .map_err(service_error)?;
+            context.peer.notify_progress(param).await.map_err(service_error)?;
         }
     }
     Ok(text_result("Tool with progress executed successfully"))
 }
 
-async fn sampling(
-    args: &JsonObject,
-    context: &RequestContext<RoleServer>,
-) -> Result<CallToolResult, McpError> {
+async fn sampling(args: &JsonObject, context: &RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
     let prompt = string_arg(args, "prompt")?.ok_or_else(|| missing("prompt"))?;
-    let supports_sampling = context
-        .peer
-        .peer_info()
-        .is_some_and(|info| info.capabilities.sampling.is_some());
+    let supports_sampling = context.peer.peer_info().is_some_and(|info| info.capabilities.sampling.is_some());
     if !supports_sampling {
         return Ok(error_result("The client does not support sampling"));
     }
-    let params = CreateMessageRequestParams::new(
-        vec![SamplingMessage::user_text(prompt)],
-        SAMPLING_MAX_TOKENS,
-    );
+    let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], SAMPLING_MAX_TOKENS);
     let result = ask_client(context.peer.create_message(params), &context.ct).await?;
     let answer = serde_json::to_value(&result).unwrap_or(Value::Null);
     let text = sampled_text(&answer["content"]);
@@ -313,11 +226,7 @@ async fn sampling(
 fn sampled_text(content: &Value) -> String {
     match content {
         Value::Array(blocks) => blocks.iter().map(sampled_text).collect::<Vec<_>>().join(""),
-        Value::Object(block) => block
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        Value::Object(block) => block.get("text").and_then(Value::as_str).unwrap_or_default().to_owned(),
         _ => String::new(),
     }
 }
@@ -328,45 +237,29 @@ async fn elicit(
     requested_schema: ElicitationSchema,
     label: &str,
 ) -> Result<CallToolResult, McpError> {
-    let supports_elicitation = context
-        .peer
-        .peer_info()
-        .is_some_and(|info| info.capabilities.elicitation.is_some());
+    let supports_elicitation = context.peer.peer_info().is_some_and(|info| info.capabilities.elicitation.is_some());
     if !supports_elicitation {
         return Ok(error_result("The client does not support elicitation"));
     }
-    let params = ElicitRequestParams::FormElicitationParams {
-        meta: None,
-        message: message.to_owned(),
-        requested_schema,
-    };
+    let params =
+        ElicitRequestParams::FormElicitationParams { meta: None, message: message.to_owned(), requested_schema };
     let result = ask_client(context.peer.create_elicitation(params), &context.ct).await?;
     let action = serde_json::to_value(&result.action).unwrap_or(Value::Null);
     let action = action.as_str().unwrap_or("unknown");
     let content = result.content.unwrap_or(Value::Null);
-    Ok(text_result(format!(
-        "{label}: action={action}, content={content}"
-    )))
+    Ok(text_result(format!("{label}: action={action}, content={content}")))
 }
 
 async fn reconnection(
     server: &FixtureServer,
     context: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
-    let session = context
-        .extensions
-        .get::<http::request::Parts>()
-        .and_then(SessionIdHeader::from_parts);
+    let session = context.extensions.get::<http::request::Parts>().and_then(SessionIdHeader::from_parts);
     if let (Some(sessions), Some(session)) = (&server.sessions, session) {
-        match sessions
-            .close_request_stream(&session.0, &context.id, RESUME_RETRY)
-            .await
-        {
+        match sessions.close_request_stream(&session.0, &context.id, RESUME_RETRY).await {
             Ok(wait) => {
                 if !wait.resumed_within(RESUME_TIMEOUT, &context.ct).await {
-                    tracing::warn!(
-                        "test_reconnection: client did not resume within {RESUME_TIMEOUT:?}"
-                    );
+                    tracing::warn!("test_reconnection: client did not resume within {RESUME_TIMEOUT:?}");
                 }
             }
             Err(error) => {
@@ -390,12 +283,7 @@ async fn sleep(args: &JsonObject, cancel: &CancellationToken) -> Result<CallTool
         Some(value) => value
             .as_u64()
             .filter(|ms| *ms <= MAX_SLEEP_MS)
-            .ok_or_else(|| {
-                McpError::invalid_params(
-                    format!("ms must be an integer from 0 to {MAX_SLEEP_MS}"),
-                    None,
-                )
-            })?,
+            .ok_or_else(|| McpError::invalid_params(format!("ms must be an integer from 0 to {MAX_SLEEP_MS}"), None))?,
         None => return Err(missing("ms")),
     };
     pause(Duration::from_millis(ms), cancel).await?;
@@ -417,15 +305,9 @@ async fn touch_resource(
     let subscribed = server.subscriptions.contains(uri);
     if subscribed {
         let param = ResourceUpdatedNotificationParam::new(uri);
-        context
-            .peer
-            .notify_resource_updated(param)
-            .await
-            .map_err(service_error)?;
+        context.peer.notify_resource_updated(param).await.map_err(service_error)?;
     }
-    Ok(text_result(format!(
-        "touched {uri}; subscribers notified: {subscribed}"
-    )))
+    Ok(text_result(format!("touched {uri}; subscribers notified: {subscribed}")))
 }
 
 /// Awaits the client's answer to a server-to-client request, for at most
@@ -511,10 +393,7 @@ fn string_arg<'a>(args: &'a JsonObject, name: &str) -> Result<Option<&'a str>, M
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(value)) => Ok(Some(value)),
-        Some(_) => Err(McpError::invalid_params(
-            format!("argument {name} must be a string"),
-            None,
-        )),
+        Some(_) => Err(McpError::invalid_params(format!("argument {name} must be a string"), None)),
     }
 }
 
@@ -545,11 +424,7 @@ mod tests {
         for tool in &tools {
             let name = tool.name.as_ref();
             assert!((1..=128).contains(&name.len()), "{name}");
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)),
-                "{name}"
-            );
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)), "{name}");
             assert!(tool.description.is_some(), "{name}");
             assert!(names.insert(name.to_owned()), "duplicate {name}");
         }
@@ -558,35 +433,20 @@ mod tests {
     #[test]
     fn json_schema_tool_keeps_2020_12_keywords() {
         let tools = catalogue();
-        let tool = tools
-            .iter()
-            .find(|tool| tool.name == "json_schema_2020_12_tool")
-            .unwrap();
+        let tool = tools.iter().find(|tool| tool.name == "json_schema_2020_12_tool").unwrap();
         let wire = serde_json::to_value(tool).unwrap();
         let schema = &wire["inputSchema"];
-        assert_eq!(
-            schema["$schema"],
-            "https://json-schema.org/draft/2020-12/schema"
-        );
+        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
         assert_eq!(schema["$defs"]["address"]["$anchor"], "addressDef");
         assert_eq!(schema["additionalProperties"], false);
         assert!(schema["allOf"][0]["anyOf"].is_array());
-        assert!(
-            schema.get("if").is_some()
-                && schema.get("then").is_some()
-                && schema.get("else").is_some()
-        );
+        assert!(schema.get("if").is_some() && schema.get("then").is_some() && schema.get("else").is_some());
     }
 
     #[test]
     fn sampled_text_reads_single_and_multiple_blocks() {
         assert_eq!(sampled_text(&json!({ "type": "text", "text": "hi" })), "hi");
-        assert_eq!(
-            sampled_text(
-                &json!([{ "type": "text", "text": "a" }, { "type": "text", "text": "b" }])
-            ),
-            "ab"
-        );
+        assert_eq!(sampled_text(&json!([{ "type": "text", "text": "a" }, { "type": "text", "text": "b" }])), "ab");
     }
 
     #[test]

@@ -47,11 +47,7 @@ impl StdioServer {
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self {
-            child,
-            stdin,
-            lines,
-        }
+        Self { child, stdin, lines }
     }
 
     /// Writes one message as one line.
@@ -68,37 +64,21 @@ impl StdioServer {
             .await
             .expect("the server sent nothing within the line timeout")
             .unwrap()?;
-        Some(
-            serde_json::from_str(&line)
-                .unwrap_or_else(|error| panic!("not JSON ({error}): {line}")),
-        )
+        Some(serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
     }
 
     /// Sends request `id` and returns its response with the messages the server sent before it
     /// (notifications and server-to-client requests).
-    pub async fn request_collecting(
-        &mut self,
-        id: u64,
-        method: &str,
-        params: Value,
-    ) -> (Value, Vec<Value>) {
-        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
-            .await;
+    pub async fn request_collecting(&mut self, id: u64, method: &str, params: Value) -> (Value, Vec<Value>) {
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })).await;
         let mut before = Vec::new();
         for _ in 0..MAX_SKIPPED_LINES {
-            let message = self
-                .next_message()
-                .await
-                .expect("the server closed stdout before answering");
+            let message = self.next_message().await.expect("the server closed stdout before answering");
             if message.get("method").is_some() {
                 before.push(message);
                 continue;
             }
-            assert_eq!(
-                message.get("id"),
-                Some(&json!(id)),
-                "unexpected response: {message}"
-            );
+            assert_eq!(message.get("id"), Some(&json!(id)), "unexpected response: {message}");
             return (message, before);
         }
         panic!("no response to request {id} within {MAX_SKIPPED_LINES} lines");
@@ -108,18 +88,11 @@ impl StdioServer {
     /// request fails the test (none should be outstanding).
     pub async fn response(&mut self, id: u64) -> Value {
         for _ in 0..MAX_SKIPPED_LINES {
-            let message = self
-                .next_message()
-                .await
-                .expect("the server closed stdout before answering");
+            let message = self.next_message().await.expect("the server closed stdout before answering");
             if message.get("method").is_some() {
                 continue; // a notification or a server-to-client request
             }
-            assert_eq!(
-                message.get("id"),
-                Some(&json!(id)),
-                "unexpected response: {message}"
-            );
+            assert_eq!(message.get("id"), Some(&json!(id)), "unexpected response: {message}");
             return message;
         }
         panic!("no response to request {id} within {MAX_SKIPPED_LINES} lines");
@@ -127,8 +100,7 @@ impl StdioServer {
 
     /// Sends request `id` and returns its response.
     pub async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
-        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
-            .await;
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })).await;
         self.response(id).await
     }
 
@@ -150,8 +122,7 @@ impl StdioServer {
                 }),
             )
             .await;
-        self.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
-            .await;
+        self.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await;
         response["result"].clone()
     }
 

@@ -28,18 +28,11 @@ pub enum ClientError {
 
     /// The server answered the request with a JSON-RPC error object.
     #[error("JSON-RPC error {code}: {message}")]
-    JsonRpc {
-        code: i64,
-        message: String,
-        data: Option<Value>,
-    },
+    JsonRpc { code: i64, message: String, data: Option<Value> },
 
     /// No answer arrived within the configured time.
     #[error("timed out after {after:?} waiting for {waiting_for}")]
-    Timeout {
-        after: Duration,
-        waiting_for: String,
-    },
+    Timeout { after: Duration, waiting_for: String },
 
     /// The server broke the MCP or JSON-RPC rules (bad JSON, missing endpoint event, ...).
     #[error("protocol violation: {0}")]
@@ -81,9 +74,5 @@ impl ClientError {
 }
 
 fn excerpt_suffix(body: &str) -> String {
-    if body.trim().is_empty() {
-        String::new()
-    } else {
-        format!(": {}", body.trim())
-    }
+    if body.trim().is_empty() { String::new() } else { format!(": {}", body.trim()) }
 }

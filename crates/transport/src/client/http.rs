@@ -17,10 +17,7 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 const EXCERPT_BYTES: usize = 1024;
 
 pub(crate) fn connection_error(context: impl Into<String>, source: reqwest::Error) -> ClientError {
-    ClientError::Connection {
-        context: context.into(),
-        source,
-    }
+    ClientError::Connection { context: context.into(), source }
 }
 
 /// True when the response's media type is `wanted` (parameters and case ignored).
@@ -35,18 +32,14 @@ pub(crate) fn has_content_type(resp: &Response, wanted: &str) -> bool {
 /// Reads the whole body, refusing more than `cap` bytes.
 pub(crate) async fn read_capped(resp: Response, cap: usize) -> Result<Bytes, ClientError> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(ClientError::Protocol(format!(
-            "response body larger than {cap} bytes"
-        )));
+        return Err(ClientError::Protocol(format!("response body larger than {cap} bytes")));
     }
     let mut stream = resp.bytes_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| connection_error("reading the response body", e))?;
         if buf.len() + chunk.len() > cap {
-            return Err(ClientError::Protocol(format!(
-                "response body larger than {cap} bytes"
-            )));
+            return Err(ClientError::Protocol(format!("response body larger than {cap} bytes")));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -66,12 +59,7 @@ pub(crate) async fn status_error(resp: Response, method: &'static str) -> Client
         }
     }
     body.truncate(EXCERPT_BYTES);
-    ClientError::HttpStatus {
-        status,
-        method,
-        url,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    ClientError::HttpStatus { status, method, url, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -84,10 +72,7 @@ pub(crate) struct SseReader {
 
 impl SseReader {
     pub fn new(resp: Response) -> Self {
-        SseReader {
-            body: Box::pin(resp.bytes_stream()),
-            parser: SseParser::new(MAX_MESSAGE_BYTES),
-        }
+        SseReader { body: Box::pin(resp.bytes_stream()), parser: SseParser::new(MAX_MESSAGE_BYTES) }
     }
 
     /// The next event; `None` when the server ended the stream.
@@ -97,10 +82,7 @@ impl SseReader {
                 return Ok(Some(ev));
             }
             match self.body.next().await {
-                Some(Ok(chunk)) => self
-                    .parser
-                    .push(&chunk)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?,
+                Some(Ok(chunk)) => self.parser.push(&chunk).map_err(|e| ClientError::Protocol(e.to_string()))?,
                 Some(Err(e)) => return Err(connection_error("reading the SSE stream", e)),
                 None => return Ok(None),
             }

@@ -43,31 +43,17 @@ pub(crate) struct LegacySse {
 
 impl LegacySse {
     /// Opens the stream at `sse_url` and waits (at most `timeout`) for the `endpoint` event.
-    pub async fn open(
-        http: Client,
-        sse_url: Url,
-        headers: HeaderMap,
-        timeout: Duration,
-    ) -> Result<Self, ClientError> {
-        let get = http
-            .get(sse_url.clone())
-            .headers(headers.clone())
-            .header(ACCEPT, "text/event-stream")
-            .send();
+    pub async fn open(http: Client, sse_url: Url, headers: HeaderMap, timeout: Duration) -> Result<Self, ClientError> {
+        let get = http.get(sse_url.clone()).headers(headers.clone()).header(ACCEPT, "text/event-stream").send();
         let resp = tokio::time::timeout(timeout, get)
             .await
-            .map_err(|_| ClientError::Timeout {
-                after: timeout,
-                waiting_for: format!("GET {sse_url}"),
-            })?
+            .map_err(|_| ClientError::Timeout { after: timeout, waiting_for: format!("GET {sse_url}") })?
             .map_err(|e| connection_error(format!("GET {sse_url}"), e))?;
         if !resp.status().is_success() {
             return Err(status_error(resp, "GET").await);
         }
         if !has_content_type(&resp, "text/event-stream") {
-            return Err(ClientError::Protocol(format!(
-                "GET {sse_url} did not answer with text/event-stream"
-            )));
+            return Err(ClientError::Protocol(format!("GET {sse_url} did not answer with text/event-stream")));
         }
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (endpoint_tx, endpoint_rx) = oneshot::channel();
@@ -87,35 +73,19 @@ impl LegacySse {
             }
             Ok(Err(_)) => {
                 reader.abort();
-                return Err(ClientError::Closed(
-                    "the SSE stream ended before the endpoint event".into(),
-                ));
+                return Err(ClientError::Closed("the SSE stream ended before the endpoint event".into()));
             }
             Err(_) => {
                 reader.abort();
-                return Err(ClientError::Timeout {
-                    after: timeout,
-                    waiting_for: "the endpoint event".into(),
-                });
+                return Err(ClientError::Timeout { after: timeout, waiting_for: "the endpoint event".into() });
             }
         };
-        Ok(LegacySse {
-            http,
-            endpoint,
-            headers,
-            shared,
-            reader,
-        })
+        Ok(LegacySse { http, endpoint, headers, shared, reader })
     }
 
     /// Sends one request and waits for its answer on the stream. The caller bounds the wait;
     /// if it gives up, the guard removes the waiter.
-    pub async fn request(
-        &self,
-        id: RequestId,
-        method: &str,
-        params: Option<Value>,
-    ) -> Result<Value, ClientError> {
+    pub async fn request(&self, id: RequestId, method: &str, params: Option<Value>) -> Result<Value, ClientError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut s = lock(&self.shared);
@@ -129,33 +99,16 @@ impl LegacySse {
             }
             s.pending.insert(id, tx);
         }
-        let _guard = PendingGuard {
-            shared: &self.shared,
-            id,
-        };
-        post(
-            &self.http,
-            &self.endpoint,
-            &self.headers,
-            &message::request(id, method, params),
-        )
-        .await?;
+        let _guard = PendingGuard { shared: &self.shared, id };
+        post(&self.http, &self.endpoint, &self.headers, &message::request(id, method, params)).await?;
         match rx.await {
             Ok(outcome) => outcome,
-            Err(_) => Err(ClientError::Closed(
-                "the SSE stream ended before the answer".into(),
-            )),
+            Err(_) => Err(ClientError::Closed("the SSE stream ended before the answer".into())),
         }
     }
 
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), ClientError> {
-        post(
-            &self.http,
-            &self.endpoint,
-            &self.headers,
-            &message::notification(method, params),
-        )
-        .await
+        post(&self.http, &self.endpoint, &self.headers, &message::notification(method, params)).await
     }
 
     /// Drops the stream; the 2024-11-05 transport ends a session by closing it.
@@ -196,14 +149,8 @@ fn fail_all(shared: &Mutex<Shared>, why: &str) {
     }
 }
 
-async fn post(
-    http: &Client,
-    endpoint: &Url,
-    headers: &HeaderMap,
-    msg: &Value,
-) -> Result<(), ClientError> {
-    let body = serde_json::to_vec(msg)
-        .map_err(|e| ClientError::Protocol(format!("cannot encode message: {e}")))?;
+async fn post(http: &Client, endpoint: &Url, headers: &HeaderMap, msg: &Value) -> Result<(), ClientError> {
+    let body = serde_json::to_vec(msg).map_err(|e| ClientError::Protocol(format!("cannot encode message: {e}")))?;
     let resp = http
         .post(endpoint.clone())
         .headers(headers.clone())
@@ -212,11 +159,7 @@ async fn post(
         .send()
         .await
         .map_err(|e| connection_error(format!("POST {endpoint}"), e))?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(status_error(resp, "POST").await)
-    }
+    if resp.status().is_success() { Ok(()) } else { Err(status_error(resp, "POST").await) }
 }
 
 /// Owns the SSE stream: announces the endpoint, routes answers, replies to server pings.
@@ -229,11 +172,7 @@ struct ReaderTask {
 }
 
 impl ReaderTask {
-    async fn run(
-        self,
-        mut reader: SseReader,
-        endpoint_tx: oneshot::Sender<Result<Url, ClientError>>,
-    ) {
+    async fn run(self, mut reader: SseReader, endpoint_tx: oneshot::Sender<Result<Url, ClientError>>) {
         let mut endpoint_tx = Some(endpoint_tx);
         let mut endpoint: Option<Url> = None;
         let why = loop {
@@ -283,19 +222,14 @@ impl ReaderTask {
             .join(data.trim())
             .map_err(|e| ClientError::Protocol(format!("bad endpoint event {data:?}: {e}")))?;
         if url.origin() != self.sse_url.origin() {
-            return Err(ClientError::Protocol(format!(
-                "endpoint event points to another origin: {url}"
-            )));
+            return Err(ClientError::Protocol(format!("endpoint event points to another origin: {url}")));
         }
         Ok(url)
     }
 
     async fn route(&self, msg: Value, endpoint: Option<&Url>) {
         match message::classify(msg) {
-            Incoming::Response {
-                id: Some(id),
-                outcome,
-            } => {
+            Incoming::Response { id: Some(id), outcome } => {
                 let waiter = lock(&self.shared).pending.remove(&id);
                 match waiter {
                     Some(w) => {

@@ -34,10 +34,7 @@ pub(crate) fn notification(method: &str, params: Option<Value>) -> Value {
 #[derive(Debug)]
 pub(crate) enum Incoming {
     /// An answer to one of our requests. `id` is `None` when it is not an integer (never ours).
-    Response {
-        id: Option<RequestId>,
-        outcome: Result<Value, ClientError>,
-    },
+    Response { id: Option<RequestId>, outcome: Result<Value, ClientError> },
     /// A server→client request (ping, sampling, roots, elicitation, ...).
     Request { id: Value, method: String },
     /// A notification (progress, logging, list_changed, ...).
@@ -61,16 +58,10 @@ pub(crate) fn classify(msg: Value) -> Incoming {
     }
     let id = obj.get("id").and_then(Value::as_i64);
     if let Some(err) = obj.remove("error") {
-        return Incoming::Response {
-            id,
-            outcome: Err(rpc_error(err)),
-        };
+        return Incoming::Response { id, outcome: Err(rpc_error(err)) };
     }
     match obj.remove("result") {
-        Some(result) => Incoming::Response {
-            id,
-            outcome: Ok(result),
-        },
+        Some(result) => Incoming::Response { id, outcome: Ok(result) },
         None => Incoming::Invalid("message has neither method, result nor error".into()),
     }
 }
@@ -80,20 +71,10 @@ fn rpc_error(err: Value) -> ClientError {
         return ClientError::Protocol("JSON-RPC error member is not an object".into());
     };
     let code = e.get("code").and_then(Value::as_i64);
-    let message = e
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let message = e.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
     match code {
-        Some(code) => ClientError::JsonRpc {
-            code,
-            message,
-            data: e.remove("data"),
-        },
-        None => ClientError::Protocol(format!(
-            "JSON-RPC error without an integer code (message {message:?})"
-        )),
+        Some(code) => ClientError::JsonRpc { code, message, data: e.remove("data") },
+        None => ClientError::Protocol(format!("JSON-RPC error without an integer code (message {message:?})")),
     }
 }
 
@@ -127,42 +108,23 @@ mod tests {
     fn classifies_every_shape() {
         assert!(matches!(
             classify(json!({"jsonrpc":"2.0","id":3,"result":{"a":1}})),
-            Incoming::Response {
-                id: Some(3),
-                outcome: Ok(_)
-            }
+            Incoming::Response { id: Some(3), outcome: Ok(_) }
         ));
-        match classify(
-            json!({"jsonrpc":"2.0","id":4,"error":{"code":-32601,"message":"nope","data":[1]}}),
-        ) {
-            Incoming::Response {
-                id: Some(4),
-                outcome:
-                    Err(ClientError::JsonRpc {
-                        code,
-                        message,
-                        data,
-                    }),
-            } => {
+        match classify(json!({"jsonrpc":"2.0","id":4,"error":{"code":-32601,"message":"nope","data":[1]}})) {
+            Incoming::Response { id: Some(4), outcome: Err(ClientError::JsonRpc { code, message, data }) } => {
                 assert_eq!(code, -32601);
                 assert_eq!(message, "nope");
                 assert_eq!(data, Some(json!([1])));
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(
-            classify(json!({"jsonrpc":"2.0","id":"s1","method":"ping"})),
-            Incoming::Request { .. }
-        ));
+        assert!(matches!(classify(json!({"jsonrpc":"2.0","id":"s1","method":"ping"})), Incoming::Request { .. }));
         assert!(matches!(
             classify(json!({"jsonrpc":"2.0","method":"notifications/progress"})),
             Incoming::Notification { .. }
         ));
         assert!(matches!(classify(json!(42)), Incoming::Invalid(_)));
-        assert!(matches!(
-            classify(json!({"jsonrpc":"2.0","id":1})),
-            Incoming::Invalid(_)
-        ));
+        assert!(matches!(classify(json!({"jsonrpc":"2.0","id":1})), Incoming::Invalid(_)));
     }
 
     #[test]

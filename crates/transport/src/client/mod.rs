@@ -27,8 +27,7 @@ use streamable::StreamableHttp;
 /// The revision we offer in `initialize`.
 pub const OFFERED_PROTOCOL_VERSION: &str = "2025-11-25";
 /// Revisions we accept when the server answers `initialize` with another one.
-pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =
-    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// At most this many pages per list call, so a server that always sends `nextCursor`
 /// cannot keep us looping.
@@ -72,9 +71,7 @@ impl FromStr for Transport {
             "auto" => Ok(Transport::Auto),
             "streamable-http" => Ok(Transport::StreamableHttp),
             "sse" => Ok(Transport::Sse),
-            other => Err(format!(
-                "unknown transport {other:?}; expected auto, sse or streamable-http"
-            )),
+            other => Err(format!("unknown transport {other:?}; expected auto, sse or streamable-http")),
         }
     }
 }
@@ -91,11 +88,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions {
-            transport: Transport::Auto,
-            timeout: Duration::from_secs(30),
-            headers: Vec::new(),
-        }
+        ConnectOptions { transport: Transport::Auto, timeout: Duration::from_secs(30), headers: Vec::new() }
     }
 }
 
@@ -136,25 +129,15 @@ impl McpClient {
         let timeout = options.timeout;
         match options.transport {
             Transport::Sse => Self::connect_sse(http, parsed, headers, timeout).await,
-            Transport::StreamableHttp => {
-                Self::connect_streamable(http, parsed, headers, timeout).await
-            }
+            Transport::StreamableHttp => Self::connect_streamable(http, parsed, headers, timeout).await,
             Transport::Auto if parsed.path().ends_with("/sse") => {
                 Self::connect_sse(http, parsed, headers, timeout).await
             }
             Transport::Auto => {
-                match Self::connect_streamable(
-                    http.clone(),
-                    parsed.clone(),
-                    headers.clone(),
-                    timeout,
-                )
-                .await
-                {
-                    Err(ClientError::HttpStatus {
-                        status: 400 | 404 | 405,
-                        ..
-                    }) => Self::connect_sse(http, parsed, headers, timeout).await,
+                match Self::connect_streamable(http.clone(), parsed.clone(), headers.clone(), timeout).await {
+                    Err(ClientError::HttpStatus { status: 400 | 404 | 405, .. }) => {
+                        Self::connect_sse(http, parsed, headers, timeout).await
+                    }
                     other => other,
                 }
             }
@@ -198,9 +181,7 @@ impl McpClient {
         let version = result
             .get("protocolVersion")
             .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ClientError::Protocol("initialize result has no protocolVersion".into())
-            })?
+            .ok_or_else(|| ClientError::Protocol("initialize result has no protocolVersion".into()))?
             .to_owned();
         if !SUPPORTED_PROTOCOL_VERSIONS.contains(&version.as_str()) {
             // Be polite: end the session the server just opened. Its outcome changes nothing.
@@ -212,9 +193,7 @@ impl McpClient {
         }
         client.protocol_version = version;
         client.initialize_result = result;
-        client
-            .notify("notifications/initialized", Value::Null)
-            .await?;
+        client.notify("notifications/initialized", Value::Null).await?;
         Ok(client)
     }
 
@@ -230,16 +209,12 @@ impl McpClient {
 
     /// The server's `serverInfo` (name, version, ...), or `Null` if it sent none.
     pub fn server_info(&self) -> &Value {
-        self.initialize_result
-            .get("serverInfo")
-            .unwrap_or(&Value::Null)
+        self.initialize_result.get("serverInfo").unwrap_or(&Value::Null)
     }
 
     /// The server's declared capabilities, or `Null`.
     pub fn capabilities(&self) -> &Value {
-        self.initialize_result
-            .get("capabilities")
-            .unwrap_or(&Value::Null)
+        self.initialize_result.get("capabilities").unwrap_or(&Value::Null)
     }
 
     /// The negotiated protocol revision.
@@ -273,12 +248,10 @@ impl McpClient {
                 Wire::Sse(s) => s.request(id, method, params).await,
             }
         };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                after: self.timeout,
-                waiting_for: format!("the answer to {method:?}"),
-            })?
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| ClientError::Timeout {
+            after: self.timeout,
+            waiting_for: format!("the answer to {method:?}"),
+        })?
     }
 
     /// Sends a notification. `params` of `Null` sends none.
@@ -290,12 +263,10 @@ impl McpClient {
                 Wire::Sse(s) => s.notify(method, params).await,
             }
         };
-        tokio::time::timeout(self.timeout, send)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                after: self.timeout,
-                waiting_for: format!("the server to accept {method:?}"),
-            })?
+        tokio::time::timeout(self.timeout, send).await.map_err(|_| ClientError::Timeout {
+            after: self.timeout,
+            waiting_for: format!("the server to accept {method:?}"),
+        })?
     }
 
     /// All tools, following `nextCursor`.
@@ -310,8 +281,7 @@ impl McpClient {
 
     /// All resource templates, following `nextCursor`.
     pub async fn list_resource_templates(&self) -> Result<Vec<Value>, ClientError> {
-        self.list_all("resources/templates/list", "resourceTemplates")
-            .await
+        self.list_all("resources/templates/list", "resourceTemplates").await
     }
 
     /// All prompts, following `nextCursor`.
@@ -357,41 +327,30 @@ impl McpClient {
                 Some(Value::Array(batch)) => items.extend(batch),
                 None | Some(Value::Null) => {}
                 Some(_) => {
-                    return Err(ClientError::Protocol(format!(
-                        "{method} result member {key:?} is not an array"
-                    )));
+                    return Err(ClientError::Protocol(format!("{method} result member {key:?} is not an array")));
                 }
             }
             if items.len() > MAX_LIST_ITEMS {
-                return Err(ClientError::Protocol(format!(
-                    "{method} returned more than {MAX_LIST_ITEMS} items"
-                )));
+                return Err(ClientError::Protocol(format!("{method} returned more than {MAX_LIST_ITEMS} items")));
             }
             match page.get_mut("nextCursor").map(Value::take) {
                 Some(Value::String(next)) => {
                     if !seen.insert(next.clone()) {
-                        return Err(ClientError::Protocol(format!(
-                            "{method} repeated cursor {next:?}"
-                        )));
+                        return Err(ClientError::Protocol(format!("{method} repeated cursor {next:?}")));
                     }
                     cursor = Some(next);
                 }
                 _ => return Ok(items),
             }
         }
-        Err(ClientError::Protocol(format!(
-            "{method} returned more than {MAX_LIST_PAGES} pages"
-        )))
+        Err(ClientError::Protocol(format!("{method} returned more than {MAX_LIST_PAGES} pages")))
     }
 
     async fn close_wire(&self) -> Result<(), ClientError> {
         match &self.wire {
-            Wire::Streamable(s) => tokio::time::timeout(self.timeout, s.close())
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    after: self.timeout,
-                    waiting_for: "the server to end the session".into(),
-                })?,
+            Wire::Streamable(s) => tokio::time::timeout(self.timeout, s.close()).await.map_err(|_| {
+                ClientError::Timeout { after: self.timeout, waiting_for: "the server to end the session".into() }
+            })?,
             Wire::Sse(s) => {
                 s.close();
                 Ok(())
@@ -406,10 +365,7 @@ impl McpClient {
 }
 
 fn parse_url(url: &str) -> Result<Url, ClientError> {
-    let invalid = |reason: String| ClientError::InvalidUrl {
-        url: url.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| ClientError::InvalidUrl { url: url.to_owned(), reason };
     let parsed = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
     match parsed.scheme() {
         "http" | "https" => {}
@@ -424,10 +380,7 @@ fn parse_url(url: &str) -> Result<Url, ClientError> {
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, ClientError> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
-        let invalid = |reason: &str| ClientError::InvalidHeader {
-            name: name.clone(),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| ClientError::InvalidHeader { name: name.clone(), reason: reason.to_owned() };
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("bad name"))?;
         let v = HeaderValue::from_str(value).map_err(|_| invalid("bad value"))?;
         map.append(n, v);
@@ -449,22 +402,10 @@ mod tests {
 
     #[test]
     fn refuses_unusable_urls_and_headers() {
-        assert!(matches!(
-            parse_url("ftp://x/y"),
-            Err(ClientError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            parse_url("not a url"),
-            Err(ClientError::InvalidUrl { .. })
-        ));
+        assert!(matches!(parse_url("ftp://x/y"), Err(ClientError::InvalidUrl { .. })));
+        assert!(matches!(parse_url("not a url"), Err(ClientError::InvalidUrl { .. })));
         assert!(parse_url("http://127.0.0.1:9/mcp").is_ok());
-        assert!(matches!(
-            header_map(&[("bad name".into(), "v".into())]),
-            Err(ClientError::InvalidHeader { .. })
-        ));
-        assert!(matches!(
-            header_map(&[("x-a".into(), "line\nbreak".into())]),
-            Err(ClientError::InvalidHeader { .. })
-        ));
+        assert!(matches!(header_map(&[("bad name".into(), "v".into())]), Err(ClientError::InvalidHeader { .. })));
+        assert!(matches!(header_map(&[("x-a".into(), "line\nbreak".into())]), Err(ClientError::InvalidHeader { .. })));
     }
 }

@@ -177,11 +177,7 @@ impl SseParser {
         if data.ends_with('\n') {
             data.pop();
         }
-        self.ready.push_back(SseEvent {
-            event: event.filter(|e| !e.is_empty()),
-            data,
-            id: self.last_event_id.clone(),
-        });
+        self.ready.push_back(SseEvent { event: event.filter(|e| !e.is_empty()), data, id: self.last_event_id.clone() });
     }
 }
 
@@ -231,10 +227,7 @@ mod tests {
     #[test]
     fn refuses_oversized_events_and_lines() {
         let mut p = SseParser::new(16);
-        assert_eq!(
-            p.push(b"data: 0123456789abcdef\n"),
-            Err(SseError::TooLarge(16))
-        );
+        assert_eq!(p.push(b"data: 0123456789abcdef\n"), Err(SseError::TooLarge(16)));
         let mut p = SseParser::new(16);
         p.push(b"data: 0123456\n").unwrap();
         assert_eq!(p.push(b"data: 0123456\n"), Err(SseError::TooLarge(16)));

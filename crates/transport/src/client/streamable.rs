@@ -10,9 +10,7 @@ use reqwest::{Client, Method, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 
 use super::error::ClientError;
-use super::http::{
-    MAX_MESSAGE_BYTES, SseReader, connection_error, has_content_type, read_capped, status_error,
-};
+use super::http::{MAX_MESSAGE_BYTES, SseReader, connection_error, has_content_type, read_capped, status_error};
 use super::message::{self, Incoming, RequestId};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -33,13 +31,7 @@ pub(crate) struct StreamableHttp {
 
 impl StreamableHttp {
     pub fn new(http: Client, url: Url, headers: HeaderMap) -> Self {
-        StreamableHttp {
-            http,
-            url,
-            headers,
-            session_id: OnceLock::new(),
-            protocol_version: OnceLock::new(),
-        }
+        StreamableHttp { http, url, headers, session_id: OnceLock::new(), protocol_version: OnceLock::new() }
     }
 
     pub fn session_id(&self) -> Option<&str> {
@@ -55,10 +47,7 @@ impl StreamableHttp {
     }
 
     fn build(&self, method: Method) -> RequestBuilder {
-        let mut req = self
-            .http
-            .request(method, self.url.clone())
-            .headers(self.headers.clone());
+        let mut req = self.http.request(method, self.url.clone()).headers(self.headers.clone());
         if let Some(sid) = self.session_id.get() {
             req = req.header(SESSION_HEADER, sid.clone());
         }
@@ -69,8 +58,8 @@ impl StreamableHttp {
     }
 
     async fn post(&self, body: &Value) -> Result<reqwest::Response, ClientError> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
         self.build(Method::POST)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
@@ -81,12 +70,7 @@ impl StreamableHttp {
     }
 
     /// Sends one request and waits for its response. The caller bounds the wait.
-    pub async fn request(
-        &self,
-        id: RequestId,
-        method: &str,
-        params: Option<Value>,
-    ) -> Result<Value, ClientError> {
+    pub async fn request(&self, id: RequestId, method: &str, params: Option<Value>) -> Result<Value, ClientError> {
         let resp = self.post(&message::request(id, method, params)).await?;
         if method == "initialize" {
             self.capture_session(&resp)?;
@@ -112,19 +96,10 @@ impl StreamableHttp {
                     return outcome;
                 }
             }
-            Err(ClientError::Protocol(format!(
-                "JSON response does not answer request id {id}"
-            )))
+            Err(ClientError::Protocol(format!("JSON response does not answer request id {id}")))
         } else {
-            let ct = resp
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("none")
-                .to_owned();
-            Err(ClientError::Protocol(format!(
-                "unexpected response content type {ct:?}"
-            )))
+            let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none").to_owned();
+            Err(ClientError::Protocol(format!("unexpected response content type {ct:?}")))
         }
     }
 
@@ -144,11 +119,7 @@ impl StreamableHttp {
 
     /// Reads SSE events until the response to `id`, re-opening the stream if the server
     /// closes it after having given us an event id.
-    async fn read_stream_until(
-        &self,
-        mut reader: SseReader,
-        id: RequestId,
-    ) -> Result<Value, ClientError> {
+    async fn read_stream_until(&self, mut reader: SseReader, id: RequestId) -> Result<Value, ClientError> {
         let mut last_id: Option<String> = None;
         let mut retry_ms: Option<u64> = None;
         let mut resumes = 0;
@@ -163,9 +134,8 @@ impl StreamableHttp {
                     if ev.kind() != "message" || ev.data.trim().is_empty() {
                         continue;
                     }
-                    let value: Value = serde_json::from_str(&ev.data).map_err(|e| {
-                        ClientError::Protocol(format!("SSE event data is not JSON: {e}"))
-                    })?;
+                    let value: Value = serde_json::from_str(&ev.data)
+                        .map_err(|e| ClientError::Protocol(format!("SSE event data is not JSON: {e}")))?;
                     for msg in message::split_batch(value) {
                         if let Some(outcome) = self.handle_incoming(msg, id).await {
                             return outcome;
@@ -204,24 +174,15 @@ impl StreamableHttp {
             return Err(status_error(resp, "GET").await);
         }
         if !has_content_type(&resp, "text/event-stream") {
-            return Err(ClientError::Protocol(
-                "resumed stream is not text/event-stream".into(),
-            ));
+            return Err(ClientError::Protocol("resumed stream is not text/event-stream".into()));
         }
         Ok(SseReader::new(resp))
     }
 
     /// Handles one server message; `Some` when it settles request `id`.
-    async fn handle_incoming(
-        &self,
-        msg: Value,
-        id: RequestId,
-    ) -> Option<Result<Value, ClientError>> {
+    async fn handle_incoming(&self, msg: Value, id: RequestId) -> Option<Result<Value, ClientError>> {
         match message::classify(msg) {
-            Incoming::Response {
-                id: Some(rid),
-                outcome,
-            } if rid == id => Some(outcome),
+            Incoming::Response { id: Some(rid), outcome } if rid == id => Some(outcome),
             Incoming::Response { id: other, .. } => {
                 tracing::debug!(?other, "ignoring a response to a request we did not send");
                 None
@@ -247,16 +208,11 @@ impl StreamableHttp {
     /// POSTs a notification or a response: the server answers 202 without a body.
     pub async fn send_unanswered(&self, msg: &Value) -> Result<(), ClientError> {
         let resp = self.post(msg).await?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(status_error(resp, "POST").await)
-        }
+        if resp.status().is_success() { Ok(()) } else { Err(status_error(resp, "POST").await) }
     }
 
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), ClientError> {
-        self.send_unanswered(&message::notification(method, params))
-            .await
+        self.send_unanswered(&message::notification(method, params)).await
     }
 
     /// Ends the session with `DELETE`. A server that does not allow that (405) or that already
@@ -265,16 +221,10 @@ impl StreamableHttp {
         if self.session_id.get().is_none() {
             return Ok(());
         }
-        let resp = self
-            .build(Method::DELETE)
-            .send()
-            .await
-            .map_err(|e| connection_error(format!("DELETE {}", self.url), e))?;
+        let resp =
+            self.build(Method::DELETE).send().await.map_err(|e| connection_error(format!("DELETE {}", self.url), e))?;
         let status = resp.status();
-        if status.is_success()
-            || status == StatusCode::METHOD_NOT_ALLOWED
-            || status == StatusCode::NOT_FOUND
-        {
+        if status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
             Err(status_error(resp, "DELETE").await)
