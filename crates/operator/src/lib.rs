@@ -1,0 +1,8 @@
+//! Apiary's Kubernetes operator library: the custom resource types it serves (ToolHive's
+//! `toolhive.stacklok.dev` kinds and Kuadrant's `MCPServerRegistration`), and the CRDs generated
+//! from them.
+
+// kube's derive takes one `printcolumn(...)`/`shortname` attribute per column or name; clippy
+// mistakes the repeats for duplicates.
+#[allow(clippy::duplicated_attributes)]
+pub mod crd;
