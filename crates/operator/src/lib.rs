@@ -1,8 +1,9 @@
 //! Apiary's Kubernetes operator library: the custom resource types it serves (ToolHive's
-//! `toolhive.stacklok.dev` kinds and Kuadrant's `MCPServerRegistration`), and the CRDs generated
-//! from them.
+//! `toolhive.stacklok.dev` kinds and Kuadrant's `MCPServerRegistration`), the CRDs generated
+//! from them, and the canonical view of each spec.
 
 // kube's derive takes one `printcolumn(...)`/`shortname` attribute per column or name; clippy
 // mistakes the repeats for duplicates.
 #[allow(clippy::duplicated_attributes)]
 pub mod crd;
+pub mod normalize;
