@@ -22,7 +22,8 @@ pub enum VersionsError {
 }
 
 /// Adds [`SEED_VERSION`] (served, not storage, not deprecated) next to the derived storage
-/// version, with the same schema, printer columns and subresources, and sets conversion `None`.
+/// version, with the same schema, printer columns and subresources, and sets conversion `None`
+/// and `listKind` (which the apiserver would default, so applying the file changes nothing).
 pub fn with_seed_version(mut crd: CustomResourceDefinition) -> Result<CustomResourceDefinition, VersionsError> {
     let name = crd.metadata.name.clone().unwrap_or_default();
     if crd.spec.versions.len() != 1 {
@@ -37,6 +38,7 @@ pub fn with_seed_version(mut crd: CustomResourceDefinition) -> Result<CustomReso
     seed.deprecated = None;
     seed.deprecation_warning = None;
     crd.spec.versions.push(seed);
+    crd.spec.names.list_kind = Some(format!("{}List", crd.spec.names.kind));
     crd.spec.conversion = Some(CustomResourceConversion { strategy: "None".to_string(), webhook: None });
     Ok(crd)
 }
