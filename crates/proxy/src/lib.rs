@@ -12,6 +12,7 @@ mod edge;
 mod events;
 mod health;
 mod http_upstream;
+mod legacy_sse;
 mod mux;
 mod server;
 mod session;

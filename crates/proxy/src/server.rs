@@ -55,7 +55,9 @@ impl ProxyHandle {
         format!("http://{}{}", self.local_addr, self.path)
     }
 
-    /// Changes to the upstream's state, restarts and exits.
+    /// Changes to the upstream's state, restarts and exits. Clone what you read
+    /// (`status().borrow().clone()`) and never hold a borrow across an `.await`: a held
+    /// borrow blocks the proxy's status updates, and with them its shutdown.
     pub fn status(&self) -> watch::Receiver<UpstreamStatus> {
         self.status.clone()
     }
@@ -111,7 +113,9 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 launcher,
                 init_params: crate::streamable::own_initialize_params(serde_json::json!({})),
                 max_line: limits.max_line_bytes as usize,
-                queue: limits.max_queued_per_session as usize,
+                // One queue into the child's stdin serves every session on it; each session's
+                // own share is bounded where its requests enter (row 16).
+                queue: (limits.max_queued_per_session as usize).saturating_mul(64).clamp(1024, 65_536),
                 init_timeout: limits.request_timeout(),
                 restart: config.restart.clone(),
                 tracker: tracker.clone(),
@@ -126,7 +130,11 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 stop.cancelled().await;
                 stopper.stop_all();
             });
-            Router::new().route("/mcp", any(crate::streamable::mcp)).with_state(front)
+            Router::new()
+                .route("/mcp", any(crate::streamable::mcp))
+                .route("/sse", any(crate::legacy_sse::sse))
+                .route("/messages", any(crate::legacy_sse::messages))
+                .with_state(front)
         }
         Transport::Sse | Transport::StreamableHttp => {
             let (endpoint, local) = match config.remote_url() {
@@ -169,8 +177,17 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "the proxy listener failed");
+        // Streams end when the proxy stops; a connection that still lingers after the
+        // grace period is dropped rather than holding the shutdown forever.
+        let grace = async {
+            stop.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        };
+        tokio::select! {
+            r = serve => if let Err(e) = r {
+                tracing::error!(error = %e, "the proxy listener failed");
+            },
+            () = grace => tracing::warn!("connections still open 10 s after shutdown were dropped"),
         }
         stop.cancel();
         tracker.close();

@@ -131,10 +131,16 @@ impl Session {
     }
 
     /// Registers a caller's request id; refuses one already in flight (row 18).
-    pub fn begin(&self, id: &RequestId, raw: &str) -> Result<(), Refusal> {
+    /// Refuses one past `max` requests waiting on the child (row 16: the child is slow or
+    /// stalled, and this session alone is held back).
+    pub fn begin(&self, id: &RequestId, raw: &str, max: usize) -> Result<(), Refusal> {
         let mut st = self.state();
         if st.in_flight.contains_key(id) {
             return Err(Refusal::invalid_with_id("request id already in flight", Some(raw)));
+        }
+        if st.in_flight.len() >= max {
+            tracing::info!(session = %self.id, max, "refused a request: the session's queue toward the server is full");
+            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
         }
         st.in_flight.insert(id.clone(), 0);
         Ok(())
@@ -255,8 +261,14 @@ impl SessionTable {
 
     /// Refuses when the table is full, after reaping idle sessions (row 15).
     pub fn check_capacity(&self) -> Result<(), Refusal> {
+        self.check_capacity_with(0)
+    }
+
+    /// The same, counting `others` sessions that live elsewhere (2024-11-05 streams not
+    /// yet initialized).
+    pub fn check_capacity_with(&self, others: usize) -> Result<(), Refusal> {
         self.reap();
-        if self.map().len() >= self.max { Err(Refusal::LimitReached { retry_after: 5 }) } else { Ok(()) }
+        if self.map().len() + others >= self.max { Err(Refusal::LimitReached { retry_after: 5 }) } else { Ok(()) }
     }
 
     /// Adds a session under a fresh id.

@@ -53,10 +53,14 @@ pub struct StdioFront {
     pub capable_on_shared: AtomicU64,
     slot_template: SlotOptions,
     events: mpsc::UnboundedSender<SlotEvent>,
-    max_body: usize,
-    request_timeout: Duration,
-    write_timeout: Duration,
-    max_queued: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) max_queued: usize,
+    pub(crate) max_body: usize,
+    /// 2024-11-05 sessions (`/sse` + `/messages`).
+    pub(crate) sse: crate::legacy_sse::SseSessions,
+    pub(crate) endpoint_prefix: String,
+    pub(crate) trust_proxy_headers: bool,
 }
 
 impl StdioFront {
@@ -90,6 +94,9 @@ impl StdioFront {
             max_body: limits.max_body_bytes as usize,
             request_timeout: limits.request_timeout(),
             write_timeout: limits.write_timeout(),
+            sse: Default::default(),
+            endpoint_prefix: cfg.proxy.endpoint_prefix.trim_end_matches('/').to_owned(),
+            trust_proxy_headers: cfg.proxy.trust_proxy_headers,
             max_queued: limits.max_queued_per_session as usize,
         })
     }
@@ -100,6 +107,7 @@ impl StdioFront {
     pub fn stop_all(&self) {
         self.shared.slot.stop();
         self.sessions.clear();
+        self.sse.clear();
     }
 }
 
@@ -202,9 +210,23 @@ async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Resul
             members
         }
     };
+    match dispatch(front, session, members, batch).await? {
+        None => Ok(answer::accepted()),
+        Some((call, rx)) if acc.sse_named || !acc.json => Ok(call.into_sse(rx, front.write_timeout)),
+        Some((call, rx)) => Ok(call.into_json(rx).await),
+    }
+}
+
+/// Forwards a POST's messages to the session's child (or the shared one). `None` when
+/// nothing needs an answer (only notifications and responses: 202).
+pub(crate) async fn dispatch(
+    front: &StdioFront,
+    session: Option<Arc<Session>>,
+    members: Vec<Result<Message, ParseError>>,
+    batch: bool,
+) -> Result<Option<(Call, mpsc::Receiver<Delivery>)>, Refusal> {
     let group = session.as_ref().map_or(&front.shared, |s| &s.group);
     let conn = group.slot.ready(front.request_timeout).await?;
-
     let (tx, rx) = mpsc::channel::<Delivery>(front.max_queued.max(members.len() + 8));
     let mut immediate = Vec::new();
     let mut waiting: Vec<(RequestId, u64)> = Vec::new();
@@ -216,7 +238,7 @@ async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Resul
                 continue;
             }
         };
-        match forward(session.as_deref(), &conn, &m, &tx) {
+        match forward(session.as_deref(), &conn, &m, &tx, front.max_queued) {
             Ok(Forwarded::Request(id, up)) => waiting.push((id, up)),
             Ok(Forwarded::Local(frame)) => immediate.push(frame),
             Ok(Forwarded::Nothing) => {}
@@ -226,7 +248,7 @@ async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Resul
     }
     drop(tx);
     if waiting.is_empty() && immediate.is_empty() {
-        return Ok(answer::accepted());
+        return Ok(None);
     }
     let sessionless = if session.is_none() && !waiting.is_empty() {
         front.shared.sessionless_started(waiting.len());
@@ -235,7 +257,7 @@ async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Resul
         None
     };
     let call = Call { session, sessionless, conn, waiting, immediate, batch, timeout: front.request_timeout };
-    if acc.sse_named || !acc.json { Ok(call.into_sse(rx, front.write_timeout)) } else { Ok(call.into_json(rx).await) }
+    Ok(Some((call, rx)))
 }
 
 /// Batches exist only in 2025-03-26, and may not hold `initialize` or mix requests with
@@ -313,6 +335,7 @@ fn forward(
     conn: &ChildConn,
     m: &Message,
     tx: &mpsc::Sender<Delivery>,
+    max_queued: usize,
 ) -> Result<Forwarded, Refusal> {
     match m.kind() {
         Kind::Request => {
@@ -328,7 +351,7 @@ fn forward(
             if let Some(frame) = answer_locally(s, m) {
                 return Ok(Forwarded::Local(frame));
             }
-            s.begin(&id, m.id_raw().unwrap_or_default())?;
+            s.begin(&id, m.id_raw().unwrap_or_default(), max_queued)?;
             match conn.request(m, tx.clone()) {
                 Ok(up) => {
                     s.forwarded(&id, up);
@@ -384,7 +407,7 @@ fn sessionless(e: Refusal, id: Option<&str>) -> Refusal {
 }
 
 /// A POST's forwarded requests, waiting for their answers.
-struct Call {
+pub(crate) struct Call {
     session: Option<Arc<Session>>,
     /// For sessionless requests: the shared child and how many are counted in flight.
     sessionless: Option<(Arc<ChildGroup>, usize)>,
@@ -468,6 +491,34 @@ impl Call {
             answer::json(body.freeze())
         } else {
             answer::json(frames.into_iter().next().unwrap_or_default())
+        }
+    }
+
+    /// Sends every answer and progress notification to `out` (the 2024-11-05 session
+    /// stream), until all requests are answered or time out.
+    pub(crate) async fn pump(mut self, mut rx: mpsc::Receiver<Delivery>, out: mpsc::Sender<Delivery>) {
+        for frame in std::mem::take(&mut self.immediate) {
+            let _ = out.send(Delivery { frame, is_response: true }).await;
+        }
+        let mut answered = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while answered.len() < self.waiting.len() {
+            let next = tokio::select! {
+                d = rx.recv() => d,
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some(d) = next else { break };
+            if d.is_response
+                && let Some(id) = self.settled(&d.frame)
+            {
+                answered.push(id);
+            }
+            if out.send(d).await.is_err() {
+                return;
+            }
+        }
+        for frame in self.time_out(&answered) {
+            let _ = out.send(Delivery { frame, is_response: true }).await;
         }
     }
 
@@ -609,6 +660,23 @@ async fn initialize(
     {
         return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
     }
+    let (session, frame) = open_session(front, m).await?;
+    let mut res = if acc.json {
+        answer::json(frame)
+    } else {
+        let (tx, rx) = mpsc::channel(2);
+        let _ = tx.try_send(Ok(sse::message_event(None, &frame)));
+        sse_response(rx)
+    };
+    if let Ok(v) = HeaderValue::from_str(&session.id) {
+        res.headers_mut().insert(SESSION_HEADER, v);
+    }
+    Ok(res)
+}
+
+/// Places a new session on a child (its own, started with the client's own `initialize`,
+/// or the shared one) and builds the `initialize` answer from that child's result.
+pub(crate) async fn open_session(front: &StdioFront, m: &Message) -> Result<(Arc<Session>, Bytes), Refusal> {
     front.sessions.check_capacity()?;
     let params: Value = m.params_as().unwrap_or(Value::Null);
     let caps = ClientCaps::from_initialize(&params);
@@ -655,18 +723,7 @@ async fn initialize(
     let session = front.sessions.insert(revision, Arc::clone(&group), caps)?;
     let frame = apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string());
     tracing::info!(session = %session.id, %revision, own_child = group.exclusive, "session opened");
-
-    let mut res = if acc.json {
-        answer::json(frame)
-    } else {
-        let (tx, rx) = mpsc::channel(2);
-        let _ = tx.try_send(Ok(sse::message_event(None, &frame)));
-        sse_response(rx)
-    };
-    if let Ok(v) = HeaderValue::from_str(&session.id) {
-        res.headers_mut().insert(SESSION_HEADER, v);
-    }
-    Ok(res)
+    Ok((session, frame))
 }
 
 /// `GET /mcp`: the session's standalone stream for messages no request is waiting for.

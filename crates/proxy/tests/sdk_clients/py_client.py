@@ -1,6 +1,7 @@
 """Drives an MCP server over Streamable HTTP with the official Python SDK (PyPI `mcp`).
 
 Usage: py_client.py URL TOOL ARGS_JSON
+A URL whose path ends in /sse is spoken to with the 2024-11-05 HTTP+SSE client instead.
 Initializes, lists tools, calls TOOL with ARGS_JSON, and prints one JSON object on stdout:
 {"server": ..., "protocolVersion": ..., "tools": [names], "result": CallToolResult}.
 Any failure is an exception, so the exit status is non-zero and the traceback is on stderr.
@@ -11,11 +12,19 @@ import json
 import sys
 
 from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 
+def connect(url: str):
+    if url.split("?")[0].rstrip("/").endswith("/sse"):
+        return sse_client(url)
+    return streamable_http_client(url)
+
+
 async def main(url: str, tool: str, args: dict) -> None:
-    async with streamable_http_client(url) as (read, write):
+    async with connect(url) as streams:
+        read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             listed = await session.list_tools()

@@ -1,0 +1,208 @@
+//! The 2024-11-05 HTTP+SSE transport for stdio servers: `GET /sse` opens a stream whose
+//! first event names where to POST (`/messages?session_id=…`), and every answer travels on
+//! that stream. The stream is the session: when it closes, the session ends and its calls
+//! are cancelled. Behind an ingress that strips a path prefix, the `endpoint` event names
+//! the public path (`endpointPrefix`, or a trusted `X-Forwarded-Prefix`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use apiary_protocol::{Body as JsonBody, methods, parse_body};
+use apiary_transport::sse;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::{self, Refusal};
+use crate::edge;
+use crate::session::Session;
+use crate::stdio::Delivery;
+use crate::streamable::{StdioFront, dispatch, open_session, read_body};
+
+/// Keep-alive comments on the session stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One `GET /sse` stream and the session behind it, once `initialize` arrives.
+pub struct SseSession {
+    out: mpsc::Sender<Delivery>,
+    inner: OnceLock<Arc<Session>>,
+    /// Cancelled when the proxy stops: the stream ends.
+    closed: CancellationToken,
+}
+
+/// Live 2024-11-05 sessions by the id the `endpoint` event announced.
+#[derive(Default)]
+pub struct SseSessions {
+    map: Mutex<HashMap<String, Arc<SseSession>>>,
+}
+
+impl SseSessions {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<SseSession>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Ends every stream (the proxy is stopping).
+    pub fn clear(&self) {
+        for (_, s) in self.map().drain() {
+            s.closed.cancel();
+        }
+    }
+}
+
+/// `/sse`: GET only (bad-input.md, row 7).
+pub async fn sse(State(front): State<Arc<StdioFront>>, method: Method, headers: HeaderMap) -> Response {
+    match method {
+        Method::GET => open(&front, &headers).unwrap_or_else(IntoResponse::into_response),
+        Method::OPTIONS => allow("GET"),
+        _ => Refusal::MethodNotAllowed { allow: "GET" }.into_response(),
+    }
+}
+
+/// `/messages`: POST only.
+pub async fn messages(
+    State(front): State<Arc<StdioFront>>,
+    method: Method,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Response {
+    match method {
+        Method::POST => post(&front, &headers, query.get("session_id").map(String::as_str), body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Method::OPTIONS => allow("POST"),
+        _ => Refusal::MethodNotAllowed { allow: "POST" }.into_response(),
+    }
+}
+
+fn allow(methods: &'static str) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(methods));
+    r
+}
+
+/// The public path prefix for the `endpoint` event.
+fn prefix(front: &StdioFront, headers: &HeaderMap) -> String {
+    if !front.endpoint_prefix.is_empty() {
+        return front.endpoint_prefix.clone();
+    }
+    if front.trust_proxy_headers
+        && let Some(p) = headers.get("x-forwarded-prefix").and_then(|v| v.to_str().ok())
+    {
+        let p = p.trim().trim_end_matches('/');
+        // Only a plain absolute path may become part of a URL we announce.
+        if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
+            return p.to_owned();
+        }
+    }
+    String::new()
+}
+
+fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
+    if !edge::accepts_event_stream(headers) {
+        return Err(Refusal::NotAcceptable("Accept must include text/event-stream"));
+    }
+    front.sessions.check_capacity_with(front.sse.len())?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let endpoint = format!("{}/messages?session_id={id}", prefix(front, headers));
+    let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
+    let session = Arc::new(SseSession { out: tx, inner: OnceLock::new(), closed: CancellationToken::new() });
+    front.sse.map().insert(id.clone(), Arc::clone(&session));
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let front = Arc::clone(front);
+    let write_timeout = front.write_timeout;
+    tokio::spawn(async move {
+        let mut out = Some(body_tx);
+        send(&mut out, sse::endpoint_event(&endpoint), write_timeout).await;
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.tick().await;
+        while let Some(tx) = out.as_ref() {
+            let ev = tokio::select! {
+                d = rx.recv() => match d {
+                    Some(d) => sse::message_event(None, &d.frame),
+                    None => break,
+                },
+                _ = keep_alive.tick() => sse::keep_alive(),
+                () = tx.closed() => break,
+                () = session.closed.cancelled() => break,
+            };
+            send(&mut out, ev, write_timeout).await;
+        }
+        // The stream is the session (row 28): it ends here, and its calls with it.
+        front.sse.map().remove(&id);
+        if let Some(inner) = session.inner.get() {
+            front.sessions.remove(&inner.id);
+        }
+        tracing::info!(session = %id, "2024-11-05 session closed");
+    });
+    let mut res = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+async fn send(out: &mut Option<mpsc::Sender<Result<Bytes, Infallible>>>, ev: Bytes, write_timeout: Duration) {
+    let Some(tx) = out else { return };
+    if !matches!(tokio::time::timeout(write_timeout, tx.send(Ok(ev))).await, Ok(Ok(()))) {
+        *out = None;
+    }
+}
+
+/// A POST to `/messages`: refusals are its own answer; everything else is 202, and the
+/// answers travel on the session's stream (rows 8, 18, 24).
+async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, id: Option<&str>, body: Body) -> Result<Response, Refusal> {
+    let id = id.filter(|v| !v.is_empty()).ok_or_else(|| Refusal::invalid("session_id query parameter missing"))?;
+    let session = front.sse.map().get(id).cloned().ok_or(Refusal::SessionNotFound)?;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > front.max_body as u64) {
+        return Err(Refusal::BodyTooLarge { limit: front.max_body });
+    }
+    edge::check_content_type(headers)?;
+    let bytes = read_body(headers, body, front.max_body).await?;
+    let m = match parse_body(bytes).map_err(Refusal::Parse)? {
+        JsonBody::Single(m) => m,
+        JsonBody::Batch(_) => return Err(Refusal::invalid("batches are not supported in 2024-11-05")),
+    };
+    if m.is_request() && m.method() == Some(methods::INITIALIZE) {
+        if session.inner.get().is_some() {
+            return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
+        }
+        let (inner, frame) = open_session(front, &m).await?;
+        // Unsolicited messages for this session go to its one stream.
+        let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
+        inner.open_get_stream(tx);
+        let out = session.out.clone();
+        tokio::spawn(async move {
+            while let Some(d) = rx.recv().await {
+                if out.send(d).await.is_err() {
+                    break;
+                }
+            }
+        });
+        if session.inner.set(Arc::clone(&inner)).is_err() {
+            front.sessions.remove(&inner.id);
+            return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
+        }
+        let _ = session.out.send(Delivery { frame, is_response: true }).await;
+        return Ok(answer::accepted());
+    }
+    let inner =
+        session.inner.get().cloned().ok_or_else(|| Refusal::invalid("needs a session: send initialize first"))?;
+    if let Some((call, rx)) = dispatch(front, Some(inner), vec![Ok(m)], false).await? {
+        tokio::spawn(call.pump(rx, session.out.clone()));
+    }
+    Ok(answer::accepted())
+}
