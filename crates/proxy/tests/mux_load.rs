@@ -210,6 +210,13 @@ async fn hundred_sessions_share_one_child_while_capable_sessions_get_their_own_r
 }
 
 /// The load of (1) with `in_flight` calls at a time in each echo session, beside (2).
+/// Four calls in flight per session: 400 requests at once on the shared child, each
+/// session far below its own queue bound, so none may be refused (bad-input.md row 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_calls_in_flight_per_session_are_never_refused() {
+    echo_load_beside_capable_sessions(4).await;
+}
+
 async fn echo_load_beside_capable_sessions(in_flight: usize) {
     let proxy = Proxy::start(StdioMode::Auto, "mux-load").await;
     let url = proxy.url();
