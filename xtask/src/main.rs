@@ -33,6 +33,6 @@ fn print_help() {
          tasks:\n  \
          test        install test tools (cached), then fmt, clippy and every test, timing each phase\n  \
          test-env    install the tools the tests need into the cache and print their locations\n  \
-         cluster     up | down | clean: the one-node Kubernetes test cluster"
+         cluster     up | down | clean | status | smoke | push-image | kubectl …: the one-node Kubernetes test cluster (`cargo xtask cluster help`)"
     );
 }

@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an MCP server behind a proxy and print the URL for MCP clients
-    Run(run_cmd::RunArgs),
+    Run(Box<run_cmd::RunArgs>),
     /// List workloads (running ones unless --all)
     #[command(visible_alias = "ls")]
     List(workload_cmds::ListArgs),
@@ -113,7 +113,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         logging::init(role, debug, None)?;
     }
     match cli.command {
-        Command::Run(args) => run_cmd::run(args, debug).await,
+        Command::Run(args) => run_cmd::run(*args, debug).await,
         Command::List(args) => workload_cmds::list(args),
         Command::Stop(args) => workload_cmds::stop(args),
         Command::Rm(args) => workload_cmds::rm(args),

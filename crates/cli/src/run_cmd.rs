@@ -102,6 +102,72 @@ pub struct RunArgs {
     /// Browser origins allowed besides loopback, scheme://host[:port] (comma-separated, repeatable)
     #[arg(long, value_delimiter = ',', value_name = "ORIGINS")]
     pub allowed_origins: Vec<String>,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The proxy's bounds; each defaults to the RunConfig default (crates/proxy/README.md, Bounds).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Bounds")]
+pub struct LimitArgs {
+    /// Largest request body, in bytes [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Longest line a stdio server may write, in bytes [default: 16777216]
+    #[arg(long, value_name = "BYTES")]
+    pub max_line_bytes: Option<u64>,
+    /// Most live client sessions [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<u32>,
+    /// Seconds an idle session lives [default: 7200]
+    #[arg(long, value_name = "SECS")]
+    pub session_idle_ttl: Option<u64>,
+    /// Most requests one session may have waiting on the server [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_queued_per_session: Option<u32>,
+    /// Bytes of SSE events kept per session for Last-Event-ID resumption [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub event_buffer_bytes: Option<u64>,
+    /// Seconds to wait for a server's answer [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout: Option<u64>,
+    /// Seconds a client may stall an SSE stream before it is closed [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub write_timeout: Option<u64>,
+}
+
+impl LimitArgs {
+    fn any(&self) -> bool {
+        self.max_body_bytes.is_some()
+            || self.max_line_bytes.is_some()
+            || self.max_sessions.is_some()
+            || self.session_idle_ttl.is_some()
+            || self.max_queued_per_session.is_some()
+            || self.event_buffer_bytes.is_some()
+            || self.request_timeout.is_some()
+            || self.write_timeout.is_some()
+    }
+
+    fn apply(&self, l: &mut apiary_config::Limits) {
+        let set = |slot: &mut u64, v: Option<u64>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut l.max_body_bytes, self.max_body_bytes);
+        set(&mut l.max_line_bytes, self.max_line_bytes);
+        set(&mut l.session_idle_ttl_secs, self.session_idle_ttl);
+        set(&mut l.event_buffer_bytes, self.event_buffer_bytes);
+        set(&mut l.request_timeout_secs, self.request_timeout);
+        set(&mut l.write_timeout_secs, self.write_timeout);
+        if let Some(v) = self.max_sessions {
+            l.max_sessions = v;
+        }
+        if let Some(v) = self.max_queued_per_session {
+            l.max_queued_per_session = v;
+        }
+    }
 }
 
 impl RunArgs {
@@ -249,12 +315,15 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     for o in &args.allowed_origins {
         b = b.allowed_origin(o);
     }
+    let mut limits = apiary_config::Limits::default();
+    args.limits.apply(&mut limits);
+    b = b.limits(limits);
     b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))
 }
 
 /// The first configuration flag given alongside `--from-config`, if any.
 fn config_flag_given(a: &RunArgs) -> Option<&'static str> {
-    let given: [(bool, &'static str); 18] = [
+    let given: [(bool, &'static str); 19] = [
         (a.source.is_some(), "SOURCE"),
         (!a.args.is_empty(), "-- ARGS"),
         (a.name.is_some(), "--name"),
@@ -273,6 +342,7 @@ fn config_flag_given(a: &RunArgs) -> Option<&'static str> {
         (a.endpoint_prefix.is_some(), "--endpoint-prefix"),
         (a.trust_proxy_headers.is_some(), "--trust-proxy-headers"),
         (!a.allowed_origins.is_empty(), "--allowed-origins"),
+        (a.limits.any(), "a bound (--max-sessions, --max-body-bytes, …)"),
     ];
     given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag)
 }
@@ -302,6 +372,14 @@ fn flag_for(path: &str) -> Option<&'static str> {
         "proxy.port" => "--proxy-port",
         "proxy.endpointPrefix" => "--endpoint-prefix",
         "stdio.maxSessionChildren" => "--max-session-children",
+        "limits.maxBodyBytes" => "--max-body-bytes",
+        "limits.maxLineBytes" => "--max-line-bytes",
+        "limits.maxSessions" => "--max-sessions",
+        "limits.sessionIdleTtlSecs" => "--session-idle-ttl",
+        "limits.maxQueuedPerSession" => "--max-queued-per-session",
+        "limits.eventBufferBytes" => "--event-buffer-bytes",
+        "limits.requestTimeoutSecs" => "--request-timeout",
+        "limits.writeTimeoutSecs" => "--write-timeout",
         _ if path.starts_with("proxy.allowedOrigins") => "--allowed-origins",
         _ if head == "env" => "--env",
         _ if head == "source" => "SOURCE",
@@ -392,6 +470,13 @@ mod tests {
             "--allowed-origins",
             "https://a.example,https://b.example",
             "--allowed-origins=http://c.example:8080",
+            "--max-sessions",
+            "12",
+            "--max-queued-per-session=3",
+            "--event-buffer-bytes",
+            "4096",
+            "--session-idle-ttl",
+            "60",
             "npx://@scope/server@1.0",
             "--",
             "--flag",
@@ -411,6 +496,12 @@ mod tests {
         assert_eq!(c.env.get("B").map(String::as_str), Some("x=y"));
         assert_eq!(c.stdio.mode, StdioMode::PerSession);
         assert_eq!(c.stdio.max_session_children, 7);
+        assert_eq!(
+            (c.limits.max_sessions, c.limits.max_queued_per_session, c.limits.event_buffer_bytes),
+            (12, 3, 4096)
+        );
+        assert_eq!(c.limits.session_idle_ttl_secs, 60);
+        assert_eq!(c.limits.max_body_bytes, apiary_config::Limits::default().max_body_bytes);
         assert_eq!(c.proxy.endpoint_prefix, "/team");
         assert!(c.proxy.trust_proxy_headers);
         assert_eq!(
