@@ -1,9 +1,10 @@
 //! Apiary's Kubernetes operator library: the custom resource types it serves (ToolHive's
 //! `toolhive.stacklok.dev` kinds and Kuadrant's `MCPServerRegistration`), the CRDs generated
-//! from them, and the canonical view of each spec.
+//! from them, the canonical view of each spec, and the reconcilers that turn specs into objects.
 
 // kube's derive takes one `printcolumn(...)`/`shortname` attribute per column or name; clippy
 // mistakes the repeats for duplicates.
 #[allow(clippy::duplicated_attributes)]
 pub mod crd;
 pub mod normalize;
+pub mod reconcile;

@@ -1,0 +1,179 @@
+//! Tests of the desired-state builders: names, labels, owner references, the RunConfig and its
+//! checksum, and the proxy runner's exact RBAC rules.
+
+use super::*;
+use crate::crd::common::EnvVar as SpecEnvVar;
+
+fn settings() -> Settings {
+    Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: DEFAULT_PROXY_HOST.into() }
+}
+
+fn fetch(spec: MCPServerSpec) -> MCPServer {
+    let mut s = MCPServer::new("fetch", spec);
+    s.metadata.namespace = Some("toolhive-system".into());
+    s.metadata.uid = Some("uid-1".into());
+    s
+}
+
+fn seed_spec() -> MCPServerSpec {
+    MCPServerSpec {
+        image: "ghcr.io/stackloklabs/gofetch/server:latest".into(),
+        transport: Some(ServerTransport::StreamableHttp),
+        mcp_port: Some(8080),
+        proxy_port: Some(8080),
+        ..Default::default()
+    }
+}
+
+fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+#[test]
+fn children_have_the_contract_names_labels_and_owner() {
+    let d = desired(&fetch(seed_spec()), &settings()).unwrap();
+    let metas: Vec<(&str, &ObjectMeta)> = vec![
+        ("fetch-runconfig", &d.config_map.metadata),
+        ("fetch", &d.deployment.metadata),
+        ("mcp-fetch-proxy", &d.proxy_service.metadata),
+        ("fetch", &d.alias_service.metadata),
+        ("fetch-proxy-runner", &d.runner_account.metadata),
+        ("fetch-proxy-runner", &d.runner_role.metadata),
+        ("fetch-proxy-runner", &d.runner_binding.metadata),
+        ("fetch-sa", &d.mcp_account.as_ref().unwrap().metadata),
+    ];
+    for (name, meta) in metas {
+        assert_eq!(meta.name.as_deref(), Some(name));
+        assert_eq!(meta.namespace.as_deref(), Some("toolhive-system"));
+        let owners = meta.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1, "{name}");
+        assert_eq!((owners[0].uid.as_str(), owners[0].kind.as_str()), ("uid-1", "MCPServer"));
+        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(label(meta, "app.kubernetes.io/instance"), Some("fetch"));
+        assert_eq!(label(meta, "toolhive"), Some("true"));
+        assert_eq!(label(meta, "toolhive-name"), Some("fetch"));
+        assert_eq!(label(meta, "app"), Some("mcpserver"));
+    }
+    for meta in [&d.deployment.metadata, &d.proxy_service.metadata, &d.alias_service.metadata] {
+        assert_eq!(label(meta, "app.kubernetes.io/name"), Some("toolhive-proxy"));
+    }
+    for meta in [&d.config_map.metadata, &d.runner_role.metadata] {
+        assert_eq!(label(meta, "app.kubernetes.io/name"), Some("mcpserver"));
+    }
+    assert_eq!(d.proxy_port, 8080);
+}
+
+#[test]
+fn deployment_runs_the_proxy_runner_with_the_checksum_on_its_pods() {
+    let d = desired(&fetch(seed_spec()), &settings()).unwrap();
+    let spec = d.deployment.spec.as_ref().unwrap();
+    let template_meta = spec.template.metadata.as_ref().unwrap();
+    assert_eq!(template_meta.annotations.as_ref().unwrap()[CHECKSUM_ANNOTATION], d.checksum);
+    assert_eq!(d.config_map.metadata.annotations.as_ref().unwrap()[CHECKSUM_ANNOTATION], d.checksum);
+    assert_eq!(label(template_meta, "app.kubernetes.io/name"), Some("toolhive-proxy"));
+    assert_eq!(spec.selector.match_labels.as_ref().unwrap(), &proxy_selector("fetch"));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("fetch-proxy-runner"));
+    let c = &pod.containers[0];
+    assert_eq!(c.name, "toolhive");
+    assert_eq!(c.image.as_deref(), Some("registry.example/apiary:1"));
+    assert_eq!(c.args.as_ref().unwrap()[0], "proxyrunner");
+    let port = &c.ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.container_port), (Some("http"), 8080));
+    assert_eq!(spec.replicas, None, "unset replicas are left to an autoscaler");
+}
+
+#[test]
+fn services_carry_proxy_port_and_affinity() {
+    let mut spec = seed_spec();
+    spec.proxy_port = None;
+    spec.port = Some(9090);
+    let d = desired(&fetch(spec), &settings()).unwrap();
+    for svc in [&d.proxy_service, &d.alias_service] {
+        let s = svc.spec.as_ref().unwrap();
+        let p = &s.ports.as_ref().unwrap()[0];
+        assert_eq!((p.name.as_deref(), p.port), (Some("http"), 9090));
+        assert_eq!(p.target_port, Some(IntOrString::String("http".into())));
+        assert_eq!(s.session_affinity.as_deref(), Some("ClientIP"));
+        assert_eq!(s.selector.as_ref().unwrap(), &proxy_selector("fetch"));
+    }
+    assert_eq!(
+        d.deployment.spec.unwrap().template.spec.unwrap().containers[0].ports.as_ref().unwrap()[0].container_port,
+        9090
+    );
+}
+
+#[test]
+fn runconfig_reflects_the_spec_and_the_checksum_follows_it() {
+    let mut spec = seed_spec();
+    spec.args = Some(vec!["--verbose".into()]);
+    spec.env = Some(vec![SpecEnvVar { name: "LOG".into(), value: "debug".into() }]);
+    let d1 = desired(&fetch(spec.clone()), &settings()).unwrap();
+    let text = &d1.config_map.data.as_ref().unwrap()[crate::reconcile::labels::RUNCONFIG_KEY];
+    let rc = RunConfig::from_json_str(text).unwrap();
+    assert_eq!(rc.name, "fetch");
+    assert_eq!(rc.source, Source::image("ghcr.io/stackloklabs/gofetch/server:latest"));
+    assert_eq!(rc.transport, Some(Transport::StreamableHttp));
+    assert_eq!((rc.proxy.port, rc.target_port), (8080, 8080));
+    assert_eq!(rc.proxy.host, "0.0.0.0");
+    assert_eq!(rc.args, vec!["--verbose".to_string()]);
+    assert_eq!(rc.env.get("LOG").map(String::as_str), Some("debug"));
+    assert_eq!(d1.checksum, sha256_hex(text.as_bytes()));
+    assert_eq!(d1.checksum.len(), 64);
+
+    let again = desired(&fetch(spec.clone()), &settings()).unwrap();
+    assert_eq!(again.checksum, d1.checksum, "same spec, same checksum");
+    spec.args = Some(vec!["--quiet".into()]);
+    let d2 = desired(&fetch(spec), &settings()).unwrap();
+    assert_ne!(d2.checksum, d1.checksum);
+}
+
+#[test]
+fn stdio_caps_replicas_and_a_named_account_replaces_the_sa() {
+    let mut spec = seed_spec();
+    spec.transport = None;
+    spec.replicas = Some(3);
+    spec.service_account = Some("mine".into());
+    let d = desired(&fetch(spec), &settings()).unwrap();
+    assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(1));
+    assert!(d.mcp_account.is_none());
+    let rc = RunConfig::from_json_str(&d.config_map.data.as_ref().unwrap()["runconfig.json"]).unwrap();
+    assert_eq!(rc.transport, Some(Transport::Stdio));
+}
+
+#[test]
+fn runner_role_has_exactly_the_listed_rules() {
+    let d = desired(&fetch(seed_spec()), &settings()).unwrap();
+    let rules: Vec<(String, String, Vec<String>)> = d
+        .runner_role
+        .rules
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.api_groups.unwrap().join(","), r.resources.unwrap().join(","), r.verbs))
+        .collect();
+    let crud: Vec<String> =
+        ["get", "list", "watch", "create", "update", "patch", "delete"].iter().map(|s| s.to_string()).collect();
+    let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        vec![
+            ("apps".into(), "statefulsets".into(), crud.clone()),
+            ("".into(), "services".into(), crud),
+            ("".into(), "pods".into(), v(&["get", "list", "watch"])),
+            ("".into(), "pods/log".into(), v(&["get"])),
+            ("".into(), "pods/attach".into(), v(&["create", "get"])),
+            ("".into(), "configmaps".into(), v(&["get", "list", "watch"])),
+        ]
+    );
+    let binding = d.runner_binding;
+    assert_eq!(binding.role_ref.name, "fetch-proxy-runner");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", "fetch-proxy-runner"));
+}
+
+#[test]
+fn missing_uid_is_an_error_not_a_panic() {
+    let mut s = fetch(seed_spec());
+    s.metadata.uid = None;
+    assert!(matches!(desired(&s, &settings()), Err(DesiredError::MissingMeta(_))));
+}
