@@ -9,6 +9,7 @@ mod export_cmd;
 mod logging;
 mod logs_cmd;
 mod mcp_cmd;
+mod operator_cmd;
 mod output;
 mod proxy_cmd;
 mod run_cmd;
@@ -62,6 +63,8 @@ enum Command {
     Proxy(proxy_cmd::ProxyArgs),
     /// Talk to an MCP server: list its tools, resources and prompts, or call a tool
     Mcp(mcp_cmd::McpArgs),
+    /// Run the Kubernetes operator (reconciles MCPServer resources)
+    Operator(operator_cmd::OperatorArgs),
     /// Print the version
     Version(VersionArgs),
     /// Serve a saved workload in this process (what `run` starts detached)
@@ -82,7 +85,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => LogRole::Detached,
         Command::Run(r) if r.foreground() => LogRole::Foreground,
         Command::Start(s) | Command::Restart(s) if s.foreground() => LogRole::Foreground,
-        Command::Proxy(_) => LogRole::Foreground,
+        Command::Proxy(_) | Command::Operator(_) => LogRole::Foreground,
         _ => LogRole::Cli,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -124,6 +127,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Export(args) => export_cmd::export(args),
         Command::Proxy(args) => proxy_cmd::proxy(args).await,
         Command::Mcp(args) => mcp_cmd::run_with_resolver(args, workload_cmds::resolve_url).await,
+        Command::Operator(args) => operator_cmd::operator(args).await,
         Command::Version(args) => {
             output::print_version(args.format);
             Ok(())

@@ -6,5 +6,6 @@
 // mistakes the repeats for duplicates.
 #[allow(clippy::duplicated_attributes)]
 pub mod crd;
+pub mod manager;
 pub mod normalize;
 pub mod reconcile;

@@ -277,3 +277,18 @@ async fn publish(
         tracing::warn!(error = %e, reason, "could not publish event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WatchScope;
+
+    #[test]
+    fn watch_namespace_is_a_comma_list_and_blank_means_cluster() {
+        assert_eq!(WatchScope::from_env_value(None), WatchScope::Cluster);
+        assert_eq!(WatchScope::from_env_value(Some(" , ")), WatchScope::Cluster);
+        assert_eq!(
+            WatchScope::from_env_value(Some("a, b,,c")),
+            WatchScope::Namespaces(vec!["a".into(), "b".into(), "c".into()])
+        );
+    }
+}
