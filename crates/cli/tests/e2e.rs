@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use apiary_runtime::pid::ProcRef;
 use rustix::process::Signal;
 use serde_json::Value;
-use support::testkit::testkit_server;
+use apiary_testkit::binaries::testkit_server;
 use support::{Apiary, Spawned, finish};
 
 fn server() -> String {

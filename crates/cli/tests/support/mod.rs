@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod testkit;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
