@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
 use apiary_protocol::{Body as JsonBody, methods, parse_body};
 use apiary_transport::sse;
@@ -20,13 +19,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Refusal};
+use crate::call::{KEEP_ALIVE, send_event, sse_response};
 use crate::edge;
+use crate::placement::open_session;
 use crate::session::Session;
 use crate::stdio::Delivery;
-use crate::streamable::{StdioFront, dispatch, open_session, read_body};
-
-/// Keep-alive comments on the session stream.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+use crate::streamable::{StdioFront, dispatch, read_body};
 
 /// One `GET /sse` stream and the session behind it, once `initialize` arrives.
 pub struct SseSession {
@@ -123,7 +121,7 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
     let write_timeout = front.write_timeout;
     tokio::spawn(async move {
         let mut out = Some(body_tx);
-        send(&mut out, sse::endpoint_event(&endpoint), write_timeout).await;
+        send_event(&mut out, sse::endpoint_event(&endpoint), write_timeout).await;
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.tick().await;
         while let Some(tx) = out.as_ref() {
@@ -136,7 +134,7 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
                 () = tx.closed() => break,
                 () = session.closed.cancelled() => break,
             };
-            send(&mut out, ev, write_timeout).await;
+            send_event(&mut out, ev, write_timeout).await;
         }
         // The stream is the session (row 28): it ends here, and its calls with it.
         front.sse.map().remove(&id);
@@ -145,19 +143,7 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
         }
         tracing::info!(session = %id, "2024-11-05 session closed");
     });
-    let mut res = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx)));
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(res)
-}
-
-async fn send(out: &mut Option<mpsc::Sender<Result<Bytes, Infallible>>>, ev: Bytes, write_timeout: Duration) {
-    let Some(tx) = out else { return };
-    if !matches!(tokio::time::timeout(write_timeout, tx.send(Ok(ev))).await, Ok(Ok(()))) {
-        *out = None;
-    }
+    Ok(sse_response(body_rx))
 }
 
 /// A POST to `/messages`: refusals are its own answer; everything else is 202, and the

@@ -8,12 +8,14 @@
 //! ```
 
 mod answer;
+mod call;
 mod edge;
 mod events;
 mod health;
 mod http_upstream;
 mod legacy_sse;
 mod mux;
+mod placement;
 mod server;
 mod session;
 mod status;

@@ -111,7 +111,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
             let launcher = launcher.ok_or(StartError::NoLauncher("stdio"))?;
             let template = SlotOptions {
                 launcher,
-                init_params: crate::streamable::own_initialize_params(serde_json::json!({})),
+                init_params: crate::placement::own_initialize_params(serde_json::json!({})),
                 max_line: limits.max_line_bytes as usize,
                 // One queue into the child's stdin serves every session on it; each session's
                 // own share is bounded where its requests enter (row 16).

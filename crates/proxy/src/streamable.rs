@@ -22,37 +22,34 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer::{self, Refusal};
+use crate::call::{Call, KEEP_ALIVE, RETRY_MS, send_event, sse_response};
 use crate::edge::{self, Accepts};
 use crate::events::ResumeError;
-use crate::mux::{ChildGroup, ClientCaps, level_rank};
+use crate::mux::{ChildGroup, level_rank};
+use crate::placement::{open_session, own_initialize_params};
 use crate::session::{Session, SessionTable};
 use crate::stdio::{ChildConn, Delivery, SlotEvent, SlotOptions};
 use apiary_config::StdioMode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-/// Keep-alive comments on long-lived streams, shorter than common idle timeouts.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// How long a client should wait before reconnecting a closed stream.
-const RETRY_MS: u64 = 1000;
 
 /// Everything the `/mcp` handlers of a stdio upstream share.
 pub struct StdioFront {
     pub sessions: SessionTable,
     /// The shared child: requests of no session, and sessions without a child of their own.
     pub shared: Arc<ChildGroup>,
-    mode: StdioMode,
-    max_own_children: usize,
-    own_children: Arc<AtomicUsize>,
+    pub(crate) mode: StdioMode,
+    pub(crate) max_own_children: usize,
+    pub(crate) own_children: Arc<AtomicUsize>,
     /// Sessions that declared capabilities but joined the shared child (auto mode, past
     /// the child bound): their capabilities go unused.
     pub capable_on_shared: AtomicU64,
-    slot_template: SlotOptions,
-    events: mpsc::UnboundedSender<SlotEvent>,
+    pub(crate) slot_template: SlotOptions,
+    pub(crate) events: mpsc::UnboundedSender<SlotEvent>,
     pub(crate) request_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) max_queued: usize,
@@ -109,16 +106,6 @@ impl StdioFront {
         self.sessions.clear();
         self.sse.clear();
     }
-}
-
-/// The `initialize` params Apiary sends to a child it initializes itself.
-pub fn own_initialize_params(capabilities: Value) -> String {
-    serde_json::json!({
-        "protocolVersion": Revision::LATEST_LEGACY.as_str(),
-        "capabilities": capabilities,
-        "clientInfo": { "name": "apiary", "version": env!("CARGO_PKG_VERSION") },
-    })
-    .to_string()
 }
 
 /// `/mcp`: dispatches on the method (bad-input.md, row 7).
@@ -396,254 +383,13 @@ fn forward(
 }
 
 /// Sessionless requests share one child: a full queue is a 503, not a 429 (row 16).
-fn sessionless(e: Refusal, id: Option<&str>) -> Refusal {
+pub(crate) fn sessionless(e: Refusal, id: Option<&str>) -> Refusal {
     match e {
         Refusal::QueueFull { retry_after, .. } => Refusal::QueueFull { retry_after, in_session: false },
         Refusal::UpstreamUnavailable { reason, retry_after, .. } => {
             Refusal::UpstreamUnavailable { reason, retry_after, id: id.map(str::to_owned) }
         }
         other => other,
-    }
-}
-
-/// A POST's forwarded requests, waiting for their answers.
-pub(crate) struct Call {
-    session: Option<Arc<Session>>,
-    /// For sessionless requests: the shared child and how many are counted in flight.
-    sessionless: Option<(Arc<ChildGroup>, usize)>,
-    conn: Arc<ChildConn>,
-    waiting: Vec<(RequestId, u64)>,
-    immediate: Vec<Bytes>,
-    batch: bool,
-    timeout: Duration,
-}
-
-impl Drop for Call {
-    /// However the call ends (answered, timed out, or the client went away: a disconnect
-    /// is not a cancellation, but nobody is left to hear the answers), its ids are free
-    /// for reuse afterwards.
-    fn drop(&mut self) {
-        if let Some(s) = &self.session {
-            for (id, _) in &self.waiting {
-                s.finish(id);
-            }
-        }
-        if let Some((group, n)) = &self.sessionless {
-            group.sessionless_finished(*n);
-        }
-    }
-}
-
-impl Call {
-    /// Gives up on what has not been answered: the child is told, the caller gets errors.
-    fn time_out(&mut self, answered: &[RequestId]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        for (id, up) in self.waiting.drain(..) {
-            if answered.contains(&id) {
-                continue;
-            }
-            self.conn.abandon(up, "the proxy's request timeout expired");
-            if let Some(s) = &self.session {
-                s.finish(&id);
-            }
-            let msg = format!("the server did not answer within {} s", self.timeout.as_secs());
-            out.push(error_response(Some(&id.to_json()), codes::INTERNAL_ERROR, &msg, None));
-        }
-        out
-    }
-
-    fn settled(&self, frame: &Bytes) -> Option<RequestId> {
-        let id = Message::parse(frame.clone()).ok()?.id()?;
-        if let Some(s) = &self.session {
-            s.finish(&id);
-        }
-        Some(id)
-    }
-
-    /// Collects every answer and returns them as one JSON body (an array for a batch).
-    /// Notifications have no place in a JSON answer and are dropped.
-    async fn into_json(mut self, mut rx: mpsc::Receiver<Delivery>) -> Response {
-        let mut frames = std::mem::take(&mut self.immediate);
-        let mut answered = Vec::new();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        while answered.len() < self.waiting.len() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(d)) if d.is_response => {
-                    if let Some(id) = self.settled(&d.frame) {
-                        answered.push(id);
-                    }
-                    frames.push(d.frame);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
-        frames.extend(self.time_out(&answered));
-        if self.batch {
-            let mut body = BytesMut::from(&b"["[..]);
-            for (i, f) in frames.iter().enumerate() {
-                if i > 0 {
-                    body.extend_from_slice(b",");
-                }
-                body.extend_from_slice(f);
-            }
-            body.extend_from_slice(b"]");
-            answer::json(body.freeze())
-        } else {
-            answer::json(frames.into_iter().next().unwrap_or_default())
-        }
-    }
-
-    /// Sends every answer and progress notification to `out` (the 2024-11-05 session
-    /// stream), until all requests are answered or time out.
-    pub(crate) async fn pump(mut self, mut rx: mpsc::Receiver<Delivery>, out: mpsc::Sender<Delivery>) {
-        for frame in std::mem::take(&mut self.immediate) {
-            let _ = out.send(Delivery { frame, is_response: true }).await;
-        }
-        let mut answered = Vec::new();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        while answered.len() < self.waiting.len() {
-            let next = tokio::select! {
-                d = rx.recv() => d,
-                () = tokio::time::sleep_until(deadline) => None,
-            };
-            let Some(d) = next else { break };
-            if d.is_response
-                && let Some(id) = self.settled(&d.frame)
-            {
-                answered.push(id);
-            }
-            if out.send(d).await.is_err() {
-                return;
-            }
-        }
-        for frame in self.time_out(&answered) {
-            let _ = out.send(Delivery { frame, is_response: true }).await;
-        }
-    }
-
-    /// Streams progress, server→client requests and the answers as SSE events, then
-    /// closes. Every event of a session is recorded in its event log first; if the client
-    /// goes away, or stops reading past the write timeout, the connection is dropped but the
-    /// call keeps running and its events wait in the log for a `GET` with `Last-Event-ID`:
-    /// in the legacy era a disconnect is not a cancellation (rows 20, 28).
-    fn into_sse(mut self, mut rx: mpsc::Receiver<Delivery>, write_timeout: Duration) -> Response {
-        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-        let session = self.session.clone();
-        let stream = session.as_ref().map(|s| s.new_stream());
-        let (stream_tx, mut stream_rx) = mpsc::channel::<Delivery>(64);
-        if let (Some(s), Some(n)) = (&session, stream) {
-            s.open_post_stream(n, stream_tx);
-        }
-        tokio::spawn(async move {
-            let encode = |frame: &[u8]| match (&session, stream) {
-                (Some(s), Some(n)) => s.record(n, frame),
-                _ => sse::message_event(None, frame),
-            };
-            let mut out = Some(body_tx);
-            if let (Some(s), Some(n)) = (&session, stream)
-                && s.revision >= Revision::V2025_11_25
-            {
-                send_event(&mut out, s.prime(n, RETRY_MS), write_timeout).await;
-            }
-            for f in std::mem::take(&mut self.immediate) {
-                send_event(&mut out, encode(&f), write_timeout).await;
-            }
-            let mut answered = Vec::new();
-            let deadline = tokio::time::Instant::now() + self.timeout;
-            while answered.len() < self.waiting.len() {
-                // Unsolicited messages first: the reader routes them before the response
-                // that follows them, and they must reach the client before it.
-                let next = tokio::select! {
-                    biased;
-                    Some(d) = stream_rx.recv() => Some(d),
-                    d = rx.recv() => d,
-                    () = tokio::time::sleep_until(deadline) => None,
-                };
-                let Some(d) = next else { break };
-                if d.is_response
-                    && let Some(id) = self.settled(&d.frame)
-                {
-                    answered.push(id);
-                }
-                send_event(&mut out, encode(&d.frame), write_timeout).await;
-                if out.is_none()
-                    && let (Some(s), Some(n)) = (&session, stream)
-                {
-                    // Detached: unsolicited messages must find another stream.
-                    s.close_post_stream(n);
-                }
-            }
-            for f in self.time_out(&answered) {
-                send_event(&mut out, encode(&f), write_timeout).await;
-            }
-            if let (Some(s), Some(n)) = (&session, stream) {
-                s.close_post_stream(n);
-                s.finish_stream(n);
-            }
-        });
-        sse_response(body_rx)
-    }
-}
-
-/// Writes one event to a client stream; a client that is gone, or does not read within the
-/// write timeout, loses its connection (`out` becomes `None`), never the proxy's progress.
-async fn send_event(out: &mut Option<mpsc::Sender<Result<Bytes, Infallible>>>, event: Bytes, write_timeout: Duration) {
-    let Some(tx) = out else { return };
-    match tokio::time::timeout(write_timeout, tx.send(Ok(event))).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => *out = None,
-        Err(_) => {
-            tracing::info!("closed an SSE stream whose client stopped reading");
-            *out = None;
-        }
-    }
-}
-
-fn sse_response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
-    let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    res
-}
-
-/// Where a new session's requests go, by `--stdio-mode` (DESIGN.md): a child of its own,
-/// or the shared child.
-fn place(front: &StdioFront, caps: ClientCaps) -> Result<bool, Refusal> {
-    let own = match front.mode {
-        StdioMode::Shared => false,
-        StdioMode::PerSession => true,
-        StdioMode::Auto => caps.any(),
-    };
-    if !own {
-        return Ok(false);
-    }
-    let taken = front
-        .own_children
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < front.max_own_children).then_some(n + 1));
-    match (taken, front.mode) {
-        (Ok(_), _) => Ok(true),
-        (Err(_), StdioMode::PerSession) => Err(Refusal::LimitReached { retry_after: 5 }),
-        (Err(_), _) => {
-            front.capable_on_shared.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                max = front.max_own_children,
-                "a client that declared capabilities joins the shared child: the child bound is reached; \
-                 its server→client requests will be refused"
-            );
-            Ok(false)
-        }
-    }
-}
-
-/// The version a session on the shared child gets: what it asked for if Apiary serves it
-/// and it is not newer than the child's, otherwise the child's (DESIGN.md).
-fn negotiate(asked: Option<&str>, child: Revision) -> Revision {
-    match asked.and_then(|a| a.parse::<Revision>().ok()) {
-        Some(r) if r.era() == apiary_protocol::Era::Legacy && r <= child => r,
-        _ => child,
     }
 }
 
@@ -672,58 +418,6 @@ async fn initialize(
         res.headers_mut().insert(SESSION_HEADER, v);
     }
     Ok(res)
-}
-
-/// Places a new session on a child (its own, started with the client's own `initialize`,
-/// or the shared one) and builds the `initialize` answer from that child's result.
-pub(crate) async fn open_session(front: &StdioFront, m: &Message) -> Result<(Arc<Session>, Bytes), Refusal> {
-    front.sessions.check_capacity()?;
-    let params: Value = m.params_as().unwrap_or(Value::Null);
-    let caps = ClientCaps::from_initialize(&params);
-    let group = if place(front, caps)? {
-        let mut opts = front.slot_template.clone();
-        opts.init_params = m.params_raw().unwrap_or("{}").to_owned();
-        ChildGroup::start(opts, true, Some(Arc::clone(&front.own_children)), front.events.clone())
-    } else {
-        Arc::clone(&front.shared)
-    };
-    let ready = group.slot.ready(front.request_timeout).await;
-    let result = ready.map_err(|e| sessionless(e, m.id_raw())).and_then(|_| {
-        group.slot.init_result().ok_or_else(|| Refusal::UpstreamUnavailable {
-            reason: "the server did not initialize".into(),
-            retry_after: 1,
-            id: m.id_raw().map(str::to_owned),
-        })
-    });
-    let result = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if group.exclusive {
-                group.slot.stop();
-                front.own_children.fetch_sub(1, Ordering::SeqCst);
-            }
-            return Err(e);
-        }
-    };
-    let mut result: Value = serde_json::from_slice(&result).unwrap_or(Value::Null);
-    let child_rev = result
-        .get("protocolVersion")
-        .and_then(Value::as_str)
-        .and_then(|v| v.parse::<Revision>().ok())
-        .unwrap_or(Revision::HTTP_DEFAULT);
-    let revision = if group.exclusive {
-        child_rev
-    } else {
-        let r = negotiate(params.get("protocolVersion").and_then(Value::as_str), child_rev);
-        if let Some(obj) = result.as_object_mut() {
-            obj.insert("protocolVersion".into(), Value::from(r.as_str()));
-        }
-        r
-    };
-    let session = front.sessions.insert(revision, Arc::clone(&group), caps)?;
-    let frame = apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string());
-    tracing::info!(session = %session.id, %revision, own_child = group.exclusive, "session opened");
-    Ok((session, frame))
 }
 
 /// `GET /mcp`: the session's standalone stream for messages no request is waiting for.

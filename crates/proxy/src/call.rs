@@ -1,0 +1,232 @@
+//! A POST's forwarded requests on their way back: collected into one JSON answer, streamed
+//! as SSE events (recorded for resumption), or pumped into a 2024-11-05 session stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_protocol::{Message, RequestId, Revision, codes, error_response};
+use apiary_transport::sse;
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::answer;
+use crate::mux::ChildGroup;
+use crate::session::Session;
+use crate::stdio::{ChildConn, Delivery};
+
+/// Keep-alive comments on long-lived streams, shorter than common idle timeouts.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a client should wait before reconnecting a closed stream.
+pub(crate) const RETRY_MS: u64 = 1000;
+
+/// A POST's forwarded requests, waiting for their answers.
+pub(crate) struct Call {
+    pub(crate) session: Option<Arc<Session>>,
+    /// For sessionless requests: the shared child and how many are counted in flight.
+    pub(crate) sessionless: Option<(Arc<ChildGroup>, usize)>,
+    pub(crate) conn: Arc<ChildConn>,
+    pub(crate) waiting: Vec<(RequestId, u64)>,
+    pub(crate) immediate: Vec<Bytes>,
+    pub(crate) batch: bool,
+    pub(crate) timeout: Duration,
+}
+
+impl Drop for Call {
+    /// However the call ends (answered, timed out, or the client went away: a disconnect
+    /// is not a cancellation, but nobody is left to hear the answers), its ids are free
+    /// for reuse afterwards.
+    fn drop(&mut self) {
+        if let Some(s) = &self.session {
+            for (id, _) in &self.waiting {
+                s.finish(id);
+            }
+        }
+        if let Some((group, n)) = &self.sessionless {
+            group.sessionless_finished(*n);
+        }
+    }
+}
+
+impl Call {
+    /// Gives up on what has not been answered: the child is told, the caller gets errors.
+    fn time_out(&mut self, answered: &[RequestId]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for (id, up) in self.waiting.drain(..) {
+            if answered.contains(&id) {
+                continue;
+            }
+            self.conn.abandon(up, "the proxy's request timeout expired");
+            if let Some(s) = &self.session {
+                s.finish(&id);
+            }
+            let msg = format!("the server did not answer within {} s", self.timeout.as_secs());
+            out.push(error_response(Some(&id.to_json()), codes::INTERNAL_ERROR, &msg, None));
+        }
+        out
+    }
+
+    fn settled(&self, frame: &Bytes) -> Option<RequestId> {
+        let id = Message::parse(frame.clone()).ok()?.id()?;
+        if let Some(s) = &self.session {
+            s.finish(&id);
+        }
+        Some(id)
+    }
+
+    /// Collects every answer and returns them as one JSON body (an array for a batch).
+    /// Notifications have no place in a JSON answer and are dropped.
+    pub(crate) async fn into_json(mut self, mut rx: mpsc::Receiver<Delivery>) -> Response {
+        let mut frames = std::mem::take(&mut self.immediate);
+        let mut answered = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while answered.len() < self.waiting.len() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(d)) if d.is_response => {
+                    if let Some(id) = self.settled(&d.frame) {
+                        answered.push(id);
+                    }
+                    frames.push(d.frame);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        frames.extend(self.time_out(&answered));
+        if self.batch {
+            let mut body = BytesMut::from(&b"["[..]);
+            for (i, f) in frames.iter().enumerate() {
+                if i > 0 {
+                    body.extend_from_slice(b",");
+                }
+                body.extend_from_slice(f);
+            }
+            body.extend_from_slice(b"]");
+            answer::json(body.freeze())
+        } else {
+            answer::json(frames.into_iter().next().unwrap_or_default())
+        }
+    }
+
+    /// Sends every answer and progress notification to `out` (the 2024-11-05 session
+    /// stream), until all requests are answered or time out.
+    pub(crate) async fn pump(mut self, mut rx: mpsc::Receiver<Delivery>, out: mpsc::Sender<Delivery>) {
+        for frame in std::mem::take(&mut self.immediate) {
+            let _ = out.send(Delivery { frame, is_response: true }).await;
+        }
+        let mut answered = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while answered.len() < self.waiting.len() {
+            let next = tokio::select! {
+                d = rx.recv() => d,
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some(d) = next else { break };
+            if d.is_response
+                && let Some(id) = self.settled(&d.frame)
+            {
+                answered.push(id);
+            }
+            if out.send(d).await.is_err() {
+                return;
+            }
+        }
+        for frame in self.time_out(&answered) {
+            let _ = out.send(Delivery { frame, is_response: true }).await;
+        }
+    }
+
+    /// Streams progress, server→client requests and the answers as SSE events, then
+    /// closes. Every event of a session is recorded in its event log first; if the client
+    /// goes away, or stops reading past the write timeout, the connection is dropped but the
+    /// call keeps running and its events wait in the log for a `GET` with `Last-Event-ID`:
+    /// in the legacy era a disconnect is not a cancellation (rows 20, 28).
+    pub(crate) fn into_sse(mut self, mut rx: mpsc::Receiver<Delivery>, write_timeout: Duration) -> Response {
+        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+        let session = self.session.clone();
+        let stream = session.as_ref().map(|s| s.new_stream());
+        let (stream_tx, mut stream_rx) = mpsc::channel::<Delivery>(64);
+        if let (Some(s), Some(n)) = (&session, stream) {
+            s.open_post_stream(n, stream_tx);
+        }
+        tokio::spawn(async move {
+            let encode = |frame: &[u8]| match (&session, stream) {
+                (Some(s), Some(n)) => s.record(n, frame),
+                _ => sse::message_event(None, frame),
+            };
+            let mut out = Some(body_tx);
+            if let (Some(s), Some(n)) = (&session, stream)
+                && s.revision >= Revision::V2025_11_25
+            {
+                send_event(&mut out, s.prime(n, RETRY_MS), write_timeout).await;
+            }
+            for f in std::mem::take(&mut self.immediate) {
+                send_event(&mut out, encode(&f), write_timeout).await;
+            }
+            let mut answered = Vec::new();
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            while answered.len() < self.waiting.len() {
+                // Unsolicited messages first: the reader routes them before the response
+                // that follows them, and they must reach the client before it.
+                let next = tokio::select! {
+                    biased;
+                    Some(d) = stream_rx.recv() => Some(d),
+                    d = rx.recv() => d,
+                    () = tokio::time::sleep_until(deadline) => None,
+                };
+                let Some(d) = next else { break };
+                if d.is_response
+                    && let Some(id) = self.settled(&d.frame)
+                {
+                    answered.push(id);
+                }
+                send_event(&mut out, encode(&d.frame), write_timeout).await;
+                if out.is_none()
+                    && let (Some(s), Some(n)) = (&session, stream)
+                {
+                    // Detached: unsolicited messages must find another stream.
+                    s.close_post_stream(n);
+                }
+            }
+            for f in self.time_out(&answered) {
+                send_event(&mut out, encode(&f), write_timeout).await;
+            }
+            if let (Some(s), Some(n)) = (&session, stream) {
+                s.close_post_stream(n);
+                s.finish_stream(n);
+            }
+        });
+        sse_response(body_rx)
+    }
+}
+
+/// Writes one event to a client stream; a client that is gone, or does not read within the
+/// write timeout, loses its connection (`out` becomes `None`), never the proxy's progress.
+pub(crate) async fn send_event(
+    out: &mut Option<mpsc::Sender<Result<Bytes, Infallible>>>,
+    event: Bytes,
+    write_timeout: Duration,
+) {
+    let Some(tx) = out else { return };
+    match tokio::time::timeout(write_timeout, tx.send(Ok(event))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => *out = None,
+        Err(_) => {
+            tracing::info!("closed an SSE stream whose client stopped reading");
+            *out = None;
+        }
+    }
+}
+
+pub(crate) fn sse_response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
+    let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
