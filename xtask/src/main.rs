@@ -2,6 +2,7 @@
 //! environment, running every test the way CI does, and the one-node test cluster.
 
 mod cluster;
+mod image;
 mod run_cmd;
 mod test_env;
 mod test_run;
@@ -19,6 +20,7 @@ fn main() -> Result<()> {
         "test" => test_run::run(&rest),
         "test-env" => test_env::run(&rest),
         "cluster" => cluster::run(&rest),
+        "image" => image::run(&rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -33,6 +35,7 @@ fn print_help() {
          tasks:\n  \
          test        install test tools (cached), then fmt, clippy and every test, timing each phase\n  \
          test-env    install the tools the tests need into the cache and print their locations\n  \
-         cluster     up | down | clean | status | smoke | push-image | kubectl …: the one-node Kubernetes test cluster (`cargo xtask cluster help`)"
+         cluster     up | down | clean | status | smoke | push-image | kubectl …: the one-node Kubernetes test cluster (`cargo xtask cluster help`)\n  \
+         image       build Apiary's and the fixture server's images; --push puts them in the test cluster"
     );
 }
