@@ -7,8 +7,12 @@
 //! - [`log`]: size-capped log files that rotate.
 //! - [`pid`]: liveness checks and signals for process ids found in state files.
 //! - [`clock`]: wall-clock timestamps for records.
+//! - `kubernetes` (feature `kubernetes`): a [`Launch`](apiary_transport::launch::Launch) that runs an
+//!   image as a StatefulSet and attaches to its pod's stdio.
 
 pub mod clock;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod log;
 pub mod pid;
 pub mod ports;

@@ -1,0 +1,187 @@
+//! The Kubernetes runtime against a real cluster: the fixture server image
+//! (`docker.io/mcp/fetch:latest`, `apiary-testkit-server --stdio`) run as a StatefulSet,
+//! attached to, and driven through the real proxy by the real MCP client.
+//!
+//! Needs the test cluster and the images:
+//!
+//! ```sh
+//! export KUBECONFIG=$(cargo xtask cluster up)
+//! cargo xtask image --push
+//! APIARY_CLUSTER_TESTS=1 cargo test -p apiary-runtime --features kubernetes --test kubernetes
+//! ```
+//!
+//! Without `APIARY_CLUSTER_TESTS` every test returns at once and says it was skipped.
+#![cfg(feature = "kubernetes")]
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_config::{RunConfig, Source, StdioMode};
+use apiary_runtime::kubernetes::{KubeError, StatefulSetLauncher};
+use apiary_transport::client::{ConnectOptions, McpClient};
+use apiary_transport::launch::Launch;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::time::timeout;
+
+const FETCH_IMAGE: &str = "docker.io/mcp/fetch:latest";
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A namespace of the test's own, deleted (without waiting) when dropped.
+struct TestNamespace {
+    client: Client,
+    name: String,
+}
+
+impl TestNamespace {
+    async fn create(client: &Client, tag: &str) -> Self {
+        let name = format!("apiary-rt-{tag}-{}", std::process::id());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+        TestNamespace { client: client.clone(), name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let name = self.name.clone();
+        // Drop cannot await; a blocking helper thread with its own runtime deletes it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let namespaces: Api<Namespace> = Api::all(client);
+                let _ = timeout(Duration::from_secs(10), namespaces.delete(&name, &DeleteParams::default())).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// The cluster client, or `None` (and a note on stderr) when cluster tests are not enabled.
+async fn cluster() -> Option<Client> {
+    if std::env::var_os("APIARY_CLUSTER_TESTS").is_none() {
+        eprintln!(
+            "skipped: set APIARY_CLUSTER_TESTS=1 with KUBECONFIG=$(cargo xtask cluster up) and the images pushed by `cargo xtask image --push`"
+        );
+        return None;
+    }
+    Some(Client::try_default().await.expect("APIARY_CLUSTER_TESTS is set, so KUBECONFIG must reach a cluster"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fixture_image_serves_tools_through_the_proxy_from_a_statefulset() {
+    let Some(client) = cluster().await else { return };
+    let ns = TestNamespace::create(&client, "proxy").await;
+    let launcher = StatefulSetLauncher::new(client.clone(), &ns.name, "mcp-fetch", FETCH_IMAGE).ready_timeout(LIMIT);
+    let config =
+        RunConfig::builder("mcp-fetch", Source::image(FETCH_IMAGE)).stdio_mode(StdioMode::Shared).build().unwrap();
+    let proxy = apiary_proxy::start(config, Some(Arc::new(launcher))).await.unwrap();
+
+    let client_mcp =
+        timeout(LIMIT, McpClient::connect(&proxy.url(), ConnectOptions::default())).await.unwrap().unwrap();
+    let tools = timeout(LIMIT, client_mcp.list_tools()).await.unwrap().unwrap();
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"echo") && names.contains(&"test_simple_text"), "{names:?}");
+    for i in 0..20 {
+        let text = format!("hello from the pod {i}");
+        let out = timeout(LIMIT, client_mcp.call_tool("echo", json!({"text": text}))).await.unwrap().unwrap();
+        assert_eq!(out["content"][0]["text"], text, "{out}");
+    }
+    let simple = timeout(LIMIT, client_mcp.call_tool("test_simple_text", json!({}))).await.unwrap().unwrap();
+    assert_eq!(simple["content"][0]["type"], "text", "{simple}");
+
+    // What was applied: names.md §3's MCP pod.
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pod = pods.get("mcp-fetch-0").await.unwrap();
+    let labels = pod.metadata.labels.clone().unwrap();
+    for (k, v) in [
+        ("app.kubernetes.io/name", "mcpserver"),
+        ("app.kubernetes.io/instance", "mcp-fetch"),
+        ("toolhive", "true"),
+        ("toolhive-name", "mcp-fetch"),
+        ("app", "mcp-fetch"),
+    ] {
+        assert_eq!(labels.get(k).map(String::as_str), Some(v), "label {k}");
+    }
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.name, "mcp");
+    // The apiserver omits `false`, so absent counts as false.
+    assert_eq!(
+        (container.stdin, container.stdin_once.unwrap_or(false), container.tty.unwrap_or(false)),
+        (Some(true), false, false)
+    );
+    let env: Vec<_> = container.env.iter().flatten().map(|e| (e.name.as_str(), e.value.as_deref())).collect();
+    assert!(env.is_empty(), "a bare launcher sets no variables: {env:?}");
+    let uid = pod.metadata.uid.clone();
+
+    client_mcp.close().await.unwrap();
+    timeout(LIMIT, proxy.shutdown()).await.unwrap();
+    // Detaching leaves the server where it is: the StatefulSet and the very same pod.
+    assert!(sets.get_opt("mcp-fetch").await.unwrap().is_some(), "the StatefulSet was deleted");
+    let after = pods.get("mcp-fetch-0").await.unwrap();
+    assert_eq!(after.metadata.uid, uid, "the pod was replaced");
+    assert!(after.metadata.deletion_timestamp.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exited_resolves_when_the_pod_goes_away_and_kill_only_detaches() {
+    let Some(client) = cluster().await else { return };
+    let ns = TestNamespace::create(&client, "exit").await;
+    let launcher = StatefulSetLauncher::new(client.clone(), &ns.name, "srv", FETCH_IMAGE)
+        .env("MCP_TRANSPORT", "stdio")
+        .ready_timeout(LIMIT);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+
+    // kill detaches: exited resolves, the pod keeps running.
+    let child = timeout(LIMIT, launcher.launch()).await.unwrap().unwrap();
+    let uid = pods.get("srv-0").await.unwrap().metadata.uid;
+    child.kill.send(()).unwrap();
+    let reason = timeout(LIMIT, child.exited).await.unwrap().unwrap();
+    assert!(reason.to_string().contains("detached"), "{reason}");
+    let pod = pods.get("srv-0").await.unwrap();
+    assert_eq!(pod.metadata.uid, uid);
+    assert!(pod.metadata.deletion_timestamp.is_none());
+
+    // Launching again applies the same spec: the same pod, attached anew.
+    let child = timeout(LIMIT, launcher.launch()).await.unwrap().unwrap();
+    assert_eq!(pods.get("srv-0").await.unwrap().metadata.uid, uid, "an unchanged spec must not restart the pod");
+
+    // The pod goes away under the attach: exited says so.
+    pods.delete("srv-0", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await.unwrap();
+    let reason = timeout(LIMIT, child.exited).await.unwrap().unwrap();
+    let text = reason.to_string();
+    assert!(text.contains("srv-0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_was_never_pushed_fails_the_launch_with_the_reason() {
+    let Some(client) = cluster().await else { return };
+    let ns = TestNamespace::create(&client, "badimg").await;
+    let launcher =
+        StatefulSetLauncher::new(client.clone(), &ns.name, "nope", "docker.io/mcp/apiary-never-pushed:latest")
+            .ready_timeout(LIMIT);
+    let err = match timeout(LIMIT, launcher.launch()).await.unwrap() {
+        Ok(_) => panic!("a missing image launched"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("nope-0") && (err.contains("ErrImagePull") || err.contains("ImagePullBackOff")), "{err}");
+}
+
+#[tokio::test]
+async fn only_image_configs_run_as_pods() {
+    let Some(client) = cluster().await else { return };
+    let npx = RunConfig::builder("t", Source::npx("pkg")).build().unwrap();
+    let err = StatefulSetLauncher::for_run_config(client.clone(), "default", &npx).unwrap_err();
+    assert!(matches!(err, KubeError::NotAnImage("package")), "{err}");
+    let image = RunConfig::builder("t", Source::image(FETCH_IMAGE)).args(["a"]).env("K", "v").build().unwrap();
+    let launcher = StatefulSetLauncher::for_run_config(client, "default", &image).unwrap();
+    assert_eq!(launcher.spec().args, ["a"]);
+    assert_eq!(launcher.spec().env, [("MCP_TRANSPORT".to_string(), "stdio".to_string()), ("K".into(), "v".into())]);
+}
