@@ -168,8 +168,9 @@ fn assemble(root: &Path, binaries: &[PathBuf], with_shell: bool) -> Result<()> {
         ),
     )?;
     write(&root.join("etc/group"), &format!("root:x:0:\nnonroot:x:{NONROOT_UID}:\n"))?;
-    std::os::unix::fs::chown(root.join("home/nonroot"), Some(NONROOT_UID), Some(NONROOT_UID))
-        .context("chown /home/nonroot to 65532")?;
+    // The image builder packs every file as root (reproducible layers), so ownership would be
+    // lost; a sticky world-writable home lets 65532 (or any uid a pod picks) keep its state here.
+    set_mode(&root.join("home/nonroot"), 0o1777)?;
     Ok(())
 }
 
