@@ -23,6 +23,16 @@ const TAIL_BYTES: u64 = 64 * 1024;
 
 /// Starts `name` detached and returns its URL once it serves.
 pub async fn start(state: &StateDir, name: &str, debug: bool) -> anyhow::Result<String> {
+    start_in(state, name, debug, crate::k8s_runtime::select(None)?).await
+}
+
+/// [`start`] with the runtime chosen by the caller, handed on to the serving process.
+pub async fn start_in(
+    state: &StateDir,
+    name: &str,
+    debug: bool,
+    runtime: crate::k8s_runtime::RuntimeKind,
+) -> anyhow::Result<String> {
     state.ensure()?;
     let proxy_log = state.proxy_log_path(name)?;
     let server_log = state.log_path(name)?;
@@ -31,7 +41,7 @@ pub async fn start(state: &StateDir, name: &str, debug: bool) -> anyhow::Result<
     let server_offset = std::fs::metadata(&server_log).map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("cannot find the apiary executable")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("__serve").arg(name);
+    cmd.arg("__serve").arg(name).arg("--runtime").arg(runtime.as_str());
     if debug {
         cmd.arg("--debug");
     }

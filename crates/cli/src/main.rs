@@ -6,6 +6,7 @@
 mod detach;
 mod envfile;
 mod export_cmd;
+mod k8s_runtime;
 mod logging;
 mod logs_cmd;
 mod mcp_cmd;

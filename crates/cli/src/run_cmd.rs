@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use apiary_config::{ProxyMode, RunConfig, StdioMode, Transport, ValidationErrors};
 use apiary_runtime::state::StateDir;
 
-use crate::{detach, envfile, serve, source_arg};
+use crate::{detach, envfile, k8s_runtime, serve, source_arg};
 
 /// `apiary run [flags] SOURCE [-- ARGS]`
 #[derive(Debug, clap::Args)]
@@ -52,9 +52,14 @@ pub struct RunArgs {
     #[arg(long, hide = true, value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// Address the proxy listens on
+    /// Address the proxy listens on (default 127.0.0.1; 0.0.0.0 in the kubernetes runtime)
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+
+    /// Where an image runs: `kubernetes` (a StatefulSet in this pod's namespace) or this machine
+    /// (default: $TOOLHIVE_RUNTIME, else kubernetes when $KUBERNETES_SERVICE_HOST is set)
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
 
     /// Port an HTTP-transport server listens on (given to it as MCP_PORT; default: a free port)
     #[arg(long, value_name = "PORT")]
@@ -246,10 +251,11 @@ pub async fn run(args: RunArgs, debug: bool) -> anyhow::Result<()> {
     }
     resolve_ports(&mut config)?;
     state.save_config(&config)?;
+    let runtime = k8s_runtime::select(args.runtime.as_deref())?;
     if foreground {
-        serve::serve_foreground(&state, &config.name).await
+        serve::serve_foreground_in(&state, &config.name, runtime).await
     } else {
-        let url = detach::start(&state, &config.name, debug).await?;
+        let url = detach::start_in(&state, &config.name, debug, runtime).await?;
         crate::output::emit_line(&url);
         Ok(())
     }
@@ -263,7 +269,14 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         }
         return RunConfig::from_path(path).with_context(|| format!("--from-config {}", path.display()));
     }
-    let parsed = source_arg::parse(args.source.as_deref(), &args.args)?;
+    let in_cluster = k8s_runtime::select(args.runtime.as_deref())? == k8s_runtime::RuntimeKind::Kubernetes;
+    let parsed = match args.source.as_deref() {
+        // In the cluster a bare reference (`docker.io/mcp/fetch`) is an image to run as a pod.
+        Some(text) if in_cluster && k8s_runtime::is_image_reference(text) => {
+            source_arg::Parsed { source: apiary_config::Source::image(text), args: args.args.clone() }
+        }
+        other => source_arg::parse(other, &args.args)?,
+    };
     let name = match &args.name {
         Some(n) => n.clone(),
         None => source_arg::default_name(&parsed.source)
@@ -284,6 +297,9 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     }
     if let Some(h) = &args.host {
         b = b.proxy_host(h);
+    } else if in_cluster {
+        // A Service in front of the pod must reach the proxy (names.md §4).
+        b = b.proxy_host("0.0.0.0");
     }
     if let Some(p) = args.target_port {
         b = b.target_port(p);
@@ -302,6 +318,10 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     }
     if let Some(m) = args.stdio_mode {
         b = b.stdio_mode(m.into());
+    } else if in_cluster {
+        // One pod, one stdin: every session shares it (a child per session would be a second
+        // attach to the same process).
+        b = b.stdio_mode(StdioMode::Shared);
     }
     if let Some(n) = args.max_session_children {
         b = b.max_session_children(n);
@@ -529,6 +549,18 @@ mod tests {
     fn proxy_port_wins_over_the_old_port_flag() {
         assert_eq!(config(&["--port=8080", "npx://x"]).proxy.port, 8080);
         assert_eq!(config(&["--port", "8080", "--proxy-port", "9090", "npx://x"]).proxy.port, 9090);
+    }
+
+    #[test]
+    fn the_kubernetes_runtime_runs_images_on_all_interfaces_with_one_shared_stdin() {
+        let c = config(&["--runtime", "kubernetes", "--name", "mcp-fetch", "docker.io/mcp/fetch"]);
+        assert_eq!(c.source, Source::image("docker.io/mcp/fetch"));
+        assert_eq!(c.proxy.host, "0.0.0.0");
+        assert_eq!(c.stdio.mode, StdioMode::Shared);
+        let c = config(&["--runtime", "kubernetes", "--host", "127.0.0.1", "--name", "f", "docker.io/mcp/fetch"]);
+        assert_eq!(c.proxy.host, "127.0.0.1");
+        // On this machine an image is still refused with the sentence that says why.
+        assert!(error(&["--runtime", "docker", "--name", "f", "docker.io/mcp/fetch"]).contains("container image"));
     }
 
     #[test]

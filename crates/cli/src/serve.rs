@@ -19,6 +19,7 @@ use apiary_runtime::state::{StateDir, StateError, WorkloadRecord, WorkloadState}
 use apiary_transport::launch::Launch;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use crate::k8s_runtime::RuntimeKind;
 use crate::logging::{self, LogRole};
 
 /// Longest wait for the proxy to stop its children and close; past it the process exits anyway
@@ -30,6 +31,9 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(20);
 pub struct ServeArgs {
     /// Workload to serve
     pub name: String,
+    /// Where an image runs (as `apiary run --runtime`)
+    #[arg(long)]
+    pub runtime: Option<String>,
 }
 
 /// The detached role: a session of its own, logs into the workload's proxy log.
@@ -41,7 +45,10 @@ pub async fn serve_detached(args: ServeArgs, debug: bool) -> anyhow::Result<()> 
     state.ensure()?;
     let log = LogFile::open(state.proxy_log_path(&args.name)?, DEFAULT_LOG_CAP).context("opening the proxy log")?;
     logging::init(LogRole::Detached, debug, Some(Arc::new(log)))?;
-    let result = serve_workload(&state, &args.name, false).await;
+    let result = match crate::k8s_runtime::select(args.runtime.as_deref()) {
+        Ok(runtime) => serve_workload(&state, &args.name, false, runtime).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }
@@ -50,7 +57,12 @@ pub async fn serve_detached(args: ServeArgs, debug: bool) -> anyhow::Result<()> 
 
 /// The foreground role: serve in this terminal until Ctrl-C, printing the URL once listening.
 pub async fn serve_foreground(state: &StateDir, name: &str) -> anyhow::Result<()> {
-    serve_workload(state, name, true).await
+    serve_workload(state, name, true, crate::k8s_runtime::select(None)?).await
+}
+
+/// [`serve_foreground`] with the runtime chosen by the caller (`apiary run --runtime`).
+pub async fn serve_foreground_in(state: &StateDir, name: &str, runtime: RuntimeKind) -> anyhow::Result<()> {
+    serve_workload(state, name, true, runtime).await
 }
 
 /// SIGTERM, SIGINT and SIGHUP, installed before anything starts so that none of them can end the
@@ -81,7 +93,7 @@ impl StopSignals {
     }
 }
 
-async fn serve_workload(state: &StateDir, name: &str, foreground: bool) -> anyhow::Result<()> {
+async fn serve_workload(state: &StateDir, name: &str, foreground: bool, runtime: RuntimeKind) -> anyhow::Result<()> {
     let mut signals = StopSignals::install()?;
     let _lock = match state.lock(name) {
         Ok(l) => l,
@@ -93,7 +105,7 @@ async fn serve_workload(state: &StateDir, name: &str, foreground: bool) -> anyho
     let mut config = state.load_config(name)?;
     // A hand-written RunConfig may leave ports at 0; pick them for this run only.
     crate::run_cmd::resolve_ports(&mut config)?;
-    let launcher = launcher_for(state, &config)?;
+    let launcher = launcher_for(state, &config, runtime).await?;
 
     let mut rec = WorkloadRecord::stopped(&config);
     rec.state = WorkloadState::Starting;
@@ -158,7 +170,11 @@ async fn shutdown(handle: ProxyHandle) {
 }
 
 /// The launcher for a workload's local server; `None` for remote servers.
-fn launcher_for(state: &StateDir, config: &RunConfig) -> anyhow::Result<Option<Arc<dyn Launch>>> {
+async fn launcher_for(
+    state: &StateDir,
+    config: &RunConfig,
+    runtime: RuntimeKind,
+) -> anyhow::Result<Option<Arc<dyn Launch>>> {
     match &config.source {
         Source::Package(_) | Source::Command(_) => {
             let log =
@@ -168,6 +184,7 @@ fn launcher_for(state: &StateDir, config: &RunConfig) -> anyhow::Result<Option<A
             Ok(Some(Arc::new(launcher)))
         }
         Source::Remote(_) => Ok(None),
+        Source::Image(_) if runtime == RuntimeKind::Kubernetes => Ok(Some(crate::k8s_runtime::launcher(config).await?)),
         Source::Image(i) => bail!(
             "workload {:?} runs container image {}, and this build has no container runtime yet",
             config.name,
