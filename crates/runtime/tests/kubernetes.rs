@@ -23,7 +23,7 @@ use apiary_transport::client::{ConnectOptions, McpClient};
 use apiary_transport::launch::Launch;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::timeout;
@@ -184,4 +184,118 @@ async fn only_image_configs_run_as_pods() {
     let launcher = StatefulSetLauncher::for_run_config(client, "default", &image).unwrap();
     assert_eq!(launcher.spec().args, ["a"]);
     assert_eq!(launcher.spec().env, [("MCP_TRANSPORT".to_string(), "stdio".to_string()), ("K".into(), "v".into())]);
+}
+
+/// A local listener whose every connection is port-forwarded to `pod:port` through the
+/// apiserver (pod IPs are not reachable from the host).
+async fn forward(pods: Api<Pod>, pod: &str, port: u16) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pod = pod.to_owned();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let pods = pods.clone();
+            let pod = pod.clone();
+            tokio::spawn(async move {
+                let Ok(mut forwarder) = pods.portforward(&pod, &[port]).await else { return };
+                let Some(mut upstream) = forwarder.take_stream(port) else { return };
+                let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+                drop(upstream);
+                let _ = timeout(Duration::from_secs(5), forwarder.join()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Seed 003: Apiary's own image (`apiary:dev`, pushed by `cargo xtask image --push`) in a
+/// StatefulSet with exactly the seed's RBAC, `run --foreground=true --port=8080 --name=mcp-fetch
+/// docker.io/mcp/fetch`, picks the Kubernetes runtime from `KUBERNETES_SERVICE_HOST`, creates
+/// StatefulSet `mcp-fetch` and serves its tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_003_apiary_in_a_pod_runs_mcp_fetch_as_a_statefulset() {
+    let Some(client) = cluster().await else { return };
+    let ns = TestNamespace::create(&client, "seed003").await;
+    let n = ns.name.as_str();
+    let post = PostParams::default();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "toolhive"}})).unwrap();
+    Api::namespaced(client.clone(), n).create(&post, &sa).await.unwrap();
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
+    let crud = ["apply", "create", "delete", "get", "list", "patch", "update", "watch"];
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "toolhive"},
+        "rules": [
+            rule(&["apps"], &["statefulsets"], &crud),
+            rule(&[""], &["services"], &crud),
+            rule(&[""], &["pods"], &["get", "list", "watch"]),
+            rule(&[""], &["pods/log"], &["get"]),
+            rule(&[""], &["pods/attach"], &["create", "get"]),
+        ],
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), n).create(&post, &role).await.unwrap();
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "toolhive"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "toolhive"},
+        "subjects": [{"kind": "ServiceAccount", "name": "toolhive", "namespace": n}],
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), n).create(&post, &binding).await.unwrap();
+    let apiary: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "toolhive"},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "toolhive",
+            "selector": {"matchLabels": {"app": "toolhive"}},
+            "template": {
+                "metadata": {"labels": {"app": "toolhive"}},
+                "spec": {
+                    "serviceAccountName": "toolhive",
+                    "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": true},
+                    "containers": [{
+                        "name": "toolhive",
+                        "image": "apiary:dev",
+                        "imagePullPolicy": "Always",
+                        "args": ["run", "--foreground=true", "--port=8080", "--name=mcp-fetch", "docker.io/mcp/fetch"],
+                        "ports": [{"containerPort": 8080, "name": "http"}],
+                        "env": [{"name": "UNSTRUCTURED_LOGS", "value": "false"}],
+                    }],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
+    sets.create(&post, &apiary).await.unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), n);
+    let (addr, forwarder) = forward(pods.clone(), "toolhive-0", 8080).await;
+    let url = format!("http://{addr}/mcp");
+    // Bounded: the pods start, Apiary applies mcp-fetch and attaches, then the proxy answers.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mcp = loop {
+        match timeout(Duration::from_secs(10), McpClient::connect(&url, ConnectOptions::default())).await {
+            Ok(Ok(c)) => break c,
+            other => {
+                if tokio::time::Instant::now() > deadline {
+                    let logs = pods.logs("toolhive-0", &LogParams::default()).await.unwrap_or_default();
+                    panic!("the proxy in toolhive-0 never answered: {other:?}\n{logs}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let tools = timeout(LIMIT, mcp.list_tools()).await.unwrap().unwrap();
+    assert!(tools.iter().any(|t| t["name"] == "echo"), "{tools:?}");
+    let out = timeout(LIMIT, mcp.call_tool("echo", json!({"text": "seed 003"}))).await.unwrap().unwrap();
+    assert_eq!(out["content"][0]["text"], "seed 003");
+
+    // Apiary made the StatefulSet the seed lists, in its own namespace, with the MCP pod's labels.
+    let fetch = sets.get("mcp-fetch").await.unwrap();
+    let labels = fetch.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("mcp-fetch"));
+    assert_eq!(labels.get("app.kubernetes.io/name").map(String::as_str), Some("mcpserver"));
+    let _ = mcp.close().await;
+    forwarder.abort();
 }
