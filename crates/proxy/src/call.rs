@@ -42,8 +42,8 @@ impl Drop for Call {
     /// for reuse afterwards.
     fn drop(&mut self) {
         if let Some(s) = &self.session {
-            for (id, _) in &self.waiting {
-                s.finish(id);
+            for (id, up) in &self.waiting {
+                s.finish(id, *up);
             }
         }
         if let Some((group, n)) = &self.sessionless {
@@ -62,7 +62,7 @@ impl Call {
             }
             self.conn.abandon(up, "the proxy's request timeout expired");
             if let Some(s) = &self.session {
-                s.finish(&id);
+                s.finish(&id, up);
             }
             let msg = format!("the server did not answer within {} s", self.timeout.as_secs());
             out.push(error_response(Some(&id.to_json()), codes::INTERNAL_ERROR, &msg, None));
@@ -72,8 +72,8 @@ impl Call {
 
     fn settled(&self, frame: &Bytes) -> Option<RequestId> {
         let id = Message::parse(frame.clone()).ok()?.id()?;
-        if let Some(s) = &self.session {
-            s.finish(&id);
+        if let (Some(s), Some((_, up))) = (&self.session, self.waiting.iter().find(|(w, _)| *w == id)) {
+            s.finish(&id, *up);
         }
         Some(id)
     }

@@ -99,6 +99,23 @@ async fn forward_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
+    // The MCP routes answer unsupported methods here, as they do for stdio servers (row 7).
+    let allow = match uri.path() {
+        "/mcp" => Some(("GET, POST, DELETE", &[Method::GET, Method::POST, Method::DELETE][..])),
+        "/sse" => Some(("GET", &[Method::GET][..])),
+        "/messages" => Some(("POST", &[Method::POST][..])),
+        _ => None,
+    };
+    if let Some((allow, methods)) = allow {
+        if method == Method::OPTIONS {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            r.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static(allow));
+            return Ok(r);
+        }
+        if !methods.contains(&method) {
+            return Err(Refusal::MethodNotAllowed { allow });
+        }
+    }
     let mut request_id: Option<String> = None;
     let payload = if method == Method::POST {
         let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

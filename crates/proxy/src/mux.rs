@@ -200,20 +200,16 @@ impl ChildGroup {
             Unsolicited::Request(m, child) => {
                 let method = m.method().unwrap_or_default().to_owned();
                 let target = self.owner().filter(|s| self.exclusive || s.caps.allows(&method));
-                match target {
-                    Some(s) => {
-                        let id = m.id();
-                        s.deliver(m.into_bytes(), id, true);
-                    }
-                    None => {
-                        self.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            %method,
-                            "refused a server→client request: no single session with the capability has requests in flight"
-                        );
-                        let msg = "the client of this request cannot be determined; Apiary does not guess";
-                        let _ = child.try_send(error_response(m.id_raw(), codes::METHOD_NOT_FOUND, msg, None));
-                    }
+                let id = m.id();
+                let delivered = target.is_some_and(|s| s.deliver(m.bytes().clone(), id, true));
+                if !delivered {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %method,
+                        "refused a server→client request: no single session with the capability and an open stream owns it"
+                    );
+                    let msg = "the client of this request cannot be determined or reached; Apiary does not guess";
+                    let _ = child.try_send(error_response(m.id_raw(), codes::METHOD_NOT_FOUND, msg, None));
                 }
             }
         }
@@ -223,7 +219,7 @@ impl ChildGroup {
         let method = m.method().unwrap_or_default();
         if methods::is_list_changed(method) {
             for s in self.live() {
-                s.deliver(m.bytes().clone(), None, false);
+                let _ = s.deliver(m.bytes().clone(), None, false);
             }
             return;
         }
@@ -232,14 +228,16 @@ impl ChildGroup {
                 m.params_as::<serde_json::Value>().and_then(|p| p.get("uri")?.as_str().map(str::to_owned));
             for s in self.live() {
                 if self.exclusive || uri.as_deref().is_some_and(|u| s.is_subscribed(u)) {
-                    s.deliver(m.bytes().clone(), None, false);
+                    let _ = s.deliver(m.bytes().clone(), None, false);
                 }
             }
             return;
         }
         // Log lines and anything else may carry one client's data: owner only.
         match self.owner() {
-            Some(s) if method != methods::MESSAGE || s.wants_log(&m) => s.deliver(m.into_bytes(), None, true),
+            Some(s) if method != methods::MESSAGE || s.wants_log(&m) => {
+                let _ = s.deliver(m.into_bytes(), None, true);
+            }
             Some(_) => {}
             None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
         }

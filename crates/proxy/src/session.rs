@@ -97,6 +97,13 @@ impl Session {
         self.log().finish_stream(stream);
     }
 
+    /// Idle past `ttl` with nothing in flight and no stream open.
+    fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        let st = self.state();
+        let idle = st.last_seen.is_none_or(|t| now.duration_since(t) > ttl);
+        idle && st.in_flight.is_empty() && st.get_stream.is_none()
+    }
+
     pub fn has_in_flight(&self) -> bool {
         !self.state().in_flight.is_empty()
     }
@@ -153,13 +160,19 @@ impl Session {
         }
     }
 
-    pub fn finish(&self, id: &RequestId) {
-        self.state().in_flight.remove(id);
+    /// The request `id` that went to the child as `upstream` is over. An id the client has
+    /// since reused for a new request is left alone.
+    pub fn finish(&self, id: &RequestId, upstream: u64) {
+        let mut st = self.state();
+        if st.in_flight.get(id).is_some_and(|u| *u == upstream || *u == 0) {
+            st.in_flight.remove(id);
+        }
     }
 
-    /// The child-side id of a caller's request in flight.
-    pub fn upstream_id(&self, id: &RequestId) -> Option<u64> {
-        self.state().in_flight.get(id).copied().filter(|u| *u != 0)
+    /// The client cancelled `id`: it is free again, and its child-side id is returned so
+    /// the child can be told.
+    pub fn cancel(&self, id: &RequestId) -> Option<u64> {
+        self.state().in_flight.remove(id).filter(|u| *u != 0)
     }
 
     /// Every child-side id in flight (to cancel when the session ends).
@@ -203,12 +216,12 @@ impl Session {
     /// belong to a call in flight (log lines, server→client requests: `request_scoped`)
     /// prefer that call's POST stream when exactly one is open, so they arrive in order
     /// with its response.
-    pub fn deliver(&self, frame: Bytes, server_request: Option<RequestId>, request_scoped: bool) {
+    ///
+    /// A server→client request is never queued: with no stream open it cannot be asked
+    /// now, so `false` is returned and the caller refuses it to the child (row 9).
+    pub fn deliver(&self, frame: Bytes, server_request: Option<RequestId>, request_scoped: bool) -> bool {
         let frame = Delivery { frame, is_response: false };
         let mut st = self.state();
-        if let Some(id) = server_request {
-            st.outstanding.insert(id);
-        }
         st.post_streams.retain(|(_, tx)| !tx.is_closed());
         if st.get_stream.as_ref().is_some_and(|tx| tx.is_closed()) {
             st.get_stream = None;
@@ -222,16 +235,27 @@ impl Session {
         } else {
             st.get_stream.clone().or(one_post)
         };
+        if let Some(id) = &server_request {
+            if target.is_none() {
+                return false;
+            }
+            st.outstanding.insert(id.clone());
+        }
         if let Some(tx) = target
             && tx.try_send(frame.clone()).is_ok()
         {
-            return;
+            return true;
+        }
+        if let Some(id) = &server_request {
+            st.outstanding.remove(id);
+            return false;
         }
         if st.queued.len() >= MAX_QUEUED {
             st.queued.pop_front();
             tracing::warn!(session = %self.id, "dropped the oldest queued message: no stream is reading");
         }
         st.queued.push_back(frame);
+        true
     }
 }
 
@@ -255,6 +279,11 @@ impl SessionTable {
     /// Looks a session up and marks it used.
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         let s = self.map().get(id).cloned()?;
+        // A session idle past its TTL is gone even before the next reap (row 11).
+        if s.expired(Instant::now(), self.idle_ttl) {
+            self.remove(id);
+            return None;
+        }
         s.touch();
         Some(s)
     }
@@ -312,18 +341,19 @@ impl SessionTable {
     /// Drops sessions idle past the TTL; their children stop with them.
     pub fn reap(&self) {
         let now = Instant::now();
-        let ttl = self.idle_ttl;
+        let mut expired = Vec::new();
         self.map().retain(|id, s| {
-            let st = s.state();
-            let idle = st.last_seen.is_none_or(|t| now.duration_since(t) > ttl);
-            let busy = !st.in_flight.is_empty() || st.get_stream.is_some();
-            let keep = !idle || busy;
+            let keep = !s.expired(now, self.idle_ttl);
             if !keep {
                 tracing::info!(session = %id, "session expired after its idle TTL");
-                end(s);
+                expired.push(Arc::clone(s));
             }
             keep
         });
+        // Ended outside the table's lock: ending takes the session's own locks.
+        for s in expired {
+            end(&s);
+        }
     }
 }
 

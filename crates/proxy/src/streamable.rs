@@ -345,7 +345,7 @@ fn forward(
                     Ok(Forwarded::Request(id, up))
                 }
                 Err(e) => {
-                    s.finish(&id);
+                    s.finish(&id, 0);
                     Err(e)
                 }
             }
@@ -355,12 +355,11 @@ fn forward(
                 // Apiary initialized the child itself.
                 Some(methods::INITIALIZED) => {}
                 Some(methods::CANCELLED) => {
-                    let target = session.zip(rewrite::cancelled_request_id(m)).and_then(|(s, id)| s.upstream_id(&id));
+                    // The id is free at once (row 18); the child is told under its own id.
+                    let target = session.zip(rewrite::cancelled_request_id(m)).and_then(|(s, id)| s.cancel(&id));
                     match target.and_then(|up| rewrite::with_cancelled_request_id(m, &up.to_string())) {
                         Some(frame) => conn.send(frame)?,
-                        None => {
-                            tracing::debug!("dropped a cancellation naming no request in flight")
-                        }
+                        None => tracing::debug!("dropped a cancellation naming no request in flight"),
                     }
                 }
                 _ => conn.send(m.bytes().clone())?,
@@ -504,6 +503,10 @@ fn delete(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refu
     let Some(id) = header_str(headers, SESSION_HEADER) else {
         return Err(Refusal::invalid("DELETE needs an Mcp-Session-Id"));
     };
+    if front.sessions.get(id).is_none() {
+        return Err(Refusal::SessionNotFound);
+    }
+    check_version(headers)?;
     // Ending the session cancels its calls at the child and stops a child of its own.
     let session = front.sessions.remove(id).ok_or(Refusal::SessionNotFound)?;
     tracing::info!(session = %session.id, "session deleted");

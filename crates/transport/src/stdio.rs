@@ -31,6 +31,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         LineReader { inner, buf: BytesMut::with_capacity(8 * 1024), max_line: max_line.max(1), skipping: None }
     }
 
+    /// The cap on one line, in bytes.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     /// The next line, or `None` at end of stream. A partial last line without a newline is
     /// returned as a frame.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line>> {
