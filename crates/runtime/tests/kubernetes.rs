@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_config::{RunConfig, Source, StdioMode};
+use apiary_proxy::UpstreamState;
 use apiary_runtime::kubernetes::{KubeError, StatefulSetLauncher};
 use apiary_transport::client::{ConnectOptions, McpClient};
 use apiary_transport::launch::Launch;
@@ -298,4 +299,51 @@ async fn seed_003_apiary_in_a_pod_runs_mcp_fetch_as_a_statefulset() {
     assert_eq!(labels.get("app.kubernetes.io/name").map(String::as_str), Some("mcpserver"));
     let _ = mcp.close().await;
     forwarder.abort();
+}
+
+/// The pod dies under the proxy: the proxy's restart launches again, the StatefulSet brings a
+/// new pod, and the next client is served by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_recovers_when_the_mcp_pod_is_replaced() {
+    let Some(client) = cluster().await else { return };
+    let ns = TestNamespace::create(&client, "recover").await;
+    let launcher = StatefulSetLauncher::new(client.clone(), &ns.name, "mcp-fetch", FETCH_IMAGE).ready_timeout(LIMIT);
+    let config =
+        RunConfig::builder("mcp-fetch", Source::image(FETCH_IMAGE)).stdio_mode(StdioMode::Shared).build().unwrap();
+    let proxy = apiary_proxy::start(config, Some(Arc::new(launcher))).await.unwrap();
+    let first = timeout(LIMIT, McpClient::connect(&proxy.url(), ConnectOptions::default())).await.unwrap().unwrap();
+    let pid_before = timeout(LIMIT, first.call_tool("pid", json!({}))).await.unwrap().unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let uid = pods.get("mcp-fetch-0").await.unwrap().metadata.uid;
+    pods.delete("mcp-fetch-0", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() })
+        .await
+        .unwrap();
+
+    // The attach ends with the pod; the proxy launches again, which waits for the new pod.
+    let mut status = proxy.status();
+    timeout(LIMIT, status.wait_for(|s| s.restarts >= 1 && s.state == UpstreamState::Running))
+        .await
+        .expect("the proxy restarted its child")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let answer = loop {
+        let attempt = async {
+            let c = McpClient::connect(&proxy.url(), ConnectOptions::default()).await?;
+            c.call_tool("echo", json!({"text": "after the restart"})).await
+        };
+        match timeout(Duration::from_secs(30), attempt).await {
+            Ok(Ok(v)) => break v,
+            other => {
+                assert!(tokio::time::Instant::now() < deadline, "never served again: {other:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert_eq!(answer["content"][0]["text"], "after the restart");
+    let new_uid = pods.get("mcp-fetch-0").await.unwrap().metadata.uid;
+    assert_ne!(new_uid, uid, "the answer came from the deleted pod");
+    assert_eq!(pid_before["isError"], false);
+    drop(status);
+    timeout(LIMIT, proxy.shutdown()).await.unwrap();
 }
