@@ -39,6 +39,10 @@ pub enum Refusal {
     QueueFull { retry_after: u64, in_session: bool },
     #[error("upstream unavailable: {reason}")]
     UpstreamUnavailable { reason: String, retry_after: u64, id: Option<String> },
+    /// Another refusal, made after the body was read: its error carries the request's id
+    /// (bad-input.md, rule 2).
+    #[error("{0}")]
+    Echo(Box<Refusal>, String),
 }
 
 impl Refusal {
@@ -50,8 +54,24 @@ impl Refusal {
         Refusal::InvalidRequest { message: message.into(), id: id.map(str::to_owned) }
     }
 
+    /// This refusal, answering the request whose id (JSON text) is `id`, if any.
+    pub fn echo(self, id: Option<&str>) -> Refusal {
+        match (self, id) {
+            (r @ (Refusal::Parse(_) | Refusal::Echo(..)), _) | (r, None) => r,
+            (Refusal::InvalidRequest { message, id: None }, Some(id)) => {
+                Refusal::InvalidRequest { message, id: Some(id.to_owned()) }
+            }
+            (Refusal::UpstreamUnavailable { reason, retry_after, id: None }, Some(id)) => {
+                Refusal::UpstreamUnavailable { reason, retry_after, id: Some(id.to_owned()) }
+            }
+            (r @ (Refusal::InvalidRequest { .. } | Refusal::UpstreamUnavailable { .. }), _) => r,
+            (r, Some(id)) => Refusal::Echo(Box::new(r), id.to_owned()),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
+            Refusal::Echo(inner, _) => inner.status(),
             Refusal::OriginNotAllowed | Refusal::HostNotAllowed => StatusCode::FORBIDDEN,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -68,23 +88,28 @@ impl Refusal {
 
     /// The JSON-RPC error body.
     pub fn body(&self) -> Bytes {
+        self.body_for(None)
+    }
+
+    fn body_for(&self, echo: Option<&str>) -> Bytes {
         match self {
+            Refusal::Echo(inner, id) => inner.body_for(Some(id)),
             Refusal::Parse(e) => e.to_response(),
             Refusal::InvalidRequest { message, id } => {
                 error_response(id.as_deref(), codes::INVALID_REQUEST, message, None)
             }
             Refusal::UnsupportedVersion => {
                 let data = serde_json::json!({ "supported": Revision::legacy_names() });
-                error_response(None, codes::INVALID_REQUEST, "unsupported MCP-Protocol-Version", Some(&data))
+                error_response(echo, codes::INVALID_REQUEST, "unsupported MCP-Protocol-Version", Some(&data))
             }
             Refusal::BodyTooLarge { limit } => {
                 let data = serde_json::json!({ "limit": limit });
-                error_response(None, codes::INVALID_REQUEST, &self.to_string(), Some(&data))
+                error_response(echo, codes::INVALID_REQUEST, &self.to_string(), Some(&data))
             }
-            Refusal::SessionNotFound => error_response(None, codes::SESSION_NOT_FOUND, "session not found", None),
-            Refusal::ResumeGap => error_response(None, codes::RESUME_GAP, &self.to_string(), None),
-            Refusal::LimitReached { .. } => error_response(None, codes::LIMIT_REACHED, "session limit reached", None),
-            Refusal::QueueFull { .. } => error_response(None, codes::QUEUE_FULL, "queue full", None),
+            Refusal::SessionNotFound => error_response(echo, codes::SESSION_NOT_FOUND, "session not found", None),
+            Refusal::ResumeGap => error_response(echo, codes::RESUME_GAP, &self.to_string(), None),
+            Refusal::LimitReached { .. } => error_response(echo, codes::LIMIT_REACHED, "session limit reached", None),
+            Refusal::QueueFull { .. } => error_response(echo, codes::QUEUE_FULL, "queue full", None),
             Refusal::UpstreamUnavailable { id, .. } => {
                 error_response(id.as_deref(), codes::UPSTREAM_UNAVAILABLE, &self.to_string(), None)
             }
@@ -92,7 +117,7 @@ impl Refusal {
             | Refusal::HostNotAllowed
             | Refusal::MethodNotAllowed { .. }
             | Refusal::UnsupportedMediaType
-            | Refusal::NotAcceptable(_) => error_response(None, codes::INVALID_REQUEST, &self.to_string(), None),
+            | Refusal::NotAcceptable(_) => error_response(echo, codes::INVALID_REQUEST, &self.to_string(), None),
         }
     }
 
@@ -101,6 +126,7 @@ impl Refusal {
             Refusal::LimitReached { retry_after }
             | Refusal::QueueFull { retry_after, .. }
             | Refusal::UpstreamUnavailable { retry_after, .. } => Some(*retry_after),
+            Refusal::Echo(inner, _) => inner.retry_after(),
             _ => None,
         }
     }

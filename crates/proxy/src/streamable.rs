@@ -177,6 +177,20 @@ async fn post_prelude(front: &StdioFront, headers: &HeaderMap, body: Body) -> Re
 
 async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let (acc, parsed) = post_prelude(front, headers, body).await?;
+    // From here on the body is read: a refusal of a single request carries its id.
+    let echo_id = match &parsed {
+        JsonBody::Single(m) if m.is_request() => m.id_raw().map(str::to_owned),
+        _ => None,
+    };
+    post_parsed(front, headers, acc, parsed).await.map_err(|e| e.echo(echo_id.as_deref()))
+}
+
+async fn post_parsed(
+    front: &Arc<StdioFront>,
+    headers: &HeaderMap,
+    acc: Accepts,
+    parsed: JsonBody,
+) -> Result<Response, Refusal> {
     if let JsonBody::Single(m) = &parsed
         && m.is_request()
         && m.method() == Some(methods::INITIALIZE)

@@ -2817,7 +2817,6 @@ async fn rule_1_the_first_failing_check_decides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rule 2: every refusal made after the body was read drops the request's id: 404 -31001 unknown session, 400 unsupported MCP-Protocol-Version, 503 -31002 session limit, 503 -31004 upstream down"]
 async fn rule_2_errors_made_after_the_body_was_read_echo_its_id() {
     let mut cfg = config("rule2");
     cfg.limits.max_sessions = 1;
