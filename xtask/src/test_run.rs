@@ -34,6 +34,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let started = Instant::now();
     let mut phases = Vec::new();
+    raise_open_files_limit();
 
     let phase = Instant::now();
     let ready = match test_env::ensure(test_env::Check::Auto) {
@@ -237,6 +238,20 @@ fn print_summary(phases: &[Phase], started: Instant, counts: Option<&Counts>) {
     if let Some(c) = counts {
         // The plain closing line CI reads, summed over all test binaries.
         println!("tests: {} passed, {} failed, {} skipped", c.passed, c.failed, c.ignored);
+    }
+}
+
+/// The proxy tests open thousands of connections and children in one process; raise the
+/// soft limit on open files to the hard limit (a common soft default is 1024) so a busy test
+/// does not starve the others. Tests inherit it.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("note: could not raise the open-files limit: {e}");
+        }
     }
 }
 

@@ -13,9 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use apiary_runtime::pid::ProcRef;
+use apiary_testkit::binaries::testkit_server;
 use rustix::process::Signal;
 use serde_json::Value;
-use apiary_testkit::binaries::testkit_server;
 use support::{Apiary, Spawned, finish};
 
 fn server() -> String {

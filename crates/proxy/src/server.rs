@@ -115,7 +115,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 max_line: limits.max_line_bytes as usize,
                 // One queue into the child's stdin serves every session on it; each session's
                 // own share is bounded where its requests enter (row 16).
-                queue: (limits.max_queued_per_session as usize).saturating_mul(64).clamp(1024, 65_536),
+                queue: (limits.max_queued_per_session as usize).saturating_mul(16).clamp(256, 65_536),
                 init_timeout: limits.request_timeout(),
                 restart: config.restart.clone(),
                 tracker: tracker.clone(),

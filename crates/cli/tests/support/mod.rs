@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
