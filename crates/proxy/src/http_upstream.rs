@@ -158,6 +158,24 @@ async fn forward_inner(
             });
         }
     };
+    // A request whose upstream answered with a server error, or with a JSON body that is
+    // not JSON-RPC, gets -31004 as its normal answer (row 27). SSE and other bodies stream.
+    if let Some(id) = &request_id {
+        let status = res.status().as_u16();
+        let is_json = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        if status >= 500 {
+            tracing::warn!(target = %target, status, "the upstream server failed");
+            let msg = format!("upstream unavailable: the server answered HTTP {status}");
+            return Ok(answer::json(error_response(Some(id), codes::UPSTREAM_UNAVAILABLE, &msg, None)));
+        }
+        if is_json && (200..300).contains(&status) {
+            return Ok(json_answer(res, id, up.max_body).await);
+        }
+    }
     let mut out =
         Response::builder().status(StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY));
     for (name, value) in res.headers() {
@@ -167,6 +185,47 @@ async fn forward_inner(
     }
     let stream = res.bytes_stream().map(|r| r.map_err(std::io::Error::other));
     out.body(Body::from_stream(stream)).map_err(|e| Refusal::invalid(e.to_string()))
+}
+
+/// Reads a JSON answer (bounded) and passes it on unchanged if it is JSON-RPC; otherwise
+/// the caller gets -31004.
+async fn json_answer(res: reqwest::Response, id: &str, max: usize) -> Response {
+    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::OK);
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in res.headers() {
+        if !hop_by_hop(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let mut body = Vec::new();
+    let mut stream = res.bytes_stream();
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if body.len() + c.len() <= max => body.extend_from_slice(&c),
+            Ok(_) => {
+                failed = Some(format!("the server's answer exceeded {max} bytes"));
+                break;
+            }
+            Err(e) => {
+                failed = Some(short_error(&e));
+                break;
+            }
+        }
+    }
+    let body = bytes::Bytes::from(body);
+    if failed.is_none() && parse_body(body.clone()).is_err() {
+        failed = Some("the server's answer is not JSON-RPC".into());
+    }
+    if let Some(why) = failed {
+        tracing::warn!(%why, "the upstream server's answer cannot be used");
+        let msg = format!("upstream unavailable: {why}");
+        return answer::json(error_response(Some(id), codes::UPSTREAM_UNAVAILABLE, &msg, None));
+    }
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
 }
 
 fn short_error(e: &reqwest::Error) -> String {

@@ -104,6 +104,15 @@ impl Session {
         idle && st.in_flight.is_empty() && st.get_stream.is_none()
     }
 
+    /// A notification counts against the same bound as requests (row 16); cancellations
+    /// never do, since they reduce work.
+    pub fn check_room(&self, max: usize) -> Result<(), Refusal> {
+        if self.state().in_flight.len() >= max {
+            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
+        }
+        Ok(())
+    }
+
     pub fn has_in_flight(&self) -> bool {
         !self.state().in_flight.is_empty()
     }

@@ -376,7 +376,12 @@ fn forward(
                         None => tracing::debug!("dropped a cancellation naming no request in flight"),
                     }
                 }
-                _ => conn.send(m.bytes().clone())?,
+                _ => {
+                    if let Some(s) = session {
+                        s.check_room(max_queued)?;
+                    }
+                    conn.send(m.bytes().clone())?
+                }
             }
             Ok(Forwarded::Nothing)
         }
