@@ -150,9 +150,15 @@ impl Call {
         let session = self.session.clone();
         let stream = session.as_ref().map(|s| s.new_stream());
         let (stream_tx, mut stream_rx) = mpsc::channel::<Delivery>(64);
-        if let (Some(s), Some(n)) = (&session, stream) {
-            s.open_post_stream(n, stream_tx);
-        }
+        let sessionless_group = self.sessionless.as_ref().map(|(g, _)| Arc::clone(g));
+        let sessionless_stream = match (&session, stream, &sessionless_group) {
+            (Some(s), Some(n), _) => {
+                s.open_post_stream(n, stream_tx);
+                None
+            }
+            (None, _, Some(g)) => Some(g.open_sessionless_stream(stream_tx)),
+            _ => None,
+        };
         tokio::spawn(async move {
             let encode = |frame: &[u8]| match (&session, stream) {
                 (Some(s), Some(n)) => s.record(n, frame),
@@ -198,6 +204,9 @@ impl Call {
             if let (Some(s), Some(n)) = (&session, stream) {
                 s.close_post_stream(n);
                 s.finish_stream(n);
+            }
+            if let (Some(g), Some(n)) = (&sessionless_group, sessionless_stream) {
+                g.close_sessionless_stream(n);
             }
         });
         sse_response(body_rx)

@@ -13,7 +13,7 @@ use apiary_protocol::{Message, codes, error_response, methods};
 use tokio::sync::mpsc;
 
 use crate::session::Session;
-use crate::stdio::{ChildSlot, SlotEvent, SlotOptions, Unsolicited, UnsolicitedSink};
+use crate::stdio::{ChildSlot, Delivery, SlotEvent, SlotOptions, Unsolicited, UnsolicitedSink};
 
 /// Client capabilities that let a server ask its client something.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,6 +68,10 @@ pub struct ChildGroup {
     sessionless: AtomicUsize,
     /// Server→client requests refused because no owner was certain.
     pub refused: AtomicU64,
+    /// Open SSE streams of sessionless calls (by number): the one of them carries the
+    /// notifications of the one sessionless call in flight (row 12).
+    sessionless_streams: Mutex<Vec<(u64, mpsc::Sender<Delivery>)>>,
+    next_stream: AtomicU64,
     /// Counts live exclusive children; decremented when this one is released.
     own_children: Option<Arc<AtomicUsize>>,
 }
@@ -104,6 +108,8 @@ impl ChildGroup {
             level: Mutex::new(None),
             sessionless: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            sessionless_streams: Mutex::new(Vec::new()),
+            next_stream: AtomicU64::new(1),
             own_children,
         }
     }
@@ -146,6 +152,31 @@ impl ChildGroup {
         let mut busy = live.into_iter().filter(|s| s.has_in_flight());
         match (busy.next(), busy.next()) {
             (Some(only), None) => Some(only),
+            _ => None,
+        }
+    }
+
+    /// Registers the SSE stream of a sessionless call; returns its number.
+    pub fn open_sessionless_stream(&self, tx: mpsc::Sender<Delivery>) -> u64 {
+        let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        lock(&self.sessionless_streams).push((n, tx));
+        n
+    }
+
+    pub fn close_sessionless_stream(&self, n: u64) {
+        lock(&self.sessionless_streams).retain(|(k, _)| *k != n);
+    }
+
+    /// The stream of the one sessionless call in flight, when no session has any.
+    fn sessionless_owner(&self) -> Option<mpsc::Sender<Delivery>> {
+        if self.exclusive
+            || self.sessionless.load(Ordering::Relaxed) != 1
+            || self.live().iter().any(|s| s.has_in_flight())
+        {
+            return None;
+        }
+        match lock(&self.sessionless_streams).as_slice() {
+            [(_, only)] => Some(only.clone()),
             _ => None,
         }
     }
@@ -239,7 +270,12 @@ impl ChildGroup {
                 let _ = s.deliver(m.into_bytes(), None, true);
             }
             Some(_) => {}
-            None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
+            None => match self.sessionless_owner() {
+                Some(tx) => {
+                    let _ = tx.try_send(Delivery { frame: m.into_bytes(), is_response: false });
+                }
+                None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
+            },
         }
     }
 }

@@ -1252,7 +1252,6 @@ async fn row_12_sessionless_server_requests_are_refused_to_the_child() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 12: a sessionless call's log notifications are dropped instead of riding its POST's SSE stream"]
 async fn row_12_sessionless_log_notifications_ride_the_post_stream() {
     let rig = Rig::fixture(config("row12-log")).await;
     let url = rig.url();
