@@ -232,7 +232,8 @@ impl ChildGroup {
                 let method = m.method().unwrap_or_default().to_owned();
                 let target = self.owner().filter(|s| self.exclusive || s.caps.allows(&method));
                 let id = m.id();
-                let delivered = target.is_some_and(|s| s.deliver(m.bytes().clone(), id, true));
+                let asked = id.map(|id| (id, self.slot.generation()));
+                let delivered = target.is_some_and(|s| s.deliver(m.bytes().clone(), asked, true));
                 if !delivered {
                     self.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(

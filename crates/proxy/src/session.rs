@@ -45,7 +45,9 @@ struct SessionState {
     /// Client ids in flight, to the child-side id (for cancellation and duplicate checks).
     in_flight: HashMap<RequestId, u64>,
     /// Server→client request ids this session may answer.
-    outstanding: HashSet<RequestId>,
+    /// Server→client request ids this session may answer, with the generation of the
+    /// child that asked (a request of a child that died is withdrawn).
+    outstanding: HashMap<RequestId, u64>,
     /// Unsolicited messages waiting for a stream.
     queued: VecDeque<Delivery>,
     /// The log level the client set (rank, 0 = debug).
@@ -190,9 +192,10 @@ impl Session {
     }
 
     /// Settles a server→client request this session was asked; false if it was never
-    /// asked, or already answered (row 17).
-    pub fn settle(&self, id: &RequestId) -> bool {
-        self.state().outstanding.remove(id)
+    /// asked, already answered, or withdrawn because the child that asked has died since
+    /// (`live` is the generation of the child running now, if one is) (row 17).
+    pub fn settle(&self, id: &RequestId, live: Option<u64>) -> bool {
+        self.state().outstanding.remove(id).is_some_and(|asked_by| live == Some(asked_by))
     }
 
     /// Registers POST SSE stream `n` for unsolicited messages while it is open.
@@ -228,7 +231,7 @@ impl Session {
     ///
     /// A server→client request is never queued: with no stream open it cannot be asked
     /// now, so `false` is returned and the caller refuses it to the child (row 9).
-    pub fn deliver(&self, frame: Bytes, server_request: Option<RequestId>, request_scoped: bool) -> bool {
+    pub fn deliver(&self, frame: Bytes, server_request: Option<(RequestId, u64)>, request_scoped: bool) -> bool {
         let frame = Delivery { frame, is_response: false };
         let mut st = self.state();
         st.post_streams.retain(|(_, tx)| !tx.is_closed());
@@ -244,18 +247,18 @@ impl Session {
         } else {
             st.get_stream.clone().or(one_post)
         };
-        if let Some(id) = &server_request {
+        if let Some((id, generation)) = &server_request {
             if target.is_none() {
                 return false;
             }
-            st.outstanding.insert(id.clone());
+            st.outstanding.insert(id.clone(), *generation);
         }
         if let Some(tx) = target
             && tx.try_send(frame.clone()).is_ok()
         {
             return true;
         }
-        if let Some(id) = &server_request {
+        if let Some((id, _)) = &server_request {
             st.outstanding.remove(id);
             return false;
         }

@@ -227,6 +227,18 @@ pub(crate) async fn dispatch(
     batch: bool,
 ) -> Result<Option<(Call, mpsc::Receiver<Delivery>)>, Refusal> {
     let group = session.as_ref().map_or(&front.shared, |s| &s.group);
+    // A lone response is judged before waiting for the child: one owed by a child that
+    // died is withdrawn, whatever the state of its successor (row 17).
+    if let (Some(s), false, [Ok(m)]) = (&session, batch, members.as_slice())
+        && m.is_response()
+    {
+        if !m.id().is_some_and(|id| s.settle(&id, group.slot.live_generation())) {
+            return Err(Refusal::invalid("no outstanding request with this id"));
+        }
+        let conn = group.slot.ready(front.request_timeout).await?;
+        conn.send(m.bytes().clone())?;
+        return Ok(None);
+    }
     let conn = group.slot.ready(front.request_timeout).await?;
     let (tx, rx) = mpsc::channel::<Delivery>(front.max_queued.max(members.len() + 8));
     let mut immediate = Vec::new();
@@ -239,7 +251,7 @@ pub(crate) async fn dispatch(
                 continue;
             }
         };
-        match forward(session.as_deref(), &conn, &m, &tx, front.max_queued) {
+        match forward(session.as_deref(), &conn, &m, &tx, front.max_queued, group.slot.live_generation()) {
             Ok(Forwarded::Request(id, up)) => waiting.push((id, up)),
             Ok(Forwarded::Local(frame)) => immediate.push(frame),
             Ok(Forwarded::Nothing) => {}
@@ -337,6 +349,7 @@ fn forward(
     m: &Message,
     tx: &mpsc::Sender<Delivery>,
     max_queued: usize,
+    live: Option<u64>,
 ) -> Result<Forwarded, Refusal> {
     match m.kind() {
         Kind::Request => {
@@ -390,7 +403,7 @@ fn forward(
                 return Err(Refusal::invalid("needs a session: send initialize first"));
             };
             match m.id() {
-                Some(id) if s.settle(&id) => {
+                Some(id) if s.settle(&id, live) => {
                     conn.send(m.bytes().clone())?;
                     Ok(Forwarded::Nothing)
                 }

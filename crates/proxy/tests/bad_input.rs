@@ -1698,7 +1698,6 @@ async fn row_17_responses_to_requests_never_made_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 17: server->client requests of a child that died are not withdrawn: answering one during the restart gets 503 -31004 instead of 400 'no outstanding request with this id'"]
 async fn row_17_requests_withdrawn_when_the_child_died_cannot_be_answered() {
     let rig = Rig::fixture(config("row17-died")).await;
     let url = rig.url();

@@ -67,6 +67,8 @@ pub struct SlotOptions {
 /// One supervised child. Dropping it (or [`ChildSlot::stop`]) stops the child.
 pub struct ChildSlot {
     state: watch::Receiver<SlotState>,
+    /// Counts the children that became ready: tells a live child's requests from a dead one's.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     init_result: Arc<Mutex<Option<Bytes>>>,
     cancel: CancellationToken,
 }
@@ -82,8 +84,10 @@ impl ChildSlot {
         let init_result = Arc::new(Mutex::new(None));
         let cancel = CancellationToken::new();
         let tracker = opts.tracker.clone();
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let sup = Supervisor {
             opts,
+            generation: Arc::clone(&generation),
             state: tx,
             init_result: Arc::clone(&init_result),
             cancel: cancel.clone(),
@@ -91,7 +95,7 @@ impl ChildSlot {
             events,
         };
         tracker.spawn(sup.run());
-        ChildSlot { state: rx, init_result, cancel }
+        ChildSlot { state: rx, generation, init_result, cancel }
     }
 
     /// The live child, waiting up to `wait` while the first one starts. During a restart
@@ -133,6 +137,19 @@ impl ChildSlot {
         self.init_result.lock().ok().and_then(|g| g.clone())
     }
 
+    /// The generation of the newest child that became ready.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The generation of the child serving now; `None` while none is (restarting, down).
+    pub fn live_generation(&self) -> Option<u64> {
+        match &*self.state.borrow() {
+            SlotState::Ready(conn) if !conn.is_closed() => Some(self.generation()),
+            _ => None,
+        }
+    }
+
     pub fn stop(&self) {
         self.cancel.cancel();
     }
@@ -146,6 +163,7 @@ impl Drop for ChildSlot {
 
 struct Supervisor {
     opts: SlotOptions,
+    generation: Arc<std::sync::atomic::AtomicU64>,
     state: watch::Sender<SlotState>,
     init_result: Arc<Mutex<Option<Bytes>>>,
     cancel: CancellationToken,
@@ -248,6 +266,7 @@ impl Supervisor {
                     *g = Some(result);
                 }
                 let _ = conn.send(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#));
+                self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = self.state.send(SlotState::Ready(Arc::clone(&conn)));
                 None
             }
