@@ -1,8 +1,6 @@
 //! ProcessLauncher against real children: the environment servers read, piped stdio with the
 //! fixture MCP server, exit reasons, and stopping whole process groups (SIGTERM, then SIGKILL).
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,7 +187,7 @@ async fn stderr_goes_to_the_log_when_asked() {
 
 #[tokio::test]
 async fn speaks_mcp_with_the_fixture_server_over_stdio() {
-    let server = support::testkit_server();
+    let server = apiary_testkit::binaries::testkit_server();
     let launcher = ProcessLauncher::new(CommandLine {
         program: server.to_string_lossy().into_owned(),
         args: vec!["--stdio".into()],
