@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_protocol::{Message, RequestId, Revision, codes, error_response};
+use apiary_protocol::{RequestId, Revision, codes, error_response};
 use apiary_transport::sse;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -70,8 +70,9 @@ impl Call {
         out
     }
 
-    fn settled(&self, frame: &Bytes) -> Option<RequestId> {
-        let id = Message::parse(frame.clone()).ok()?.id()?;
+    /// The caller's id a delivery answers, after freeing it in the session.
+    fn settled(&self, d: &Delivery) -> Option<RequestId> {
+        let id = d.answers.clone()?;
         if let (Some(s), Some((_, up))) = (&self.session, self.waiting.iter().find(|(w, _)| *w == id)) {
             s.finish(&id, *up);
         }
@@ -86,8 +87,8 @@ impl Call {
         let deadline = tokio::time::Instant::now() + self.timeout;
         while answered.len() < self.waiting.len() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(d)) if d.is_response => {
-                    if let Some(id) = self.settled(&d.frame) {
+                Ok(Some(d)) if d.is_response() => {
+                    if let Some(id) = self.settled(&d) {
                         answered.push(id);
                     }
                     frames.push(d.frame);
@@ -116,7 +117,7 @@ impl Call {
     /// stream), until all requests are answered or time out.
     pub(crate) async fn pump(mut self, mut rx: mpsc::Receiver<Delivery>, out: mpsc::Sender<Delivery>) {
         for frame in std::mem::take(&mut self.immediate) {
-            let _ = out.send(Delivery { frame, is_response: true }).await;
+            let _ = out.send(Delivery::message(frame)).await;
         }
         let mut answered = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -126,9 +127,7 @@ impl Call {
                 () = tokio::time::sleep_until(deadline) => None,
             };
             let Some(d) = next else { break };
-            if d.is_response
-                && let Some(id) = self.settled(&d.frame)
-            {
+            if let Some(id) = self.settled(&d) {
                 answered.push(id);
             }
             if out.send(d).await.is_err() {
@@ -136,7 +135,7 @@ impl Call {
             }
         }
         for frame in self.time_out(&answered) {
-            let _ = out.send(Delivery { frame, is_response: true }).await;
+            let _ = out.send(Delivery::message(frame)).await;
         }
     }
 
@@ -185,9 +184,7 @@ impl Call {
                     () = tokio::time::sleep_until(deadline) => None,
                 };
                 let Some(d) = next else { break };
-                if d.is_response
-                    && let Some(id) = self.settled(&d.frame)
-                {
+                if let Some(id) = self.settled(&d) {
                     answered.push(id);
                 }
                 send_event(&mut out, encode(&d.frame), write_timeout).await;

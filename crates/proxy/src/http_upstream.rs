@@ -14,7 +14,6 @@ use futures::StreamExt;
 
 use crate::answer::{self, Refusal};
 use crate::edge;
-use crate::streamable::read_body;
 
 /// Where requests go.
 pub struct HttpUpstream {
@@ -118,12 +117,8 @@ async fn forward_inner(
     }
     let mut request_id: Option<String> = None;
     let payload = if method == Method::POST {
-        let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > up.max_body as u64) {
-            return Err(Refusal::BodyTooLarge { limit: up.max_body });
-        }
-        edge::check_content_type(headers)?;
-        let bytes = read_body(headers, body, up.max_body).await?;
+        edge::check_post_headers(headers, up.max_body)?;
+        let bytes = edge::read_body(body, up.max_body).await?;
         // Refuse what is not JSON-RPC here (rows 1, 2, 4); forward the original bytes.
         if let JsonBody::Single(m) = parse_body(bytes.clone()).map_err(Refusal::Parse)?
             && m.is_request()

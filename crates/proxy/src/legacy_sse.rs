@@ -24,7 +24,7 @@ use crate::edge;
 use crate::placement::open_session;
 use crate::session::Session;
 use crate::stdio::Delivery;
-use crate::streamable::{StdioFront, dispatch, read_body};
+use crate::streamable::{StdioFront, dispatch};
 
 /// One `GET /sse` stream and the session behind it, once `initialize` arrives.
 pub struct SseSession {
@@ -151,13 +151,8 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
 async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, id: Option<&str>, body: Body) -> Result<Response, Refusal> {
     let id = id.filter(|v| !v.is_empty()).ok_or_else(|| Refusal::invalid("session_id query parameter missing"))?;
     let session = front.sse.map().get(id).cloned().ok_or(Refusal::SessionNotFound)?;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > front.max_body as u64) {
-        return Err(Refusal::BodyTooLarge { limit: front.max_body });
-    }
-    edge::check_content_type(headers)?;
-    let bytes = read_body(headers, body, front.max_body).await?;
+    edge::check_post_headers(headers, front.max_body)?;
+    let bytes = edge::read_body(body, front.max_body).await?;
     let m = match parse_body(bytes).map_err(Refusal::Parse)? {
         JsonBody::Single(m) => m,
         JsonBody::Batch(_) => return Err(Refusal::invalid("batches are not supported in 2024-11-05")),
@@ -182,7 +177,7 @@ async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, id: Option<&str>, bo
             front.sessions.remove(&inner.id);
             return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
         }
-        let _ = session.out.send(Delivery { frame, is_response: true }).await;
+        let _ = session.out.send(Delivery::message(frame)).await;
         return Ok(answer::accepted());
     }
     let inner =

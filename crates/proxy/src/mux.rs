@@ -273,7 +273,7 @@ impl ChildGroup {
             Some(_) => {}
             None => match self.sessionless_owner() {
                 Some(tx) => {
-                    let _ = tx.try_send(Delivery { frame: m.into_bytes(), is_response: false });
+                    let _ = tx.try_send(Delivery::message(m.into_bytes()));
                 }
                 None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
             },

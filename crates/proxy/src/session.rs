@@ -232,7 +232,7 @@ impl Session {
     /// A server→client request is never queued: with no stream open it cannot be asked
     /// now, so `false` is returned and the caller refuses it to the child (row 9).
     pub fn deliver(&self, frame: Bytes, server_request: Option<(RequestId, u64)>, request_scoped: bool) -> bool {
-        let frame = Delivery { frame, is_response: false };
+        let frame = Delivery::message(frame);
         let mut st = self.state();
         st.post_streams.retain(|(_, tx)| !tx.is_closed());
         if st.get_stream.as_ref().is_some_and(|tx| tx.is_closed()) {

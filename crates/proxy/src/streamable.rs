@@ -18,8 +18,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -140,37 +139,15 @@ fn check_version(headers: &HeaderMap) -> Result<Option<Revision>, Refusal> {
     }
 }
 
-/// Reads a body of at most `max` bytes; refuses a larger declared or actual length.
-pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Refusal> {
-    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(Refusal::BodyTooLarge { limit: max });
-    }
-    let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Refusal::invalid("the request body could not be read"))?;
-        if buf.len() + chunk.len() > max {
-            return Err(Refusal::BodyTooLarge { limit: max });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
 /// The edge checks every POST shares, in the order bad-input.md fixes: size, then
 /// Content-Type, then Accept, then the body itself.
 async fn post_prelude(front: &StdioFront, headers: &HeaderMap, body: Body) -> Result<(Accepts, JsonBody), Refusal> {
-    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > front.max_body as u64) {
-        return Err(Refusal::BodyTooLarge { limit: front.max_body });
-    }
-    edge::check_content_type(headers)?;
+    edge::check_post_headers(headers, front.max_body)?;
     let acc = edge::accepts(headers);
     if !acc.json && !acc.sse {
         return Err(Refusal::NotAcceptable("Accept must include application/json or text/event-stream"));
     }
-    let bytes = read_body(headers, body, front.max_body).await?;
+    let bytes = edge::read_body(body, front.max_body).await?;
     let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
     Ok((acc, parsed))
 }

@@ -20,8 +20,25 @@ use crate::answer::Refusal;
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub frame: Bytes,
-    /// A response (or error) that settles one of the stream's requests.
-    pub is_response: bool,
+    /// For a response (or error): the caller's id it settles, known without parsing the
+    /// frame again.
+    pub answers: Option<RequestId>,
+}
+
+impl Delivery {
+    /// The answer to the caller's request `id`.
+    pub fn answer(frame: Bytes, id: RequestId) -> Self {
+        Delivery { frame, answers: Some(id) }
+    }
+
+    /// Anything that settles no request: a notification, a server→client request.
+    pub fn message(frame: Bytes) -> Self {
+        Delivery { frame, answers: None }
+    }
+
+    pub fn is_response(&self) -> bool {
+        self.answers.is_some()
+    }
 }
 
 /// Where the messages for one forwarded request go: its response, and the progress
@@ -45,6 +62,8 @@ pub type UnsolicitedSink = Arc<dyn Fn(Unsolicited) + Send + Sync>;
 struct Pending {
     /// The caller's id, as JSON text.
     original_id: Box<str>,
+    /// The same id as a key.
+    caller: RequestId,
     /// The caller's progress token, if it asked for progress.
     progress_token: Option<Value>,
     reply: Reply,
@@ -104,7 +123,7 @@ impl ChildConn {
         for p in drained {
             let msg = format!("upstream unavailable: {reason}");
             let frame = error_response(Some(&p.original_id), codes::UPSTREAM_UNAVAILABLE, &msg, None);
-            let _ = p.reply.try_send(Delivery { frame, is_response: true });
+            let _ = p.reply.try_send(Delivery::answer(frame, p.caller));
         }
     }
 
@@ -117,8 +136,9 @@ impl ChildConn {
     /// notifications arrive on `reply`. Returns the child-side id, for cancellation.
     pub fn request(&self, msg: &Message, reply: Reply) -> Result<u64, Refusal> {
         let original_id: Box<str> = msg.id_raw().unwrap_or("null").into();
+        let caller = msg.id().unwrap_or(RequestId::Int(0));
         let progress_token = rewrite::request_progress_token(msg);
-        let id = self.pending().insert(Pending { original_id, progress_token: progress_token.clone(), reply });
+        let id = self.pending().insert(Pending { original_id, caller, progress_token: progress_token.clone(), reply });
         let mut frame = msg.with_id(&id.to_string());
         if progress_token.is_some() {
             let rewritten = Message::parse(frame.clone())
@@ -174,7 +194,7 @@ impl ChildConn {
                     id: None,
                 });
             };
-            if frame.is_response {
+            if frame.is_response() {
                 return Message::parse(frame.frame).map_err(Refusal::Parse);
             }
         }
@@ -189,7 +209,7 @@ impl ChildConn {
             tracing::debug!(%id, "dropped a response to no pending request (late answer to a cancelled call?)");
             return;
         };
-        if p.reply.try_send(Delivery { frame: msg.with_id(&p.original_id), is_response: true }).is_err() {
+        if p.reply.try_send(Delivery::answer(msg.with_id(&p.original_id), p.caller.clone())).is_err() {
             tracing::info!(id = %p.original_id, "the caller went away before its response arrived");
         }
     }
@@ -216,7 +236,7 @@ impl ChildConn {
         if reply.capacity() > 1
             && let Some(frame) = rewrite::with_notification_progress_token(&msg, original)
         {
-            let _ = reply.try_send(Delivery { frame, is_response: false });
+            let _ = reply.try_send(Delivery::message(frame));
         }
     }
 }
@@ -306,7 +326,7 @@ fn oversized(conn: &ChildConn, len: usize, head: &[u8], cap: usize) {
     };
     let msg = format!("upstream message exceeded {cap} bytes");
     let frame = error_response(Some(&p.original_id), codes::INTERNAL_ERROR, &msg, None);
-    let _ = p.reply.try_send(Delivery { frame, is_response: true });
+    let _ = p.reply.try_send(Delivery::answer(frame, p.caller));
 }
 
 /// Finds `"id": <int>` at depth 1 of a (truncated) JSON object.
