@@ -42,7 +42,14 @@ impl Drop for Call {
     /// for reuse afterwards.
     fn drop(&mut self) {
         if let Some(s) = &self.session {
+            // A call whose session has ended is cancelled at the child, however the
+            // session's end and this call's end were ordered (abandoning an answered or
+            // already abandoned call does nothing).
+            let ended = s.closed.is_cancelled();
             for (id, up) in &self.waiting {
+                if ended {
+                    self.conn.abandon(*up, "the session ended");
+                }
                 s.finish(id, *up);
             }
         }
