@@ -9,3 +9,4 @@ pub mod crd;
 pub mod manager;
 pub mod normalize;
 pub mod reconcile;
+pub mod remoteproxy;

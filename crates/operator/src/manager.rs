@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::reconcile::{self, Context, Metrics, Settings, WatchScope};
+use crate::remoteproxy;
 
 /// Name of the leader-election Lease (ToolHive's).
 pub const LEASE_NAME: &str = "toolhive-operator-leader-election";
@@ -180,7 +181,7 @@ pub async fn run(
         None => {
             probes.ready.store(true, Ordering::Relaxed);
             tracing::info!(scope = ?config.scope, "operator started (no leader election)");
-            reconcile::run(ctx, config.scope.clone(), stopped()).await;
+            run_controllers(ctx, config.scope.clone(), stopped(), stopped()).await;
             Ok(())
         }
         Some(le) => lead(client, le, ctx, &config, &probes, stopped).await,
@@ -188,6 +189,20 @@ pub async fn run(
     tracing::info!("operator stopping");
     let _ = servers.await;
     result
+}
+
+/// Runs the MCPServer and MCPRemoteProxy controllers side by side on the same scope until
+/// their stop signals (two handles on one signal) resolve.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    scope: WatchScope,
+    stop_servers: impl Future<Output = ()> + Send + Sync + 'static,
+    stop_proxies: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    tokio::join!(
+        reconcile::run(Arc::clone(&ctx), scope.clone(), stop_servers),
+        remoteproxy::run(ctx, scope, stop_proxies),
+    );
 }
 
 /// Waits for the lease, reconciles while holding it, and releases it at shutdown.
@@ -235,8 +250,9 @@ where
             async move {
                 tokio::select! { () = lost => {}, () = stopped => {} }
             }
-        };
-        reconcile::run(Arc::clone(&ctx), config.scope.clone(), stop).await;
+        }
+        .shared();
+        run_controllers(Arc::clone(&ctx), config.scope.clone(), stop.clone(), stop).await;
         ctx.metrics.set_leader(false);
         if lost.now_or_never().is_some() && !*leader.borrow() {
             result = Err(ManagerError::LostLease(LEASE_NAME.to_string()));

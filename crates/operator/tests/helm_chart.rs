@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use apiary_operator::crd::mcpremoteproxy::MCPRemoteProxy;
 use apiary_operator::crd::mcpserver::MCPServer;
 use apiary_operator::reconcile::desired::{self, Settings};
+use apiary_operator::remoteproxy::desired as remote_desired;
 use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -251,6 +253,8 @@ fn expected_manager_grants() -> BTreeSet<Grant> {
     want.extend(grant("", "pods", &["get", "list", "watch"]));
     want.extend(grant("", "pods/log", &["get"]));
     want.extend(grant("", "pods/attach", &["create", "get"]));
+    // Held only so that it can grant it to the MCPRemoteProxy runner's Role.
+    want.extend(grant("", "secrets", &["get", "list", "watch"]));
     want.into_iter().collect()
 }
 
@@ -270,6 +274,19 @@ fn desired_children() -> desired::Desired {
     .unwrap();
     let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
     desired::desired(&server, &settings).unwrap()
+}
+
+/// The children the MCPRemoteProxy reconciler really builds.
+fn desired_remote_children() -> remote_desired::Desired {
+    let proxy: MCPRemoteProxy = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1",
+        "kind": "MCPRemoteProxy",
+        "metadata": {"name": "remote", "namespace": NAMESPACE, "uid": "uid-2"},
+        "spec": {"remoteURL": "https://mcp.example.com/mcp"}
+    }))
+    .unwrap();
+    let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
+    remote_desired::desired(&proxy, &settings).unwrap()
 }
 
 fn resource_of<K: Resource>() -> (String, String) {
@@ -455,6 +472,13 @@ fn manager_role_grants_exactly_what_the_operator_does() {
     assert!(!runner_grants.is_empty());
     let beyond: Vec<_> = runner_grants.difference(&got).collect();
     assert!(beyond.is_empty(), "the runner Role grants what the operator lacks: {beyond:?}");
+
+    // The same for the MCPRemoteProxy runner's Role.
+    let remote = serde_json::to_value(&desired_remote_children().runner_role).unwrap();
+    let remote_grants = grants(&remote);
+    assert!(!remote_grants.is_empty());
+    let beyond: Vec<_> = remote_grants.difference(&got).collect();
+    assert!(beyond.is_empty(), "the remote runner Role grants what the operator lacks: {beyond:?}");
 }
 
 #[test]

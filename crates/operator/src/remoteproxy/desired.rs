@@ -1,0 +1,341 @@
+//! The desired state of an MCPRemoteProxy's children, computed from its normalised spec alone
+//! (no API calls), so every reconcile sends the complete intent and the builders are
+//! unit-tested. Also decides which spec fields Apiary does not apply yet, and which of those
+//! must keep the proxy from serving at all.
+
+use std::collections::BTreeMap;
+
+use apiary_config::{ProxyMode, RunConfig, Source, Transport};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use super::names::{config_labels, proxy_labels, runner_name, service_name};
+use crate::crd::common::{RemoteTransport, ResourceList, SessionAffinity};
+use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxySpec};
+use crate::normalize::{DEFAULT_PORT, Normalize};
+use crate::reconcile::desired::{Settings, sha256_hex};
+use crate::reconcile::labels::{
+    CHECKSUM_ANNOTATION, PROXY_CONTAINER, RUNCONFIG_DIR, RUNCONFIG_KEY, proxy_selector, runconfig_name,
+};
+
+/// Why no desired state can be computed; reported as `Ready=False` with reason `InvalidSpec`.
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    /// The object lacks a name, namespace or uid (never true for an object read from the API).
+    #[error("the MCPRemoteProxy has no {0}")]
+    MissingMeta(&'static str),
+    /// Neither `remoteURL` nor `remoteUrl` is set (the schema forbids it; old objects may not).
+    #[error("spec.remoteURL is not set")]
+    NoRemoteUrl,
+    /// A port outside 1..=65535 (the schema forbids it; old stored objects may still hold one).
+    #[error("spec.proxyPort {0} is not a port (1-65535)")]
+    BadPort(i32),
+    /// The RunConfig built from the spec does not validate.
+    #[error("the RunConfig built from the spec is invalid: {0}")]
+    RunConfig(String),
+}
+
+/// Spec fields that are set but that Apiary does not apply yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unapplied {
+    /// Fields that restrict who may call what (incoming authentication, authorization, tool
+    /// filters). Serving without them would open what the user closed, so the proxy is kept
+    /// at zero replicas while any is set.
+    pub blocking: Vec<&'static str>,
+    /// Fields whose absence opens nothing; the proxy runs without them.
+    pub ignored: Vec<&'static str>,
+}
+
+impl Unapplied {
+    /// The set fields of `spec` that Apiary does not apply, sorted into the two groups.
+    pub fn of(spec: &MCPRemoteProxySpec) -> Self {
+        let blocking = [
+            ("spec.oidcConfigRef", spec.oidc_config_ref.is_some()),
+            ("spec.authServerRef", spec.auth_server_ref.is_some()),
+            ("spec.authzConfig", spec.authz_config.is_some()),
+            ("spec.authzConfigRef", spec.authz_config_ref.is_some()),
+            ("spec.toolConfigRef", spec.tool_config_ref.is_some()),
+        ];
+        let ignored = [
+            ("spec.externalAuthConfigRef", spec.external_auth_config_ref.is_some()),
+            ("spec.headerForward", spec.header_forward.is_some()),
+            // `audit: {enabled: false}` asks for nothing.
+            ("spec.audit", spec.audit.as_ref().is_some_and(|a| a.enabled == Some(true))),
+            ("spec.telemetryConfigRef", spec.telemetry_config_ref.is_some()),
+            ("spec.podTemplateSpec", spec.pod_template_spec.is_some()),
+            ("spec.resourceOverrides", spec.resource_overrides.is_some()),
+            ("spec.sessionStorage", spec.session_storage.is_some()),
+        ];
+        let set = |fields: &[(&'static str, bool)]| fields.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
+        Unapplied { blocking: set(&blocking), ignored: set(&ignored) }
+    }
+
+    /// True when every set field is applied.
+    pub fn is_empty(&self) -> bool {
+        self.blocking.is_empty() && self.ignored.is_empty()
+    }
+}
+
+/// Every child of one MCPRemoteProxy, as it should be.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// ConfigMap `<name>-runconfig`.
+    pub config_map: ConfigMap,
+    /// sha256 (hex) of the RunConfig text, also on the pod template.
+    pub checksum: String,
+    /// Deployment `<name>`.
+    pub deployment: Deployment,
+    /// Service `mcp-<name>-remote-proxy`.
+    pub service: Service,
+    /// ServiceAccount `<name>-remote-proxy-runner`.
+    pub runner_account: ServiceAccount,
+    /// Role `<name>-remote-proxy-runner`.
+    pub runner_role: Role,
+    /// RoleBinding `<name>-remote-proxy-runner`.
+    pub runner_binding: RoleBinding,
+    /// `proxyPort` in force.
+    pub proxy_port: i32,
+    /// Set fields Apiary does not apply.
+    pub unapplied: Unapplied,
+}
+
+/// Computes the children of `proxy` from its normalised spec.
+pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, DesiredError> {
+    let name = proxy.metadata.name.clone().ok_or(DesiredError::MissingMeta("name"))?;
+    let namespace = proxy.metadata.namespace.clone().ok_or(DesiredError::MissingMeta("namespace"))?;
+    let owner = owner_reference(proxy)?;
+    let spec = proxy.spec.normalize().spec;
+    let proxy_port = spec.proxy_port.unwrap_or(DEFAULT_PORT);
+    let unapplied = Unapplied::of(&spec);
+
+    let run_config = run_config(&name, &spec, settings)?;
+    let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
+    let checksum = sha256_hex(text.as_bytes());
+
+    let meta = |object_name: String, labels: BTreeMap<String, String>| ObjectMeta {
+        name: Some(object_name),
+        namespace: Some(namespace.clone()),
+        labels: Some(labels),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    };
+
+    let mut cm_meta = meta(runconfig_name(&name), config_labels(&name));
+    cm_meta.annotations = Some(BTreeMap::from([(CHECKSUM_ANNOTATION.to_string(), checksum.clone())]));
+    let config_map = ConfigMap {
+        metadata: cm_meta,
+        data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])),
+        ..Default::default()
+    };
+
+    // Zero replicas rather than a proxy that serves without the restrictions asked for.
+    let replicas = if unapplied.blocking.is_empty() { spec.replicas } else { Some(0) };
+    let deployment = Deployment {
+        metadata: meta(name.clone(), proxy_labels(&name)),
+        spec: Some(deployment_spec(&name, &spec, settings, replicas, proxy_port, &checksum)),
+        ..Default::default()
+    };
+
+    let affinity = match spec.session_affinity.unwrap_or_default() {
+        SessionAffinity::ClientIP => "ClientIP",
+        SessionAffinity::None => "None",
+    };
+    let service = Service {
+        metadata: meta(service_name(&name), proxy_labels(&name)),
+        spec: Some(ServiceSpec {
+            selector: Some(proxy_selector(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_string()),
+                port: proxy_port,
+                protocol: Some("TCP".to_string()),
+                target_port: Some(IntOrString::String("http".to_string())),
+                ..Default::default()
+            }]),
+            session_affinity: Some(affinity.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let runner = runner_name(&name);
+    let runner_account = ServiceAccount { metadata: meta(runner.clone(), config_labels(&name)), ..Default::default() };
+    let runner_role = Role { metadata: meta(runner.clone(), config_labels(&name)), rules: Some(runner_rules()) };
+    let runner_binding = RoleBinding {
+        metadata: meta(runner.clone(), config_labels(&name)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "Role".to_string(),
+            name: runner.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: runner,
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        }]),
+    };
+
+    Ok(Desired {
+        config_map,
+        checksum,
+        deployment,
+        service,
+        runner_account,
+        runner_role,
+        runner_binding,
+        proxy_port,
+        unapplied,
+    })
+}
+
+/// The controller owner reference to `proxy`, with `blockOwnerDeletion` so foreground
+/// deletion waits for the children.
+fn owner_reference(proxy: &MCPRemoteProxy) -> Result<OwnerReference, DesiredError> {
+    let mut owner = proxy.controller_owner_ref(&()).ok_or(DesiredError::MissingMeta("name or uid"))?;
+    owner.block_owner_deletion = Some(true);
+    Ok(owner)
+}
+
+/// The RunConfig the proxy runner reads: the remote URL, its transport, the listener.
+pub fn run_config(name: &str, spec: &MCPRemoteProxySpec, settings: &Settings) -> Result<RunConfig, DesiredError> {
+    let url = spec.remote_url.clone().or_else(|| spec.remote_url_alias.clone()).ok_or(DesiredError::NoRemoteUrl)?;
+    let proxy_port = spec.proxy_port.unwrap_or(DEFAULT_PORT);
+    let port = u16::try_from(proxy_port).ok().filter(|p| *p != 0).ok_or(DesiredError::BadPort(proxy_port))?;
+    let (transport, mode) = match spec.transport.unwrap_or_default() {
+        RemoteTransport::StreamableHttp => (Transport::StreamableHttp, ProxyMode::StreamableHttp),
+        RemoteTransport::Sse => (Transport::Sse, ProxyMode::Sse),
+    };
+    let mut builder = RunConfig::builder(name, Source::remote(url))
+        .transport(transport)
+        .proxy_host(settings.proxy_host.clone())
+        .proxy_port(port)
+        .proxy_mode(mode)
+        .trust_proxy_headers(spec.trust_proxy_headers.unwrap_or(false));
+    if let Some(prefix) = spec.endpoint_prefix.as_deref().filter(|p| !p.is_empty()) {
+        builder = builder.endpoint_prefix(prefix);
+    }
+    if let Some(group) = spec.group_ref.as_ref().and_then(|g| g.name().ok()) {
+        builder = builder.group(group);
+    }
+    builder.build().map_err(|e| DesiredError::RunConfig(e.to_string()))
+}
+
+fn quantities(list: Option<&ResourceList>) -> Option<BTreeMap<String, Quantity>> {
+    let list = list?;
+    let out: BTreeMap<String, Quantity> = [("cpu", &list.cpu), ("memory", &list.memory)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), Quantity(v.clone()?))))
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+fn deployment_spec(
+    name: &str,
+    spec: &MCPRemoteProxySpec,
+    settings: &Settings,
+    replicas: Option<i32>,
+    proxy_port: i32,
+    checksum: &str,
+) -> DeploymentSpec {
+    let resources = spec.resources.as_ref().and_then(|r| {
+        let (limits, requests) = (quantities(r.limits.as_ref()), quantities(r.requests.as_ref()));
+        (limits.is_some() || requests.is_some()).then_some(ResourceRequirements {
+            limits,
+            requests,
+            ..Default::default()
+        })
+    });
+    let container = Container {
+        name: PROXY_CONTAINER.to_string(),
+        image: Some(settings.runner_image.clone()),
+        args: Some(vec![
+            "proxyrunner".to_string(),
+            "run".to_string(),
+            "--config".to_string(),
+            format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}"),
+        ]),
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAMESPACE".to_string(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.namespace".to_string(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            EnvVar { name: "UNSTRUCTURED_LOGS".to_string(), value: Some("false".to_string()), ..Default::default() },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_string()),
+            container_port: proxy_port,
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".to_string()),
+                port: IntOrString::String("http".to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        resources,
+        volume_mounts: Some(vec![VolumeMount {
+            name: "runconfig".to_string(),
+            mount_path: RUNCONFIG_DIR.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let account = spec.service_account.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| runner_name(name));
+    DeploymentSpec {
+        replicas,
+        selector: LabelSelector { match_labels: Some(proxy_selector(name)), ..Default::default() },
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(proxy_labels(name)),
+                annotations: Some(BTreeMap::from([(CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                service_account_name: Some(account),
+                containers: vec![container],
+                volumes: Some(vec![Volume {
+                    name: "runconfig".to_string(),
+                    config_map: Some(ConfigMapVolumeSource { name: runconfig_name(name), ..Default::default() }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        },
+        ..Default::default()
+    }
+}
+
+/// Exactly the remote proxy runner's rules (names.md §3): read ConfigMaps and Secrets, for the
+/// authentication settings they hold. Nothing else.
+pub fn runner_rules() -> Vec<PolicyRule> {
+    let read = ["get", "list", "watch"];
+    vec![PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["configmaps".to_string(), "secrets".to_string()]),
+        verbs: read.iter().map(|v| (*v).to_string()).collect(),
+        ..Default::default()
+    }]
+}
+
+#[cfg(test)]
+mod tests;
