@@ -11,6 +11,7 @@
 //! `pods/attach` `create`, `get`.
 
 pub mod manifest;
+pub mod patch;
 pub mod pod;
 
 use std::time::Duration;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use apiary_config::{RunConfig, Source};
 use apiary_transport::launch::{ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{AttachParams, AttachedProcess, Patch, PatchParams};
 use kube::{Api, Client};
 use tokio::sync::oneshot;
@@ -50,6 +51,8 @@ pub enum KubeError {
     NotAnImage(&'static str),
     #[error("cannot reach the cluster: {0}")]
     Client(String),
+    #[error(transparent)]
+    Patch(#[from] patch::PatchError),
 }
 
 impl From<KubeError> for LaunchError {
@@ -88,7 +91,7 @@ impl StatefulSetLauncher {
         StatefulSetLauncher {
             client,
             namespace: namespace.into(),
-            spec: ServerSpec { name: name.into(), image: image.into(), args: Vec::new(), env: Vec::new() },
+            spec: ServerSpec { name: name.into(), image: image.into(), ..ServerSpec::default() },
             ready_timeout: DEFAULT_READY_TIMEOUT,
         }
     }
@@ -124,6 +127,33 @@ impl StatefulSetLauncher {
         self
     }
 
+    /// Merges `patch` (a PodTemplateSpec as JSON) into the pod template, after any given
+    /// before; refused when it is not an object or a named list entry has no name.
+    pub fn pod_patch(mut self, patch: serde_json::Value) -> Result<Self, KubeError> {
+        patch::validate(&patch)?;
+        self.spec.pod_patches.push(patch);
+        Ok(self)
+    }
+
+    /// Puts `owner` (an ownerReference as JSON) on the StatefulSet and Services.
+    #[must_use]
+    pub fn owner(mut self, owner: serde_json::Value) -> Self {
+        self.spec.owner = Some(owner);
+        self
+    }
+
+    /// Runs an HTTP server listening on `port` instead of a stdio one: no attach, and Services
+    /// `mcp-<name>` and `mcp-<name>-headless` in front of the pod.
+    #[must_use]
+    pub fn http(mut self, port: u16) -> Self {
+        self.spec.http_port = Some(port);
+        // Servers built for ToolHive read their port from MCP_PORT; a value the user set wins.
+        if !self.spec.env.iter().any(|(k, _)| k == "MCP_PORT") {
+            self.spec.env.push(("MCP_PORT".to_owned(), port.to_string()));
+        }
+        self
+    }
+
     /// How long a launch waits for the pod to run.
     #[must_use]
     pub fn ready_timeout(mut self, limit: Duration) -> Self {
@@ -140,14 +170,29 @@ impl StatefulSetLauncher {
         &self.namespace
     }
 
-    /// Applies the StatefulSet (idempotent: the same spec changes nothing and restarts nothing).
+    /// Applies the StatefulSet and, for an HTTP server, its Services (idempotent: the same spec
+    /// changes nothing and restarts nothing).
     pub async fn apply(&self) -> Result<(), KubeError> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
         let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
-        let body = manifest::statefulset(&self.spec);
-        sets.patch(&self.spec.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        let body = manifest::statefulset(&self.spec)?;
+        sets.patch(&self.spec.name, &params, &Patch::Apply(&body))
             .await
             .map_err(|source| KubeError::Api { what: "apply the StatefulSet", source })?;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        for body in manifest::services(&self.spec) {
+            let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            services
+                .patch(&name, &params, &Patch::Apply(&body))
+                .await
+                .map_err(|source| KubeError::Api { what: "apply the server's Service", source })?;
+        }
         Ok(())
+    }
+
+    /// The API client this launcher uses.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     async fn start(&self) -> Result<ChildHandle, KubeError> {
@@ -155,6 +200,9 @@ impl StatefulSetLauncher {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let pod_name = manifest::pod_name(&self.spec.name);
         let running = pod::wait_running(&pods, &pod_name, &self.spec, self.ready_timeout).await?;
+        if self.spec.http_port.is_some() {
+            return Ok(watch_http_pod(pods, running));
+        }
         let params = AttachParams::default()
             .container(manifest::CONTAINER)
             .stdin(true)
@@ -184,6 +232,29 @@ impl Launch for StatefulSetLauncher {
 
     fn describe(&self) -> String {
         format!("statefulset {}/{} ({})", self.namespace, self.spec.name, self.spec.image)
+    }
+}
+
+/// An HTTP server's pod as a child: no streams (the proxy reaches it through Service
+/// `mcp-<name>`); `exited` resolves when the pod is replaced or its container restarts, so the
+/// proxy's supervisor re-applies the StatefulSet and waits for the pod again.
+fn watch_http_pod(pods: Api<Pod>, running: pod::PodRef) -> ChildHandle {
+    let (exit_tx, exited) = oneshot::channel();
+    let (kill, mut kill_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let reason = tokio::select! {
+            _ = &mut kill_rx => ExitReason::other("stopped watching the pod"),
+            why = pod::changed(pods, running) => ExitReason::other(why),
+        };
+        let _ = exit_tx.send(reason);
+    });
+    ChildHandle {
+        pid: None,
+        stdin: Box::new(tokio::io::sink()),
+        stdout: Box::new(tokio::io::empty()),
+        stderr: None,
+        exited,
+        kill,
     }
 }
 

@@ -4,17 +4,27 @@
 
 use serde_json::{Value, json};
 
+use super::patch::{PatchError, merge_pod_template};
+
 /// The container the MCP server runs in, on every path (operator and `apiary run`).
 pub const CONTAINER: &str = "mcp";
 
 /// What goes into the StatefulSet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServerSpec {
     pub name: String,
     pub image: String,
     /// Appended to the image's entrypoint (`args`, never `command`).
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Merged into the pod template in order (`--k8s-pod-patch`, see [`super::patch`]).
+    pub pod_patches: Vec<Value>,
+    /// Owner reference put on every object created, so deleting the owner (an MCPServer)
+    /// garbage-collects the StatefulSet and Services.
+    pub owner: Option<Value>,
+    /// For an HTTP server: the port it listens on, exposed as container port `http` and by
+    /// Services `mcp-<name>` and `mcp-<name>-headless`.
+    pub http_port: Option<u16>,
 }
 
 /// Labels on the StatefulSet and its pod.
@@ -43,35 +53,83 @@ pub fn pod_name(name: &str) -> String {
 }
 
 /// The StatefulSet as a server-side-apply body (apiVersion and kind included).
-pub fn statefulset(spec: &ServerSpec) -> Value {
+pub fn statefulset(spec: &ServerSpec) -> Result<Value, PatchError> {
     let env: Vec<Value> = spec.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
-    json!({
+    let mut container = json!({
+        "name": CONTAINER,
+        "image": spec.image,
+        "args": spec.args,
+        "env": env,
+        // Attach writes the proxy's requests here. Open for the container's life (stdinOnce
+        // false), so a detach does not end the server.
+        "stdin": spec.http_port.is_none(),
+        "stdinOnce": false,
+        "tty": false,
+    });
+    if let Some(port) = spec.http_port {
+        container["ports"] = json!([{"name": "http", "containerPort": port, "protocol": "TCP"}]);
+    }
+    let mut template = json!({
+        "metadata": {"labels": labels(&spec.name)},
+        "spec": {
+            // A stdio server is stopped by closing its stdin; it has nothing to flush.
+            "terminationGracePeriodSeconds": 10,
+            "containers": [container],
+        },
+    });
+    for patch in &spec.pod_patches {
+        template = merge_pod_template(&template, patch, &spec.name)?;
+    }
+    Ok(json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {"name": spec.name, "labels": labels(&spec.name)},
+        "metadata": metadata(spec, spec.name.clone()),
         "spec": {
             "replicas": 1,
+            "serviceName": headless_service_name(&spec.name),
             "selector": {"matchLabels": selector(&spec.name)},
-            "template": {
-                "metadata": {"labels": labels(&spec.name)},
-                "spec": {
-                    // A stdio server is stopped by closing its stdin; it has nothing to flush.
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [{
-                        "name": CONTAINER,
-                        "image": spec.image,
-                        "args": spec.args,
-                        "env": env,
-                        // Attach writes the proxy's requests here. Open for the container's
-                        // life (stdinOnce false), so a detach does not end the server.
-                        "stdin": true,
-                        "stdinOnce": false,
-                        "tty": false,
-                    }],
-                },
-            },
+            "template": template,
         },
-    })
+    }))
+}
+
+/// Service `mcp-<name>`: the in-cluster address of an HTTP server (names.md §3).
+pub fn service_name(name: &str) -> String {
+    format!("mcp-{name}")
+}
+
+/// Service `mcp-<name>-headless`: the StatefulSet's governing Service.
+pub fn headless_service_name(name: &str) -> String {
+    format!("mcp-{name}-headless")
+}
+
+/// The two Services of an HTTP server, as server-side-apply bodies; none for stdio.
+pub fn services(spec: &ServerSpec) -> Vec<Value> {
+    let Some(port) = spec.http_port else { return Vec::new() };
+    let ports = json!([{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]);
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(spec, headless_service_name(&spec.name)),
+            "spec": {"clusterIP": "None", "selector": selector(&spec.name), "ports": ports},
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(spec, service_name(&spec.name)),
+            // A session lives in one server process; keep a client on the pod it started on.
+            "spec": {"selector": selector(&spec.name), "ports": ports, "sessionAffinity": "ClientIP"},
+        }),
+    ]
+}
+
+fn metadata(spec: &ServerSpec, name: String) -> Value {
+    let mut meta = json!({"name": name, "labels": labels(&spec.name)});
+    if let Some(owner) = &spec.owner {
+        meta["ownerReferences"] = json!([owner]);
+    }
+    meta
 }
 
 #[cfg(test)]
@@ -86,8 +144,10 @@ mod tests {
             image: "docker.io/mcp/fetch:latest".into(),
             args: vec!["--x".into()],
             env: vec![("MCP_TRANSPORT".into(), "stdio".into())],
+            ..ServerSpec::default()
         };
-        let sts = statefulset(&spec);
+        let sts = statefulset(&spec).unwrap();
+        assert!(services(&spec).is_empty(), "a stdio server has no Services");
         assert_eq!(sts["metadata"]["name"], "mcp-fetch");
         assert_eq!(sts["spec"]["replicas"], 1);
         let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
@@ -111,5 +171,33 @@ mod tests {
         );
         assert!(c.get("command").is_none(), "the image's entrypoint must stay");
         assert_eq!(pod_name("mcp-fetch"), "mcp-fetch-0");
+    }
+
+    #[test]
+    fn an_http_server_gets_a_port_two_services_and_the_owner_everywhere() {
+        let owner =
+            json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "name": "f", "uid": "u"});
+        let spec = ServerSpec {
+            name: "f".into(),
+            image: "img".into(),
+            owner: Some(owner.clone()),
+            http_port: Some(8080),
+            ..ServerSpec::default()
+        };
+        let sts = statefulset(&spec).unwrap();
+        let c = &sts["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["ports"][0]["containerPort"], 8080);
+        assert_eq!(c["stdin"], false);
+        assert_eq!(sts["metadata"]["ownerReferences"][0], owner);
+        assert_eq!(sts["spec"]["serviceName"], "mcp-f-headless");
+        let svcs = services(&spec);
+        let names: Vec<&str> = svcs.iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["mcp-f-headless", "mcp-f"]);
+        for s in &svcs {
+            assert_eq!(s["spec"]["selector"], selector("f"));
+            assert_eq!(s["spec"]["ports"][0]["port"], 8080);
+            assert_eq!(s["metadata"]["ownerReferences"][0], owner);
+        }
+        assert_eq!(svcs[0]["spec"]["clusterIP"], "None");
     }
 }
