@@ -13,6 +13,7 @@ mod mcp_cmd;
 mod operator_cmd;
 mod output;
 mod proxy_cmd;
+mod proxyrunner_cmd;
 mod run_cmd;
 mod serve;
 mod source_arg;
@@ -66,6 +67,8 @@ enum Command {
     Mcp(mcp_cmd::McpArgs),
     /// Run the Kubernetes operator (reconciles MCPServer resources)
     Operator(operator_cmd::OperatorArgs),
+    /// What the operator's proxy pods run: create an MCP server's StatefulSet and proxy it
+    Proxyrunner(proxyrunner_cmd::ProxyRunnerArgs),
     /// Print the version
     Version(VersionArgs),
     /// Serve a saved workload in this process (what `run` starts detached)
@@ -86,7 +89,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => LogRole::Detached,
         Command::Run(r) if r.foreground() => LogRole::Foreground,
         Command::Start(s) | Command::Restart(s) if s.foreground() => LogRole::Foreground,
-        Command::Proxy(_) | Command::Operator(_) => LogRole::Foreground,
+        Command::Proxy(_) | Command::Operator(_) | Command::Proxyrunner(_) => LogRole::Foreground,
         _ => LogRole::Cli,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -129,6 +132,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Proxy(args) => proxy_cmd::proxy(args).await,
         Command::Mcp(args) => mcp_cmd::run_with_resolver(args, workload_cmds::resolve_url).await,
         Command::Operator(args) => operator_cmd::operator(args).await,
+        Command::Proxyrunner(args) => proxyrunner_cmd::proxyrunner(args).await,
         Command::Version(args) => {
             output::print_version(args.format);
             Ok(())
