@@ -111,7 +111,7 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
 
     let deployment = Deployment {
         metadata: meta(name.clone(), proxy_labels(&name)),
-        spec: Some(deployment_spec(&name, &spec, settings, proxy_port, &checksum)),
+        spec: Some(deployment_spec(&name, &spec, settings, proxy_port, &checksum, &owner)),
         ..Default::default()
     };
 
@@ -239,6 +239,7 @@ fn deployment_spec(
     settings: &Settings,
     proxy_port: i32,
     checksum: &str,
+    owner: &OwnerReference,
 ) -> DeploymentSpec {
     // A stdio server has one child process per proxy; more proxies would split its sessions.
     let replicas = match (spec.transport.unwrap_or_default(), spec.replicas) {
@@ -248,12 +249,13 @@ fn deployment_spec(
     let container = Container {
         name: PROXY_CONTAINER.to_string(),
         image: Some(settings.runner_image.clone()),
-        args: Some(vec![
-            "proxyrunner".to_string(),
-            "run".to_string(),
-            "--config".to_string(),
-            format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}"),
-        ]),
+        args: Some(
+            ["proxyrunner".to_string(), "run".to_string(), "--config".to_string()]
+                .into_iter()
+                .chain([format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}")])
+                .chain(pod::runner_args(name, spec, owner))
+                .collect(),
+        ),
         env: Some(vec![
             EnvVar {
                 name: "POD_NAMESPACE".to_string(),
@@ -338,5 +340,6 @@ fn runner_rules() -> Vec<PolicyRule> {
     ]
 }
 
+pub mod pod;
 #[cfg(test)]
 mod tests;
