@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use crate::answer::{self, Refusal};
-use crate::edge;
+use crate::{edge, stateless_bridge};
 
 /// Where requests go.
 pub struct HttpUpstream {
@@ -25,10 +25,17 @@ pub struct HttpUpstream {
     /// `scheme://host[:port]` of the server; other paths are resolved against it.
     remote_origin: String,
     max_body: usize,
+    /// Bound on a bridged sessionless request, handshake included.
+    bridge_timeout: Duration,
 }
 
 impl HttpUpstream {
-    pub fn new(remote_endpoint: &str, local_endpoint: &'static str, max_body: usize) -> Result<Arc<Self>, String> {
+    pub fn new(
+        remote_endpoint: &str,
+        local_endpoint: &'static str,
+        max_body: usize,
+        bridge_timeout: Duration,
+    ) -> Result<Arc<Self>, String> {
         let url =
             reqwest::Url::parse(remote_endpoint).map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
         let origin = url.origin().ascii_serialization();
@@ -43,6 +50,7 @@ impl HttpUpstream {
             remote_endpoint: remote_endpoint.to_owned(),
             remote_origin: origin,
             max_body,
+            bridge_timeout,
         }))
     }
 
@@ -120,10 +128,20 @@ async fn forward_inner(
         edge::check_post_headers(headers, up.max_body)?;
         let bytes = edge::read_body(body, up.max_body).await?;
         // Refuse what is not JSON-RPC here (rows 1, 2, 4); forward the original bytes.
-        if let JsonBody::Single(m) = parse_body(bytes.clone()).map_err(Refusal::Parse)?
-            && m.is_request()
-        {
-            request_id = m.id_raw().map(str::to_owned);
+        if let JsonBody::Single(m) = parse_body(bytes.clone()).map_err(Refusal::Parse)? {
+            // A legacy request outside any session gets a session of its own upstream (row 12).
+            // Modern (2026-07-28) requests carry `Mcp-Method` and are stateless by design.
+            if up.local_endpoint == "/mcp"
+                && up.target(uri) == up.remote_endpoint
+                && !headers.contains_key("mcp-method")
+                && stateless_bridge::needs_bridge(headers, &m)
+            {
+                let accepts = edge::accepts(headers);
+                return Ok(stateless_bridge::serve(&up.remote_endpoint, headers, &m, accepts, up.bridge_timeout).await);
+            }
+            if m.is_request() {
+                request_id = m.id_raw().map(str::to_owned);
+            }
         }
         Some(bytes)
     } else {

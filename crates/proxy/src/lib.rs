@@ -18,6 +18,7 @@ mod mux;
 mod placement;
 mod server;
 mod session;
+mod stateless_bridge;
 mod status;
 mod stdio;
 mod streamable;

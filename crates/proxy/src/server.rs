@@ -154,7 +154,8 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
             if config.remote_url().is_some() {
                 let _ = status_tx.send(UpstreamStatus { state: UpstreamState::Running, ..UpstreamStatus::starting() });
             }
-            let up = HttpUpstream::new(&endpoint, local, limits.max_body_bytes as usize).map_err(StartError::Config)?;
+            let up = HttpUpstream::new(&endpoint, local, limits.max_body_bytes as usize, limits.request_timeout())
+                .map_err(StartError::Config)?;
             Router::new().fallback(crate::http_upstream::forward).with_state(up)
         }
     };

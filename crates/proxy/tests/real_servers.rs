@@ -278,3 +278,47 @@ async fn three_clients_at_once_each_get_their_own_answer_from_everything() {
     running.stop().await;
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
+
+/// Seed 000's bare curl (names.md §5, row 12) against an HTTP server that requires a session:
+/// the server itself refuses it, the proxy serves it over a session of its own and mints none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_sessionless_post_through_an_http_upstream_gets_the_tools() {
+    let mut upstream = http_fixture().await;
+    let cfg = RunConfig::new("bare-post", Source::remote(upstream.url.clone()));
+    let proxy = tokio::time::timeout(PROXY_LIMIT, apiary_proxy::start(cfg, None))
+        .await
+        .expect("the proxy starts in time")
+        .expect("the proxy starts");
+    let running = Running { proxy: Some(proxy) };
+    let http = reqwest::Client::new();
+    let post = |url: String, body: &'static str| {
+        http.post(url).header("Content-Type", "application/json").body(body).timeout(Duration::from_secs(30)).send()
+    };
+    let list = r#"{"jsonrpc":"2.0","method":"tools/list","id":1}"#;
+
+    let direct = post(upstream.url.clone(), list).await.unwrap();
+    assert!(direct.status().is_client_error(), "the fixture itself refuses a bare POST: {}", direct.status());
+
+    let res = post(running.url(), list).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(res.headers().get("mcp-session-id").is_none(), "no session is minted for a bare POST");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["id"], 1, "{body}");
+    let tools = body["result"]["tools"].as_array().unwrap_or_else(|| panic!("no tools: {body}"));
+    assert!(tools.iter().any(|t| t["name"] == "echo"), "{body}");
+
+    let call =
+        r#"{"jsonrpc":"2.0","method":"tools/call","id":"c-7","params":{"name":"echo","arguments":{"text":"bare"}}}"#;
+    let body: Value = post(running.url(), call).await.unwrap().json().await.unwrap();
+    assert_eq!(body["id"], "c-7", "{body}");
+    assert_eq!(body["result"]["content"][0]["text"], "bare", "{body}");
+
+    let unknown = r#"{"jsonrpc":"2.0","method":"tools/call","id":2,"params":{"name":"no-such-tool","arguments":{}}}"#;
+    let body: Value = post(running.url(), unknown).await.unwrap().json().await.unwrap();
+    assert_eq!(body["id"], 2, "{body}");
+    assert!(body.get("error").is_some() || body["result"]["isError"] == true, "the server's refusal passes: {body}");
+
+    running.stop().await;
+    let _ = upstream.child.kill().await;
+}
