@@ -15,18 +15,34 @@ use anyhow::{Context, Result, bail};
 const NONROOT_UID: u32 = 65532;
 
 /// Names Apiary's image is pushed under; all run `apiary` as the entrypoint.
-const APIARY_NAMES: &[&str] =
-    &["ghcr.io/stacklok/toolhive/operator:latest", "ghcr.io/stacklok/toolhive/proxyrunner:latest", "apiary:dev"];
+const APIARY_NAMES: &[&str] = &[
+    "ghcr.io/apiary/apiary:latest",
+    "ghcr.io/stacklok/toolhive/operator:latest",
+    "ghcr.io/stacklok/toolhive/proxyrunner:latest",
+    "apiary:dev",
+];
 
-/// The fixture server speaking Streamable HTTP, as the seeds' gofetch image. A shell wrapper
+/// The fixture server speaking Streamable HTTP, as the seeds' HTTP images (gofetch, osv). A shell wrapper
 /// reads `MCP_PORT` (the operator injects it) because an image entrypoint cannot expand
 /// variables; arguments given to the container are passed on through `"$@"`.
-const FETCH_HTTP_NAME: &str = "ghcr.io/stackloklabs/gofetch/server:latest";
+const FETCH_HTTP_NAMES: &[&str] =
+    &["ghcr.io/stackloklabs/gofetch/server:latest", "ghcr.io/stackloklabs/osv-mcp/server:latest"];
 const FETCH_HTTP_SCRIPT: &str =
     "exec apiary-testkit-server --http \"0.0.0.0:${MCP_PORT:-8080}\" --allow-any-host \"$@\"";
 
-/// The fixture server over stdio, as seed 003's `docker.io/mcp/fetch`.
-const FETCH_STDIO_NAME: &str = "docker.io/mcp/fetch:latest";
+/// The fixture server over stdio, as the seeds' stdio images (seed 003's `docker.io/mcp/fetch`,
+/// seed 001's GitHub and filesystem servers).
+const FETCH_STDIO_NAMES: &[&str] =
+    &["docker.io/mcp/fetch:latest", "ghcr.io/github/github-mcp-server:latest", "docker.io/mcp/filesystem:latest"];
+
+/// Seed 000's `kubectl run --image=curlimages/curl -- curl …`: Debian's curl with its libraries,
+/// behind an entrypoint that behaves like the real image's (arguments starting with `-` go to
+/// curl, anything else runs as a command).
+const CURL_NAME: &str = "docker.io/curlimages/curl:latest";
+const CURL_SCRIPT: &str = "case \"$1\" in -*|'') set -- curl \"$@\";; esac; exec \"$@\"";
+
+/// Debian's curl (package curl), copied into the curl stand-in.
+const CURL_BINARY: &str = "/usr/bin/curl";
 
 const HELP: &str = "\
 cargo xtask image [--push] [--out DIR]
@@ -41,9 +57,11 @@ lists, /etc/passwd with user 65532, /tmp, CA certificates.
             ghcr.io/stacklok/toolhive/proxyrunner:latest
             apiary:dev
           the fixture server as
-            ghcr.io/stackloklabs/gofetch/server:latest
+            ghcr.io/stackloklabs/gofetch/server:latest, ghcr.io/stackloklabs/osv-mcp/server:latest
               (`apiary-testkit-server --http 0.0.0.0:${MCP_PORT:-8080} --allow-any-host`)
-            docker.io/mcp/fetch:latest (`apiary-testkit-server --stdio`)
+            docker.io/mcp/fetch:latest, ghcr.io/github/github-mcp-server:latest,
+            docker.io/mcp/filesystem:latest (`apiary-testkit-server --stdio`)
+          this machine's curl as docker.io/curlimages/curl:latest
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -72,7 +90,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let fixture_root = out.join("rootfs-testkit-server");
     // The HTTP wrapper needs a shell; static busybox brings one without any library.
     assemble(&fixture_root, &[release.join("apiary-testkit-server")], true)?;
-    eprintln!("image: root filesystems in {} and {}", apiary_root.display(), fixture_root.display());
+    let curl_root = out.join("rootfs-curl");
+    assemble(&curl_root, &[PathBuf::from(CURL_BINARY)], true)?;
+    eprintln!(
+        "image: root filesystems in {}, {} and {}",
+        apiary_root.display(),
+        fixture_root.display(),
+        curl_root.display()
+    );
 
     if !push {
         return Ok(());
@@ -80,12 +105,13 @@ pub fn run(args: &[String]) -> Result<()> {
     for name in APIARY_NAMES {
         push_image(&apiary_root, name, &json_argv(&["apiary"]))?;
     }
-    push_image(
-        &fixture_root,
-        FETCH_HTTP_NAME,
-        &json_argv(&["/bin/sh", "-c", FETCH_HTTP_SCRIPT, "apiary-testkit-server"]),
-    )?;
-    push_image(&fixture_root, FETCH_STDIO_NAME, &json_argv(&["apiary-testkit-server", "--stdio"]))?;
+    for name in FETCH_HTTP_NAMES {
+        push_image(&fixture_root, name, &json_argv(&["/bin/sh", "-c", FETCH_HTTP_SCRIPT, "apiary-testkit-server"]))?;
+    }
+    for name in FETCH_STDIO_NAMES {
+        push_image(&fixture_root, name, &json_argv(&["apiary-testkit-server", "--stdio"]))?;
+    }
+    push_image(&curl_root, CURL_NAME, &json_argv(&["/bin/sh", "-c", CURL_SCRIPT, "entrypoint"]))?;
     Ok(())
 }
 

@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("docker-registry", "/usr/bin/docker-registry"),
     ("openssl", "/usr/bin/openssl"),
+    // Copied into seed 000's curl image stand-in (`cargo xtask image`).
+    ("curl", "/usr/bin/curl"),
     ("gcc", "/usr/bin/gcc"),
     ("libc6-dev", "/usr/lib/x86_64-linux-gnu/libc.a"),
 ];
