@@ -58,6 +58,16 @@ environment:
   APIARY_CLUSTER_API_PORT  host port of the apiserver forwarder (default 16443)
 ";
 
+/// True when the cluster's network namespace exists (the cluster is up or half up).
+pub fn is_up() -> bool {
+    netns::exists()
+}
+
+/// Where `up` writes the host kubeconfig.
+pub fn kubeconfig_path() -> Result<PathBuf> {
+    Ok(Layout::from_env()?.kubeconfig())
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let mut layout = Layout::from_env()?;
     let Some(command) = args.first() else {

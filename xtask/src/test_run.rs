@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the one command that checks everything, as CI runs it: the test tools
-//! (`test-env`), formatting, clippy with warnings denied, then every test with the tools bin
-//! exported. Times each phase, keeps going after a lint failure so one run shows every
-//! problem, and ends with the test counts.
+//! (`test-env`), formatting, clippy with warnings denied, the test cluster (`cluster up` and
+//! `image --push`), then every test with the tools bin and the cluster exported, and the
+//! cluster taken down again if this run brought it up. Times each phase, keeps going after a
+//! failure so one run shows every problem, and ends with the test counts.
 
 use crate::{run_cmd, test_env};
 use anyhow::{Result, bail};
@@ -12,11 +13,15 @@ use std::time::{Duration, Instant};
 
 const FMT_LIMIT: Duration = Duration::from_secs(5 * 60);
 const CLIPPY_LIMIT: Duration = Duration::from_secs(40 * 60);
+/// The release build of the images (cold on a fresh machine) and their push.
+const IMAGE_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// Default bound for building and running every test; CI allows 90 minutes in all.
 const TEST_LIMIT_DEFAULT: Duration = Duration::from_secs(60 * 60);
 
 struct Options {
     lint: bool,
+    /// Start the test cluster and run the tests that need it.
+    cluster: bool,
     /// Arguments for `cargo test` instead of `--workspace`.
     test_args: Vec<String>,
 }
@@ -63,6 +68,26 @@ pub fn run(args: &[String]) -> Result<()> {
         phases.push(done("clippy", phase, ok, verdict(ok)));
     }
 
+    let mut test_env = env.clone();
+    let mut brought_up = false;
+    if options.cluster {
+        let phase = Instant::now();
+        println!("\n== cargo xtask cluster up; cargo xtask image --push");
+        brought_up = !crate::cluster::is_up();
+        match start_cluster(&root, &env) {
+            Ok(kubeconfig) => {
+                test_env.push(("KUBECONFIG", kubeconfig.into_os_string()));
+                test_env.push(("APIARY_CLUSTER_TESTS", "1".into()));
+                test_env.push(("APIARY_REQUIRE_HELM", "1".into()));
+                phases.push(done("cluster", phase, true, "up, images pushed".into()));
+            }
+            Err(err) => {
+                eprintln!("Error: {err:#}");
+                phases.push(done("cluster", phase, false, "FAILED (the cluster tests are skipped)".into()));
+            }
+        }
+    }
+
     let phase = Instant::now();
     let mut test_args = vec!["test".to_owned(), "--no-fail-fast".to_owned()];
     if options.test_args.is_empty() {
@@ -72,7 +97,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!("\n== cargo {}", test_args.join(" "));
     let limit = test_limit()?;
-    let mut cmd = cargo_command(&root, &env);
+    let mut cmd = cargo_command(&root, &test_env);
     cmd.args(&test_args);
     let (status, results) =
         run_cmd::stream_within(&mut cmd, limit, |line| line.trim_start().starts_with("test result:"))?;
@@ -86,6 +111,16 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     };
     phases.push(done("test", phase, ok, outcome));
+
+    if brought_up {
+        let phase = Instant::now();
+        println!("\n== cargo xtask cluster down");
+        let result = crate::cluster::run(&["down".to_owned()]);
+        if let Err(err) = &result {
+            eprintln!("Error: {err:#}");
+        }
+        phases.push(done("down", phase, result.is_ok(), verdict(result.is_ok())));
+    }
 
     print_summary(&phases, started, Some(&counts));
     if phases.iter().any(|p| !p.ok) {
@@ -103,22 +138,27 @@ fn exit_failed() -> ! {
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut options = Options { lint: true, test_args: Vec::new() };
+    let no_cluster = std::env::var_os("APIARY_NO_CLUSTER").is_some_and(|v| !v.is_empty() && v != "0");
+    let mut options = Options { lint: true, cluster: !no_cluster, test_args: Vec::new() };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--no-lint" => options.lint = false,
+            "--no-cluster" => options.cluster = false,
             "--" => {
                 options.test_args = rest.cloned().collect();
                 break;
             }
             "-h" | "--help" => {
                 println!(
-                    "cargo xtask test [--no-lint] [-- <cargo test arguments>]\n\n\
-                     Runs test-env, cargo fmt --check, cargo clippy -D warnings and cargo test\n\
-                     --workspace, with APIARY_TOOLS_BIN exported and CARGO_TARGET_DIR defaulting\n\
-                     to $APIARY_CACHE/target.\n  \
+                    "cargo xtask test [--no-lint] [--no-cluster] [-- <cargo test arguments>]\n\n\
+                     Runs test-env, cargo fmt --check, cargo clippy -D warnings, starts the test\n\
+                     cluster and pushes the images (cargo xtask cluster up, image --push), then\n\
+                     cargo test --workspace with APIARY_TOOLS_BIN, KUBECONFIG and\n\
+                     APIARY_CLUSTER_TESTS exported and CARGO_TARGET_DIR defaulting to\n\
+                     $APIARY_CACHE/target; takes the cluster down if it started it.\n  \
                      --no-lint    skip fmt and clippy\n  \
+                     --no-cluster skip the cluster (its tests then skip; also APIARY_NO_CLUSTER=1)\n  \
                      -- ARGS      pass ARGS to cargo test instead of --workspace (e.g. -p apiary-proxy)\n\
                      Environment: APIARY_TEST_TIMEOUT_SECS bounds the test phase (default 3600)."
                 );
@@ -143,6 +183,18 @@ fn cargo_env(ready: &test_env::Ready) -> Result<Vec<(&'static str, OsString)>> {
         ("APIARY_TOOLS_BIN", ready.bin.clone().into_os_string()),
         ("APIARY_CACHE", ready.cache_root.clone().into_os_string()),
     ])
+}
+
+/// Brings the test cluster up (building its binaries on a cold machine) and pushes Apiary's
+/// images and the seeds' stand-ins into it; returns the kubeconfig path.
+fn start_cluster(root: &Path, env: &[(&'static str, OsString)]) -> Result<PathBuf> {
+    crate::cluster::run(&["up".to_owned()])?;
+    let mut cmd = cargo_command(root, env);
+    cmd.args(["xtask", "image", "--push"]);
+    if !run_cmd::status_within(&mut cmd, IMAGE_LIMIT)?.success() {
+        bail!("cargo xtask image --push failed");
+    }
+    crate::cluster::kubeconfig_path()
 }
 
 /// The workspace this xtask was built from.

@@ -114,6 +114,17 @@ impl Kube {
         serde_json::from_str(&self.kubectl(&all)).unwrap()
     }
 
+    /// [`Kube::kubectl_json`] for objects that may not exist yet.
+    fn try_json(&self, args: &[&str]) -> Result<Value, String> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.try_kubectl(&all);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
     /// `kubectl apply -f -` of `yaml`.
     fn apply(&self, yaml: &str) {
         let mut child = self
@@ -196,7 +207,7 @@ fn seed(file: &str) -> String {
 
 /// The phase and URL `kubectl get mcpserver` prints, from the object.
 fn phase_and_url(kube: &Kube, ns: &str, name: &str) -> Result<(String, String), String> {
-    let v = kube.kubectl_json(&["get", "mcpserver", name, "-n", ns]);
+    let v = kube.try_json(&["get", "mcpserver", name, "-n", ns])?;
     let phase = v["status"]["phase"].as_str().unwrap_or_default().to_string();
     let url = v["status"]["url"].as_str().unwrap_or_default().to_string();
     if phase == "Running" { Ok((phase, url)) } else { Err(format!("{ns}/{name}: {}", v["status"])) }
@@ -227,8 +238,11 @@ fn run_pod(kube: &Kube, ns: &str, name: &str, image: &str, argv: &[&str]) -> Str
     logs
 }
 
-fn tool_names(answer: &str) -> Vec<String> {
-    let v: Value = serde_json::from_str(answer.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"));
+/// The tool names in a `tools/list` answer; the pod's log may also hold curl's progress meter
+/// (stderr), so the answer is the line that starts a JSON object.
+fn tool_names(logs: &str) -> Vec<String> {
+    let answer = logs.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON answer in: {logs}"));
+    let v: Value = serde_json::from_str(answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"));
     v["result"]["tools"]
         .as_array()
         .unwrap_or_else(|| panic!("no tools in {v}"))
@@ -245,6 +259,7 @@ fn seeds_000_and_001_through_the_helm_chart() {
         return;
     }
     let kube = Kube::new();
+    let _cleanup = Cleanup(&kube);
     kube.delete_namespaces(SEED_NAMESPACES);
     kube.install_chart(&[]);
 
@@ -255,7 +270,7 @@ fn seeds_000_and_001_through_the_helm_chart() {
     let account = pod["spec"]["serviceAccountName"].as_str().unwrap().to_string();
     assert_eq!(account, RELEASE);
     let subject = format!("system:serviceaccount:{OPERATOR_NS}:{account}");
-    for (verb, resource) in [("create", "clusterrolebindings"), ("delete", "nodes"), ("get", "secrets")] {
+    for (verb, resource) in [("create", "clusterrolebindings"), ("delete", "nodes"), ("create", "pods/exec")] {
         let out = kube.try_kubectl(&["auth", "can-i", verb, resource, "--all-namespaces", "--as", &subject]);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "the operator may {verb} {resource}");
     }
@@ -291,7 +306,7 @@ fn seeds_000_and_001_through_the_helm_chart() {
         let (_, url) = eventually(&format!("MCPServer {ns}/{name} Running"), || phase_and_url(&kube, ns, name));
         assert_eq!(url, format!("http://mcp-{name}-proxy.{ns}.svc.cluster.local:8080"));
         eventually(&format!("StatefulSet {ns}/{name} ready"), || {
-            let sts = kube.kubectl_json(&["get", "statefulset", name, "-n", ns]);
+            let sts = kube.try_json(&["get", "statefulset", name, "-n", ns])?;
             (sts["status"]["readyReplicas"] == 1).then_some(()).ok_or_else(|| sts["status"].to_string())
         });
     }
@@ -407,7 +422,7 @@ fn seeds_000_and_001_through_the_helm_chart() {
     let uid = kube.kubectl_json(&["get", "statefulset", "fetch", "-n", OPERATOR_NS])["metadata"]["uid"].clone();
     kube.kubectl(&["delete", "statefulset", "fetch", "-n", OPERATOR_NS, "--wait=true"]);
     eventually("the deleted StatefulSet recreated and ready", || {
-        let sts = kube.kubectl_json(&["get", "statefulset", "fetch", "-n", OPERATOR_NS]);
+        let sts = kube.try_json(&["get", "statefulset", "fetch", "-n", OPERATOR_NS])?;
         (sts["metadata"]["uid"] != uid && sts["status"]["readyReplicas"] == 1)
             .then_some(())
             .ok_or_else(|| sts["status"].to_string())
@@ -447,13 +462,23 @@ fn seeds_000_and_001_through_the_helm_chart() {
     let children =
         kube.kubectl(&["get", "deployment,configmap", "-n", "scope-out", "-l", "toolhive=true", "-o", "name"]);
     assert!(children.trim().is_empty(), "the operator wrote into a namespace it does not watch: {children}");
+}
 
-    kube.delete_namespaces(&["scope-in", "scope-out"]);
-    kube.delete_namespaces(SEED_NAMESPACES);
-    let _ = kube.try_kubectl(&["delete", "mcpserver", "fetch", "-n", OPERATOR_NS, "--wait=true", "--timeout=60s"]);
-    let _ = kube.try_kubectl(&["delete", "networkpolicy", "allow-app-to-mcp", "-n", OPERATOR_NS]);
-    kube.uninstall_chart();
-    let _ = kube.try_kubectl(&["delete", "pv", "apiary-e2e-data", "--ignore-not-found"]);
+/// Removes what the test made, also when it fails: an operator left installed would fight the
+/// in-process controllers of the other cluster tests.
+struct Cleanup<'a>(&'a Kube);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let kube = self.0;
+        kube.delete_namespaces(&["scope-in", "scope-out"]);
+        kube.delete_namespaces(SEED_NAMESPACES);
+        let _ = kube.try_kubectl(&["delete", "mcpserver", "--all", "-n", OPERATOR_NS, "--wait=true", "--timeout=60s"]);
+        let _ =
+            kube.try_kubectl(&["delete", "networkpolicy", "allow-app-to-mcp", "-n", OPERATOR_NS, "--ignore-not-found"]);
+        kube.uninstall_chart();
+        let _ = kube.try_kubectl(&["delete", "pv", "apiary-e2e-data", "--ignore-not-found"]);
+    }
 }
 
 fn free_port() -> u16 {
