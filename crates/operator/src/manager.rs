@@ -67,7 +67,7 @@ pub struct ManagerConfig {
     pub leader_election: Option<LeaderElection>,
     /// `/metrics` listener.
     pub metrics_addr: SocketAddr,
-    /// `/healthz` and `/readyz` listener.
+    /// `/healthz` (also `/health`) and `/readyz` listener.
     pub health_addr: SocketAddr,
     /// Settings of the children.
     pub settings: Settings,
@@ -160,8 +160,12 @@ pub async fn run(
     let metrics_state = Arc::new(Metrics::default());
     let probes = Probes { metrics: Arc::clone(&metrics_state), ready: Arc::new(AtomicBool::new(false)) };
     let metrics_app = Router::new().route("/metrics", get(metrics)).with_state(probes.clone());
-    let health_app =
-        Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(probes.clone());
+    // `/health` is the name the issue and the proxy use; `/healthz` is what the chart probes.
+    let health_app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/health", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(probes.clone());
     let servers = tokio::spawn({
         let stopped = stopped.clone();
         async move {

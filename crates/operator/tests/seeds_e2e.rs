@@ -167,6 +167,8 @@ impl Kube {
             "--timeout",
             "180s",
         ];
+        // The images are rebuilt under the same tags on every run; make the node pull them.
+        args.extend(["--set", "operator.imagePullPolicy=Always"]);
         for s in sets {
             args.extend(["--set", s]);
         }
@@ -269,6 +271,12 @@ fn seeds_000_and_001_through_the_helm_chart() {
     assert_eq!(pod["status"]["phase"], "Running", "{pod}");
     let account = pod["spec"]["serviceAccountName"].as_str().unwrap().to_string();
     assert_eq!(account, RELEASE);
+    let operator_pod = pod["metadata"]["name"].as_str().unwrap();
+    for (port, path) in [("8081", "health"), ("8081", "readyz"), ("8080", "metrics")] {
+        let raw = format!("/api/v1/namespaces/{OPERATOR_NS}/pods/{operator_pod}:{port}/proxy/{path}");
+        let body = kube.kubectl(&["get", "--raw", &raw]);
+        assert!(!body.trim().is_empty(), "{path} answered nothing");
+    }
     let subject = format!("system:serviceaccount:{OPERATOR_NS}:{account}");
     for (verb, resource) in [("create", "clusterrolebindings"), ("delete", "nodes"), ("create", "pods/exec")] {
         let out = kube.try_kubectl(&["auth", "can-i", verb, resource, "--all-namespaces", "--as", &subject]);
@@ -404,6 +412,33 @@ fn seeds_000_and_001_through_the_helm_chart() {
     );
     assert_eq!(tool_names(&short), tools);
 
+    // An MCPRemoteProxy in front of that proxy's URL: Ready, and the same tools through it.
+    kube.apply(
+        "apiVersion: toolhive.stacklok.dev/v1alpha1\nkind: MCPRemoteProxy\nmetadata:\n  name: fetch-remote\n  namespace: my-app\nspec:\n  remoteURL: http://mcp-fetch-proxy.toolhive-system.svc.cluster.local:8080/mcp\n  transport: streamable-http\n  proxyPort: 8080\n",
+    );
+    eventually("MCPRemoteProxy my-app/fetch-remote Ready", || {
+        let v = kube.try_json(&["get", "mcpremoteproxy", "fetch-remote", "-n", "my-app"])?;
+        (v["status"]["phase"] == "Ready").then_some(()).ok_or_else(|| v["status"].to_string())
+    });
+    let remote = run_pod(
+        &kube,
+        "my-app",
+        "test-remote",
+        "curlimages/curl",
+        &[
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            "http://mcp-fetch-remote-remote-proxy:8080/mcp",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"jsonrpc":"2.0","method":"tools/list","id":1}"#,
+        ],
+    );
+    assert_eq!(tool_names(&remote), tools);
+
     // Seed 000's NetworkPolicy selects the proxy pods, and only them.
     kube.kubectl(&["label", "namespace", "my-app", "name=my-app", "--overwrite"]);
     kube.apply(
@@ -427,6 +462,37 @@ fn seeds_000_and_001_through_the_helm_chart() {
             .then_some(())
             .ok_or_else(|| sts["status"].to_string())
     });
+
+    // A transport change converges: streamable-http to sse, and the proxy then serves /sse.
+    kube.kubectl(&[
+        "patch",
+        "mcpserver",
+        "fetch",
+        "-n",
+        OPERATOR_NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"transport":"sse"}}"#,
+    ]);
+    let mut attempt = 0;
+    let stream = eventually("the proxy serving /sse after the transport change", || {
+        attempt += 1;
+        let logs = run_pod(
+            &kube,
+            "my-app",
+            &format!("test-sse-{attempt}"),
+            "curlimages/curl",
+            &[
+                "sh",
+                "-c",
+                "curl -sS -N --max-time 4 http://mcp-fetch-proxy.toolhive-system.svc.cluster.local:8080/sse; true",
+            ],
+        );
+        if logs.contains("event: endpoint") { Ok(logs) } else { Err(logs) }
+    });
+    assert!(stream.contains("data: /"), "the endpoint event names a path: {stream}");
+    let config = kube.kubectl_json(&["get", "configmap", "fetch-runconfig", "-n", OPERATOR_NS]);
+    assert!(config["data"]["runconfig.json"].as_str().unwrap().contains("\"sse\""), "{config}");
 
     // Deleting the MCPServer removes everything made for it, the runner's objects included.
     kube.kubectl(&["delete", "mcpserver", "fetch", "-n", "development", "--wait=true"]);

@@ -189,6 +189,75 @@ async fn only_image_configs_run_as_pods() {
 
 /// A local listener whose every connection is port-forwarded to `pod:port` through the
 /// apiserver (pod IPs are not reachable from the host).
+/// The documents of a manifest under `deploy/kubernetes/` (seed 003's files).
+fn deploy_docs(file: &str) -> Vec<serde_json::Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Creates one manifest document in `ns`, by kind.
+async fn create_in(client: &Client, ns: &str, doc: serde_json::Value) {
+    use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let post = PostParams::default();
+    match doc["kind"].as_str().unwrap() {
+        "ServiceAccount" => drop(create::<ServiceAccount>(client, ns, doc, &post).await),
+        "Role" => drop(create::<Role>(client, ns, doc, &post).await),
+        "RoleBinding" => drop(create::<RoleBinding>(client, ns, doc, &post).await),
+        "StatefulSet" => drop(create::<StatefulSet>(client, ns, doc, &post).await),
+        "Service" => drop(create::<Service>(client, ns, doc, &post).await),
+        other => panic!("deploy/kubernetes has a {other} this test does not create"),
+    }
+}
+
+async fn create<K>(client: &Client, ns: &str, doc: serde_json::Value, post: &PostParams) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(doc).unwrap();
+    Api::<K>::namespaced(client.clone(), ns).create(post, &object).await.unwrap()
+}
+
+/// Seed 003's namespace from `deploy/kubernetes/namespace.yaml`, created fresh and deleted
+/// (without waiting) when dropped.
+struct SeedNamespace(String, Client);
+
+impl SeedNamespace {
+    async fn create(client: &Client) -> Self {
+        let doc = deploy_docs("namespace.yaml").remove(0);
+        let ns: Namespace = serde_json::from_value(doc).unwrap();
+        let name = ns.metadata.name.clone().unwrap();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+        while namespaces.get_opt(&name).await.unwrap().is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "namespace {name} from an earlier run is not going away");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+        SeedNamespace(name, client.clone())
+    }
+}
+
+impl Drop for SeedNamespace {
+    fn drop(&mut self) {
+        let (client, name) = (self.1.clone(), self.0.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let namespaces: Api<Namespace> = Api::all(client);
+                let _ = timeout(Duration::from_secs(10), namespaces.delete(&name, &DeleteParams::default())).await;
+            });
+        })
+        .join();
+    }
+}
+
 async fn forward(pods: Api<Pod>, pod: &str, port: u16) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -216,59 +285,17 @@ async fn forward(pods: Api<Pod>, pod: &str, port: u16) -> (std::net::SocketAddr,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_003_apiary_in_a_pod_runs_mcp_fetch_as_a_statefulset() {
     let Some(client) = cluster().await else { return };
-    let ns = TestNamespace::create(&client, "seed003").await;
-    let n = ns.name.as_str();
-    let post = PostParams::default();
-    let sa: k8s_openapi::api::core::v1::ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "toolhive"}})).unwrap();
-    Api::namespaced(client.clone(), n).create(&post, &sa).await.unwrap();
-    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
-    let crud = ["apply", "create", "delete", "get", "list", "patch", "update", "watch"];
-    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
-        "metadata": {"name": "toolhive"},
-        "rules": [
-            rule(&["apps"], &["statefulsets"], &crud),
-            rule(&[""], &["services"], &crud),
-            rule(&[""], &["pods"], &["get", "list", "watch"]),
-            rule(&[""], &["pods/log"], &["get"]),
-            rule(&[""], &["pods/attach"], &["create", "get"]),
-        ],
-    }))
-    .unwrap();
-    Api::namespaced(client.clone(), n).create(&post, &role).await.unwrap();
-    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "toolhive"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "toolhive"},
-        "subjects": [{"kind": "ServiceAccount", "name": "toolhive", "namespace": n}],
-    }))
-    .unwrap();
-    Api::namespaced(client.clone(), n).create(&post, &binding).await.unwrap();
-    let apiary: StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "toolhive"},
-        "spec": {
-            "replicas": 1,
-            "serviceName": "toolhive",
-            "selector": {"matchLabels": {"app": "toolhive"}},
-            "template": {
-                "metadata": {"labels": {"app": "toolhive"}},
-                "spec": {
-                    "serviceAccountName": "toolhive",
-                    "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": true},
-                    "containers": [{
-                        "name": "toolhive",
-                        "image": "apiary:dev",
-                        "imagePullPolicy": "Always",
-                        "args": ["run", "--foreground=true", "--port=8080", "--name=mcp-fetch", "docker.io/mcp/fetch"],
-                        "ports": [{"containerPort": 8080, "name": "http"}],
-                        "env": [{"name": "UNSTRUCTURED_LOGS", "value": "false"}],
-                    }],
-                },
-            },
-        },
-    }))
-    .unwrap();
+    // The checked-in manifests, applied as the seed applies its own: the namespace, then RBAC
+    // and the workload into it. The RoleBinding names `toolhive-deployment`, so that is the
+    // namespace; it is deleted first in case an earlier run was cut short.
+    let ns = SeedNamespace::create(&client).await;
+    let n = ns.0.as_str();
+    for file in ["rbac.yaml", "thv.yaml"] {
+        for doc in deploy_docs(file) {
+            create_in(&client, n, doc).await;
+        }
+    }
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
-    sets.create(&post, &apiary).await.unwrap();
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), n);
     let (addr, forwarder) = forward(pods.clone(), "toolhive-0", 8080).await;
