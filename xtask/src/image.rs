@@ -22,13 +22,14 @@ const APIARY_NAMES: &[&str] = &[
     "apiary:dev",
 ];
 
-/// The fixture server speaking Streamable HTTP, as the seeds' HTTP images (gofetch, osv). A shell wrapper
-/// reads `MCP_PORT` (the operator injects it) because an image entrypoint cannot expand
-/// variables; arguments given to the container are passed on through `"$@"`.
+/// The fixture server as the seeds' HTTP images (gofetch, osv). A shell wrapper reads
+/// `MCP_TRANSPORT` and `MCP_PORT` (the proxy runner sets both, as ToolHive's does) because an
+/// image entrypoint cannot expand variables: `stdio` serves stdin/stdout, anything else Streamable
+/// HTTP on the port. Arguments given to the container are passed on through `"$@"`.
 const FETCH_HTTP_NAMES: &[&str] =
     &["ghcr.io/stackloklabs/gofetch/server:latest", "ghcr.io/stackloklabs/osv-mcp/server:latest"];
-const FETCH_HTTP_SCRIPT: &str =
-    "exec apiary-testkit-server --http \"0.0.0.0:${MCP_PORT:-8080}\" --allow-any-host \"$@\"";
+const FETCH_HTTP_SCRIPT: &str = "if [ \"${MCP_TRANSPORT:-}\" = stdio ]; then exec apiary-testkit-server --stdio \"$@\"; fi; \
+     exec apiary-testkit-server --http \"0.0.0.0:${MCP_PORT:-8080}\" --allow-any-host \"$@\"";
 
 /// The fixture server over stdio, as the seeds' stdio images (seed 003's `docker.io/mcp/fetch`,
 /// seed 001's GitHub and filesystem servers).

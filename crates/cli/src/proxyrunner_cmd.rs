@@ -96,6 +96,7 @@ async fn run_runner(args: RunnerArgs) -> anyhow::Result<()> {
     // Create the objects now, not at the first session: `kubectl get statefulset` shows the
     // server as soon as the MCPServer does, and a bad pod patch fails here, loudly.
     launcher.apply().await.context("cannot create the MCP server's StatefulSet")?;
+    launcher.remove_http_services().await?;
     tracing::info!(
         statefulset = %launcher.spec().name,
         namespace = %launcher.namespace(),

@@ -253,6 +253,10 @@ fn tool_names(logs: &str) -> Vec<String> {
         .collect()
 }
 
+/// Seed 000's URL of the fetch proxy, and its bare `tools/list`.
+const FETCH_URL: &str = "http://mcp-fetch-proxy.toolhive-system.svc.cluster.local:8080/mcp";
+const LIST: &str = r#"{"jsonrpc":"2.0","method":"tools/list","id":1}"#;
+
 const SEED_NAMESPACES: &[&str] = &["development", "production", "data-processing", "my-namespace", "my-app"];
 
 #[test]
@@ -262,6 +266,8 @@ fn seeds_000_and_001_through_the_helm_chart() {
     }
     let kube = Kube::new();
     let _cleanup = Cleanup(&kube);
+    // A release left by an interrupted run would keep its old pods (and images).
+    kube.uninstall_chart();
     kube.delete_namespaces(SEED_NAMESPACES);
     kube.install_chart(&[]);
 
@@ -463,7 +469,9 @@ fn seeds_000_and_001_through_the_helm_chart() {
             .ok_or_else(|| sts["status"].to_string())
     });
 
-    // A transport change converges: streamable-http to sse, and the proxy then serves /sse.
+    // A transport change converges: streamable-http to stdio. The runner rolls, the server's
+    // pod now takes stdin (the image reads MCP_TRANSPORT), its HTTP Services go, and the same
+    // tools come back over the attach.
     kube.kubectl(&[
         "patch",
         "mcpserver",
@@ -472,27 +480,40 @@ fn seeds_000_and_001_through_the_helm_chart() {
         OPERATOR_NS,
         "--type=merge",
         "-p",
-        r#"{"spec":{"transport":"sse"}}"#,
+        r#"{"spec":{"transport":"stdio"}}"#,
     ]);
+    eventually("the StatefulSet switched to stdio and ready", || {
+        let sts = kube.try_json(&["get", "statefulset", "fetch", "-n", OPERATOR_NS])?;
+        let mcp = &sts["spec"]["template"]["spec"]["containers"][0];
+        let switched = mcp["stdin"] == true && mcp["env"].to_string().contains(r#""value":"stdio""#);
+        (switched && sts["status"]["readyReplicas"] == 1 && sts["status"]["updatedReplicas"] == 1)
+            .then_some(())
+            .ok_or_else(|| sts["status"].to_string())
+    });
+    eventually("the HTTP Services removed", || {
+        let left = kube.kubectl(&["get", "service", "-n", OPERATOR_NS, "-o", "name"]);
+        if left.contains("service/mcp-fetch\n") || left.contains("mcp-fetch-headless") { Err(left) } else { Ok(()) }
+    });
     let mut attempt = 0;
-    let stream = eventually("the proxy serving /sse after the transport change", || {
+    let over_stdio = eventually("the same tools over stdio", || {
         attempt += 1;
         let logs = run_pod(
             &kube,
             "my-app",
-            &format!("test-sse-{attempt}"),
+            &format!("test-stdio-{attempt}"),
             "curlimages/curl",
+            // `; true`: while the proxy rolls, a refused connection is a retry, not a failure.
             &[
                 "sh",
                 "-c",
-                "curl -sS -N --max-time 4 http://mcp-fetch-proxy.toolhive-system.svc.cluster.local:8080/sse; true",
+                &format!("curl -sS -X POST {FETCH_URL} -H 'Content-Type: application/json' -d '{LIST}'; true"),
             ],
         );
-        if logs.contains("event: endpoint") { Ok(logs) } else { Err(logs) }
+        if logs.lines().any(|l| l.starts_with('{') && l.contains("\"tools\"")) { Ok(logs) } else { Err(logs) }
     });
-    assert!(stream.contains("data: /"), "the endpoint event names a path: {stream}");
+    assert_eq!(tool_names(&over_stdio), tools);
     let config = kube.kubectl_json(&["get", "configmap", "fetch-runconfig", "-n", OPERATOR_NS]);
-    assert!(config["data"]["runconfig.json"].as_str().unwrap().contains("\"sse\""), "{config}");
+    assert!(config["data"]["runconfig.json"].as_str().unwrap().contains("\"stdio\""), "{config}");
 
     // Deleting the MCPServer removes everything made for it, the runner's objects included.
     kube.kubectl(&["delete", "mcpserver", "fetch", "-n", "development", "--wait=true"]);

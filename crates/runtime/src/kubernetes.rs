@@ -190,6 +190,23 @@ impl StatefulSetLauncher {
         Ok(())
     }
 
+    /// For a stdio server, deletes Services `mcp-<name>` and `mcp-<name>-headless` left from
+    /// when it spoke HTTP, so none points at a port nothing listens on. Absent ones are fine.
+    pub async fn remove_http_services(&self) -> Result<(), KubeError> {
+        if self.spec.http_port.is_some() {
+            return Ok(());
+        }
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        for name in [manifest::service_name(&self.spec.name), manifest::headless_service_name(&self.spec.name)] {
+            match services.delete(&name, &kube::api::DeleteParams::default()).await {
+                Ok(_) => tracing::info!(service = %name, "deleted the Service of the server's former HTTP transport"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => return Err(KubeError::Api { what: "delete the server's old Service", source }),
+            }
+        }
+        Ok(())
+    }
+
     /// The API client this launcher uses.
     pub fn client(&self) -> &Client {
         &self.client
