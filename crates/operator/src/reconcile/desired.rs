@@ -1,26 +1,14 @@
 //! The desired state of an MCPServer's children, computed from its normalised spec alone (no
 //! API calls), so every reconcile sends the complete intent and the builders are unit-tested.
 
-use std::collections::BTreeMap;
-
 use apiary_config::{ProxyMode as RcProxyMode, RunConfig, Source, Transport};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
-};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
-use sha2::{Digest, Sha256};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 
-use super::labels::{
-    CHECKSUM_ANNOTATION, PROXY_CONTAINER, RUNCONFIG_DIR, RUNCONFIG_KEY, config_labels, mcp_service_account_name,
-    proxy_labels, proxy_selector, proxy_service_name, runconfig_name, runner_name,
-};
-use crate::crd::common::SessionAffinity;
+use super::labels::{config_labels, mcp_service_account_name, proxy_labels, proxy_service_name, runner_name};
+pub use super::workload::sha256_hex;
+use super::workload::{Parent, ProxyPod, policy_rule};
 use crate::crd::mcpserver::{MCPServer, MCPServerSpec, ProxyMode, ServerTransport};
 use crate::normalize::{DEFAULT_PORT, Normalize};
 
@@ -82,9 +70,8 @@ pub struct Desired {
 
 /// Computes the children of `server` from its normalised spec.
 pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, DesiredError> {
-    let name = server.metadata.name.clone().ok_or(DesiredError::MissingMeta("name"))?;
-    let namespace = server.metadata.namespace.clone().ok_or(DesiredError::MissingMeta("namespace"))?;
-    let owner = owner_reference(server)?;
+    let parent = Parent::of(server).map_err(DesiredError::MissingMeta)?;
+    let name = parent.name.clone();
     let spec = server.spec.normalize().spec;
     let proxy_port = port("spec.proxyPort", spec.proxy_port)?;
     port("spec.mcpPort", spec.mcp_port)?;
@@ -92,71 +79,33 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
     let run_config = run_config(&name, &spec, settings)?;
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
+    let config_map = parent.config_map(config_labels(&name), text, &checksum);
 
-    let meta = |object_name: String, labels: BTreeMap<String, String>| ObjectMeta {
-        name: Some(object_name),
-        namespace: Some(namespace.clone()),
-        labels: Some(labels),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
+    // A stdio server has one child process per proxy; more proxies would split its sessions.
+    let replicas = match (spec.transport.unwrap_or_default(), spec.replicas) {
+        (ServerTransport::Stdio, Some(n)) => Some(n.min(1)),
+        (_, r) => r,
     };
+    let deployment = parent.deployment(ProxyPod {
+        labels: proxy_labels(&name),
+        runner_image: &settings.runner_image,
+        extra_args: pod::runner_args(&name, &spec, &parent.owner),
+        kubernetes_runtime: true,
+        resources: None,
+        service_account: runner_name(&name),
+        replicas,
+        proxy_port,
+        checksum: &checksum,
+    });
 
-    let mut cm_meta = meta(runconfig_name(&name), config_labels(&name));
-    cm_meta.annotations = Some(BTreeMap::from([(CHECKSUM_ANNOTATION.to_string(), checksum.clone())]));
-    let config_map = ConfigMap {
-        metadata: cm_meta,
-        data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])),
-        ..Default::default()
-    };
-
-    let deployment = Deployment {
-        metadata: meta(name.clone(), proxy_labels(&name)),
-        spec: Some(deployment_spec(&name, &spec, settings, proxy_port, &checksum, &owner)),
-        ..Default::default()
-    };
-
-    let affinity = match spec.session_affinity.unwrap_or_default() {
-        SessionAffinity::ClientIP => "ClientIP",
-        SessionAffinity::None => "None",
-    };
-    let service = |service_name: String| Service {
-        metadata: meta(service_name, proxy_labels(&name)),
-        spec: Some(ServiceSpec {
-            selector: Some(proxy_selector(&name)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_string()),
-                port: proxy_port,
-                protocol: Some("TCP".to_string()),
-                target_port: Some(IntOrString::String("http".to_string())),
-                ..Default::default()
-            }]),
-            session_affinity: Some(affinity.to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-
-    let runner = runner_name(&name);
-    let runner_account = ServiceAccount { metadata: meta(runner.clone(), config_labels(&name)), ..Default::default() };
-    let runner_role = Role { metadata: meta(runner.clone(), config_labels(&name)), rules: Some(runner_rules()) };
-    let runner_binding = RoleBinding {
-        metadata: meta(runner.clone(), config_labels(&name)),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_string(),
-            kind: "Role".to_string(),
-            name: runner.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_string(),
-            name: runner,
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        }]),
-    };
+    let service =
+        |service_name| parent.proxy_service(service_name, proxy_labels(&name), proxy_port, spec.session_affinity);
+    let (runner_account, runner_role, runner_binding) =
+        parent.runner_rbac(&runner_name(&name), &config_labels(&name), runner_rules());
     let mcp_account = match spec.service_account.as_deref() {
         Some(s) if !s.is_empty() => None,
         _ => Some(ServiceAccount {
-            metadata: meta(mcp_service_account_name(&name), config_labels(&name)),
+            metadata: parent.meta(mcp_service_account_name(&name), config_labels(&name)),
             ..Default::default()
         }),
     };
@@ -175,22 +124,9 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
     })
 }
 
-/// The controller owner reference to `server`, with `blockOwnerDeletion` so foreground
-/// deletion waits for the children.
-fn owner_reference(server: &MCPServer) -> Result<OwnerReference, DesiredError> {
-    let mut owner = server.controller_owner_ref(&()).ok_or(DesiredError::MissingMeta("name or uid"))?;
-    owner.block_owner_deletion = Some(true);
-    Ok(owner)
-}
-
 fn port(field: &'static str, value: Option<i32>) -> Result<i32, DesiredError> {
     let value = value.unwrap_or(DEFAULT_PORT);
     if (1..=65535).contains(&value) { Ok(value) } else { Err(DesiredError::BadPort { field, value }) }
-}
-
-/// Lower-case hex sha256.
-pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The RunConfig the proxy runner reads: image source, transport, ports, args, env.
@@ -233,110 +169,16 @@ pub fn run_config(name: &str, spec: &MCPServerSpec, settings: &Settings) -> Resu
     builder.build().map_err(|e| DesiredError::RunConfig(e.to_string()))
 }
 
-fn deployment_spec(
-    name: &str,
-    spec: &MCPServerSpec,
-    settings: &Settings,
-    proxy_port: i32,
-    checksum: &str,
-    owner: &OwnerReference,
-) -> DeploymentSpec {
-    // A stdio server has one child process per proxy; more proxies would split its sessions.
-    let replicas = match (spec.transport.unwrap_or_default(), spec.replicas) {
-        (ServerTransport::Stdio, Some(n)) => Some(n.min(1)),
-        (_, r) => r,
-    };
-    let container = Container {
-        name: PROXY_CONTAINER.to_string(),
-        image: Some(settings.runner_image.clone()),
-        args: Some(
-            ["proxyrunner".to_string(), "run".to_string(), "--config".to_string()]
-                .into_iter()
-                .chain([format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}")])
-                .chain(pod::runner_args(name, spec, owner))
-                .collect(),
-        ),
-        env: Some(vec![
-            EnvVar {
-                name: "POD_NAMESPACE".to_string(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.namespace".to_string(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "TOOLHIVE_RUNTIME".to_string(),
-                value: Some("kubernetes".to_string()),
-                ..Default::default()
-            },
-            EnvVar { name: "UNSTRUCTURED_LOGS".to_string(), value: Some("false".to_string()), ..Default::default() },
-        ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_string()),
-            container_port: proxy_port,
-            protocol: Some("TCP".to_string()),
-            ..Default::default()
-        }]),
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/health".to_string()),
-                port: IntOrString::String("http".to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "runconfig".to_string(),
-            mount_path: RUNCONFIG_DIR.to_string(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    DeploymentSpec {
-        replicas,
-        selector: LabelSelector { match_labels: Some(proxy_selector(name)), ..Default::default() },
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(proxy_labels(name)),
-                annotations: Some(BTreeMap::from([(CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
-                ..Default::default()
-            }),
-            spec: Some(PodSpec {
-                service_account_name: Some(runner_name(name)),
-                containers: vec![container],
-                volumes: Some(vec![Volume {
-                    name: "runconfig".to_string(),
-                    config_map: Some(ConfigMapVolumeSource { name: runconfig_name(name), ..Default::default() }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        },
-        ..Default::default()
-    }
-}
-
 /// Exactly the proxy runner's rules of names.md §3.
 fn runner_rules() -> Vec<PolicyRule> {
-    let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![group.to_string()]),
-        resources: Some(vec![resource.to_string()]),
-        verbs: verbs.iter().map(|v| (*v).to_string()).collect(),
-        ..Default::default()
-    };
     let crud = ["get", "list", "watch", "create", "update", "patch", "delete"];
     vec![
-        rule("apps", "statefulsets", &crud),
-        rule("", "services", &crud),
-        rule("", "pods", &["get", "list", "watch"]),
-        rule("", "pods/log", &["get"]),
-        rule("", "pods/attach", &["create", "get"]),
-        rule("", "configmaps", &["get", "list", "watch"]),
+        policy_rule("apps", &["statefulsets"], &crud),
+        policy_rule("", &["services"], &crud),
+        policy_rule("", &["pods"], &["get", "list", "watch"]),
+        policy_rule("", &["pods/log"], &["get"]),
+        policy_rule("", &["pods/attach"], &["create", "get"]),
+        policy_rule("", &["configmaps"], &["get", "list", "watch"]),
     ]
 }
 

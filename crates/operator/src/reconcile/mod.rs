@@ -7,6 +7,7 @@ pub mod desired;
 pub mod labels;
 pub mod metrics;
 pub mod status;
+pub mod workload;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,26 +6,17 @@
 use std::collections::BTreeMap;
 
 use apiary_config::{ProxyMode, RunConfig, Source, Transport};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
-};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ResourceRequirements, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 
 use super::names::{config_labels, proxy_labels, runner_name, service_name};
-use crate::crd::common::{RemoteTransport, ResourceList, SessionAffinity};
+use crate::crd::common::{RemoteTransport, ResourceList};
 use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxySpec};
 use crate::normalize::{DEFAULT_PORT, Normalize};
-use crate::reconcile::desired::{Settings, sha256_hex};
-use crate::reconcile::labels::{
-    CHECKSUM_ANNOTATION, PROXY_CONTAINER, RUNCONFIG_DIR, RUNCONFIG_KEY, proxy_selector, runconfig_name,
-};
+use crate::reconcile::desired::Settings;
+use crate::reconcile::workload::{Parent, ProxyPod, policy_rule, sha256_hex};
 
 /// Why no desired state can be computed; reported as `Ready=False` with reason `InvalidSpec`.
 #[derive(Debug, thiserror::Error)]
@@ -110,9 +101,8 @@ pub struct Desired {
 
 /// Computes the children of `proxy` from its normalised spec.
 pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, DesiredError> {
-    let name = proxy.metadata.name.clone().ok_or(DesiredError::MissingMeta("name"))?;
-    let namespace = proxy.metadata.namespace.clone().ok_or(DesiredError::MissingMeta("namespace"))?;
-    let owner = owner_reference(proxy)?;
+    let parent = Parent::of(proxy).map_err(DesiredError::MissingMeta)?;
+    let name = parent.name.clone();
     let spec = proxy.spec.normalize().spec;
     let proxy_port = spec.proxy_port.unwrap_or(DEFAULT_PORT);
     let unapplied = Unapplied::of(&spec);
@@ -120,69 +110,30 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, D
     let run_config = run_config(&name, &spec, settings)?;
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
+    let config_map = parent.config_map(config_labels(&name), text, &checksum);
 
-    let meta = |object_name: String, labels: BTreeMap<String, String>| ObjectMeta {
-        name: Some(object_name),
-        namespace: Some(namespace.clone()),
-        labels: Some(labels),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
-    };
-
-    let mut cm_meta = meta(runconfig_name(&name), config_labels(&name));
-    cm_meta.annotations = Some(BTreeMap::from([(CHECKSUM_ANNOTATION.to_string(), checksum.clone())]));
-    let config_map = ConfigMap {
-        metadata: cm_meta,
-        data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])),
-        ..Default::default()
-    };
-
-    // Zero replicas rather than a proxy that serves without the restrictions asked for.
-    let replicas = if unapplied.blocking.is_empty() { spec.replicas } else { Some(0) };
-    let deployment = Deployment {
-        metadata: meta(name.clone(), proxy_labels(&name)),
-        spec: Some(deployment_spec(&name, &spec, settings, replicas, proxy_port, &checksum)),
-        ..Default::default()
-    };
-
-    let affinity = match spec.session_affinity.unwrap_or_default() {
-        SessionAffinity::ClientIP => "ClientIP",
-        SessionAffinity::None => "None",
-    };
-    let service = Service {
-        metadata: meta(service_name(&name), proxy_labels(&name)),
-        spec: Some(ServiceSpec {
-            selector: Some(proxy_selector(&name)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_string()),
-                port: proxy_port,
-                protocol: Some("TCP".to_string()),
-                target_port: Some(IntOrString::String("http".to_string())),
+    let deployment = parent.deployment(ProxyPod {
+        labels: proxy_labels(&name),
+        runner_image: &settings.runner_image,
+        extra_args: Vec::new(),
+        kubernetes_runtime: false,
+        resources: spec.resources.as_ref().and_then(|r| {
+            let (limits, requests) = (quantities(r.limits.as_ref()), quantities(r.requests.as_ref()));
+            (limits.is_some() || requests.is_some()).then_some(ResourceRequirements {
+                limits,
+                requests,
                 ..Default::default()
-            }]),
-            session_affinity: Some(affinity.to_string()),
-            ..Default::default()
+            })
         }),
-        ..Default::default()
-    };
-
-    let runner = runner_name(&name);
-    let runner_account = ServiceAccount { metadata: meta(runner.clone(), config_labels(&name)), ..Default::default() };
-    let runner_role = Role { metadata: meta(runner.clone(), config_labels(&name)), rules: Some(runner_rules()) };
-    let runner_binding = RoleBinding {
-        metadata: meta(runner.clone(), config_labels(&name)),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_string(),
-            kind: "Role".to_string(),
-            name: runner.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_string(),
-            name: runner,
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        }]),
-    };
+        service_account: spec.service_account.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| runner_name(&name)),
+        // Zero replicas rather than a proxy that serves without the restrictions asked for.
+        replicas: if unapplied.blocking.is_empty() { spec.replicas } else { Some(0) },
+        proxy_port,
+        checksum: &checksum,
+    });
+    let service = parent.proxy_service(service_name(&name), proxy_labels(&name), proxy_port, spec.session_affinity);
+    let (runner_account, runner_role, runner_binding) =
+        parent.runner_rbac(&runner_name(&name), &config_labels(&name), runner_rules());
 
     Ok(Desired {
         config_map,
@@ -195,14 +146,6 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, D
         proxy_port,
         unapplied,
     })
-}
-
-/// The controller owner reference to `proxy`, with `blockOwnerDeletion` so foreground
-/// deletion waits for the children.
-fn owner_reference(proxy: &MCPRemoteProxy) -> Result<OwnerReference, DesiredError> {
-    let mut owner = proxy.controller_owner_ref(&()).ok_or(DesiredError::MissingMeta("name or uid"))?;
-    owner.block_owner_deletion = Some(true);
-    Ok(owner)
 }
 
 /// The RunConfig the proxy runner reads: the remote URL, its transport, the listener.
@@ -238,103 +181,10 @@ fn quantities(list: Option<&ResourceList>) -> Option<BTreeMap<String, Quantity>>
     (!out.is_empty()).then_some(out)
 }
 
-fn deployment_spec(
-    name: &str,
-    spec: &MCPRemoteProxySpec,
-    settings: &Settings,
-    replicas: Option<i32>,
-    proxy_port: i32,
-    checksum: &str,
-) -> DeploymentSpec {
-    let resources = spec.resources.as_ref().and_then(|r| {
-        let (limits, requests) = (quantities(r.limits.as_ref()), quantities(r.requests.as_ref()));
-        (limits.is_some() || requests.is_some()).then_some(ResourceRequirements {
-            limits,
-            requests,
-            ..Default::default()
-        })
-    });
-    let container = Container {
-        name: PROXY_CONTAINER.to_string(),
-        image: Some(settings.runner_image.clone()),
-        args: Some(vec![
-            "proxyrunner".to_string(),
-            "run".to_string(),
-            "--config".to_string(),
-            format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}"),
-        ]),
-        env: Some(vec![
-            EnvVar {
-                name: "POD_NAMESPACE".to_string(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.namespace".to_string(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            EnvVar { name: "UNSTRUCTURED_LOGS".to_string(), value: Some("false".to_string()), ..Default::default() },
-        ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_string()),
-            container_port: proxy_port,
-            protocol: Some("TCP".to_string()),
-            ..Default::default()
-        }]),
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/health".to_string()),
-                port: IntOrString::String("http".to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        resources,
-        volume_mounts: Some(vec![VolumeMount {
-            name: "runconfig".to_string(),
-            mount_path: RUNCONFIG_DIR.to_string(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    let account = spec.service_account.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| runner_name(name));
-    DeploymentSpec {
-        replicas,
-        selector: LabelSelector { match_labels: Some(proxy_selector(name)), ..Default::default() },
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(proxy_labels(name)),
-                annotations: Some(BTreeMap::from([(CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])),
-                ..Default::default()
-            }),
-            spec: Some(PodSpec {
-                service_account_name: Some(account),
-                containers: vec![container],
-                volumes: Some(vec![Volume {
-                    name: "runconfig".to_string(),
-                    config_map: Some(ConfigMapVolumeSource { name: runconfig_name(name), ..Default::default() }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        },
-        ..Default::default()
-    }
-}
-
 /// Exactly the remote proxy runner's rules (names.md §3): read ConfigMaps and Secrets, for the
 /// authentication settings they hold. Nothing else.
 pub fn runner_rules() -> Vec<PolicyRule> {
-    let read = ["get", "list", "watch"];
-    vec![PolicyRule {
-        api_groups: Some(vec![String::new()]),
-        resources: Some(vec!["configmaps".to_string(), "secrets".to_string()]),
-        verbs: read.iter().map(|v| (*v).to_string()).collect(),
-        ..Default::default()
-    }]
+    vec![policy_rule("", &["configmaps", "secrets"], &["get", "list", "watch"])]
 }
 
 #[cfg(test)]

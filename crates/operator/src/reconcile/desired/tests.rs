@@ -1,8 +1,12 @@
 //! Tests of the desired-state builders: names, labels, owner references, the RunConfig and its
 //! checksum, and the proxy runner's exact RBAC rules.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use super::*;
 use crate::crd::common::EnvVar as SpecEnvVar;
+use crate::reconcile::labels::{CHECKSUM_ANNOTATION, proxy_selector};
 
 fn settings() -> Settings {
     Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: DEFAULT_PROXY_HOST.into() }

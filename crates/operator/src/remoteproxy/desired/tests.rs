@@ -1,8 +1,13 @@
 //! Tests of the MCPRemoteProxy desired-state builders: names, labels, owner references, ports,
 //! the RunConfig and its checksum, the runner's exact RBAC, and the unapplied-field rules.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use super::*;
+use crate::crd::common::SessionAffinity;
 use crate::crd::common::{AuditConfig, GroupRef, NameRef, ResourceRequirements as SpecResources};
+use crate::reconcile::labels::{CHECKSUM_ANNOTATION, RUNCONFIG_KEY, proxy_selector};
 
 fn settings() -> Settings {
     Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: "0.0.0.0".into() }

@@ -1,0 +1,254 @@
+//! The proxy workload that both the MCPServer and the MCPRemoteProxy reconcilers build: a runner
+//! Deployment reading its RunConfig from a ConfigMap, the Services in front of it, and the
+//! runner's ServiceAccount, Role and RoleBinding. Parameterised by names, labels and rules, so
+//! the two kinds differ only where their contracts do.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use super::labels::{
+    CHECKSUM_ANNOTATION, PROXY_CONTAINER, RUNCONFIG_DIR, RUNCONFIG_KEY, proxy_selector, runconfig_name,
+};
+use crate::crd::common::SessionAffinity;
+
+/// Labels of one child object.
+pub type Labels = BTreeMap<String, String>;
+
+/// The custom resource whose children are built: its name, namespace and the controller owner
+/// reference every child carries.
+#[derive(Clone, Debug)]
+pub struct Parent {
+    /// `metadata.name`, also the name of the Deployment.
+    pub name: String,
+    /// `metadata.namespace`, where every child lives.
+    pub namespace: String,
+    /// Controller owner reference, with `blockOwnerDeletion` so foreground deletion waits for
+    /// the children.
+    pub owner: OwnerReference,
+}
+
+impl Parent {
+    /// The parent view of `object`, or the metadata field it lacks (never missing for an
+    /// object read from the API).
+    pub fn of<K: Resource<DynamicType = ()>>(object: &K) -> Result<Self, &'static str> {
+        let name = object.meta().name.clone().ok_or("name")?;
+        let namespace = object.meta().namespace.clone().ok_or("namespace")?;
+        let mut owner = object.controller_owner_ref(&()).ok_or("name or uid")?;
+        owner.block_owner_deletion = Some(true);
+        Ok(Parent { name, namespace, owner })
+    }
+
+    /// Metadata of a child named `name`.
+    pub fn meta(&self, name: String, labels: Labels) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// ConfigMap `<name>-runconfig` holding the RunConfig `text`, annotated with its `checksum`.
+    pub fn config_map(&self, labels: Labels, text: String, checksum: &str) -> ConfigMap {
+        let mut metadata = self.meta(runconfig_name(&self.name), labels);
+        metadata.annotations = Some(checksum_annotation(checksum));
+        ConfigMap { metadata, data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])), ..Default::default() }
+    }
+
+    /// A Service named `service_name` sending port `port` to the proxy pods' `http` port.
+    pub fn proxy_service(
+        &self,
+        service_name: String,
+        labels: Labels,
+        port: i32,
+        affinity: Option<SessionAffinity>,
+    ) -> Service {
+        let affinity = match affinity.unwrap_or_default() {
+            SessionAffinity::ClientIP => "ClientIP",
+            SessionAffinity::None => "None",
+        };
+        Service {
+            metadata: self.meta(service_name, labels),
+            spec: Some(ServiceSpec {
+                selector: Some(proxy_selector(&self.name)),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".to_string()),
+                    port,
+                    protocol: Some("TCP".to_string()),
+                    target_port: Some(IntOrString::String("http".to_string())),
+                    ..Default::default()
+                }]),
+                session_affinity: Some(affinity.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// ServiceAccount, Role (with `rules`) and RoleBinding, all named `runner`, for the runner.
+    pub fn runner_rbac(
+        &self,
+        runner: &str,
+        labels: &Labels,
+        rules: Vec<PolicyRule>,
+    ) -> (ServiceAccount, Role, RoleBinding) {
+        let account = ServiceAccount { metadata: self.meta(runner.to_string(), labels.clone()), ..Default::default() };
+        let role = Role { metadata: self.meta(runner.to_string(), labels.clone()), rules: Some(rules) };
+        let binding = RoleBinding {
+            metadata: self.meta(runner.to_string(), labels.clone()),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_string(),
+                kind: "Role".to_string(),
+                name: runner.to_string(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".to_string(),
+                name: runner.to_string(),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            }]),
+        };
+        (account, role, binding)
+    }
+
+    /// Deployment `<name>`: one proxy runner container reading the mounted RunConfig.
+    pub fn deployment(&self, pod: ProxyPod<'_>) -> Deployment {
+        let name = &self.name;
+        let mut env = vec![EnvVar {
+            name: "POD_NAMESPACE".to_string(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.namespace".to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        if pod.kubernetes_runtime {
+            env.push(EnvVar {
+                name: "TOOLHIVE_RUNTIME".to_string(),
+                value: Some("kubernetes".to_string()),
+                ..Default::default()
+            });
+        }
+        env.push(EnvVar {
+            name: "UNSTRUCTURED_LOGS".to_string(),
+            value: Some("false".to_string()),
+            ..Default::default()
+        });
+        let container = Container {
+            name: PROXY_CONTAINER.to_string(),
+            image: Some(pod.runner_image.to_string()),
+            args: Some(
+                ["proxyrunner".to_string(), "run".to_string(), "--config".to_string()]
+                    .into_iter()
+                    .chain([format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}")])
+                    .chain(pod.extra_args)
+                    .collect(),
+            ),
+            env: Some(env),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".to_string()),
+                container_port: pod.proxy_port,
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            }]),
+            readiness_probe: Some(Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/health".to_string()),
+                    port: IntOrString::String("http".to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            resources: pod.resources,
+            volume_mounts: Some(vec![VolumeMount {
+                name: "runconfig".to_string(),
+                mount_path: RUNCONFIG_DIR.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let spec = DeploymentSpec {
+            replicas: pod.replicas,
+            selector: LabelSelector { match_labels: Some(proxy_selector(name)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod.labels.clone()),
+                    annotations: Some(checksum_annotation(pod.checksum)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(pod.service_account),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "runconfig".to_string(),
+                        config_map: Some(ConfigMapVolumeSource { name: runconfig_name(name), ..Default::default() }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        };
+        Deployment { metadata: self.meta(name.clone(), pod.labels), spec: Some(spec), ..Default::default() }
+    }
+}
+
+/// What differs between the proxy pods of the kinds.
+#[derive(Clone, Debug)]
+pub struct ProxyPod<'a> {
+    /// Labels of the Deployment and its pods.
+    pub labels: Labels,
+    /// Image of the proxy runner.
+    pub runner_image: &'a str,
+    /// Arguments after `proxyrunner run --config <file>`.
+    pub extra_args: Vec<String>,
+    /// Whether the runner starts the MCP server itself as Kubernetes workloads
+    /// (`TOOLHIVE_RUNTIME=kubernetes`).
+    pub kubernetes_runtime: bool,
+    /// Resources of the runner container.
+    pub resources: Option<ResourceRequirements>,
+    /// ServiceAccount of the pods.
+    pub service_account: String,
+    /// `spec.replicas` of the Deployment.
+    pub replicas: Option<i32>,
+    /// Port the runner listens on.
+    pub proxy_port: i32,
+    /// sha256 of the RunConfig, on the pod template so a new config rolls the pods.
+    pub checksum: &'a str,
+}
+
+/// One RBAC rule: `verbs` on `resources` of API group `group`.
+pub fn policy_rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        ..Default::default()
+    }
+}
+
+/// Lower-case hex sha256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn checksum_annotation(checksum: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(CHECKSUM_ANNOTATION.to_string(), checksum.to_string())])
+}
