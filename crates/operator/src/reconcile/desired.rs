@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 
+use super::apply::{Children, McpAccount};
 use super::labels::{config_labels, mcp_service_account_name, proxy_labels, proxy_service_name, runner_name};
 pub use super::workload::sha256_hex;
 use super::workload::{Parent, ProxyPod, policy_rule};
@@ -66,6 +67,25 @@ pub struct Desired {
     pub mcp_account: Option<ServiceAccount>,
     /// `proxyPort` in force.
     pub proxy_port: i32,
+}
+
+impl Desired {
+    /// The children as [`apply_all`](super::apply::apply_all) writes them.
+    pub fn children(&self) -> Children<'_> {
+        Children {
+            config_map: &self.config_map,
+            deployment: &self.deployment,
+            services: vec![&self.proxy_service, &self.alias_service],
+            runner: (&self.runner_account, &self.runner_role, &self.runner_binding),
+            mcp_account: Some(match &self.mcp_account {
+                Some(account) => McpAccount::Apply(account),
+                // `spec.serviceAccount` names another account: drop the `<name>-sa` made earlier.
+                None => McpAccount::RemoveOwned(mcp_service_account_name(
+                    self.deployment.metadata.name.as_deref().unwrap_or_default(),
+                )),
+            }),
+        }
+    }
 }
 
 /// Computes the children of `server` from its normalised spec.

@@ -1,5 +1,6 @@
 //! Names and labels of the objects the operator creates for an MCPServer (names.md §3), in one
-//! place so the builders, the status and the tests agree.
+//! place so the builders, the status and the tests agree; the label and URL shapes are shared
+//! with the MCPRemoteProxy's names.
 
 use std::collections::BTreeMap;
 
@@ -38,14 +39,19 @@ pub fn mcp_service_account_name(name: &str) -> String {
 
 /// In-cluster URL of the proxy (no path), as `status.url` reports it.
 pub fn proxy_url(name: &str, namespace: &str, proxy_port: i32) -> String {
-    format!("http://{}.{namespace}.svc.cluster.local:{proxy_port}", proxy_service_name(name))
+    service_url(&proxy_service_name(name), namespace, proxy_port)
 }
 
-/// Labels every operator object of MCPServer `name` carries; `app_name` is the value of
-/// `app.kubernetes.io/name` (`toolhive-proxy` on the proxy side, `mcpserver` elsewhere).
-fn base(name: &str, app_name: &str) -> BTreeMap<String, String> {
+/// In-cluster URL of Service `service` on `port` (no path).
+pub fn service_url(service: &str, namespace: &str, port: i32) -> String {
+    format!("http://{service}.{namespace}.svc.cluster.local:{port}")
+}
+
+/// Labels every operator object of a custom resource `name` carries: `app` is the kind's app
+/// label (`mcpserver`, `mcpremoteproxy`), `app_name` the value of `app.kubernetes.io/name`.
+pub fn child_labels(app: &str, name: &str, app_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app".to_string(), "mcpserver".to_string()),
+        ("app".to_string(), app.to_string()),
         ("app.kubernetes.io/instance".to_string(), name.to_string()),
         ("app.kubernetes.io/name".to_string(), app_name.to_string()),
         (TOOLHIVE_LABEL.to_string(), "true".to_string()),
@@ -55,12 +61,12 @@ fn base(name: &str, app_name: &str) -> BTreeMap<String, String> {
 
 /// Labels of the proxy Deployment, its pods and the two proxy Services.
 pub fn proxy_labels(name: &str) -> BTreeMap<String, String> {
-    base(name, "toolhive-proxy")
+    child_labels("mcpserver", name, "toolhive-proxy")
 }
 
 /// Labels of the ConfigMap and the RBAC objects.
 pub fn config_labels(name: &str) -> BTreeMap<String, String> {
-    base(name, "mcpserver")
+    child_labels("mcpserver", name, "mcpserver")
 }
 
 /// Selector of the proxy pods (Deployment selector and both Services).

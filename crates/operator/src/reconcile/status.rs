@@ -5,6 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::observe::Observed;
 use crate::crd::mcpserver::{MCPServer, MCPServerPhase, MCPServerStatus};
 
 /// Type of the summary condition.
@@ -36,6 +37,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Children applied, the proxy served at `url` and seen as `seen`.
+    pub fn applied(url: String, seen: Observed) -> Self {
+        let Observed { ready_replicas, available, waiting } = seen;
+        Outcome::Applied { url, ready_replicas, available, waiting }
+    }
+
     /// `(condition status, reason, message)` of `Ready`.
     fn ready(&self) -> (&'static str, &'static str, String) {
         match self {

@@ -15,6 +15,7 @@ use super::names::{config_labels, proxy_labels, runner_name, service_name};
 use crate::crd::common::{RemoteTransport, ResourceList};
 use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxySpec};
 use crate::normalize::{DEFAULT_PORT, Normalize};
+use crate::reconcile::apply::Children;
 use crate::reconcile::desired::Settings;
 use crate::reconcile::workload::{Parent, ProxyPod, policy_rule, sha256_hex};
 
@@ -97,6 +98,19 @@ pub struct Desired {
     pub proxy_port: i32,
     /// Set fields Apiary does not apply.
     pub unapplied: Unapplied,
+}
+
+impl Desired {
+    /// The children as [`apply_all`](crate::reconcile::apply::apply_all) writes them.
+    pub fn children(&self) -> Children<'_> {
+        Children {
+            config_map: &self.config_map,
+            deployment: &self.deployment,
+            services: vec![&self.service],
+            runner: (&self.runner_account, &self.runner_role, &self.runner_binding),
+            mcp_account: None,
+        }
+    }
 }
 
 /// Computes the children of `proxy` from its normalised spec.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::reconcile::labels::TOOLHIVE_LABEL;
+use crate::reconcile::labels::{child_labels, service_url};
 
 /// Value of `app` on every child; the controller's watches select on it, so the MCPServer
 /// controller's children never wake this one.
@@ -26,27 +26,16 @@ pub fn runner_name(name: &str) -> String {
 
 /// In-cluster URL of the proxy (no path), as `status.url` reports it.
 pub fn proxy_url(name: &str, namespace: &str, proxy_port: i32) -> String {
-    format!("http://{}.{namespace}.svc.cluster.local:{proxy_port}", service_name(name))
-}
-
-/// Labels of every child; `app_name` is `app.kubernetes.io/name`.
-fn base(name: &str, app_name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app".to_string(), APP.to_string()),
-        ("app.kubernetes.io/instance".to_string(), name.to_string()),
-        ("app.kubernetes.io/name".to_string(), app_name.to_string()),
-        (TOOLHIVE_LABEL.to_string(), "true".to_string()),
-        ("toolhive-name".to_string(), name.to_string()),
-    ])
+    service_url(&service_name(name), namespace, proxy_port)
 }
 
 /// Labels of the Deployment, its pods and the Service: the pods are proxies like an
 /// MCPServer's, so seed 000's NetworkPolicy on `toolhive-proxy` selects them too.
 pub fn proxy_labels(name: &str) -> BTreeMap<String, String> {
-    base(name, "toolhive-proxy")
+    child_labels(APP, name, "toolhive-proxy")
 }
 
 /// Labels of the ConfigMap and the RBAC objects.
 pub fn config_labels(name: &str) -> BTreeMap<String, String> {
-    base(name, APP)
+    child_labels(APP, name, APP)
 }

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::desired::Unapplied;
 use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxyPhase, MCPRemoteProxyStatus};
+use crate::reconcile::observe::Observed;
 use crate::reconcile::status::{READY, set_condition};
 
 /// Type of the condition saying whether every set spec field is in effect.
@@ -41,6 +42,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Children applied, the proxy served at `url` and seen as `seen`, with `unapplied` fields.
+    pub fn applied(url: String, seen: Observed, unapplied: Unapplied) -> Self {
+        let Observed { ready_replicas, available, waiting } = seen;
+        Outcome::Applied { url, ready_replicas, available, waiting, unapplied }
+    }
+
     /// `(phase, Ready status, reason, message)`.
     fn ready(&self) -> (MCPRemoteProxyPhase, &'static str, &'static str, String) {
         match self {
