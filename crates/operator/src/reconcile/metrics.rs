@@ -3,7 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Process-wide counters; cheap to bump from every reconcile.
+/// Process-wide counters, shared by the MCPServer and MCPRemoteProxy controllers; cheap to bump
+/// from every reconcile.
 #[derive(Debug, Default)]
 pub struct Metrics {
     reconciles: AtomicU64,
@@ -46,13 +47,13 @@ impl Metrics {
         metric(
             "apiary_operator_reconciles_total",
             "counter",
-            "MCPServer reconciles started.",
+            "Reconciles started (MCPServer and MCPRemoteProxy).",
             self.reconciles.load(Ordering::Relaxed),
         );
         metric(
             "apiary_operator_reconcile_errors_total",
             "counter",
-            "MCPServer reconciles that failed and were retried.",
+            "Reconciles that failed and were retried (MCPServer and MCPRemoteProxy).",
             self.failures.load(Ordering::Relaxed),
         );
         metric(
