@@ -4,183 +4,42 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use apiary_operator::crd::mcpserver::{MCPServer, MCPServerPhase};
-use apiary_operator::reconcile::{self, Context, Metrics, Settings, WatchScope};
+use apiary_operator::reconcile::{self, Metrics};
+use common::cluster::{
+    CHECKSUM, Child, controlled_by, eventually, gated, in_scratch_namespace, labels_of, meta_of, poke,
+    template_checksum, versions,
+};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(90);
-const CHECKSUM: &str = "toolhive.stacklok.dev/content-checksum";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The cluster's kubeconfig: `KUBECONFIG` when it names a file, else `cargo xtask cluster up`.
-fn kubeconfig() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECONFIG").map(PathBuf::from).filter(|p| p.is_file()) {
-        return p;
-    }
-    // Its own target dir: the one running this test may be locked by cargo.
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(|t| format!("{t}-xtask"))
-        .unwrap_or_else(|_| workspace().join("target/xtask-cluster").display().to_string());
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["xtask", "cluster", "up"])
-        .current_dir(workspace())
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo xtask cluster up failed: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-async fn client(path: &Path) -> Client {
-    let kc = Kubeconfig::read_from(path).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-    Client::try_from(config).unwrap()
-}
-
-/// Polls `probe` until it returns `Some`, failing after [`WAIT`] with `what`.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-async fn apply_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = workspace().join("deploy/crds");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let crd: CustomResourceDefinition =
-                serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let name = crd.name_any();
-            api.patch(&name, &PatchParams::apply("apiary-cluster-test").force(), &Patch::Apply(&crd)).await.unwrap();
-            names.push(name);
-        }
-    }
-    for name in names {
-        eventually(&format!("CRD {name} established"), || async {
-            let crd = api.get(&name).await.ok()?;
-            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        })
-        .await;
-    }
-}
-
-fn labels_of<K: Resource>(o: &K) -> BTreeMap<String, String> {
-    o.meta().labels.clone().unwrap_or_default()
-}
-
 fn owned_by_server<K: Resource>(o: &K, uid: &str) -> bool {
-    o.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.uid == uid && r.controller == Some(true) && r.kind == "MCPServer")
+    controlled_by(o.meta(), uid, "MCPServer")
 }
 
-/// resourceVersion of every child except the Deployment, whose status the Deployment
-/// controller keeps writing; for it the generation and the checksum on its template count.
-async fn versions(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
-    let cm: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let svc: Api<Service> = Api::namespaced(client.clone(), ns);
-    let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let role: Api<Role> = Api::namespaced(client.clone(), ns);
-    let rb: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-    let dep: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = dep.get(name).await.unwrap();
-    vec![
-        ("configmap".into(), cm.get(&format!("{name}-runconfig")).await.unwrap().resource_version().unwrap()),
-        ("svc proxy".into(), svc.get(&format!("mcp-{name}-proxy")).await.unwrap().resource_version().unwrap()),
-        ("svc alias".into(), svc.get(name).await.unwrap().resource_version().unwrap()),
-        ("sa runner".into(), sa.get(&format!("{name}-proxy-runner")).await.unwrap().resource_version().unwrap()),
-        ("sa mcp".into(), sa.get(&format!("{name}-sa")).await.unwrap().resource_version().unwrap()),
-        ("role".into(), role.get(&format!("{name}-proxy-runner")).await.unwrap().resource_version().unwrap()),
-        ("rolebinding".into(), rb.get(&format!("{name}-proxy-runner")).await.unwrap().resource_version().unwrap()),
-        ("deployment generation".into(), d.metadata.generation.unwrap().to_string()),
-        ("deployment checksum".into(), template_checksum(&d)),
-    ]
-}
-
-fn template_checksum(d: &Deployment) -> String {
-    d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CHECKSUM].clone()
-}
-
-/// Makes the controller reconcile `name` (a label change: no new generation) and waits for it.
-async fn poke(servers: &Api<MCPServer>, name: &str, metrics: &Metrics, round: usize) {
-    let before = metrics.reconciles();
-    let patch = json!({"metadata": {"labels": {"apiary-test-poke": round.to_string()}}});
-    servers.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    eventually("a reconcile after the poke", || async { (metrics.reconciles() > before).then_some(()) }).await;
-    // Let that reconcile finish its writes, if it made any.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
+/// Every child of MCPServer `fetch` but its Deployment.
+const CHILDREN: [Child<'static>; 7] = [
+    Child::ConfigMap("fetch-runconfig"),
+    Child::Service("mcp-fetch-proxy"),
+    Child::Service("fetch"),
+    Child::ServiceAccount("fetch-proxy-runner"),
+    Child::ServiceAccount("fetch-sa"),
+    Child::Role("fetch-proxy-runner"),
+    Child::RoleBinding("fetch-proxy-runner"),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcpserver_reconciles_on_a_real_cluster() {
-    if std::env::var_os("APIARY_CLUSTER_TESTS").is_none() {
-        eprintln!(
-            "SKIPPED: set APIARY_CLUSTER_TESTS=1 to run the operator against a real cluster (cargo xtask cluster up)"
-        );
-        return;
-    }
-    tokio::time::timeout(Duration::from_secs(600), scenario())
-        .await
-        .expect("the cluster scenario took over 10 minutes");
-}
-
-async fn scenario() {
-    let path = kubeconfig();
-    let client = client(&path).await;
-    apply_crds(&client).await;
-
-    let ns = format!("apiary-op-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns_obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    namespaces.create(&PostParams::default(), &ns_obj).await.unwrap();
-
-    let metrics = Arc::new(Metrics::default());
-    let settings = Settings { runner_image: "apiary.invalid/apiary:never".into(), proxy_host: "0.0.0.0".into() };
-    let ctx = Arc::new(Context::new(client.clone(), settings, Some("cluster-test".into()), Arc::clone(&metrics)));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(reconcile::run(ctx, WatchScope::Namespaces(vec![ns.clone()]), async move {
-        let _ = stop_rx.await;
-    }));
-
-    let result = tokio::spawn(checks(client.clone(), ns.clone(), Arc::clone(&metrics))).await;
-
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), operator).await;
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    gated(in_scratch_namespace("apiary-op", reconcile::run, checks)).await;
 }
 
 async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
@@ -200,39 +59,13 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
 
     // 1. Every child, with its name, labels and owner reference.
     let dep = eventually("Deployment fetch", || async { deps.get_opt(name).await.unwrap() }).await;
-    let children: Vec<(String, BTreeMap<String, String>, bool)> = vec![
-        ("Deployment fetch".into(), labels_of(&dep), owned_by_server(&dep, &uid)),
-        {
-            let o = cms.get("fetch-runconfig").await.unwrap();
-            ("ConfigMap fetch-runconfig".into(), labels_of(&o), owned_by_server(&o, &uid))
-        },
-        {
-            let o = svcs.get("mcp-fetch-proxy").await.unwrap();
-            ("Service mcp-fetch-proxy".into(), labels_of(&o), owned_by_server(&o, &uid))
-        },
-        {
-            let o = svcs.get("fetch").await.unwrap();
-            ("Service fetch".into(), labels_of(&o), owned_by_server(&o, &uid))
-        },
-        {
-            let o = Api::<ServiceAccount>::namespaced(client.clone(), &ns).get("fetch-proxy-runner").await.unwrap();
-            ("ServiceAccount fetch-proxy-runner".into(), labels_of(&o), owned_by_server(&o, &uid))
-        },
-        {
-            let o = Api::<ServiceAccount>::namespaced(client.clone(), &ns).get("fetch-sa").await.unwrap();
-            ("ServiceAccount fetch-sa".into(), labels_of(&o), owned_by_server(&o, &uid))
-        },
-        {
-            let o = Api::<Role>::namespaced(client.clone(), &ns).get("fetch-proxy-runner").await.unwrap();
-            ("Role fetch-proxy-runner".into(), labels_of(&o), owned_by_server(&o, &uid))
-        },
-        {
-            let o = Api::<RoleBinding>::namespaced(client.clone(), &ns).get("fetch-proxy-runner").await.unwrap();
-            ("RoleBinding fetch-proxy-runner".into(), labels_of(&o), owned_by_server(&o, &uid))
-        },
-    ];
-    for (what, labels, owned) in &children {
-        assert!(owned, "{what} lacks the controller owner reference");
+    let mut children = vec![(Child::Deployment(name).to_string(), dep.metadata.clone())];
+    for child in CHILDREN {
+        children.push((child.to_string(), meta_of(&client, &ns, child).await));
+    }
+    for (what, meta) in &children {
+        assert!(controlled_by(meta, &uid, "MCPServer"), "{what} lacks the controller owner reference");
+        let labels = labels_of(meta);
         for (k, v) in [
             ("app.kubernetes.io/instance", "fetch"),
             ("toolhive", "true"),
@@ -242,9 +75,9 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
             assert_eq!(labels.get(k).map(String::as_str), Some(v), "{what} label {k}");
         }
     }
-    for (what, labels, _) in &children[..4] {
+    for (what, meta) in &children[..4] {
         assert_eq!(
-            labels.get("app.kubernetes.io/name").map(String::as_str),
+            labels_of(meta).get("app.kubernetes.io/name").map(String::as_str),
             Some(if what.starts_with("ConfigMap") { "mcpserver" } else { "toolhive-proxy" }),
             "{what}"
         );
@@ -270,12 +103,12 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
 
     // 2. An unchanged spec writes nothing: every child's resourceVersion stays across resyncs,
     // and so does the MCPServer's status.
-    let before = versions(&client, &ns, name).await;
+    let before = versions(&client, &ns, name, &CHILDREN).await;
     let status_before = servers.get(name).await.unwrap().status;
     for round in 0..4 {
         poke(&servers, name, &metrics, round).await;
     }
-    assert_eq!(versions(&client, &ns, name).await, before, "an unchanged spec changed a child");
+    assert_eq!(versions(&client, &ns, name, &CHILDREN).await, before, "an unchanged spec changed a child");
     assert_eq!(servers.get(name).await.unwrap().status, status_before, "an unchanged spec changed the status");
 
     // 3. Deleted children come back.

@@ -6,209 +6,51 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use apiary_config::{RunConfig, Source, Transport};
 use apiary_operator::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxyPhase};
-use apiary_operator::reconcile::{self, Context, Metrics, Settings, WatchScope};
+use apiary_operator::reconcile::{self, Context, Metrics, WatchScope};
 use apiary_operator::remoteproxy;
+use common::cluster::{
+    CHECKSUM, Child, Stop, controlled_by, eventually, gated, in_scratch_namespace, labels_of, meta_of, poke,
+    template_checksum, versions,
+};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(90);
-const CHECKSUM: &str = "toolhive.stacklok.dev/content-checksum";
 const NAME: &str = "remote";
 const RUNNER: &str = "remote-remote-proxy-runner";
 const SERVICE: &str = "mcp-remote-remote-proxy";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The cluster's kubeconfig: `KUBECONFIG` when it names a file, else `cargo xtask cluster up`.
-fn kubeconfig() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECONFIG").map(PathBuf::from).filter(|p| p.is_file()) {
-        return p;
-    }
-    // Its own target dir: the one running this test may be locked by cargo.
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(|t| format!("{t}-xtask"))
-        .unwrap_or_else(|_| workspace().join("target/xtask-cluster").display().to_string());
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["xtask", "cluster", "up"])
-        .current_dir(workspace())
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo xtask cluster up failed: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-async fn client(path: &Path) -> Client {
-    let kc = Kubeconfig::read_from(path).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-    Client::try_from(config).unwrap()
-}
-
-/// Polls `probe` until it returns `Some`, failing after [`WAIT`] with `what`.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-async fn apply_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = workspace().join("deploy/crds");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let crd: CustomResourceDefinition =
-                serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let name = crd.name_any();
-            api.patch(&name, &PatchParams::apply("apiary-cluster-test").force(), &Patch::Apply(&crd)).await.unwrap();
-            names.push(name);
-        }
-    }
-    for name in names {
-        eventually(&format!("CRD {name} established"), || async {
-            let crd = api.get(&name).await.ok()?;
-            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        })
-        .await;
-    }
-}
-
-fn labels_of<K: Resource>(o: &K) -> BTreeMap<String, String> {
-    o.meta().labels.clone().unwrap_or_default()
-}
+/// Every child of MCPRemoteProxy `remote` but its Deployment.
+const CHILDREN: [Child<'static>; 5] = [
+    Child::ConfigMap("remote-runconfig"),
+    Child::Service(SERVICE),
+    Child::ServiceAccount(RUNNER),
+    Child::Role(RUNNER),
+    Child::RoleBinding(RUNNER),
+];
 
 fn owned_by_proxy<K: Resource>(o: &K, uid: &str) -> bool {
-    o.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.uid == uid && r.controller == Some(true) && r.kind == "MCPRemoteProxy")
+    controlled_by(o.meta(), uid, "MCPRemoteProxy")
 }
 
-fn template_checksum(d: &Deployment) -> String {
-    d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CHECKSUM].clone()
-}
-
-/// resourceVersion of every child except the Deployment, whose status the Deployment
-/// controller keeps writing; for it the generation and the checksum on its template count.
-async fn versions(client: &Client, ns: &str) -> Vec<(String, String)> {
-    let rv = |o: Option<String>| o.unwrap();
-    let dep = Api::<Deployment>::namespaced(client.clone(), ns).get(NAME).await.unwrap();
-    vec![
-        (
-            "configmap".into(),
-            rv(Api::<ConfigMap>::namespaced(client.clone(), ns)
-                .get("remote-runconfig")
-                .await
-                .unwrap()
-                .resource_version()),
-        ),
-        (
-            "service".into(),
-            rv(Api::<Service>::namespaced(client.clone(), ns).get(SERVICE).await.unwrap().resource_version()),
-        ),
-        (
-            "serviceaccount".into(),
-            rv(Api::<ServiceAccount>::namespaced(client.clone(), ns).get(RUNNER).await.unwrap().resource_version()),
-        ),
-        ("role".into(), rv(Api::<Role>::namespaced(client.clone(), ns).get(RUNNER).await.unwrap().resource_version())),
-        (
-            "rolebinding".into(),
-            rv(Api::<RoleBinding>::namespaced(client.clone(), ns).get(RUNNER).await.unwrap().resource_version()),
-        ),
-        ("deployment generation".into(), dep.metadata.generation.unwrap().to_string()),
-        ("deployment checksum".into(), template_checksum(&dep)),
-    ]
-}
-
-/// Makes the controller reconcile `name` (a label change: no new generation) and waits for it.
-async fn poke(proxies: &Api<MCPRemoteProxy>, name: &str, metrics: &Metrics, round: usize) {
-    let before = metrics.reconciles();
-    let patch = json!({"metadata": {"labels": {"apiary-test-poke": round.to_string()}}});
-    proxies.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    eventually("a reconcile after the poke", || async { (metrics.reconciles() > before).then_some(()) }).await;
-    // Let that reconcile finish its writes, if it made any.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+/// Both controllers, as `apiary operator` runs them: the MCPServer one must leave these
+/// children alone.
+async fn both_controllers(ctx: Arc<Context>, scope: WatchScope, stop: Stop) {
+    tokio::join!(reconcile::run(Arc::clone(&ctx), scope.clone(), stop.clone()), remoteproxy::run(ctx, scope, stop));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcpremoteproxy_reconciles_on_a_real_cluster() {
-    if std::env::var_os("APIARY_CLUSTER_TESTS").is_none() {
-        eprintln!(
-            "SKIPPED: set APIARY_CLUSTER_TESTS=1 to run the operator against a real cluster (cargo xtask cluster up)"
-        );
-        return;
-    }
-    tokio::time::timeout(Duration::from_secs(600), scenario())
-        .await
-        .expect("the cluster scenario took over 10 minutes");
-}
-
-async fn scenario() {
-    let path = kubeconfig();
-    let client = client(&path).await;
-    apply_crds(&client).await;
-
-    let ns = format!("apiary-rp-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns_obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    namespaces.create(&PostParams::default(), &ns_obj).await.unwrap();
-
-    // Both controllers, as `apiary operator` runs them: the MCPServer one must leave these
-    // children alone.
-    let metrics = Arc::new(Metrics::default());
-    let settings = Settings { runner_image: "apiary.invalid/apiary:never".into(), proxy_host: "0.0.0.0".into() };
-    let ctx = Arc::new(Context::new(client.clone(), settings, Some("cluster-test".into()), Arc::clone(&metrics)));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let stop = futures::FutureExt::shared(async move {
-        let _ = stop_rx.await;
-    });
-    let scope = WatchScope::Namespaces(vec![ns.clone()]);
-    let operator = tokio::spawn({
-        let (ctx, scope, stop) = (Arc::clone(&ctx), scope.clone(), stop.clone());
-        async move {
-            tokio::join!(
-                reconcile::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
-                remoteproxy::run(ctx, scope, stop)
-            );
-        }
-    });
-
-    let result = tokio::spawn(checks(client.clone(), ns.clone(), Arc::clone(&metrics))).await;
-
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), operator).await;
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    gated(in_scratch_namespace("apiary-rp", both_controllers, checks)).await;
 }
 
 async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
@@ -229,31 +71,18 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
 
     // 1. Every child, with its name, labels and owner reference.
     let dep = eventually("Deployment remote", || async { deps.get_opt(NAME).await.unwrap() }).await;
-    let children: Vec<(String, BTreeMap<String, String>, bool, &str)> = vec![
-        ("Deployment remote".into(), labels_of(&dep), owned_by_proxy(&dep, &uid), "toolhive-proxy"),
-        {
-            let o = svcs.get(SERVICE).await.unwrap();
-            (format!("Service {SERVICE}"), labels_of(&o), owned_by_proxy(&o, &uid), "toolhive-proxy")
-        },
-        {
-            let o = cms.get("remote-runconfig").await.unwrap();
-            ("ConfigMap remote-runconfig".into(), labels_of(&o), owned_by_proxy(&o, &uid), "mcpremoteproxy")
-        },
-        {
-            let o = Api::<ServiceAccount>::namespaced(client.clone(), &ns).get(RUNNER).await.unwrap();
-            (format!("ServiceAccount {RUNNER}"), labels_of(&o), owned_by_proxy(&o, &uid), "mcpremoteproxy")
-        },
-        {
-            let o = Api::<Role>::namespaced(client.clone(), &ns).get(RUNNER).await.unwrap();
-            (format!("Role {RUNNER}"), labels_of(&o), owned_by_proxy(&o, &uid), "mcpremoteproxy")
-        },
-        {
-            let o = Api::<RoleBinding>::namespaced(client.clone(), &ns).get(RUNNER).await.unwrap();
-            (format!("RoleBinding {RUNNER}"), labels_of(&o), owned_by_proxy(&o, &uid), "mcpremoteproxy")
-        },
-    ];
-    for (what, labels, owned, app_name) in &children {
-        assert!(owned, "{what} lacks the controller owner reference");
+    let mut children = vec![(Child::Deployment(NAME), dep.metadata.clone())];
+    for child in CHILDREN {
+        children.push((child, meta_of(&client, &ns, child).await));
+    }
+    for (child, meta) in &children {
+        let what = child.to_string();
+        let app_name = match child {
+            Child::Deployment(_) | Child::Service(_) => "toolhive-proxy",
+            _ => "mcpremoteproxy",
+        };
+        assert!(controlled_by(meta, &uid, "MCPRemoteProxy"), "{what} lacks the controller owner reference");
+        let labels = labels_of(meta);
         for (k, v) in [
             ("app.kubernetes.io/instance", NAME),
             ("app.kubernetes.io/name", app_name),
@@ -304,12 +133,12 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
 
     // 2. An unchanged spec writes nothing: every child's resourceVersion stays across resyncs,
     // and so does the status.
-    let before = versions(&client, &ns).await;
+    let before = versions(&client, &ns, NAME, &CHILDREN).await;
     let status_before = proxies.get(NAME).await.unwrap().status;
     for round in 0..4 {
         poke(&proxies, NAME, &metrics, round).await;
     }
-    assert_eq!(versions(&client, &ns).await, before, "an unchanged spec changed a child");
+    assert_eq!(versions(&client, &ns, NAME, &CHILDREN).await, before, "an unchanged spec changed a child");
     assert_eq!(proxies.get(NAME).await.unwrap().status, status_before, "an unchanged spec changed the status");
 
     // 3. Deleted children come back.

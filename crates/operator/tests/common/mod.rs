@@ -1,5 +1,6 @@
 //! Helpers shared by the operator's integration tests: the reconstructed seed manifests, the
-//! seed texts they come from, and the generated schemas.
+//! seed texts they come from, and the generated schemas; [`cluster`] holds those of the tests
+//! that run the reconcilers against a real cluster.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 #![allow(dead_code)]
@@ -7,6 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+
+pub mod cluster;
 
 /// Directory of the hand-reconstructed seed manifests.
 pub fn seeds_manifest_dir() -> PathBuf {
