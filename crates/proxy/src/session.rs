@@ -374,17 +374,20 @@ impl SessionTable {
 /// and a child of its own stops.
 fn end(s: &Arc<Session>) {
     s.closed.cancel();
-    let ids = s.all_upstream_ids();
     let group = Arc::clone(&s.group);
+    // Cancelled before the release: releasing stops a child of the session's own, and these
+    // must be queued ahead of the end of its input to reach it.
+    if let Some(conn) = group.slot.live() {
+        for up in s.all_upstream_ids() {
+            conn.abandon(up, "the session ended");
+        }
+    }
     let unsubscribe = group.release(s);
-    if ids.is_empty() && unsubscribe.is_empty() {
+    if unsubscribe.is_empty() {
         return;
     }
     tokio::spawn(async move {
         let Ok(conn) = group.slot.ready(Duration::ZERO).await else { return };
-        for up in ids {
-            conn.abandon(up, "the session ended");
-        }
         for uri in unsubscribe {
             let text =
                 serde_json::json!({"jsonrpc":"2.0","id":0,"method":"resources/unsubscribe","params":{"uri":uri}});

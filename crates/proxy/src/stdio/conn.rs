@@ -75,6 +75,10 @@ pub struct ChildConn {
     pending: Mutex<IdMap<Pending>>,
     /// Cancelled when the child is gone (stdout closed or the process exited).
     closed: CancellationToken,
+    /// Cancelled to end the child's input: what is queued is written, then stdin closes.
+    end_input: CancellationToken,
+    /// Cancelled once the writer has stopped and the child's stdin is closed.
+    input_closed: CancellationToken,
     pid: Option<u32>,
 }
 
@@ -97,9 +101,11 @@ impl ChildConn {
             writer,
             pending: Mutex::new(IdMap::default()),
             closed: CancellationToken::new(),
+            end_input: CancellationToken::new(),
+            input_closed: CancellationToken::new(),
             pid,
         });
-        tokio::spawn(write_loop(stdin, rx, conn.closed.clone()));
+        tokio::spawn(write_loop(stdin, rx, conn.closed.clone(), conn.end_input.clone(), conn.input_closed.clone()));
         tokio::spawn(read_loop(Arc::clone(&conn), LineReader::new(stdout, max_line), unsolicited));
         conn
     }
@@ -111,6 +117,17 @@ impl ChildConn {
 
     pub fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
+    }
+
+    /// The first step of the stdio shutdown (MCP lifecycle, "Shutdown"): writes what is
+    /// already queued (cancellations of a session's calls included), then closes the child's
+    /// stdin. Resolves once stdin is closed, or at once if the child is already gone.
+    pub async fn close_input(&self) {
+        self.end_input.cancel();
+        tokio::select! {
+            () = self.input_closed.cancelled() => {}
+            () = self.closed.cancelled() => {}
+        }
     }
 
     /// Marks the child gone and answers every waiting caller with -31004.
@@ -241,11 +258,22 @@ impl ChildConn {
     }
 }
 
-async fn write_loop(mut stdin: BoxWrite, mut rx: mpsc::Receiver<Bytes>, closed: CancellationToken) {
+async fn write_loop(
+    mut stdin: BoxWrite,
+    mut rx: mpsc::Receiver<Bytes>,
+    closed: CancellationToken,
+    end_input: CancellationToken,
+    input_closed: CancellationToken,
+) {
+    // Dropping stdin (on any way out) is the child's end of input.
+    let _done = input_closed.drop_guard();
     loop {
+        // Biased: queued frames go out before an end of input is honoured.
         let frame = tokio::select! {
-            f = rx.recv() => f,
+            biased;
             () = closed.cancelled() => None,
+            f = rx.recv() => f,
+            () = end_input.cancelled() => None,
         };
         let Some(frame) = frame else { break };
         if let Err(e) = write_frame(&mut stdin, &frame).await {

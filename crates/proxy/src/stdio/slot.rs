@@ -132,6 +132,14 @@ impl ChildSlot {
         }
     }
 
+    /// The child serving now, if one is (never waits).
+    pub fn live(&self) -> Option<Arc<ChildConn>> {
+        match &*self.state.borrow() {
+            SlotState::Ready(conn) if !conn.is_closed() => Some(Arc::clone(conn)),
+            _ => None,
+        }
+    }
+
     /// The child's `initialize` result (JSON text), once a child has answered it.
     pub fn init_result(&self) -> Option<Bytes> {
         self.init_result.lock().ok().and_then(|g| g.clone())
@@ -160,6 +168,12 @@ impl Drop for ChildSlot {
         self.cancel.cancel();
     }
 }
+
+/// Bound on writing what is queued for a stopping child before its stdin closes: a child
+/// that stopped reading must not hold the stop.
+const INPUT_CLOSE_LIMIT: Duration = Duration::from_secs(1);
+/// How long a stopping child may take to exit after its stdin closed, before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 struct Supervisor {
     opts: SlotOptions,
@@ -295,8 +309,15 @@ impl Supervisor {
                 }
             }
             () = self.cancel.cancelled() => {
+                // The spec's stdio shutdown: what is queued (a session's cancellations) is
+                // written, stdin closes, the child gets a moment to exit on its own, then the kill.
+                let _ = tokio::time::timeout(INPUT_CLOSE_LIMIT, conn.close_input()).await;
+                // (A finished `exited` must not be polled again.)
+                let gone = tokio::time::timeout(EXIT_GRACE, &mut exited).await.is_ok();
                 drop(kill);
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+                if !gone {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+                }
                 conn.fail_all("the proxy is stopping");
                 let _ = self.events.send(SlotEvent::Stopped { pid });
                 return Ended::Stopped;
