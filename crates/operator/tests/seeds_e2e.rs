@@ -11,10 +11,13 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{kubeconfig, workspace};
 use serde_json::Value;
 
 const RELEASE: &str = "toolhive-operator";
@@ -22,34 +25,12 @@ const OPERATOR_NS: &str = "toolhive-system";
 /// Bound on each wait for the cluster to converge.
 const WAIT: Duration = Duration::from_secs(150);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn enabled() -> bool {
     if std::env::var_os("APIARY_CLUSTER_TESTS").is_none() {
         eprintln!("SKIPPED: set APIARY_CLUSTER_TESTS=1 (and run `cargo xtask cluster up`) to run this test");
         return false;
     }
     true
-}
-
-/// The cluster's kubeconfig: `KUBECONFIG` when it names a file, else `cargo xtask cluster up`.
-fn kubeconfig() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECONFIG").map(PathBuf::from).filter(|p| p.is_file()) {
-        return p;
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(|t| format!("{t}-xtask"))
-        .unwrap_or_else(|_| workspace().join("target/xtask-cluster").display().to_string());
-    let out = Command::new(env!("CARGO"))
-        .args(["xtask", "cluster", "up"])
-        .current_dir(workspace())
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo xtask cluster up failed: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// A binary the cluster build cached: `$APIARY_CACHE/k8s/<version>/<name>`, newest version.
