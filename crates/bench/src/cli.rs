@@ -1,0 +1,135 @@
+//! Command-line flags of `apiary-bench` (clap derive) and their bounds, so every run is finite
+//! and every buffer it sizes from a flag stays small.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Largest accepted `--payload-bytes` (the echo text is held in memory once per session).
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Closed-loop MCP load generator: N sessions call the `echo` tool back to back over keep-alive
+/// HTTP/1.1 and report calls/s, latency percentiles and (with --pid) the target's CPU per call.
+#[derive(Debug, Parser)]
+#[command(name = "apiary-bench", version, about)]
+#[command(after_help = "Example:\n  \
+    apiary-bench --url http://127.0.0.1:8080/mcp --sessions 8 --duration 10 --pid 1234 --json out.json")]
+pub struct Args {
+    /// URL of the MCP endpoint (Streamable HTTP, e.g. http://127.0.0.1:8080/mcp)
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// Concurrent sessions, each on its own keep-alive connection (1..=1024)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub sessions: u32,
+    /// Size of the echoed text in bytes (e.g. 0, 1024, 65536; at most 1 MiB)
+    #[arg(long, default_value_t = 16, value_parser = parse_payload)]
+    pub payload_bytes: usize,
+    /// Seconds of load before measuring (0..=600)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub warmup: u64,
+    /// Seconds measured (1..=3600)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration: u64,
+    /// Timeout of each request, answer body included, in milliseconds (1..=600000)
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
+    /// A process whose CPU time (with all its descendants) and RSS are measured; repeatable
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Pin the load tool's threads to these CPUs (e.g. 0 or 0,2 or 0-1)
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list)]
+    pub pin_self: Option<CpuList>,
+    /// Pin every --pid process and its descendants (all their threads) to these CPUs
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list, requires = "pids")]
+    pub pin_target: Option<CpuList>,
+    /// Worker threads of the load tool (1 = a single-threaded runtime)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: u32,
+    /// Name of the row in the Markdown output (default: the URL)
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print the Markdown table header before the row
+    #[arg(long)]
+    pub header: bool,
+    /// Also write every number, and the command line, to this JSON file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// A set of CPU numbers as given on the command line, sorted and without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Highest CPU number accepted (the size of the kernel's default cpu_set_t).
+const MAX_CPU: usize = 1023;
+
+fn parse_payload(text: &str) -> Result<usize, String> {
+    let n: usize = text.parse().map_err(|_| format!("`{text}` is not a byte count"))?;
+    if n > MAX_PAYLOAD_BYTES {
+        return Err(format!("{n} is more than the {MAX_PAYLOAD_BYTES} bytes allowed"));
+    }
+    Ok(n)
+}
+
+/// Parses `0`, `0,2`, `0-3` or `0-1,4`.
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let number = |s: &str| -> Result<usize, String> {
+            let n: usize = s.trim().parse().map_err(|_| format!("`{s}` is not a CPU number"))?;
+            if n > MAX_CPU {
+                return Err(format!("CPU {n} is above {MAX_CPU}"));
+            }
+            Ok(n)
+        };
+        match part.split_once('-') {
+            Some((low, high)) => {
+                let (low, high) = (number(low)?, number(high)?);
+                if low > high {
+                    return Err(format!("`{part}` is an empty range"));
+                }
+                cpus.extend(low..=high);
+            }
+            None => cpus.push(number(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(CpuList(cpus))
+}
+
+impl std::fmt::Display for CpuList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_singles_ranges_and_mixes() {
+        assert_eq!(parse_cpu_list("1").unwrap(), CpuList(vec![1]));
+        assert_eq!(parse_cpu_list("0-2").unwrap(), CpuList(vec![0, 1, 2]));
+        assert_eq!(parse_cpu_list("3,0-1,1").unwrap(), CpuList(vec![0, 1, 3]));
+        assert!(parse_cpu_list("2-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("5000").is_err());
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--duration", "0"]).is_err());
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--warmup", "601"]).is_err());
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--sessions", "0"]).is_err());
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--payload-bytes", "2000000"]).is_err());
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--pin-target", "0"]).is_err());
+        let args = Args::try_parse_from(["b", "--url", "http://h/mcp", "--pid", "1", "--pid", "2"]).unwrap();
+        assert_eq!(args.pids, vec![1, 2]);
+        assert_eq!((args.sessions, args.warmup, args.duration, args.request_timeout_ms), (8, 2, 10, 10_000));
+    }
+}

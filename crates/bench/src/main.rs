@@ -1,0 +1,70 @@
+//! `apiary-bench`: a closed-loop load generator for MCP servers and proxies over Streamable
+//! HTTP. It prints one Markdown table row (and optionally a JSON file) with calls/s, latency
+//! percentiles, errors, and the CPU per call and RSS of the processes given with `--pid`.
+
+mod affinity;
+mod answer;
+mod cli;
+mod procfs;
+mod run;
+mod session;
+mod stats;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    let command_line: Vec<String> = std::env::args().collect();
+    // Before the runtime starts, so every thread it creates inherits the mask.
+    if let Some(cpus) = &args.pin_self
+        && let Err(error) = affinity::pin_current_thread(cpus)
+    {
+        eprintln!("apiary-bench: cannot pin to CPUs {cpus}: {error}");
+        return ExitCode::from(2);
+    }
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(args.threads as usize);
+        builder.enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("apiary-bench: cannot start the runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(run::run(&args, command_line)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("apiary-bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    drop(runtime);
+
+    let mut out = std::io::stdout().lock();
+    if args.header {
+        let _ = writeln!(out, "{}", stats::markdown_header());
+    }
+    let _ = writeln!(out, "{}", stats::markdown_row(&report));
+    if let Some(path) = &args.json {
+        let written = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other).and_then(|mut json| {
+            json.push(b'\n');
+            std::fs::write(path, json)
+        });
+        if let Err(error) = written {
+            eprintln!("apiary-bench: cannot write {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.errors > 0 {
+        eprintln!("apiary-bench: {} errors: {:?}", report.errors, report.errors_by_kind);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,121 @@
+//! Runs `apiary-bench` for about a second against the real fixture server over Streamable HTTP
+//! and checks that calls succeed and the JSON report holds every field (no timings asserted).
+
+// Helpers outside #[test] functions panic on setup failures, as the tests do.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Kills and reaps the child when the test ends, passing or not.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_testkit() -> (Reaped, String) {
+    let mut child = Command::new(apiary_testkit::binaries::testkit_server())
+        .args(["--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = Reaped(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30)).expect("the testkit server printed no URL");
+    (child, url.trim().to_owned())
+}
+
+fn wait_bounded(child: &mut Reaped, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "apiary-bench did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_sessions_echo_through_the_testkit_server() {
+    let (server, url) = start_testkit();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let server_pid = server.0.id();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let out_path = dir.path().join("stdout.txt");
+    let mut bench = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_apiary-bench"))
+            .args(["--url", &url, "--sessions", "2", "--warmup", "0", "--duration", "1"])
+            .args(["--payload-bytes", "1024", "--request-timeout-ms", "5000", "--label", "testkit"])
+            .args(["--pid", &server_pid.to_string(), "--json"])
+            .arg(&json_path)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_bounded(&mut bench, Duration::from_secs(60));
+    assert!(status.success(), "apiary-bench failed: {status}");
+
+    let row = std::fs::read_to_string(&out_path).unwrap();
+    assert!(row.starts_with("| testkit | 2 | 1024 | "), "{row}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert!(report["calls"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["protocol_version"], "2025-11-25");
+    assert_eq!(report["sessions"], 2);
+    assert_eq!(report["command_line"][1], "--url");
+    for field in ["calls_per_s", "warmup_calls", "warmup_errors", "clock_ticks_per_s"] {
+        assert!(report[field].is_number(), "{field} missing: {report:#}");
+    }
+    for field in ["min", "mean", "p50", "p99", "p99_9", "max"] {
+        assert!(report["latency_us"][field].as_f64().unwrap() > 0.0, "latency {field}: {report:#}");
+    }
+    assert!(report["self_cpu"]["cpu_s"].is_number());
+    let target = &report["target"];
+    assert!(target["rss_kib"].as_u64().unwrap() > 0, "{target:#}");
+    assert!(target["cpu"]["cpu_us_per_call"].is_number(), "{target:#}");
+    assert_eq!(target["per_pid"][0]["pid"], server_pid);
+    assert_eq!(target["per_pid"][0]["tree_pids"][0], server_pid);
+}
+
+#[test]
+fn a_dead_endpoint_is_counted_as_errors_not_a_crash() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let mut bench = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_apiary-bench"))
+            .args(["--url", &format!("http://127.0.0.1:{port}/mcp"), "--sessions", "1"])
+            .args(["--warmup", "0", "--duration", "1", "--json"])
+            .arg(&json_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_bounded(&mut bench, Duration::from_secs(60));
+    assert!(status.success(), "{status}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(report["calls"], 0);
+    assert!(report["errors_by_kind"]["connect"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(report["target"].is_null());
+}
