@@ -21,12 +21,8 @@ const TAIL_LINES: usize = 20;
 /// Bytes of each log read for that tail.
 const TAIL_BYTES: u64 = 64 * 1024;
 
-/// Starts `name` detached and returns its URL once it serves.
-pub async fn start(state: &StateDir, name: &str, debug: bool) -> anyhow::Result<String> {
-    start_in(state, name, debug, crate::k8s_runtime::select(None)?).await
-}
-
-/// [`start`] with the runtime chosen by the caller, handed on to the serving process.
+/// Starts the serving process for a saved workload detached, in `runtime` (handed on to it),
+/// and returns its URL once it listens.
 pub async fn start_in(
     state: &StateDir,
     name: &str,

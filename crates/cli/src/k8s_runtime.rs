@@ -85,10 +85,10 @@ pub fn is_image_reference(text: &str) -> bool {
     !text.is_empty() && !text.contains("://") && !text.starts_with('-') && !text.contains(char::is_whitespace)
 }
 
-/// The launcher for an image workload in the cluster.
-pub async fn launcher(config: &RunConfig) -> anyhow::Result<Arc<dyn Launch>> {
+/// The launcher for an image workload in `namespace` of the cluster.
+pub async fn launcher(config: &RunConfig, namespace: &str) -> anyhow::Result<Arc<dyn Launch>> {
     let client = default_client().await?;
-    let launcher = StatefulSetLauncher::for_run_config(client, namespace(), config)?;
+    let launcher = StatefulSetLauncher::for_run_config(client, namespace, config)?;
     Ok(Arc::new(launcher))
 }
 

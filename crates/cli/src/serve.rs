@@ -15,7 +15,7 @@ use apiary_runtime::clock::now_rfc3339;
 use apiary_runtime::log::{DEFAULT_LOG_CAP, LogFile};
 use apiary_runtime::pid::ProcRef;
 use apiary_runtime::process::ProcessLauncher;
-use apiary_runtime::state::{StateDir, StateError, WorkloadRecord, WorkloadState};
+use apiary_runtime::state::{KubeWorkload, StateDir, StateError, WorkloadRecord, WorkloadState};
 use apiary_transport::launch::Launch;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -55,12 +55,8 @@ pub async fn serve_detached(args: ServeArgs, debug: bool) -> anyhow::Result<()> 
     result
 }
 
-/// The foreground role: serve in this terminal until Ctrl-C, printing the URL once listening.
-pub async fn serve_foreground(state: &StateDir, name: &str) -> anyhow::Result<()> {
-    serve_workload(state, name, true, crate::k8s_runtime::select(None)?).await
-}
-
-/// [`serve_foreground`] with the runtime chosen by the caller (`apiary run --runtime`).
+/// The foreground role: serve in this terminal until Ctrl-C, printing the URL once listening,
+/// in `runtime` (`apiary run --runtime`, or the one a workload ran in before).
 pub async fn serve_foreground_in(state: &StateDir, name: &str, runtime: RuntimeKind) -> anyhow::Result<()> {
     serve_workload(state, name, true, runtime).await
 }
@@ -105,9 +101,16 @@ async fn serve_workload(state: &StateDir, name: &str, foreground: bool, runtime:
     let mut config = state.load_config(name)?;
     // A hand-written RunConfig may leave ports at 0; pick them for this run only.
     crate::run_cmd::resolve_ports(&mut config)?;
-    let launcher = launcher_for(state, &config, runtime).await?;
+    // A workload started before in a cluster keeps its namespace.
+    let namespace =
+        state.load_record(name)?.and_then(|r| r.kubernetes).map_or_else(crate::k8s_runtime::namespace, |k| k.namespace);
+    let launcher = launcher_for(state, &config, runtime, &namespace).await?;
 
     let mut rec = WorkloadRecord::stopped(&config);
+    if runtime == RuntimeKind::Kubernetes && matches!(config.source, Source::Image(_)) {
+        // Kept after the stop: `apiary stop` scales this StatefulSet down, `apiary rm` deletes it.
+        rec.kubernetes = Some(KubeWorkload { namespace, statefulset: config.name.clone() });
+    }
     rec.state = WorkloadState::Starting;
     rec.proxy = Some(ProcRef::capture(std::process::id()));
     rec.started_at = Some(now_rfc3339());
@@ -174,6 +177,7 @@ async fn launcher_for(
     state: &StateDir,
     config: &RunConfig,
     runtime: RuntimeKind,
+    namespace: &str,
 ) -> anyhow::Result<Option<Arc<dyn Launch>>> {
     match &config.source {
         Source::Package(_) | Source::Command(_) => {
@@ -184,7 +188,9 @@ async fn launcher_for(
             Ok(Some(Arc::new(launcher)))
         }
         Source::Remote(_) => Ok(None),
-        Source::Image(_) if runtime == RuntimeKind::Kubernetes => Ok(Some(crate::k8s_runtime::launcher(config).await?)),
+        Source::Image(_) if runtime == RuntimeKind::Kubernetes => {
+            Ok(Some(crate::k8s_runtime::launcher(config, namespace).await?))
+        }
         Source::Image(i) => bail!(
             "workload {:?} runs container image {}, and this build has no container runtime yet",
             config.name,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use apiary_runtime::pid::{ProcRef, wait_until};
-use apiary_runtime::state::{StateDir, StateError, WorkloadRecord, WorkloadState};
+use apiary_runtime::state::{KubeWorkload, StateDir, StateError, WorkloadRecord, WorkloadState};
 use rustix::process::Signal;
 
 use crate::output::{self, Format};
@@ -160,10 +160,32 @@ pub fn rm(args: RmArgs) -> anyhow::Result<()> {
         if state.load_record(name)?.is_none() && !state.has_config(name)? {
             return Err(StateError::NotFound(name.to_owned()).into());
         }
+        let kube = state.load_record(name)?.and_then(|r| r.kubernetes);
         stop_workload(&state, name, Duration::from_secs(30))?;
+        if let Some(k) = &kube {
+            on_cluster(delete(k)).with_context(|| format!("deleting StatefulSet {}/{}", k.namespace, k.statefulset))?;
+        }
         state.remove(name)?;
         Ok(())
     })
+}
+
+/// Runs a cluster call to completion from these synchronous commands (they run on the
+/// multi-threaded runtime `main` builds).
+fn on_cluster<T>(call: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(call))
+}
+
+async fn scale_down(k: &KubeWorkload) -> anyhow::Result<()> {
+    let client = apiary_runtime::kubernetes::default_client().await?;
+    apiary_runtime::kubernetes::scale_to_zero(&client, &k.namespace, &k.statefulset).await?;
+    Ok(())
+}
+
+async fn delete(k: &KubeWorkload) -> anyhow::Result<()> {
+    let client = apiary_runtime::kubernetes::default_client().await?;
+    apiary_runtime::kubernetes::delete_server(&client, &k.namespace, &k.statefulset).await?;
+    Ok(())
 }
 
 /// Runs `f` for every name, carrying on past failures, and fails with the first error.
@@ -222,6 +244,10 @@ pub fn stop_workload(state: &StateDir, name: &str, timeout: Duration) -> anyhow:
         }
     }
     sweep(&children);
+    if let Some(k) = &after.kubernetes {
+        // The proxy only detached from the pod; the server itself stops here.
+        on_cluster(scale_down(k)).with_context(|| format!("stopping StatefulSet {}/{}", k.namespace, k.statefulset))?;
+    }
     if after.state.is_active() {
         let mut stopped = after;
         stopped.mark_stopped();
@@ -255,7 +281,14 @@ fn sweep(children: &[ProcRef]) {
 pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Result<()> {
     let state = StateDir::from_env()?;
     let mut config = state.load_config(&args.name)?;
-    if let Some(rec) = state.load_record(&args.name)?
+    let previous = state.load_record(&args.name)?;
+    // A workload that ran in a cluster starts there again, whatever this shell's environment says.
+    let runtime = if previous.as_ref().is_some_and(|r| r.kubernetes.is_some()) {
+        crate::k8s_runtime::RuntimeKind::Kubernetes
+    } else {
+        crate::k8s_runtime::select(None)?
+    };
+    if let Some(rec) = previous
         && rec.is_alive()
     {
         if !restart {
@@ -272,9 +305,9 @@ pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Resul
         state.save_config(&config)?;
     }
     if args.foreground() {
-        serve::serve_foreground(&state, &args.name).await
+        serve::serve_foreground_in(&state, &args.name, runtime).await
     } else {
-        let url = detach::start(&state, &args.name, debug).await?;
+        let url = detach::start_in(&state, &args.name, debug, runtime).await?;
         output::emit_line(&url);
         Ok(())
     }

@@ -314,6 +314,39 @@ async fn supervise(
     let _ = exit_tx.send(reason);
 }
 
+/// Scales StatefulSet `name` to zero replicas (`apiary stop`): the server stops, its spec stays
+/// for `apiary start`, which applies one replica again. An absent StatefulSet is fine.
+pub async fn scale_to_zero(client: &Client, namespace: &str, name: &str) -> Result<(), KubeError> {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({"spec": {"replicas": 0}});
+    match sets.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(KubeError::Api { what: "scale the StatefulSet to zero", source }),
+    }
+}
+
+/// Deletes StatefulSet `name` and the Services an HTTP server had (`apiary rm`). Absent ones
+/// are fine.
+pub async fn delete_server(client: &Client, namespace: &str, name: &str) -> Result<(), KubeError> {
+    let params = kube::api::DeleteParams::default();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    match sets.delete(name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(source) => return Err(KubeError::Api { what: "delete the StatefulSet", source }),
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    for service in [manifest::service_name(name), manifest::headless_service_name(name)] {
+        match services.delete(&service, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(KubeError::Api { what: "delete the server's Service", source }),
+        }
+    }
+    Ok(())
+}
+
 /// A client from the environment: in-cluster service account, else `KUBECONFIG` / ~/.kube/config.
 pub async fn default_client() -> Result<Client, KubeError> {
     Client::try_default().await.map_err(|e| KubeError::Client(e.to_string()))

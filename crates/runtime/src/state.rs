@@ -171,6 +171,19 @@ pub struct WorkloadRecord {
     /// What went wrong, in state `error` or `unhealthy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The StatefulSet the server runs as (`--runtime kubernetes`), kept after a stop so that
+    /// `stop` can scale it down and `rm` delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeWorkload>,
+}
+
+/// Where a workload's server runs in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeWorkload {
+    /// Namespace of the StatefulSet.
+    pub namespace: String,
+    /// Name of the StatefulSet (the workload's name).
+    pub statefulset: String,
 }
 
 impl WorkloadRecord {
@@ -191,6 +204,7 @@ impl WorkloadRecord {
             started_at: None,
             updated_at: now_rfc3339(),
             error: None,
+            kubernetes: None,
         }
     }
 
