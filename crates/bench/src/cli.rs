@@ -42,6 +42,10 @@ pub struct Args {
     /// Pin every --pid process and its descendants (all their threads) to these CPUs
     #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list, requires = "pids")]
     pub pin_target: Option<CpuList>,
+    /// Acknowledge every read at once (TCP_QUICKACK), so a server that writes an answer in two
+    /// segments without TCP_NODELAY is not stalled by delayed ACKs (up to 40 ms a call)
+    #[arg(long)]
+    pub quick_ack: bool,
     /// Worker threads of the load tool (1 = a single-threaded runtime)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub threads: u32,

@@ -6,6 +6,7 @@ mod affinity;
 mod answer;
 mod cli;
 mod procfs;
+mod quickack;
 mod run;
 mod session;
 mod stats;

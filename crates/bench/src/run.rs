@@ -143,7 +143,7 @@ pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunEr
     let end = measure_start + Duration::from_secs(args.duration);
     let mut sessions = JoinSet::new();
     for _ in 0..args.sessions {
-        let session = Session::new(target.clone(), timeout, payload.clone());
+        let session = Session::new(target.clone(), timeout, args.quick_ack, payload.clone());
         sessions.spawn(drive(session, tally.clone(), measure_start, end));
     }
 
@@ -169,6 +169,7 @@ pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunEr
         protocol_version: session::PROTOCOL_VERSION,
         sessions: args.sessions,
         threads: args.threads,
+        quick_ack: args.quick_ack,
         payload_bytes: args.payload_bytes,
         warmup_s: args.warmup,
         duration_s: args.duration,

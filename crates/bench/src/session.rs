@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::answer::{self, AnswerError};
+use crate::quickack;
 
 /// The protocol revision the sessions negotiate.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
@@ -141,6 +142,7 @@ struct Answer {
 pub struct Session {
     target: Arc<Target>,
     timeout: Duration,
+    quick_ack: bool,
     max_body: usize,
     payload: Arc<str>,
     connection: Option<Connection>,
@@ -150,10 +152,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(target: Arc<Target>, timeout: Duration, payload: Arc<str>) -> Session {
+    pub fn new(target: Arc<Target>, timeout: Duration, quick_ack: bool, payload: Arc<str>) -> Session {
         // Room for the echoed text escaped at worst 6x (\uXXXX), plus SSE framing and envelopes.
         let max_body = payload.len().saturating_mul(6).saturating_add(64 * 1024);
-        Session { target, timeout, max_body, payload, connection: None, session_id: None, next_id: 1 }
+        Session { target, timeout, quick_ack, max_body, payload, connection: None, session_id: None, next_id: 1 }
     }
 
     /// Whether the MCP handshake has been done.
@@ -164,6 +166,7 @@ impl Session {
     async fn connect(&self) -> Result<Connection, CallError> {
         let stream = TcpStream::connect(self.target.addr).await.map_err(CallError::Connect)?;
         stream.set_nodelay(true).map_err(CallError::Connect)?;
+        let stream = quickack::Stream::new(stream, self.quick_ack).map_err(CallError::Connect)?;
         let (sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(CallError::Handshake)?;
         let driver = tokio::spawn(async move {

@@ -51,48 +51,52 @@ fn wait_bounded(child: &mut Reaped, limit: Duration) -> std::process::ExitStatus
 }
 
 #[test]
-fn two_sessions_echo_through_the_testkit_server() {
+fn two_sessions_echo_through_the_testkit_server_with_and_without_quick_ack() {
     let (server, url) = start_testkit();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let server_pid = server.0.id();
     let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("report.json");
-    let out_path = dir.path().join("stdout.txt");
-    let mut bench = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_apiary-bench"))
+    for quick_ack in [false, true] {
+        let json_path = dir.path().join(format!("report-{quick_ack}.json"));
+        let out_path = dir.path().join(format!("stdout-{quick_ack}.txt"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_apiary-bench"));
+        command
             .args(["--url", &url, "--sessions", "2", "--warmup", "0", "--duration", "1"])
             .args(["--payload-bytes", "1024", "--request-timeout-ms", "5000", "--label", "testkit"])
             .args(["--pid", &server_pid.to_string(), "--json"])
             .arg(&json_path)
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let status = wait_bounded(&mut bench, Duration::from_secs(60));
-    assert!(status.success(), "apiary-bench failed: {status}");
+            .stdout(std::fs::File::create(&out_path).unwrap());
+        if quick_ack {
+            command.arg("--quick-ack");
+        }
+        let mut bench = Reaped(command.spawn().unwrap());
+        let status = wait_bounded(&mut bench, Duration::from_secs(60));
+        assert!(status.success(), "apiary-bench failed: {status}");
 
-    let row = std::fs::read_to_string(&out_path).unwrap();
-    assert!(row.starts_with("| testkit | 2 | 1024 | "), "{row}");
+        let row = std::fs::read_to_string(&out_path).unwrap();
+        assert!(row.starts_with("| testkit | 2 | 1024 | "), "{row}");
 
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
-    assert!(report["calls"].as_u64().unwrap() > 0, "{report:#}");
-    assert_eq!(report["errors"], 0, "{report:#}");
-    assert_eq!(report["protocol_version"], "2025-11-25");
-    assert_eq!(report["sessions"], 2);
-    assert_eq!(report["command_line"][1], "--url");
-    for field in ["calls_per_s", "warmup_calls", "warmup_errors", "clock_ticks_per_s"] {
-        assert!(report[field].is_number(), "{field} missing: {report:#}");
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+        assert!(report["calls"].as_u64().unwrap() > 0, "{report:#}");
+        assert_eq!(report["errors"], 0, "{report:#}");
+        assert_eq!(report["quick_ack"], quick_ack);
+        assert_eq!(report["protocol_version"], "2025-11-25");
+        assert_eq!(report["sessions"], 2);
+        assert_eq!(report["command_line"][1], "--url");
+        for field in ["calls_per_s", "warmup_calls", "warmup_errors", "clock_ticks_per_s"] {
+            assert!(report[field].is_number(), "{field} missing: {report:#}");
+        }
+        for field in ["min", "mean", "p50", "p99", "p99_9", "max"] {
+            assert!(report["latency_us"][field].as_f64().unwrap() > 0.0, "latency {field}: {report:#}");
+        }
+        assert!(report["self_cpu"]["cpu_s"].is_number());
+        let target = &report["target"];
+        assert!(target["rss_kib"].as_u64().unwrap() > 0, "{target:#}");
+        assert!(target["cpu"]["cpu_us_per_call"].is_number(), "{target:#}");
+        assert_eq!(target["per_pid"][0]["pid"], server_pid);
+        assert_eq!(target["per_pid"][0]["tree_pids"][0], server_pid);
     }
-    for field in ["min", "mean", "p50", "p99", "p99_9", "max"] {
-        assert!(report["latency_us"][field].as_f64().unwrap() > 0.0, "latency {field}: {report:#}");
-    }
-    assert!(report["self_cpu"]["cpu_s"].is_number());
-    let target = &report["target"];
-    assert!(target["rss_kib"].as_u64().unwrap() > 0, "{target:#}");
-    assert!(target["cpu"]["cpu_us_per_call"].is_number(), "{target:#}");
-    assert_eq!(target["per_pid"][0]["pid"], server_pid);
-    assert_eq!(target["per_pid"][0]["tree_pids"][0], server_pid);
 }
 
 #[test]
