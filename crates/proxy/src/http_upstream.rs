@@ -41,6 +41,7 @@ impl HttpUpstream {
         let origin = url.origin().ascii_serialization();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;

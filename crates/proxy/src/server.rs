@@ -177,6 +177,13 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
     };
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        // An answer is often written in two parts (headers, then the body or an SSE event);
+        // with Nagle on, the second waits for the client's delayed ACK: ~40 ms per call.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+            }
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         // Streams end when the proxy stops; a connection that still lingers after the
         // grace period is dropped rather than holding the shutdown forever.

@@ -75,6 +75,11 @@ pub async fn serve_http(addr: SocketAddr, options: ServerOptions) -> Result<Http
     let router = axum::Router::new().route_service(MCP_PATH, service);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        // No Nagle: answers go out in more than one write, and a direct baseline must not wait
+        // ~40 ms on delayed ACKs that the proxy does not (see crates/bench).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
     });
     Ok(HttpServer { local_addr, url: format!("http://{local_addr}{MCP_PATH}"), shutdown, task })
