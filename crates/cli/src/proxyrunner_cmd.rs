@@ -110,7 +110,7 @@ async fn run_runner(args: RunnerArgs) -> anyhow::Result<()> {
 }
 
 /// Re-applies the StatefulSet and Services every [`KEEP_APPLIED_EVERY`], so one deleted by hand
-/// comes back even while no session is attached.
+/// comes back even while no session is attached; a stdio server's leftover HTTP Services go.
 async fn keep_applied(launcher: StatefulSetLauncher) {
     let mut tick = tokio::time::interval(KEEP_APPLIED_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,6 +119,11 @@ async fn keep_applied(launcher: StatefulSetLauncher) {
         tick.tick().await;
         if let Err(e) = launcher.apply().await {
             tracing::warn!(error = %e, "cannot re-apply the server's StatefulSet");
+        }
+        // Also here, not only at start: a runner of the former HTTP transport may have been
+        // re-applying its Services while this one started.
+        if let Err(e) = launcher.remove_http_services().await {
+            tracing::warn!(error = %e, "cannot remove the server's former Services");
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount, ServicePort,
@@ -183,8 +183,14 @@ impl Parent {
             }]),
             ..Default::default()
         };
+        // A runner owns its server's StatefulSet and re-applies it; during a rolling update the
+        // old and new runner would apply different specs in turn. One runner at a time.
+        let strategy = pod
+            .kubernetes_runtime
+            .then(|| DeploymentStrategy { type_: Some("Recreate".to_string()), ..Default::default() });
         let spec = DeploymentSpec {
             replicas: pod.replicas,
+            strategy,
             selector: LabelSelector { match_labels: Some(proxy_selector(name)), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {

@@ -85,6 +85,8 @@ fn deployment_runs_the_proxy_runner_with_the_checksum_on_its_pods() {
     let port = &c.ports.as_ref().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.container_port), (Some("http"), 8080));
     assert_eq!(spec.replicas, None, "unset replicas are left to an autoscaler");
+    // The runner owns the StatefulSet: an old and a new runner must never both apply it.
+    assert_eq!(spec.strategy.as_ref().and_then(|s| s.type_.as_deref()), Some("Recreate"));
 }
 
 #[test]
