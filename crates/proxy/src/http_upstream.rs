@@ -124,6 +124,7 @@ async fn forward_inner(
             return Err(Refusal::MethodNotAllowed { allow });
         }
     }
+    let target = up.target(uri);
     let mut request_id: Option<String> = None;
     let payload = if method == Method::POST {
         edge::check_post_headers(headers, up.max_body)?;
@@ -132,10 +133,11 @@ async fn forward_inner(
         if let JsonBody::Single(m) = parse_body(bytes.clone()).map_err(Refusal::Parse)? {
             // A legacy request outside any session gets a session of its own upstream (row 12).
             // Modern (2026-07-28) requests carry `Mcp-Method` and are stateless by design.
-            if up.local_endpoint == "/mcp"
-                && up.target(uri) == up.remote_endpoint
+            // Cheapest tests first: a request inside a session fails the first one.
+            if stateless_bridge::needs_bridge(headers, &m)
                 && !headers.contains_key("mcp-method")
-                && stateless_bridge::needs_bridge(headers, &m)
+                && up.local_endpoint == "/mcp"
+                && target == up.remote_endpoint
             {
                 let accepts = edge::accepts(headers);
                 return Ok(stateless_bridge::serve(&up.remote_endpoint, headers, &m, accepts, up.bridge_timeout).await);
@@ -148,7 +150,6 @@ async fn forward_inner(
     } else {
         None
     };
-    let target = up.target(uri);
     let mut req = up.client.request(method, &target);
     for (name, value) in headers {
         if !hop_by_hop(name) {
