@@ -223,39 +223,21 @@ where
     Api::<K>::namespaced(client.clone(), ns).create(post, &object).await.unwrap()
 }
 
-/// Seed 003's namespace from `deploy/kubernetes/namespace.yaml`, created fresh and deleted
-/// (without waiting) when dropped.
-struct SeedNamespace(String, Client);
-
-impl SeedNamespace {
-    async fn create(client: &Client) -> Self {
-        let doc = deploy_docs("namespace.yaml").remove(0);
-        let ns: Namespace = serde_json::from_value(doc).unwrap();
-        let name = ns.metadata.name.clone().unwrap();
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        let _ = namespaces.delete(&name, &DeleteParams::default()).await;
-        while namespaces.get_opt(&name).await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "namespace {name} from an earlier run is not going away");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        namespaces.create(&PostParams::default(), &ns).await.unwrap();
-        SeedNamespace(name, client.clone())
+/// Seed 003's namespace from `deploy/kubernetes/namespace.yaml`, created fresh (an earlier run's
+/// is deleted first) and deleted, without waiting, when the guard drops.
+async fn seed_namespace(client: &Client) -> TestNamespace {
+    let doc = deploy_docs("namespace.yaml").remove(0);
+    let ns: Namespace = serde_json::from_value(doc).unwrap();
+    let name = ns.metadata.name.clone().unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+    while namespaces.get_opt(&name).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "namespace {name} from an earlier run is not going away");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-impl Drop for SeedNamespace {
-    fn drop(&mut self) {
-        let (client, name) = (self.1.clone(), self.0.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let namespaces: Api<Namespace> = Api::all(client);
-                let _ = timeout(Duration::from_secs(10), namespaces.delete(&name, &DeleteParams::default())).await;
-            });
-        })
-        .join();
-    }
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    TestNamespace { client: client.clone(), name }
 }
 
 async fn forward(pods: Api<Pod>, pod: &str, port: u16) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
@@ -288,8 +270,8 @@ async fn seed_003_apiary_in_a_pod_runs_mcp_fetch_as_a_statefulset() {
     // The checked-in manifests, applied as the seed applies its own: the namespace, then RBAC
     // and the workload into it. The RoleBinding names `toolhive-deployment`, so that is the
     // namespace; it is deleted first in case an earlier run was cut short.
-    let ns = SeedNamespace::create(&client).await;
-    let n = ns.0.as_str();
+    let ns = seed_namespace(&client).await;
+    let n = ns.name.as_str();
     for file in ["rbac.yaml", "thv.yaml"] {
         for doc in deploy_docs(file) {
             create_in(&client, n, doc).await;
