@@ -18,7 +18,6 @@ use apiary_runtime::process::ProcessLauncher;
 use apiary_testkit::conformance::{EXPECTED_2025_11_25, run_server_suite};
 use apiary_testkit::env;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Bounds starting a proxy and shutting it down.
 const PROXY_LIMIT: Duration = Duration::from_secs(60);
@@ -181,31 +180,8 @@ async fn time_through_uvx_serves_the_python_ts_and_apiary_clients() {
     running.stop().await;
 }
 
-/// The fixture server listening on HTTP; killed when dropped.
-struct HttpServer {
-    child: tokio::process::Child,
-    url: String,
-}
-
-async fn http_fixture() -> HttpServer {
-    let mut child = tokio::process::Command::new(apiary_testkit::binaries::testkit_server())
-        .args(["--http", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the fixture prints its URL in time")
-        .unwrap()
-        .expect("the fixture prints its URL");
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    // Keep draining stdout so the fixture never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    HttpServer { child, url }
+async fn http_fixture() -> apiary_testkit::http_fixture::HttpFixture {
+    apiary_testkit::http_fixture::start(&[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,4 +5,5 @@
 pub mod binaries;
 pub mod conformance;
 pub mod env;
+pub mod http_fixture;
 pub mod server;

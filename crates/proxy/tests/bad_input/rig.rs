@@ -16,7 +16,7 @@ use std::time::Duration;
 use apiary_config::{CommandSource, RunConfig, Source, StdioMode, Transport};
 use apiary_proxy::{ProxyHandle, UpstreamStatus};
 use apiary_transport::launch::{BoxWrite, Launch, LaunchFuture};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
@@ -237,21 +237,7 @@ impl HttpRig {
     /// The proxy in front of `apiary-testkit-server --http`, reached through a recording
     /// relay; `tune` adjusts the proxy's config.
     pub async fn fixture(name: &str, tune: impl FnOnce(&mut RunConfig)) -> HttpRig {
-        let mut child = tokio::process::Command::new(apiary_testkit::binaries::testkit_server())
-            .args(["--http", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the fixture prints its URL in time")
-            .unwrap()
-            .expect("the fixture prints its URL");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let apiary_testkit::http_fixture::HttpFixture { child, url } = apiary_testkit::http_fixture::start(&[]).await;
         let parsed = reqwest::Url::parse(&url).unwrap();
         let upstream: SocketAddr =
             format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap()).parse().unwrap();
