@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{Limits, RestartPolicy};
+use crate::policy::PolicyConfig;
 use crate::proxy::ProxyConfig;
 use crate::source::Source;
 use crate::stdio::StdioConfig;
@@ -80,6 +81,9 @@ pub struct RunConfig {
     /// Crash-loop policy for child processes.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// Authentication, authorization, audit and tool filtering at the proxy.
+    #[serde(default, skip_serializing_if = "PolicyConfig::is_empty")]
+    pub policy: PolicyConfig,
 }
 
 fn default_group() -> String {
@@ -107,6 +111,7 @@ impl RunConfig {
             stdio: StdioConfig::default(),
             limits: Limits::default(),
             restart: RestartPolicy::default(),
+            policy: PolicyConfig::default(),
         }
     }
 

@@ -1,0 +1,42 @@
+//! The caller as the later layers see it: a subject and the claims it was granted. Never the
+//! token itself, so an identity can be logged, audited and handed to Cedar without leaking it.
+
+use serde_json::{Map, Value};
+
+/// How an identity was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityKind {
+    /// A JWT checked against the issuer's keys.
+    Jwt,
+    /// An opaque token the issuer's introspection endpoint called active.
+    Introspected,
+    /// No authentication is configured: every caller is the same anonymous principal.
+    Anonymous,
+}
+
+/// An authenticated (or anonymous) caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// `sub`, or `anonymous`.
+    pub subject: String,
+    /// Every claim of the token (for Cedar's `claim_*` attributes and the audit subject).
+    pub claims: Map<String, Value>,
+    pub kind: IdentityKind,
+}
+
+impl Identity {
+    /// The principal of a proxy that authenticates nobody.
+    pub fn anonymous() -> Identity {
+        Identity { subject: "anonymous".to_owned(), claims: Map::new(), kind: IdentityKind::Anonymous }
+    }
+
+    /// A claim's value as a string, when it is one.
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+
+    /// A human name for logs and audit: `preferred_username`, `name`, `email`, else the subject.
+    pub fn display_name(&self) -> &str {
+        ["preferred_username", "name", "email"].iter().find_map(|c| self.claim_str(c)).unwrap_or(&self.subject)
+    }
+}

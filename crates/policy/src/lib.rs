@@ -1,0 +1,16 @@
+//! Who may do what at the proxy. Each module decides one thing and knows nothing of HTTP
+//! routing or upstreams; the proxy runs them in DESIGN.md's order and turns their typed
+//! refusals into HTTP answers in one place.
+//!
+//! - [`authn`]: who the caller is (OIDC/JWT with a JWKS cache, RFC 7662 introspection).
+//! - [`authz`]: what they may do (Cedar, in ToolHive's `cedarv1` document format).
+//! - [`audit`]: what is recorded (NDJSON events in ToolHive's shape).
+//! - [`tools`]: which tools are seen, and under which names (filter and override).
+
+pub mod audit;
+pub mod authn;
+pub mod authz;
+pub mod identity;
+pub mod tools;
+
+pub use identity::Identity;
