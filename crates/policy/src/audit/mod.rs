@@ -1,1 +1,23 @@
-//! placeholder: filled in by its own change.
+//! What is recorded: one NDJSON audit event per request, in ToolHive's shape and configured by
+//! ToolHive's audit document (`component`, `logFile`, `eventTypes`, `excludeEventTypes`,
+//! `includeRequestData`, `includeResponseData`, `maxDataSize`).
+//!
+//! The proxy builds an event with [`Auditor::event`] (or [`AuditEvent::builder`]) and hands it
+//! to [`Auditor::record`], which never blocks: a bounded queue feeds one writer task.
+
+mod auditor;
+mod config;
+pub mod document;
+mod event;
+mod time;
+
+pub use auditor::{Auditor, DROP_WARN_EVERY};
+pub use config::{
+    AuditConfig, AuditConfigError, DEFAULT_COMPONENT, DEFAULT_MAX_DATA_SIZE, DEFAULT_QUEUE_CAPACITY, EVENT_TYPES,
+    MAX_MAX_DATA_SIZE,
+};
+pub use document::DocumentError;
+pub use event::{
+    AuditEvent, Data, EventBuilder, Metadata, MetadataExtra, Outcome, Source, SourceExtra, Subjects, Target,
+    TargetType, event_type,
+};
