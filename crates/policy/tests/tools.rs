@@ -221,6 +221,11 @@ fn nothing_changed_error_responses_and_other_shapes_give_none() {
     ] {
         assert_eq!(shape_list(msg.as_bytes(), ListKind::Tools, drop_all).unwrap(), None, "{msg}");
     }
+    // A "change" to what the item already says is no change.
+    let same = shape_list(TOOLS.as_bytes(), ListKind::Tools, |i| {
+        if i.name == Some("fetch") { change(Some("fetch"), Some("Get")) } else { change(None, None) }
+    });
+    assert_eq!(same.unwrap(), None);
     // The wrong kind is another shape too.
     assert_eq!(shape_list(TOOLS.as_bytes(), ListKind::Prompts, drop_all).unwrap(), None);
     assert!(matches!(shape_list(b"{\"result\":", ListKind::Tools, drop_all), Err(ShapeError::Invalid(_))));
@@ -364,7 +369,20 @@ mod prop {
                 prop_assert!(out.is_none());
                 return Ok(());
             }
-            let out = String::from_utf8(out.unwrap().to_vec()).unwrap();
+            let Some(out) = out else {
+                // Only when no item was dropped and every change restated what the item had.
+                for (i, f) in used.iter().enumerate() {
+                    prop_assert!(*f != ItemFate::Drop);
+                    if let ItemFate::Change { name, description } = f {
+                        let mut want: Value = serde_json::from_str(&items[i]).unwrap();
+                        if let Some(n) = name { want["name"] = json!(n); }
+                        if let Some(d) = description { want["description"] = json!(d); }
+                        prop_assert_eq!(want, serde_json::from_str::<Value>(&items[i]).unwrap());
+                    }
+                }
+                return Ok(());
+            };
+            let out = String::from_utf8(out.to_vec()).unwrap();
             prop_assert!(out.starts_with(&prefix));
             prop_assert!(out.ends_with(&suffix));
             let new_list = &out[prefix.len()..out.len() - suffix.len()];

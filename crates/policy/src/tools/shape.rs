@@ -187,6 +187,10 @@ pub fn shape_list(
     }
     let tail_start = if first_kept { list_span.end - 1 } else { spans.last().map_or(list_span.end - 1, |s| s.end) };
     out.extend_from_slice(&message[tail_start..]);
+    // A change to the value an item already had changes nothing.
+    if out[..] == message[..] {
+        return Ok(None);
+    }
     Ok(Some(out.freeze()))
 }
 
