@@ -663,3 +663,19 @@ async fn introspection_with_wrong_client_credentials_is_unavailable_not_accepted
     let err = a.authenticate(Some(&bearer(ACTIVE_OPAQUE))).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }
+
+#[tokio::test]
+async fn leeway_applies_and_is_capped_at_five_minutes() {
+    let issuer = start_issuer().await;
+    let a = authenticator(&config(&issuer), Duration::from_secs(30)).await;
+    let mut c = claims(&issuer.issuer());
+    c["exp"] = json!(now() - 20);
+    assert!(a.authenticate(Some(&bearer(&signed(&KEYS.sig, &c)))).await.is_ok(), "within the default 60 s");
+    let generous = AuthnOptions { leeway: Duration::from_secs(3600), ..options(Duration::from_secs(30)) };
+    let a = Authenticator::new(&config(&issuer), generous).unwrap();
+    c["exp"] = json!(now() - 200);
+    assert!(a.authenticate(Some(&bearer(&signed(&KEYS.sig, &c)))).await.is_ok(), "within the 300 s cap");
+    c["exp"] = json!(now() - 400);
+    let err = a.authenticate(Some(&bearer(&signed(&KEYS.sig, &c)))).await.unwrap_err();
+    assert_eq!(err, AuthnError::Invalid { reason: InvalidReason::Expired }, "an hour of leeway is cut to 300 s");
+}
