@@ -1,1 +1,305 @@
-//! placeholder: filled in by its own change.
+//! What a caller may do: Cedar policies in ToolHive's `cedarv1` document, evaluated per request
+//! with ToolHive's entity model, so a ToolHive user's authz file works unchanged.
+//!
+//! Document (JSON or YAML): `{"version":"1.0","type":"cedarv1","cedar":{"policies":[..],
+//! "entities_json":"[..]","group_claim_name":..,"role_claim_name":..,"group_entity_type":..,
+//! "multi_valued_claims":[..],"primary_upstream_provider":..}}`. `httpv1` and other types are
+//! refused; an empty policy list is refused (as ToolHive does); unknown keys are ignored with a
+//! warning ([`Authorizer::warnings`]); `primary_upstream_provider` is accepted and ignored.
+//!
+//! Entity model, per decision:
+//! - principal `Client::"<subject>"`, attributes `claim_<name>` for each claim (and
+//!   `claimset_<name>` for `multi_valued_claims`), parents `<group_entity_type>::"<g>"` for each
+//!   group (group claim, else `groups`/`roles`/`cognito:groups`; plus the role claim);
+//! - action `Action::"call_tool" | "get_prompt" | "read_resource"` (attribute `operation`);
+//! - resource `Tool::"<name>"`, `Prompt::"<name>"` or `Resource::"<exact uri>"`, attributes
+//!   `name`, `operation`, `feature` (and `uri` for resources), `arg_<name>` per argument, the
+//!   tool's boolean annotations, parent `MCP::"<server>"` when a server name is set;
+//! - context: the `claim_*`, `claimset_*` and `arg_*` values again.
+//!
+//! Values: strings, booleans and 64-bit integers as themselves; other numbers as Cedar decimals
+//! (four places; ToolHive makes every number a decimal, Apiary keeps integers as `Long` so
+//! `resource.arg_count < 10` works); lists as sets; objects as records (claims only, nested at
+//! most [`MAX_DEPTH`]); null is left out. An argument that is null, a list or an object becomes `arg_<name>_present`
+//! (true), as in ToolHive. Bounds ([`MAX_ATTRIBUTES`], [`MAX_STRING_BYTES`], ..) keep one
+//! decision's cost fixed; a value over a bound is left out whole, and when any policy's text
+//! names a left-out attribute the request is denied rather than evaluated without it.
+//!
+//! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
+//! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
+//! request (as in ToolHive), and is reported in [`Decision::errors`]. Write `has` guards
+//! (`principal has claim_roles && ..`) for claims some callers lack.
+
+mod attributes;
+mod config;
+mod entities;
+mod error;
+mod policies;
+mod values;
+
+use std::collections::HashMap;
+
+use cedar_policy::{Context, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression};
+use serde_json::{Map, Value};
+
+use crate::Identity;
+use attributes::{Attributes, ClaimRules};
+use entities::{RequestEntity, StaticEntities, uid};
+
+pub use attributes::MAX_GROUPS;
+pub use config::{DEFAULT_GROUP_ENTITY_TYPE, MAX_DOCUMENT_BYTES};
+pub use error::AuthzConfigError;
+pub use policies::policy_id;
+pub use values::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_NODES, MAX_STRING_BYTES, MAX_TOTAL_BYTES};
+
+/// The kind of MCP capability a request touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feature {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+impl Feature {
+    /// ToolHive's action, resource type, operation and feature names.
+    fn names(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Feature::Tool => ("call_tool", "Tool", "call", "tool"),
+            Feature::Prompt => ("get_prompt", "Prompt", "get", "prompt"),
+            Feature::Resource => ("read_resource", "Resource", "read", "resource"),
+        }
+    }
+
+    const ALL: [Feature; 3] = [Feature::Tool, Feature::Prompt, Feature::Resource];
+}
+
+/// What a request wants to use.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub feature: Feature,
+    /// Tool or prompt name, or the resource's exact URI.
+    pub name: &'a str,
+    /// `params.arguments` of a tools/call or prompts/get (an object), if any.
+    pub arguments: Option<&'a Map<String, Value>>,
+    /// The tool's `annotations` from the server's own tools/list (never from the client), if known.
+    pub annotations: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> Target<'a> {
+    /// A target with no arguments or annotations.
+    pub fn new(feature: Feature, name: &'a str) -> Target<'a> {
+        Target { feature, name, arguments: None, annotations: None }
+    }
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Ids of the policies that decided (`policy<index>`): the permits that allowed, the forbids
+    /// that denied, or the policies whose errors denied. Empty for a default deny.
+    pub policies: Vec<String>,
+    /// Evaluation errors (an error denies).
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    fn deny_with(error: String) -> Decision {
+        Decision { allowed: false, policies: Vec::new(), errors: vec![error] }
+    }
+}
+
+/// Parsed policies and static entities, built once and shared (e.g. in an `Arc`).
+pub struct Authorizer {
+    policies: PolicySet,
+    entities: StaticEntities,
+    /// Every policy's text, to tell whether a left-out attribute is named by some policy.
+    policy_text: String,
+    rules: ClaimRules,
+    group_type: EntityTypeName,
+    client_type: EntityTypeName,
+    mcp_type: EntityTypeName,
+    resource_types: HashMap<Feature, EntityTypeName>,
+    actions: HashMap<Feature, EntityUid>,
+    server: Option<EntityUid>,
+    warnings: Vec<String>,
+    cedar: cedar_policy::Authorizer,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("policies", &self.policies.policies().count())
+            .field("group_type", &self.group_type.to_string())
+            .field("server", &self.server.as_ref().map(ToString::to_string))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authorizer {
+    /// Parses and validates a document (JSON when it starts with `{`, else YAML); `origin` names
+    /// it in errors (a file path or "authzConfig"). Errors point at the policy and the line inside
+    /// it: `<origin>: policy 2, line 3, column 14: <cedar's reason>`; a JSON/YAML syntax error
+    /// gives the document line.
+    pub fn from_text(text: &str, origin: &str) -> Result<Authorizer, AuthzConfigError> {
+        Self::from_value(&config::parse_text(text, origin)?, origin)
+    }
+
+    /// Like [`Authorizer::from_text`], for a document already parsed (e.g. RunConfig's `authz`).
+    pub fn from_value(doc: &Value, origin: &str) -> Result<Authorizer, AuthzConfigError> {
+        let options = config::read_document(doc, origin)?;
+        let policies = policies::parse(&options.policies, origin)?;
+        let type_name = |name: &str| {
+            name.parse::<EntityTypeName>().map_err(|e| AuthzConfigError::Field {
+                origin: origin.to_owned(),
+                field: "cedar".to_owned(),
+                message: format!("entity type {name:?}: {e}"),
+            })
+        };
+        let action_type = type_name("Action")?;
+        let mut resource_types = HashMap::new();
+        let mut actions = HashMap::new();
+        let mut action_entities = Vec::new();
+        for feature in Feature::ALL {
+            let (action, resource_type, ..) = feature.names();
+            resource_types.insert(feature, type_name(resource_type)?);
+            let action_uid = uid(&action_type, action);
+            actions.insert(feature, action_uid.clone());
+            action_entities.push(RequestEntity {
+                uid: action_uid,
+                attrs: vec![("operation".to_owned(), RestrictedExpression::new_string(action.to_owned()))],
+                parents: Vec::new(),
+            });
+        }
+        let entities = StaticEntities::build(&options.entities, action_entities, origin)?;
+        Ok(Authorizer {
+            policies,
+            entities,
+            policy_text: options.policies.join("\n"),
+            rules: ClaimRules {
+                group_claim_name: options.group_claim_name,
+                role_claim_name: options.role_claim_name,
+                multi_valued_claims: options.multi_valued_claims,
+            },
+            group_type: type_name(&options.group_entity_type)?,
+            client_type: type_name("Client")?,
+            mcp_type: type_name("MCP")?,
+            resource_types,
+            actions,
+            server: None,
+            warnings: options.warnings,
+            cedar: cedar_policy::Authorizer::new(),
+        })
+    }
+
+    /// Sets the server name: resources get parent `MCP::"<server>"`.
+    pub fn with_server(mut self, name: &str) -> Authorizer {
+        self.server = Some(uid(&self.mcp_type, name));
+        self
+    }
+
+    /// What the document contained that is accepted but not acted on, for the caller to log.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether `who` may list the feature: always, as in ToolHive; the proxy filters the list
+    /// item by item with [`Authorizer::authorize`].
+    pub fn list_allowed(&self, _who: &Identity, _feature: Feature) -> bool {
+        true
+    }
+
+    /// Decides one request. Never panics; anything that prevents a clean evaluation denies.
+    pub fn authorize(&self, who: &Identity, what: &Target<'_>) -> Decision {
+        if who.subject.is_empty() {
+            return Decision::deny_with("the caller has no subject".to_owned());
+        }
+        let mut budget = values::Budget::new();
+        let claims = attributes::claims(&who.claims, &self.rules, &mut budget);
+        let groups = match attributes::groups(&who.claims, &self.rules) {
+            Ok(groups) => groups,
+            Err(e) => return Decision::deny_with(e),
+        };
+
+        let (_, _, operation, feature) = what.feature.names();
+        let mut resource = Attributes::default();
+        if what.feature == Feature::Tool {
+            attributes::annotations(what.annotations, &mut resource);
+        }
+        let args_start = resource.values.len();
+        attributes::arguments(what.arguments, &mut budget, &mut resource);
+        let args: Vec<(String, RestrictedExpression)> = resource.values[args_start..].to_vec();
+        let fixed = [("name", what.name), ("operation", operation), ("feature", feature)];
+        resource
+            .values
+            .extend(fixed.iter().map(|(k, v)| ((*k).to_owned(), RestrictedExpression::new_string((*v).to_owned()))));
+        if what.feature == Feature::Resource {
+            resource.values.push(("uri".to_owned(), RestrictedExpression::new_string(what.name.to_owned())));
+        }
+
+        // A left-out attribute a policy names could flip a `has` guard or skip a forbid: refuse.
+        if let Some(d) = claims.dropped.iter().chain(&resource.dropped).find(|d| self.policy_text.contains(&d.name)) {
+            return Decision::deny_with(format!(
+                "attribute {} was left out ({}) and a policy names it",
+                d.name, d.reason
+            ));
+        }
+
+        let principal = uid(&self.client_type, &who.subject);
+        let Some(resource_type) = self.resource_types.get(&what.feature) else {
+            return Decision::deny_with("unknown feature".to_owned());
+        };
+        let Some(action) = self.actions.get(&what.feature) else {
+            return Decision::deny_with("unknown feature".to_owned());
+        };
+        let resource_uid = uid(resource_type, what.name);
+
+        // Context: claims, then arguments (ToolHive's merge order; the prefixes never clash).
+        let mut context: HashMap<String, RestrictedExpression> = claims.values.iter().cloned().collect();
+        context.extend(args);
+        let context = match Context::from_pairs(context) {
+            Ok(c) => c,
+            Err(e) => return Decision::deny_with(format!("context: {e}")),
+        };
+        let request_entities = vec![
+            RequestEntity {
+                uid: principal.clone(),
+                attrs: claims.values,
+                parents: groups.iter().map(|g| uid(&self.group_type, g)).collect(),
+            },
+            RequestEntity {
+                uid: resource_uid.clone(),
+                attrs: resource.values,
+                parents: self.server.iter().cloned().collect(),
+            },
+        ];
+        let entities = match self.entities.with_request(request_entities) {
+            Ok(e) => e,
+            Err(e) => return Decision::deny_with(format!("entities: {e}")),
+        };
+        let request = match Request::new(principal, action.clone(), resource_uid, context, None) {
+            Ok(r) => r,
+            Err(e) => return Decision::deny_with(format!("request: {e}")),
+        };
+
+        let response = self.cedar.is_authorized(&request, &self.policies, &entities);
+        let errors: Vec<(String, String)> = response
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
+                    (p.policy_id().to_string(), e.to_string())
+                }
+            })
+            .collect();
+        let mut decided: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
+        if !errors.is_empty() {
+            // Cedar skipped the erroring policies; here they decide, and they deny.
+            decided = errors.iter().map(|(id, _)| id.clone()).collect();
+        }
+        decided.sort();
+        decided.dedup();
+        Decision { allowed, policies: decided, errors: errors.into_iter().map(|(_, e)| e).collect() }
+    }
+}
