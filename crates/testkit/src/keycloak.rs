@@ -67,8 +67,9 @@ const LIFETIME: &str = "30m";
 const PRIMED_FILE: &str = "lib/quarkus/build-system.properties";
 const FIX: &str = "run `cargo xtask test-env`";
 
-/// Why Keycloak could not be started or asked.
-#[derive(Debug, thiserror::Error)]
+/// Why Keycloak could not be started or asked. `Debug` prints the message, so a test's
+/// `unwrap()` shows the fix (`cargo xtask test-env`) and the log tail readably.
+#[derive(thiserror::Error)]
 pub enum KeycloakError {
     #[error("Keycloak is not installed for tests: {reason}; {FIX}")]
     NotInstalled { reason: String },
@@ -84,6 +85,12 @@ pub enum KeycloakError {
     Status { url: String, status: u16, body: String },
     #[error("not a JWT with a JSON payload: {0}")]
     NotAJwt(String),
+}
+
+impl std::fmt::Debug for KeycloakError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// A refused or failed token exchange.
