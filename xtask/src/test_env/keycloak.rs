@@ -32,6 +32,10 @@ const CHECK_LIMIT: Duration = Duration::from_secs(60);
 /// else Debian's 17 (which ran every flow here, though Keycloak documents 21).
 const JAVA_HOMES: &[&str] = &["/usr/lib/jvm/temurin-25-jdk-amd64", "/usr/lib/jvm/java-17-openjdk-amd64"];
 
+/// util-linux's `setpriv`, to give the priming Keycloak a parent-death signal without
+/// `unsafe` `pre_exec`.
+const SETPRIV: &str = "/usr/bin/setpriv";
+
 /// Written by augmentation; its presence is what "primed" means.
 const PRIMED_FILE: &str = "lib/quarkus/build-system.properties";
 
@@ -93,13 +97,18 @@ fn fetch(dir: &Path, m2: &Path) -> Result<()> {
     mvn.arg("-B")
         .arg("-q")
         .arg("--no-transfer-progress")
-        .arg("-Dstyle.color=never")
         .arg(format!("-Dmaven.repo.local={}", m2.display()))
         .arg("dependency:copy")
         .arg(format!("-Dartifact=org.keycloak:keycloak-quarkus-dist:{}:zip", pins::KEYCLOAK_VERSION))
         .arg(format!("-DoutputDirectory={}", dir.display()))
         .stdin(Stdio::null());
-    let result = run_cmd::run_ok(&mut mvn, FETCH_LIMIT);
+    // Captured: Maven prints colour resets even in batch mode; shown only if it fails.
+    let result = run_cmd::capture(&mut mvn, FETCH_LIMIT).and_then(|out| {
+        if out.status.success() {
+            return Ok(());
+        }
+        bail!("`{}` failed ({}):\n{}{}", run_cmd::describe(&mvn), out.status, tail_text(&out.stdout, 30), out.stderr)
+    });
     if let Err(err) = fs::remove_dir_all(m2)
         && err.kind() != std::io::ErrorKind::NotFound
     {
@@ -134,7 +143,16 @@ fn prime(dir: &Path, home: &Path, java_home: &Path) -> Result<()> {
     fs::create_dir_all(&tmp)?;
     let port = free_port()?;
     let log = fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-    let mut cmd = Command::new("timeout");
+    // Its own process group (one signal stops `timeout`, `kc.sh` and `java`) means Ctrl-C
+    // does not reach it; the parent-death signal stops it when this run dies. `ensure` runs
+    // on the main thread, whose end is the process's end.
+    let mut cmd = if Path::new(SETPRIV).is_file() {
+        let mut cmd = Command::new(SETPRIV);
+        cmd.args(["--pdeathsig", "TERM", "--", "timeout"]);
+        cmd
+    } else {
+        Command::new("timeout")
+    };
     cmd.args(["--kill-after=10s", "10m"])
         .arg(&kc_sh)
         .args(["start-dev", "--http-host=127.0.0.1", &format!("--http-port={port}"), "--db=dev-mem"])
@@ -230,7 +248,10 @@ fn stop(child: &mut Child) {
 
 /// The last `lines` lines of a log file, for error messages.
 fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    tail_text(&fs::read_to_string(path).unwrap_or_default(), lines)
+}
+
+fn tail_text(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
