@@ -1,10 +1,12 @@
 //! `cargo xtask test-env`: installs every tool the tests need into the cache outside the
 //! repository (`${APIARY_CACHE:-$HOME/.cache/apiary}`), keyed by version so warm runs only
 //! check markers, fills the tools bin, proves the tools work, and says where they are.
+//! Besides the programs on the tools bin it installs a primed Keycloak (see `keycloak`).
 
 mod bin;
 mod cache;
 mod check;
+mod keycloak;
 mod npm;
 mod pins;
 mod python;
@@ -96,7 +98,21 @@ pub fn ensure(check: Check) -> Result<Ready> {
     );
 
     let phase = Instant::now();
-    let written = bin::write_all(&cache, &node, &venv)?;
+    let (kc, fresh) = keycloak::ensure(&cache)?;
+    installed += usize::from(fresh);
+    report(
+        "keycloak",
+        phase,
+        format!(
+            "Keycloak {} primed, {}{}",
+            pins::KEYCLOAK_VERSION,
+            kc.java_home.display(),
+            fresh_note(usize::from(fresh))
+        ),
+    );
+
+    let phase = Instant::now();
+    let written = bin::write_all(&cache, &node, &venv, &kc)?;
     let changed = if written.changed.is_empty() {
         "unchanged".to_owned()
     } else {
@@ -109,7 +125,7 @@ pub fn ensure(check: Check) -> Result<Ready> {
     let full = check == Check::Full || installed > 0 || !written.changed.is_empty() || on_ci;
     let phase = Instant::now();
     if full {
-        let lines = check::run_all(&cache)?;
+        let lines = check::run_all(&cache, &kc)?;
         report("checks", phase, format!("{} tools started and answered", lines.len()));
         for line in lines {
             eprintln!("  {line}");

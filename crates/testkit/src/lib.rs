@@ -1,9 +1,10 @@
 //! Fixtures and harness helpers for Apiary's tests: fixture MCP servers written in Rust,
 //! and the locations of the real tools (Node, the conformance suite, Python clients) that
-//! `cargo xtask test-env` installs.
+//! `cargo xtask test-env` installs, including a real Keycloak (`keycloak`).
 
 pub mod binaries;
 pub mod conformance;
 pub mod env;
 pub mod http_fixture;
+pub mod keycloak;
 pub mod server;

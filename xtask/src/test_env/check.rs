@@ -1,8 +1,10 @@
 //! Proves the installed tools work the way tests use them: through the tools bin, Node 22
 //! everywhere (also for npx children), the pinned versions, real MCP servers answering an
-//! `initialize` over stdio, and `uvx mcp-server-time` with the network forbidden.
+//! `initialize` over stdio, `uvx mcp-server-time` with the network forbidden, and Keycloak's
+//! `kc.sh --version` on the chosen Java.
 
 use super::cache::Cache;
+use super::keycloak::{self, Keycloak};
 use super::npm;
 use super::pins;
 use crate::run_cmd;
@@ -23,10 +25,12 @@ type Check = (&'static str, Box<dyn FnOnce() -> Result<String> + Send>);
 
 /// Runs every check in parallel; returns one line per check, or an error naming all
 /// failures.
-pub fn run_all(cache: &Cache) -> Result<Vec<String>> {
+pub fn run_all(cache: &Cache, kc: &Keycloak) -> Result<Vec<String>> {
     let bin = cache.bin();
     let sdk_modules = npm::node_modules(cache, &pins::TS_SDK);
-    let checks = checks(&bin, sdk_modules);
+    let mut checks = checks(&bin, sdk_modules);
+    let kc = Keycloak { home: kc.home.clone(), java_home: kc.java_home.clone() };
+    checks.push(("keycloak", Box::new(move || keycloak::check(&kc))));
     let handles: Vec<_> = checks
         .into_iter()
         .map(|(name, check)| {

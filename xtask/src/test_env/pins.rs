@@ -107,6 +107,9 @@ uvicorn==0.54.0
 webencodings==0.6.1
 ";
 
+/// Keycloak's server distribution, Maven Central `org.keycloak:keycloak-quarkus-dist:<v>:zip`.
+pub const KEYCLOAK_VERSION: &str = "26.7.3";
+
 /// Commands the venv provides that get a wrapper in the tools bin.
 pub const PY_COMMANDS: &[&str] = &["mcp-server-time", "mcp-server-fetch"];
 
