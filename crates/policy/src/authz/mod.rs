@@ -5,7 +5,8 @@
 //! "entities_json":"[..]","group_claim_name":..,"role_claim_name":..,"group_entity_type":..,
 //! "multi_valued_claims":[..],"primary_upstream_provider":..}}`. `httpv1` and other types are
 //! refused; an empty policy list is refused (as ToolHive does); unknown keys are ignored with a
-//! warning ([`Authorizer::warnings`]); `primary_upstream_provider` is accepted and ignored.
+//! warning (logged once at load and kept in [`Authorizer::warnings`]); `primary_upstream_provider`
+//! is accepted and ignored, as Apiary has no upstream tokens to read claims from.
 //!
 //! Entity model, per decision:
 //! - principal `Client::"<subject>"`, attributes `claim_<name>` for each claim (and
@@ -23,7 +24,8 @@
 //! most [`MAX_DEPTH`]); null is left out. An argument that is null, a list or an object becomes `arg_<name>_present`
 //! (true), as in ToolHive. Bounds ([`MAX_ATTRIBUTES`], [`MAX_STRING_BYTES`], ..) keep one
 //! decision's cost fixed; a value over a bound is left out whole, and when any policy's text
-//! names a left-out attribute the request is denied rather than evaluated without it.
+//! names a left-out attribute the request is denied rather than evaluated without it. A token
+//! with more than [`MAX_GROUPS`] groups and roles is denied outright.
 //!
 //! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
 //! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
@@ -172,6 +174,9 @@ impl Authorizer {
             });
         }
         let entities = StaticEntities::build(&options.entities, action_entities, origin)?;
+        for warning in &options.warnings {
+            tracing::warn!(origin, "{warning}");
+        }
         Ok(Authorizer {
             policies,
             entities,
