@@ -572,7 +572,7 @@ mod tests {
         render_call(&result, Format::Text, &mut out).unwrap();
         assert_eq!(
             out,
-            "hello\n{\"data\":\"<500 bytes of base64>\",\"mimeType\":\"image/png\",\"type\":\"image\"}\nStructured content:\n{\n  \"n\": 1\n}\n"
+            "hello\n{\"type\":\"image\",\"mimeType\":\"image/png\",\"data\":\"<500 bytes of base64>\"}\nStructured content:\n{\n  \"n\": 1\n}\n"
         );
         let mut out = String::new();
         render_call(&result, Format::Json, &mut out).unwrap();
