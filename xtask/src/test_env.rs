@@ -78,6 +78,10 @@ pub fn ensure(check: Check) -> Result<Ready> {
     report("npm tools", phase, format!("{} packages{}", pins::NPM_TOOLS.len(), fresh_note(fresh)));
 
     let phase = Instant::now();
+    npm::warm_npx(&node)?;
+    report("npx cache", phase, format!("{} packages runnable offline", npm::NPX_RUN.len()));
+
+    let phase = Instant::now();
     let base = python::find_base()?;
     let base_version = base.version.clone();
     let (venv, fresh) = python::ensure_venv(&cache, base)?;

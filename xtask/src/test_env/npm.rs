@@ -68,6 +68,38 @@ pub fn ensure_tools(cache: &Cache, node: &Node) -> Result<usize> {
     Ok(installed)
 }
 
+/// Packages the tests run through `npx -y <name>@<version>` offline (as `apiary run npx://…`
+/// does). `npm install` caches only the full packument; npx asks for the abbreviated one and,
+/// offline, finds nothing. One run with `--prefer-offline` caches what npx needs (and is quick
+/// when it is already there). The npm cache lives outside `$APIARY_CACHE`, so no marker file
+/// could tell whether it is still warm: the run itself is the check.
+pub const NPX_RUN: &[&str] = &["@modelcontextprotocol/server-everything"];
+
+/// Bound on one warming run of npx (a cold cache downloads the package's dependencies).
+const NPX_WARM_LIMIT: Duration = Duration::from_secs(5 * 60);
+
+/// Warms npm's cache for every package in [`NPX_RUN`] at its pinned version.
+pub fn warm_npx(node: &Node) -> Result<()> {
+    for name in NPX_RUN {
+        let tool = pins::NPM_TOOLS
+            .iter()
+            .find(|t| t.name == *name)
+            .with_context(|| format!("{name} is not a pinned npm tool"))?;
+        let mut cmd = Command::new(&node.node);
+        cmd.arg(&node.npx_cli)
+            .args(["-y", &format!("{}@{}", tool.name, tool.version), "stdio"])
+            .env("PATH", path_with(node_dir(node)?)?)
+            .env("npm_config_prefer_offline", "true")
+            .current_dir(std::env::temp_dir());
+        // stdin is closed at once, so the stdio server exits as soon as it has started.
+        let out = run_cmd::capture(&mut cmd, NPX_WARM_LIMIT)?;
+        if !out.status.success() {
+            bail!("`npx -y {}@{} stdio` failed ({}):\n{}", tool.name, tool.version, out.status, out.stderr);
+        }
+    }
+    Ok(())
+}
+
 /// Which npm performs an install.
 enum Installer<'a> {
     /// The machine's `npm` from PATH (bootstrap only).
