@@ -6,5 +6,6 @@ pub mod binaries;
 pub mod conformance;
 pub mod env;
 pub mod http_fixture;
+pub mod issuer;
 pub mod keycloak;
 pub mod server;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ContentBlock, CreateMessageRequestParams, ElicitRequestParams,
     ElicitationSchema, JsonObject, LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam,
-    ResourceContents, ResourceUpdatedNotificationParam, SamplingMessage, Tool,
+    ResourceContents, ResourceUpdatedNotificationParam, SamplingMessage, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
@@ -101,8 +101,10 @@ pub fn catalogue() -> Vec<Tool> {
                 &["ms"],
             ),
         ),
-        tool("pid", "Returns the server's process id", no_arguments()),
-        tool("crash", "Makes the server process exit at once with status 3", no_arguments()),
+        // Annotated, so policies on annotations (Cedar's `resource.readOnlyHint`) have a subject.
+        tool("pid", "Returns the server's process id", no_arguments()).annotate(ToolAnnotations::new().read_only(true)),
+        tool("crash", "Makes the server process exit at once with status 3", no_arguments())
+            .annotate(ToolAnnotations::new().read_only(false).destructive(true)),
         tool(
             "touch_resource",
             "Changes a resource and notifies subscribers with notifications/resources/updated",
