@@ -12,6 +12,7 @@ mod logs_cmd;
 mod mcp_cmd;
 mod operator_cmd;
 mod output;
+mod policy_args;
 mod proxy_cmd;
 mod proxyrunner_cmd;
 mod run_cmd;
@@ -62,7 +63,7 @@ enum Command {
     /// Write a workload's RunConfig to a file or standard output
     Export(export_cmd::ExportArgs),
     /// Run a proxy in the foreground in front of an HTTP server (--target-uri) or a command (-- CMD)
-    Proxy(proxy_cmd::ProxyArgs),
+    Proxy(Box<proxy_cmd::ProxyArgs>),
     /// Talk to an MCP server: list its tools, resources and prompts, or call a tool
     Mcp(mcp_cmd::McpArgs),
     /// Run the Kubernetes operator (reconciles MCPServer resources)
@@ -129,7 +130,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Status(args) => workload_cmds::status(args),
         Command::Logs(args) => logs_cmd::logs(args).await,
         Command::Export(args) => export_cmd::export(args),
-        Command::Proxy(args) => proxy_cmd::proxy(args).await,
+        Command::Proxy(args) => proxy_cmd::proxy(*args).await,
         Command::Mcp(args) => mcp_cmd::run_with_resolver(args, workload_cmds::resolve_url).await,
         Command::Operator(args) => operator_cmd::operator(args).await,
         Command::Proxyrunner(args) => proxyrunner_cmd::proxyrunner(args).await,

@@ -33,10 +33,13 @@ pub struct ProxyArgs {
     /// A stdio MCP server to run behind the proxy, instead of --target-uri
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub policy: crate::policy_args::PolicyArgs,
 }
 
 /// `apiary proxy`.
 pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let policy = args.policy.to_policy()?;
     let source = match (&args.target_uri, args.command.split_first()) {
         (Some(_), Some(_)) => bail!("give either --target-uri URL or -- COMMAND, not both"),
         (None, None) => bail!("nothing to proxy: give --target-uri URL or -- COMMAND ARGS"),
@@ -53,7 +56,8 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     for o in &args.allowed_origins {
         b = b.allowed_origin(o);
     }
-    let config = b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
+    let mut config = b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
+    config.policy = policy;
     let launcher: Option<Arc<dyn Launch>> = if config.is_remote() {
         None
     } else {

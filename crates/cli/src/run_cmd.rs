@@ -109,6 +109,9 @@ pub struct RunArgs {
     pub allowed_origins: Vec<String>,
 
     #[command(flatten)]
+    pub policy: crate::policy_args::PolicyArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
 }
 
@@ -267,8 +270,12 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         if let Some(flag) = config_flag_given(args) {
             bail!("--from-config takes the whole workload from {}; {flag} cannot be combined with it", path.display());
         }
-        return RunConfig::from_path(path).with_context(|| format!("--from-config {}", path.display()));
+        let config = RunConfig::from_path(path).with_context(|| format!("--from-config {}", path.display()))?;
+        crate::policy_args::check(&config.policy, &path.display().to_string())?;
+        return Ok(config);
     }
+    // Policy files are read and checked before anything else happens.
+    let policy = args.policy.to_policy()?;
     let in_cluster = k8s_runtime::select(args.runtime.as_deref())? == k8s_runtime::RuntimeKind::Kubernetes;
     let parsed = match args.source.as_deref() {
         // In the cluster a bare reference (`docker.io/mcp/fetch`) is an image to run as a pod.
@@ -338,7 +345,9 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     let mut limits = apiary_config::Limits::default();
     args.limits.apply(&mut limits);
     b = b.limits(limits);
-    b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))
+    let mut config = b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
+    config.policy = policy;
+    Ok(config)
 }
 
 /// The first configuration flag given alongside `--from-config`, if any.
@@ -364,7 +373,7 @@ fn config_flag_given(a: &RunArgs) -> Option<&'static str> {
         (!a.allowed_origins.is_empty(), "--allowed-origins"),
         (a.limits.any(), "a bound (--max-sessions, --max-body-bytes, …)"),
     ];
-    given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag)
+    given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag).or_else(|| a.policy.first_given())
 }
 
 /// Validation errors on one line, each with the flag that sets the field.

@@ -30,6 +30,10 @@ pub struct OidcConfig {
     /// Client secret used to authenticate to the introspection endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// Name of an environment variable of the proxy that holds the client secret, so the
+    /// secret stays out of this document (the operator sets it from a Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
     /// Scopes advertised in the protected-resource metadata and in `WWW-Authenticate`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
@@ -39,6 +43,10 @@ pub struct OidcConfig {
     /// Allow an `http://` issuer, JWKS or introspection URL (tests only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_allow_http: bool,
+    /// Least seconds between two fetches of the issuer's keys (an unknown `kid` triggers one
+    /// fetch at most this often, so random kids cannot flood the issuer). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_min_refresh_secs: Option<u64>,
 }
 
 /// One entry of a tools-override file: the name and description clients see instead.

@@ -258,9 +258,11 @@ fn config(issuer: &Issuer) -> OidcConfig {
         introspection_url: None,
         client_id: None,
         client_secret: None,
+        client_secret_env: None,
         scopes: vec!["openid".to_owned(), "mcp".to_owned()],
         resource_url: Some("https://mcp.example/mcp".to_owned()),
         insecure_allow_http: true,
+        jwks_min_refresh_secs: None,
     }
 }
 

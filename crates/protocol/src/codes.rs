@@ -1,5 +1,6 @@
-//! JSON-RPC error codes: the standard ones, the 2026-07-28 ones, and Apiary's own five
-//! (bad-input.md, rule 4), which sit outside the range JSON-RPC reserves.
+//! JSON-RPC error codes: the standard ones, the 2026-07-28 ones, and Apiary's own
+//! (bad-input.md, rule 4, plus the two of the policy layers), which sit outside the range
+//! JSON-RPC reserves.
 
 pub const PARSE_ERROR: i32 = -32700;
 pub const INVALID_REQUEST: i32 = -32600;
@@ -22,3 +23,9 @@ pub const QUEUE_FULL: i32 = -31003;
 pub const UPSTREAM_UNAVAILABLE: i32 = -31004;
 /// Apiary: events after a Last-Event-ID were evicted.
 pub const RESUME_GAP: i32 = -31005;
+
+/// Apiary: the caller is not authenticated (HTTP 401), or authentication could not be
+/// completed because the identity provider's keys are unavailable (HTTP 503).
+pub const UNAUTHENTICATED: i32 = -31006;
+/// Apiary: the authorization policy does not permit this request (HTTP 403).
+pub const FORBIDDEN: i32 = -31007;

@@ -12,6 +12,10 @@ pub const SUBSCRIBE: &str = "resources/subscribe";
 pub const UNSUBSCRIBE: &str = "resources/unsubscribe";
 pub const TOOLS_LIST: &str = "tools/list";
 pub const TOOLS_CALL: &str = "tools/call";
+pub const PROMPTS_LIST: &str = "prompts/list";
+pub const PROMPTS_GET: &str = "prompts/get";
+pub const RESOURCES_LIST: &str = "resources/list";
+pub const RESOURCES_READ: &str = "resources/read";
 pub const SERVER_DISCOVER: &str = "server/discover";
 
 /// Requests a server sends to its client (legacy eras).

@@ -39,6 +39,18 @@ pub enum Refusal {
     QueueFull { retry_after: u64, in_session: bool },
     #[error("upstream unavailable: {reason}")]
     UpstreamUnavailable { reason: String, retry_after: u64, id: Option<String> },
+    /// No valid credentials (HTTP 401). `challenge` is the `WWW-Authenticate` value.
+    #[error("authentication required: {reason}")]
+    Unauthenticated { challenge: HeaderValue, reason: String },
+    /// The identity provider's keys cannot be loaded: nobody is let in until they are (503).
+    #[error("authentication is unavailable: the identity provider cannot be reached")]
+    AuthUnavailable { retry_after: u64 },
+    /// The authorization policy denies the request (403). `action` is Cedar's action name.
+    #[error("access denied: {reason}")]
+    Forbidden { action: &'static str, reason: &'static str, id: Option<String> },
+    /// A tool the tool filter hides: answered as the server answers a tool it does not have.
+    #[error("unknown tool: {name}")]
+    UnknownTool { name: String, id: Option<String> },
     /// Another refusal, made after the body was read: its error carries the request's id
     /// (bad-input.md, rule 2).
     #[error("{0}")]
@@ -83,6 +95,11 @@ impl Refusal {
             Refusal::LimitReached { .. } | Refusal::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::QueueFull { in_session: true, .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::QueueFull { in_session: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            // A JSON-RPC error from "the server": the HTTP exchange itself went well.
+            Refusal::UnknownTool { .. } => StatusCode::OK,
         }
     }
 
@@ -113,6 +130,18 @@ impl Refusal {
             Refusal::UpstreamUnavailable { id, .. } => {
                 error_response(id.as_deref(), codes::UPSTREAM_UNAVAILABLE, &self.to_string(), None)
             }
+            Refusal::Unauthenticated { reason, .. } => {
+                let data = serde_json::json!({ "reason": reason });
+                error_response(echo, codes::UNAUTHENTICATED, "authentication required", Some(&data))
+            }
+            Refusal::AuthUnavailable { .. } => error_response(echo, codes::UNAUTHENTICATED, &self.to_string(), None),
+            Refusal::Forbidden { action, reason, id } => {
+                let data = serde_json::json!({ "action": action, "reason": reason });
+                error_response(id.as_deref().or(echo), codes::FORBIDDEN, "access denied by policy", Some(&data))
+            }
+            Refusal::UnknownTool { name, id } => {
+                error_response(id.as_deref().or(echo), codes::INVALID_PARAMS, &format!("Unknown tool: {name}"), None)
+            }
             Refusal::OriginNotAllowed
             | Refusal::HostNotAllowed
             | Refusal::MethodNotAllowed { .. }
@@ -125,7 +154,8 @@ impl Refusal {
         match self {
             Refusal::LimitReached { retry_after }
             | Refusal::QueueFull { retry_after, .. }
-            | Refusal::UpstreamUnavailable { retry_after, .. } => Some(*retry_after),
+            | Refusal::UpstreamUnavailable { retry_after, .. }
+            | Refusal::AuthUnavailable { retry_after } => Some(*retry_after),
             Refusal::Echo(inner, _) => inner.retry_after(),
             _ => None,
         }
@@ -141,6 +171,9 @@ impl IntoResponse for Refusal {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Refusal::MethodNotAllowed { allow } = &self {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Refusal::Unauthenticated { challenge, .. } = &self {
+            h.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         if let Some(secs) = self.retry_after() {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

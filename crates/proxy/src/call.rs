@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer;
+use crate::guard::Reshape;
 use crate::mux::ChildGroup;
 use crate::session::Session;
 use crate::stdio::{ChildConn, Delivery};
@@ -34,6 +35,8 @@ pub(crate) struct Call {
     pub(crate) immediate: Vec<Bytes>,
     pub(crate) batch: bool,
     pub(crate) timeout: Duration,
+    /// Rewrites of particular answers (a list the policy shapes), by the caller's id.
+    pub(crate) reshapes: Vec<(RequestId, Reshape)>,
 }
 
 impl Drop for Call {
@@ -77,11 +80,16 @@ impl Call {
         out
     }
 
-    /// The caller's id a delivery answers, after freeing it in the session.
-    fn settled(&self, d: &Delivery) -> Option<RequestId> {
+    /// The caller's id a delivery answers, after freeing it in the session and applying the
+    /// answer's reshape, if it has one.
+    fn settled(&mut self, d: &mut Delivery) -> Option<RequestId> {
         let id = d.answers.clone()?;
         if let (Some(s), Some((_, up))) = (&self.session, self.waiting.iter().find(|(w, _)| *w == id)) {
             s.finish(&id, *up);
+        }
+        if let Some(i) = self.reshapes.iter().position(|(w, _)| *w == id) {
+            let (_, reshape) = self.reshapes.swap_remove(i);
+            d.frame = reshape(std::mem::take(&mut d.frame));
         }
         Some(id)
     }
@@ -94,8 +102,8 @@ impl Call {
         let deadline = tokio::time::Instant::now() + self.timeout;
         while answered.len() < self.waiting.len() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(d)) if d.is_response() => {
-                    if let Some(id) = self.settled(&d) {
+                Ok(Some(mut d)) if d.is_response() => {
+                    if let Some(id) = self.settled(&mut d) {
                         answered.push(id);
                     }
                     frames.push(d.frame);
@@ -133,8 +141,8 @@ impl Call {
                 d = rx.recv() => d,
                 () = tokio::time::sleep_until(deadline) => None,
             };
-            let Some(d) = next else { break };
-            if let Some(id) = self.settled(&d) {
+            let Some(mut d) = next else { break };
+            if let Some(id) = self.settled(&mut d) {
                 answered.push(id);
             }
             if out.send(d).await.is_err() {
@@ -190,8 +198,8 @@ impl Call {
                     d = rx.recv() => d,
                     () = tokio::time::sleep_until(deadline) => None,
                 };
-                let Some(d) = next else { break };
-                if let Some(id) = self.settled(&d) {
+                let Some(mut d) = next else { break };
+                if let Some(id) = self.settled(&mut d) {
                     answered.push(id);
                 }
                 send_event(&mut out, encode(&d.frame), write_timeout).await;

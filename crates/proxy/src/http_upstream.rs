@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use apiary_protocol::{Body as JsonBody, codes, error_response, parse_body};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use crate::answer::{self, Refusal};
+use crate::guard::{self, Guard, RequestCtx};
 use crate::{edge, stateless_bridge};
 
 /// Where requests go.
@@ -27,6 +28,8 @@ pub struct HttpUpstream {
     max_body: usize,
     /// Bound on a bridged sessionless request, handshake included.
     bridge_timeout: Duration,
+    /// Authorization and tool filters, applied to each parsed message.
+    guard: Arc<Guard>,
 }
 
 impl HttpUpstream {
@@ -35,6 +38,7 @@ impl HttpUpstream {
         local_endpoint: &'static str,
         max_body: usize,
         bridge_timeout: Duration,
+        guard: Arc<Guard>,
     ) -> Result<Arc<Self>, String> {
         let url =
             reqwest::Url::parse(remote_endpoint).map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
@@ -52,6 +56,7 @@ impl HttpUpstream {
             remote_origin: origin,
             max_body,
             bridge_timeout,
+            guard,
         }))
     }
 
@@ -89,12 +94,14 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 /// Forwards any request (the fallback route).
 pub async fn forward(
     State(up): State<Arc<HttpUpstream>>,
+    ctx: Option<Extension<RequestCtx>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match forward_inner(&up, method, &uri, &headers, body).await {
+    let ctx = ctx.map_or_else(RequestCtx::anonymous, |Extension(c)| c);
+    match forward_inner(&up, &ctx, method, &uri, &headers, body).await {
         Ok(r) => r,
         Err(r) => r.into_response(),
     }
@@ -102,6 +109,7 @@ pub async fn forward(
 
 async fn forward_inner(
     up: &HttpUpstream,
+    ctx: &RequestCtx,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -126,27 +134,51 @@ async fn forward_inner(
     }
     let target = up.target(uri);
     let mut request_id: Option<String> = None;
+    let mut reshape = None;
     let payload = if method == Method::POST {
         edge::check_post_headers(headers, up.max_body)?;
         let bytes = edge::read_body(body, up.max_body).await?;
         // Refuse what is not JSON-RPC here (rows 1, 2, 4); forward the original bytes.
-        if let JsonBody::Single(m) = parse_body(bytes.clone()).map_err(Refusal::Parse)? {
-            // A legacy request outside any session gets a session of its own upstream (row 12).
-            // Modern (2026-07-28) requests carry `Mcp-Method` and are stateless by design.
-            // Cheapest tests first: a request inside a session fails the first one.
-            if stateless_bridge::needs_bridge(headers, &m)
-                && !headers.contains_key("mcp-method")
-                && up.local_endpoint == "/mcp"
-                && target == up.remote_endpoint
-            {
-                let accepts = edge::accepts(headers);
-                return Ok(stateless_bridge::serve(&up.remote_endpoint, headers, &m, accepts, up.bridge_timeout).await);
+        match parse_body(bytes.clone()).map_err(Refusal::Parse)? {
+            JsonBody::Single(m) => {
+                crate::streamable::note(ctx, &JsonBody::Single(m.clone()));
+                let echo = m.id_raw().map(str::to_owned);
+                let admitted = up.guard.admit(&ctx.identity, m).map_err(|e| e.echo(echo.as_deref()))?;
+                let m = admitted.message;
+                reshape = admitted.reshape;
+                // A legacy request outside any session gets a session of its own upstream (row 12).
+                // Modern (2026-07-28) requests carry `Mcp-Method` and are stateless by design.
+                // Cheapest tests first: a request inside a session fails the first one.
+                if stateless_bridge::needs_bridge(headers, &m)
+                    && !headers.contains_key("mcp-method")
+                    && up.local_endpoint == "/mcp"
+                    && target == up.remote_endpoint
+                {
+                    let accepts = edge::accepts(headers);
+                    let res =
+                        stateless_bridge::serve(&up.remote_endpoint, headers, &m, accepts, up.bridge_timeout).await;
+                    return Ok(match (reshape, m.id_raw()) {
+                        (Some(r), Some(id)) => guard::reshape_response(res, id.to_owned(), r, up.max_body).await,
+                        _ => res,
+                    });
+                }
+                if m.is_request() {
+                    request_id = m.id_raw().map(str::to_owned);
+                }
+                Some(m.into_bytes())
             }
-            if m.is_request() {
-                request_id = m.id_raw().map(str::to_owned);
+            batch @ JsonBody::Batch(_) => {
+                crate::streamable::note(ctx, &batch);
+                if up.guard.checks_messages() {
+                    // Each member would need its own check and its own reshape; batches (2025-03-26
+                    // only) are refused rather than let through unchecked.
+                    return Err(Refusal::invalid(
+                        "batches are not supported when authorization or tool filters are on",
+                    ));
+                }
+                Some(bytes)
             }
         }
-        Some(bytes)
     } else {
         None
     };
@@ -188,7 +220,11 @@ async fn forward_inner(
             return Ok(answer::json(error_response(Some(id), codes::UPSTREAM_UNAVAILABLE, &msg, None)));
         }
         if is_json && (200..300).contains(&status) {
-            return Ok(json_answer(res, id, up.max_body).await);
+            let res = json_answer(res, id, up.max_body).await;
+            return Ok(match reshape {
+                Some(r) => guard::reshape_response(res, id.clone(), r, up.max_body).await,
+                None => res,
+            });
         }
     }
     let mut out =
@@ -199,7 +235,11 @@ async fn forward_inner(
         }
     }
     let stream = res.bytes_stream().map(|r| r.map_err(std::io::Error::other));
-    out.body(Body::from_stream(stream)).map_err(|e| Refusal::invalid(e.to_string()))
+    let out = out.body(Body::from_stream(stream)).map_err(|e| Refusal::invalid(e.to_string()))?;
+    Ok(match (reshape, request_id) {
+        (Some(r), Some(id)) => guard::reshape_response(out, id, r, up.max_body).await,
+        _ => out,
+    })
 }
 
 /// Reads a JSON answer (bounded) and passes it on unchanged if it is JSON-RPC; otherwise

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use apiary_protocol::{Body as JsonBody, methods, parse_body};
 use apiary_transport::sse;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::{self, Refusal};
 use crate::call::{KEEP_ALIVE, send_event, sse_response};
 use crate::edge;
+use crate::guard::RequestCtx;
 use crate::placement::open_session;
 use crate::session::Session;
 use crate::stdio::Delivery;
@@ -69,15 +70,22 @@ pub async fn sse(State(front): State<Arc<StdioFront>>, method: Method, headers: 
 /// `/messages`: POST only.
 pub async fn messages(
     State(front): State<Arc<StdioFront>>,
+    ctx: Option<Extension<RequestCtx>>,
     method: Method,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Response {
     match method {
-        Method::POST => post(&front, &headers, query.get("session_id").map(String::as_str), body)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Method::POST => post(
+            &front,
+            &ctx.map_or_else(RequestCtx::anonymous, |Extension(c)| c),
+            &headers,
+            query.get("session_id").map(String::as_str),
+            body,
+        )
+        .await
+        .unwrap_or_else(IntoResponse::into_response),
         Method::OPTIONS => allow("POST"),
         _ => Refusal::MethodNotAllowed { allow: "POST" }.into_response(),
     }
@@ -148,12 +156,20 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
 
 /// A POST to `/messages`: refusals are its own answer; everything else is 202, and the
 /// answers travel on the session's stream (rows 8, 18, 24).
-async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, id: Option<&str>, body: Body) -> Result<Response, Refusal> {
+async fn post(
+    front: &Arc<StdioFront>,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    id: Option<&str>,
+    body: Body,
+) -> Result<Response, Refusal> {
     let id = id.filter(|v| !v.is_empty()).ok_or_else(|| Refusal::invalid("session_id query parameter missing"))?;
     let session = front.sse.map().get(id).cloned().ok_or(Refusal::SessionNotFound)?;
     edge::check_post_headers(headers, front.max_body)?;
     let bytes = edge::read_body(body, front.max_body).await?;
-    let m = match parse_body(bytes).map_err(Refusal::Parse)? {
+    let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
+    crate::streamable::note(ctx, &parsed);
+    let m = match parsed {
         JsonBody::Single(m) => m,
         JsonBody::Batch(_) => return Err(Refusal::invalid("batches are not supported in 2024-11-05")),
     };
@@ -182,7 +198,7 @@ async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, id: Option<&str>, bo
     }
     let inner =
         session.inner.get().cloned().ok_or_else(|| Refusal::invalid("needs a session: send initialize first"))?;
-    if let Some((call, rx)) = dispatch(front, Some(inner), vec![Ok(m)], false).await? {
+    if let Some((call, rx)) = dispatch(front, ctx, Some(inner), vec![Ok(m)], false).await? {
         tokio::spawn(call.pump(rx, session.out.clone()));
     }
     Ok(answer::accepted())

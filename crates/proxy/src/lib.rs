@@ -11,6 +11,7 @@ mod answer;
 mod call;
 mod edge;
 mod events;
+mod guard;
 mod health;
 mod http_upstream;
 mod legacy_sse;
@@ -23,5 +24,6 @@ mod status;
 mod stdio;
 mod streamable;
 
+pub use guard::GuardError;
 pub use server::{ProxyHandle, StartError, start};
 pub use status::{UpstreamState, UpstreamStatus};

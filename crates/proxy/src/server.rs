@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::edge::EdgePolicy;
+use crate::guard::{Guard, WELL_KNOWN};
 use crate::http_upstream::HttpUpstream;
 use crate::status::{UpstreamState, UpstreamStatus};
 use crate::stdio::{SlotEvent, SlotOptions};
@@ -33,6 +34,8 @@ pub enum StartError {
     NoLauncher(&'static str),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Policy(#[from] crate::guard::GuardError),
 }
 
 /// A running proxy.
@@ -106,6 +109,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
         allowed_origins: config.proxy.allowed_origins.iter().map(|o| o.to_ascii_lowercase()).collect(),
     });
 
+    let policy = Guard::from_config(&config).await?;
     let mcp_routes: Router = match transport {
         Transport::Stdio => {
             let launcher = launcher.ok_or(StartError::NoLauncher("stdio"))?;
@@ -121,7 +125,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 tracker: tracker.clone(),
                 shared: false,
             };
-            let front = StdioFront::new(&config, template, events_tx.clone());
+            let front = StdioFront::new(&config, template, events_tx.clone(), Arc::clone(&policy));
             let reaper = Arc::downgrade(&front);
             tracker.spawn(reap_idle(reaper, shutdown.clone()));
             let stopper = Arc::clone(&front);
@@ -154,8 +158,14 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
             if config.remote_url().is_some() {
                 let _ = status_tx.send(UpstreamStatus { state: UpstreamState::Running, ..UpstreamStatus::starting() });
             }
-            let up = HttpUpstream::new(&endpoint, local, limits.max_body_bytes as usize, limits.request_timeout())
-                .map_err(StartError::Config)?;
+            let up = HttpUpstream::new(
+                &endpoint,
+                local,
+                limits.max_body_bytes as usize,
+                limits.request_timeout(),
+                Arc::clone(&policy),
+            )
+            .map_err(StartError::Config)?;
             Router::new().fallback(crate::http_upstream::forward).with_state(up)
         }
     };
@@ -164,18 +174,24 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
 
     let guard = Arc::clone(&edge);
     let health_status = status_rx.clone();
+    let metadata_guard = Arc::clone(&policy);
+    let metadata = any(move |method| crate::guard::protected_resource(Arc::clone(&metadata_guard), method));
     let app = mcp_routes
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&policy), crate::guard::front_layer))
         .layer(axum::middleware::from_fn(move |headers: HeaderMap, req: Request, next: Next| {
             let guard = Arc::clone(&guard);
             async move { edge_layer(&guard, &headers, req, next).await }
         }))
-        .route("/health", any(move |method| crate::health::health(method, health_status.clone())));
+        .route("/health", any(move |method| crate::health::health(method, health_status.clone())))
+        .route(WELL_KNOWN, metadata.clone())
+        .route(&format!("{WELL_KNOWN}/{{*path}}"), metadata);
 
     let path = match (transport, config.proxy.proxy_mode) {
         (Transport::Sse, _) | (Transport::Stdio, ProxyMode::Sse) => "/sse",
         _ => "/mcp",
     };
     let stop = shutdown.clone();
+    let audit = policy.audit.clone();
     let task = tokio::spawn(async move {
         // An answer is often written in two parts (headers, then the body or an SSE event);
         // with Nagle on, the second waits for the client's delayed ACK: ~40 ms per call.
@@ -184,6 +200,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
             }
         });
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         // Streams end when the proxy stops; a connection that still lingers after the
         // grace period is dropped rather than holding the shutdown forever.
@@ -201,6 +218,11 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
         tracker.close();
         if tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await.is_err() {
             tracing::warn!("some children did not stop within 15 s");
+        }
+        if let Some(audit) = audit
+            && tokio::time::timeout(Duration::from_secs(5), audit.flush()).await.is_err()
+        {
+            tracing::warn!("audit events were still being written 5 s after shutdown");
         }
     });
     tracing::info!(url = %format!("http://{local_addr}{path}"), "proxy listening");

@@ -15,7 +15,7 @@ use apiary_protocol::{
 };
 use apiary_transport::sse;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use crate::answer::{self, Refusal};
 use crate::call::{Call, KEEP_ALIVE, RETRY_MS, send_event, sse_response};
 use crate::edge::{self, Accepts};
 use crate::events::ResumeError;
+use crate::guard::{Guard, RequestCtx};
 use crate::mux::{ChildGroup, level_rank};
 use crate::placement::{open_session, own_initialize_params};
 use crate::session::{Session, SessionTable};
@@ -57,10 +58,17 @@ pub struct StdioFront {
     pub(crate) sse: crate::legacy_sse::SseSessions,
     pub(crate) endpoint_prefix: String,
     pub(crate) trust_proxy_headers: bool,
+    /// Authorization and tool filters, applied to each parsed message.
+    pub(crate) guard: Arc<Guard>,
 }
 
 impl StdioFront {
-    pub fn new(cfg: &RunConfig, template: SlotOptions, events: mpsc::UnboundedSender<SlotEvent>) -> Arc<StdioFront> {
+    pub fn new(
+        cfg: &RunConfig,
+        template: SlotOptions,
+        events: mpsc::UnboundedSender<SlotEvent>,
+        guard: Arc<Guard>,
+    ) -> Arc<StdioFront> {
         let limits = &cfg.limits;
         let mode = cfg.stdio.mode;
         // In shared mode the one child may be asked for anything any client declared; in
@@ -94,6 +102,7 @@ impl StdioFront {
             endpoint_prefix: cfg.proxy.endpoint_prefix.trim_end_matches('/').to_owned(),
             trust_proxy_headers: cfg.proxy.trust_proxy_headers,
             max_queued: limits.max_queued_per_session as usize,
+            guard,
         })
     }
 }
@@ -108,9 +117,16 @@ impl StdioFront {
 }
 
 /// `/mcp`: dispatches on the method (bad-input.md, row 7).
-pub async fn mcp(State(front): State<Arc<StdioFront>>, method: Method, headers: HeaderMap, body: Body) -> Response {
+pub async fn mcp(
+    State(front): State<Arc<StdioFront>>,
+    ctx: Option<Extension<RequestCtx>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ctx = ctx.map_or_else(RequestCtx::anonymous, |Extension(c)| c);
     let result = match method {
-        Method::POST => post(&front, &headers, body).await,
+        Method::POST => post(&front, &ctx, &headers, body).await,
         Method::GET => get(&front, &headers).await,
         Method::DELETE => delete(&front, &headers),
         Method::OPTIONS => {
@@ -152,18 +168,31 @@ async fn post_prelude(front: &StdioFront, headers: &HeaderMap, body: Body) -> Re
     Ok((acc, parsed))
 }
 
-async fn post(front: &Arc<StdioFront>, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+async fn post(front: &Arc<StdioFront>, ctx: &RequestCtx, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let (acc, parsed) = post_prelude(front, headers, body).await?;
+    note(ctx, &parsed);
     // From here on the body is read: a refusal of a single request carries its id.
     let echo_id = match &parsed {
         JsonBody::Single(m) if m.is_request() => m.id_raw().map(str::to_owned),
         _ => None,
     };
-    post_parsed(front, headers, acc, parsed).await.map_err(|e| e.echo(echo_id.as_deref()))
+    post_parsed(front, ctx, headers, acc, parsed).await.map_err(|e| e.echo(echo_id.as_deref()))
+}
+
+/// Tells the audit record what the POST carried (its first message).
+pub(crate) fn note(ctx: &RequestCtx, parsed: &JsonBody) {
+    let first = match parsed {
+        JsonBody::Single(m) => Some(m),
+        JsonBody::Batch(ms) => ms.iter().find_map(|m| m.as_ref().ok()),
+    };
+    if let Some(m) = first {
+        ctx.noted(m.method(), crate::guard::target_name(m).as_deref(), Some(m.bytes()));
+    }
 }
 
 async fn post_parsed(
     front: &Arc<StdioFront>,
+    ctx: &RequestCtx,
     headers: &HeaderMap,
     acc: Accepts,
     parsed: JsonBody,
@@ -188,7 +217,7 @@ async fn post_parsed(
             members
         }
     };
-    match dispatch(front, session, members, batch).await? {
+    match dispatch(front, ctx, session, members, batch).await? {
         None => Ok(answer::accepted()),
         Some((call, rx)) if acc.sse_named || !acc.json => Ok(call.into_sse(rx, front.write_timeout)),
         Some((call, rx)) => Ok(call.into_json(rx).await),
@@ -199,6 +228,7 @@ async fn post_parsed(
 /// nothing needs an answer (only notifications and responses: 202).
 pub(crate) async fn dispatch(
     front: &StdioFront,
+    ctx: &RequestCtx,
     session: Option<Arc<Session>>,
     members: Vec<Result<Message, ParseError>>,
     batch: bool,
@@ -220,11 +250,25 @@ pub(crate) async fn dispatch(
     let (tx, rx) = mpsc::channel::<Delivery>(front.max_queued.max(members.len() + 8));
     let mut immediate = Vec::new();
     let mut waiting: Vec<(RequestId, u64)> = Vec::new();
+    let mut reshapes = Vec::new();
     for member in members {
         let m = match member {
             Ok(m) => m,
             Err(e) => {
                 immediate.push(e.to_response());
+                continue;
+            }
+        };
+        let m = match front.guard.admit(&ctx.identity, m) {
+            Ok(admitted) => {
+                if let (Some(r), Some(id)) = (admitted.reshape, admitted.message.id()) {
+                    reshapes.push((id, r));
+                }
+                admitted.message
+            }
+            Err(e) if !batch => return Err(e),
+            Err(e) => {
+                immediate.push(e.body());
                 continue;
             }
         };
@@ -246,7 +290,7 @@ pub(crate) async fn dispatch(
     } else {
         None
     };
-    let call = Call { session, sessionless, conn, waiting, immediate, batch, timeout: front.request_timeout };
+    let call = Call { session, sessionless, conn, waiting, immediate, batch, timeout: front.request_timeout, reshapes };
     Ok(Some((call, rx)))
 }
 

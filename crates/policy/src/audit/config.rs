@@ -79,14 +79,21 @@ impl Default for AuditConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditConfigError {
     /// The document is not valid JSON/YAML, has an unknown key, a bad value or an unknown event type.
+    // Not a `source`: the document error already says everything, and a chain would say it twice.
     #[error("audit config {0}")]
-    Document(#[from] DocumentError),
+    Document(DocumentError),
     /// The log file could not be opened or created.
     #[error("audit log file {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
     /// The log file exists and others may read it, or its group may write it.
     #[error("audit log file {path} has mode {mode:04o}; audit records must not be readable by others (chmod 600 it)")]
     Permissions { path: PathBuf, mode: u32 },
+}
+
+impl From<DocumentError> for AuditConfigError {
+    fn from(e: DocumentError) -> Self {
+        AuditConfigError::Document(e)
+    }
 }
 
 /// The document as ToolHive spells it. ToolHive's files use snake_case (`event_types`); its CRDs

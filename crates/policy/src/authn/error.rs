@@ -111,7 +111,9 @@ impl AuthnError {
 pub enum AuthnConfigError {
     #[error("oidc {field}: {value:?} is not a URL: {source}")]
     NotAUrl { field: &'static str, value: String, source: url::ParseError },
-    #[error("oidc {field}: {value:?} must be https (insecureAllowHttp is off)")]
+    #[error(
+        "oidc {field}: {value:?} must be https (plain HTTP only with insecureAllowHttp / --oidc-insecure-allow-http, for tests)"
+    )]
     NotHttps { field: &'static str, value: String },
     #[error("oidc {field} is empty")]
     Empty { field: &'static str },

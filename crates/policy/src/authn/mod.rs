@@ -262,9 +262,11 @@ mod tests {
             introspection_url: None,
             client_id: None,
             client_secret: None,
+            client_secret_env: None,
             scopes: Vec::new(),
             resource_url: None,
             insecure_allow_http: false,
+            jwks_min_refresh_secs: None,
         }
     }
 

@@ -27,12 +27,19 @@ pub enum ItemFate {
 #[error("tool not found")]
 pub struct Hidden;
 
+impl From<DocumentError> for ToolsConfigError {
+    fn from(e: DocumentError) -> Self {
+        ToolsConfigError::Document(e)
+    }
+}
+
 /// Why a filter or override set was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ToolsConfigError {
     /// The tools-override file is unreadable, or one of its entries is refused (with its line).
+    // Not a `source`: the document error already says everything, and a chain would say it twice.
     #[error("tools override {0}")]
-    Document(#[from] DocumentError),
+    Document(DocumentError),
     #[error("the tool filter has an empty name")]
     EmptyFilterName,
     #[error("a tool override has an empty tool name")]

@@ -5,20 +5,27 @@ A URL whose path ends in /sse is spoken to with the 2024-11-05 HTTP+SSE client i
 Initializes, lists tools, calls TOOL with ARGS_JSON, and prints one JSON object on stdout:
 {"server": ..., "protocolVersion": ..., "tools": [names], "result": CallToolResult}.
 Any failure is an exception, so the exit status is non-zero and the traceback is on stderr.
+With MCP_BEARER_TOKEN set, every HTTP request carries `Authorization: Bearer <token>`.
 """
 
 import asyncio
 import json
+import os
 import sys
 
 from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 def connect(url: str):
+    token = os.environ.get("MCP_BEARER_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     if url.split("?")[0].rstrip("/").endswith("/sse"):
-        return sse_client(url)
+        return sse_client(url, headers=headers)
+    if headers:
+        return streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
     return streamable_http_client(url)
 
 

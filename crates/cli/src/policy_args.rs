@@ -1,0 +1,184 @@
+//! The authentication and policy flags of `apiary run` and `apiary proxy` (ToolHive's names),
+//! turned into `RunConfig.policy`. Every file is read and checked here, before anything runs,
+//! so a bad policy, audit or override file fails with its path, line and reason.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use apiary_config::{OidcConfig, PolicyConfig};
+use apiary_policy::audit::AuditConfig;
+use apiary_policy::authn::{Authenticator, AuthnOptions};
+use apiary_policy::authz::Authorizer;
+use apiary_policy::tools::{ToolPolicy, parse_overrides_file};
+use serde_json::Value;
+
+/// Largest policy, audit or override file read.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Authentication and policy")]
+pub struct PolicyArgs {
+    /// OIDC issuer: clients must present a bearer token it issued (turns authentication on)
+    #[arg(long, value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// Expected audience (`aud`) of tokens
+    #[arg(long, value_name = "AUD")]
+    pub oidc_audience: Option<String>,
+    /// JWKS URL (default: from the issuer's discovery document)
+    #[arg(long, value_name = "URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// RFC 7662 introspection endpoint, for opaque (non-JWT) tokens
+    #[arg(long, value_name = "URL")]
+    pub oidc_introspection_url: Option<String>,
+    /// Client id for the introspection endpoint
+    #[arg(long, value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+    /// Client secret for the introspection endpoint
+    #[arg(long, value_name = "SECRET", env = "APIARY_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// Scopes advertised to clients (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
+    pub oidc_scopes: Vec<String>,
+    /// Allow plain-HTTP issuer, JWKS and introspection URLs (for tests only)
+    #[arg(long)]
+    pub oidc_insecure_allow_http: bool,
+    /// This server's public URL (RFC 9728 `resource`); serves /.well-known/oauth-protected-resource
+    #[arg(long, value_name = "URL")]
+    pub resource_url: Option<String>,
+    /// Authorization policy file (ToolHive's format: cedarv1, JSON or YAML); default deny once set
+    #[arg(long, value_name = "FILE")]
+    pub authz_config: Option<PathBuf>,
+    /// Record one audit event per MCP request (to stdout unless --audit-config names a logFile)
+    #[arg(long)]
+    pub enable_audit: bool,
+    /// Audit configuration file (ToolHive's format); implies --enable-audit
+    #[arg(long, value_name = "FILE")]
+    pub audit_config: Option<PathBuf>,
+    /// Only these tools are listed and callable (comma-separated server tool names)
+    #[arg(long, value_delimiter = ',', value_name = "TOOLS")]
+    pub tools: Vec<String>,
+    /// Tool renames and descriptions (ToolHive's `{"toolsOverride": {…}}` file)
+    #[arg(long, value_name = "FILE")]
+    pub tools_override: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The first policy flag given, if any (for "cannot be combined with --from-config").
+    pub fn first_given(&self) -> Option<&'static str> {
+        let given: [(bool, &'static str); 14] = [
+            (self.oidc_issuer.is_some(), "--oidc-issuer"),
+            (self.oidc_audience.is_some(), "--oidc-audience"),
+            (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
+            (self.oidc_introspection_url.is_some(), "--oidc-introspection-url"),
+            (self.oidc_client_id.is_some(), "--oidc-client-id"),
+            (self.oidc_client_secret.is_some(), "--oidc-client-secret"),
+            (!self.oidc_scopes.is_empty(), "--oidc-scopes"),
+            (self.oidc_insecure_allow_http, "--oidc-insecure-allow-http"),
+            (self.resource_url.is_some(), "--resource-url"),
+            (self.authz_config.is_some(), "--authz-config"),
+            (self.enable_audit, "--enable-audit"),
+            (self.audit_config.is_some(), "--audit-config"),
+            (!self.tools.is_empty(), "--tools"),
+            (self.tools_override.is_some(), "--tools-override"),
+        ];
+        given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag)
+    }
+
+    /// The policy these flags describe, every file read and checked.
+    pub fn to_policy(&self) -> anyhow::Result<PolicyConfig> {
+        let mut policy = PolicyConfig::default();
+        let oidc_detail = [
+            (self.oidc_audience.is_some(), "--oidc-audience"),
+            (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
+            (self.oidc_introspection_url.is_some(), "--oidc-introspection-url"),
+            (self.oidc_client_id.is_some(), "--oidc-client-id"),
+            (self.oidc_client_secret.is_some(), "--oidc-client-secret"),
+            (!self.oidc_scopes.is_empty(), "--oidc-scopes"),
+            (self.oidc_insecure_allow_http, "--oidc-insecure-allow-http"),
+            (self.resource_url.is_some(), "--resource-url"),
+        ];
+        match &self.oidc_issuer {
+            Some(issuer) => {
+                policy.oidc = Some(OidcConfig {
+                    issuer: issuer.clone(),
+                    audience: self.oidc_audience.clone(),
+                    jwks_url: self.oidc_jwks_url.clone(),
+                    introspection_url: self.oidc_introspection_url.clone(),
+                    client_id: self.oidc_client_id.clone(),
+                    client_secret: self.oidc_client_secret.clone(),
+                    client_secret_env: None,
+                    scopes: self.oidc_scopes.clone(),
+                    resource_url: self.resource_url.clone(),
+                    insecure_allow_http: self.oidc_insecure_allow_http,
+                    jwks_min_refresh_secs: None,
+                });
+            }
+            None => {
+                if let Some((_, flag)) = oidc_detail.iter().find(|(set, _)| *set) {
+                    bail!("{flag} needs --oidc-issuer (authentication is off without an issuer)");
+                }
+            }
+        }
+        if let Some(path) = &self.authz_config {
+            let text = read(path)?;
+            Authorizer::from_text(&text, &path.display().to_string())?;
+            policy.authz = Some(document(&text, path)?);
+        }
+        if let Some(path) = &self.audit_config {
+            let text = read(path)?;
+            AuditConfig::from_text(&text, &path.display().to_string())?;
+            policy.audit = Some(document(&text, path)?);
+        } else if self.enable_audit {
+            policy.audit = Some(serde_json::json!({}));
+        }
+        policy.tools.filter = self.tools.iter().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+        if let Some(path) = &self.tools_override {
+            let text = read(path)?;
+            policy.tools.overrides = parse_overrides_file(&text, &path.display().to_string())?;
+        }
+        if let Some(oidc) = &policy.oidc {
+            Authenticator::new(oidc, AuthnOptions::default()).context("--oidc-issuer and the other --oidc-* flags")?;
+        }
+        if !policy.tools.is_empty() {
+            ToolPolicy::new(&policy.tools).context("--tools / --tools-override")?;
+        }
+        Ok(policy)
+    }
+}
+
+/// Checks a RunConfig's policy the way the proxy will build it (no network I/O), so a bad one
+/// is refused before anything starts. `origin` names the file it came from.
+pub fn check(policy: &PolicyConfig, origin: &str) -> anyhow::Result<()> {
+    if let Some(oidc) = &policy.oidc {
+        Authenticator::new(oidc, AuthnOptions::default()).with_context(|| format!("{origin}: policy.oidc"))?;
+    }
+    if let Some(doc) = &policy.authz {
+        Authorizer::from_value(doc, "policy.authz").with_context(|| format!("{origin}: policy.authz"))?;
+    }
+    if let Some(doc) = &policy.audit {
+        AuditConfig::from_value(doc, "policy.audit").with_context(|| format!("{origin}: policy.audit"))?;
+    }
+    if !policy.tools.is_empty() {
+        ToolPolicy::new(&policy.tools).with_context(|| format!("{origin}: policy.tools"))?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > MAX_FILE_BYTES {
+        bail!("{}: larger than {} bytes", path.display(), MAX_FILE_BYTES);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A checked JSON or YAML document, as the JSON value the RunConfig carries.
+fn document(text: &str, path: &Path) -> anyhow::Result<Value> {
+    let trimmed = text.trim_start();
+    let value = if trimmed.starts_with('{') {
+        serde_json::from_str(text).with_context(|| path.display().to_string())?
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    Ok(value)
+}
