@@ -10,7 +10,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -130,8 +130,13 @@ async fn publish(
 ) {
     let event =
         Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: None };
+    // A recorder per event: kube's Recorder folds every event with the same type, reason and
+    // action into one series that keeps the FIRST note, so "spec.audit not supported" would be
+    // shown as the earlier "spec.oidcConfigRef not supported". Callers publish once per change
+    // already, so nothing needs folding.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     // An event that cannot be written must not fail the reconcile.
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+    if let Err(e) = recorder.publish(&event, reference).await {
         tracing::warn!(error = %e, reason, "could not publish event");
     }
 }
