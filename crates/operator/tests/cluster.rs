@@ -1,6 +1,7 @@
 //! The MCPServer reconciler against a REAL one-node cluster (`cargo xtask cluster up`): children,
 //! drift repair, no writes on an unchanged spec, one rollout per config change, port changes,
-//! no adoption, and garbage collection. Runs only with `APIARY_CLUSTER_TESTS` set.
+//! no adoption, garbage collection, and failing closed on each protection Apiary does not
+//! enforce yet. Runs only with `APIARY_CLUSTER_TESTS` set.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -17,8 +18,9 @@ use common::cluster::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::Role;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -201,4 +203,100 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
         gone.then_some(())
     })
     .await;
+}
+
+/// Each protection field of an MCPServer as a manifest sets it; Apiary enforces none yet.
+fn protection_fields() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("oidcConfigRef", json!({"name": "keycloak", "audience": "guarded"})),
+        ("authzConfig", json!({"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}})),
+        ("authzConfigRef", json!({"name": "policy"})),
+        ("toolConfigRef", json!({"name": "tools"})),
+        ("audit", json!({"enabled": true})),
+        ("telemetryConfigRef", json!({"name": "otel"})),
+        ("externalAuthConfigRef", json!({"name": "exchange"})),
+        ("authServerRef", json!({"name": "embedded"})),
+        ("webhookConfigRef", json!({"name": "hooks"})),
+        ("rateLimiting", json!({"shared": {"requestsPerMinute": 10}})),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcpserver_fails_closed_on_each_unenforced_protection() {
+    gated(in_scratch_namespace("apiary-failclosed", reconcile::run, fail_closed)).await;
+}
+
+/// Warning events `UnsupportedFeature` about MCPServer `name` whose note names `field`.
+async fn unsupported_events(events: &Api<Event>, name: &str, field: &str) -> Vec<Event> {
+    let list = events.list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some("UnsupportedFeature")
+                && e.type_.as_deref() == Some("Warning")
+                && e.note.as_deref().is_some_and(|n| n.contains(field))
+        })
+        .collect()
+}
+
+async fn fail_closed(client: Client, ns: String, metrics: Arc<Metrics>) {
+    let servers: Api<MCPServer> = Api::namespaced(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let name = "guarded";
+    let server: MCPServer = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1",
+        "kind": "MCPServer",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"image": "ghcr.io/stackloklabs/gofetch/server:latest", "transport": "streamable-http"}
+    }))
+    .unwrap();
+    servers.create(&PostParams::default(), &server).await.unwrap();
+    let replicas = |want: i32| {
+        let deps = deps.clone();
+        async move { (deps.get_opt(name).await.unwrap()?.spec?.replicas == Some(want)).then_some(()) }
+    };
+    eventually("Deployment guarded at 1 replica", || replicas(1)).await;
+
+    for (round, (field, value)) in protection_fields().into_iter().enumerate() {
+        let spec_name = format!("spec.{field}");
+        servers.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {field: value}}))).await.unwrap();
+        eventually(&format!("{field}: Deployment at 0 replicas"), || replicas(0)).await;
+        let status = eventually(&format!("{field}: Failed, UnsupportedFeature"), || async {
+            let s = servers.get(name).await.ok()?.status?;
+            let ready = s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+            (s.phase == Some(MCPServerPhase::Failed)
+                && ready.status == "False"
+                && ready.reason == "UnsupportedFeature"
+                && ready.message.contains(&spec_name))
+            .then_some(s)
+        })
+        .await;
+        assert!(status.message.as_deref().unwrap().contains(&spec_name), "{field}: {:?}", status.message);
+        let features = status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "FeaturesApplied").unwrap();
+        assert_eq!((features.status.as_str(), features.reason.as_str()), ("False", "NotImplemented"), "{field}");
+        assert!(features.message.contains(&spec_name), "{field}: {}", features.message);
+        eventually(&format!("{field}: a Warning event UnsupportedFeature naming it"), || async {
+            (!unsupported_events(&events, name, &spec_name).await.is_empty()).then_some(())
+        })
+        .await;
+
+        // Resyncs in this state publish nothing more: one event, never repeated as a series.
+        poke(&servers, name, &metrics, round).await;
+        let seen = unsupported_events(&events, name, &spec_name).await;
+        assert_eq!(seen.len(), 1, "{field}: {seen:?}");
+        assert!(seen[0].series.is_none(), "{field}: the event was published again: {:?}", seen[0].series);
+
+        // Without the field the server comes back: its replicas, Pending (the runner image does
+        // not exist here), every field applied.
+        servers.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {field: null}}))).await.unwrap();
+        eventually(&format!("{field} removed: Deployment back at 1 replica"), || replicas(1)).await;
+        eventually(&format!("{field} removed: Pending with every feature applied"), || async {
+            let s = servers.get(name).await.ok()?.status?;
+            let features = s.conditions.as_ref()?.iter().find(|c| c.type_ == "FeaturesApplied")?;
+            (s.phase == Some(MCPServerPhase::Pending) && features.status == "True").then_some(())
+        })
+        .await;
+    }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -51,8 +51,8 @@ pub struct Context {
     pub client: Client,
     /// Operator settings shaping the children.
     pub settings: Settings,
-    /// Event recorder (`events.k8s.io/v1`), built once.
-    pub recorder: Recorder,
+    /// Who publishes the events (`events.k8s.io/v1`): the operator and its pod.
+    pub reporter: Reporter,
     /// Counters served on `/metrics`.
     pub metrics: Arc<Metrics>,
 }
@@ -61,8 +61,7 @@ impl Context {
     /// A context whose events name `instance` (the pod name) as the reporting instance.
     pub fn new(client: Client, settings: Settings, instance: Option<String>, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance };
-        let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, settings, recorder, metrics }
+        Context { client, settings, reporter, metrics }
     }
 }
 

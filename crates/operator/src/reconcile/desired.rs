@@ -1,5 +1,7 @@
 //! The desired state of an MCPServer's children, computed from its normalised spec alone (no
 //! API calls), so every reconcile sends the complete intent and the builders are unit-tested.
+//! Also decides which set fields Apiary does not apply, and holds the proxy at zero replicas
+//! when one of them is a protection it cannot give.
 
 use apiary_config::{ProxyMode as RcProxyMode, RunConfig, Source, Transport};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -7,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 
 use super::apply::{Children, McpAccount};
+use super::features::Unapplied;
 use super::labels::{config_labels, mcp_service_account_name, proxy_labels, proxy_service_name, runner_name};
 pub use super::workload::sha256_hex;
 use super::workload::{Parent, ProxyPod, policy_rule};
@@ -67,6 +70,8 @@ pub struct Desired {
     pub mcp_account: Option<ServiceAccount>,
     /// `proxyPort` in force.
     pub proxy_port: i32,
+    /// Set fields Apiary does not apply.
+    pub unapplied: Unapplied,
 }
 
 impl Desired {
@@ -95,6 +100,7 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
     let spec = server.spec.normalize().spec;
     let proxy_port = port("spec.proxyPort", spec.proxy_port)?;
     port("spec.mcpPort", spec.mcp_port)?;
+    let unapplied = unapplied(&spec);
 
     let run_config = run_config(&name, &spec, settings)?;
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
@@ -106,6 +112,8 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
         (ServerTransport::Stdio, Some(n)) => Some(n.min(1)),
         (_, r) => r,
     };
+    // Zero replicas rather than a proxy that serves without the protection asked for.
+    let replicas = unapplied.replicas(replicas);
     let deployment = parent.deployment(ProxyPod {
         labels: proxy_labels(&name),
         runner_image: &settings.runner_image,
@@ -141,7 +149,22 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
         runner_binding,
         mcp_account,
         proxy_port,
+        unapplied,
     })
+}
+
+/// The set fields of `spec` that Apiary does not apply: the protections of
+/// [`Protection::support`](super::features::Protection::support), then the MCPServer's own
+/// fields that open nothing when ignored.
+pub fn unapplied(spec: &MCPServerSpec) -> Unapplied {
+    Unapplied::of(
+        spec,
+        &[
+            ("spec.backendReplicas", spec.backend_replicas.is_some()),
+            ("spec.resourceOverrides", spec.resource_overrides.is_some()),
+            ("spec.sessionStorage", spec.session_storage.is_some()),
+        ],
+    )
 }
 
 fn port(field: &'static str, value: Option<i32>) -> Result<i32, DesiredError> {

@@ -1,14 +1,17 @@
 //! The MCPServer reconciler: recompute the children from the normalised spec, apply them with
-//! server-side apply, and report `status` (phase, url, message, observedGeneration, `Ready`),
-//! writing nothing when nothing changed. Also home of the pieces the MCPRemoteProxy reconciler
-//! shares with it (controller plumbing, workload builders, apply, observation, reporting).
+//! server-side apply, and report `status` (phase, url, message, observedGeneration, `Ready`,
+//! `FeaturesApplied`), writing nothing when nothing changed. Also home of the pieces the
+//! MCPRemoteProxy reconciler shares with it (controller plumbing, workload builders, which
+//! fields are enforced, apply, observation, outcome and reporting).
 
 pub mod apply;
 pub mod controller;
 pub mod desired;
+pub mod features;
 pub mod labels;
 pub mod metrics;
 pub mod observe;
+pub mod outcome;
 pub mod report;
 pub mod status;
 pub mod workload;
@@ -26,7 +29,7 @@ pub use metrics::Metrics;
 use crate::crd::mcpserver::MCPServer;
 use crate::normalize::Normalize;
 use apply::Applied;
-use status::Outcome;
+use outcome::Outcome;
 
 /// Runs the MCPServer controller(s) for `scope` until `shutdown` resolves, then lets the
 /// reconciles in flight finish.
@@ -50,12 +53,15 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
         Ok(want) => match apply::apply_all(&ctx.client, &run.namespace, want.children(), &run.uid).await? {
             Applied::Conflict { kind, name } => Outcome::NameConflict { kind, name },
             Applied::Done(deployment) => {
-                let seen = observe::proxy(&ctx.client, &run.namespace, &run.name, &deployment, true).await?;
-                Outcome::applied(labels::proxy_url(&run.name, &run.namespace, want.proxy_port), seen)
+                // A proxy held at zero replicas has no pods to explain.
+                let ask_pods = !want.unapplied.blocks();
+                let seen = observe::proxy(&ctx.client, &run.namespace, &run.name, &deployment, ask_pods).await?;
+                let url = labels::proxy_url(&run.name, &run.namespace, want.proxy_port);
+                Outcome::applied(url, seen, want.unapplied)
             }
         },
     };
-    let next = status::compute(&server, &outcome, status::now_seconds());
+    let next = status::compute(&server, &outcome, outcome::now_seconds());
     run.finish(&ctx, server.status.as_ref(), &next, status::ready_condition).await?;
-    Ok(controller::requeue(matches!(outcome, Outcome::Applied { available: false, .. })))
+    Ok(controller::requeue(outcome.waiting_for_proxy()))
 }

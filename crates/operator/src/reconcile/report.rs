@@ -1,6 +1,7 @@
 //! The steps every reconcile of a proxy-running kind takes around its own work: count it, skip
 //! a deleted object, warn about spec conflicts once per generation; then write the status only
-//! when it changed and publish an event when `Ready` changed.
+//! when it changed and publish an event when `Ready` changed (a warning also when what it
+//! names changed, e.g. the unsupported fields).
 
 use std::fmt::{Debug, Display};
 use std::marker::PhantomData;
@@ -9,7 +10,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -66,9 +67,8 @@ impl<K> Started<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
-    /// Writes `next` when it differs from `before`, then, when the `Ready` condition's status
-    /// or reason changed, publishes an event with its reason and message: Normal when ready
-    /// or merely waiting for the Deployment, Warning otherwise.
+    /// Writes `next` when it differs from `before`, then, when the `Ready` condition changed
+    /// in a way worth telling (see [`Notice`]), publishes an event with its reason and message.
     pub async fn finish<S>(
         &self,
         ctx: &Context,
@@ -79,23 +79,44 @@ where
     where
         S: Serialize + PartialEq,
     {
-        let was = ready_condition(before).map(|c| (c.status.clone(), c.reason.clone()));
+        let was = ready_condition(before).map(Notice::of);
         if before != Some(next) {
             let api: Api<K> = Api::namespaced(ctx.client.clone(), &self.namespace);
             let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": next});
             api.patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
         }
         if let Some(now) = ready_condition(Some(next))
-            && was.as_ref().map(|(s, r)| (s, r)) != Some((&now.status, &now.reason))
+            && was.as_ref() != Some(&Notice::of(now))
         {
-            let type_ = if now.status == "True" || now.reason == "DeploymentUnavailable" {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
-            publish(ctx, &self.reference, type_, &now.reason, "Reconcile", now.message.clone()).await;
+            let notice = Notice::of(now);
+            publish(ctx, &self.reference, notice.type_, &now.reason, "Reconcile", now.message.clone()).await;
         }
         Ok(())
+    }
+}
+
+/// What about a `Ready` condition an event reports, so one is published per change and never
+/// per resync. Progress (ready, or waiting for the Deployment) is a Normal event keyed on status
+/// and reason: its message follows pod states and replica counts. Anything else is a Warning
+/// keyed on its message too, which names what is wrong (the unsupported fields, the object in
+/// the way) and changes only when that does.
+#[derive(Debug, PartialEq)]
+struct Notice<'a> {
+    type_: EventType,
+    status: &'a str,
+    reason: &'a str,
+    message: Option<&'a str>,
+}
+
+impl<'a> Notice<'a> {
+    fn of(c: &'a Condition) -> Self {
+        let progress = c.status == "True" || c.reason == "DeploymentUnavailable";
+        Notice {
+            type_: if progress { EventType::Normal } else { EventType::Warning },
+            status: &c.status,
+            reason: &c.reason,
+            message: (!progress).then_some(c.message.as_str()),
+        }
     }
 }
 
@@ -109,8 +130,50 @@ async fn publish(
 ) {
     let event =
         Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: None };
+    // A recorder per event: kube's Recorder folds every event with the same type, reason and
+    // action into one series that keeps the FIRST note, so "spec.audit not supported" would be
+    // shown as the earlier "spec.oidcConfigRef not supported". Callers publish once per change
+    // already, so nothing needs folding.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     // An event that cannot be written must not fail the reconcile.
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+    if let Err(e) = recorder.publish(&event, reference).await {
         tracing::warn!(error = %e, reason, "could not publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn ready(status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn warnings_change_with_their_message_and_progress_only_with_its_reason() {
+        let oidc = ready("False", "UnsupportedFeature", "spec.oidcConfigRef not supported");
+        let both = ready("False", "UnsupportedFeature", "spec.oidcConfigRef, spec.audit not supported");
+        assert_eq!(Notice::of(&oidc).type_, EventType::Warning);
+        assert_eq!(Notice::of(&oidc), Notice::of(&oidc.clone()), "a resync publishes nothing");
+        assert_ne!(Notice::of(&oidc), Notice::of(&both), "another field set is a new warning");
+
+        let pulling = ready("False", "DeploymentUnavailable", "waiting: no proxy pod yet");
+        let backoff = ready("False", "DeploymentUnavailable", "waiting: image x cannot be pulled");
+        assert_eq!(Notice::of(&pulling).type_, EventType::Normal);
+        assert_eq!(Notice::of(&pulling), Notice::of(&backoff), "pod states do not flood events");
+        let one = ready("True", "DeploymentAvailable", "proxy running, 1 ready replica(s)");
+        let two = ready("True", "DeploymentAvailable", "proxy running, 2 ready replica(s)");
+        assert_eq!(Notice::of(&one), Notice::of(&two));
+        assert_ne!(Notice::of(&one), Notice::of(&pulling));
     }
 }

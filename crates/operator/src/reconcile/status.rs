@@ -1,84 +1,27 @@
-//! The MCPServer status computed from what the reconcile saw, and the `Ready` condition whose
-//! `lastTransitionTime` moves only when its status flips. Pure, so "nothing changed, write
-//! nothing" is a plain equality check.
+//! The MCPServer status computed from what the reconcile saw: the kind-neutral summary of
+//! [`outcome`](super::outcome) (phase, message, `Ready`, `FeaturesApplied`) plus `url`,
+//! `readyReplicas` and `observedGeneration`. Pure, so "nothing changed, write nothing" is a
+//! plain equality check.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
-use super::observe::Observed;
+use super::outcome::{Outcome, Phase, READY, Summary, find, summarize};
 use crate::crd::mcpserver::{MCPServer, MCPServerPhase, MCPServerStatus};
 
-/// Type of the summary condition.
-pub const READY: &str = "Ready";
-
-/// What one reconcile found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Children applied; the proxy Deployment's state.
-    Applied {
-        /// `status.url`.
-        url: String,
-        /// Ready proxy replicas.
-        ready_replicas: i32,
-        /// The Deployment has at least one available replica.
-        available: bool,
-        /// Why it is not available yet, when known (a pod's waiting reason).
-        waiting: Option<String>,
-    },
-    /// A child's name is taken by an object Apiary does not own; nothing was applied.
-    NameConflict {
-        /// Kind of the foreign object.
-        kind: &'static str,
-        /// Its name.
-        name: String,
-    },
-    /// The spec cannot be turned into children.
-    Invalid(String),
-}
-
-impl Outcome {
-    /// Children applied, the proxy served at `url` and seen as `seen`.
-    pub fn applied(url: String, seen: Observed) -> Self {
-        let Observed { ready_replicas, available, waiting } = seen;
-        Outcome::Applied { url, ready_replicas, available, waiting }
-    }
-
-    /// `(condition status, reason, message)` of `Ready`.
-    fn ready(&self) -> (&'static str, &'static str, String) {
-        match self {
-            Outcome::Applied { available: true, ready_replicas, .. } => {
-                ("True", "DeploymentAvailable", format!("proxy running, {ready_replicas} ready replica(s)"))
-            }
-            Outcome::Applied { available: false, waiting, .. } => (
-                "False",
-                "DeploymentUnavailable",
-                match waiting {
-                    Some(why) => format!("waiting for the proxy Deployment: {why}"),
-                    None => "waiting for the proxy Deployment to become available".to_string(),
-                },
-            ),
-            Outcome::NameConflict { kind, name } => (
-                "False",
-                "NameConflict",
-                format!("{kind} {name} exists and is not owned by this MCPServer; not adopting it"),
-            ),
-            Outcome::Invalid(why) => ("False", "InvalidSpec", why.clone()),
-        }
-    }
-}
-
 /// The status `server` should have after `outcome`, keeping fields this reconciler does not
-/// own (hashes, other conditions) as they are. `now` is used only when `Ready` flips.
+/// own (hashes, other conditions) as they are. `now` is used only when a condition flips.
 pub fn compute(server: &MCPServer, outcome: &Outcome, now: Timestamp) -> MCPServerStatus {
     let mut status = server.status.clone().unwrap_or_default();
     let generation = server.metadata.generation;
-    let (ready, reason, message) = outcome.ready();
-    status.phase = Some(match outcome {
-        Outcome::Applied { available: true, .. } => MCPServerPhase::Running,
-        Outcome::Applied { .. } => MCPServerPhase::Pending,
-        Outcome::NameConflict { .. } | Outcome::Invalid(_) => MCPServerPhase::Failed,
+    let Summary { phase, message, conditions } =
+        summarize("MCPServer", outcome, status.conditions.take().unwrap_or_default(), generation, now);
+    status.phase = Some(match phase {
+        Phase::Pending => MCPServerPhase::Pending,
+        Phase::Running => MCPServerPhase::Running,
+        Phase::Failed => MCPServerPhase::Failed,
     });
-    status.message = Some(message.clone());
+    status.message = Some(message);
     status.observed_generation = generation;
     match outcome {
         Outcome::Applied { url, ready_replicas, .. } => {
@@ -87,48 +30,24 @@ pub fn compute(server: &MCPServer, outcome: &Outcome, now: Timestamp) -> MCPServ
         }
         _ => status.ready_replicas = None,
     }
-    let condition = Condition {
-        type_: READY.to_string(),
-        status: ready.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(now),
-    };
-    status.conditions = Some(set_condition(status.conditions.take().unwrap_or_default(), condition));
+    status.conditions = Some(conditions);
     status
-}
-
-/// Puts `new` in place of the condition of its type, keeping the old `lastTransitionTime`
-/// when the status did not flip.
-pub fn set_condition(mut conditions: Vec<Condition>, mut new: Condition) -> Vec<Condition> {
-    if let Some(old) = conditions.iter_mut().find(|c| c.type_ == new.type_) {
-        if old.status == new.status {
-            new.last_transition_time = old.last_transition_time.clone();
-        }
-        *old = new;
-    } else {
-        conditions.push(new);
-    }
-    conditions
-}
-
-/// Now, to the second: the apiserver stores `metav1.Time` without fractions, so a finer value
-/// would read back different from what was written.
-pub fn now_seconds() -> Timestamp {
-    let now = Timestamp::now();
-    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// The Ready condition of a status, if any.
 pub fn ready_condition(status: Option<&MCPServerStatus>) -> Option<&Condition> {
-    status?.conditions.as_ref()?.iter().find(|c| c.type_ == READY)
+    find(status?.conditions.as_ref(), READY)
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
     use super::*;
     use crate::crd::mcpserver::MCPServerSpec;
+    use crate::reconcile::features::Unapplied;
+    use crate::reconcile::outcome::FEATURES_APPLIED;
 
     fn server(generation: i64, status: Option<MCPServerStatus>) -> MCPServer {
         let mut s = MCPServer::new("fetch", MCPServerSpec { image: "img".into(), ..Default::default() });
@@ -143,6 +62,7 @@ mod tests {
             ready_replicas: 0,
             available: false,
             waiting: Some("ErrImagePull".into()),
+            unapplied: Unapplied::default(),
         }
     }
 
@@ -158,7 +78,13 @@ mod tests {
         // Same outcome later: identical status, so nothing is written.
         let s1b = compute(&server(1, Some(s1.clone())), &pending(), t2);
         assert_eq!(s1b, s1);
-        let running = Outcome::Applied { url: "http://u".into(), ready_replicas: 1, available: true, waiting: None };
+        let running = Outcome::Applied {
+            url: "http://u".into(),
+            ready_replicas: 1,
+            available: true,
+            waiting: None,
+            unapplied: Unapplied::default(),
+        };
         let s2 = compute(&server(1, Some(s1.clone())), &running, t2);
         assert_eq!(s2.phase, Some(MCPServerPhase::Running));
         let c2 = ready_condition(Some(&s2)).unwrap();
@@ -190,5 +116,38 @@ mod tests {
         let ready = ready_condition(Some(&s)).unwrap();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NameConflict"));
         assert_eq!(s.conditions.as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn each_unenforced_protection_fails_the_server_and_names_the_field() {
+        let t = Timestamp::from_second(7).unwrap();
+        for (field, value) in crate::reconcile::features::examples() {
+            let spec: MCPServerSpec = serde_json::from_value(json!({"image": "img", field: value})).unwrap();
+            let unapplied = crate::reconcile::desired::unapplied(&spec);
+            let held = Outcome::Applied {
+                url: "http://u".into(),
+                ready_replicas: 0,
+                available: false,
+                waiting: None,
+                unapplied,
+            };
+            let s = compute(&server(1, None), &held, t);
+            assert_eq!(s.phase, Some(MCPServerPhase::Failed), "{field}");
+            let ready = ready_condition(Some(&s)).unwrap();
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "UnsupportedFeature"), "{field}");
+            let spec_name = format!("spec.{field}");
+            assert!(ready.message.contains(&spec_name), "{field}: {}", ready.message);
+            assert!(s.message.as_deref().unwrap().contains(&spec_name), "{field}");
+            let features = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == FEATURES_APPLIED).unwrap();
+            assert_eq!((features.status.as_str(), features.reason.as_str()), ("False", "NotImplemented"), "{field}");
+            assert!(features.message.contains(&spec_name), "{field}: {}", features.message);
+
+            // Without the field the same server is back to waiting for its proxy.
+            let s2 = compute(&server(2, Some(s.clone())), &pending(), t);
+            assert_eq!(s2.phase, Some(MCPServerPhase::Pending), "{field}");
+            assert_eq!(ready_condition(Some(&s2)).unwrap().reason, "DeploymentUnavailable");
+            let features = s2.conditions.as_ref().unwrap().iter().find(|c| c.type_ == FEATURES_APPLIED).unwrap();
+            assert_eq!(features.status, "True", "{field}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The desired state of an MCPRemoteProxy's children, computed from its normalised spec alone
 //! (no API calls), so every reconcile sends the complete intent and the builders are
-//! unit-tested. Also decides which spec fields Apiary does not apply yet, and which of those
-//! must keep the proxy from serving at all.
+//! unit-tested. Also lists the spec fields Apiary does not apply yet, and holds the proxy at
+//! zero replicas when one of them is a protection it cannot give.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +17,7 @@ use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxySpec};
 use crate::normalize::{DEFAULT_PORT, Normalize};
 use crate::reconcile::apply::Children;
 use crate::reconcile::desired::Settings;
+use crate::reconcile::features::Unapplied;
 use crate::reconcile::workload::{Parent, ProxyPod, policy_rule, sha256_hex};
 
 /// Why no desired state can be computed; reported as `Ready=False` with reason `InvalidSpec`.
@@ -34,47 +35,6 @@ pub enum DesiredError {
     /// The RunConfig built from the spec does not validate.
     #[error("the RunConfig built from the spec is invalid: {0}")]
     RunConfig(String),
-}
-
-/// Spec fields that are set but that Apiary does not apply yet.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Unapplied {
-    /// Fields that restrict who may call what (incoming authentication, authorization, tool
-    /// filters). Serving without them would open what the user closed, so the proxy is kept
-    /// at zero replicas while any is set.
-    pub blocking: Vec<&'static str>,
-    /// Fields whose absence opens nothing; the proxy runs without them.
-    pub ignored: Vec<&'static str>,
-}
-
-impl Unapplied {
-    /// The set fields of `spec` that Apiary does not apply, sorted into the two groups.
-    pub fn of(spec: &MCPRemoteProxySpec) -> Self {
-        let blocking = [
-            ("spec.oidcConfigRef", spec.oidc_config_ref.is_some()),
-            ("spec.authServerRef", spec.auth_server_ref.is_some()),
-            ("spec.authzConfig", spec.authz_config.is_some()),
-            ("spec.authzConfigRef", spec.authz_config_ref.is_some()),
-            ("spec.toolConfigRef", spec.tool_config_ref.is_some()),
-        ];
-        let ignored = [
-            ("spec.externalAuthConfigRef", spec.external_auth_config_ref.is_some()),
-            ("spec.headerForward", spec.header_forward.is_some()),
-            // `audit: {enabled: false}` asks for nothing.
-            ("spec.audit", spec.audit.as_ref().is_some_and(|a| a.enabled == Some(true))),
-            ("spec.telemetryConfigRef", spec.telemetry_config_ref.is_some()),
-            ("spec.podTemplateSpec", spec.pod_template_spec.is_some()),
-            ("spec.resourceOverrides", spec.resource_overrides.is_some()),
-            ("spec.sessionStorage", spec.session_storage.is_some()),
-        ];
-        let set = |fields: &[(&'static str, bool)]| fields.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
-        Unapplied { blocking: set(&blocking), ignored: set(&ignored) }
-    }
-
-    /// True when every set field is applied.
-    pub fn is_empty(&self) -> bool {
-        self.blocking.is_empty() && self.ignored.is_empty()
-    }
 }
 
 /// Every child of one MCPRemoteProxy, as it should be.
@@ -119,7 +79,7 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, D
     let name = parent.name.clone();
     let spec = proxy.spec.normalize().spec;
     let proxy_port = spec.proxy_port.unwrap_or(DEFAULT_PORT);
-    let unapplied = Unapplied::of(&spec);
+    let unapplied = unapplied(&spec);
 
     let run_config = run_config(&name, &spec, settings)?;
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
@@ -141,7 +101,7 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, D
         }),
         service_account: spec.service_account.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| runner_name(&name)),
         // Zero replicas rather than a proxy that serves without the restrictions asked for.
-        replicas: if unapplied.blocking.is_empty() { spec.replicas } else { Some(0) },
+        replicas: unapplied.replicas(spec.replicas),
         proxy_port,
         checksum: &checksum,
     });
@@ -160,6 +120,21 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, D
         proxy_port,
         unapplied,
     })
+}
+
+/// The set fields of `spec` that Apiary does not apply: the protections of
+/// [`Protection::support`](crate::reconcile::features::Protection::support), then the
+/// MCPRemoteProxy's own fields that open nothing when ignored.
+pub fn unapplied(spec: &MCPRemoteProxySpec) -> Unapplied {
+    Unapplied::of(
+        spec,
+        &[
+            ("spec.headerForward", spec.header_forward.is_some()),
+            ("spec.podTemplateSpec", spec.pod_template_spec.is_some()),
+            ("spec.resourceOverrides", spec.resource_overrides.is_some()),
+            ("spec.sessionStorage", spec.session_storage.is_some()),
+        ],
+    )
 }
 
 /// The RunConfig the proxy runner reads: the remote URL, its transport, the listener.

@@ -15,8 +15,8 @@ use crate::crd::mcpremoteproxy::MCPRemoteProxy;
 use crate::normalize::Normalize;
 pub use crate::reconcile::Error;
 use crate::reconcile::apply::{self, Applied};
+use crate::reconcile::outcome::{self, Outcome};
 use crate::reconcile::{Context, WatchScope, controller, observe, report};
-use status::Outcome;
 
 /// Runs the MCPRemoteProxy controller(s) for `scope` until `shutdown` resolves, then lets the
 /// reconciles in flight finish. Shares [`Context`] (client, settings, events, metrics) with
@@ -41,16 +41,14 @@ pub async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<
             Applied::Conflict { kind, name } => Outcome::NameConflict { kind, name },
             Applied::Done(deployment) => {
                 // A proxy held at zero replicas has no pods to explain.
-                let ask_pods = want.unapplied.blocking.is_empty();
+                let ask_pods = !want.unapplied.blocks();
                 let seen = observe::proxy(&ctx.client, &run.namespace, &run.name, &deployment, ask_pods).await?;
                 let url = names::proxy_url(&run.name, &run.namespace, want.proxy_port);
                 Outcome::applied(url, seen, want.unapplied)
             }
         },
     };
-    let next = status::compute(&proxy, &outcome, crate::reconcile::status::now_seconds());
+    let next = status::compute(&proxy, &outcome, outcome::now_seconds());
     run.finish(&ctx, proxy.status.as_ref(), &next, status::ready_condition).await?;
-    let waiting =
-        matches!(&outcome, Outcome::Applied { available: false, unapplied, .. } if unapplied.blocking.is_empty());
-    Ok(controller::requeue(waiting))
+    Ok(controller::requeue(outcome.waiting_for_proxy()))
 }

@@ -1,132 +1,26 @@
-//! The MCPRemoteProxy status computed from what the reconcile saw: phase, url, message,
-//! observedGeneration, the `Ready` condition and the `FeaturesApplied` condition that names the
-//! spec fields Apiary does not apply yet. Pure, so "nothing changed, write nothing" is a plain
+//! The MCPRemoteProxy status computed from what the reconcile saw: the kind-neutral summary of
+//! [`outcome`](crate::reconcile::outcome) (phase, message, `Ready`, `FeaturesApplied`) plus
+//! `url` and `observedGeneration`. Pure, so "nothing changed, write nothing" is a plain
 //! equality check.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
-use super::desired::Unapplied;
 use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxyPhase, MCPRemoteProxyStatus};
-use crate::reconcile::observe::Observed;
-use crate::reconcile::status::{READY, set_condition};
-
-/// Type of the condition saying whether every set spec field is in effect.
-pub const FEATURES_APPLIED: &str = "FeaturesApplied";
-
-/// What one reconcile found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Children applied; the proxy Deployment's state.
-    Applied {
-        /// `status.url`.
-        url: String,
-        /// Ready proxy replicas.
-        ready_replicas: i32,
-        /// The Deployment has at least one available replica.
-        available: bool,
-        /// Why it is not available yet, when known (a pod's waiting reason).
-        waiting: Option<String>,
-        /// Set fields Apiary does not apply.
-        unapplied: Unapplied,
-    },
-    /// A child's name is taken by an object Apiary does not own; nothing was applied.
-    NameConflict {
-        /// Kind of the foreign object.
-        kind: &'static str,
-        /// Its name.
-        name: String,
-    },
-    /// The spec cannot be turned into children.
-    Invalid(String),
-}
-
-impl Outcome {
-    /// Children applied, the proxy served at `url` and seen as `seen`, with `unapplied` fields.
-    pub fn applied(url: String, seen: Observed, unapplied: Unapplied) -> Self {
-        let Observed { ready_replicas, available, waiting } = seen;
-        Outcome::Applied { url, ready_replicas, available, waiting, unapplied }
-    }
-
-    /// `(phase, Ready status, reason, message)`.
-    fn ready(&self) -> (MCPRemoteProxyPhase, &'static str, &'static str, String) {
-        match self {
-            Outcome::Applied { unapplied, .. } if !unapplied.blocking.is_empty() => (
-                MCPRemoteProxyPhase::Failed,
-                "False",
-                "UnsupportedFeature",
-                format!(
-                    "{} not supported by Apiary yet; the proxy is kept at 0 replicas rather than serve without it",
-                    unapplied.blocking.join(", ")
-                ),
-            ),
-            Outcome::Applied { available: true, ready_replicas, .. } => (
-                MCPRemoteProxyPhase::Ready,
-                "True",
-                "DeploymentAvailable",
-                format!("proxy running, {ready_replicas} ready replica(s)"),
-            ),
-            Outcome::Applied { available: false, waiting, .. } => (
-                MCPRemoteProxyPhase::Pending,
-                "False",
-                "DeploymentUnavailable",
-                match waiting {
-                    Some(why) => format!("waiting for the proxy Deployment: {why}"),
-                    None => "waiting for the proxy Deployment to become available".to_string(),
-                },
-            ),
-            Outcome::NameConflict { kind, name } => (
-                MCPRemoteProxyPhase::Failed,
-                "False",
-                "NameConflict",
-                format!("{kind} {name} exists and is not owned by this MCPRemoteProxy; not adopting it"),
-            ),
-            Outcome::Invalid(why) => (MCPRemoteProxyPhase::Failed, "False", "InvalidSpec", why.clone()),
-        }
-    }
-}
-
-/// The `FeaturesApplied` condition's `(status, reason, message)`, when the outcome knows it.
-fn features(outcome: &Outcome) -> Option<(&'static str, &'static str, String)> {
-    let Outcome::Applied { unapplied, .. } = outcome else { return None };
-    if unapplied.is_empty() {
-        return Some(("True", "AllApplied", "every field set in the spec is applied".to_string()));
-    }
-    let mut parts = Vec::new();
-    if !unapplied.blocking.is_empty() {
-        parts.push(format!("{} (the proxy is not started without it)", unapplied.blocking.join(", ")));
-    }
-    if !unapplied.ignored.is_empty() {
-        parts.push(format!("{} (ignored; the proxy runs without it)", unapplied.ignored.join(", ")));
-    }
-    Some(("False", "NotImplemented", format!("not applied yet by Apiary: {}", parts.join("; "))))
-}
+use crate::reconcile::outcome::{Outcome, Phase, READY, Summary, find, summarize};
 
 /// The status `proxy` should have after `outcome`, keeping fields this reconciler does not own
 /// (hashes, externalUrl, other conditions) as they are. `now` is used only when a condition flips.
 pub fn compute(proxy: &MCPRemoteProxy, outcome: &Outcome, now: Timestamp) -> MCPRemoteProxyStatus {
     let mut status = proxy.status.clone().unwrap_or_default();
     let generation = proxy.metadata.generation;
-    let (phase, ready, reason, mut message) = outcome.ready();
-    let condition = |type_: &str, status: &str, reason: &str, message: String| Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(now),
-    };
-    let mut conditions = status.conditions.take().unwrap_or_default();
-    conditions = set_condition(conditions, condition(READY, ready, reason, message.clone()));
-    if let Some((applied, why, text)) = features(outcome) {
-        if applied == "False" && reason != "UnsupportedFeature" {
-            // The message is what `kubectl describe` leads with: it must not read as if every
-            // field were in effect.
-            message = format!("{message}; {text}");
-        }
-        conditions = set_condition(conditions, condition(FEATURES_APPLIED, applied, why, text));
-    }
-    status.phase = Some(phase);
+    let Summary { phase, message, conditions } =
+        summarize("MCPRemoteProxy", outcome, status.conditions.take().unwrap_or_default(), generation, now);
+    status.phase = Some(match phase {
+        Phase::Pending => MCPRemoteProxyPhase::Pending,
+        Phase::Running => MCPRemoteProxyPhase::Ready,
+        Phase::Failed => MCPRemoteProxyPhase::Failed,
+    });
     status.message = Some(message);
     status.observed_generation = generation;
     if let Outcome::Applied { url, .. } = outcome {
@@ -138,13 +32,17 @@ pub fn compute(proxy: &MCPRemoteProxy, outcome: &Outcome, now: Timestamp) -> MCP
 
 /// The Ready condition of a status, if any.
 pub fn ready_condition(status: Option<&MCPRemoteProxyStatus>) -> Option<&Condition> {
-    status?.conditions.as_ref()?.iter().find(|c| c.type_ == READY)
+    find(status?.conditions.as_ref(), READY)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::crd::mcpremoteproxy::MCPRemoteProxySpec;
+    use crate::reconcile::features::Unapplied;
+    use crate::reconcile::outcome::FEATURES_APPLIED;
 
     fn proxy(generation: i64, status: Option<MCPRemoteProxyStatus>) -> MCPRemoteProxy {
         let mut p = MCPRemoteProxy::new(
@@ -202,13 +100,13 @@ mod tests {
     #[test]
     fn unapplied_fields_are_named_and_blocking_ones_fail_the_proxy() {
         let t = Timestamp::from_second(5).unwrap();
-        let ignored = Unapplied { blocking: vec![], ignored: vec!["spec.audit"] };
+        let ignored = Unapplied { blocking: vec![], ignored: vec!["spec.headerForward"] };
         let s = compute(&proxy(1, None), &applied(true, ignored), t);
         assert_eq!(s.phase, Some(MCPRemoteProxyPhase::Ready));
         let f = condition(&s, FEATURES_APPLIED);
         assert_eq!((f.status.as_str(), f.reason.as_str()), ("False", "NotImplemented"));
-        assert!(f.message.contains("spec.audit"), "{}", f.message);
-        assert!(s.message.as_deref().unwrap().contains("spec.audit"), "the phase message names it too");
+        assert!(f.message.contains("spec.headerForward"), "{}", f.message);
+        assert!(s.message.as_deref().unwrap().contains("spec.headerForward"), "the phase message names it too");
 
         let blocking = Unapplied { blocking: vec!["spec.oidcConfigRef"], ignored: vec![] };
         let s = compute(&proxy(1, None), &applied(false, blocking), t);
@@ -235,5 +133,26 @@ mod tests {
         assert_eq!(s.external_url.as_deref(), Some("https://x"));
         assert_eq!(condition(&s, READY).reason, "NameConflict");
         assert!(s.conditions.as_ref().unwrap().iter().all(|c| c.type_ != FEATURES_APPLIED));
+    }
+
+    #[test]
+    fn each_unenforced_protection_fails_the_proxy_and_names_the_field() {
+        let t = Timestamp::from_second(7).unwrap();
+        for (field, value) in crate::reconcile::features::examples() {
+            if ["webhookConfigRef", "rateLimiting"].contains(&field) {
+                continue; // not MCPRemoteProxy fields
+            }
+            let spec: MCPRemoteProxySpec =
+                serde_json::from_value(json!({"remoteURL": "https://mcp.example.com/mcp", field: value})).unwrap();
+            let s = compute(&proxy(1, None), &applied(false, crate::remoteproxy::desired::unapplied(&spec)), t);
+            assert_eq!(s.phase, Some(MCPRemoteProxyPhase::Failed), "{field}");
+            let spec_name = format!("spec.{field}");
+            let r = condition(&s, READY);
+            assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "UnsupportedFeature"), "{field}");
+            assert!(r.message.contains(&spec_name), "{field}: {}", r.message);
+            assert!(condition(&s, FEATURES_APPLIED).message.contains(&spec_name), "{field}");
+            let back = compute(&proxy(2, Some(s.clone())), &applied(false, Unapplied::default()), t);
+            assert_eq!(back.phase, Some(MCPRemoteProxyPhase::Pending), "{field}");
+        }
     }
 }

@@ -183,3 +183,37 @@ fn missing_uid_is_an_error_not_a_panic() {
     s.metadata.uid = None;
     assert!(matches!(desired(&s, &settings()), Err(DesiredError::MissingMeta(_))));
 }
+
+#[test]
+fn each_unenforced_protection_holds_the_proxy_at_zero_and_removing_it_restores_replicas() {
+    let mut base = seed_spec();
+    base.replicas = Some(2);
+    let open = desired(&fetch(base.clone()), &settings()).unwrap();
+    assert!(open.unapplied.is_empty());
+    assert_eq!(open.deployment.spec.as_ref().unwrap().replicas, Some(2));
+    let base_json = serde_json::to_value(&base).unwrap();
+    for (field, value) in crate::reconcile::features::examples() {
+        let mut with = base_json.clone();
+        with[field] = value;
+        let spec: MCPServerSpec = serde_json::from_value(with).unwrap();
+        let d = desired(&fetch(spec), &settings()).unwrap();
+        assert_eq!(d.unapplied.blocking, vec![format!("spec.{field}")], "{field}");
+        assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "{field}: nothing may serve");
+        // The other children are still built as usual: only the proxy is held.
+        assert_eq!(d.proxy_service.metadata.name, open.proxy_service.metadata.name, "{field}");
+        assert_eq!(d.config_map.data, open.config_map.data, "{field}: the RunConfig does not change");
+    }
+    // Unset again, the same spec gives back its replicas.
+    assert_eq!(desired(&fetch(base), &settings()).unwrap().deployment.spec.unwrap().replicas, Some(2));
+}
+
+#[test]
+fn audit_off_asks_for_nothing_and_unapplied_plain_fields_do_not_block() {
+    let mut spec = seed_spec();
+    spec.audit = Some(crate::crd::common::AuditConfig { enabled: Some(false) });
+    assert!(unapplied(&spec).is_empty());
+    spec.backend_replicas = Some(2);
+    let d = desired(&fetch(spec), &settings()).unwrap();
+    assert_eq!((d.unapplied.blocking.len(), d.unapplied.ignored.clone()), (0, vec!["spec.backendReplicas"]));
+    assert_eq!(d.deployment.spec.unwrap().replicas, None, "an ignored field leaves the replicas alone");
+}

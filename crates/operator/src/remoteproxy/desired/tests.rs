@@ -224,19 +224,42 @@ fn unapplied_fields_are_listed_and_restrictive_ones_keep_the_proxy_at_zero() {
     let mut s = spec();
     s.audit = Some(AuditConfig { enabled: Some(false) });
     assert!(desired(&proxy(s.clone()), &settings()).unwrap().unapplied.is_empty(), "audit off asks for nothing");
-    s.audit = Some(AuditConfig { enabled: Some(true) });
-    s.external_auth_config_ref = Some(NameRef { name: "exchange".into() });
+    s.header_forward = Some(Default::default());
     s.replicas = Some(2);
     let d = desired(&proxy(s.clone()), &settings()).unwrap();
     assert_eq!(d.unapplied.blocking, Vec::<&str>::new());
-    assert_eq!(d.unapplied.ignored, vec!["spec.externalAuthConfigRef", "spec.audit"]);
+    assert_eq!(d.unapplied.ignored, vec!["spec.headerForward"]);
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(2), "ignored fields do not stop the proxy");
 
     s.authz_config_ref = Some(NameRef { name: "policy".into() });
     s.tool_config_ref = Some(NameRef { name: "tools".into() });
+    s.audit = Some(AuditConfig { enabled: Some(true) });
+    s.external_auth_config_ref = Some(NameRef { name: "exchange".into() });
     let d = desired(&proxy(s), &settings()).unwrap();
-    assert_eq!(d.unapplied.blocking, vec!["spec.authzConfigRef", "spec.toolConfigRef"]);
+    assert_eq!(
+        d.unapplied.blocking,
+        vec!["spec.authzConfigRef", "spec.toolConfigRef", "spec.audit", "spec.externalAuthConfigRef"]
+    );
+    assert_eq!(d.unapplied.ignored, vec!["spec.headerForward"]);
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "no proxy without its restrictions");
+}
+
+#[test]
+fn each_unenforced_protection_alone_holds_the_proxy_at_zero() {
+    let mut base = spec();
+    base.replicas = Some(2);
+    let base_json = serde_json::to_value(&base).unwrap();
+    for (field, value) in crate::reconcile::features::examples() {
+        if ["webhookConfigRef", "rateLimiting"].contains(&field) {
+            continue; // not MCPRemoteProxy fields
+        }
+        let mut with = base_json.clone();
+        with[field] = value;
+        let d = desired(&proxy(serde_json::from_value(with).unwrap()), &settings()).unwrap();
+        assert_eq!(d.unapplied.blocking, vec![format!("spec.{field}")], "{field}");
+        assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "{field}");
+    }
+    assert_eq!(desired(&proxy(base), &settings()).unwrap().deployment.spec.unwrap().replicas, Some(2));
 }
 
 #[test]
