@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use apiary_config::{OidcConfig, PolicyConfig};
+use apiary_config::{OidcConfig, OutgoingConfig, PolicyConfig, SubjectTokenType, TokenExchangeConfig};
 use apiary_policy::audit::AuditConfig;
 use apiary_policy::authn::{Authenticator, AuthnOptions};
 use apiary_policy::authz::Authorizer;
+use apiary_policy::outgoing::Outgoing;
 use apiary_policy::tools::{ToolPolicy, parse_overrides_file};
 use serde_json::Value;
 
@@ -60,12 +61,61 @@ pub struct PolicyArgs {
     /// Tool renames and descriptions (ToolHive's `{"toolsOverride": {…}}` file)
     #[arg(long, value_name = "FILE")]
     pub tools_override: Option<PathBuf>,
+
+    /// RFC 8693: exchange the caller's token at this STS token endpoint for the upstream's
+    #[arg(long, value_name = "URL", help_heading = "Upstream credentials")]
+    pub token_exchange_url: Option<String>,
+    /// Client id of the exchanging party
+    #[arg(long, value_name = "ID", help_heading = "Upstream credentials")]
+    pub token_exchange_client_id: Option<String>,
+    /// Its secret
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "APIARY_TOKEN_EXCHANGE_CLIENT_SECRET",
+        hide_env_values = true,
+        help_heading = "Upstream credentials"
+    )]
+    pub token_exchange_client_secret: Option<String>,
+    /// File holding its secret
+    #[arg(long, value_name = "FILE", help_heading = "Upstream credentials")]
+    pub token_exchange_client_secret_file: Option<PathBuf>,
+    /// Audience of the exchanged token
+    #[arg(long, value_name = "AUD", help_heading = "Upstream credentials")]
+    pub token_exchange_audience: Option<String>,
+    /// Scopes of the exchanged token (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "SCOPES", help_heading = "Upstream credentials")]
+    pub token_exchange_scopes: Vec<String>,
+    /// Header carrying the exchanged token (default Authorization, as a Bearer token)
+    #[arg(long, value_name = "NAME", help_heading = "Upstream credentials")]
+    pub token_exchange_header_name: Option<String>,
+    /// What the caller's token is: access_token or id_token
+    #[arg(long, value_name = "TYPE", value_parser = ["access_token", "id_token"], help_heading = "Upstream credentials")]
+    pub token_exchange_subject_token_type: Option<String>,
+    /// A fixed bearer token for the upstream
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "APIARY_REMOTE_AUTH_BEARER_TOKEN",
+        hide_env_values = true,
+        help_heading = "Upstream credentials"
+    )]
+    pub remote_auth_bearer_token: Option<String>,
+    /// File holding a fixed bearer token for the upstream
+    #[arg(long, value_name = "FILE", help_heading = "Upstream credentials")]
+    pub remote_auth_bearer_token_file: Option<PathBuf>,
+    /// A header added to every upstream request, Name=Value (repeatable)
+    #[arg(long, value_name = "NAME=VALUE", help_heading = "Upstream credentials")]
+    pub remote_forward_headers: Vec<String>,
+    /// A header whose value is the secret NAME (environment variable TOOLHIVE_SECRET_<NAME>), Header=NAME (repeatable)
+    #[arg(long, value_name = "HEADER=SECRET", help_heading = "Upstream credentials")]
+    pub remote_forward_headers_secret: Vec<String>,
 }
 
 impl PolicyArgs {
     /// The first policy flag given, if any (for "cannot be combined with --from-config").
     pub fn first_given(&self) -> Option<&'static str> {
-        let given: [(bool, &'static str); 14] = [
+        let given: [(bool, &'static str); 26] = [
             (self.oidc_issuer.is_some(), "--oidc-issuer"),
             (self.oidc_audience.is_some(), "--oidc-audience"),
             (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
@@ -80,6 +130,18 @@ impl PolicyArgs {
             (self.audit_config.is_some(), "--audit-config"),
             (!self.tools.is_empty(), "--tools"),
             (self.tools_override.is_some(), "--tools-override"),
+            (self.token_exchange_url.is_some(), "--token-exchange-url"),
+            (self.token_exchange_client_id.is_some(), "--token-exchange-client-id"),
+            (self.token_exchange_client_secret.is_some(), "--token-exchange-client-secret"),
+            (self.token_exchange_client_secret_file.is_some(), "--token-exchange-client-secret-file"),
+            (self.token_exchange_audience.is_some(), "--token-exchange-audience"),
+            (!self.token_exchange_scopes.is_empty(), "--token-exchange-scopes"),
+            (self.token_exchange_header_name.is_some(), "--token-exchange-header-name"),
+            (self.token_exchange_subject_token_type.is_some(), "--token-exchange-subject-token-type"),
+            (self.remote_auth_bearer_token.is_some(), "--remote-auth-bearer-token"),
+            (self.remote_auth_bearer_token_file.is_some(), "--remote-auth-bearer-token-file"),
+            (!self.remote_forward_headers.is_empty(), "--remote-forward-headers"),
+            (!self.remote_forward_headers_secret.is_empty(), "--remote-forward-headers-secret"),
         ];
         given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag)
     }
@@ -136,13 +198,92 @@ impl PolicyArgs {
             let text = read(path)?;
             policy.tools.overrides = parse_overrides_file(&text, &path.display().to_string())?;
         }
+        policy.outgoing = self.outgoing()?;
         if let Some(oidc) = &policy.oidc {
             Authenticator::new(oidc, AuthnOptions::default()).context("--oidc-issuer and the other --oidc-* flags")?;
+        }
+        if !policy.outgoing.is_empty() {
+            Outgoing::new(&policy.outgoing).context("the upstream credential flags")?;
+            if policy.outgoing.token_exchange.is_some() && policy.oidc.is_none() {
+                bail!("--token-exchange-url needs --oidc-issuer: only an authenticated caller's token is exchanged");
+            }
         }
         if !policy.tools.is_empty() {
             ToolPolicy::new(&policy.tools).context("--tools / --tools-override")?;
         }
         Ok(policy)
+    }
+}
+
+impl PolicyArgs {
+    /// The upstream credentials these flags describe.
+    fn outgoing(&self) -> anyhow::Result<OutgoingConfig> {
+        let mut out = OutgoingConfig::default();
+        let exchange_detail = [
+            (self.token_exchange_client_id.is_some(), "--token-exchange-client-id"),
+            (self.token_exchange_client_secret.is_some(), "--token-exchange-client-secret"),
+            (self.token_exchange_client_secret_file.is_some(), "--token-exchange-client-secret-file"),
+            (self.token_exchange_audience.is_some(), "--token-exchange-audience"),
+            (!self.token_exchange_scopes.is_empty(), "--token-exchange-scopes"),
+            (self.token_exchange_header_name.is_some(), "--token-exchange-header-name"),
+            (self.token_exchange_subject_token_type.is_some(), "--token-exchange-subject-token-type"),
+        ];
+        match &self.token_exchange_url {
+            Some(url) => {
+                let client_id = self
+                    .token_exchange_client_id
+                    .clone()
+                    .context("--token-exchange-url needs --token-exchange-client-id")?;
+                let client_secret = match (&self.token_exchange_client_secret, &self.token_exchange_client_secret_file)
+                {
+                    (Some(_), Some(_)) => {
+                        bail!("give --token-exchange-client-secret or --token-exchange-client-secret-file, not both")
+                    }
+                    (Some(s), None) => Some(s.clone()),
+                    (None, Some(f)) => Some(read(f)?.trim().to_owned()),
+                    (None, None) => None,
+                };
+                out.token_exchange = Some(TokenExchangeConfig {
+                    token_url: url.clone(),
+                    client_id,
+                    client_secret,
+                    client_secret_env: None,
+                    audience: self.token_exchange_audience.clone(),
+                    scopes: self.token_exchange_scopes.clone(),
+                    header_name: self.token_exchange_header_name.clone(),
+                    subject_token_type: match self.token_exchange_subject_token_type.as_deref() {
+                        Some("id_token") => SubjectTokenType::IdToken,
+                        _ => SubjectTokenType::AccessToken,
+                    },
+                    insecure_allow_http: self.oidc_insecure_allow_http,
+                });
+            }
+            None => {
+                if let Some((_, flag)) = exchange_detail.iter().find(|(set, _)| *set) {
+                    bail!("{flag} needs --token-exchange-url");
+                }
+            }
+        }
+        out.bearer_token = match (&self.remote_auth_bearer_token, &self.remote_auth_bearer_token_file) {
+            (Some(_), Some(_)) => bail!("give --remote-auth-bearer-token or --remote-auth-bearer-token-file, not both"),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(f)) => Some(read(f)?.trim().to_owned()),
+            (None, None) => None,
+        };
+        for pair in &self.remote_forward_headers {
+            let (name, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--remote-forward-headers {pair:?}: expected Name=Value"))?;
+            out.headers.insert(name.trim().to_owned(), value.to_owned());
+        }
+        for pair in &self.remote_forward_headers_secret {
+            let (name, secret) = pair
+                .split_once('=')
+                .with_context(|| format!("--remote-forward-headers-secret {pair:?}: expected Header=SECRET"))?;
+            // The environment secrets provider (names.md §7).
+            out.header_env.insert(name.trim().to_owned(), format!("TOOLHIVE_SECRET_{}", secret.trim()));
+        }
+        Ok(out)
     }
 }
 
@@ -160,6 +301,9 @@ pub fn check(policy: &PolicyConfig, origin: &str) -> anyhow::Result<()> {
     }
     if !policy.tools.is_empty() {
         ToolPolicy::new(&policy.tools).with_context(|| format!("{origin}: policy.tools"))?;
+    }
+    if !policy.outgoing.is_empty() {
+        Outgoing::new(&policy.outgoing).with_context(|| format!("{origin}: policy.outgoing"))?;
     }
     Ok(())
 }

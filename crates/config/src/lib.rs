@@ -39,7 +39,9 @@ pub use command::CommandLine;
 pub use error::{ConfigError, Format, ValidationError, ValidationErrors};
 pub use limits::{Bound, Limits, RestartPolicy, bounds};
 pub use parse::MAX_FILE_BYTES;
-pub use policy::{OidcConfig, PolicyConfig, ToolOverride, ToolsConfig};
+pub use policy::{
+    OidcConfig, OutgoingConfig, PolicyConfig, SubjectTokenType, TokenExchangeConfig, ToolOverride, ToolsConfig,
+};
 pub use proxy::{DEFAULT_PROXY_HOST, ProxyConfig};
 pub use run_config::{
     DEFAULT_GROUP, DEFAULT_TARGET_HOST, NAME_PATTERN, RunConfig, SUPPORTED_SCHEMA_VERSIONS, SchemaVersion,

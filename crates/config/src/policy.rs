@@ -98,11 +98,95 @@ pub struct PolicyConfig {
     /// Tool filter and overrides.
     #[serde(skip_serializing_if = "ToolsConfig::is_empty")]
     pub tools: ToolsConfig,
+    /// Credentials sent to an HTTP or remote upstream.
+    #[serde(skip_serializing_if = "OutgoingConfig::is_empty")]
+    pub outgoing: OutgoingConfig,
 }
 
 impl PolicyConfig {
     /// True when nothing is configured.
     pub fn is_empty(&self) -> bool {
-        self.oidc.is_none() && self.authz.is_none() && self.audit.is_none() && self.tools.is_empty()
+        self.oidc.is_none()
+            && self.authz.is_none()
+            && self.audit.is_none()
+            && self.tools.is_empty()
+            && self.outgoing.is_empty()
+    }
+}
+
+/// Which token the exchange presents as `subject_token`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectTokenType {
+    /// `urn:ietf:params:oauth:token-type:access_token` (the caller's bearer token).
+    #[default]
+    AccessToken,
+    /// `urn:ietf:params:oauth:token-type:id_token`.
+    IdToken,
+}
+
+/// RFC 8693 token exchange: the caller's token is swapped at an STS for one meant for the
+/// upstream, which then gets only the exchanged token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    /// The STS token endpoint.
+    pub token_url: String,
+    /// Client id of the exchanging party (HTTP Basic).
+    pub client_id: String,
+    /// Its secret (prefer `clientSecretEnv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Name of an environment variable of the proxy holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// `audience` of the exchanged token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// `scope` requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Header that carries the exchanged token to the upstream; default `Authorization`
+    /// (as `Bearer <token>`). Any other header gets the bare token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<String>,
+    /// What the caller's token is.
+    #[serde(default)]
+    pub subject_token_type: SubjectTokenType,
+    /// Allow an `http://` token URL (tests only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_http: bool,
+}
+
+/// Credentials the proxy sends to an HTTP or remote upstream. The caller's own token is never
+/// among them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OutgoingConfig {
+    /// Swap the caller's token for one meant for the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<TokenExchangeConfig>,
+    /// A fixed bearer token for the upstream (prefer `bearerTokenEnv`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// Name of an environment variable of the proxy holding a fixed bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// Headers added to every upstream request, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose value comes from an environment variable of the proxy: name → variable.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub header_env: BTreeMap<String, String>,
+}
+
+impl OutgoingConfig {
+    /// True when nothing is configured.
+    pub fn is_empty(&self) -> bool {
+        self.token_exchange.is_none()
+            && self.bearer_token.is_none()
+            && self.bearer_token_env.is_none()
+            && self.headers.is_empty()
+            && self.header_env.is_empty()
     }
 }

@@ -6,11 +6,13 @@
 //! - [`authz`]: what they may do (Cedar, in ToolHive's `cedarv1` document format).
 //! - [`audit`]: what is recorded (NDJSON events in ToolHive's shape).
 //! - [`tools`]: which tools are seen, and under which names (filter and override).
+//! - [`outgoing`]: which credentials an upstream gets (token exchange, bearer, headers).
 
 pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod identity;
+pub mod outgoing;
 pub mod tools;
 
 pub use identity::Identity;

@@ -48,6 +48,9 @@ pub enum Refusal {
     /// The authorization policy denies the request (403). `action` is Cedar's action name.
     #[error("access denied: {reason}")]
     Forbidden { action: &'static str, reason: &'static str, id: Option<String> },
+    /// The STS refused to exchange the caller's token for the upstream's (403).
+    #[error("{reason}")]
+    ExchangeRefused { reason: String, id: Option<String> },
     /// A tool the tool filter hides: answered as the server answers a tool it does not have.
     #[error("unknown tool: {name}")]
     UnknownTool { name: String, id: Option<String> },
@@ -97,7 +100,7 @@ impl Refusal {
             Refusal::QueueFull { in_session: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::Forbidden { .. } | Refusal::ExchangeRefused { .. } => StatusCode::FORBIDDEN,
             // A JSON-RPC error from "the server": the HTTP exchange itself went well.
             Refusal::UnknownTool { .. } => StatusCode::OK,
         }
@@ -138,6 +141,15 @@ impl Refusal {
             Refusal::Forbidden { action, reason, id } => {
                 let data = serde_json::json!({ "action": action, "reason": reason });
                 error_response(id.as_deref().or(echo), codes::FORBIDDEN, "access denied by policy", Some(&data))
+            }
+            Refusal::ExchangeRefused { reason, id } => {
+                let data = serde_json::json!({ "action": "token_exchange", "reason": reason });
+                error_response(
+                    id.as_deref().or(echo),
+                    codes::FORBIDDEN,
+                    "access denied: the upstream's token could not be obtained",
+                    Some(&data),
+                )
             }
             Refusal::UnknownTool { name, id } => {
                 error_response(id.as_deref().or(echo), codes::INVALID_PARAMS, &format!("Unknown tool: {name}"), None)

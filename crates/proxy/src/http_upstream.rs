@@ -12,6 +12,8 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use apiary_policy::outgoing::ExchangeError;
+
 use crate::answer::{self, Refusal};
 use crate::guard::{self, Guard, RequestCtx};
 use crate::{edge, stateless_bridge};
@@ -155,8 +157,10 @@ async fn forward_inner(
                     && target == up.remote_endpoint
                 {
                     let accepts = edge::accepts(headers);
+                    let creds = credentials(up, ctx, m.id_raw()).await?;
                     let res =
-                        stateless_bridge::serve(&up.remote_endpoint, headers, &m, accepts, up.bridge_timeout).await;
+                        stateless_bridge::serve(&up.remote_endpoint, headers, &creds, &m, accepts, up.bridge_timeout)
+                            .await;
                     return Ok(match (reshape, m.id_raw()) {
                         (Some(r), Some(id)) => guard::reshape_response(res, id.to_owned(), r, up.max_body).await,
                         _ => res,
@@ -182,11 +186,16 @@ async fn forward_inner(
     } else {
         None
     };
+    let creds = credentials(up, ctx, request_id.as_deref()).await?;
     let mut req = up.client.request(method, &target);
     for (name, value) in headers {
-        if !hop_by_hop(name) {
+        // A header the proxy sets itself replaces the client's (its Authorization above all).
+        if !hop_by_hop(name) && !creds.iter().any(|(n, _)| n == name) {
             req = req.header(name, value);
         }
+    }
+    for (name, value) in creds {
+        req = req.header(name, value);
     }
     if let Some(p) = payload {
         req = req.body(p);
@@ -239,6 +248,30 @@ async fn forward_inner(
     Ok(match (reshape, request_id) {
         (Some(r), Some(id)) => guard::reshape_response(out, id, r, up.max_body).await,
         _ => out,
+    })
+}
+
+/// The headers this request's upstream gets from the proxy (an exchanged or fixed token,
+/// configured headers). A refused exchange is the caller's 403; an unreachable STS is a 503.
+async fn credentials(
+    up: &HttpUpstream,
+    ctx: &RequestCtx,
+    id: Option<&str>,
+) -> Result<Vec<(HeaderName, axum::http::HeaderValue)>, Refusal> {
+    let Some(out) = &up.guard.outgoing else { return Ok(Vec::new()) };
+    out.headers(ctx.caller_token.as_deref()).await.map_err(|e| match e {
+        ExchangeError::Refused { .. } => {
+            tracing::info!(error = %e, "token exchange refused");
+            Refusal::ExchangeRefused { reason: e.to_string(), id: id.map(str::to_owned) }
+        }
+        ExchangeError::Unavailable(why) => {
+            tracing::warn!(%why, "token exchange failed");
+            Refusal::UpstreamUnavailable {
+                reason: format!("token exchange failed: {why}"),
+                retry_after: 1,
+                id: id.map(str::to_owned),
+            }
+        }
     })
 }
 

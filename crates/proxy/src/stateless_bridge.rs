@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use apiary_protocol::{Message, codes, error_response, result_response};
 use apiary_transport::client::{ClientError, ConnectOptions, McpClient, Transport};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 
 use crate::answer;
@@ -31,6 +31,7 @@ pub fn needs_bridge(headers: &HeaderMap, message: &Message) -> bool {
 pub async fn serve(
     endpoint: &str,
     headers: &HeaderMap,
+    creds: &[(HeaderName, HeaderValue)],
     message: &Message,
     accepts: Accepts,
     timeout: Duration,
@@ -41,10 +42,13 @@ pub async fn serve(
         .params_raw()
         .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
         .unwrap_or(serde_json::Value::Null);
-    let passed = PASSED_HEADERS
+    // The proxy's own credentials for the upstream replace the client's.
+    let mut passed: Vec<(String, String)> = PASSED_HEADERS
         .iter()
+        .filter(|name| !creds.iter().any(|(n, _)| n.as_str() == **name))
         .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| ((*name).to_owned(), v.to_owned())))
         .collect();
+    passed.extend(creds.iter().filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))));
     let options = ConnectOptions { transport: Transport::StreamableHttp, timeout, headers: passed };
     let body = match McpClient::connect(endpoint, options).await {
         Err(e) => unavailable(&id, &e),

@@ -428,33 +428,10 @@ async fn every_request_gets_one_audit_event_and_none_holds_the_token() {
     }
 }
 
-/// An HTTP upstream that records the `Authorization` header of each request it gets.
-async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
-    use axum::http::HeaderMap;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = std::sync::Arc::clone(&seen);
-    let app = axum::Router::new().route(
-        "/mcp",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let record = std::sync::Arc::clone(&record);
-            async move {
-                record.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()));
-                let req: Value = serde_json::from_str(&body).unwrap();
-                let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"tools":[]}});
-                ([("content-type", "application/json"), ("mcp-session-id", "up-1")], answer.to_string())
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_token_never_reaches_an_http_upstream() {
     let iss = TestIssuer::start().await;
-    let (upstream, seen) = recording_upstream().await;
+    let (upstream, seen) = common::recording_upstream().await;
     let mut cfg = RunConfig::new("authn-upstream", apiary_config::Source::remote(&upstream));
     cfg.policy.oidc = Some(oidc(&iss));
     let proxy = apiary_proxy::start(cfg, None).await.unwrap();

@@ -126,3 +126,68 @@ async fn keycloak_tokens_pass_and_their_groups_drive_cedar() {
     assert_eq!(out["tools"], json!(["echo", "pid"]), "{out}");
     proxy.shutdown().await;
 }
+
+/// Seed 004's exchange, done by the proxy: the caller's Keycloak token is swapped at Keycloak
+/// for one addressed to `mcp-test/kubernetes-mcp`, and the upstream sees only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_the_exchanged_token_never_the_callers() {
+    use apiary_config::{SubjectTokenType, TokenExchangeConfig};
+    use apiary_testkit::keycloak::{BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, decode_claims};
+
+    let kc = Keycloak::shared().await;
+    let (upstream, seen) = common::recording_upstream().await;
+    let mut cfg = apiary_config::RunConfig::new("keycloak-exchange", apiary_config::Source::remote(&upstream));
+    cfg.policy.oidc = Some(OidcConfig {
+        issuer: kc.issuer(),
+        audience: Some("mcp-gateway".into()),
+        jwks_url: None,
+        introspection_url: None,
+        client_id: None,
+        client_secret: None,
+        client_secret_env: None,
+        scopes: vec![],
+        resource_url: None,
+        insecure_allow_http: true,
+        jwks_min_refresh_secs: None,
+    });
+    cfg.policy.outgoing.token_exchange = Some(TokenExchangeConfig {
+        token_url: kc.token_endpoint(),
+        client_id: GATEWAY_CLIENT.into(),
+        client_secret: Some(GATEWAY_SECRET.into()),
+        client_secret_env: None,
+        audience: Some(BACKEND_AUDIENCE.into()),
+        scopes: vec!["openid".into(), "profile".into(), "groups".into()],
+        header_name: None,
+        subject_token_type: SubjectTokenType::AccessToken,
+        insecure_allow_http: true,
+    });
+    let proxy = apiary_proxy::start(cfg, None).await.unwrap();
+    let url = proxy.url();
+    let list = json!({"jsonrpc":"2.0","id":5,"method":"tools/list"});
+
+    let caller = kc.password_token(USER_CLIENT, "mcp", "mcp", "openid").await.unwrap().access_token;
+    for _ in 0..2 {
+        let res = post(&url, Some(&caller), Some("up-1"), &list).await;
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    }
+    let got: Vec<String> = seen.lock().unwrap().iter().map(|h| h.clone().unwrap()).collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], got[1], "the second call reuses the cached exchanged token");
+    let token = got[0].strip_prefix("Bearer ").unwrap();
+    assert_ne!(token, caller, "the caller's own token reached the upstream");
+    let claims = decode_claims(token).unwrap();
+    assert_eq!(claims["aud"], BACKEND_AUDIENCE, "{claims}");
+    assert_eq!(claims["azp"], GATEWAY_CLIENT, "{claims}");
+    assert_eq!(claims["preferred_username"], "mcp");
+
+    // A user Keycloak will not exchange for that audience is refused, and nothing is forwarded.
+    let norole = kc.password_token(USER_CLIENT, "mcp-norole", "mcp-norole", "openid").await.unwrap().access_token;
+    let res = post(&url, Some(&norole), Some("up-1"), &list).await;
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -31007, "{body}");
+    assert_eq!(body["id"], 5);
+    assert!(body["error"]["data"]["reason"].as_str().unwrap().contains("Requested audience not available"), "{body}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "a refused exchange forwards nothing");
+    proxy.shutdown().await;
+}

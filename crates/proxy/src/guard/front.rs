@@ -24,12 +24,15 @@ static ANONYMOUS: LazyLock<Arc<Identity>> = LazyLock::new(|| Arc::new(Identity::
 pub(crate) struct RequestCtx {
     pub identity: Arc<Identity>,
     pub note: Option<Arc<Mutex<Note>>>,
+    /// The caller's bearer token, kept only when a token exchange needs it as its subject.
+    /// Never logged, never forwarded.
+    pub caller_token: Option<Arc<str>>,
 }
 
 impl RequestCtx {
     /// The context of a request that bypassed the front layer (never on a served route).
     pub(crate) fn anonymous() -> RequestCtx {
-        RequestCtx { identity: Arc::clone(&ANONYMOUS), note: None }
+        RequestCtx { identity: Arc::clone(&ANONYMOUS), note: None, caller_token: None }
     }
 
     /// Records what the request was, for the audit record.
@@ -73,16 +76,27 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
             }
         },
     };
+    let mut caller_token = None;
     if guard.authn.is_some() {
         // The caller's token was for this proxy; upstreams get credentials of their own.
-        req.headers_mut().remove(header::AUTHORIZATION);
+        let presented = req.headers_mut().remove(header::AUTHORIZATION);
+        if guard.outgoing.as_ref().is_some_and(|o| o.needs_caller_token()) {
+            caller_token = presented.as_ref().and_then(bearer_token).map(Arc::from);
+        }
     }
-    req.extensions_mut().insert(RequestCtx { identity: Arc::clone(&identity), note: note.clone() });
+    req.extensions_mut().insert(RequestCtx { identity: Arc::clone(&identity), note: note.clone(), caller_token });
     let res = next.run(req).await;
     if let Some(head) = audit_head {
         guard.record(head, Some(&identity), note.as_deref(), &res, started);
     }
     res
+}
+
+/// The token of a `Bearer` header (scheme matched case-insensitively).
+fn bearer_token(v: &axum::http::HeaderValue) -> Option<&str> {
+    let text = v.to_str().ok()?.trim();
+    let (scheme, token) = text.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 fn refusal(guard: &Guard, e: &AuthnError) -> Refusal {

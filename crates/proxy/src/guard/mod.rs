@@ -26,6 +26,7 @@ use apiary_config::RunConfig;
 use apiary_policy::audit::{AuditConfig, Auditor};
 use apiary_policy::authn::{Authenticator, AuthnOptions};
 use apiary_policy::authz::Authorizer;
+use apiary_policy::outgoing::Outgoing;
 use apiary_policy::tools::ToolPolicy;
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -52,6 +53,8 @@ pub enum GuardError {
     Audit(#[from] apiary_policy::audit::AuditConfigError),
     #[error("policy.tools: {0}")]
     Tools(#[from] apiary_policy::tools::ToolsConfigError),
+    #[error("policy.outgoing: {0}")]
+    Outgoing(#[from] apiary_policy::outgoing::OutgoingConfigError),
     #[error("{0}")]
     Config(String),
 }
@@ -62,6 +65,8 @@ pub struct Guard {
     pub(crate) authz: Option<Authorizer>,
     pub(crate) tools: Option<ToolPolicy>,
     pub(crate) audit: Option<Arc<Auditor>>,
+    /// Credentials for an HTTP or remote upstream.
+    pub(crate) outgoing: Option<Outgoing>,
     /// `annotations` of each tool, as the server last listed it: Cedar's view of a tool comes
     /// from the server, never from the client.
     annotations: Mutex<HashMap<String, Map<String, Value>>>,
@@ -89,6 +94,18 @@ impl Guard {
             Some(doc) => Some(Auditor::start(AuditConfig::from_value(doc, "policy.audit")?).await?),
             None => None,
         };
+        let outgoing = Outgoing::new(&policy.outgoing)?;
+        if outgoing.is_some() && cfg.effective_transport() == apiary_config::Transport::Stdio {
+            return Err(GuardError::Config(
+                "policy.outgoing: a stdio server has no HTTP requests to carry credentials".into(),
+            ));
+        }
+        if outgoing.as_ref().is_some_and(Outgoing::needs_caller_token) && authn.is_none() {
+            return Err(GuardError::Config(
+                "policy.outgoing.tokenExchange needs policy.oidc: only an authenticated caller's token is exchanged"
+                    .into(),
+            ));
+        }
         let shapes_lists = authz.is_some() || tools.is_some();
         if shapes_lists && cfg.effective_transport() == apiary_config::Transport::Sse {
             // Answers to a 2024-11-05 SSE server's requests travel on its GET stream, which the
@@ -108,6 +125,7 @@ impl Guard {
             authz,
             tools,
             audit,
+            outgoing,
             annotations: Mutex::new(HashMap::new()),
             transport: match cfg.effective_transport() {
                 apiary_config::Transport::Stdio => "stdio",

@@ -78,3 +78,26 @@ pub async fn testkit_proxy(cfg: RunConfig) -> ProxyHandle {
         CommandLauncher { program: apiary_testkit::binaries::testkit_server(), args: vec!["--stdio".into()] };
     apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
 }
+
+/// An HTTP upstream that records the `Authorization` header of each request it gets.
+pub async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
+    use axum::http::HeaderMap;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let record = std::sync::Arc::clone(&record);
+            async move {
+                record.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()));
+                let req: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let answer = serde_json::json!({"jsonrpc":"2.0","id":req["id"],"result":{"tools":[]}});
+                ([("content-type", "application/json"), ("mcp-session-id", "up-1")], answer.to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
