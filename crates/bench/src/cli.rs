@@ -58,6 +58,20 @@ pub struct Args {
     /// Also write every number, and the command line, to this JSON file
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// A request header sent with every request, `Name: Value` (repeatable; e.g. an
+    /// `Authorization: Bearer …` for a proxy with authentication on)
+    #[arg(long = "request-header", value_name = "NAME: VALUE", value_parser = parse_request_header)]
+    pub request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+fn parse_request_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("{text:?}: expected `Name: Value`"))?;
+    let name =
+        http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
+    let mut value =
+        http::HeaderValue::from_str(value.trim()).map_err(|_| format!("the value of {name} is not a header value"))?;
+    value.set_sensitive(true);
+    Ok((name, value))
 }
 
 /// A set of CPU numbers as given on the command line, sorted and without duplicates.

@@ -18,7 +18,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    let command_line: Vec<String> = std::env::args().collect();
+    let command_line = redacted(std::env::args().collect());
     // Before the runtime starts, so every thread it creates inherits the mask.
     if let Some(cpus) = &args.pin_self
         && let Err(error) = affinity::pin_current_thread(cpus)
@@ -68,4 +68,22 @@ fn main() -> ExitCode {
         eprintln!("apiary-bench: {} errors: {:?}", report.errors, report.errors_by_kind);
     }
     ExitCode::SUCCESS
+}
+
+/// The command line as the report records it: request header values (tokens) left out.
+fn redacted(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide_next = false;
+    for a in args {
+        if hide_next {
+            out.push(a.split_once(':').map_or("<redacted>".to_owned(), |(n, _)| format!("{n}: <redacted>")));
+            hide_next = false;
+        } else if let Some(v) = a.strip_prefix("--request-header=") {
+            out.push(format!("--request-header={}", v.split_once(':').map_or("<redacted>", |(n, _)| n)));
+        } else {
+            hide_next = a == "--request-header";
+            out.push(a);
+        }
+    }
+    out
 }

@@ -127,7 +127,7 @@ fn target_report(root: &Path, pids: &[u32], start: &Sample, end: &Sample, tps: u
 /// Runs the load described by `args` and measures it.
 pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunError> {
     let root = Path::new(PROC);
-    let target = Arc::new(Target::resolve(&args.url).await?);
+    let target = Arc::new(Target::resolve(&args.url).await?.with_headers(args.request_headers.clone()));
     for &pid in &args.pids {
         procfs::read_stat(root, pid)?;
     }

@@ -43,9 +43,17 @@ pub struct Target {
     addr: SocketAddr,
     host: HeaderValue,
     path: Uri,
+    /// Sent with every request (e.g. `Authorization`).
+    extra: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl Target {
+    /// The target, sending `extra` with every request.
+    pub fn with_headers(mut self, extra: Vec<(http::HeaderName, HeaderValue)>) -> Target {
+        self.extra = extra;
+        self
+    }
+
     /// Parses and resolves an `http://host:port/path` URL.
     pub async fn resolve(url: &str) -> Result<Target, TargetError> {
         let uri: Uri = url.parse().map_err(|_| TargetError::Invalid(url.to_owned()))?;
@@ -65,7 +73,7 @@ impl Target {
             .parse()
             .map_err(|_| TargetError::Invalid(url.to_owned()))?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| TargetError::Invalid(url.to_owned()))?;
-        Ok(Target { addr, host, path })
+        Ok(Target { addr, host, path, extra: Vec::new() })
     }
 }
 
@@ -200,6 +208,9 @@ impl Session {
             .header(ACCEPT, ACCEPT_BOTH);
         if let Some(Some(id)) = &self.session_id {
             request = request.header(SESSION_HEADER, id.clone()).header(VERSION_HEADER, PROTOCOL_VERSION);
+        }
+        for (name, value) in &self.target.extra {
+            request = request.header(name, value);
         }
         let request = request.body(Full::new(body)).map_err(CallError::Build)?;
         let Some(connection) = self.connection.as_mut() else {
