@@ -49,6 +49,25 @@ pub struct OidcConfig {
     pub jwks_min_refresh_secs: Option<u64>,
 }
 
+impl OidcConfig {
+    /// Tokens of `issuer`, every other setting at its default.
+    pub fn new(issuer: impl Into<String>) -> OidcConfig {
+        OidcConfig {
+            issuer: issuer.into(),
+            audience: None,
+            jwks_url: None,
+            introspection_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_env: None,
+            scopes: Vec::new(),
+            resource_url: None,
+            insecure_allow_http: false,
+            jwks_min_refresh_secs: None,
+        }
+    }
+}
+
 /// One entry of a tools-override file: the name and description clients see instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

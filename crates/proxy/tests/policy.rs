@@ -23,17 +23,11 @@ fn http() -> reqwest::Client {
 
 fn oidc(issuer: &TestIssuer) -> OidcConfig {
     OidcConfig {
-        issuer: issuer.issuer(),
         audience: Some(AUDIENCE.into()),
-        jwks_url: None,
-        introspection_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_env: None,
-        scopes: vec![],
         resource_url: Some(RESOURCE.into()),
         insecure_allow_http: true,
         jwks_min_refresh_secs: Some(1),
+        ..OidcConfig::new(issuer.issuer())
     }
 }
 

@@ -39,18 +39,12 @@ async fn keycloak_tokens_pass_and_their_groups_drive_cedar() {
     let kc = Keycloak::shared().await;
     let mut cfg = common::testkit_config("keycloak-policy");
     cfg.policy.oidc = Some(OidcConfig {
-        issuer: kc.issuer(),
         // The realm's user tokens are addressed to the gateway client.
         audience: Some("mcp-gateway".into()),
-        jwks_url: None,
-        introspection_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_env: None,
         scopes: vec!["openid".into()],
         resource_url: Some("http://127.0.0.1/mcp".into()),
         insecure_allow_http: true,
-        jwks_min_refresh_secs: None,
+        ..OidcConfig::new(kc.issuer())
     });
     cfg.policy.authz = Some(json!({
         "version": "1.0",
@@ -138,17 +132,9 @@ async fn the_upstream_gets_the_exchanged_token_never_the_callers() {
     let (upstream, seen) = common::recording_upstream().await;
     let mut cfg = apiary_config::RunConfig::new("keycloak-exchange", apiary_config::Source::remote(&upstream));
     cfg.policy.oidc = Some(OidcConfig {
-        issuer: kc.issuer(),
         audience: Some("mcp-gateway".into()),
-        jwks_url: None,
-        introspection_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_env: None,
-        scopes: vec![],
-        resource_url: None,
         insecure_allow_http: true,
-        jwks_min_refresh_secs: None,
+        ..OidcConfig::new(kc.issuer())
     });
     cfg.policy.outgoing.token_exchange = Some(TokenExchangeConfig {
         token_url: kc.token_endpoint(),

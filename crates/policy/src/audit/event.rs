@@ -3,14 +3,13 @@
 //! never end up in an event; request and response bodies appear only when the document asks.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::config::AuditConfig;
-use super::time::rfc3339_utc;
 use crate::identity::Identity;
 
 /// How a request ended.
@@ -177,7 +176,8 @@ pub struct Data {
 impl AuditEvent {
     /// Starts an event for a request with this MCP method (`None`: not an MCP message).
     pub fn builder<'c>(cfg: &'c AuditConfig, method: Option<&str>) -> EventBuilder<'c> {
-        let now = rfc3339_utc(SystemTime::now());
+        // RFC 3339 UTC with microseconds, e.g. `2026-11-03T09:12:45.123456Z`.
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
         let kind = event_type(method);
         let event = AuditEvent {
             time: now.clone(),

@@ -9,7 +9,6 @@ mod auditor;
 mod config;
 pub mod document;
 mod event;
-mod time;
 
 pub use auditor::{Auditor, DROP_WARN_EVERY};
 pub use config::{
