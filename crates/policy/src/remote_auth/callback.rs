@@ -45,7 +45,11 @@ impl Callback {
     /// the wait goes on; the caller bounds the whole wait.
     pub(crate) async fn wait(self, state: &str) -> Outcome {
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else { continue };
+            let Ok((stream, _)) = self.listener.accept().await else {
+                // E.g. out of file descriptors: don't spin; the caller's timeout ends the wait.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             if let Some(outcome) = serve(stream, state).await {
                 return outcome;
             }

@@ -10,6 +10,8 @@ use super::http::{chain, excerpt, read_capped};
 
 /// Lifetime assumed when the token endpoint does not say (`expires_in` is optional).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest lifetime believed (a larger `expires_in` is cut to it, and cannot overflow).
+const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 /// The longest single wait between two attempts, whatever `Retry-After` asks.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -221,7 +223,7 @@ pub(crate) fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) 
     Ok(Tokens {
         access_token: answer.access_token,
         refresh_token: answer.refresh_token.filter(|r| !r.is_empty()),
-        lifetime: answer.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs),
+        lifetime: answer.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs).min(MAX_LIFETIME),
     })
 }
 
@@ -255,6 +257,8 @@ mod tests {
             (t.access_token.as_str(), t.refresh_token.as_deref(), t.lifetime),
             ("a", Some("r"), Duration::from_secs(7))
         );
+        let huge = classify(200, br#"{"access_token":"a","expires_in":18446744073709551615}"#, None).ok().unwrap();
+        assert_eq!(huge.lifetime, MAX_LIFETIME);
         let bad = classify(200, br#"{"access_token": "secret-token-text"#, None).err().unwrap();
         assert!(!format!("{bad:?}").contains("secret-token-text"));
     }
