@@ -7,12 +7,14 @@
 //! - [`audit`]: what is recorded (NDJSON events in ToolHive's shape).
 //! - [`tools`]: which tools are seen, and under which names (filter and override).
 //! - [`outgoing`]: which credentials an upstream gets (token exchange, bearer, headers).
+//! - [`remote_auth`]: the proxy's own OAuth login to a remote MCP server (PKCE, refresh).
 
 pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod identity;
 pub mod outgoing;
+pub mod remote_auth;
 pub mod tools;
 
 pub use identity::Identity;

@@ -235,6 +235,16 @@ impl Keycloak {
         format!("{}/protocol/openid-connect/token/introspect", self.issuer())
     }
 
+    /// The realm's authorization endpoint (auth code flows).
+    pub fn authorization_endpoint(&self) -> String {
+        format!("{}/protocol/openid-connect/auth", self.issuer())
+    }
+
+    /// The realm's RFC 7591 registration endpoint, as its discovery document names it.
+    pub fn registration_endpoint(&self) -> String {
+        format!("{}/clients-registrations/openid-connect", self.issuer())
+    }
+
     /// The HTTP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -571,6 +581,68 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// A client without a connection pool: the shared instance outlives each test's runtime, and
 /// pooled connections would die with it. Proxies are ignored: Keycloak is on loopback.
+/// Plays the browser's part of an authorization-code login: GETs `authorize_url` (Keycloak's
+/// login form), posts `username`/`password` to the form's `action` with the session cookies,
+/// and returns the `Location` Keycloak redirects to (the client's redirect URI with `code` and
+/// `state`, or with `error`), without following it. Redirects are never followed, so the
+/// caller decides whether to deliver the callback.
+pub async fn browser_login(authorize_url: &str, username: &str, password: &str) -> Result<String, KeycloakError> {
+    let client = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|source| KeycloakError::Http { url: "(building the client)".to_owned(), source })?;
+    let page = send(client.get(authorize_url), authorize_url).await?;
+    let status = page.status().as_u16();
+    // Cookies by hand (name=value of each Set-Cookie): the login form's action needs them.
+    let cookies: Vec<String> = page
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter(|pair| pair.contains('=') && !pair.ends_with('='))
+        .map(str::to_owned)
+        .collect();
+    if status == 302 || status == 303 {
+        // An existing session (or an error) redirects straight away.
+        return location(&page, authorize_url, status);
+    }
+    let html = read_body(page, authorize_url).await?;
+    if status != 200 {
+        return Err(KeycloakError::Status { url: authorize_url.to_owned(), status, body: html });
+    }
+    let action = form_action(&html).ok_or_else(|| KeycloakError::Status {
+        url: authorize_url.to_owned(),
+        status,
+        body: "no login form (kc-form-login) in the page".to_owned(),
+    })?;
+    let form = [("username", username), ("password", password), ("credentialId", "")];
+    let posted =
+        send(client.post(&action).header(reqwest::header::COOKIE, cookies.join("; ")).form(&form), &action).await?;
+    let status = posted.status().as_u16();
+    if status != 302 && status != 303 {
+        let body = read_body(posted, &action).await?;
+        return Err(KeycloakError::Status { url: action, status, body: body.chars().take(500).collect() });
+    }
+    location(&posted, &action, status)
+}
+
+fn location(response: &reqwest::Response, url: &str, status: u16) -> Result<String, KeycloakError> {
+    response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or_else(
+        || KeycloakError::Status { url: url.to_owned(), status, body: "a redirect without Location".to_owned() },
+    )
+}
+
+/// The `action` of Keycloak's login form, HTML entities of URLs undone.
+fn form_action(html: &str) -> Option<String> {
+    let form = &html[html.find("id=\"kc-form-login\"")?..];
+    let start = form.find("action=\"")? + "action=\"".len();
+    let end = form[start..].find('"')? + start;
+    Some(form[start..end].replace("&amp;", "&"))
+}
+
 fn http() -> Result<reqwest::Client, KeycloakError> {
     reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
@@ -592,6 +664,16 @@ async fn read_body(response: reqwest::Response, url: &str) -> Result<String, Key
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_login_form_action() {
+        let html = r#"<form id="kc-form-login" onsubmit="x" action="http://127.0.0.1:1/realms/mcp/login-actions/authenticate?session_code=a&amp;tab_id=b" method="post">"#;
+        assert_eq!(
+            form_action(html).as_deref(),
+            Some("http://127.0.0.1:1/realms/mcp/login-actions/authenticate?session_code=a&tab_id=b")
+        );
+        assert_eq!(form_action("<form action=\"x\">"), None);
+    }
 
     #[test]
     fn decodes_a_jwt_payload() {
