@@ -46,8 +46,11 @@ pub async fn run(
 
 /// One reconcile of one MCPServer.
 pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(server) = report::fresh(&ctx, &*server).await? else {
+        return Ok(Action::await_change());
+    };
     let observed = server.status.as_ref().and_then(|s| s.observed_generation);
-    let Some(run) = report::begin(&ctx, &*server, observed, || server.spec.normalize().conflicts).await? else {
+    let Some(run) = report::begin(&ctx, &server, observed, || server.spec.normalize().conflicts).await? else {
         return Ok(Action::await_change());
     };
     let found = policy::fetch(&ctx.client, &run.namespace, &server.policy_refs()).await?;

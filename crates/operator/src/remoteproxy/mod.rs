@@ -32,8 +32,11 @@ pub async fn run(
 
 /// One reconcile of one MCPRemoteProxy.
 pub async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(proxy) = report::fresh(&ctx, &*proxy).await? else {
+        return Ok(Action::await_change());
+    };
     let observed = proxy.status.as_ref().and_then(|s| s.observed_generation);
-    let Some(run) = report::begin(&ctx, &*proxy, observed, || proxy.spec.normalize().conflicts).await? else {
+    let Some(run) = report::begin(&ctx, &proxy, observed, || proxy.spec.normalize().conflicts).await? else {
         return Ok(Action::await_change());
     };
     let found = policy::fetch(&ctx.client, &run.namespace, &proxy.policy_refs()).await?;
