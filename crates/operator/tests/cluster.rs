@@ -205,19 +205,22 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
     .await;
 }
 
-/// Each protection field of an MCPServer as a manifest sets it; Apiary enforces none yet.
-fn protection_fields() -> Vec<(&'static str, serde_json::Value)> {
+/// Each protection field of an MCPServer as a manifest sets it, with the `Ready` reason that
+/// holds the proxy at zero: the fields Apiary does not enforce yet, and the enforced ones whose
+/// referenced object does not exist.
+fn protection_fields() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+    const UNSUPPORTED: &str = "UnsupportedFeature";
+    const MISSING: &str = "InvalidReference";
     vec![
-        ("oidcConfigRef", json!({"name": "keycloak", "audience": "guarded"})),
-        ("authzConfig", json!({"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}})),
-        ("authzConfigRef", json!({"name": "policy"})),
-        ("toolConfigRef", json!({"name": "tools"})),
-        ("audit", json!({"enabled": true})),
-        ("telemetryConfigRef", json!({"name": "otel"})),
-        ("externalAuthConfigRef", json!({"name": "exchange"})),
-        ("authServerRef", json!({"name": "embedded"})),
-        ("webhookConfigRef", json!({"name": "hooks"})),
-        ("rateLimiting", json!({"shared": {"requestsPerMinute": 10}})),
+        ("oidcConfigRef", json!({"name": "keycloak", "audience": "guarded"}), MISSING),
+        ("authzConfig", json!({"type": "configMap", "configMap": {"name": "no-such-policy"}}), MISSING),
+        ("authzConfigRef", json!({"name": "policy"}), MISSING),
+        ("toolConfigRef", json!({"name": "tools"}), MISSING),
+        ("telemetryConfigRef", json!({"name": "otel"}), UNSUPPORTED),
+        ("externalAuthConfigRef", json!({"name": "exchange"}), UNSUPPORTED),
+        ("authServerRef", json!({"name": "embedded"}), UNSUPPORTED),
+        ("webhookConfigRef", json!({"name": "hooks"}), UNSUPPORTED),
+        ("rateLimiting", json!({"shared": {"requestsPerMinute": 10}}), UNSUPPORTED),
     ]
 }
 
@@ -226,14 +229,14 @@ async fn mcpserver_fails_closed_on_each_unenforced_protection() {
     gated(in_scratch_namespace("apiary-failclosed", reconcile::run, fail_closed)).await;
 }
 
-/// Warning events `UnsupportedFeature` about MCPServer `name` whose note names `field`.
-async fn unsupported_events(events: &Api<Event>, name: &str, field: &str) -> Vec<Event> {
+/// Warning events `reason` about MCPServer `name` whose note names `field`.
+async fn warning_events(events: &Api<Event>, name: &str, reason: &str, field: &str) -> Vec<Event> {
     let list = events.list(&ListParams::default()).await.unwrap();
     list.items
         .into_iter()
         .filter(|e| {
             e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                && e.reason.as_deref() == Some("UnsupportedFeature")
+                && e.reason.as_deref() == Some(reason)
                 && e.type_.as_deref() == Some("Warning")
                 && e.note.as_deref().is_some_and(|n| n.contains(field))
         })
@@ -259,32 +262,34 @@ async fn fail_closed(client: Client, ns: String, metrics: Arc<Metrics>) {
     };
     eventually("Deployment guarded at 1 replica", || replicas(1)).await;
 
-    for (round, (field, value)) in protection_fields().into_iter().enumerate() {
+    for (round, (field, value, reason)) in protection_fields().into_iter().enumerate() {
         let spec_name = format!("spec.{field}");
         servers.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {field: value}}))).await.unwrap();
         eventually(&format!("{field}: Deployment at 0 replicas"), || replicas(0)).await;
-        let status = eventually(&format!("{field}: Failed, UnsupportedFeature"), || async {
+        let status = eventually(&format!("{field}: Failed, {reason}"), || async {
             let s = servers.get(name).await.ok()?.status?;
             let ready = s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
             (s.phase == Some(MCPServerPhase::Failed)
                 && ready.status == "False"
-                && ready.reason == "UnsupportedFeature"
+                && ready.reason == reason
                 && ready.message.contains(&spec_name))
             .then_some(s)
         })
         .await;
         assert!(status.message.as_deref().unwrap().contains(&spec_name), "{field}: {:?}", status.message);
-        let features = status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "FeaturesApplied").unwrap();
-        assert_eq!((features.status.as_str(), features.reason.as_str()), ("False", "NotImplemented"), "{field}");
-        assert!(features.message.contains(&spec_name), "{field}: {}", features.message);
-        eventually(&format!("{field}: a Warning event UnsupportedFeature naming it"), || async {
-            (!unsupported_events(&events, name, &spec_name).await.is_empty()).then_some(())
+        if reason == "UnsupportedFeature" {
+            let features = status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "FeaturesApplied").unwrap();
+            assert_eq!((features.status.as_str(), features.reason.as_str()), ("False", "NotImplemented"), "{field}");
+            assert!(features.message.contains(&spec_name), "{field}: {}", features.message);
+        }
+        eventually(&format!("{field}: a Warning event {reason} naming it"), || async {
+            (!warning_events(&events, name, reason, &spec_name).await.is_empty()).then_some(())
         })
         .await;
 
         // Resyncs in this state publish nothing more: one event, never repeated as a series.
         poke(&servers, name, &metrics, round).await;
-        let seen = unsupported_events(&events, name, &spec_name).await;
+        let seen = warning_events(&events, name, reason, &spec_name).await;
         assert_eq!(seen.len(), 1, "{field}: {seen:?}");
         assert!(seen[0].series.is_none(), "{field}: the event was published again: {:?}", seen[0].series);
 

@@ -273,7 +273,7 @@ fn desired_children() -> desired::Desired {
     }))
     .unwrap();
     let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
-    desired::desired(&server, &settings).unwrap()
+    desired::desired(&server, &settings, &Default::default()).unwrap()
 }
 
 /// The children the MCPRemoteProxy reconciler really builds.
@@ -286,7 +286,7 @@ fn desired_remote_children() -> remote_desired::Desired {
     }))
     .unwrap();
     let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
-    remote_desired::desired(&proxy, &settings).unwrap()
+    remote_desired::desired(&proxy, &settings, &Default::default()).unwrap()
 }
 
 fn resource_of<K: Resource>() -> (String, String) {

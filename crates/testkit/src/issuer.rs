@@ -34,6 +34,19 @@ impl SigningKey {
         SigningKey { kid: kid.to_owned(), pair }
     }
 
+    /// The key stored as PKCS#8 (v1) DER, so another process can sign with it.
+    pub fn to_pkcs8(&self) -> Vec<u8> {
+        use aws_lc_rs::encoding::AsDer as _;
+        let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> = self.pair.as_der().expect("PKCS#8 encoding");
+        der.as_ref().to_vec()
+    }
+
+    /// A key read back from [`SigningKey::to_pkcs8`]'s DER.
+    pub fn from_pkcs8(kid: &str, der: &[u8]) -> Result<SigningKey, String> {
+        let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| format!("not an RSA PKCS#8 key: {e}"))?;
+        Ok(SigningKey { kid: kid.to_owned(), pair })
+    }
+
     /// The key's public JWK (`use: sig`, `alg: RS256`).
     pub fn jwk(&self) -> Value {
         let public = self.pair.public_key();
@@ -170,16 +183,31 @@ impl Drop for TestIssuer {
     }
 }
 
+/// The OIDC discovery document of an issuer at `issuer` whose JWKS is at `<issuer>/jwks`.
+pub fn discovery_document(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/jwks"),
+        "token_endpoint": format!("{issuer}/token"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
+}
+
+/// A router serving OIDC discovery for `issuer` and the fixed JWK Set `jwks`
+/// (`{"keys": [...]}`), for an issuer running in another process or pod, whose tokens the
+/// test mints with the matching private key.
+pub fn static_issuer_router(issuer: String, jwks: Value) -> Router {
+    let discovery = discovery_document(&issuer);
+    Router::new()
+        .route("/.well-known/openid-configuration", get(move || async move { json_response(&discovery) }))
+        .route("/jwks", get(move || async move { json_response(&jwks) }))
+}
+
 async fn discovery(State(s): State<Arc<IssuerState>>) -> Response {
     if s.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    json_response(&json!({
-        "issuer": s.issuer,
-        "jwks_uri": format!("{}/jwks", s.issuer),
-        "token_endpoint": format!("{}/token", s.issuer),
-        "id_token_signing_alg_values_supported": ["RS256"],
-    }))
+    json_response(&discovery_document(&s.issuer))
 }
 
 async fn jwks(State(s): State<Arc<IssuerState>>) -> Response {
@@ -193,4 +221,18 @@ async fn jwks(State(s): State<Arc<IssuerState>>) -> Response {
 
 fn json_response(v: &Value) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_survives_pkcs8_and_signs_the_same_identity() {
+        let key = SigningKey::generate("k1");
+        let back = SigningKey::from_pkcs8("k1", &key.to_pkcs8()).unwrap();
+        assert_eq!(back.jwk(), key.jwk());
+        assert!(SigningKey::from_pkcs8("k1", b"not a key").is_err());
+        assert_eq!(discovery_document("http://i:1")["jwks_uri"], "http://i:1/jwks");
+    }
 }

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -21,6 +22,10 @@ use serde::de::DeserializeOwned;
 use super::desired::Settings;
 use super::labels::FIELD_MANAGER;
 use super::metrics::Metrics;
+use super::policy::{PolicyRefs, Referencing};
+use crate::crd::authzconfig::MCPAuthzConfig;
+use crate::crd::oidcconfig::MCPOIDCConfig;
+use crate::crd::toolconfig::MCPToolConfig;
 
 /// Requeue period once the proxy runs: a safety net, since the watches catch real changes.
 const RESYNC_RUNNING: Duration = Duration::from_secs(300);
@@ -83,9 +88,10 @@ impl WatchScope {
     }
 }
 
-/// Runs `reconcile` for every `K` in `scope`, woken by changes to `K` and to its children
-/// matching `children_selector`, until `shutdown` resolves; then lets the reconciles in flight
-/// finish.
+/// Runs `reconcile` for every `K` in `scope`, woken by changes to `K`, to its children
+/// matching `children_selector`, and to the protection objects it references (MCPOIDCConfig,
+/// MCPAuthzConfig, MCPToolConfig, the authorization ConfigMap), until `shutdown` resolves; then
+/// lets the reconciles in flight finish.
 pub async fn run<K, R, Fut>(
     ctx: Arc<Context>,
     scope: WatchScope,
@@ -97,6 +103,7 @@ pub async fn run<K, R, Fut>(
         + Clone
         + DeserializeOwned
         + Debug
+        + Referencing
         + Send
         + Sync
         + 'static,
@@ -114,7 +121,29 @@ pub async fn run<K, R, Fut>(
         async move {
             let ns = namespace.as_deref();
             let client = &ctx.client;
-            Controller::new(api::<K>(client, ns), watcher::Config::default())
+            let controller = Controller::new(api::<K>(client, ns), watcher::Config::default());
+            let parents = controller.store();
+            controller
+                .watches(
+                    api::<MCPOIDCConfig>(client, ns),
+                    watcher::Config::default(),
+                    referrers(&parents, |r, name| r.oidc_config_ref.is_some_and(|o| o.name == name)),
+                )
+                .watches(
+                    api::<MCPAuthzConfig>(client, ns),
+                    watcher::Config::default(),
+                    referrers(&parents, |r, name| r.authz_config_ref.is_some_and(|a| a.name == name)),
+                )
+                .watches(
+                    api::<MCPToolConfig>(client, ns),
+                    watcher::Config::default(),
+                    referrers(&parents, |r, name| r.tool_config_ref.is_some_and(|t| t.name == name)),
+                )
+                .watches(
+                    api::<ConfigMap>(client, ns),
+                    watcher::Config::default(),
+                    referrers(&parents, |r, name| r.authz_config_map() == Some(name)),
+                )
                 .owns(api::<Deployment>(client, ns), children.clone())
                 .owns(api::<ConfigMap>(client, ns), children.clone())
                 .owns(api::<Service>(client, ns), children.clone())
@@ -136,6 +165,28 @@ pub async fn run<K, R, Fut>(
         }
     });
     futures::future::join_all(controllers).await;
+}
+
+/// A mapper from a changed object of kind `O` to the parents in its namespace whose
+/// protection fields name it (`names(refs, object name)`), read from the controller's cache.
+fn referrers<K, O>(
+    parents: &Store<K>,
+    names: fn(&PolicyRefs<'_>, &str) -> bool,
+) -> impl Fn(O) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + Referencing + Clone + Send + Sync + 'static,
+    O: Resource,
+{
+    let parents = parents.clone();
+    move |object: O| {
+        let (namespace, name) = (object.meta().namespace.clone(), object.meta().name.clone().unwrap_or_default());
+        parents
+            .state()
+            .iter()
+            .filter(|p| p.meta().namespace == namespace && names(&p.policy_refs(), &name))
+            .map(|p| ObjectRef::from_obj(&**p))
+            .collect()
+    }
 }
 
 /// `K` in one namespace, or in all.

@@ -11,6 +11,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use super::apply::{Children, McpAccount};
 use super::features::Unapplied;
 use super::labels::{config_labels, mcp_service_account_name, proxy_labels, proxy_service_name, runner_name};
+use super::policy::{ConfigHashes, PolicyError, Referenced, Referencing, Resolved, resolve};
 pub use super::workload::sha256_hex;
 use super::workload::{Parent, ProxyPod, policy_rule};
 use crate::crd::mcpserver::{MCPServer, MCPServerSpec, ProxyMode, ServerTransport};
@@ -72,6 +73,10 @@ pub struct Desired {
     pub proxy_port: i32,
     /// Set fields Apiary does not apply.
     pub unapplied: Unapplied,
+    /// Why a referenced protection cannot be served; the proxy is then held at zero replicas.
+    pub refused: Option<PolicyError>,
+    /// Hashes of the referenced configurations in force (empty when refused).
+    pub hashes: ConfigHashes,
 }
 
 impl Desired {
@@ -93,16 +98,23 @@ impl Desired {
     }
 }
 
-/// Computes the children of `server` from its normalised spec.
-pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, DesiredError> {
+/// Computes the children of `server` from its normalised spec and the objects it references
+/// (`found`, read by [`fetch`](super::policy::fetch)).
+pub fn desired(server: &MCPServer, settings: &Settings, found: &Referenced) -> Result<Desired, DesiredError> {
     let parent = Parent::of(server).map_err(DesiredError::MissingMeta)?;
     let name = parent.name.clone();
     let spec = server.spec.normalize().spec;
     let proxy_port = port("spec.proxyPort", spec.proxy_port)?;
     port("spec.mcpPort", spec.mcp_port)?;
-    let unapplied = unapplied(&spec);
+    let mut unapplied = unapplied(&spec);
 
-    let run_config = run_config(&name, &spec, settings)?;
+    let mut run_config = run_config(&name, &spec, settings)?;
+    let (resolved, refused) = split(resolve(&server.policy_refs(), found, &name));
+    let refused = refused.or_else(|| sse_refusal(&run_config, &resolved));
+    let Resolved { policy, env: secret_env, hashes, ignored } =
+        if refused.is_some() { Resolved::default() } else { resolved };
+    run_config.policy = policy;
+    unapplied.ignored.extend(ignored);
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
     let config_map = parent.config_map(config_labels(&name), text, &checksum);
@@ -113,7 +125,7 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
         (_, r) => r,
     };
     // Zero replicas rather than a proxy that serves without the protection asked for.
-    let replicas = unapplied.replicas(replicas);
+    let replicas = if refused.is_some() { Some(0) } else { unapplied.replicas(replicas) };
     let deployment = parent.deployment(ProxyPod {
         labels: proxy_labels(&name),
         runner_image: &settings.runner_image,
@@ -124,6 +136,7 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
         replicas,
         proxy_port,
         checksum: &checksum,
+        env: secret_env,
     });
 
     let service =
@@ -150,6 +163,28 @@ pub fn desired(server: &MCPServer, settings: &Settings) -> Result<Desired, Desir
         mcp_account,
         proxy_port,
         unapplied,
+        refused,
+        hashes,
+    })
+}
+
+/// A resolved policy, or the empty one and why not.
+pub fn split(result: Result<Resolved, PolicyError>) -> (Resolved, Option<PolicyError>) {
+    match result {
+        Ok(resolved) => (resolved, None),
+        Err(e) => (Resolved::default(), Some(e)),
+    }
+}
+
+/// The proxy cannot reshape the lists of an SSE (2024-11-05) upstream, so it refuses to start
+/// with an authorization document or a tool filter there; say so on the parent instead.
+pub fn sse_refusal(run_config: &RunConfig, resolved: &Resolved) -> Option<PolicyError> {
+    let shapes_lists = resolved.policy.authz.is_some() || !resolved.policy.tools.is_empty();
+    (shapes_lists && run_config.effective_transport() == Transport::Sse).then(|| PolicyError::Spec {
+        field: "spec.transport",
+        reason: "authorization and tool filters are not supported yet in front of an SSE (2024-11-05) server; \
+                 use streamable-http or stdio"
+            .into(),
     })
 }
 

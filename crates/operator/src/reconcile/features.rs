@@ -65,12 +65,12 @@ impl Protection {
     /// kinds at once.
     pub const fn support(self) -> (&'static str, Support) {
         match self {
-            Protection::OidcConfigRef => ("spec.oidcConfigRef", Support::Blocking),
+            Protection::OidcConfigRef => ("spec.oidcConfigRef", Support::Applied),
             Protection::AuthServerRef => ("spec.authServerRef", Support::Blocking),
-            Protection::AuthzConfig => ("spec.authzConfig", Support::Blocking),
-            Protection::AuthzConfigRef => ("spec.authzConfigRef", Support::Blocking),
-            Protection::ToolConfigRef => ("spec.toolConfigRef", Support::Blocking),
-            Protection::Audit => ("spec.audit", Support::Blocking),
+            Protection::AuthzConfig => ("spec.authzConfig", Support::Applied),
+            Protection::AuthzConfigRef => ("spec.authzConfigRef", Support::Applied),
+            Protection::ToolConfigRef => ("spec.toolConfigRef", Support::Applied),
+            Protection::Audit => ("spec.audit", Support::Applied),
             Protection::TelemetryConfigRef => ("spec.telemetryConfigRef", Support::Blocking),
             Protection::ExternalAuthConfigRef => ("spec.externalAuthConfigRef", Support::Blocking),
             Protection::WebhookConfigRef => ("spec.webhookConfigRef", Support::Blocking),
@@ -185,6 +185,17 @@ pub(crate) fn examples() -> Vec<(&'static str, serde_json::Value)> {
     ]
 }
 
+/// The [`examples`] of the protections Apiary does not enforce yet.
+#[cfg(test)]
+pub(crate) fn blocking_examples() -> Vec<(&'static str, serde_json::Value)> {
+    examples()
+        .into_iter()
+        .zip(Protection::ALL)
+        .filter(|(_, p)| p.support().1 == Support::Blocking)
+        .map(|(e, _)| e)
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
@@ -207,12 +218,22 @@ mod tests {
         serde_json::from_value(json!({"image": "img", field: value})).unwrap()
     }
 
-    #[test]
-    fn each_protection_field_of_an_mcpserver_blocks_on_its_own() {
+    /// The examples with the support of their field (they are in [`Protection::ALL`] order).
+    fn examples_with_support() -> Vec<(&'static str, serde_json::Value, Support)> {
         let examples = examples();
         assert_eq!(examples.len(), Protection::ALL.len(), "one example per protection");
-        for (field, value) in examples {
+        examples.into_iter().zip(Protection::ALL).map(|((f, v), p)| (f, v, p.support().1)).collect()
+    }
+
+    #[test]
+    fn each_unenforced_protection_field_of_an_mcpserver_blocks_on_its_own_and_enforced_ones_do_not() {
+        for (field, value, support) in examples_with_support() {
             let u = Unapplied::of(&server_with(field, value), &[]);
+            if support == Support::Applied {
+                assert!(u.is_empty() && !u.blocks(), "{field} is enforced");
+                assert_eq!(u.replicas(Some(3)), Some(3), "{field}");
+                continue;
+            }
             assert_eq!(u.blocking, vec![format!("spec.{field}")], "{field}");
             assert!(u.ignored.is_empty() && u.blocks(), "{field}");
             assert_eq!(u.replicas(Some(3)), Some(0), "{field}");
@@ -220,13 +241,28 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_proxy_blocks_on_the_protections_it_has() {
-        for (field, value) in examples() {
+    fn the_policy_fields_are_enforced_and_the_others_still_block() {
+        let applied: Vec<&str> = Protection::ALL
+            .iter()
+            .map(|p| p.support())
+            .filter(|(_, s)| *s == Support::Applied)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            applied,
+            ["spec.oidcConfigRef", "spec.authzConfig", "spec.authzConfigRef", "spec.toolConfigRef", "spec.audit"]
+        );
+        assert!(Protection::ALL.iter().all(|p| matches!(p.support().1, Support::Applied | Support::Blocking)));
+    }
+
+    #[test]
+    fn a_remote_proxy_blocks_on_the_unenforced_protections_it_has() {
+        for (field, value, support) in examples_with_support() {
             let spec: MCPRemoteProxySpec =
                 serde_json::from_value(json!({"remoteURL": "https://mcp.example.com/mcp", field: value})).unwrap();
             let u = Unapplied::of(&spec, &[]);
-            if ["webhookConfigRef", "rateLimiting"].contains(&field) {
-                assert!(u.is_empty(), "{field} is not an MCPRemoteProxy field");
+            if ["webhookConfigRef", "rateLimiting"].contains(&field) || support == Support::Applied {
+                assert!(u.is_empty(), "{field} is enforced or not an MCPRemoteProxy field");
             } else {
                 assert_eq!(u.blocking, vec![format!("spec.{field}")], "{field}");
             }
@@ -245,9 +281,9 @@ mod tests {
 
     #[test]
     fn other_fields_are_ignored_in_order_and_never_block() {
-        let spec = server_with("toolConfigRef", json!({"name": "tools"}));
+        let spec = server_with("telemetryConfigRef", json!({"name": "otel"}));
         let u = Unapplied::of(&spec, &[("spec.a", true), ("spec.b", false), ("spec.c", true)]);
-        assert_eq!(u.blocking, vec!["spec.toolConfigRef"]);
+        assert_eq!(u.blocking, vec!["spec.telemetryConfigRef"]);
         assert_eq!(u.ignored, vec!["spec.a", "spec.c"]);
         let u = Unapplied::of(&server_with("args", json!([])), &[("spec.a", true)]);
         assert!(!u.blocks() && !u.is_empty());

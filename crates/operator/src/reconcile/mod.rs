@@ -12,6 +12,7 @@ pub mod labels;
 pub mod metrics;
 pub mod observe;
 pub mod outcome;
+pub mod policy;
 pub mod report;
 pub mod status;
 pub mod workload;
@@ -30,6 +31,7 @@ use crate::crd::mcpserver::MCPServer;
 use crate::normalize::Normalize;
 use apply::Applied;
 use outcome::Outcome;
+use policy::Referencing;
 
 /// Runs the MCPServer controller(s) for `scope` until `shutdown` resolves, then lets the
 /// reconciles in flight finish.
@@ -44,15 +46,24 @@ pub async fn run(
 
 /// One reconcile of one MCPServer.
 pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let observed = server.status.as_ref().and_then(|s| s.observed_generation);
-    let Some(run) = report::begin(&ctx, &*server, observed, || server.spec.normalize().conflicts).await? else {
+    let Some(server) = report::fresh(&ctx, &*server).await? else {
         return Ok(Action::await_change());
     };
-    let outcome = match desired::desired(&server, &ctx.settings) {
+    let observed = server.status.as_ref().and_then(|s| s.observed_generation);
+    let Some(run) = report::begin(&ctx, &server, observed, || server.spec.normalize().conflicts).await? else {
+        return Ok(Action::await_change());
+    };
+    let found = policy::fetch(&ctx.client, &run.namespace, &server.policy_refs()).await?;
+    let mut hashes = None;
+    let outcome = match desired::desired(&server, &ctx.settings, &found) {
         Err(e) => Outcome::Invalid(e.to_string()),
         Ok(want) => match apply::apply_all(&ctx.client, &run.namespace, want.children(), &run.uid).await? {
             Applied::Conflict { kind, name } => Outcome::NameConflict { kind, name },
+            Applied::Done(_) if want.refused.is_some() => {
+                Outcome::Refused(want.refused.as_ref().map(ToString::to_string).unwrap_or_default())
+            }
             Applied::Done(deployment) => {
+                hashes = Some(want.hashes.clone());
                 // A proxy held at zero replicas has no pods to explain.
                 let ask_pods = !want.unapplied.blocks();
                 let seen = observe::proxy(&ctx.client, &run.namespace, &run.name, &deployment, ask_pods).await?;
@@ -61,7 +72,10 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
             }
         },
     };
-    let next = status::compute(&server, &outcome, outcome::now_seconds());
+    let mut next = status::compute(&server, &outcome, outcome::now_seconds());
+    if let Some(h) = hashes {
+        (next.oidc_config_hash, next.authz_config_hash, next.tool_config_hash) = (h.oidc, h.authz, h.tools);
+    }
     run.finish(&ctx, server.status.as_ref(), &next, status::ready_condition).await?;
     Ok(controller::requeue(outcome.waiting_for_proxy()))
 }

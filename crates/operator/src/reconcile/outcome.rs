@@ -15,6 +15,8 @@ pub const READY: &str = "Ready";
 pub const FEATURES_APPLIED: &str = "FeaturesApplied";
 /// `Ready` reason while a field Apiary cannot enforce keeps the proxy at zero replicas.
 pub const UNSUPPORTED_FEATURE: &str = "UnsupportedFeature";
+/// `Ready` reason while a referenced protection cannot be served (missing or invalid object).
+pub const INVALID_REFERENCE: &str = "InvalidReference";
 
 /// What one reconcile found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub enum Outcome {
     },
     /// The spec cannot be turned into children.
     Invalid(String),
+    /// Children applied with the proxy at zero replicas: a referenced protection (named in the
+    /// message) cannot be served.
+    Refused(String),
 }
 
 impl Outcome {
@@ -140,6 +145,12 @@ fn ready(kind: &str, outcome: &Outcome) -> (Phase, &'static str, &'static str, S
             format!("{child} {name} exists and is not owned by this {kind}; not adopting it"),
         ),
         Outcome::Invalid(why) => (Phase::Failed, "False", "InvalidSpec", why.clone()),
+        Outcome::Refused(why) => (
+            Phase::Failed,
+            "False",
+            INVALID_REFERENCE,
+            format!("{why}; the proxy is kept at 0 replicas until this is fixed"),
+        ),
     }
 }
 
@@ -272,6 +283,17 @@ mod tests {
         assert_eq!(s.phase, Phase::Failed);
         assert!(s.message.contains("not owned by this MCPServer"), "{}", s.message);
         assert!(find(Some(&s.conditions), FEATURES_APPLIED).is_none());
+        let s = summarize(
+            "MCPServer",
+            &Outcome::Refused("spec.toolConfigRef: MCPToolConfig tools not found".into()),
+            Vec::new(),
+            Some(1),
+            t(1),
+        );
+        let r = find(Some(&s.conditions), READY).unwrap();
+        assert_eq!((s.phase, r.reason.as_str()), (Phase::Failed, INVALID_REFERENCE));
+        assert!(r.message.starts_with("spec.toolConfigRef: MCPToolConfig tools not found; the proxy is kept at 0"));
+        assert!(!Outcome::Refused(String::new()).waiting_for_proxy());
         let s = summarize("MCPServer", &Outcome::Invalid("bad port".into()), Vec::new(), Some(1), t(1));
         assert_eq!(
             (s.phase, find(Some(&s.conditions), READY).unwrap().reason.as_str()),

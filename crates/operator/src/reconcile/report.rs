@@ -32,6 +32,18 @@ pub struct Started<K> {
     kind: PhantomData<fn() -> K>,
 }
 
+/// `object` as the apiserver has it now, `None` once it is gone. The controller's cache can lag
+/// behind the reconcile's own status write: a reconcile woken by its own child's change would
+/// then compare against the old status and publish the same event twice.
+pub async fn fresh<K>(ctx: &Context, object: &K) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let missing = |field| Error::MissingMeta { kind: K::kind(&()).into_owned(), field };
+    let namespace = object.namespace().ok_or_else(|| missing("namespace"))?;
+    Ok(Api::<K>::namespaced(ctx.client.clone(), &namespace).get_opt(&object.name_any()).await?)
+}
+
 /// Starts the reconcile of `object`: `None` when it is being deleted (owner references let the
 /// garbage collector remove the children). On a generation not yet observed, each of
 /// `conflicts()` becomes a `SpecConflict` warning event.

@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn each_unenforced_protection_fails_the_server_and_names_the_field() {
         let t = Timestamp::from_second(7).unwrap();
-        for (field, value) in crate::reconcile::features::examples() {
+        for (field, value) in crate::reconcile::features::blocking_examples() {
             let spec: MCPServerSpec = serde_json::from_value(json!({"image": "img", field: value})).unwrap();
             let unapplied = crate::reconcile::desired::unapplied(&spec);
             let held = Outcome::Applied {

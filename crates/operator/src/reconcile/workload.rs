@@ -149,6 +149,7 @@ impl Parent {
             value: Some("false".to_string()),
             ..Default::default()
         });
+        env.extend(pod.env);
         let container = Container {
             name: PROXY_CONTAINER.to_string(),
             image: Some(pod.runner_image.to_string()),
@@ -237,6 +238,8 @@ pub struct ProxyPod<'a> {
     pub proxy_port: i32,
     /// sha256 of the RunConfig, on the pod template so a new config rolls the pods.
     pub checksum: &'a str,
+    /// More environment of the runner container (secrets, as `secretKeyRef`s only).
+    pub env: Vec<EnvVar>,
 }
 
 /// One RBAC rule: `verbs` on `resources` of API group `group`.

@@ -17,7 +17,9 @@ use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxySpec};
 use crate::normalize::{DEFAULT_PORT, Normalize};
 use crate::reconcile::apply::Children;
 use crate::reconcile::desired::Settings;
+use crate::reconcile::desired::{split, sse_refusal};
 use crate::reconcile::features::Unapplied;
+use crate::reconcile::policy::{ConfigHashes, PolicyError, Referenced, Referencing, Resolved, resolve};
 use crate::reconcile::workload::{Parent, ProxyPod, policy_rule, sha256_hex};
 
 /// Why no desired state can be computed; reported as `Ready=False` with reason `InvalidSpec`.
@@ -58,6 +60,10 @@ pub struct Desired {
     pub proxy_port: i32,
     /// Set fields Apiary does not apply.
     pub unapplied: Unapplied,
+    /// Why a referenced protection cannot be served; the proxy is then held at zero replicas.
+    pub refused: Option<PolicyError>,
+    /// Hashes of the referenced configurations in force (empty when refused).
+    pub hashes: ConfigHashes,
 }
 
 impl Desired {
@@ -73,15 +79,22 @@ impl Desired {
     }
 }
 
-/// Computes the children of `proxy` from its normalised spec.
-pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, DesiredError> {
+/// Computes the children of `proxy` from its normalised spec and the objects it references
+/// (`found`, read by [`fetch`](crate::reconcile::policy::fetch)).
+pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings, found: &Referenced) -> Result<Desired, DesiredError> {
     let parent = Parent::of(proxy).map_err(DesiredError::MissingMeta)?;
     let name = parent.name.clone();
     let spec = proxy.spec.normalize().spec;
     let proxy_port = spec.proxy_port.unwrap_or(DEFAULT_PORT);
-    let unapplied = unapplied(&spec);
+    let mut unapplied = unapplied(&spec);
 
-    let run_config = run_config(&name, &spec, settings)?;
+    let mut run_config = run_config(&name, &spec, settings)?;
+    let (resolved, refused) = split(resolve(&proxy.policy_refs(), found, &name));
+    let refused = refused.or_else(|| sse_refusal(&run_config, &resolved));
+    let Resolved { policy, env: secret_env, hashes, ignored } =
+        if refused.is_some() { Resolved::default() } else { resolved };
+    run_config.policy = policy;
+    unapplied.ignored.extend(ignored);
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
     let config_map = parent.config_map(config_labels(&name), text, &checksum);
@@ -101,9 +114,10 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, D
         }),
         service_account: spec.service_account.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| runner_name(&name)),
         // Zero replicas rather than a proxy that serves without the restrictions asked for.
-        replicas: unapplied.replicas(spec.replicas),
+        replicas: if refused.is_some() { Some(0) } else { unapplied.replicas(spec.replicas) },
         proxy_port,
         checksum: &checksum,
+        env: secret_env,
     });
     let service = parent.proxy_service(service_name(&name), proxy_labels(&name), proxy_port, spec.session_affinity);
     let (runner_account, runner_role, runner_binding) =
@@ -119,6 +133,8 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings) -> Result<Desired, D
         runner_binding,
         proxy_port,
         unapplied,
+        refused,
+        hashes,
     })
 }
 

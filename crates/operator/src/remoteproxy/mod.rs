@@ -16,6 +16,7 @@ use crate::normalize::Normalize;
 pub use crate::reconcile::Error;
 use crate::reconcile::apply::{self, Applied};
 use crate::reconcile::outcome::{self, Outcome};
+use crate::reconcile::policy::{self, Referencing};
 use crate::reconcile::{Context, WatchScope, controller, observe, report};
 
 /// Runs the MCPRemoteProxy controller(s) for `scope` until `shutdown` resolves, then lets the
@@ -31,15 +32,24 @@ pub async fn run(
 
 /// One reconcile of one MCPRemoteProxy.
 pub async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let observed = proxy.status.as_ref().and_then(|s| s.observed_generation);
-    let Some(run) = report::begin(&ctx, &*proxy, observed, || proxy.spec.normalize().conflicts).await? else {
+    let Some(proxy) = report::fresh(&ctx, &*proxy).await? else {
         return Ok(Action::await_change());
     };
-    let outcome = match desired::desired(&proxy, &ctx.settings) {
+    let observed = proxy.status.as_ref().and_then(|s| s.observed_generation);
+    let Some(run) = report::begin(&ctx, &proxy, observed, || proxy.spec.normalize().conflicts).await? else {
+        return Ok(Action::await_change());
+    };
+    let found = policy::fetch(&ctx.client, &run.namespace, &proxy.policy_refs()).await?;
+    let mut hashes = None;
+    let outcome = match desired::desired(&proxy, &ctx.settings, &found) {
         Err(e) => Outcome::Invalid(e.to_string()),
         Ok(want) => match apply::apply_all(&ctx.client, &run.namespace, want.children(), &run.uid).await? {
             Applied::Conflict { kind, name } => Outcome::NameConflict { kind, name },
+            Applied::Done(_) if want.refused.is_some() => {
+                Outcome::Refused(want.refused.as_ref().map(ToString::to_string).unwrap_or_default())
+            }
             Applied::Done(deployment) => {
+                hashes = Some(want.hashes.clone());
                 // A proxy held at zero replicas has no pods to explain.
                 let ask_pods = !want.unapplied.blocks();
                 let seen = observe::proxy(&ctx.client, &run.namespace, &run.name, &deployment, ask_pods).await?;
@@ -48,7 +58,10 @@ pub async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<
             }
         },
     };
-    let next = status::compute(&proxy, &outcome, outcome::now_seconds());
+    let mut next = status::compute(&proxy, &outcome, outcome::now_seconds());
+    if let Some(h) = hashes {
+        (next.oidc_config_hash, next.authz_config_hash, next.tool_config_hash) = (h.oidc, h.authz, h.tools);
+    }
     run.finish(&ctx, proxy.status.as_ref(), &next, status::ready_condition).await?;
     Ok(controller::requeue(outcome.waiting_for_proxy()))
 }

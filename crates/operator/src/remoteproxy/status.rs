@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn each_unenforced_protection_fails_the_proxy_and_names_the_field() {
         let t = Timestamp::from_second(7).unwrap();
-        for (field, value) in crate::reconcile::features::examples() {
+        for (field, value) in crate::reconcile::features::blocking_examples() {
             if ["webhookConfigRef", "rateLimiting"].contains(&field) {
                 continue; // not MCPRemoteProxy fields
             }

@@ -125,6 +125,18 @@ where
     C: FnOnce(Client, String, Arc<Metrics>) -> CF,
     CF: Future<Output = ()> + Send + 'static,
 {
+    in_scratch_namespace_with("apiary.invalid/apiary:never", prefix, start, checks).await;
+}
+
+/// [`in_scratch_namespace`] with the proxy runner image `runner_image`, for scenarios whose
+/// proxies must really run.
+pub async fn in_scratch_namespace_with<S, SF, C, CF>(runner_image: &str, prefix: &str, start: S, checks: C)
+where
+    S: FnOnce(Arc<Context>, WatchScope, Stop) -> SF,
+    SF: Future<Output = ()> + Send + 'static,
+    C: FnOnce(Client, String, Arc<Metrics>) -> CF,
+    CF: Future<Output = ()> + Send + 'static,
+{
     let client = client(&kubeconfig()).await;
     apply_crds(&client).await;
 
@@ -134,7 +146,7 @@ where
     namespaces.create(&PostParams::default(), &ns_obj).await.unwrap();
 
     let metrics = Arc::new(Metrics::default());
-    let settings = Settings { runner_image: "apiary.invalid/apiary:never".into(), proxy_host: "0.0.0.0".into() };
+    let settings = Settings { runner_image: runner_image.into(), proxy_host: "0.0.0.0".into() };
     let ctx = Arc::new(Context::new(client.clone(), settings, Some("cluster-test".into()), Arc::clone(&metrics)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(async move {

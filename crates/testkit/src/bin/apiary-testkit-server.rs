@@ -3,6 +3,9 @@
 //!
 //! `--stdio` speaks newline-delimited JSON-RPC on stdin/stdout. `--http 127.0.0.1:PORT` serves
 //! `/mcp` and prints the bound URL (`http://127.0.0.1:<port>/mcp`) as the first stdout line.
+//! `--oidc ADDR` serves instead an OIDC issuer's discovery and JWKS (no MCP): the issuer URL comes
+//! from `APIARY_TESTKIT_ISSUER` and the JWK Set (`{"keys": [...]}`, public keys only) from
+//! `APIARY_TESTKIT_JWKS`, so a test can run it as a pod and mint tokens with the private key.
 //! Logs go to stderr (filter with `RUST_LOG`).
 
 use std::io::Write as _;
@@ -15,7 +18,7 @@ use clap::{ArgGroup, Parser};
 /// Apiary's fixture MCP server.
 #[derive(Debug, Parser)]
 #[command(name = "apiary-testkit-server", version, about)]
-#[command(group(ArgGroup::new("mode").required(true).args(["stdio", "http"])))]
+#[command(group(ArgGroup::new("mode").required(true).args(["stdio", "http", "oidc"])))]
 struct Args {
     /// Serve one MCP connection on stdin/stdout.
     #[arg(long)]
@@ -23,6 +26,9 @@ struct Args {
     /// Serve Streamable HTTP at /mcp on this address (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Serve OIDC discovery and a JWKS on this address (see the module docs).
+    #[arg(long, value_name = "ADDR")]
+    oidc: Option<SocketAddr>,
     /// Answer only protocol revisions 2024-11-05..2025-11-25 (via initialize); refuse server/discover.
     #[arg(long)]
     legacy_only: bool,
@@ -46,9 +52,10 @@ fn main() -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        match args.http {
-            Some(addr) => run_http(addr, options).await,
-            None => serve_stdio(options).await.context("serving stdio"),
+        match (args.http, args.oidc) {
+            (Some(addr), _) => run_http(addr, options).await,
+            (None, Some(addr)) => run_oidc(addr).await,
+            (None, None) => serve_stdio(options).await.context("serving stdio"),
         }
     })
 }
@@ -67,6 +74,17 @@ async fn run_http(addr: SocketAddr, options: ServerOptions) -> anyhow::Result<()
         stop.cancel();
     });
     server.wait().await.context("serving HTTP")
+}
+
+async fn run_oidc(addr: SocketAddr) -> anyhow::Result<()> {
+    let issuer = std::env::var("APIARY_TESTKIT_ISSUER").context("APIARY_TESTKIT_ISSUER is not set")?;
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::env::var("APIARY_TESTKIT_JWKS").context("APIARY_TESTKIT_JWKS is not set")?)
+            .context("APIARY_TESTKIT_JWKS is not JSON")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%issuer, %addr, "serving OIDC discovery and JWKS");
+    let app = apiary_testkit::issuer::static_issuer_router(issuer, jwks);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving OIDC")
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -35,7 +35,7 @@ fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
 
 #[test]
 fn children_have_the_contract_names_labels_and_owner() {
-    let d = desired(&fetch(seed_spec()), &settings()).unwrap();
+    let d = desired(&fetch(seed_spec()), &settings(), &Referenced::default()).unwrap();
     let metas: Vec<(&str, &ObjectMeta)> = vec![
         ("fetch-runconfig", &d.config_map.metadata),
         ("fetch", &d.deployment.metadata),
@@ -69,7 +69,7 @@ fn children_have_the_contract_names_labels_and_owner() {
 
 #[test]
 fn deployment_runs_the_proxy_runner_with_the_checksum_on_its_pods() {
-    let d = desired(&fetch(seed_spec()), &settings()).unwrap();
+    let d = desired(&fetch(seed_spec()), &settings(), &Referenced::default()).unwrap();
     let spec = d.deployment.spec.as_ref().unwrap();
     let template_meta = spec.template.metadata.as_ref().unwrap();
     assert_eq!(template_meta.annotations.as_ref().unwrap()[CHECKSUM_ANNOTATION], d.checksum);
@@ -94,7 +94,7 @@ fn services_carry_proxy_port_and_affinity() {
     let mut spec = seed_spec();
     spec.proxy_port = None;
     spec.port = Some(9090);
-    let d = desired(&fetch(spec), &settings()).unwrap();
+    let d = desired(&fetch(spec), &settings(), &Referenced::default()).unwrap();
     for svc in [&d.proxy_service, &d.alias_service] {
         let s = svc.spec.as_ref().unwrap();
         let p = &s.ports.as_ref().unwrap()[0];
@@ -114,7 +114,7 @@ fn runconfig_reflects_the_spec_and_the_checksum_follows_it() {
     let mut spec = seed_spec();
     spec.args = Some(vec!["--verbose".into()]);
     spec.env = Some(vec![SpecEnvVar { name: "LOG".into(), value: "debug".into() }]);
-    let d1 = desired(&fetch(spec.clone()), &settings()).unwrap();
+    let d1 = desired(&fetch(spec.clone()), &settings(), &Referenced::default()).unwrap();
     let text = &d1.config_map.data.as_ref().unwrap()[crate::reconcile::labels::RUNCONFIG_KEY];
     let rc = RunConfig::from_json_str(text).unwrap();
     assert_eq!(rc.name, "fetch");
@@ -127,10 +127,10 @@ fn runconfig_reflects_the_spec_and_the_checksum_follows_it() {
     assert_eq!(d1.checksum, sha256_hex(text.as_bytes()));
     assert_eq!(d1.checksum.len(), 64);
 
-    let again = desired(&fetch(spec.clone()), &settings()).unwrap();
+    let again = desired(&fetch(spec.clone()), &settings(), &Referenced::default()).unwrap();
     assert_eq!(again.checksum, d1.checksum, "same spec, same checksum");
     spec.args = Some(vec!["--quiet".into()]);
-    let d2 = desired(&fetch(spec), &settings()).unwrap();
+    let d2 = desired(&fetch(spec), &settings(), &Referenced::default()).unwrap();
     assert_ne!(d2.checksum, d1.checksum);
 }
 
@@ -140,7 +140,7 @@ fn stdio_caps_replicas_and_a_named_account_replaces_the_sa() {
     spec.transport = None;
     spec.replicas = Some(3);
     spec.service_account = Some("mine".into());
-    let d = desired(&fetch(spec), &settings()).unwrap();
+    let d = desired(&fetch(spec), &settings(), &Referenced::default()).unwrap();
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(1));
     assert!(d.mcp_account.is_none());
     let rc = RunConfig::from_json_str(&d.config_map.data.as_ref().unwrap()["runconfig.json"]).unwrap();
@@ -149,7 +149,7 @@ fn stdio_caps_replicas_and_a_named_account_replaces_the_sa() {
 
 #[test]
 fn runner_role_has_exactly_the_listed_rules() {
-    let d = desired(&fetch(seed_spec()), &settings()).unwrap();
+    let d = desired(&fetch(seed_spec()), &settings(), &Referenced::default()).unwrap();
     let rules: Vec<(String, String, Vec<String>)> = d
         .runner_role
         .rules
@@ -181,22 +181,22 @@ fn runner_role_has_exactly_the_listed_rules() {
 fn missing_uid_is_an_error_not_a_panic() {
     let mut s = fetch(seed_spec());
     s.metadata.uid = None;
-    assert!(matches!(desired(&s, &settings()), Err(DesiredError::MissingMeta(_))));
+    assert!(matches!(desired(&s, &settings(), &Referenced::default()), Err(DesiredError::MissingMeta(_))));
 }
 
 #[test]
 fn each_unenforced_protection_holds_the_proxy_at_zero_and_removing_it_restores_replicas() {
     let mut base = seed_spec();
     base.replicas = Some(2);
-    let open = desired(&fetch(base.clone()), &settings()).unwrap();
+    let open = desired(&fetch(base.clone()), &settings(), &Referenced::default()).unwrap();
     assert!(open.unapplied.is_empty());
     assert_eq!(open.deployment.spec.as_ref().unwrap().replicas, Some(2));
     let base_json = serde_json::to_value(&base).unwrap();
-    for (field, value) in crate::reconcile::features::examples() {
+    for (field, value) in crate::reconcile::features::blocking_examples() {
         let mut with = base_json.clone();
         with[field] = value;
         let spec: MCPServerSpec = serde_json::from_value(with).unwrap();
-        let d = desired(&fetch(spec), &settings()).unwrap();
+        let d = desired(&fetch(spec), &settings(), &Referenced::default()).unwrap();
         assert_eq!(d.unapplied.blocking, vec![format!("spec.{field}")], "{field}");
         assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "{field}: nothing may serve");
         // The other children are still built as usual: only the proxy is held.
@@ -204,7 +204,10 @@ fn each_unenforced_protection_holds_the_proxy_at_zero_and_removing_it_restores_r
         assert_eq!(d.config_map.data, open.config_map.data, "{field}: the RunConfig does not change");
     }
     // Unset again, the same spec gives back its replicas.
-    assert_eq!(desired(&fetch(base), &settings()).unwrap().deployment.spec.unwrap().replicas, Some(2));
+    assert_eq!(
+        desired(&fetch(base), &settings(), &Referenced::default()).unwrap().deployment.spec.unwrap().replicas,
+        Some(2)
+    );
 }
 
 #[test]
@@ -213,7 +216,86 @@ fn audit_off_asks_for_nothing_and_unapplied_plain_fields_do_not_block() {
     spec.audit = Some(crate::crd::common::AuditConfig { enabled: Some(false) });
     assert!(unapplied(&spec).is_empty());
     spec.backend_replicas = Some(2);
-    let d = desired(&fetch(spec), &settings()).unwrap();
+    let d = desired(&fetch(spec), &settings(), &Referenced::default()).unwrap();
     assert_eq!((d.unapplied.blocking.len(), d.unapplied.ignored.clone()), (0, vec!["spec.backendReplicas"]));
     assert_eq!(d.deployment.spec.unwrap().replicas, None, "an ignored field leaves the replicas alone");
+}
+
+/// The seed spec with every enforced protection field of the fixtures set.
+fn protected_spec() -> MCPServerSpec {
+    let mut spec = serde_json::to_value(seed_spec()).unwrap();
+    for (k, v) in crate::reconcile::policy::fixtures::spec_fields().as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    spec["replicas"] = serde_json::json!(2);
+    serde_json::from_value(spec).unwrap()
+}
+
+fn run_config_of(d: &Desired) -> RunConfig {
+    serde_json::from_str(&d.config_map.data.as_ref().unwrap()["runconfig.json"]).unwrap()
+}
+
+#[test]
+fn enforced_protections_reach_the_runconfig_and_the_proxy_serves() {
+    use crate::reconcile::policy::{CLIENT_SECRET_ENV, fixtures};
+    let d = desired(&fetch(protected_spec()), &settings(), &fixtures::found()).unwrap();
+    assert!(d.refused.is_none() && d.unapplied.is_empty(), "{:?} {:?}", d.refused, d.unapplied);
+    assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(2));
+    let policy = run_config_of(&d).policy;
+    assert_eq!(policy.oidc.as_ref().unwrap().audience.as_deref(), Some("fetch"));
+    assert_eq!(policy.authz.as_ref().unwrap()["type"], "cedarv1");
+    assert_eq!(policy.tools.filter, ["echo", "add"]);
+    assert_eq!(policy.audit, Some(serde_json::json!({})));
+    // The secret reaches the runner as a secretKeyRef; the RunConfig only names the variable.
+    let text = &d.config_map.data.as_ref().unwrap()["runconfig.json"];
+    assert!(!text.contains("keycloak-client"), "the Secret is not named in the ConfigMap");
+    let pod = d.deployment.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let var = pod.containers[0].env.iter().flatten().find(|e| e.name == CLIENT_SECRET_ENV).unwrap();
+    assert!(var.value.is_none());
+    assert_eq!(var.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "keycloak-client");
+    assert!(d.hashes.oidc.is_some() && d.hashes.authz.is_some() && d.hashes.tools.is_some());
+}
+
+#[test]
+fn a_changed_referenced_object_changes_the_checksum_once() {
+    use crate::reconcile::policy::fixtures;
+    let a = desired(&fetch(protected_spec()), &settings(), &fixtures::found()).unwrap();
+    let again = desired(&fetch(protected_spec()), &settings(), &fixtures::found()).unwrap();
+    assert_eq!(a.checksum, again.checksum, "unchanged objects, unchanged RunConfig: nothing rolls");
+    let mut changed = fixtures::found();
+    changed.tools = Some(fixtures::tools(serde_json::json!({"toolsFilter": ["echo"]})));
+    let b = desired(&fetch(protected_spec()), &settings(), &changed).unwrap();
+    assert_ne!(a.checksum, b.checksum);
+    let annotation = |d: &Desired| {
+        d.deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.clone().unwrap()
+            [CHECKSUM_ANNOTATION]
+            .clone()
+    };
+    assert_eq!(annotation(&b), b.checksum, "the pod template carries the new checksum, so it rolls");
+}
+
+#[test]
+fn a_reference_that_cannot_be_served_holds_the_proxy_at_zero_without_its_policy() {
+    use crate::reconcile::policy::fixtures;
+    let mut missing = fixtures::found();
+    missing.tools = None;
+    let d = desired(&fetch(protected_spec()), &settings(), &missing).unwrap();
+    assert_eq!(d.refused.as_ref().unwrap().to_string(), "spec.toolConfigRef: MCPToolConfig tools not found");
+    assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0));
+    assert_eq!(d.hashes, Default::default());
+    let pod = d.deployment.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    assert!(
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .all(|e| e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none()))
+    );
+
+    // An SSE server cannot have its lists filtered: refused rather than a crashing proxy.
+    let mut sse = protected_spec();
+    sse.transport = Some(ServerTransport::Sse);
+    let d = desired(&fetch(sse), &settings(), &fixtures::found()).unwrap();
+    assert!(d.refused.unwrap().to_string().starts_with("spec.transport: authorization and tool filters"));
+    assert_eq!(d.deployment.spec.unwrap().replicas, Some(0));
 }

@@ -34,7 +34,7 @@ fn runconfig(d: &Desired) -> RunConfig {
 
 #[test]
 fn children_have_the_contract_names_labels_and_owner() {
-    let d = desired(&proxy(spec()), &settings()).unwrap();
+    let d = desired(&proxy(spec()), &settings(), &Referenced::default()).unwrap();
     let metas: Vec<(&str, &ObjectMeta, &str)> = vec![
         ("remote-runconfig", &d.config_map.metadata, "mcpremoteproxy"),
         ("remote", &d.deployment.metadata, "toolhive-proxy"),
@@ -65,7 +65,7 @@ fn children_have_the_contract_names_labels_and_owner() {
 
 #[test]
 fn deployment_runs_the_runner_on_the_runconfig_with_the_checksum_on_its_pods() {
-    let d = desired(&proxy(spec()), &settings()).unwrap();
+    let d = desired(&proxy(spec()), &settings(), &Referenced::default()).unwrap();
     let spec = d.deployment.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, None, "unset replicas are left to an autoscaler");
     assert_eq!(spec.selector.match_labels.as_ref().unwrap(), &proxy_selector("remote"));
@@ -101,7 +101,7 @@ fn service_and_container_follow_proxy_port_and_affinity() {
     s.proxy_port = Some(9191);
     s.session_affinity = Some(SessionAffinity::None);
     s.replicas = Some(2);
-    let d = desired(&proxy(s), &settings()).unwrap();
+    let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
     let svc = d.service.spec.as_ref().unwrap();
     let p = &svc.ports.as_ref().unwrap()[0];
     assert_eq!((p.name.as_deref(), p.port), (Some("http"), 9191));
@@ -114,7 +114,7 @@ fn service_and_container_follow_proxy_port_and_affinity() {
     assert_eq!(runconfig(&d).proxy.port, 9191);
     assert_eq!(d.proxy_port, 9191);
     // The default affinity is ClientIP.
-    let d = desired(&proxy(spec()), &settings()).unwrap();
+    let d = desired(&proxy(spec()), &settings(), &Referenced::default()).unwrap();
     assert_eq!(d.service.spec.unwrap().session_affinity.as_deref(), Some("ClientIP"));
 }
 
@@ -124,7 +124,7 @@ fn runconfig_holds_the_remote_url_transport_and_listener() {
     s.endpoint_prefix = Some("/remote".into());
     s.trust_proxy_headers = Some(true);
     s.group_ref = Some(GroupRef::from_name("team"));
-    let d = desired(&proxy(s), &settings()).unwrap();
+    let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
     let rc = runconfig(&d);
     assert_eq!(rc.name, "remote");
     assert_eq!(rc.source, Source::remote("https://mcp.example.com/mcp"));
@@ -140,16 +140,20 @@ fn runconfig_holds_the_remote_url_transport_and_listener() {
     sse.transport = Some(RemoteTransport::Sse);
     sse.remote_url = None;
     sse.remote_url_alias = Some("https://sse.example.com/sse".into());
-    let rc = runconfig(&desired(&proxy(sse), &settings()).unwrap());
+    let rc = runconfig(&desired(&proxy(sse), &settings(), &Referenced::default()).unwrap());
     assert_eq!(rc.source, Source::remote("https://sse.example.com/sse"), "remoteUrl is accepted");
     assert_eq!((rc.transport, rc.proxy.proxy_mode), (Some(Transport::Sse), ProxyMode::Sse));
 }
 
 #[test]
 fn the_checksum_changes_only_when_the_runconfig_does() {
-    let base = desired(&proxy(spec()), &settings()).unwrap();
+    let base = desired(&proxy(spec()), &settings(), &Referenced::default()).unwrap();
     assert_eq!(base.checksum.len(), 64);
-    assert_eq!(desired(&proxy(spec()), &settings()).unwrap().checksum, base.checksum, "same spec, same checksum");
+    assert_eq!(
+        desired(&proxy(spec()), &settings(), &Referenced::default()).unwrap().checksum,
+        base.checksum,
+        "same spec, same checksum"
+    );
 
     // Fields that are not in the RunConfig leave it alone (no rollout for them).
     let mut s = spec();
@@ -157,7 +161,7 @@ fn the_checksum_changes_only_when_the_runconfig_does() {
     s.session_affinity = Some(SessionAffinity::None);
     s.resources = Some(SpecResources { limits: None, requests: None });
     s.audit = Some(AuditConfig::default());
-    assert_eq!(desired(&proxy(s), &settings()).unwrap().checksum, base.checksum);
+    assert_eq!(desired(&proxy(s), &settings(), &Referenced::default()).unwrap().checksum, base.checksum);
 
     // Fields in it change it.
     for change in [
@@ -168,7 +172,7 @@ fn the_checksum_changes_only_when_the_runconfig_does() {
     ] {
         let mut s = spec();
         change(&mut s);
-        assert_ne!(desired(&proxy(s), &settings()).unwrap().checksum, base.checksum);
+        assert_ne!(desired(&proxy(s), &settings(), &Referenced::default()).unwrap().checksum, base.checksum);
     }
 }
 
@@ -177,7 +181,7 @@ type Rule = (Vec<String>, Vec<String>, Vec<String>, bool);
 
 #[test]
 fn runner_role_reads_configmaps_and_secrets_only() {
-    let d = desired(&proxy(spec()), &settings()).unwrap();
+    let d = desired(&proxy(spec()), &settings(), &Referenced::default()).unwrap();
     let rules: Vec<Rule> = d
         .runner_role
         .rules
@@ -211,7 +215,7 @@ fn a_named_service_account_and_resources_reach_the_pod() {
         limits: Some(ResourceList { cpu: Some("500m".into()), memory: None }),
         requests: Some(ResourceList { cpu: None, memory: Some("64Mi".into()) }),
     });
-    let d = desired(&proxy(s), &settings()).unwrap();
+    let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
     let pod = d.deployment.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("mine"));
     let r = pod.containers[0].resources.clone().unwrap();
@@ -223,23 +227,22 @@ fn a_named_service_account_and_resources_reach_the_pod() {
 fn unapplied_fields_are_listed_and_restrictive_ones_keep_the_proxy_at_zero() {
     let mut s = spec();
     s.audit = Some(AuditConfig { enabled: Some(false) });
-    assert!(desired(&proxy(s.clone()), &settings()).unwrap().unapplied.is_empty(), "audit off asks for nothing");
+    assert!(
+        desired(&proxy(s.clone()), &settings(), &Referenced::default()).unwrap().unapplied.is_empty(),
+        "audit off asks for nothing"
+    );
     s.header_forward = Some(Default::default());
     s.replicas = Some(2);
-    let d = desired(&proxy(s.clone()), &settings()).unwrap();
+    let d = desired(&proxy(s.clone()), &settings(), &Referenced::default()).unwrap();
     assert_eq!(d.unapplied.blocking, Vec::<&str>::new());
     assert_eq!(d.unapplied.ignored, vec!["spec.headerForward"]);
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(2), "ignored fields do not stop the proxy");
 
-    s.authz_config_ref = Some(NameRef { name: "policy".into() });
-    s.tool_config_ref = Some(NameRef { name: "tools".into() });
     s.audit = Some(AuditConfig { enabled: Some(true) });
     s.external_auth_config_ref = Some(NameRef { name: "exchange".into() });
-    let d = desired(&proxy(s), &settings()).unwrap();
-    assert_eq!(
-        d.unapplied.blocking,
-        vec!["spec.authzConfigRef", "spec.toolConfigRef", "spec.audit", "spec.externalAuthConfigRef"]
-    );
+    s.auth_server_ref = Some(serde_json::from_value(serde_json::json!({"name": "embedded"})).unwrap());
+    let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
+    assert_eq!(d.unapplied.blocking, vec!["spec.authServerRef", "spec.externalAuthConfigRef"]);
     assert_eq!(d.unapplied.ignored, vec!["spec.headerForward"]);
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "no proxy without its restrictions");
 }
@@ -249,30 +252,58 @@ fn each_unenforced_protection_alone_holds_the_proxy_at_zero() {
     let mut base = spec();
     base.replicas = Some(2);
     let base_json = serde_json::to_value(&base).unwrap();
-    for (field, value) in crate::reconcile::features::examples() {
+    for (field, value) in crate::reconcile::features::blocking_examples() {
         if ["webhookConfigRef", "rateLimiting"].contains(&field) {
             continue; // not MCPRemoteProxy fields
         }
         let mut with = base_json.clone();
         with[field] = value;
-        let d = desired(&proxy(serde_json::from_value(with).unwrap()), &settings()).unwrap();
+        let d = desired(&proxy(serde_json::from_value(with).unwrap()), &settings(), &Referenced::default()).unwrap();
         assert_eq!(d.unapplied.blocking, vec![format!("spec.{field}")], "{field}");
         assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "{field}");
     }
-    assert_eq!(desired(&proxy(base), &settings()).unwrap().deployment.spec.unwrap().replicas, Some(2));
+    assert_eq!(
+        desired(&proxy(base), &settings(), &Referenced::default()).unwrap().deployment.spec.unwrap().replicas,
+        Some(2)
+    );
 }
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let mut no_uid = proxy(spec());
     no_uid.metadata.uid = None;
-    assert!(matches!(desired(&no_uid, &settings()), Err(DesiredError::MissingMeta(_))));
-    assert!(matches!(desired(&proxy(MCPRemoteProxySpec::default()), &settings()), Err(DesiredError::NoRemoteUrl)));
+    assert!(matches!(desired(&no_uid, &settings(), &Referenced::default()), Err(DesiredError::MissingMeta(_))));
+    assert!(matches!(
+        desired(&proxy(MCPRemoteProxySpec::default()), &settings(), &Referenced::default()),
+        Err(DesiredError::NoRemoteUrl)
+    ));
     let mut s = spec();
     s.proxy_port = Some(70000);
-    assert!(matches!(desired(&proxy(s), &settings()), Err(DesiredError::BadPort(70000))));
+    assert!(matches!(desired(&proxy(s), &settings(), &Referenced::default()), Err(DesiredError::BadPort(70000))));
     let mut s = spec();
     s.remote_url = Some("ftp://x/mcp".into());
-    let e = desired(&proxy(s), &settings()).unwrap_err();
+    let e = desired(&proxy(s), &settings(), &Referenced::default()).unwrap_err();
     assert!(matches!(e, DesiredError::RunConfig(_)), "{e}");
+}
+
+#[test]
+fn enforced_protections_reach_the_remote_runconfig_and_missing_ones_hold_it_at_zero() {
+    use crate::reconcile::policy::{CLIENT_SECRET_ENV, fixtures};
+    let mut with = serde_json::to_value(spec()).unwrap();
+    for (k, v) in fixtures::spec_fields().as_object().unwrap() {
+        with[k] = v.clone();
+    }
+    let s: MCPRemoteProxySpec = serde_json::from_value(with).unwrap();
+    let d = desired(&proxy(s.clone()), &settings(), &fixtures::found()).unwrap();
+    assert!(d.refused.is_none() && d.unapplied.is_empty());
+    assert_ne!(d.deployment.spec.as_ref().unwrap().replicas, Some(0));
+    let rc = runconfig(&d);
+    assert_eq!(rc.policy.oidc.unwrap().client_secret_env.as_deref(), Some(CLIENT_SECRET_ENV));
+    assert!(rc.policy.authz.is_some() && rc.policy.audit.is_some() && !rc.policy.tools.is_empty());
+    let pod = d.deployment.spec.unwrap().template.spec.unwrap();
+    assert!(pod.containers[0].env.iter().flatten().any(|e| e.name == CLIENT_SECRET_ENV && e.value.is_none()));
+
+    let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
+    assert_eq!(d.refused.unwrap().to_string(), "spec.oidcConfigRef: MCPOIDCConfig keycloak not found");
+    assert_eq!(d.deployment.spec.unwrap().replicas, Some(0));
 }

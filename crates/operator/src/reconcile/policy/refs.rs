@@ -1,0 +1,64 @@
+//! Which protection fields a parent sets, in one view shared by the MCPServer and the
+//! MCPRemoteProxy, so resolving, fetching and watching the referenced objects are written once.
+
+use crate::crd::common::{AuthzConfig, AuthzSource, NameRef, OidcConfigRef};
+use crate::crd::mcpremoteproxy::MCPRemoteProxy;
+use crate::crd::mcpserver::MCPServer;
+
+/// The protection fields of one parent's spec.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PolicyRefs<'a> {
+    /// `spec.oidcConfigRef`.
+    pub oidc_config_ref: Option<&'a OidcConfigRef>,
+    /// `spec.authzConfig`.
+    pub authz_config: Option<&'a AuthzConfig>,
+    /// `spec.authzConfigRef`.
+    pub authz_config_ref: Option<&'a NameRef>,
+    /// `spec.toolConfigRef`.
+    pub tool_config_ref: Option<&'a NameRef>,
+    /// `spec.audit.enabled: true`.
+    pub audit: bool,
+}
+
+impl PolicyRefs<'_> {
+    /// The name of the ConfigMap holding the authorization document, when one is referenced.
+    pub fn authz_config_map(&self) -> Option<&str> {
+        let a = self.authz_config?;
+        match a.type_ {
+            AuthzSource::ConfigMap => a.config_map.as_ref().map(|c| c.name.as_str()),
+            AuthzSource::Inline => None,
+        }
+    }
+}
+
+/// A kind whose spec may reference protection objects.
+pub trait Referencing {
+    /// Its protection fields.
+    fn policy_refs(&self) -> PolicyRefs<'_>;
+}
+
+impl Referencing for MCPServer {
+    fn policy_refs(&self) -> PolicyRefs<'_> {
+        let s = &self.spec;
+        PolicyRefs {
+            oidc_config_ref: s.oidc_config_ref.as_ref(),
+            authz_config: s.authz_config.as_ref(),
+            authz_config_ref: s.authz_config_ref.as_ref(),
+            tool_config_ref: s.tool_config_ref.as_ref(),
+            audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
+        }
+    }
+}
+
+impl Referencing for MCPRemoteProxy {
+    fn policy_refs(&self) -> PolicyRefs<'_> {
+        let s = &self.spec;
+        PolicyRefs {
+            oidc_config_ref: s.oidc_config_ref.as_ref(),
+            authz_config: s.authz_config.as_ref(),
+            authz_config_ref: s.authz_config_ref.as_ref(),
+            tool_config_ref: s.tool_config_ref.as_ref(),
+            audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
+        }
+    }
+}

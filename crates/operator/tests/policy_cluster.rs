@@ -1,0 +1,373 @@
+//! The protections an MCPServer and an MCPRemoteProxy ask for, enforced on the REAL cluster:
+//! an OIDC issuer runs as a pod (the fixture server's `--oidc` mode, serving the public half of a
+//! key this test holds), an MCPOIDCConfig points at it, an inline Cedar policy, an MCPToolConfig
+//! and audit are set, and the proxy the operator starts is asked through `kubectl port-forward`:
+//! no token → 401, a permitted tool works, a forbidden one → 403, a filtered-out tool is absent
+//! from `tools/list` and cannot be called. Then a change to the MCPToolConfig rolls the proxy
+//! once, and an MCPRemoteProxy with the same references behaves the same.
+//!
+//! Needs `cargo xtask cluster up` and `cargo xtask image --push` (the runner and fixture images
+//! built from this checkout). Runs only with `APIARY_CLUSTER_TESTS` set.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use apiary_operator::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxyPhase};
+use apiary_operator::crd::mcpserver::{MCPServer, MCPServerPhase};
+use apiary_operator::crd::toolconfig::MCPToolConfig;
+use apiary_operator::reconcile::{self, Context, Metrics, WatchScope};
+use apiary_operator::remoteproxy;
+use apiary_testkit::issuer::{SigningKey, now};
+use common::cluster::{CHECKSUM, Stop, eventually, gated, in_scratch_namespace_with, kubeconfig, template_checksum};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+/// The proxy runner image `cargo xtask image --push` publishes.
+const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:latest";
+/// The fixture server's image (also the issuer's, in `--oidc` mode).
+const FIXTURE_IMAGE: &str = "ghcr.io/stackloklabs/gofetch/server:latest";
+
+async fn both_controllers(ctx: Arc<Context>, scope: WatchScope, stop: Stop) {
+    tokio::join!(reconcile::run(Arc::clone(&ctx), scope.clone(), stop.clone()), remoteproxy::run(ctx, scope, stop));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protections_are_enforced_on_a_real_cluster() {
+    gated(in_scratch_namespace_with(RUNNER_IMAGE, "apiary-policy", both_controllers, checks)).await;
+}
+
+/// Cedar: `echo` and `pid` may be called; anything else (here `sleep`) is denied.
+const POLICIES: [&str; 2] = [
+    "permit(principal, action == Action::\"call_tool\", resource == Tool::\"echo\");",
+    "permit(principal, action == Action::\"call_tool\", resource == Tool::\"pid\");",
+];
+
+/// The protection fields both kinds get, for tokens with audience `audience`.
+fn protections(audience: &str) -> Value {
+    json!({
+        "oidcConfigRef": {"name": "issuer", "audience": audience},
+        "authzConfig": {"type": "inline", "inline": {"policies": POLICIES}},
+        "toolConfigRef": {"name": "tools"},
+        "audit": {"enabled": true},
+    })
+}
+
+async fn create<K>(client: &Client, ns: &str, value: Value)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value).unwrap();
+    Api::<K>::namespaced(client.clone(), ns).create(&PostParams::default(), &object).await.unwrap();
+}
+
+async fn checks(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    // The issuer: discovery and the JWKS of a key whose private half stays here.
+    let key = SigningKey::generate("cluster-k1");
+    let issuer = format!("http://issuer.{ns}.svc.cluster.local:8080");
+    let jwks = json!({"keys": [key.jwk()]}).to_string();
+    create::<Pod>(
+        &client,
+        &ns,
+        json!({
+            "metadata": {"name": "issuer", "labels": {"app": "issuer"}},
+            "spec": {"containers": [{
+                "name": "issuer",
+                "image": FIXTURE_IMAGE,
+                "command": ["/usr/local/bin/apiary-testkit-server", "--oidc", "0.0.0.0:8080"],
+                "env": [{"name": "APIARY_TESTKIT_ISSUER", "value": issuer},
+                        {"name": "APIARY_TESTKIT_JWKS", "value": jwks}],
+                "ports": [{"containerPort": 8080}],
+            }]}
+        }),
+    )
+    .await;
+    create::<Service>(
+        &client,
+        &ns,
+        json!({
+            "metadata": {"name": "issuer"},
+            "spec": {"selector": {"app": "issuer"}, "ports": [{"port": 8080, "targetPort": 8080}]}
+        }),
+    )
+    .await;
+
+    // A proxy that starts before its issuer answers 503 until its next key fetch (30 s later).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    eventually("the issuer pod Ready", || async {
+        let pod = pods.get("issuer").await.ok()?;
+        let ready = pod.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())
+    })
+    .await;
+    create::<apiary_operator::crd::oidcconfig::MCPOIDCConfig>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPOIDCConfig",
+            "metadata": {"name": "issuer"},
+            "spec": {"type": "inline", "inline": {"issuer": issuer, "insecureAllowHTTP": true}}
+        }),
+    )
+    .await;
+    // `sleep` is listed by the filter but denied by Cedar; `pid` is allowed by Cedar but filtered out.
+    create::<MCPToolConfig>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPToolConfig",
+            "metadata": {"name": "tools"},
+            "spec": {"toolsFilter": ["echo", "sleep"]}
+        }),
+    )
+    .await;
+
+    // 1. An MCPServer with every enforced protection.
+    let mut spec = json!({"image": FIXTURE_IMAGE, "transport": "streamable-http", "mcpPort": 8080});
+    for (k, v) in protections("guarded").as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    create::<MCPServer>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+            "metadata": {"name": "guarded"}, "spec": spec
+        }),
+    )
+    .await;
+    let servers: Api<MCPServer> = Api::namespaced(client.clone(), &ns);
+    let status = eventually("MCPServer guarded Running", || async {
+        let s = servers.get("guarded").await.ok()?.status?;
+        (s.phase == Some(MCPServerPhase::Running)).then_some(s)
+    })
+    .await;
+    assert!(status.oidc_config_hash.is_some() && status.authz_config_hash.is_some(), "{status:?}");
+    let tool_hash = status.tool_config_hash.clone().unwrap();
+
+    let forward = PortForward::start(&ns, "service/mcp-guarded-proxy");
+    let token = key.sign(
+        &json!({"alg": "RS256", "typ": "JWT", "kid": key.kid}),
+        &json!({"iss": issuer, "sub": "alice", "aud": "guarded", "iat": now(), "exp": now() + 3600}),
+    );
+    enforced(&forward, &token, "the MCPServer's proxy").await;
+    drop(forward);
+
+    // 2. A change to the MCPToolConfig rolls the proxy once: a new RunConfig checksum on the pod
+    // template, a new status hash, and then `pid` is listed.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let before = template_checksum(&deployments.get("guarded").await.unwrap());
+    let tools: Api<MCPToolConfig> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({"spec": {"toolsFilter": ["echo", "sleep", "pid"]}});
+    tools.patch("tools", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let after = eventually("the RunConfig lists pid in the filter", || async {
+        let cm = configs.get("guarded-runconfig").await.ok()?;
+        let text = cm.data?.get("runconfig.json")?.clone();
+        let sum = cm.metadata.annotations?.get(CHECKSUM)?.clone();
+        (text.contains("\"pid\"") && sum != before).then_some(sum)
+    })
+    .await;
+    eventually("the pod template carries the new checksum", || async {
+        (template_checksum(&deployments.get("guarded").await.ok()?) == after).then_some(())
+    })
+    .await;
+    eventually("status.toolConfigHash changed", || async {
+        let s = servers.get("guarded").await.ok()?.status?;
+        (s.tool_config_hash.as_deref() != Some(tool_hash.as_str())).then_some(())
+    })
+    .await;
+    let generation = deployments.get("guarded").await.unwrap().metadata.generation;
+    eventually("MCPServer guarded Running again", || async {
+        let s = servers.get("guarded").await.ok()?.status?;
+        (s.phase == Some(MCPServerPhase::Running)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        deployments.get("guarded").await.unwrap().metadata.generation,
+        generation,
+        "one roll per change: nothing more was written to the Deployment"
+    );
+    // Back to the first filter for the remote proxy.
+    let patch = json!({"spec": {"toolsFilter": ["echo", "sleep"]}});
+    tools.patch("tools", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+
+    // 3. An MCPRemoteProxy with the same references, in front of the server itself (Service
+    // `mcp-guarded`, which the runner made): the proxy drops the caller's token before any
+    // upstream, so it cannot sit in front of another token-checking proxy.
+    let mut spec = json!({
+        "remoteURL": format!("http://mcp-guarded.{ns}.svc.cluster.local:8080/mcp"),
+        "transport": "streamable-http",
+    });
+    for (k, v) in protections("remote").as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    create::<MCPRemoteProxy>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPRemoteProxy",
+            "metadata": {"name": "remote"}, "spec": spec
+        }),
+    )
+    .await;
+    let proxies: Api<MCPRemoteProxy> = Api::namespaced(client.clone(), &ns);
+    eventually("MCPRemoteProxy remote Ready with the first filter", || async {
+        let p = proxies.get("remote").await.ok()?.status?;
+        let cm = configs.get("remote-runconfig").await.ok()?;
+        let filtered = !cm.data?.get("runconfig.json")?.contains("\"pid\"");
+        (p.phase == Some(MCPRemoteProxyPhase::Ready) && filtered).then_some(())
+    })
+    .await;
+    let forward = PortForward::start(&ns, "service/mcp-remote-remote-proxy");
+    let token = key.sign(
+        &json!({"alg": "RS256", "typ": "JWT", "kid": key.kid}),
+        &json!({"iss": issuer, "sub": "bob", "aud": "remote", "iat": now(), "exp": now() + 3600}),
+    );
+    enforced(&forward, &token, "the MCPRemoteProxy").await;
+}
+
+/// The checks every protected proxy must pass.
+async fn enforced(forward: &PortForward, token: &str, what: &str) {
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let call = |tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hi","ms":1}}}}}}"#
+        )
+    };
+
+    // The pod may still be starting behind the forward: wait for any HTTP answer.
+    let anonymous = eventually(&format!("{what}: an answer without a token"), || async {
+        forward.post(None, list).filter(|a| a.status != 0)
+    })
+    .await;
+    assert_eq!(anonymous.status, 401, "{what}: {anonymous:?}");
+    assert!(anonymous.headers.to_ascii_lowercase().contains("www-authenticate: bearer"), "{what}: {anonymous:?}");
+    let wrong = forward.post(Some("not-a-jwt"), list).unwrap();
+    assert_eq!(wrong.status, 401, "{what}: {wrong:?}");
+
+    // The server behind the proxy may still be starting: wait for a list.
+    let listed = eventually(&format!("{what}: a tools/list answer"), || async {
+        forward.post(Some(token), list).filter(|a| a.status == 200 && a.json()["result"]["tools"].is_array())
+    })
+    .await;
+    let names: Vec<String> = listed.json()["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no tools in {listed:?}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"echo".to_string()), "{what}: {names:?}");
+    assert!(!names.contains(&"pid".to_string()), "{what}: the filtered-out tool is listed: {names:?}");
+    assert!(!names.contains(&"sleep".to_string()), "{what}: a tool Cedar denies is listed: {names:?}");
+
+    let echo = forward.post(Some(token), &call("echo")).unwrap();
+    assert_eq!(echo.status, 200, "{what}: {echo:?}");
+    assert_eq!(echo.json()["result"]["content"][0]["text"], "hi", "{what}: {echo:?}");
+
+    let denied = forward.post(Some(token), &call("sleep")).unwrap();
+    assert_eq!(denied.status, 403, "{what}: {denied:?}");
+    assert!(denied.json()["error"]["code"].is_i64(), "{what}: {denied:?}");
+
+    let hidden = forward.post(Some(token), &call("pid")).unwrap();
+    assert_eq!(hidden.json()["error"]["code"], -32602, "{what}: {hidden:?}");
+    assert!(hidden.json()["result"].is_null(), "{what}: the hidden tool ran: {hidden:?}");
+}
+
+/// One HTTP answer: status (0 when the request failed), raw headers and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Answer {
+    /// The JSON-RPC message of the body (a JSON body, or the first SSE `data:` line).
+    fn json(&self) -> Value {
+        let text = self.body.trim();
+        let json = if text.starts_with('{') {
+            text.to_string()
+        } else {
+            text.lines().find_map(|l| l.strip_prefix("data:")).unwrap_or_default().trim().to_string()
+        };
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// `kubectl port-forward` to a Service, stopped when dropped.
+struct PortForward {
+    port: u16,
+    child: Child,
+}
+
+impl PortForward {
+    fn start(ns: &str, target: &str) -> PortForward {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("timeout")
+            .args(["--kill-after=5", "300"])
+            .arg(kubectl())
+            .args(["-n", ns, "port-forward", target, &format!("{port}:8080")])
+            .env("KUBECONFIG", kubeconfig())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        PortForward { port, child }
+    }
+
+    /// POSTs a JSON-RPC `body` to `/mcp` with `token` as the bearer; `None` when curl failed.
+    fn post(&self, token: Option<&str>, body: &str) -> Option<Answer> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-i", "--max-time", "10", "-X", "POST"])
+            .arg(format!("http://127.0.0.1:{}/mcp", self.port))
+            .args(["-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream"])
+            .args(["-H", "MCP-Protocol-Version: 2025-06-18"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd.args(["-d", body]).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (headers, body) = text.split_once("\r\n\r\n")?;
+        let status = headers.split_whitespace().nth(1)?.parse().ok()?;
+        Some(Answer { status, headers: headers.to_string(), body: body.to_string() })
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// kubectl from the cluster tools' cache (`cargo xtask cluster build`).
+fn kubectl() -> PathBuf {
+    let cache = match std::env::var_os("APIARY_CACHE") {
+        Some(c) if !c.is_empty() => PathBuf::from(c),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/apiary"),
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("kubectl"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("no kubectl in {}/k8s: run `cargo xtask cluster build`", cache.display()))
+}
