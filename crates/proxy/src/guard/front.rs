@@ -120,12 +120,34 @@ fn finish_telemetry(guard: &Guard, note: Option<&Mutex<Note>>, res: Response) ->
     drop(n);
     match active {
         None => res,
-        Some(active) => res.map(|body| {
-            axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                let _open = &active;
-                frame
-            }))
-        }),
+        Some(open) => res.map(|inner| axum::body::Body::new(Tracked { inner, _open: open })),
+    }
+}
+
+/// An answer's body that keeps the request counted as open until it is done or dropped.
+/// Size and end are the inner body's, so `Content-Length` answers stay as they were.
+struct Tracked {
+    inner: axum::body::Body,
+    _open: crate::telemetry::ActiveGuard,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
