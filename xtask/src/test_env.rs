@@ -1,11 +1,13 @@
 //! `cargo xtask test-env`: installs every tool the tests need into the cache outside the
 //! repository (`${APIARY_CACHE:-$HOME/.cache/apiary}`), keyed by version so warm runs only
 //! check markers, fills the tools bin, proves the tools work, and says where they are.
-//! Besides the programs on the tools bin it installs a primed Keycloak (see `keycloak`).
+//! Besides the programs on the tools bin it installs a primed Keycloak (see `keycloak`) and
+//! Jaeger built from source (see `jaeger`).
 
 mod bin;
 mod cache;
 mod check;
+mod jaeger;
 mod keycloak;
 mod npm;
 mod pins;
@@ -116,7 +118,12 @@ pub fn ensure(check: Check) -> Result<Ready> {
     );
 
     let phase = Instant::now();
-    let written = bin::write_all(&cache, &node, &venv, &kc)?;
+    let (jg, fresh) = jaeger::ensure(&cache)?;
+    installed += usize::from(fresh);
+    report("jaeger", phase, format!("Jaeger {}{}", pins::JAEGER_VERSION, fresh_note(usize::from(fresh))));
+
+    let phase = Instant::now();
+    let written = bin::write_all(&cache, &node, &venv, &kc, &jg.binary)?;
     let changed = if written.changed.is_empty() {
         "unchanged".to_owned()
     } else {
@@ -129,7 +136,7 @@ pub fn ensure(check: Check) -> Result<Ready> {
     let full = check == Check::Full || installed > 0 || !written.changed.is_empty() || on_ci;
     let phase = Instant::now();
     if full {
-        let lines = check::run_all(&cache, &kc)?;
+        let lines = check::run_all(&cache, &kc, &jg.binary)?;
         report("checks", phase, format!("{} tools started and answered", lines.len()));
         for line in lines {
             eprintln!("  {line}");

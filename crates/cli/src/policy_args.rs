@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use apiary_config::{OidcConfig, OutgoingConfig, PolicyConfig, SubjectTokenType, TokenExchangeConfig};
+use apiary_config::{OidcConfig, OutgoingConfig, PolicyConfig, SubjectTokenType, TelemetryConfig, TokenExchangeConfig};
 use apiary_policy::audit::AuditConfig;
 use apiary_policy::authn::{Authenticator, AuthnOptions};
 use apiary_policy::authz::Authorizer;
@@ -110,12 +110,48 @@ pub struct PolicyArgs {
     /// A header whose value is the secret NAME (environment variable TOOLHIVE_SECRET_<NAME>), Header=NAME (repeatable)
     #[arg(long, value_name = "HEADER=SECRET", help_heading = "Upstream credentials")]
     pub remote_forward_headers_secret: Vec<String>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// ToolHive's `--otel-*` flags, turned into `RunConfig.telemetry` by [`PolicyArgs::to_telemetry`].
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Telemetry")]
+pub struct TelemetryArgs {
+    /// OTLP/HTTP collector for traces: host:port[/path] (HTTPS unless --otel-insecure) or an http(s) URL
+    #[arg(long, value_name = "ENDPOINT")]
+    pub otel_endpoint: Option<String>,
+    /// Header sent with every export, key=value (repeatable; e.g. an API key)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub otel_headers: Vec<String>,
+    /// Plain HTTP to the collector
+    #[arg(long)]
+    pub otel_insecure: bool,
+    /// service.name of the spans [default: apiary-<name>]
+    #[arg(long, value_name = "NAME")]
+    pub otel_service_name: Option<String>,
+    /// Fraction of new traces sampled, 0.0–1.0 [default: 0.1]
+    #[arg(long, value_name = "RATE")]
+    pub otel_sampling_rate: Option<apiary_config::SamplingRate>,
+    /// Export traces when --otel-endpoint is set [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub otel_tracing_enabled: Option<bool>,
+    /// Export metrics over OTLP (not supported yet: only false is accepted; scrape /metrics)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub otel_metrics_enabled: Option<bool>,
+    /// Serve Prometheus /metrics on the diagnostics listener [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub otel_enable_prometheus_metrics_path: Option<bool>,
+    /// Address of the diagnostics listener (/metrics) [default: 127.0.0.1:9464, or a free port if busy]
+    #[arg(long, value_name = "IP:PORT")]
+    pub diagnostics_address: Option<String>,
 }
 
 impl PolicyArgs {
     /// The first policy flag given, if any (for "cannot be combined with --from-config").
     pub fn first_given(&self) -> Option<&'static str> {
-        let given: [(bool, &'static str); 26] = [
+        let t = &self.telemetry;
+        let given: [(bool, &'static str); 35] = [
             (self.oidc_issuer.is_some(), "--oidc-issuer"),
             (self.oidc_audience.is_some(), "--oidc-audience"),
             (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
@@ -142,12 +178,58 @@ impl PolicyArgs {
             (self.remote_auth_bearer_token_file.is_some(), "--remote-auth-bearer-token-file"),
             (!self.remote_forward_headers.is_empty(), "--remote-forward-headers"),
             (!self.remote_forward_headers_secret.is_empty(), "--remote-forward-headers-secret"),
+            (t.otel_endpoint.is_some(), "--otel-endpoint"),
+            (!t.otel_headers.is_empty(), "--otel-headers"),
+            (t.otel_insecure, "--otel-insecure"),
+            (t.otel_service_name.is_some(), "--otel-service-name"),
+            (t.otel_sampling_rate.is_some(), "--otel-sampling-rate"),
+            (t.otel_tracing_enabled.is_some(), "--otel-tracing-enabled"),
+            (t.otel_metrics_enabled.is_some(), "--otel-metrics-enabled"),
+            (t.otel_enable_prometheus_metrics_path.is_some(), "--otel-enable-prometheus-metrics-path"),
+            (t.diagnostics_address.is_some(), "--diagnostics-address"),
         ];
         given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag)
     }
 
-    /// The policy these flags describe, every file read and checked.
+    /// The telemetry settings these flags describe, checked as the proxy will read them.
+    pub fn to_telemetry(&self) -> anyhow::Result<TelemetryConfig> {
+        let a = &self.telemetry;
+        let mut t = TelemetryConfig {
+            diagnostics_address: a.diagnostics_address.clone(),
+            endpoint: a.otel_endpoint.clone(),
+            insecure: a.otel_insecure,
+            service_name: a.otel_service_name.clone(),
+            ..TelemetryConfig::default()
+        };
+        if let Some(rate) = a.otel_sampling_rate {
+            t.sampling_rate = rate;
+        }
+        if let Some(on) = a.otel_tracing_enabled {
+            t.tracing_enabled = on;
+        }
+        if let Some(on) = a.otel_metrics_enabled {
+            t.metrics_enabled = on;
+        }
+        if let Some(on) = a.otel_enable_prometheus_metrics_path {
+            t.prometheus_metrics_path = on;
+        }
+        for kv in &a.otel_headers {
+            // The value may be a secret: errors name only the key.
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--otel-headers: expected key=value, got a value without '='");
+            };
+            if t.headers.insert(k.trim().to_owned(), v.to_owned()).is_some() {
+                bail!("--otel-headers: {} given twice", k.trim());
+            }
+        }
+        check_telemetry(&t, "--otel-* flags")?;
+        Ok(t)
+    }
+
+    /// The policy these flags describe, every file read and checked (the telemetry flags too,
+    /// so a bad one is refused here whatever the caller does with them).
     pub fn to_policy(&self) -> anyhow::Result<PolicyConfig> {
+        self.to_telemetry()?;
         let mut policy = PolicyConfig::default();
         let oidc_detail = [
             (self.oidc_audience.is_some(), "--oidc-audience"),
@@ -308,6 +390,19 @@ pub fn check(policy: &PolicyConfig, origin: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks telemetry settings the way `RunConfig::validate` does, before anything starts.
+pub fn check_telemetry(t: &TelemetryConfig, origin: &str) -> anyhow::Result<()> {
+    let mut probe = apiary_config::RunConfig::new(
+        "probe",
+        apiary_config::Source::Remote(apiary_config::RemoteSource { url: "https://probe.invalid/mcp".into() }),
+    );
+    probe.telemetry = t.clone();
+    if let Err(errs) = probe.validate() {
+        bail!("{origin}: {errs}");
+    }
+    Ok(())
+}
+
 fn read(path: &Path) -> anyhow::Result<String> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_FILE_BYTES {
@@ -325,4 +420,67 @@ fn document(text: &str, path: &Path) -> anyhow::Result<Value> {
         serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
     };
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<PolicyArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("apiary").chain(args.iter().copied())).map(|c| c.policy)
+    }
+
+    #[test]
+    fn otel_flags_make_the_telemetry_section() {
+        let a = parse(&[
+            "--otel-endpoint",
+            "127.0.0.1:4318",
+            "--otel-insecure",
+            "--otel-headers",
+            "x-api-key=s3cret=x",
+            "--otel-sampling-rate",
+            "1",
+            "--otel-service-name",
+            "svc",
+            "--otel-enable-prometheus-metrics-path=false",
+        ])
+        .unwrap();
+        assert_eq!(a.first_given(), Some("--otel-endpoint"));
+        let t = a.to_telemetry().unwrap();
+        assert_eq!(t.traces_url().as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+        assert_eq!(t.headers.get("x-api-key").map(String::as_str), Some("s3cret=x"));
+        assert_eq!(t.sampling_rate.get(), 1.0);
+        assert!(!t.prometheus_metrics_path && t.tracing_enabled && !t.metrics_enabled);
+        assert_eq!(parse(&[]).unwrap().to_telemetry().unwrap(), TelemetryConfig::default());
+    }
+
+    #[test]
+    fn bad_otel_values_are_refused_before_anything_runs() {
+        assert!(parse(&["--otel-sampling-rate", "1.5"]).is_err());
+        assert!(parse(&["--otel-tracing-enabled=maybe"]).is_err());
+        for args in [
+            &["--otel-metrics-enabled"][..],
+            &["--otel-endpoint", "http://collector:4318"],
+            &["--otel-endpoint", "c:4318", "--otel-headers", "novalue"],
+            &["--otel-headers", "k=v"],
+            &["--diagnostics-address", "localhost"],
+        ] {
+            let a = parse(args).unwrap();
+            assert!(a.to_telemetry().is_err(), "{args:?}");
+            assert!(a.to_policy().is_err(), "{args:?}");
+        }
+        let err = parse(&["--otel-endpoint", "c:4318", "--otel-headers", "bad key=s3cret"])
+            .unwrap()
+            .to_telemetry()
+            .unwrap_err();
+        assert!(!format!("{err:#}").contains("s3cret"));
+    }
 }

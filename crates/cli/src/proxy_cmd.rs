@@ -58,6 +58,7 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     let mut config = b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
     config.policy = policy;
+    config.telemetry = args.policy.to_telemetry()?;
     let launcher: Option<Arc<dyn Launch>> = if config.is_remote() {
         None
     } else {

@@ -347,6 +347,7 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     b = b.limits(limits);
     let mut config = b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
     config.policy = policy;
+    config.telemetry = args.policy.to_telemetry()?;
     Ok(config)
 }
 

@@ -30,6 +30,7 @@ mod proxy;
 mod run_config;
 mod source;
 mod stdio;
+mod telemetry;
 mod transport;
 mod validate;
 mod write;
@@ -48,5 +49,8 @@ pub use run_config::{
 };
 pub use source::{CommandSource, Ecosystem, ImageSource, PackageSource, RemoteSource, Source};
 pub use stdio::{DEFAULT_MAX_SESSION_CHILDREN, MAX_SESSION_CHILDREN, StdioConfig, StdioMode};
+pub use telemetry::{
+    DEFAULT_DIAGNOSTICS_ADDRESS, DEFAULT_SAMPLING_RATE, MAX_OTEL_HEADERS, SamplingRate, TelemetryConfig,
+};
 pub use transport::{ProxyMode, Transport, transport_for_remote_url};
 pub use validate::MAX_ARG_BYTES;

@@ -10,6 +10,7 @@ use crate::policy::PolicyConfig;
 use crate::proxy::ProxyConfig;
 use crate::source::Source;
 use crate::stdio::StdioConfig;
+use crate::telemetry::TelemetryConfig;
 use crate::transport::{Transport, transport_for_remote_url};
 
 /// Versions of the document this build reads. The first is the one written.
@@ -84,6 +85,9 @@ pub struct RunConfig {
     /// Authentication, authorization, audit and tool filtering at the proxy.
     #[serde(default, skip_serializing_if = "PolicyConfig::is_empty")]
     pub policy: PolicyConfig,
+    /// Prometheus metrics and OTLP traces.
+    #[serde(default, skip_serializing_if = "TelemetryConfig::is_default")]
+    pub telemetry: TelemetryConfig,
 }
 
 fn default_group() -> String {
@@ -112,6 +116,7 @@ impl RunConfig {
             limits: Limits::default(),
             restart: RestartPolicy::default(),
             policy: PolicyConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 

@@ -45,6 +45,7 @@ impl RunConfig {
             Bound { min: 1, max: u64::from(MAX_SESSION_CHILDREN), unit: "children" },
         );
         self.check_limits(&mut errs);
+        check_telemetry(&mut errs, &self.telemetry);
         errs.into_result()
     }
 
@@ -293,5 +294,56 @@ fn check_origin(errs: &mut ValidationErrors, path: &str, origin: &str) {
     let host_ok = parsed.as_ref().is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
     if !authority_only || !host_ok {
         errs.push(path, format!("{origin:?} is not an origin; {hint} (no path, query or user)"));
+    }
+}
+
+fn check_telemetry(errs: &mut ValidationErrors, t: &crate::telemetry::TelemetryConfig) {
+    if let Some(addr) = &t.diagnostics_address
+        && addr.parse::<std::net::SocketAddr>().is_err()
+    {
+        errs.push("telemetry.diagnosticsAddress", format!("{addr:?} is not an ip:port address, e.g. 127.0.0.1:9464"));
+    }
+    if let Some(url) = t.traces_url() {
+        match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                if u.scheme() == "http" && !t.insecure {
+                    errs.push("telemetry.endpoint", "an http:// endpoint needs insecure: true (--otel-insecure)");
+                }
+                if !u.username().is_empty() || u.password().is_some() {
+                    errs.push("telemetry.endpoint", "must not carry credentials; use headers");
+                }
+            }
+            _ => errs.push(
+                "telemetry.endpoint",
+                format!("{:?} is not host:port[/path] or an http(s) URL", t.endpoint.as_deref().unwrap_or_default()),
+            ),
+        }
+    }
+    if t.headers.len() > crate::telemetry::MAX_OTEL_HEADERS {
+        errs.push("telemetry.headers", format!("at most {} headers", crate::telemetry::MAX_OTEL_HEADERS));
+    }
+    for (k, v) in &t.headers {
+        let path = format!("telemetry.headers.{k}");
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+            errs.push(&path, "is not an HTTP header name");
+        }
+        // The value may be a secret: never echo it.
+        if v.bytes().any(|b| b.is_ascii_control() && b != b'\t') || v.len() > 8192 {
+            errs.push(&path, "the value has control characters or is longer than 8192 bytes");
+        }
+    }
+    if let Some(name) = &t.service_name
+        && (name.trim().is_empty() || name.len() > 255)
+    {
+        errs.push("telemetry.serviceName", "must be 1–255 characters");
+    }
+    if t.metrics_enabled {
+        errs.push(
+            "telemetry.metricsEnabled",
+            "exporting metrics over OTLP is not supported yet; scrape /metrics on the diagnostics listener",
+        );
+    }
+    if t.endpoint.is_none() && !t.headers.is_empty() {
+        errs.push("telemetry.headers", "set only with an endpoint (--otel-endpoint)");
     }
 }

@@ -23,7 +23,9 @@ mod stateless_bridge;
 mod status;
 mod stdio;
 mod streamable;
+mod telemetry;
 
 pub use guard::GuardError;
 pub use server::{ProxyHandle, StartError, start};
 pub use status::{UpstreamState, UpstreamStatus};
+pub use telemetry::{MAX_TOOL_LABELS, NO_METHOD, TracingError, default_service_name};

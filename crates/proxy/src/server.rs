@@ -36,11 +36,14 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Policy(#[from] crate::guard::GuardError),
+    #[error("{0}")]
+    Diagnostics(#[from] crate::telemetry::DiagnosticsError),
 }
 
 /// A running proxy.
 pub struct ProxyHandle {
     local_addr: SocketAddr,
+    diagnostics_addr: Option<SocketAddr>,
     path: &'static str,
     status: watch::Receiver<UpstreamStatus>,
     shutdown: CancellationToken,
@@ -51,6 +54,11 @@ impl ProxyHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the diagnostics listener serving `/metrics`, when it is on.
+    pub fn diagnostics_addr(&self) -> Option<SocketAddr> {
+        self.diagnostics_addr
     }
 
     /// The URL a client uses: `/mcp`, or `/sse` when the proxy mode is `sse`.
@@ -110,6 +118,16 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
     });
 
     let policy = Guard::from_config(&config).await?;
+    let diagnostics = match &policy.telemetry.metrics {
+        Some(metrics) => {
+            let listener = crate::telemetry::bind_diagnostics(&config.telemetry).await?;
+            let addr = listener.local_addr().ok();
+            tracker.spawn(crate::telemetry::serve_diagnostics(listener, Arc::clone(metrics), shutdown.clone()));
+            tracker.spawn(watch_upstream(Arc::clone(metrics), status_rx.clone(), shutdown.clone()));
+            addr
+        }
+        None => None,
+    };
     let mcp_routes: Router = match transport {
         Transport::Stdio => {
             let launcher = launcher.ok_or(StartError::NoLauncher("stdio"))?;
@@ -192,6 +210,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
     };
     let stop = shutdown.clone();
     let audit = policy.audit.clone();
+    let flush_policy = Arc::clone(&policy);
     let task = tokio::spawn(async move {
         // An answer is often written in two parts (headers, then the body or an SSE event);
         // with Nagle on, the second waits for the client's delayed ACK: ~40 ms per call.
@@ -224,9 +243,13 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
         {
             tracing::warn!("audit events were still being written 5 s after shutdown");
         }
+        flush_policy.telemetry.shutdown().await;
     });
     tracing::info!(url = %format!("http://{local_addr}{path}"), "proxy listening");
-    Ok(ProxyHandle { local_addr, path, status: status_rx, shutdown, task })
+    if let Some(addr) = diagnostics {
+        tracing::info!(url = %format!("http://{addr}/metrics"), "metrics listening");
+    }
+    Ok(ProxyHandle { local_addr, diagnostics_addr: diagnostics, path, status: status_rx, shutdown, task })
 }
 
 async fn edge_layer(edge: &EdgePolicy, headers: &HeaderMap, req: Request, next: Next) -> Response {
@@ -246,6 +269,22 @@ async fn reap_idle(front: std::sync::Weak<StdioFront>, stop: CancellationToken) 
         match front.upgrade() {
             Some(f) => f.sessions.reap(),
             None => return,
+        }
+    }
+}
+
+/// Mirrors the upstream's status into the metrics until the proxy stops.
+async fn watch_upstream(
+    metrics: Arc<crate::telemetry::Metrics>,
+    mut status: watch::Receiver<UpstreamStatus>,
+    stop: CancellationToken,
+) {
+    loop {
+        let now = status.borrow_and_update().clone();
+        metrics.upstream(&now);
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
         }
     }
 }

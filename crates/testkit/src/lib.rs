@@ -7,5 +7,6 @@ pub mod conformance;
 pub mod env;
 pub mod http_fixture;
 pub mod issuer;
+pub mod jaeger;
 pub mod keycloak;
 pub mod server;

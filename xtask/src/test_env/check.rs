@@ -25,12 +25,14 @@ type Check = (&'static str, Box<dyn FnOnce() -> Result<String> + Send>);
 
 /// Runs every check in parallel; returns one line per check, or an error naming all
 /// failures.
-pub fn run_all(cache: &Cache, kc: &Keycloak) -> Result<Vec<String>> {
+pub fn run_all(cache: &Cache, kc: &Keycloak, jaeger: &Path) -> Result<Vec<String>> {
     let bin = cache.bin();
     let sdk_modules = npm::node_modules(cache, &pins::TS_SDK);
     let mut checks = checks(&bin, sdk_modules);
     let kc = Keycloak { home: kc.home.clone(), java_home: kc.java_home.clone() };
     checks.push(("keycloak", Box::new(move || keycloak::check(&kc))));
+    let jaeger = jaeger.to_owned();
+    checks.push(("jaeger", Box::new(move || super::jaeger::check(&jaeger))));
     let handles: Vec<_> = checks
         .into_iter()
         .map(|(name, check)| {

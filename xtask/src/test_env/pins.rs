@@ -110,6 +110,9 @@ webencodings==0.6.1
 /// Keycloak's server distribution, Maven Central `org.keycloak:keycloak-quarkus-dist:<v>:zip`.
 pub const KEYCLOAK_VERSION: &str = "26.7.3";
 
+/// Jaeger, built from `github.com/jaegertracing/jaeger/cmd/jaeger@v<this>` via the Go module proxy.
+pub const JAEGER_VERSION: &str = "1.75.0";
+
 /// Commands the venv provides that get a wrapper in the tools bin.
 pub const PY_COMMANDS: &[&str] = &["mcp-server-time", "mcp-server-fetch"];
 

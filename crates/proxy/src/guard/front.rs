@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::Guard;
 use super::metadata::resource_metadata_url;
 use crate::answer::Refusal;
+use crate::telemetry::RequestTelemetry;
 
 static ANONYMOUS: LazyLock<Arc<Identity>> = LazyLock::new(|| Arc::new(Identity::anonymous()));
 
@@ -43,23 +44,41 @@ impl RequestCtx {
             n.method = method.map(str::to_owned);
             n.target = target.map(str::to_owned);
             n.request = request.cloned();
+            if let Some(t) = &mut n.telemetry {
+                t.begin_span(method, target, request);
+            }
         }
+    }
+
+    /// The W3C `traceparent` header value of this request's span, for a call made on its
+    /// behalf (an HTTP upstream): `None` when tracing is off.
+    // The HTTP upstream's forwarding calls this once it passes `traceparent` on.
+    #[allow(dead_code)]
+    pub(crate) fn traceparent(&self) -> Option<String> {
+        self.note.as_ref()?.lock().ok()?.telemetry.as_mut()?.traceparent()
     }
 }
 
 /// What a request turned out to be, filled in by the handler that parsed it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Note {
     pub method: Option<String>,
     pub target: Option<String>,
     pub request: Option<bytes::Bytes>,
+    /// Its metrics and span, when telemetry is on.
+    pub telemetry: Option<RequestTelemetry>,
 }
 
 /// The front layer: audit ─▶ authn ─▶ the route ─▶ audit.
 pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let note = guard.audit.as_ref().map(|_| Arc::new(Mutex::new(Note::default())));
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let telemetry = guard
+        .telemetry
+        .is_on()
+        .then(|| guard.telemetry.begin(req.method().as_str(), req.uri().path(), req.headers(), peer));
+    let note = (guard.audit.is_some() || telemetry.is_some())
+        .then(|| Arc::new(Mutex::new(Note { telemetry, ..Note::default() })));
     let audit_head =
         guard.audit.as_ref().map(|_| super::audit_head(req.method().as_str(), req.headers(), req.uri().path(), peer));
     let identity = match &guard.authn {
@@ -72,7 +91,7 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
                 if let Some(head) = audit_head {
                     guard.record(head, None, None, &res, started);
                 }
-                return res;
+                return finish_telemetry(&guard, note.as_deref(), res);
             }
         },
     };
@@ -89,7 +108,54 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
     if let Some(head) = audit_head {
         guard.record(head, Some(&identity), note.as_deref(), &res, started);
     }
-    res
+    finish_telemetry(&guard, note.as_deref(), res)
+}
+
+/// Counts the request, ends its span, and keeps it in the active-connections gauge until the
+/// answer's body (a stream, perhaps) is done.
+fn finish_telemetry(guard: &Guard, note: Option<&Mutex<Note>>, res: Response) -> Response {
+    let Some(mut n) = note.and_then(|n| n.lock().ok()) else { return res };
+    let Note { method, target, telemetry, .. } = &mut *n;
+    let Some(t) = telemetry else { return res };
+    let active = t.finish(
+        guard.telemetry.metrics.as_deref(),
+        method.as_deref(),
+        target.as_deref(),
+        res.status().as_u16(),
+        res.headers(),
+    );
+    drop(n);
+    match active {
+        None => res,
+        Some(open) => res.map(|inner| axum::body::Body::new(Tracked { inner, _open: open })),
+    }
+}
+
+/// An answer's body that keeps the request counted as open until it is done or dropped.
+/// Size and end are the inner body's, so `Content-Length` answers stay as they were.
+struct Tracked {
+    inner: axum::body::Body,
+    _open: crate::telemetry::ActiveGuard,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The token of a `Bearer` header (scheme matched case-insensitively).

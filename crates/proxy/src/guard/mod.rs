@@ -57,6 +57,8 @@ pub enum GuardError {
     Outgoing(#[from] apiary_policy::outgoing::OutgoingConfigError),
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Telemetry(#[from] crate::telemetry::TracingError),
 }
 
 /// Every policy decision of one proxy.
@@ -72,6 +74,8 @@ pub struct Guard {
     annotations: Mutex<HashMap<String, Map<String, Value>>>,
     /// `network.transport`-like label for audit events.
     pub(crate) transport: &'static str,
+    /// Metrics and traces of the requests.
+    pub(crate) telemetry: crate::telemetry::Telemetry,
 }
 
 impl Guard {
@@ -120,6 +124,12 @@ impl Guard {
         if let Some(a) = &authn {
             a.warm_up().await;
         }
+        let transport = match cfg.effective_transport() {
+            apiary_config::Transport::Stdio => "stdio",
+            apiary_config::Transport::Sse => "sse",
+            apiary_config::Transport::StreamableHttp => "streamable-http",
+        };
+        let telemetry = crate::telemetry::Telemetry::from_config(cfg, transport)?;
         Ok(Arc::new(Guard {
             authn,
             authz,
@@ -127,11 +137,8 @@ impl Guard {
             audit,
             outgoing,
             annotations: Mutex::new(HashMap::new()),
-            transport: match cfg.effective_transport() {
-                apiary_config::Transport::Stdio => "stdio",
-                apiary_config::Transport::Sse => "sse",
-                apiary_config::Transport::StreamableHttp => "streamable-http",
-            },
+            transport,
+            telemetry,
         }))
     }
 
