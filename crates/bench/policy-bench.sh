@@ -29,9 +29,9 @@ start_proxy() { # name, extra args... → sets url and pid
 }
 
 start_proxy bare
-"$target/apiary-bench" --url "$url" --pid "$pid" --duration "$secs" --label "proxy, no policy" --header
+"$target/apiary-bench" --url "$url" --pid "$pid" --pin-self 0 --pin-target 1 --warmup 2 --duration "$secs" --label "proxy, no policy" --header
 start_proxy policy --oidc-issuer "$issuer" --oidc-audience apiary-bench --oidc-insecure-allow-http \
   --authz-config crates/bench/policy/cedar-20.json --audit-config "$work/audit.json"
-"$target/apiary-bench" --url "$url" --pid "$pid" --duration "$secs" --label "proxy, authn + Cedar (20) + audit" \
+"$target/apiary-bench" --url "$url" --pid "$pid" --pin-self 0 --pin-target 1 --warmup 2 --duration "$secs" --label "proxy, authn + Cedar (20) + audit" \
   --request-header "Authorization: Bearer $token"
 echo "audit events written: $(wc -l <"$work/audit.log")" >&2

@@ -10,7 +10,9 @@ mod introspect;
 mod jwks;
 mod jwt;
 mod keys;
+mod verified;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_config::OidcConfig;
@@ -73,6 +75,7 @@ pub struct Authenticator {
     rules: ClaimRules,
     jwks: Jwks,
     introspector: Option<Introspector>,
+    verified: verified::Verified,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -165,17 +168,33 @@ impl Authenticator {
             rules: ClaimRules { issuer: cfg.issuer.clone(), audience: cfg.audience.clone(), leeway_secs },
             jwks: Jwks::new(source, settings, client),
             introspector,
+            verified: verified::Verified::default(),
         })
     }
 
     /// The caller, or why not. `authorization` is the raw `Authorization` header value, if any.
     pub async fn authenticate(&self, authorization: Option<&http::HeaderValue>) -> Result<Identity, AuthnError> {
+        self.authenticate_shared(authorization).await.map(|id| (*id).clone())
+    }
+
+    /// [`Self::authenticate`], sharing the identity: a JWT seen (and verified) in the last
+    /// minute is not verified again (see `verified.rs`).
+    pub async fn authenticate_shared(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Result<Arc<Identity>, AuthnError> {
         let token = bearer_token(authorization, self.max_token_bytes)?;
         if jwt::looks_like_jwt(token) {
-            return jwt::verify(token, &self.jwks, &self.rules).await;
+            let key = verified::key(token);
+            if let Some(id) = self.verified.get(&key) {
+                return Ok(id);
+            }
+            let id = Arc::new(jwt::verify(token, &self.jwks, &self.rules).await?);
+            self.verified.put(key, Arc::clone(&id));
+            return Ok(id);
         }
         match &self.introspector {
-            Some(introspector) => introspector.check(token).await,
+            Some(introspector) => introspector.check(token).await.map(Arc::new),
             None => Err(AuthnError::Malformed("token is not a JWT")),
         }
     }

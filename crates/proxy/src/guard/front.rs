@@ -83,8 +83,8 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
         guard.audit.as_ref().map(|_| super::audit_head(req.method().as_str(), req.headers(), req.uri().path(), peer));
     let identity = match &guard.authn {
         None => Arc::clone(&ANONYMOUS),
-        Some(authn) => match authn.authenticate(req.headers().get(header::AUTHORIZATION)).await {
-            Ok(id) => Arc::new(id),
+        Some(authn) => match authn.authenticate_shared(req.headers().get(header::AUTHORIZATION)).await {
+            Ok(id) => id,
             Err(e) => {
                 let refusal = refusal(&guard, &e);
                 let res = refusal.into_response();
