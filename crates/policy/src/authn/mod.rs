@@ -274,19 +274,7 @@ mod tests {
     }
 
     fn cfg(issuer: &str) -> OidcConfig {
-        OidcConfig {
-            issuer: issuer.to_owned(),
-            audience: None,
-            jwks_url: None,
-            introspection_url: None,
-            client_id: None,
-            client_secret: None,
-            client_secret_env: None,
-            scopes: Vec::new(),
-            resource_url: None,
-            insecure_allow_http: false,
-            jwks_min_refresh_secs: None,
-        }
+        OidcConfig::new(issuer)
     }
 
     #[test]
