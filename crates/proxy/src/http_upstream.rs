@@ -143,7 +143,7 @@ async fn forward_inner(
         // Refuse what is not JSON-RPC here (rows 1, 2, 4); forward the original bytes.
         match parse_body(bytes.clone()).map_err(Refusal::Parse)? {
             JsonBody::Single(m) => {
-                crate::streamable::note(ctx, &JsonBody::Single(m.clone()));
+                ctx.note_message(&m);
                 let echo = m.id_raw().map(str::to_owned);
                 let admitted = up.guard.admit(&ctx.identity, m).map_err(|e| e.echo(echo.as_deref()))?;
                 let m = admitted.message;
@@ -172,7 +172,7 @@ async fn forward_inner(
                 Some(m.into_bytes())
             }
             batch @ JsonBody::Batch(_) => {
-                crate::streamable::note(ctx, &batch);
+                ctx.note_body(&batch);
                 if up.guard.checks_messages() {
                     // Each member would need its own check and its own reshape; batches (2025-03-26
                     // only) are refused rather than let through unchecked.

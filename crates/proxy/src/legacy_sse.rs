@@ -168,7 +168,7 @@ async fn post(
     edge::check_post_headers(headers, front.max_body)?;
     let bytes = edge::read_body(body, front.max_body).await?;
     let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
-    crate::streamable::note(ctx, &parsed);
+    ctx.note_body(&parsed);
     let m = match parsed {
         JsonBody::Single(m) => m,
         JsonBody::Batch(_) => return Err(Refusal::invalid("batches are not supported in 2024-11-05")),

@@ -170,24 +170,13 @@ async fn post_prelude(front: &StdioFront, headers: &HeaderMap, body: Body) -> Re
 
 async fn post(front: &Arc<StdioFront>, ctx: &RequestCtx, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let (acc, parsed) = post_prelude(front, headers, body).await?;
-    note(ctx, &parsed);
+    ctx.note_body(&parsed);
     // From here on the body is read: a refusal of a single request carries its id.
     let echo_id = match &parsed {
         JsonBody::Single(m) if m.is_request() => m.id_raw().map(str::to_owned),
         _ => None,
     };
     post_parsed(front, ctx, headers, acc, parsed).await.map_err(|e| e.echo(echo_id.as_deref()))
-}
-
-/// Tells the audit record what the POST carried (its first message).
-pub(crate) fn note(ctx: &RequestCtx, parsed: &JsonBody) {
-    let first = match parsed {
-        JsonBody::Single(m) => Some(m),
-        JsonBody::Batch(ms) => ms.iter().find_map(|m| m.as_ref().ok()),
-    };
-    if let Some(m) = first {
-        ctx.noted(m.method(), crate::guard::target_name(m).as_deref(), Some(m.bytes()));
-    }
 }
 
 async fn post_parsed(

@@ -36,11 +36,27 @@ impl RequestCtx {
         RequestCtx { identity: Arc::clone(&ANONYMOUS), note: None, caller_token: None }
     }
 
-    /// Records what the request was, for the audit record.
-    pub(crate) fn noted(&self, method: Option<&str>, target: Option<&str>, request: Option<&bytes::Bytes>) {
+    /// Records what a POST carried (its first message), for audit and telemetry.
+    pub(crate) fn note_body(&self, parsed: &apiary_protocol::Body) {
+        let first = match parsed {
+            apiary_protocol::Body::Single(m) => Some(m),
+            apiary_protocol::Body::Batch(ms) => ms.iter().find_map(|m| m.as_ref().ok()),
+        };
+        if let Some(m) = first {
+            self.note_message(m);
+        }
+    }
+
+    /// Records what the request was, for audit and telemetry. Nothing is read from the message
+    /// when neither is on.
+    pub(crate) fn note_message(&self, m: &apiary_protocol::Message) {
         let Some(note) = &self.note else { return };
         let Ok(mut n) = note.lock() else { return };
         if n.method.is_none() {
+            let method = m.method();
+            let target = super::target_name(m);
+            let target = target.as_deref();
+            let request = Some(m.bytes());
             n.method = method.map(str::to_owned);
             n.target = target.map(str::to_owned);
             n.request = request.cloned();
