@@ -194,6 +194,24 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// Why an answer the policy must filter could not be: it is replaced, never passed on unfiltered.
+#[derive(Debug, Clone, Copy)]
+pub enum Unfilterable {
+    /// The server's list is not the shape the filter reads.
+    Malformed,
+    /// The server's answer is over the size the proxy reads whole.
+    TooLarge,
+}
+
+/// The JSON-RPC error frame that replaces an answer the policy could not filter.
+pub fn unfilterable(id: Option<&str>, why: Unfilterable) -> Bytes {
+    let message = match why {
+        Unfilterable::Malformed => "the server's list could not be filtered",
+        Unfilterable::TooLarge => "the server's answer was too large to be filtered",
+    };
+    error_response(id, codes::INTERNAL_ERROR, message, None)
+}
+
 /// A 200 JSON response carrying `body` as it is.
 pub fn json(body: Bytes) -> Response {
     let mut res = Response::new(Body::from(body));

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use apiary_policy::Identity;
 use apiary_policy::authz::{Feature, Target};
 use apiary_policy::tools::{ItemFate, ListItem, ListKind, shape_list, with_call_name};
-use apiary_protocol::{Message, codes, error_response, methods};
+use apiary_protocol::{Message, methods};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Guard, Reshape};
-use crate::answer::Refusal;
+use crate::answer::{self, Refusal, Unfilterable};
 
 /// What a client message becomes once admitted.
 pub(crate) struct Admitted {
@@ -122,12 +122,7 @@ impl Guard {
                 Err(e) => {
                     // A list that cannot be filtered is not passed on unfiltered.
                     tracing::warn!(error = %e, "a list answer could not be filtered; answering with an error");
-                    error_response(
-                        id.as_deref(),
-                        codes::INTERNAL_ERROR,
-                        "the server's list could not be filtered",
-                        None,
-                    )
+                    answer::unfilterable(id.as_deref(), Unfilterable::Malformed)
                 }
             }
         });

@@ -2,7 +2,7 @@
 //! answered with a JSON body or with an SSE stream whose events carry the response among
 //! progress notifications. Every other byte and event passes as it came.
 
-use apiary_protocol::{Message, codes, error_response};
+use apiary_protocol::Message;
 use axum::body::Body;
 use axum::http::header;
 use axum::response::Response;
@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::Reshape;
-use crate::answer;
+use crate::answer::{self, Unfilterable};
 
 /// Reshapes the answer to the request whose id (JSON text) is `id`. A body over `max` bytes
 /// (JSON), or an event over `max` bytes (SSE), cannot be checked and is replaced by an error:
@@ -158,7 +158,7 @@ fn is_answer_to(frame: &Bytes, id: &str) -> bool {
 }
 
 fn error_frame(id: &str) -> Bytes {
-    error_response(Some(id), codes::INTERNAL_ERROR, "the server's answer was too large to be filtered", None)
+    answer::unfilterable(Some(id), Unfilterable::TooLarge)
 }
 
 fn unfiltered(id: &str) -> Response {
