@@ -411,15 +411,10 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// A checked JSON or YAML document, as the JSON value the RunConfig carries.
+/// A checked JSON or YAML document, as the JSON value the RunConfig carries (read the way the
+/// policy crate reads it).
 fn document(text: &str, path: &Path) -> anyhow::Result<Value> {
-    let trimmed = text.trim_start();
-    let value = if trimmed.starts_with('{') {
-        serde_json::from_str(text).with_context(|| path.display().to_string())?
-    } else {
-        serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-    };
-    Ok(value)
+    Ok(apiary_policy::document::parse_document(text, &path.display().to_string())?)
 }
 
 #[cfg(test)]

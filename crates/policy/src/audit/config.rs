@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::Error as _;
 
-use super::document::{DocumentError, line_of_word, parse_document};
+use crate::document::{DocumentError, line_of_word, parse_document};
 
 /// `component` when the document sets none (ToolHive's default).
 pub const DEFAULT_COMPONENT: &str = "toolhive-api";

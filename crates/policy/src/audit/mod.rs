@@ -7,15 +7,14 @@
 
 mod auditor;
 mod config;
-pub mod document;
 mod event;
 
+pub use crate::document::DocumentError;
 pub use auditor::{Auditor, DROP_WARN_EVERY};
 pub use config::{
     AuditConfig, AuditConfigError, DEFAULT_COMPONENT, DEFAULT_MAX_DATA_SIZE, DEFAULT_QUEUE_CAPACITY, EVENT_TYPES,
     MAX_MAX_DATA_SIZE,
 };
-pub use document::DocumentError;
 pub use event::{
     AuditEvent, Data, EventBuilder, Metadata, MetadataExtra, Outcome, Source, SourceExtra, Subjects, Target,
     TargetType, event_type,

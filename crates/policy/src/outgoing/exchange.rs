@@ -52,12 +52,6 @@ pub enum ExchangeConfigError {
     Client(String),
 }
 
-/// Exchanges are awaited inside request handlers, which must be `Send`.
-#[allow(dead_code)]
-fn assert_send(x: &TokenExchanger) -> impl Send + '_ {
-    x.exchange("")
-}
-
 #[derive(Clone)]
 struct Cached {
     token: Arc<str>,

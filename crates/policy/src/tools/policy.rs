@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use apiary_config::{ToolOverride, ToolsConfig};
 use serde::Deserialize;
 
-use crate::audit::document::{DocumentError, line_of_word, parse_document};
+use crate::document::{DocumentError, line_of_word, parse_document};
 
 /// What a client sees of one list item.
 #[derive(Debug, Clone, PartialEq, Eq)]
