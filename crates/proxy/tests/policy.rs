@@ -37,18 +37,7 @@ async fn proxy_with(cfg: RunConfig) -> ProxyHandle {
 
 /// A POST of one JSON-RPC message, with an optional bearer token and session.
 async fn post(url: &str, token: Option<&str>, session: Option<&str>, body: &Value) -> reqwest::Response {
-    let mut req = http()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(s) = session {
-        req = req.header("mcp-session-id", s);
-    }
-    req.send().await.unwrap()
+    common::post_mcp(url, token, session, &[], body).await
 }
 
 fn initialize(id: u64) -> Value {

@@ -22,17 +22,10 @@ fn http() -> reqwest::Client {
 
 fn oidc(issuer: &TestIssuer) -> OidcConfig {
     OidcConfig {
-        issuer: issuer.issuer(),
         audience: Some(AUDIENCE.into()),
-        jwks_url: None,
-        introspection_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_env: None,
-        scopes: vec![],
-        resource_url: None,
         insecure_allow_http: true,
         jwks_min_refresh_secs: Some(1),
+        ..OidcConfig::new(issuer.issuer())
     }
 }
 
@@ -43,33 +36,9 @@ fn echo_only() -> Value {
         "entities_json": "[]"}})
 }
 
-async fn post(
-    url: &str,
-    token: Option<&str>,
-    session: Option<&str>,
-    extra: &[(&str, &str)],
-    body: &Value,
-) -> reqwest::Response {
-    let mut req = http()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_string());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(s) = session {
-        req = req.header("mcp-session-id", s);
-    }
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
-
 /// Sends one request and reads its whole answer; returns the status.
 async fn send(url: &str, token: Option<&str>, session: Option<&str>, extra: &[(&str, &str)], body: &Value) -> u16 {
-    let res = post(url, token, session, extra, body).await;
+    let res = common::post_mcp(url, token, session, extra, body).await;
     let status = res.status().as_u16();
     let _ = res.bytes().await.unwrap();
     status
@@ -79,7 +48,7 @@ async fn send(url: &str, token: Option<&str>, session: Option<&str>, extra: &[(&
 async fn session(url: &str, token: Option<&str>) -> String {
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"telemetry-test","version":"1"}}});
-    let res = post(url, token, None, &[], &init).await;
+    let res = common::post_mcp(url, token, None, &[], &init).await;
     assert_eq!(res.status(), 200);
     let sid = res.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let _ = res.bytes().await.unwrap();

@@ -101,3 +101,32 @@ pub async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Ve
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, seen)
 }
+
+/// A POST of one JSON-RPC message to `url` as an MCP client sends it (JSON or SSE accepted),
+/// with an optional bearer token, session and extra headers.
+pub async fn post_mcp(
+    url: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
