@@ -22,12 +22,14 @@ const TAIL_LINES: usize = 20;
 const TAIL_BYTES: u64 = 64 * 1024;
 
 /// Starts the serving process for a saved workload detached, in `runtime` (handed on to it),
-/// and returns its URL once it listens.
+/// and returns its URL once it listens. `remote_secret`, a remote-auth client secret given on
+/// the command line, reaches it in its environment (the RunConfig names that variable).
 pub async fn start_in(
     state: &StateDir,
     name: &str,
     debug: bool,
     runtime: crate::k8s_runtime::RuntimeKind,
+    remote_secret: Option<&str>,
 ) -> anyhow::Result<String> {
     state.ensure()?;
     let proxy_log = state.proxy_log_path(name)?;
@@ -40,6 +42,9 @@ pub async fn start_in(
     cmd.arg("__serve").arg(name).arg("--runtime").arg(runtime.as_str());
     if debug {
         cmd.arg("--debug");
+    }
+    if let Some(secret) = remote_secret {
+        cmd.env(crate::policy_args::CLIENT_SECRET_ENV, secret);
     }
     cmd.stdin(Stdio::null()).stdout(log.try_clone().context("proxy log")?).stderr(log);
     let mut child = cmd.spawn().context("cannot start the proxy process")?;

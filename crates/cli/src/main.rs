@@ -15,6 +15,7 @@ mod output;
 mod policy_args;
 mod proxy_cmd;
 mod proxyrunner_cmd;
+mod remote_login;
 mod run_cmd;
 mod serve;
 mod source_arg;

@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use apiary_config::{OidcConfig, OutgoingConfig, PolicyConfig, SubjectTokenType, TelemetryConfig, TokenExchangeConfig};
+use apiary_config::{
+    OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TelemetryConfig,
+    TokenExchangeConfig,
+};
 use apiary_policy::audit::AuditConfig;
 use apiary_policy::authn::{Authenticator, AuthnOptions};
 use apiary_policy::authz::Authorizer;
@@ -15,6 +18,10 @@ use serde_json::Value;
 
 /// Largest policy, audit or override file read.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Where `--remote-auth-client-secret` may also come from, and the variable a RunConfig names
+/// for it (the value itself is never saved).
+pub const CLIENT_SECRET_ENV: &str = "APIARY_REMOTE_AUTH_CLIENT_SECRET";
 
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Authentication and policy")]
@@ -110,6 +117,60 @@ pub struct PolicyArgs {
     /// A header whose value is the secret NAME (environment variable TOOLHIVE_SECRET_<NAME>), Header=NAME (repeatable)
     #[arg(long, value_name = "HEADER=SECRET", help_heading = "Upstream credentials")]
     pub remote_forward_headers_secret: Vec<String>,
+
+    /// Log in to the remote server's authorization server (OAuth, PKCE) before it starts, and
+    /// send the remote fresh access tokens of that login. The login's URL is printed (or a
+    /// browser opens) in this terminal; the session is kept in the state directory, so `apiary
+    /// start`/`restart` resume it without a new login while its refresh token is valid.
+    /// Implied by every other --remote-auth-* login flag
+    #[arg(long, help_heading = "Remote login (OAuth)")]
+    pub remote_auth: bool,
+    /// Authorization server (issuer URL) [default: discovered from the remote's 401, RFC 9728]
+    #[arg(long, value_name = "URL", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_issuer: Option<String>,
+    /// Authorization endpoint [default: from the issuer's metadata]
+    #[arg(long, value_name = "URL", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_authorize_url: Option<String>,
+    /// Token endpoint [default: from the issuer's metadata]
+    #[arg(long, value_name = "URL", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_token_url: Option<String>,
+    /// OAuth client id [default: register a client dynamically, RFC 7591]
+    #[arg(long, value_name = "ID", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_client_id: Option<String>,
+    /// OAuth client secret. Never saved: a detached proxy gets it in its environment, and a
+    /// later `apiary start` needs $APIARY_REMOTE_AUTH_CLIENT_SECRET set (or use the -file flag)
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = CLIENT_SECRET_ENV,
+        hide_env_values = true,
+        help_heading = "Remote login (OAuth)"
+    )]
+    pub remote_auth_client_secret: Option<String>,
+    /// File holding the OAuth client secret (read again at every start)
+    #[arg(long, value_name = "FILE", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_client_secret_file: Option<PathBuf>,
+    /// Scopes to ask for (comma-separated) [default: those the remote advertises]
+    #[arg(long, value_delimiter = ',', value_name = "SCOPES", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_scopes: Vec<String>,
+    /// Name of the authorization request's scope parameter [default: scope]
+    #[arg(long, value_name = "NAME", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_scope_param_name: Option<String>,
+    /// RFC 8707 resource indicator [default: the remote's own, from its metadata]
+    #[arg(long, value_name = "URI", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_resource: Option<String>,
+    /// Port of the login's callback on 127.0.0.1 (0: any free port) [default: 8666]
+    #[arg(long, value_name = "PORT", help_heading = "Remote login (OAuth)")]
+    pub remote_auth_callback_port: Option<u16>,
+    /// How long the login may take, e.g. 30s, 2m [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Remote login (OAuth)")]
+    pub remote_auth_timeout: Option<std::time::Duration>,
+    /// Print the login URL instead of opening a browser
+    #[arg(long, help_heading = "Remote login (OAuth)")]
+    pub remote_auth_skip_browser: bool,
+    /// Allow plain-HTTP authorization server URLs (for tests only)
+    #[arg(long, help_heading = "Remote login (OAuth)")]
+    pub remote_auth_insecure_allow_http: bool,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -151,7 +212,7 @@ impl PolicyArgs {
     /// The first policy flag given, if any (for "cannot be combined with --from-config").
     pub fn first_given(&self) -> Option<&'static str> {
         let t = &self.telemetry;
-        let given: [(bool, &'static str); 35] = [
+        let given: [(bool, &'static str); 49] = [
             (self.oidc_issuer.is_some(), "--oidc-issuer"),
             (self.oidc_audience.is_some(), "--oidc-audience"),
             (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
@@ -178,6 +239,20 @@ impl PolicyArgs {
             (self.remote_auth_bearer_token_file.is_some(), "--remote-auth-bearer-token-file"),
             (!self.remote_forward_headers.is_empty(), "--remote-forward-headers"),
             (!self.remote_forward_headers_secret.is_empty(), "--remote-forward-headers-secret"),
+            (self.remote_auth, "--remote-auth"),
+            (self.remote_auth_issuer.is_some(), "--remote-auth-issuer"),
+            (self.remote_auth_authorize_url.is_some(), "--remote-auth-authorize-url"),
+            (self.remote_auth_token_url.is_some(), "--remote-auth-token-url"),
+            (self.remote_auth_client_id.is_some(), "--remote-auth-client-id"),
+            (self.remote_auth_client_secret.is_some(), "--remote-auth-client-secret"),
+            (self.remote_auth_client_secret_file.is_some(), "--remote-auth-client-secret-file"),
+            (!self.remote_auth_scopes.is_empty(), "--remote-auth-scopes"),
+            (self.remote_auth_scope_param_name.is_some(), "--remote-auth-scope-param-name"),
+            (self.remote_auth_resource.is_some(), "--remote-auth-resource"),
+            (self.remote_auth_callback_port.is_some(), "--remote-auth-callback-port"),
+            (self.remote_auth_timeout.is_some(), "--remote-auth-timeout"),
+            (self.remote_auth_skip_browser, "--remote-auth-skip-browser"),
+            (self.remote_auth_insecure_allow_http, "--remote-auth-insecure-allow-http"),
             (t.otel_endpoint.is_some(), "--otel-endpoint"),
             (!t.otel_headers.is_empty(), "--otel-headers"),
             (t.otel_insecure, "--otel-insecure"),
@@ -285,7 +360,12 @@ impl PolicyArgs {
             Authenticator::new(oidc, AuthnOptions::default()).context("--oidc-issuer and the other --oidc-* flags")?;
         }
         if !policy.outgoing.is_empty() {
-            Outgoing::new(&policy.outgoing).context("the upstream credential flags")?;
+            let mut probe = policy.outgoing.clone();
+            if let Some(r) = probe.remote_auth.as_mut() {
+                // Given on the command line: this process has it, whatever its environment says.
+                r.client_secret.clone_from(&self.remote_auth_client_secret);
+            }
+            Outgoing::check(&probe).context("the upstream credential flags")?;
             if policy.outgoing.token_exchange.is_some() && policy.oidc.is_none() {
                 bail!("--token-exchange-url needs --oidc-issuer: only an authenticated caller's token is exchanged");
             }
@@ -365,8 +445,123 @@ impl PolicyArgs {
             // The environment secrets provider (names.md §7).
             out.header_env.insert(name.trim().to_owned(), format!("TOOLHIVE_SECRET_{}", secret.trim()));
         }
+        out.remote_auth = self.remote_auth_settings()?;
         Ok(out)
     }
+
+    /// The first flag that asks for the remote login, if any (each implies `--remote-auth`).
+    pub fn remote_auth_flag(&self) -> Option<&'static str> {
+        let given = [
+            (self.remote_auth, "--remote-auth"),
+            (self.remote_auth_issuer.is_some(), "--remote-auth-issuer"),
+            (self.remote_auth_authorize_url.is_some(), "--remote-auth-authorize-url"),
+            (self.remote_auth_token_url.is_some(), "--remote-auth-token-url"),
+            (self.remote_auth_client_id.is_some(), "--remote-auth-client-id"),
+            (self.remote_auth_client_secret.is_some(), "--remote-auth-client-secret"),
+            (self.remote_auth_client_secret_file.is_some(), "--remote-auth-client-secret-file"),
+            (!self.remote_auth_scopes.is_empty(), "--remote-auth-scopes"),
+            (self.remote_auth_scope_param_name.is_some(), "--remote-auth-scope-param-name"),
+            (self.remote_auth_resource.is_some(), "--remote-auth-resource"),
+            (self.remote_auth_callback_port.is_some(), "--remote-auth-callback-port"),
+            (self.remote_auth_timeout.is_some(), "--remote-auth-timeout"),
+            (self.remote_auth_skip_browser, "--remote-auth-skip-browser"),
+            (self.remote_auth_insecure_allow_http, "--remote-auth-insecure-allow-http"),
+        ];
+        given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag)
+    }
+
+    /// The remote login these flags ask for (as ToolHive, any `--remote-auth-*` login flag
+    /// implies `--remote-auth`).
+    fn remote_auth_settings(&self) -> anyhow::Result<Option<RemoteAuthSettings>> {
+        let Some(flag) = self.remote_auth_flag() else { return Ok(None) };
+        if self.remote_auth_bearer_token.is_some() || self.remote_auth_bearer_token_file.is_some() {
+            bail!(
+                "{flag} logs in for the remote's token; it cannot be combined with --remote-auth-bearer-token(-file)"
+            );
+        }
+        if self.token_exchange_url.is_some() && self.token_exchange_header_name.is_none() {
+            bail!(
+                "{flag} and --token-exchange-url would both set the remote's Authorization header; \
+                 give the exchange another --token-exchange-header-name or drop one"
+            );
+        }
+        let client_secret_env = match (&self.remote_auth_client_secret, &self.remote_auth_client_secret_file) {
+            (Some(_), Some(_)) => {
+                bail!("give --remote-auth-client-secret or --remote-auth-client-secret-file, not both")
+            }
+            (Some(_), None) => Some(CLIENT_SECRET_ENV.to_owned()),
+            _ => None,
+        };
+        if (client_secret_env.is_some() || self.remote_auth_client_secret_file.is_some())
+            && self.remote_auth_client_id.is_none()
+        {
+            bail!("--remote-auth-client-secret(-file) needs --remote-auth-client-id");
+        }
+        let client_secret_file = match &self.remote_auth_client_secret_file {
+            // Absolute: a detached proxy, or a later `apiary start`, reads it from elsewhere.
+            Some(f) => Some(
+                std::path::absolute(f)
+                    .with_context(|| format!("--remote-auth-client-secret-file {}", f.display()))?
+                    .display()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Some(RemoteAuthSettings {
+            issuer: self.remote_auth_issuer.clone(),
+            authorize_url: self.remote_auth_authorize_url.clone(),
+            token_url: self.remote_auth_token_url.clone(),
+            client_id: self.remote_auth_client_id.clone(),
+            client_secret_file,
+            client_secret_env,
+            scopes: self.remote_auth_scopes.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            scope_param_name: self.remote_auth_scope_param_name.clone(),
+            resource: self.remote_auth_resource.clone(),
+            callback_port: self.remote_auth_callback_port,
+            timeout_secs: self.remote_auth_timeout.map(|d| d.as_secs().max(1)),
+            skip_browser: self.remote_auth_skip_browser,
+            insecure_allow_http: self.remote_auth_insecure_allow_http,
+            session_file: None,
+            relogin_hint: None,
+            client_secret: None,
+        }))
+    }
+}
+
+/// A Go-style duration as ToolHive takes it: `30s`, `2m`, `1m30s`, `1h`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        let (unit, len) = if rest.starts_with("ms") {
+            (0, 2)
+        } else {
+            match c {
+                'h' => (3600, 1),
+                'm' => (60, 1),
+                's' => (1, 1),
+                _ => return Err(format!("{text:?} is not a duration (e.g. 30s, 2m)")),
+            }
+        };
+        let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 2m)"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        digits.clear();
+        rest = &rest[len..];
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(format!("{text:?} is not a duration of at least a second (e.g. 30s, 2m)"));
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 /// Checks a RunConfig's policy the way the proxy will build it (no network I/O), so a bad one
@@ -385,7 +580,8 @@ pub fn check(policy: &PolicyConfig, origin: &str) -> anyhow::Result<()> {
         ToolPolicy::new(&policy.tools).with_context(|| format!("{origin}: policy.tools"))?;
     }
     if !policy.outgoing.is_empty() {
-        Outgoing::new(&policy.outgoing).with_context(|| format!("{origin}: policy.outgoing"))?;
+        // The remote login's session does not exist yet: it is made when the workload starts.
+        Outgoing::check(&policy.outgoing).with_context(|| format!("{origin}: policy.outgoing"))?;
     }
     Ok(())
 }
@@ -477,5 +673,76 @@ mod tests {
             .to_telemetry()
             .unwrap_err();
         assert!(!format!("{err:#}").contains("s3cret"));
+    }
+
+    #[test]
+    fn remote_auth_conflicts_are_refused_before_anything_runs() {
+        let err = |args: &[&str]| format!("{:#}", parse(args).unwrap().to_policy().unwrap_err());
+        let e = err(&["--remote-auth", "--remote-auth-bearer-token", "t"]);
+        assert!(e.contains("--remote-auth ") && e.contains("--remote-auth-bearer-token"), "{e}");
+        let e = err(&["--remote-auth-client-id", "c", "--remote-auth-bearer-token-file", "/dev/null"]);
+        assert!(e.contains("--remote-auth-client-id"), "{e}");
+        let e = err(&["--remote-auth-client-secret", "s3cret"]);
+        assert!(e.contains("needs --remote-auth-client-id") && !e.contains("s3cret"), "{e}");
+        let e = err(&[
+            "--remote-auth-client-id",
+            "c",
+            "--remote-auth-client-secret",
+            "s",
+            "--remote-auth-client-secret-file",
+            "/f",
+        ]);
+        assert!(e.contains("not both"), "{e}");
+        let e = err(&["--remote-auth", "--remote-forward-headers", "Authorization=Basic x"]);
+        assert!(e.contains("remoteAuth") && e.contains("authorization"), "{e}");
+        let e = err(&[
+            "--remote-auth",
+            "--oidc-issuer",
+            "https://idp.example",
+            "--token-exchange-url",
+            "https://sts.example/token",
+            "--token-exchange-client-id",
+            "x",
+        ]);
+        assert!(e.contains("Authorization"), "{e}");
+        let e = err(&["--remote-auth-issuer", "http://as.example"]);
+        assert!(e.contains("plain HTTP"), "{e}");
+        assert!(parse(&["--remote-auth-timeout", "soon"]).is_err());
+        assert!(parse(&["--remote-auth-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn a_client_secret_is_named_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "file-s3cret\n").unwrap();
+        let p = parse(&["--remote-auth-client-id", "c", "--remote-auth-client-secret-file", file.to_str().unwrap()])
+            .unwrap()
+            .to_policy()
+            .unwrap();
+        let r = p.outgoing.remote_auth.as_ref().unwrap();
+        assert_eq!(r.client_secret_file.as_deref(), file.to_str());
+        let p = parse(&["--remote-auth-client-id", "c", "--remote-auth-client-secret", "argv-s3cret"])
+            .unwrap()
+            .to_policy()
+            .unwrap();
+        let r = p.outgoing.remote_auth.as_ref().unwrap();
+        assert_eq!(r.client_secret_env.as_deref(), Some(CLIENT_SECRET_ENV));
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        // The flag is --remote-auth (implied) with every default.
+        let p = parse(&["--remote-auth"]).unwrap().to_policy().unwrap();
+        assert_eq!(p.outgoing.remote_auth, Some(RemoteAuthSettings::default()));
+    }
+
+    #[test]
+    fn durations_read_like_toolhives() {
+        let d = |t: &str| parse_duration(t).map(|d| d.as_secs());
+        assert_eq!(d("30s"), Ok(30));
+        assert_eq!(d("2m"), Ok(120));
+        assert_eq!(d("1m30s"), Ok(90));
+        assert_eq!(d("1h"), Ok(3600));
+        assert_eq!(d("45"), Ok(45));
+        assert!(d("1x").is_err() && d("s").is_err() && d("500ms").is_err());
     }
 }

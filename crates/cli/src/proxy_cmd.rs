@@ -59,6 +59,12 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let mut config = b.build().map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(&e)))?;
     config.policy = policy;
     config.telemetry = args.policy.to_telemetry()?;
+    if let Some(flag) = args.policy.remote_auth_flag() {
+        if !config.is_remote() {
+            bail!("{flag} logs in to a remote MCP server: give its URL with --target-uri (not -- COMMAND)");
+        }
+        return proxy_with_login(config, &args).await;
+    }
     let launcher: Option<Arc<dyn Launch>> = if config.is_remote() {
         None
     } else {
@@ -67,4 +73,23 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         Some(Arc::new(launcher))
     };
     crate::serve::run_standalone(config, launcher).await
+}
+
+/// `apiary proxy --target-uri URL --remote-auth`: logs in here, then serves with that session
+/// (kept in a private file of the state directory while this runs, deleted after).
+async fn proxy_with_login(mut config: RunConfig, args: &ProxyArgs) -> anyhow::Result<()> {
+    let state = apiary_runtime::state::StateDir::from_env()?;
+    state.ensure()?;
+    let session = crate::remote_login::proxy_session_path(&state, &args.name)?;
+    let secret = args.policy.remote_auth_client_secret.as_deref();
+    let result = async {
+        crate::remote_login::ensure(&config, &session, crate::remote_login::Login::Fresh, secret).await?;
+        let hint = format!("restart `apiary proxy {}` in a terminal to log in again", args.name);
+        crate::remote_login::attach(&mut config, session.clone(), hint, secret);
+        crate::serve::run_standalone(config, None).await
+    }
+    .await;
+    // Nothing is saved for `apiary proxy`: the session goes with it.
+    let _ = std::fs::remove_file(&session);
+    result
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use apiary_config::{ProxyMode, RunConfig, StdioMode, Transport, ValidationErrors};
 use apiary_runtime::state::StateDir;
 
-use crate::{detach, envfile, k8s_runtime, serve, source_arg};
+use crate::{detach, envfile, k8s_runtime, remote_login, serve, source_arg};
 
 /// `apiary run [flags] SOURCE [-- ARGS]`
 #[derive(Debug, clap::Args)]
@@ -255,10 +255,14 @@ pub async fn run(args: RunArgs, debug: bool) -> anyhow::Result<()> {
     resolve_ports(&mut config)?;
     state.save_config(&config)?;
     let runtime = k8s_runtime::select(args.runtime.as_deref())?;
+    // The remote login happens here, in the user's terminal, before anything is reported started.
+    let secret = args.policy.remote_auth_client_secret.as_deref();
+    let session = remote_login::session_path(&state, &config.name)?;
+    remote_login::ensure(&config, &session, remote_login::Login::Fresh, secret).await?;
     if foreground {
-        serve::serve_foreground_in(&state, &config.name, runtime).await
+        serve::serve_foreground_in(&state, &config.name, runtime, secret).await
     } else {
-        let url = detach::start_in(&state, &config.name, debug, runtime).await?;
+        let url = detach::start_in(&state, &config.name, debug, runtime, secret).await?;
         crate::output::emit_line(&url);
         Ok(())
     }
@@ -272,6 +276,12 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         }
         let config = RunConfig::from_path(path).with_context(|| format!("--from-config {}", path.display()))?;
         crate::policy_args::check(&config.policy, &path.display().to_string())?;
+        if config.policy.outgoing.remote_auth.is_some() && !config.is_remote() {
+            bail!(
+                "{}: policy.outgoing.remoteAuth logs in to a remote server; this workload runs a local one",
+                path.display()
+            );
+        }
         return Ok(config);
     }
     // Policy files are read and checked before anything else happens.
@@ -284,6 +294,11 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         }
         other => source_arg::parse(other, &args.args)?,
     };
+    if let Some(flag) = args.policy.remote_auth_flag()
+        && !matches!(parsed.source, apiary_config::Source::Remote(_))
+    {
+        bail!("{flag} logs in to a remote MCP server: give its http(s):// URL as SOURCE (not a local server)");
+    }
     let name = match &args.name {
         Some(n) => n.clone(),
         None => source_arg::default_name(&parsed.source)
@@ -623,5 +638,53 @@ mod tests {
         resolve_ports(&mut fixed).unwrap();
         assert_eq!(fixed.proxy.port, 8080);
         assert_eq!(fixed.target_port, 0, "stdio servers get no target port");
+    }
+
+    #[test]
+    fn remote_auth_flags_make_settings_for_remote_urls_only() {
+        let c = config(&[
+            "--name=r",
+            "--remote-auth-issuer",
+            "https://as.example/realms/x",
+            "--remote-auth-client-id",
+            "cli",
+            "--remote-auth-scopes",
+            "openid,profile",
+            "--remote-auth-callback-port",
+            "0",
+            "--remote-auth-timeout",
+            "1m30s",
+            "--remote-auth-skip-browser",
+            "https://remote.example/mcp",
+        ]);
+        // --remote-auth is implied by the other login flags.
+        let r = c.policy.outgoing.remote_auth.as_ref().unwrap();
+        assert_eq!(r.issuer.as_deref(), Some("https://as.example/realms/x"));
+        assert_eq!(r.client_id.as_deref(), Some("cli"));
+        assert_eq!(r.scopes, ["openid", "profile"]);
+        assert_eq!((r.callback_port, r.timeout_secs, r.skip_browser), (Some(0), Some(90), true));
+        // Exported and read back (`apiary export` / `--from-config`): the same settings.
+        let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.policy, c.policy);
+
+        let e = error(&["--remote-auth", "--", "python3", "server.py"]);
+        assert!(e.contains("--remote-auth ") && e.contains("http(s)://"), "{e}");
+        let e = error(&["--remote-auth-skip-browser", "npx://pkg"]);
+        assert!(e.contains("--remote-auth-skip-browser"), "{e}");
+    }
+
+    #[test]
+    fn from_config_refuses_remote_auth_for_a_local_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.json");
+        let mut c = RunConfig::new("w", Source::command("python3", ["s.py".to_string()]));
+        c.policy.outgoing.remote_auth = Some(apiary_config::RemoteAuthSettings::default());
+        std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
+        let e = error(&["--from-config", path.to_str().unwrap()]);
+        assert!(e.contains("remoteAuth"), "{e}");
+        // A remote one is accepted although nobody has logged in yet.
+        c.source = Source::remote("https://remote.example/mcp");
+        std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
+        assert!(config(&["--from-config", path.to_str().unwrap()]).policy.outgoing.remote_auth.is_some());
     }
 }

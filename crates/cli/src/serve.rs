@@ -46,7 +46,7 @@ pub async fn serve_detached(args: ServeArgs, debug: bool) -> anyhow::Result<()> 
     let log = LogFile::open(state.proxy_log_path(&args.name)?, DEFAULT_LOG_CAP).context("opening the proxy log")?;
     logging::init(LogRole::Detached, debug, Some(Arc::new(log)))?;
     let result = match crate::k8s_runtime::select(args.runtime.as_deref()) {
-        Ok(runtime) => serve_workload(&state, &args.name, false, runtime).await,
+        Ok(runtime) => serve_workload(&state, &args.name, false, runtime, None).await,
         Err(e) => Err(e),
     };
     if let Err(e) = &result {
@@ -56,9 +56,15 @@ pub async fn serve_detached(args: ServeArgs, debug: bool) -> anyhow::Result<()> 
 }
 
 /// The foreground role: serve in this terminal until Ctrl-C, printing the URL once listening,
-/// in `runtime` (`apiary run --runtime`, or the one a workload ran in before).
-pub async fn serve_foreground_in(state: &StateDir, name: &str, runtime: RuntimeKind) -> anyhow::Result<()> {
-    serve_workload(state, name, true, runtime).await
+/// in `runtime` (`apiary run --runtime`, or the one a workload ran in before). `secret` is a
+/// remote-auth client secret given on the command line.
+pub async fn serve_foreground_in(
+    state: &StateDir,
+    name: &str,
+    runtime: RuntimeKind,
+    secret: Option<&str>,
+) -> anyhow::Result<()> {
+    serve_workload(state, name, true, runtime, secret).await
 }
 
 /// SIGTERM, SIGINT and SIGHUP, installed before anything starts so that none of them can end the
@@ -89,7 +95,13 @@ impl StopSignals {
     }
 }
 
-async fn serve_workload(state: &StateDir, name: &str, foreground: bool, runtime: RuntimeKind) -> anyhow::Result<()> {
+async fn serve_workload(
+    state: &StateDir,
+    name: &str,
+    foreground: bool,
+    runtime: RuntimeKind,
+    secret: Option<&str>,
+) -> anyhow::Result<()> {
     let mut signals = StopSignals::install()?;
     let _lock = match state.lock(name) {
         Ok(l) => l,
@@ -101,6 +113,9 @@ async fn serve_workload(state: &StateDir, name: &str, foreground: bool, runtime:
     let mut config = state.load_config(name)?;
     // A hand-written RunConfig may leave ports at 0; pick them for this run only.
     crate::run_cmd::resolve_ports(&mut config)?;
+    // The remote login's session, left by `apiary run`/`start` in the terminal.
+    let session = crate::remote_login::session_path(state, name)?;
+    crate::remote_login::attach(&mut config, session, crate::remote_login::workload_hint(name), secret);
     // A workload started before in a cluster keeps its namespace.
     let namespace =
         state.load_record(name)?.and_then(|r| r.kubernetes).map_or_else(crate::k8s_runtime::namespace, |k| k.namespace);

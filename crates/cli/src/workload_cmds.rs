@@ -166,6 +166,7 @@ pub fn rm(args: RmArgs) -> anyhow::Result<()> {
             on_cluster(delete(k)).with_context(|| format!("deleting StatefulSet {}/{}", k.namespace, k.statefulset))?;
         }
         state.remove(name)?;
+        crate::remote_login::remove(&state, name)?;
         Ok(())
     })
 }
@@ -304,10 +305,13 @@ pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Resul
     if before != (config.proxy.port, config.target_port) {
         state.save_config(&config)?;
     }
+    // A saved remote login is resumed; an expired one is done again here, in the terminal.
+    let session = crate::remote_login::session_path(&state, &args.name)?;
+    crate::remote_login::ensure(&config, &session, crate::remote_login::Login::Resume, None).await?;
     if args.foreground() {
-        serve::serve_foreground_in(&state, &args.name, runtime).await
+        serve::serve_foreground_in(&state, &args.name, runtime, None).await
     } else {
-        let url = detach::start_in(&state, &args.name, debug, runtime).await?;
+        let url = detach::start_in(&state, &args.name, debug, runtime, None).await?;
         output::emit_line(&url);
         Ok(())
     }

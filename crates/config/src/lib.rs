@@ -41,7 +41,8 @@ pub use error::{ConfigError, Format, ValidationError, ValidationErrors};
 pub use limits::{Bound, Limits, RestartPolicy, bounds};
 pub use parse::MAX_FILE_BYTES;
 pub use policy::{
-    OidcConfig, OutgoingConfig, PolicyConfig, SubjectTokenType, TokenExchangeConfig, ToolOverride, ToolsConfig,
+    OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TokenExchangeConfig, ToolOverride,
+    ToolsConfig,
 };
 pub use proxy::{DEFAULT_PROXY_HOST, ProxyConfig};
 pub use run_config::{

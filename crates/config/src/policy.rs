@@ -197,6 +197,95 @@ pub struct OutgoingConfig {
     /// Headers whose value comes from an environment variable of the proxy: name → variable.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub header_env: BTreeMap<String, String>,
+    /// The proxy's own OAuth login to the remote server (`--remote-auth`): it sends the remote
+    /// fresh access tokens of that login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_auth: Option<RemoteAuthSettings>,
+}
+
+/// How the proxy logs in to a remote MCP server's authorization server (ToolHive's
+/// `--remote-auth-*`). The login itself happens in a terminal (`apiary run`/`start`); its
+/// tokens are kept in the state directory, never here. The client secret is named (a file or an
+/// environment variable), never written here.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RemoteAuthSettings {
+    /// The authorization server (issuer URL). Unset: discovered from the remote's 401 (RFC 9728).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Overrides the discovered authorization endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
+    /// Overrides the discovered token endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// The OAuth client. Unset: registered dynamically (RFC 7591).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// A file holding the client secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
+    /// Name of an environment variable holding the client secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for. Empty: those the remote advertises.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Name of the authorization request's scope parameter (default `scope`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_param_name: Option<String>,
+    /// RFC 8707 resource indicator. Unset: the remote's own (from its metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Port of the login's callback on 127.0.0.1 (default 8666; 0: any free port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_port: Option<u16>,
+    /// Seconds the login (browser to callback) may take (default 30).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Print the authorization URL instead of opening a browser.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_browser: bool,
+    /// Allow plain-HTTP discovery, authorization and token URLs (tests only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_http: bool,
+    /// Where this run's login session (tokens, 0600) is kept. Set by whoever starts the proxy,
+    /// for that run only; never written to a RunConfig.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub session_file: Option<std::path::PathBuf>,
+    /// What a user does when the login has expired (e.g. "run `apiary restart fetch` in a
+    /// terminal"). Set with `session_file`; never written.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub relogin_hint: Option<String>,
+    /// A client secret this process was given on its command line; in memory only (it wins
+    /// over `clientSecretFile`/`clientSecretEnv`, and is never written).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteAuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteAuthSettings")
+            .field("issuer", &self.issuer)
+            .field("authorize_url", &self.authorize_url)
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret_file", &self.client_secret_file)
+            .field("client_secret_env", &self.client_secret_env)
+            .field("scopes", &self.scopes)
+            .field("scope_param_name", &self.scope_param_name)
+            .field("resource", &self.resource)
+            .field("callback_port", &self.callback_port)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("skip_browser", &self.skip_browser)
+            .field("insecure_allow_http", &self.insecure_allow_http)
+            .field("session_file", &self.session_file)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutgoingConfig {
@@ -207,5 +296,6 @@ impl OutgoingConfig {
             && self.bearer_token_env.is_none()
             && self.headers.is_empty()
             && self.header_env.is_empty()
+            && self.remote_auth.is_none()
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use apiary_config::{OutgoingConfig, SubjectTokenType, TokenExchangeConfig};
-use apiary_policy::outgoing::{ExchangeError, Outgoing, OutgoingConfigError};
+use apiary_policy::outgoing::{ExchangeError, Outgoing, OutgoingConfigError, OutgoingError};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -100,21 +100,21 @@ async fn refusals_failures_and_a_missing_caller_token_are_told_apart() {
     let (url, sts) = sts().await;
     let out = Outgoing::new(&exchange(&url)).unwrap().unwrap();
     match out.headers(Some("denied")).await {
-        Err(ExchangeError::Refused { status: 400, error, description }) => {
+        Err(OutgoingError::Exchange(ExchangeError::Refused { status: 400, error, description })) => {
             assert_eq!(error, "invalid_request");
             assert!(description.unwrap().contains("audience not available"));
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(out.headers(Some("broken")).await, Err(ExchangeError::Unavailable(_))));
-    assert!(matches!(out.headers(None).await, Err(ExchangeError::Refused { .. })));
+    assert!(matches!(out.headers(Some("broken")).await, Err(OutgoingError::Exchange(ExchangeError::Unavailable(_)))));
+    assert!(matches!(out.headers(None).await, Err(OutgoingError::Exchange(ExchangeError::Refused { .. }))));
     // Failures are not cached.
     let before = sts.calls.load(Ordering::SeqCst);
     assert!(out.headers(Some("denied")).await.is_err());
     assert_eq!(sts.calls.load(Ordering::SeqCst), before + 1);
 
     let dead = Outgoing::new(&exchange("http://127.0.0.1:9/token")).unwrap().unwrap();
-    assert!(matches!(dead.headers(Some("good-a")).await, Err(ExchangeError::Unavailable(_))));
+    assert!(matches!(dead.headers(Some("good-a")).await, Err(OutgoingError::Exchange(ExchangeError::Unavailable(_)))));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use apiary_policy::outgoing::ExchangeError;
+use apiary_policy::outgoing::{ExchangeError, OutgoingError};
 
 use crate::answer::{self, Refusal};
 use crate::guard::{self, Guard, RequestCtx};
@@ -194,6 +194,14 @@ async fn forward_inner(
             req = req.header(name, value);
         }
     }
+    // The login's token as sent, to report it if the remote refuses it.
+    let sent_login = up
+        .guard
+        .outgoing
+        .as_ref()
+        .filter(|o| o.has_remote_auth())
+        .and_then(|_| creds.iter().find(|(n, _)| *n == axum::http::header::AUTHORIZATION))
+        .map(|(_, v)| v.clone());
     for (name, value) in creds {
         req = req.header(name, value);
     }
@@ -214,6 +222,12 @@ async fn forward_inner(
             });
         }
     };
+    if res.status() == reqwest::StatusCode::UNAUTHORIZED
+        && let (Some(out), Some(sent)) = (&up.guard.outgoing, &sent_login)
+    {
+        // Refreshed for the next request; this one is not replayed (POSTs need not be idempotent).
+        out.remote_rejected(sent);
+    }
     // A request whose upstream answered with a server error, or with a JSON body that is
     // not JSON-RPC, gets -31004 as its normal answer (row 27). SSE and other bodies stream.
     if let Some(id) = &request_id {
@@ -251,8 +265,9 @@ async fn forward_inner(
     })
 }
 
-/// The headers this request's upstream gets from the proxy (an exchanged or fixed token,
-/// configured headers). A refused exchange is the caller's 403; an unreachable STS is a 503.
+/// The headers this request's upstream gets from the proxy (an exchanged, fixed or remote-login
+/// token, configured headers). A refused exchange is the caller's 403; an unreachable STS or
+/// an expired remote login is a 503 whose message says what to do.
 async fn credentials(
     up: &HttpUpstream,
     ctx: &RequestCtx,
@@ -260,11 +275,25 @@ async fn credentials(
 ) -> Result<Vec<(HeaderName, axum::http::HeaderValue)>, Refusal> {
     let Some(out) = &up.guard.outgoing else { return Ok(Vec::new()) };
     out.headers(ctx.caller_token.as_deref()).await.map_err(|e| match e {
-        ExchangeError::Refused { .. } => {
+        OutgoingError::RemoteAuth { message, needs_login } => {
+            if needs_login {
+                tracing::warn!(%message, "remote auth: the login has expired");
+            } else {
+                tracing::warn!(%message, "remote auth: no access token for the remote");
+            }
+            // A 503 with the JSON-RPC error naming what to do; not a 401, which would send the
+            // client into an OAuth flow against this proxy, which cannot fix the remote login.
+            Refusal::UpstreamUnavailable {
+                reason: message,
+                retry_after: if needs_login { 60 } else { 1 },
+                id: id.map(str::to_owned),
+            }
+        }
+        OutgoingError::Exchange(e @ ExchangeError::Refused { .. }) => {
             tracing::info!(error = %e, "token exchange refused");
             Refusal::ExchangeRefused { reason: e.to_string(), id: id.map(str::to_owned) }
         }
-        ExchangeError::Unavailable(why) => {
+        OutgoingError::Exchange(ExchangeError::Unavailable(why)) => {
             tracing::warn!(%why, "token exchange failed");
             Refusal::UpstreamUnavailable {
                 reason: format!("token exchange failed: {why}"),

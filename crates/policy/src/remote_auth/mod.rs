@@ -12,13 +12,17 @@
 //! - [`pkce`]: verifier, challenge, state.
 //! - [`callback`]: the loopback listener.
 //! - [`token`]: the token endpoint and its retry policy.
+//! - [`session`]: a login's state as a 0600 file, so a later proxy resumes it.
 
 mod callback;
 mod discovery;
 mod http;
 mod pkce;
 mod register;
+mod session;
 mod token;
+
+pub use session::{RemoteAuthSnapshot, SessionFileError};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +38,10 @@ pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60);
 
 /// Receives the authorization URL instead of it being printed or opened (tests, UIs).
 pub type AuthorizeUrlHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Receives the new state after a login or a refresh (to persist it). Runs under the refresh
+/// lock: keep it short.
+pub type TokensHook = Arc<dyn Fn(&RemoteAuthSnapshot) + Send + Sync>;
 
 /// How to log in to the remote's authorization server.
 #[derive(Clone)]
@@ -70,6 +78,8 @@ pub struct RemoteAuthConfig {
     pub retry_attempts: u32,
     /// The first wait between tries, doubled each time (at most 10 s; `Retry-After` wins).
     pub retry_backoff: Duration,
+    /// Called with the new state after the login and after every refresh.
+    pub on_tokens: Option<TokensHook>,
 }
 
 impl Default for RemoteAuthConfig {
@@ -91,6 +101,7 @@ impl Default for RemoteAuthConfig {
             refresh_before: DEFAULT_REFRESH_BEFORE,
             retry_attempts: 5,
             retry_backoff: Duration::from_millis(500),
+            on_tokens: None,
         }
     }
 }
@@ -114,6 +125,7 @@ impl std::fmt::Debug for RemoteAuthConfig {
             .field("refresh_before", &self.refresh_before)
             .field("retry_attempts", &self.retry_attempts)
             .field("retry_backoff", &self.retry_backoff)
+            .field("on_tokens", &self.on_tokens.is_some())
             .finish()
     }
 }
@@ -177,6 +189,9 @@ pub struct RemoteAuth {
     current: Mutex<Current>,
     /// Held while refreshing, so concurrent callers share one refresh (single flight).
     refreshing: tokio::sync::Mutex<()>,
+    /// The secret of a dynamically registered client (kept in snapshots; a configured one is not).
+    registered_secret: Option<String>,
+    on_tokens: Option<TokensHook>,
 }
 
 impl std::fmt::Debug for RemoteAuth {
@@ -194,6 +209,8 @@ struct Plan {
     token_url: url::Url,
     client_id: String,
     auth: ClientAuth,
+    /// Set when the client was registered here and given a secret.
+    registered_secret: Option<String>,
     scopes: Vec<String>,
     resource: Option<String>,
 }
@@ -251,14 +268,81 @@ impl RemoteAuth {
             .await
             .map_err(|f| grant_error(CODE_GRANT, f))?;
         tracing::info!(token_url = %endpoint.url, client_id = %endpoint.client_id, "remote auth: logged in");
-        Ok(Arc::new(RemoteAuth {
+        let auth = Arc::new(RemoteAuth {
             client,
             endpoint,
             refresh_before: cfg.refresh_before,
             retry,
             current: Mutex::new(current(tokens, None)),
             refreshing: tokio::sync::Mutex::new(()),
+            registered_secret: plan.registered_secret,
+            on_tokens: cfg.on_tokens,
+        });
+        auth.notify();
+        Ok(auth)
+    }
+
+    /// Goes on from an earlier login's [`RemoteAuthSnapshot`] (no network I/O: the first
+    /// [`RemoteAuth::access_token`] refreshes if the token is stale). Of `cfg`, the client
+    /// secret, the refresh and retry settings and `on_tokens` are used.
+    pub fn resume(cfg: RemoteAuthConfig, snap: RemoteAuthSnapshot) -> Result<Arc<RemoteAuth>, RemoteAuthError> {
+        let client = http::client().map_err(RemoteAuthError::Config)?;
+        let token_url = http::checked_url("the token endpoint", &snap.token_url, cfg.insecure_allow_http)
+            .map_err(RemoteAuthError::Config)?;
+        let secret = cfg.client_secret.as_deref().or(snap.registered_client_secret.as_deref());
+        let auth =
+            ClientAuth::from_method(&snap.client_id, &snap.client_auth, secret).map_err(RemoteAuthError::Config)?;
+        let endpoint =
+            Endpoint { url: token_url.to_string(), client_id: snap.client_id, auth, resource: snap.resource };
+        Ok(Arc::new(RemoteAuth {
+            client,
+            endpoint,
+            refresh_before: cfg.refresh_before,
+            retry: Retry { attempts: cfg.retry_attempts, base: cfg.retry_backoff },
+            current: Mutex::new(Current {
+                access: Arc::from(snap.access_token),
+                refresh: snap.refresh_token,
+                expires_at: session::instant_at(snap.expires_at_unix),
+            }),
+            refreshing: tokio::sync::Mutex::new(()),
+            registered_secret: snap.registered_client_secret,
+            on_tokens: cfg.on_tokens,
         }))
+    }
+
+    /// The state to resume from later (holds the tokens: keep it private).
+    pub fn snapshot(&self) -> Result<RemoteAuthSnapshot, RemoteAuthError> {
+        let cur = self.lock()?;
+        Ok(RemoteAuthSnapshot {
+            token_url: self.endpoint.url.clone(),
+            client_id: self.endpoint.client_id.clone(),
+            client_auth: self.endpoint.auth.method().to_string(),
+            registered_client_secret: self.registered_secret.clone(),
+            resource: self.endpoint.resource.clone(),
+            access_token: cur.access.to_string(),
+            refresh_token: cur.refresh.clone(),
+            expires_at_unix: session::unix_at(cur.expires_at),
+        })
+    }
+
+    /// Marks `token` as no longer good (the remote refused it), so the next
+    /// [`RemoteAuth::access_token`] refreshes. A token already replaced is left alone.
+    pub fn reject(&self, token: &str) {
+        if let Ok(mut cur) = self.lock()
+            && &*cur.access == token
+        {
+            cur.expires_at = Instant::now();
+        }
+    }
+
+    /// Hands the current state to `on_tokens`, if set.
+    fn notify(&self) {
+        if let Some(hook) = &self.on_tokens {
+            match self.snapshot() {
+                Ok(snap) => hook(&snap),
+                Err(e) => tracing::warn!(error = %e, "remote auth: cannot take a snapshot of the tokens"),
+            }
+        }
     }
 
     /// A valid access token, refreshed when within `refresh_before` (60 s) of expiry (single
@@ -287,9 +371,13 @@ impl RemoteAuth {
         };
         match self.retry.run(|| self.endpoint.refresh(&self.client, &refresh)).await {
             Ok(tokens) => {
-                let mut cur = self.lock()?;
-                *cur = current(tokens, Some(refresh));
-                Ok(Arc::clone(&cur.access))
+                let token = {
+                    let mut cur = self.lock()?;
+                    *cur = current(tokens, Some(refresh));
+                    Arc::clone(&cur.access)
+                };
+                self.notify();
+                Ok(token)
             }
             Err(Failure::Refused { error, description, .. }) if error == "invalid_grant" => {
                 // The refresh token is dead: forget it, so later calls fail without a request.
@@ -413,8 +501,8 @@ async fn plan(
     let resource = cfg.resource.clone().or_else(|| hints.and_then(|h| h.resource));
 
     let methods = meta.token_endpoint_auth_methods_supported.as_deref();
-    let (client_id, auth) = match &cfg.client_id {
-        Some(id) => (id.clone(), ClientAuth::choose(id, cfg.client_secret.as_deref(), methods)),
+    let (client_id, auth, registered_secret) = match &cfg.client_id {
+        Some(id) => (id.clone(), ClientAuth::choose(id, cfg.client_secret.as_deref(), methods), None),
         None => {
             let Some(endpoint) = &meta.registration_endpoint else {
                 return Err(RemoteAuthError::Registration(
@@ -431,10 +519,10 @@ async fn plan(
                 reg.client_secret.as_deref(),
                 registered_method.as_deref().or(methods),
             );
-            (reg.client_id, auth)
+            (reg.client_id, auth, reg.client_secret)
         }
     };
-    Ok(Plan { authorize_url, token_url, client_id, auth, scopes, resource })
+    Ok(Plan { authorize_url, token_url, client_id, auth, registered_secret, scopes, resource })
 }
 
 /// `login` runs inside async tasks that must be `Send`.

@@ -37,6 +37,30 @@ pub(crate) struct Endpoint {
 }
 
 impl ClientAuth {
+    /// The RFC 7591 name of this method.
+    pub(crate) fn method(&self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Basic(_) => "client_secret_basic",
+            ClientAuth::Post(_) => "client_secret_post",
+        }
+    }
+
+    /// The method named `method` (as [`ClientAuth::method`] gives it), with `secret`.
+    pub(crate) fn from_method(client_id: &str, method: &str, secret: Option<&str>) -> Result<ClientAuth, String> {
+        match (method, secret) {
+            ("none", _) => Ok(ClientAuth::None),
+            ("client_secret_post", Some(s)) => Ok(ClientAuth::Post(s.to_string())),
+            ("client_secret_basic", Some(s)) => {
+                Ok(ClientAuth::choose(client_id, Some(s), Some(&["client_secret_basic".to_string()])))
+            }
+            ("client_secret_post" | "client_secret_basic", None) => {
+                Err(format!("the client authenticates with {method} but no client secret is configured"))
+            }
+            (other, _) => Err(format!("unknown client authentication method {other:?}")),
+        }
+    }
+
     /// Basic unless the server lists only `client_secret_post` (or the registration said so).
     pub(crate) fn choose(client_id: &str, secret: Option<&str>, methods: Option<&[String]>) -> ClientAuth {
         let Some(secret) = secret else { return ClientAuth::None };
