@@ -153,12 +153,16 @@ async fn serve_workload(
     }
 
     let token = handle.shutdown_token();
+    // A remote server's status is published once (running) and its sender then dropped: a
+    // closed status channel is not a reason to stop serving, only to stop watching it.
+    let mut publishing = true;
     loop {
         tokio::select! {
-            changed = status.changed() => {
+            changed = status.changed(), if publishing => {
                 if changed.is_err() {
-                    tracing::warn!("the proxy stopped publishing its status");
-                    break;
+                    tracing::debug!("the proxy publishes no more status changes");
+                    publishing = false;
+                    continue;
                 }
                 apply_status(&mut rec, &status.borrow_and_update());
                 if let Err(e) = state.save_record(&rec) {
