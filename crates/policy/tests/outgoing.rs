@@ -159,3 +159,69 @@ fn configuration_mistakes_are_refused() {
     cfg.headers.insert("X-Tenant-ID".into(), "acme".into());
     assert!(Outgoing::new(&cfg).unwrap().is_some());
 }
+
+/// A token endpoint: refresh token `good` gets a new pair, anything else `invalid_grant`.
+async fn refresh_endpoint(body: String) -> axum::response::Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    assert_eq!(form["grant_type"], "refresh_token");
+    if form["refresh_token"] == "good" {
+        (
+            [("content-type", "application/json")],
+            r#"{"access_token":"fresh-at","refresh_token":"rotated","expires_in":600}"#,
+        )
+            .into_response()
+    } else {
+        (StatusCode::BAD_REQUEST, [("content-type", "application/json")], r#"{"error":"invalid_grant"}"#)
+            .into_response()
+    }
+}
+
+#[tokio::test]
+async fn a_remote_login_session_is_refreshed_saved_back_and_an_expired_one_says_what_to_do() {
+    use apiary_policy::remote_auth::RemoteAuthSnapshot;
+    let app = axum::Router::new().route("/token", axum::routing::post(refresh_endpoint));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.json");
+    let snap = |refresh: &str| RemoteAuthSnapshot {
+        token_url: token_url.clone(),
+        client_id: "c".into(),
+        client_auth: "none".into(),
+        registered_client_secret: None,
+        resource: None,
+        access_token: "stale-at".into(),
+        refresh_token: Some(refresh.into()),
+        expires_at_unix: 0,
+    };
+    let cfg = OutgoingConfig {
+        remote_auth: Some(apiary_config::RemoteAuthSettings {
+            insecure_allow_http: true,
+            session_file: Some(session.clone()),
+            relogin_hint: Some("run `apiary restart w` in a terminal".into()),
+            ..Default::default()
+        }),
+        ..OutgoingConfig::default()
+    };
+    // No session yet: refused at start, naming what to do.
+    let err = Outgoing::new(&cfg).unwrap_err().to_string();
+    assert!(err.contains("apiary restart w"), "{err}");
+
+    snap("good").save(&session).unwrap();
+    let out = Outgoing::new(&cfg).unwrap().unwrap();
+    let headers = out.headers(Some("the-callers-token")).await.unwrap();
+    assert_eq!(headers.len(), 1);
+    assert_eq!(headers[0].1, "Bearer fresh-at");
+    let saved = RemoteAuthSnapshot::load(&session).unwrap();
+    assert_eq!((saved.access_token.as_str(), saved.refresh_token.as_deref()), ("fresh-at", Some("rotated")));
+
+    snap("revoked").save(&session).unwrap();
+    let out = Outgoing::new(&cfg).unwrap().unwrap();
+    match out.headers(None).await {
+        Err(OutgoingError::RemoteAuth { message, needs_login: true }) => {
+            assert!(message.contains("expired") && message.contains("apiary restart w"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
