@@ -12,7 +12,9 @@ pub mod error;
 pub mod methods;
 pub mod revision;
 pub mod rewrite;
+pub mod splice;
 
 pub use envelope::{Body, Kind, Message, RequestId, parse_body};
 pub use error::{ParseError, ParseErrorKind, error_response, result_response};
 pub use revision::{Era, Revision};
+pub use splice::SpliceError;
