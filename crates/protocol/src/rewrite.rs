@@ -265,6 +265,50 @@ mod tests {
         assert!(matches!(with_cancelled_request_id(&none, "1"), Err(SpliceError::Absent(_))));
     }
 
+    /// JSON text as people write it: any number spelling, escapes, whitespace, nesting,
+    /// and `_meta`/`progressToken` keys at any depth.
+    fn json_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            "-?(0|[1-9][0-9]{0,25})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?",
+            "\"([a-z /]|\\\\[\"\\\\/nt]|\\\\u00e9|é)*\"",
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            let key = prop_oneof!["\"[a-z]{0,3}\"", Just("\"_meta\"".to_owned()), Just("\"progressToken\"".to_owned())];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(" , "))),
+                proptest::collection::vec((key, inner), 0..4).prop_map(|v| {
+                    let members: Vec<String> = v.into_iter().map(|(k, v)| format!("{k} :{v}")).collect();
+                    format!("{{ {}}}", members.join(",\t"))
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever the arguments, forwarding changes only the id and the token, and
+        /// restoring them gives back the caller's bytes.
+        #[test]
+        fn a_rewrite_is_undone_byte_for_byte(args in json_text(), token in "\"([a-z/]|\\\\[\"\\\\/n]|\\\\u00e9){0,6}\"|-?(0|[1-9][0-9]{0,24})") {
+            let text = format!(
+                r#"{{"params":{{"arguments":{args},"_meta":{{"progressToken":{token}}}}},"id":"c","jsonrpc":"2.0","method":"tools/call"}}"#
+            );
+            let m = msg(&text);
+            proptest::prop_assert_eq!(request_progress_token(&m), Some(token.as_str()));
+            let out = forward_text(&m, "7", "\"p-7\"");
+            let expected = text.replacen(&format!(r#""progressToken":{token}}}}},"id":"c""#), r#""progressToken":"p-7"}},"id":7"#, 1);
+            proptest::prop_assert_eq!(&out, &expected);
+            let back = forward_text(&msg(&out), "\"c\"", &token);
+            proptest::prop_assert_eq!(back, text);
+        }
+    }
+
+    fn forward_text(m: &Message, id: &str, token: &str) -> String {
+        String::from_utf8(forwarded_request(m, id, Some(token)).unwrap().to_vec()).unwrap()
+    }
+
     #[test]
     fn bad_replacements_are_refused() {
         let c = msg(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#);
