@@ -4,7 +4,7 @@
 //! keeps everything else as the original bytes, so unknown fields, methods and future
 //! revisions pass through untouched. Also: the MCP revisions and eras, the error codes,
 //! and the primitives that rewrite ids, progress tokens and cancellations for a child
-//! shared by many sessions.
+//! shared by many sessions, each a byte splice of the one member that changes ([`splice`]).
 
 pub mod codes;
 pub mod envelope;
