@@ -4,7 +4,7 @@
 //! round trip through a typed value re-orders keys, respells numbers (`1.50`, big integers),
 //! and changes escapes. So the rewrite finds the byte range of the one member's value with a
 //! small scanner (strings, escapes and nesting respected; depth bounded by
-//! [`MAX_DEPTH`](crate::envelope::MAX_DEPTH); no recursion) and builds the new message as
+//! [`MAX_DEPTH`]; no recursion) and builds the new message as
 //! prefix + new value + suffix. Every other byte stays as it came.
 //!
 //! The scanner finds boundaries; it does not validate scalars. Messages reach it after
