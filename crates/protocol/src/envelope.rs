@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -246,6 +246,35 @@ impl Message {
         self.slice(&self.payload)
     }
 
+    /// The byte range of the id within [`Message::bytes`], if there is one.
+    pub fn id_range(&self) -> Option<Range<usize>> {
+        self.id.clone()
+    }
+
+    /// The byte range of `params` within [`Message::bytes`], if present.
+    pub fn params_range(&self) -> Option<Range<usize>> {
+        self.params.clone()
+    }
+
+    /// The byte range of `result` or `error` within [`Message::bytes`], if present.
+    pub fn payload_range(&self) -> Option<Range<usize>> {
+        self.payload.clone()
+    }
+
+    /// The text of a range of the message (one from [`crate::splice`] or the accessors).
+    pub fn text(&self, range: Range<usize>) -> Option<&str> {
+        self.slice(&Some(range))
+    }
+
+    /// The byte range of the value at `path` inside `params` (`["_meta", "progressToken"]`);
+    /// `None` when params or a member on the way is absent.
+    pub fn params_member(&self, path: &[&str]) -> Result<Option<Range<usize>>, crate::splice::SpliceError> {
+        match &self.params {
+            Some(r) if self.bytes.get(r.start) == Some(&b'{') => crate::splice::find_path(&self.bytes, r.clone(), path),
+            _ => Ok(None),
+        }
+    }
+
     /// Decodes `params` into `T`; `None` when absent or of another shape.
     pub fn params_as<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {
         self.params_raw().and_then(|p| serde_json::from_str(p).ok())
@@ -270,13 +299,11 @@ impl Message {
     }
 }
 
-/// `whole` with `range` replaced by `with`.
+/// `whole` with `range` (one the parser cut from it) replaced by `with`.
 fn splice(whole: &Bytes, range: Range<usize>, with: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(whole.len() - range.len() + with.len());
-    out.extend_from_slice(&whole[..range.start]);
-    out.extend_from_slice(with);
-    out.extend_from_slice(&whole[range.end..]);
-    out.freeze()
+    // The range came from parsing these very bytes, so it is in bounds; keep the message
+    // as it is rather than panic if that ever stops being true.
+    crate::splice::splice(whole, &[(range, with)]).unwrap_or_else(|_| whole.clone())
 }
 
 /// Checks what serde_json lets through but JSON-RPC over MCP must not carry: bytes that

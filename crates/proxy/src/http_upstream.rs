@@ -158,9 +158,16 @@ async fn forward_inner(
                 {
                     let accepts = edge::accepts(headers);
                     let creds = credentials(up, ctx, m.id_raw()).await?;
-                    let res =
-                        stateless_bridge::serve(&up.remote_endpoint, headers, &creds, &m, accepts, up.bridge_timeout)
-                            .await;
+                    let res = stateless_bridge::serve(
+                        &up.client,
+                        &up.remote_endpoint,
+                        headers,
+                        &creds,
+                        &m,
+                        accepts,
+                        up.bridge_timeout,
+                    )
+                    .await;
                     return Ok(match (reshape, m.id_raw()) {
                         (Some(r), Some(id)) => guard::reshape_response(res, id.to_owned(), r, up.max_body).await,
                         _ => res,

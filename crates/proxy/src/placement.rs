@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use apiary_config::StdioMode;
-use apiary_protocol::{Message, Revision};
+use apiary_protocol::{Message, Revision, splice};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -93,23 +93,27 @@ pub(crate) async fn open_session(front: &StdioFront, m: &Message) -> Result<(Arc
             return Err(e);
         }
     };
-    let mut result: Value = serde_json::from_slice(&result).unwrap_or(Value::Null);
-    let child_rev = result
-        .get("protocolVersion")
-        .and_then(Value::as_str)
+    // The child's result goes out as the child wrote it; only `protocolVersion` may change.
+    let version_at = splice::find_member(&result, 0..result.len(), "protocolVersion").ok().flatten();
+    let child_rev = version_at
+        .clone()
+        .and_then(|r| serde_json::from_slice::<String>(&result[r]).ok())
         .and_then(|v| v.parse::<Revision>().ok())
         .unwrap_or(Revision::HTTP_DEFAULT);
     let revision = if group.exclusive {
         child_rev
     } else {
-        let r = negotiate(params.get("protocolVersion").and_then(Value::as_str), child_rev);
-        if let Some(obj) = result.as_object_mut() {
-            obj.insert("protocolVersion".into(), Value::from(r.as_str()));
-        }
-        r
+        negotiate(params.get("protocolVersion").and_then(Value::as_str), child_rev)
+    };
+    let result = if group.exclusive || (version_at.is_some() && revision == child_rev) {
+        result
+    } else {
+        let version = Value::from(revision.as_str()).to_string();
+        splice::set_path(&result, 0..result.len(), &["protocolVersion"], &version).unwrap_or(result)
     };
     let session = front.sessions.insert(revision, Arc::clone(&group), caps)?;
-    let frame = apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string());
+    let result = String::from_utf8_lossy(&result);
+    let frame = apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result);
     tracing::info!(session = %session.id, %revision, own_child = group.exclusive, "session opened");
     Ok((session, frame))
 }

@@ -394,7 +394,7 @@ fn forward(
                 Some(methods::CANCELLED) => {
                     // The id is free at once (row 18); the child is told under its own id.
                     let target = session.zip(rewrite::cancelled_request_id(m)).and_then(|(s, id)| s.cancel(&id));
-                    match target.and_then(|up| rewrite::with_cancelled_request_id(m, &up.to_string())) {
+                    match target.and_then(|up| rewrite::with_cancelled_request_id(m, &up.to_string()).ok()) {
                         Some(frame) => conn.send(frame)?,
                         None => tracing::debug!("dropped a cancellation naming no request in flight"),
                     }

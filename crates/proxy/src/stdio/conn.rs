@@ -64,8 +64,9 @@ struct Pending {
     original_id: Box<str>,
     /// The same id as a key.
     caller: RequestId,
-    /// The caller's progress token, if it asked for progress.
-    progress_token: Option<Value>,
+    /// The caller's progress token as the JSON text it wrote, if it asked for progress;
+    /// restored byte for byte in its progress notifications.
+    progress_token: Option<Box<str>>,
     reply: Reply,
 }
 
@@ -154,17 +155,18 @@ impl ChildConn {
     pub fn request(&self, msg: &Message, reply: Reply) -> Result<u64, Refusal> {
         let original_id: Box<str> = msg.id_raw().unwrap_or("null").into();
         let caller = msg.id().unwrap_or(RequestId::Int(0));
-        let progress_token = rewrite::request_progress_token(msg);
-        let id = self.pending().insert(Pending { original_id, caller, progress_token: progress_token.clone(), reply });
-        let mut frame = msg.with_id(&id.to_string());
-        if progress_token.is_some() {
-            let rewritten = Message::parse(frame.clone())
-                .ok()
-                .and_then(|m| rewrite::with_request_progress_token(&m, Value::from(format!("{TOKEN_PREFIX}{id}"))));
-            if let Some(f) = rewritten {
-                frame = f;
+        let progress_token: Option<Box<str>> = rewrite::request_progress_token(msg).map(Into::into);
+        let asks_progress = progress_token.is_some();
+        let id = self.pending().insert(Pending { original_id, caller, progress_token, reply });
+        // Only the id and the token change; every other byte goes to the child as it came.
+        let token = asks_progress.then(|| format!("\"{TOKEN_PREFIX}{id}\""));
+        let frame = match rewrite::forwarded_request(msg, &id.to_string(), token.as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                self.pending().remove(&RequestId::Int(id as i64));
+                return Err(Refusal::invalid_with_id(format!("cannot forward the request: {e}"), msg.id_raw()));
             }
-        }
+        };
         if let Err(e) = self.send(frame) {
             self.pending().remove(&RequestId::Int(id as i64));
             return Err(e);
@@ -232,12 +234,8 @@ impl ChildConn {
     }
 
     fn on_progress(&self, msg: Message) {
-        let token = rewrite::notification_progress_token(&msg);
-        let upstream = token
-            .as_ref()
-            .and_then(Value::as_str)
-            .and_then(|t| t.strip_prefix(TOKEN_PREFIX))
-            .and_then(|n| n.parse::<i64>().ok());
+        let token = rewrite::notification_progress_token(&msg).and_then(|t| serde_json::from_str::<String>(t).ok());
+        let upstream = token.as_deref().and_then(|t| t.strip_prefix(TOKEN_PREFIX)).and_then(|n| n.parse::<i64>().ok());
         let Some(upstream) = upstream else {
             tracing::debug!("dropped a progress notification with a token Apiary never issued");
             return;
@@ -251,7 +249,7 @@ impl ChildConn {
         };
         // Keep the last slot for the response itself.
         if reply.capacity() > 1
-            && let Some(frame) = rewrite::with_notification_progress_token(&msg, original)
+            && let Ok(frame) = rewrite::with_notification_progress_token(&msg, &original)
         {
             let _ = reply.try_send(Delivery::message(frame));
         }
@@ -407,18 +405,22 @@ mod tests {
         let tx: UnsolicitedSink = Arc::new(|_| {});
         let conn = ChildConn::start(None, Box::new(child_in), Box::new(child_out), 1 << 20, 16, tx);
         let (reply, mut answers) = mpsc::channel(8);
-        let msg = Message::parse(Bytes::from_static(
-            br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"_meta":{"progressToken":"p"}}}"#,
-        ))
-        .unwrap();
+        let client_sent = r#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"arguments":{"z":1.50,"a":12345678901234567890123,"e":"\u00e9\/","_meta":{"progressToken":1}}, "_meta":{"progressToken":"p"}}}"#;
+        let msg = Message::parse(Bytes::from_static(client_sent.as_bytes())).unwrap();
         let id = conn.request(&msg, reply).unwrap();
 
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let mut lines = BufReader::new(&mut test_reads).lines();
         let sent = lines.next_line().await.unwrap().unwrap();
+        // Byte for byte what the client sent, but for the id and the token.
+        let expected = client_sent
+            .replace(r#""id":"abc""#, &format!(r#""id":{id}"#))
+            .replace(r#""p""#, &format!(r#""{TOKEN_PREFIX}{id}""#));
+        assert_eq!(sent, expected);
         let sent = Message::parse(Bytes::from(sent)).unwrap();
         assert_eq!(sent.id(), Some(RequestId::Int(id as i64)));
-        assert_eq!(rewrite::request_progress_token(&sent), Some(Value::from(format!("{TOKEN_PREFIX}{id}"))));
+        let token = format!("\"{TOKEN_PREFIX}{id}\"");
+        assert_eq!(rewrite::request_progress_token(&sent), Some(token.as_str()));
 
         let progress = format!(
             "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":\"{TOKEN_PREFIX}{id}\",\"progress\":1}}}}\n"
@@ -426,14 +428,16 @@ mod tests {
         test_writes.write_all(progress.as_bytes()).await.unwrap();
         test_writes.write_all(b"Server banner line\n").await.unwrap();
         test_writes
-            .write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{}}}}\n").as_bytes())
+            .write_all(
+                format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{\"b\":1.50,\"a\":\"\\u00e9\"}}}}\n").as_bytes(),
+            )
             .await
             .unwrap();
 
         let p = Message::parse(answers.recv().await.unwrap().frame).unwrap();
-        assert_eq!(rewrite::notification_progress_token(&p), Some(Value::from("p")));
-        let r = Message::parse(answers.recv().await.unwrap().frame).unwrap();
-        assert_eq!(r.id_raw(), Some("\"abc\""));
+        assert_eq!(rewrite::notification_progress_token(&p), Some("\"p\""));
+        let r = answers.recv().await.unwrap().frame;
+        assert_eq!(&r[..], br#"{"jsonrpc":"2.0","id":"abc","result":{"b":1.50,"a":"\u00e9"}}"#);
 
         drop(test_writes);
         conn.closed().await;

@@ -6,19 +6,21 @@
 //! `--oidc ADDR` serves instead an OIDC issuer's discovery and JWKS (no MCP): the issuer URL comes
 //! from `APIARY_TESTKIT_ISSUER` and the JWK Set (`{"keys": [...]}`, public keys only) from
 //! `APIARY_TESTKIT_JWKS`, so a test can run it as a pod and mint tokens with the private key.
+//! `--raw-echo` serves instead, on stdio, a hand-rolled server whose one tool answers with the
+//! exact bytes it received (for byte-exactness tests of a proxy).
 //! Logs go to stderr (filter with `RUST_LOG`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use apiary_testkit::server::{ServerOptions, serve_http, serve_stdio};
+use apiary_testkit::server::{ServerOptions, serve_http, serve_raw_echo_stdio, serve_stdio};
 use clap::{ArgGroup, Parser};
 
 /// Apiary's fixture MCP server.
 #[derive(Debug, Parser)]
 #[command(name = "apiary-testkit-server", version, about)]
-#[command(group(ArgGroup::new("mode").required(true).args(["stdio", "http", "oidc"])))]
+#[command(group(ArgGroup::new("mode").required(true).args(["stdio", "http", "oidc", "raw_echo"])))]
 struct Args {
     /// Serve one MCP connection on stdin/stdout.
     #[arg(long)]
@@ -29,6 +31,10 @@ struct Args {
     /// Serve OIDC discovery and a JWKS on this address (see the module docs).
     #[arg(long, value_name = "ADDR")]
     oidc: Option<SocketAddr>,
+    /// Serve the byte-recording echo server on stdin/stdout instead of the fixture server
+    /// (its `raw_echo` tool answers with the exact line it received).
+    #[arg(long)]
+    raw_echo: bool,
     /// Answer only protocol revisions 2024-11-05..2025-11-25 (via initialize); refuse server/discover.
     #[arg(long)]
     legacy_only: bool,
@@ -55,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         match (args.http, args.oidc) {
             (Some(addr), _) => run_http(addr, options).await,
             (None, Some(addr)) => run_oidc(addr).await,
+            (None, None) if args.raw_echo => serve_raw_echo_stdio().await.context("serving the raw echo on stdio"),
             (None, None) => serve_stdio(options).await.context("serving stdio"),
         }
     })

@@ -17,6 +17,7 @@ mod fixtures;
 mod handler;
 mod http;
 mod prompts;
+mod raw_echo;
 mod resources;
 mod sessions;
 mod stdio;
@@ -24,6 +25,10 @@ mod tools;
 
 pub use handler::{FixtureServer, SERVER_NAME};
 pub use http::{HttpServer, serve_http};
+pub use raw_echo::{
+    RAW_ECHO_HISTORY, RAW_ECHO_PROGRESS, RAW_ECHO_SESSION, RAW_ECHO_TAIL, RAW_ECHO_TOOL, RawEcho, raw_echo_router,
+    serve_raw_echo_io, serve_raw_echo_stdio,
+};
 pub use stdio::{serve_io, serve_stdio};
 pub use tools::CRASH_EXIT_CODE;
 
