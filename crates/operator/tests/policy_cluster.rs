@@ -342,6 +342,18 @@ async fn outgoing(client: Client, ns: String, _metrics: Arc<Metrics>) {
         (template_checksum(&deployments.get("outbound").await.ok()?) != before).then_some(())
     })
     .await;
+    // A port-forward sticks to the pod it found first: wait for the old pod to be gone.
+    eventually("the new proxy pod alone is ready", || async {
+        let d = deployments.get("outbound").await.ok()?;
+        let s = d.status?;
+        let rolled = s.observed_generation == d.metadata.generation
+            && s.replicas == Some(1)
+            && s.updated_replicas == Some(1)
+            && s.ready_replicas == Some(1)
+            && s.terminating_replicas.unwrap_or(0) == 0;
+        rolled.then_some(())
+    })
+    .await;
     eventually("status.externalAuthConfigHash changed and Running again", || async {
         let s = servers.get("outbound").await.ok()?.status?;
         (s.external_auth_config_hash.as_deref() != Some(auth_hash.as_str()) && s.phase == Some(MCPServerPhase::Running))
