@@ -36,6 +36,10 @@ pub struct TelemetryConfig {
     /// Headers sent with every export (e.g. an API key). Never logged.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Headers whose value is read at start from an environment variable of the proxy: header
+    /// name → variable name (the operator sets them from Secrets). Never logged.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_env: BTreeMap<String, String>,
     /// Plain HTTP to a `host:port` endpoint.
     pub insecure: bool,
     /// `service.name` of exported spans. Unset: `apiary-<name>`.
@@ -56,6 +60,7 @@ impl Default for TelemetryConfig {
             prometheus_metrics_path: true,
             endpoint: None,
             headers: BTreeMap::new(),
+            headers_env: BTreeMap::new(),
             insecure: false,
             service_name: None,
             sampling_rate: SamplingRate::default(),
@@ -171,6 +176,27 @@ mod tests {
         assert!("NaN".parse::<SamplingRate>().is_err());
         assert!(serde_json::from_str::<SamplingRate>("-0.1").is_err());
         assert_eq!(serde_json::from_str::<SamplingRate>("1").unwrap().get(), 1.0);
+    }
+
+    #[test]
+    fn headers_from_the_environment_need_an_endpoint_a_header_name_and_one_source() {
+        let mut cfg = crate::RunConfig::new(
+            "x",
+            crate::Source::Remote(crate::RemoteSource { url: "https://example.com/mcp".into() }),
+        );
+        cfg.telemetry.headers_env.insert("x-api-key".into(), "OTEL_KEY".into());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("telemetry.headersEnv"), "{err}");
+        cfg.telemetry.endpoint = Some("collector:4318".into());
+        cfg.validate().unwrap();
+        cfg.telemetry.headers.insert("X-Api-Key".into(), "v".into());
+        cfg.telemetry.headers_env.insert("bad header".into(), String::new());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("telemetry.headersEnv.x-api-key: is also in telemetry.headers"), "{err}");
+        assert!(err.contains("telemetry.headersEnv.bad header: is not an HTTP header name"), "{err}");
+        assert!(err.contains("is not an environment variable name"), "{err}");
+        let text = serde_json::to_string(&cfg.telemetry).unwrap();
+        assert!(text.contains(r#""headersEnv":{"#), "{text}");
     }
 
     #[test]

@@ -319,12 +319,26 @@ fn check_telemetry(errs: &mut ValidationErrors, t: &crate::telemetry::TelemetryC
             ),
         }
     }
-    if t.headers.len() > crate::telemetry::MAX_OTEL_HEADERS {
+    if t.headers.len() + t.headers_env.len() > crate::telemetry::MAX_OTEL_HEADERS {
         errs.push("telemetry.headers", format!("at most {} headers", crate::telemetry::MAX_OTEL_HEADERS));
+    }
+    let header_name =
+        |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    for (k, var) in &t.headers_env {
+        let path = format!("telemetry.headersEnv.{k}");
+        if !header_name(k) {
+            errs.push(&path, "is not an HTTP header name");
+        }
+        if t.headers.keys().any(|h| h.eq_ignore_ascii_case(k)) {
+            errs.push(&path, "is also in telemetry.headers; set it in one of them");
+        }
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            errs.push(&path, "is not an environment variable name");
+        }
     }
     for (k, v) in &t.headers {
         let path = format!("telemetry.headers.{k}");
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        if !header_name(k) {
             errs.push(&path, "is not an HTTP header name");
         }
         // The value may be a secret: never echo it.
@@ -345,5 +359,8 @@ fn check_telemetry(errs: &mut ValidationErrors, t: &crate::telemetry::TelemetryC
     }
     if t.endpoint.is_none() && !t.headers.is_empty() {
         errs.push("telemetry.headers", "set only with an endpoint (--otel-endpoint)");
+    }
+    if t.endpoint.is_none() && !t.headers_env.is_empty() {
+        errs.push("telemetry.headersEnv", "set only with an endpoint (--otel-endpoint)");
     }
 }

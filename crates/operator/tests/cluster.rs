@@ -10,6 +10,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use apiary_operator::crd::externalauth::MCPExternalAuthConfig;
 use apiary_operator::crd::mcpserver::{MCPServer, MCPServerPhase};
 use apiary_operator::reconcile::{self, Metrics};
 use common::cluster::{
@@ -206,21 +207,23 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
 }
 
 /// Each protection field of an MCPServer as a manifest sets it, with the `Ready` reason that
-/// holds the proxy at zero: the fields Apiary does not enforce yet, and the enforced ones whose
-/// referenced object does not exist.
-fn protection_fields() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+/// holds the proxy at zero and what its message says besides the field: the fields Apiary does
+/// not enforce yet, the enforced ones whose referenced object does not exist, and an
+/// MCPExternalAuthConfig (`aws`, made by the test) of a type Apiary does not support.
+fn protection_fields() -> Vec<(&'static str, serde_json::Value, &'static str, &'static str)> {
     const UNSUPPORTED: &str = "UnsupportedFeature";
     const MISSING: &str = "InvalidReference";
     vec![
-        ("oidcConfigRef", json!({"name": "keycloak", "audience": "guarded"}), MISSING),
-        ("authzConfig", json!({"type": "configMap", "configMap": {"name": "no-such-policy"}}), MISSING),
-        ("authzConfigRef", json!({"name": "policy"}), MISSING),
-        ("toolConfigRef", json!({"name": "tools"}), MISSING),
-        ("telemetryConfigRef", json!({"name": "otel"}), UNSUPPORTED),
-        ("externalAuthConfigRef", json!({"name": "exchange"}), UNSUPPORTED),
-        ("authServerRef", json!({"name": "embedded"}), UNSUPPORTED),
-        ("webhookConfigRef", json!({"name": "hooks"}), UNSUPPORTED),
-        ("rateLimiting", json!({"shared": {"requestsPerMinute": 10}}), UNSUPPORTED),
+        ("oidcConfigRef", json!({"name": "keycloak", "audience": "guarded"}), MISSING, "not found"),
+        ("authzConfig", json!({"type": "configMap", "configMap": {"name": "no-such-policy"}}), MISSING, "not found"),
+        ("authzConfigRef", json!({"name": "policy"}), MISSING, "not found"),
+        ("toolConfigRef", json!({"name": "tools"}), MISSING, "not found"),
+        ("telemetryConfigRef", json!({"name": "otel"}), MISSING, "MCPTelemetryConfig otel not found"),
+        ("externalAuthConfigRef", json!({"name": "exchange"}), MISSING, "MCPExternalAuthConfig exchange not found"),
+        ("externalAuthConfigRef", json!({"name": "aws"}), MISSING, "type awsSts is not supported"),
+        ("authServerRef", json!({"name": "embedded"}), UNSUPPORTED, ""),
+        ("webhookConfigRef", json!({"name": "hooks"}), UNSUPPORTED, ""),
+        ("rateLimiting", json!({"shared": {"requestsPerMinute": 10}}), UNSUPPORTED, ""),
     ]
 }
 
@@ -229,8 +232,8 @@ async fn mcpserver_fails_closed_on_each_unenforced_protection() {
     gated(in_scratch_namespace("apiary-failclosed", reconcile::run, fail_closed)).await;
 }
 
-/// Warning events `reason` about MCPServer `name` whose note names `field`.
-async fn warning_events(events: &Api<Event>, name: &str, reason: &str, field: &str) -> Vec<Event> {
+/// Warning events `reason` about MCPServer `name` whose note names `field` and says `says`.
+async fn warning_events(events: &Api<Event>, name: &str, reason: &str, field: &str, says: &str) -> Vec<Event> {
     let list = events.list(&ListParams::default()).await.unwrap();
     list.items
         .into_iter()
@@ -238,7 +241,7 @@ async fn warning_events(events: &Api<Event>, name: &str, reason: &str, field: &s
             e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
                 && e.reason.as_deref() == Some(reason)
                 && e.type_.as_deref() == Some("Warning")
-                && e.note.as_deref().is_some_and(|n| n.contains(field))
+                && e.note.as_deref().is_some_and(|n| n.contains(field) && n.contains(says))
         })
         .collect()
 }
@@ -256,13 +259,21 @@ async fn fail_closed(client: Client, ns: String, metrics: Arc<Metrics>) {
     }))
     .unwrap();
     servers.create(&PostParams::default(), &server).await.unwrap();
+    let aws: MCPExternalAuthConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1",
+        "kind": "MCPExternalAuthConfig",
+        "metadata": {"name": "aws", "namespace": ns},
+        "spec": {"type": "awsSts", "awsSts": {"region": "eu-west-1"}}
+    }))
+    .unwrap();
+    Api::<MCPExternalAuthConfig>::namespaced(client.clone(), &ns).create(&PostParams::default(), &aws).await.unwrap();
     let replicas = |want: i32| {
         let deps = deps.clone();
         async move { (deps.get_opt(name).await.unwrap()?.spec?.replicas == Some(want)).then_some(()) }
     };
     eventually("Deployment guarded at 1 replica", || replicas(1)).await;
 
-    for (round, (field, value, reason)) in protection_fields().into_iter().enumerate() {
+    for (round, (field, value, reason, says)) in protection_fields().into_iter().enumerate() {
         let spec_name = format!("spec.{field}");
         servers.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {field: value}}))).await.unwrap();
         eventually(&format!("{field}: Deployment at 0 replicas"), || replicas(0)).await;
@@ -272,7 +283,8 @@ async fn fail_closed(client: Client, ns: String, metrics: Arc<Metrics>) {
             (s.phase == Some(MCPServerPhase::Failed)
                 && ready.status == "False"
                 && ready.reason == reason
-                && ready.message.contains(&spec_name))
+                && ready.message.contains(&spec_name)
+                && ready.message.contains(says))
             .then_some(s)
         })
         .await;
@@ -283,13 +295,13 @@ async fn fail_closed(client: Client, ns: String, metrics: Arc<Metrics>) {
             assert!(features.message.contains(&spec_name), "{field}: {}", features.message);
         }
         eventually(&format!("{field}: a Warning event {reason} naming it"), || async {
-            (!warning_events(&events, name, reason, &spec_name).await.is_empty()).then_some(())
+            (!warning_events(&events, name, reason, &spec_name, says).await.is_empty()).then_some(())
         })
         .await;
 
         // Resyncs in this state publish nothing more: one event, never repeated as a series.
         poke(&servers, name, &metrics, round).await;
-        let seen = warning_events(&events, name, reason, &spec_name).await;
+        let seen = warning_events(&events, name, reason, &spec_name, says).await;
         assert_eq!(seen.len(), 1, "{field}: {seen:?}");
         assert!(seen[0].series.is_none(), "{field}: the event was published again: {:?}", seen[0].series);
 

@@ -4,7 +4,10 @@
 //! and audit are set, and the proxy the operator starts is asked through `kubectl port-forward`:
 //! no token → 401, a permitted tool works, a forbidden one → 403, a filtered-out tool is absent
 //! from `tools/list` and cannot be called. Then a change to the MCPToolConfig rolls the proxy
-//! once, and an MCPRemoteProxy with the same references behaves the same.
+//! once, and an MCPRemoteProxy with the same references behaves the same. A second test gives an
+//! MCPServer an MCPExternalAuthConfig injecting a header from a Secret and an MCPTelemetryConfig
+//! with Prometheus on: the upstream sees the header, `/metrics` answers through the Service's
+//! `metrics` port and counts the calls, and a change to the MCPExternalAuthConfig rolls once.
 //!
 //! Needs `cargo xtask cluster up` and `cargo xtask image --push` (the runner and fixture images
 //! built from this checkout). Runs only with `APIARY_CLUSTER_TESTS` set.
@@ -17,15 +20,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
+use apiary_operator::crd::externalauth::MCPExternalAuthConfig;
 use apiary_operator::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxyPhase};
 use apiary_operator::crd::mcpserver::{MCPServer, MCPServerPhase};
+use apiary_operator::crd::telemetryconfig::MCPTelemetryConfig;
 use apiary_operator::crd::toolconfig::MCPToolConfig;
 use apiary_operator::reconcile::{self, Context, Metrics, WatchScope};
 use apiary_operator::remoteproxy;
 use apiary_testkit::issuer::{SigningKey, now};
 use common::cluster::{CHECKSUM, Stop, eventually, gated, in_scratch_namespace_with, kubeconfig, template_checksum};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -238,6 +243,138 @@ async fn checks(client: Client, ns: String, _metrics: Arc<Metrics>) {
     enforced(&forward, &token, "the MCPRemoteProxy").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_credentials_and_metrics_on_a_real_cluster() {
+    gated(in_scratch_namespace_with(RUNNER_IMAGE, "apiary-outgoing", both_controllers, outgoing)).await;
+}
+
+/// An MCPServer with an HTTP upstream, `externalAuthConfigRef` injecting a header from a Secret
+/// and `telemetryConfigRef` turning Prometheus on: the fixture upstream sees the header (its
+/// `request_header` tool), `/metrics` is reachable through the proxy Service's `metrics` port
+/// and counts the calls made, and a change to the MCPExternalAuthConfig rolls the proxy once.
+async fn outgoing(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    // Not a real credential: made here, so only the Secret can have given it to the proxy.
+    let value = format!("k-{}-{}", std::process::id(), now());
+    create::<Secret>(&client, &ns, json!({"metadata": {"name": "upstream-key"}, "stringData": {"value": value}})).await;
+    let auth = |header: &str| {
+        json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPExternalAuthConfig",
+            "metadata": {"name": "upstream"},
+            "spec": {"type": "headerInjection", "headerInjection": {
+                "headerName": header, "valueSecretRef": {"name": "upstream-key", "key": "value"}}}
+        })
+    };
+    create::<MCPExternalAuthConfig>(&client, &ns, auth("X-Upstream-Key")).await;
+    create::<MCPTelemetryConfig>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPTelemetryConfig",
+            "metadata": {"name": "metrics"},
+            "spec": {"prometheus": {"enabled": true}}
+        }),
+    )
+    .await;
+    create::<MCPServer>(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+            "metadata": {"name": "outbound"},
+            "spec": {"image": FIXTURE_IMAGE, "transport": "streamable-http", "mcpPort": 8080,
+                     "externalAuthConfigRef": {"name": "upstream"},
+                     "telemetryConfigRef": {"name": "metrics"}}
+        }),
+    )
+    .await;
+    let servers: Api<MCPServer> = Api::namespaced(client.clone(), &ns);
+    let status = eventually("MCPServer outbound Running", || async {
+        let s = servers.get("outbound").await.ok()?.status?;
+        (s.phase == Some(MCPServerPhase::Running)).then_some(s)
+    })
+    .await;
+    let auth_hash = status.external_auth_config_hash.clone().unwrap();
+    assert!(status.telemetry_config_hash.is_some(), "{status:?}");
+
+    let header_of = |forward: &PortForward, name: &str| {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"request_header","arguments":{{"name":"{name}"}}}}}}"#
+        );
+        // The header's value, or `None` for a tool error (no such header) or a failed call.
+        let answer = forward.post(None, &call).filter(|a| a.status == 200)?.json();
+        if answer["result"]["isError"] == true {
+            return None;
+        }
+        answer["result"]["content"][0]["text"].as_str().map(str::to_string)
+    };
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let forward = PortForward::start(&ns, "service/mcp-outbound-proxy");
+    eventually("the outbound proxy lists tools", || async {
+        forward.post(None, list).filter(|a| a.status == 200 && a.json()["result"]["tools"].is_array())
+    })
+    .await;
+    // Exactly three calls, each answered with the Secret's value by the upstream.
+    for _ in 0..3 {
+        assert_eq!(header_of(&forward, "x-upstream-key").as_deref(), Some(value.as_str()));
+    }
+    let metrics = PortForward::start_to(&ns, "service/mcp-outbound-proxy", 9464);
+    let text = eventually("/metrics through the Service's metrics port", || async { metrics.get("/metrics") }).await;
+    let calls: f64 = text
+        .lines()
+        .find(|l| {
+            l.starts_with("toolhive_mcp_tool_calls_total{")
+                && l.contains(r#"tool="request_header""#)
+                && l.contains(r#"status="success""#)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request_header count in {text}"));
+    assert_eq!(calls, 3.0, "{text}");
+    drop((forward, metrics));
+
+    // A change to the MCPExternalAuthConfig rolls the proxy once: a new checksum on the pod
+    // template, a new hash, and the header under its new name.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let before = template_checksum(&deployments.get("outbound").await.unwrap());
+    let auths: Api<MCPExternalAuthConfig> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({"spec": {"headerInjection": {"headerName": "X-Other-Key"}}});
+    auths.patch("upstream", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    eventually("the pod template carries a new checksum", || async {
+        (template_checksum(&deployments.get("outbound").await.ok()?) != before).then_some(())
+    })
+    .await;
+    // A port-forward sticks to the pod it found first: wait for the old pod to be gone.
+    eventually("the new proxy pod alone is ready", || async {
+        let d = deployments.get("outbound").await.ok()?;
+        let s = d.status?;
+        let rolled = s.observed_generation == d.metadata.generation
+            && s.replicas == Some(1)
+            && s.updated_replicas == Some(1)
+            && s.ready_replicas == Some(1)
+            && s.terminating_replicas.unwrap_or(0) == 0;
+        rolled.then_some(())
+    })
+    .await;
+    eventually("status.externalAuthConfigHash changed and Running again", || async {
+        let s = servers.get("outbound").await.ok()?.status?;
+        (s.external_auth_config_hash.as_deref() != Some(auth_hash.as_str()) && s.phase == Some(MCPServerPhase::Running))
+            .then_some(())
+    })
+    .await;
+    let generation = deployments.get("outbound").await.unwrap().metadata.generation;
+    let forward = PortForward::start(&ns, "service/mcp-outbound-proxy");
+    let seen = eventually("the upstream sees X-Other-Key", || async {
+        header_of(&forward, "x-other-key").filter(|v| *v == value)
+    })
+    .await;
+    assert_eq!(seen, value);
+    assert_eq!(header_of(&forward, "x-upstream-key"), None, "the old header is gone (a tool error, no text)");
+    assert_eq!(
+        deployments.get("outbound").await.unwrap().metadata.generation,
+        generation,
+        "one roll per change: nothing more was written to the Deployment"
+    );
+}
+
 /// The checks every protected proxy must pass.
 async fn enforced(forward: &PortForward, token: &str, what: &str) {
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
@@ -314,11 +451,16 @@ struct PortForward {
 
 impl PortForward {
     fn start(ns: &str, target: &str) -> PortForward {
+        PortForward::start_to(ns, target, 8080)
+    }
+
+    /// A forward to `remote_port` of `target`.
+    fn start_to(ns: &str, target: &str, remote_port: u16) -> PortForward {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("timeout")
             .args(["--kill-after=5", "300"])
             .arg(kubectl())
-            .args(["-n", ns, "port-forward", target, &format!("{port}:8080")])
+            .args(["-n", ns, "port-forward", target, &format!("{port}:{remote_port}")])
             .env("KUBECONFIG", kubeconfig())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -346,6 +488,16 @@ impl PortForward {
         let (headers, body) = text.split_once("\r\n\r\n")?;
         let status = headers.split_whitespace().nth(1)?.parse().ok()?;
         Some(Answer { status, headers: headers.to_string(), body: body.to_string() })
+    }
+
+    /// GETs `path`; `None` when curl failed or the answer was not 200.
+    fn get(&self, path: &str) -> Option<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "-f", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
     }
 }
 

@@ -183,10 +183,7 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
 
     // 5. A restrictive field Apiary does not apply yet keeps the proxy at zero replicas and says
     // so; an ignored one is named; removing them brings the proxy back.
-    let patch = json!({"spec": {
-        "telemetryConfigRef": {"name": "otel"},
-        "externalAuthConfigRef": {"name": "exchange"}
-    }});
+    let patch = json!({"spec": {"authServerRef": {"name": "embedded"}}});
     proxies.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let s = eventually("Failed with UnsupportedFeature", || async {
         let s = proxies.get(NAME).await.ok()?.status?;
@@ -194,12 +191,10 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
         (s.phase == Some(MCPRemoteProxyPhase::Failed) && ready.reason == "UnsupportedFeature").then_some(s)
     })
     .await;
-    assert!(s.message.as_deref().unwrap().contains("spec.telemetryConfigRef"), "{:?}", s.message);
+    assert!(s.message.as_deref().unwrap().contains("spec.authServerRef"), "{:?}", s.message);
     let features = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "FeaturesApplied").unwrap();
     assert_eq!((features.status.as_str(), features.reason.as_str()), ("False", "NotImplemented"));
-    assert!(
-        features.message.contains("spec.telemetryConfigRef") && features.message.contains("spec.externalAuthConfigRef")
-    );
+    assert!(features.message.contains("spec.authServerRef"), "{}", features.message);
     eventually("Deployment at 0 replicas", || async {
         (deps.get(NAME).await.ok()?.spec?.replicas == Some(0)).then_some(())
     })
@@ -229,7 +224,7 @@ async fn checks(client: Client, ns: String, metrics: Arc<Metrics>) {
         svcs.get_opt(SERVICE).await.unwrap().filter(|s| s.uid() != old && owned_by_proxy(s, &uid))
     })
     .await;
-    let patch = json!({"spec": {"telemetryConfigRef": null, "externalAuthConfigRef": null}});
+    let patch = json!({"spec": {"authServerRef": null}});
     proxies.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     eventually("Deployment back at the default replica count", || async {
         (deps.get(NAME).await.ok()?.spec?.replicas == Some(1)).then_some(())

@@ -175,3 +175,14 @@ async fn crash_tool_exits_with_status_3() {
     }
     assert_eq!(server.close().await, Some(3));
 }
+
+#[tokio::test]
+async fn request_header_needs_an_http_request() {
+    let mut server = StdioServer::spawn();
+    server.initialize().await;
+    let answer =
+        server.request(2, "tools/call", json!({ "name": "request_header", "arguments": { "name": "x-a" } })).await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(text_of(&answer), "this call did not come over HTTP", "{answer}");
+    assert_eq!(server.close().await, Some(0));
+}

@@ -24,7 +24,9 @@ use super::labels::FIELD_MANAGER;
 use super::metrics::Metrics;
 use super::policy::{PolicyRefs, Referencing};
 use crate::crd::authzconfig::MCPAuthzConfig;
+use crate::crd::externalauth::MCPExternalAuthConfig;
 use crate::crd::oidcconfig::MCPOIDCConfig;
+use crate::crd::telemetryconfig::MCPTelemetryConfig;
 use crate::crd::toolconfig::MCPToolConfig;
 
 /// Requeue period once the proxy runs: a safety net, since the watches catch real changes.
@@ -90,7 +92,8 @@ impl WatchScope {
 
 /// Runs `reconcile` for every `K` in `scope`, woken by changes to `K`, to its children
 /// matching `children_selector`, and to the protection objects it references (MCPOIDCConfig,
-/// MCPAuthzConfig, MCPToolConfig, the authorization ConfigMap), until `shutdown` resolves; then
+/// MCPAuthzConfig, MCPToolConfig, the authorization ConfigMap, MCPExternalAuthConfig,
+/// MCPTelemetryConfig), until `shutdown` resolves; then
 /// lets the reconciles in flight finish.
 pub async fn run<K, R, Fut>(
     ctx: Arc<Context>,
@@ -138,6 +141,16 @@ pub async fn run<K, R, Fut>(
                     api::<MCPToolConfig>(client, ns),
                     watcher::Config::default(),
                     referrers(&parents, |r, name| r.tool_config_ref.is_some_and(|t| t.name == name)),
+                )
+                .watches(
+                    api::<MCPExternalAuthConfig>(client, ns),
+                    watcher::Config::default(),
+                    referrers(&parents, |r, name| r.external_auth_config_ref.is_some_and(|e| e.name == name)),
+                )
+                .watches(
+                    api::<MCPTelemetryConfig>(client, ns),
+                    watcher::Config::default(),
+                    referrers(&parents, |r, name| r.telemetry_config_ref.is_some_and(|t| t.name == name)),
                 )
                 .watches(
                     api::<ConfigMap>(client, ns),

@@ -110,10 +110,13 @@ pub fn desired(server: &MCPServer, settings: &Settings, found: &Referenced) -> R
 
     let mut run_config = run_config(&name, &spec, settings)?;
     let (resolved, refused) = split(resolve(&server.policy_refs(), found, &name));
-    let refused = refused.or_else(|| sse_refusal(&run_config, &resolved));
-    let Resolved { policy, env: secret_env, hashes, ignored } =
+    let refused = refused.or_else(|| transport_refusal(&run_config, &resolved));
+    let Resolved { policy, telemetry, metrics_port, env: secret_env, hashes, ignored } =
         if refused.is_some() { Resolved::default() } else { resolved };
     run_config.policy = policy;
+    if let Some(t) = telemetry {
+        run_config.telemetry = t;
+    }
     unapplied.ignored.extend(ignored);
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
@@ -137,10 +140,12 @@ pub fn desired(server: &MCPServer, settings: &Settings, found: &Referenced) -> R
         proxy_port,
         checksum: &checksum,
         env: secret_env,
+        metrics_port,
     });
 
-    let service =
-        |service_name| parent.proxy_service(service_name, proxy_labels(&name), proxy_port, spec.session_affinity);
+    let service = |service_name| {
+        parent.proxy_service(service_name, proxy_labels(&name), proxy_port, metrics_port, spec.session_affinity)
+    };
     let (runner_account, runner_role, runner_binding) =
         parent.runner_rbac(&runner_name(&name), &config_labels(&name), runner_rules());
     let mcp_account = match spec.service_account.as_deref() {
@@ -176,16 +181,27 @@ pub fn split(result: Result<Resolved, PolicyError>) -> (Resolved, Option<PolicyE
     }
 }
 
-/// The proxy cannot reshape the lists of an SSE (2024-11-05) upstream, so it refuses to start
-/// with an authorization document or a tool filter there; say so on the parent instead.
-pub fn sse_refusal(run_config: &RunConfig, resolved: &Resolved) -> Option<PolicyError> {
+/// What the proxy refuses to start with on this transport, said on the parent instead of a
+/// crash-looping pod: it cannot reshape the lists of an SSE (2024-11-05) upstream, so no
+/// authorization document or tool filter there; and a stdio server gets no HTTP requests to
+/// carry upstream credentials.
+pub fn transport_refusal(run_config: &RunConfig, resolved: &Resolved) -> Option<PolicyError> {
     let shapes_lists = resolved.policy.authz.is_some() || !resolved.policy.tools.is_empty();
-    (shapes_lists && run_config.effective_transport() == Transport::Sse).then(|| PolicyError::Spec {
-        field: "spec.transport",
-        reason: "authorization and tool filters are not supported yet in front of an SSE (2024-11-05) server; \
-                 use streamable-http or stdio"
-            .into(),
-    })
+    match run_config.effective_transport() {
+        Transport::Sse if shapes_lists => Some(PolicyError::Spec {
+            field: "spec.transport",
+            reason: "authorization and tool filters are not supported yet in front of an SSE (2024-11-05) server; \
+                     use streamable-http or stdio"
+                .into(),
+        }),
+        Transport::Stdio if !resolved.policy.outgoing.is_empty() => Some(PolicyError::Spec {
+            field: "spec.externalAuthConfigRef",
+            reason: "a stdio server is not reached over HTTP, so it has no requests to carry upstream credentials; \
+                     remove the reference or use an HTTP transport"
+                .into(),
+        }),
+        _ => None,
+    }
 }
 
 /// The set fields of `spec` that Apiary does not apply: the protections of

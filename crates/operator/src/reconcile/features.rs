@@ -71,8 +71,8 @@ impl Protection {
             Protection::AuthzConfigRef => ("spec.authzConfigRef", Support::Applied),
             Protection::ToolConfigRef => ("spec.toolConfigRef", Support::Applied),
             Protection::Audit => ("spec.audit", Support::Applied),
-            Protection::TelemetryConfigRef => ("spec.telemetryConfigRef", Support::Blocking),
-            Protection::ExternalAuthConfigRef => ("spec.externalAuthConfigRef", Support::Blocking),
+            Protection::TelemetryConfigRef => ("spec.telemetryConfigRef", Support::Applied),
+            Protection::ExternalAuthConfigRef => ("spec.externalAuthConfigRef", Support::Applied),
             Protection::WebhookConfigRef => ("spec.webhookConfigRef", Support::Blocking),
             Protection::RateLimiting => ("spec.rateLimiting", Support::Blocking),
         }
@@ -241,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_fields_are_enforced_and_the_others_still_block() {
+    fn the_policy_telemetry_and_outgoing_fields_are_enforced_and_the_others_still_block() {
         let applied: Vec<&str> = Protection::ALL
             .iter()
             .map(|p| p.support())
@@ -250,7 +250,15 @@ mod tests {
             .collect();
         assert_eq!(
             applied,
-            ["spec.oidcConfigRef", "spec.authzConfig", "spec.authzConfigRef", "spec.toolConfigRef", "spec.audit"]
+            [
+                "spec.oidcConfigRef",
+                "spec.authzConfig",
+                "spec.authzConfigRef",
+                "spec.toolConfigRef",
+                "spec.audit",
+                "spec.telemetryConfigRef",
+                "spec.externalAuthConfigRef"
+            ]
         );
         assert!(Protection::ALL.iter().all(|p| matches!(p.support().1, Support::Applied | Support::Blocking)));
     }
@@ -281,9 +289,9 @@ mod tests {
 
     #[test]
     fn other_fields_are_ignored_in_order_and_never_block() {
-        let spec = server_with("telemetryConfigRef", json!({"name": "otel"}));
+        let spec = server_with("webhookConfigRef", json!({"name": "hooks"}));
         let u = Unapplied::of(&spec, &[("spec.a", true), ("spec.b", false), ("spec.c", true)]);
-        assert_eq!(u.blocking, vec!["spec.telemetryConfigRef"]);
+        assert_eq!(u.blocking, vec!["spec.webhookConfigRef"]);
         assert_eq!(u.ignored, vec!["spec.a", "spec.c"]);
         let u = Unapplied::of(&server_with("args", json!([])), &[("spec.a", true)]);
         assert!(!u.blocks() && !u.is_empty());

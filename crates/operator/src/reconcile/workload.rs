@@ -22,6 +22,9 @@ use super::labels::{
 };
 use crate::crd::common::SessionAffinity;
 
+/// Name of the container and Service port serving Prometheus `/metrics`.
+pub const METRICS_PORT_NAME: &str = "metrics";
+
 /// Labels of one child object.
 pub type Labels = BTreeMap<String, String>;
 
@@ -67,12 +70,14 @@ impl Parent {
         ConfigMap { metadata, data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])), ..Default::default() }
     }
 
-    /// A Service named `service_name` sending port `port` to the proxy pods' `http` port.
+    /// A Service named `service_name` sending port `port` to the proxy pods' `http` port, and
+    /// `metrics_port` (when set) to their `metrics` port.
     pub fn proxy_service(
         &self,
         service_name: String,
         labels: Labels,
         port: i32,
+        metrics_port: Option<i32>,
         affinity: Option<SessionAffinity>,
     ) -> Service {
         let affinity = match affinity.unwrap_or_default() {
@@ -83,13 +88,20 @@ impl Parent {
             metadata: self.meta(service_name, labels),
             spec: Some(ServiceSpec {
                 selector: Some(proxy_selector(&self.name)),
-                ports: Some(vec![ServicePort {
-                    name: Some("http".to_string()),
-                    port,
-                    protocol: Some("TCP".to_string()),
-                    target_port: Some(IntOrString::String("http".to_string())),
-                    ..Default::default()
-                }]),
+                ports: Some(
+                    [("http", Some(port)), (METRICS_PORT_NAME, metrics_port)]
+                        .into_iter()
+                        .filter_map(|(name, port)| {
+                            Some(ServicePort {
+                                name: Some(name.to_string()),
+                                port: port?,
+                                protocol: Some("TCP".to_string()),
+                                target_port: Some(IntOrString::String(name.to_string())),
+                                ..Default::default()
+                            })
+                        })
+                        .collect(),
+                ),
                 session_affinity: Some(affinity.to_string()),
                 ..Default::default()
             }),
@@ -161,12 +173,19 @@ impl Parent {
                     .collect(),
             ),
             env: Some(env),
-            ports: Some(vec![ContainerPort {
-                name: Some("http".to_string()),
-                container_port: pod.proxy_port,
-                protocol: Some("TCP".to_string()),
-                ..Default::default()
-            }]),
+            ports: Some(
+                [("http", Some(pod.proxy_port)), (METRICS_PORT_NAME, pod.metrics_port)]
+                    .into_iter()
+                    .filter_map(|(name, port)| {
+                        Some(ContainerPort {
+                            name: Some(name.to_string()),
+                            container_port: port?,
+                            protocol: Some("TCP".to_string()),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            ),
             readiness_probe: Some(Probe {
                 http_get: Some(HTTPGetAction {
                     path: Some("/health".to_string()),
@@ -240,6 +259,8 @@ pub struct ProxyPod<'a> {
     pub checksum: &'a str,
     /// More environment of the runner container (secrets, as `secretKeyRef`s only).
     pub env: Vec<EnvVar>,
+    /// Port serving Prometheus `/metrics` (the diagnostics listener), exposed as `metrics`.
+    pub metrics_port: Option<i32>,
 }
 
 /// One RBAC rule: `verbs` on `resources` of API group `group`.

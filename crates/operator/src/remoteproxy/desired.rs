@@ -17,7 +17,7 @@ use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxySpec};
 use crate::normalize::{DEFAULT_PORT, Normalize};
 use crate::reconcile::apply::Children;
 use crate::reconcile::desired::Settings;
-use crate::reconcile::desired::{split, sse_refusal};
+use crate::reconcile::desired::{split, transport_refusal};
 use crate::reconcile::features::Unapplied;
 use crate::reconcile::policy::{ConfigHashes, PolicyError, Referenced, Referencing, Resolved, resolve};
 use crate::reconcile::workload::{Parent, ProxyPod, policy_rule, sha256_hex};
@@ -90,10 +90,13 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings, found: &Referenced) 
 
     let mut run_config = run_config(&name, &spec, settings)?;
     let (resolved, refused) = split(resolve(&proxy.policy_refs(), found, &name));
-    let refused = refused.or_else(|| sse_refusal(&run_config, &resolved));
-    let Resolved { policy, env: secret_env, hashes, ignored } =
+    let refused = refused.or_else(|| transport_refusal(&run_config, &resolved));
+    let Resolved { policy, telemetry, metrics_port, env: secret_env, hashes, ignored } =
         if refused.is_some() { Resolved::default() } else { resolved };
     run_config.policy = policy;
+    if let Some(t) = telemetry {
+        run_config.telemetry = t;
+    }
     unapplied.ignored.extend(ignored);
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
@@ -118,8 +121,10 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings, found: &Referenced) 
         proxy_port,
         checksum: &checksum,
         env: secret_env,
+        metrics_port,
     });
-    let service = parent.proxy_service(service_name(&name), proxy_labels(&name), proxy_port, spec.session_affinity);
+    let service =
+        parent.proxy_service(service_name(&name), proxy_labels(&name), proxy_port, metrics_port, spec.session_affinity);
     let (runner_account, runner_role, runner_binding) =
         parent.runner_rbac(&runner_name(&name), &config_labels(&name), runner_rules());
 

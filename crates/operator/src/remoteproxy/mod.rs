@@ -61,6 +61,7 @@ pub async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<
     let mut next = status::compute(&proxy, &outcome, outcome::now_seconds());
     if let Some(h) = hashes {
         (next.oidc_config_hash, next.authz_config_hash, next.tool_config_hash) = (h.oidc, h.authz, h.tools);
+        (next.external_auth_config_hash, next.telemetry_config_hash) = (h.external_auth, h.telemetry);
     }
     run.finish(&ctx, proxy.status.as_ref(), &next, status::ready_condition).await?;
     Ok(controller::requeue(outcome.waiting_for_proxy()))

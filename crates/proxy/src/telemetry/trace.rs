@@ -46,13 +46,14 @@ impl Tracing {
             return Ok(None);
         }
         let Some(url) = cfg.traces_url() else { return Ok(None) };
+        let headers = export_headers(cfg, |var| std::env::var(var).ok())?;
         use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(url)
             .with_timeout(EXPORT_TIMEOUT)
-            .with_headers(cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .with_headers(headers)
             .build()
             .map_err(|e| TracingError(e.to_string()))?;
         let batch = BatchConfigBuilder::default().with_max_queue_size(MAX_QUEUED_SPANS).build();
@@ -78,6 +79,22 @@ impl Tracing {
             }
         }
     }
+}
+
+/// The headers sent with every export: `headers`, then those of `headersEnv` read through `env`
+/// (a variable that is unset is an error: the collector would refuse every export).
+fn export_headers(
+    cfg: &TelemetryConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, String>, TracingError> {
+    let mut headers: HashMap<String, String> = cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (name, var) in &cfg.headers_env {
+        let value = env(var).ok_or_else(|| {
+            TracingError(format!("the environment variable {var} (telemetry header {name}) is not set"))
+        })?;
+        headers.insert(name.clone(), value.trim().to_owned());
+    }
+    Ok(headers)
 }
 
 /// `service.name` when none is configured: `apiary-<workload>` (ToolHive: `thv-<workload>`).
@@ -248,4 +265,26 @@ fn id_text(id: &serde_json::Value) -> Option<String> {
 
 fn clip(s: &str) -> String {
     s.chars().take(MAX_ATTR).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn export_headers_read_the_named_variables_and_refuse_an_unset_one() {
+        let mut cfg = TelemetryConfig { endpoint: Some("collector:4318".into()), ..TelemetryConfig::default() };
+        cfg.headers.insert("x-team".into(), "blue".into());
+        cfg.headers_env.insert("authorization".into(), "OTEL_AUTH".into());
+        let env = |var: &str| (var == "OTEL_AUTH").then(|| "Bearer s3cret\n".to_string());
+        let headers = export_headers(&cfg, env).unwrap();
+        assert_eq!(headers.get("x-team").map(String::as_str), Some("blue"));
+        assert_eq!(headers.get("authorization").map(String::as_str), Some("Bearer s3cret"));
+
+        cfg.headers_env.insert("x-other".into(), "UNSET_VAR".into());
+        let err = export_headers(&cfg, env).unwrap_err().to_string();
+        assert!(err.contains("UNSET_VAR") && err.contains("x-other"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 }

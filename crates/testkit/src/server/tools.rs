@@ -1,5 +1,6 @@
 //! The fixture tools: every `test_*` tool the conformance suite's server scenarios call, and the
-//! fast helpers Apiary's own tests use (`echo`, `sleep`, `pid`, `crash`, `touch_resource`).
+//! fast helpers Apiary's own tests use (`echo`, `sleep`, `pid`, `crash`, `touch_resource`,
+//! `request_header`, which shows what a proxy in front added to the HTTP request).
 //!
 //! `test_reconnection` over Streamable HTTP closes its own POST SSE stream right after the
 //! priming event, waits (up to [`RESUME_TIMEOUT`]) for the client to resume it with a GET
@@ -106,6 +107,11 @@ pub fn catalogue() -> Vec<Tool> {
         tool("crash", "Makes the server process exit at once with status 3", no_arguments())
             .annotate(ToolAnnotations::new().read_only(false).destructive(true)),
         tool(
+            "request_header",
+            "Over HTTP, returns the value of the named header of the request that carried this call",
+            object_schema(json!({ "name": { "type": "string", "description": "Header name (any case)" } }), &["name"]),
+        ),
+        tool(
             "touch_resource",
             "Changes a resource and notifies subscribers with notifications/resources/updated",
             object_schema(
@@ -173,6 +179,7 @@ pub async fn call(
             std::process::exit(CRASH_EXIT_CODE)
         }
         "touch_resource" => touch_resource(server, &args, &context).await,
+        "request_header" => request_header(&args, &context),
         other => Err(McpError::invalid_params(format!("Unknown tool: {other}"), Some(json!({ "name": other })))),
     }
 }
@@ -278,6 +285,19 @@ fn echo(args: &JsonObject) -> Result<CallToolResult, McpError> {
         None => string_arg(args, "message")?.ok_or_else(|| missing("text"))?,
     };
     Ok(text_result(text))
+}
+
+/// The value of one header of the HTTP request that carried the call: a tool error when it is
+/// absent (or not text), or when the call did not come over HTTP.
+fn request_header(args: &JsonObject, context: &RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
+    let name = string_arg(args, "name")?.ok_or_else(|| missing("name"))?;
+    let Some(parts) = context.extensions.get::<http::request::Parts>() else {
+        return Ok(error_result("this call did not come over HTTP"));
+    };
+    match parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+        Some(value) => Ok(text_result(value)),
+        None => Ok(error_result(format!("no header {name}"))),
+    }
 }
 
 async fn sleep(args: &JsonObject, cancel: &CancellationToken) -> Result<CallToolResult, McpError> {

@@ -299,3 +299,71 @@ fn a_reference_that_cannot_be_served_holds_the_proxy_at_zero_without_its_policy(
     assert!(d.refused.unwrap().to_string().starts_with("spec.transport: authorization and tool filters"));
     assert_eq!(d.deployment.spec.unwrap().replicas, Some(0));
 }
+
+/// The seed spec with `externalAuthConfigRef` and `telemetryConfigRef` set, and the objects
+/// they name: a header injected from a Secret, tracing, and Prometheus.
+fn outgoing_and_telemetry(transport: ServerTransport) -> (MCPServer, Referenced) {
+    use crate::reconcile::policy::fixtures;
+    let mut spec = seed_spec();
+    spec.transport = Some(transport);
+    spec.external_auth_config_ref = Some(crate::crd::common::NameRef { name: "upstream".into() });
+    spec.telemetry_config_ref = Some(serde_json::from_value(serde_json::json!({"name": "otel"})).unwrap());
+    let found = Referenced {
+        external_auth: Some(fixtures::external_auth(
+            serde_json::json!({"type": "headerInjection", "headerInjection": {
+            "headerName": "X-Upstream-Key", "valueSecretRef": {"name": "upstream-key", "key": "value"}}}),
+        )),
+        telemetry: Some(fixtures::telemetry(serde_json::json!({
+            "openTelemetry": {"enabled": true, "endpoint": "collector:4318", "tracing": {"enabled": true}},
+            "prometheus": {"enabled": true}}))),
+        ..Default::default()
+    };
+    (fetch(spec), found)
+}
+
+#[test]
+fn outgoing_credentials_and_telemetry_reach_the_runconfig_the_pod_and_the_service() {
+    use crate::reconcile::policy::outgoing::HEADER_INJECTION_ENV;
+    let (server, found) = outgoing_and_telemetry(ServerTransport::StreamableHttp);
+    let d = desired(&server, &settings(), &found).unwrap();
+    assert!(d.refused.is_none() && d.unapplied.is_empty(), "{:?} {:?}", d.refused, d.unapplied);
+    assert_ne!(d.deployment.spec.as_ref().unwrap().replicas, Some(0));
+    let rc = run_config_of(&d);
+    assert_eq!(rc.policy.outgoing.header_env.get("X-Upstream-Key").map(String::as_str), Some(HEADER_INJECTION_ENV));
+    assert_eq!(rc.telemetry.endpoint.as_deref(), Some("collector:4318"));
+    assert_eq!(rc.telemetry.diagnostics_address.as_deref(), Some("0.0.0.0:9464"));
+    rc.validate().unwrap();
+    assert!(d.hashes.external_auth.is_some() && d.hashes.telemetry.is_some());
+
+    let pod = d.deployment.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let container = &pod.containers[0];
+    let var = container.env.iter().flatten().find(|e| e.name == HEADER_INJECTION_ENV).unwrap();
+    assert_eq!(var.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "upstream-key");
+    let ports: Vec<(Option<&str>, i32)> =
+        container.ports.iter().flatten().map(|p| (p.name.as_deref(), p.container_port)).collect();
+    assert_eq!(ports, [(Some("http"), 8080), (Some("metrics"), 9464)]);
+    for service in [&d.proxy_service, &d.alias_service] {
+        let ports = service.spec.as_ref().unwrap().ports.clone().unwrap();
+        let metrics = ports.iter().find(|p| p.name.as_deref() == Some("metrics")).unwrap();
+        assert_eq!((metrics.port, metrics.target_port.clone()), (9464, Some(IntOrString::String("metrics".into()))));
+    }
+    // Without the telemetry reference there is no metrics port to expose.
+    let plain = desired(&fetch(seed_spec()), &settings(), &Referenced::default()).unwrap();
+    assert_eq!(plain.proxy_service.spec.unwrap().ports.unwrap().len(), 1);
+}
+
+#[test]
+fn outgoing_credentials_on_a_stdio_server_are_refused_instead_of_crashing_the_proxy() {
+    let (server, found) = outgoing_and_telemetry(ServerTransport::Stdio);
+    let d = desired(&server, &settings(), &found).unwrap();
+    let refused = d.refused.as_ref().unwrap().to_string();
+    assert!(refused.starts_with("spec.externalAuthConfigRef: a stdio server is not reached over HTTP"), "{refused}");
+    assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0));
+    assert_eq!(d.hashes, Default::default());
+    // `unauthenticated` sends nothing, so a stdio server may name it.
+    let mut found = found;
+    found.external_auth =
+        Some(crate::reconcile::policy::fixtures::external_auth(serde_json::json!({"type": "unauthenticated"})));
+    let d = desired(&server, &settings(), &found).unwrap();
+    assert!(d.refused.is_none(), "{:?}", d.refused);
+}

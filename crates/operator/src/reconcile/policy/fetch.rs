@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 
 use super::{PolicyRefs, Referenced};
 use crate::crd::authzconfig::MCPAuthzConfig;
+use crate::crd::externalauth::MCPExternalAuthConfig;
 use crate::crd::oidcconfig::MCPOIDCConfig;
+use crate::crd::telemetryconfig::MCPTelemetryConfig;
 use crate::crd::toolconfig::MCPToolConfig;
 
 /// The objects `refs` names in `namespace`.
@@ -18,6 +20,14 @@ pub async fn fetch(client: &Client, namespace: &str, refs: &PolicyRefs<'_>) -> R
         authz: get::<MCPAuthzConfig>(client, namespace, refs.authz_config_ref.map(|r| r.name.as_str())).await?,
         authz_config_map: get::<ConfigMap>(client, namespace, refs.authz_config_map()).await?,
         tools: get::<MCPToolConfig>(client, namespace, refs.tool_config_ref.map(|r| r.name.as_str())).await?,
+        external_auth: get::<MCPExternalAuthConfig>(
+            client,
+            namespace,
+            refs.external_auth_config_ref.map(|r| r.name.as_str()),
+        )
+        .await?,
+        telemetry: get::<MCPTelemetryConfig>(client, namespace, refs.telemetry_config_ref.map(|r| r.name.as_str()))
+            .await?,
     })
 }
 

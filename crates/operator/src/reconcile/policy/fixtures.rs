@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use super::Referenced;
 use crate::crd::authzconfig::MCPAuthzConfig;
+use crate::crd::externalauth::MCPExternalAuthConfig;
 use crate::crd::oidcconfig::MCPOIDCConfig;
+use crate::crd::telemetryconfig::MCPTelemetryConfig;
 use crate::crd::toolconfig::MCPToolConfig;
 
 /// An MCPOIDCConfig `keycloak` of type inline with `inline`.
@@ -35,6 +37,16 @@ pub fn tools(spec: Value) -> MCPToolConfig {
 /// An MCPAuthzConfig `policy` with `spec`.
 pub fn authz(spec: Value) -> MCPAuthzConfig {
     MCPAuthzConfig::new("policy", serde_json::from_value(spec).unwrap())
+}
+
+/// An MCPExternalAuthConfig `upstream` with `spec`.
+pub fn external_auth(spec: Value) -> MCPExternalAuthConfig {
+    MCPExternalAuthConfig::new("upstream", serde_json::from_value(spec).unwrap())
+}
+
+/// An MCPTelemetryConfig `otel` with `spec`.
+pub fn telemetry(spec: Value) -> MCPTelemetryConfig {
+    MCPTelemetryConfig::new("otel", serde_json::from_value(spec).unwrap())
 }
 
 /// A ConfigMap `name` holding `data`.

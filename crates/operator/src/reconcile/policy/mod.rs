@@ -1,18 +1,21 @@
 //! The protections an MCPServer or MCPRemoteProxy asks for, turned into the RunConfig's
 //! `policy`: the OIDC settings of its MCPOIDCConfig, the Cedar document of `authzConfig` (inline
 //! or from a ConfigMap) or of its MCPAuthzConfig, the tool filter and overrides of its
-//! MCPToolConfig, and audit. The referenced objects are read by [`fetch`]; turning them into a
+//! MCPToolConfig, audit, the upstream credentials of its MCPExternalAuthConfig ([`outgoing`])
+//! and the telemetry of its MCPTelemetryConfig ([`telemetry`]). The referenced objects are read by [`fetch`]; turning them into a
 //! policy ([`resolve`]) is pure and validates every document as the proxy will, so a reference
 //! that cannot be served is a condition on the parent rather than a proxy that crashes or serves
 //! open. Secrets never enter the policy: a client secret becomes an environment variable of the
 //! runner, read from its Secret by the kubelet.
 
 pub mod fetch;
+pub mod outgoing;
 pub mod refs;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 
-use apiary_config::{OidcConfig, PolicyConfig, ToolOverride, ToolsConfig};
+use apiary_config::{OidcConfig, PolicyConfig, TelemetryConfig, ToolOverride, ToolsConfig};
 use apiary_policy::authn::{Authenticator, AuthnOptions};
 use apiary_policy::authz::Authorizer;
 use apiary_policy::tools::ToolPolicy;
@@ -24,8 +27,10 @@ pub use refs::{PolicyRefs, Referencing};
 
 use super::workload::sha256_hex;
 use crate::crd::authzconfig::MCPAuthzConfig;
-use crate::crd::common::{AuthzConfig, AuthzSource};
+use crate::crd::common::{AuthzConfig, AuthzSource, SecretKeyRef};
+use crate::crd::externalauth::MCPExternalAuthConfig;
 use crate::crd::oidcconfig::{MCPOIDCConfig, OidcSource};
+use crate::crd::telemetryconfig::MCPTelemetryConfig;
 use crate::crd::toolconfig::MCPToolConfig;
 
 /// Environment variable of the runner holding the OIDC client secret (`oidc.clientSecretEnv`).
@@ -47,6 +52,10 @@ pub struct Referenced {
     pub authz_config_map: Option<ConfigMap>,
     /// The MCPToolConfig of `spec.toolConfigRef`.
     pub tools: Option<MCPToolConfig>,
+    /// The MCPExternalAuthConfig of `spec.externalAuthConfigRef`.
+    pub external_auth: Option<MCPExternalAuthConfig>,
+    /// The MCPTelemetryConfig of `spec.telemetryConfigRef`.
+    pub telemetry: Option<MCPTelemetryConfig>,
 }
 
 /// Hashes of the referenced configurations, for `status.*ConfigHash` (as ToolHive reports).
@@ -58,6 +67,10 @@ pub struct ConfigHashes {
     pub authz: Option<String>,
     /// sha256 of the MCPToolConfig's spec.
     pub tools: Option<String>,
+    /// sha256 of the MCPExternalAuthConfig's spec.
+    pub external_auth: Option<String>,
+    /// sha256 of the MCPTelemetryConfig's spec.
+    pub telemetry: Option<String>,
 }
 
 /// The policy of one proxy and what its runner container needs for it.
@@ -65,6 +78,10 @@ pub struct ConfigHashes {
 pub struct Resolved {
     /// `RunConfig.policy`.
     pub policy: PolicyConfig,
+    /// `RunConfig.telemetry`, when a telemetry configuration is referenced.
+    pub telemetry: Option<TelemetryConfig>,
+    /// Port of the proxy pod serving `/metrics`, to expose on the pod and the Service.
+    pub metrics_port: Option<i32>,
     /// Environment of the runner container: secrets, as `secretKeyRef`s only.
     pub env: Vec<EnvVar>,
     /// Hashes for the status.
@@ -154,6 +171,30 @@ pub fn resolve(refs: &PolicyRefs<'_>, found: &Referenced, parent: &str) -> Resul
         // ToolHive's audit document with every default: NDJSON events on the runner's stdout.
         out.policy.audit = Some(json!({}));
     }
+    if let Some(r) = refs.external_auth_config_ref {
+        let o = outgoing::outgoing(&r.name, found.external_auth.as_ref())?;
+        if outgoing::needs_caller_token(&o.config) && out.policy.oidc.is_none() {
+            return Err(PolicyError::Spec {
+                field: "spec.externalAuthConfigRef",
+                reason: format!(
+                    "MCPExternalAuthConfig {} exchanges the caller's token, so callers must be authenticated: \
+                     set spec.oidcConfigRef",
+                    r.name
+                ),
+            });
+        }
+        out.policy.outgoing = o.config;
+        out.env.extend(o.env);
+        out.hashes.external_auth = Some(o.hash);
+    }
+    if let Some(r) = refs.telemetry_config_ref {
+        let t = telemetry::telemetry(r, found.telemetry.as_ref(), parent)?;
+        out.telemetry = Some(t.config);
+        out.metrics_port = t.metrics_port;
+        out.env.extend(t.env);
+        out.hashes.telemetry = Some(t.hash);
+        out.ignored.extend(t.ignored);
+    }
     Ok(out)
 }
 
@@ -208,15 +249,25 @@ fn oidc(
         check.client_secret = Some("(from the Secret)".into());
     }
     Authenticator::new(&check, AuthnOptions::default()).map_err(|e| invalid(e.to_string()))?;
-    let env = inline.client_secret_ref.as_ref().map(|s| EnvVar {
-        name: CLIENT_SECRET_ENV.to_string(),
+    let env = inline.client_secret_ref.as_ref().map(|s| secret_env(CLIENT_SECRET_ENV, s));
+    Ok((oidc, env, hash_spec(&config.spec)))
+}
+
+/// Environment variable `name` of the runner, read by the kubelet from the Secret key `secret`
+/// (never optional: a missing Secret keeps the pod from starting rather than starting it open).
+fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: s.name.clone(), key: s.key.clone(), optional: Some(false) }),
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
             ..Default::default()
         }),
         ..Default::default()
-    });
-    Ok((oidc, env, hash_spec(&config.spec)))
+    }
 }
 
 /// The cedarv1 document of `authzConfig`: built from `inline`, or read from the ConfigMap.
@@ -357,5 +408,9 @@ fn tools(name: &str, found: Option<&MCPToolConfig>) -> Result<(ToolsConfig, Stri
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod outgoing_tests;
+#[cfg(test)]
+mod telemetry_tests;
 #[cfg(test)]
 mod tests;

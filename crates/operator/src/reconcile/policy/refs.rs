@@ -1,7 +1,7 @@
 //! Which protection fields a parent sets, in one view shared by the MCPServer and the
 //! MCPRemoteProxy, so resolving, fetching and watching the referenced objects are written once.
 
-use crate::crd::common::{AuthzConfig, AuthzSource, NameRef, OidcConfigRef};
+use crate::crd::common::{AuthzConfig, AuthzSource, NameRef, OidcConfigRef, TelemetryConfigRef};
 use crate::crd::mcpremoteproxy::MCPRemoteProxy;
 use crate::crd::mcpserver::MCPServer;
 
@@ -18,6 +18,10 @@ pub struct PolicyRefs<'a> {
     pub tool_config_ref: Option<&'a NameRef>,
     /// `spec.audit.enabled: true`.
     pub audit: bool,
+    /// `spec.externalAuthConfigRef`.
+    pub external_auth_config_ref: Option<&'a NameRef>,
+    /// `spec.telemetryConfigRef`.
+    pub telemetry_config_ref: Option<&'a TelemetryConfigRef>,
 }
 
 impl PolicyRefs<'_> {
@@ -46,6 +50,8 @@ impl Referencing for MCPServer {
             authz_config_ref: s.authz_config_ref.as_ref(),
             tool_config_ref: s.tool_config_ref.as_ref(),
             audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
+            external_auth_config_ref: s.external_auth_config_ref.as_ref(),
+            telemetry_config_ref: s.telemetry_config_ref.as_ref(),
         }
     }
 }
@@ -59,6 +65,8 @@ impl Referencing for MCPRemoteProxy {
             authz_config_ref: s.authz_config_ref.as_ref(),
             tool_config_ref: s.tool_config_ref.as_ref(),
             audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
+            external_auth_config_ref: s.external_auth_config_ref.as_ref(),
+            telemetry_config_ref: s.telemetry_config_ref.as_ref(),
         }
     }
 }

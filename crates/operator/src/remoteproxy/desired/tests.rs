@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::crd::common::SessionAffinity;
-use crate::crd::common::{AuditConfig, GroupRef, NameRef, ResourceRequirements as SpecResources};
+use crate::crd::common::{AuditConfig, GroupRef, ResourceRequirements as SpecResources};
 use crate::reconcile::labels::{CHECKSUM_ANNOTATION, RUNCONFIG_KEY, proxy_selector};
 
 fn settings() -> Settings {
@@ -239,10 +239,9 @@ fn unapplied_fields_are_listed_and_restrictive_ones_keep_the_proxy_at_zero() {
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(2), "ignored fields do not stop the proxy");
 
     s.audit = Some(AuditConfig { enabled: Some(true) });
-    s.external_auth_config_ref = Some(NameRef { name: "exchange".into() });
     s.auth_server_ref = Some(serde_json::from_value(serde_json::json!({"name": "embedded"})).unwrap());
     let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
-    assert_eq!(d.unapplied.blocking, vec!["spec.authServerRef", "spec.externalAuthConfigRef"]);
+    assert_eq!(d.unapplied.blocking, vec!["spec.authServerRef"]);
     assert_eq!(d.unapplied.ignored, vec!["spec.headerForward"]);
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "no proxy without its restrictions");
 }
@@ -305,5 +304,35 @@ fn enforced_protections_reach_the_remote_runconfig_and_missing_ones_hold_it_at_z
 
     let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
     assert_eq!(d.refused.unwrap().to_string(), "spec.oidcConfigRef: MCPOIDCConfig keycloak not found");
+    assert_eq!(d.deployment.spec.unwrap().replicas, Some(0));
+}
+
+#[test]
+fn outgoing_credentials_and_telemetry_reach_the_remote_runconfig_and_service() {
+    use crate::reconcile::policy::{fixtures, outgoing::BEARER_TOKEN_ENV};
+    let mut with = serde_json::to_value(spec()).unwrap();
+    with["externalAuthConfigRef"] = serde_json::json!({"name": "upstream"});
+    with["telemetryConfigRef"] = serde_json::json!({"name": "otel", "serviceName": "remote-mcp"});
+    let s: MCPRemoteProxySpec = serde_json::from_value(with).unwrap();
+    let found = Referenced {
+        external_auth: Some(fixtures::external_auth(serde_json::json!({"type": "bearerToken",
+            "bearerToken": {"tokenSecretRef": {"name": "pat", "key": "token"}}}))),
+        telemetry: Some(fixtures::telemetry(serde_json::json!({"prometheus": {"enabled": true}}))),
+        ..Default::default()
+    };
+    let d = desired(&proxy(s.clone()), &settings(), &found).unwrap();
+    assert!(d.refused.is_none() && d.unapplied.is_empty(), "{:?} {:?}", d.refused, d.unapplied);
+    let rc = runconfig(&d);
+    assert_eq!(rc.policy.outgoing.bearer_token_env.as_deref(), Some(BEARER_TOKEN_ENV));
+    assert_eq!(rc.telemetry.service_name.as_deref(), Some("remote-mcp"));
+    assert!(rc.telemetry.prometheus_metrics_path && rc.telemetry.endpoint.is_none());
+    let pod = d.deployment.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    assert!(pod.containers[0].env.iter().flatten().any(|e| e.name == BEARER_TOKEN_ENV && e.value.is_none()));
+    let ports = d.service.spec.as_ref().unwrap().ports.clone().unwrap();
+    assert_eq!(ports.iter().map(|p| p.port).collect::<Vec<_>>(), [8080, 9464]);
+    assert!(d.hashes.external_auth.is_some() && d.hashes.telemetry.is_some());
+
+    let d = desired(&proxy(s), &settings(), &Referenced::default()).unwrap();
+    assert_eq!(d.refused.unwrap().to_string(), "spec.externalAuthConfigRef: MCPExternalAuthConfig upstream not found");
     assert_eq!(d.deployment.spec.unwrap().replicas, Some(0));
 }
