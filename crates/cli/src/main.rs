@@ -17,6 +17,7 @@ mod proxy_cmd;
 mod proxyrunner_cmd;
 mod remote_login;
 mod run_cmd;
+mod sandbox_cmd;
 mod serve;
 mod source_arg;
 mod workload_cmds;
@@ -76,6 +77,9 @@ enum Command {
     /// Serve a saved workload in this process (what `run` starts detached)
     #[command(name = "__serve", hide = true)]
     Serve(serve::ServeArgs),
+    /// Build the process sandbox and run a server in it (what the process launcher starts)
+    #[command(name = "__sandbox-exec", hide = true)]
+    SandboxExec(sandbox_cmd::SandboxExecArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +91,10 @@ struct VersionArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread exists: a multi-threaded process cannot enter a new user namespace.
+    if let Command::SandboxExec(args) = &cli.command {
+        return sandbox_cmd::run(args);
+    }
     let role = match &cli.command {
         Command::Serve(_) => LogRole::Detached,
         Command::Run(r) if r.foreground() => LogRole::Foreground,
@@ -140,5 +148,6 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve::serve_detached(args, debug).await,
+        Command::SandboxExec(_) => anyhow::bail!("__sandbox-exec runs before the async runtime starts"),
     }
 }

@@ -108,6 +108,21 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', value_name = "ORIGINS")]
     pub allowed_origins: Vec<String>,
 
+    /// What a local server may read, write and reach: `none` (no network, no host paths),
+    /// `network` (all outbound, no host paths; the default) or a ToolHive profile JSON FILE
+    #[arg(long, value_name = "none|network|FILE")]
+    pub permission_profile: Option<String>,
+
+    /// How a package or command server is isolated: `sandbox` (namespaces, a read-only view of the
+    /// host, Landlock, seccomp, rlimits; the default) or `none` (a plain child with your rights)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub isolation: Option<IsolationArg>,
+
+    /// Start the server even when the kernel refuses part of the sandbox (`apiary status` shows
+    /// what is missing) instead of failing
+    #[arg(long)]
+    pub allow_degraded_isolation: bool,
+
     #[command(flatten)]
     pub policy: crate::policy_args::PolicyArgs,
 
@@ -218,6 +233,21 @@ impl From<ProxyModeArg> for ProxyMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    Sandbox,
+    None,
+}
+
+impl From<IsolationArg> for apiary_config::Isolation {
+    fn from(m: IsolationArg) -> Self {
+        match m {
+            IsolationArg::Sandbox => apiary_config::Isolation::Sandbox,
+            IsolationArg::None => apiary_config::Isolation::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StdioModeArg {
     Auto,
     Shared,
@@ -284,8 +314,12 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         }
         return Ok(config);
     }
-    // Policy files are read and checked before anything else happens.
+    // Policy and profile files are read and checked before anything else happens.
     let policy = args.policy.to_policy()?;
+    let profile = match &args.permission_profile {
+        Some(arg) => Some(apiary_config::PermissionProfile::from_arg(arg)?),
+        None => None,
+    };
     let in_cluster = k8s_runtime::select(args.runtime.as_deref())? == k8s_runtime::RuntimeKind::Kubernetes;
     let parsed = match args.source.as_deref() {
         // In the cluster a bare reference (`docker.io/mcp/fetch`) is an image to run as a pod.
@@ -357,6 +391,13 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     for o in &args.allowed_origins {
         b = b.allowed_origin(o);
     }
+    if let Some(p) = profile {
+        b = b.permission_profile(p);
+    }
+    if let Some(i) = args.isolation {
+        b = b.isolation(i.into());
+    }
+    b = b.allow_degraded_isolation(args.allow_degraded_isolation);
     let mut limits = apiary_config::Limits::default();
     args.limits.apply(&mut limits);
     b = b.limits(limits);
@@ -368,7 +409,7 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
 
 /// The first configuration flag given alongside `--from-config`, if any.
 fn config_flag_given(a: &RunArgs) -> Option<&'static str> {
-    let given: [(bool, &'static str); 19] = [
+    let given: [(bool, &'static str); 22] = [
         (a.source.is_some(), "SOURCE"),
         (!a.args.is_empty(), "-- ARGS"),
         (a.name.is_some(), "--name"),
@@ -387,6 +428,9 @@ fn config_flag_given(a: &RunArgs) -> Option<&'static str> {
         (a.endpoint_prefix.is_some(), "--endpoint-prefix"),
         (a.trust_proxy_headers.is_some(), "--trust-proxy-headers"),
         (!a.allowed_origins.is_empty(), "--allowed-origins"),
+        (a.permission_profile.is_some(), "--permission-profile"),
+        (a.isolation.is_some(), "--isolation"),
+        (a.allow_degraded_isolation, "--allow-degraded-isolation"),
         (a.limits.any(), "a bound (--max-sessions, --max-body-bytes, …)"),
     ];
     given.iter().find(|(set, _)| *set).map(|(_, flag)| *flag).or_else(|| a.policy.first_given())
@@ -425,6 +469,7 @@ fn flag_for(path: &str) -> Option<&'static str> {
         "limits.eventBufferBytes" => "--event-buffer-bytes",
         "limits.requestTimeoutSecs" => "--request-timeout",
         "limits.writeTimeoutSecs" => "--write-timeout",
+        "permissionProfile" => "--permission-profile",
         _ if path.starts_with("proxy.allowedOrigins") => "--allowed-origins",
         _ if head == "env" => "--env",
         _ if head == "source" => "SOURCE",

@@ -202,7 +202,8 @@ async fn launcher_for(
         Source::Package(_) | Source::Command(_) => {
             let log =
                 LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP).context("opening the server log")?;
-            let launcher = ProcessLauncher::for_run_config(config)?.stderr_to(Arc::new(log));
+            let helper = std::env::current_exe().context("finding the apiary binary for the sandbox")?;
+            let launcher = ProcessLauncher::for_run_config(config)?.isolated(config, helper).stderr_to(Arc::new(log));
             launcher.check_program()?;
             Ok(Some(Arc::new(launcher)))
         }

@@ -120,7 +120,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         Format::Text => {
             let pid = rec.proxy.filter(|_| rec.state.is_active()).map(|p| p.pid);
             let children: Vec<String> = rec.children.iter().map(|c| c.pid.to_string()).collect();
-            let fields: [(&str, Option<String>); 12] = [
+            let isolation = state.load_config(&args.name).ok().map(|c| apiary_runtime::sandbox::describe(&c));
+            let fields: [(&str, Option<String>); 13] = [
                 ("Name", Some(rec.name.clone())),
                 ("Status", Some(rec.state.to_string())),
                 ("URL", rec.url.clone().filter(|_| rec.state.is_active())),
@@ -129,6 +130,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 ("Transport", Some(rec.transport.clone())),
                 ("Source", Some(rec.source.clone())),
                 ("Group", Some(rec.group.clone())),
+                ("Isolation", isolation),
                 ("Restarts", Some(rec.restarts.to_string())),
                 ("Last exit", rec.last_exit.clone()),
                 ("Started", rec.started_at.clone()),

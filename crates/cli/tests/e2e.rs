@@ -194,7 +194,20 @@ fn a_killed_proxy_leaves_a_stale_record_and_stop_still_stops_its_server() {
     // says something on stderr first.
     let script = format!("echo server-stderr-line >&2; exec {} --http 127.0.0.1:$MCP_PORT", server());
     let url = apiary
-        .run(&["run", "--name", "h", "--transport", "streamable-http", "--", "sh", "-c", &script])
+        // Unsandboxed: the script names a binary outside what the sandbox shares with `sh`.
+        .run(&[
+            "run",
+            "--name",
+            "h",
+            "--isolation",
+            "none",
+            "--transport",
+            "streamable-http",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
         .ok()
         .stdout
         .trim()
@@ -292,7 +305,10 @@ fn real_packages_run_through_npx_and_uvx_and_rm_leaves_no_process() {
     let out = apiary.run(&["mcp", "call", "echo", "--server", "server-everything", "--args", r#"{"message":"npx"}"#]);
     assert_eq!(out.ok().stdout.trim(), "Echo: npx");
 
-    let mut cmd = apiary.command(&["run", "uvx://mcp-server-time"]);
+    // Unsandboxed: the test harness's `uvx` wrapper keeps its cache below its own install prefix,
+    // which the sandbox shares read-only (a plain uv install writes to ~/.cache/uv, which it shares
+    // read-write).
+    let mut cmd = apiary.command(&["run", "--isolation", "none", "uvx://mcp-server-time"]);
     cmd.env("PATH", &path).env("UV_OFFLINE", "1");
     let out =
         finish(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), support::COMMAND_LIMIT, "run uvx");

@@ -2,6 +2,7 @@
 
 use crate::error::ValidationErrors;
 use crate::limits::{Limits, RestartPolicy};
+use crate::permissions::{Isolation, PermissionProfile};
 use crate::run_config::RunConfig;
 use crate::source::Source;
 use crate::stdio::StdioMode;
@@ -113,6 +114,24 @@ impl RunConfigBuilder {
     /// Replaces `limits`.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
+        self
+    }
+
+    /// Replaces `permissionProfile`.
+    pub fn permission_profile(mut self, profile: PermissionProfile) -> Self {
+        self.config.permission_profile = profile;
+        self
+    }
+
+    /// Sets `isolation`.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.config.isolation = isolation;
+        self
+    }
+
+    /// Sets `allowDegradedIsolation`.
+    pub fn allow_degraded_isolation(mut self, allow: bool) -> Self {
+        self.config.allow_degraded_isolation = allow;
         self
     }
 

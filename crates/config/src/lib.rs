@@ -25,6 +25,7 @@ mod error;
 mod limits;
 mod number;
 mod parse;
+mod permissions;
 mod policy;
 mod proxy;
 mod run_config;
@@ -40,6 +41,10 @@ pub use command::CommandLine;
 pub use error::{ConfigError, Format, ValidationError, ValidationErrors};
 pub use limits::{Bound, Limits, RestartPolicy, bounds};
 pub use parse::MAX_FILE_BYTES;
+pub use permissions::{
+    InboundPermissions, Isolation, MAX_PROFILE_BYTES, NetworkAccess, NetworkPermissions, OutboundPermissions,
+    PROFILE_NETWORK, PROFILE_NONE, PathGrant, PermissionProfile, ProfileError,
+};
 pub use policy::{
     OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TokenExchangeConfig, ToolOverride,
     ToolsConfig,

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{Limits, RestartPolicy};
+use crate::permissions::{Isolation, PermissionProfile};
 use crate::policy::PolicyConfig;
 use crate::proxy::ProxyConfig;
 use crate::source::Source;
@@ -88,6 +89,18 @@ pub struct RunConfig {
     /// Prometheus metrics and OTLP traces.
     #[serde(default, skip_serializing_if = "TelemetryConfig::is_default")]
     pub telemetry: TelemetryConfig,
+    /// What a local server may read, write and reach (ToolHive's permission profile format).
+    /// Default: the `network` built-in (all outbound, no host paths).
+    #[serde(default, skip_serializing_if = "PermissionProfile::is_default")]
+    pub permission_profile: PermissionProfile,
+    /// Whether package and command servers run in the process sandbox (`sandbox`, the default) or
+    /// as plain children (`none`).
+    #[serde(default, skip_serializing_if = "Isolation::is_default")]
+    pub isolation: Isolation,
+    /// Start the server even when the kernel refuses part of the sandbox (that part is then
+    /// missing, and `apiary status` says so) instead of failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_degraded_isolation: bool,
 }
 
 fn default_group() -> String {
@@ -117,6 +130,9 @@ impl RunConfig {
             restart: RestartPolicy::default(),
             policy: PolicyConfig::default(),
             telemetry: TelemetryConfig::default(),
+            permission_profile: PermissionProfile::default(),
+            isolation: Isolation::default(),
+            allow_degraded_isolation: false,
         }
     }
 

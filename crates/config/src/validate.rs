@@ -46,6 +46,9 @@ impl RunConfig {
         );
         self.check_limits(&mut errs);
         check_telemetry(&mut errs, &self.telemetry);
+        if let Err(message) = self.permission_profile.check() {
+            errs.push("permissionProfile", message);
+        }
         errs.into_result()
     }
 

@@ -169,3 +169,29 @@ proptest! {
         prop_assert_eq!(from_yaml.to_json_pretty().unwrap(), json);
     }
 }
+
+/// A custom permission profile, the sandbox switch and the degraded flag survive JSON and YAML, and
+/// the defaults are left out of what is written.
+#[test]
+fn permission_profile_and_isolation_round_trip() {
+    let profile = apiary_config::PermissionProfile::from_json_str(
+        r#"{"name": "p", "read": ["/srv/data"], "write": ["/srv/out:/out"],
+            "network": {"outbound": {"allow_host": [".example.com"], "allow_port": [443]}}}"#,
+        std::path::Path::new("p.json"),
+    )
+    .unwrap();
+    let config = RunConfig::builder("w", Source::npx("pkg"))
+        .permission_profile(profile)
+        .isolation(apiary_config::Isolation::None)
+        .allow_degraded_isolation(true)
+        .build()
+        .unwrap();
+    let json = config.to_json_pretty().unwrap();
+    assert!(json.contains("\"allow_host\""), "{json}");
+    assert_eq!(RunConfig::from_json_str(&json).unwrap(), config);
+    assert_eq!(RunConfig::from_yaml_str(&config.to_yaml().unwrap()).unwrap(), config);
+
+    let plain = RunConfig::builder("w", Source::npx("pkg")).build().unwrap();
+    let json = plain.to_json_pretty().unwrap();
+    assert!(!json.contains("permissionProfile") && !json.contains("isolation"), "{json}");
+}

@@ -17,4 +17,5 @@ pub mod log;
 pub mod pid;
 pub mod ports;
 pub mod process;
+pub mod sandbox;
 pub mod state;

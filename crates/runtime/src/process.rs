@@ -5,7 +5,8 @@
 //! A task owns each child. When the handle's `kill` sender fires or is dropped, the task sends
 //! SIGTERM to the whole group, waits a grace period, then SIGKILLs it. When the child exits on its
 //! own, `exited` resolves at once and whatever the child left behind in its group is stopped the
-//! same way. The child runs unsandboxed here; isolation is a later layer.
+//! same way. [`ProcessLauncher::isolated`] puts the child in the [`crate::sandbox`] (what `apiary
+//! run` does unless told `--isolation none`); without it the child runs with the caller's rights.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_config::{CommandLine, RunConfig, Transport};
+use apiary_config::{CommandLine, Isolation, RunConfig, Transport};
 use apiary_transport::launch::{BoxRead, ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture};
 use rustix::process::Signal;
 use tokio::io::AsyncReadExt;
@@ -22,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::log::LogFile;
 use crate::pid::{group_id_exists, signal_group_id};
+use crate::sandbox::SandboxSpec;
 
 /// How long a child gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
@@ -48,6 +50,15 @@ pub struct ProcessLauncher {
     cwd: Option<PathBuf>,
     grace: Duration,
     stderr: StderrTarget,
+    sandbox: Option<Sandboxing>,
+}
+
+/// How to start a child inside the sandbox.
+#[derive(Debug, Clone)]
+struct Sandboxing {
+    /// The binary with the hidden `__sandbox-exec` subcommand (the `apiary` binary).
+    helper: PathBuf,
+    spec: SandboxSpec,
 }
 
 /// Where a child's stderr goes.
@@ -64,7 +75,14 @@ enum StderrTarget {
 impl ProcessLauncher {
     /// Runs `command` with this process's environment.
     pub fn new(command: CommandLine) -> Self {
-        ProcessLauncher { command, env: Vec::new(), cwd: None, grace: DEFAULT_GRACE, stderr: StderrTarget::Pipe }
+        ProcessLauncher {
+            command,
+            env: Vec::new(),
+            cwd: None,
+            grace: DEFAULT_GRACE,
+            stderr: StderrTarget::Pipe,
+            sandbox: None,
+        }
     }
 
     /// The launcher for a package or command RunConfig: its command line, its `env`, and the
@@ -87,6 +105,25 @@ impl ProcessLauncher {
             launcher = launcher.env(k, v);
         }
         Ok(launcher)
+    }
+
+    /// Runs every child in the process sandbox that `config` asks for (its `isolation`,
+    /// `permissionProfile` and `allowDegradedIsolation`), through `helper`: a binary whose
+    /// `__sandbox-exec` subcommand calls [`crate::sandbox::exec::run`] (the `apiary` binary).
+    /// With `isolation: none` the launcher is returned unchanged.
+    #[must_use]
+    pub fn isolated(mut self, config: &RunConfig, helper: impl Into<PathBuf>) -> Self {
+        if config.isolation == Isolation::Sandbox {
+            let path = self.path_var();
+            self.sandbox =
+                Some(Sandboxing { helper: helper.into(), spec: SandboxSpec::for_run_config(config, path.as_deref()) });
+        }
+        self
+    }
+
+    /// True when children start in the sandbox.
+    pub fn is_sandboxed(&self) -> bool {
+        self.sandbox.is_some()
     }
 
     /// Sets one environment variable on top of the inherited environment (later values win).
@@ -128,9 +165,34 @@ impl ProcessLauncher {
     /// Checks that the program can be found (in `PATH` when it has no `/`) and is executable, so a
     /// typo is reported when the workload starts rather than when its first client connects.
     pub fn check_program(&self) -> Result<PathBuf, ProcessError> {
-        let program = &self.command.program;
+        find_program(&self.command.program, self.path_var().as_deref())
+    }
+
+    /// The `PATH` the child gets.
+    fn path_var(&self) -> Option<std::ffi::OsString> {
         let env_path = self.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| std::ffi::OsString::from(v));
-        find_program(program, env_path.or_else(|| std::env::var_os("PATH")).as_deref())
+        env_path.or_else(|| std::env::var_os("PATH"))
+    }
+
+    /// The command to spawn: the server itself, or the sandbox helper with the server after `--`.
+    fn base_command(&self) -> Result<Command, LaunchError> {
+        let Some(sandbox) = &self.sandbox else {
+            let mut cmd = Command::new(&self.command.program);
+            cmd.args(&self.command.args);
+            return Ok(cmd);
+        };
+        // Resolved here, on the host: inside the sandbox only what the spec shares is visible.
+        let program = self.check_program().map_err(|e| LaunchError::Other(e.to_string()))?;
+        let program = std::path::absolute(&program).unwrap_or(program);
+        let mut spec = sandbox.spec.clone();
+        spec.add_program(&program);
+        if let Some(dir) = &self.cwd {
+            spec.cwd = Some(dir.clone());
+        }
+        let json = serde_json::to_string(&spec).map_err(|e| LaunchError::Other(format!("sandbox spec: {e}")))?;
+        let mut cmd = Command::new(&sandbox.helper);
+        cmd.arg(crate::sandbox::SUBCOMMAND).arg("--spec").arg(json).arg("--").arg(&program).args(&self.command.args);
+        Ok(cmd)
     }
 
     /// The command this launcher runs.
@@ -144,9 +206,8 @@ impl ProcessLauncher {
     }
 
     fn spawn(&self) -> Result<ChildHandle, LaunchError> {
-        let mut cmd = Command::new(&self.command.program);
-        cmd.args(&self.command.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+        let mut cmd = self.base_command()?;
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(match self.stderr {

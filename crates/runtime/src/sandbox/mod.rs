@@ -1,0 +1,210 @@
+//! The process sandbox: the default home of package and command servers on Linux.
+//!
+//! The launcher does not start the server itself. It starts `apiary __sandbox-exec --spec JSON --
+//! PROGRAM ARGS` (a hidden subcommand of the one `apiary` binary, so there is no second binary to
+//! install and find), and that helper, while it is still single-threaded, builds the sandbox and
+//! `execve`s the server, in this order:
+//!
+//! 1. `no_new_privs`;
+//! 2. new user (the caller's uid/gid mapped to themselves), mount, pid, ipc, uts and — for a
+//!    profile without network — network namespaces;
+//! 3. a fork: the child is pid 1 of the new pid namespace and reaps; it builds a new root on a
+//!    tmpfs with the system directories, the server's own files and the profile's `read` paths
+//!    bound read-only, the `write` paths read-write, a private `/tmp`, a minimal `/dev` and a
+//!    fresh `/proc`, then `pivot_root`s into it;
+//! 4. a second fork for the server: rlimits, an empty capability bounding set, Landlock rules that
+//!    match the mounts (and deny TCP for `none`), a seccomp allow-list last, then `execve`.
+//!
+//! [`SandboxSpec`] is what the launcher hands over; [`exec::run`] is the helper.
+
+mod confine;
+pub mod exec;
+mod fsview;
+mod sys;
+
+use std::path::{Path, PathBuf};
+
+use apiary_config::{Ecosystem, NetworkAccess, PermissionProfile, RunConfig, Source};
+use serde::{Deserialize, Serialize};
+
+/// Name of the hidden subcommand that runs [`exec::run`].
+pub const SUBCOMMAND: &str = "__sandbox-exec";
+
+/// Host directories every sandboxed server sees read-only (when they exist): programs, shared
+/// libraries and the system configuration they read (`/etc`: resolver, certificates, users).
+pub const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
+
+/// Open files a sandboxed server may hold, unless the caller's hard limit is lower.
+pub const DEFAULT_MAX_OPEN_FILES: u64 = 8192;
+/// Processes (threads included) the server's user may have in its namespace.
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+/// Size of the private `/tmp` and `/dev/shm` each (tmpfs pages are only used when written).
+pub const TMPFS_BYTES: u64 = 512 * 1024 * 1024;
+
+/// One host path made visible inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Path on the host.
+    pub host: PathBuf,
+    /// Path inside the sandbox.
+    pub inside: PathBuf,
+    /// Skip it silently when the host path does not exist (system directories, caches).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// Everything the helper needs to build one server's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Bound read-only.
+    pub read_only: Vec<Mount>,
+    /// Bound read-write.
+    pub read_write: Vec<Mount>,
+    /// Keep the host's network (profile `network`); otherwise an empty network namespace and no
+    /// TCP through Landlock.
+    pub host_network: bool,
+    /// Start anyway when the kernel refuses a building block, saying so on stderr.
+    pub allow_degraded: bool,
+    /// RLIMIT_NOFILE.
+    pub max_open_files: u64,
+    /// RLIMIT_NPROC.
+    pub max_processes: u64,
+    /// RLIMIT_AS in bytes, if any (off by default: V8 and the JVM reserve huge address ranges).
+    pub max_address_space: Option<u64>,
+    /// Working directory inside the sandbox (falls back to `/` when it is not visible there).
+    pub cwd: Option<PathBuf>,
+}
+
+impl SandboxSpec {
+    /// The sandbox a profile asks for: the system directories read-only, the profile's paths, its
+    /// network, default rlimits.
+    pub fn from_profile(profile: &PermissionProfile, allow_degraded: bool) -> Self {
+        let system = SYSTEM_DIRS.iter().map(|d| Mount { host: d.into(), inside: d.into(), optional: true });
+        let grant = |g: apiary_config::PathGrant| Mount { host: g.host, inside: g.inside, optional: false };
+        SandboxSpec {
+            read_only: system.chain(profile.read_grants().into_iter().map(grant)).collect(),
+            read_write: profile.write_grants().into_iter().map(grant).collect(),
+            // An allow-list needs the egress proxy (not built yet): closed until then.
+            host_network: profile.network_access() == NetworkAccess::All,
+            allow_degraded,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            max_processes: DEFAULT_MAX_PROCESSES,
+            max_address_space: None,
+            cwd: None,
+        }
+    }
+
+    /// The spec for a package or command RunConfig: the profile, plus read-only access to the program's install prefix and the `PATH`
+    /// directories (so `#!/usr/bin/env node` finds node), plus read-write access to the package
+    /// manager's cache for npx and uvx sources (they download the server there).
+    /// Add the program itself with [`SandboxSpec::add_program`] once it is resolved.
+    pub fn for_run_config(config: &RunConfig, path_var: Option<&std::ffi::OsStr>) -> Self {
+        let mut spec = SandboxSpec::from_profile(&config.permission_profile, config.allow_degraded_isolation);
+        if let Some(path) = path_var {
+            for dir in std::env::split_paths(path) {
+                if dir.is_absolute() {
+                    spec.add_read_only(&dir, true);
+                }
+            }
+        }
+        if let Source::Package(p) = &config.source {
+            for dir in package_caches(p.ecosystem, |k| config.env.get(k).cloned().or_else(|| std::env::var(k).ok())) {
+                // The cache must exist to be bound; creating an empty one is what the tool would do.
+                let _ = std::fs::create_dir_all(&dir);
+                spec.read_write.push(Mount { host: dir.clone(), inside: dir, optional: true });
+            }
+        }
+        spec.cwd = std::env::current_dir().ok();
+        spec
+    }
+
+    /// Makes `path` visible read-only at the same place.
+    pub fn add_read_only(&mut self, path: &Path, optional: bool) {
+        if !self.read_only.iter().any(|m| m.host == path) {
+            self.read_only.push(Mount { host: path.to_path_buf(), inside: path.to_path_buf(), optional });
+        }
+    }
+
+    /// Makes a program and its install prefix visible: for `/x/venv/bin/python` that is `/x/venv`
+    /// (its libraries sit next to `bin`), and the same for the file a symlink chain ends at.
+    pub fn add_program(&mut self, program: &Path) {
+        let mut paths = vec![program.to_path_buf()];
+        if let Ok(real) = std::fs::canonicalize(program)
+            && real != program
+        {
+            paths.push(real);
+        }
+        for p in paths {
+            if let Some(prefix) = install_prefix(&p) {
+                self.add_read_only(&prefix, true);
+            }
+        }
+    }
+}
+
+/// `/a/b/bin/prog` → `/a/b`; `/a/b/prog` → `/a/b`. Never `/` itself.
+fn install_prefix(program: &Path) -> Option<PathBuf> {
+    let dir = program.parent()?;
+    let prefix = if dir.file_name().is_some_and(|n| n == "bin" || n == "sbin") { dir.parent()? } else { dir };
+    (prefix != Path::new("/")).then(|| prefix.to_path_buf())
+}
+
+/// Where npm and uv keep what they download (they write there on every start).
+fn package_caches(ecosystem: Ecosystem, var: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let home = var("HOME").map(PathBuf::from);
+    let from = |name: &str, fallback: Option<PathBuf>| var(name).map(PathBuf::from).or(fallback);
+    let dirs = match ecosystem {
+        Ecosystem::Npx => vec![from("npm_config_cache", home.as_ref().map(|h| h.join(".npm")))],
+        Ecosystem::Uvx => vec![
+            from("UV_CACHE_DIR", home.as_ref().map(|h| h.join(".cache/uv"))),
+            from("UV_TOOL_DIR", home.as_ref().map(|h| h.join(".local/share/uv"))),
+            from("UV_PYTHON_INSTALL_DIR", home.as_ref().map(|h| h.join(".local/share/uv/python"))),
+        ],
+    };
+    dirs.into_iter().flatten().filter(|d| d.is_absolute()).collect()
+}
+
+/// One line for `apiary status`: what isolation a workload's server runs under.
+pub fn describe(config: &RunConfig) -> String {
+    if config.is_remote() || matches!(config.source, Source::Image(_)) {
+        return "none (not a local process)".to_owned();
+    }
+    if config.isolation == apiary_config::Isolation::None {
+        return "none (--isolation none)".to_owned();
+    }
+    let profile = config.permission_profile.name.as_deref().unwrap_or("custom");
+    let network = match config.permission_profile.network_access() {
+        NetworkAccess::All => "host network",
+        NetworkAccess::None => "no network",
+        NetworkAccess::AllowList => "no network (allow-lists need the egress proxy, not built yet)",
+    };
+    let degraded = if config.allow_degraded_isolation { ", degraded allowed" } else { "" };
+    format!("sandbox (profile {profile}: {network}{degraded})")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn prefix_of_a_bin_dir_is_its_parent() {
+        assert_eq!(install_prefix(Path::new("/x/venv/bin/python")), Some(PathBuf::from("/x/venv")));
+        assert_eq!(install_prefix(Path::new("/x/tool/server")), Some(PathBuf::from("/x/tool")));
+        assert_eq!(install_prefix(Path::new("/bin/sh")), None);
+    }
+
+    #[test]
+    fn none_profile_has_no_host_network_and_network_has_it() {
+        assert!(!SandboxSpec::from_profile(&PermissionProfile::none(), false).host_network);
+        assert!(SandboxSpec::from_profile(&PermissionProfile::network(), false).host_network);
+    }
+
+    #[test]
+    fn npx_cache_follows_the_environment() {
+        let dirs = package_caches(Ecosystem::Npx, |k| (k == "HOME").then(|| "/home/u".to_owned()));
+        assert_eq!(dirs, vec![PathBuf::from("/home/u/.npm")]);
+        let dirs = package_caches(Ecosystem::Uvx, |k| (k == "UV_CACHE_DIR").then(|| "/c".to_owned()));
+        assert_eq!(dirs, vec![PathBuf::from("/c")]);
+    }
+}
