@@ -8,22 +8,14 @@
 //! ```
 
 mod answer;
-mod call;
-mod edge;
-mod events;
+mod front;
 mod guard;
 mod health;
-mod http_upstream;
-mod legacy_sse;
-mod mux;
-mod placement;
 mod server;
-mod session;
-mod stateless_bridge;
+mod sessions;
 mod status;
-mod stdio;
-mod streamable;
 mod telemetry;
+mod upstream;
 
 pub use guard::GuardError;
 pub use server::{ProxyHandle, StartError, start};

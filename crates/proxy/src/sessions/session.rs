@@ -12,9 +12,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
-use crate::events::{EventLog, ResumeError};
-use crate::mux::{ChildGroup, ClientCaps, level_rank};
-use crate::stdio::Delivery;
+use crate::sessions::events::{EventLog, ResumeError};
+use crate::upstream::mux::{ChildGroup, ClientCaps, level_rank};
+use crate::upstream::stdio::Delivery;
 use tokio_util::sync::CancellationToken;
 
 /// Messages a session keeps for a stream that is not open yet.

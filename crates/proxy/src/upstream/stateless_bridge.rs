@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::answer;
-use crate::edge::Accepts;
+use crate::front::edge::Accepts;
 
 /// Request headers passed on to the upstream session (credentials and tracing context).
 const PASSED_HEADERS: &[&str] = &["authorization", "traceparent", "tracestate", "baggage"];

@@ -23,14 +23,14 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::answer::{self, Refusal};
-use crate::call::{Call, KEEP_ALIVE, RETRY_MS, send_event, sse_response};
-use crate::edge::{self, Accepts};
-use crate::events::ResumeError;
+use crate::front::call::{Call, KEEP_ALIVE, RETRY_MS, send_event, sse_response};
+use crate::front::edge::{self, Accepts};
 use crate::guard::{Guard, RequestCtx};
-use crate::mux::{ChildGroup, level_rank};
-use crate::placement::{open_session, own_initialize_params};
-use crate::session::{Session, SessionTable};
-use crate::stdio::{ChildConn, Delivery, SlotEvent, SlotOptions};
+use crate::sessions::events::ResumeError;
+use crate::sessions::placement::{open_session, own_initialize_params};
+use crate::sessions::session::{Session, SessionTable};
+use crate::upstream::mux::{ChildGroup, level_rank};
+use crate::upstream::stdio::{ChildConn, Delivery, SlotEvent, SlotOptions};
 use apiary_config::StdioMode;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
@@ -55,7 +55,7 @@ pub struct StdioFront {
     pub(crate) max_queued: usize,
     pub(crate) max_body: usize,
     /// 2024-11-05 sessions (`/sse` + `/messages`).
-    pub(crate) sse: crate::legacy_sse::SseSessions,
+    pub(crate) sse: crate::front::legacy_sse::SseSessions,
     pub(crate) endpoint_prefix: String,
     pub(crate) trust_proxy_headers: bool,
     /// Authorization and tool filters, applied to each parsed message.

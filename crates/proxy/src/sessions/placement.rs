@@ -10,9 +10,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::answer::Refusal;
-use crate::mux::{ChildGroup, ClientCaps};
-use crate::session::Session;
-use crate::streamable::{StdioFront, sessionless};
+use crate::front::streamable::{StdioFront, sessionless};
+use crate::sessions::session::Session;
+use crate::upstream::mux::{ChildGroup, ClientCaps};
 
 /// The `initialize` params Apiary sends to a child it initializes itself.
 pub fn own_initialize_params(capabilities: Value) -> String {

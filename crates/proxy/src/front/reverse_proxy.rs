@@ -15,8 +15,9 @@ use futures::StreamExt;
 use apiary_policy::outgoing::{ExchangeError, OutgoingError};
 
 use crate::answer::{self, Refusal};
+use crate::front::edge;
 use crate::guard::{self, Guard, RequestCtx};
-use crate::{edge, stateless_bridge};
+use crate::upstream::stateless_bridge;
 
 /// Where requests go.
 pub struct HttpUpstream {

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use apiary_protocol::{Message, codes, error_response, methods};
 use tokio::sync::mpsc;
 
-use crate::session::Session;
-use crate::stdio::{ChildSlot, Delivery, SlotEvent, SlotOptions, Unsolicited, UnsolicitedSink};
+use crate::sessions::session::Session;
+use crate::upstream::stdio::{ChildSlot, Delivery, SlotEvent, SlotOptions, Unsolicited, UnsolicitedSink};
 
 /// Client capabilities that let a server ask its client something.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -19,13 +19,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Refusal};
-use crate::call::{KEEP_ALIVE, send_event, sse_response};
-use crate::edge;
+use crate::front::call::{KEEP_ALIVE, send_event, sse_response};
+use crate::front::edge;
+use crate::front::streamable::{StdioFront, dispatch};
 use crate::guard::RequestCtx;
-use crate::placement::open_session;
-use crate::session::Session;
-use crate::stdio::Delivery;
-use crate::streamable::{StdioFront, dispatch};
+use crate::sessions::placement::open_session;
+use crate::sessions::session::Session;
+use crate::upstream::stdio::Delivery;
 
 /// One `GET /sse` stream and the session behind it, once `initialize` arrives.
 pub struct SseSession {

@@ -1,0 +1,7 @@
+//! The HTTP front: what MCP clients talk to.
+
+pub mod call;
+pub mod edge;
+pub mod legacy_sse;
+pub mod reverse_proxy;
+pub mod streamable;

@@ -1,0 +1,5 @@
+//! Client sessions.
+
+pub mod events;
+pub mod placement;
+pub mod session;

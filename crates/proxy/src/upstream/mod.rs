@@ -1,0 +1,5 @@
+//! Upstreams.
+
+pub mod mux;
+pub mod stateless_bridge;
+pub mod stdio;
