@@ -3,5 +3,6 @@
 pub mod call;
 pub mod edge;
 pub mod legacy_sse;
+pub mod refuse;
 pub mod reverse_proxy;
 pub mod streamable;

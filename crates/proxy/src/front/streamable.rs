@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::answer::{self, Refusal};
 use crate::front::call::{Call, KEEP_ALIVE, RETRY_MS, send_event, sse_response};
 use crate::front::edge::{self, Accepts};
+use crate::front::refuse;
 use crate::guard::{Guard, RequestCtx};
 use crate::sessions::events::ResumeError;
 use crate::sessions::placement::{open_session, own_initialize_params};
@@ -369,7 +370,7 @@ fn forward(
                 if methods::needs_session(method) {
                     return Err(Refusal::invalid_with_id("needs a session: send initialize first", m.id_raw()));
                 }
-                let up = conn.request(m, tx.clone()).map_err(|e| sessionless(e, m.id_raw()))?;
+                let up = conn.request(m, tx.clone()).map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
                 return Ok(Forwarded::Request(id, up));
             };
             if let Some(frame) = answer_locally(s, m) {
@@ -383,7 +384,7 @@ fn forward(
                 }
                 Err(e) => {
                     s.finish(&id, 0);
-                    Err(e)
+                    Err(e.into())
                 }
             }
         }
@@ -420,17 +421,6 @@ fn forward(
                 _ => Err(Refusal::invalid("no outstanding request with this id")),
             }
         }
-    }
-}
-
-/// Sessionless requests share one child: a full queue is a 503, not a 429 (row 16).
-pub(crate) fn sessionless(e: Refusal, id: Option<&str>) -> Refusal {
-    match e {
-        Refusal::QueueFull { retry_after, .. } => Refusal::QueueFull { retry_after, in_session: false },
-        Refusal::UpstreamUnavailable { reason, retry_after, .. } => {
-            Refusal::UpstreamUnavailable { reason, retry_after, id: id.map(str::to_owned) }
-        }
-        other => other,
     }
 }
 

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::answer::Refusal;
-use crate::front::streamable::{StdioFront, sessionless};
+use crate::front::refuse;
+use crate::front::streamable::StdioFront;
 use crate::sessions::session::Session;
 use crate::upstream::mux::{ChildGroup, ClientCaps};
 
@@ -76,7 +77,7 @@ pub(crate) async fn open_session(front: &StdioFront, m: &Message) -> Result<(Arc
         Arc::clone(&front.shared)
     };
     let ready = group.slot.ready(front.request_timeout).await;
-    let result = ready.map_err(|e| sessionless(e, m.id_raw())).and_then(|_| {
+    let result = ready.map_err(|e| refuse::stdio_sessionless(e, m.id_raw())).and_then(|_| {
         group.slot.init_result().ok_or_else(|| Refusal::UpstreamUnavailable {
             reason: "the server did not initialize".into(),
             retry_after: 1,
