@@ -8,6 +8,7 @@
 //! ```
 
 mod answer;
+mod client;
 mod front;
 mod guard;
 mod health;

@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::answer::{self, Refusal};
+use crate::client::level_rank;
 use crate::front::call::{Call, KEEP_ALIVE, RETRY_MS, send_event, sse_response};
 use crate::front::edge::{self, Accepts};
 use crate::front::refuse;
@@ -30,7 +31,7 @@ use crate::guard::{Guard, RequestCtx};
 use crate::sessions::events::ResumeError;
 use crate::sessions::placement::{open_session, own_initialize_params};
 use crate::sessions::session::{Session, SessionTable};
-use crate::upstream::mux::{ChildGroup, level_rank};
+use crate::upstream::mux::ChildGroup;
 use crate::upstream::stdio::{ChildConn, Delivery, SlotEvent, SlotOptions};
 use apiary_config::StdioMode;
 use std::sync::atomic::{AtomicU64, AtomicUsize};

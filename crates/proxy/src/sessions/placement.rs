@@ -10,10 +10,11 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::answer::Refusal;
+use crate::client::ClientCaps;
 use crate::front::refuse;
 use crate::front::streamable::StdioFront;
 use crate::sessions::session::Session;
-use crate::upstream::mux::{ChildGroup, ClientCaps};
+use crate::upstream::mux::ChildGroup;
 
 /// The `initialize` params Apiary sends to a child it initializes itself.
 pub fn own_initialize_params(capabilities: Value) -> String {

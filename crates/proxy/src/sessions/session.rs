@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use apiary_protocol::{RequestId, Revision};
@@ -12,8 +12,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
+use crate::client::{ClientCaps, level_rank};
 use crate::sessions::events::{EventLog, ResumeError};
-use crate::upstream::mux::{ChildGroup, ClientCaps, level_rank};
+use crate::upstream::mux::{Attached, ChildGroup};
 use crate::upstream::stdio::Delivery;
 use tokio_util::sync::CancellationToken;
 
@@ -115,19 +116,8 @@ impl Session {
         Ok(())
     }
 
-    pub fn has_in_flight(&self) -> bool {
-        !self.state().in_flight.is_empty()
-    }
-
     pub fn set_level(&self, rank: u8) {
         self.state().level = Some(rank);
-    }
-
-    /// Whether a `notifications/message` is at or above the level this session set.
-    pub fn wants_log(&self, m: &apiary_protocol::Message) -> bool {
-        let Some(min) = self.state().level else { return true };
-        let rank = m.params_as::<serde_json::Value>().and_then(|p| p.get("level")?.as_str().and_then(level_rank));
-        rank.is_none_or(|r| r >= min)
     }
 
     /// Records a subscription; false when it already existed.
@@ -138,14 +128,6 @@ impl Session {
     /// Drops a subscription; false when there was none.
     pub fn unsubscribe(&self, uri: &str) -> bool {
         self.state().subscriptions.remove(uri)
-    }
-
-    pub fn is_subscribed(&self, uri: &str) -> bool {
-        self.state().subscriptions.contains(uri)
-    }
-
-    pub fn subscriptions(&self) -> Vec<String> {
-        self.state().subscriptions.iter().cloned().collect()
     }
 
     /// Registers a caller's request id; refuses one already in flight (row 18).
@@ -222,6 +204,31 @@ impl Session {
     pub fn close_get_stream(&self) {
         self.state().get_stream = None;
     }
+}
+
+impl Attached for Session {
+    fn has_in_flight(&self) -> bool {
+        !self.state().in_flight.is_empty()
+    }
+
+    fn may_be_asked(&self, method: &str) -> bool {
+        self.caps.allows(method)
+    }
+
+    /// Whether a `notifications/message` is at or above the level this session set.
+    fn wants_log(&self, m: &apiary_protocol::Message) -> bool {
+        let Some(min) = self.state().level else { return true };
+        let rank = m.params_as::<serde_json::Value>().and_then(|p| p.get("level")?.as_str().and_then(level_rank));
+        rank.is_none_or(|r| r >= min)
+    }
+
+    fn is_subscribed(&self, uri: &str) -> bool {
+        self.state().subscriptions.contains(uri)
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        self.state().subscriptions.iter().cloned().collect()
+    }
 
     /// Delivers a message no request is waiting for: to the GET stream if open, else the
     /// one open POST stream, else a bounded queue (mcp-brief.md, rule 19). Messages that
@@ -231,7 +238,7 @@ impl Session {
     ///
     /// A server→client request is never queued: with no stream open it cannot be asked
     /// now, so `false` is returned and the caller refuses it to the child (row 9).
-    pub fn deliver(&self, frame: Bytes, server_request: Option<(RequestId, u64)>, request_scoped: bool) -> bool {
+    fn deliver(&self, frame: Bytes, server_request: Option<(RequestId, u64)>, request_scoped: bool) -> bool {
         let frame = Delivery::message(frame);
         let mut st = self.state();
         st.post_streams.retain(|(_, tx)| !tx.is_closed());
@@ -332,7 +339,7 @@ impl SessionTable {
             next_stream: AtomicU64::new(1),
         });
         session.touch();
-        group.attach(&session);
+        group.attach(Arc::downgrade(&session) as Weak<dyn Attached>);
         self.map().insert(id, Arc::clone(&session));
         Ok(session)
     }
@@ -382,7 +389,7 @@ fn end(s: &Arc<Session>) {
             conn.abandon(up, "the session ended");
         }
     }
-    let unsubscribe = group.release(s);
+    let unsubscribe = group.release(&**s);
     if unsubscribe.is_empty() {
         return;
     }
