@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::{self, Refusal};
 use crate::front::call::{KEEP_ALIVE, send_event, sse_response};
 use crate::front::edge;
+use crate::front::refuse;
 use crate::front::streamable::{StdioFront, dispatch};
 use crate::guard::RequestCtx;
 use crate::sessions::placement::open_session;
@@ -177,7 +178,7 @@ async fn post(
         if session.inner.get().is_some() {
             return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
         }
-        let (inner, frame) = open_session(front, &m).await?;
+        let (inner, frame) = open_session(front, &m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
         // Unsolicited messages for this session go to its one stream.
         let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
         inner.open_get_stream(tx);

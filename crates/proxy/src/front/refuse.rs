@@ -3,6 +3,7 @@
 //! `Retry-After` a lower layer's failure gets is decided here (bad-input.md is the table).
 
 use crate::answer::Refusal;
+use crate::sessions::SessionError;
 use crate::upstream::stdio::StdioError;
 
 /// The refusal for a stdio failure. A full queue is the session's own (429); the front
@@ -34,5 +35,36 @@ pub fn stdio_sessionless(e: StdioError, id: Option<&str>) -> Refusal {
             Refusal::UpstreamUnavailable { reason, retry_after, id: id.map(str::to_owned) }
         }
         other => other,
+    }
+}
+
+/// The refusal for a session-layer failure.
+pub fn session(e: SessionError) -> Refusal {
+    match e {
+        SessionError::LimitReached => Refusal::LimitReached { retry_after: 5 },
+        SessionError::QueueFull => Refusal::QueueFull { retry_after: 1, in_session: true },
+        SessionError::DuplicateId { ref id } => Refusal::invalid_with_id(e.to_string(), Some(id)),
+        SessionError::NotInitialized => {
+            Refusal::UpstreamUnavailable { reason: e.to_string(), retry_after: 1, id: None }
+        }
+        SessionError::Stdio(e) => stdio(e),
+    }
+}
+
+/// The refusal of a client's `initialize` (`id` is its id): opening a session waits for a
+/// child, like a request of no session, and its failure answers that request.
+pub fn opening(e: SessionError, id: Option<&str>) -> Refusal {
+    match e {
+        SessionError::Stdio(e) => stdio_sessionless(e, id),
+        SessionError::NotInitialized => {
+            Refusal::UpstreamUnavailable { reason: e.to_string(), retry_after: 1, id: id.map(str::to_owned) }
+        }
+        other => session(other),
+    }
+}
+
+impl From<SessionError> for Refusal {
+    fn from(e: SessionError) -> Self {
+        session(e)
     }
 }

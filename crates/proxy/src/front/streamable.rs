@@ -438,7 +438,7 @@ async fn initialize(
     {
         return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
     }
-    let (session, frame) = open_session(front, m).await?;
+    let (session, frame) = open_session(front, m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
     let mut res = if acc.json {
         answer::json(frame)
     } else {

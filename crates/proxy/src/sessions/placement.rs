@@ -9,9 +9,8 @@ use apiary_protocol::{Message, Revision, splice};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::answer::Refusal;
+use super::error::SessionError;
 use crate::client::ClientCaps;
-use crate::front::refuse;
 use crate::front::streamable::StdioFront;
 use crate::sessions::session::Session;
 use crate::upstream::mux::ChildGroup;
@@ -28,7 +27,7 @@ pub fn own_initialize_params(capabilities: Value) -> String {
 
 /// Where a new session's requests go, by `--stdio-mode` (DESIGN.md): a child of its own,
 /// or the shared child.
-fn place(front: &StdioFront, caps: ClientCaps) -> Result<bool, Refusal> {
+fn place(front: &StdioFront, caps: ClientCaps) -> Result<bool, SessionError> {
     let own = match front.mode {
         StdioMode::Shared => false,
         StdioMode::PerSession => true,
@@ -42,7 +41,7 @@ fn place(front: &StdioFront, caps: ClientCaps) -> Result<bool, Refusal> {
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < front.max_own_children).then_some(n + 1));
     match (taken, front.mode) {
         (Ok(_), _) => Ok(true),
-        (Err(_), StdioMode::PerSession) => Err(Refusal::LimitReached { retry_after: 5 }),
+        (Err(_), StdioMode::PerSession) => Err(SessionError::LimitReached),
         (Err(_), _) => {
             front.capable_on_shared.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -66,7 +65,7 @@ fn negotiate(asked: Option<&str>, child: Revision) -> Revision {
 
 /// Places a new session on a child (its own, started with the client's own `initialize`,
 /// or the shared one) and builds the `initialize` answer from that child's result.
-pub(crate) async fn open_session(front: &StdioFront, m: &Message) -> Result<(Arc<Session>, Bytes), Refusal> {
+pub(crate) async fn open_session(front: &StdioFront, m: &Message) -> Result<(Arc<Session>, Bytes), SessionError> {
     front.sessions.check_capacity()?;
     let params: Value = m.params_as().unwrap_or(Value::Null);
     let caps = ClientCaps::from_initialize(&params);
@@ -78,13 +77,8 @@ pub(crate) async fn open_session(front: &StdioFront, m: &Message) -> Result<(Arc
         Arc::clone(&front.shared)
     };
     let ready = group.slot.ready(front.request_timeout).await;
-    let result = ready.map_err(|e| refuse::stdio_sessionless(e, m.id_raw())).and_then(|_| {
-        group.slot.init_result().ok_or_else(|| Refusal::UpstreamUnavailable {
-            reason: "the server did not initialize".into(),
-            retry_after: 1,
-            id: m.id_raw().map(str::to_owned),
-        })
-    });
+    let result =
+        ready.map_err(SessionError::Stdio).and_then(|_| group.slot.init_result().ok_or(SessionError::NotInitialized));
     let result = match result {
         Ok(r) => r,
         Err(e) => {

@@ -11,7 +11,7 @@ use apiary_protocol::{RequestId, Revision};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::answer::Refusal;
+use super::error::SessionError;
 use crate::client::{ClientCaps, level_rank};
 use crate::sessions::events::{EventLog, ResumeError};
 use crate::upstream::mux::{Attached, ChildGroup};
@@ -109,9 +109,9 @@ impl Session {
 
     /// A notification counts against the same bound as requests (row 16); cancellations
     /// never do, since they reduce work.
-    pub fn check_room(&self, max: usize) -> Result<(), Refusal> {
+    pub fn check_room(&self, max: usize) -> Result<(), SessionError> {
         if self.state().in_flight.len() >= max {
-            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
+            return Err(SessionError::QueueFull);
         }
         Ok(())
     }
@@ -133,14 +133,14 @@ impl Session {
     /// Registers a caller's request id; refuses one already in flight (row 18).
     /// Refuses one past `max` requests waiting on the child (row 16: the child is slow or
     /// stalled, and this session alone is held back).
-    pub fn begin(&self, id: &RequestId, raw: &str, max: usize) -> Result<(), Refusal> {
+    pub fn begin(&self, id: &RequestId, raw: &str, max: usize) -> Result<(), SessionError> {
         let mut st = self.state();
         if st.in_flight.contains_key(id) {
-            return Err(Refusal::invalid_with_id("request id already in flight", Some(raw)));
+            return Err(SessionError::DuplicateId { id: raw.to_owned() });
         }
         if st.in_flight.len() >= max {
             tracing::info!(session = %self.id, max, "refused a request: the session's queue toward the server is full");
-            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
+            return Err(SessionError::QueueFull);
         }
         st.in_flight.insert(id.clone(), 0);
         Ok(())
@@ -308,15 +308,15 @@ impl SessionTable {
     }
 
     /// Refuses when the table is full, after reaping idle sessions (row 15).
-    pub fn check_capacity(&self) -> Result<(), Refusal> {
+    pub fn check_capacity(&self) -> Result<(), SessionError> {
         self.check_capacity_with(0)
     }
 
     /// The same, counting `others` sessions that live elsewhere (2024-11-05 streams not
     /// yet initialized).
-    pub fn check_capacity_with(&self, others: usize) -> Result<(), Refusal> {
+    pub fn check_capacity_with(&self, others: usize) -> Result<(), SessionError> {
         self.reap();
-        if self.map().len() + others >= self.max { Err(Refusal::LimitReached { retry_after: 5 }) } else { Ok(()) }
+        if self.map().len() + others >= self.max { Err(SessionError::LimitReached) } else { Ok(()) }
     }
 
     /// Adds a session under a fresh id.
@@ -325,7 +325,7 @@ impl SessionTable {
         revision: Revision,
         group: Arc<ChildGroup>,
         caps: ClientCaps,
-    ) -> Result<Arc<Session>, Refusal> {
+    ) -> Result<Arc<Session>, SessionError> {
         self.check_capacity()?;
         let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let session = Arc::new(Session {
