@@ -178,7 +178,8 @@ async fn post(
         if session.inner.get().is_some() {
             return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
         }
-        let (inner, frame) = open_session(front, &m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
+        let (inner, frame) =
+            open_session(&front.placement, &front.sessions, &m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
         // Unsolicited messages for this session go to its one stream.
         let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
         inner.open_get_stream(tx);

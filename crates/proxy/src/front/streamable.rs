@@ -29,12 +29,9 @@ use crate::front::edge::{self, Accepts};
 use crate::front::refuse;
 use crate::guard::{Guard, RequestCtx};
 use crate::sessions::events::ResumeError;
-use crate::sessions::placement::{open_session, own_initialize_params};
+use crate::sessions::placement::{Placement, open_session};
 use crate::sessions::session::{Session, SessionTable};
-use crate::upstream::mux::ChildGroup;
 use crate::upstream::stdio::{ChildConn, Delivery, SlotEvent, SlotOptions};
-use apiary_config::StdioMode;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -42,16 +39,8 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Everything the `/mcp` handlers of a stdio upstream share.
 pub struct StdioFront {
     pub sessions: SessionTable,
-    /// The shared child: requests of no session, and sessions without a child of their own.
-    pub shared: Arc<ChildGroup>,
-    pub(crate) mode: StdioMode,
-    pub(crate) max_own_children: usize,
-    pub(crate) own_children: Arc<AtomicUsize>,
-    /// Sessions that declared capabilities but joined the shared child (auto mode, past
-    /// the child bound): their capabilities go unused.
-    pub capable_on_shared: AtomicU64,
-    pub(crate) slot_template: SlotOptions,
-    pub(crate) events: mpsc::UnboundedSender<SlotEvent>,
+    /// The children sessions (and requests of none) are placed on.
+    pub placement: Placement,
     pub(crate) request_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) max_queued: usize,
@@ -72,31 +61,13 @@ impl StdioFront {
         guard: Arc<Guard>,
     ) -> Arc<StdioFront> {
         let limits = &cfg.limits;
-        let mode = cfg.stdio.mode;
-        // In shared mode the one child may be asked for anything any client declared; in
-        // the other modes it serves only clients that declared nothing.
-        let init_params = if mode == StdioMode::Shared {
-            own_initialize_params(
-                serde_json::json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}}),
-            )
-        } else {
-            own_initialize_params(serde_json::json!({}))
-        };
-        let opts = SlotOptions { shared: true, init_params, ..template.clone() };
-        let shared = ChildGroup::start(opts, false, None, events.clone());
         Arc::new(StdioFront {
             sessions: SessionTable::new(
                 limits.max_sessions as usize,
                 limits.session_idle_ttl(),
                 limits.event_buffer_bytes as usize,
             ),
-            shared,
-            mode,
-            max_own_children: cfg.stdio.max_session_children as usize,
-            own_children: Arc::new(AtomicUsize::new(0)),
-            capable_on_shared: AtomicU64::new(0),
-            slot_template: template,
-            events,
+            placement: Placement::new(cfg, template, events),
             max_body: limits.max_body_bytes as usize,
             request_timeout: limits.request_timeout(),
             write_timeout: limits.write_timeout(),
@@ -112,7 +83,7 @@ impl StdioFront {
 impl StdioFront {
     /// Stops every child: the shared one and each session's.
     pub fn stop_all(&self) {
-        self.shared.slot.stop();
+        self.placement.shared.slot.stop();
         self.sessions.clear();
         self.sse.clear();
     }
@@ -224,7 +195,7 @@ pub(crate) async fn dispatch(
     members: Vec<Result<Message, ParseError>>,
     batch: bool,
 ) -> Result<Option<(Call, mpsc::Receiver<Delivery>)>, Refusal> {
-    let group = session.as_ref().map_or(&front.shared, |s| &s.group);
+    let group = session.as_ref().map_or(&front.placement.shared, |s| &s.group);
     // A lone response is judged before waiting for the child: one owed by a child that
     // died is withdrawn, whatever the state of its successor (row 17).
     if let (Some(s), false, [Ok(m)]) = (&session, batch, members.as_slice())
@@ -276,8 +247,8 @@ pub(crate) async fn dispatch(
         return Ok(None);
     }
     let sessionless = if session.is_none() && !waiting.is_empty() {
-        front.shared.sessionless_started(waiting.len());
-        Some((Arc::clone(&front.shared), waiting.len()))
+        front.placement.shared.sessionless_started(waiting.len());
+        Some((Arc::clone(&front.placement.shared), waiting.len()))
     } else {
         None
     };
@@ -438,7 +409,8 @@ async fn initialize(
     {
         return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
     }
-    let (session, frame) = open_session(front, m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
+    let (session, frame) =
+        open_session(&front.placement, &front.sessions, m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
     let mut res = if acc.json {
         answer::json(frame)
     } else {
