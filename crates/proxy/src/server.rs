@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::front::edge::EdgePolicy;
 use crate::front::reverse_proxy::HttpUpstream;
-use crate::front::streamable::StdioFront;
+use crate::front::state::StdioFront;
 use crate::guard::{Guard, WELL_KNOWN};
 use crate::status::{UpstreamState, UpstreamStatus};
 use crate::upstream::stdio::{SlotEvent, SlotOptions};

@@ -8,86 +8,29 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_config::RunConfig;
-use apiary_protocol::rewrite;
-use apiary_protocol::{
-    Body as JsonBody, Kind, Message, ParseError, RequestId, Revision, codes, error_response, methods, parse_body,
-};
+use apiary_protocol::{Body as JsonBody, Message, ParseError, Revision, methods, parse_body};
 use apiary_transport::sse;
 use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::answer::{self, Refusal};
-use crate::client::level_rank;
-use crate::front::call::{Call, KEEP_ALIVE, RETRY_MS, send_event, sse_response};
+use crate::front::call::{KEEP_ALIVE, RETRY_MS, send_event, sse_response};
+use crate::front::dispatch::dispatch;
 use crate::front::edge::{self, Accepts};
 use crate::front::refuse;
-use crate::guard::{Guard, RequestCtx};
+use crate::front::state::StdioFront;
+use crate::guard::RequestCtx;
 use crate::sessions::events::ResumeError;
-use crate::sessions::placement::{Placement, open_session};
-use crate::sessions::session::{Session, SessionTable};
-use crate::upstream::stdio::{ChildConn, Delivery, SlotEvent, SlotOptions};
+use crate::sessions::placement::open_session;
+use crate::sessions::session::Session;
+use crate::upstream::stdio::Delivery;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-
-/// Everything the `/mcp` handlers of a stdio upstream share.
-pub struct StdioFront {
-    pub sessions: SessionTable,
-    /// The children sessions (and requests of none) are placed on.
-    pub placement: Placement,
-    pub(crate) request_timeout: Duration,
-    pub(crate) write_timeout: Duration,
-    pub(crate) max_queued: usize,
-    pub(crate) max_body: usize,
-    /// 2024-11-05 sessions (`/sse` + `/messages`).
-    pub(crate) sse: crate::front::legacy_sse::SseSessions,
-    pub(crate) endpoint_prefix: String,
-    pub(crate) trust_proxy_headers: bool,
-    /// Authorization and tool filters, applied to each parsed message.
-    pub(crate) guard: Arc<Guard>,
-}
-
-impl StdioFront {
-    pub fn new(
-        cfg: &RunConfig,
-        template: SlotOptions,
-        events: mpsc::UnboundedSender<SlotEvent>,
-        guard: Arc<Guard>,
-    ) -> Arc<StdioFront> {
-        let limits = &cfg.limits;
-        Arc::new(StdioFront {
-            sessions: SessionTable::new(
-                limits.max_sessions as usize,
-                limits.session_idle_ttl(),
-                limits.event_buffer_bytes as usize,
-            ),
-            placement: Placement::new(cfg, template, events),
-            max_body: limits.max_body_bytes as usize,
-            request_timeout: limits.request_timeout(),
-            write_timeout: limits.write_timeout(),
-            sse: Default::default(),
-            endpoint_prefix: cfg.proxy.endpoint_prefix.trim_end_matches('/').to_owned(),
-            trust_proxy_headers: cfg.proxy.trust_proxy_headers,
-            max_queued: limits.max_queued_per_session as usize,
-            guard,
-        })
-    }
-}
-
-impl StdioFront {
-    /// Stops every child: the shared one and each session's.
-    pub fn stop_all(&self) {
-        self.placement.shared.slot.stop();
-        self.sessions.clear();
-        self.sse.clear();
-    }
-}
 
 /// `/mcp`: dispatches on the method (bad-input.md, row 7).
 pub async fn mcp(
@@ -186,76 +129,6 @@ async fn post_parsed(
     }
 }
 
-/// Forwards a POST's messages to the session's child (or the shared one). `None` when
-/// nothing needs an answer (only notifications and responses: 202).
-pub(crate) async fn dispatch(
-    front: &StdioFront,
-    ctx: &RequestCtx,
-    session: Option<Arc<Session>>,
-    members: Vec<Result<Message, ParseError>>,
-    batch: bool,
-) -> Result<Option<(Call, mpsc::Receiver<Delivery>)>, Refusal> {
-    let group = session.as_ref().map_or(&front.placement.shared, |s| &s.group);
-    // A lone response is judged before waiting for the child: one owed by a child that
-    // died is withdrawn, whatever the state of its successor (row 17).
-    if let (Some(s), false, [Ok(m)]) = (&session, batch, members.as_slice())
-        && m.is_response()
-    {
-        if !m.id().is_some_and(|id| s.settle(&id, group.slot.live_generation())) {
-            return Err(Refusal::invalid("no outstanding request with this id"));
-        }
-        let conn = group.slot.ready(front.request_timeout).await?;
-        conn.send(m.bytes().clone())?;
-        return Ok(None);
-    }
-    let conn = group.slot.ready(front.request_timeout).await?;
-    let (tx, rx) = mpsc::channel::<Delivery>(front.max_queued.max(members.len() + 8));
-    let mut immediate = Vec::new();
-    let mut waiting: Vec<(RequestId, u64)> = Vec::new();
-    let mut reshapes = Vec::new();
-    for member in members {
-        let m = match member {
-            Ok(m) => m,
-            Err(e) => {
-                immediate.push(e.to_response());
-                continue;
-            }
-        };
-        let m = match front.guard.admit(&ctx.identity, m) {
-            Ok(admitted) => {
-                if let (Some(r), Some(id)) = (admitted.reshape, admitted.message.id()) {
-                    reshapes.push((id, r));
-                }
-                admitted.message
-            }
-            Err(e) if !batch => return Err(e),
-            Err(e) => {
-                immediate.push(e.body());
-                continue;
-            }
-        };
-        match forward(session.as_deref(), &conn, &m, &tx, front.max_queued, group.slot.live_generation()) {
-            Ok(Forwarded::Request(id, up)) => waiting.push((id, up)),
-            Ok(Forwarded::Local(frame)) => immediate.push(frame),
-            Ok(Forwarded::Nothing) => {}
-            Err(e) if !batch => return Err(e),
-            Err(e) => immediate.push(refusal_frame(&e, m.id_raw())),
-        }
-    }
-    drop(tx);
-    if waiting.is_empty() && immediate.is_empty() {
-        return Ok(None);
-    }
-    let sessionless = if session.is_none() && !waiting.is_empty() {
-        front.placement.shared.sessionless_started(waiting.len());
-        Some((Arc::clone(&front.placement.shared), waiting.len()))
-    } else {
-        None
-    };
-    let call = Call { session, sessionless, conn, waiting, immediate, batch, timeout: front.request_timeout, reshapes };
-    Ok(Some((call, rx)))
-}
-
 /// Batches exist only in 2025-03-26, and may not hold `initialize` or mix requests with
 /// responses (row 8).
 fn check_batch(members: &[Result<Message, ParseError>], rev: Revision) -> Result<(), Refusal> {
@@ -278,122 +151,6 @@ fn check_batch(members: &[Result<Message, ParseError>], rev: Revision) -> Result
         return Err(Refusal::invalid("a batch cannot mix requests and responses"));
     }
     Ok(())
-}
-
-/// An error frame for one refused batch member.
-fn refusal_frame(r: &Refusal, id: Option<&str>) -> Bytes {
-    match r {
-        Refusal::InvalidRequest { message, .. } => error_response(id, codes::INVALID_REQUEST, message, None),
-        other => error_response(id, codes::UPSTREAM_UNAVAILABLE, &other.to_string(), None),
-    }
-}
-
-/// What became of one message of a POST.
-enum Forwarded {
-    /// A request went to the child: (client id, child id).
-    Request(RequestId, u64),
-    /// Apiary answered it itself.
-    Local(Bytes),
-    /// A notification or a response: nothing to wait for.
-    Nothing,
-}
-
-/// On a shared child, requests that change per-client state are kept per session and
-/// reach the child only when they change what the child must do.
-fn answer_locally(s: &Session, m: &Message) -> Option<Bytes> {
-    if s.group.exclusive {
-        return None;
-    }
-    let id = m.id_raw()?;
-    let param = |k: &str| m.params_as::<Value>().and_then(|p| p.get(k)?.as_str().map(str::to_owned));
-    let forward = match m.method()? {
-        methods::SET_LEVEL => {
-            let rank = param("level").as_deref().and_then(level_rank)?;
-            s.set_level(rank);
-            s.group.lower_level(rank)
-        }
-        methods::SUBSCRIBE => {
-            let uri = param("uri")?;
-            s.subscribe(&uri) && s.group.subscribe(&uri)
-        }
-        methods::UNSUBSCRIBE => {
-            let uri = param("uri")?;
-            s.unsubscribe(&uri) && s.group.unsubscribe(&uri)
-        }
-        _ => return None,
-    };
-    (!forward).then(|| apiary_protocol::result_response(id, "{}"))
-}
-
-/// Forwards one message to the child.
-fn forward(
-    session: Option<&Session>,
-    conn: &ChildConn,
-    m: &Message,
-    tx: &mpsc::Sender<Delivery>,
-    max_queued: usize,
-    live: Option<u64>,
-) -> Result<Forwarded, Refusal> {
-    match m.kind() {
-        Kind::Request => {
-            let method = m.method().unwrap_or_default();
-            let id = m.id().ok_or_else(|| Refusal::invalid("request id missing"))?;
-            let Some(s) = session else {
-                if methods::needs_session(method) {
-                    return Err(Refusal::invalid_with_id("needs a session: send initialize first", m.id_raw()));
-                }
-                let up = conn.request(m, tx.clone()).map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
-                return Ok(Forwarded::Request(id, up));
-            };
-            if let Some(frame) = answer_locally(s, m) {
-                return Ok(Forwarded::Local(frame));
-            }
-            s.begin(&id, m.id_raw().unwrap_or_default(), max_queued)?;
-            match conn.request(m, tx.clone()) {
-                Ok(up) => {
-                    s.forwarded(&id, up);
-                    Ok(Forwarded::Request(id, up))
-                }
-                Err(e) => {
-                    s.finish(&id, 0);
-                    Err(e.into())
-                }
-            }
-        }
-        Kind::Notification => {
-            match m.method() {
-                // Apiary initialized the child itself.
-                Some(methods::INITIALIZED) => {}
-                Some(methods::CANCELLED) => {
-                    // The id is free at once (row 18); the child is told under its own id.
-                    let target = session.zip(rewrite::cancelled_request_id(m)).and_then(|(s, id)| s.cancel(&id));
-                    match target.and_then(|up| rewrite::with_cancelled_request_id(m, &up.to_string()).ok()) {
-                        Some(frame) => conn.send(frame)?,
-                        None => tracing::debug!("dropped a cancellation naming no request in flight"),
-                    }
-                }
-                _ => {
-                    if let Some(s) = session {
-                        s.check_room(max_queued)?;
-                    }
-                    conn.send(m.bytes().clone())?
-                }
-            }
-            Ok(Forwarded::Nothing)
-        }
-        Kind::Response | Kind::Error => {
-            let Some(s) = session else {
-                return Err(Refusal::invalid("needs a session: send initialize first"));
-            };
-            match m.id() {
-                Some(id) if s.settle(&id, live) => {
-                    conn.send(m.bytes().clone())?;
-                    Ok(Forwarded::Nothing)
-                }
-                _ => Err(Refusal::invalid("no outstanding request with this id")),
-            }
-        }
-    }
 }
 
 /// `initialize`: places the session on a child (its own, started with the client's own
