@@ -6,24 +6,28 @@
 //! client ─HTTP─▶ edge (host/origin, method, size, content-type, accept) ─▶ parse once
 //!        ─▶ session router ─▶ child mux (id rewrite) ─▶ child stdin … stdout ─▶ back
 //! ```
+//!
+//! Modules depend one way, down (README.md, "Module layers"; `tests/module_graph.rs`
+//! keeps it so):
+//!
+//! ```text
+//! server ─▶ front/ (streamable, legacy_sse, dispatch, call, state, edge, refuse, reverse_proxy)
+//!        ─▶ health, guard/ ─▶ telemetry/
+//!        ─▶ sessions/ (session table, events, sse, placement; SessionError)
+//!        ─▶ upstream/ (mux, stdio/ with StdioError, stateless_bridge)
+//!        ─▶ client, answer, status (leaves; answer's Refusal is the front's alone)
+//! ```
 
 mod answer;
-mod call;
-mod edge;
-mod events;
+mod client;
+mod front;
 mod guard;
 mod health;
-mod http_upstream;
-mod legacy_sse;
-mod mux;
-mod placement;
 mod server;
-mod session;
-mod stateless_bridge;
+mod sessions;
 mod status;
-mod stdio;
-mod streamable;
 mod telemetry;
+mod upstream;
 
 pub use guard::GuardError;
 pub use server::{ProxyHandle, StartError, start};

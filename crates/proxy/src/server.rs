@@ -18,12 +18,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::edge::EdgePolicy;
+use crate::front::edge::EdgePolicy;
+use crate::front::reverse_proxy::HttpUpstream;
+use crate::front::state::StdioFront;
 use crate::guard::{Guard, WELL_KNOWN};
-use crate::http_upstream::HttpUpstream;
 use crate::status::{UpstreamState, UpstreamStatus};
-use crate::stdio::{SlotEvent, SlotOptions};
-use crate::streamable::StdioFront;
+use crate::upstream::stdio::{SlotEvent, SlotOptions};
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +133,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
             let launcher = launcher.ok_or(StartError::NoLauncher("stdio"))?;
             let template = SlotOptions {
                 launcher,
-                init_params: crate::placement::own_initialize_params(serde_json::json!({})),
+                init_params: crate::sessions::placement::own_initialize_params(serde_json::json!({})),
                 max_line: limits.max_line_bytes as usize,
                 // One queue into the child's stdin serves every session on it; each session's
                 // own share is bounded where its requests enter (row 16).
@@ -153,9 +153,9 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 stopper.stop_all();
             });
             Router::new()
-                .route("/mcp", any(crate::streamable::mcp))
-                .route("/sse", any(crate::legacy_sse::sse))
-                .route("/messages", any(crate::legacy_sse::messages))
+                .route("/mcp", any(crate::front::streamable::mcp))
+                .route("/sse", any(crate::front::legacy_sse::sse))
+                .route("/messages", any(crate::front::legacy_sse::messages))
                 .with_state(front)
         }
         Transport::Sse | Transport::StreamableHttp => {
@@ -164,7 +164,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 None => {
                     let launcher = launcher.ok_or(StartError::NoLauncher("HTTP"))?;
                     let path = if transport == Transport::Sse { "/sse" } else { "/mcp" };
-                    tracker.spawn(crate::stdio::supervise_process(
+                    tracker.spawn(crate::upstream::stdio::supervise_process(
                         launcher,
                         config.restart.clone(),
                         events_tx.clone(),
@@ -184,7 +184,7 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
                 Arc::clone(&policy),
             )
             .map_err(StartError::Config)?;
-            Router::new().fallback(crate::http_upstream::forward).with_state(up)
+            Router::new().fallback(crate::front::reverse_proxy::forward).with_state(up)
         }
     };
     drop(events_tx);

@@ -4,17 +4,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use apiary_protocol::{RequestId, Revision};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::answer::Refusal;
-use crate::events::{EventLog, ResumeError};
-use crate::mux::{ChildGroup, ClientCaps, level_rank};
-use crate::stdio::Delivery;
+use super::error::SessionError;
+use crate::client::{ClientCaps, level_rank};
+use crate::sessions::events::{EventLog, ResumeError};
+use crate::upstream::mux::{Attached, ChildGroup};
+use crate::upstream::stdio::Delivery;
 use tokio_util::sync::CancellationToken;
 
 /// Messages a session keeps for a stream that is not open yet.
@@ -108,26 +109,15 @@ impl Session {
 
     /// A notification counts against the same bound as requests (row 16); cancellations
     /// never do, since they reduce work.
-    pub fn check_room(&self, max: usize) -> Result<(), Refusal> {
+    pub fn check_room(&self, max: usize) -> Result<(), SessionError> {
         if self.state().in_flight.len() >= max {
-            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
+            return Err(SessionError::QueueFull);
         }
         Ok(())
     }
 
-    pub fn has_in_flight(&self) -> bool {
-        !self.state().in_flight.is_empty()
-    }
-
     pub fn set_level(&self, rank: u8) {
         self.state().level = Some(rank);
-    }
-
-    /// Whether a `notifications/message` is at or above the level this session set.
-    pub fn wants_log(&self, m: &apiary_protocol::Message) -> bool {
-        let Some(min) = self.state().level else { return true };
-        let rank = m.params_as::<serde_json::Value>().and_then(|p| p.get("level")?.as_str().and_then(level_rank));
-        rank.is_none_or(|r| r >= min)
     }
 
     /// Records a subscription; false when it already existed.
@@ -140,25 +130,17 @@ impl Session {
         self.state().subscriptions.remove(uri)
     }
 
-    pub fn is_subscribed(&self, uri: &str) -> bool {
-        self.state().subscriptions.contains(uri)
-    }
-
-    pub fn subscriptions(&self) -> Vec<String> {
-        self.state().subscriptions.iter().cloned().collect()
-    }
-
     /// Registers a caller's request id; refuses one already in flight (row 18).
     /// Refuses one past `max` requests waiting on the child (row 16: the child is slow or
     /// stalled, and this session alone is held back).
-    pub fn begin(&self, id: &RequestId, raw: &str, max: usize) -> Result<(), Refusal> {
+    pub fn begin(&self, id: &RequestId, raw: &str, max: usize) -> Result<(), SessionError> {
         let mut st = self.state();
         if st.in_flight.contains_key(id) {
-            return Err(Refusal::invalid_with_id("request id already in flight", Some(raw)));
+            return Err(SessionError::DuplicateId { id: raw.to_owned() });
         }
         if st.in_flight.len() >= max {
             tracing::info!(session = %self.id, max, "refused a request: the session's queue toward the server is full");
-            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
+            return Err(SessionError::QueueFull);
         }
         st.in_flight.insert(id.clone(), 0);
         Ok(())
@@ -222,6 +204,31 @@ impl Session {
     pub fn close_get_stream(&self) {
         self.state().get_stream = None;
     }
+}
+
+impl Attached for Session {
+    fn has_in_flight(&self) -> bool {
+        !self.state().in_flight.is_empty()
+    }
+
+    fn may_be_asked(&self, method: &str) -> bool {
+        self.caps.allows(method)
+    }
+
+    /// Whether a `notifications/message` is at or above the level this session set.
+    fn wants_log(&self, m: &apiary_protocol::Message) -> bool {
+        let Some(min) = self.state().level else { return true };
+        let rank = m.params_as::<serde_json::Value>().and_then(|p| p.get("level")?.as_str().and_then(level_rank));
+        rank.is_none_or(|r| r >= min)
+    }
+
+    fn is_subscribed(&self, uri: &str) -> bool {
+        self.state().subscriptions.contains(uri)
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        self.state().subscriptions.iter().cloned().collect()
+    }
 
     /// Delivers a message no request is waiting for: to the GET stream if open, else the
     /// one open POST stream, else a bounded queue (mcp-brief.md, rule 19). Messages that
@@ -231,7 +238,7 @@ impl Session {
     ///
     /// A server→client request is never queued: with no stream open it cannot be asked
     /// now, so `false` is returned and the caller refuses it to the child (row 9).
-    pub fn deliver(&self, frame: Bytes, server_request: Option<(RequestId, u64)>, request_scoped: bool) -> bool {
+    fn deliver(&self, frame: Bytes, server_request: Option<(RequestId, u64)>, request_scoped: bool) -> bool {
         let frame = Delivery::message(frame);
         let mut st = self.state();
         st.post_streams.retain(|(_, tx)| !tx.is_closed());
@@ -301,15 +308,15 @@ impl SessionTable {
     }
 
     /// Refuses when the table is full, after reaping idle sessions (row 15).
-    pub fn check_capacity(&self) -> Result<(), Refusal> {
+    pub fn check_capacity(&self) -> Result<(), SessionError> {
         self.check_capacity_with(0)
     }
 
     /// The same, counting `others` sessions that live elsewhere (2024-11-05 streams not
     /// yet initialized).
-    pub fn check_capacity_with(&self, others: usize) -> Result<(), Refusal> {
+    pub fn check_capacity_with(&self, others: usize) -> Result<(), SessionError> {
         self.reap();
-        if self.map().len() + others >= self.max { Err(Refusal::LimitReached { retry_after: 5 }) } else { Ok(()) }
+        if self.map().len() + others >= self.max { Err(SessionError::LimitReached) } else { Ok(()) }
     }
 
     /// Adds a session under a fresh id.
@@ -318,7 +325,7 @@ impl SessionTable {
         revision: Revision,
         group: Arc<ChildGroup>,
         caps: ClientCaps,
-    ) -> Result<Arc<Session>, Refusal> {
+    ) -> Result<Arc<Session>, SessionError> {
         self.check_capacity()?;
         let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let session = Arc::new(Session {
@@ -332,7 +339,7 @@ impl SessionTable {
             next_stream: AtomicU64::new(1),
         });
         session.touch();
-        group.attach(&session);
+        group.attach(Arc::downgrade(&session) as Weak<dyn Attached>);
         self.map().insert(id, Arc::clone(&session));
         Ok(session)
     }
@@ -382,7 +389,7 @@ fn end(s: &Arc<Session>) {
             conn.abandon(up, "the session ended");
         }
     }
-    let unsubscribe = group.release(s);
+    let unsubscribe = group.release(&**s);
     if unsubscribe.is_empty() {
         return;
     }

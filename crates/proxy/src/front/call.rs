@@ -16,9 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer;
 use crate::guard::Reshape;
-use crate::mux::ChildGroup;
-use crate::session::Session;
-use crate::stdio::{ChildConn, Delivery};
+use crate::sessions::session::Session;
+use crate::upstream::mux::ChildGroup;
+use crate::upstream::stdio::{ChildConn, Delivery};
 
 /// Keep-alive comments on long-lived streams, shorter than common idle timeouts.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ChildConn, UnsolicitedSink};
-use crate::answer::Refusal;
+use super::error::StdioError;
 
 /// What the slot reports to whoever keeps the proxy's status.
 #[derive(Debug, Clone)]
@@ -100,34 +100,20 @@ impl ChildSlot {
 
     /// The live child, waiting up to `wait` while the first one starts. During a restart
     /// or when the upstream is down, refuses at once (bad-input.md, row 27).
-    pub async fn ready(&self, wait: Duration) -> Result<Arc<ChildConn>, Refusal> {
+    pub async fn ready(&self, wait: Duration) -> Result<Arc<ChildConn>, StdioError> {
         let mut rx = self.state.clone();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let state = rx.borrow_and_update().clone();
             match state {
                 SlotState::Ready(conn) if !conn.is_closed() => return Ok(conn),
-                SlotState::Ready(_) | SlotState::Restarting => {
-                    return Err(Refusal::UpstreamUnavailable {
-                        reason: "the server is restarting".into(),
-                        retry_after: 1,
-                        id: None,
-                    });
-                }
-                SlotState::Down(reason) => {
-                    return Err(Refusal::UpstreamUnavailable { reason, retry_after: 30, id: None });
-                }
+                SlotState::Ready(_) | SlotState::Restarting => return Err(StdioError::Restarting),
+                SlotState::Down(reason) => return Err(StdioError::Down(reason)),
                 SlotState::Starting => {}
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                _ => {
-                    return Err(Refusal::UpstreamUnavailable {
-                        reason: "the server did not start in time".into(),
-                        retry_after: 5,
-                        id: None,
-                    });
-                }
+                _ => return Err(StdioError::StartTimeout),
             }
         }
     }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::answer::Refusal;
+use super::error::StdioError;
 
 /// One message on its way to an HTTP stream.
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ impl ChildConn {
 
     /// Forwards a caller's request; its response (with the caller's id) and its progress
     /// notifications arrive on `reply`. Returns the child-side id, for cancellation.
-    pub fn request(&self, msg: &Message, reply: Reply) -> Result<u64, Refusal> {
+    pub fn request(&self, msg: &Message, reply: Reply) -> Result<u64, StdioError> {
         let original_id: Box<str> = msg.id_raw().unwrap_or("null").into();
         let caller = msg.id().unwrap_or(RequestId::Int(0));
         let progress_token: Option<Box<str>> = rewrite::request_progress_token(msg).map(Into::into);
@@ -164,7 +164,7 @@ impl ChildConn {
             Ok(f) => f,
             Err(e) => {
                 self.pending().remove(&RequestId::Int(id as i64));
-                return Err(Refusal::invalid_with_id(format!("cannot forward the request: {e}"), msg.id_raw()));
+                return Err(StdioError::Unforwardable { reason: e.to_string(), id: msg.id_raw().map(str::to_owned) });
             }
         };
         if let Err(e) = self.send(frame) {
@@ -175,19 +175,13 @@ impl ChildConn {
     }
 
     /// Forwards a notification or a response the child is owed, as it is.
-    pub fn send(&self, frame: Bytes) -> Result<(), Refusal> {
+    pub fn send(&self, frame: Bytes) -> Result<(), StdioError> {
         if self.is_closed() {
-            return Err(Refusal::UpstreamUnavailable {
-                reason: "the server is restarting".into(),
-                retry_after: 1,
-                id: None,
-            });
+            return Err(StdioError::Restarting);
         }
         self.writer.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Refusal::QueueFull { retry_after: 1, in_session: true },
-            mpsc::error::TrySendError::Closed(_) => {
-                Refusal::UpstreamUnavailable { reason: "the server is restarting".into(), retry_after: 1, id: None }
-            }
+            mpsc::error::TrySendError::Full(_) => StdioError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => StdioError::Restarting,
         })
     }
 
@@ -200,21 +194,17 @@ impl ChildConn {
     }
 
     /// Sends a request of Apiary's own and waits for its answer (the raw response).
-    pub async fn call_own(&self, method: &str, params: &str) -> Result<Message, Refusal> {
+    pub async fn call_own(&self, method: &str, params: &str) -> Result<Message, StdioError> {
         let (tx, mut rx) = mpsc::channel(4);
         let text = format!(r#"{{"jsonrpc":"2.0","id":0,"method":{},"params":{params}}}"#, Value::from(method));
-        let msg = Message::parse(Bytes::from(text)).map_err(Refusal::Parse)?;
+        let msg = Message::parse(Bytes::from(text)).map_err(StdioError::BadAnswer)?;
         self.request(&msg, tx)?;
         loop {
             let Some(frame) = rx.recv().await else {
-                return Err(Refusal::UpstreamUnavailable {
-                    reason: "the server closed".into(),
-                    retry_after: 1,
-                    id: None,
-                });
+                return Err(StdioError::Closed);
             };
             if frame.is_response() {
-                return Message::parse(frame.frame).map_err(Refusal::Parse);
+                return Message::parse(frame.frame).map_err(StdioError::BadAnswer);
             }
         }
     }
@@ -457,6 +447,6 @@ mod tests {
         assert_eq!(err.kind(), Kind::Error);
         assert_eq!(err.id_raw(), Some("9"));
         assert!(err.payload_raw().unwrap().contains("-31004"));
-        assert!(matches!(conn.send(Bytes::from_static(b"{}")), Err(Refusal::UpstreamUnavailable { .. })));
+        assert!(matches!(conn.send(Bytes::from_static(b"{}")), Err(StdioError::Restarting)));
     }
 }

@@ -1,6 +1,8 @@
 //! A transparent reverse proxy for servers that speak HTTP themselves (Streamable HTTP or
 //! the 2024-11-05 SSE transport), local or remote. The edge checks run first; then bytes
-//! go through unchanged, streamed both ways.
+//! go through unchanged, streamed both ways. It is a front of its own (it answers HTTP
+//! clients and applies the guard), so it lives here; what it asks of the upstream beyond
+//! forwarding (a bridged sessionless request) is `upstream::stateless_bridge`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,15 +10,16 @@ use std::time::Duration;
 use apiary_protocol::{Body as JsonBody, codes, error_response, parse_body};
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use apiary_policy::outgoing::{ExchangeError, OutgoingError};
 
 use crate::answer::{self, Refusal};
+use crate::front::edge;
 use crate::guard::{self, Guard, RequestCtx};
-use crate::{edge, stateless_bridge};
+use crate::upstream::stateless_bridge;
 
 /// Where requests go.
 pub struct HttpUpstream {
@@ -158,16 +161,16 @@ async fn forward_inner(
                 {
                     let accepts = edge::accepts(headers);
                     let creds = credentials(up, ctx, m.id_raw()).await?;
-                    let res = stateless_bridge::serve(
+                    let frame = stateless_bridge::serve(
                         &up.client,
                         &up.remote_endpoint,
                         headers,
                         &creds,
                         &m,
-                        accepts,
                         up.bridge_timeout,
                     )
                     .await;
+                    let res = bridged(frame, accepts);
                     return Ok(match (reshape, m.id_raw()) {
                         (Some(r), Some(id)) => guard::reshape_response(res, id.to_owned(), r, up.max_body).await,
                         _ => res,
@@ -360,4 +363,14 @@ fn short_error(e: &reqwest::Error) -> String {
         src = s.source();
     }
     text.chars().take(300).collect()
+}
+
+/// A bridged request's answer: JSON, or one SSE event for a client that admits only SSE.
+fn bridged(frame: bytes::Bytes, accepts: edge::Accepts) -> Response {
+    if accepts.json {
+        return answer::json(frame);
+    }
+    let mut r = Response::new(Body::from(apiary_transport::sse::message_event(None, &frame)));
+    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r
 }

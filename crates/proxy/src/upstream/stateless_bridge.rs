@@ -13,12 +13,8 @@ use std::time::Duration;
 use apiary_protocol::{Message, RequestId, codes, error_response};
 use apiary_transport::client::{ConnectOptions, McpClient, Transport};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-
-use crate::answer;
-use crate::edge::Accepts;
 
 /// Request headers passed on to the upstream session (credentials and tracing context).
 const PASSED_HEADERS: &[&str] = &["authorization", "traceparent", "tracestate", "baggage"];
@@ -33,19 +29,20 @@ pub fn needs_bridge(headers: &HeaderMap, message: &Message) -> bool {
     message.is_request() && message.method() != Some("initialize") && !headers.contains_key("mcp-session-id")
 }
 
-/// Serves `message` over a session of its own to `endpoint`. The handshake is the transport
+/// Serves `message` over a session of its own to `endpoint` and returns the answer frame: the
+/// upstream's response, or a -31004 error with the caller's id. The handshake is the transport
 /// client's; the caller's request itself is POSTed as the bytes it came in (its id included:
-/// nothing else is in flight on this session) and the upstream's response goes back as the
-/// bytes it sent, so neither is re-serialised.
+/// nothing else is in flight on this session) and the upstream's response comes back as the
+/// bytes it sent, so neither is re-serialised. How the frame travels (JSON or SSE) is the
+/// front's business.
 pub async fn serve(
     http: &reqwest::Client,
     endpoint: &str,
     headers: &HeaderMap,
     creds: &[(HeaderName, HeaderValue)],
     message: &Message,
-    accepts: Accepts,
     timeout: Duration,
-) -> Response {
+) -> Bytes {
     let id = message.id_raw().unwrap_or("null").to_owned();
     // The proxy's own credentials for the upstream replace the client's.
     let mut passed: Vec<(String, String)> = PASSED_HEADERS
@@ -55,7 +52,7 @@ pub async fn serve(
         .collect();
     passed.extend(creds.iter().filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))));
     let options = ConnectOptions { transport: Transport::StreamableHttp, timeout, headers: passed.clone() };
-    let body = match McpClient::connect(endpoint, options).await {
+    match McpClient::connect(endpoint, options).await {
         Err(e) => unavailable(&id, &e.to_string()),
         Ok(client) => {
             let outcome = tokio::time::timeout(timeout, forward(http, endpoint, &passed, &client, message))
@@ -71,13 +68,7 @@ pub async fn serve(
                 Err(reason) => unavailable(&id, &reason),
             }
         }
-    };
-    if accepts.json {
-        return answer::json(body);
     }
-    let mut r = Response::new(axum::body::Body::from(apiary_transport::sse::message_event(None, &body)));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    r
 }
 
 /// POSTs the caller's message on the client's session and returns the response to it,

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
 
 use apiary_protocol::{Body as JsonBody, methods, parse_body};
 use apiary_transport::sse;
@@ -16,47 +16,17 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Refusal};
-use crate::call::{KEEP_ALIVE, send_event, sse_response};
-use crate::edge;
+use crate::front::call::{KEEP_ALIVE, send_event, sse_response};
+use crate::front::dispatch::dispatch;
+use crate::front::edge;
+use crate::front::refuse;
+use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
-use crate::placement::open_session;
-use crate::session::Session;
-use crate::stdio::Delivery;
-use crate::streamable::{StdioFront, dispatch};
-
-/// One `GET /sse` stream and the session behind it, once `initialize` arrives.
-pub struct SseSession {
-    out: mpsc::Sender<Delivery>,
-    inner: OnceLock<Arc<Session>>,
-    /// Cancelled when the proxy stops: the stream ends.
-    closed: CancellationToken,
-}
-
-/// Live 2024-11-05 sessions by the id the `endpoint` event announced.
-#[derive(Default)]
-pub struct SseSessions {
-    map: Mutex<HashMap<String, Arc<SseSession>>>,
-}
-
-impl SseSessions {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<SseSession>>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    /// Ends every stream (the proxy is stopping).
-    pub fn clear(&self) {
-        for (_, s) in self.map().drain() {
-            s.closed.cancel();
-        }
-    }
-}
+use crate::sessions::placement::open_session;
+use crate::sessions::sse::SseSession;
+use crate::upstream::stdio::Delivery;
 
 /// `/sse`: GET only (bad-input.md, row 7).
 pub async fn sse(State(front): State<Arc<StdioFront>>, method: Method, headers: HeaderMap) -> Response {
@@ -122,8 +92,8 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
     let id = uuid::Uuid::new_v4().simple().to_string();
     let endpoint = format!("{}/messages?session_id={id}", prefix(front, headers));
     let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
-    let session = Arc::new(SseSession { out: tx, inner: OnceLock::new(), closed: CancellationToken::new() });
-    front.sse.map().insert(id.clone(), Arc::clone(&session));
+    let session = Arc::new(SseSession::new(tx));
+    front.sse.insert(id.clone(), Arc::clone(&session));
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let front = Arc::clone(front);
     let write_timeout = front.write_timeout;
@@ -145,7 +115,7 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
             send_event(&mut out, ev, write_timeout).await;
         }
         // The stream is the session (row 28): it ends here, and its calls with it.
-        front.sse.map().remove(&id);
+        front.sse.remove(&id);
         if let Some(inner) = session.inner.get() {
             front.sessions.remove(&inner.id);
         }
@@ -164,7 +134,7 @@ async fn post(
     body: Body,
 ) -> Result<Response, Refusal> {
     let id = id.filter(|v| !v.is_empty()).ok_or_else(|| Refusal::invalid("session_id query parameter missing"))?;
-    let session = front.sse.map().get(id).cloned().ok_or(Refusal::SessionNotFound)?;
+    let session = front.sse.get(id).ok_or(Refusal::SessionNotFound)?;
     edge::check_post_headers(headers, front.max_body)?;
     let bytes = edge::read_body(body, front.max_body).await?;
     let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
@@ -177,7 +147,8 @@ async fn post(
         if session.inner.get().is_some() {
             return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
         }
-        let (inner, frame) = open_session(front, &m).await?;
+        let (inner, frame) =
+            open_session(&front.placement, &front.sessions, &m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
         // Unsolicited messages for this session go to its one stream.
         let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
         inner.open_get_stream(tx);

@@ -9,49 +9,27 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use apiary_protocol::{Message, codes, error_response, methods};
+use apiary_protocol::{Message, RequestId, codes, error_response, methods};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::session::Session;
-use crate::stdio::{ChildSlot, Delivery, SlotEvent, SlotOptions, Unsolicited, UnsolicitedSink};
+use crate::upstream::stdio::{ChildSlot, Delivery, SlotEvent, SlotOptions, Unsolicited, UnsolicitedSink};
 
-/// Client capabilities that let a server ask its client something.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientCaps {
-    pub sampling: bool,
-    pub elicitation: bool,
-    pub roots: bool,
-}
-
-impl ClientCaps {
-    /// Reads `params.capabilities` of an `initialize`.
-    pub fn from_initialize(params: &serde_json::Value) -> Self {
-        let caps = params.get("capabilities");
-        let has = |k: &str| caps.and_then(|c| c.get(k)).is_some_and(|v| !v.is_null());
-        ClientCaps { sampling: has("sampling"), elicitation: has("elicitation"), roots: has("roots") }
-    }
-
-    pub fn any(&self) -> bool {
-        self.sampling || self.elicitation || self.roots
-    }
-
-    /// Whether a server→client request with this method may be sent to such a client.
-    pub fn allows(&self, method: &str) -> bool {
-        match method {
-            "sampling/createMessage" => self.sampling,
-            "elicitation/create" => self.elicitation,
-            "roots/list" => self.roots,
-            _ => true,
-        }
-    }
-}
-
-/// RFC 5424 levels as MCP names them, most verbose first.
-const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
-
-/// The rank of a log level (0 = debug); `None` for an unknown name.
-pub fn level_rank(name: &str) -> Option<u8> {
-    LEVELS.iter().position(|l| *l == name).and_then(|i| u8::try_from(i).ok())
+/// Whatever the multiplexer routes a child's unasked messages to (today a legacy session):
+/// what it asks of it, so the mux needs no knowledge of the layer above it.
+pub trait Attached: Send + Sync {
+    /// It has requests of its own waiting on the child.
+    fn has_in_flight(&self) -> bool;
+    /// It declared the capability a server→client request with this method needs.
+    fn may_be_asked(&self, method: &str) -> bool;
+    fn is_subscribed(&self, uri: &str) -> bool;
+    /// The resource URIs it is subscribed to.
+    fn subscriptions(&self) -> Vec<String>;
+    /// Whether a `notifications/message` is at or above the level it set.
+    fn wants_log(&self, m: &Message) -> bool;
+    /// Hands it a message no request of its own waits for; false when it cannot take it
+    /// (a session: see its implementation).
+    fn deliver(&self, frame: Bytes, server_request: Option<(RequestId, u64)>, request_scoped: bool) -> bool;
 }
 
 /// One child and the sessions it serves.
@@ -59,7 +37,7 @@ pub struct ChildGroup {
     pub slot: ChildSlot,
     /// A child of one session's own.
     pub exclusive: bool,
-    sessions: Mutex<Vec<Weak<Session>>>,
+    sessions: Mutex<Vec<Weak<dyn Attached>>>,
     /// Subscribers per resource URI; the child is subscribed while the count is > 0.
     subscriptions: Mutex<HashMap<String, usize>>,
     /// The most verbose level any session asked for, as set on the child.
@@ -114,16 +92,16 @@ impl ChildGroup {
         }
     }
 
-    pub fn attach(&self, s: &Arc<Session>) {
+    pub fn attach(&self, s: Weak<dyn Attached>) {
         let mut sessions = lock(&self.sessions);
         sessions.retain(|w| w.strong_count() > 0);
-        sessions.push(Arc::downgrade(s));
+        sessions.push(s);
     }
 
     /// A session ends: its subscriptions go; an exclusive child stops. Returns the URIs
     /// whose last subscriber this was (the child should be unsubscribed from them).
-    pub fn release(&self, s: &Session) -> Vec<String> {
-        lock(&self.sessions).retain(|w| w.upgrade().is_some_and(|o| !std::ptr::eq(&*o, s)));
+    pub fn release(&self, s: &dyn Attached) -> Vec<String> {
+        lock(&self.sessions).retain(|w| w.upgrade().is_some_and(|o| !std::ptr::addr_eq(Arc::as_ptr(&o), s)));
         if self.exclusive {
             self.slot.stop();
             if let Some(c) = &self.own_children {
@@ -134,14 +112,14 @@ impl ChildGroup {
         s.subscriptions().into_iter().filter(|uri| self.unsubscribe(uri)).collect()
     }
 
-    fn live(&self) -> Vec<Arc<Session>> {
+    fn live(&self) -> Vec<Arc<dyn Attached>> {
         lock(&self.sessions).iter().filter_map(Weak::upgrade).collect()
     }
 
     /// The session that certainly owns what the child sends now: the only session of an
     /// exclusive child, or on a shared child the one session with requests in flight
     /// while no other session, and no sessionless request, has any.
-    fn owner(&self) -> Option<Arc<Session>> {
+    fn owner(&self) -> Option<Arc<dyn Attached>> {
         let live = self.live();
         if self.exclusive {
             return live.into_iter().next();
@@ -230,7 +208,7 @@ impl ChildGroup {
             Unsolicited::Notification(m) => self.route_notification(m),
             Unsolicited::Request(m, child) => {
                 let method = m.method().unwrap_or_default().to_owned();
-                let target = self.owner().filter(|s| self.exclusive || s.caps.allows(&method));
+                let target = self.owner().filter(|s| self.exclusive || s.may_be_asked(&method));
                 let id = m.id();
                 let asked = id.map(|id| (id, self.slot.generation()));
                 let delivered = target.is_some_and(|s| s.deliver(m.bytes().clone(), asked, true));
@@ -278,21 +256,5 @@ impl ChildGroup {
                 None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capabilities_and_levels() {
-        let c = ClientCaps::from_initialize(&serde_json::json!({"capabilities": {"sampling": {}, "roots": null}}));
-        assert!(c.sampling && !c.roots && !c.elicitation && c.any());
-        assert!(c.allows("sampling/createMessage") && !c.allows("elicitation/create") && c.allows("ping"));
-        assert!(!ClientCaps::from_initialize(&serde_json::json!({})).any());
-        assert_eq!(level_rank("debug"), Some(0));
-        assert_eq!(level_rank("emergency"), Some(7));
-        assert_eq!(level_rank("loud"), None);
     }
 }
