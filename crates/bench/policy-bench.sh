@@ -5,12 +5,15 @@
 # With --layers it also runs authentication alone and audit alone (Cedar's share is the
 # rest: without a token the anonymous caller is denied, so Cedar cannot be run alone here).
 # Usage: crates/bench/policy-bench.sh [SECONDS] [--layers]   (builds the release binaries first)
+# APIARY_BIN=/path/to/apiary runs that proxy binary instead of the one just built (e.g. a copy
+# built from an older commit, to compare both under the same machine load).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
 layers=${2:-}
 target=${CARGO_TARGET_DIR:-${APIARY_CACHE:-$HOME/.cache/apiary}/target}/release
 cargo build --release -q -p apiary -p apiary-bench -p apiary-testkit
+apiary=${APIARY_BIN:-$target/apiary}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -26,7 +29,7 @@ printf '{"component":"bench","logFile":"%s/audit.log"}\n' "$work" >"$work/audit.
 
 start_proxy() { # name, extra args... → sets url and pid
   local name=$1; shift
-  "$target/apiary" proxy "$name" "$@" -- "$target/apiary-testkit-server" --stdio >"$work/$name.out" 2>"$work/$name.err" &
+  "$apiary" proxy "$name" "$@" -- "$target/apiary-testkit-server" --stdio >"$work/$name.out" 2>"$work/$name.err" &
   pid=$!; pids+=("$pid")
   for _ in $(seq 100); do url=$(grep -ho 'http://[^ ]*/mcp' "$work/$name.out" | head -1) && [ -n "$url" ] && break; sleep 0.1; done
 }

@@ -61,6 +61,18 @@ fn bench(c: &mut Criterion) {
             b.iter(|| authz.authorize(&who, &other))
         });
     }
+    // The end-to-end benchmark's document and call (`crates/bench/policy-bench.sh`): `echo` allowed
+    // to a member of `engineering`.
+    let proxy_doc = include_str!("../../bench/policy/cedar-20.json");
+    let authz = Authorizer::from_text(proxy_doc, "cedar-20.json").unwrap().with_server("bench");
+    let echo_args: Map<String, Value> = json!({"text": "0123456789abcdef"}).as_object().cloned().unwrap();
+    let echo = Target { feature: Feature::Tool, name: "echo", arguments: Some(&echo_args), annotations: None };
+    let mut member = identity();
+    member.claims.insert("groups".to_owned(), json!(["engineering"]));
+    assert!(authz.authorize(&member, &echo).allowed);
+    c.bench_function("authorize tools/call echo, cedar-20.json (policy-bench.sh)", |b| {
+        b.iter(|| authz.authorize(&member, &echo))
+    });
     let text = document(0).to_string();
     c.bench_function("load a 20-policy document", |b| b.iter(|| Authorizer::from_text(&text, "bench").unwrap()));
 }

@@ -224,6 +224,57 @@ async fn full_queue_drops_and_counts_instead_of_blocking() {
 }
 
 #[tokio::test]
+async fn a_quiet_auditor_writes_without_being_flushed() {
+    // One event and no flush: the writer must still write it (after its batching delay).
+    let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+    let auditor = Auditor::start_with_writer(AuditConfig::default(), writer);
+    auditor.record(auditor.event(Some("tools/list")).build());
+    let mut got = Vec::new();
+    let read = async {
+        while !got.ends_with(b"\n") {
+            let mut buf = [0u8; 4096];
+            let n = reader.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the sink closed before the event was written");
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    // A bound so a broken writer fails the test rather than hanging it (not a timing check).
+    tokio::time::timeout(Duration::from_secs(30), read).await.unwrap();
+    let event: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(event["type"], "mcp_tools_list");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_recorded_from_many_threads_are_whole_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let auditor = Auditor::start(file_config(&dir)).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let auditor = auditor.clone();
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    auditor.record(auditor.event(Some("tools/call")).target_name(&format!("t{t}-{i}")).build());
+                    if i % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    auditor.flush().await;
+    let events = lines(&dir.path().join("audit.log"));
+    assert_eq!(events.len(), 1600);
+    let mut names: Vec<String> = events.iter().map(|e| e["target"]["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 1600);
+    assert_eq!(auditor.dropped(), 0);
+}
+
+#[tokio::test]
 async fn flush_waits_for_every_recorded_event() {
     let dir = tempfile::tempdir().unwrap();
     let auditor = Auditor::start(file_config(&dir)).await.unwrap();

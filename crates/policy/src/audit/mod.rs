@@ -3,14 +3,15 @@
 //! `includeRequestData`, `includeResponseData`, `maxDataSize`).
 //!
 //! The proxy builds an event with [`Auditor::event`] (or [`AuditEvent::builder`]) and hands it
-//! to [`Auditor::record`], which never blocks: a bounded queue feeds one writer task.
+//! to [`Auditor::record`], which never blocks: it serialises the event into a bounded buffer that
+//! one writer task writes out in batches.
 
 mod auditor;
 mod config;
 mod event;
 
 pub use crate::document::DocumentError;
-pub use auditor::{Auditor, DROP_WARN_EVERY};
+pub use auditor::{Auditor, BATCH_BYTES, DROP_WARN_EVERY, FLUSH_DELAY};
 pub use config::{
     AuditConfig, AuditConfigError, DEFAULT_COMPONENT, DEFAULT_MAX_DATA_SIZE, DEFAULT_QUEUE_CAPACITY, EVENT_TYPES,
     MAX_MAX_DATA_SIZE,

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use cedar_policy::RestrictedExpression;
 use serde_json::{Map, Value};
 
-use super::values::{Budget, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_STRING_BYTES, to_cedar};
+use super::values::{Budget, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_STRING_BYTES, account, to_cedar};
 
 /// Most groups (group claim plus role claim) that become parents of the principal.
 pub const MAX_GROUPS: usize = 1024;
@@ -34,7 +34,10 @@ pub(crate) struct Dropped {
     pub reason: String,
 }
 
-/// Attributes gathered for one decision.
+/// Which attribute names to build; the others are only accounted for (see [`account`]).
+pub(crate) type Wanted<'a> = &'a dyn Fn(&str) -> bool;
+
+/// Attributes gathered for one decision: the wanted ones built, every left-out one recorded.
 #[derive(Default)]
 pub(crate) struct Attributes {
     pub values: Vec<(String, RestrictedExpression)>,
@@ -42,10 +45,16 @@ pub(crate) struct Attributes {
 }
 
 impl Attributes {
-    fn put(&mut self, name: String, value: &Value, budget: &mut Budget) {
-        match to_cedar(value, budget) {
-            Ok(v) => self.values.push((name, v)),
-            Err(reason) => self.dropped.push(Dropped { name, reason: reason.to_owned() }),
+    /// A wanted attribute is converted; any other is checked against the same bounds and budget
+    /// without being built, so the budget and the left-out list come out as if it were.
+    fn put(&mut self, name: String, value: &Value, budget: &mut Budget, wanted: Wanted<'_>) {
+        let result = if wanted(&name) {
+            to_cedar(value, budget).map(|v| self.values.push((name.clone(), v)))
+        } else {
+            account(value, budget)
+        };
+        if let Err(reason) = result {
+            self.dropped.push(Dropped { name, reason: reason.to_owned() });
         }
     }
 
@@ -56,7 +65,12 @@ impl Attributes {
 
 /// `claim_<name>` for every claim (the first [`MAX_ATTRIBUTES`]), and `claimset_<name>` for each
 /// claim listed in `multi_valued_claims` (ToolHive's two normalized forms).
-pub(crate) fn claims(claims: &Map<String, Value>, rules: &ClaimRules, budget: &mut Budget) -> Attributes {
+pub(crate) fn claims(
+    claims: &Map<String, Value>,
+    rules: &ClaimRules,
+    budget: &mut Budget,
+    wanted: Wanted<'_>,
+) -> Attributes {
     let mut out = Attributes::default();
     for (i, (key, value)) in claims.iter().enumerate() {
         let name = format!("claim_{key}");
@@ -68,12 +82,12 @@ pub(crate) fn claims(claims: &Map<String, Value>, rules: &ClaimRules, budget: &m
             match value {
                 Value::Array(items) => {
                     let joined = string_elements(items).collect::<Vec<_>>().join(" ");
-                    out.put(name, &Value::String(joined), budget);
+                    out.put(name, &Value::String(joined), budget, wanted);
                 }
-                other => out.put(name, other, budget),
+                other => out.put(name, other, budget, wanted),
             }
         } else {
-            out.put(name, value, budget);
+            out.put(name, value, budget, wanted);
         }
     }
     for key in &rules.multi_valued_claims {
@@ -88,7 +102,7 @@ pub(crate) fn claims(claims: &Map<String, Value>, rules: &ClaimRules, budget: &m
             continue;
         }
         let set = Value::Array(tokens.into_iter().map(|t| Value::String(t.to_owned())).collect());
-        out.put(name, &set, budget);
+        out.put(name, &set, budget, wanted);
     }
     out
 }
@@ -99,7 +113,12 @@ fn string_elements(items: &[Value]) -> impl Iterator<Item = &str> {
 
 /// `arg_<name>` for each argument that is a string, boolean or integer; `arg_<name>_present`
 /// (true) for one that is null, a list or an object, as ToolHive does.
-pub(crate) fn arguments(args: Option<&Map<String, Value>>, budget: &mut Budget, out: &mut Attributes) {
+pub(crate) fn arguments(
+    args: Option<&Map<String, Value>>,
+    budget: &mut Budget,
+    wanted: Wanted<'_>,
+    out: &mut Attributes,
+) {
     let Some(args) = args else { return };
     for (i, (key, value)) in args.iter().enumerate() {
         let name = format!("arg_{key}");
@@ -109,9 +128,12 @@ pub(crate) fn arguments(args: Option<&Map<String, Value>>, budget: &mut Budget, 
             out.drop_one(name, "the argument name is longer than the limit");
         } else {
             match value {
-                Value::String(_) | Value::Bool(_) | Value::Number(_) => out.put(name, value, budget),
+                Value::String(_) | Value::Bool(_) | Value::Number(_) => out.put(name, value, budget, wanted),
                 Value::Null | Value::Array(_) | Value::Object(_) => {
-                    out.values.push((format!("{name}_present"), RestrictedExpression::new_bool(true)));
+                    let present = format!("{name}_present");
+                    if wanted(&present) {
+                        out.values.push((present, RestrictedExpression::new_bool(true)));
+                    }
                 }
             }
         }
@@ -119,9 +141,9 @@ pub(crate) fn arguments(args: Option<&Map<String, Value>>, budget: &mut Budget, 
 }
 
 /// The four boolean hints of a tool's annotations, when present and boolean.
-pub(crate) fn annotations(annotations: Option<&Map<String, Value>>, out: &mut Attributes) {
+pub(crate) fn annotations(annotations: Option<&Map<String, Value>>, wanted: Wanted<'_>, out: &mut Attributes) {
     let Some(annotations) = annotations else { return };
-    for key in ANNOTATIONS {
+    for key in ANNOTATIONS.into_iter().filter(|k| wanted(k)) {
         if let Some(Value::Bool(b)) = annotations.get(key) {
             out.values.push((key.to_owned(), RestrictedExpression::new_bool(*b)));
         }

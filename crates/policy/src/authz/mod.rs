@@ -27,14 +27,23 @@
 //! names a left-out attribute the request is denied rather than evaluated without it. A token
 //! with more than [`MAX_GROUPS`] groups and roles is denied outright.
 //!
+//! Cost: at load, the policies are scanned (`analysis`) for the attribute names they read and
+//! split by the action and resource their scope can match; per decision only read attributes are
+//! built (the others are still measured against the bounds) and only matching policies run.
+//! Neither changes a decision: an unread attribute is invisible and an unmatched scope is false
+//! before any condition runs.
+//!
 //! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
 //! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
 //! request (as in ToolHive), and is reported in [`Decision::errors`]. Write `has` guards
 //! (`principal has claim_roles && ..`) for claims some callers lack.
 
+mod analysis;
 mod attributes;
 mod config;
 mod entities;
+#[cfg(test)]
+mod equivalence;
 mod error;
 mod policies;
 mod values;
@@ -45,6 +54,7 @@ use cedar_policy::{Context, EntityTypeName, EntityUid, PolicySet, Request, Restr
 use serde_json::{Map, Value};
 
 use crate::Identity;
+use analysis::{Applicable, Usage};
 use attributes::{Attributes, ClaimRules};
 use entities::{RequestEntity, StaticEntities, uid};
 
@@ -114,6 +124,10 @@ impl Decision {
 /// Parsed policies and static entities, built once and shared (e.g. in an `Arc`).
 pub struct Authorizer {
     policies: PolicySet,
+    /// Per feature (and resource), the policies whose scope can match.
+    applicable: HashMap<Feature, Applicable>,
+    /// The attribute names the policies read: only those are built per decision.
+    usage: Usage,
     entities: StaticEntities,
     /// Every policy's text, to tell whether a left-out attribute is named by some policy.
     policy_text: String,
@@ -174,11 +188,22 @@ impl Authorizer {
             });
         }
         let entities = StaticEntities::build(&options.entities, action_entities, origin)?;
+        let client_type = type_name("Client")?;
+        let applicable = Feature::ALL
+            .into_iter()
+            .filter_map(|f| {
+                let applicable = Applicable::build(&policies, &client_type, actions.get(&f)?, resource_types.get(&f)?);
+                Some((f, applicable))
+            })
+            .collect();
+        let usage = Usage::of(&policies);
         for warning in &options.warnings {
             tracing::warn!(origin, "{warning}");
         }
         Ok(Authorizer {
             policies,
+            applicable,
+            usage,
             entities,
             policy_text: options.policies.join("\n"),
             rules: ClaimRules {
@@ -187,7 +212,7 @@ impl Authorizer {
                 multi_valued_claims: options.multi_valued_claims,
             },
             group_type: type_name(&options.group_entity_type)?,
-            client_type: type_name("Client")?,
+            client_type,
             mcp_type: type_name("MCP")?,
             resource_types,
             actions,
@@ -219,8 +244,12 @@ impl Authorizer {
         if who.subject.is_empty() {
             return Decision::deny_with("the caller has no subject".to_owned());
         }
+        // Only what some policy reads is built (see `analysis`); the rest is still measured
+        // against the bounds, so budgets and left-out attributes are as if all were built.
+        let reads = |name: &str| self.usage.reads(name);
+        let context_reads = |name: &str| self.usage.context_reads(name);
         let mut budget = values::Budget::new();
-        let claims = attributes::claims(&who.claims, &self.rules, &mut budget);
+        let claims = attributes::claims(&who.claims, &self.rules, &mut budget, &context_reads);
         let groups = match attributes::groups(&who.claims, &self.rules) {
             Ok(groups) => groups,
             Err(e) => return Decision::deny_with(e),
@@ -229,21 +258,35 @@ impl Authorizer {
         let (_, _, operation, feature) = what.feature.names();
         let mut resource = Attributes::default();
         if what.feature == Feature::Tool {
-            attributes::annotations(what.annotations, &mut resource);
+            attributes::annotations(what.annotations, &reads, &mut resource);
         }
         let args_start = resource.values.len();
-        attributes::arguments(what.arguments, &mut budget, &mut resource);
+        attributes::arguments(what.arguments, &mut budget, &context_reads, &mut resource);
         let args: Vec<(String, RestrictedExpression)> = resource.values[args_start..].to_vec();
-        let fixed = [("name", what.name), ("operation", operation), ("feature", feature)];
-        resource
-            .values
-            .extend(fixed.iter().map(|(k, v)| ((*k).to_owned(), RestrictedExpression::new_string((*v).to_owned()))));
-        if what.feature == Feature::Resource {
-            resource.values.push(("uri".to_owned(), RestrictedExpression::new_string(what.name.to_owned())));
+        if self.usage.context_whole() {
+            // Built for the context only; the resource keeps the ones policies read.
+            let mut index = 0;
+            resource.values.retain(|(name, _)| {
+                index += 1;
+                index <= args_start || reads(name)
+            });
         }
+        let mut fixed = vec![("name", what.name), ("operation", operation), ("feature", feature)];
+        if what.feature == Feature::Resource {
+            fixed.push(("uri", what.name));
+        }
+        resource.values.extend(
+            fixed
+                .into_iter()
+                .filter(|(k, _)| reads(k))
+                .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_string(v.to_owned()))),
+        );
 
         // A left-out attribute a policy names could flip a `has` guard or skip a forbid: refuse.
-        if let Some(d) = claims.dropped.iter().chain(&resource.dropped).find(|d| self.policy_text.contains(&d.name)) {
+        // The text check also catches a name only a string literal mentions; `usage` one a policy
+        // spells with escapes (`["cl\u{61}im_x"]`).
+        let named = |d: &&attributes::Dropped| self.policy_text.contains(&d.name) || self.usage.names(&d.name);
+        if let Some(d) = claims.dropped.iter().chain(&resource.dropped).find(named) {
             return Decision::deny_with(format!(
                 "attribute {} was left out ({}) and a policy names it",
                 d.name, d.reason
@@ -266,10 +309,15 @@ impl Authorizer {
             Ok(c) => c,
             Err(e) => return Decision::deny_with(format!("context: {e}")),
         };
+        let principal_attrs = if self.usage.context_whole() {
+            claims.values.into_iter().filter(|(name, _)| reads(name)).collect()
+        } else {
+            claims.values
+        };
         let request_entities = vec![
             RequestEntity {
                 uid: principal.clone(),
-                attrs: claims.values,
+                attrs: principal_attrs,
                 parents: groups.iter().map(|g| uid(&self.group_type, g)).collect(),
             },
             RequestEntity {
@@ -282,12 +330,13 @@ impl Authorizer {
             Ok(e) => e,
             Err(e) => return Decision::deny_with(format!("entities: {e}")),
         };
+        let policies = self.applicable.get(&what.feature).map_or(&self.policies, |a| a.for_resource(&resource_uid));
         let request = match Request::new(principal, action.clone(), resource_uid, context, None) {
             Ok(r) => r,
             Err(e) => return Decision::deny_with(format!("request: {e}")),
         };
 
-        let response = self.cedar.is_authorized(&request, &self.policies, &entities);
+        let response = self.cedar.is_authorized(&request, policies, &entities);
         let errors: Vec<(String, String)> = response
             .diagnostics()
             .errors()

@@ -49,26 +49,39 @@ impl Budget {
 /// Converts a JSON value. `Err` says why it was left out: too large, too deep, or a kind Cedar
 /// has no type for (null, a number beyond a decimal's range).
 pub(crate) fn to_cedar(value: &Value, budget: &mut Budget) -> Result<RestrictedExpression, &'static str> {
-    convert(value, 0, budget)
+    convert(value, 0, budget, true)?.ok_or("the value was not built")
 }
 
-fn convert(value: &Value, depth: usize, budget: &mut Budget) -> Result<RestrictedExpression, &'static str> {
+/// Spends the budget and checks the bounds exactly as [`to_cedar`] would, without building the
+/// value: for an attribute no policy reads, so that leaving it out changes nothing else (the
+/// budget left for the next attribute, or whether a left-out attribute is reported).
+pub(crate) fn account(value: &Value, budget: &mut Budget) -> Result<(), &'static str> {
+    convert(value, 0, budget, false).map(|_| ())
+}
+
+/// `build` false: the same checks and spending, no value (`Ok(None)`).
+fn convert(
+    value: &Value,
+    depth: usize,
+    budget: &mut Budget,
+    build: bool,
+) -> Result<Option<RestrictedExpression>, &'static str> {
     match value {
         Value::Null => Err("null has no Cedar value"),
         Value::Bool(b) => {
             budget.spend(0)?;
-            Ok(RestrictedExpression::new_bool(*b))
+            Ok(build.then(|| RestrictedExpression::new_bool(*b)))
         }
         Value::Number(n) => {
             budget.spend(0)?;
             if let Some(long) = n.as_i64() {
-                return Ok(RestrictedExpression::new_long(long));
+                return Ok(build.then(|| RestrictedExpression::new_long(long)));
             }
             // A fraction (or an integer past 64 bits) becomes a Cedar decimal, as in ToolHive:
             // four decimal places, within the range Cedar's decimal can hold.
             match n.as_f64() {
                 Some(f) if f.is_finite() && f.abs() < MAX_DECIMAL => {
-                    Ok(RestrictedExpression::new_decimal(format!("{f:.4}")))
+                    Ok(build.then(|| RestrictedExpression::new_decimal(format!("{f:.4}"))))
                 }
                 _ => Err("the number is beyond the range of a Cedar decimal"),
             }
@@ -78,7 +91,7 @@ fn convert(value: &Value, depth: usize, budget: &mut Budget) -> Result<Restricte
                 return Err("the string is longer than the limit");
             }
             budget.spend(s.len())?;
-            Ok(RestrictedExpression::new_string(s.clone()))
+            Ok(build.then(|| RestrictedExpression::new_string(s.clone())))
         }
         Value::Array(items) => {
             if depth >= MAX_DEPTH {
@@ -88,8 +101,11 @@ fn convert(value: &Value, depth: usize, budget: &mut Budget) -> Result<Restricte
                 return Err("the list has more elements than the limit");
             }
             budget.spend(0)?;
-            let set = items.iter().map(|v| convert(v, depth + 1, budget)).collect::<Result<Vec<_>, _>>()?;
-            Ok(RestrictedExpression::new_set(set))
+            let mut set = Vec::with_capacity(if build { items.len() } else { 0 });
+            for item in items {
+                set.extend(convert(item, depth + 1, budget, build)?);
+            }
+            Ok(build.then(|| RestrictedExpression::new_set(set)))
         }
         Value::Object(map) => {
             if depth >= MAX_DEPTH {
@@ -99,17 +115,20 @@ fn convert(value: &Value, depth: usize, budget: &mut Budget) -> Result<Restricte
                 return Err("the object has more fields than the limit");
             }
             budget.spend(0)?;
-            let fields = map
-                .iter()
-                .map(|(k, v)| {
-                    if k.len() > MAX_STRING_BYTES {
-                        return Err("a field name is longer than the limit");
-                    }
-                    Ok((k.clone(), convert(v, depth + 1, budget)?))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut fields = Vec::with_capacity(if build { map.len() } else { 0 });
+            for (k, v) in map {
+                if k.len() > MAX_STRING_BYTES {
+                    return Err("a field name is longer than the limit");
+                }
+                if let Some(v) = convert(v, depth + 1, budget, build)? {
+                    fields.push((k.clone(), v));
+                }
+            }
+            if !build {
+                return Ok(None);
+            }
             // Keys of a JSON object are unique, so this cannot fail; refuse rather than panic.
-            RestrictedExpression::new_record(fields).map_err(|_| "the object has duplicate fields")
+            RestrictedExpression::new_record(fields).map(Some).map_err(|_| "the object has duplicate fields")
         }
     }
 }

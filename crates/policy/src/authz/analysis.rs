@@ -1,0 +1,268 @@
+//! What the policies can observe, worked out once at load so each decision builds only that:
+//! the attribute names they read, whether they use `context` as a whole value, and which policies
+//! can apply to each action at all.
+//!
+//! An entity attribute is visible to a policy only through `e.name`, `e["name"]` or `e has name`
+//! (entities compare by uid, never by attributes), so an attribute no policy names cannot change a
+//! decision and need not be built. `context` is a record, and a record can be compared whole
+//! (`context == {..}`): a policy that uses `context` other than through `.`/`has` gets all of it.
+//! The names come from each policy's JSON form (Cedar's EST), where string escapes are already
+//! resolved, so `principal["cl\u{61}im_x"]` counts as `claim_x`. If a policy has no JSON form,
+//! every attribute counts as read.
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{
+    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint, ResourceConstraint,
+};
+use serde_json::Value;
+
+/// The attribute names the policies read, over all entities and the context.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    names: HashSet<String>,
+    /// Some policy could not be analysed: treat every attribute as read.
+    all: bool,
+    /// Some policy uses `context` as a value (not only `context.x` / `context has x`).
+    context_whole: bool,
+}
+
+impl Usage {
+    /// Scans every policy of the set.
+    pub(crate) fn of(policies: &PolicySet) -> Usage {
+        let mut usage = Usage::default();
+        for policy in policies.policies() {
+            match policy.to_json() {
+                Ok(est) => {
+                    let mut context = ContextUse::default();
+                    walk(&est, &mut usage.names, &mut context);
+                    usage.context_whole |= context.total > context.through_attribute;
+                }
+                Err(_) => usage.all = true,
+            }
+        }
+        usage
+    }
+
+    /// Builds every attribute, as the authorizer did before it looked (the names found stay, for
+    /// [`Usage::names`]): for tests that compare decisions with and without the analysis.
+    #[cfg(test)]
+    pub(crate) fn build_everything(&mut self) {
+        self.all = true;
+        self.context_whole = true;
+    }
+
+    /// Whether some policy names this attribute (found in its JSON form; unlike [`Usage::reads`],
+    /// never true merely because a policy could not be analysed).
+    pub(crate) fn names(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Whether some policy may read an attribute (of any entity, or of the context) by this name.
+    pub(crate) fn reads(&self, name: &str) -> bool {
+        self.all || self.names.contains(name)
+    }
+
+    /// Whether some policy uses `context` whole, so the context needs attributes no entity does.
+    pub(crate) fn context_whole(&self) -> bool {
+        self.context_whole
+    }
+
+    /// Whether the context attribute `name` must be built.
+    pub(crate) fn context_reads(&self, name: &str) -> bool {
+        self.context_whole || self.reads(name)
+    }
+}
+
+/// How often `context` appears, and how often as the left side of `.`/`has`.
+#[derive(Default)]
+struct ContextUse {
+    total: usize,
+    through_attribute: usize,
+}
+
+fn is_context(v: &Value) -> bool {
+    v.get("Var").and_then(Value::as_str) == Some("context")
+}
+
+/// Collects the `attr` of every `.` and `has` node (a string, or a list for `has a.b.c`).
+fn walk(v: &Value, names: &mut HashSet<String>, context: &mut ContextUse) {
+    match v {
+        Value::Object(map) => {
+            if is_context(v) {
+                context.total += 1;
+            }
+            for key in [".", "has"] {
+                let Some(node) = map.get(key) else { continue };
+                if node.get("left").is_some_and(is_context) {
+                    context.through_attribute += 1;
+                }
+                match node.get("attr") {
+                    Some(Value::String(s)) => {
+                        names.insert(s.clone());
+                    }
+                    Some(Value::Array(items)) => {
+                        names.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
+                    }
+                    _ => {}
+                }
+            }
+            map.values().for_each(|child| walk(child, names, context));
+        }
+        Value::Array(items) => items.iter().for_each(|child| walk(child, names, context)),
+        _ => {}
+    }
+}
+
+/// Most policy entries all per-resource sets of one feature may hold together; past it, every
+/// request of the feature evaluates all its applicable policies (correct, only slower).
+const MAX_INDEXED_ENTRIES: usize = 100_000;
+
+/// The policies that can apply to one feature's requests (principal type, action, resource
+/// type): a policy whose scope cannot match is false before its conditions run (the scope is
+/// checked first and `&&` stops there), so leaving it out changes no decision, reason or error.
+/// Policies naming one resource (`resource == Tool::"x"`) are further kept only for that resource.
+/// Every set keeps the document's order, so errors come out in the same order.
+pub(crate) struct Applicable {
+    /// For a resource no `resource ==` names.
+    general: PolicySet,
+    /// For each resource some `resource ==` names: the general policies plus those.
+    by_resource: HashMap<EntityUid, PolicySet>,
+}
+
+impl Applicable {
+    pub(crate) fn build(
+        policies: &PolicySet,
+        principal_type: &EntityTypeName,
+        action: &EntityUid,
+        resource_type: &EntityTypeName,
+    ) -> Applicable {
+        let candidates: Vec<&Policy> =
+            policies.policies().filter(|p| can_apply(p, principal_type, action, resource_type)).collect();
+        let named = |p: &Policy| match p.resource_constraint() {
+            ResourceConstraint::Eq(uid) => Some(uid),
+            _ => None,
+        };
+        let general_count = candidates.iter().filter(|p| named(p).is_none()).count();
+        let mut names: Vec<EntityUid> = Vec::new();
+        for uid in candidates.iter().filter_map(|p| named(p)) {
+            if !names.contains(&uid) {
+                names.push(uid);
+            }
+        }
+        let entries = names.len().saturating_mul(general_count).saturating_add(candidates.len());
+        if entries > MAX_INDEXED_ENTRIES {
+            return Applicable { general: subset(&candidates, |_| true), by_resource: HashMap::new() };
+        }
+        let general = subset(&candidates, |p| named(p).is_none());
+        let by_resource = names
+            .into_iter()
+            .map(|uid| {
+                let set = subset(&candidates, |p| named(p).is_none_or(|n| n == uid));
+                (uid, set)
+            })
+            .collect();
+        Applicable { general, by_resource }
+    }
+
+    /// The policies to evaluate for this resource.
+    pub(crate) fn for_resource(&self, resource: &EntityUid) -> &PolicySet {
+        self.by_resource.get(resource).unwrap_or(&self.general)
+    }
+}
+
+/// The candidates `keep` accepts, in order. Ids are unique in the document, so `add` cannot fail.
+fn subset(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool) -> PolicySet {
+    let mut set = PolicySet::new();
+    for policy in candidates.iter().filter(|p| keep(p)) {
+        let _ = set.add((*policy).clone());
+    }
+    set
+}
+
+fn can_apply(
+    policy: &Policy,
+    principal_type: &EntityTypeName,
+    action: &EntityUid,
+    resource_type: &EntityTypeName,
+) -> bool {
+    let principal = match policy.principal_constraint() {
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => true,
+        PrincipalConstraint::Eq(uid) => uid.type_name() == principal_type,
+        PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => &t == principal_type,
+    };
+    let action = match policy.action_constraint() {
+        // `action in [..]` may hold through a hierarchy from `entities_json`: kept.
+        ActionConstraint::Any | ActionConstraint::In(_) => true,
+        ActionConstraint::Eq(uid) => &uid == action,
+    };
+    let resource = match policy.resource_constraint() {
+        ResourceConstraint::Any | ResourceConstraint::In(_) => true,
+        ResourceConstraint::Eq(uid) => uid.type_name() == resource_type,
+        ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => &t == resource_type,
+    };
+    principal && action && resource
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn set(texts: &[&str]) -> PolicySet {
+        let mut set = PolicySet::new();
+        for (i, t) in texts.iter().enumerate() {
+            set.add(Policy::parse(Some(cedar_policy::PolicyId::new(format!("policy{i}"))), *t).unwrap()).unwrap();
+        }
+        set
+    }
+
+    #[test]
+    fn finds_attribute_names_in_every_form() {
+        let usage = Usage::of(&set(&[
+            r#"permit(principal, action, resource) when { principal.claim_a == "x" && resource has arg_b };"#,
+            r#"permit(principal, action, resource) when { principal["cl\u{61}im_c"] == 1 };"#,
+            r#"permit(principal, action, resource) when { context has claim_d.inner && context.arg_e };"#,
+        ]));
+        for name in ["claim_a", "arg_b", "claim_c", "claim_d", "inner", "arg_e"] {
+            assert!(usage.reads(name), "{name}");
+        }
+        assert!(!usage.reads("claim_z"));
+        assert!(!usage.context_whole);
+        assert!(!usage.context_reads("claim_z"));
+    }
+
+    #[test]
+    fn context_used_whole_reads_every_context_name() {
+        let usage = Usage::of(&set(&[r#"forbid(principal, action, resource) when { context == {} };"#]));
+        assert!(usage.context_whole);
+        assert!(usage.context_reads("claim_anything"));
+        assert!(!usage.reads("claim_anything"));
+    }
+
+    #[test]
+    fn subsets_keep_only_policies_whose_scope_can_match() {
+        let policies = set(&[
+            r#"permit(principal, action == Action::"call_tool", resource == Tool::"a");"#,
+            r#"permit(principal, action == Action::"get_prompt", resource);"#,
+            r#"permit(principal, action in [Action::"get_prompt"], resource);"#,
+            r#"permit(principal, action, resource is Prompt);"#,
+            r#"permit(principal == User::"x", action, resource);"#,
+            r#"forbid(principal, action, resource in MCP::"s");"#,
+            r#"forbid(principal, action, resource == Tool::"b");"#,
+            r#"forbid(principal, action, resource == Prompt::"a");"#,
+        ]);
+        let client: EntityTypeName = "Client".parse().unwrap();
+        let tool: EntityTypeName = "Tool".parse().unwrap();
+        let call: EntityUid = r#"Action::"call_tool""#.parse().unwrap();
+        let applicable = Applicable::build(&policies, &client, &call, &tool);
+        let ids = |uid: &str| {
+            let set = applicable.for_resource(&uid.parse().unwrap());
+            set.policies().map(|p| p.id().to_string()).collect::<Vec<_>>()
+        };
+        // Document order kept: the same order of errors as with the whole set.
+        assert_eq!(ids(r#"Tool::"a""#), ["policy0", "policy2", "policy5"]);
+        assert_eq!(ids(r#"Tool::"b""#), ["policy2", "policy5", "policy6"]);
+        assert_eq!(ids(r#"Tool::"other""#), ["policy2", "policy5"]);
+    }
+}
