@@ -30,6 +30,7 @@ mod policy;
 mod proxy;
 mod run_config;
 mod source;
+pub mod ssrf;
 mod stdio;
 mod telemetry;
 mod transport;

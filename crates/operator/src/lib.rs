@@ -6,6 +6,9 @@
 // mistakes the repeats for duplicates.
 #[allow(clippy::duplicated_attributes)]
 pub mod crd;
+pub mod entry;
+pub mod extauth;
+pub mod group;
 pub mod manager;
 pub mod normalize;
 pub mod reconcile;

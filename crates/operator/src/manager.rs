@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::reconcile::{self, Context, Metrics, Settings, WatchScope};
-use crate::remoteproxy;
+use crate::{entry, extauth, group, remoteproxy};
 
 /// Name of the leader-election Lease (ToolHive's).
 pub const LEASE_NAME: &str = "toolhive-operator-leader-election";
@@ -185,7 +185,7 @@ pub async fn run(
         None => {
             probes.ready.store(true, Ordering::Relaxed);
             tracing::info!(scope = ?config.scope, "operator started (no leader election)");
-            run_controllers(ctx, config.scope.clone(), stopped(), stopped()).await;
+            run_controllers(ctx, config.scope.clone(), stopped().shared()).await;
             Ok(())
         }
         Some(le) => lead(client, le, ctx, &config, &probes, stopped).await,
@@ -195,17 +195,18 @@ pub async fn run(
     result
 }
 
-/// Runs the MCPServer and MCPRemoteProxy controllers side by side on the same scope until
-/// their stop signals (two handles on one signal) resolve.
-async fn run_controllers(
-    ctx: Arc<Context>,
-    scope: WatchScope,
-    stop_servers: impl Future<Output = ()> + Send + Sync + 'static,
-    stop_proxies: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+/// Runs every controller (MCPServer, MCPRemoteProxy, MCPServerEntry, MCPGroup,
+/// MCPExternalAuthConfig) side by side on the same scope until `stop` resolves.
+async fn run_controllers<S>(ctx: Arc<Context>, scope: WatchScope, stop: S)
+where
+    S: Future<Output = ()> + Clone + Send + Sync + 'static,
+{
     tokio::join!(
-        reconcile::run(Arc::clone(&ctx), scope.clone(), stop_servers),
-        remoteproxy::run(ctx, scope, stop_proxies),
+        reconcile::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        remoteproxy::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        entry::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        group::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        extauth::run(ctx, scope, stop),
     );
 }
 
@@ -256,7 +257,7 @@ where
             }
         }
         .shared();
-        run_controllers(Arc::clone(&ctx), config.scope.clone(), stop.clone(), stop).await;
+        run_controllers(Arc::clone(&ctx), config.scope.clone(), stop).await;
         ctx.metrics.set_leader(false);
         if lost.now_or_never().is_some() && !*leader.borrow() {
             result = Err(ManagerError::LostLease(LEASE_NAME.to_string()));

@@ -114,11 +114,7 @@ pub async fn run<K, R, Fut>(
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let namespaces: Vec<Option<String>> = match scope {
-        WatchScope::Cluster => vec![None],
-        WatchScope::Namespaces(names) => names.into_iter().map(Some).collect(),
-    };
-    let controllers = namespaces.into_iter().map(|namespace| {
+    let controllers = namespaces(scope).into_iter().map(|namespace| {
         let (ctx, shutdown, reconcile) = (Arc::clone(&ctx), shutdown.clone(), reconcile.clone());
         let children = watcher::Config::default().labels(&children_selector);
         async move {
@@ -202,8 +198,70 @@ where
     }
 }
 
+/// The namespaces one Controller each watches: `None` is the whole cluster.
+pub(crate) fn namespaces(scope: WatchScope) -> Vec<Option<String>> {
+    match scope {
+        WatchScope::Cluster => vec![None],
+        WatchScope::Namespaces(names) => names.into_iter().map(Some).collect(),
+    }
+}
+
+/// Runs a built `controller` until `shutdown`, with the shared error policy, logging each result.
+pub(crate) async fn drive<K, R, Fut>(
+    controller: Controller<K>,
+    reconcile: R,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    R: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            let kind = K::kind(&());
+            match result {
+                Ok((object, _)) => {
+                    tracing::debug!(%kind, name = %object.name, namespace = ?object.namespace, "reconciled")
+                }
+                Err(e) => tracing::debug!(%kind, error = %e, "controller"),
+            }
+        })
+        .await;
+}
+
+/// A mapper from a changed object of kind `O` to the objects of kind `K` in its namespace (from
+/// the controller's cache) for which `names(k, object name)` holds.
+pub(crate) fn same_namespace<K, O>(
+    cache: &Store<K>,
+    names: fn(&K, &str) -> bool,
+) -> impl Fn(O) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    O: Resource,
+{
+    let cache = cache.clone();
+    move |object: O| {
+        let (namespace, name) = (object.meta().namespace.clone(), object.meta().name.clone().unwrap_or_default());
+        cache
+            .state()
+            .iter()
+            .filter(|k| k.meta().namespace == namespace && names(k, &name))
+            .map(|k| ObjectRef::from_obj(&**k))
+            .collect()
+    }
+}
+
 /// `K` in one namespace, or in all.
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
 {
@@ -213,7 +271,7 @@ where
     }
 }
 
-fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failure();
     let kind = K::kind(&());
     tracing::warn!(%kind, name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed");

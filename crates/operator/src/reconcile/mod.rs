@@ -5,6 +5,7 @@
 //! fields are enforced, apply, observation, outcome and reporting).
 
 pub mod apply;
+pub mod check;
 pub mod controller;
 pub mod desired;
 pub mod features;

@@ -31,7 +31,8 @@ pub async fn fetch(client: &Client, namespace: &str, refs: &PolicyRefs<'_>) -> R
     })
 }
 
-async fn get<K>(client: &Client, namespace: &str, name: Option<&str>) -> Result<Option<K>, kube::Error>
+/// The object `name` of kind `K` in `namespace`; `None` when unset or not found.
+pub(crate) async fn get<K>(client: &Client, namespace: &str, name: Option<&str>) -> Result<Option<K>, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
 {

@@ -203,7 +203,8 @@ fn hash_json(value: &Value) -> String {
     sha256_hex(value.to_string().as_bytes())
 }
 
-fn hash_spec<T: serde::Serialize>(spec: &T) -> String {
+/// sha256 (hex) of a spec's compact JSON, reported as a config hash.
+pub(crate) fn hash_spec<T: serde::Serialize>(spec: &T) -> String {
     sha256_hex(serde_json::to_string(spec).unwrap_or_default().as_bytes())
 }
 

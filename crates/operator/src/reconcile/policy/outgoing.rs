@@ -41,6 +41,9 @@ pub fn outgoing(name: &str, found: Option<&MCPExternalAuthConfig>) -> Result<Out
     let invalid = |reason: String| PolicyError::Invalid { field: FIELD, kind: KIND, name: name.to_string(), reason };
     let spec = &config.spec;
     let block = |t: &str| invalid(format!("type {t} without a {t} section"));
+    if let Some(why) = unsupported(spec.type_) {
+        return Err(invalid(why));
+    }
     let mut out = Outgoing { hash: hash_spec(spec), ..Default::default() };
     match spec.type_ {
         ExternalAuthType::Unauthenticated => {}
@@ -64,15 +67,27 @@ pub fn outgoing(name: &str, found: Option<&MCPExternalAuthConfig>) -> Result<Out
             out.config.bearer_token_env = Some(BEARER_TOKEN_ENV.into());
             out.env.push(secret_env(BEARER_TOKEN_ENV, secret));
         }
-        other => {
-            return Err(invalid(format!(
-                "type {} is not supported by Apiary yet; use tokenExchange, headerInjection, bearerToken or \
-                 unauthenticated",
-                type_name(other)
-            )));
-        }
+        // Refused above by `unsupported`.
+        _ => {}
     }
     Ok(out)
+}
+
+/// Why Apiary cannot carry out an MCPExternalAuthConfig of type `t`, `None` when it can. The
+/// one place that decides: the proxy's resolution above, the MCPExternalAuthConfig's own `Valid`
+/// condition and the MCPServerEntry's `ExternalAuthConfigValidated` all ask it.
+pub fn unsupported(t: ExternalAuthType) -> Option<String> {
+    match t {
+        ExternalAuthType::Unauthenticated
+        | ExternalAuthType::TokenExchange
+        | ExternalAuthType::HeaderInjection
+        | ExternalAuthType::BearerToken => None,
+        other => Some(format!(
+            "type {} is not supported by Apiary yet; use tokenExchange, headerInjection, bearerToken or \
+             unauthenticated",
+            type_name(other)
+        )),
+    }
 }
 
 /// The manifest spelling of a type.
