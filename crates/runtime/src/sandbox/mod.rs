@@ -18,6 +18,7 @@
 //! [`SandboxSpec`] is what the launcher hands over; [`exec::run`] is the helper.
 
 mod confine;
+pub mod egress;
 pub mod exec;
 mod fsview;
 mod sys;
