@@ -9,7 +9,7 @@ use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
 
 use super::sys::{self, Forked};
-use super::{SandboxSpec, confine, fsview};
+use super::{SandboxSpec, bridge, confine, fsview};
 
 /// Exit code of the helper when the sandbox cannot be built (as `env` and `docker run` use 125).
 pub const SETUP_FAILED: i32 = 125;
@@ -112,6 +112,14 @@ fn init(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
             return SETUP_FAILED;
         }
     };
+    // Bound before the server exists, so its first connection finds the listener.
+    let egress = match spec.egress.as_ref().map(bridge::listen).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            say(&e.to_string());
+            return SETUP_FAILED;
+        }
+    };
     match sys::fork() {
         Err(e) => {
             say(&format!("cannot fork the server: {e}"));
@@ -121,7 +129,13 @@ fn init(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
             let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
             sys::exit_now(confine_and_exec(spec, program, args, &mut degraded))
         }
-        Ok(Forked::Parent(server)) => reap_until(server),
+        Ok(Forked::Parent(server)) => {
+            // Threads only now, after the last fork.
+            if let Some(listener) = egress {
+                bridge::serve(listener);
+            }
+            reap_until(server)
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //!
 //! [`SandboxSpec`] is what the launcher hands over; [`exec::run`] is the helper.
 
+pub mod bridge;
 mod confine;
 pub mod egress;
 pub mod exec;
@@ -74,6 +75,10 @@ pub struct SandboxSpec {
     pub max_address_space: Option<u64>,
     /// Working directory inside the sandbox (falls back to `/` when it is not visible there).
     pub cwd: Option<PathBuf>,
+    /// For an allow-list profile: the egress proxy's socket, forwarded to `127.0.0.1:<port>`
+    /// inside (see [`bridge`]); the only TCP the server may then open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<bridge::EgressBridge>,
 }
 
 impl SandboxSpec {
@@ -85,13 +90,14 @@ impl SandboxSpec {
         SandboxSpec {
             read_only: system.chain(profile.read_grants().into_iter().map(grant)).collect(),
             read_write: profile.write_grants().into_iter().map(grant).collect(),
-            // An allow-list needs the egress proxy (not built yet): closed until then.
+            // An allow-list gets no host network either: the launcher adds the egress bridge.
             host_network: profile.network_access() == NetworkAccess::All,
             allow_degraded,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             max_processes: DEFAULT_MAX_PROCESSES,
             max_address_space: None,
             cwd: None,
+            egress: None,
         }
     }
 
@@ -177,7 +183,7 @@ pub fn describe(config: &RunConfig) -> String {
     let network = match config.permission_profile.network_access() {
         NetworkAccess::All => "host network",
         NetworkAccess::None => "no network",
-        NetworkAccess::AllowList => "no network (allow-lists need the egress proxy, not built yet)",
+        NetworkAccess::AllowList => "outbound allow-list through the egress proxy",
     };
     let degraded = if config.allow_degraded_isolation { ", degraded allowed" } else { "" };
     format!("sandbox (profile {profile}: {network}{degraded})")
