@@ -72,7 +72,9 @@ pub fn run(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
             return SETUP_FAILED;
         }
         say(&format!("{msg}; DEGRADED: no namespaces, no private filesystem view"));
-        return confine_and_exec(spec, program, args, &mut vec!["namespaces".into()]);
+        // No namespace, no bridge: an allow-list gets no network rather than port 3128 of the host.
+        let spec = SandboxSpec { egress: None, ..spec.clone() };
+        return confine_and_exec(&spec, program, args, &mut vec!["namespaces".into()]);
     }
     if let Err(e) = map_ids(uid, gid) {
         say(&format!("{e}"));

@@ -208,6 +208,22 @@ mod tests {
     }
 
     #[test]
+    fn an_allow_list_has_no_host_network_and_the_bridge_round_trips() {
+        let json = r#"{"network": {"outbound": {"allow_host": ["a.test"], "allow_port": [443]}}}"#;
+        let profile: PermissionProfile = serde_json::from_str(json).unwrap();
+        let mut spec = SandboxSpec::from_profile(&profile, false);
+        assert!(!spec.host_network);
+        assert_eq!(spec.egress, None);
+        // A spec written without the field (an older launcher) still reads.
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(!text.contains("egress"));
+        assert_eq!(serde_json::from_str::<SandboxSpec>(&text).unwrap(), spec);
+        spec.egress = Some(bridge::EgressBridge { socket: "/run/x.sock".into(), port: 3128 });
+        let back: SandboxSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
     fn npx_cache_follows_the_environment() {
         let dirs = package_caches(Ecosystem::Npx, |k| (k == "HOME").then(|| "/home/u".to_owned()));
         assert_eq!(dirs, vec![PathBuf::from("/home/u/.npm")]);
