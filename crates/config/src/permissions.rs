@@ -86,8 +86,8 @@ pub enum NetworkAccess {
     None,
     /// Every outbound connection.
     All,
-    /// Some hosts or ports only. Enforcing this needs the egress proxy, which does not exist yet,
-    /// so the sandbox treats it as [`NetworkAccess::None`] (closed rather than open).
+    /// Some hosts or ports only: the sandbox has no network of its own and reaches those through
+    /// the egress proxy (`apiary_runtime::sandbox::egress`).
     AllowList,
 }
 

@@ -14,7 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_config::{CommandLine, Isolation, RunConfig, Transport};
+use apiary_config::{CommandLine, Isolation, NetworkAccess, RunConfig, Transport};
 use apiary_transport::launch::{BoxRead, ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture};
 use rustix::process::Signal;
 use tokio::io::AsyncReadExt;
@@ -24,6 +24,8 @@ use tokio::sync::oneshot;
 use crate::log::LogFile;
 use crate::pid::{group_id_exists, signal_group_id};
 use crate::sandbox::SandboxSpec;
+use crate::sandbox::bridge::EgressBridge;
+use crate::sandbox::egress::{AllowList, EGRESS_PORT, EgressLimits, EgressProxy};
 
 /// How long a child gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
@@ -59,6 +61,8 @@ struct Sandboxing {
     /// The binary with the hidden `__sandbox-exec` subcommand (the `apiary` binary).
     helper: PathBuf,
     spec: SandboxSpec,
+    /// For an allow-list profile: what the egress proxy started with each child lets through.
+    egress: Option<AllowList>,
 }
 
 /// Where a child's stderr goes.
@@ -115,8 +119,16 @@ impl ProcessLauncher {
     pub fn isolated(mut self, config: &RunConfig, helper: impl Into<PathBuf>) -> Self {
         if config.isolation == Isolation::Sandbox {
             let path = self.path_var();
-            self.sandbox =
-                Some(Sandboxing { helper: helper.into(), spec: SandboxSpec::for_run_config(config, path.as_deref()) });
+            let profile = &config.permission_profile;
+            let egress = match (profile.network_access(), profile.network.as_ref().and_then(|n| n.outbound.as_ref())) {
+                (NetworkAccess::AllowList, Some(out)) => Some(AllowList::from_outbound(out)),
+                _ => None,
+            };
+            self.sandbox = Some(Sandboxing {
+                helper: helper.into(),
+                spec: SandboxSpec::for_run_config(config, path.as_deref()),
+                egress,
+            });
         }
         self
     }
@@ -174,12 +186,13 @@ impl ProcessLauncher {
         env_path.or_else(|| std::env::var_os("PATH"))
     }
 
-    /// The command to spawn: the server itself, or the sandbox helper with the server after `--`.
-    fn base_command(&self) -> Result<Command, LaunchError> {
+    /// The command to spawn: the server itself, or the sandbox helper with the server after `--`
+    /// (and, for an allow-list profile, the egress proxy that must live as long as the child).
+    fn base_command(&self) -> Result<(Command, Option<EgressProxy>), LaunchError> {
         let Some(sandbox) = &self.sandbox else {
             let mut cmd = Command::new(&self.command.program);
             cmd.args(&self.command.args);
-            return Ok(cmd);
+            return Ok((cmd, None));
         };
         // Resolved here, on the host: inside the sandbox only what the spec shares is visible.
         let program = self.check_program().map_err(|e| LaunchError::Other(e.to_string()))?;
@@ -189,10 +202,19 @@ impl ProcessLauncher {
         if let Some(dir) = &self.cwd {
             spec.cwd = Some(dir.clone());
         }
+        let egress = match &sandbox.egress {
+            Some(allow) => {
+                let proxy = EgressProxy::start_private(allow.clone(), EgressLimits::default())
+                    .map_err(|e| LaunchError::Other(e.to_string()))?;
+                spec.egress = Some(EgressBridge { socket: proxy.socket().to_path_buf(), port: EGRESS_PORT });
+                Some(proxy)
+            }
+            None => None,
+        };
         let json = serde_json::to_string(&spec).map_err(|e| LaunchError::Other(format!("sandbox spec: {e}")))?;
         let mut cmd = Command::new(&sandbox.helper);
         cmd.arg(crate::sandbox::SUBCOMMAND).arg("--spec").arg(json).arg("--").arg(&program).args(&self.command.args);
-        Ok(cmd)
+        Ok((cmd, egress))
     }
 
     /// The command this launcher runs.
@@ -206,9 +228,20 @@ impl ProcessLauncher {
     }
 
     fn spawn(&self) -> Result<ChildHandle, LaunchError> {
-        let mut cmd = self.base_command()?;
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
+        let (mut cmd, egress) = self.base_command()?;
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if egress.is_some() {
+            // Last, so they win over the config's env: the proxy is the only way out anyway.
+            // The sandbox's own loopback stays direct, as ToolHive's NO_PROXY does.
+            let url = format!("http://127.0.0.1:{EGRESS_PORT}");
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                cmd.env(name, &url);
+            }
+            for name in ["NO_PROXY", "no_proxy"] {
+                cmd.env(name, "localhost,127.0.0.1,::1");
+            }
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(match self.stderr {
                 StderrTarget::Inherit => Stdio::inherit(),
@@ -237,7 +270,7 @@ impl ProcessLauncher {
         };
         let (exit_tx, exited) = oneshot::channel();
         let (kill, kill_rx) = oneshot::channel();
-        tokio::spawn(supervise(child, pid, kill_rx, exit_tx, self.grace));
+        tokio::spawn(supervise(child, pid, kill_rx, exit_tx, self.grace, egress));
         tracing::debug!(pid, command = %self.describe(), "started child");
         Ok(ChildHandle { pid, stdin: Box::new(stdin), stdout: Box::new(stdout), stderr, exited, kill })
     }
@@ -265,6 +298,7 @@ async fn supervise(
     mut kill_rx: oneshot::Receiver<()>,
     exit_tx: oneshot::Sender<ExitReason>,
     grace: Duration,
+    egress: Option<EgressProxy>,
 ) {
     let status = tokio::select! {
         status = child.wait() => status,
@@ -295,6 +329,8 @@ async fn supervise(
     if let Some(pgid) = pid {
         stop_leftovers(pgid, grace).await;
     }
+    // The child's way out goes with it.
+    drop(egress);
 }
 
 /// Stops processes the exited leader left in its group (its pgid stays reserved while any member

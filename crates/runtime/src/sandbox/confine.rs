@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use rustix::process::{Resource, Rlimit};
@@ -80,6 +80,12 @@ pub fn landlock(spec: &SandboxSpec) -> Result<RulesetStatus, SetupError> {
         created = created
             .add_rule(PathBeneath::new(fd, access))
             .map_err(|e| err(&format!("landlock rule for {}", path.display()), e))?;
+    }
+    if let Some(bridge) = &spec.egress {
+        // The one TCP connection the server may open: to the egress bridge inside its namespace.
+        created = created
+            .add_rule(NetPort::new(bridge.port, AccessNet::ConnectTcp))
+            .map_err(|e| err("landlock rule for the egress port", e))?;
     }
     let status = created.restrict_self().map_err(|e| err("enforce landlock", e))?;
     Ok(status.ruleset)

@@ -9,7 +9,7 @@ use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
 
 use super::sys::{self, Forked};
-use super::{SandboxSpec, confine, fsview};
+use super::{SandboxSpec, bridge, confine, fsview};
 
 /// Exit code of the helper when the sandbox cannot be built (as `env` and `docker run` use 125).
 pub const SETUP_FAILED: i32 = 125;
@@ -72,7 +72,9 @@ pub fn run(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
             return SETUP_FAILED;
         }
         say(&format!("{msg}; DEGRADED: no namespaces, no private filesystem view"));
-        return confine_and_exec(spec, program, args, &mut vec!["namespaces".into()]);
+        // No namespace, no bridge: an allow-list gets no network rather than port 3128 of the host.
+        let spec = SandboxSpec { egress: None, ..spec.clone() };
+        return confine_and_exec(&spec, program, args, &mut vec!["namespaces".into()]);
     }
     if let Err(e) = map_ids(uid, gid) {
         say(&format!("{e}"));
@@ -112,6 +114,14 @@ fn init(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
             return SETUP_FAILED;
         }
     };
+    // Bound before the server exists, so its first connection finds the listener.
+    let egress = match spec.egress.as_ref().map(bridge::listen).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            say(&e.to_string());
+            return SETUP_FAILED;
+        }
+    };
     match sys::fork() {
         Err(e) => {
             say(&format!("cannot fork the server: {e}"));
@@ -121,7 +131,13 @@ fn init(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
             let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
             sys::exit_now(confine_and_exec(spec, program, args, &mut degraded))
         }
-        Ok(Forked::Parent(server)) => reap_until(server),
+        Ok(Forked::Parent(server)) => {
+            // Threads only now, after the last fork.
+            if let Some(listener) = egress {
+                bridge::serve(listener);
+            }
+            reap_until(server)
+        }
     }
 }
 

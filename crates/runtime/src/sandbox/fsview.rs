@@ -49,6 +49,12 @@ pub fn enter(spec: &SandboxSpec) -> Result<Vec<String>, SetupError> {
     for m in &spec.read_write {
         bind(&root, m, false)?;
     }
+    if let Some(bridge) = &spec.egress {
+        // Read-write: connecting to a Unix socket needs write access to it.
+        let socket =
+            Mount { host: bridge.socket.clone(), inside: super::bridge::SOCKET_INSIDE.into(), optional: false };
+        bind(&root, &socket, false)?;
+    }
     let proc = root.join("proc");
     fs::create_dir_all(&proc).map_err(step("create /proc"))?;
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
@@ -71,7 +77,9 @@ pub fn enter(spec: &SandboxSpec) -> Result<Vec<String>, SetupError> {
 }
 
 fn staging_dir(spec: &SandboxSpec) -> Result<PathBuf, SetupError> {
-    let used = spec.read_only.iter().chain(&spec.read_write).map(|m| m.host.as_path()).collect::<Vec<_>>();
+    let egress = spec.egress.iter().map(|b| b.socket.as_path());
+    let used =
+        spec.read_only.iter().chain(&spec.read_write).map(|m| m.host.as_path()).chain(egress).collect::<Vec<_>>();
     STAGING_CANDIDATES
         .iter()
         .map(Path::new)

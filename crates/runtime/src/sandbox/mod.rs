@@ -17,7 +17,9 @@
 //!
 //! [`SandboxSpec`] is what the launcher hands over; [`exec::run`] is the helper.
 
+pub mod bridge;
 mod confine;
+pub mod egress;
 pub mod exec;
 mod fsview;
 mod sys;
@@ -73,6 +75,10 @@ pub struct SandboxSpec {
     pub max_address_space: Option<u64>,
     /// Working directory inside the sandbox (falls back to `/` when it is not visible there).
     pub cwd: Option<PathBuf>,
+    /// For an allow-list profile: the egress proxy's socket, forwarded to `127.0.0.1:<port>`
+    /// inside (see [`bridge`]); the only TCP the server may then open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<bridge::EgressBridge>,
 }
 
 impl SandboxSpec {
@@ -84,13 +90,14 @@ impl SandboxSpec {
         SandboxSpec {
             read_only: system.chain(profile.read_grants().into_iter().map(grant)).collect(),
             read_write: profile.write_grants().into_iter().map(grant).collect(),
-            // An allow-list needs the egress proxy (not built yet): closed until then.
+            // An allow-list gets no host network either: the launcher adds the egress bridge.
             host_network: profile.network_access() == NetworkAccess::All,
             allow_degraded,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             max_processes: DEFAULT_MAX_PROCESSES,
             max_address_space: None,
             cwd: None,
+            egress: None,
         }
     }
 
@@ -176,7 +183,7 @@ pub fn describe(config: &RunConfig) -> String {
     let network = match config.permission_profile.network_access() {
         NetworkAccess::All => "host network",
         NetworkAccess::None => "no network",
-        NetworkAccess::AllowList => "no network (allow-lists need the egress proxy, not built yet)",
+        NetworkAccess::AllowList => "outbound allow-list through the egress proxy",
     };
     let degraded = if config.allow_degraded_isolation { ", degraded allowed" } else { "" };
     format!("sandbox (profile {profile}: {network}{degraded})")
@@ -198,6 +205,22 @@ mod tests {
     fn none_profile_has_no_host_network_and_network_has_it() {
         assert!(!SandboxSpec::from_profile(&PermissionProfile::none(), false).host_network);
         assert!(SandboxSpec::from_profile(&PermissionProfile::network(), false).host_network);
+    }
+
+    #[test]
+    fn an_allow_list_has_no_host_network_and_the_bridge_round_trips() {
+        let json = r#"{"network": {"outbound": {"allow_host": ["a.test"], "allow_port": [443]}}}"#;
+        let profile: PermissionProfile = serde_json::from_str(json).unwrap();
+        let mut spec = SandboxSpec::from_profile(&profile, false);
+        assert!(!spec.host_network);
+        assert_eq!(spec.egress, None);
+        // A spec written without the field (an older launcher) still reads.
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(!text.contains("egress"));
+        assert_eq!(serde_json::from_str::<SandboxSpec>(&text).unwrap(), spec);
+        spec.egress = Some(bridge::EgressBridge { socket: "/run/x.sock".into(), port: 3128 });
+        let back: SandboxSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
     }
 
     #[test]

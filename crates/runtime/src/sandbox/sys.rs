@@ -98,3 +98,29 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and has no preconditions.
     unsafe { libc::_exit(code) }
 }
+
+/// Brings the loopback interface of the current network namespace up (a new namespace has `lo`
+/// down): `SIOCGIFFLAGS` then `SIOCSIFFLAGS` with `IFF_UP` on a throwaway datagram socket.
+pub fn loopback_up() -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").or_else(|_| {
+        // Binding 127.0.0.1 needs lo up on some kernels; any AF_INET socket will do for ioctl.
+        std::net::UdpSocket::bind("0.0.0.0:0")
+    })?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value (empty name, zero flags).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq that outlives both calls; the fd is open for their duration.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
