@@ -289,3 +289,66 @@ async fn a_sessionless_call_bridged_to_an_http_upstream_keeps_its_bytes() {
     assert_eq!(frames[0], expected, "the caller got the upstream's bytes, its id restored");
     proxy.shutdown().await;
 }
+
+/// With a Cedar policy on, a call still reaches the child byte for byte (the guard reads the
+/// arguments; it never rewrites them), and an argument `serde_json::Value` cannot hold
+/// (`1e400`) is neither a parse failure nor a way around a policy that reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_call_keeps_its_bytes_and_an_unreadable_argument_cannot_dodge_the_policy() {
+    let mut cfg = raw_echo_config("bytes-guarded");
+    cfg.policy.authz = Some(serde_json::json!({
+        "version": "1.0",
+        "type": "cedarv1",
+        "cedar": {
+            "policies": [
+                "permit(principal, action == Action::\"call_tool\", resource == Tool::\"raw_echo\");",
+                "forbid(principal, action == Action::\"call_tool\", resource == Tool::\"raw_echo\") when { resource has arg_limit && resource.arg_limit > 5 };"
+            ],
+            "entities_json": "[]"
+        }
+    }));
+    let launcher = common::CommandLauncher {
+        program: apiary_testkit::binaries::testkit_server(),
+        args: vec!["--raw-echo".into()],
+    };
+    let proxy = apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts");
+    let url = proxy.url();
+    let s = open(&url, "guarded").await;
+
+    // Allowed: every argument, `1e400` included, arrives as the caller wrote it.
+    let body = format!(
+        r#"{{"id":12,"jsonrpc":"2.0","method":"tools/call","params":{{"name":"raw_echo","arguments":{ARGS}}}}}"#
+    );
+    let (_, frames) = post(&url, Some(&s), &body).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    let received = received_of(&frames[0]);
+    let child_id = id_of(&received).as_u64().unwrap();
+    assert_eq!(received, body.replacen(r#"{"id":12,"#, &format!(r#"{{"id":{child_id},"#), 1));
+
+    // A small limit passes the forbid; a limit past f64 is denied, not waved through.
+    for (limit, allowed) in [("3", true), ("1e400", false), ("-1e400", false)] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{{"name":"raw_echo","arguments":{{"limit":{limit}}}}}}}"#
+        );
+        let res = http()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("mcp-session-id", &s)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        if allowed {
+            assert_eq!(status, 200, "limit {limit}: {text}");
+            assert!(text.contains(&format!(r#""arguments":{{"limit":{limit}}}"#)), "limit {limit}: {text}");
+        } else {
+            assert_eq!(status, 403, "limit {limit}: {text}");
+            assert!(text.contains("-31007"), "limit {limit}: {text}");
+        }
+    }
+    proxy.shutdown().await;
+}

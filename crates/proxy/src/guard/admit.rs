@@ -2,6 +2,7 @@
 //! and the authorization policy, and, for a list, the reshape its answer will get.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use apiary_policy::Identity;
@@ -10,6 +11,7 @@ use apiary_policy::tools::{ItemFate, ListItem, ListKind, shape_list, with_call_n
 use apiary_protocol::{Message, methods};
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{Guard, Reshape};
@@ -23,14 +25,45 @@ pub(crate) struct Admitted {
     pub reshape: Option<Reshape>,
 }
 
-/// What the policy needs of a call's params; everything else stays raw.
+/// What the policy needs of a call's params; everything else stays raw. The arguments are
+/// parsed only when a policy reads them ([`policy_arguments`]).
 #[derive(Deserialize)]
 struct NamedParams<'a> {
     #[serde(borrow)]
     name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     uri: Option<Cow<'a, str>>,
-    arguments: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+impl NamedParams<'_> {
+    fn policy_arguments(&self) -> Option<Map<String, Value>> {
+        self.arguments.and_then(policy_arguments)
+    }
+}
+
+/// A call's arguments as the policy reads them. `serde_json::Value` cannot hold a number past
+/// f64 (`1e400`), which is valid JSON a server may accept: such a number is read as ±f64::MAX,
+/// which no Cedar decimal holds either, so its attribute is left out like any other
+/// out-of-range number and a policy that reads it denies (never a bypass). A list or object
+/// holding one is read as empty (the policy only sees that it is present). Arguments that are
+/// not an object give none. The bytes forwarded are never these values.
+fn policy_arguments(raw: &RawValue) -> Option<Map<String, Value>> {
+    if let Ok(map) = serde_json::from_str::<Map<String, Value>>(raw.get()) {
+        return Some(map);
+    }
+    let members: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get()).ok()?;
+    Some(members.into_iter().map(|(k, v)| (k, lossy_value(v))).collect())
+}
+
+fn lossy_value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or_else(|_| match raw.get().trim_start().as_bytes().first() {
+        Some(b'{') => Value::Object(Map::new()),
+        Some(b'[') => Value::Array(Vec::new()),
+        Some(b'-') => Value::from(-f64::MAX),
+        _ => Value::from(f64::MAX),
+    })
 }
 
 impl Guard {
@@ -57,8 +90,8 @@ impl Guard {
                     let Some(name) = name else {
                         return Err(Refusal::invalid_with_id("params.name (or uri) missing", id.as_deref()));
                     };
-                    let arguments = params.as_ref().and_then(|p| p.arguments.as_ref());
-                    let target = Target { feature, name, arguments, annotations: None };
+                    let arguments = params.as_ref().and_then(NamedParams::policy_arguments);
+                    let target = Target { feature, name, arguments: arguments.as_ref(), annotations: None };
                     deny_unless(authz.authorize(who, &target).allowed, action, id)?;
                 }
                 Ok(Admitted { message: m, reshape: None })
@@ -91,10 +124,11 @@ impl Guard {
         }
         if let Some(authz) = &self.authz {
             let annotations = self.annotations_of(&server_name);
+            let arguments = params.as_ref().and_then(NamedParams::policy_arguments);
             let target = Target {
                 feature: Feature::Tool,
                 name: &server_name,
-                arguments: params.as_ref().and_then(|p| p.arguments.as_ref()),
+                arguments: arguments.as_ref(),
                 annotations: annotations.as_ref(),
             };
             deny_unless(authz.authorize(who, &target).allowed, "call_tool", id.clone())?;
@@ -156,4 +190,44 @@ impl Guard {
 
 fn deny_unless(allowed: bool, action: &'static str, id: Option<String>) -> Result<(), Refusal> {
     if allowed { Ok(()) } else { Err(Refusal::Forbidden { action, reason: "the policy does not permit it", id }) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Option<Map<String, Value>> {
+        let raw: Box<RawValue> = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        policy_arguments(&raw)
+    }
+
+    #[test]
+    fn ordinary_arguments_are_read_as_they_are() {
+        let map = args(r#"{"b":1.5,"a":"x","n":null}"#).unwrap_or_default();
+        assert_eq!(Value::Object(map), serde_json::json!({"b": 1.5, "a": "x", "n": null}));
+    }
+
+    #[test]
+    fn numbers_past_f64_are_read_as_out_of_range_not_dropped() {
+        let map = args(r#"{"up":1e400,"down":-1e400,"list":[1e400],"obj":{"x":1e400},"ok":"y"}"#).unwrap_or_default();
+        assert_eq!(map.get("up"), Some(&Value::from(f64::MAX)));
+        assert_eq!(map.get("down"), Some(&Value::from(-f64::MAX)));
+        assert_eq!(map.get("list"), Some(&Value::Array(Vec::new())));
+        assert_eq!(map.get("obj"), Some(&Value::Object(Map::new())));
+        assert_eq!(map.get("ok"), Some(&Value::from("y")));
+    }
+
+    #[test]
+    fn arguments_that_are_not_an_object_give_none() {
+        assert_eq!(args("[1,2]"), None);
+        assert_eq!(args("\"text\""), None);
+    }
+
+    #[test]
+    fn a_name_is_found_whatever_the_arguments_hold() {
+        let text = r#"{"name":"echo","arguments":{"huge":1e400}}"#;
+        let params: NamedParams<'_> = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(params.name.as_deref(), Some("echo"));
+        assert_eq!(params.policy_arguments().and_then(|m| m.get("huge").cloned()), Some(Value::from(f64::MAX)));
+    }
 }
