@@ -70,6 +70,23 @@ impl RunConfig {
                 format!("{} is also proxy.port; the proxy and the server cannot both listen on it", self.target_port),
             );
         }
+        // A sandbox without the host network has a network namespace of its own: an HTTP server
+        // inside listens where the proxy cannot reach it (no port is forwarded in yet).
+        if local_process
+            && transport.is_http()
+            && self.isolation == crate::Isolation::Sandbox
+            && self.permission_profile.network_access() != crate::NetworkAccess::All
+        {
+            errs.push(
+                "permissionProfile",
+                format!(
+                    "a {} server sandboxed without the host network cannot be reached by the proxy (it \
+                     listens inside the sandbox's own network namespace); use the `network` profile, \
+                     the stdio transport, or --isolation none",
+                    transport.as_str()
+                ),
+            );
+        }
     }
 
     fn check_proxy(&self, errs: &mut ValidationErrors) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use apiary_config::{Limits, RestartPolicy, RunConfig, Source, Transport, bounds};
+use apiary_config::{Isolation, Limits, PermissionProfile, RestartPolicy, RunConfig, Source, Transport, bounds};
 use common::{assert_only_error, assert_valid, base, errors_of};
 
 #[test]
@@ -150,6 +150,25 @@ fn target_port_cannot_equal_proxy_port_for_local_http_servers() {
     c.transport = Some(Transport::Sse);
     c.source = Source::image("ghcr.io/org/server:tag");
     assert_valid(&c);
+}
+
+#[test]
+fn a_network_isolated_sandbox_cannot_hold_an_http_server() {
+    let mut c = base();
+    c.transport = Some(Transport::StreamableHttp);
+    c.permission_profile = PermissionProfile::none();
+    assert_only_error(&c, "permissionProfile", "cannot be reached by the proxy");
+    // The host network, stdio, no sandbox, or an image: nothing to reach across a namespace.
+    for fix in 0..4 {
+        let mut ok = c.clone();
+        match fix {
+            0 => ok.permission_profile = PermissionProfile::network(),
+            1 => ok.transport = Some(Transport::Stdio),
+            2 => ok.isolation = Isolation::None,
+            _ => ok.source = Source::image("ghcr.io/org/server:tag"),
+        }
+        assert_valid(&ok);
+    }
 }
 
 #[test]
