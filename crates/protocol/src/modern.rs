@@ -75,6 +75,22 @@ pub fn complete_result(frame: bytes::Bytes, method: &str) -> Result<bytes::Bytes
     Ok(out)
 }
 
+/// A modern request made a legacy one for a child Apiary initialized itself: the
+/// `io.modelcontextprotocol/*` keys leave `params._meta` (a legacy server may refuse a
+/// request that declares a version it does not speak). Only `_meta`'s bytes change;
+/// its other keys (a `progressToken`) stay.
+pub fn legacy_request(frame: &bytes::Bytes) -> Result<bytes::Bytes, SpliceError> {
+    let m = Message::parse(frame.clone()).map_err(|_| SpliceError::InvalidValue)?;
+    let Some(params) = m.params_range() else { return Ok(frame.clone()) };
+    let Some(at) = splice::find_member(frame, params.clone(), "_meta")? else { return Ok(frame.clone()) };
+    let meta: serde_json::Map<String, Value> =
+        serde_json::from_slice(&frame[at.clone()]).map_err(|_| SpliceError::InvalidValue)?;
+    let kept: serde_json::Map<String, Value> =
+        meta.into_iter().filter(|(k, _)| !k.starts_with("io.modelcontextprotocol/")).collect();
+    let kept = serde_json::to_string(&kept).map_err(|_| SpliceError::InvalidValue)?;
+    splice::splice(frame, &[(at, kept.as_bytes())])
+}
+
 /// The `params` member that `Mcp-Name` mirrors for `method`, if the method has one.
 pub fn name_member(method: &str) -> Option<&'static str> {
     match method {
@@ -195,6 +211,20 @@ mod tests {
         assert_eq!(complete_result(call.clone(), "tools/call").unwrap(), call);
         let err = bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}"#);
         assert_eq!(complete_result(err.clone(), "tools/call").unwrap(), err);
+    }
+
+    #[test]
+    fn legacy_requests_lose_the_modern_meta_keys() {
+        let req = bytes::Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","_meta":{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+        );
+        let out = legacy_request(&req).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","_meta":{"progressToken":7}}}"#
+        );
+        let plain = bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        assert_eq!(legacy_request(&plain).unwrap(), plain);
     }
 
     #[test]

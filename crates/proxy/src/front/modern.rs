@@ -82,7 +82,11 @@ pub async fn post(
     let frame = if method == methods::SERVER_DISCOVER {
         discover(front, &m).await?
     } else {
-        let Some((call, rx)) = dispatch(front, ctx, None, vec![Ok(m)], false).await? else {
+        let legacy = modern::legacy_request(m.bytes())
+            .ok()
+            .and_then(|b| Message::parse(b).ok())
+            .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))?;
+        let Some((call, rx)) = dispatch(front, ctx, None, vec![Ok(legacy)], false).await? else {
             return Ok(answer::accepted());
         };
         let frame = call.into_frame(rx).await;
