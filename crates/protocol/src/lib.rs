@@ -10,6 +10,7 @@ pub mod codes;
 pub mod envelope;
 pub mod error;
 pub mod methods;
+pub mod modern;
 pub mod revision;
 pub mod rewrite;
 pub mod splice;

@@ -73,6 +73,11 @@ impl Revision {
         self >= Revision::V2025_06_18
     }
 
+    /// The modern revision names (what `server/discover` lists and -32022 offers).
+    pub fn modern_names() -> Vec<&'static str> {
+        Self::ALL.iter().filter(|r| r.era() == Era::Modern).map(|r| r.as_str()).collect()
+    }
+
     /// The legacy revision names, for error data.
     pub fn legacy_names() -> Vec<&'static str> {
         Self::LEGACY.iter().map(|r| r.as_str()).collect()

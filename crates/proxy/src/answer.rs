@@ -54,6 +54,18 @@ pub enum Refusal {
     /// A tool the tool filter hides: answered as the server answers a tool it does not have.
     #[error("unknown tool: {name}")]
     UnknownTool { name: String, id: Option<String> },
+    /// 2026-07-28: an HTTP mirror header disagrees with the body or is missing (row 21).
+    #[error("{0}")]
+    HeaderMismatch(String),
+    /// 2026-07-28: the request's `_meta` lacks what every request carries (row 22).
+    #[error("{0}")]
+    InvalidParams(String),
+    /// 2026-07-28: the request's `_meta` names a version Apiary does not serve (row 22).
+    #[error("unsupported protocol version: {requested}")]
+    UnservedVersion { requested: String },
+    /// 2026-07-28: a method the modern era does not have (row 23).
+    #[error("method not found: {method}")]
+    MethodNotFound { method: String },
     /// Another refusal, made after the body was read: its error carries the request's id
     /// (bad-input.md, rule 2).
     #[error("{0}")]
@@ -92,7 +104,13 @@ impl Refusal {
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            Refusal::Parse(_) | Refusal::InvalidRequest { .. } | Refusal::UnsupportedVersion => StatusCode::BAD_REQUEST,
+            Refusal::Parse(_)
+            | Refusal::InvalidRequest { .. }
+            | Refusal::UnsupportedVersion
+            | Refusal::HeaderMismatch(_)
+            | Refusal::InvalidParams(_)
+            | Refusal::UnservedVersion { .. } => StatusCode::BAD_REQUEST,
+            Refusal::MethodNotFound { .. } => StatusCode::NOT_FOUND,
             Refusal::SessionNotFound => StatusCode::NOT_FOUND,
             Refusal::ResumeGap => StatusCode::CONFLICT,
             Refusal::LimitReached { .. } | Refusal::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +140,13 @@ impl Refusal {
                 let data = serde_json::json!({ "supported": Revision::legacy_names() });
                 error_response(echo, codes::INVALID_REQUEST, "unsupported MCP-Protocol-Version", Some(&data))
             }
+            Refusal::HeaderMismatch(message) => error_response(echo, codes::HEADER_MISMATCH, message, None),
+            Refusal::InvalidParams(message) => error_response(echo, codes::INVALID_PARAMS, message, None),
+            Refusal::UnservedVersion { requested } => {
+                let data = serde_json::json!({ "supported": Revision::modern_names(), "requested": requested });
+                error_response(echo, codes::UNSUPPORTED_PROTOCOL_VERSION, &self.to_string(), Some(&data))
+            }
+            Refusal::MethodNotFound { .. } => error_response(echo, codes::METHOD_NOT_FOUND, &self.to_string(), None),
             Refusal::BodyTooLarge { limit } => {
                 let data = serde_json::json!({ "limit": limit });
                 error_response(echo, codes::INVALID_REQUEST, &self.to_string(), Some(&data))

@@ -11,7 +11,7 @@
 //! keeps it so):
 //!
 //! ```text
-//! server ─▶ front/ (streamable, legacy_sse, dispatch, call, state, edge, refuse, reverse_proxy)
+//! server ─▶ front/ (streamable, modern, legacy_sse, dispatch, call, state, edge, refuse, reverse_proxy)
 //!        ─▶ health, guard/ ─▶ telemetry/
 //!        ─▶ sessions/ (session table, events, sse, placement; SessionError)
 //!        ─▶ upstream/ (mux, stdio/ with StdioError, stateless_bridge)

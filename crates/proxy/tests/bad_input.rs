@@ -883,7 +883,6 @@ async fn row_08_batches_are_handled_in_2025_03_26_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 8: a modern (2026-07-28) batch gets 400 -32600 'unsupported MCP-Protocol-Version' instead of 'batches are not supported in 2026-07-28' (the modern era is not served yet)"]
 async fn row_08_modern_batches_are_refused() {
     let rig = Rig::fixture(config("row08-modern")).await;
     let url = rig.url();
@@ -1155,7 +1154,6 @@ async fn row_11_a_session_idle_past_its_ttl_is_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 11: a modern (2026-07-28) request carrying an unknown Mcp-Session-Id gets 404 instead of being served statelessly (the modern era is not served yet)"]
 async fn row_11_a_modern_request_ignores_the_session_header() {
     let rig = Rig::fixture(config("row11-modern")).await;
     let url = rig.url();
@@ -1724,7 +1722,6 @@ async fn row_17_requests_withdrawn_when_the_child_died_cannot_be_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 17: a response POSTed with MCP-Protocol-Version 2026-07-28 gets 'unsupported MCP-Protocol-Version' instead of 'no outstanding request with this id' (the modern era is not served yet)"]
 async fn row_17_modern_clients_may_not_send_responses() {
     let rig = Rig::fixture(config("row17-modern")).await;
     let c = http();
@@ -2001,7 +1998,6 @@ fn header_value(bytes: &[u8]) -> reqwest::header::HeaderValue {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 21: modern (2026-07-28) requests are not served yet: header/body mismatches get 400 -32600 'unsupported MCP-Protocol-Version' instead of -32020"]
 async fn row_21_modern_headers_must_match_the_body() {
     let rig = Rig::fixture(config("row21")).await;
     let url = rig.url();
@@ -2087,7 +2083,6 @@ async fn row_21_modern_headers_must_match_the_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 22: modern (2026-07-28) requests are not served yet: missing _meta keys get -32600 'unsupported MCP-Protocol-Version' instead of -32602, unserved versions no -32022 with data"]
 async fn row_22_modern_meta_must_be_complete_and_served() {
     let rig = Rig::fixture(config("row22")).await;
     let url = rig.url();
@@ -2151,7 +2146,6 @@ async fn row_22_modern_meta_must_be_complete_and_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 23: modern (2026-07-28) requests are not served yet: a modern initialize is forwarded and answered 200 instead of 404 -32601"]
 async fn row_23_modern_calls_to_removed_methods_get_404() {
     let rig = Rig::fixture(config("row23")).await;
     let url = rig.url();

@@ -96,7 +96,30 @@ impl Call {
 
     /// Collects every answer and returns them as one JSON body (an array for a batch).
     /// Notifications have no place in a JSON answer and are dropped.
-    pub(crate) async fn into_json(mut self, mut rx: mpsc::Receiver<Delivery>) -> Response {
+    pub(crate) async fn into_json(mut self, rx: mpsc::Receiver<Delivery>) -> Response {
+        let frames = self.collect(rx).await;
+        if self.batch {
+            let mut body = BytesMut::from(&b"["[..]);
+            for (i, f) in frames.iter().enumerate() {
+                if i > 0 {
+                    body.extend_from_slice(b",");
+                }
+                body.extend_from_slice(f);
+            }
+            body.extend_from_slice(b"]");
+            answer::json(body.freeze())
+        } else {
+            answer::json(frames.into_iter().next().unwrap_or_default())
+        }
+    }
+
+    /// The one answer of a single request (the 2026-07-28 front shapes it itself).
+    pub(crate) async fn into_frame(mut self, rx: mpsc::Receiver<Delivery>) -> Bytes {
+        self.collect(rx).await.into_iter().next().unwrap_or_default()
+    }
+
+    /// Every answer, or the error of a request that timed out; notifications are dropped.
+    async fn collect(&mut self, mut rx: mpsc::Receiver<Delivery>) -> Vec<Bytes> {
         let mut frames = std::mem::take(&mut self.immediate);
         let mut answered = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -113,19 +136,7 @@ impl Call {
             }
         }
         frames.extend(self.time_out(&answered));
-        if self.batch {
-            let mut body = BytesMut::from(&b"["[..]);
-            for (i, f) in frames.iter().enumerate() {
-                if i > 0 {
-                    body.extend_from_slice(b",");
-                }
-                body.extend_from_slice(f);
-            }
-            body.extend_from_slice(b"]");
-            answer::json(body.freeze())
-        } else {
-            answer::json(frames.into_iter().next().unwrap_or_default())
-        }
+        frames
     }
 
     /// Sends every answer and progress notification to `out` (the 2024-11-05 session

@@ -1,13 +1,14 @@
 //! The HTTP front: what MCP clients talk to. The handlers of each transport (`streamable`,
 //! `legacy_sse`, and the reverse proxy of an HTTP upstream), what they share (`state`,
 //! `dispatch`, `call`, `edge`), and `refuse`, the one place the errors of the layers below
-//! become HTTP answers. The only layer that sees `Refusal` besides the guard; the 2026-07-28
-//! era's handler joins these as a sibling.
+//! become HTTP answers. The only layer that sees `Refusal` besides the guard. `modern` is the
+//! 2026-07-28 era's handler, a sibling of `streamable` chosen per POST.
 
 pub mod call;
 pub mod dispatch;
 pub mod edge;
 pub mod legacy_sse;
+pub mod modern;
 pub mod refuse;
 pub mod reverse_proxy;
 pub mod state;

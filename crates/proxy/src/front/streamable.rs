@@ -21,6 +21,7 @@ use crate::answer::{self, Refusal};
 use crate::front::call::{KEEP_ALIVE, RETRY_MS, send_event, sse_response};
 use crate::front::dispatch::dispatch;
 use crate::front::edge::{self, Accepts};
+use crate::front::modern;
 use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
@@ -43,6 +44,10 @@ pub async fn mcp(
     let ctx = ctx.map_or_else(RequestCtx::anonymous, |Extension(c)| c);
     let result = match method {
         Method::POST => post(&front, &ctx, &headers, body).await,
+        // The modern era is POST only (mcp-brief.md rule 4).
+        Method::GET | Method::DELETE if modern::header_is_modern(&headers) => {
+            Err(Refusal::MethodNotAllowed { allow: "POST" })
+        }
         Method::GET => get(&front, &headers).await,
         Method::DELETE => delete(&front, &headers),
         Method::OPTIONS => {
@@ -92,7 +97,13 @@ async fn post(front: &Arc<StdioFront>, ctx: &RequestCtx, headers: &HeaderMap, bo
         JsonBody::Single(m) if m.is_request() => m.id_raw().map(str::to_owned),
         _ => None,
     };
-    post_parsed(front, ctx, headers, acc, parsed).await.map_err(|e| e.echo(echo_id.as_deref()))
+    // The one point where the eras part (mcp-brief.md rule 7).
+    let answered = if modern::is_modern(headers, &parsed) {
+        modern::post(front, ctx, headers, acc, parsed).await
+    } else {
+        post_parsed(front, ctx, headers, acc, parsed).await
+    };
+    answered.map_err(|e| e.echo(echo_id.as_deref()))
 }
 
 async fn post_parsed(

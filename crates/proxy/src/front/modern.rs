@@ -1,0 +1,185 @@
+//! The 2026-07-28 ("modern") front of a stdio upstream, beside the legacy one at the same
+//! `/mcp`: each POST stands alone, declares its version and capabilities in `_meta`, and
+//! mirrors its method and name in headers. This slice serves a modern client from the
+//! child Apiary initialized itself (the shared child), as `mcp-brief.md` §9 bridges a
+//! modern client to a legacy server: `server/discover` is synthesised from the child's
+//! `initialize` result and every result gains `resultType`.
+
+use std::sync::Arc;
+
+use apiary_protocol::{Body as JsonBody, Kind, Message, Revision, codes, methods, modern};
+use apiary_transport::sse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::answer::{self, Refusal};
+use crate::front::call::sse_response;
+use crate::front::dispatch::dispatch;
+use crate::front::edge::Accepts;
+use crate::front::refuse;
+use crate::front::state::StdioFront;
+use crate::guard::RequestCtx;
+
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const SESSION_HEADER: &str = "mcp-session-id";
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Whether the header names the modern revision: such a request is modern whatever it
+/// carries (a session header is then ignored, row 11).
+pub fn header_is_modern(headers: &HeaderMap) -> bool {
+    header_str(headers, VERSION_HEADER)
+        .and_then(|v| v.parse::<Revision>().ok())
+        .is_some_and(|r| r.era() == apiary_protocol::Era::Modern)
+}
+
+/// The era of one POST (`mcp-brief.md` rule 7): the modern version header, or, with no
+/// session header, a request (not `initialize`) whose `_meta` declares a version, whatever
+/// version that is (an unserved one is then refused as such, row 22).
+pub fn is_modern(headers: &HeaderMap, body: &JsonBody) -> bool {
+    if header_is_modern(headers) {
+        return true;
+    }
+    if headers.contains_key(SESSION_HEADER) {
+        return false;
+    }
+    match body {
+        JsonBody::Single(m) if m.is_request() && m.method() != Some(methods::INITIALIZE) => {
+            m.params_as::<Value>().is_some_and(|p| modern::meta_version(&p).is_some())
+        }
+        _ => false,
+    }
+}
+
+/// A modern POST: checked (rows 8, 17, 21, 22, 23), then answered here (`server/discover`)
+/// or forwarded to the child.
+pub async fn post(
+    front: &Arc<StdioFront>,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    acc: Accepts,
+    parsed: JsonBody,
+) -> Result<Response, Refusal> {
+    let m = match parsed {
+        JsonBody::Batch(_) => return Err(Refusal::invalid("batches are not supported in 2026-07-28")),
+        JsonBody::Single(m) => m,
+    };
+    match m.kind() {
+        // Clients never answer a modern server: it sends them no requests (row 17).
+        Kind::Response | Kind::Error => return Err(Refusal::invalid("no outstanding request with this id")),
+        // Nothing of the modern era needs a client notification to reach the child (a
+        // cancellation is a closed stream); notifications are not header-checked.
+        Kind::Notification => return Ok(answer::accepted()),
+        Kind::Request => {}
+    }
+    let method = m.method().unwrap_or_default().to_owned();
+    check(headers, &m, &method)?;
+    let frame = if method == methods::SERVER_DISCOVER {
+        discover(front, &m).await?
+    } else {
+        let legacy = modern::legacy_request(m.bytes())
+            .ok()
+            .and_then(|b| Message::parse(b).ok())
+            .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))?;
+        let Some((call, rx)) = dispatch(front, ctx, None, vec![Ok(legacy)], false).await? else {
+            return Ok(answer::accepted());
+        };
+        let frame = call.into_frame(rx).await;
+        modern::complete_result(frame.clone(), &method).unwrap_or(frame)
+    };
+    Ok(respond(frame, acc))
+}
+
+/// The checks of a modern request, in order: `_meta` (-32602), the version header against
+/// `_meta` (-32020), the version itself (-32022), the method and name headers (-32020),
+/// then methods the era removed (404).
+fn check(headers: &HeaderMap, m: &Message, method: &str) -> Result<(), Refusal> {
+    let params: Value = m.params_as().unwrap_or(Value::Null);
+    modern::check_meta(&params).map_err(|e| Refusal::InvalidParams(e.to_string()))?;
+    let version = modern::meta_version(&params).unwrap_or_default();
+    match header_str(headers, VERSION_HEADER) {
+        Some(h) if h == version => {}
+        Some(h) => {
+            return Err(Refusal::HeaderMismatch(format!(
+                "the {} header ({h}) does not match params._meta ({version})",
+                modern::VERSION_HEADER
+            )));
+        }
+        None => return Err(Refusal::HeaderMismatch(format!("the {} header is required", modern::VERSION_HEADER))),
+    }
+    if !version.parse::<Revision>().is_ok_and(|r| r.era() == apiary_protocol::Era::Modern) {
+        return Err(Refusal::UnservedVersion { requested: version.to_owned() });
+    }
+    mirror(headers, modern::METHOD_HEADER, Some(method))?;
+    if let Some(member) = modern::name_member(method) {
+        let body = params.get(member).and_then(Value::as_str);
+        mirror(headers, modern::NAME_HEADER, body)?;
+    }
+    if modern::is_removed(method) {
+        return Err(Refusal::MethodNotFound { method: method.to_owned() });
+    }
+    Ok(())
+}
+
+/// One mirror header must be present and, decoded, equal the body's value.
+fn mirror(headers: &HeaderMap, name: &str, body: Option<&str>) -> Result<(), Refusal> {
+    let Some(raw) = headers.get(name) else {
+        return Err(Refusal::HeaderMismatch(format!("the {name} header is required")));
+    };
+    let value = modern::decode_header_value(raw.as_bytes())
+        .map_err(|e| Refusal::HeaderMismatch(format!("the {name} header {e}")))?;
+    if Some(value.as_str()) != body {
+        return Err(Refusal::HeaderMismatch(format!("the {name} header does not match the body")));
+    }
+    Ok(())
+}
+
+/// `server/discover`, synthesised from the `initialize` result of the child Apiary
+/// initialized itself: its capabilities, instructions and server info.
+async fn discover(front: &StdioFront, m: &Message) -> Result<Bytes, Refusal> {
+    let group = &front.placement.shared;
+    group.slot.ready(front.request_timeout).await.map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
+    let init = group.slot.init_result().unwrap_or_default();
+    let init: Value = serde_json::from_slice(&init).unwrap_or(Value::Null);
+    let mut result = json!({
+        "supportedVersions": Revision::modern_names(),
+        "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "resultType": "complete",
+        "ttlMs": 0,
+        "cacheScope": "private",
+    });
+    if let Some(i) = init.get("instructions").filter(|i| i.is_string()) {
+        result["instructions"] = i.clone();
+    }
+    if let Some(info) = init.get("serverInfo") {
+        result["_meta"] = json!({ modern::META_SERVER_INFO: info });
+    }
+    Ok(apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string()))
+}
+
+/// The answer as JSON (or one SSE event for a client that accepts only SSE). A
+/// method-not-found error is a 404 in this era, whoever said it (row 23).
+fn respond(frame: Bytes, acc: Accepts) -> Response {
+    let not_found = Message::parse(frame.clone()).ok().is_some_and(|a| {
+        a.kind() == Kind::Error
+            && a.payload_raw()
+                .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                .is_some_and(|e| e.get("code").and_then(Value::as_i64) == Some(i64::from(codes::METHOD_NOT_FOUND)))
+    });
+    let mut res = if acc.json {
+        answer::json(frame)
+    } else {
+        let (tx, rx) = mpsc::channel(2);
+        let _ = tx.try_send(Ok(sse::message_event(None, &frame)));
+        sse_response(rx)
+    };
+    if not_found {
+        *res.status_mut() = StatusCode::NOT_FOUND;
+    }
+    res
+}

@@ -1,0 +1,121 @@
+//! A 2026-07-28 client through the proxy over stdio: it discovers, lists and calls tools
+//! against a child that speaks both eras and against a legacy-only one, and the official
+//! conformance suite's 2026-07-28 requirement set run through the proxy.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_proxy::ProxyHandle;
+use apiary_testkit::conformance::run_server_suite;
+use serde_json::{Value, json};
+
+/// The proxy in front of the fixture server run with `args`.
+async fn proxy_with(name: &str, args: &[&str]) -> ProxyHandle {
+    let program = apiary_testkit::binaries::testkit_server();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut cfg = common::testkit_config(name);
+    cfg.source = apiary_config::Source::Command(apiary_config::CommandSource {
+        program: program.display().to_string(),
+        args: args.clone(),
+    });
+    let launcher = common::CommandLauncher { program, args };
+    apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
+}
+
+/// One modern request with the headers 2026-07-28 requires; returns (status, body).
+async fn modern(url: &str, id: i64, method: &str, name: Option<&str>, mut params: Value) -> (u16, Value) {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "1"},
+    });
+    let body = json!({"jsonrpc":"2.0","id":id,"method":method,"params":params});
+    let mut req = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(n) = name {
+        req = req.header("mcp-name", n);
+    }
+    let res = req.body(body.to_string()).send().await.unwrap();
+    let status = res.status().as_u16();
+    assert!(res.headers().get("mcp-session-id").is_none(), "a modern answer carries no session");
+    (status, res.json().await.unwrap())
+}
+
+/// Discover, list and call through the proxy; every result is a complete modern one.
+async fn discover_list_call(url: &str) {
+    let (status, v) = modern(url, 1, "server/discover", None, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id"], 1);
+    assert_eq!(v["result"]["supportedVersions"], json!(["2026-07-28"]), "{v}");
+    assert!(v["result"]["capabilities"]["tools"].is_object(), "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert!(v["result"]["ttlMs"].is_u64() && v["result"]["cacheScope"].is_string(), "{v}");
+
+    let (status, v) = modern(url, 2, "tools/list", None, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id"], 2);
+    let tools = v["result"]["tools"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert!(tools.iter().any(|t| t["name"] == "echo"), "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert!(v["result"]["ttlMs"].is_u64(), "{v}");
+
+    let (status, v) =
+        modern(url, 5, "tools/call", Some("echo"), json!({"name":"echo","arguments":{"text":"hi modern"}})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id"], 5);
+    assert_eq!(v["result"]["content"][0]["text"], "hi modern", "{v}");
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+
+    // The child's own method-not-found is a 404 for a modern caller.
+    let (status, v) = modern(url, 6, "unknown/method", None, json!({})).await;
+    assert_eq!((status, v["error"]["code"].clone()), (404, json!(-32601)), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
+    let proxy = proxy_with("modern-dual", &["--stdio"]).await;
+    discover_list_call(&proxy.url()).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
+    let proxy = proxy_with("modern-legacy", &["--stdio", "--legacy-only"]).await;
+    discover_list_call(&proxy.url()).await;
+    proxy.shutdown().await;
+}
+
+/// How many 2026-07-28 scenarios pass through the proxy today: a floor that fails if it
+/// drops; the goal is all of them (the failing ones are printed).
+const MODERN_FLOOR: usize = 28;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_2026_07_28_through_the_proxy_over_stdio() {
+    let proxy = proxy_with("modern-conformance", &["--stdio"]).await;
+    let summary = run_server_suite(&proxy.url(), "2026-07-28").await;
+    proxy.shutdown().await;
+    println!(
+        "passed {}: {:?}\nfailed {}: {:?}",
+        summary.passed.len(),
+        summary.passed,
+        summary.failed.len(),
+        summary.failed
+    );
+    assert!(
+        summary.passed.len() >= MODERN_FLOOR,
+        "passed {} < {MODERN_FLOOR}; failing: {:?}\n{}",
+        summary.passed.len(),
+        summary.failed,
+        summary.output
+    );
+}
