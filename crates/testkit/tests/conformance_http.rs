@@ -5,30 +5,11 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use apiary_testkit::conformance::{EXPECTED_2025_11_25, run_server_suite};
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// Bound on the server printing its URL.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_passes_every_2025_11_25_scenario_over_http() {
-    let mut server = common::server_command()
-        .args(["--http", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(STARTUP_TIMEOUT, lines.next_line())
-        .await
-        .expect("the server printed no URL in time")
-        .unwrap()
-        .expect("the server exited before printing its URL");
+    let (mut server, url) = common::spawn_http().await;
     assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"), "{url}");
 
     let summary = run_server_suite(&url, "2025-11-25").await;

@@ -8,33 +8,14 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use apiary_testkit::conformance::run_server_suite;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Scenarios of the 2026-07-28 set the fixture passes today (of 50).
 const FIXTURE_FLOOR: usize = 29;
 
-/// Bound on the server printing its URL.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_2026_07_28_against_the_fixture_over_http() {
-    let mut server = common::server_command()
-        .args(["--http", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(STARTUP_TIMEOUT, lines.next_line())
-        .await
-        .expect("the server printed no URL in time")
-        .unwrap()
-        .expect("the server exited before printing its URL");
+    let (mut server, url) = common::spawn_http().await;
     let summary = run_server_suite(&url, "2026-07-28").await;
     server.kill().await.unwrap();
     println!(

@@ -5,14 +5,9 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// Bound on the server printing its URL.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// POSTs one JSON-RPC message and returns the session id and the JSON-RPC answer.
 async fn post(
@@ -50,16 +45,7 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_header_returns_the_named_header_of_the_call() {
-    let mut server = common::server_command()
-        .args(["--http", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(STARTUP_TIMEOUT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let (mut server, url) = common::spawn_http().await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
 
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {

@@ -122,7 +122,7 @@ pub async fn run<K, R, Fut>(
             let client = &ctx.client;
             let controller = Controller::new(api::<K>(client, ns), watcher::Config::default());
             let parents = controller.store();
-            controller
+            let controller = controller
                 .watches(
                     api::<MCPOIDCConfig>(client, ns),
                     watcher::Config::default(),
@@ -158,19 +158,8 @@ pub async fn run<K, R, Fut>(
                 .owns(api::<Service>(client, ns), children.clone())
                 .owns(api::<ServiceAccount>(client, ns), children.clone())
                 .owns(api::<Role>(client, ns), children.clone())
-                .owns(api::<RoleBinding>(client, ns), children)
-                .graceful_shutdown_on(shutdown)
-                .run(reconcile, error_policy, Arc::clone(&ctx))
-                .for_each(|result| async move {
-                    let kind = K::kind(&());
-                    match result {
-                        Ok((object, _)) => {
-                            tracing::debug!(%kind, name = %object.name, namespace = ?object.namespace, "reconciled")
-                        }
-                        Err(e) => tracing::debug!(%kind, error = %e, "controller"),
-                    }
-                })
-                .await;
+                .owns(api::<RoleBinding>(client, ns), children);
+            drive(controller, reconcile, Arc::clone(&ctx), shutdown).await;
         }
     });
     futures::future::join_all(controllers).await;
@@ -186,16 +175,7 @@ where
     K: Resource<DynamicType = ()> + Referencing + Clone + Send + Sync + 'static,
     O: Resource,
 {
-    let parents = parents.clone();
-    move |object: O| {
-        let (namespace, name) = (object.meta().namespace.clone(), object.meta().name.clone().unwrap_or_default());
-        parents
-            .state()
-            .iter()
-            .filter(|p| p.meta().namespace == namespace && names(&p.policy_refs(), &name))
-            .map(|p| ObjectRef::from_obj(&**p))
-            .collect()
-    }
+    same_namespace(parents, move |p: &K, name| names(&p.policy_refs(), name))
 }
 
 /// The namespaces one Controller each watches: `None` is the whole cluster.
@@ -242,7 +222,7 @@ pub(crate) async fn drive<K, R, Fut>(
 /// the controller's cache) for which `names(k, object name)` holds.
 pub(crate) fn same_namespace<K, O>(
     cache: &Store<K>,
-    names: fn(&K, &str) -> bool,
+    names: impl Fn(&K, &str) -> bool + Send + Sync + 'static,
 ) -> impl Fn(O) -> Vec<ObjectRef<K>> + Send + Sync + 'static
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,

@@ -21,6 +21,27 @@ pub fn server_command() -> Command {
     cmd
 }
 
+/// Bound on the HTTP server printing its URL.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Spawns `apiary-testkit-server --http 127.0.0.1:0` and returns it with the URL it printed.
+pub async fn spawn_http() -> (Child, String) {
+    let mut server = server_command()
+        .args(["--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(STARTUP_TIMEOUT, lines.next_line())
+        .await
+        .expect("the server printed no URL in time")
+        .unwrap()
+        .expect("the server exited before printing its URL");
+    (server, url)
+}
+
 /// A fixture server spoken to over stdio.
 pub struct StdioServer {
     pub child: Child,
