@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use apiary_operator::crd::externalauth::MCPExternalAuthConfig;
@@ -16,7 +15,7 @@ use apiary_operator::crd::mcpgroup::{MCPGroup, MCPGroupPhase};
 use apiary_operator::crd::mcpserverentry::{MCPServerEntry, MCPServerEntryPhase};
 use apiary_operator::reconcile::{Context, Metrics, WatchScope};
 use apiary_operator::{entry, extauth, group};
-use common::cluster::{Stop, eventually, gated, in_scratch_namespace, kubeconfig};
+use common::cluster::{Stop, eventually, gated, in_scratch_namespace, kubeconfig, kubectl};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -302,20 +301,4 @@ async fn checks(client: Client, ns: String, _metrics: Arc<Metrics>) {
     assert!(row("partner-tools").contains("engineering-tools"), "{table}");
     let e = entries.get("partner-tools").await.unwrap();
     assert_eq!(e.name_any(), "partner-tools");
-}
-
-/// kubectl from the cluster tools' cache (`cargo xtask cluster build`).
-fn kubectl() -> PathBuf {
-    let cache = match std::env::var_os("APIARY_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/apiary"),
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| panic!("no kubectl in {}/k8s: run `cargo xtask cluster build`", cache.display()))
 }

@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
@@ -28,7 +27,9 @@ use apiary_operator::crd::toolconfig::MCPToolConfig;
 use apiary_operator::reconcile::{self, Context, Metrics, WatchScope};
 use apiary_operator::remoteproxy;
 use apiary_testkit::issuer::{SigningKey, now};
-use common::cluster::{CHECKSUM, Stop, eventually, gated, in_scratch_namespace_with, kubeconfig, template_checksum};
+use common::cluster::{
+    CHECKSUM, Stop, eventually, gated, in_scratch_namespace_with, kubeconfig, kubectl, template_checksum,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -506,20 +507,4 @@ impl Drop for PortForward {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// kubectl from the cluster tools' cache (`cargo xtask cluster build`).
-fn kubectl() -> PathBuf {
-    let cache = match std::env::var_os("APIARY_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/apiary"),
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| panic!("no kubectl in {}/k8s: run `cargo xtask cluster build`", cache.display()))
 }
