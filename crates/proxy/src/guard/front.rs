@@ -68,8 +68,6 @@ impl RequestCtx {
 
     /// The W3C `traceparent` header value of this request's span, for a call made on its
     /// behalf (an HTTP upstream): `None` when tracing is off.
-    // The HTTP upstream's forwarding calls this once it passes `traceparent` on.
-    #[allow(dead_code)]
     pub(crate) fn traceparent(&self) -> Option<String> {
         self.note.as_ref()?.lock().ok()?.telemetry.as_mut()?.traceparent()
     }
