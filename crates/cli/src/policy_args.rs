@@ -47,6 +47,10 @@ pub struct PolicyArgs {
     /// Scopes advertised to clients (comma-separated)
     #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
     pub oidc_scopes: Vec<String>,
+    /// Scopes every token must grant (comma-separated; Apiary's own flag): a valid token
+    /// without one gets 403 insufficient_scope. Advertised too
+    #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
+    pub oidc_required_scopes: Vec<String>,
     /// Allow plain-HTTP issuer, JWKS and introspection URLs (for tests only)
     #[arg(long)]
     pub oidc_insecure_allow_http: bool,
@@ -212,7 +216,7 @@ impl PolicyArgs {
     /// The first policy flag given, if any (for "cannot be combined with --from-config").
     pub fn first_given(&self) -> Option<&'static str> {
         let t = &self.telemetry;
-        let given: [(bool, &'static str); 49] = [
+        let given: [(bool, &'static str); 50] = [
             (self.oidc_issuer.is_some(), "--oidc-issuer"),
             (self.oidc_audience.is_some(), "--oidc-audience"),
             (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
@@ -220,6 +224,7 @@ impl PolicyArgs {
             (self.oidc_client_id.is_some(), "--oidc-client-id"),
             (self.oidc_client_secret.is_some(), "--oidc-client-secret"),
             (!self.oidc_scopes.is_empty(), "--oidc-scopes"),
+            (!self.oidc_required_scopes.is_empty(), "--oidc-required-scopes"),
             (self.oidc_insecure_allow_http, "--oidc-insecure-allow-http"),
             (self.resource_url.is_some(), "--resource-url"),
             (self.authz_config.is_some(), "--authz-config"),
@@ -313,6 +318,7 @@ impl PolicyArgs {
             (self.oidc_client_id.is_some(), "--oidc-client-id"),
             (self.oidc_client_secret.is_some(), "--oidc-client-secret"),
             (!self.oidc_scopes.is_empty(), "--oidc-scopes"),
+            (!self.oidc_required_scopes.is_empty(), "--oidc-required-scopes"),
             (self.oidc_insecure_allow_http, "--oidc-insecure-allow-http"),
             (self.resource_url.is_some(), "--resource-url"),
         ];
@@ -327,6 +333,7 @@ impl PolicyArgs {
                     client_secret: self.oidc_client_secret.clone(),
                     client_secret_env: None,
                     scopes: self.oidc_scopes.clone(),
+                    required_scopes: self.oidc_required_scopes.clone(),
                     resource_url: self.resource_url.clone(),
                     insecure_allow_http: self.oidc_insecure_allow_http,
                     jwks_min_refresh_secs: None,
@@ -627,6 +634,19 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<PolicyArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("apiary").chain(args.iter().copied())).map(|c| c.policy)
+    }
+
+    #[test]
+    fn required_scopes_need_an_issuer_and_are_checked() {
+        let a = parse(&["--oidc-issuer", "https://idp", "--oidc-required-scopes", "mcp:tools,mcp:read"]).unwrap();
+        let oidc = a.to_policy().unwrap().oidc.unwrap();
+        assert_eq!(oidc.required_scopes, vec!["mcp:tools", "mcp:read"]);
+        assert!(oidc.scopes.is_empty(), "advertised scopes stay as given");
+        let e = format!("{:#}", parse(&["--oidc-required-scopes", "a"]).unwrap().to_policy().unwrap_err());
+        assert!(e.contains("--oidc-required-scopes needs --oidc-issuer"), "{e}");
+        let a = parse(&["--oidc-issuer", "https://idp", "--oidc-required-scopes", "a b"]).unwrap();
+        let e = format!("{:#}", a.to_policy().unwrap_err());
+        assert!(e.contains("not a scope"), "{e}");
     }
 
     #[test]

@@ -35,8 +35,14 @@ pub struct OidcConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_env: Option<String>,
     /// Scopes advertised in the protected-resource metadata and in `WWW-Authenticate`.
+    /// Advertised only, as in ToolHive: a token without them is still accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Scopes every token must carry (in its `scope` or `scp` claim, or the introspection
+    /// answer's `scope`); a valid token that lacks one gets 403 `insufficient_scope`. Apiary's
+    /// own field (ToolHive only advertises `scopes`); they are advertised too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
     /// This resource's canonical URL (RFC 9728 `resource`). Unset: the metadata endpoint is 404.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_url: Option<String>,
@@ -61,6 +67,7 @@ impl OidcConfig {
             client_secret: None,
             client_secret_env: None,
             scopes: Vec::new(),
+            required_scopes: Vec::new(),
             resource_url: None,
             insecure_allow_http: false,
             jwks_min_refresh_secs: None,

@@ -185,5 +185,11 @@ fn refusal(guard: &Guard, e: &AuthnError) -> Refusal {
         return Refusal::AuthUnavailable { retry_after: *retry_after_secs };
     }
     let metadata = resource_metadata_url(authn);
+    if let AuthnError::InsufficientScope { missing } = e {
+        return Refusal::InsufficientScope {
+            challenge: authn.challenge(e, metadata.as_deref()),
+            missing: missing.clone(),
+        };
+    }
     Refusal::Unauthenticated { challenge: authn.challenge(e, metadata.as_deref()), reason: e.to_string() }
 }
