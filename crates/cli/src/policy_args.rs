@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use apiary_config::{
-    OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TelemetryConfig,
+    AuthMode, OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TelemetryConfig,
     TokenExchangeConfig,
 };
 use apiary_policy::audit::AuditConfig;
@@ -51,6 +51,10 @@ pub struct PolicyArgs {
     /// without one gets 403 insufficient_scope. Advertised too
     #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
     pub oidc_required_scopes: Vec<String>,
+    /// Who callers are without --oidc-issuer: anonymous, or local (every caller is the OS user
+    /// running the proxy, `Client::"<user>"` to Cedar; unchecked, as ToolHive's local mode)
+    #[arg(long, value_name = "MODE", value_parser = ["anonymous", "local"])]
+    pub auth_mode: Option<String>,
     /// Allow plain-HTTP issuer, JWKS and introspection URLs (for tests only)
     #[arg(long)]
     pub oidc_insecure_allow_http: bool,
@@ -216,7 +220,7 @@ impl PolicyArgs {
     /// The first policy flag given, if any (for "cannot be combined with --from-config").
     pub fn first_given(&self) -> Option<&'static str> {
         let t = &self.telemetry;
-        let given: [(bool, &'static str); 50] = [
+        let given: [(bool, &'static str); 51] = [
             (self.oidc_issuer.is_some(), "--oidc-issuer"),
             (self.oidc_audience.is_some(), "--oidc-audience"),
             (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
@@ -225,6 +229,7 @@ impl PolicyArgs {
             (self.oidc_client_secret.is_some(), "--oidc-client-secret"),
             (!self.oidc_scopes.is_empty(), "--oidc-scopes"),
             (!self.oidc_required_scopes.is_empty(), "--oidc-required-scopes"),
+            (self.auth_mode.is_some(), "--auth-mode"),
             (self.oidc_insecure_allow_http, "--oidc-insecure-allow-http"),
             (self.resource_url.is_some(), "--resource-url"),
             (self.authz_config.is_some(), "--authz-config"),
@@ -344,6 +349,12 @@ impl PolicyArgs {
                     bail!("{flag} needs --oidc-issuer (authentication is off without an issuer)");
                 }
             }
+        }
+        if self.auth_mode.as_deref() == Some("local") {
+            if self.oidc_issuer.is_some() {
+                bail!("--auth-mode local cannot be combined with --oidc-issuer");
+            }
+            policy.auth_mode = AuthMode::Local;
         }
         if let Some(path) = &self.authz_config {
             let text = read(path)?;
@@ -634,6 +645,15 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<PolicyArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("apiary").chain(args.iter().copied())).map(|c| c.policy)
+    }
+
+    #[test]
+    fn auth_mode_local_is_refused_with_an_issuer() {
+        assert_eq!(parse(&["--auth-mode", "local"]).unwrap().to_policy().unwrap().auth_mode, AuthMode::Local);
+        assert_eq!(parse(&["--auth-mode", "anonymous"]).unwrap().to_policy().unwrap().auth_mode, AuthMode::Anonymous);
+        assert!(parse(&["--auth-mode", "other"]).is_err());
+        let a = parse(&["--auth-mode", "local", "--oidc-issuer", "https://idp"]).unwrap();
+        assert!(format!("{:#}", a.to_policy().unwrap_err()).contains("--auth-mode local cannot be combined"));
     }
 
     #[test]

@@ -490,3 +490,56 @@ async fn a_valid_token_without_a_required_scope_gets_a_403_insufficient_scope() 
     assert_eq!(doc["scopes_supported"], json!(["openid", "mcp:tools", "mcp:read"]));
     proxy.shutdown().await;
 }
+
+/// Permits every tool call to `user` alone.
+fn only_user(user: &str) -> Value {
+    json!({"version": "1.0", "type": "cedarv1", "cedar": {
+        "policies": [format!("permit(principal == Client::\"{user}\", action == Action::\"call_tool\", resource);")],
+        "entities_json": "[]"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_makes_every_caller_the_os_user_for_cedar() {
+    let me = apiary_policy::Identity::os_username();
+    let mut cfg = common::testkit_config("authn-local");
+    cfg.policy.auth_mode = apiary_config::AuthMode::Local;
+    cfg.policy.authz = Some(only_user(&me));
+    let proxy = proxy_with(cfg).await;
+    let url = proxy.url();
+    let sid = session(&url, None).await;
+    let (status, m) = call(&url, None, &sid, "echo", json!({"text": "hi"})).await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["result"]["content"][0]["text"], "hi", "{m}");
+    assert!(tool_names(&url, None, &sid).await.contains(&"echo".to_owned()));
+    proxy.shutdown().await;
+
+    // Another user (named in the config) is not the one the policy permits; nor is anonymous.
+    for policy in [
+        apiary_config::PolicyConfig {
+            auth_mode: apiary_config::AuthMode::Local,
+            local_user: Some(format!("not-{me}")),
+            authz: Some(only_user(&me)),
+            ..Default::default()
+        },
+        apiary_config::PolicyConfig { authz: Some(only_user(&me)), ..Default::default() },
+    ] {
+        let mut cfg = common::testkit_config("authn-local-other");
+        cfg.policy = policy;
+        let proxy = proxy_with(cfg).await;
+        let url = proxy.url();
+        let sid = session(&url, None).await;
+        let (status, m) = call(&url, None, &sid, "echo", json!({"text": "hi"})).await;
+        assert_eq!(status, 403, "{m}");
+        assert!(tool_names(&url, None, &sid).await.is_empty(), "no tool is listed to another principal");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_cannot_be_combined_with_oidc() {
+    let mut cfg = common::testkit_config("authn-local-oidc");
+    cfg.policy.auth_mode = apiary_config::AuthMode::Local;
+    cfg.policy.oidc = Some(OidcConfig { insecure_allow_http: true, ..OidcConfig::new("http://127.0.0.1:9") });
+    let err = apiary_proxy::start(cfg, None).await.err().expect("refused");
+    assert!(err.to_string().contains("authMode: local cannot be combined"), "{err}");
+}

@@ -96,7 +96,7 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
     let audit_head =
         guard.audit.as_ref().map(|_| super::audit_head(req.method().as_str(), req.headers(), req.uri().path(), peer));
     let identity = match &guard.authn {
-        None => Arc::clone(&ANONYMOUS),
+        None => Arc::clone(&guard.unauthenticated),
         Some(authn) => match authn.authenticate_shared(req.headers().get(header::AUTHORIZATION)).await {
             Ok(id) => id,
             Err(e) => {
