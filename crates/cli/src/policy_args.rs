@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use apiary_config::{
-    OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TelemetryConfig,
+    AuthMode, OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TelemetryConfig,
     TokenExchangeConfig,
 };
 use apiary_policy::audit::AuditConfig;
@@ -47,6 +47,14 @@ pub struct PolicyArgs {
     /// Scopes advertised to clients (comma-separated)
     #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
     pub oidc_scopes: Vec<String>,
+    /// Scopes every token must grant (comma-separated; Apiary's own flag): a valid token
+    /// without one gets 403 insufficient_scope. Advertised too
+    #[arg(long, value_delimiter = ',', value_name = "SCOPES")]
+    pub oidc_required_scopes: Vec<String>,
+    /// Who callers are without --oidc-issuer: anonymous, or local (every caller is the OS user
+    /// running the proxy, `Client::"<user>"` to Cedar; unchecked, as ToolHive's local mode)
+    #[arg(long, value_name = "MODE", value_parser = ["anonymous", "local"])]
+    pub auth_mode: Option<String>,
     /// Allow plain-HTTP issuer, JWKS and introspection URLs (for tests only)
     #[arg(long)]
     pub oidc_insecure_allow_http: bool,
@@ -212,7 +220,7 @@ impl PolicyArgs {
     /// The first policy flag given, if any (for "cannot be combined with --from-config").
     pub fn first_given(&self) -> Option<&'static str> {
         let t = &self.telemetry;
-        let given: [(bool, &'static str); 49] = [
+        let given: [(bool, &'static str); 51] = [
             (self.oidc_issuer.is_some(), "--oidc-issuer"),
             (self.oidc_audience.is_some(), "--oidc-audience"),
             (self.oidc_jwks_url.is_some(), "--oidc-jwks-url"),
@@ -220,6 +228,8 @@ impl PolicyArgs {
             (self.oidc_client_id.is_some(), "--oidc-client-id"),
             (self.oidc_client_secret.is_some(), "--oidc-client-secret"),
             (!self.oidc_scopes.is_empty(), "--oidc-scopes"),
+            (!self.oidc_required_scopes.is_empty(), "--oidc-required-scopes"),
+            (self.auth_mode.is_some(), "--auth-mode"),
             (self.oidc_insecure_allow_http, "--oidc-insecure-allow-http"),
             (self.resource_url.is_some(), "--resource-url"),
             (self.authz_config.is_some(), "--authz-config"),
@@ -313,6 +323,7 @@ impl PolicyArgs {
             (self.oidc_client_id.is_some(), "--oidc-client-id"),
             (self.oidc_client_secret.is_some(), "--oidc-client-secret"),
             (!self.oidc_scopes.is_empty(), "--oidc-scopes"),
+            (!self.oidc_required_scopes.is_empty(), "--oidc-required-scopes"),
             (self.oidc_insecure_allow_http, "--oidc-insecure-allow-http"),
             (self.resource_url.is_some(), "--resource-url"),
         ];
@@ -327,6 +338,7 @@ impl PolicyArgs {
                     client_secret: self.oidc_client_secret.clone(),
                     client_secret_env: None,
                     scopes: self.oidc_scopes.clone(),
+                    required_scopes: self.oidc_required_scopes.clone(),
                     resource_url: self.resource_url.clone(),
                     insecure_allow_http: self.oidc_insecure_allow_http,
                     jwks_min_refresh_secs: None,
@@ -337,6 +349,12 @@ impl PolicyArgs {
                     bail!("{flag} needs --oidc-issuer (authentication is off without an issuer)");
                 }
             }
+        }
+        if self.auth_mode.as_deref() == Some("local") {
+            if self.oidc_issuer.is_some() {
+                bail!("--auth-mode local cannot be combined with --oidc-issuer");
+            }
+            policy.auth_mode = AuthMode::Local;
         }
         if let Some(path) = &self.authz_config {
             let text = read(path)?;
@@ -627,6 +645,28 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<PolicyArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("apiary").chain(args.iter().copied())).map(|c| c.policy)
+    }
+
+    #[test]
+    fn auth_mode_local_is_refused_with_an_issuer() {
+        assert_eq!(parse(&["--auth-mode", "local"]).unwrap().to_policy().unwrap().auth_mode, AuthMode::Local);
+        assert_eq!(parse(&["--auth-mode", "anonymous"]).unwrap().to_policy().unwrap().auth_mode, AuthMode::Anonymous);
+        assert!(parse(&["--auth-mode", "other"]).is_err());
+        let a = parse(&["--auth-mode", "local", "--oidc-issuer", "https://idp"]).unwrap();
+        assert!(format!("{:#}", a.to_policy().unwrap_err()).contains("--auth-mode local cannot be combined"));
+    }
+
+    #[test]
+    fn required_scopes_need_an_issuer_and_are_checked() {
+        let a = parse(&["--oidc-issuer", "https://idp", "--oidc-required-scopes", "mcp:tools,mcp:read"]).unwrap();
+        let oidc = a.to_policy().unwrap().oidc.unwrap();
+        assert_eq!(oidc.required_scopes, vec!["mcp:tools", "mcp:read"]);
+        assert!(oidc.scopes.is_empty(), "advertised scopes stay as given");
+        let e = format!("{:#}", parse(&["--oidc-required-scopes", "a"]).unwrap().to_policy().unwrap_err());
+        assert!(e.contains("--oidc-required-scopes needs --oidc-issuer"), "{e}");
+        let a = parse(&["--oidc-issuer", "https://idp", "--oidc-required-scopes", "a b"]).unwrap();
+        let e = format!("{:#}", a.to_policy().unwrap_err());
+        assert!(e.contains("not a scope"), "{e}");
     }
 
     #[test]

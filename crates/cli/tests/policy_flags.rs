@@ -100,6 +100,7 @@ fn help_lists_the_policy_flags() {
         "--oidc-client-id",
         "--oidc-client-secret",
         "--oidc-scopes",
+        "--oidc-required-scopes",
         "--resource-url",
         "--authz-config",
         "--enable-audit",

@@ -47,8 +47,8 @@ pub use permissions::{
     PROFILE_NETWORK, PROFILE_NONE, PathGrant, PermissionProfile, ProfileError,
 };
 pub use policy::{
-    OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TokenExchangeConfig, ToolOverride,
-    ToolsConfig,
+    AuthMode, OidcConfig, OutgoingConfig, PolicyConfig, RemoteAuthSettings, SubjectTokenType, TokenExchangeConfig,
+    ToolOverride, ToolsConfig,
 };
 pub use proxy::{DEFAULT_PROXY_HOST, ProxyConfig};
 pub use run_config::{

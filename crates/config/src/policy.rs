@@ -35,8 +35,14 @@ pub struct OidcConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_env: Option<String>,
     /// Scopes advertised in the protected-resource metadata and in `WWW-Authenticate`.
+    /// Advertised only, as in ToolHive: a token without them is still accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Scopes every token must carry (in its `scope` or `scp` claim, or the introspection
+    /// answer's `scope`); a valid token that lacks one gets 403 `insufficient_scope`. Apiary's
+    /// own field (ToolHive only advertises `scopes`); they are advertised too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
     /// This resource's canonical URL (RFC 9728 `resource`). Unset: the metadata endpoint is 404.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_url: Option<String>,
@@ -61,6 +67,7 @@ impl OidcConfig {
             client_secret: None,
             client_secret_env: None,
             scopes: Vec::new(),
+            required_scopes: Vec::new(),
             resource_url: None,
             insecure_allow_http: false,
             jwks_min_refresh_secs: None,
@@ -99,13 +106,40 @@ impl ToolsConfig {
     }
 }
 
+/// Who callers are when no OIDC issuer is configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every caller is the principal `anonymous` (Cedar: `Client::"anonymous"`).
+    #[default]
+    Anonymous,
+    /// Every caller is the local OS user (ToolHive's local-user mode, its default without
+    /// OIDC): `sub` = the username, so a laptop's Cedar policy can name `Client::"<user>"`.
+    /// Nothing is checked: for a proxy only this user can reach.
+    Local,
+}
+
+impl AuthMode {
+    fn is_anonymous(&self) -> bool {
+        *self == AuthMode::Anonymous
+    }
+}
+
 /// Every protection of one proxy. All unset: the proxy serves anyone, as before.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PolicyConfig {
-    /// Bearer-token authentication. Unset: every caller is anonymous.
+    /// Bearer-token authentication. Unset: every caller is anonymous, or the local user
+    /// (`authMode`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcConfig>,
+    /// Who callers are without `oidc` (which it cannot be combined with, but `anonymous`).
+    #[serde(skip_serializing_if = "AuthMode::is_anonymous")]
+    pub auth_mode: AuthMode,
+    /// The username of `authMode: local`. Unset: the OS user running the proxy (`$USER`,
+    /// `$LOGNAME`), else `local`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_user: Option<String>,
     /// An authorization document in ToolHive's format (`{"version":"1.0","type":"cedarv1",
     /// "cedar":{"policies":[…],"entities_json":"[]"}}`). Set: default deny.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,6 +160,8 @@ impl PolicyConfig {
     /// True when nothing is configured.
     pub fn is_empty(&self) -> bool {
         self.oidc.is_none()
+            && self.auth_mode.is_anonymous()
+            && self.local_user.is_none()
             && self.authz.is_none()
             && self.audit.is_none()
             && self.tools.is_empty()

@@ -12,6 +12,8 @@ pub enum IdentityKind {
     Introspected,
     /// No authentication is configured: every caller is the same anonymous principal.
     Anonymous,
+    /// Local mode: every caller is taken to be the OS user running the proxy (unchecked).
+    Local,
 }
 
 /// An authenticated (or anonymous) caller.
@@ -28,6 +30,28 @@ impl Identity {
     /// The principal of a proxy that authenticates nobody.
     pub fn anonymous() -> Identity {
         Identity { subject: "anonymous".to_owned(), claims: Map::new(), kind: IdentityKind::Anonymous }
+    }
+
+    /// The principal of local mode: `username`, with the claims ToolHive's local-user mode
+    /// gives (`sub`, `name`, `email`), so Cedar policies read it as they read a token's caller.
+    pub fn local(username: &str) -> Identity {
+        let mut claims = Map::new();
+        claims.insert("sub".to_owned(), Value::String(username.to_owned()));
+        claims.insert("name".to_owned(), Value::String(format!("Local User: {username}")));
+        claims.insert("email".to_owned(), Value::String(format!("{username}@localhost")));
+        claims.insert("preferred_username".to_owned(), Value::String(username.to_owned()));
+        Identity { subject: username.to_owned(), claims, kind: IdentityKind::Local }
+    }
+
+    /// The OS user running this process, as local mode names it: `$USER`, else `$LOGNAME`,
+    /// else `local` (ToolHive's fallback).
+    pub fn os_username() -> String {
+        ["USER", "LOGNAME"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .map(|u| u.trim().to_owned())
+            .find(|u| !u.is_empty())
+            .unwrap_or_else(|| "local".to_owned())
     }
 
     /// A claim's value as a string, when it is one.

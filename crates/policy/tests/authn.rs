@@ -260,6 +260,7 @@ fn config(issuer: &Issuer) -> OidcConfig {
         client_secret: None,
         client_secret_env: None,
         scopes: vec!["openid".to_owned(), "mcp".to_owned()],
+        required_scopes: Vec::new(),
         resource_url: Some("https://mcp.example/mcp".to_owned()),
         insecure_allow_http: true,
         jwks_min_refresh_secs: None,

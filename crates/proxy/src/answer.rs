@@ -42,6 +42,10 @@ pub enum Refusal {
     /// No valid credentials (HTTP 401). `challenge` is the `WWW-Authenticate` value.
     #[error("authentication required: {reason}")]
     Unauthenticated { challenge: HeaderValue, reason: String },
+    /// A valid token that lacks a required scope (HTTP 403, RFC 6750 `insufficient_scope`).
+    /// `challenge` is the `WWW-Authenticate` value; `missing` the scopes it lacks.
+    #[error("insufficient scope: the token lacks {missing}")]
+    InsufficientScope { challenge: HeaderValue, missing: String },
     /// The identity provider's keys cannot be loaded: nobody is let in until they are (503).
     #[error("authentication is unavailable: the identity provider cannot be reached")]
     AuthUnavailable { retry_after: u64 },
@@ -118,7 +122,9 @@ impl Refusal {
             Refusal::QueueFull { in_session: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Forbidden { .. } | Refusal::ExchangeRefused { .. } => StatusCode::FORBIDDEN,
+            Refusal::Forbidden { .. } | Refusal::ExchangeRefused { .. } | Refusal::InsufficientScope { .. } => {
+                StatusCode::FORBIDDEN
+            }
             // A JSON-RPC error from "the server": the HTTP exchange itself went well.
             Refusal::UnknownTool { .. } => StatusCode::OK,
         }
@@ -163,6 +169,10 @@ impl Refusal {
                 error_response(echo, codes::UNAUTHENTICATED, "authentication required", Some(&data))
             }
             Refusal::AuthUnavailable { .. } => error_response(echo, codes::UNAUTHENTICATED, &self.to_string(), None),
+            Refusal::InsufficientScope { missing, .. } => {
+                let data = serde_json::json!({ "error": "insufficient_scope", "scope": missing });
+                error_response(echo, codes::FORBIDDEN, "access denied: the token lacks a required scope", Some(&data))
+            }
             Refusal::Forbidden { action, reason, id } => {
                 let data = serde_json::json!({ "action": action, "reason": reason });
                 error_response(id.as_deref().or(echo), codes::FORBIDDEN, "access denied by policy", Some(&data))
@@ -209,7 +219,7 @@ impl IntoResponse for Refusal {
         if let Refusal::MethodNotAllowed { allow } = &self {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if let Refusal::Unauthenticated { challenge, .. } = &self {
+        if let Refusal::Unauthenticated { challenge, .. } | Refusal::InsufficientScope { challenge, .. } = &self {
             h.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         if let Some(secs) = self.retry_after() {

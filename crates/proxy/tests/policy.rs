@@ -427,3 +427,119 @@ async fn the_callers_token_never_reaches_an_http_upstream() {
     proxy.shutdown().await;
     assert_eq!(*seen.lock().unwrap(), vec![None], "the upstream got exactly one request, without the caller's token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_token_without_a_required_scope_gets_a_403_insufficient_scope() {
+    let iss = TestIssuer::start().await;
+    let mut cfg = common::testkit_config("authn-scopes");
+    cfg.policy.oidc = Some(OidcConfig {
+        scopes: vec!["openid".into()],
+        required_scopes: vec!["mcp:tools".into(), "mcp:read".into()],
+        ..oidc(&iss)
+    });
+    let proxy = proxy_with(cfg).await;
+    let url = proxy.url();
+    let with_scope = |scope: Value| {
+        let mut c = iss.claims("alice", AUDIENCE);
+        c["scope"] = scope;
+        iss.mint(&c)
+    };
+
+    let lacking = with_scope(json!("openid mcp:read"));
+    let res = post(&url, Some(&lacking), None, &initialize(5)).await;
+    assert_eq!(res.status(), 403);
+    let challenge = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let params = challenge_params(&challenge);
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(param("error"), Some("insufficient_scope"), "{challenge}");
+    assert_eq!(param("scope"), Some("mcp:tools mcp:read"), "the scopes required: {challenge}");
+    assert_eq!(
+        param("resource_metadata"),
+        Some("https://mcp.example.com/.well-known/oauth-protected-resource/mcp"),
+        "{challenge}"
+    );
+    assert_eq!(param("realm"), Some(iss.issuer().as_str()));
+    let body = message(res).await;
+    assert_eq!(body["error"]["code"], apiary_protocol::codes::FORBIDDEN);
+    assert_eq!(body["error"]["data"], json!({"error": "insufficient_scope", "scope": "mcp:tools"}));
+
+    // No token at all is still a 401 (the caller is unknown), its challenge naming every scope.
+    let res = post(&url, None, None, &initialize(6)).await;
+    assert_eq!(res.status(), 401);
+    let challenge = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains(r#"scope="openid mcp:tools mcp:read""#), "{challenge}");
+    assert!(!challenge.contains("error="), "{challenge}");
+
+    // Both scopes, as a `scope` string or an `scp` array: admitted.
+    let granted = with_scope(json!("mcp:read openid mcp:tools"));
+    assert!(!session(&url, Some(&granted)).await.is_empty());
+    let mut c = iss.claims("alice", AUDIENCE);
+    c["scp"] = json!(["mcp:tools", "mcp:read"]);
+    let sid = session(&url, Some(&iss.mint(&c))).await;
+    assert!(tool_names(&url, Some(&iss.mint(&c)), &sid).await.contains(&"echo".to_owned()));
+
+    // The metadata advertises them.
+    let doc: Value = http()
+        .get(format!("http://{}/.well-known/oauth-protected-resource/mcp", proxy.local_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["scopes_supported"], json!(["openid", "mcp:tools", "mcp:read"]));
+    proxy.shutdown().await;
+}
+
+/// Permits every tool call to `user` alone.
+fn only_user(user: &str) -> Value {
+    json!({"version": "1.0", "type": "cedarv1", "cedar": {
+        "policies": [format!("permit(principal == Client::\"{user}\", action == Action::\"call_tool\", resource);")],
+        "entities_json": "[]"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_makes_every_caller_the_os_user_for_cedar() {
+    let me = apiary_policy::Identity::os_username();
+    let mut cfg = common::testkit_config("authn-local");
+    cfg.policy.auth_mode = apiary_config::AuthMode::Local;
+    cfg.policy.authz = Some(only_user(&me));
+    let proxy = proxy_with(cfg).await;
+    let url = proxy.url();
+    let sid = session(&url, None).await;
+    let (status, m) = call(&url, None, &sid, "echo", json!({"text": "hi"})).await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["result"]["content"][0]["text"], "hi", "{m}");
+    assert!(tool_names(&url, None, &sid).await.contains(&"echo".to_owned()));
+    proxy.shutdown().await;
+
+    // Another user (named in the config) is not the one the policy permits; nor is anonymous.
+    for policy in [
+        apiary_config::PolicyConfig {
+            auth_mode: apiary_config::AuthMode::Local,
+            local_user: Some(format!("not-{me}")),
+            authz: Some(only_user(&me)),
+            ..Default::default()
+        },
+        apiary_config::PolicyConfig { authz: Some(only_user(&me)), ..Default::default() },
+    ] {
+        let mut cfg = common::testkit_config("authn-local-other");
+        cfg.policy = policy;
+        let proxy = proxy_with(cfg).await;
+        let url = proxy.url();
+        let sid = session(&url, None).await;
+        let (status, m) = call(&url, None, &sid, "echo", json!({"text": "hi"})).await;
+        assert_eq!(status, 403, "{m}");
+        assert!(tool_names(&url, None, &sid).await.is_empty(), "no tool is listed to another principal");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_cannot_be_combined_with_oidc() {
+    let mut cfg = common::testkit_config("authn-local-oidc");
+    cfg.policy.auth_mode = apiary_config::AuthMode::Local;
+    cfg.policy.oidc = Some(OidcConfig { insecure_allow_http: true, ..OidcConfig::new("http://127.0.0.1:9") });
+    let err = apiary_proxy::start(cfg, None).await.err().expect("refused");
+    assert!(err.to_string().contains("authMode: local cannot be combined"), "{err}");
+}

@@ -337,3 +337,96 @@ async fn spans_reach_jaeger_with_mcp_names_attributes_and_the_callers_trace() {
     assert_eq!(third["traceID"], meta_trace, "_meta wins over the header");
     assert_eq!(third["references"][0]["spanID"], "b7ad6b7169203331");
 }
+
+/// The text of a `tools/call` answer (JSON or one SSE event), with whether it is a tool error.
+fn call_text(body: &str) -> (String, bool) {
+    // An SSE answer may start with a priming event whose data is empty.
+    let json = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| d.starts_with('{'))
+        .unwrap_or(body.trim());
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let result = &v["result"];
+    (result["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned(), result["isError"] == true)
+}
+
+/// The `traceparent` the fixture server received with call `id` (its `request_header` tool).
+async fn traceparent_seen(url: &str, session: Option<&str>, caller: &str, id: u64) -> String {
+    let body = tool_call(id, "request_header", json!({"name": "traceparent"}));
+    let res = common::post_mcp(url, None, session, &[("traceparent", caller)], &body).await;
+    assert_eq!(res.status(), 200);
+    let (text, is_error) = call_text(&res.text().await.unwrap());
+    assert!(!is_error, "the upstream got no traceparent: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_upstreams_get_the_proxys_span_as_parent_in_the_callers_trace() {
+    let jaeger = Jaeger::start().await.unwrap();
+    let upstream = apiary_testkit::http_fixture::start(&[]).await;
+    let service = format!("apiary-traceparent-test-{}", std::process::id());
+    let mut cfg = RunConfig::new("traceparent-test", apiary_config::Source::remote(&upstream.url));
+    diag_on_free_port(&mut cfg);
+    cfg.telemetry.endpoint = Some(jaeger.otlp_endpoint());
+    cfg.telemetry.insecure = true;
+    cfg.telemetry.service_name = Some(service.clone());
+    cfg.telemetry.sampling_rate = SamplingRate::new(1.0).unwrap();
+    let proxy = apiary_proxy::start(cfg, None).await.unwrap();
+    let url = proxy.url();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let caller = format!("00-{trace}-{caller_span}-01");
+
+    // Without a session the proxy bridges the call over a session of its own; with one it
+    // forwards the request as it is. Both carry the proxy's span.
+    let bridged = traceparent_seen(&url, None, &caller, 51).await;
+    let sid = session(&url, None).await;
+    let forwarded = traceparent_seen(&url, Some(&sid), &caller, 52).await;
+    proxy.shutdown().await; // flushes the batch
+
+    let mut parents = HashMap::new();
+    for (id, seen) in [(51, &bridged), (52, &forwarded)] {
+        let parts: Vec<&str> = seen.split('-').collect();
+        assert_eq!(parts.len(), 4, "{seen}");
+        assert_eq!((parts[0], parts[1], parts[3]), ("00", trace, "01"), "the caller's trace, sampled: {seen}");
+        assert_eq!(parts[2].len(), 16, "{seen}");
+        assert_ne!(parts[2], caller_span, "the parent is the proxy's span, not the caller's: {seen}");
+        parents.insert(id, parts[2].to_owned());
+    }
+    assert_ne!(parents[&51], parents[&52], "each request has its own span");
+
+    let limit = Duration::from_secs(60);
+    let found = jaeger
+        .wait_for(&service, limit, |traces| {
+            let calls: Vec<Value> = spans(traces)
+                .into_iter()
+                .filter(|s| s["operationName"] == "tools/call request_header")
+                .cloned()
+                .collect();
+            (calls.len() >= 2).then_some(calls)
+        })
+        .await
+        .unwrap();
+    for (id, parent) in &parents {
+        let span = found.iter().find(|s| tag(s, "jsonrpc.request.id") == Some(&json!(id.to_string()))).unwrap();
+        assert_eq!(span["traceID"], trace);
+        assert_eq!(&span["spanID"], parent, "the upstream's parent is this request's span in Jaeger");
+        assert_eq!(span["references"][0]["spanID"], caller_span, "and it is the caller's child");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tracing_the_callers_traceparent_reaches_an_http_upstream_unchanged() {
+    let upstream = apiary_testkit::http_fixture::start(&[]).await;
+    let mut cfg = RunConfig::new("traceparent-off", apiary_config::Source::remote(&upstream.url));
+    cfg.telemetry.prometheus_metrics_path = false;
+    let proxy = apiary_proxy::start(cfg, None).await.unwrap();
+    let url = proxy.url();
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    assert_eq!(traceparent_seen(&url, None, caller, 61).await, caller, "bridged");
+    let sid = session(&url, None).await;
+    assert_eq!(traceparent_seen(&url, Some(&sid), caller, 62).await, caller, "forwarded");
+    proxy.shutdown().await;
+}

@@ -22,7 +22,8 @@ fn quoted(s: &str) -> String {
 }
 
 /// `Bearer realm="…", resource_metadata="…", scope="…", error="invalid_token", error_description="…"`,
-/// with each part present only when it applies.
+/// with each part present only when it applies (`error="insufficient_scope"` for a 403, whose
+/// `scope` the caller passes as the required scopes).
 pub(crate) fn challenge(
     issuer: &str,
     scopes: &[String],
@@ -36,8 +37,8 @@ pub(crate) fn challenge(
     if !scopes.is_empty() {
         params.push(format!("scope={}", quoted(&scopes.join(" "))));
     }
-    if err.token_presented() {
-        params.push("error=\"invalid_token\"".to_owned());
+    if let Some(code) = err.error_code() {
+        params.push(format!("error=\"{code}\""));
         params.push(format!("error_description={}", quoted(err.description())));
     }
     let value = format!("Bearer {}", params.join(", "));
@@ -81,6 +82,17 @@ mod tests {
         assert_eq!(
             v.to_str().unwrap(),
             r#"Bearer realm="https://idp", scope="openid mcp:tools", error="invalid_token", error_description="token expired""#
+        );
+    }
+
+    #[test]
+    fn insufficient_scope_names_the_required_scopes() {
+        let required = vec!["mcp:tools".to_owned()];
+        let err = AuthnError::InsufficientScope { missing: "mcp:tools".to_owned() };
+        let v = challenge("https://idp", &required, &err, Some("https://mcp/.well-known/x"));
+        assert_eq!(
+            v.to_str().unwrap(),
+            r#"Bearer realm="https://idp", resource_metadata="https://mcp/.well-known/x", scope="mcp:tools", error="insufficient_scope", error_description="token lacks a required scope""#
         );
     }
 

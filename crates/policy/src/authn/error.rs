@@ -76,6 +76,11 @@ pub enum AuthnError {
     /// checked, so it is refused (503, never let through).
     #[error("issuer unavailable, retry in {retry_after_secs} s")]
     Unavailable { retry_after_secs: u64 },
+    /// A valid token that lacks a required scope (403 `insufficient_scope`, RFC 6750 §3.1).
+    /// `missing` is the space-separated list of the required scopes it lacks (configured
+    /// names, never parts of the token).
+    #[error("token lacks the required scope(s): {missing}")]
+    InsufficientScope { missing: String },
 }
 
 impl AuthnError {
@@ -84,9 +89,23 @@ impl AuthnError {
         matches!(self, AuthnError::Unavailable { .. })
     }
 
-    /// True when the caller presented a token (so the challenge carries `error="invalid_token"`).
+    /// True when the caller is known but may not come in (403), rather than unknown (401).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, AuthnError::InsufficientScope { .. })
+    }
+
+    /// True when the caller presented a token (so the challenge carries an `error` code).
     pub fn token_presented(&self) -> bool {
         !matches!(self, AuthnError::Missing | AuthnError::Unavailable { .. })
+    }
+
+    /// The RFC 6750 `error` code of the challenge, when a token was presented.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self {
+            AuthnError::Missing | AuthnError::Unavailable { .. } => None,
+            AuthnError::InsufficientScope { .. } => Some("insufficient_scope"),
+            _ => Some("invalid_token"),
+        }
     }
 
     pub(crate) fn invalid(reason: InvalidReason) -> AuthnError {
@@ -102,6 +121,7 @@ impl AuthnError {
             AuthnError::TooLarge => "token too large",
             AuthnError::Inactive => "token is not active",
             AuthnError::Unavailable { .. } => "issuer unavailable",
+            AuthnError::InsufficientScope { .. } => "token lacks a required scope",
         }
     }
 }
@@ -119,6 +139,8 @@ pub enum AuthnConfigError {
     Empty { field: &'static str },
     #[error("oidc clientSecret is set without clientId")]
     SecretWithoutClient,
+    #[error("oidc requiredScopes: {value:?} is not a scope (one word, no spaces)")]
+    BadScope { value: String },
     #[error("oidc: cannot build the HTTP client: {0}")]
     HttpClient(String),
 }

@@ -10,6 +10,7 @@ mod introspect;
 mod jwks;
 mod jwt;
 mod keys;
+mod scopes;
 mod verified;
 
 use std::sync::Arc;
@@ -69,7 +70,10 @@ impl Default for AuthnOptions {
 /// Authenticates callers for one proxy. Cheap to share as `Arc<Authenticator>`.
 pub struct Authenticator {
     issuer: String,
+    /// Advertised: the configured scopes, then the required ones not among them.
     scopes: Vec<String>,
+    /// Every token must grant these.
+    required_scopes: Vec<String>,
     resource_url: Option<String>,
     max_token_bytes: usize,
     rules: ClaimRules,
@@ -160,9 +164,19 @@ impl Authenticator {
             max_bytes: opts.max_response_bytes,
             allow_http,
         };
+        let mut scopes = cfg.scopes.clone();
+        for r in &cfg.required_scopes {
+            if r.is_empty() || r.contains(char::is_whitespace) {
+                return Err(AuthnConfigError::BadScope { value: r.clone() });
+            }
+            if !scopes.contains(r) {
+                scopes.push(r.clone());
+            }
+        }
         Ok(Authenticator {
             issuer: cfg.issuer.clone(),
-            scopes: cfg.scopes.clone(),
+            scopes,
+            required_scopes: cfg.required_scopes.clone(),
             resource_url: cfg.resource_url.clone(),
             max_token_bytes: opts.max_token_bytes,
             rules: ClaimRules { issuer: cfg.issuer.clone(), audience: cfg.audience.clone(), leeway_secs },
@@ -178,11 +192,22 @@ impl Authenticator {
     }
 
     /// [`Self::authenticate`], sharing the identity: a JWT seen (and verified) in the last
-    /// minute is not verified again (see `verified.rs`).
+    /// minute is not verified again (see `verified.rs`). A valid token without every required
+    /// scope is [`AuthnError::InsufficientScope`] (a 403, not a 401).
     pub async fn authenticate_shared(
         &self,
         authorization: Option<&http::HeaderValue>,
     ) -> Result<Arc<Identity>, AuthnError> {
+        let id = self.verify(authorization).await?;
+        let missing = scopes::missing(&id, &self.required_scopes);
+        if !missing.is_empty() {
+            return Err(AuthnError::InsufficientScope { missing: missing.join(" ") });
+        }
+        Ok(id)
+    }
+
+    /// The caller the token names, once it is verified.
+    async fn verify(&self, authorization: Option<&http::HeaderValue>) -> Result<Arc<Identity>, AuthnError> {
         let token = bearer_token(authorization, self.max_token_bytes)?;
         if jwt::looks_like_jwt(token) {
             let key = verified::key(token);
@@ -203,8 +228,11 @@ impl Authenticator {
     /// `Bearer realm="<issuer>", resource_metadata="<url>"`, plus `scope="..."` when scopes are
     /// configured, plus `error="invalid_token"` and `error_description` when a token was presented.
     /// `resource_metadata` is passed in by the proxy (it knows scheme, host and path).
+    /// For [`AuthnError::InsufficientScope`] (a 403) it is `error="insufficient_scope"` with
+    /// `scope` the required scopes (RFC 6750 §3.1).
     pub fn challenge(&self, err: &AuthnError, resource_metadata: Option<&str>) -> http::HeaderValue {
-        challenge::challenge(&self.issuer, &self.scopes, err, resource_metadata)
+        let scopes = if err.is_forbidden() { &self.required_scopes } else { &self.scopes };
+        challenge::challenge(&self.issuer, scopes, err, resource_metadata)
     }
 
     /// RFC 9728 protected-resource metadata when `resourceUrl` is set, else None.
@@ -302,6 +330,19 @@ mod tests {
         let mut c = cfg("https://idp");
         c.resource_url = Some("::".to_owned());
         assert!(matches!(new(&c), Err(AuthnConfigError::NotAUrl { field: "resourceUrl", .. })));
+    }
+
+    #[test]
+    fn required_scopes_are_words_and_are_advertised() {
+        let mut c = cfg("https://idp");
+        c.required_scopes = vec!["mcp tools".to_owned()];
+        assert!(matches!(Authenticator::new(&c, AuthnOptions::default()), Err(AuthnConfigError::BadScope { .. })));
+        c.scopes = vec!["openid".to_owned(), "mcp:tools".to_owned()];
+        c.required_scopes = vec!["mcp:tools".to_owned(), "mcp:admin".to_owned()];
+        c.resource_url = Some("https://mcp.example/mcp".to_owned());
+        let a = Authenticator::new(&c, AuthnOptions::default()).unwrap();
+        let doc = a.resource_metadata().unwrap();
+        assert_eq!(doc["scopes_supported"], serde_json::json!(["openid", "mcp:tools", "mcp:admin"]));
     }
 
     #[test]

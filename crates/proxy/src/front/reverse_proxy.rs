@@ -160,7 +160,8 @@ async fn forward_inner(
                     && target == up.remote_endpoint
                 {
                     let accepts = edge::accepts(headers);
-                    let creds = credentials(up, ctx, m.id_raw()).await?;
+                    let mut creds = credentials(up, ctx, m.id_raw()).await?;
+                    creds.extend(trace_context(ctx));
                     let frame = stateless_bridge::serve(
                         &up.client,
                         &up.remote_endpoint,
@@ -196,7 +197,9 @@ async fn forward_inner(
     } else {
         None
     };
-    let creds = credentials(up, ctx, request_id.as_deref()).await?;
+    let mut creds = credentials(up, ctx, request_id.as_deref()).await?;
+    // Login-token bookkeeping below looks only at `Authorization`; the trace header rides along.
+    creds.extend(trace_context(ctx));
     let mut req = up.client.request(method, &target);
     for (name, value) in headers {
         // A header the proxy sets itself replaces the client's (its Authorization above all).
@@ -273,6 +276,17 @@ async fn forward_inner(
         (Some(r), Some(id)) => guard::reshape_response(out, id, r, up.max_body).await,
         _ => out,
     })
+}
+
+/// The `traceparent` that makes the upstream's span a child of this request's span, when
+/// tracing is on: it replaces the caller's header (whose trace it continues, as does
+/// `params._meta.traceparent`, which wins). With tracing off there is no span of the proxy's,
+/// so nothing is added and the caller's own header, if any, passes through unchanged: the
+/// upstream's span then hangs off the caller's, as if the proxy were not there. `tracestate`
+/// and `baggage` always pass through as the caller sent them.
+fn trace_context(ctx: &RequestCtx) -> Option<(HeaderName, HeaderValue)> {
+    let value = HeaderValue::from_str(&ctx.traceparent()?).ok()?;
+    Some((HeaderName::from_static("traceparent"), value))
 }
 
 /// The headers this request's upstream gets from the proxy (an exchanged, fixed or remote-login

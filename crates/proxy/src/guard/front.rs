@@ -68,8 +68,6 @@ impl RequestCtx {
 
     /// The W3C `traceparent` header value of this request's span, for a call made on its
     /// behalf (an HTTP upstream): `None` when tracing is off.
-    // The HTTP upstream's forwarding calls this once it passes `traceparent` on.
-    #[allow(dead_code)]
     pub(crate) fn traceparent(&self) -> Option<String> {
         self.note.as_ref()?.lock().ok()?.telemetry.as_mut()?.traceparent()
     }
@@ -98,7 +96,7 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
     let audit_head =
         guard.audit.as_ref().map(|_| super::audit_head(req.method().as_str(), req.headers(), req.uri().path(), peer));
     let identity = match &guard.authn {
-        None => Arc::clone(&ANONYMOUS),
+        None => Arc::clone(&guard.unauthenticated),
         Some(authn) => match authn.authenticate_shared(req.headers().get(header::AUTHORIZATION)).await {
             Ok(id) => id,
             Err(e) => {
@@ -187,5 +185,11 @@ fn refusal(guard: &Guard, e: &AuthnError) -> Refusal {
         return Refusal::AuthUnavailable { retry_after: *retry_after_secs };
     }
     let metadata = resource_metadata_url(authn);
+    if let AuthnError::InsufficientScope { missing } = e {
+        return Refusal::InsufficientScope {
+            challenge: authn.challenge(e, metadata.as_deref()),
+            missing: missing.clone(),
+        };
+    }
     Refusal::Unauthenticated { challenge: authn.challenge(e, metadata.as_deref()), reason: e.to_string() }
 }

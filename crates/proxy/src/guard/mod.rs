@@ -64,6 +64,8 @@ pub enum GuardError {
 /// Every policy decision of one proxy.
 pub struct Guard {
     pub(crate) authn: Option<Authenticator>,
+    /// Who a caller is when `authn` is off: anonymous, or the local user (`authMode: local`).
+    pub(crate) unauthenticated: Arc<apiary_policy::Identity>,
     pub(crate) authz: Option<Authorizer>,
     pub(crate) tools: Option<ToolPolicy>,
     pub(crate) audit: Option<Arc<Auditor>>,
@@ -89,6 +91,7 @@ impl Guard {
             }
             None => None,
         };
+        let unauthenticated = Arc::new(unauthenticated_identity(policy)?);
         let authz = match &policy.authz {
             Some(doc) => Some(Authorizer::from_value(doc, "policy.authz")?.with_server(&cfg.name)),
             None => None,
@@ -132,6 +135,7 @@ impl Guard {
         let telemetry = crate::telemetry::Telemetry::from_config(cfg, transport)?;
         Ok(Arc::new(Guard {
             authn,
+            unauthenticated,
             authz,
             tools,
             audit,
@@ -164,6 +168,34 @@ impl Guard {
 
     fn annotations_of(&self, tool: &str) -> Option<Map<String, Value>> {
         self.annotations.lock().ok()?.get(tool).cloned()
+    }
+}
+
+/// The identity of every caller when no OIDC issuer is configured.
+fn unauthenticated_identity(policy: &apiary_config::PolicyConfig) -> Result<apiary_policy::Identity, GuardError> {
+    use apiary_config::AuthMode;
+    match (policy.auth_mode, &policy.oidc, &policy.local_user) {
+        (AuthMode::Local, Some(_), _) => {
+            Err(GuardError::Config("policy.authMode: local cannot be combined with policy.oidc".into()))
+        }
+        (AuthMode::Anonymous, _, Some(_)) => {
+            Err(GuardError::Config("policy.localUser is only read with policy.authMode: local".into()))
+        }
+        (AuthMode::Local, None, user) => {
+            let user = match user.as_deref().map(str::trim) {
+                Some("") => return Err(GuardError::Config("policy.localUser is empty".into())),
+                Some(u) => u.to_owned(),
+                None => apiary_policy::Identity::os_username(),
+            };
+            // As ToolHive does: nothing is checked, so say so once.
+            tracing::warn!(
+                user = %user,
+                "local authentication: every request is taken to come from this user, unchecked; \
+                 configure OIDC to authenticate callers"
+            );
+            Ok(apiary_policy::Identity::local(&user))
+        }
+        (AuthMode::Anonymous, _, None) => Ok(apiary_policy::Identity::anonymous()),
     }
 }
 

@@ -44,7 +44,7 @@ pub async fn serve(
     timeout: Duration,
 ) -> Bytes {
     let id = message.id_raw().unwrap_or("null").to_owned();
-    // The proxy's own credentials for the upstream replace the client's.
+    // The proxy's own headers for the upstream (credentials, its trace context) replace the client's.
     let mut passed: Vec<(String, String)> = PASSED_HEADERS
         .iter()
         .filter(|name| !creds.iter().any(|(n, _)| n.as_str() == **name))

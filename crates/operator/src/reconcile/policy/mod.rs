@@ -239,6 +239,7 @@ fn oidc(
         client_secret: None,
         client_secret_env: inline.client_secret_ref.as_ref().map(|_| CLIENT_SECRET_ENV.to_string()),
         scopes: r.scopes.clone().unwrap_or_default(),
+        required_scopes: Vec::new(),
         resource_url: nonempty(&r.resource_url),
         insecure_allow_http: inline.insecure_allow_http.unwrap_or(false),
         jwks_min_refresh_secs: None,
