@@ -5,8 +5,12 @@
 use std::io::{BufRead, Read, Write};
 
 use anyhow::{Context, bail};
+use apiary_config::RunConfig;
+use apiary_runtime::process::ProcessLauncher;
 use apiary_runtime::secrets::sealed::KeyKind;
-use apiary_runtime::secrets::{MAX_VALUE_BYTES, ProviderKind, SecretsDir, SecretsEnv, Setup, Zeroizing};
+use apiary_runtime::secrets::{
+    ENV_PREFIXES, MAX_VALUE_BYTES, PASSWORD_VARS, ProviderKind, SecretsDir, SecretsEnv, Setup, Zeroizing,
+};
 use apiary_runtime::state::StateDir;
 
 use crate::output::Format;
@@ -94,6 +98,38 @@ impl From<ProviderArg> for ProviderKind {
 /// The secrets directory of this installation's state directory.
 pub fn secrets_dir() -> anyhow::Result<SecretsDir> {
     Ok(SecretsDir::in_state(&StateDir::from_env()?))
+}
+
+/// The launcher for `config`'s server with its `--secret`s resolved into the child's environment
+/// (only there: not in the RunConfig, the record or any log), and without the variables that
+/// unlock or hold secrets, which the server has no business seeing. Fails naming every secret
+/// the provider lacks.
+pub fn with_secrets(
+    mut launcher: ProcessLauncher,
+    state: &StateDir,
+    config: &RunConfig,
+) -> anyhow::Result<ProcessLauncher> {
+    let env = SecretsEnv::from_process();
+    for var in PASSWORD_VARS {
+        launcher = launcher.env_remove(var);
+    }
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str()
+            && ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            launcher = launcher.env_remove(name);
+        }
+    }
+    if config.secrets.is_empty() {
+        return Ok(launcher);
+    }
+    let secrets = SecretsDir::in_state(state)
+        .open(&env)
+        .with_context(|| format!("reading the secrets of workload {:?}", config.name))?;
+    for (target, value) in secrets.resolve(&config.secrets)? {
+        launcher = launcher.env(target, value.as_str());
+    }
+    Ok(launcher)
 }
 
 /// `apiary secret …`.

@@ -167,3 +167,79 @@ fn passphrase_store_and_environment_provider() {
     let both = [pw[0], ("APIARY_SECRETS_PROVIDER", "encrypted")];
     assert_eq!(run_with(&apiary, &["secret", "list"], "", &both).ok().stdout, "k\n");
 }
+
+#[test]
+fn run_secret_reaches_the_server_and_nothing_else() {
+    let apiary = Apiary::new();
+    let value = "tok-5e1d2c-only-in-the-child";
+    let password = "unlock-9b7a-passphrase";
+    let env = [("APIARY_SECRETS_PASSWORD", password), ("APIARY_SECRET_unrelated", "env-provider-value")];
+    run_with(&apiary, &["secret", "setup"], "", &env).ok();
+    run_with(&apiary, &["secret", "set", "api-token"], value, &env).ok();
+
+    let server = apiary_testkit::binaries::testkit_server().to_string_lossy().into_owned();
+    let run = ["run", "--name", "t", "--secret", "api-token,target=MY_TOKEN", "--", &server, "--stdio"];
+    let out = run_with(&apiary, &run, "", &env);
+    out.ok();
+    let call = |var: &str| {
+        let args = format!(r#"{{"name":"{var}"}}"#);
+        run_with(&apiary, &["mcp", "call", "env", "--server", "t", "--args", &args], "", &[])
+    };
+    let out = call("MY_TOKEN");
+    assert!(out.ok().stdout.contains(value), "{}", out.stdout);
+    // What unlocks the store, and the environment provider's variables, stay out of the child.
+    for var in ["APIARY_SECRETS_PASSWORD", "APIARY_SECRET_unrelated"] {
+        let out = call(var);
+        assert!(!out.stdout.contains(password) && !out.stdout.contains("env-provider-value"), "{var}: {}", out.stdout);
+        assert!(format!("{}{}", out.stdout, out.stderr).contains("no variable"), "{var}: {}{}", out.stdout, out.stderr);
+    }
+
+    // The RunConfig keeps the reference only; no output and no file under the state directory
+    // holds the value (the RunConfig, the record, both logs, the store).
+    let outputs = [
+        run_with(&apiary, &["export", "t"], "", &[]),
+        run_with(&apiary, &["status", "t", "--format", "json"], "", &[]),
+        run_with(&apiary, &["list", "--format", "json"], "", &[]),
+        run_with(&apiary, &["logs", "t"], "", &[]),
+        run_with(&apiary, &["logs", "t", "--proxy"], "", &[]),
+        run_with(&apiary, &["secret", "list"], "", &env),
+    ];
+    let exported = &outputs[0].ok().stdout;
+    assert!(exported.contains("\"target\": \"MY_TOKEN\""), "{exported}");
+    for out in &outputs {
+        out.ok();
+        assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "{out:?}");
+    }
+    for needle in [value, password] {
+        assert_eq!(files_containing(&apiary.state_dir(), needle), Vec::<String>::new(), "{needle} on disk");
+    }
+
+    // `restart` reads the value again from the store.
+    run_with(&apiary, &["secret", "set", "api-token"], "second-value-3c4d", &env).ok();
+    run_with(&apiary, &["restart", "t"], "", &env).ok();
+    assert!(call("MY_TOKEN").ok().stdout.contains("second-value-3c4d"));
+
+    // A missing secret fails the start, naming it.
+    run_with(&apiary, &["stop", "t"], "", &[]).ok();
+    run_with(&apiary, &["secret", "delete", "api-token"], "", &env).ok();
+    let out = run_with(&apiary, &["start", "t"], "", &env);
+    let err = out.failed();
+    assert!(err.contains("secret not found in the encrypted secrets provider: api-token"), "{err}");
+    // Without the passphrase the start fails saying what is missing.
+    run_with(&apiary, &["secret", "set", "api-token"], "v", &env).ok();
+    let out = run_with(&apiary, &["start", "t"], "", &[]);
+    assert!(out.failed().contains("APIARY_SECRETS_PASSWORD"), "{}", out.stderr);
+    assert!(apiary.wait_no_processes().is_empty());
+}
+
+#[test]
+fn run_secret_flag_is_checked_before_anything_is_saved() {
+    let apiary = Apiary::new();
+    let out = run_with(&apiary, &["run", "--name", "t", "--secret", "tok", "--", "sh"], "", &[]);
+    assert!(out.failed().contains("--secret expects NAME,target=ENV"), "{}", out.stderr);
+    let out = run_with(&apiary, &["run", "--name", "t", "--secret", "tok,target=1X", "--", "sh"], "", &[]);
+    assert!(out.failed().contains("secrets[0].target (--secret)"), "{}", out.stderr);
+    let out = run_with(&apiary, &["run", "--secret", "tok,target=X", "https://example.com/mcp"], "", &[]);
+    assert!(out.failed().contains("no process to give secrets to"), "{}", out.stderr);
+    assert!(apiary.state().names().unwrap_or_default().is_empty());
+}
