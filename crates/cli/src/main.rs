@@ -18,6 +18,7 @@ mod proxyrunner_cmd;
 mod remote_login;
 mod run_cmd;
 mod sandbox_cmd;
+mod secret_cmd;
 mod serve;
 mod source_arg;
 mod workload_cmds;
@@ -66,6 +67,8 @@ enum Command {
     Export(export_cmd::ExportArgs),
     /// Run a proxy in the foreground in front of an HTTP server (--target-uri) or a command (-- CMD)
     Proxy(Box<proxy_cmd::ProxyArgs>),
+    /// Manage secrets for servers (apiary run --secret NAME,target=ENV): setup, set, get, list, delete
+    Secret(secret_cmd::SecretArgs),
     /// Talk to an MCP server: list its tools, resources and prompts, or call a tool
     Mcp(mcp_cmd::McpArgs),
     /// Run the Kubernetes operator (reconciles MCPServer resources)
@@ -140,6 +143,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Logs(args) => logs_cmd::logs(args).await,
         Command::Export(args) => export_cmd::export(args),
         Command::Proxy(args) => proxy_cmd::proxy(*args).await,
+        Command::Secret(args) => secret_cmd::secret(args),
         Command::Mcp(args) => mcp_cmd::run_with_resolver(args, workload_cmds::resolve_url).await,
         Command::Operator(args) => operator_cmd::operator(args).await,
         Command::Proxyrunner(args) => proxyrunner_cmd::proxyrunner(args).await,

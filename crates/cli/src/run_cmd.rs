@@ -16,6 +16,7 @@ use crate::{detach, envfile, k8s_runtime, remote_login, serve, source_arg};
     apiary run uvx://mcp-server-time -- --local-timezone=UTC\n  \
     apiary run --name fetch https://fetch-mcp.example.com/mcp\n  \
     apiary run --name my-server -- python3 server.py\n  \
+    apiary run --secret github-token,target=GITHUB_TOKEN npx://@modelcontextprotocol/server-github\n  \
     apiary run --from-config my-server.json")]
 pub struct RunArgs {
     /// What to run: npx://PACKAGE, uvx://PACKAGE, or the http(s):// URL of a remote MCP server.
@@ -76,6 +77,11 @@ pub struct RunArgs {
     /// File of KEY=VALUE lines to add to the server's environment (repeatable; -e wins)
     #[arg(long, value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
+
+    /// Give the server a secret from `apiary secret` as environment variable ENV (repeatable);
+    /// only the name is saved, the value is read at each start
+    #[arg(long = "secret", value_name = "NAME,target=ENV")]
+    pub secrets: Vec<String>,
 
     /// Stay in this terminal and serve until Ctrl-C instead of starting in the background
     #[arg(short = 'f', long, num_args = 0..=1, require_equals = true,
@@ -372,6 +378,9 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         let (k, v) = envfile::parse_pair(pair)?;
         b = b.env(k, v);
     }
+    for text in &args.secrets {
+        b = b.secret(text.parse::<apiary_config::SecretRef>()?);
+    }
     if let Some(m) = args.stdio_mode {
         b = b.stdio_mode(m.into());
     } else if in_cluster {
@@ -409,7 +418,7 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
 
 /// The first configuration flag given alongside `--from-config`, if any.
 fn config_flag_given(a: &RunArgs) -> Option<&'static str> {
-    let given: [(bool, &'static str); 22] = [
+    let given: [(bool, &'static str); 23] = [
         (a.source.is_some(), "SOURCE"),
         (!a.args.is_empty(), "-- ARGS"),
         (a.name.is_some(), "--name"),
@@ -423,6 +432,7 @@ fn config_flag_given(a: &RunArgs) -> Option<&'static str> {
         (a.target_host.is_some(), "--target-host"),
         (!a.env.is_empty(), "--env"),
         (!a.env_file.is_empty(), "--env-file"),
+        (!a.secrets.is_empty(), "--secret"),
         (a.stdio_mode.is_some(), "--stdio-mode"),
         (a.max_session_children.is_some(), "--max-session-children"),
         (a.endpoint_prefix.is_some(), "--endpoint-prefix"),
@@ -472,6 +482,7 @@ fn flag_for(path: &str) -> Option<&'static str> {
         "permissionProfile" => "--permission-profile",
         _ if path.starts_with("proxy.allowedOrigins") => "--allowed-origins",
         _ if head == "env" => "--env",
+        _ if head == "secrets" => "--secret",
         _ if head == "source" => "SOURCE",
         _ if head == "args" => "-- ARGS",
         _ => return None,

@@ -204,10 +204,14 @@ async fn launcher_for(
                 LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP).context("opening the server log")?;
             let helper = std::env::current_exe().context("finding the apiary binary for the sandbox")?;
             let launcher = ProcessLauncher::for_run_config(config)?.isolated(config, helper).stderr_to(Arc::new(log));
+            let launcher = crate::secret_cmd::with_secrets(launcher, state, config)?;
             launcher.check_program()?;
             Ok(Some(Arc::new(launcher)))
         }
         Source::Remote(_) => Ok(None),
+        Source::Image(_) if !config.secrets.is_empty() => {
+            bail!("workload {:?}: --secret is not supported for container images yet", config.name)
+        }
         Source::Image(_) if runtime == RuntimeKind::Kubernetes => {
             Ok(Some(crate::k8s_runtime::launcher(config, namespace).await?))
         }

@@ -63,6 +63,12 @@ impl RunConfigBuilder {
         self
     }
 
+    /// Adds a secret the server gets as an environment variable.
+    pub fn secret(mut self, secret: crate::secret::SecretRef) -> Self {
+        self.config.secrets.push(secret);
+        self
+    }
+
     /// Sets `proxy.host`.
     pub fn proxy_host(mut self, host: impl Into<String>) -> Self {
         self.config.proxy.host = host.into();

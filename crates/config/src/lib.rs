@@ -29,6 +29,7 @@ mod permissions;
 mod policy;
 mod proxy;
 mod run_config;
+mod secret;
 mod source;
 pub mod ssrf;
 mod stdio;
@@ -54,6 +55,7 @@ pub use proxy::{DEFAULT_PROXY_HOST, ProxyConfig};
 pub use run_config::{
     DEFAULT_GROUP, DEFAULT_TARGET_HOST, NAME_PATTERN, RunConfig, SUPPORTED_SCHEMA_VERSIONS, SchemaVersion,
 };
+pub use secret::{MAX_SECRET_NAME_LEN, SecretRef, SecretRefParseError, is_secret_name};
 pub use source::{CommandSource, Ecosystem, ImageSource, PackageSource, RemoteSource, Source};
 pub use stdio::{DEFAULT_MAX_SESSION_CHILDREN, MAX_SESSION_CHILDREN, StdioConfig, StdioMode};
 pub use telemetry::{

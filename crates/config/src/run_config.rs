@@ -9,6 +9,7 @@ use crate::limits::{Limits, RestartPolicy};
 use crate::permissions::{Isolation, PermissionProfile};
 use crate::policy::PolicyConfig;
 use crate::proxy::ProxyConfig;
+use crate::secret::SecretRef;
 use crate::source::Source;
 use crate::stdio::StdioConfig;
 use crate::telemetry::TelemetryConfig;
@@ -71,6 +72,10 @@ pub struct RunConfig {
     /// Environment variables for the server. Names: `[A-Za-z_][A-Za-z0-9_]*`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Secrets given to a local server as environment variables (`--secret NAME,target=ENV`):
+    /// only the names are stored; values are read from the secrets provider at each start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
     /// The proxy's listener.
     #[serde(default)]
     pub proxy: ProxyConfig,
@@ -124,6 +129,7 @@ impl RunConfig {
             target_host: default_target_host(),
             target_port: 0,
             env: BTreeMap::new(),
+            secrets: Vec::new(),
             proxy: ProxyConfig::default(),
             stdio: StdioConfig::default(),
             limits: Limits::default(),

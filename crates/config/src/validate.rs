@@ -37,6 +37,7 @@ impl RunConfig {
             }
             check_arg(&mut errs, &path, v);
         }
+        self.check_secrets(&mut errs);
         self.check_proxy(&mut errs);
         check_bound(
             &mut errs,
@@ -86,6 +87,32 @@ impl RunConfig {
                     transport.as_str()
                 ),
             );
+        }
+    }
+
+    fn check_secrets(&self, errs: &mut ValidationErrors) {
+        if !self.secrets.is_empty() && self.is_remote() {
+            errs.push("secrets", "a remote server runs elsewhere: there is no process to give secrets to");
+        }
+        for (i, s) in self.secrets.iter().enumerate() {
+            if !crate::secret::is_secret_name(&s.name) {
+                errs.push(
+                    format!("secrets[{i}].name"),
+                    format!(
+                        "{:?} is not a secret name: use 1–128 characters from A-Z, a-z, 0-9, '_', '.', '-', \
+                         not starting with '.' or '-'",
+                        s.name
+                    ),
+                );
+            }
+            let path = format!("secrets[{i}].target");
+            if !is_env_name(&s.target) {
+                errs.push(&path, format!("{:?} is not a valid environment variable name", s.target));
+            } else if self.secrets[..i].iter().any(|o| o.target == s.target) {
+                errs.push(&path, format!("{} is the target of an earlier secret too", s.target));
+            } else if self.env.contains_key(&s.target) {
+                errs.push(&path, format!("{} is set by env as well; give it one value", s.target));
+            }
         }
     }
 

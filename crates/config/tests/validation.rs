@@ -369,3 +369,29 @@ fn builder_validates() {
     assert_eq!(ok.proxy.port, 8080);
     assert_eq!(ok.args, ["--flag"]);
 }
+
+#[test]
+fn secret_rules() {
+    use apiary_config::SecretRef;
+    let secret = |name: &str, target: &str| SecretRef { name: name.to_owned(), target: target.to_owned() };
+    let mut c = base();
+    c.secrets = vec![secret("github-token", "GITHUB_TOKEN"), secret("b", "B")];
+    assert_valid(&c);
+    // Only the reference is written, never a value, and it reads back the same.
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(json.contains(r#""secrets":[{"name":"github-token","target":"GITHUB_TOKEN"}"#), "{json}");
+    assert_eq!(RunConfig::from_json_str(&json).unwrap(), c);
+
+    c.secrets = vec![secret("-x", "A")];
+    assert_only_error(&c, "secrets[0].name", "is not a secret name");
+    c.secrets = vec![secret("x", "1A")];
+    assert_only_error(&c, "secrets[0].target", "is not a valid environment variable name");
+    c.secrets = vec![secret("x", "A"), secret("y", "A")];
+    assert_only_error(&c, "secrets[1].target", "target of an earlier secret");
+    c.secrets = vec![secret("x", "A")];
+    c.env.insert("A".into(), "v".into());
+    assert_only_error(&c, "secrets[0].target", "set by env as well");
+    let mut r = RunConfig::new("r", Source::remote("https://example.com/mcp"));
+    r.secrets = vec![secret("x", "A")];
+    assert_only_error(&r, "secrets", "no process to give secrets to");
+}

@@ -4,6 +4,8 @@
 //!   command), each in its own process group so a whole tree dies together.
 //! - [`state`]: workload state under the XDG state directory (RunConfigs, status records, logs),
 //!   always written atomically.
+//! - [`secrets`]: the `encrypted` and `environment` secrets providers behind `apiary secret` and
+//!   `apiary run --secret`.
 //! - [`log`]: size-capped log files that rotate.
 //! - [`pid`]: liveness checks and signals for process ids found in state files.
 //! - [`clock`]: wall-clock timestamps for records.
@@ -18,4 +20,5 @@ pub mod pid;
 pub mod ports;
 pub mod process;
 pub mod sandbox;
+pub mod secrets;
 pub mod state;

@@ -45,14 +45,31 @@ pub enum ProcessError {
 }
 
 /// Starts local processes for the proxy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProcessLauncher {
     command: CommandLine,
     env: Vec<(String, String)>,
+    /// Inherited variables the child must not see (applied before `env`).
+    unset: Vec<String>,
     cwd: Option<PathBuf>,
     grace: Duration,
     stderr: StderrTarget,
     sandbox: Option<Sandboxing>,
+}
+
+impl std::fmt::Debug for ProcessLauncher {
+    // Environment values may be secrets (`--secret`): Debug shows the variable names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessLauncher")
+            .field("command", &self.command)
+            .field("env", &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("unset", &self.unset)
+            .field("cwd", &self.cwd)
+            .field("grace", &self.grace)
+            .field("stderr", &self.stderr)
+            .field("sandbox", &self.sandbox)
+            .finish()
+    }
 }
 
 /// How to start a child inside the sandbox.
@@ -82,6 +99,7 @@ impl ProcessLauncher {
         ProcessLauncher {
             command,
             env: Vec::new(),
+            unset: Vec::new(),
             cwd: None,
             grace: DEFAULT_GRACE,
             stderr: StderrTarget::Pipe,
@@ -136,6 +154,14 @@ impl ProcessLauncher {
     /// True when children start in the sandbox.
     pub fn is_sandboxed(&self) -> bool {
         self.sandbox.is_some()
+    }
+
+    /// Removes one inherited environment variable from the child's environment (a variable set
+    /// with [`ProcessLauncher::env`] is still set).
+    #[must_use]
+    pub fn env_remove(mut self, name: impl Into<String>) -> Self {
+        self.unset.push(name.into());
+        self
     }
 
     /// Sets one environment variable on top of the inherited environment (later values win).
@@ -229,6 +255,9 @@ impl ProcessLauncher {
 
     fn spawn(&self) -> Result<ChildHandle, LaunchError> {
         let (mut cmd, egress) = self.base_command()?;
+        for name in &self.unset {
+            cmd.env_remove(name);
+        }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if egress.is_some() {
             // Last, so they win over the config's env: the proxy is the only way out anyway.

@@ -112,6 +112,11 @@ pub fn catalogue() -> Vec<Tool> {
             object_schema(json!({ "name": { "type": "string", "description": "Header name (any case)" } }), &["name"]),
         ),
         tool(
+            "env",
+            "Returns the value of the named environment variable of the server process (a tool error when unset)",
+            object_schema(json!({ "name": { "type": "string", "description": "Variable name" } }), &["name"]),
+        ),
+        tool(
             "touch_resource",
             "Changes a resource and notifies subscribers with notifications/resources/updated",
             object_schema(
@@ -180,6 +185,7 @@ pub async fn call(
         }
         "touch_resource" => touch_resource(server, &args, &context).await,
         "request_header" => request_header(&args, &context),
+        "env" => env_var(&args),
         other => Err(McpError::invalid_params(format!("Unknown tool: {other}"), Some(json!({ "name": other })))),
     }
 }
@@ -285,6 +291,15 @@ fn echo(args: &JsonObject) -> Result<CallToolResult, McpError> {
         None => string_arg(args, "message")?.ok_or_else(|| missing("text"))?,
     };
     Ok(text_result(text))
+}
+
+/// The value of one of this process's environment variables (how tests see what a launcher passed).
+fn env_var(args: &JsonObject) -> Result<CallToolResult, McpError> {
+    let name = string_arg(args, "name")?.ok_or_else(|| missing("name"))?;
+    match std::env::var(name) {
+        Ok(value) => Ok(text_result(value)),
+        Err(_) => Ok(error_result(format!("no variable {name}"))),
+    }
 }
 
 /// The value of one header of the HTTP request that carried the call: a tool error when it is
