@@ -95,9 +95,61 @@ async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
     proxy.shutdown().await;
 }
 
+/// A modern call that asks for progress, from a client that accepts SSE: the JSON-RPC
+/// messages of the SSE answer, in order.
+async fn call_with_progress(url: &str, id: i64) -> Vec<Value> {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+    "name":"test_tool_with_progress","arguments":{},
+    "_meta":{
+        "progressToken":"tok-7",
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }}});
+    let res = reqwest::Client::new()
+        .post(url)
+        .timeout(Duration::from_secs(60))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "test_tool_with_progress")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ct = res.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let text = res.text().await.unwrap();
+    text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
+}
+
+async fn progress_then_result(url: &str) {
+    let msgs = call_with_progress(url, 9).await;
+    let (last, progress) = msgs.split_last().unwrap_or_else(|| panic!("no events"));
+    assert_eq!(last["id"], 9, "{msgs:?}");
+    assert_eq!(last["result"]["resultType"], "complete", "{last}");
+    assert_eq!(progress.len(), 3, "{msgs:?}");
+    for (p, want) in progress.iter().zip([0.0, 50.0, 100.0]) {
+        assert_eq!(p["method"], "notifications/progress", "{p}");
+        assert_eq!(p["params"]["progressToken"], "tok-7", "the caller's own token comes back: {p}");
+        assert_eq!(p["params"]["progress"].as_f64(), Some(want), "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_call_with_a_progress_token_streams_its_progress() {
+    let proxy = proxy_with("modern-progress", &["--stdio"]).await;
+    progress_then_result(&proxy.url()).await;
+    proxy.shutdown().await;
+    let proxy = proxy_with("modern-progress-legacy", &["--stdio", "--legacy-only"]).await;
+    progress_then_result(&proxy.url()).await;
+    proxy.shutdown().await;
+}
+
 /// How many 2026-07-28 scenarios pass through the proxy today: a floor that fails if it
 /// drops; the goal is all of them (the failing ones are printed).
-const MODERN_FLOOR: usize = 28;
+const MODERN_FLOOR: usize = 29;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_proxy_over_stdio() {

@@ -86,11 +86,17 @@ pub async fn post(
             .ok()
             .and_then(|b| Message::parse(b).ok())
             .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))?;
-        let Some((call, rx)) = dispatch(front, ctx, None, vec![Ok(legacy)], false).await? else {
+        let wants_progress = apiary_protocol::rewrite::request_progress_token(&legacy).is_some();
+        let Some((mut call, rx)) = dispatch(front, ctx, None, vec![Ok(legacy)], false).await? else {
             return Ok(answer::accepted());
         };
-        let frame = call.into_frame(rx).await;
-        modern::complete_result(frame.clone(), &method).unwrap_or(frame)
+        // The stream (or the connection) is the request: closing it cancels the call.
+        call.cancel_on_drop = true;
+        let finish = move |frame: Bytes| modern::complete_result(frame.clone(), &method).unwrap_or(frame);
+        if wants_progress && acc.sse {
+            return Ok(call.into_request_sse(rx, front.write_timeout, finish));
+        }
+        finish(call.into_frame(rx).await)
     };
     Ok(respond(frame, acc))
 }
