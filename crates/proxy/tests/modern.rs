@@ -51,12 +51,19 @@ async fn modern(url: &str, id: i64, method: &str, name: Option<&str>, mut params
     (status, res.json().await.unwrap())
 }
 
-/// Discover, list and call through the proxy; every result is a complete modern one.
-async fn discover_list_call(url: &str) {
+/// Discover, list and call through the proxy; every result is a complete modern one. A
+/// modern child answers `server/discover` itself (its own list of versions); for a legacy
+/// one the proxy synthesises it (the modern version only).
+async fn discover_list_call(url: &str, modern_child: bool) {
     let (status, v) = modern(url, 1, "server/discover", None, json!({})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["id"], 1);
-    assert_eq!(v["result"]["supportedVersions"], json!(["2026-07-28"]), "{v}");
+    let versions = if modern_child {
+        json!(["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"])
+    } else {
+        json!(["2026-07-28"])
+    };
+    assert_eq!(v["result"]["supportedVersions"], versions, "{v}");
     assert!(v["result"]["capabilities"]["tools"].is_object(), "{v}");
     assert_eq!(v["result"]["resultType"], "complete", "{v}");
     assert!(v["result"]["ttlMs"].is_u64() && v["result"]["cacheScope"].is_string(), "{v}");
@@ -81,17 +88,56 @@ async fn discover_list_call(url: &str) {
     assert_eq!((status, v["error"]["code"].clone()), (404, json!(-32601)), "{v}");
 }
 
+/// A 2025-11-25 client opens a session and lists the tools.
+async fn legacy_session_lists_tools(url: &str) {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"legacy-test","version":"1"}}});
+    let res = c
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let session = res.headers().get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["result"]["protocolVersion"], "2025-11-25", "{v}");
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"});
+    let v: Value = c
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(list.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tools = v["result"]["tools"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert!(tools.iter().any(|t| t["name"] == "echo"), "{v}");
+    assert!(v["result"].get("resultType").is_none(), "a legacy answer is not stamped: {v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
     let proxy = proxy_with("modern-dual", &["--stdio"]).await;
-    discover_list_call(&proxy.url()).await;
+    discover_list_call(&proxy.url(), true).await;
+    // The same child still serves legacy clients: the proxy initialized it too.
+    legacy_session_lists_tools(&proxy.url()).await;
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
     let proxy = proxy_with("modern-legacy", &["--stdio", "--legacy-only"]).await;
-    discover_list_call(&proxy.url()).await;
+    discover_list_call(&proxy.url(), false).await;
+    legacy_session_lists_tools(&proxy.url()).await;
     proxy.shutdown().await;
 }
 
