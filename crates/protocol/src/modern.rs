@@ -166,6 +166,32 @@ pub fn decode_header_value(raw: &[u8]) -> Result<String, HeaderValueError> {
     String::from_utf8(bytes).map_err(|_| HeaderValueError::NotUtf8)
 }
 
+/// The params of the `server/discover` Apiary sends a child it starts, to learn its era:
+/// the modern revision, no client capabilities, and `client` as the client's name.
+pub fn probe_params(client_name: &str, client_version: &str) -> String {
+    serde_json::json!({
+        "_meta": {
+            META_VERSION: crate::Revision::modern_names().first().copied().unwrap_or("2026-07-28"),
+            META_CAPABILITIES: {},
+            META_CLIENT_INFO: { "name": client_name, "version": client_version },
+        }
+    })
+    .to_string()
+}
+
+/// Whether a `server/discover` result (its JSON text) lists a revision of the modern era
+/// among its `supportedVersions`.
+pub fn offers_modern(result: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(result) else { return false };
+    v.get("supportedVersions").and_then(Value::as_array).is_some_and(|versions| {
+        versions
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|s| s.parse::<crate::Revision>().ok())
+            .any(|r| r.era() == crate::Era::Modern)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -234,5 +260,20 @@ mod tests {
         assert_eq!(name_member("resources/read"), Some("uri"));
         assert_eq!(name_member("tasks/cancel"), Some("taskId"));
         assert_eq!(name_member("tools/list"), None);
+    }
+
+    #[test]
+    fn a_discover_result_offers_modern_only_with_a_modern_version() {
+        assert!(offers_modern(br#"{"supportedVersions":["2025-11-25","2026-07-28"]}"#));
+        assert!(!offers_modern(br#"{"supportedVersions":["2025-11-25"]}"#));
+        assert!(!offers_modern(br#"{"supportedVersions":"2026-07-28"}"#));
+        assert!(!offers_modern(b"not json"));
+    }
+
+    #[test]
+    fn probe_params_declare_the_modern_version_and_pass_the_checks() {
+        let p: Value = serde_json::from_str(&probe_params("apiary", "1")).unwrap();
+        assert_eq!(meta_version(&p), Some("2026-07-28"));
+        assert!(check_meta(&p).is_ok());
     }
 }

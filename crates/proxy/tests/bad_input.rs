@@ -2701,7 +2701,6 @@ async fn row_28_a_stalled_sse_stream_ends_its_2024_11_05_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "row 28: modern (2026-07-28) requests are not served yet: the modern flood call is refused, never forwarded, so a stalled modern stream cannot cancel it"]
 async fn row_28_a_stalled_modern_stream_cancels_its_call() {
     let mut cfg = config("row28-modern");
     cfg.limits.write_timeout_secs = 1;

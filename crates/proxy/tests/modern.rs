@@ -51,12 +51,19 @@ async fn modern(url: &str, id: i64, method: &str, name: Option<&str>, mut params
     (status, res.json().await.unwrap())
 }
 
-/// Discover, list and call through the proxy; every result is a complete modern one.
-async fn discover_list_call(url: &str) {
+/// Discover, list and call through the proxy; every result is a complete modern one. A
+/// modern child answers `server/discover` itself (its own list of versions); for a legacy
+/// one the proxy synthesises it (the modern version only).
+async fn discover_list_call(url: &str, modern_child: bool) {
     let (status, v) = modern(url, 1, "server/discover", None, json!({})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["id"], 1);
-    assert_eq!(v["result"]["supportedVersions"], json!(["2026-07-28"]), "{v}");
+    let versions = if modern_child {
+        json!(["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"])
+    } else {
+        json!(["2026-07-28"])
+    };
+    assert_eq!(v["result"]["supportedVersions"], versions, "{v}");
     assert!(v["result"]["capabilities"]["tools"].is_object(), "{v}");
     assert_eq!(v["result"]["resultType"], "complete", "{v}");
     assert!(v["result"]["ttlMs"].is_u64() && v["result"]["cacheScope"].is_string(), "{v}");
@@ -81,23 +88,114 @@ async fn discover_list_call(url: &str) {
     assert_eq!((status, v["error"]["code"].clone()), (404, json!(-32601)), "{v}");
 }
 
+/// A 2025-11-25 client opens a session and lists the tools.
+async fn legacy_session_lists_tools(url: &str) {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"legacy-test","version":"1"}}});
+    let res = c
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let session = res.headers().get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["result"]["protocolVersion"], "2025-11-25", "{v}");
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"});
+    let v: Value = c
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(list.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tools = v["result"]["tools"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert!(tools.iter().any(|t| t["name"] == "echo"), "{v}");
+    assert!(v["result"].get("resultType").is_none(), "a legacy answer is not stamped: {v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
     let proxy = proxy_with("modern-dual", &["--stdio"]).await;
-    discover_list_call(&proxy.url()).await;
+    discover_list_call(&proxy.url(), true).await;
+    // The same child still serves legacy clients: the proxy initialized it too.
+    legacy_session_lists_tools(&proxy.url()).await;
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
     let proxy = proxy_with("modern-legacy", &["--stdio", "--legacy-only"]).await;
-    discover_list_call(&proxy.url()).await;
+    discover_list_call(&proxy.url(), false).await;
+    legacy_session_lists_tools(&proxy.url()).await;
+    proxy.shutdown().await;
+}
+
+/// A modern call that asks for progress, from a client that accepts SSE: the JSON-RPC
+/// messages of the SSE answer, in order.
+async fn call_with_progress(url: &str, id: i64) -> Vec<Value> {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+    "name":"test_tool_with_progress","arguments":{},
+    "_meta":{
+        "progressToken":"tok-7",
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }}});
+    let res = reqwest::Client::new()
+        .post(url)
+        .timeout(Duration::from_secs(60))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "test_tool_with_progress")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ct = res.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let text = res.text().await.unwrap();
+    text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect()
+}
+
+async fn progress_then_result(url: &str) {
+    let msgs = call_with_progress(url, 9).await;
+    let (last, progress) = msgs.split_last().unwrap_or_else(|| panic!("no events"));
+    assert_eq!(last["id"], 9, "{msgs:?}");
+    assert_eq!(last["result"]["resultType"], "complete", "{last}");
+    assert_eq!(progress.len(), 3, "{msgs:?}");
+    for (p, want) in progress.iter().zip([0.0, 50.0, 100.0]) {
+        assert_eq!(p["method"], "notifications/progress", "{p}");
+        assert_eq!(p["params"]["progressToken"], "tok-7", "the caller's own token comes back: {p}");
+        assert_eq!(p["params"]["progress"].as_f64(), Some(want), "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_call_with_a_progress_token_streams_its_progress() {
+    let proxy = proxy_with("modern-progress", &["--stdio"]).await;
+    progress_then_result(&proxy.url()).await;
+    proxy.shutdown().await;
+    let proxy = proxy_with("modern-progress-legacy", &["--stdio", "--legacy-only"]).await;
+    progress_then_result(&proxy.url()).await;
     proxy.shutdown().await;
 }
 
 /// How many 2026-07-28 scenarios pass through the proxy today: a floor that fails if it
 /// drops; the goal is all of them (the failing ones are printed).
-const MODERN_FLOOR: usize = 28;
+const MODERN_FLOOR: usize = 29;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_proxy_over_stdio() {

@@ -37,6 +37,9 @@ pub(crate) struct Call {
     pub(crate) timeout: Duration,
     /// Rewrites of particular answers (a list the policy shapes), by the caller's id.
     pub(crate) reshapes: Vec<(RequestId, Reshape)>,
+    /// Whether a call dropped unanswered is cancelled at the child: in the 2026-07-28 era a
+    /// closed stream is a cancellation (row 28); in the legacy era it is not.
+    pub(crate) cancel_on_drop: bool,
 }
 
 impl Drop for Call {
@@ -44,6 +47,12 @@ impl Drop for Call {
     /// is not a cancellation, but nobody is left to hear the answers), its ids are free
     /// for reuse afterwards.
     fn drop(&mut self) {
+        if self.cancel_on_drop {
+            // Abandoning an answered request does nothing: child ids are never reused.
+            for (_, up) in &self.waiting {
+                self.conn.abandon(*up, "the client closed its stream");
+            }
+        }
         if let Some(s) = &self.session {
             // A call whose session has ended is cancelled at the child, however the
             // session's end and this call's end were ordered (abandoning an answered or
@@ -163,6 +172,57 @@ impl Call {
         for frame in self.time_out(&answered) {
             let _ = out.send(Delivery::message(frame)).await;
         }
+    }
+
+    /// Streams one 2026-07-28 request's progress notifications, then its answer (shaped by
+    /// `finish`), as SSE events, and closes. Nothing is recorded for resumption: in this era
+    /// the stream is the request, so a client that goes away (or stops reading past the
+    /// write timeout) cancels it at the child (row 28).
+    pub(crate) fn into_request_sse(
+        mut self,
+        mut rx: mpsc::Receiver<Delivery>,
+        write_timeout: Duration,
+        finish: impl FnOnce(Bytes) -> Bytes + Send + 'static,
+    ) -> Response {
+        let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+        tokio::spawn(async move {
+            let mut finish = Some(finish);
+            let closed = body_tx.clone();
+            let mut out = Some(body_tx);
+            for f in std::mem::take(&mut self.immediate) {
+                let f = finish.take().map_or(f.clone(), |fin| fin(f));
+                send_event(&mut out, sse::message_event(None, &f), write_timeout).await;
+            }
+            let mut answered = Vec::new();
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            while answered.len() < self.waiting.len() && out.is_some() {
+                let next = tokio::select! {
+                    d = rx.recv() => d,
+                    // A client that hangs up between events is noticed at once.
+                    () = closed.closed() => break,
+                    () = tokio::time::sleep_until(deadline) => None,
+                };
+                let Some(mut d) = next else { break };
+                if let Some(id) = self.settled(&mut d) {
+                    answered.push(id);
+                    let frame = std::mem::take(&mut d.frame);
+                    d.frame = match finish.take() {
+                        Some(fin) => fin(frame),
+                        None => frame,
+                    };
+                }
+                send_event(&mut out, sse::message_event(None, &d.frame), write_timeout).await;
+            }
+            if out.is_none() || closed.is_closed() {
+                tracing::info!("a 2026-07-28 client closed its stream: its request is cancelled");
+                // Dropping `self` tells the child (cancel_on_drop).
+                return;
+            }
+            for f in self.time_out(&answered) {
+                send_event(&mut out, sse::message_event(None, &f), write_timeout).await;
+            }
+        });
+        sse_response(body_rx)
     }
 
     /// Streams progress, server→client requests and the answers as SSE events, then

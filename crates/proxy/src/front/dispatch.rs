@@ -86,7 +86,17 @@ pub(crate) async fn dispatch(
     } else {
         None
     };
-    let call = Call { session, sessionless, conn, waiting, immediate, batch, timeout: front.request_timeout, reshapes };
+    let call = Call {
+        session,
+        sessionless,
+        conn,
+        waiting,
+        immediate,
+        batch,
+        timeout: front.request_timeout,
+        reshapes,
+        cancel_on_drop: false,
+    };
     Ok(Some((call, rx)))
 }
 

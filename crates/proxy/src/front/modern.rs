@@ -1,9 +1,11 @@
 //! The 2026-07-28 ("modern") front of a stdio upstream, beside the legacy one at the same
 //! `/mcp`: each POST stands alone, declares its version and capabilities in `_meta`, and
 //! mirrors its method and name in headers. This slice serves a modern client from the
-//! child Apiary initialized itself (the shared child), as `mcp-brief.md` §9 bridges a
-//! modern client to a legacy server: `server/discover` is synthesised from the child's
-//! `initialize` result and every result gains `resultType`.
+//! child Apiary started itself (the shared child). A child that offered 2026-07-28 in the
+//! `server/discover` probe at its start gets the requests as they are; a legacy one is
+//! bridged as `mcp-brief.md` §9 says: `server/discover` is synthesised from the child's
+//! `initialize` result, `io.modelcontextprotocol/*` `_meta` keys are stripped and every
+//! result gains `resultType`.
 
 use std::sync::Arc;
 
@@ -79,18 +81,35 @@ pub async fn post(
     }
     let method = m.method().unwrap_or_default().to_owned();
     check(headers, &m, &method)?;
-    let frame = if method == methods::SERVER_DISCOVER {
+    let slot = &front.placement.shared.slot;
+    slot.ready(front.request_timeout).await.map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
+    // A child that offered 2026-07-28 when it started gets modern requests as they are and
+    // answers them itself; a legacy one gets them bridged (mcp-brief.md §9).
+    let modern_child = slot.is_modern();
+    let frame = if method == methods::SERVER_DISCOVER && !modern_child {
         discover(front, &m).await?
     } else {
-        let legacy = modern::legacy_request(m.bytes())
-            .ok()
-            .and_then(|b| Message::parse(b).ok())
-            .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))?;
-        let Some((call, rx)) = dispatch(front, ctx, None, vec![Ok(legacy)], false).await? else {
+        let forwarded = if modern_child {
+            m
+        } else {
+            modern::legacy_request(m.bytes())
+                .ok()
+                .and_then(|b| Message::parse(b).ok())
+                .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))?
+        };
+        let wants_progress = apiary_protocol::rewrite::request_progress_token(&forwarded).is_some();
+        let Some((mut call, rx)) = dispatch(front, ctx, None, vec![Ok(forwarded)], false).await? else {
             return Ok(answer::accepted());
         };
-        let frame = call.into_frame(rx).await;
-        modern::complete_result(frame.clone(), &method).unwrap_or(frame)
+        // The stream (or the connection) is the request: closing it cancels the call.
+        call.cancel_on_drop = true;
+        let finish = move |frame: Bytes| {
+            if modern_child { frame } else { modern::complete_result(frame.clone(), &method).unwrap_or(frame) }
+        };
+        if wants_progress && acc.sse {
+            return Ok(call.into_request_sse(rx, front.write_timeout, finish));
+        }
+        finish(call.into_frame(rx).await)
     };
     Ok(respond(frame, acc))
 }

@@ -195,10 +195,22 @@ impl ChildConn {
 
     /// Sends a request of Apiary's own and waits for its answer (the raw response).
     pub async fn call_own(&self, method: &str, params: &str) -> Result<Message, StdioError> {
-        let (tx, mut rx) = mpsc::channel(4);
+        let rx = self.start_own(method, params)?;
+        ChildConn::own_answer(rx).await
+    }
+
+    /// Sends a request of Apiary's own without waiting: [`ChildConn::own_answer`] waits
+    /// for its answer. Lets two requests be written back to back.
+    pub fn start_own(&self, method: &str, params: &str) -> Result<mpsc::Receiver<Delivery>, StdioError> {
+        let (tx, rx) = mpsc::channel(4);
         let text = format!(r#"{{"jsonrpc":"2.0","id":0,"method":{},"params":{params}}}"#, Value::from(method));
         let msg = Message::parse(Bytes::from(text)).map_err(StdioError::BadAnswer)?;
         self.request(&msg, tx)?;
+        Ok(rx)
+    }
+
+    /// The answer (the raw response) to a request started with [`ChildConn::start_own`].
+    pub async fn own_answer(mut rx: mpsc::Receiver<Delivery>) -> Result<Message, StdioError> {
         loop {
             let Some(frame) = rx.recv().await else {
                 return Err(StdioError::Closed);

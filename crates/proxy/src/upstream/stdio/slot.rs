@@ -1,13 +1,14 @@
-//! Keeps one child alive: launches it, initializes it before anything else reaches it,
-//! notices at once when it dies, fails its callers, and restarts it with backoff until
-//! the crash-loop limit says stop.
+//! Keeps one child alive: launches it, learns its era (`server/discover`) and initializes
+//! it before anything else reaches it, notices at once when it dies, fails its callers, and
+//! restarts it with backoff until the crash-loop limit says stop.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apiary_config::RestartPolicy;
-use apiary_protocol::{Kind, methods};
+use apiary_protocol::{Kind, Message, methods, modern};
 use apiary_transport::launch::{BoxRead, ExitReason, Launch};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -70,6 +71,8 @@ pub struct ChildSlot {
     /// Counts the children that became ready: tells a live child's requests from a dead one's.
     generation: Arc<std::sync::atomic::AtomicU64>,
     init_result: Arc<Mutex<Option<Bytes>>>,
+    /// The live child answered `server/discover` offering 2026-07-28.
+    modern: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
 
@@ -85,8 +88,14 @@ impl ChildSlot {
         let cancel = CancellationToken::new();
         let tracker = opts.tracker.clone();
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let modern = Arc::new(AtomicBool::new(false));
+        // Only the shared child is probed: a child of a legacy session's own serves that
+        // session alone.
+        let probe = opts.shared;
         let sup = Supervisor {
             opts,
+            modern: Arc::clone(&modern),
+            probe: AtomicBool::new(probe),
             generation: Arc::clone(&generation),
             state: tx,
             init_result: Arc::clone(&init_result),
@@ -95,7 +104,7 @@ impl ChildSlot {
             events,
         };
         tracker.spawn(sup.run());
-        ChildSlot { state: rx, generation, init_result, cancel }
+        ChildSlot { state: rx, generation, init_result, modern, cancel }
     }
 
     /// The live child, waiting up to `wait` while the first one starts. During a restart
@@ -124,6 +133,12 @@ impl ChildSlot {
             SlotState::Ready(conn) if !conn.is_closed() => Some(Arc::clone(conn)),
             _ => None,
         }
+    }
+
+    /// Whether the child serving now speaks 2026-07-28 (it offered it in `server/discover`):
+    /// modern requests then reach it as they are.
+    pub fn is_modern(&self) -> bool {
+        self.modern.load(Ordering::SeqCst)
     }
 
     /// The child's `initialize` result (JSON text), once a child has answered it.
@@ -160,10 +175,18 @@ impl Drop for ChildSlot {
 const INPUT_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 /// How long a stopping child may take to exit after its stdin closed, before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long the `server/discover` probe may stay unanswered after `initialize` was: a
+/// child reading in order answered it already; one that ignores requests before
+/// `initialize` (some legacy SDKs) costs only this.
+const PROBE_GRACE: Duration = Duration::from_secs(2);
 
 struct Supervisor {
     opts: SlotOptions,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    modern: Arc<AtomicBool>,
+    /// Whether the next child is probed with `server/discover`: off after a probed child
+    /// could not be brought up, in case the probe is what broke it.
+    probe: AtomicBool,
     state: watch::Sender<SlotState>,
     init_result: Arc<Mutex<Option<Bytes>>>,
     cancel: CancellationToken,
@@ -176,6 +199,8 @@ enum Ended {
     Stopped,
     /// The child died or could not be brought up.
     Failed(ExitReason),
+    /// Start the child again at once, without the probe (not a failure).
+    Again,
 }
 
 impl Supervisor {
@@ -184,6 +209,7 @@ impl Supervisor {
         loop {
             match self.one_child().await {
                 Ended::Stopped => return,
+                Ended::Again => {}
                 Ended::Failed(reason) => {
                     let now = Instant::now();
                     recent.push_back(now);
@@ -242,36 +268,77 @@ impl Supervisor {
         );
         let _ = self.events.send(SlotEvent::Started { pid });
 
+        // The probe is written just before `initialize`, so a legacy child costs no round
+        // trip: it refuses (or ignores) the one and answers the other.
+        let probing = self.probe.load(Ordering::SeqCst);
+        let probe = probing.then(|| conn.start_own(methods::SERVER_DISCOVER, &probe_params()).ok()).flatten();
         let init = tokio::select! {
             r = tokio::time::timeout(self.opts.init_timeout, initialize(&conn, &self.opts.init_params)) => Some(r),
             () = self.cancel.cancelled() => None,
             r = &mut exited => {
                 let reason = r.unwrap_or_else(|_| ExitReason::other("the server vanished"));
                 let _ = kill;
+                self.probe.store(false, Ordering::SeqCst);
                 conn.fail_all(&reason.description);
                 let _ = self.events.send(SlotEvent::Exited { pid, reason: reason.clone(), shared: self.opts.shared });
                 return Ended::Failed(reason);
             }
         };
-        let failed = match init {
-            None => {
+        let Some(init) = init else {
+            drop(kill);
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+            conn.fail_all("the proxy is stopping");
+            let _ = self.events.send(SlotEvent::Stopped { pid });
+            return Ended::Stopped;
+        };
+        let modern = match probe {
+            Some(rx) => offers_modern(tokio::time::timeout(PROBE_GRACE, ChildConn::own_answer(rx)).await),
+            None => false,
+        };
+        self.modern.store(modern, Ordering::SeqCst);
+        let init = match init {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) | Err(_) if modern => {
+                // It serves only the era it was first spoken to in (the Python SDK does):
+                // until Apiary bridges legacy clients to a modern child (issue part 5), the
+                // child is started again without the probe and bridged the other way.
+                tracing::info!(
+                    pid,
+                    "the server speaks 2026-07-28 but then refuses initialize; starting it again \
+                     without the probe so that legacy clients keep working"
+                );
+                self.probe.store(false, Ordering::SeqCst);
+                self.modern.store(false, Ordering::SeqCst);
                 drop(kill);
                 let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
-                conn.fail_all("the proxy is stopping");
+                conn.fail_all("the server is restarting");
                 let _ = self.events.send(SlotEvent::Stopped { pid });
-                return Ended::Stopped;
+                return Ended::Again;
             }
-            Some(Ok(Ok(result))) => {
+            Ok(Err(e)) => Err(format!("initialize failed: {e}")),
+            Err(_) => Err(format!("initialize got no answer within {:?}", self.opts.init_timeout)),
+        };
+        let failed = match init {
+            Ok(result) => {
                 if let Ok(mut g) = self.init_result.lock() {
                     *g = Some(result);
                 }
                 let _ = conn.send(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#));
+                tracing::info!(
+                    pid,
+                    era = if modern { "2026-07-28 and legacy" } else { "legacy" },
+                    "the server is ready"
+                );
                 self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = self.state.send(SlotState::Ready(Arc::clone(&conn)));
                 None
             }
-            Some(Ok(Err(e))) => Some(format!("initialize failed: {e}")),
-            Some(Err(_)) => Some(format!("initialize got no answer within {:?}", self.opts.init_timeout)),
+            Err(why) => {
+                if probing {
+                    self.probe.store(false, Ordering::SeqCst);
+                }
+                Some(why)
+            }
         };
         if let Some(why) = failed {
             tracing::error!(pid, "{why}");
@@ -312,6 +379,19 @@ impl Supervisor {
         conn.fail_all(&reason.description);
         let _ = self.events.send(SlotEvent::Exited { pid, reason: reason.clone(), shared: self.opts.shared });
         Ended::Failed(reason)
+    }
+}
+
+/// The `server/discover` params of Apiary's probe.
+fn probe_params() -> String {
+    modern::probe_params("apiary", env!("CARGO_PKG_VERSION"))
+}
+
+/// Whether the probe's answer (if it came in time) offers 2026-07-28.
+fn offers_modern(answer: Result<Result<Message, StdioError>, tokio::time::error::Elapsed>) -> bool {
+    match answer {
+        Ok(Ok(m)) if m.kind() == Kind::Response => m.payload_raw().is_some_and(|r| modern::offers_modern(r.as_bytes())),
+        _ => false,
     }
 }
 
