@@ -1,8 +1,9 @@
 //! The proxy's policy layers end to end, in front of the real fixture server over stdio:
 //! bearer tokens minted by a test issuer (the attack table: each a 401 with a correct
 //! `WWW-Authenticate`), RFC 9728 metadata, Cedar decisions on calls and on lists (also through
-//! the official Python SDK), the tool filter and overrides, audit events, and the client's
-//! token never reaching an HTTP upstream.
+//! the official Python SDK), the tool filter and overrides, a server's `tools/list_changed`
+//! reaching clients and its next list filtered again, audit events, and the client's token never
+//! reaching an HTTP upstream.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -367,6 +368,95 @@ async fn the_tool_filter_hides_and_the_override_renames() {
         assert_eq!(answer["error"]["code"], -32602, "{hidden}: {answer}");
         assert_eq!(answer["error"]["message"], format!("Unknown tool: {hidden}"));
     }
+    proxy.shutdown().await;
+}
+
+/// Opens the session's GET stream (where the proxy sends what no request owns).
+async fn open_get_stream(url: &str, sid: &str) -> reqwest::Response {
+    let res = http()
+        .get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "GET stream: {}", res.text().await.unwrap());
+    res
+}
+
+/// Reads a GET stream until an event carries `method`; returns that message. Bounded so a
+/// dropped notification fails the test instead of hanging it.
+async fn wait_for_method(res: reqwest::Response, method: &str) -> Value {
+    use futures::StreamExt;
+    let mut body = res.bytes_stream();
+    let mut seen = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {method} on the GET stream; saw {seen:?}"))
+            .unwrap_or_else(|| panic!("the GET stream ended before {method}; saw {seen:?}"))
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        let found = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|m| m["method"] == method);
+        if let Some(m) = found {
+            return m;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_list_changed_reaches_clients_and_the_next_list_is_filtered_again() {
+    let mut cfg = common::testkit_config("list-changed");
+    // The filter lets two of the three tools the test adds through; the override renames one.
+    cfg.policy.tools.filter = vec!["add_tool".into(), "dyn_shown".into(), "dyn_denied".into()];
+    cfg.policy
+        .tools
+        .overrides
+        .insert("dyn_shown".into(), ToolOverride { name: Some("shown".into()), description: None });
+    // Cedar names the server's own tools; it permits one of the two the filter passes.
+    cfg.policy.authz = Some(json!({"version": "1.0", "type": "cedarv1", "cedar": {
+        "policies": [
+            "permit(principal, action == Action::\"call_tool\", resource == Tool::\"add_tool\");",
+            "permit(principal, action == Action::\"call_tool\", resource == Tool::\"dyn_shown\");"
+        ],
+        "entities_json": "[]"}}));
+    let proxy = proxy_with(cfg).await;
+    let url = proxy.url();
+
+    let caller = session(&url, None).await;
+    let other = session(&url, None).await;
+    assert_eq!(tool_names(&url, None, &caller).await, vec!["add_tool"]);
+    let caller_stream = open_get_stream(&url, &caller).await;
+    let other_stream = open_get_stream(&url, &other).await;
+
+    for name in ["dyn_shown", "dyn_denied", "dyn_hidden"] {
+        let (status, answer) = call(&url, None, &caller, "add_tool", json!({"name": name})).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["result"]["content"][0]["text"], format!("added {name}"), "{answer}");
+    }
+    // The shared child's list changed for every session on it, not just the caller's.
+    let note = wait_for_method(caller_stream, "notifications/tools/list_changed").await;
+    assert!(note.get("id").is_none(), "{note}");
+    wait_for_method(other_stream, "notifications/tools/list_changed").await;
+
+    // The next list is filtered again: renamed, and neither the denied nor the unfiltered tool.
+    for sid in [&caller, &other] {
+        assert_eq!(tool_names(&url, None, sid).await, vec!["add_tool", "shown"]);
+    }
+    let (status, answer) = call(&url, None, &other, "shown", json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "dyn_shown", "the server got its own name: {answer}");
+    let (status, answer) = call(&url, None, &other, "dyn_denied", json!({})).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], -31007, "{answer}");
+    let (status, answer) = call(&url, None, &other, "dyn_hidden", json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["error"]["message"], "Unknown tool: dyn_hidden", "{answer}");
     proxy.shutdown().await;
 }
 

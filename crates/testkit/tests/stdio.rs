@@ -186,3 +186,40 @@ async fn request_header_needs_an_http_request() {
     assert_eq!(text_of(&answer), "this call did not come over HTTP", "{answer}");
     assert_eq!(server.close().await, Some(0));
 }
+
+fn tool_names(list: &Value) -> Vec<String> {
+    list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools: {list}"))
+        .iter()
+        .map(|tool| tool["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn add_tool_changes_this_list_and_says_so() {
+    let mut server = StdioServer::spawn();
+    let init = server.initialize().await;
+    assert_eq!(init["capabilities"]["tools"]["listChanged"], true, "{init}");
+    let before = tool_names(&server.request(2, "tools/list", json!({})).await);
+    assert!(!before.contains(&"extra".to_owned()));
+
+    let (added, notes) = server
+        .request_collecting(3, "tools/call", json!({ "name": "add_tool", "arguments": { "name": "extra" } }))
+        .await;
+    assert_eq!(text_of(&added), "added extra", "{added}");
+    assert!(
+        notes.iter().any(|n| n["method"] == "notifications/tools/list_changed"),
+        "no list_changed before the answer: {notes:?}"
+    );
+
+    let after = tool_names(&server.request(4, "tools/list", json!({})).await);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert_eq!(after.last().map(String::as_str), Some("extra"), "added tools come after the catalogue");
+    let called = server.request(5, "tools/call", json!({ "name": "extra", "arguments": {} })).await;
+    assert_eq!(text_of(&called), "extra", "{called}");
+
+    let again = server.request(6, "tools/call", json!({ "name": "add_tool", "arguments": { "name": "extra" } })).await;
+    assert_eq!(again["error"]["code"], -32602, "a name is added once: {again}");
+    assert_eq!(server.close().await, Some(0));
+}

@@ -23,6 +23,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use super::ServerOptions;
+use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
 use super::{prompts, tools};
@@ -39,6 +40,8 @@ pub struct FixtureServer {
     log_level: Mutex<LoggingLevel>,
     pub(super) subscriptions: Subscriptions,
     watched_version: AtomicU64,
+    /// Tools this connection added with `add_tool`.
+    pub(super) dynamic: DynamicTools,
 }
 
 impl FixtureServer {
@@ -51,6 +54,7 @@ impl FixtureServer {
             log_level: Mutex::new(LoggingLevel::Info),
             subscriptions: Subscriptions::default(),
             watched_version: AtomicU64::new(1),
+            dynamic: DynamicTools::default(),
         }
     }
 
@@ -89,6 +93,8 @@ impl ServerHandler for FixtureServer {
             .enable_resources()
             .enable_resources_subscribe()
             .enable_tools()
+            // `add_tool` changes this connection's list and says so.
+            .enable_tool_list_changed()
             .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
@@ -127,7 +133,9 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(tools::catalogue()))
+        let mut all = tools::catalogue();
+        all.extend(self.dynamic.tools());
+        Ok(ListToolsResult::with_all_items(all))
     }
 
     async fn call_tool(

@@ -7,11 +7,13 @@
 //! Tools: the conformance `test_*` tools (text, image, audio, embedded resource, mixed content,
 //! logging, error, progress, sampling, elicitation, SEP-1034 defaults, SEP-1330 enums,
 //! `json_schema_2020_12_tool`, `test_reconnection`), plus `echo`, `sleep`, `pid`, `crash` (exit
-//! status 3) and `touch_resource`. Resources: `test://static-text`, `test://static-binary`,
+//! status 3), `touch_resource` and `add_tool` (adds a tool to this connection's list only, and
+//! sends `notifications/tools/list_changed`). Resources: `test://static-text`, `test://static-binary`,
 //! `test://watched-resource` (subscribable) and the template `test://template/{id}/data`.
 //! Prompts: `test_simple_prompt`, `test_prompt_with_arguments`,
 //! `test_prompt_with_embedded_resource`, `test_prompt_with_image`.
 
+mod dynamic;
 mod elicitation;
 mod fixtures;
 mod handler;

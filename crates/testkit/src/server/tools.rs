@@ -1,6 +1,8 @@
 //! The fixture tools: every `test_*` tool the conformance suite's server scenarios call, and the
 //! fast helpers Apiary's own tests use (`echo`, `sleep`, `pid`, `crash`, `touch_resource`,
-//! `request_header`, which shows what a proxy in front added to the HTTP request).
+//! `request_header`, which shows what a proxy in front added to the HTTP request, and
+//! `add_tool`, which adds a tool to this connection's list and sends
+//! `notifications/tools/list_changed`).
 //!
 //! `test_reconnection` over Streamable HTTP closes its own POST SSE stream right after the
 //! priming event, waits (up to [`RESUME_TIMEOUT`]) for the client to resume it with a GET
@@ -124,6 +126,12 @@ pub fn catalogue() -> Vec<Tool> {
                 &[],
             ),
         ),
+        tool(
+            "add_tool",
+            "Adds a tool of the given name to this connection's list (it returns its own name when called) \
+             and sends notifications/tools/list_changed",
+            object_schema(json!({ "name": { "type": "string", "description": "Name of the new tool" } }), &["name"]),
+        ),
     ]
 }
 
@@ -186,6 +194,8 @@ pub async fn call(
         "touch_resource" => touch_resource(server, &args, &context).await,
         "request_header" => request_header(&args, &context),
         "env" => env_var(&args),
+        "add_tool" => add_tool(server, &args, &context).await,
+        other if server.dynamic.contains(other) => Ok(text_result(other)),
         other => Err(McpError::invalid_params(format!("Unknown tool: {other}"), Some(json!({ "name": other })))),
     }
 }
@@ -347,6 +357,18 @@ async fn touch_resource(
     Ok(text_result(format!("touched {uri}; subscribers notified: {subscribed}")))
 }
 
+/// Adds a tool to this connection's list, then tells the client its list changed.
+async fn add_tool(
+    server: &FixtureServer,
+    args: &JsonObject,
+    context: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, McpError> {
+    let name = string_arg(args, "name")?.ok_or_else(|| missing("name"))?;
+    server.dynamic.add(name, &catalogue()).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+    context.peer.notify_tool_list_changed().await.map_err(service_error)?;
+    Ok(text_result(format!("added {name}")))
+}
+
 /// Awaits the client's answer to a server-to-client request, for at most
 /// [`CLIENT_ANSWER_TIMEOUT`] and only while the tool call is not cancelled.
 async fn ask_client<T>(
@@ -380,7 +402,7 @@ fn tool(name: &'static str, description: &'static str, input_schema: Arc<JsonObj
     Tool::new(name, description, input_schema)
 }
 
-fn no_arguments() -> Arc<JsonObject> {
+pub(super) fn no_arguments() -> Arc<JsonObject> {
     object_schema(json!({}), &[])
 }
 
