@@ -6,6 +6,7 @@
 mod detach;
 mod envfile;
 mod export_cmd;
+mod group_cmd;
 mod k8s_runtime;
 mod logging;
 mod logs_cmd;
@@ -67,6 +68,8 @@ enum Command {
     Export(export_cmd::ExportArgs),
     /// Run a proxy in the foreground in front of an HTTP server (--target-uri) or a command (-- CMD)
     Proxy(Box<proxy_cmd::ProxyArgs>),
+    /// Manage groups of workloads (apiary run --group G; list/stop/rm/start/restart -g G)
+    Group(group_cmd::GroupArgs),
     /// Manage secrets for servers (apiary run --secret NAME,target=ENV): setup, set, get, list, delete
     Secret(secret_cmd::SecretArgs),
     /// Talk to an MCP server: list its tools, resources and prompts, or call a tool
@@ -143,6 +146,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Logs(args) => logs_cmd::logs(args).await,
         Command::Export(args) => export_cmd::export(args),
         Command::Proxy(args) => proxy_cmd::proxy(*args).await,
+        Command::Group(args) => group_cmd::group(args),
         Command::Secret(args) => secret_cmd::secret(args),
         Command::Mcp(args) => mcp_cmd::run_with_resolver(args, workload_cmds::resolve_url).await,
         Command::Operator(args) => operator_cmd::operator(args).await,

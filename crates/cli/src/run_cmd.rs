@@ -32,7 +32,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Group the workload belongs to
+    /// Group the workload belongs to (default: `default`); create others with `apiary group create`
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 
@@ -275,6 +275,10 @@ pub async fn run(args: RunArgs, debug: bool) -> anyhow::Result<()> {
     let foreground = args.foreground();
     let mut config = build_config(&args)?;
     let state = StateDir::from_env()?;
+    // `default` always exists; any other group must have been created (ToolHive does the same).
+    if !state.group_exists(&config.group)? {
+        return Err(apiary_runtime::groups::GroupError::NotFound(config.group.clone()).into());
+    }
     if let Some(rec) = state.load_record(&config.name)?
         && rec.is_alive()
     {

@@ -1,5 +1,5 @@
-//! Commands about saved workloads: `list`, `status`, `stop`, `rm`, `start`/`restart`, and the
-//! name → URL lookup `apiary mcp --server NAME` uses.
+//! Commands about saved workloads: `list`, `status`, `stop`, `rm`, `start`/`restart` (by name, or
+//! a whole group with `-g`), and the name → URL lookup `apiary mcp --server NAME` uses.
 
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ pub struct ListArgs {
     /// Also show workloads that are not running
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Only workloads in this group
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -36,11 +39,14 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 pub struct StopArgs {
     /// Workloads to stop
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "group"], conflicts_with_all = ["all", "group"])]
     pub names: Vec<String>,
     /// Stop every running workload
-    #[arg(short = 'a', long)]
+    #[arg(short = 'a', long, conflicts_with = "group")]
     pub all: bool,
+    /// Stop every running workload in this group
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// Seconds to wait for a proxy to stop before it is killed
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
@@ -49,17 +55,24 @@ pub struct StopArgs {
 #[derive(Debug, clap::Args)]
 pub struct RmArgs {
     /// Workloads to remove
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "group"], conflicts_with_all = ["all", "group"])]
     pub names: Vec<String>,
     /// Remove every workload
-    #[arg(short = 'a', long)]
+    #[arg(short = 'a', long, conflicts_with = "group")]
     pub all: bool,
+    /// Remove every workload in this group (the group itself stays; see apiary group rm)
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
     /// Workload to start
-    pub name: String,
+    #[arg(required_unless_present = "group", conflicts_with = "group")]
+    pub name: Option<String>,
+    /// Every workload in this group
+    #[arg(short = 'g', long, value_name = "GROUP", conflicts_with = "foreground")]
+    pub group: Option<String>,
     /// Stay in this terminal and serve until Ctrl-C
     #[arg(short = 'f', long, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_name = "BOOL")]
@@ -75,8 +88,12 @@ impl StartArgs {
 /// `apiary list`.
 pub fn list(args: ListArgs) -> anyhow::Result<()> {
     let state = StateDir::from_env()?;
+    let names = match &args.group {
+        Some(g) => group_members(&state, g)?,
+        None => state.names()?,
+    };
     let mut records = Vec::new();
-    for name in state.names()? {
+    for name in names {
         match state.observed_record(&name) {
             Ok(rec) if args.all || rec.state.is_active() => records.push(rec),
             Ok(_) | Err(StateError::NotFound(_)) => {}
@@ -150,25 +167,47 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 pub fn stop(args: StopArgs) -> anyhow::Result<()> {
     let state = StateDir::from_env()?;
     let timeout = Duration::from_secs(args.timeout);
-    let names = if args.all { running_names(&state)? } else { args.names };
+    let names = match &args.group {
+        Some(g) => {
+            let members = group_members(&state, g)?;
+            running_names(&state)?.into_iter().filter(|n| members.contains(n)).collect()
+        }
+        None if args.all => running_names(&state)?,
+        None => args.names,
+    };
     each(&names, |name| stop_workload(&state, name, timeout))
+}
+
+/// The workloads of an existing group; an unknown group is an error.
+fn group_members(state: &StateDir, group: &str) -> anyhow::Result<Vec<String>> {
+    state.load_group(group)?;
+    Ok(state.workloads_in_group(group)?)
 }
 
 /// `apiary rm`.
 pub fn rm(args: RmArgs) -> anyhow::Result<()> {
     let state = StateDir::from_env()?;
-    let names = if args.all { state.names()? } else { args.names };
-    each(&names, |name| {
+    let names = match &args.group {
+        Some(g) => group_members(&state, g)?,
+        None if args.all => state.names()?,
+        None => args.names,
+    };
+    remove_workloads(&state, &names)
+}
+
+/// Stops and deletes each workload (carrying on past failures; the first one is returned).
+pub fn remove_workloads(state: &StateDir, names: &[String]) -> anyhow::Result<()> {
+    each(names, |name| {
         if state.load_record(name)?.is_none() && !state.has_config(name)? {
             return Err(StateError::NotFound(name.to_owned()).into());
         }
         let kube = state.load_record(name)?.and_then(|r| r.kubernetes);
-        stop_workload(&state, name, Duration::from_secs(30))?;
+        stop_workload(state, name, Duration::from_secs(30))?;
         if let Some(k) = &kube {
             on_cluster(delete(k)).with_context(|| format!("deleting StatefulSet {}/{}", k.namespace, k.statefulset))?;
         }
         state.remove(name)?;
-        crate::remote_login::remove(&state, name)?;
+        crate::remote_login::remove(state, name)?;
         Ok(())
     })
 }
@@ -283,8 +322,37 @@ fn sweep(children: &[ProcRef]) {
 /// `apiary start` / `apiary restart`.
 pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Result<()> {
     let state = StateDir::from_env()?;
-    let mut config = state.load_config(&args.name)?;
-    let previous = state.load_record(&args.name)?;
+    let foreground = args.foreground();
+    let names = match (&args.group, args.name) {
+        (Some(g), _) => group_members(&state, g)?,
+        (None, Some(name)) => vec![name],
+        (None, None) => bail!("give a workload name or -g GROUP"),
+    };
+    let mut first: Option<anyhow::Error> = None;
+    for name in &names {
+        match start_one(&state, name, restart, foreground, debug).await {
+            // With -g several URLs print, so each says whose it is.
+            Ok(Some(url)) if args.group.is_some() => output::emit_line(&format!("{name} {url}")),
+            Ok(Some(url)) => output::emit_line(&url),
+            Ok(None) => {}
+            Err(e) if first.is_some() => eprintln!("error: {name}: {e:#}"),
+            Err(e) if args.group.is_some() => first = Some(e.context(name.clone())),
+            Err(e) => first = Some(e),
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Starts (or restarts) one workload; returns the URL to print, if any.
+async fn start_one(
+    state: &StateDir,
+    name: &str,
+    restart: bool,
+    foreground: bool,
+    debug: bool,
+) -> anyhow::Result<Option<String>> {
+    let mut config = state.load_config(name)?;
+    let previous = state.load_record(name)?;
     // A workload that ran in a cluster starts there again, whatever this shell's environment says.
     let runtime = if previous.as_ref().is_some_and(|r| r.kubernetes.is_some()) {
         crate::k8s_runtime::RuntimeKind::Kubernetes
@@ -295,12 +363,9 @@ pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Resul
         && rec.is_alive()
     {
         if !restart {
-            if let Some(url) = rec.url {
-                output::emit_line(&url);
-            }
-            return Ok(());
+            return Ok(rec.url);
         }
-        stop_workload(&state, &args.name, Duration::from_secs(30))?;
+        stop_workload(state, name, Duration::from_secs(30))?;
     }
     let before = (config.proxy.port, config.target_port);
     run_cmd::resolve_ports(&mut config)?;
@@ -308,14 +373,13 @@ pub async fn start(args: StartArgs, restart: bool, debug: bool) -> anyhow::Resul
         state.save_config(&config)?;
     }
     // A saved remote login is resumed; an expired one is done again here, in the terminal.
-    let session = crate::remote_login::session_path(&state, &args.name)?;
+    let session = crate::remote_login::session_path(state, name)?;
     crate::remote_login::ensure(&config, &session, crate::remote_login::Login::Resume, None).await?;
-    if args.foreground() {
-        serve::serve_foreground_in(&state, &args.name, runtime, None).await
+    if foreground {
+        serve::serve_foreground_in(state, name, runtime, None).await?;
+        Ok(None)
     } else {
-        let url = detach::start_in(&state, &args.name, debug, runtime, None).await?;
-        output::emit_line(&url);
-        Ok(())
+        Ok(Some(detach::start_in(state, name, debug, runtime, None).await?))
     }
 }
 

@@ -128,6 +128,8 @@ fn a_crashed_server_shows_restarts_and_the_last_exit_reason() {
 #[test]
 fn export_and_run_from_config_reproduce_the_workload() {
     let apiary = Apiary::new();
+    // A group other than `default` must exist before a workload joins it.
+    apiary.run(&["group", "create", "team"]).ok();
     let url = apiary
         .run(&["run", "--name", "x", "--group", "team", "-e", "GREETING=hello", "--", &server(), "--stdio"])
         .ok()

@@ -13,6 +13,7 @@
 //!   image as a StatefulSet and attaches to its pod's stdio.
 
 pub mod clock;
+pub mod groups;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod log;

@@ -7,6 +7,7 @@
 //! workloads/<name>.lock    held (flock) by the process serving the workload
 //! logs/<name>.log          the server's stderr            (capped, one rotated `.1` kept)
 //! logs/<name>.proxy.log    the proxy's own log            (capped, one rotated `.1` kept)
+//! groups/<name>.json       a workload group (see `groups`; `default` has no file)
 //! ```
 //!
 //! Every file is written to a temporary file in the same directory and renamed into place, so a
