@@ -8,10 +8,12 @@
 //!   `apiary run --secret`.
 //! - [`log`]: size-capped log files that rotate.
 //! - [`pid`]: liveness checks and signals for process ids found in state files.
+//! - [`clients`]: MCP clients' config files that `apiary client` keeps in sync with workloads.
 //! - [`clock`]: wall-clock timestamps for records.
 //! - `kubernetes` (feature `kubernetes`): a [`Launch`](apiary_transport::launch::Launch) that runs an
 //!   image as a StatefulSet and attaches to its pod's stdio.
 
+pub mod clients;
 pub mod clock;
 pub mod groups;
 #[cfg(feature = "kubernetes")]

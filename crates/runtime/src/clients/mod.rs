@@ -1,0 +1,115 @@
+//! MCP clients Apiary keeps configured (`apiary client …`, ToolHive's `thv client`): which
+//! clients exist and where their config lives ([`table`]), byte-preserving edits of one entry in
+//! a client's JSON file ([`edit`]), and which clients are registered, remembered in
+//! `clients.json` under the state directory (this module).
+
+pub mod edit;
+pub mod table;
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{StateDir, StateError, write_atomic};
+
+/// Largest `clients.json` read back.
+const MAX_CLIENTS_BYTES: u64 = 256 * 1024;
+
+/// One registered client and the groups whose workloads it gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Client id from [`table::CLIENTS`].
+    pub client: String,
+    /// Groups whose workloads are written into the client's config.
+    pub groups: Vec<String>,
+}
+
+impl Registration {
+    /// Whether workloads of `group` belong in this client's config.
+    pub fn wants(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ClientsFile {
+    #[serde(default)]
+    clients: Vec<Registration>,
+}
+
+impl StateDir {
+    fn clients_path(&self) -> PathBuf {
+        self.root().join("clients.json")
+    }
+
+    /// Registered clients, in registration order.
+    pub fn registered_clients(&self) -> Result<Vec<Registration>, StateError> {
+        let path = self.clients_path();
+        let io_err = |source| StateError::Io { path: path.clone(), source };
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut text = Vec::new();
+        file.take(MAX_CLIENTS_BYTES).read_to_end(&mut text).map_err(io_err)?;
+        let parsed: ClientsFile = serde_json::from_slice(&text)
+            .map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        Ok(parsed.clients)
+    }
+
+    /// Registers `client` for `groups` (replacing an earlier registration of it).
+    pub fn register_client(&self, client: &str, groups: &[String]) -> Result<(), StateError> {
+        let mut all = self.registered_clients()?;
+        let reg = Registration { client: client.to_owned(), groups: groups.to_vec() };
+        match all.iter_mut().find(|r| r.client == client) {
+            Some(r) => *r = reg,
+            None => all.push(reg),
+        }
+        self.save_clients(all)
+    }
+
+    /// Forgets `client`; returns whether it was registered.
+    pub fn unregister_client(&self, client: &str) -> Result<bool, StateError> {
+        let mut all = self.registered_clients()?;
+        let before = all.len();
+        all.retain(|r| r.client != client);
+        if all.len() == before {
+            return Ok(false);
+        }
+        self.save_clients(all)?;
+        Ok(true)
+    }
+
+    fn save_clients(&self, clients: Vec<Registration>) -> Result<(), StateError> {
+        self.ensure()?;
+        let path = self.clients_path();
+        let mut bytes = serde_json::to_vec_pretty(&ClientsFile { clients })
+            .map_err(|e| StateError::Io { path: path.clone(), source: io::Error::other(e) })?;
+        bytes.push(b'\n');
+        write_atomic(&path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn registrations_are_remembered_replaced_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("state"));
+        assert!(state.registered_clients().unwrap().is_empty());
+        state.register_client("cursor", &["default".into()]).unwrap();
+        state.register_client("vscode", &["team".into()]).unwrap();
+        state.register_client("cursor", &["default".into(), "lab".into()]).unwrap();
+        let all = state.registered_clients().unwrap();
+        assert_eq!(all.iter().map(|r| r.client.as_str()).collect::<Vec<_>>(), ["cursor", "vscode"]);
+        assert!(all[0].wants("lab") && !all[1].wants("default"));
+        assert!(state.unregister_client("cursor").unwrap());
+        assert!(!state.unregister_client("cursor").unwrap());
+        assert_eq!(state.registered_clients().unwrap().len(), 1);
+    }
+}
