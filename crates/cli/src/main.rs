@@ -3,6 +3,7 @@
 //! Every subcommand lives in its own module; this file only declares the command tree, sets up
 //! logging, and turns an error into one line on stderr with a non-zero exit.
 
+mod client_cmd;
 mod detach;
 mod envfile;
 mod export_cmd;
@@ -70,6 +71,8 @@ enum Command {
     Proxy(Box<proxy_cmd::ProxyArgs>),
     /// Manage groups of workloads (apiary run --group G; list/stop/rm/start/restart -g G)
     Group(group_cmd::GroupArgs),
+    /// Configure MCP clients (Claude Code, Cursor, VS Code, …) with workloads' URLs
+    Client(client_cmd::ClientArgs),
     /// Manage secrets for servers (apiary run --secret NAME,target=ENV): setup, set, get, list, delete
     Secret(secret_cmd::SecretArgs),
     /// Talk to an MCP server: list its tools, resources and prompts, or call a tool
@@ -147,6 +150,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Export(args) => export_cmd::export(args),
         Command::Proxy(args) => proxy_cmd::proxy(*args).await,
         Command::Group(args) => group_cmd::group(args),
+        Command::Client(args) => client_cmd::client(args),
         Command::Secret(args) => secret_cmd::secret(args),
         Command::Mcp(args) => mcp_cmd::run_with_resolver(args, workload_cmds::resolve_url).await,
         Command::Operator(args) => operator_cmd::operator(args).await,

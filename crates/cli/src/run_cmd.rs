@@ -303,6 +303,7 @@ pub async fn run(args: RunArgs, debug: bool) -> anyhow::Result<()> {
         serve::serve_foreground_in(&state, &config.name, runtime, secret).await
     } else {
         let url = detach::start_in(&state, &config.name, debug, runtime, secret).await?;
+        crate::client_cmd::workload_started(&state, &config.name, &config.group, &url);
         crate::output::emit_line(&url);
         Ok(())
     }

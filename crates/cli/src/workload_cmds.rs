@@ -207,6 +207,7 @@ pub fn remove_workloads(state: &StateDir, names: &[String]) -> anyhow::Result<()
             on_cluster(delete(k)).with_context(|| format!("deleting StatefulSet {}/{}", k.namespace, k.statefulset))?;
         }
         state.remove(name)?;
+        crate::client_cmd::workload_removed(state, name);
         crate::remote_login::remove(state, name)?;
         Ok(())
     })
