@@ -163,6 +163,7 @@ fn register(state: &StateDir, home: &std::path::Path, spec: &ClientSpec, groups:
             return Err(apiary_runtime::groups::GroupError::NotFound(g.clone()).into());
         }
     }
+    let _lock = state.lock_clients()?;
     let path = spec.config_path(home);
     let workloads = running_in(state, groups)?;
     // Written before the registration is saved: a config Apiary cannot edit registers nothing.
@@ -182,13 +183,15 @@ fn register(state: &StateDir, home: &std::path::Path, spec: &ClientSpec, groups:
 }
 
 fn remove(state: &StateDir, home: &std::path::Path, spec: &ClientSpec) -> anyhow::Result<()> {
+    let _lock = state.lock_clients()?;
     if !state.registered_clients()?.iter().any(|r| r.client == spec.id) {
         bail!("client {} is not registered (see: apiary client list-registered-clients)", spec.id);
     }
     let path = spec.config_path(home);
     let mut removed = 0;
     for name in state.names()? {
-        if edit::remove(&path, spec.key, &name)? == Outcome::Changed {
+        let url = state.load_record(&name)?.and_then(|r| r.url);
+        if edit::remove(&path, spec.key, &name, url.as_deref())? == Outcome::Changed {
             removed += 1;
         }
     }
@@ -224,10 +227,11 @@ pub fn workload_started(state: &StateDir, name: &str, group: &str, url: &str) {
     });
 }
 
-/// Takes a removed workload out of every registered client. A failure warns.
-pub fn workload_removed(state: &StateDir, name: &str) {
+/// Takes a removed workload out of every registered client (only entries pointing at its `url`,
+/// when known). A failure warns.
+pub fn workload_removed(state: &StateDir, name: &str, url: Option<&str>) {
     each_registered(state, |spec, home, _| {
-        edit::remove(&spec.config_path(home), spec.key, name)?;
+        edit::remove(&spec.config_path(home), spec.key, name, url)?;
         Ok(())
     });
 }
@@ -236,6 +240,17 @@ fn each_registered(
     state: &StateDir,
     mut f: impl FnMut(&ClientSpec, &std::path::Path, &apiary_runtime::clients::Registration) -> anyhow::Result<()>,
 ) {
+    // Most installations register no client: look before taking (and creating) the lock.
+    if state.registered_clients().is_ok_and(|r| r.is_empty()) {
+        return;
+    }
+    let _lock = match state.lock_clients() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("warning: not updating MCP clients: {e}");
+            return;
+        }
+    };
     let registered = match state.registered_clients() {
         Ok(r) if r.is_empty() => return,
         Ok(r) => r,

@@ -201,13 +201,16 @@ pub fn remove_workloads(state: &StateDir, names: &[String]) -> anyhow::Result<()
         if state.load_record(name)?.is_none() && !state.has_config(name)? {
             return Err(StateError::NotFound(name.to_owned()).into());
         }
-        let kube = state.load_record(name)?.and_then(|r| r.kubernetes);
+        let record = state.load_record(name)?;
+        // The URL identifies the workload's entries in MCP clients' configs.
+        let url = record.as_ref().and_then(|r| r.url.clone());
+        let kube = record.and_then(|r| r.kubernetes);
         stop_workload(state, name, Duration::from_secs(30))?;
         if let Some(k) = &kube {
             on_cluster(delete(k)).with_context(|| format!("deleting StatefulSet {}/{}", k.namespace, k.statefulset))?;
         }
         state.remove(name)?;
-        crate::client_cmd::workload_removed(state, name);
+        crate::client_cmd::workload_removed(state, name, url.as_deref());
         crate::remote_login::remove(state, name)?;
         Ok(())
     })

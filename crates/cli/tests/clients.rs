@@ -142,7 +142,11 @@ fn registered_clients_follow_run_and_rm_and_never_get_secrets() {
     env.run(&["rm", "w"]).ok();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
     assert_eq!(json(&claude), serde_json::json!({"mcpServers": {}}));
+    // An entry the user wrote under a workload's name but for another URL is not Apiary's.
+    let mine = "{\"mcpServers\": {\"other\": {\"url\": \"http://example.invalid/other\"}}}";
+    std::fs::write(&path, mine).unwrap();
     env.run(&["rm", "other"]).ok();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), mine);
     assert!(env.apiary.wait_no_processes().is_empty());
 }
 

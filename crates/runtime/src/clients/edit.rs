@@ -143,6 +143,17 @@ fn same_entry(text: &[u8], servers_key: &str, name: &str, entry: &str) -> bool {
     old.is_some() && old == serde_json::from_str::<serde_json::Value>(entry).ok()
 }
 
+/// Whether entry `name` holds `url` as one of its string members.
+fn points_at(text: &[u8], servers_key: &str, name: &str, url: &str) -> bool {
+    let Ok(Some(at)) = splice::find_path(text, 0..text.len(), &[servers_key, name]) else {
+        return false;
+    };
+    match text.get(at).and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
+        Some(serde_json::Value::Object(members)) => members.values().any(|v| v.as_str() == Some(url)),
+        _ => false,
+    }
+}
+
 /// The file to write: a symlinked config (dotfile managers) is edited where it points.
 fn target(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
@@ -178,12 +189,18 @@ pub fn upsert(path: &Path, servers_key: &str, name: &str, entry: &str) -> Result
 }
 
 /// Removes entry `name` from `servers_key` in the config at `path`; a missing file or entry is
-/// [`Outcome::Unchanged`].
-pub fn remove(path: &Path, servers_key: &str, name: &str) -> Result<Outcome, EditError> {
+/// [`Outcome::Unchanged`]. With `url`, only an entry that points at that URL is Apiary's and
+/// removed; an entry of the same name the user wrote for something else stays.
+pub fn remove(path: &Path, servers_key: &str, name: &str, url: Option<&str>) -> Result<Outcome, EditError> {
     let path = target(path);
     let Some(text) = read(&path)? else {
         return Ok(Outcome::Unchanged);
     };
+    if let Some(url) = url
+        && !points_at(&text, servers_key, name, url)
+    {
+        return Ok(Outcome::Unchanged);
+    }
     let new = remove_entry(&text, servers_key, name).map_err(|source| EditError::Splice {
         path: path.clone(),
         key: servers_key.to_owned(),
@@ -275,14 +292,15 @@ mod tests {
         std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
         upsert(&kept, "servers", "w", ENTRY).unwrap();
         assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o640);
-        assert_eq!(remove(&kept, "servers", "w").unwrap(), Outcome::Changed);
+        assert_eq!(remove(&kept, "servers", "w", Some("http://other/mcp")).unwrap(), Outcome::Unchanged);
+        assert_eq!(remove(&kept, "servers", "w", Some("http://127.0.0.1:1/mcp")).unwrap(), Outcome::Changed);
         assert_eq!(std::fs::read_to_string(&kept).unwrap(), "{\"servers\":{}}");
 
         let bad = dir.path().join("bad.json");
         let text = "{ // comment\n \"servers\": {} }";
         std::fs::write(&bad, text).unwrap();
         assert!(matches!(upsert(&bad, "servers", "w", ENTRY), Err(EditError::NotJson { .. })));
-        assert!(matches!(remove(&bad, "servers", "w"), Err(EditError::NotJson { .. })));
+        assert!(matches!(remove(&bad, "servers", "w", None), Err(EditError::NotJson { .. })));
         assert_eq!(std::fs::read_to_string(&bad).unwrap(), text);
         std::fs::write(&bad, "[1]").unwrap();
         assert!(matches!(upsert(&bad, "servers", "w", ENTRY), Err(EditError::NotJson { .. })));

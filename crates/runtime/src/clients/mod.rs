@@ -38,7 +38,46 @@ struct ClientsFile {
     clients: Vec<Registration>,
 }
 
+/// How long an edit waits for another apiary process editing client configs.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Held while client configs and `clients.json` are read and rewritten, so that two apiary
+/// processes (two `run`s) do not lose each other's entries.
+#[derive(Debug)]
+pub struct ClientsLock {
+    _file: std::fs::File,
+}
+
 impl StateDir {
+    /// Takes the client-config lock, waiting up to 10 s for another process.
+    pub fn lock_clients(&self) -> Result<ClientsLock, StateError> {
+        use rustix::fs::{FlockOperation, flock};
+        use std::os::unix::fs::OpenOptionsExt;
+        self.ensure()?;
+        let path = self.root().join("clients.lock");
+        let io_err = |source| StateError::Io { path: path.clone(), source };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err)?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(ClientsLock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(io_err(io::Error::other("another apiary process holds it")));
+                }
+                Err(e) => return Err(io_err(e.into())),
+            }
+        }
+    }
+
     fn clients_path(&self) -> PathBuf {
         self.root().join("clients.json")
     }
@@ -111,5 +150,8 @@ mod tests {
         assert!(state.unregister_client("cursor").unwrap());
         assert!(!state.unregister_client("cursor").unwrap());
         assert_eq!(state.registered_clients().unwrap().len(), 1);
+        let held = state.lock_clients().unwrap();
+        drop(held);
+        state.lock_clients().unwrap();
     }
 }
