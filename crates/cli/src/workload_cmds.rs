@@ -383,7 +383,10 @@ async fn start_one(
         serve::serve_foreground_in(state, name, runtime, None).await?;
         Ok(None)
     } else {
-        Ok(Some(detach::start_in(state, name, debug, runtime, None).await?))
+        let url = detach::start_in(state, name, debug, runtime, None).await?;
+        // A port chosen afresh, or a client registered while the workload was stopped.
+        crate::client_cmd::workload_started(state, name, &config.group, &url);
+        Ok(Some(url))
     }
 }
 

@@ -197,3 +197,20 @@ fn setup_registers_installed_clients_and_status_shows_them() {
     let err = env.run(&["client", "remove", "vscode"]).failed().to_owned();
     assert!(err.contains("not registered"), "{err}");
 }
+
+#[test]
+fn a_client_registered_while_a_workload_is_stopped_gets_it_on_start() {
+    let env = Env::new();
+    env.run(&["run", "--name", "w", "--", &server(), "--stdio"]).ok();
+    env.run(&["stop", "w"]).ok();
+    std::fs::create_dir_all(env.home.join(".cursor")).unwrap();
+    let out = env.run(&["client", "register", "cursor"]);
+    assert!(out.ok().stdout.contains("0 running workload(s)"), "{}", out.stdout);
+    let path = env.home.join(".cursor/mcp.json");
+    assert!(!path.exists(), "nothing to write while stopped");
+    let url = env.run(&["start", "w"]).ok().stdout.trim().to_owned();
+    assert_eq!(json(&path), serde_json::json!({"mcpServers": {"w": {"url": url}}}));
+    env.run(&["client", "remove", "cursor"]).ok();
+    assert_eq!(json(&path), serde_json::json!({"mcpServers": {}}));
+    env.run(&["rm", "w"]).ok();
+}
