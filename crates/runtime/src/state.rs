@@ -446,16 +446,9 @@ impl StateDir {
     /// Takes the workload's lock, held until the returned guard is dropped (or the process
     /// ends, however it ends). Fails with [`StateError::Locked`] when another process holds it.
     pub fn lock(&self, name: &str) -> Result<WorkloadLock, StateError> {
-        use std::os::unix::fs::OpenOptionsExt;
         self.ensure()?;
         let path = self.lock_path(name)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = open_lock_file(&path)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(WorkloadLock { _file: file }),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(StateError::Locked(name.to_owned())),
@@ -512,6 +505,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
     Ok(())
+}
+
+/// Opens (creating, mode 0600) the file a lock is taken on; its content is never used.
+pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File, StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path).map_err(io_err(path))
 }
 
 #[cfg(test)]

@@ -52,17 +52,10 @@ impl StateDir {
     /// Takes the client-config lock, waiting up to 10 s for another process.
     pub fn lock_clients(&self) -> Result<ClientsLock, StateError> {
         use rustix::fs::{FlockOperation, flock};
-        use std::os::unix::fs::OpenOptionsExt;
         self.ensure()?;
         let path = self.root().join("clients.lock");
+        let file = crate::state::open_lock_file(&path)?;
         let io_err = |source| StateError::Io { path: path.clone(), source };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err)?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
