@@ -11,7 +11,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use super::apply::{Children, McpAccount};
 use super::features::Unapplied;
 use super::labels::{config_labels, mcp_service_account_name, proxy_labels, proxy_service_name, runner_name};
-use super::policy::{ConfigHashes, PolicyError, Referenced, Referencing, Resolved, resolve};
+use super::policy::{ConfigHashes, PolicyError, PolicyRefs, Referenced, Referencing, Resolved, resolve};
 pub use super::workload::sha256_hex;
 use super::workload::{Parent, ProxyPod, policy_rule};
 use crate::crd::mcpserver::{MCPServer, MCPServerSpec, ProxyMode, ServerTransport};
@@ -109,14 +109,8 @@ pub fn desired(server: &MCPServer, settings: &Settings, found: &Referenced) -> R
     let mut unapplied = unapplied(&spec);
 
     let mut run_config = run_config(&name, &spec, settings)?;
-    let (resolved, refused) = split(resolve(&server.policy_refs(), found, &name));
-    let refused = refused.or_else(|| transport_refusal(&run_config, &resolved));
-    let Resolved { policy, telemetry, metrics_port, env: secret_env, hashes, ignored } =
-        if refused.is_some() { Resolved::default() } else { resolved };
-    run_config.policy = policy;
-    if let Some(t) = telemetry {
-        run_config.telemetry = t;
-    }
+    let (Resolved { metrics_port, env: secret_env, hashes, ignored, .. }, refused) =
+        apply_policy(&mut run_config, &server.policy_refs(), found, &name);
     unapplied.ignored.extend(ignored);
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
@@ -173,12 +167,26 @@ pub fn desired(server: &MCPServer, settings: &Settings, found: &Referenced) -> R
     })
 }
 
-/// A resolved policy, or the empty one and why not.
-pub fn split(result: Result<Resolved, PolicyError>) -> (Resolved, Option<PolicyError>) {
-    match result {
+/// Resolves the protection references of a parent and writes the policy and telemetry into its
+/// `run_config`; when a reference or the transport refuses, nothing is written. Returns the rest
+/// of the resolution (runner env, metrics port, hashes, ignored parts) and why it was refused.
+pub fn apply_policy(
+    run_config: &mut RunConfig,
+    refs: &PolicyRefs<'_>,
+    found: &Referenced,
+    parent: &str,
+) -> (Resolved, Option<PolicyError>) {
+    let (resolved, refused) = match resolve(refs, found, parent) {
         Ok(resolved) => (resolved, None),
         Err(e) => (Resolved::default(), Some(e)),
+    };
+    let refused = refused.or_else(|| transport_refusal(run_config, &resolved));
+    let mut resolved = if refused.is_some() { Resolved::default() } else { resolved };
+    run_config.policy = std::mem::take(&mut resolved.policy);
+    if let Some(t) = resolved.telemetry.take() {
+        run_config.telemetry = t;
     }
+    (resolved, refused)
 }
 
 /// What the proxy refuses to start with on this transport, said on the parent instead of a

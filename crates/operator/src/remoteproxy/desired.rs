@@ -17,9 +17,9 @@ use crate::crd::mcpremoteproxy::{MCPRemoteProxy, MCPRemoteProxySpec};
 use crate::normalize::{DEFAULT_PORT, Normalize};
 use crate::reconcile::apply::Children;
 use crate::reconcile::desired::Settings;
-use crate::reconcile::desired::{split, transport_refusal};
+use crate::reconcile::desired::apply_policy;
 use crate::reconcile::features::Unapplied;
-use crate::reconcile::policy::{ConfigHashes, PolicyError, Referenced, Referencing, Resolved, resolve};
+use crate::reconcile::policy::{ConfigHashes, PolicyError, Referenced, Referencing, Resolved};
 use crate::reconcile::workload::{Parent, ProxyPod, policy_rule, sha256_hex};
 
 /// Why no desired state can be computed; reported as `Ready=False` with reason `InvalidSpec`.
@@ -89,14 +89,8 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings, found: &Referenced) 
     let mut unapplied = unapplied(&spec);
 
     let mut run_config = run_config(&name, &spec, settings)?;
-    let (resolved, refused) = split(resolve(&proxy.policy_refs(), found, &name));
-    let refused = refused.or_else(|| transport_refusal(&run_config, &resolved));
-    let Resolved { policy, telemetry, metrics_port, env: secret_env, hashes, ignored } =
-        if refused.is_some() { Resolved::default() } else { resolved };
-    run_config.policy = policy;
-    if let Some(t) = telemetry {
-        run_config.telemetry = t;
-    }
+    let (Resolved { metrics_port, env: secret_env, hashes, ignored, .. }, refused) =
+        apply_policy(&mut run_config, &proxy.policy_refs(), found, &name);
     unapplied.ignored.extend(ignored);
     let text = run_config.to_json_pretty().map_err(|e| DesiredError::RunConfig(e.to_string()))?;
     let checksum = sha256_hex(text.as_bytes());
