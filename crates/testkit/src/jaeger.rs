@@ -9,15 +9,13 @@
 //! that lives as long as the process (the same scheme as `keycloak.rs`), with `timeout 30m` as
 //! the last backstop.
 
+use crate::daemon::{free_port, spawn_from_long_lived_thread, stop_group, which};
 use crate::env;
-use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::Value;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long a start may take until the query API answers (~1 s alone; more under load).
@@ -152,7 +150,7 @@ impl Jaeger {
 
 impl Drop for Jaeger {
     fn drop(&mut self) {
-        stop_group(&mut self.child);
+        stop_group(&mut self.child, STOP_GRACE);
     }
 }
 
@@ -242,52 +240,6 @@ fn encode(v: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn free_port() -> io::Result<u16> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr().map(|a| a.port())
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
-}
-
-/// Spawns `cmd` from a thread that lives as long as the process, so the child's
-/// parent-death signal fires only when the process ends.
-fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
-    type Job = (Command, mpsc::Sender<io::Result<Child>>);
-    static SPAWNER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new().name("jaeger-spawner".to_owned()).spawn(move || {
-            for (mut cmd, reply) in queue {
-                let _ = reply.send(cmd.spawn());
-            }
-        });
-        thread.ok().map(|_| jobs)
-    });
-    let Some(jobs) = spawner else {
-        return Err(io::Error::other("cannot start the jaeger-spawner thread"));
-    };
-    let (reply, answer) = mpsc::channel();
-    jobs.send((cmd, reply)).map_err(|_| io::Error::other("the jaeger-spawner thread is gone"))?;
-    answer.recv().map_err(|_| io::Error::other("the jaeger-spawner thread gave no answer"))?
-}
-
-/// SIGTERM to the group, then SIGKILL after the grace period.
-fn stop_group(child: &mut Child) {
-    let group = Pid::from_child(child);
-    let _ = kill_process_group(group, Signal::TERM);
-    let deadline = Instant::now() + STOP_GRACE;
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = kill_process_group(group, Signal::KILL);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A temporary directory removed on drop (tempfile is only a dev-dependency here).

@@ -19,19 +19,17 @@
 //!
 //! See `docs/oidc-harness.md` for the recipe, the realm and Keycloak's error answers.
 
+use crate::daemon::{free_port, spawn_from_long_lived_thread, stop_group, which};
 use crate::env;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rustix::process::{Pid, Signal, kill_process_group};
 use serde::Deserialize;
 use serde_json::Value;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// The realm imported at every start (test-only secrets).
@@ -360,7 +358,7 @@ impl Keycloak {
 
 impl Drop for Keycloak {
     fn drop(&mut self) {
-        stop_group(&mut self.child);
+        stop_group(&mut self.child, STOP_GRACE);
         let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }
@@ -479,70 +477,6 @@ fn prepare(install: &Install, workdir: &Path) -> Result<(u16, Command), Keycloak
     Ok((port, cmd))
 }
 
-/// Spawns `cmd` from a thread that lives as long as the process, so the child's
-/// parent-death signal fires only when the process ends.
-fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
-    type Job = (Command, mpsc::Sender<io::Result<Child>>);
-    static SPAWNER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new().name("keycloak-spawner".to_owned()).spawn(move || {
-            // The sender sits in a static, so this loop ends only with the process.
-            for (mut cmd, reply) in queue {
-                let _ = reply.send(cmd.spawn());
-            }
-        });
-        thread.ok().map(|_| jobs)
-    });
-    let Some(jobs) = spawner else {
-        return Err(io::Error::other("cannot start the keycloak-spawner thread"));
-    };
-    let (reply, answer) = mpsc::channel();
-    jobs.send((cmd, reply)).map_err(|_| io::Error::other("the keycloak-spawner thread is gone"))?;
-    answer.recv().map_err(|_| io::Error::other("the keycloak-spawner thread gave no answer"))?
-}
-
-/// SIGTERM to the group, then SIGKILL if any member is still alive after the grace period.
-fn stop_group(child: &mut Child) {
-    let group = Pid::from_child(child);
-    let _ = kill_process_group(group, Signal::TERM);
-    let deadline = Instant::now() + STOP_GRACE;
-    let mut reaped = false;
-    while Instant::now() < deadline {
-        reaped = reaped || matches!(child.try_wait(), Ok(Some(_)));
-        if reaped && live_members(group.as_raw_nonzero().get()) == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = kill_process_group(group, Signal::KILL);
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// How many processes of group `pgid` are alive (zombies excluded: in a container nobody may
-/// reap an orphaned `java`).
-fn live_members(pgid: i32) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|entry| entry.file_name().to_str().is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit())))
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .filter(|stat| {
-            // Fields after the command name (which may hold spaces and parens): state, ppid, pgrp.
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-            pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
-        })
-        .count()
-}
-
 /// Removes instance directories whose process no longer exists (killed before its drop ran,
 /// or the shared instance of a finished test binary).
 fn remove_stale(root: &Path) {
@@ -558,18 +492,6 @@ fn remove_stale(root: &Path) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-}
-
-/// A loopback port free at the moment of asking (Keycloak binds it a few seconds later; a
-/// collision shows as a start failure naming the port in the log).
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
-}
-
-/// The first `name` on PATH that is a file.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 /// The last `lines` lines of a file, for error messages.
@@ -712,20 +634,5 @@ mod tests {
         assert!(!dead.exists());
         assert!(mine.exists());
         std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn a_process_group_is_counted_and_stopped() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "sleep 60 & sleep 60; wait"]).process_group(0);
-        let mut child = cmd.spawn().unwrap();
-        let pgid = i32::try_from(child.id()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while live_members(pgid) < 3 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(live_members(pgid), 3);
-        stop_group(&mut child);
-        assert_eq!(live_members(pgid), 0);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod binaries;
 pub mod conformance;
+mod daemon;
 pub mod env;
 pub mod http_fixture;
 pub mod issuer;
