@@ -83,10 +83,37 @@ fn export_writes_the_saved_run_config() {
     assert_eq!(RunConfig::from_path(&path).unwrap(), config);
     assert!(std::fs::read_to_string(&path).unwrap().contains("schemaVersion: v1"));
 
+    // A package has no image a cluster could pull: refused with the reason.
     let out = apiary.run(&["export", "t", "--format", "k8s"]);
-    assert!(out.failed().contains("not supported yet"), "{}", out.stderr);
+    assert!(out.failed().contains("package source, which has no container image"), "{}", out.stderr);
     let out = apiary.run(&["export", "nope"]);
     assert!(out.failed().contains("no workload named \"nope\""), "{}", out.stderr);
+}
+
+#[test]
+fn export_k8s_writes_the_manifests_of_an_image_workload() {
+    let apiary = Apiary::new();
+    let mut config = RunConfig::builder("fetch", Source::image("ghcr.io/stackloklabs/gofetch/server:latest"))
+        .args(["--verbose"])
+        .build()
+        .unwrap();
+    config.secrets.push(apiary_config::SecretRef { name: "API_KEY".into(), target: "KEY".into() });
+    config.policy.tools.filter = vec!["fetch".into()];
+    apiary.state().save_config(&config).unwrap();
+
+    let out = apiary.run(&["export", "fetch", "--format", "k8s"]);
+    let yaml = out.ok().stdout.clone();
+    let kinds: Vec<&str> = yaml.lines().filter_map(|l| l.strip_prefix("kind: ")).collect();
+    assert_eq!(kinds, ["MCPToolConfig", "MCPServer"], "{yaml}");
+    assert_eq!(yaml.matches("---\n").count(), 1, "{yaml}");
+    assert!(yaml.contains("image: ghcr.io/stackloklabs/gofetch/server:latest"), "{yaml}");
+    assert!(yaml.contains("toolConfigRef:"), "{yaml}");
+    // The Secret to create is said on stderr, never the value.
+    assert!(out.stderr.contains("create Secret api-key"), "{}", out.stderr);
+
+    let path = apiary.scratch().join("fetch.yaml");
+    apiary.run(&["export", "fetch", "--format", "k8s", path.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), yaml);
 }
 
 #[test]

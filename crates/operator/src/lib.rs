@@ -7,6 +7,7 @@
 #[allow(clippy::duplicated_attributes)]
 pub mod crd;
 pub mod entry;
+pub mod export;
 pub mod extauth;
 pub mod group;
 pub mod manager;

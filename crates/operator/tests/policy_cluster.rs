@@ -376,6 +376,59 @@ async fn outgoing(client: Client, ns: String, _metrics: Arc<Metrics>) {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_manifests_run_on_a_real_cluster() {
+    gated(in_scratch_namespace_with(RUNNER_IMAGE, "apiary-export", both_controllers, exported)).await;
+}
+
+/// `apiary export --format k8s` of a local HTTP image workload with a Cedar document, a tool
+/// filter and audit: the operator accepts the manifests as they are (MCPServer Running) and the
+/// proxy it starts is given the local workload's policy.
+async fn exported(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    use apiary_config::{RunConfig, Source, Transport};
+    use apiary_operator::export::{ServerObject, export};
+
+    let mut local = RunConfig::builder("exported", Source::image(FIXTURE_IMAGE))
+        .transport(Transport::StreamableHttp)
+        .target_port(8080)
+        .build()
+        .unwrap();
+    local.policy.authz = Some(json!({
+        "version": "1.0", "type": "cedarv1",
+        "cedar": {"policies": ["permit(principal, action, resource);"], "entities_json": "[]"}
+    }));
+    local.policy.tools.filter = vec!["echo".into()];
+    local.policy.audit = Some(json!({}));
+    let manifests = export(&local).unwrap();
+    // Applied as `kubectl apply -n NS -f` would: the YAML stream, each document in turn.
+    let yaml = manifests.to_yaml().unwrap();
+    for doc in yaml.split("---\n") {
+        let value: Value = serde_saphyr::from_str(doc).unwrap();
+        match value["kind"].as_str().unwrap() {
+            "ConfigMap" => create::<ConfigMap>(&client, &ns, value).await,
+            "MCPToolConfig" => create::<MCPToolConfig>(&client, &ns, value).await,
+            "MCPServer" => create::<MCPServer>(&client, &ns, value).await,
+            other => panic!("unexpected kind {other} in\n{yaml}"),
+        }
+    }
+    assert!(matches!(manifests.server, ServerObject::Server(_)));
+
+    let servers: Api<MCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("exported MCPServer Running", || async {
+        let s = servers.get("exported").await.ok()?.status?;
+        (s.phase == Some(MCPServerPhase::Running)).then_some(())
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let cm = cms.get("exported-runconfig").await.unwrap();
+    let text = cm.data.unwrap().into_values().next().unwrap();
+    let cluster = RunConfig::from_json_str(&text).unwrap();
+    assert_eq!(cluster.policy.authz, local.policy.authz);
+    assert_eq!(cluster.policy.tools, local.policy.tools);
+    assert!(cluster.policy.audit.is_some());
+    assert_eq!(cluster.source, local.source);
+}
+
 /// The checks every protected proxy must pass.
 async fn enforced(forward: &PortForward, token: &str, what: &str) {
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
