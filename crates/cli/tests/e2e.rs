@@ -94,6 +94,77 @@ fn run_prints_a_serving_url_and_stop_start_rm_leave_no_process() {
     assert!(!apiary.state().proxy_log_path("t").unwrap().exists());
 }
 
+/// The host pids of every process descended from `root`.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Field 4, after the parenthesised command name (which may hold spaces).
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// SIGKILL of the detached proxy (no chance to clean up): its server goes with it, `list` and
+/// `status` say what happened, and `restart` brings the workload back on its URL. Once with the
+/// default sandbox and once with a plain child, whose death rides on the same parent-death signal.
+#[test]
+fn a_killed_proxy_leaves_no_orphan_and_restart_brings_it_back() {
+    let apiary = Apiary::new();
+    for (name, isolation) in [("k", "sandbox"), ("p", "none")] {
+        let url = apiary
+            .run(&["run", "--name", name, "--isolation", isolation, "--", &server(), "--stdio"])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned();
+        let proxy_pid = status_json(&apiary, name)["proxy"]["pid"].as_u64().unwrap().to_string();
+        // Every process under the proxy (the sandbox helper, the server), by host pid.
+        let tree = descendants(proxy_pid.parse().unwrap());
+        assert!(!tree.is_empty(), "{isolation}: the proxy has no child");
+
+        let killed = std::process::Command::new("kill").args(["-9", &proxy_pid]).status().unwrap();
+        assert!(killed.success());
+        // Nothing of this workload survives its proxy: no orphaned server, no sandbox helper.
+        assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new(), "{isolation}: orphans after SIGKILL of the proxy");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let alive = || {
+            tree.iter().copied().filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()).collect::<Vec<_>>()
+        };
+        while !alive().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(alive(), Vec::<u32>::new(), "{isolation}: orphaned after SIGKILL of the proxy");
+
+        let st = status_json(&apiary, name);
+        assert_eq!(st["state"], "error", "{st}");
+        let text = apiary.run(&["status", name]);
+        assert!(text.ok().stdout.contains("gone without having stopped cleanly"), "{}", text.stdout);
+        let row = apiary.run(&["ls", "--all"]).ok().stdout.clone();
+        assert!(row.lines().any(|l| l.starts_with(&format!("{name} ")) && l.contains("error")), "{row}");
+
+        assert_eq!(apiary.run(&["restart", name]).ok().stdout.trim(), url);
+        assert_eq!(status_json(&apiary, name)["state"], "running");
+        let out = apiary.run(&["mcp", "call", "echo", "--server", name, "--args", r#"{"text":"back"}"#]);
+        assert_eq!(out.ok().stdout.trim(), "back");
+        apiary.run(&["rm", name]).ok();
+        assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+    }
+}
+
 #[test]
 fn a_crashed_server_shows_restarts_and_the_last_exit_reason() {
     let apiary = Apiary::new();
