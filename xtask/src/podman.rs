@@ -130,8 +130,13 @@ pub fn up() -> Result<Vec<(&'static str, String)>> {
     // Its own process group (and session), so `down` can stop `timeout` and podman together
     // and a Ctrl-C in the test terminal does not.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().context("starting `podman system service`")?;
+    let mut child = cmd.spawn().context("starting `podman system service`")?;
     std::fs::write(w.join("service.pid"), child.id().to_string())?;
+    // Reaped when it ends, so that `down` in this same process (cargo xtask test) sees its
+    // process group gone rather than a zombie leader.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
     let started = Instant::now();
     while !ping(&sock) {
         if started.elapsed() > READY_LIMIT {
@@ -264,9 +269,8 @@ fn clean_netavark() {
         for rule in rules.lines().filter(|r| r.starts_with("-A ") && r.contains("-j NETAVARK")) {
             let chain = rule.split_whitespace().nth(1).unwrap_or_default();
             if matches!(chain, "INPUT" | "FORWARD" | "OUTPUT" | "PREROUTING" | "POSTROUTING") {
-                let mut args: Vec<&str> = vec!["-t", table, "-D"];
-                args.extend(rule.split_whitespace().skip(1));
-                let _ = Command::new("iptables").args(&args).output();
+                let words = shell_words(rule);
+                let _ = Command::new("iptables").args(["-t", table, "-D"]).args(words.iter().skip(1)).output();
             }
         }
         let chains: Vec<&str> =
@@ -280,6 +284,36 @@ fn clean_netavark() {
     let _ = Command::new("ip").args(["link", "del", "podman0"]).stderr(Stdio::null()).output();
 }
 
+/// The words of an `iptables -S` line, double-quoted ones (comments) kept whole.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
 fn remove_cgroup_tree(dir: &Path) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -287,4 +321,19 @@ fn remove_cgroup_tree(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iptables_lines_split_with_quoted_comments_whole() {
+        let words =
+            shell_words(r#"-A FORWARD -m comment --comment "netavark firewall plugin rules" -j NETAVARK_FORWARD"#);
+        assert_eq!(
+            words,
+            ["-A", "FORWARD", "-m", "comment", "--comment", "netavark firewall plugin rules", "-j", "NETAVARK_FORWARD"]
+        );
+    }
 }

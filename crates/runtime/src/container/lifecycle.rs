@@ -37,6 +37,10 @@ const LIFETIME_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Most containers of one workload listed for removal at once.
 const LIST_LIMIT: i32 = 1000;
 
+/// Times a container list that cannot be decoded is asked again, and the pause between.
+const LIST_ATTEMPTS: u32 = 40;
+const LIST_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 /// Finds the image locally, or pulls it within `limit`. A missing image is pulled rather than
 /// refused, as `docker run` does; a local one is never pulled again.
 pub async fn ensure_image(docker: &Docker, image: &str, limit: Duration) -> Result<(), ContainerError> {
@@ -241,10 +245,24 @@ pub async fn remove_workload_containers(docker: &Docker, workload: &str) -> Resu
         filters: Some(filters),
         ..ListContainersOptions::default()
     };
-    let found = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|source| ContainerError::Api { what: format!("list the containers of {workload}"), source })?;
+    let mut attempt = 0;
+    let found = loop {
+        attempt += 1;
+        match docker.list_containers(Some(options.clone())).await {
+            Ok(found) => break found,
+            // Podman reports a container that has just exited as state `stopped`, which the
+            // Engine API (and bollard) do not know, until its cleanup makes it `exited`
+            // moments later: ask again rather than fail.
+            Err(BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. })
+                if attempt < LIST_ATTEMPTS =>
+            {
+                tokio::time::sleep(LIST_RETRY_PAUSE).await;
+            }
+            Err(source) => {
+                return Err(ContainerError::Api { what: format!("list the containers of {workload}"), source });
+            }
+        }
+    };
     let mut removed = 0;
     for c in found {
         let Some(id) = c.id else { continue };
