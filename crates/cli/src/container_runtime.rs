@@ -15,7 +15,9 @@ use apiary_transport::launch::Launch;
 /// The launcher for an image workload, and the endpoint of the engine it uses.
 pub async fn launcher(state: &StateDir, config: &RunConfig) -> anyhow::Result<(Arc<dyn Launch>, String)> {
     let log = LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP).context("opening the server log")?;
-    let launcher = ContainerLauncher::for_run_config(config)
+    // A restart from another shell finds the engine the workload ran in before.
+    let previous = state.load_record(&config.name)?.and_then(|r| r.container).map(|c| c.engine);
+    let launcher = ContainerLauncher::for_run_config(config, previous.as_deref())
         .await
         .with_context(|| format!("workload {:?}", config.name))?
         .stderr_to(Arc::new(log));

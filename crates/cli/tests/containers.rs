@@ -188,6 +188,14 @@ fn an_image_answers_over_stdio_through_the_proxy_hardened_and_rm_leaves_no_conta
     let devices = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
     assert!(!devices.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "network none: {devices}");
 
+    // A restart from a shell without DOCKER_HOST finds the engine the workload ran in, and the
+    // old container is replaced, not kept beside the new one.
+    apiary.run(&["restart", "cstdio"]).ok();
+    let echo = run(&apiary, &["mcp", "call", "echo", "--server", "cstdio", "--args", r#"{"text":"again"}"#]);
+    assert_eq!(echo.ok().stdout.trim(), "again");
+    let after = containers_of("cstdio");
+    assert!(after.len() == 1 && after[0] != ids[0], "{after:?} (before: {ids:?})");
+
     run(&apiary, &["rm", "cstdio"]).ok();
     assert_eq!(wait_no_containers("cstdio"), Vec::<String>::new());
     assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());

@@ -54,6 +54,27 @@ pub async fn connect() -> Result<(Docker, String), ContainerError> {
     connect_among(&candidates(|k| std::env::var(k).ok())).await
 }
 
+/// [`connect`], trying `previous` (the engine a workload ran in before) ahead of the usual
+/// sockets, so a restart from a shell without `DOCKER_HOST` finds the same engine. An explicit
+/// `DOCKER_HOST`/`CONTAINER_HOST` still wins.
+pub async fn connect_preferring(previous: Option<&str>) -> Result<(Docker, String), ContainerError> {
+    connect_among(&with_previous(candidates(|k| std::env::var(k).ok()), previous, |k| std::env::var(k).ok())).await
+}
+
+/// `found` with `previous` first, unless the environment names the engine.
+pub fn with_previous(
+    mut found: Vec<String>,
+    previous: Option<&str>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let explicit = ["DOCKER_HOST", "CONTAINER_HOST"].iter().any(|k| var(k).is_some_and(|v| !v.trim().is_empty()));
+    if let Some(p) = previous.filter(|_| !explicit) {
+        found.retain(|c| c != p);
+        found.insert(0, p.to_owned());
+    }
+    found
+}
+
 /// [`connect`] over the given endpoints.
 pub async fn connect_among(endpoints: &[String]) -> Result<(Docker, String), ContainerError> {
     let mut tried = Vec::new();
@@ -101,6 +122,16 @@ mod tests {
                 "unix:///var/run/docker.sock"
             ]
         );
+    }
+
+    #[test]
+    fn the_previous_engine_goes_first_unless_the_environment_names_one() {
+        let none = env(&[]);
+        let got = with_previous(candidates(&none), Some("unix:///w/podman.sock"), &none);
+        assert_eq!(got[0], "unix:///w/podman.sock");
+        assert_eq!(got.len(), 3);
+        let named = env(&[("DOCKER_HOST", "unix:///x.sock")]);
+        assert_eq!(with_previous(candidates(&named), Some("unix:///w/podman.sock"), &named), ["unix:///x.sock"]);
     }
 
     #[tokio::test]

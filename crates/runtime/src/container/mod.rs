@@ -96,10 +96,11 @@ impl ContainerLauncher {
         }
     }
 
-    /// The launcher for an image RunConfig on the first engine that answers ([`engine::connect`]).
-    pub async fn for_run_config(config: &RunConfig) -> Result<Self, ContainerError> {
+    /// The launcher for an image RunConfig on the first engine that answers, `previous` (where
+    /// the workload ran before) tried first ([`engine::connect_preferring`]).
+    pub async fn for_run_config(config: &RunConfig, previous: Option<&str>) -> Result<Self, ContainerError> {
         let spec = ContainerSpec::for_run_config(config)?;
-        let (docker, endpoint) = engine::connect().await?;
+        let (docker, endpoint) = engine::connect_preferring(previous).await?;
         Ok(ContainerLauncher::new(docker, endpoint, spec))
     }
 
