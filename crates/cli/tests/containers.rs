@@ -298,3 +298,154 @@ fn what_containers_cannot_enforce_is_refused_with_the_reason() {
     assert!(err.contains("no container engine answers") && err.contains(&missing), "{err}");
     assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
 }
+
+// ---- The escape table for containers -------------------------------------------------------
+//
+// Each row runs a busybox probe in a container made by Apiary's own launcher with the spec a
+// profile gives (`ContainerSpec`: capabilities dropped, no-new-privileges, read-only root,
+// limits, the profile's network and mounts), and checks the forbidden half is blocked while
+// the allowed half (the control) works. docs/containers.md carries the table.
+
+use apiary_runtime::container::{ContainerLauncher, ContainerSpec, Limits, Network, engine};
+use apiary_transport::launch::Launch;
+
+/// busybox-static as an image whose entrypoint is `sh -c`.
+fn probe_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let tag = "localhost/apiary-probe:test".to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        copy_into(&root, Path::new("/bin/busybox"), Path::new("/bin/busybox"));
+        for applet in ["sh", "cat", "ls", "touch", "echo", "wget", "dd", "mount", "chown", "sleep", "seq", "grep", "nc"]
+        {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        for d in ["tmp", "proc", "sys", "dev", "mnt"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let ok = Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tar failed");
+        let out = Command::new("podman")
+            .args(["import", "--change", r#"ENTRYPOINT ["/bin/sh", "-c"]"#, "--change", "ENV PATH=/bin"])
+            .arg(&tar)
+            .arg(&tag)
+            .output()
+            .expect("podman (installed by cargo xtask podman up)");
+        assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+        tag
+    })
+}
+
+/// Runs `script` in a probe container; its output (stdout and stderr) and exit status.
+fn probe(script: &str, network: Network, binds: &[String]) -> (String, Option<i32>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let socket = podman_socket();
+        let spec = ContainerSpec {
+            workload: "escape-probe".into(),
+            image: probe_image().into(),
+            args: vec![format!("exec 2>&1; {script}")],
+            env: Vec::new(),
+            http_port: None,
+            network,
+            binds: binds.to_vec(),
+            limits: Limits::default(),
+        };
+        let launcher = ContainerLauncher::new(engine::client_for(&socket).unwrap(), socket, spec);
+        let handle = launcher.launch().await.unwrap();
+        let mut stdout = handle.stdout;
+        let read = async {
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut out).await.unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let out = tokio::time::timeout(Duration::from_secs(60), read).await.expect("probe output within 60 s");
+        let exit = tokio::time::timeout(Duration::from_secs(30), handle.exited).await.unwrap().unwrap();
+        drop(handle.stdin);
+        (out, exit.code)
+    })
+}
+
+#[test]
+fn escape_table_forbidden_rows_are_blocked_and_allowed_rows_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (readable, writable, secret) = (dir.path().join("ro"), dir.path().join("rw"), dir.path().join("secret"));
+    for d in [&readable, &writable] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(readable.join("f"), "readable").unwrap();
+    std::fs::write(&secret, "host secret").unwrap();
+    let binds = [format!("{}:/data:ro", readable.display()), format!("{}:/work:rw", writable.display())];
+
+    // Reading outside `read`: the host file is not there; the granted path is.
+    let (out, _) = probe(&format!("cat {}; cat /data/f", secret.display()), Network::None, &binds);
+    assert!(!out.contains("host secret") && out.contains("readable"), "{out}");
+
+    // Writing to a read-only path (a `read` mount, the root) fails; `write` and /tmp work.
+    let (out, _) = probe(
+        "echo x > /data/new; touch /rootfile; echo ok > /tmp/t && cat /tmp/t; echo w > /work/out",
+        Network::None,
+        &binds,
+    );
+    assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
+    assert!(out.contains("ok"), "{out}");
+    assert!(!readable.join("new").exists());
+    assert_eq!(std::fs::read_to_string(writable.join("out")).unwrap(), "w\n");
+
+    // A host loopback port: unreachable under profile `none` (the container's own loopback
+    // answers nothing there); the control connects from the host.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (out, _) =
+        probe(&format!("nc -w 3 127.0.0.1 {port} </dev/null && echo CONNECTED; echo done"), Network::None, &[]);
+    assert!(!out.contains("CONNECTED") && out.contains("done"), "{out}");
+    // …and no route off the machine at all.
+    let (out, _) = probe("nc -w 3 10.88.0.1 80 </dev/null && echo CONNECTED; cat /proc/net/route", Network::None, &[]);
+    assert!(!out.contains("CONNECTED") && !out.contains("00000000"), "{out}");
+
+    // Host processes: only the container's own are visible.
+    let own = std::process::id();
+    let (out, _) = probe("ls /proc | grep -c '^[0-9]'; ls /proc", Network::None, &[]);
+    let count: u32 = out.lines().next().unwrap().trim().parse().unwrap();
+    assert!(count < 10 && !out.lines().any(|l| l.trim() == own.to_string()), "{out}");
+
+    // Raising privileges: no capabilities, no new privileges, so chown and mount fail as root.
+    let (out, _) = probe(
+        "grep -E 'CapEff|NoNewPrivs' /proc/self/status; chown 65534 /tmp && echo CHOWNED; mount -t tmpfs none /mnt && echo MOUNTED",
+        Network::None,
+        &[],
+    );
+    assert!(out.contains("0000000000000000") && out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(!out.contains("CHOWNED") && !out.contains("MOUNTED"), "{out}");
+
+    // Exhausting processes: forks stop at the pids limit (256) though 400 are asked for.
+    // (A child shell forks until refused, which ends it; the count then uses builtins only, as
+    // nothing more can be forked at the limit.)
+    let (out, _) = probe(
+        "sh -c 'for i in $(seq 400); do sleep 20 & done' 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo \"running $n\"",
+        Network::None,
+        &[],
+    );
+    let running: u32 =
+        out.lines().find_map(|l| l.strip_prefix("running ")).unwrap_or_else(|| panic!("{out}")).parse().unwrap();
+    assert!((200..=256).contains(&running), "{out}");
+
+    // Exhausting memory: 700 MiB in one buffer is killed at the 512 MiB limit; 64 MiB is fine.
+    let (out, code) = probe("dd if=/dev/zero of=/dev/null bs=64M count=1 && echo SMALL-OK", Network::None, &[]);
+    assert!(out.contains("SMALL-OK") && code == Some(0), "{out} {code:?}");
+    let (out, code) = probe("dd if=/dev/zero of=/dev/null bs=700M count=1 && echo BIG-OK", Network::None, &[]);
+    assert!(!out.contains("BIG-OK") && code == Some(137), "{out} {code:?}");
+
+    assert_eq!(wait_no_containers("escape-probe"), Vec::<String>::new());
+}
