@@ -3,6 +3,7 @@
 
 mod cluster;
 mod image;
+mod podman;
 mod run_cmd;
 mod test_env;
 mod test_run;
@@ -21,6 +22,7 @@ fn main() -> Result<()> {
         "test-env" => test_env::run(&rest),
         "cluster" => cluster::run(&rest),
         "image" => image::run(&rest),
+        "podman" => podman::run(&rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -36,6 +38,7 @@ fn print_help() {
          test        install test tools (cached), then fmt, clippy and every test, timing each phase\n  \
          test-env    install the tools the tests need into the cache and print their locations\n  \
          cluster     up | down | clean | status | smoke | push-image | kubectl …: the one-node Kubernetes test cluster (`cargo xtask cluster help`)\n  \
-         image       build Apiary's and the fixture server's images; --push puts them in the test cluster"
+         image       build Apiary's and the fixture server's images; --push puts them in the test cluster\n  \
+         podman      up | down | env: rootful Podman's Docker-API service for the container tests"
     );
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the one command that checks everything, as CI runs it: the test tools
 //! (`test-env`), formatting, clippy with warnings denied, the test cluster (`cluster up` and
-//! `image --push`), then every test with the tools bin and the cluster exported, and the
+//! `image --push`), rootful Podman's API service (`podman up`), then every test with the tools
+//! bin, the cluster and the Podman socket exported; Podman is stopped and cleaned after, and the
 //! cluster taken down again if this run brought it up. Times each phase, keeps going after a
 //! failure so one run shows every problem, and ends with the test counts.
 
@@ -88,6 +89,20 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
 
+    // Rootful Podman's Docker-API service for the container tests (they fail without it).
+    let phase = Instant::now();
+    println!("\n== cargo xtask podman up");
+    match crate::podman::up() {
+        Ok(vars) => {
+            test_env.extend(vars.into_iter().map(|(k, v)| (k, OsString::from(v))));
+            phases.push(done("podman", phase, true, "API service up".into()));
+        }
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            phases.push(done("podman", phase, false, "FAILED (the container tests fail)".into()));
+        }
+    }
+
     let phase = Instant::now();
     let mut test_args = vec!["test".to_owned(), "--no-fail-fast".to_owned()];
     if options.test_args.is_empty() {
@@ -111,6 +126,14 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     };
     phases.push(done("test", phase, ok, outcome));
+
+    let phase = Instant::now();
+    println!("\n== cargo xtask podman down");
+    let result = crate::podman::down();
+    if let Err(err) = &result {
+        eprintln!("Error: {err:#}");
+    }
+    phases.push(done("podman-off", phase, result.is_ok(), verdict(result.is_ok())));
 
     if brought_up {
         let phase = Instant::now();
@@ -153,8 +176,9 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                 println!(
                     "cargo xtask test [--no-lint] [--no-cluster] [-- <cargo test arguments>]\n\n\
                      Runs test-env, cargo fmt --check, cargo clippy -D warnings, starts the test\n\
-                     cluster and pushes the images (cargo xtask cluster up, image --push), then\n\
-                     cargo test --workspace with APIARY_TOOLS_BIN, KUBECONFIG and\n\
+                     cluster and pushes the images (cargo xtask cluster up, image --push), starts\n\
+                     Podman's API service (cargo xtask podman up; stopped after), then\n\
+                     cargo test --workspace with APIARY_TOOLS_BIN, APIARY_PODMAN_SOCKET, KUBECONFIG and\n\
                      APIARY_CLUSTER_TESTS exported and CARGO_TARGET_DIR defaulting to\n\
                      $APIARY_CACHE/target; takes the cluster down if it started it.\n  \
                      --no-lint    skip fmt and clippy\n  \

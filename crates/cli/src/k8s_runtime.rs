@@ -57,9 +57,10 @@ pub fn select_with(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> 
 fn parse(value: &str) -> anyhow::Result<RuntimeKind> {
     match value.to_ascii_lowercase().as_str() {
         "kubernetes" | "k8s" => Ok(RuntimeKind::Kubernetes),
-        // ToolHive's container engines: all mean "this machine" here.
-        "local" | "docker" | "podman" | "colima" => Ok(RuntimeKind::Local),
-        _ => bail!("unknown runtime; use kubernetes, or docker/podman/local for this machine"),
+        // ToolHive's container engines and Apiary's two local runtimes: all mean "this machine"
+        // here (run_cmd checks that the source fits `process` or `container`).
+        "local" | "docker" | "podman" | "colima" | "process" | "container" => Ok(RuntimeKind::Local),
+        _ => bail!("unknown runtime; use process or container (this machine), or kubernetes"),
     }
 }
 

@@ -4,6 +4,7 @@
 //! logging, and turns an error into one line on stderr with a non-zero exit.
 
 mod client_cmd;
+mod container_runtime;
 mod detach;
 mod envfile;
 mod export_cmd;

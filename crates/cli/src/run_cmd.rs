@@ -19,8 +19,8 @@ use crate::{detach, envfile, k8s_runtime, remote_login, serve, source_arg};
     apiary run --secret github-token,target=GITHUB_TOKEN npx://@modelcontextprotocol/server-github\n  \
     apiary run --from-config my-server.json")]
 pub struct RunArgs {
-    /// What to run: npx://PACKAGE, uvx://PACKAGE, or the http(s):// URL of a remote MCP server.
-    /// Leave it out to run the local command given after --
+    /// What to run: npx://PACKAGE, uvx://PACKAGE, a container image (ghcr.io/org/server:tag), or
+    /// the http(s):// URL of a remote MCP server. Leave it out to run the local command given after --
     #[arg(value_name = "SOURCE")]
     pub source: Option<String>,
 
@@ -57,8 +57,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
 
-    /// Where an image runs: `kubernetes` (a StatefulSet in this pod's namespace) or this machine
-    /// (default: $TOOLHIVE_RUNTIME, else kubernetes when $KUBERNETES_SERVICE_HOST is set)
+    /// Where the server runs: `process` (packages and commands, sandboxed), `container` (images,
+    /// through Docker or Podman at $DOCKER_HOST or the usual sockets) or `kubernetes` (an image as
+    /// a StatefulSet in this pod's namespace). Default: by the source, unless $TOOLHIVE_RUNTIME
+    /// or $KUBERNETES_SERVICE_HOST says kubernetes
     #[arg(long, value_name = "RUNTIME")]
     pub runtime: Option<String>,
 
@@ -339,6 +341,8 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
         }
         other => source_arg::parse(other, &args.args)?,
     };
+    let is_image = matches!(parsed.source, apiary_config::Source::Image(_));
+    check_runtime_fits(args.runtime.as_deref(), &parsed.source)?;
     if let Some(flag) = args.policy.remote_auth_flag()
         && !matches!(parsed.source, apiary_config::Source::Remote(_))
     {
@@ -388,9 +392,9 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     }
     if let Some(m) = args.stdio_mode {
         b = b.stdio_mode(m.into());
-    } else if in_cluster {
-        // One pod, one stdin: every session shares it (a child per session would be a second
-        // attach to the same process).
+    } else if in_cluster || is_image {
+        // One pod or container, one stdin: every session shares it (a child per session would be
+        // a second attach to the same process, or a container started per session).
         b = b.stdio_mode(StdioMode::Shared);
     }
     if let Some(n) = args.max_session_children {
@@ -419,6 +423,22 @@ pub fn build_config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     config.policy = policy;
     config.telemetry = args.policy.to_telemetry()?;
     Ok(config)
+}
+
+/// Refuses `--runtime container` for a source that is not an image and `--runtime process` for
+/// one that is, with the fix in the message.
+fn check_runtime_fits(runtime: Option<&str>, source: &apiary_config::Source) -> anyhow::Result<()> {
+    let is_image = matches!(source, apiary_config::Source::Image(_));
+    match runtime.map(str::to_ascii_lowercase).as_deref() {
+        Some(r @ ("container" | "docker" | "podman")) if !is_image => bail!(
+            "--runtime {r} runs container images, and this {} source is not one; leave --runtime out (or use --runtime process) to run it as a sandboxed process",
+            source.kind()
+        ),
+        Some("process") if is_image => bail!(
+            "--runtime process runs packages and commands, and this source is a container image; use --runtime container (the default for images)"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The first configuration flag given alongside `--from-config`, if any.
@@ -502,7 +522,7 @@ pub fn resolve_ports(config: &mut RunConfig) -> anyhow::Result<()> {
         config.proxy.port = apiary_runtime::ports::free_port(&config.proxy.host)
             .with_context(|| format!("cannot find a free port on {}", config.proxy.host))?;
     }
-    let local = matches!(config.source, Source::Package(_) | Source::Command(_));
+    let local = matches!(config.source, Source::Package(_) | Source::Command(_) | Source::Image(_));
     if local && config.effective_transport().is_http() && config.target_port == 0 {
         // Never hand out the proxy's own port (the OS could return it again once freed).
         for _ in 0..8 {
@@ -645,8 +665,24 @@ mod tests {
         assert_eq!(c.stdio.mode, StdioMode::Shared);
         let c = config(&["--runtime", "kubernetes", "--host", "127.0.0.1", "--name", "f", "docker.io/mcp/fetch"]);
         assert_eq!(c.proxy.host, "127.0.0.1");
-        // On this machine an image is still refused with the sentence that says why.
-        assert!(error(&["--runtime", "docker", "--name", "f", "docker.io/mcp/fetch"]).contains("container image"));
+        // On this machine an image runs in a container, its sessions sharing one.
+        let c = config(&["--runtime", "docker", "--name", "f", "docker.io/mcp/fetch"]);
+        assert_eq!(
+            (c.source, c.proxy.host.as_str(), c.stdio.mode),
+            (Source::image("docker.io/mcp/fetch"), "127.0.0.1", StdioMode::Shared)
+        );
+    }
+
+    #[test]
+    fn the_runtime_must_fit_the_source() {
+        assert_eq!(config(&["--runtime", "container", "ghcr.io/a/b:1"]).source, Source::image("ghcr.io/a/b:1"));
+        assert_eq!(config(&["--runtime", "process", "npx://x"]).source, Source::npx("x"));
+        let e = error(&["--runtime", "container", "--name", "t", "--", "python3", "s.py"]);
+        assert!(e.contains("--runtime container runs container images") && e.contains("command"), "{e}");
+        let e = error(&["--runtime", "process", "ghcr.io/a/b:1"]);
+        assert!(e.contains("--runtime container"), "{e}");
+        let e = error(&["--runtime", "vm", "npx://x"]);
+        assert!(e.contains("unknown runtime"), "{e}");
     }
 
     #[test]

@@ -119,13 +119,14 @@ async fn serve_workload(
     // A workload started before in a cluster keeps its namespace.
     let namespace =
         state.load_record(name)?.and_then(|r| r.kubernetes).map_or_else(crate::k8s_runtime::namespace, |k| k.namespace);
-    let launcher = launcher_for(state, &config, runtime, &namespace).await?;
+    let (launcher, engine) = launcher_for(state, &config, runtime, &namespace).await?;
 
     let mut rec = WorkloadRecord::stopped(&config);
     if runtime == RuntimeKind::Kubernetes && matches!(config.source, Source::Image(_)) {
         // Kept after the stop: `apiary stop` scales this StatefulSet down, `apiary rm` deletes it.
         rec.kubernetes = Some(KubeWorkload { namespace, statefulset: config.name.clone() });
     }
+    rec.container = engine.clone().map(|engine| apiary_runtime::state::ContainerWorkload { engine });
     rec.state = WorkloadState::Starting;
     rec.proxy = Some(ProcRef::capture(std::process::id()));
     rec.started_at = Some(now_rfc3339());
@@ -179,6 +180,9 @@ async fn serve_workload(
     rec.state = WorkloadState::Stopping;
     let _ = state.save_record(&rec);
     shutdown(handle).await;
+    if let Some(engine) = &engine {
+        crate::container_runtime::remove_leftovers(engine, name).await;
+    }
     rec.mark_stopped();
     state.save_record(&rec)?;
     tracing::info!(workload = name, "stopped");
@@ -191,14 +195,19 @@ async fn shutdown(handle: ProxyHandle) {
     }
 }
 
-/// The launcher for a workload's local server; `None` for remote servers.
+/// The launcher for a workload's local server (`None` for remote servers), and the container
+/// engine's endpoint when the server runs in containers.
 async fn launcher_for(
     state: &StateDir,
     config: &RunConfig,
     runtime: RuntimeKind,
     namespace: &str,
-) -> anyhow::Result<Option<Arc<dyn Launch>>> {
-    match &config.source {
+) -> anyhow::Result<(Option<Arc<dyn Launch>>, Option<String>)> {
+    if matches!(config.source, Source::Image(_)) && runtime == RuntimeKind::Local && config.secrets.is_empty() {
+        let (launcher, engine) = crate::container_runtime::launcher(state, config).await?;
+        return Ok((Some(launcher), Some(engine)));
+    }
+    let launcher: anyhow::Result<Option<Arc<dyn Launch>>> = match &config.source {
         Source::Package(_) | Source::Command(_) => {
             let log =
                 LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP).context("opening the server log")?;
@@ -215,12 +224,9 @@ async fn launcher_for(
         Source::Image(_) if runtime == RuntimeKind::Kubernetes => {
             Ok(Some(crate::k8s_runtime::launcher(config, namespace).await?))
         }
-        Source::Image(i) => bail!(
-            "workload {:?} runs container image {}, and this build has no container runtime yet",
-            config.name,
-            i.reference
-        ),
-    }
+        Source::Image(i) => bail!("workload {:?}: image {} has no runtime to run in", config.name, i.reference),
+    };
+    Ok((launcher?, None))
 }
 
 /// Copies the proxy's view of the upstream into the record.

@@ -1,5 +1,5 @@
-//! The SOURCE of `apiary run` (`npx://pkg`, `uvx://pkg`, an `http(s)://` URL, or a command after
-//! `--`) turned into a RunConfig source, and the workload name derived from it when `--name` is
+//! The SOURCE of `apiary run` (`npx://pkg`, `uvx://pkg`, an `http(s)://` URL, a container image
+//! such as `ghcr.io/org/server:1`, or a command after `--`) turned into a RunConfig source, and the workload name derived from it when `--name` is
 //! not given.
 
 use anyhow::bail;
@@ -41,8 +41,11 @@ pub fn parse(source: Option<&str>, trailing: &[String]) -> anyhow::Result<Parsed
             "{scheme}:// sources are not supported yet; use npx://, uvx://, an http(s):// URL, or a command after --"
         );
     }
+    if crate::k8s_runtime::is_image_reference(text) {
+        return Ok(Parsed { source: Source::image(text), args });
+    }
     bail!(
-        "{text:?} looks like a container image or a registry name, which this build cannot run yet; use npx://PACKAGE, uvx://PACKAGE, an http(s):// URL, or put a local command after -- (apiary run --name NAME -- COMMAND ARGS)"
+        "{text:?} is not a source: give npx://PACKAGE, uvx://PACKAGE, an http(s):// URL, a container image (registry/name:tag), or put a local command after -- (apiary run --name NAME -- COMMAND ARGS)"
     )
 }
 
@@ -158,13 +161,16 @@ mod tests {
         assert_eq!(p.source, Source::remote("https://fetch-mcp.example.com/mcp"));
         let p = parse(None, &["python3".into(), "server.py".into()]).unwrap();
         assert_eq!(p.source, Source::command("python3", ["server.py"]));
+        let p = parse(Some("ghcr.io/stackloklabs/gofetch/server:latest"), &["--x".into()]).unwrap();
+        assert_eq!(p.source, Source::image("ghcr.io/stackloklabs/gofetch/server:latest"));
+        assert_eq!(p.args, vec!["--x".to_owned()]);
     }
 
     #[test]
     fn refuses_what_it_cannot_run_with_a_hint() {
         for (src, needle) in [
             (Some("go://example.com/x"), "go:// sources are not supported"),
-            (Some("docker.io/mcp/fetch"), "container image"),
+            (Some("my server"), "is not a source"),
             (Some("npx://"), "needs a package name"),
             (None, "nothing to run"),
         ] {

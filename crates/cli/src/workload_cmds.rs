@@ -114,11 +114,15 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
                         r.url.clone().filter(|_| r.state.is_active()).unwrap_or_default(),
                         port_of(r),
                         r.group.clone(),
+                        r.runtime().to_owned(),
                         r.started_at.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
-            output::emit(&output::table(&["NAME", "PACKAGE", "STATUS", "URL", "PORT", "GROUP", "CREATED"], &rows));
+            output::emit(&output::table(
+                &["NAME", "PACKAGE", "STATUS", "URL", "PORT", "GROUP", "RUNTIME", "CREATED"],
+                &rows,
+            ));
         }
     }
     Ok(())
@@ -137,8 +141,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         Format::Text => {
             let pid = rec.proxy.filter(|_| rec.state.is_active()).map(|p| p.pid);
             let children: Vec<String> = rec.children.iter().map(|c| c.pid.to_string()).collect();
-            let isolation = state.load_config(&args.name).ok().map(|c| apiary_runtime::sandbox::describe(&c));
-            let fields: [(&str, Option<String>); 13] = [
+            let isolation = state.load_config(&args.name).ok().map(|c| match &rec.container {
+                Some(k) => crate::container_runtime::describe(&c, &k.engine),
+                None => apiary_runtime::sandbox::describe(&c),
+            });
+            let fields: [(&str, Option<String>); 14] = [
                 ("Name", Some(rec.name.clone())),
                 ("Status", Some(rec.state.to_string())),
                 ("URL", rec.url.clone().filter(|_| rec.state.is_active())),
@@ -147,6 +154,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 ("Transport", Some(rec.transport.clone())),
                 ("Source", Some(rec.source.clone())),
                 ("Group", Some(rec.group.clone())),
+                ("Runtime", Some(rec.runtime().to_owned())),
                 ("Isolation", isolation),
                 ("Restarts", Some(rec.restarts.to_string())),
                 ("Last exit", rec.last_exit.clone()),
@@ -290,6 +298,13 @@ pub fn stop_workload(state: &StateDir, name: &str, timeout: Duration) -> anyhow:
         }
     }
     sweep(&children);
+    if let Some(c) = &after.container {
+        // A proxy that was killed could not remove its containers; they go here.
+        let removed = on_cluster(async { Ok(crate::container_runtime::remove_leftovers(&c.engine, name).await) })?;
+        if removed > 0 {
+            tracing::info!(workload = name, containers = removed, "removed containers the proxy left");
+        }
+    }
     if let Some(k) = &after.kubernetes {
         // The proxy only detached from the pod; the server itself stops here.
         on_cluster(scale_down(k)).with_context(|| format!("stopping StatefulSet {}/{}", k.namespace, k.statefulset))?;

@@ -46,8 +46,18 @@ fn invalid_flags_fail_with_one_line_naming_the_field_and_save_nothing() {
     assert!(out.failed().contains("env.1BAD (--env)"), "{}", out.stderr);
     assert!(apiary.state().names().unwrap_or_default().is_empty());
 
-    let out = apiary.run(&["run", "docker.io/mcp/fetch"]);
-    assert!(out.failed().contains("container image"), "{}", out.stderr);
+    // An image needs a container engine; with none where DOCKER_HOST points, the error says so
+    // (tests/containers.rs runs images against a real one).
+    let missing = apiary.scratch().join("no-engine.sock");
+    let child = apiary
+        .command(&["run", "docker.io/mcp/fetch"])
+        .env("DOCKER_HOST", format!("unix://{}", missing.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = support::finish(child, support::COMMAND_LIMIT, "apiary run IMAGE");
+    assert!(out.failed().contains("no container engine answers"), "{}", out.stderr);
     // clap's own refusal of a port that does not fit names the flag too.
     let out = apiary.run(&["run", "--proxy-port", "70000", "npx://x"]);
     assert!(out.failed().contains("--proxy-port"), "{}", out.stderr);

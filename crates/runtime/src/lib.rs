@@ -10,11 +10,15 @@
 //! - [`pid`]: liveness checks and signals for process ids found in state files.
 //! - [`clients`]: MCP clients' config files that `apiary client` keeps in sync with workloads.
 //! - [`clock`]: wall-clock timestamps for records.
+//! - `container` (feature `containers`): a [`Launch`](apiary_transport::launch::Launch) that runs an
+//!   image as a hardened container through the Docker Engine API (Docker or Podman).
 //! - `kubernetes` (feature `kubernetes`): a [`Launch`](apiary_transport::launch::Launch) that runs an
 //!   image as a StatefulSet and attaches to its pod's stdio.
 
 pub mod clients;
 pub mod clock;
+#[cfg(feature = "containers")]
+pub mod container;
 pub mod groups;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;

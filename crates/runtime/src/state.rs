@@ -176,6 +176,17 @@ pub struct WorkloadRecord {
     /// `stop` can scale it down and `rm` delete it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubeWorkload>,
+    /// The container engine the server's containers run in (an image on this machine), kept
+    /// after a stop so that `stop` and `rm` can remove containers a killed proxy left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerWorkload>,
+}
+
+/// Where a workload's containers run on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerWorkload {
+    /// The engine's endpoint (`unix:///run/podman/podman.sock`).
+    pub engine: String,
 }
 
 /// Where a workload's server runs in a cluster.
@@ -206,6 +217,19 @@ impl WorkloadRecord {
             updated_at: now_rfc3339(),
             error: None,
             kubernetes: None,
+            container: None,
+        }
+    }
+
+    /// Where the server runs: `kubernetes`, `container` or `process` (remote servers too: the
+    /// proxy is the only local process).
+    pub fn runtime(&self) -> &'static str {
+        if self.kubernetes.is_some() {
+            "kubernetes"
+        } else if self.container.is_some() {
+            "container"
+        } else {
+            "process"
         }
     }
 

@@ -115,6 +115,24 @@ pub fn ts_sdk_node_modules() -> PathBuf {
     dir
 }
 
+/// The Docker-API socket of the test Podman, `unix:///…/podman.sock`, which `cargo xtask test`
+/// (or `cargo xtask podman up`) starts and exports together with `CONTAINERS_CONF` and
+/// `CONTAINERS_STORAGE_CONF` (so a test's `podman` commands use the same private store).
+pub const PODMAN_SOCKET_VAR: &str = "APIARY_PODMAN_SOCKET";
+
+/// The test Podman's socket ([`PODMAN_SOCKET_VAR`]).
+///
+/// # Panics
+/// If it is not set: the container tests need the real engine and never skip.
+pub fn podman_socket() -> String {
+    match std::env::var(PODMAN_SOCKET_VAR) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{PODMAN_SOCKET_VAR} is not set: run the tests with `cargo xtask test`, or `eval \"$(cargo xtask podman up)\"` first"
+        ),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

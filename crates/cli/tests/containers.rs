@@ -1,0 +1,451 @@
+//! Images run through the real `apiary run IMAGE` against real rootful Podman (its Docker-API
+//! service, started by `cargo xtask test` / `cargo xtask podman up`): an image built here from
+//! the fixture server binary and its shared libraries (no registry), answering tools/list and
+//! tools/call through the proxy over stdio and over HTTP; the hardening as the kernel shows it;
+//! and no container left after `rm`, nor after the proxy was SIGKILLed and `stop` ran.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use apiary_testkit::binaries::testkit_server;
+use apiary_testkit::env::podman_socket;
+use rustix::process::Signal;
+use support::{Apiary, COMMAND_LIMIT, Out, finish};
+
+/// The label every Apiary container carries (apiary_runtime::container::WORKLOAD_LABEL).
+const LABEL: &str = "dev.apiary.workload";
+
+/// The fixture server as an image, imported once per test binary from a rootfs tarball.
+fn image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let tag = "localhost/apiary-testkit-server:test".to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        let server = testkit_server();
+        copy_into(&root, &server, Path::new("/apiary-testkit-server"));
+        // The dynamic loader and the libraries ldd names, at the same paths.
+        let ldd = Command::new("ldd").arg(&server).output().unwrap();
+        for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+            copy_into(&root, Path::new(lib), Path::new(lib));
+        }
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        let tar = dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar failed");
+        // The podman CLI uses the service's private store (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF).
+        let out = Command::new("podman")
+            .args(["import", "--change", r#"ENTRYPOINT ["/apiary-testkit-server"]"#])
+            .arg(&tar)
+            .arg(&tag)
+            .stdout(Stdio::null())
+            .output()
+            .expect("podman (installed by cargo xtask podman up)");
+        assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+        tag
+    })
+}
+
+fn copy_into(root: &Path, from: &Path, inside: &Path) {
+    let to = root.join(inside.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(from, &to).unwrap();
+}
+
+/// `apiary ARGS` talking to the test Podman.
+fn run(apiary: &Apiary, args: &[&str]) -> Out {
+    let child = apiary
+        .command(args)
+        .env("DOCKER_HOST", podman_socket())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish(child, COMMAND_LIMIT, &format!("apiary {}", args.join(" ")))
+}
+
+/// A GET on the engine's API; the JSON answer.
+fn api(path: &str) -> serde_json::Value {
+    let socket = podman_socket();
+    let mut s = UnixStream::connect(socket.trim_start_matches("unix://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: d\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{path}: {head}\n{body}");
+    serde_json::from_str(body).unwrap()
+}
+
+/// Ids of the containers of `workload`, running or not.
+fn containers_of(workload: &str) -> Vec<String> {
+    let filter = format!(r#"{{"label":["{LABEL}={workload}"]}}"#);
+    let list = api(&format!("/v1.41/containers/json?all=1&filters={}", percent(&filter)));
+    list.as_array().unwrap().iter().map(|c| c["Id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits (bounded) until `workload` has no container; returns what is left.
+fn wait_no_containers(workload: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = containers_of(workload);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The cgroup v1 (or v2) file of `controller` for process `pid`.
+fn cgroup_file(pid: u64, controller: &str, v1: &str, v2: &str) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, names, path) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        if names.split(',').any(|n| n == controller) {
+            return std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{v1}"))
+                .unwrap()
+                .trim()
+                .to_owned();
+        }
+        if names.is_empty()
+            && let Ok(v) = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/{v2}"))
+        {
+            return v.trim().to_owned();
+        }
+    }
+    panic!("no {controller} cgroup for {pid}: {cgroups}");
+}
+
+#[test]
+fn an_image_answers_over_stdio_through_the_proxy_hardened_and_rm_leaves_no_container() {
+    let apiary = Apiary::new();
+    let image = image();
+    let out = run(&apiary, &["run", "--name", "cstdio", "--permission-profile", "none", image, "--", "--stdio"]);
+    let url = out.ok().stdout.trim().to_owned();
+
+    let tools = run(&apiary, &["mcp", "list", "tools", "--server", &url]);
+    assert!(tools.ok().stdout.contains("echo"), "{}", tools.stdout);
+    let echo = run(&apiary, &["mcp", "call", "echo", "--server", "cstdio", "--args", r#"{"text":"from podman"}"#]);
+    assert_eq!(echo.ok().stdout.trim(), "from podman");
+    // The server's pid is from the container's own pid namespace, not one of this test's.
+    let pid: u32 = run(&apiary, &["mcp", "call", "pid", "--server", "cstdio"]).ok().stdout.trim().parse().unwrap();
+    assert!(!apiary.processes().contains(&pid), "{pid}");
+
+    let list = run(&apiary, &["list"]);
+    let row = list.ok().stdout.lines().find(|l| l.starts_with("cstdio ")).unwrap().to_owned();
+    assert!(row.contains(" container "), "{row}");
+    let status = run(&apiary, &["status", "cstdio"]);
+    assert!(status.ok().stdout.contains("Runtime:     container"), "{}", status.stdout);
+
+    // The hardening, as the engine recorded it and as the kernel enforces it.
+    let ids = containers_of("cstdio");
+    assert_eq!(ids.len(), 1, "one shared container: {ids:?}");
+    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    let h = &c["HostConfig"];
+    assert_eq!(h["ReadonlyRootfs"], true);
+    assert_eq!(h["NetworkMode"], "none");
+    assert_eq!(h["SecurityOpt"], serde_json::json!(["no-new-privileges"]));
+    assert_eq!(h["Memory"], 512 * 1024 * 1024);
+    assert_eq!(h["PidsLimit"], 256);
+    assert_eq!(c["Config"]["Tty"], false);
+    let pid = c["State"]["Pid"].as_u64().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(proc_status.contains("CapEff:\t0000000000000000"), "{proc_status}");
+    assert!(proc_status.contains("NoNewPrivs:\t1"), "{proc_status}");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mounts.lines().find(|l| l.split_whitespace().nth(4) == Some("/")).unwrap();
+    assert!(root.split_whitespace().nth(5).unwrap().split(',').any(|o| o == "ro"), "{root}");
+    assert_eq!(cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max"), (512 * 1024 * 1024).to_string());
+    assert_eq!(cgroup_file(pid, "pids", "pids.max", "pids.max"), "256");
+    let devices = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    assert!(!devices.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "network none: {devices}");
+
+    // A restart from a shell without DOCKER_HOST finds the engine the workload ran in, and the
+    // old container is replaced, not kept beside the new one.
+    apiary.run(&["restart", "cstdio"]).ok();
+    let echo = run(&apiary, &["mcp", "call", "echo", "--server", "cstdio", "--args", r#"{"text":"again"}"#]);
+    assert_eq!(echo.ok().stdout.trim(), "again");
+    let after = containers_of("cstdio");
+    assert!(after.len() == 1 && after[0] != ids[0], "{after:?} (before: {ids:?})");
+
+    run(&apiary, &["rm", "cstdio"]).ok();
+    assert_eq!(wait_no_containers("cstdio"), Vec::<String>::new());
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}
+
+#[test]
+fn an_image_serves_streamable_http_on_a_published_loopback_port() {
+    let apiary = Apiary::new();
+    let image = image();
+    let port = apiary_runtime::ports::free_port("127.0.0.1").unwrap().to_string();
+    let listen = format!("0.0.0.0:{port}");
+    let out = run(
+        &apiary,
+        &[
+            "run",
+            "--name",
+            "chttp",
+            "--transport",
+            "streamable-http",
+            "--target-port",
+            &port,
+            image,
+            "--",
+            "--http",
+            &listen,
+            "--allow-any-host",
+        ],
+    );
+    let url = out.ok().stdout.trim().to_owned();
+    // The server may still be binding when the first request arrives; retry that one briefly.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tools = loop {
+        let tools = run(&apiary, &["mcp", "list", "tools", "--server", &url]);
+        if tools.code == Some(0) || Instant::now() >= deadline {
+            break tools;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(tools.ok().stdout.contains("echo"), "{}", tools.stdout);
+    let echo = run(&apiary, &["mcp", "call", "echo", "--server", &url, "--args", r#"{"text":"over http"}"#]);
+    assert_eq!(echo.ok().stdout.trim(), "over http");
+
+    let ids = containers_of("chttp");
+    assert_eq!(ids.len(), 1);
+    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    let bindings = &c["HostConfig"]["PortBindings"][format!("{port}/tcp")];
+    assert_eq!(bindings[0]["HostIp"], "127.0.0.1", "{bindings}");
+
+    run(&apiary, &["rm", "chttp"]).ok();
+    assert_eq!(wait_no_containers("chttp"), Vec::<String>::new());
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}
+
+#[test]
+fn stop_removes_the_container_a_killed_proxy_left() {
+    let apiary = Apiary::new();
+    run(&apiary, &["run", "--name", "corphan", "--permission-profile", "none", image(), "--", "--stdio"]).ok();
+    run(&apiary, &["mcp", "call", "echo", "--server", "corphan", "--args", r#"{"text":"up"}"#]).ok();
+    assert_eq!(containers_of("corphan").len(), 1);
+    let rec = apiary.state().load_record("corphan").unwrap().unwrap();
+    assert!(rec.container.is_some(), "{rec:?}");
+    let proxy = rec.proxy.unwrap();
+    proxy.signal(Signal::KILL);
+    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || !proxy.is_alive()));
+    // conmon keeps the container running without its proxy.
+    assert_eq!(containers_of("corphan").len(), 1);
+
+    let stop = run(&apiary, &["--debug", "stop", "corphan"]);
+    stop.ok();
+    assert_eq!(wait_no_containers("corphan"), Vec::<String>::new(), "{}", stop.stderr);
+    run(&apiary, &["rm", "corphan"]).ok();
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}
+
+#[test]
+fn what_containers_cannot_enforce_is_refused_with_the_reason() {
+    let apiary = Apiary::new();
+    let profile = apiary.scratch().join("allow.json");
+    std::fs::write(&profile, r#"{"network":{"outbound":{"allow_host":["api.example.com"],"allow_port":[443]}}}"#)
+        .unwrap();
+    let out = run(&apiary, &["run", "--name", "callow", "--permission-profile", profile.to_str().unwrap(), image()]);
+    let err = out.failed();
+    assert!(err.contains("allow_host"), "{err}");
+    assert!(containers_of("callow").is_empty());
+
+    let err = run(&apiary, &["run", "--name", "ccmd", "--runtime", "container", "--", "python3", "s.py"]);
+    assert!(err.failed().contains("--runtime container runs container images"), "{}", err.stderr);
+
+    // No engine where DOCKER_HOST points: the error names it.
+    let missing = format!("unix://{}", apiary.scratch().join("no-engine.sock").display());
+    let child = apiary
+        .command(&["run", "--name", "cnone", image(), "--", "--stdio"])
+        .env("DOCKER_HOST", &missing)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish(child, COMMAND_LIMIT, "apiary run with no engine");
+    let err = out.failed();
+    assert!(err.contains("no container engine answers") && err.contains(&missing), "{err}");
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}
+
+// ---- The escape table for containers -------------------------------------------------------
+//
+// Each row runs a busybox probe in a container made by Apiary's own launcher with the spec a
+// profile gives (`ContainerSpec`: capabilities dropped, no-new-privileges, read-only root,
+// limits, the profile's network and mounts), and checks the forbidden half is blocked while
+// the allowed half (the control) works. docs/containers.md carries the table.
+
+use apiary_runtime::container::{ContainerLauncher, ContainerSpec, Limits, Network, engine};
+use apiary_transport::launch::Launch;
+
+/// busybox-static as an image whose entrypoint is `sh -c`.
+fn probe_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let tag = "localhost/apiary-probe:test".to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        copy_into(&root, Path::new("/bin/busybox"), Path::new("/bin/busybox"));
+        for applet in ["sh", "cat", "ls", "touch", "echo", "wget", "dd", "mount", "chown", "sleep", "seq", "grep", "nc"]
+        {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        for d in ["tmp", "proc", "sys", "dev", "mnt"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let ok = Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tar failed");
+        let out = Command::new("podman")
+            .args(["import", "--change", r#"ENTRYPOINT ["/bin/sh", "-c"]"#, "--change", "ENV PATH=/bin"])
+            .arg(&tar)
+            .arg(&tag)
+            .output()
+            .expect("podman (installed by cargo xtask podman up)");
+        assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+        tag
+    })
+}
+
+/// Runs `script` in a probe container; its output (stdout and stderr) and exit status.
+fn probe(script: &str, network: Network, binds: &[String]) -> (String, Option<i32>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let socket = podman_socket();
+        let spec = ContainerSpec {
+            workload: "escape-probe".into(),
+            image: probe_image().into(),
+            args: vec![format!("exec 2>&1; {script}")],
+            env: Vec::new(),
+            http_port: None,
+            network,
+            binds: binds.to_vec(),
+            limits: Limits::default(),
+        };
+        let launcher = ContainerLauncher::new(engine::client_for(&socket).unwrap(), socket, spec);
+        let handle = launcher.launch().await.unwrap();
+        let mut stdout = handle.stdout;
+        let read = async {
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut out).await.unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let out = tokio::time::timeout(Duration::from_secs(60), read).await.expect("probe output within 60 s");
+        let exit = tokio::time::timeout(Duration::from_secs(30), handle.exited).await.unwrap().unwrap();
+        drop(handle.stdin);
+        (out, exit.code)
+    })
+}
+
+#[test]
+fn escape_table_forbidden_rows_are_blocked_and_allowed_rows_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (readable, writable, secret) = (dir.path().join("ro"), dir.path().join("rw"), dir.path().join("secret"));
+    for d in [&readable, &writable] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(readable.join("f"), "readable").unwrap();
+    std::fs::write(&secret, "host secret").unwrap();
+    let binds = [format!("{}:/data:ro", readable.display()), format!("{}:/work:rw", writable.display())];
+
+    // Reading outside `read`: the host file is not there; the granted path is.
+    let (out, _) = probe(&format!("cat {}; cat /data/f", secret.display()), Network::None, &binds);
+    assert!(!out.contains("host secret") && out.contains("readable"), "{out}");
+
+    // Writing to a read-only path (a `read` mount, the root) fails; `write` and /tmp work.
+    let (out, _) = probe(
+        "echo x > /data/new; touch /rootfile; echo ok > /tmp/t && cat /tmp/t; echo w > /work/out",
+        Network::None,
+        &binds,
+    );
+    assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
+    assert!(out.contains("ok"), "{out}");
+    assert!(!readable.join("new").exists());
+    assert_eq!(std::fs::read_to_string(writable.join("out")).unwrap(), "w\n");
+
+    // A host loopback port: unreachable under profile `none` (the container's own loopback
+    // answers nothing there); the control connects from the host.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (out, _) =
+        probe(&format!("nc -w 3 127.0.0.1 {port} </dev/null && echo CONNECTED; echo done"), Network::None, &[]);
+    assert!(!out.contains("CONNECTED") && out.contains("done"), "{out}");
+    // …and no route off the machine at all.
+    let (out, _) = probe("nc -w 3 10.88.0.1 80 </dev/null && echo CONNECTED; cat /proc/net/route", Network::None, &[]);
+    assert!(!out.contains("CONNECTED") && !out.contains("00000000"), "{out}");
+
+    // Host processes: only the container's own are visible.
+    let own = std::process::id();
+    let (out, _) = probe("ls /proc | grep -c '^[0-9]'; ls /proc", Network::None, &[]);
+    let count: u32 = out.lines().next().unwrap().trim().parse().unwrap();
+    assert!(count < 10 && !out.lines().any(|l| l.trim() == own.to_string()), "{out}");
+
+    // Raising privileges: no capabilities, no new privileges, so chown and mount fail as root.
+    let (out, _) = probe(
+        "grep -E 'CapEff|NoNewPrivs' /proc/self/status; chown 65534 /tmp && echo CHOWNED; mount -t tmpfs none /mnt && echo MOUNTED",
+        Network::None,
+        &[],
+    );
+    assert!(out.contains("0000000000000000") && out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(!out.contains("CHOWNED") && !out.contains("MOUNTED"), "{out}");
+
+    // Exhausting processes: forks stop at the pids limit (256) though 400 are asked for.
+    // (A child shell forks until refused, which ends it; the count then uses builtins only, as
+    // nothing more can be forked at the limit.)
+    let (out, _) = probe(
+        "sh -c 'for i in $(seq 400); do sleep 20 & done' 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo \"running $n\"",
+        Network::None,
+        &[],
+    );
+    let running: u32 =
+        out.lines().find_map(|l| l.strip_prefix("running ")).unwrap_or_else(|| panic!("{out}")).parse().unwrap();
+    assert!((200..=256).contains(&running), "{out}");
+
+    // Exhausting memory: 700 MiB in one buffer is killed at the 512 MiB limit; 64 MiB is fine.
+    let (out, code) = probe("dd if=/dev/zero of=/dev/null bs=64M count=1 && echo SMALL-OK", Network::None, &[]);
+    assert!(out.contains("SMALL-OK") && code == Some(0), "{out} {code:?}");
+    let (out, code) = probe("dd if=/dev/zero of=/dev/null bs=700M count=1 && echo BIG-OK", Network::None, &[]);
+    assert!(!out.contains("BIG-OK") && code == Some(137), "{out} {code:?}");
+
+    assert_eq!(wait_no_containers("escape-probe"), Vec::<String>::new());
+}

@@ -1,0 +1,167 @@
+//! MCP servers published as images, run through the Docker Engine API (Docker, or Podman's
+//! compatible service): a [`Launch`] that creates a hardened container per launch, attaches to
+//! its stdio (stdin written through the hijacked connection, stdout and stderr demultiplexed),
+//! starts it, reports its exit status, and removes it when the proxy lets go of it.
+//!
+//! - [`engine`]: which socket the engine answers on.
+//! - [`spec`]: the container's configuration and hardening, from the RunConfig.
+//! - [`lifecycle`]: create, attach, start, wait, stop and remove.
+//!
+//! One attach belongs to one container's life: closing it closes the server's stdin (Podman has
+//! no real `StdinOnce`), so every launch is a new container and a restart never re-attaches.
+
+pub mod engine;
+pub mod lifecycle;
+pub mod spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_config::RunConfig;
+use apiary_transport::launch::{Launch, LaunchError, LaunchFuture};
+use bollard::Docker;
+
+pub use spec::{ContainerSpec, Limits, Network, WORKLOAD_LABEL};
+
+use crate::log::LogFile;
+
+/// How long a launch may spend pulling an image that is not on the machine yet.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A container could not be started, found or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(
+        "no container engine answers; tried {0}. Start Docker or `podman system service`, or point DOCKER_HOST at the engine's socket"
+    )]
+    NoEngine(String),
+    #[error("container engine at {endpoint}: {reason}")]
+    Engine { endpoint: String, reason: String },
+    #[error("cannot {what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("image {image} is not on this machine and could not be pulled: {reason}")]
+    Pull { image: String, reason: String },
+    #[error("a {0} source has no image; the container runtime runs images only")]
+    NotAnImage(&'static str),
+    #[error(
+        "the permission profile's network.outbound.allow_host/allow_port are not enforced for containers yet; use profile `none` (no network) or `network` (all outbound), or run the server as a package or command in the sandbox, which enforces the allow-list"
+    )]
+    AllowListUnsupported,
+    #[error(
+        "an HTTP-transport image needs a network to publish its port, and permission profile `none` gives it none; use --transport stdio or --permission-profile network"
+    )]
+    HttpNeedsNetwork,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<ContainerError> for LaunchError {
+    fn from(e: ContainerError) -> Self {
+        LaunchError::Other(e.to_string())
+    }
+}
+
+/// Starts a fresh hardened container of one image for every launch.
+#[derive(Clone)]
+pub struct ContainerLauncher {
+    docker: Docker,
+    endpoint: String,
+    spec: ContainerSpec,
+    stderr_log: Option<Arc<LogFile>>,
+    pull_timeout: Duration,
+}
+
+impl std::fmt::Debug for ContainerLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerLauncher")
+            .field("endpoint", &self.endpoint)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContainerLauncher {
+    /// A launcher using `docker`, which answers at `endpoint` (kept for messages and state).
+    pub fn new(docker: Docker, endpoint: impl Into<String>, spec: ContainerSpec) -> Self {
+        ContainerLauncher {
+            docker,
+            endpoint: endpoint.into(),
+            spec,
+            stderr_log: None,
+            pull_timeout: DEFAULT_PULL_TIMEOUT,
+        }
+    }
+
+    /// The launcher for an image RunConfig on the first engine that answers, `previous` (where
+    /// the workload ran before) tried first ([`engine::connect_preferring`]).
+    pub async fn for_run_config(config: &RunConfig, previous: Option<&str>) -> Result<Self, ContainerError> {
+        let spec = ContainerSpec::for_run_config(config)?;
+        let (docker, endpoint) = engine::connect_preferring(previous).await?;
+        Ok(ContainerLauncher::new(docker, endpoint, spec))
+    }
+
+    /// Copies the server's stderr into `log` instead of handing it to the caller.
+    #[must_use]
+    pub fn stderr_to(mut self, log: Arc<LogFile>) -> Self {
+        self.stderr_log = Some(log);
+        self
+    }
+
+    /// How long a launch may spend pulling a missing image.
+    #[must_use]
+    pub fn pull_timeout(mut self, limit: Duration) -> Self {
+        self.pull_timeout = limit;
+        self
+    }
+
+    /// Sets a variable in the server's environment (a later value for the same name wins).
+    #[must_use]
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.spec.set_env(name, value);
+        self
+    }
+
+    /// The engine's endpoint (`unix:///run/podman/podman.sock`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// What every container of this launcher looks like.
+    pub fn spec(&self) -> &ContainerSpec {
+        &self.spec
+    }
+
+    /// Makes sure the image is on the machine: found locally, else pulled (bounded).
+    pub async fn ensure_image(&self) -> Result<(), ContainerError> {
+        lifecycle::ensure_image(&self.docker, &self.spec.image, self.pull_timeout).await
+    }
+
+    /// Removes every container of this workload that is still there (left by a proxy that was
+    /// killed); returns how many were removed.
+    pub async fn remove_leftovers(&self) -> Result<usize, ContainerError> {
+        lifecycle::remove_workload_containers(&self.docker, &self.spec.workload).await
+    }
+}
+
+impl Launch for ContainerLauncher {
+    fn launch(&self) -> LaunchFuture<'_> {
+        Box::pin(async move { Ok(lifecycle::start(self).await?) })
+    }
+
+    fn describe(&self) -> String {
+        format!("container of {} via {}", self.spec.image, self.endpoint)
+    }
+}
+
+/// Removes every container of `workload` on the engine at `endpoint` (what `apiary stop`/`rm`
+/// do after the proxy is gone); returns how many were removed.
+pub async fn remove_workload_containers(endpoint: &str, workload: &str) -> Result<usize, ContainerError> {
+    let docker = engine::ping(endpoint)
+        .await
+        .map_err(|reason| ContainerError::Engine { endpoint: endpoint.to_owned(), reason })?;
+    lifecycle::remove_workload_containers(&docker, workload).await
+}
