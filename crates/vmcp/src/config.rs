@@ -25,7 +25,7 @@ pub struct VmcpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operational: Option<Operational>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outgoing_auth: Option<Value>,
+    pub outgoing_auth: Option<OutgoingAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming_auth: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +154,53 @@ pub struct CircuitBreaker {
     pub failure_threshold: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+}
+
+/// `outgoingAuth`: how the vMCP authenticates to backends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutgoingAuth {
+    /// `inline` or `discovered` (Kubernetes; locally the same as inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<BackendAuth>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backends: BTreeMap<String, BackendAuth>,
+}
+
+/// One backend's auth strategy (ToolHive's `BackendAuthStrategy`). Apiary carries out
+/// `unauthenticated` and `header_injection`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendAuth {
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_injection: Option<HeaderInjection>,
+}
+
+/// `headerInjection`: a header sent with every request to the backend.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderInjection {
+    #[serde(default)]
+    pub header_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_value: Option<String>,
+    /// The environment variable holding the value (read at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_value_env: Option<String>,
+}
+
+impl std::fmt::Debug for HeaderInjection {
+    // The value is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderInjection")
+            .field("header_name", &self.header_name)
+            .field("header_value_env", &self.header_value_env)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One thing wrong with a file, at a field path (`backends[1].url`).
@@ -319,6 +366,27 @@ impl VmcpConfig {
                 }
             }
         }
+        if let Some(out) = &self.outgoing_auth {
+            match out.source.as_deref() {
+                None | Some("inline" | "discovered") => {}
+                Some(_) => problems.push(Problem {
+                    path: "outgoingAuth.source".into(),
+                    message: "must be `inline` or `discovered`".into(),
+                }),
+            }
+            if let Some(d) = &out.default {
+                check_auth(&mut problems, "outgoingAuth.default", d);
+            }
+            for (name, a) in &out.backends {
+                if !names.contains(&name.as_str()) {
+                    problems.push(Problem {
+                        path: format!("outgoingAuth.backends.{name}"),
+                        message: format!("{name:?} is not a backend"),
+                    });
+                }
+                check_auth(&mut problems, &format!("outgoingAuth.backends.{name}"), a);
+            }
+        }
         if let Some(op) = &self.operational {
             if let Some(t) = &op.timeouts {
                 check_duration(&mut problems, "operational.timeouts.default", t.default.as_deref());
@@ -363,7 +431,6 @@ impl VmcpConfig {
             ("compositeToolRefs", self.composite_tool_refs.is_some()),
             ("optimizer", self.optimizer.is_some()),
             ("incomingAuth", self.incoming_auth.is_some()),
-            ("outgoingAuth", self.outgoing_auth.is_some()),
             ("telemetry", self.telemetry.is_some()),
             ("audit", self.audit.is_some()),
         ];
@@ -398,6 +465,31 @@ impl VmcpConfig {
         }
     }
 
+    /// The headers to send to `backend` (its own strategy, else the default). Values from
+    /// the environment are read now; a missing variable is an error naming the field.
+    pub fn headers_for(&self, backend: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(out) = &self.outgoing_auth else { return Ok(Vec::new()) };
+        let (path, auth) = match (out.backends.get(backend), &out.default) {
+            (Some(a), _) => (format!("outgoingAuth.backends.{backend}"), a),
+            (None, Some(d)) => ("outgoingAuth.default".to_owned(), d),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let Some(h) = auth.header_injection.as_ref().filter(|_| auth.kind == "header_injection") else {
+            return Ok(Vec::new());
+        };
+        let value = match (&h.header_value, &h.header_value_env) {
+            (Some(v), _) => v.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(vec![Problem {
+                    path: format!("{path}.headerInjection.headerValueEnv"),
+                    message: format!("the environment variable {var:?} is not set"),
+                }])
+            })?,
+            (None, None) => return Ok(Vec::new()),
+        };
+        Ok(vec![(h.header_name.clone(), value)])
+    }
+
     /// The bound on one request to `backend`.
     pub fn timeout_for(&self, backend: &str) -> Duration {
         let t = self.operational.as_ref().and_then(|o| o.timeouts.as_ref());
@@ -428,6 +520,40 @@ impl VmcpConfig {
         let cb = self.failure_handling()?.circuit_breaker.as_ref().filter(|c| c.enabled)?;
         let timeout = cb.timeout.as_deref().and_then(|d| parse_duration(d).ok()).unwrap_or(DEFAULT_BREAKER_TIMEOUT);
         Some((cb.failure_threshold.unwrap_or(DEFAULT_BREAKER_THRESHOLD).max(1), timeout))
+    }
+}
+
+fn check_auth(problems: &mut Vec<Problem>, path: &str, auth: &BackendAuth) {
+    match auth.kind.as_str() {
+        "unauthenticated" => {}
+        "header_injection" => match &auth.header_injection {
+            None => problems.push(Problem {
+                path: format!("{path}.headerInjection"),
+                message: "required for the header_injection type".into(),
+            }),
+            Some(h) => {
+                if h.header_name.is_empty() {
+                    problems.push(Problem {
+                        path: format!("{path}.headerInjection.headerName"),
+                        message: "required".into(),
+                    });
+                }
+                if h.header_value.is_some() == h.header_value_env.is_some() {
+                    problems.push(Problem {
+                        path: format!("{path}.headerInjection"),
+                        message: "set exactly one of headerValue and headerValueEnv".into(),
+                    });
+                }
+            }
+        },
+        "token_exchange" | "upstream_inject" | "aws_sts" | "obo" | "xaa" => problems.push(Problem {
+            path: format!("{path}.type"),
+            message: format!(
+                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection are)",
+                auth.kind
+            ),
+        }),
+        other => problems.push(Problem { path: format!("{path}.type"), message: format!("unknown type {other:?}") }),
     }
 }
 
@@ -580,6 +706,32 @@ operational:
         assert!(c.validate().unwrap().is_empty());
         assert_eq!(c.strategy(), Strategy::Prefix { format: "{workload}_".into() });
         assert_eq!(c.circuit_breaker(), None);
+    }
+
+    #[test]
+    fn outgoing_auth_header_injection_and_unsupported_types() {
+        let base = "backends:\n  - {name: a, url: 'http://x/mcp', transport: streamable-http}\n  - {name: b, url: 'http://y/mcp', transport: streamable-http}\n";
+        let good = format!(
+            "{base}outgoingAuth:\n  source: inline\n  default: {{type: unauthenticated}}\n  backends:\n    b:\n      type: header_injection\n      headerInjection: {{headerName: X-Api-Key, headerValue: s3cret}}\n"
+        );
+        let c = VmcpConfig::parse(&good).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        assert!(c.headers_for("a").unwrap().is_empty());
+        assert_eq!(c.headers_for("b").unwrap(), [("X-Api-Key".to_owned(), "s3cret".to_owned())]);
+        assert!(!format!("{c:?}").contains("s3cret"), "the value is never printed");
+
+        let env = format!(
+            "{base}outgoingAuth:\n  default:\n    type: header_injection\n    headerInjection: {{headerName: X, headerValueEnv: APIARY_TEST_SURELY_UNSET_VAR}}\n"
+        );
+        let err = VmcpConfig::parse(&env).unwrap().headers_for("a").unwrap_err();
+        assert!(err.to_string().contains("outgoingAuth.default.headerInjection.headerValueEnv"), "{err}");
+
+        let bad = format!(
+            "{base}outgoingAuth:\n  backends:\n    b: {{type: token_exchange}}\n    zz: {{type: unauthenticated}}\n"
+        );
+        let ConfigError::Invalid(p) = VmcpConfig::parse(&bad).unwrap().validate().unwrap_err() else { panic!() };
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["outgoingAuth.backends.b.type", "outgoingAuth.backends.zz"]);
     }
 
     #[test]

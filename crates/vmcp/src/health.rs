@@ -42,19 +42,27 @@ struct State {
 }
 
 /// One backend's health.
-#[derive(Debug)]
 pub struct BackendHealth {
     pub name: String,
     pub url: String,
+    /// The backend's outgoing-auth headers, for the checks (credentials: never printed).
+    pub(crate) headers: Vec<(String, String)>,
     settings: HealthSettings,
     state: Mutex<State>,
 }
 
+impl std::fmt::Debug for BackendHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendHealth").field("name", &self.name).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
 impl BackendHealth {
-    pub fn new(name: &str, url: &str, settings: HealthSettings) -> BackendHealth {
+    pub fn new(name: &str, url: &str, headers: Vec<(String, String)>, settings: HealthSettings) -> BackendHealth {
         BackendHealth {
             name: name.to_owned(),
             url: url.to_owned(),
+            headers,
             settings,
             state: Mutex::new(State {
                 failures: 0,
@@ -238,7 +246,7 @@ mod tests {
 
     #[test]
     fn unhealthy_after_the_threshold_and_healthy_after_a_success() {
-        let h = BackendHealth::new("a", "http://x", settings(None));
+        let h = BackendHealth::new("a", "http://x", vec![], settings(None));
         assert_eq!(h.status(), "unknown");
         h.record_failure("refused");
         assert_eq!(h.status(), "degraded");
@@ -251,7 +259,7 @@ mod tests {
 
     #[test]
     fn breaker_opens_fails_fast_then_lets_one_trial_through() {
-        let h = BackendHealth::new("a", "http://x", settings(Some((3, Duration::ZERO))));
+        let h = BackendHealth::new("a", "http://x", vec![], settings(Some((3, Duration::ZERO))));
         for _ in 0..3 {
             h.record_failure("connection refused");
         }
@@ -262,7 +270,7 @@ mod tests {
         h.record_success();
         assert_eq!(h.report()["circuitState"], "closed");
 
-        let slow = BackendHealth::new("b", "http://x", settings(Some((1, Duration::from_secs(3600)))));
+        let slow = BackendHealth::new("b", "http://x", vec![], settings(Some((1, Duration::from_secs(3600)))));
         slow.record_failure("connection refused");
         let err = slow.admit().unwrap_err();
         assert!(err.contains("circuit breaker is open") && err.contains("connection refused"), "{err}");
@@ -270,8 +278,8 @@ mod tests {
 
     #[test]
     fn reports_name_every_backend() {
-        let a = Arc::new(BackendHealth::new("a", "http://a", settings(None)));
-        let b = Arc::new(BackendHealth::new("b", "http://b", settings(None)));
+        let a = Arc::new(BackendHealth::new("a", "http://a", vec![], settings(None)));
+        let b = Arc::new(BackendHealth::new("b", "http://b", vec![], settings(None)));
         b.record_failure("x");
         b.record_failure("x");
         let r = HealthRegistry::new([a, b]);

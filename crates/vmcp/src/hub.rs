@@ -9,12 +9,26 @@ use crate::config::{ConfigError, VmcpConfig};
 use crate::health::{BackendHealth, HealthRegistry, HealthSettings};
 
 /// One backend as the instances reach it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackendSpec {
     pub name: String,
     pub url: String,
     /// Bound on one request to it.
     pub timeout: Duration,
+    /// Sent with every request (outgoing auth); values are credentials.
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("BackendSpec")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("header_names", &names)
+            .finish()
+    }
 }
 
 /// Bounds of an instance, as for a real stdio child.
@@ -53,13 +67,17 @@ impl Hub {
             unhealthy_threshold: config.unhealthy_threshold(),
             breaker: config.circuit_breaker(),
         };
-        let backends: Vec<BackendSpec> = config
-            .backends
-            .iter()
-            .map(|b| BackendSpec { name: b.name.clone(), url: b.url.clone(), timeout: config.timeout_for(&b.name) })
-            .collect();
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for b in &config.backends {
+            backends.push(BackendSpec {
+                name: b.name.clone(),
+                url: b.url.clone(),
+                timeout: config.timeout_for(&b.name),
+                headers: config.headers_for(&b.name)?,
+            });
+        }
         let health = Arc::new(HealthRegistry::new(
-            backends.iter().map(|b| Arc::new(BackendHealth::new(&b.name, &b.url, health_settings))),
+            backends.iter().map(|b| Arc::new(BackendHealth::new(&b.name, &b.url, b.headers.clone(), health_settings))),
         ));
         Ok(Hub {
             backends,

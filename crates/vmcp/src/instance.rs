@@ -381,6 +381,7 @@ impl Instance {
             h.admit()?;
         }
         let mut options = SessionOptions {
+            headers: spec.headers.clone(),
             timeout: spec.timeout,
             incoming_capacity: MAX_PENDING,
             listen: true,

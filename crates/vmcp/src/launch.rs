@@ -54,7 +54,13 @@ impl VmcpLaunch {
 }
 
 async fn check(backend: &BackendHealth, timeout: std::time::Duration) {
-    let options = SessionOptions { timeout, listen: false, incoming_capacity: 16, ..SessionOptions::default() };
+    let options = SessionOptions {
+        timeout,
+        listen: false,
+        incoming_capacity: 16,
+        headers: backend.headers.clone(),
+        ..SessionOptions::default()
+    };
     let outcome = async {
         let (session, _incoming) = RawSession::open(&backend.url, options).await?;
         let pinged = session.request(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)).await;
