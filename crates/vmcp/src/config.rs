@@ -442,6 +442,13 @@ impl VmcpConfig {
                 ));
             }
         }
+        if self.failure_handling().and_then(|f| f.partial_failure_mode.as_deref()) == Some("fail") {
+            out.push(
+                "operational.failureHandling.partialFailureMode `fail` is not supported yet: lists leave out \
+                 a backend that does not answer in time (best_effort)"
+                    .to_owned(),
+            );
+        }
         if let Some(agg) = &self.aggregation {
             for (i, t) in agg.tools.iter().enumerate() {
                 if t.tool_config_ref.is_some() {
