@@ -138,11 +138,9 @@ fn group_config(group: &str) -> anyhow::Result<VmcpConfig> {
         if !is_loopback_url(&url) {
             bail!("workload {name:?} is at {url}, not on loopback: quick mode serves local workloads only");
         }
-        if url.trim_end_matches('/').ends_with("/sse") {
-            tracing::warn!(workload = %name, %url, "SSE workloads are not supported by apiary vmcp yet; left out");
-            continue;
-        }
-        backends.push(StaticBackend { name, url, transport: "streamable-http".into(), metadata: None });
+        // A workload proxied in `--proxy-mode sse` speaks the 2024-11-05 transport.
+        let transport = if url.trim_end_matches('/').ends_with("/sse") { "sse" } else { "streamable-http" };
+        backends.push(StaticBackend { name, url, transport: transport.into(), metadata: None });
     }
     if backends.is_empty() {
         bail!("group {group:?} has no running workloads; start some with: apiary run --group {group} …");

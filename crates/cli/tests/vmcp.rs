@@ -1,8 +1,8 @@
 //! `apiary vmcp` with the real binary in front of fixture MCP servers: the three conflict
 //! strategies over two servers whose tool names all clash, calls routed to the owning
 //! backend, `/status`, `validate` errors naming the field path, `serve --group` and `init`
-//! over two running workloads, and a backend killed mid-session that fails fast and comes
-//! back by itself.
+//! over two running workloads (one reached over the 2024-11-05 SSE transport), and a
+//! backend killed mid-session that fails fast and comes back by itself.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -186,9 +186,13 @@ async fn serve_group_aggregates_two_running_workloads_and_init_writes_their_conf
     let apiary = Apiary::new();
     let server = testkit_server().to_string_lossy().into_owned();
     apiary.run(&["group", "create", "team"]).ok();
-    for name in ["one", "two"] {
+    // `two` is proxied in SSE mode: the vMCP reaches it over the 2024-11-05 transport.
+    for (name, mode) in [("one", "streamable-http"), ("two", "sse")] {
         let env = format!("WHO={name}");
-        apiary.run(&["run", "--group", "team", "--name", name, "-e", &env, "--", &server, "--stdio"]).ok();
+        let args =
+            ["run", "--group", "team", "--name", name, "--proxy-mode", mode, "-e", &env, "--", &server, "--stdio"];
+        let url = apiary.run(&args).ok().stdout.clone();
+        assert_eq!(url.trim().ends_with("/sse"), mode == "sse", "{url}");
     }
     let v = vmcp(&apiary, &["--group", "team"]).await;
     let client = connect(&v.url).await;
@@ -209,7 +213,7 @@ async fn serve_group_aggregates_two_running_workloads_and_init_writes_their_conf
     let file = apiary.scratch().join("team.yaml");
     apiary.run(&["vmcp", "init", "-g", "team", "-o", file.to_str().unwrap()]).ok();
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("name: one") && text.contains("name: two"), "{text}");
+    assert!(text.contains("name: one") && text.contains("name: two") && text.contains("transport: sse"), "{text}");
     apiary.run(&["vmcp", "validate", "--config", file.to_str().unwrap()]).ok();
     apiary.run(&["stop", "--all"]).ok();
 }

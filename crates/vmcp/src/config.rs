@@ -317,13 +317,8 @@ impl VmcpConfig {
             if !(b.url.starts_with("http://") || b.url.starts_with("https://")) {
                 bad(format!("backends[{i}].url"), "must be an http:// or https:// URL");
             }
-            match b.transport.as_str() {
-                "streamable-http" | "" => {}
-                "sse" => bad(
-                    format!("backends[{i}].transport"),
-                    "`sse` backends are not supported yet by apiary vmcp; use streamable-http",
-                ),
-                _ => bad(format!("backends[{i}].transport"), "must be `streamable-http` or `sse`"),
+            if !matches!(b.transport.as_str(), "streamable-http" | "sse" | "") {
+                bad(format!("backends[{i}].transport"), "must be `streamable-http` or `sse`");
             }
         }
         let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
@@ -684,7 +679,7 @@ operational:
 
     #[test]
     fn errors_name_the_field_path() {
-        let text = "backends:\n  - name: a\n    url: ftp://x\n    transport: streamable-http\n  - name: a\n    url: http://x/mcp\n    transport: carrier-pigeon\naggregation:\n  conflictResolution: random\n  tools:\n    - workload: nope\n";
+        let text = "backends:\n  - name: a\n    url: ftp://x\n    transport: sse\n  - name: a\n    url: http://x/mcp\n    transport: carrier-pigeon\naggregation:\n  conflictResolution: random\n  tools:\n    - workload: nope\n";
         let err = VmcpConfig::parse(text).unwrap().validate().unwrap_err();
         let ConfigError::Invalid(problems) = err else { panic!("not a validation error") };
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();

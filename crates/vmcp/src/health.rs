@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::hub::BackendSpec;
+
 /// Health settings.
 #[derive(Debug, Clone, Copy)]
 pub struct HealthSettings {
@@ -45,8 +47,8 @@ struct State {
 pub struct BackendHealth {
     pub name: String,
     pub url: String,
-    /// The backend's outgoing-auth headers, for the checks (credentials: never printed).
-    pub(crate) headers: Vec<(String, String)>,
+    /// How to reach it for a check (its headers are credentials: never printed).
+    pub(crate) spec: BackendSpec,
     settings: HealthSettings,
     state: Mutex<State>,
 }
@@ -58,11 +60,11 @@ impl std::fmt::Debug for BackendHealth {
 }
 
 impl BackendHealth {
-    pub fn new(name: &str, url: &str, headers: Vec<(String, String)>, settings: HealthSettings) -> BackendHealth {
+    pub fn new(spec: &BackendSpec, settings: HealthSettings) -> BackendHealth {
         BackendHealth {
-            name: name.to_owned(),
-            url: url.to_owned(),
-            headers,
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            spec: spec.clone(),
             settings,
             state: Mutex::new(State {
                 failures: 0,
@@ -235,6 +237,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn spec(name: &str, url: &str) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            url: url.into(),
+            timeout: Duration::from_secs(1),
+            headers: vec![],
+            transport: apiary_transport::client::Transport::StreamableHttp,
+        }
+    }
+
     fn settings(breaker: Option<(u32, Duration)>) -> HealthSettings {
         HealthSettings {
             interval: Duration::from_secs(30),
@@ -246,7 +258,7 @@ mod tests {
 
     #[test]
     fn unhealthy_after_the_threshold_and_healthy_after_a_success() {
-        let h = BackendHealth::new("a", "http://x", vec![], settings(None));
+        let h = BackendHealth::new(&spec("a", "http://x"), settings(None));
         assert_eq!(h.status(), "unknown");
         h.record_failure("refused");
         assert_eq!(h.status(), "degraded");
@@ -259,7 +271,7 @@ mod tests {
 
     #[test]
     fn breaker_opens_fails_fast_then_lets_one_trial_through() {
-        let h = BackendHealth::new("a", "http://x", vec![], settings(Some((3, Duration::ZERO))));
+        let h = BackendHealth::new(&spec("a", "http://x"), settings(Some((3, Duration::ZERO))));
         for _ in 0..3 {
             h.record_failure("connection refused");
         }
@@ -270,7 +282,7 @@ mod tests {
         h.record_success();
         assert_eq!(h.report()["circuitState"], "closed");
 
-        let slow = BackendHealth::new("b", "http://x", vec![], settings(Some((1, Duration::from_secs(3600)))));
+        let slow = BackendHealth::new(&spec("b", "http://x"), settings(Some((1, Duration::from_secs(3600)))));
         slow.record_failure("connection refused");
         let err = slow.admit().unwrap_err();
         assert!(err.contains("circuit breaker is open") && err.contains("connection refused"), "{err}");
@@ -278,8 +290,8 @@ mod tests {
 
     #[test]
     fn reports_name_every_backend() {
-        let a = Arc::new(BackendHealth::new("a", "http://a", vec![], settings(None)));
-        let b = Arc::new(BackendHealth::new("b", "http://b", vec![], settings(None)));
+        let a = Arc::new(BackendHealth::new(&spec("a", "http://a"), settings(None)));
+        let b = Arc::new(BackendHealth::new(&spec("b", "http://b"), settings(None)));
         b.record_failure("x");
         b.record_failure("x");
         let r = HealthRegistry::new([a, b]);

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use apiary_transport::client::Transport;
+
 use crate::aggregate::Rules;
 use crate::config::{ConfigError, VmcpConfig};
 use crate::health::{BackendHealth, HealthRegistry, HealthSettings};
@@ -17,6 +19,8 @@ pub struct BackendSpec {
     pub timeout: Duration,
     /// Sent with every request (outgoing auth); values are credentials.
     pub headers: Vec<(String, String)>,
+    /// Streamable HTTP or the 2024-11-05 HTTP+SSE transport.
+    pub transport: Transport,
 }
 
 impl std::fmt::Debug for BackendSpec {
@@ -27,6 +31,7 @@ impl std::fmt::Debug for BackendSpec {
             .field("url", &self.url)
             .field("timeout", &self.timeout)
             .field("header_names", &names)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -74,11 +79,11 @@ impl Hub {
                 url: b.url.clone(),
                 timeout: config.timeout_for(&b.name),
                 headers: config.headers_for(&b.name)?,
+                transport: if b.transport == "sse" { Transport::Sse } else { Transport::StreamableHttp },
             });
         }
-        let health = Arc::new(HealthRegistry::new(
-            backends.iter().map(|b| Arc::new(BackendHealth::new(&b.name, &b.url, b.headers.clone(), health_settings))),
-        ));
+        let health =
+            Arc::new(HealthRegistry::new(backends.iter().map(|b| Arc::new(BackendHealth::new(b, health_settings)))));
         Ok(Hub {
             backends,
             rules: Rules::from_config(config),

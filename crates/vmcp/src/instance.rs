@@ -382,6 +382,7 @@ impl Instance {
         }
         let mut options = SessionOptions {
             headers: spec.headers.clone(),
+            transport: spec.transport,
             timeout: spec.timeout,
             incoming_capacity: MAX_PENDING,
             listen: true,

@@ -58,7 +58,8 @@ async fn check(backend: &BackendHealth, timeout: std::time::Duration) {
         timeout,
         listen: false,
         incoming_capacity: 16,
-        headers: backend.headers.clone(),
+        headers: backend.spec.headers.clone(),
+        transport: backend.spec.transport,
         ..SessionOptions::default()
     };
     let outcome = async {

@@ -1,23 +1,25 @@
-//! A raw-bytes MCP session over Streamable HTTP, for a caller that forwards messages it did
-//! not write (the vMCP): requests go out as the caller's bytes (the caller sets the id) and
-//! their responses come back as the server's bytes; everything else the server sends, on a
-//! POST's SSE stream or on the session's GET stream (server→client requests, progress,
-//! logging, list_changed), is handed to the caller through a bounded channel, unanswered.
+//! A raw-bytes MCP session over Streamable HTTP or the 2024-11-05 HTTP+SSE transport, for a
+//! caller that forwards messages it did not write (the vMCP): requests go out as the
+//! caller's bytes (the caller sets the id) and their responses come back as the server's
+//! bytes; everything else the server sends, on a POST's SSE stream, the session's GET
+//! stream or the legacy event stream (server→client requests, progress, logging,
+//! list_changed), is handed to the caller through a bounded channel, unanswered.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use apiary_protocol::{Body, Kind, Message, RequestId, parse_body};
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Client, Method, RequestBuilder, StatusCode, Url};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ClientError;
 use super::http::{MAX_MESSAGE_BYTES, SseReader, connection_error, has_content_type, read_capped, status_error};
-use super::{SUPPORTED_PROTOCOL_VERSIONS, header_map, parse_url};
+use super::{SUPPORTED_PROTOCOL_VERSIONS, Transport, header_map, parse_url};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -29,6 +31,8 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 /// The GET stream is re-opened after it ends, at most this many times in a row without
 /// receiving anything in between.
 const MAX_LISTEN_FAILURES: u32 = 3;
+/// Requests of one legacy SSE session waiting for their answer on the stream.
+const MAX_SSE_PENDING: usize = 4096;
 
 /// How to open a [`RawSession`].
 #[derive(Debug, Clone)]
@@ -41,8 +45,12 @@ pub struct SessionOptions {
     pub incoming_capacity: usize,
     /// The `initialize` params, as JSON text.
     pub initialize_params: String,
-    /// Open the session's GET stream (server-initiated messages outside any request).
+    /// Open the session's GET stream (server-initiated messages outside any request;
+    /// Streamable HTTP only: the legacy transport's stream is always open).
     pub listen: bool,
+    /// `Auto`: SSE when the path ends in `/sse`, else Streamable HTTP, falling back to SSE
+    /// when `initialize` gets 400, 404 or 405.
+    pub transport: Transport,
 }
 
 impl Default for SessionOptions {
@@ -57,6 +65,7 @@ impl Default for SessionOptions {
                 env!("CARGO_PKG_VERSION")
             ),
             listen: true,
+            transport: Transport::Auto,
         }
     }
 }
@@ -68,6 +77,22 @@ struct Wire {
     incoming: mpsc::Sender<Bytes>,
     /// Messages handed to the incoming channel so far.
     delivered: AtomicU64,
+    /// Set for a legacy HTTP+SSE session.
+    sse: Option<SseSide>,
+}
+
+/// The legacy transport's state: where to POST, and the requests waiting for an answer
+/// on the event stream.
+#[derive(Default)]
+struct SseSide {
+    endpoint: OnceLock<Url>,
+    pending: Mutex<HashMap<RequestId, oneshot::Sender<Bytes>>>,
+    /// Why the stream ended, once it has.
+    closed: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An initialized Streamable HTTP session that moves raw JSON-RPC bytes.
@@ -107,12 +132,31 @@ impl RawSession {
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| connection_error("building the HTTP client", e))?;
+        match options.transport {
+            Transport::Sse => Self::open_sse(http, parsed, headers, &options).await,
+            Transport::Auto if parsed.path().ends_with("/sse") => Self::open_sse(http, parsed, headers, &options).await,
+            Transport::StreamableHttp => Self::open_streamable(http, parsed, headers, &options).await,
+            Transport::Auto => {
+                match Self::open_streamable(http.clone(), parsed.clone(), headers.clone(), &options).await {
+                    Err(ClientError::HttpStatus { status: 400 | 404 | 405, .. }) => {
+                        Self::open_sse(http, parsed, headers, &options).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    async fn open_streamable(
+        http: Client,
+        url: Url,
+        headers: HeaderMap,
+        options: &SessionOptions,
+    ) -> Result<(RawSession, mpsc::Receiver<Bytes>), ClientError> {
         let (tx, rx) = mpsc::channel(options.incoming_capacity.max(1));
-        let mut wire = Wire { http, url: parsed, headers, incoming: tx, delivered: AtomicU64::new(0) };
-        let init =
-            format!(r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}}"#, options.initialize_params);
+        let mut wire = Wire { http, url, headers, incoming: tx, delivered: AtomicU64::new(0), sse: None };
         let opened = tokio::time::timeout(options.timeout, async {
-            let resp = wire.post(Bytes::from(init)).await?;
+            let resp = wire.post(initialize_request(options)).await?;
             if let Some(sid) = resp.headers().get(SESSION_HEADER) {
                 if sid.is_empty() || !sid.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)) {
                     return Err(ClientError::Protocol(
@@ -128,12 +172,7 @@ impl RawSession {
             after: options.timeout,
             waiting_for: "the answer to initialize".into(),
         })??;
-        let msg = Message::parse(opened).map_err(|e| ClientError::Protocol(format!("initialize answer: {e}")))?;
-        let result = response_result(&msg)?;
-        let version = serde_json::from_slice::<serde_json::Value>(&result)
-            .ok()
-            .and_then(|v| v.get("protocolVersion").and_then(|p| p.as_str()).map(str::to_owned))
-            .ok_or_else(|| ClientError::Protocol("initialize result has no protocolVersion".into()))?;
+        let (result, version) = initialize_outcome(opened)?;
         // Every request after `initialize` carries the negotiated version.
         let supported = SUPPORTED_PROTOCOL_VERSIONS.contains(&version.as_str());
         if supported {
@@ -157,6 +196,62 @@ impl RawSession {
         if options.listen {
             tokio::spawn(listen(Arc::clone(&session.wire), session.stop.clone()));
         }
+        Ok((session, rx))
+    }
+
+    /// The 2024-11-05 transport: a GET event stream whose `endpoint` event names where to
+    /// POST; every answer arrives on the stream.
+    async fn open_sse(
+        http: Client,
+        url: Url,
+        headers: HeaderMap,
+        options: &SessionOptions,
+    ) -> Result<(RawSession, mpsc::Receiver<Bytes>), ClientError> {
+        let (tx, rx) = mpsc::channel(options.incoming_capacity.max(1));
+        let get = http.get(url.clone()).headers(headers.clone()).header(ACCEPT, "text/event-stream").send();
+        let resp = tokio::time::timeout(options.timeout, get)
+            .await
+            .map_err(|_| ClientError::Timeout { after: options.timeout, waiting_for: format!("GET {url}") })?
+            .map_err(|e| connection_error(format!("GET {url}"), e))?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp, "GET").await);
+        }
+        if !has_content_type(&resp, "text/event-stream") {
+            return Err(ClientError::Protocol(format!("GET {url} did not answer with text/event-stream")));
+        }
+        let wire = Arc::new(Wire {
+            http,
+            url,
+            headers,
+            incoming: tx,
+            delivered: AtomicU64::new(0),
+            sse: Some(SseSide::default()),
+        });
+        let stop = CancellationToken::new();
+        let (endpoint_tx, endpoint_rx) = oneshot::channel();
+        tokio::spawn(sse_reader(Arc::clone(&wire), SseReader::new(resp), endpoint_tx, stop.clone()));
+        let mut session = RawSession {
+            wire,
+            timeout: options.timeout,
+            init_result: Bytes::new(),
+            protocol_version: String::new(),
+            stop,
+        };
+        match tokio::time::timeout(options.timeout, endpoint_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => return Err(ClientError::Closed("the SSE stream ended before the endpoint event".into())),
+            Err(_) => {
+                return Err(ClientError::Timeout { after: options.timeout, waiting_for: "the endpoint event".into() });
+            }
+        }
+        let (result, version) = initialize_outcome(session.request(initialize_request(options)).await?)?;
+        if !SUPPORTED_PROTOCOL_VERSIONS.contains(&version.as_str()) {
+            return Err(ClientError::UnsupportedVersion(version));
+        }
+        session.init_result = result;
+        session.protocol_version = version;
+        session.send(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)).await?;
         Ok((session, rx))
     }
 
@@ -193,6 +288,9 @@ impl RawSession {
         };
         let method = msg.method().unwrap_or_default().to_owned();
         let call = async {
+            if let Some(sse) = &self.wire.sse {
+                return self.sse_request(sse, request, id).await;
+            }
             let resp = self.wire.post(request).await?;
             self.wire.answer(resp, &id).await
         };
@@ -200,6 +298,28 @@ impl RawSession {
             after: self.timeout,
             waiting_for: format!("the answer to {method:?}"),
         })?
+    }
+
+    async fn sse_request(&self, sse: &SseSide, request: Bytes, id: RequestId) -> Result<Bytes, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            if let Some(why) = lock(&sse.closed).clone() {
+                return Err(ClientError::Closed(why));
+            }
+            let mut pending = lock(&sse.pending);
+            if pending.len() >= MAX_SSE_PENDING {
+                return Err(ClientError::Protocol(format!("more than {MAX_SSE_PENDING} requests in flight")));
+            }
+            pending.insert(id.clone(), tx);
+        }
+        let _guard = PendingGuard { sse, id };
+        let resp = self.wire.post(request).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp, "POST").await);
+        }
+        rx.await.map_err(|_| {
+            ClientError::Closed(lock(&sse.closed).clone().unwrap_or_else(|| "the SSE stream ended".into()))
+        })
     }
 
     /// Sends a notification or a response; the server answers 202 with no body.
@@ -214,9 +334,13 @@ impl RawSession {
         })?
     }
 
-    /// Ends the session with `DELETE` (404 and 405 are not errors) and stops the GET stream.
+    /// Ends the session with `DELETE` (404 and 405 are not errors) and stops the GET stream;
+    /// a legacy SSE session ends by closing its stream.
     pub async fn close(&self) -> Result<(), ClientError> {
         self.stop.cancel();
+        if self.wire.sse.is_some() {
+            return Ok(());
+        }
         if self.session_id().is_none() {
             return Ok(());
         }
@@ -241,6 +365,33 @@ impl RawSession {
     }
 }
 
+/// Removes a waiter whose caller stopped waiting (answer, timeout or cancellation).
+struct PendingGuard<'a> {
+    sse: &'a SseSide,
+    id: RequestId,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.sse.pending).remove(&self.id);
+    }
+}
+
+fn initialize_request(options: &SessionOptions) -> Bytes {
+    Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}}"#, options.initialize_params))
+}
+
+/// The `initialize` result's text and the protocol version it names.
+fn initialize_outcome(answer: Bytes) -> Result<(Bytes, String), ClientError> {
+    let msg = Message::parse(answer).map_err(|e| ClientError::Protocol(format!("initialize answer: {e}")))?;
+    let result = response_result(&msg)?;
+    let version = serde_json::from_slice::<serde_json::Value>(&result)
+        .ok()
+        .and_then(|v| v.get("protocolVersion").and_then(|p| p.as_str()).map(str::to_owned))
+        .ok_or_else(|| ClientError::Protocol("initialize result has no protocolVersion".into()))?;
+    Ok((result, version))
+}
+
 /// The `result` member's text of a response, or the JSON-RPC error as an error.
 fn response_result(msg: &Message) -> Result<Bytes, ClientError> {
     match (msg.kind(), msg.payload_raw()) {
@@ -263,6 +414,17 @@ impl Wire {
     }
 
     async fn post(&self, body: Bytes) -> Result<reqwest::Response, ClientError> {
+        if let Some(endpoint) = self.sse.as_ref().and_then(|s| s.endpoint.get()) {
+            return self
+                .http
+                .post(endpoint.clone())
+                .headers(self.headers.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| connection_error(format!("POST {endpoint}"), e));
+        }
         self.build(Method::POST)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
@@ -307,6 +469,13 @@ impl Wire {
         };
         let mut found = None;
         for m in messages {
+            if let (Some(sse), Kind::Response | Kind::Error, Some(id)) = (&self.sse, m.kind(), m.id()) {
+                let waiter = lock(&sse.pending).remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(m.into_bytes());
+                    continue;
+                }
+            }
             let answers =
                 matches!(m.kind(), Kind::Response | Kind::Error) && wanted.is_some_and(|w| m.id().as_ref() == Some(w));
             if answers && found.is_none() {
@@ -424,4 +593,66 @@ async fn listen(wire: Arc<Wire>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// Owns a legacy session's event stream: announces the endpoint, hands answers to their
+/// waiters and everything else to the incoming channel, until the stream or session ends.
+async fn sse_reader(
+    wire: Arc<Wire>,
+    mut reader: SseReader,
+    endpoint_tx: oneshot::Sender<Result<(), ClientError>>,
+    stop: CancellationToken,
+) {
+    let mut endpoint_tx = Some(endpoint_tx);
+    let Some(sse) = wire.sse.as_ref() else { return };
+    let why = loop {
+        let next = tokio::select! {
+            n = reader.next_event() => n,
+            () = stop.cancelled() => break "the session was closed".to_owned(),
+        };
+        let ev = match next {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break "the server closed the SSE stream".to_owned(),
+            Err(e) => break e.to_string(),
+        };
+        match ev.kind() {
+            "endpoint" if sse.endpoint.get().is_none() => {
+                // Relative to the stream's URL, and on its origin: a hostile stream must not
+                // make us POST (with our headers) somewhere else.
+                let resolved = wire.url.join(ev.data.trim()).map_err(|e| e.to_string()).and_then(|u| {
+                    if u.origin() == wire.url.origin() {
+                        Ok(u)
+                    } else {
+                        Err(format!("the endpoint event points to another origin: {u}"))
+                    }
+                });
+                match resolved {
+                    Ok(u) => {
+                        let _ = sse.endpoint.set(u);
+                        if let Some(tx) = endpoint_tx.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    Err(why) => {
+                        if let Some(tx) = endpoint_tx.take() {
+                            let _ = tx.send(Err(ClientError::Protocol(why.clone())));
+                        }
+                        break why;
+                    }
+                }
+            }
+            "message" if !ev.data.trim().is_empty() => {
+                if let Err(e) = wire.deliver(Bytes::from(ev.data), None).await {
+                    tracing::debug!(error = %e, "ignoring a bad message on the SSE stream");
+                }
+            }
+            _ => {}
+        }
+    };
+    if let Some(tx) = endpoint_tx.take() {
+        let _ = tx.send(Err(ClientError::Closed(why.clone())));
+    }
+    *lock(&sse.closed) = Some(why);
+    // Dropping the waiters fails their callers with the reason just recorded.
+    lock(&sse.pending).clear();
 }
