@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// Most client sessions at once (each holds its own backend sessions)
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_sessions: u32,
+    /// Incoming authentication, Cedar, audit, tool filters and telemetry: the proxy's own
+    /// layers, in front of the aggregated names (backends' credentials come from the
+    /// config's `outgoingAuth`).
+    #[command(flatten)]
+    policy: crate::policy_args::PolicyArgs,
 }
 
 /// `apiary vmcp`.
@@ -189,6 +194,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("give --config FILE or --group NAME"),
     };
+    if let Some(flag) = args.policy.remote_auth_flag() {
+        bail!("{flag} logs in to one remote server; a vMCP's backends authenticate with the config's outgoingAuth");
+    }
+    let policy = args.policy.to_policy()?;
+    if !policy.outgoing.is_empty() {
+        bail!("upstream credential flags do not apply to a vMCP: set outgoingAuth per backend in the config");
+    }
+    let telemetry = args.policy.to_telemetry()?;
     let limits = apiary_config::Limits::default();
     let launch = Arc::new(
         VmcpLaunch::new(
@@ -201,13 +214,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let name = if apiary_runtime::state::is_valid_name(&config.name) { config.name.clone() } else { "vmcp".into() };
-    let run_config = RunConfig::builder(name, Source::command("apiary", ["vmcp", "serve"]))
+    let mut run_config = RunConfig::builder(name, Source::command("apiary", ["vmcp", "serve"]))
         .proxy_host(args.host.clone())
         .proxy_port(args.port)
         .stdio_mode(StdioMode::PerSession)
         .max_session_children(args.max_sessions)
         .build()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    run_config.policy = policy;
+    run_config.telemetry = telemetry;
     let mut signals = StopSignals::install()?;
     let launcher: Arc<dyn Launch> = Arc::clone(&launch) as Arc<dyn Launch>;
     let handle =

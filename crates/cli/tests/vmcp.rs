@@ -2,7 +2,8 @@
 //! strategies over two servers whose tool names all clash, calls routed to the owning
 //! backend, `/status`, `validate` errors naming the field path, `serve --group` and `init`
 //! over two running workloads (one reached over the 2024-11-05 SSE transport), and a
-//! backend killed mid-session that fails fast and comes back by itself.
+//! backend killed mid-session that fails fast and comes back by itself; Cedar given with the
+//! proxy's own flag guards the aggregated names.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -256,5 +257,26 @@ async fn a_backend_killed_mid_session_fails_fast_and_comes_back_by_itself() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(back, Some(b2.child.id().unwrap()), "the restarted backend was not used again");
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cedar_from_the_proxy_flags_guards_the_aggregated_names() {
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    let config = apiary.scratch().join("vmcp.yaml");
+    std::fs::write(&config, backends_yaml(&a, &b)).unwrap();
+    let authz = apiary.scratch().join("authz.json");
+    std::fs::write(
+        &authz,
+        r#"{"version":"1.0","type":"cedarv1","cedar":{"policies":["permit(principal, action == Action::\"call_tool\", resource == Tool::\"alpha_pid\");"]}}"#,
+    )
+    .unwrap();
+    let v = vmcp(&apiary, &["--config", config.to_str().unwrap(), "--authz-config", authz.to_str().unwrap()]).await;
+    let client = connect(&v.url).await;
+    assert_eq!(tool_names(&client).await, ["alpha_pid"], "the list is filtered per caller");
+    assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
+    assert!(pid_via(&client, "beta_pid").await.is_err(), "a call Cedar does not permit is refused");
     client.close().await.unwrap();
 }

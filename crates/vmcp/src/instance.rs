@@ -204,8 +204,13 @@ impl Instance {
                 let Some(name) = params.get("name").and_then(Value::as_str) else {
                     return error_response(Some(id), INVALID_PARAMS, "params.name is required", None);
                 };
-                let catalog = self.catalog().await;
-                let routes = if method == "tools/call" { &catalog.tool_routes } else { &catalog.prompt_routes };
+                let is_tool = method == "tools/call";
+                let catalog = self
+                    .catalog_for(|c| {
+                        if is_tool { c.tool_routes.contains_key(name) } else { c.prompt_routes.contains_key(name) }
+                    })
+                    .await;
+                let routes = if is_tool { &catalog.tool_routes } else { &catalog.prompt_routes };
                 match routes.get(name) {
                     Some(route) => {
                         let rename = (route.name != name).then_some((&["name"][..], route.name.as_str()));
@@ -226,7 +231,7 @@ impl Instance {
                 let Some(uri) = params.get("uri").and_then(Value::as_str) else {
                     return error_response(Some(id), INVALID_PARAMS, "params.uri is required", None);
                 };
-                let catalog = self.catalog().await;
+                let catalog = self.catalog_for(|c| c.resource_owner(uri).is_some()).await;
                 match self.resource_owner(&catalog, uri) {
                     Some(backend) => self.forward(msg, &backend, None).await,
                     None => error_response(
@@ -255,7 +260,7 @@ impl Instance {
 
     async fn complete(self: &Arc<Self>, msg: &Message, id: &str, params: &Value) -> Bytes {
         let r = params.get("ref").cloned().unwrap_or(Value::Null);
-        let catalog = self.catalog().await;
+        let catalog = self.catalog_with(false).await;
         match r.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
                 let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -436,13 +441,13 @@ impl Instance {
     }
 
     /// The current catalog; built (again) when there is none, when a backend said its list
-    /// changed, or when the last one missed a backend.
-    async fn catalog(self: &Arc<Self>) -> Arc<Catalog> {
+    /// changed, or (with `retry_missing`) when the last one missed a backend.
+    async fn catalog_with(self: &Arc<Self>, retry_missing: bool) -> Arc<Catalog> {
         let mut guard = self.catalog.lock().await;
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some((e, c)) = &*guard
             && *e == epoch
-            && c.missing.is_empty()
+            && (c.missing.is_empty() || !retry_missing)
         {
             return Arc::clone(c);
         }
@@ -470,6 +475,18 @@ impl Instance {
         let catalog = Arc::new(aggregate(&self.hub.rules, listings, missing));
         *guard = Some((epoch, Arc::clone(&catalog)));
         catalog
+    }
+
+    /// The catalog for a list: a backend missed last time is asked again.
+    async fn catalog(self: &Arc<Self>) -> Arc<Catalog> {
+        self.catalog_with(true).await
+    }
+
+    /// The catalog for routing `found`: the current one when it knows the name, so a call
+    /// to a healthy backend never waits on one that missed the last list.
+    async fn catalog_for(self: &Arc<Self>, found: impl Fn(&Catalog) -> bool) -> Arc<Catalog> {
+        let current = self.catalog_with(false).await;
+        if found(&current) || current.missing.is_empty() { current } else { self.catalog_with(true).await }
     }
 
     async fn list_backend(self: &Arc<Self>, backend: &str) -> Result<Listing, String> {
