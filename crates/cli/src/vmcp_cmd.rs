@@ -38,7 +38,7 @@ pub struct VmcpArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum VmcpCommand {
     /// Serve the vMCP at http://HOST:PORT/mcp until stopped (Ctrl-C)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a vMCP config file; errors name the field path
     Validate {
         /// ToolHive vMCP config file (YAML or JSON)
@@ -83,7 +83,7 @@ pub struct ServeArgs {
 /// `apiary vmcp`.
 pub async fn vmcp(args: VmcpArgs) -> anyhow::Result<()> {
     match args.command {
-        VmcpCommand::Serve(a) => serve(a).await,
+        VmcpCommand::Serve(a) => serve(*a).await,
         VmcpCommand::Validate { config } => validate(&config),
         VmcpCommand::Init { group, output } => init(&group, output.as_deref()),
     }
