@@ -1,6 +1,7 @@
 //! One vMCP instance spoken to as the proxy's front speaks to a stdio child: a backend's
 //! `list_changed` is relayed up and the next list rebuilt; a backend that never answers
-//! does not stall a list (partial result, the backend named as missing).
+//! does not stall a list (partial result, the backend named as missing); an injected
+//! header reaches its backend; an instance's end ends its backend sessions (DELETE).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -131,4 +132,41 @@ async fn header_injection_reaches_the_backend() {
         peer.call(1, "tools/call", json!({"name": "fx_request_header", "arguments": {"name": "x-api-key"}})).await;
     assert_eq!(answer["result"]["content"][0]["text"], "key-123", "{answer}");
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_an_instance_ends_its_backend_sessions() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let deletes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&deletes);
+    let router = raw_echo_router().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let counted = Arc::clone(&counted);
+            async move {
+                if req.method() == axum::http::Method::DELETE {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let config =
+        VmcpConfig::parse(&format!("backends: [{{name: raw, url: 'http://{addr}/mcp', transport: streamable-http}}]"))
+            .unwrap();
+    let launch = VmcpLaunch::new(&config, InstanceLimits::default()).unwrap();
+    let child = launch.launch().await.unwrap();
+    let mut peer = Peer { stdin: child.stdin, lines: BufReader::new(child.stdout).lines(), _kill: child.kill };
+    peer.send(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
+    peer.next().await;
+    assert_eq!(peer.tool_names(1).await, ["raw_raw_echo"]);
+    assert_eq!(deletes.load(Ordering::SeqCst), 0, "the backend session stays open while the client's does");
+    drop(peer);
+    // (The exit is reported only after the backend sessions are closed.)
+    let why = tokio::time::timeout(LIMIT, child.exited).await.unwrap().unwrap();
+    assert!(why.description.contains("vMCP instance ended"), "{why}");
+    assert_eq!(deletes.load(Ordering::SeqCst), 1, "the backend session was not ended with DELETE");
 }
