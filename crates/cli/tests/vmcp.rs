@@ -119,6 +119,18 @@ async fn prefix_priority_and_manual_settle_clashes_and_calls_reach_the_owner() {
     assert_eq!(status["status"], "healthy", "{status}");
     let health: Value = reqwest::get(format!("{base}/api/backends/health")).await.unwrap().json().await.unwrap();
     assert_eq!(health["backends"]["beta"]["status"], "healthy", "{health}");
+    // A bare POST with no session (seed 000's `curl`) is served by the shared instance.
+    let bare = reqwest::Client::new()
+        .post(&v.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(bare.status().is_success(), "{}", bare.status());
+    let body = bare.text().await.unwrap();
+    assert!(body.contains(r#""alpha_pid""#) && body.contains(r#""beta_pid""#), "{body}");
     client.close().await.unwrap();
     drop(v);
 
