@@ -23,13 +23,17 @@ const DEFAULT_PORT: u16 = 4483;
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "A vMCP aggregates the tools, resources and prompts of many MCP servers behind one \
-    endpoint. Each client session gets its own backend sessions, opened lazily. Name clashes are settled by \
+#[command(after_help = "A vMCP aggregates the tools, resources and prompts of many MCP servers \
+    behind one endpoint served by the proxy's front. Each client session gets its own backend \
+    sessions, opened lazily and closed with it. Name clashes are settled by \
     aggregation.conflictResolution: prefix (default, `{workload}_`), priority or manual.\n\n\
-    Quick start over running workloads:  apiary group create g; apiary run --group g …; apiary vmcp serve --group g\n\
-    With a file:  apiary vmcp init -g g -o vmcp.yaml; apiary vmcp validate --config vmcp.yaml; \
+    Examples:\n  \
+    apiary vmcp serve --group team            (every running workload of the group)\n  \
+    apiary vmcp init -g team -o vmcp.yaml     (the same as a file to edit)\n  \
+    apiary vmcp validate --config vmcp.yaml\n  \
     apiary vmcp serve --config vmcp.yaml\n\n\
-    Backend health: GET /status and /api/backends/health on the same port.")]
+    Backend health: GET /status and /api/backends/health on the vMCP's port. \
+    Config reference: docs/vmcp.md.")]
 pub struct VmcpArgs {
     #[command(subcommand)]
     pub command: VmcpCommand,
