@@ -238,7 +238,7 @@ async fn a_backend_killed_mid_session_fails_fast_and_comes_back_by_itself() {
     let mut b = fixture("127.0.0.1:0").await;
     let b_addr = b.url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned();
     let text = format!(
-        "{}operational:\n  timeouts: {{default: 10s}}\n  failureHandling:\n    healthCheckInterval: 1s\n    unhealthyThreshold: 1\n    circuitBreaker: {{enabled: true, failureThreshold: 1, timeout: 1s}}\n",
+        "{}operational:\n  timeouts: {{default: 10s}}\n  failureHandling:\n    healthCheckInterval: 1s\n    unhealthyThreshold: 1\n    circuitBreaker: {{enabled: true, failureThreshold: 1, timeout: 60s}}\n",
         backends_yaml(&a, &b)
     );
     let v = serve_config(&apiary, "health.yaml", &text).await;
@@ -246,19 +246,23 @@ async fn a_backend_killed_mid_session_fails_fast_and_comes_back_by_itself() {
     assert_eq!(pid_via(&client, "beta_pid").await.unwrap(), b.child.id().unwrap());
 
     b.child.kill().await.unwrap();
-    // Calls to it fail with an error that names the backend; the other keeps working.
+    // Calls to it fail with an error that names the backend; the other keeps working. After
+    // the first failure the circuit is open (it closes only on a success, or after 60 s):
+    // calls then fail at once, saying so.
+    let mut last = String::new();
     for _ in 0..3 {
-        let err = pid_via(&client, "beta_pid").await.unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("\"beta\"") && (text.contains("unavailable") || text.contains("failed")), "{text}");
+        last = pid_via(&client, "beta_pid").await.unwrap_err().to_string();
+        assert!(last.contains("\"beta\"") && (last.contains("unavailable") || last.contains("failed")), "{last}");
         assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
     }
+    assert!(last.contains("circuit breaker is open"), "{last}");
     let base = v.url.trim_end_matches("/mcp");
     let health: Value = reqwest::get(format!("{base}/api/backends/health")).await.unwrap().json().await.unwrap();
     assert_eq!(health["backends"]["beta"]["status"], "unhealthy", "{health}");
     assert_eq!(health["backends"]["alpha"]["status"], "healthy", "{health}");
 
-    // Restarted on the same port, it is used again without any action.
+    // Restarted on the same port, it is used again without any action: the periodic check
+    // (every second here) finds it answering and closes the circuit.
     let b2 = fixture(&b_addr).await;
     let mut back = None;
     for _ in 0..60 {

@@ -245,6 +245,9 @@ impl Instance {
             "completion/complete" => self.complete(msg, id, &params).await,
             "logging/setLevel" => {
                 for backend in self.hub.backend_names() {
+                    if self.admit(&backend).is_err() {
+                        continue;
+                    }
                     if let Ok(conn) = self.conn(&backend).await {
                         let bytes = msg.with_id(&self.next_id.fetch_add(1, Ordering::Relaxed).to_string());
                         if let Err(e) = conn.session.request(bytes).await {
@@ -314,6 +317,9 @@ impl Instance {
             Some(_) => return fail("cannot find the member to rename".into()),
             None => None,
         };
+        if let Err(why) = self.admit(backend) {
+            return fail(why);
+        }
         // One retry: a backend that restarted no longer knows our session (404).
         for attempt in 0..2 {
             let conn = match self.conn(backend).await {
@@ -368,6 +374,12 @@ impl Instance {
         Arc::clone(lock(&self.conns).entry(backend.to_owned()).or_default())
     }
 
+    /// Whether the backend's circuit lets a request through now (callers ask once per
+    /// request, before [`Instance::conn`]: a half-open circuit admits one trial).
+    fn admit(&self, backend: &str) -> Result<(), String> {
+        self.hub.health.get(backend).map_or(Ok(()), |h| h.admit())
+    }
+
     /// This instance's session with `backend`, opened on first use.
     async fn conn(self: &Arc<Self>, backend: &str) -> Result<Arc<Conn>, String> {
         let slot = self.slot(backend);
@@ -382,9 +394,6 @@ impl Instance {
             return Err(format!("no backend named {backend:?}"));
         };
         let health = self.hub.health.get(backend);
-        if let Some(h) = health {
-            h.admit()?;
-        }
         let mut options = SessionOptions {
             headers: spec.headers.clone(),
             transport: spec.transport,
@@ -490,6 +499,7 @@ impl Instance {
     }
 
     async fn list_backend(self: &Arc<Self>, backend: &str) -> Result<Listing, String> {
+        self.admit(backend)?;
         let conn = self.conn(backend).await?;
         let caps: Value = serde_json::from_slice::<Value>(conn.session.initialize_result())
             .ok()
