@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::config::{Strategy, VmcpConfig, WorkloadTools};
+use crate::config::{DEFAULT_PREFIX_FORMAT, Strategy, VmcpConfig, WorkloadTools};
 
 /// What one backend listed, per kind. `None` for a kind the backend did not answer.
 #[derive(Debug, Clone, Default)]
@@ -150,6 +150,24 @@ fn resolve(
                     );
                     continue;
                 }
+                Strategy::Priority { order } if !claims.iter().any(|c| order.contains(&c.0)) => {
+                    // No claimant is ranked: every one keeps it under its prefix (ToolHive's
+                    // fallback, so nothing is lost).
+                    for (backend, original, mut item) in claims {
+                        let prefixed =
+                            format!("{}{}", DEFAULT_PREFIX_FORMAT.replace("{workload}", &backend), advertised);
+                        if routes.contains_key(&prefixed) || by_name.contains_key(&prefixed) {
+                            tracing::warn!(%kind, name = %prefixed, %backend, "name taken even after prefixing; dropped");
+                            continue;
+                        }
+                        if let Some(obj) = item.as_object_mut() {
+                            obj.insert("name".into(), Value::from(prefixed.as_str()));
+                        }
+                        list.push(item);
+                        routes.insert(prefixed, Route { backend, name: original });
+                    }
+                    continue;
+                }
                 _ => {
                     claims.sort_by_key(|c| rules.rank(&c.0));
                     let losers: Vec<&str> = claims[1..].iter().map(|c| c.0.as_str()).collect();
@@ -158,6 +176,11 @@ fn resolve(
             }
         }
         let (backend, original, mut item) = claims.swap_remove(0);
+        if routes.contains_key(&advertised) {
+            // Taken by an earlier prefix fallback: the first keeps it.
+            tracing::warn!(%kind, name = %advertised, %backend, "name already taken; dropped");
+            continue;
+        }
         if let Some(obj) = item.as_object_mut() {
             obj.insert("name".into(), Value::from(advertised.as_str()));
         }
@@ -287,6 +310,20 @@ mod tests {
     }
 
     #[test]
+    fn priority_prefixes_a_clash_between_unranked_backends() {
+        let mut three = two();
+        three.push(listing("gamma", &["echo"]));
+        let mut r = rules(Strategy::Priority { order: vec!["gamma".into()] });
+        r.order.push("gamma".into());
+        // gamma is ranked: it keeps `echo` over alpha and beta.
+        assert_eq!(aggregate(&r, three.clone(), vec![]).tool_routes["echo"].backend, "gamma");
+        // Nobody ranked: both keep it under their prefix.
+        let c = aggregate(&rules(Strategy::Priority { order: vec!["nobody".into()] }), two(), vec![]);
+        assert_eq!(names(&c), ["alpha_echo", "beta_echo", "only_alpha", "only_beta"]);
+        assert_eq!(c.tool_routes["beta_echo"], Route { backend: "beta".into(), name: "echo".into() });
+    }
+
+    #[test]
     fn manual_uses_overrides_and_drops_what_still_clashes() {
         let mut r = rules(Strategy::Manual);
         let mut t = WorkloadTools { workload: "beta".into(), ..WorkloadTools::default() };
@@ -306,7 +343,7 @@ mod tests {
 
     #[test]
     fn filters_and_exclusions() {
-        let mut r = rules(Strategy::Priority { order: vec![] });
+        let mut r = rules(Strategy::Priority { order: vec!["alpha".into()] });
         r.per_workload.insert(
             "alpha".into(),
             WorkloadTools { workload: "alpha".into(), filter: vec!["only_alpha".into()], ..WorkloadTools::default() },

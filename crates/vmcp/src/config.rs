@@ -244,8 +244,8 @@ fn join(problems: &[Problem]) -> String {
 pub enum Strategy {
     /// Every name gets the backend's prefix (`{workload}_` by default).
     Prefix { format: String },
-    /// The first backend in this order keeps a name; the others lose it. Backends not
-    /// listed rank after the listed ones, in file order.
+    /// The first backend in this order keeps a name; the others lose it. A clash among
+    /// backends none of which is listed keeps every claimant under `{workload}_`.
     Priority { order: Vec<String> },
     /// Names stay as the overrides make them; a name still claimed twice is dropped.
     Manual,
