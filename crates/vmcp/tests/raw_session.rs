@@ -1,7 +1,8 @@
 //! The transport's `RawSession` (the vMCP's backend client) against the fixture server over
-//! Streamable HTTP: requests go out with the caller's id and come back as the server's bytes; a server→client request made during a
-//! call arrives on the incoming channel unanswered, and the caller's answer (sent with
-//! `send`) lets the call finish; after `close` the server no longer knows the session.
+//! Streamable HTTP: requests go out with the caller's id and come back as the server's
+//! bytes; a server→client request made during a call arrives on the incoming channel
+//! unanswered, and the caller's answer (sent with `send`) lets the call finish; after
+//! `close` the server no longer knows the session.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
