@@ -24,6 +24,7 @@ mod sandbox_cmd;
 mod secret_cmd;
 mod serve;
 mod source_arg;
+mod vmcp_cmd;
 mod workload_cmds;
 
 use std::process::ExitCode;
@@ -82,6 +83,8 @@ enum Command {
     Operator(operator_cmd::OperatorArgs),
     /// What the operator's proxy pods run: create an MCP server's StatefulSet and proxy it
     Proxyrunner(proxyrunner_cmd::ProxyRunnerArgs),
+    /// Serve a virtual MCP server: many MCP servers aggregated behind one endpoint
+    Vmcp(vmcp_cmd::VmcpArgs),
     /// Print the version
     Version(VersionArgs),
     /// Serve a saved workload in this process (what `run` starts detached)
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Run(r) if r.foreground() => LogRole::Foreground,
         Command::Start(s) | Command::Restart(s) if s.foreground() => LogRole::Foreground,
         Command::Proxy(_) | Command::Operator(_) | Command::Proxyrunner(_) => LogRole::Foreground,
+        Command::Vmcp(vmcp_cmd::VmcpArgs { command: vmcp_cmd::VmcpCommand::Serve(_) }) => LogRole::Foreground,
         _ => LogRole::Cli,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -156,6 +160,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Mcp(args) => mcp_cmd::run_with_resolver(args, workload_cmds::resolve_url).await,
         Command::Operator(args) => operator_cmd::operator(args).await,
         Command::Proxyrunner(args) => proxyrunner_cmd::proxyrunner(args).await,
+        Command::Vmcp(args) => vmcp_cmd::vmcp(args).await,
         Command::Version(args) => {
             output::print_version(args.format);
             Ok(())

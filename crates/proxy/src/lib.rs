@@ -30,6 +30,6 @@ mod telemetry;
 mod upstream;
 
 pub use guard::GuardError;
-pub use server::{ProxyHandle, StartError, start};
+pub use server::{ProxyHandle, StartError, start, start_with_routes};
 pub use status::{UpstreamState, UpstreamStatus};
 pub use telemetry::{MAX_TOOL_LABELS, NO_METHOD, TracingError, default_service_name};

@@ -93,6 +93,16 @@ impl ProxyHandle {
 /// Starts a proxy for `config`. `launcher` starts the server for local sources (stdio, or
 /// a local HTTP server); remote sources need none.
 pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Result<ProxyHandle, StartError> {
+    start_with_routes(config, launcher, Router::new()).await
+}
+
+/// [`start`] with `extra` routes served beside `/health`: outside the policy layers and
+/// the edge checks, like it (the vMCP's `/status` and `/api/backends/health`).
+pub async fn start_with_routes(
+    config: RunConfig,
+    launcher: Option<Arc<dyn Launch>>,
+    extra: Router,
+) -> Result<ProxyHandle, StartError> {
     let transport = config.effective_transport();
     let (status_tx, status_rx) = watch::channel(UpstreamStatus::starting());
     let shutdown = CancellationToken::new();
@@ -202,7 +212,8 @@ pub async fn start(config: RunConfig, launcher: Option<Arc<dyn Launch>>) -> Resu
         }))
         .route("/health", any(move |method| crate::health::health(method, health_status.clone())))
         .route(WELL_KNOWN, metadata.clone())
-        .route(&format!("{WELL_KNOWN}/{{*path}}"), metadata);
+        .route(&format!("{WELL_KNOWN}/{{*path}}"), metadata)
+        .merge(extra);
 
     let path = match (transport, config.proxy.proxy_mode) {
         (Transport::Sse, _) | (Transport::Stdio, ProxyMode::Sse) => "/sse",

@@ -1,11 +1,13 @@
 //! A small async MCP client over HTTP: Streamable HTTP (2025-03-26 onward) and the 2024-11-05
 //! HTTP+SSE transport. It powers `apiary mcp list|call` and is the reference client in tests.
-//! Results stay `serde_json::Value` so nothing a server sends is lost.
+//! Results stay `serde_json::Value` so nothing a server sends is lost. [`RawSession`] is the
+//! raw-bytes flavour for callers that forward messages (the vMCP).
 
 mod error;
 mod http;
 mod legacy_sse;
 mod message;
+mod session;
 mod sse;
 mod streamable;
 
@@ -20,6 +22,7 @@ use reqwest::{Client, Url};
 use serde_json::{Value, json};
 
 pub use error::ClientError;
+pub use session::{RawSession, SessionOptions};
 
 use legacy_sse::LegacySse;
 use streamable::StreamableHttp;

@@ -1,0 +1,298 @@
+//! `apiary vmcp` with the real binary in front of fixture MCP servers: the three conflict
+//! strategies over two servers whose tool names all clash, calls routed to the owning
+//! backend, `/status`, `validate` errors naming the field path, `serve --group` and `init`
+//! over two running workloads (one reached over the 2024-11-05 SSE transport), and a
+//! backend killed mid-session that fails fast and comes back by itself; Cedar given with the
+//! proxy's own flag guards the aggregated names.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use apiary_testkit::binaries::testkit_server;
+use apiary_transport::client::{ClientError, ConnectOptions, McpClient};
+use serde_json::{Value, json};
+use support::Apiary;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// A process started by a test: killed when dropped.
+struct Running {
+    child: tokio::process::Child,
+    url: String,
+}
+
+/// Starts `program args` and reads the URL it prints first; stdout is drained after.
+async fn start(mut cmd: tokio::process::Command) -> Running {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(START_LIMIT, lines.next_line())
+        .await
+        .expect("no URL printed in time")
+        .unwrap()
+        .expect("exited before printing its URL");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running { child, url }
+}
+
+/// The fixture server over HTTP on `addr` (port 0 picks one).
+async fn fixture(addr: &str) -> Running {
+    let mut cmd = tokio::process::Command::new(testkit_server());
+    cmd.args(["--http", addr]).stdin(Stdio::null());
+    start(cmd).await
+}
+
+/// `apiary vmcp serve ARGS --port 0`.
+async fn vmcp(apiary: &Apiary, args: &[&str]) -> Running {
+    let mut all = vec!["vmcp", "serve", "--port", "0"];
+    all.extend_from_slice(args);
+    start(tokio::process::Command::from(apiary.command(&all))).await
+}
+
+async fn serve_config(apiary: &Apiary, name: &str, text: &str) -> Running {
+    let path = apiary.scratch().join(name);
+    std::fs::write(&path, text).unwrap();
+    vmcp(apiary, &["--config", path.to_str().unwrap()]).await
+}
+
+async fn connect(url: &str) -> McpClient {
+    let options = ConnectOptions { timeout: Duration::from_secs(30), ..ConnectOptions::default() };
+    McpClient::connect(url, options).await.unwrap()
+}
+
+async fn tool_names(client: &McpClient) -> Vec<String> {
+    client.list_tools().await.unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The pid the fixture's `pid` tool (under `name`) reports.
+async fn pid_via(client: &McpClient, name: &str) -> Result<u32, ClientError> {
+    let result = client.call_tool(name, Value::Null).await?;
+    Ok(result["content"][0]["text"].as_str().unwrap().trim().parse().unwrap())
+}
+
+fn backends_yaml(a: &Running, b: &Running) -> String {
+    format!(
+        "backends:\n  - {{name: alpha, url: '{}', transport: streamable-http}}\n  - {{name: beta, url: '{}', transport: streamable-http}}\n",
+        a.url, b.url
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_priority_and_manual_settle_clashes_and_calls_reach_the_owner() {
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    let (pid_a, pid_b) = (a.child.id().unwrap(), b.child.id().unwrap());
+    let backends = backends_yaml(&a, &b);
+
+    // prefix (the default): every tool under `{workload}_`.
+    let v = serve_config(&apiary, "prefix.yaml", &format!("name: demo\n{backends}")).await;
+    let client = connect(&v.url).await;
+    let names = tool_names(&client).await;
+    for n in ["alpha_pid", "beta_pid", "alpha_echo", "beta_echo"] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+    assert!(!names.iter().any(|x| x == "pid"), "{names:?}");
+    assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), pid_a);
+    assert_eq!(pid_via(&client, "beta_pid").await.unwrap(), pid_b);
+    let echo = client.call_tool("beta_echo", json!({"text": "hi"})).await.unwrap();
+    assert_eq!(echo["content"][0]["text"], "hi");
+    let err = client.call_tool("pid", Value::Null).await.unwrap_err();
+    assert_eq!(err.jsonrpc_code(), Some(-32602), "{err}");
+    // Resources keep their URIs; a read reaches the backend that lists it.
+    let read = client.read_resource("test://static-text").await.unwrap();
+    assert!(read["contents"][0]["text"].is_string(), "{read}");
+    // Prompts follow the tool strategy.
+    let prompts: Vec<Value> = client.list_prompts().await.unwrap();
+    assert!(prompts.iter().any(|p| p["name"] == "beta_test_simple_prompt"), "{prompts:?}");
+
+    // /status names both backends.
+    let base = v.url.trim_end_matches("/mcp");
+    let status: Value = reqwest::get(format!("{base}/status")).await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = status["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"], "{status}");
+    assert_eq!(status["status"], "healthy", "{status}");
+    let health: Value = reqwest::get(format!("{base}/api/backends/health")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["backends"]["beta"]["status"], "healthy", "{health}");
+    // A bare POST with no session (seed 000's `curl`) is served by the shared instance.
+    let bare = reqwest::Client::new()
+        .post(&v.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(bare.status().is_success(), "{}", bare.status());
+    let body = bare.text().await.unwrap();
+    assert!(body.contains(r#""alpha_pid""#) && body.contains(r#""beta_pid""#), "{body}");
+    client.close().await.unwrap();
+    drop(v);
+
+    // priority: bare names, the first listed backend wins.
+    let text = format!(
+        "{backends}aggregation:\n  conflictResolution: priority\n  conflictResolutionConfig:\n    priorityOrder: [beta, alpha]\n"
+    );
+    let v = serve_config(&apiary, "priority.yaml", &text).await;
+    let client = connect(&v.url).await;
+    let names = tool_names(&client).await;
+    assert!(names.iter().any(|x| x == "pid") && !names.iter().any(|x| x.ends_with("_pid")), "{names:?}");
+    assert_eq!(names.iter().filter(|x| *x == "echo").count(), 1, "{names:?}");
+    assert_eq!(pid_via(&client, "pid").await.unwrap(), pid_b);
+    client.close().await.unwrap();
+    drop(v);
+
+    // manual: overrides rename; what still clashes is dropped.
+    let text = format!(
+        "{backends}aggregation:\n  conflictResolution: manual\n  tools:\n    - workload: alpha\n      overrides:\n        pid: {{name: pid_of_alpha}}\n    - workload: beta\n      filter: [pid, echo]\n      overrides:\n        pid: {{name: pid_of_beta, description: the second one}}\n"
+    );
+    let v = serve_config(&apiary, "manual.yaml", &text).await;
+    let client = connect(&v.url).await;
+    let tools = client.list_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"pid_of_alpha") && names.contains(&"pid_of_beta"), "{names:?}");
+    assert!(!names.contains(&"echo"), "a clash left unresolved is dropped: {names:?}");
+    assert!(names.contains(&"test_simple_text"), "alpha's unique tools stay (beta's are filtered): {names:?}");
+    let renamed = tools.iter().find(|t| t["name"] == "pid_of_beta").unwrap();
+    assert_eq!(renamed["description"], "the second one");
+    assert_eq!(pid_via(&client, "pid_of_alpha").await.unwrap(), pid_a);
+    assert_eq!(pid_via(&client, "pid_of_beta").await.unwrap(), pid_b);
+    client.close().await.unwrap();
+}
+
+#[test]
+fn validate_accepts_a_toolhive_file_and_names_the_field_path_of_errors() {
+    let apiary = Apiary::new();
+    let good = apiary.scratch().join("good.yaml");
+    std::fs::write(
+        &good,
+        "name: x\ngroupRef: g\nbackends:\n  - {name: a, url: 'http://127.0.0.1:1/mcp', transport: streamable-http}\n\
+         compositeTools:\n  - {name: c, steps: []}\n",
+    )
+    .unwrap();
+    let out = apiary.run(&["vmcp", "validate", "--config", good.to_str().unwrap()]);
+    out.ok();
+    assert!(out.stderr.contains("compositeTools") && out.stderr.contains("not supported"), "{}", out.stderr);
+
+    let bad = apiary.scratch().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "backends:\n  - {name: a, url: 'ftp://x', transport: streamable-http}\naggregation:\n  conflictResolution: priority\n",
+    )
+    .unwrap();
+    let out = apiary.run(&["vmcp", "validate", "--config", bad.to_str().unwrap()]);
+    let err = out.failed();
+    assert!(err.contains("backends[0].url"), "{err}");
+    assert!(err.contains("aggregation.conflictResolutionConfig.priorityOrder"), "{err}");
+
+    let help = apiary.run(&["vmcp", "serve", "--help"]).ok().stdout.clone();
+    assert!(help.contains("--group") && help.contains("--config") && help.contains("4483"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_group_aggregates_two_running_workloads_and_init_writes_their_config() {
+    let apiary = Apiary::new();
+    let server = testkit_server().to_string_lossy().into_owned();
+    apiary.run(&["group", "create", "team"]).ok();
+    // `two` is proxied in SSE mode: the vMCP reaches it over the 2024-11-05 transport.
+    for (name, mode) in [("one", "streamable-http"), ("two", "sse")] {
+        let env = format!("WHO={name}");
+        let args =
+            ["run", "--group", "team", "--name", name, "--proxy-mode", mode, "-e", &env, "--", &server, "--stdio"];
+        let url = apiary.run(&args).ok().stdout.clone();
+        assert_eq!(url.trim().ends_with("/sse"), mode == "sse", "{url}");
+    }
+    let v = vmcp(&apiary, &["--group", "team"]).await;
+    let client = connect(&v.url).await;
+    let names = tool_names(&client).await;
+    assert!(names.iter().any(|n| n == "one_pid") && names.iter().any(|n| n == "two_pid"), "{names:?}");
+    // (Both servers are pid 2 in their sandboxes: the environment tells them apart.)
+    for name in ["one", "two"] {
+        let who = client.call_tool(&format!("{name}_env"), json!({"name": "WHO"})).await.unwrap();
+        assert_eq!(who["content"][0]["text"], name, "{who}");
+    }
+    client.close().await.unwrap();
+    drop(v);
+
+    // Quick mode is loopback only.
+    let out = apiary.run(&["vmcp", "serve", "--group", "team", "--host", "0.0.0.0", "--port", "0"]);
+    assert!(out.failed().contains("loopback"), "{}", out.stderr);
+
+    let file = apiary.scratch().join("team.yaml");
+    apiary.run(&["vmcp", "init", "-g", "team", "-o", file.to_str().unwrap()]).ok();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("name: one") && text.contains("name: two") && text.contains("transport: sse"), "{text}");
+    apiary.run(&["vmcp", "validate", "--config", file.to_str().unwrap()]).ok();
+    apiary.run(&["stop", "--all"]).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_session_fails_fast_and_comes_back_by_itself() {
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let mut b = fixture("127.0.0.1:0").await;
+    let b_addr = b.url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned();
+    let text = format!(
+        "{}operational:\n  timeouts: {{default: 10s}}\n  failureHandling:\n    healthCheckInterval: 1s\n    unhealthyThreshold: 1\n    circuitBreaker: {{enabled: true, failureThreshold: 1, timeout: 60s}}\n",
+        backends_yaml(&a, &b)
+    );
+    let v = serve_config(&apiary, "health.yaml", &text).await;
+    let client = connect(&v.url).await;
+    assert_eq!(pid_via(&client, "beta_pid").await.unwrap(), b.child.id().unwrap());
+
+    b.child.kill().await.unwrap();
+    // Calls to it fail with an error that names the backend; the other keeps working. After
+    // the first failure the circuit is open (it closes only on a success, or after 60 s):
+    // calls then fail at once, saying so.
+    let mut last = String::new();
+    for _ in 0..3 {
+        last = pid_via(&client, "beta_pid").await.unwrap_err().to_string();
+        assert!(last.contains("\"beta\"") && (last.contains("unavailable") || last.contains("failed")), "{last}");
+        assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
+    }
+    assert!(last.contains("circuit breaker is open"), "{last}");
+    let base = v.url.trim_end_matches("/mcp");
+    let health: Value = reqwest::get(format!("{base}/api/backends/health")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["backends"]["beta"]["status"], "unhealthy", "{health}");
+    assert_eq!(health["backends"]["alpha"]["status"], "healthy", "{health}");
+
+    // Restarted on the same port, it is used again without any action: the periodic check
+    // (every second here) finds it answering and closes the circuit.
+    let b2 = fixture(&b_addr).await;
+    let mut back = None;
+    for _ in 0..60 {
+        if let Ok(pid) = pid_via(&client, "beta_pid").await {
+            back = Some(pid);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(back, Some(b2.child.id().unwrap()), "the restarted backend was not used again");
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cedar_from_the_proxy_flags_guards_the_aggregated_names() {
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    let config = apiary.scratch().join("vmcp.yaml");
+    std::fs::write(&config, backends_yaml(&a, &b)).unwrap();
+    let authz = apiary.scratch().join("authz.json");
+    std::fs::write(
+        &authz,
+        r#"{"version":"1.0","type":"cedarv1","cedar":{"policies":["permit(principal, action == Action::\"call_tool\", resource == Tool::\"alpha_pid\");"]}}"#,
+    )
+    .unwrap();
+    let v = vmcp(&apiary, &["--config", config.to_str().unwrap(), "--authz-config", authz.to_str().unwrap()]).await;
+    let client = connect(&v.url).await;
+    assert_eq!(tool_names(&client).await, ["alpha_pid"], "the list is filtered per caller");
+    assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
+    assert!(pid_via(&client, "beta_pid").await.is_err(), "a call Cedar does not permit is refused");
+    client.close().await.unwrap();
+}

@@ -1,0 +1,747 @@
+//! ToolHive's vMCP configuration file (`pkg/vmcp/config`), read so that a ToolHive user's
+//! YAML loads unchanged: the sections Apiary carries out are typed, the ones it does not
+//! yet (composite tools, optimizer, incoming auth in the file, ...) are accepted and named in
+//! a warning. One validation whose errors name the field path.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmcpConfig {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, rename = "groupRef", skip_serializing_if = "String::is_empty")]
+    pub group_ref: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<StaticBackend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Aggregation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operational: Option<Operational>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outgoing_auth: Option<OutgoingAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incoming_auth: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_tool_refs: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// `backends[]`: a backend reached over HTTP (static mode).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticBackend {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub url: String,
+    /// `streamable-http` or `sse`.
+    #[serde(default)]
+    pub transport: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `aggregation`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Aggregation {
+    /// `prefix` (default), `priority` or `manual`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_resolution: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_resolution_config: Option<ConflictResolutionConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<WorkloadTools>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_all_tools: bool,
+}
+
+/// `aggregation.conflictResolutionConfig`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictResolutionConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priority_order: Vec<String>,
+}
+
+/// `aggregation.tools[]`: one workload's filter and overrides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadTools {
+    #[serde(default)]
+    pub workload: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, ToolOverride>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_all: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_config_ref: Option<Value>,
+}
+
+/// `aggregation.tools[].overrides.<tool>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `operational`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operational {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_handling: Option<FailureHandling>,
+}
+
+/// `operational.timeouts` (Go duration strings: `30s`, `1m30s`, `500ms`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_workload: BTreeMap<String, String>,
+}
+
+/// `operational.failureHandling`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureHandling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_failure_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// `operational.failureHandling.circuitBreaker`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// `outgoingAuth`: how the vMCP authenticates to backends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutgoingAuth {
+    /// `inline` or `discovered` (Kubernetes; locally the same as inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<BackendAuth>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backends: BTreeMap<String, BackendAuth>,
+}
+
+/// One backend's auth strategy (ToolHive's `BackendAuthStrategy`). Apiary carries out
+/// `unauthenticated` and `header_injection`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendAuth {
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_injection: Option<HeaderInjection>,
+}
+
+/// `headerInjection`: a header sent with every request to the backend.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderInjection {
+    #[serde(default)]
+    pub header_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_value: Option<String>,
+    /// The environment variable holding the value (read at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_value_env: Option<String>,
+}
+
+impl std::fmt::Debug for HeaderInjection {
+    // The value is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderInjection")
+            .field("header_name", &self.header_name)
+            .field("header_value_env", &self.header_value_env)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One thing wrong with a file, at a field path (`backends[1].url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}{}", position(*line, *column))]
+    Parse { path: String, message: String, line: Option<u64>, column: Option<u64> },
+    #[error("{}", join(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn position(line: Option<u64>, column: Option<u64>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+        (Some(l), None) => format!(" (line {l})"),
+        _ => String::new(),
+    }
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// How tool (and prompt) name conflicts are settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every name gets the backend's prefix (`{workload}_` by default).
+    Prefix { format: String },
+    /// The first backend in this order keeps a name; the others lose it. A clash among
+    /// backends none of which is listed keeps every claimant under `{workload}_`.
+    Priority { order: Vec<String> },
+    /// Names stay as the overrides make them; a name still claimed twice is dropped.
+    Manual,
+}
+
+/// The default prefix format, ToolHive's.
+pub const DEFAULT_PREFIX_FORMAT: &str = "{workload}_";
+/// ToolHive's defaults.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+pub const DEFAULT_BREAKER_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most this many backends in one vMCP.
+pub const MAX_BACKENDS: usize = 256;
+
+impl VmcpConfig {
+    /// Reads and parses a file (YAML or JSON); does not validate.
+    pub fn load(path: &Path) -> Result<VmcpConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text)
+    }
+
+    /// Parses YAML (JSON is YAML too); does not validate.
+    pub fn parse(text: &str) -> Result<VmcpConfig, ConfigError> {
+        let mut track = serde_path_to_error::Track::new();
+        let mut opts = serde_saphyr::Options::default();
+        opts.with_snippet = false;
+        let result = serde_saphyr::with_deserializer_from_str_with_options(text, opts, |de| {
+            VmcpConfig::deserialize(serde_path_to_error::Deserializer::new(de, &mut track))
+        });
+        result.map_err(|err| {
+            let location = err.location();
+            let path = track.path().to_string();
+            let path = path.trim_end_matches(['?', '.']).to_owned();
+            ConfigError::Parse {
+                path: if path.is_empty() { ".".into() } else { path },
+                message: err.to_string().lines().next().unwrap_or_default().to_owned(),
+                line: location.map(|l| l.line()),
+                column: location.map(|l| l.column()),
+            }
+        })
+    }
+
+    /// The config as YAML (what `apiary vmcp init` writes).
+    pub fn to_yaml(&self) -> Result<String, String> {
+        serde_saphyr::to_string(self).map_err(|e| e.to_string())
+    }
+
+    /// Checks everything Apiary acts on. Returns warnings for sections accepted but not
+    /// carried out yet.
+    pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |path: String, message: &str| problems.push(Problem { path, message: message.to_owned() });
+        if self.backends.is_empty() {
+            bad("backends".into(), "no backends: list at least one (name, url, transport)");
+        }
+        if self.backends.len() > MAX_BACKENDS {
+            bad("backends".into(), &format!("more than {MAX_BACKENDS} backends"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if !valid_name(&b.name) {
+                bad(format!("backends[{i}].name"), "must be 1-63 characters from a-z, 0-9, `.`, `_`, `-`");
+            } else if !seen.insert(b.name.as_str()) {
+                bad(format!("backends[{i}].name"), &format!("{:?} is used by an earlier backend", b.name));
+            }
+            if !(b.url.starts_with("http://") || b.url.starts_with("https://")) {
+                bad(format!("backends[{i}].url"), "must be an http:// or https:// URL");
+            }
+            if !matches!(b.transport.as_str(), "streamable-http" | "sse" | "") {
+                bad(format!("backends[{i}].transport"), "must be `streamable-http` or `sse`");
+            }
+        }
+        let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        if let Some(agg) = &self.aggregation {
+            match agg.conflict_resolution.as_deref() {
+                None | Some("prefix" | "priority" | "manual") => {}
+                Some(_) => bad("aggregation.conflictResolution".into(), "must be `prefix`, `priority` or `manual`"),
+            }
+            if let Some(cfg) = &agg.conflict_resolution_config {
+                if let Some(f) = &cfg.prefix_format
+                    && !f.contains("{workload}")
+                {
+                    bad("aggregation.conflictResolutionConfig.prefixFormat".into(), "must contain `{workload}`");
+                }
+                for (i, w) in cfg.priority_order.iter().enumerate() {
+                    if !names.contains(&w.as_str()) {
+                        bad(
+                            format!("aggregation.conflictResolutionConfig.priorityOrder[{i}]"),
+                            &format!("{w:?} is not a backend"),
+                        );
+                    }
+                }
+            }
+            if agg.conflict_resolution.as_deref() == Some("priority")
+                && agg.conflict_resolution_config.as_ref().is_none_or(|c| c.priority_order.is_empty())
+            {
+                bad(
+                    "aggregation.conflictResolutionConfig.priorityOrder".into(),
+                    "the priority strategy needs the backends in order",
+                );
+            }
+            for (i, t) in agg.tools.iter().enumerate() {
+                if !names.contains(&t.workload.as_str()) {
+                    bad(format!("aggregation.tools[{i}].workload"), &format!("{:?} is not a backend", t.workload));
+                }
+                for (tool, o) in &t.overrides {
+                    if o.name.as_deref().is_some_and(str::is_empty) {
+                        bad(format!("aggregation.tools[{i}].overrides.{tool}.name"), "must not be empty");
+                    }
+                }
+            }
+        }
+        if let Some(out) = &self.outgoing_auth {
+            match out.source.as_deref() {
+                None | Some("inline" | "discovered") => {}
+                Some(_) => problems.push(Problem {
+                    path: "outgoingAuth.source".into(),
+                    message: "must be `inline` or `discovered`".into(),
+                }),
+            }
+            if let Some(d) = &out.default {
+                check_auth(&mut problems, "outgoingAuth.default", d);
+            }
+            for (name, a) in &out.backends {
+                if !names.contains(&name.as_str()) {
+                    problems.push(Problem {
+                        path: format!("outgoingAuth.backends.{name}"),
+                        message: format!("{name:?} is not a backend"),
+                    });
+                }
+                check_auth(&mut problems, &format!("outgoingAuth.backends.{name}"), a);
+            }
+        }
+        if let Some(op) = &self.operational {
+            if let Some(t) = &op.timeouts {
+                check_duration(&mut problems, "operational.timeouts.default", t.default.as_deref());
+                for (w, d) in &t.per_workload {
+                    check_duration(&mut problems, &format!("operational.timeouts.perWorkload.{w}"), Some(d));
+                }
+            }
+            if let Some(f) = &op.failure_handling {
+                check_duration(
+                    &mut problems,
+                    "operational.failureHandling.healthCheckInterval",
+                    f.health_check_interval.as_deref(),
+                );
+                if let Some(cb) = &f.circuit_breaker {
+                    check_duration(
+                        &mut problems,
+                        "operational.failureHandling.circuitBreaker.timeout",
+                        cb.timeout.as_deref(),
+                    );
+                }
+                if let Some(m) = &f.partial_failure_mode
+                    && m != "fail"
+                    && m != "best_effort"
+                {
+                    problems.push(Problem {
+                        path: "operational.failureHandling.partialFailureMode".into(),
+                        message: "must be `fail` or `best_effort`".into(),
+                    });
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(self.warnings())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let unsupported = [
+            ("compositeTools", self.composite_tools.is_some()),
+            ("compositeToolRefs", self.composite_tool_refs.is_some()),
+            ("optimizer", self.optimizer.is_some()),
+            ("incomingAuth", self.incoming_auth.is_some()),
+            ("telemetry", self.telemetry.is_some()),
+            ("audit", self.audit.is_some()),
+        ];
+        for (section, present) in unsupported {
+            if present {
+                out.push(format!(
+                    "`{section}` is accepted but not supported by apiary vmcp yet; it is ignored \
+                     (incoming auth, Cedar, audit and telemetry come from the proxy's own flags)"
+                ));
+            }
+        }
+        if self.failure_handling().and_then(|f| f.partial_failure_mode.as_deref()) == Some("fail") {
+            out.push(
+                "operational.failureHandling.partialFailureMode `fail` is not supported yet: lists leave out \
+                 a backend that does not answer in time (best_effort)"
+                    .to_owned(),
+            );
+        }
+        if let Some(agg) = &self.aggregation {
+            for (i, t) in agg.tools.iter().enumerate() {
+                if t.tool_config_ref.is_some() {
+                    out.push(format!("aggregation.tools[{i}].toolConfigRef is Kubernetes-only and is ignored"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The conflict resolution strategy.
+    pub fn strategy(&self) -> Strategy {
+        let agg = self.aggregation.as_ref();
+        let cfg = agg.and_then(|a| a.conflict_resolution_config.as_ref());
+        match agg.and_then(|a| a.conflict_resolution.as_deref()) {
+            Some("priority") => Strategy::Priority { order: cfg.map(|c| c.priority_order.clone()).unwrap_or_default() },
+            Some("manual") => Strategy::Manual,
+            _ => Strategy::Prefix {
+                format: cfg.and_then(|c| c.prefix_format.clone()).unwrap_or_else(|| DEFAULT_PREFIX_FORMAT.to_owned()),
+            },
+        }
+    }
+
+    /// The headers to send to `backend` (its own strategy, else the default). Values from
+    /// the environment are read now; a missing variable is an error naming the field.
+    pub fn headers_for(&self, backend: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(out) = &self.outgoing_auth else { return Ok(Vec::new()) };
+        let (path, auth) = match (out.backends.get(backend), &out.default) {
+            (Some(a), _) => (format!("outgoingAuth.backends.{backend}"), a),
+            (None, Some(d)) => ("outgoingAuth.default".to_owned(), d),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let Some(h) = auth.header_injection.as_ref().filter(|_| auth.kind == "header_injection") else {
+            return Ok(Vec::new());
+        };
+        let value = match (&h.header_value, &h.header_value_env) {
+            (Some(v), _) => v.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(vec![Problem {
+                    path: format!("{path}.headerInjection.headerValueEnv"),
+                    message: format!("the environment variable {var:?} is not set"),
+                }])
+            })?,
+            (None, None) => return Ok(Vec::new()),
+        };
+        Ok(vec![(h.header_name.clone(), value)])
+    }
+
+    /// The bound on one request to `backend`.
+    pub fn timeout_for(&self, backend: &str) -> Duration {
+        let t = self.operational.as_ref().and_then(|o| o.timeouts.as_ref());
+        t.and_then(|t| t.per_workload.get(backend))
+            .and_then(|d| parse_duration(d).ok())
+            .or_else(|| t.and_then(|t| t.default.as_deref()).and_then(|d| parse_duration(d).ok()))
+            .unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    fn failure_handling(&self) -> Option<&FailureHandling> {
+        self.operational.as_ref().and_then(|o| o.failure_handling.as_ref())
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        self.failure_handling()
+            .and_then(|f| f.health_check_interval.as_deref())
+            .and_then(|d| parse_duration(d).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_HEALTH_INTERVAL)
+    }
+
+    pub fn unhealthy_threshold(&self) -> u32 {
+        self.failure_handling().and_then(|f| f.unhealthy_threshold).unwrap_or(DEFAULT_UNHEALTHY_THRESHOLD).max(1)
+    }
+
+    /// `(failureThreshold, timeout)` when the circuit breaker is enabled.
+    pub fn circuit_breaker(&self) -> Option<(u32, Duration)> {
+        let cb = self.failure_handling()?.circuit_breaker.as_ref().filter(|c| c.enabled)?;
+        let timeout = cb.timeout.as_deref().and_then(|d| parse_duration(d).ok()).unwrap_or(DEFAULT_BREAKER_TIMEOUT);
+        Some((cb.failure_threshold.unwrap_or(DEFAULT_BREAKER_THRESHOLD).max(1), timeout))
+    }
+}
+
+fn check_auth(problems: &mut Vec<Problem>, path: &str, auth: &BackendAuth) {
+    match auth.kind.as_str() {
+        "unauthenticated" => {}
+        "header_injection" => match &auth.header_injection {
+            None => problems.push(Problem {
+                path: format!("{path}.headerInjection"),
+                message: "required for the header_injection type".into(),
+            }),
+            Some(h) => {
+                if h.header_name.is_empty() {
+                    problems.push(Problem {
+                        path: format!("{path}.headerInjection.headerName"),
+                        message: "required".into(),
+                    });
+                }
+                if h.header_value.is_some() == h.header_value_env.is_some() {
+                    problems.push(Problem {
+                        path: format!("{path}.headerInjection"),
+                        message: "set exactly one of headerValue and headerValueEnv".into(),
+                    });
+                }
+            }
+        },
+        "token_exchange" | "upstream_inject" | "aws_sts" | "obo" | "xaa" => problems.push(Problem {
+            path: format!("{path}.type"),
+            message: format!(
+                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection are)",
+                auth.kind
+            ),
+        }),
+        other => problems.push(Problem { path: format!("{path}.type"), message: format!("unknown type {other:?}") }),
+    }
+}
+
+fn check_duration(problems: &mut Vec<Problem>, path: &str, value: Option<&str>) {
+    if let Some(v) = value
+        && let Err(why) = parse_duration(v)
+    {
+        problems.push(Problem { path: path.to_owned(), message: why });
+    }
+}
+
+/// Workload names: 1–63 characters from `a-z`, `0-9`, `.`, `_`, `-`, starting and ending
+/// with a letter or digit (the RunConfig's rule).
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Parses a Go duration (`300ms`, `30s`, `1m30s`, `1.5h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like `30s`, `1m30s` or `500ms`");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let secs = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * secs;
+        rest = &rest[unit_end..];
+    }
+    if !total.is_finite() || total > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const TOOLHIVE_FILE: &str = r#"
+name: my-vmcp
+groupRef: engineering
+incomingAuth:
+  type: anonymous
+outgoingAuth:
+  source: inline
+  default:
+    type: unauthenticated
+backends:
+  - name: github
+    url: http://127.0.0.1:8080/mcp
+    transport: streamable-http
+  - name: fetch
+    url: http://127.0.0.1:8081/mcp
+    transport: streamable-http
+aggregation:
+  conflictResolution: priority
+  conflictResolutionConfig:
+    priorityOrder: [github, fetch]
+  tools:
+    - workload: github
+      filter: [create_issue]
+      overrides:
+        create_issue:
+          name: gh_create_issue
+          description: Make an issue
+compositeTools:
+  - name: deploy
+    steps: [{id: a, tool: github.create_issue}]
+optimizer:
+  enabled: false
+operational:
+  timeouts:
+    default: 45s
+    perWorkload:
+      fetch: 1m30s
+  failureHandling:
+    healthCheckInterval: 10s
+    unhealthyThreshold: 2
+    partialFailureMode: best_effort
+    circuitBreaker:
+      enabled: true
+      failureThreshold: 4
+      timeout: 20s
+"#;
+
+    #[test]
+    fn a_toolhive_file_loads_with_warnings_for_what_is_not_supported() {
+        let c = VmcpConfig::parse(TOOLHIVE_FILE).unwrap();
+        let warnings = c.validate().unwrap();
+        assert!(warnings.iter().any(|w| w.contains("compositeTools")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("optimizer")), "{warnings:?}");
+        assert_eq!(c.strategy(), Strategy::Priority { order: vec!["github".into(), "fetch".into()] });
+        assert_eq!(c.timeout_for("github"), Duration::from_secs(45));
+        assert_eq!(c.timeout_for("fetch"), Duration::from_secs(90));
+        assert_eq!(c.health_interval(), Duration::from_secs(10));
+        assert_eq!(c.unhealthy_threshold(), 2);
+        assert_eq!(c.circuit_breaker(), Some((4, Duration::from_secs(20))));
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        let text = "backends:\n  - name: a\n    url: ftp://x\n    transport: sse\n  - name: a\n    url: http://x/mcp\n    transport: carrier-pigeon\naggregation:\n  conflictResolution: random\n  tools:\n    - workload: nope\n";
+        let err = VmcpConfig::parse(text).unwrap().validate().unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("not a validation error") };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "backends[0].url",
+                "backends[1].name",
+                "backends[1].transport",
+                "aggregation.conflictResolution",
+                "aggregation.tools[0].workload"
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path_too() {
+        let err = VmcpConfig::parse("backends:\n  - name: a\n    url: [1, 2]\n").unwrap_err();
+        let ConfigError::Parse { path, .. } = err else { panic!("not a parse error") };
+        assert_eq!(path, "backends[0].url");
+    }
+
+    #[test]
+    fn prefix_is_the_default() {
+        let c = VmcpConfig::parse("backends: [{name: a, url: 'http://x/mcp', transport: streamable-http}]").unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        assert_eq!(c.strategy(), Strategy::Prefix { format: "{workload}_".into() });
+        assert_eq!(c.circuit_breaker(), None);
+    }
+
+    #[test]
+    fn outgoing_auth_header_injection_and_unsupported_types() {
+        let base = "backends:\n  - {name: a, url: 'http://x/mcp', transport: streamable-http}\n  - {name: b, url: 'http://y/mcp', transport: streamable-http}\n";
+        let good = format!(
+            "{base}outgoingAuth:\n  source: inline\n  default: {{type: unauthenticated}}\n  backends:\n    b:\n      type: header_injection\n      headerInjection: {{headerName: X-Api-Key, headerValue: s3cret}}\n"
+        );
+        let c = VmcpConfig::parse(&good).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        assert!(c.headers_for("a").unwrap().is_empty());
+        assert_eq!(c.headers_for("b").unwrap(), [("X-Api-Key".to_owned(), "s3cret".to_owned())]);
+        assert!(!format!("{c:?}").contains("s3cret"), "the value is never printed");
+
+        let env = format!(
+            "{base}outgoingAuth:\n  default:\n    type: header_injection\n    headerInjection: {{headerName: X, headerValueEnv: APIARY_TEST_SURELY_UNSET_VAR}}\n"
+        );
+        let err = VmcpConfig::parse(&env).unwrap().headers_for("a").unwrap_err();
+        assert!(err.to_string().contains("outgoingAuth.default.headerInjection.headerValueEnv"), "{err}");
+
+        let bad = format!(
+            "{base}outgoingAuth:\n  backends:\n    b: {{type: token_exchange}}\n    zz: {{type: unauthenticated}}\n"
+        );
+        let ConfigError::Invalid(p) = VmcpConfig::parse(&bad).unwrap().validate().unwrap_err() else { panic!() };
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["outgoingAuth.backends.b.type", "outgoingAuth.backends.zz"]);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

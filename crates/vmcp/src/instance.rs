@@ -1,0 +1,699 @@
+//! One vMCP instance: what the proxy's front sees as a stdio child. It reads
+//! newline-delimited JSON-RPC from its "stdin", answers `initialize`, `ping` and the lists
+//! itself (built by aggregation), forwards calls, reads and gets to the owning backend
+//! over that backend's own session (opened lazily, closed with the instance), and relays
+//! what backends send while serving (server→client requests, progress, logging,
+//! list_changed) up through its "stdout".
+//!
+//! Forwarded messages keep their bytes: a request reaches its backend with only its id
+//! (and, when renamed, `params.name`) spliced; a response comes back with only its id
+//! spliced.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use apiary_protocol::rewrite::{IdMap, cancelled_request_id, with_cancelled_request_id};
+use apiary_protocol::{Kind, Message, error_response, result_response, splice};
+use apiary_transport::client::{ClientError, RawSession, SessionOptions};
+use apiary_transport::launch::ExitReason;
+use apiary_transport::stdio::{Line, LineReader, write_frame};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::{Catalog, Listing, aggregate};
+use crate::hub::Hub;
+
+/// Requests one instance works on at once; the reader waits beyond that.
+const MAX_IN_FLIGHT: usize = 1024;
+/// Server→client requests waiting for the client's answer.
+const MAX_PENDING: usize = 256;
+/// Pages followed per list, so a backend that always sends `nextCursor` cannot loop us.
+const MAX_LIST_PAGES: usize = 100;
+/// Bound on closing every backend session when the instance ends.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+/// The revisions the instance speaks.
+const REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+const INVALID_PARAMS: i32 = -32602;
+const METHOD_NOT_FOUND: i32 = -32601;
+const INTERNAL_ERROR: i32 = -32603;
+const RESOURCE_NOT_FOUND: i32 = -32002;
+
+/// An open backend session of this instance.
+struct Conn {
+    session: RawSession,
+    relayed: Arc<Relayed>,
+}
+
+/// How many of a session's server-initiated messages the pump has relayed: an answer
+/// waits for what the backend sent before it (progress, logging) to go up first.
+#[derive(Default)]
+struct Relayed {
+    count: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+/// Bound on an answer waiting for the messages sent before it.
+const ORDER_WAIT: Duration = Duration::from_secs(5);
+
+impl Conn {
+    /// Waits until everything the backend sent before its latest answer was relayed.
+    async fn relayed_before_answer(&self) {
+        let target = self.session.delivered();
+        let deadline = tokio::time::Instant::now() + ORDER_WAIT;
+        loop {
+            let changed = self.relayed.changed.notified();
+            if self.relayed.count.load(Ordering::SeqCst) >= target {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
+pub(crate) struct Instance {
+    hub: Arc<Hub>,
+    out: mpsc::Sender<Bytes>,
+    /// The client's `initialize` params, passed on to every backend session.
+    init_params: Mutex<Option<String>>,
+    conns: Mutex<HashMap<String, Slot>>,
+    catalog: tokio::sync::Mutex<Option<(u64, Arc<Catalog>)>>,
+    /// Bumped by every `list_changed` from a backend: a catalog of an older epoch is stale.
+    epoch: AtomicU64,
+    next_id: AtomicI64,
+    /// Client request id (JSON text) → (backend, the id it got there), for cancellations.
+    inflight: Mutex<HashMap<String, (String, i64)>>,
+    /// Our id of a server→client request → (backend, the backend's id as JSON text).
+    pending: Mutex<IdMap<(String, String)>>,
+    stop: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs one instance until its input ends or `kill` fires, then closes its backend
+/// sessions and reports on `exited`.
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    input: impl AsyncRead + Unpin + Send,
+    mut output: impl AsyncWrite + Unpin + Send + 'static,
+    mut kill: oneshot::Receiver<()>,
+    exited: oneshot::Sender<ExitReason>,
+) {
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(hub.queue);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if write_frame(&mut output, &frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let inst = Arc::new(Instance {
+        hub: Arc::clone(&hub),
+        out: out_tx,
+        init_params: Mutex::new(None),
+        conns: Mutex::new(HashMap::new()),
+        catalog: tokio::sync::Mutex::new(None),
+        epoch: AtomicU64::new(0),
+        next_id: AtomicI64::new(1),
+        inflight: Mutex::new(HashMap::new()),
+        pending: Mutex::new(IdMap::default()),
+        stop: CancellationToken::new(),
+    });
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut reader = LineReader::new(input, hub.max_line);
+    let reason = loop {
+        let line = tokio::select! {
+            l = reader.next_line() => l,
+            _ = &mut kill => break "stopped by the proxy",
+        };
+        let frame = match line {
+            Ok(Some(Line::Frame(f))) => f,
+            Ok(Some(Line::Oversized { len, .. })) => {
+                tracing::warn!(len, "a message longer than the line limit was dropped");
+                continue;
+            }
+            Ok(None) => break "its input closed",
+            Err(_) => break "its input failed",
+        };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break "stopping" };
+        let inst = Arc::clone(&inst);
+        tokio::spawn(async move {
+            inst.on_frame(frame).await;
+            drop(permit);
+        });
+    };
+    inst.stop.cancel();
+    inst.close_all().await;
+    drop(inst);
+    // The writer ends once every task holding the sender is done; bounded like the close.
+    let _ = tokio::time::timeout(CLOSE_LIMIT, writer).await;
+    let _ = exited.send(ExitReason::other(format!("the vMCP instance ended: {reason}")));
+}
+
+impl Instance {
+    async fn emit(&self, frame: Bytes) {
+        if self.out.send(frame).await.is_err() {
+            tracing::debug!("the instance's output is closed");
+        }
+    }
+
+    async fn on_frame(self: &Arc<Self>, frame: Bytes) {
+        let msg = match Message::parse(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.emit(e.to_response()).await;
+                return;
+            }
+        };
+        match msg.kind() {
+            Kind::Request => {
+                let answer = self.on_request(&msg).await;
+                self.emit(answer).await;
+            }
+            Kind::Notification => self.on_notification(&msg).await,
+            Kind::Response | Kind::Error => self.on_client_answer(&msg).await,
+        }
+    }
+
+    async fn on_request(self: &Arc<Self>, msg: &Message) -> Bytes {
+        let id = msg.id_raw().unwrap_or("null");
+        let method = msg.method().unwrap_or_default();
+        let params: Value = msg.params_as().unwrap_or(Value::Null);
+        match method {
+            "initialize" => {
+                *lock(&self.init_params) = msg.params_raw().map(str::to_owned);
+                result_response(id, &initialize_result(&params).to_string())
+            }
+            "ping" => result_response(id, "{}"),
+            "tools/list" => self.list_answer(id, "tools", |c| &c.tools).await,
+            "prompts/list" => self.list_answer(id, "prompts", |c| &c.prompts).await,
+            "resources/list" => self.list_answer(id, "resources", |c| &c.resources).await,
+            "resources/templates/list" => self.list_answer(id, "resourceTemplates", |c| &c.templates).await,
+            "tools/call" | "prompts/get" => {
+                let Some(name) = params.get("name").and_then(Value::as_str) else {
+                    return error_response(Some(id), INVALID_PARAMS, "params.name is required", None);
+                };
+                let is_tool = method == "tools/call";
+                let catalog = self
+                    .catalog_for(|c| {
+                        if is_tool { c.tool_routes.contains_key(name) } else { c.prompt_routes.contains_key(name) }
+                    })
+                    .await;
+                let routes = if is_tool { &catalog.tool_routes } else { &catalog.prompt_routes };
+                match routes.get(name) {
+                    Some(route) => {
+                        let rename = (route.name != name).then_some((&["name"][..], route.name.as_str()));
+                        self.forward(msg, &route.backend, rename).await
+                    }
+                    None => {
+                        let what = if method == "tools/call" { "tool" } else { "prompt" };
+                        error_response(
+                            Some(id),
+                            INVALID_PARAMS,
+                            &format!("Unknown {what}: {name}"),
+                            Some(&json!({ "name": name })),
+                        )
+                    }
+                }
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+                    return error_response(Some(id), INVALID_PARAMS, "params.uri is required", None);
+                };
+                let catalog = self.catalog_for(|c| c.resource_owner(uri).is_some()).await;
+                match self.resource_owner(&catalog, uri) {
+                    Some(backend) => self.forward(msg, &backend, None).await,
+                    None => error_response(
+                        Some(id),
+                        RESOURCE_NOT_FOUND,
+                        &format!("Resource not found: {uri}"),
+                        Some(&json!({ "uri": uri })),
+                    ),
+                }
+            }
+            "completion/complete" => self.complete(msg, id, &params).await,
+            "logging/setLevel" => {
+                for backend in self.hub.backend_names() {
+                    if self.admit(&backend).is_err() {
+                        continue;
+                    }
+                    if let Ok(conn) = self.conn(&backend).await {
+                        let bytes = msg.with_id(&self.next_id.fetch_add(1, Ordering::Relaxed).to_string());
+                        if let Err(e) = conn.session.request(bytes).await {
+                            tracing::debug!(%backend, error = %e, "logging/setLevel not passed on");
+                        }
+                    }
+                }
+                result_response(id, "{}")
+            }
+            _ => error_response(Some(id), METHOD_NOT_FOUND, &format!("Method not found: {method}"), None),
+        }
+    }
+
+    async fn complete(self: &Arc<Self>, msg: &Message, id: &str, params: &Value) -> Bytes {
+        let r = params.get("ref").cloned().unwrap_or(Value::Null);
+        let catalog = self.catalog_with(false).await;
+        match r.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+                match catalog.prompt_routes.get(name) {
+                    Some(route) => {
+                        let rename = (route.name != name).then_some((&["ref", "name"][..], route.name.as_str()));
+                        self.forward(msg, &route.backend, rename).await
+                    }
+                    None => error_response(Some(id), INVALID_PARAMS, &format!("Unknown prompt: {name}"), None),
+                }
+            }
+            Some("ref/resource") => {
+                let uri = r.get("uri").and_then(Value::as_str).unwrap_or_default();
+                match self.resource_owner(&catalog, uri) {
+                    Some(backend) => self.forward(msg, &backend, None).await,
+                    None => error_response(Some(id), INVALID_PARAMS, &format!("Unknown resource: {uri}"), None),
+                }
+            }
+            _ => error_response(Some(id), INVALID_PARAMS, "params.ref must be a ref/prompt or ref/resource", None),
+        }
+    }
+
+    /// The owner of a URI; with a single backend, that backend (it may serve URIs it does not list).
+    fn resource_owner(&self, catalog: &Catalog, uri: &str) -> Option<String> {
+        catalog.resource_owner(uri).map(str::to_owned).or_else(|| {
+            let names = self.hub.backend_names();
+            (names.len() == 1).then(|| names[0].clone())
+        })
+    }
+
+    async fn list_answer(self: &Arc<Self>, id: &str, key: &str, pick: impl Fn(&Catalog) -> &Vec<Value>) -> Bytes {
+        let catalog = self.catalog().await;
+        let mut result = serde_json::Map::new();
+        result.insert(key.to_owned(), Value::Array(pick(&catalog).clone()));
+        result_response(id, &Value::Object(result).to_string())
+    }
+
+    /// Sends a client request to `backend` with only its id (and `rename`'s member)
+    /// spliced, and brings the answer back with only its id spliced.
+    async fn forward(self: &Arc<Self>, msg: &Message, backend: &str, rename: Option<(&[&str], &str)>) -> Bytes {
+        let client_id = msg.id_raw().unwrap_or("null").to_owned();
+        let fail =
+            |why: String| error_response(Some(&client_id), INTERNAL_ERROR, &why, Some(&json!({"backend": backend})));
+        let rename_value = match rename.map(|(_, n)| serde_json::to_string(n)) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => return fail("cannot encode a tool name".into()),
+            None => None,
+        };
+        let rename_range = match rename.map(|(path, _)| msg.params_member(path)) {
+            Some(Ok(Some(r))) => Some(r),
+            Some(_) => return fail("cannot find the member to rename".into()),
+            None => None,
+        };
+        if let Err(why) = self.admit(backend) {
+            return fail(why);
+        }
+        // One retry: a backend that restarted no longer knows our session (404).
+        for attempt in 0..2 {
+            let conn = match self.conn(backend).await {
+                Ok(c) => c,
+                Err(why) => return fail(why),
+            };
+            let backend_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id_text = backend_id.to_string();
+            let Some(id_range) = msg.id_range() else { return fail("request without an id".into()) };
+            let mut edits: Vec<(std::ops::Range<usize>, &[u8])> = vec![(id_range, id_text.as_bytes())];
+            if let (Some(r), Some(v)) = (&rename_range, &rename_value) {
+                edits.push((r.clone(), v.as_bytes()));
+            }
+            let bytes = match splice::splice(msg.bytes(), &edits) {
+                Ok(b) => b,
+                Err(e) => return fail(format!("cannot rewrite the request: {e}")),
+            };
+            lock(&self.inflight).insert(client_id.clone(), (backend.to_owned(), backend_id));
+            let result = conn.session.request(bytes).await;
+            lock(&self.inflight).remove(&client_id);
+            let health = self.hub.health.get(backend);
+            match result {
+                Ok(answer) => {
+                    if let Some(h) = health {
+                        h.record_success();
+                    }
+                    conn.relayed_before_answer().await;
+                    return match Message::parse(answer) {
+                        Ok(m) => m.with_id(&client_id),
+                        Err(e) => fail(format!("backend {backend:?} sent an invalid answer: {e}")),
+                    };
+                }
+                Err(ClientError::HttpStatus { status: 404, .. }) if attempt == 0 => {
+                    tracing::info!(%backend, "the backend forgot our session; opening a new one");
+                    self.drop_conn(backend, &conn);
+                }
+                Err(e) => {
+                    if counts_as_failure(&e) {
+                        if let Some(h) = health {
+                            h.record_failure(&e.to_string());
+                        }
+                        self.drop_conn(backend, &conn);
+                    }
+                    return fail(format!("backend {backend:?} failed: {e}"));
+                }
+            }
+        }
+        fail(format!("backend {backend:?} keeps refusing our session"))
+    }
+
+    fn slot(&self, backend: &str) -> Slot {
+        Arc::clone(lock(&self.conns).entry(backend.to_owned()).or_default())
+    }
+
+    /// Whether the backend's circuit lets a request through now (callers ask once per
+    /// request, before [`Instance::conn`]: a half-open circuit admits one trial).
+    fn admit(&self, backend: &str) -> Result<(), String> {
+        self.hub.health.get(backend).map_or(Ok(()), |h| h.admit())
+    }
+
+    /// This instance's session with `backend`, opened on first use.
+    async fn conn(self: &Arc<Self>, backend: &str) -> Result<Arc<Conn>, String> {
+        let slot = self.slot(backend);
+        let mut guard = slot.lock().await;
+        if let Some(c) = &*guard {
+            return Ok(Arc::clone(c));
+        }
+        if self.stop.is_cancelled() {
+            return Err("the session is ending".into());
+        }
+        let Some(spec) = self.hub.backend(backend) else {
+            return Err(format!("no backend named {backend:?}"));
+        };
+        let health = self.hub.health.get(backend);
+        let mut options = SessionOptions {
+            headers: spec.headers.clone(),
+            transport: spec.transport,
+            timeout: spec.timeout,
+            incoming_capacity: MAX_PENDING,
+            listen: true,
+            ..SessionOptions::default()
+        };
+        if let Some(p) = lock(&self.init_params).clone() {
+            options.initialize_params = p;
+        }
+        let (session, incoming) = match RawSession::open(&spec.url, options).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(h) = health {
+                    h.record_failure(&e.to_string());
+                }
+                return Err(format!("backend {backend:?} is unavailable: {e}"));
+            }
+        };
+        if let Some(h) = health {
+            h.record_success();
+        }
+        let relayed = Arc::new(Relayed::default());
+        let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed) });
+        tokio::spawn(pump(Arc::downgrade(self), backend.to_owned(), incoming, relayed, self.stop.clone()));
+        *guard = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Forgets a broken session (only if it is still the current one) and ends it.
+    fn drop_conn(&self, backend: &str, conn: &Arc<Conn>) {
+        let slot = self.slot(backend);
+        let conn = Arc::clone(conn);
+        tokio::spawn(async move {
+            let mut guard = slot.lock().await;
+            if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                *guard = None;
+            }
+            drop(guard);
+            let _ = tokio::time::timeout(CLOSE_LIMIT, conn.session.close()).await;
+        });
+    }
+
+    async fn close_all(&self) {
+        let slots: Vec<Slot> = lock(&self.conns).drain().map(|(_, s)| s).collect();
+        let closes = slots.into_iter().map(|slot| async move {
+            let conn = slot.lock().await.take();
+            if let Some(c) = conn {
+                let _ = c.session.close().await;
+            }
+        });
+        let _ = tokio::time::timeout(CLOSE_LIMIT, futures::future::join_all(closes)).await;
+    }
+
+    /// The current catalog; built (again) when there is none, when a backend said its list
+    /// changed, or (with `retry_missing`) when the last one missed a backend.
+    async fn catalog_with(self: &Arc<Self>, retry_missing: bool) -> Arc<Catalog> {
+        let mut guard = self.catalog.lock().await;
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some((e, c)) = &*guard
+            && *e == epoch
+            && (c.missing.is_empty() || !retry_missing)
+        {
+            return Arc::clone(c);
+        }
+        let names = self.hub.backend_names();
+        let lists = names.iter().map(|b| async move {
+            let listed = tokio::time::timeout(self.hub.list_deadline, self.list_backend(b)).await;
+            (b.clone(), listed)
+        });
+        let mut listings = Vec::new();
+        let mut missing = Vec::new();
+        for (backend, listed) in futures::future::join_all(lists).await {
+            match listed {
+                Ok(Ok(l)) => listings.push(l),
+                Ok(Err(why)) => {
+                    tracing::warn!(%backend, error = %why, "backend left out of the list");
+                    missing.push(backend);
+                }
+                Err(_) => {
+                    tracing::warn!(%backend, deadline = ?self.hub.list_deadline, "backend too slow; left out of the list");
+                    missing.push(backend);
+                }
+            }
+        }
+        self.hub.health.set_missing(missing.clone());
+        let catalog = Arc::new(aggregate(&self.hub.rules, listings, missing));
+        *guard = Some((epoch, Arc::clone(&catalog)));
+        catalog
+    }
+
+    /// The catalog for a list: a backend missed last time is asked again.
+    async fn catalog(self: &Arc<Self>) -> Arc<Catalog> {
+        self.catalog_with(true).await
+    }
+
+    /// The catalog for routing `found`: the current one when it knows the name, so a call
+    /// to a healthy backend never waits on one that missed the last list.
+    async fn catalog_for(self: &Arc<Self>, found: impl Fn(&Catalog) -> bool) -> Arc<Catalog> {
+        let current = self.catalog_with(false).await;
+        if found(&current) || current.missing.is_empty() { current } else { self.catalog_with(true).await }
+    }
+
+    async fn list_backend(self: &Arc<Self>, backend: &str) -> Result<Listing, String> {
+        self.admit(backend)?;
+        let conn = self.conn(backend).await?;
+        let caps: Value = serde_json::from_slice::<Value>(conn.session.initialize_result())
+            .ok()
+            .and_then(|v| v.get("capabilities").cloned())
+            .unwrap_or(Value::Null);
+        let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
+        let mut l = Listing { backend: backend.to_owned(), ..Listing::default() };
+        if has("tools") {
+            l.tools = self.list_all(backend, &conn, "tools/list", "tools").await?;
+        }
+        if has("prompts") {
+            l.prompts = self.list_all(backend, &conn, "prompts/list", "prompts").await?;
+        }
+        if has("resources") {
+            l.resources = self.list_all(backend, &conn, "resources/list", "resources").await?;
+            l.templates = self.list_all(backend, &conn, "resources/templates/list", "resourceTemplates").await?;
+        }
+        Ok(l)
+    }
+
+    async fn list_all(&self, backend: &str, conn: &Arc<Conn>, method: &str, key: &str) -> Result<Vec<Value>, String> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let params = cursor.as_ref().map(|c| json!({ "cursor": c })).unwrap_or_else(|| json!({}));
+            let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+            let answer = conn.session.request(Bytes::from(req)).await.map_err(|e| {
+                if counts_as_failure(&e) {
+                    if let Some(h) = self.hub.health.get(backend) {
+                        h.record_failure(&e.to_string());
+                    }
+                    self.drop_conn(backend, conn);
+                }
+                format!("{method}: {e}")
+            })?;
+            let mut v: Value = serde_json::from_slice(&answer).map_err(|e| format!("{method}: not JSON: {e}"))?;
+            if let Some(err) = v.get("error") {
+                // A backend that does not implement one kind of list has none of it.
+                if err.get("code").and_then(Value::as_i64) == Some(i64::from(METHOD_NOT_FOUND)) {
+                    return Ok(items);
+                }
+                return Err(format!("{method}: {err}"));
+            }
+            let mut result = v.get_mut("result").map(Value::take).unwrap_or(Value::Null);
+            if let Some(Value::Array(batch)) = result.get_mut(key).map(Value::take) {
+                items.extend(batch);
+            }
+            match result.get("nextCursor").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
+                _ => return Ok(items),
+            }
+        }
+        Err(format!("{method}: more than {MAX_LIST_PAGES} pages"))
+    }
+
+    async fn on_notification(self: &Arc<Self>, msg: &Message) {
+        match msg.method().unwrap_or_default() {
+            "notifications/cancelled" => {
+                let Some(id) = cancelled_request_id(msg) else { return };
+                let target = lock(&self.inflight).get(&id.to_json()).cloned();
+                if let Some((backend, backend_id)) = target
+                    && let Ok(bytes) = with_cancelled_request_id(msg, &backend_id.to_string())
+                {
+                    self.send_to(&backend, bytes).await;
+                }
+            }
+            "notifications/roots/list_changed" => {
+                let open: Vec<String> = lock(&self.conns).keys().cloned().collect();
+                for backend in open {
+                    self.send_to(&backend, msg.bytes().clone()).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The client answered a server→client request we relayed: back to its backend.
+    async fn on_client_answer(self: &Arc<Self>, msg: &Message) {
+        let Some(id) = msg.id() else { return };
+        let Some((backend, original)) = lock(&self.pending).remove(&id) else {
+            tracing::debug!("an answer to no pending request");
+            return;
+        };
+        self.send_to(&backend, msg.with_id(&original)).await;
+    }
+
+    /// Sends a notification or response to an open backend session.
+    async fn send_to(&self, backend: &str, bytes: Bytes) {
+        let conn = self.slot(backend).lock().await.clone();
+        if let Some(c) = conn
+            && let Err(e) = c.session.send(bytes).await
+        {
+            tracing::debug!(%backend, error = %e, "could not pass a message on to the backend");
+        }
+    }
+
+    /// Something a backend sent on its own: relayed up, or answered here (ping).
+    async fn from_backend(self: &Arc<Self>, backend: &str, bytes: Bytes) {
+        let Ok(msg) = Message::parse(bytes) else { return };
+        match msg.kind() {
+            Kind::Request if msg.method() == Some("ping") => {
+                let answer = result_response(msg.id_raw().unwrap_or("null"), "{}");
+                self.send_to(backend, answer).await;
+            }
+            Kind::Request => {
+                let original = msg.id_raw().unwrap_or("null").to_owned();
+                let ours = {
+                    let mut p = lock(&self.pending);
+                    (p.len() < MAX_PENDING).then(|| p.insert((backend.to_owned(), original.clone())))
+                };
+                match ours {
+                    Some(id) => self.emit(msg.with_id(&id.to_string())).await,
+                    None => {
+                        let refusal = error_response(
+                            Some(&original),
+                            INTERNAL_ERROR,
+                            "too many requests waiting for the client",
+                            None,
+                        );
+                        self.send_to(backend, refusal).await;
+                    }
+                }
+            }
+            Kind::Notification => {
+                let method = msg.method().unwrap_or_default();
+                match method {
+                    "notifications/tools/list_changed"
+                    | "notifications/prompts/list_changed"
+                    | "notifications/resources/list_changed" => {
+                        self.epoch.fetch_add(1, Ordering::SeqCst);
+                        self.emit(msg.into_bytes()).await;
+                    }
+                    "notifications/cancelled" => {
+                        let Some(theirs) = cancelled_request_id(&msg) else { return };
+                        let theirs = theirs.to_json();
+                        let ours = lock(&self.pending).remove_where(|(b, o)| b == backend && *o == theirs);
+                        if let Some((id, _)) = ours
+                            && let Ok(b) = with_cancelled_request_id(&msg, &id.to_string())
+                        {
+                            self.emit(b).await;
+                        }
+                    }
+                    _ => self.emit(msg.into_bytes()).await,
+                }
+            }
+            Kind::Response | Kind::Error => {}
+        }
+    }
+}
+
+/// Relays what one backend session sends on its own until the session or instance ends.
+async fn pump(
+    inst: Weak<Instance>,
+    backend: String,
+    mut incoming: mpsc::Receiver<Bytes>,
+    relayed: Arc<Relayed>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            n = incoming.recv() => n,
+            () = stop.cancelled() => return,
+        };
+        let Some(bytes) = next else { return };
+        let Some(inst) = inst.upgrade() else { return };
+        inst.from_backend(&backend, bytes).await;
+        relayed.count.fetch_add(1, Ordering::SeqCst);
+        relayed.changed.notify_waiters();
+    }
+}
+
+/// Failures that say the backend (not the request) is in trouble.
+fn counts_as_failure(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connection { .. } | ClientError::Timeout { .. } | ClientError::Closed(_) => true,
+        ClientError::HttpStatus { status, .. } => *status >= 500 || *status == 404,
+        _ => false,
+    }
+}
+
+/// The instance's own `initialize` result.
+fn initialize_result(params: &Value) -> Value {
+    let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
+    let version = if REVISIONS.contains(&asked) { asked } else { REVISIONS[REVISIONS.len() - 1] };
+    json!({
+        "protocolVersion": version,
+        "capabilities": {
+            "tools": {"listChanged": true},
+            "prompts": {"listChanged": true},
+            "resources": {"subscribe": true, "listChanged": true},
+            "logging": {},
+            "completions": {},
+        },
+        "serverInfo": {"name": "apiary-vmcp", "version": env!("CARGO_PKG_VERSION")},
+    })
+}

@@ -1,0 +1,24 @@
+//! The virtual MCP server: many MCP backends aggregated behind one endpoint. It is an
+//! upstream of the proxy's own front (DESIGN.md, "One front, many upstreams"): sessions,
+//! streams, both eras, edge checks and policy layers are the proxy's; this crate supplies a
+//! [`VmcpLaunch`] whose "children" are in-process instances that aggregate, route and
+//! relay.
+//!
+//! ```text
+//! config ─▶ hub (backends, rules, health) ─▶ launch ─▶ instance ─▶ aggregate (pure)
+//!                                                         └──────▶ RawSession per backend
+//! ```
+
+pub mod aggregate;
+pub mod config;
+pub mod health;
+mod hub;
+mod instance;
+mod launch;
+mod status;
+
+pub use config::{ConfigError, VmcpConfig};
+pub use health::HealthRegistry;
+pub use hub::{BackendSpec, InstanceLimits};
+pub use launch::VmcpLaunch;
+pub use status::status_routes;
