@@ -272,7 +272,11 @@ fn desired_children() -> desired::Desired {
         }
     }))
     .unwrap();
-    let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
+    let settings = Settings {
+        runner_image: "ghcr.io/apiary/apiary:latest".into(),
+        proxy_host: "0.0.0.0".into(),
+        vmcp_image: None,
+    };
     desired::desired(&server, &settings, &Default::default()).unwrap()
 }
 
@@ -285,7 +289,11 @@ fn desired_remote_children() -> remote_desired::Desired {
         "spec": {"remoteURL": "https://mcp.example.com/mcp"}
     }))
     .unwrap();
-    let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
+    let settings = Settings {
+        runner_image: "ghcr.io/apiary/apiary:latest".into(),
+        proxy_host: "0.0.0.0".into(),
+        vmcp_image: None,
+    };
     remote_desired::desired(&proxy, &settings, &Default::default()).unwrap()
 }
 
