@@ -23,8 +23,9 @@ use common::cluster::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::Role;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
@@ -44,6 +45,11 @@ async fn controllers(ctx: Arc<Context>, scope: WatchScope, stop: Stop) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virtual_mcp_server_follows_its_group_live_on_a_real_cluster() {
     gated(in_scratch_namespace("apiary-vmcp", controllers, checks)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_mcp_server_fails_closed_and_recovers_on_a_real_cluster() {
+    gated(in_scratch_namespace("apiary-vmcp-fc", controllers, fail_closed)).await;
 }
 
 /// The documents of seed file `file`, moved to `ns`.
@@ -202,4 +208,72 @@ async fn checks(client: Client, ns: String, _metrics: Arc<Metrics>) {
     entries.delete("joiner", &DeleteParams::default()).await.unwrap();
     serves(&cms, &vmcps, &["fetch", "my-remote-tool"]).await;
     assert_eq!(deployments.get(&deployment).await.unwrap().metadata.generation, before.metadata.generation);
+}
+
+/// Waits for `vmcp` to be `phase` with `Ready` reason `reason` and `condition` at `status`.
+async fn reaches(vmcps: &Api<VirtualMCPServer>, phase: VirtualMCPServerPhase, reason: &str, condition: (&str, &str)) {
+    eventually(&format!("{phase:?} ({reason}), {condition:?}"), || async {
+        let s = vmcps.get("guarded").await.ok()?.status?;
+        let cs = s.conditions.as_ref()?;
+        let ready = cs.iter().any(|c| c.type_ == "Ready" && c.reason == reason);
+        let other = cs.iter().any(|c| c.type_ == condition.0 && c.status == condition.1);
+        (s.phase == Some(phase) && ready && other).then_some(())
+    })
+    .await;
+}
+
+/// Waits for a Warning event `reason` about `guarded` whose note names `field`.
+async fn warned(events: &Api<Event>, reason: &str, field: &str) {
+    eventually(&format!("a {reason} warning naming {field}"), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("guarded")
+                    && e.reason.as_deref() == Some(reason)
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains(field))
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+async fn replicas(deployments: &Api<Deployment>) -> Option<i32> {
+    deployments.get("vmcp-guarded").await.ok()?.spec?.replicas
+}
+
+async fn fail_closed(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+
+    // A group that does not exist yet: Failed, held at zero, a warning naming the field.
+    let mut spec = json!({"config": {"groupRef": "late-group"}, "incomingAuth": {"type": "anonymous"}});
+    apply(&client, &ns, &doc(&ns, "VirtualMCPServer", "guarded", spec.clone())).await;
+    reaches(&vmcps, VirtualMCPServerPhase::Failed, "InvalidReference", ("GroupRefValidated", "False")).await;
+    assert_eq!(replicas(&deployments).await, Some(0));
+    warned(&events, "InvalidReference", "spec.config.groupRef").await;
+
+    // The group appears: the watch on MCPGroup brings the vMCP back without touching it.
+    apply(&client, &ns, &doc(&ns, "MCPGroup", "late-group", json!({}))).await;
+    reaches(&vmcps, VirtualMCPServerPhase::Pending, "DeploymentUnavailable", ("GroupRefValidated", "True")).await;
+    assert_ne!(replicas(&deployments).await, Some(0));
+
+    // Rate limits Apiary cannot enforce: Failed, held at zero, named.
+    spec["config"]["rateLimiting"] = json!({"shared": {"requestsPerMinute": 10}});
+    apply(&client, &ns, &doc(&ns, "VirtualMCPServer", "guarded", spec)).await;
+    reaches(&vmcps, VirtualMCPServerPhase::Failed, "UnsupportedFeature", ("FeaturesApplied", "False")).await;
+    assert_eq!(replicas(&deployments).await, Some(0));
+    warned(&events, "UnsupportedFeature", "spec.config.rateLimiting").await;
+
+    // Drift: a deleted child comes back.
+    let old = cms.get("guarded-vmcp-config").await.unwrap().metadata.uid;
+    cms.delete("guarded-vmcp-config", &DeleteParams::default()).await.unwrap();
+    eventually("the ConfigMap comes back", || async {
+        let cm = cms.get_opt("guarded-vmcp-config").await.ok()??;
+        (cm.metadata.uid != old && cm.data?.contains_key("config.yaml")).then_some(())
+    })
+    .await;
 }
