@@ -87,7 +87,9 @@ pub struct Backends {
     pub volumes: Vec<(Volume, VolumeMount)>,
 }
 
-/// Why a backend cannot be served as asked; the VirtualMCPServer is then held at zero replicas.
+/// Why a backend cannot be served as the VirtualMCPServer itself asks (its `outgoingAuth`, or a
+/// token exchange without authenticated callers); it is then held at zero replicas. A member
+/// whose own reference cannot be resolved is only left out (reported, not served).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("backend {backend}: {reason}")]
 pub struct Refusal {
@@ -118,9 +120,27 @@ pub fn resolve(
         let (auth_ref, via_spec) = auth_ref(outgoing, &backend.name, own_ref.as_deref());
         if let Some(name) = auth_ref.filter(|_| backend.served) {
             let refuse = |reason: String| Refusal { backend: backend.name.clone(), reason };
-            let field = if via_spec { format!("spec.outgoingAuth (backend {})", backend.name) } else { String::new() };
-            let o = outgoing::outgoing(name, found.auth_configs.get(name))
-                .map_err(|e| refuse(format!("{field}{}{e}", if field.is_empty() { "" } else { ": " })))?;
+            // Name the field that chose the config: the vMCP's own, or the member's.
+            let whose = match (via_spec, backend.kind) {
+                (true, _) | (false, None) => "spec.outgoingAuth".to_string(),
+                (false, Some(kind)) => format!("{kind} spec.externalAuthConfigRef"),
+            };
+            let o = match outgoing::outgoing(name, found.auth_configs.get(name)) {
+                Ok(o) => o,
+                Err(e) if via_spec => {
+                    return Err(refuse(e.to_string().replacen("spec.externalAuthConfigRef", &whose, 1)));
+                }
+                // A member whose own credentials cannot be resolved (its config went, the
+                // member's reconciler has not said so yet) is not served; the others are.
+                Err(e) => {
+                    let why = e.to_string().replacen("spec.externalAuthConfigRef", &whose, 1);
+                    backend.served = false;
+                    backend.status = UNAVAILABLE;
+                    backend.message = Some(format!("not served: {why}"));
+                    out.list.push(backend);
+                    continue;
+                }
+            };
             if needs_caller_token(&o.config) && !caller_authenticated {
                 return Err(refuse(format!(
                     "MCPExternalAuthConfig {name} exchanges the caller's token, so callers must be authenticated: \

@@ -367,7 +367,24 @@ fn what_cannot_be_resolved_is_refused_with_the_field_named() {
     f.auth_configs.insert("sts-aws".into(), aws);
     let d = desired(&vmcp(spec), &settings(), &Default::default(), &f).unwrap();
     let why = d.refused.unwrap();
-    assert!(why.contains("backend fetch") && why.contains("spec.outgoingAuth") && why.contains("awsSts"), "{why}");
+    assert!(why.starts_with("backend fetch: spec.outgoingAuth: MCPExternalAuthConfig sts-aws: type awsSts"), "{why}");
+
+    // A member's own reference to a config that is gone: that member is left out, named; the
+    // others are served.
+    let mut f = found();
+    f.auth_configs.clear();
+    let d = desired(&vmcp(anonymous()), &settings(), &Default::default(), &f).unwrap();
+    assert_eq!(d.refused, None);
+    let partner = d.backends.iter().find(|b| b.name == "partner").unwrap();
+    assert_eq!((partner.served, partner.status), (false, "unavailable"));
+    assert_eq!(
+        partner.message.as_deref(),
+        Some("not served: MCPServerEntry spec.externalAuthConfigRef: MCPExternalAuthConfig partner-key not found")
+    );
+    let served: Vec<&str> =
+        d.config["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(served, ["fetch", "remote"]);
+    assert!(!container(&d).env.as_ref().unwrap().iter().any(|e| e.name.starts_with("VMCP_PARTNER")), "nor its Secrets");
 
     // A missing MCPOIDCConfig names the vMCP's own field.
     let mut spec = anonymous();
