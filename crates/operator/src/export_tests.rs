@@ -9,7 +9,7 @@ use super::*;
 use crate::reconcile::Settings;
 
 fn settings() -> Settings {
-    Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: "0.0.0.0".into() }
+    Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: "0.0.0.0".into(), vmcp_image: None }
 }
 
 /// A local image workload with every protection the manifests can carry.

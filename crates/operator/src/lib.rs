@@ -14,3 +14,4 @@ pub mod manager;
 pub mod normalize;
 pub mod reconcile;
 pub mod remoteproxy;
+pub mod vmcp;

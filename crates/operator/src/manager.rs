@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::reconcile::{self, Context, Metrics, Settings, WatchScope};
-use crate::{entry, extauth, group, remoteproxy};
+use crate::{entry, extauth, group, remoteproxy, vmcp};
 
 /// Name of the leader-election Lease (ToolHive's).
 pub const LEASE_NAME: &str = "toolhive-operator-leader-election";
@@ -85,8 +85,8 @@ pub struct LeaderElection {
 }
 
 impl ManagerConfig {
-    /// Reads `WATCH_NAMESPACE`, `POD_NAMESPACE`, `POD_NAME`, `TOOLHIVE_RUNNER_IMAGE` and
-    /// `TOOLHIVE_PROXY_HOST`; `leader_elect` turns the Lease on.
+    /// Reads `WATCH_NAMESPACE`, `POD_NAMESPACE`, `POD_NAME`, `TOOLHIVE_RUNNER_IMAGE`,
+    /// `VMCP_IMAGE` and `TOOLHIVE_PROXY_HOST`; `leader_elect` turns the Lease on.
     pub fn from_env(leader_elect: bool, metrics_addr: SocketAddr, health_addr: SocketAddr) -> Self {
         let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let instance = var("POD_NAME");
@@ -107,6 +107,7 @@ impl ManagerConfig {
                 runner_image: var("TOOLHIVE_RUNNER_IMAGE").unwrap_or_else(|| DEFAULT_RUNNER_IMAGE.to_string()),
                 proxy_host: var("TOOLHIVE_PROXY_HOST")
                     .unwrap_or_else(|| reconcile::desired::DEFAULT_PROXY_HOST.to_string()),
+                vmcp_image: var("VMCP_IMAGE"),
             },
             instance,
         }
@@ -196,7 +197,7 @@ pub async fn run(
 }
 
 /// Runs every controller (MCPServer, MCPRemoteProxy, MCPServerEntry, MCPGroup,
-/// MCPExternalAuthConfig) side by side on the same scope until `stop` resolves.
+/// MCPExternalAuthConfig, VirtualMCPServer) side by side on the same scope until `stop` resolves.
 async fn run_controllers<S>(ctx: Arc<Context>, scope: WatchScope, stop: S)
 where
     S: Future<Output = ()> + Clone + Send + Sync + 'static,
@@ -206,6 +207,7 @@ where
         remoteproxy::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
         entry::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
         group::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        vmcp::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
         extauth::run(ctx, scope, stop),
     );
 }

@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use apiary_operator::crd::mcpremoteproxy::MCPRemoteProxy;
 use apiary_operator::crd::mcpserver::MCPServer;
+use apiary_operator::crd::virtualmcpserver::OutgoingAuthSource;
 use apiary_operator::reconcile::desired::{self, Settings};
 use apiary_operator::remoteproxy::desired as remote_desired;
+use apiary_operator::vmcp;
 use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -272,7 +274,11 @@ fn desired_children() -> desired::Desired {
         }
     }))
     .unwrap();
-    let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
+    let settings = Settings {
+        runner_image: "ghcr.io/apiary/apiary:latest".into(),
+        proxy_host: "0.0.0.0".into(),
+        vmcp_image: None,
+    };
     desired::desired(&server, &settings, &Default::default()).unwrap()
 }
 
@@ -285,7 +291,11 @@ fn desired_remote_children() -> remote_desired::Desired {
         "spec": {"remoteURL": "https://mcp.example.com/mcp"}
     }))
     .unwrap();
-    let settings = Settings { runner_image: "ghcr.io/apiary/apiary:latest".into(), proxy_host: "0.0.0.0".into() };
+    let settings = Settings {
+        runner_image: "ghcr.io/apiary/apiary:latest".into(),
+        proxy_host: "0.0.0.0".into(),
+        vmcp_image: None,
+    };
     remote_desired::desired(&proxy, &settings, &Default::default()).unwrap()
 }
 
@@ -479,6 +489,13 @@ fn manager_role_grants_exactly_what_the_operator_does() {
     assert!(!remote_grants.is_empty());
     let beyond: Vec<_> = remote_grants.difference(&got).collect();
     assert!(beyond.is_empty(), "the remote runner Role grants what the operator lacks: {beyond:?}");
+
+    // And for the VirtualMCPServer's Role in discovered mode (inline mode grants nothing).
+    let vmcp_role = Role { rules: Some(vmcp::desired::rules(OutgoingAuthSource::Discovered)), ..Default::default() };
+    let vmcp_grants = grants(&serde_json::to_value(&vmcp_role).unwrap());
+    assert!(!vmcp_grants.is_empty());
+    let beyond: Vec<_> = vmcp_grants.difference(&got).collect();
+    assert!(beyond.is_empty(), "the vMCP Role grants what the operator lacks: {beyond:?}");
 }
 
 #[test]

@@ -120,7 +120,7 @@ async fn list_members(client: &Client, namespace: &str, group: &str) -> Result<M
 }
 
 /// Every `K` in `namespace`, read page by page.
-async fn list<K>(client: &Client, namespace: &str) -> Result<Vec<K>, kube::Error>
+pub(crate) async fn list<K>(client: &Client, namespace: &str) -> Result<Vec<K>, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

@@ -13,7 +13,7 @@ use super::features::Unapplied;
 use super::labels::{config_labels, mcp_service_account_name, proxy_labels, proxy_service_name, runner_name};
 use super::policy::{ConfigHashes, PolicyError, PolicyRefs, Referenced, Referencing, Resolved, resolve};
 pub use super::workload::sha256_hex;
-use super::workload::{Parent, ProxyPod, policy_rule};
+use super::workload::{Parent, PodLayout, ProxyPod, policy_rule};
 use crate::crd::mcpserver::{MCPServer, MCPServerSpec, ProxyMode, ServerTransport};
 use crate::normalize::{DEFAULT_PORT, Normalize};
 
@@ -46,6 +46,16 @@ pub struct Settings {
     pub runner_image: String,
     /// Listen address written into the RunConfig (`TOOLHIVE_PROXY_HOST`).
     pub proxy_host: String,
+    /// Image of the VirtualMCPServer pods (`VMCP_IMAGE`); the runner image when unset, since
+    /// both are the one Apiary image.
+    pub vmcp_image: Option<String>,
+}
+
+impl Settings {
+    /// The image of the VirtualMCPServer pods.
+    pub fn vmcp_image(&self) -> &str {
+        self.vmcp_image.as_deref().unwrap_or(&self.runner_image)
+    }
 }
 
 /// Every child of one MCPServer, as it should be.
@@ -126,7 +136,7 @@ pub fn desired(server: &MCPServer, settings: &Settings, found: &Referenced) -> R
     let deployment = parent.deployment(ProxyPod {
         labels: proxy_labels(&name),
         runner_image: &settings.runner_image,
-        extra_args: pod::runner_args(&name, &spec, &parent.owner),
+        layout: PodLayout::proxy_runner(&name, pod::runner_args(&name, &spec, &parent.owner)),
         kubernetes_runtime: true,
         resources: None,
         service_account: runner_name(&name),

@@ -67,7 +67,14 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
                 hashes = Some(want.hashes.clone());
                 // A proxy held at zero replicas has no pods to explain.
                 let ask_pods = !want.unapplied.blocks();
-                let seen = observe::proxy(&ctx.client, &run.namespace, &run.name, &deployment, ask_pods).await?;
+                let seen = observe::proxy(
+                    &ctx.client,
+                    &run.namespace,
+                    &labels::proxy_selector_string(&run.name),
+                    &deployment,
+                    ask_pods,
+                )
+                .await?;
                 let url = labels::proxy_url(&run.name, &run.namespace, want.proxy_port);
                 Outcome::applied(url, seen, want.unapplied)
             }

@@ -6,8 +6,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::labels::proxy_selector_string;
-
 /// Longest pod message copied into `status.message`.
 const MAX_WAITING_CHARS: usize = 200;
 /// Most proxy pods read to explain why none is ready.
@@ -24,12 +22,13 @@ pub struct Observed {
     pub waiting: Option<String>,
 }
 
-/// The state of proxy `name` from its applied `deployment`; the pods are read only when it is
-/// not available and `ask_pods` is true.
+/// The state of the workload of the applied `deployment`, whose pods `selector` (a label
+/// selector string) matches; the pods are read only when it is not available and `ask_pods`
+/// is true.
 pub async fn proxy(
     client: &Client,
     namespace: &str,
-    name: &str,
+    selector: &str,
     deployment: &Deployment,
     ask_pods: bool,
 ) -> kube::Result<Observed> {
@@ -39,15 +38,15 @@ pub async fn proxy(
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Available" && c.status == "True"))
         && status.and_then(|s| s.available_replicas).unwrap_or(0) > 0;
-    let waiting = if available || !ask_pods { None } else { pod_waiting_reason(client, namespace, name).await? };
+    let waiting = if available || !ask_pods { None } else { pod_waiting_reason(client, namespace, selector).await? };
     Ok(Observed { ready_replicas, available, waiting })
 }
 
 /// Why the proxy pods are not ready, in words stable enough that the status does not flap
 /// between kubelet's retry states.
-async fn pod_waiting_reason(client: &Client, namespace: &str, name: &str) -> kube::Result<Option<String>> {
+async fn pod_waiting_reason(client: &Client, namespace: &str, selector: &str) -> kube::Result<Option<String>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods.list(&ListParams::default().labels(&proxy_selector_string(name)).limit(MAX_PODS_READ)).await?;
+    let list = pods.list(&ListParams::default().labels(selector).limit(MAX_PODS_READ)).await?;
     if list.items.is_empty() {
         return Ok(Some("no proxy pod yet".to_string()));
     }

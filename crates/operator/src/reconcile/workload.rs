@@ -1,7 +1,7 @@
-//! The proxy workload that both the MCPServer and the MCPRemoteProxy reconcilers build: a runner
-//! Deployment reading its RunConfig from a ConfigMap, the Services in front of it, and the
-//! runner's ServiceAccount, Role and RoleBinding. Parameterised by names, labels and rules, so
-//! the two kinds differ only where their contracts do.
+//! The workload the MCPServer, MCPRemoteProxy and VirtualMCPServer reconcilers build: one
+//! Deployment whose container reads its configuration from a mounted ConfigMap, the Services in
+//! front of it, and its ServiceAccount, Role and RoleBinding. Parameterised by names, labels,
+//! arguments ([`PodLayout`]) and rules, so the kinds differ only where their contracts do.
 
 use std::collections::BTreeMap;
 
@@ -65,9 +65,14 @@ impl Parent {
 
     /// ConfigMap `<name>-runconfig` holding the RunConfig `text`, annotated with its `checksum`.
     pub fn config_map(&self, labels: Labels, text: String, checksum: &str) -> ConfigMap {
-        let mut metadata = self.meta(runconfig_name(&self.name), labels);
+        self.config_map_at(runconfig_name(&self.name), RUNCONFIG_KEY, labels, text, checksum)
+    }
+
+    /// ConfigMap `name` holding `text` under `key`, annotated with its `checksum`.
+    pub fn config_map_at(&self, name: String, key: &str, labels: Labels, text: String, checksum: &str) -> ConfigMap {
+        let mut metadata = self.meta(name, labels);
         metadata.annotations = Some(checksum_annotation(checksum));
-        ConfigMap { metadata, data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])), ..Default::default() }
+        ConfigMap { metadata, data: Some(BTreeMap::from([(key.to_string(), text)])), ..Default::default() }
     }
 
     /// A Service named `service_name` sending port `port` to the proxy pods' `http` port, and
@@ -80,6 +85,20 @@ impl Parent {
         metrics_port: Option<i32>,
         affinity: Option<SessionAffinity>,
     ) -> Service {
+        let ports = [("http", Some(port)), (METRICS_PORT_NAME, metrics_port)];
+        self.service(service_name, labels, proxy_selector(&self.name), &ports, affinity)
+    }
+
+    /// A Service named `service_name` sending each `(name, port)` of `ports` that is set to the
+    /// container port of that name on the pods matching `selector`.
+    pub fn service(
+        &self,
+        service_name: String,
+        labels: Labels,
+        selector: Labels,
+        ports: &[(&str, Option<i32>)],
+        affinity: Option<SessionAffinity>,
+    ) -> Service {
         let affinity = match affinity.unwrap_or_default() {
             SessionAffinity::ClientIP => "ClientIP",
             SessionAffinity::None => "None",
@@ -87,10 +106,11 @@ impl Parent {
         Service {
             metadata: self.meta(service_name, labels),
             spec: Some(ServiceSpec {
-                selector: Some(proxy_selector(&self.name)),
+                selector: Some(selector),
                 ports: Some(
-                    [("http", Some(port)), (METRICS_PORT_NAME, metrics_port)]
-                        .into_iter()
+                    ports
+                        .iter()
+                        .copied()
                         .filter_map(|(name, port)| {
                             Some(ServicePort {
                                 name: Some(name.to_string()),
@@ -135,9 +155,9 @@ impl Parent {
         (account, role, binding)
     }
 
-    /// Deployment `<name>`: one proxy runner container reading the mounted RunConfig.
+    /// The Deployment of `pod.layout`: one container reading the mounted configuration.
     pub fn deployment(&self, pod: ProxyPod<'_>) -> Deployment {
-        let name = &self.name;
+        let layout = pod.layout;
         let mut env = vec![EnvVar {
             name: "POD_NAMESPACE".to_string(),
             value_from: Some(EnvVarSource {
@@ -162,16 +182,26 @@ impl Parent {
             ..Default::default()
         });
         env.extend(pod.env);
+        let (volumes, mounts): (Vec<Volume>, Vec<VolumeMount>) = [(
+            Volume {
+                name: CONFIG_VOLUME.to_string(),
+                config_map: Some(ConfigMapVolumeSource { name: layout.config_map.clone(), ..Default::default() }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: CONFIG_VOLUME.to_string(),
+                mount_path: layout.config_dir.clone(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .chain(layout.volumes)
+        .unzip();
         let container = Container {
-            name: PROXY_CONTAINER.to_string(),
+            name: layout.container.clone(),
             image: Some(pod.runner_image.to_string()),
-            args: Some(
-                ["proxyrunner".to_string(), "run".to_string(), "--config".to_string()]
-                    .into_iter()
-                    .chain([format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}")])
-                    .chain(pod.extra_args)
-                    .collect(),
-            ),
+            args: Some(layout.args),
             env: Some(env),
             ports: Some(
                 [("http", Some(pod.proxy_port)), (METRICS_PORT_NAME, pod.metrics_port)]
@@ -195,12 +225,7 @@ impl Parent {
                 ..Default::default()
             }),
             resources: pod.resources,
-            volume_mounts: Some(vec![VolumeMount {
-                name: "runconfig".to_string(),
-                mount_path: RUNCONFIG_DIR.to_string(),
-                read_only: Some(true),
-                ..Default::default()
-            }]),
+            volume_mounts: Some(mounts),
             ..Default::default()
         };
         // A runner owns its server's StatefulSet and re-applies it; during a rolling update the
@@ -211,7 +236,7 @@ impl Parent {
         let spec = DeploymentSpec {
             replicas: pod.replicas,
             strategy,
-            selector: LabelSelector { match_labels: Some(proxy_selector(name)), ..Default::default() },
+            selector: LabelSelector { match_labels: Some(layout.selector), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod.labels.clone()),
@@ -221,29 +246,70 @@ impl Parent {
                 spec: Some(PodSpec {
                     service_account_name: Some(pod.service_account),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "runconfig".to_string(),
-                        config_map: Some(ConfigMapVolumeSource { name: runconfig_name(name), ..Default::default() }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
             ..Default::default()
         };
-        Deployment { metadata: self.meta(name.clone(), pod.labels), spec: Some(spec), ..Default::default() }
+        Deployment { metadata: self.meta(layout.deployment, pod.labels), spec: Some(spec), ..Default::default() }
     }
 }
 
-/// What differs between the proxy pods of the kinds.
+/// Name of the pod volume holding the configuration ConfigMap.
+const CONFIG_VOLUME: &str = "runconfig";
+
+/// The names and arguments of a kind's pod: which Deployment, container, command line,
+/// configuration ConfigMap and mount, pod selector, and any more read-only volumes.
+#[derive(Clone, Debug)]
+pub struct PodLayout {
+    /// Name of the Deployment.
+    pub deployment: String,
+    /// Name of its one container.
+    pub container: String,
+    /// The container's whole argument list.
+    pub args: Vec<String>,
+    /// The ConfigMap mounted read-only at `config_dir`.
+    pub config_map: String,
+    /// Where it is mounted.
+    pub config_dir: String,
+    /// Labels selecting the pods (the Deployment's selector).
+    pub selector: Labels,
+    /// More volumes, each with its mount in the container.
+    pub volumes: Vec<(Volume, VolumeMount)>,
+}
+
+impl PodLayout {
+    /// The proxy runner of `name`: Deployment `<name>`, container `toolhive` running
+    /// `proxyrunner run --config /etc/runconfig/runconfig.json` then `extra_args`.
+    pub fn proxy_runner(name: &str, extra_args: Vec<String>) -> Self {
+        let args = ["proxyrunner", "run", "--config"]
+            .into_iter()
+            .map(str::to_string)
+            .chain([format!("{RUNCONFIG_DIR}/{RUNCONFIG_KEY}")])
+            .chain(extra_args)
+            .collect();
+        PodLayout {
+            deployment: name.to_string(),
+            container: PROXY_CONTAINER.to_string(),
+            args,
+            config_map: runconfig_name(name),
+            config_dir: RUNCONFIG_DIR.to_string(),
+            selector: proxy_selector(name),
+            volumes: Vec::new(),
+        }
+    }
+}
+
+/// What differs between the pods of the kinds.
 #[derive(Clone, Debug)]
 pub struct ProxyPod<'a> {
     /// Labels of the Deployment and its pods.
     pub labels: Labels,
-    /// Image of the proxy runner.
+    /// Image of the container.
     pub runner_image: &'a str,
-    /// Arguments after `proxyrunner run --config <file>`.
-    pub extra_args: Vec<String>,
+    /// Names, arguments and mounts of the pod.
+    pub layout: PodLayout,
     /// Whether the runner starts the MCP server itself as Kubernetes workloads
     /// (`TOOLHIVE_RUNTIME=kubernetes`).
     pub kubernetes_runtime: bool,

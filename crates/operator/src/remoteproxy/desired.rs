@@ -20,7 +20,7 @@ use crate::reconcile::desired::Settings;
 use crate::reconcile::desired::apply_policy;
 use crate::reconcile::features::Unapplied;
 use crate::reconcile::policy::{ConfigHashes, PolicyError, Referenced, Referencing, Resolved};
-use crate::reconcile::workload::{Parent, ProxyPod, policy_rule, sha256_hex};
+use crate::reconcile::workload::{Parent, PodLayout, ProxyPod, policy_rule, sha256_hex};
 
 /// Why no desired state can be computed; reported as `Ready=False` with reason `InvalidSpec`.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub fn desired(proxy: &MCPRemoteProxy, settings: &Settings, found: &Referenced) 
     let deployment = parent.deployment(ProxyPod {
         labels: proxy_labels(&name),
         runner_image: &settings.runner_image,
-        extra_args: Vec::new(),
+        layout: PodLayout::proxy_runner(&name, Vec::new()),
         kubernetes_runtime: false,
         resources: spec.resources.as_ref().and_then(|r| {
             let (limits, requests) = (quantities(r.limits.as_ref()), quantities(r.requests.as_ref()));

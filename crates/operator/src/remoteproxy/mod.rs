@@ -15,6 +15,7 @@ use crate::crd::mcpremoteproxy::MCPRemoteProxy;
 use crate::normalize::Normalize;
 pub use crate::reconcile::Error;
 use crate::reconcile::apply::{self, Applied};
+use crate::reconcile::labels::proxy_selector_string;
 use crate::reconcile::outcome::{self, Outcome};
 use crate::reconcile::policy::{self, Referencing};
 use crate::reconcile::{Context, WatchScope, controller, observe, report};
@@ -52,7 +53,14 @@ pub async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<
                 hashes = Some(want.hashes.clone());
                 // A proxy held at zero replicas has no pods to explain.
                 let ask_pods = !want.unapplied.blocks();
-                let seen = observe::proxy(&ctx.client, &run.namespace, &run.name, &deployment, ask_pods).await?;
+                let seen = observe::proxy(
+                    &ctx.client,
+                    &run.namespace,
+                    &proxy_selector_string(&run.name),
+                    &deployment,
+                    ask_pods,
+                )
+                .await?;
                 let url = names::proxy_url(&run.name, &run.namespace, want.proxy_port);
                 Outcome::applied(url, seen, want.unapplied)
             }

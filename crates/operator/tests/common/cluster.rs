@@ -146,7 +146,7 @@ where
     namespaces.create(&PostParams::default(), &ns_obj).await.unwrap();
 
     let metrics = Arc::new(Metrics::default());
-    let settings = Settings { runner_image: runner_image.into(), proxy_host: "0.0.0.0".into() };
+    let settings = Settings { runner_image: runner_image.into(), proxy_host: "0.0.0.0".into(), vmcp_image: None };
     let ctx = Arc::new(Context::new(client.clone(), settings, Some("cluster-test".into()), Arc::clone(&metrics)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(async move {

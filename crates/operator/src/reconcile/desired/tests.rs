@@ -9,7 +9,11 @@ use crate::crd::common::EnvVar as SpecEnvVar;
 use crate::reconcile::labels::{CHECKSUM_ANNOTATION, proxy_selector};
 
 fn settings() -> Settings {
-    Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: DEFAULT_PROXY_HOST.into() }
+    Settings {
+        runner_image: "registry.example/apiary:1".into(),
+        proxy_host: DEFAULT_PROXY_HOST.into(),
+        vmcp_image: None,
+    }
 }
 
 fn fetch(spec: MCPServerSpec) -> MCPServer {

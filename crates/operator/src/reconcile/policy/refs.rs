@@ -1,9 +1,10 @@
-//! Which protection fields a parent sets, in one view shared by the MCPServer and the
-//! MCPRemoteProxy, so resolving, fetching and watching the referenced objects are written once.
+//! Which protection fields a parent sets, in one view shared by the MCPServer, the
+//! MCPRemoteProxy and the VirtualMCPServer (its incoming auth), so resolving, fetching and watching the referenced objects are written once.
 
 use crate::crd::common::{AuthzConfig, AuthzSource, NameRef, OidcConfigRef, TelemetryConfigRef};
 use crate::crd::mcpremoteproxy::MCPRemoteProxy;
 use crate::crd::mcpserver::MCPServer;
+use crate::crd::virtualmcpserver::VirtualMCPServer;
 
 /// The protection fields of one parent's spec.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,6 +68,20 @@ impl Referencing for MCPRemoteProxy {
             audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
             external_auth_config_ref: s.external_auth_config_ref.as_ref(),
             telemetry_config_ref: s.telemetry_config_ref.as_ref(),
+        }
+    }
+}
+
+/// A VirtualMCPServer's incoming auth: its MCPOIDCConfig and authorization policy. Its
+/// telemetry reference is not resolved (the vMCP does not apply it yet; the reconciler names it).
+impl Referencing for VirtualMCPServer {
+    fn policy_refs(&self) -> PolicyRefs<'_> {
+        let a = &self.spec.incoming_auth;
+        PolicyRefs {
+            oidc_config_ref: a.oidc_config_ref.as_ref(),
+            authz_config: a.authz_config.as_ref(),
+            authz_config_ref: a.authz_config_ref.as_ref(),
+            ..PolicyRefs::default()
         }
     }
 }

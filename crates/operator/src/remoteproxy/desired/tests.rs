@@ -10,7 +10,7 @@ use crate::crd::common::{AuditConfig, GroupRef, ResourceRequirements as SpecReso
 use crate::reconcile::labels::{CHECKSUM_ANNOTATION, RUNCONFIG_KEY, proxy_selector};
 
 fn settings() -> Settings {
-    Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: "0.0.0.0".into() }
+    Settings { runner_image: "registry.example/apiary:1".into(), proxy_host: "0.0.0.0".into(), vmcp_image: None }
 }
 
 fn proxy(spec: MCPRemoteProxySpec) -> MCPRemoteProxy {
