@@ -3,7 +3,9 @@
 //! member, and how an HTTP mirror header's value is decoded (the `=?base64?…?=` form).
 
 use base64::Engine as _;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::envelope::{Kind, Message};
 use crate::{SpliceError, methods, splice};
@@ -77,19 +79,19 @@ pub fn complete_result(frame: bytes::Bytes, method: &str) -> Result<bytes::Bytes
 
 /// A modern request made a legacy one for a child Apiary initialized itself: the
 /// `io.modelcontextprotocol/*` keys leave `params._meta` (a legacy server may refuse a
-/// request that declares a version it does not speak). Only `_meta`'s bytes change;
-/// its other keys (a `progressToken`) stay.
+/// request that declares a version it does not speak). Only those members' bytes go; every
+/// other byte, `_meta`'s other members (a `progressToken`) included, stays as it came.
 pub fn legacy_request(frame: &bytes::Bytes) -> Result<bytes::Bytes, SpliceError> {
     let m = Message::parse(frame.clone()).map_err(|_| SpliceError::InvalidValue)?;
-    let Some(params) = m.params_range() else { return Ok(frame.clone()) };
-    let Some(at) = splice::find_member(frame, params.clone(), "_meta")? else { return Ok(frame.clone()) };
-    let meta: serde_json::Map<String, Value> =
-        serde_json::from_slice(&frame[at.clone()]).map_err(|_| SpliceError::InvalidValue)?;
-    let kept: serde_json::Map<String, Value> =
-        meta.into_iter().filter(|(k, _)| !k.starts_with("io.modelcontextprotocol/")).collect();
-    let kept = serde_json::to_string(&kept).map_err(|_| SpliceError::InvalidValue)?;
-    splice::splice(frame, &[(at, kept.as_bytes())])
+    let Some(meta) = m.params_member(&["_meta"])? else { return Ok(frame.clone()) };
+    if frame.get(meta.start) != Some(&b'{') {
+        return Ok(frame.clone());
+    }
+    splice::remove_members(frame, meta, |key| key.starts_with(MODERN_META_PREFIX))
 }
+
+/// The prefix of the `_meta` keys the modern era reserves for itself.
+pub const MODERN_META_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// The `params` member that `Mcp-Name` mirrors for `method`, if the method has one.
 pub fn name_member(method: &str) -> Option<&'static str> {
@@ -101,9 +103,45 @@ pub fn name_member(method: &str) -> Option<&'static str> {
     }
 }
 
+/// `params` read for its `_meta` alone: every other member is skipped, never decoded, so a
+/// `1e400` or a 30-digit integer in the arguments cannot fail the read.
+#[derive(Deserialize)]
+struct ParamsMeta<'a> {
+    #[serde(borrow, rename = "_meta", default)]
+    meta: Option<&'a RawValue>,
+}
+
+/// The two `_meta` members every modern request carries, borrowed as written. A member that
+/// is present but `null` is kept apart from an absent one.
+#[derive(Deserialize)]
+struct MetaMembers<'a> {
+    #[serde(borrow, rename = "io.modelcontextprotocol/protocolVersion", default, deserialize_with = "present")]
+    version: Option<&'a RawValue>,
+    #[serde(borrow, rename = "io.modelcontextprotocol/clientCapabilities", default, deserialize_with = "present")]
+    capabilities: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The `_meta` members of `params` (its raw text), or why they cannot be read.
+fn meta_members(params: Option<&str>) -> Result<MetaMembers<'_>, MetaError> {
+    let params = params.ok_or(MetaError::Missing)?;
+    let outer: ParamsMeta<'_> = serde_json::from_str(params).map_err(|_| MetaError::Missing)?;
+    let meta = outer.meta.filter(|m| m.get().starts_with('{')).ok_or(MetaError::Missing)?;
+    serde_json::from_str(meta.get()).map_err(|e| MetaError::Unreadable(e.to_string()))
+}
+
+/// A JSON string's value (escapes decoded); `None` for any other value.
+fn string_of(raw: &RawValue) -> Option<String> {
+    serde_json::from_str(raw.get()).ok()
+}
+
 /// The protocol version a request's `_meta` declares (any string), if it declares one.
-pub fn meta_version(params: &Value) -> Option<&str> {
-    params.get("_meta")?.get(META_VERSION)?.as_str()
+/// `params` is the request's raw params text.
+pub fn meta_version(params: Option<&str>) -> Option<String> {
+    meta_members(params).ok()?.version.and_then(string_of)
 }
 
 /// Why a request's `_meta` is not what 2026-07-28 requires.
@@ -115,22 +153,31 @@ pub enum MetaError {
     Lacks(&'static str),
     #[error("params._meta.{0} has the wrong type")]
     WrongType(&'static str),
+    #[error("params._meta cannot be read: {0}")]
+    Unreadable(String),
 }
 
-/// Checks the `_meta` keys every modern request carries: a version string and a
-/// capabilities object (`clientInfo` is only a SHOULD).
-pub fn check_meta(params: &Value) -> Result<(), MetaError> {
-    let meta = params.get("_meta").and_then(Value::as_object).ok_or(MetaError::Missing)?;
-    match meta.get(META_VERSION) {
+/// Checks the `_meta` keys every modern request carries, read from the raw params text: a
+/// version string and a capabilities object (`clientInfo` is only a SHOULD). Returns the
+/// version.
+pub fn check_meta(params: Option<&str>) -> Result<String, MetaError> {
+    let meta = meta_members(params)?;
+    let version = match meta.version {
         None => return Err(MetaError::Lacks(META_VERSION)),
-        Some(v) if !v.is_string() => return Err(MetaError::WrongType(META_VERSION)),
-        Some(_) => {}
-    }
-    match meta.get(META_CAPABILITIES) {
+        Some(v) => string_of(v).ok_or(MetaError::WrongType(META_VERSION))?,
+    };
+    match meta.capabilities {
         None => Err(MetaError::Lacks(META_CAPABILITIES)),
-        Some(v) if !v.is_object() => Err(MetaError::WrongType(META_CAPABILITIES)),
-        Some(_) => Ok(()),
+        Some(v) if !v.get().starts_with('{') => Err(MetaError::WrongType(META_CAPABILITIES)),
+        Some(_) => Ok(version),
     }
+}
+
+/// The string a request's `params.<member>` holds (the value `Mcp-Name` mirrors), read
+/// from its bytes alone; `None` when absent or not a string.
+pub fn params_string(m: &Message, member: &str) -> Option<String> {
+    let range = m.params_member(&[member]).ok()??;
+    serde_json::from_str(m.text(range)?).ok()
 }
 
 /// Why a mirror header's raw value cannot be read.
@@ -213,18 +260,47 @@ mod tests {
         assert_eq!(decode_header_value(b"ec\x01ho"), Err(HeaderValueError::NotVisibleAscii));
     }
 
+    fn check(params: &Value) -> Result<String, MetaError> {
+        check_meta(Some(&params.to_string()))
+    }
+
     #[test]
     fn meta_needs_version_and_capabilities() {
         let ok = json!({"_meta": {META_VERSION: "2026-07-28", META_CAPABILITIES: {}}});
-        assert_eq!(check_meta(&ok), Ok(()));
-        assert_eq!(meta_version(&ok), Some("2026-07-28"));
-        assert_eq!(check_meta(&json!({})), Err(MetaError::Missing));
-        assert_eq!(check_meta(&json!({"_meta": {META_CAPABILITIES: {}}})), Err(MetaError::Lacks(META_VERSION)));
-        assert_eq!(check_meta(&json!({"_meta": {META_VERSION: "x"}})), Err(MetaError::Lacks(META_CAPABILITIES)));
+        assert_eq!(check(&ok), Ok("2026-07-28".to_owned()));
+        assert_eq!(meta_version(Some(&ok.to_string())).as_deref(), Some("2026-07-28"));
+        assert_eq!(check_meta(None), Err(MetaError::Missing));
+        assert_eq!(check(&json!({})), Err(MetaError::Missing));
+        assert_eq!(check(&json!({"_meta": null})), Err(MetaError::Missing));
+        assert_eq!(check(&json!({"_meta": {META_CAPABILITIES: {}}})), Err(MetaError::Lacks(META_VERSION)));
+        assert_eq!(check(&json!({"_meta": {META_VERSION: "x"}})), Err(MetaError::Lacks(META_CAPABILITIES)));
         assert_eq!(
-            check_meta(&json!({"_meta": {META_VERSION: 1, META_CAPABILITIES: {}}})),
+            check(&json!({"_meta": {META_VERSION: 1, META_CAPABILITIES: {}}})),
             Err(MetaError::WrongType(META_VERSION))
         );
+        assert_eq!(
+            check(&json!({"_meta": {META_VERSION: null, META_CAPABILITIES: {}}})),
+            Err(MetaError::WrongType(META_VERSION))
+        );
+        assert_eq!(
+            check(&json!({"_meta": {META_VERSION: "x", META_CAPABILITIES: []}})),
+            Err(MetaError::WrongType(META_CAPABILITIES))
+        );
+    }
+
+    /// Numbers no `serde_json::Value` can hold, anywhere else in params or `_meta`, do not
+    /// get in the way of reading the two members (they were refused as "_meta missing").
+    #[test]
+    fn meta_is_read_past_numbers_a_value_cannot_hold() {
+        let params = r#"{"name":"e","arguments":{"huge":1e400,"big":123456789012345678901234567890},"_meta":{"x":-1e999,"io.modelcontextprotocol/protocolVersion":"2026-\u00307-28","io.modelcontextprotocol/clientCapabilities":{"n":1e400}}}"#;
+        assert!(serde_json::from_str::<Value>(params).is_err(), "the case needs a number Value refuses");
+        assert_eq!(check_meta(Some(params)), Ok("2026-07-28".to_owned()));
+        assert_eq!(meta_version(Some(params)).as_deref(), Some("2026-07-28"));
+        let frame = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#);
+        let m = Message::parse(bytes::Bytes::from(frame)).unwrap();
+        assert_eq!(params_string(&m, "name").as_deref(), Some("e"));
+        assert_eq!(params_string(&m, "arguments"), None);
+        assert_eq!(params_string(&m, "uri"), None);
     }
 
     #[test]
@@ -253,6 +329,37 @@ mod tests {
         assert_eq!(legacy_request(&plain).unwrap(), plain);
     }
 
+    /// `_meta`'s other members keep their bytes: order, number spelling, escapes, spacing
+    /// (they were re-serialised through `Value`, which sorted keys and respelled `1.50`).
+    #[test]
+    fn legacy_requests_keep_every_other_meta_byte() {
+        let cases = [
+            (
+                r#"{"z":1.50, "io.modelcontextprotocol/protocolVersion" : "2026-07-28" ,"a":"\u00e9\/","io.modelcontextprotocol/clientCapabilities":{"x":1e400},"big":123456789012345678901234567890}"#,
+                r#"{"z":1.50, "a":"\u00e9\/","big":123456789012345678901234567890}"#,
+            ),
+            (
+                r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{},"k":1.0}"#,
+                r#"{"k":1.0}"#,
+            ),
+            (
+                r#"{ "k":[1e400] , "io.modelcontextprotocol/protocolVersion":"2026-07-28","io.model\u0063ontextprotocol/clientInfo":{} }"#,
+                r#"{ "k":[1e400] }"#,
+            ),
+            (r#"{ "io.modelcontextprotocol/protocolVersion":"2026-07-28" }"#, r#"{  }"#),
+            (r#"{"progressToken":"t"}"#, r#"{"progressToken":"t"}"#),
+        ];
+        for (meta, kept) in cases {
+            let frame = |m: &str| {
+                format!(
+                    r#"{{"id":"x" ,"method":"tools/call","params":{{"arguments":{{"n":1e400}},"_meta":{m}}},"jsonrpc":"2.0"}}"#
+                )
+            };
+            let out = legacy_request(&bytes::Bytes::from(frame(meta))).unwrap();
+            assert_eq!(std::str::from_utf8(&out).unwrap(), frame(kept), "for {meta}");
+        }
+    }
+
     #[test]
     fn removed_methods_and_name_members() {
         assert!(is_removed("initialize") && is_removed("logging/setLevel") && !is_removed("tools/list"));
@@ -272,8 +379,8 @@ mod tests {
 
     #[test]
     fn probe_params_declare_the_modern_version_and_pass_the_checks() {
-        let p: Value = serde_json::from_str(&probe_params("apiary", "1")).unwrap();
-        assert_eq!(meta_version(&p), Some("2026-07-28"));
-        assert!(check_meta(&p).is_ok());
+        let p = probe_params("apiary", "1");
+        assert_eq!(meta_version(Some(&p)).as_deref(), Some("2026-07-28"));
+        assert!(check_meta(Some(&p)).is_ok());
     }
 }

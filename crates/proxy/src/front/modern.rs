@@ -52,7 +52,7 @@ pub fn is_modern(headers: &HeaderMap, body: &JsonBody) -> bool {
     }
     match body {
         JsonBody::Single(m) if m.is_request() && m.method() != Some(methods::INITIALIZE) => {
-            m.params_as::<Value>().is_some_and(|p| modern::meta_version(&p).is_some())
+            modern::meta_version(m.params_raw()).is_some()
         }
         _ => false,
     }
@@ -118,9 +118,9 @@ pub async fn post(
 /// `_meta` (-32020), the version itself (-32022), the method and name headers (-32020),
 /// then methods the era removed (404).
 fn check(headers: &HeaderMap, m: &Message, method: &str) -> Result<(), Refusal> {
-    let params: Value = m.params_as().unwrap_or(Value::Null);
-    modern::check_meta(&params).map_err(|e| Refusal::InvalidParams(e.to_string()))?;
-    let version = modern::meta_version(&params).unwrap_or_default();
+    // `_meta` alone is read, from the bytes: the arguments are never decoded here, so no
+    // number a `Value` cannot hold gets a request refused, and they are forwarded as sent.
+    let version = modern::check_meta(m.params_raw()).map_err(|e| Refusal::InvalidParams(e.to_string()))?;
     match header_str(headers, VERSION_HEADER) {
         Some(h) if h == version => {}
         Some(h) => {
@@ -132,12 +132,12 @@ fn check(headers: &HeaderMap, m: &Message, method: &str) -> Result<(), Refusal> 
         None => return Err(Refusal::HeaderMismatch(format!("the {} header is required", modern::VERSION_HEADER))),
     }
     if !version.parse::<Revision>().is_ok_and(|r| r.era() == apiary_protocol::Era::Modern) {
-        return Err(Refusal::UnservedVersion { requested: version.to_owned() });
+        return Err(Refusal::UnservedVersion { requested: version });
     }
     mirror(headers, modern::METHOD_HEADER, Some(method))?;
     if let Some(member) = modern::name_member(method) {
-        let body = params.get(member).and_then(Value::as_str);
-        mirror(headers, modern::NAME_HEADER, body)?;
+        let body = modern::params_string(m, member);
+        mirror(headers, modern::NAME_HEADER, body.as_deref())?;
     }
     if modern::is_removed(method) {
         return Err(Refusal::MethodNotFound { method: method.to_owned() });
@@ -184,12 +184,7 @@ async fn discover(front: &StdioFront, m: &Message) -> Result<Bytes, Refusal> {
 /// The answer as JSON (or one SSE event for a client that accepts only SSE). A
 /// method-not-found error is a 404 in this era, whoever said it (row 23).
 fn respond(frame: Bytes, acc: Accepts) -> Response {
-    let not_found = Message::parse(frame.clone()).ok().is_some_and(|a| {
-        a.kind() == Kind::Error
-            && a.payload_raw()
-                .and_then(|p| serde_json::from_str::<Value>(p).ok())
-                .is_some_and(|e| e.get("code").and_then(Value::as_i64) == Some(i64::from(codes::METHOD_NOT_FOUND)))
-    });
+    let not_found = error_code(&frame) == Some(i64::from(codes::METHOD_NOT_FOUND));
     let mut res = if acc.json {
         answer::json(frame)
     } else {
@@ -201,4 +196,36 @@ fn respond(frame: Bytes, acc: Accepts) -> Response {
         *res.status_mut() = StatusCode::NOT_FOUND;
     }
     res
+}
+
+/// The `error.code` of an error frame, read alone (the rest of the error, its `data`
+/// included, is never decoded).
+fn error_code(frame: &Bytes) -> Option<i64> {
+    let m = Message::parse(frame.clone()).ok().filter(|m| m.kind() == Kind::Error)?;
+    let payload = m.payload_range()?;
+    let code = apiary_protocol::splice::find_member(frame, payload, "code").ok()??;
+    m.text(code)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The code is read alone: an error whose `data` holds a number a `Value` cannot
+    /// (`1e400`) is still seen as method-not-found (it was not, and got 200, not 404).
+    #[test]
+    fn the_error_code_is_read_past_what_a_value_cannot_hold() {
+        let frame = |error: &str| Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":1,"error":{error}}}"#));
+        assert_eq!(error_code(&frame(r#"{"data":{"n":1e400},"code" : -32601,"message":"x"}"#)), Some(-32601));
+        assert_eq!(error_code(&frame(r#"{"code":-32602,"message":"x"}"#)), Some(-32602));
+        assert_eq!(error_code(&frame(r#"{"code":"x","message":"x"}"#)), None);
+        assert_eq!(error_code(&Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"code":-32601}}"#)), None);
+        let res = respond(
+            frame(r#"{"code":-32601,"message":"x","data":[1e400]}"#),
+            Accepts { json: true, sse: true, sse_named: false },
+        );
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
 }
