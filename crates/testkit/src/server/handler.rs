@@ -26,7 +26,7 @@ use super::ServerOptions;
 use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
-use super::{prompts, tools};
+use super::{mrtr, prompts, tools};
 
 /// Name the server reports in `serverInfo`.
 pub const SERVER_NAME: &str = "apiary-testkit-server";
@@ -134,6 +134,7 @@ impl ServerHandler for FixtureServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let mut all = tools::catalogue();
+        all.extend(mrtr::catalogue());
         all.extend(self.dynamic.tools());
         Ok(ListToolsResult::with_all_items(all))
     }
@@ -143,6 +144,9 @@ impl ServerHandler for FixtureServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if let Some(answer) = mrtr::call(&request, &context) {
+            return answer;
+        }
         tools::call(self, request, context).await.map(CallToolResponse::from)
     }
 
@@ -194,14 +198,19 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        Ok(ListPromptsResult::with_all_items(prompts::list()))
+        let mut all = prompts::list();
+        all.extend(mrtr::prompts());
+        Ok(ListPromptsResult::with_all_items(all))
     }
 
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        if let Some(answer) = mrtr::prompt(&request, &context) {
+            return answer;
+        }
         prompts::get(&request.name, request.arguments.as_ref()).map(GetPromptResponse::from)
     }
 

@@ -11,13 +11,16 @@
 //! sends `notifications/tools/list_changed`). Resources: `test://static-text`, `test://static-binary`,
 //! `test://watched-resource` (subscribable) and the template `test://template/{id}/data`.
 //! Prompts: `test_simple_prompt`, `test_prompt_with_arguments`,
-//! `test_prompt_with_embedded_resource`, `test_prompt_with_image`.
+//! `test_prompt_with_embedded_resource`, `test_prompt_with_image`. For 2026-07-28 clients, the
+//! `test_input_required_result_*` tools and prompt answer with an `InputRequiredResult` and
+//! complete on the retry carrying the input (SEP-2322, module `mrtr`).
 
 mod dynamic;
 mod elicitation;
 mod fixtures;
 mod handler;
 mod http;
+mod mrtr;
 mod prompts;
 mod raw_echo;
 mod resources;
