@@ -194,9 +194,9 @@ async fn a_modern_call_with_a_progress_token_streams_its_progress() {
 }
 
 /// How many 2026-07-28 scenarios pass through the proxy today: a floor that fails if it
-/// drops; the goal is all of them (the failing ones are printed: today the `tasks-*`
-/// extension family, part of `server-stateless`, `http-custom-header-server-validation`).
-const MODERN_FLOOR: usize = 39;
+/// drops; the goal is all of them (the failing ones are printed: today
+/// `server-stateless` and `http-custom-header-server-validation`).
+const MODERN_FLOOR: usize = 48;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_proxy_over_stdio() {

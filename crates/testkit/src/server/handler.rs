@@ -11,7 +11,9 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rmcp::model::{CallToolRequestParams, CallToolResponse};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult, UpdateTaskParams,
+};
 use rmcp::model::{
     CompleteRequestParams, CompleteResult, DiscoverRequestMethod, DiscoverResult, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
@@ -26,7 +28,7 @@ use super::ServerOptions;
 use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
-use super::{mrtr, prompts, tools};
+use super::{mrtr, prompts, tasks, tools};
 
 /// Name the server reports in `serverInfo`.
 pub const SERVER_NAME: &str = "apiary-testkit-server";
@@ -86,7 +88,7 @@ fn severity(level: LoggingLevel) -> u8 {
 
 impl ServerHandler for FixtureServer {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
+        let builder = ServerCapabilities::builder()
             .enable_logging()
             .enable_completions()
             .enable_prompts()
@@ -94,8 +96,9 @@ impl ServerHandler for FixtureServer {
             .enable_resources_subscribe()
             .enable_tools()
             // `add_tool` changes this connection's list and says so.
-            .enable_tool_list_changed()
-            .build();
+            .enable_tool_list_changed();
+        // The tasks extension is a 2026-07-28 one: a legacy-only server does not offer it.
+        let capabilities = if self.options.legacy_only { builder.build() } else { builder.enable_tasks().build() };
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
             .with_instructions(
@@ -135,6 +138,7 @@ impl ServerHandler for FixtureServer {
     ) -> Result<ListToolsResult, McpError> {
         let mut all = tools::catalogue();
         all.extend(mrtr::catalogue());
+        all.extend(tasks::catalogue());
         all.extend(self.dynamic.tools());
         Ok(ListToolsResult::with_all_items(all))
     }
@@ -145,6 +149,9 @@ impl ServerHandler for FixtureServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         if let Some(answer) = mrtr::call(&request, &context) {
+            return answer;
+        }
+        if let Some(answer) = tasks::call(&request, &context) {
             return answer;
         }
         tools::call(self, request, context).await.map(CallToolResponse::from)
@@ -212,6 +219,30 @@ impl ServerHandler for FixtureServer {
             return answer;
         }
         prompts::get(&request.name, request.arguments.as_ref()).map(GetPromptResponse::from)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        tasks::get(&request.task_id)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::update(&request.task_id, &request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::cancel(&request.task_id)
     }
 
     async fn complete(

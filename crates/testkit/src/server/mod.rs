@@ -13,7 +13,8 @@
 //! Prompts: `test_simple_prompt`, `test_prompt_with_arguments`,
 //! `test_prompt_with_embedded_resource`, `test_prompt_with_image`. For 2026-07-28 clients, the
 //! `test_input_required_result_*` tools and prompt answer with an `InputRequiredResult` and
-//! complete on the retry carrying the input (SEP-2322, module `mrtr`).
+//! complete on the retry carrying the input (SEP-2322, module `mrtr`), and the tasks
+//! extension's tools and `tasks/*` methods (SEP-2663, module `tasks`).
 
 mod dynamic;
 mod elicitation;
@@ -26,6 +27,7 @@ mod raw_echo;
 mod resources;
 mod sessions;
 mod stdio;
+mod tasks;
 mod tools;
 
 pub use handler::{FixtureServer, SERVER_NAME};
