@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult, UpdateTaskParams,
 };
@@ -21,14 +22,14 @@ use rmcp::model::{
     ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams,
     SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use super::ServerOptions;
 use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
-use super::{mrtr, prompts, tasks, tools};
+use super::{mrtr, prompts, stateless, tasks, tools};
 
 /// Name the server reports in `serverInfo`.
 pub const SERVER_NAME: &str = "apiary-testkit-server";
@@ -139,6 +140,7 @@ impl ServerHandler for FixtureServer {
         let mut all = tools::catalogue();
         all.extend(mrtr::catalogue());
         all.extend(tasks::catalogue());
+        all.extend(stateless::catalogue());
         all.extend(self.dynamic.tools());
         Ok(ListToolsResult::with_all_items(all))
     }
@@ -152,6 +154,9 @@ impl ServerHandler for FixtureServer {
             return answer;
         }
         if let Some(answer) = tasks::call(&request, &context) {
+            return answer;
+        }
+        if let Some(answer) = stateless::call(&request, &context).await {
             return answer;
         }
         tools::call(self, request, context).await.map(CallToolResponse::from)
@@ -219,6 +224,15 @@ impl ServerHandler for FixtureServer {
             return answer;
         }
         prompts::get(&request.name, request.arguments.as_ref()).map(GetPromptResponse::from)
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        // Everything asked for; the SDK narrows it to what the capabilities advertise.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        stateless::listen(context).await
     }
 
     async fn get_task(

@@ -14,7 +14,8 @@
 //! `test_prompt_with_embedded_resource`, `test_prompt_with_image`. For 2026-07-28 clients, the
 //! `test_input_required_result_*` tools and prompt answer with an `InputRequiredResult` and
 //! complete on the retry carrying the input (SEP-2322, module `mrtr`), and the tasks
-//! extension's tools and `tasks/*` methods (SEP-2663, module `tasks`).
+//! extension's tools and `tasks/*` methods (SEP-2663, module `tasks`), the stateless
+//! diagnostics and `subscriptions/listen` (SEP-2575, module `stateless`).
 
 mod dynamic;
 mod elicitation;
@@ -26,6 +27,7 @@ mod prompts;
 mod raw_echo;
 mod resources;
 mod sessions;
+mod stateless;
 mod stdio;
 mod tasks;
 mod tools;
