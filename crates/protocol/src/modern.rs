@@ -17,6 +17,10 @@ pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities"
 /// `params._meta` key holding the client's self-description (optional).
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 
+/// Notification `_meta` key naming the `subscriptions/listen` request (its id) a
+/// notification is delivered for.
+pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
 /// Result `_meta` key naming the server that produced it.
 pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 

@@ -141,6 +141,68 @@ async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
     proxy.shutdown().await;
 }
 
+/// Reads the SSE answer `res` until a frame with `method` arrives; returns every frame so
+/// far, parsed.
+async fn frames_until(res: &mut reqwest::Response, text: &mut String, method: &str) -> Vec<Value> {
+    let frames = |text: &str| -> Vec<Value> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect()
+    };
+    loop {
+        let seen = frames(text);
+        if seen.iter().any(|f| f["method"] == method) {
+            return seen;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(30), res.chunk()).await;
+        let chunk = chunk.unwrap_or_else(|_| panic!("no {method} in time; got {text}")).unwrap();
+        let chunk = chunk.unwrap_or_else(|| panic!("the stream ended before {method}; got {text}"));
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// A `subscriptions/listen` through the proxy to a modern child: the stream opens with the
+/// acknowledgement, then carries the tool-list change another request caused, each tagged
+/// with the caller's own listen id (the child saw another; the proxy restores it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_stream_gets_its_notifications_under_the_callers_id() {
+    let proxy = proxy_with("modern-listen", &["--stdio"]).await;
+    let url = proxy.url();
+    let body = json!({"jsonrpc":"2.0","id":"listen-1","method":"subscriptions/listen","params":{
+        "notifications": {"toolsListChanged": true},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    }});
+    let mut res = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut text = String::new();
+    let frames = frames_until(&mut res, &mut text, "notifications/subscriptions/acknowledged").await;
+    assert_eq!(frames[0]["method"], "notifications/subscriptions/acknowledged", "the ack comes first: {frames:?}");
+
+    let (status, v) =
+        modern(&url, 2, "tools/call", Some("test_trigger_tool_change"), json!({"name":"test_trigger_tool_change"}))
+            .await;
+    assert_eq!(status, 200, "{v}");
+    let frames = frames_until(&mut res, &mut text, "notifications/tools/list_changed").await;
+    for f in &frames {
+        assert_eq!(f["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "listen-1", "{f}");
+    }
+    drop(res);
+    proxy.shutdown().await;
+}
+
 /// A modern call that asks for progress, from a client that accepts SSE: the JSON-RPC
 /// messages of the SSE answer, in order.
 async fn call_with_progress(url: &str, id: i64) -> Vec<Value> {
@@ -195,8 +257,8 @@ async fn a_modern_call_with_a_progress_token_streams_its_progress() {
 
 /// How many 2026-07-28 scenarios pass through the proxy today: a floor that fails if it
 /// drops; the goal is all of them (the failing ones are printed: today
-/// `server-stateless` and `http-custom-header-server-validation`).
-const MODERN_FLOOR: usize = 48;
+/// `http-custom-header-server-validation`, as the fixture alone).
+const MODERN_FLOOR: usize = 49;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_proxy_over_stdio() {

@@ -27,6 +27,8 @@ use crate::guard::RequestCtx;
 
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const SESSION_HEADER: &str = "mcp-session-id";
+/// Longest a `subscriptions/listen` stream stays open; the client opens another after.
+const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
@@ -98,15 +100,20 @@ pub async fn post(
                 .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))?
         };
         let wants_progress = apiary_protocol::rewrite::request_progress_token(&forwarded).is_some();
+        // A listen stream is the request: its notifications come until the client closes it.
+        let listen = method == methods::SUBSCRIPTIONS_LISTEN;
         let Some((mut call, rx)) = dispatch(front, ctx, None, vec![Ok(forwarded)], false).await? else {
             return Ok(answer::accepted());
         };
         // The stream (or the connection) is the request: closing it cancels the call.
         call.cancel_on_drop = true;
+        if listen {
+            call.timeout = LISTEN_TIMEOUT;
+        }
         let finish = move |frame: Bytes| {
             if modern_child { frame } else { modern::complete_result(frame.clone(), &method).unwrap_or(frame) }
         };
-        if wants_progress && acc.sse {
+        if (wants_progress || listen) && acc.sse {
             return Ok(call.into_request_sse(rx, front.write_timeout, finish));
         }
         finish(call.into_frame(rx).await)
@@ -181,10 +188,17 @@ async fn discover(front: &StdioFront, m: &Message) -> Result<Bytes, Refusal> {
     Ok(apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string()))
 }
 
-/// The answer as JSON (or one SSE event for a client that accepts only SSE). A
-/// method-not-found error is a 404 in this era, whoever said it (row 23).
+/// The answer as JSON (or one SSE event for a client that accepts only SSE), with the
+/// status this era gives an error, whoever said it: method-not-found is a 404 (row 23); a
+/// header mismatch, a missing client capability and an unserved version are 400s.
 fn respond(frame: Bytes, acc: Accepts) -> Response {
-    let not_found = error_code(&frame) == Some(i64::from(codes::METHOD_NOT_FOUND));
+    let status = match error_code(&frame).and_then(|c| i32::try_from(c).ok()) {
+        Some(codes::METHOD_NOT_FOUND) => Some(StatusCode::NOT_FOUND),
+        Some(
+            codes::HEADER_MISMATCH | codes::MISSING_REQUIRED_CLIENT_CAPABILITY | codes::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => Some(StatusCode::BAD_REQUEST),
+        _ => None,
+    };
     let mut res = if acc.json {
         answer::json(frame)
     } else {
@@ -192,8 +206,8 @@ fn respond(frame: Bytes, acc: Accepts) -> Response {
         let _ = tx.try_send(Ok(sse::message_event(None, &frame)));
         sse_response(rx)
     };
-    if not_found {
-        *res.status_mut() = StatusCode::NOT_FOUND;
+    if let Some(status) = status {
+        *res.status_mut() = status;
     }
     res
 }
@@ -222,10 +236,27 @@ mod tests {
         assert_eq!(error_code(&frame(r#"{"code":-32602,"message":"x"}"#)), Some(-32602));
         assert_eq!(error_code(&frame(r#"{"code":"x","message":"x"}"#)), None);
         assert_eq!(error_code(&Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"code":-32601}}"#)), None);
-        let res = respond(
-            frame(r#"{"code":-32601,"message":"x","data":[1e400]}"#),
-            Accepts { json: true, sse: true, sse_named: false },
-        );
+        let acc = Accepts { json: true, sse: true, sse_named: false };
+        let res = respond(frame(r#"{"code":-32601,"message":"x","data":[1e400]}"#), acc);
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// A missing client capability is a 400 whoever said it (the child, here); an
+    /// in-band error such as invalid params stays a 200.
+    #[test]
+    fn era_errors_get_their_http_status() {
+        let frame = |error: &str| Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":1,"error":{error}}}"#));
+        let acc = Accepts { json: true, sse: true, sse_named: false };
+        let status = |error: &str| respond(frame(error), acc).status();
+        assert_eq!(
+            status(r#"{"code":-32021,"message":"x","data":{"requiredCapabilities":{"sampling":{}}}}"#),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(status(r#"{"code":-32020,"message":"x"}"#), StatusCode::BAD_REQUEST);
+        assert_eq!(status(r#"{"code":-32602,"message":"x"}"#), StatusCode::OK);
+        assert_eq!(
+            respond(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), acc).status(),
+            StatusCode::OK
+        );
     }
 }
