@@ -29,7 +29,7 @@ use super::ServerOptions;
 use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
-use super::{mrtr, prompts, stateless, tasks, tools};
+use super::{mrtr, param_headers, prompts, stateless, tasks, tools};
 
 /// Name the server reports in `serverInfo`.
 pub const SERVER_NAME: &str = "apiary-testkit-server";
@@ -141,6 +141,7 @@ impl ServerHandler for FixtureServer {
         all.extend(mrtr::catalogue());
         all.extend(tasks::catalogue());
         all.extend(stateless::catalogue());
+        all.push(param_headers::tool());
         all.extend(self.dynamic.tools());
         Ok(ListToolsResult::with_all_items(all))
     }
@@ -158,6 +159,9 @@ impl ServerHandler for FixtureServer {
         }
         if let Some(answer) = stateless::call(&request, &context).await {
             return answer;
+        }
+        if let Some(result) = param_headers::call(&request) {
+            return Ok(result.into());
         }
         tools::call(self, request, context).await.map(CallToolResponse::from)
     }

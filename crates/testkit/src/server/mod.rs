@@ -15,7 +15,8 @@
 //! `test_input_required_result_*` tools and prompt answer with an `InputRequiredResult` and
 //! complete on the retry carrying the input (SEP-2322, module `mrtr`), and the tasks
 //! extension's tools and `tasks/*` methods (SEP-2663, module `tasks`), the stateless
-//! diagnostics and `subscriptions/listen` (SEP-2575, module `stateless`).
+//! diagnostics and `subscriptions/listen` (SEP-2575, module `stateless`), and
+//! `test_custom_header`, whose argument an `Mcp-Param-Region` header mirrors (SEP-2243).
 
 mod dynamic;
 mod elicitation;
@@ -23,6 +24,7 @@ mod fixtures;
 mod handler;
 mod http;
 mod mrtr;
+mod param_headers;
 mod prompts;
 mod raw_echo;
 mod resources;
