@@ -184,6 +184,89 @@ pub fn params_string(m: &Message, member: &str) -> Option<String> {
     serde_json::from_str(m.text(range)?).ok()
 }
 
+/// One tool argument a 2026-07-28 client mirrors in a header (SEP-2243):
+/// `params.arguments.<member>` travels in `Mcp-Param-<header>` too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamHeader {
+    pub member: String,
+    pub header: String,
+}
+
+#[derive(Deserialize)]
+struct ListHead<'a> {
+    #[serde(borrow, default)]
+    tools: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolHead<'a> {
+    name: String,
+    #[serde(borrow, rename = "inputSchema", default)]
+    input_schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct SchemaHead<'a> {
+    #[serde(borrow, default)]
+    properties: Option<std::collections::BTreeMap<String, &'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct PropertyHead {
+    #[serde(rename = "x-mcp-header", default)]
+    header: Option<String>,
+}
+
+/// The tools of a `tools/list` result (its JSON text), each with the arguments it mirrors in
+/// headers (`x-mcp-header` on a top-level property of its input schema; nested ones are
+/// not read). Only these members are decoded; a tool that cannot be read is skipped.
+pub fn param_headers_of_tools(result: &str) -> Vec<(String, Vec<ParamHeader>)> {
+    let Ok(list) = serde_json::from_str::<ListHead<'_>>(result) else { return Vec::new() };
+    let mut out = Vec::new();
+    for tool in list.tools {
+        let Ok(tool) = serde_json::from_str::<ToolHead<'_>>(tool.get()) else { continue };
+        let properties = tool
+            .input_schema
+            .and_then(|s| serde_json::from_str::<SchemaHead<'_>>(s.get()).ok())
+            .and_then(|s| s.properties)
+            .unwrap_or_default();
+        let params = properties
+            .into_iter()
+            .filter_map(|(member, p)| {
+                let header = serde_json::from_str::<PropertyHead>(p.get()).ok()?.header?;
+                Some(ParamHeader { member, header })
+            })
+            .collect();
+        out.push((tool.name, params));
+    }
+    out
+}
+
+/// Checks that the header carrying `param` (its raw value, `None` when absent) mirrors the
+/// call's argument: a value needs the header, a header needs a value, and the header
+/// (decoded from `=?base64?…?=`) equals the string, or spells the integer or boolean.
+pub fn check_param_header(m: &Message, param: &ParamHeader, header: Option<&[u8]>) -> Result<(), String> {
+    let name = format!("Mcp-Param-{}", param.header);
+    let body = m.params_member(&["arguments", &param.member]).ok().flatten().and_then(|r| m.text(r));
+    let body = body.filter(|b| *b != "null");
+    let (header, body) = match (header, body) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => return Err(format!("the {name} header is required: the argument has a value")),
+        (Some(_), None) => return Err(format!("the {name} header is sent but the argument has no value")),
+        (Some(h), Some(b)) => (h, b),
+    };
+    let decoded = decode_header_value(header).map_err(|e| format!("the {name} header {e}"))?;
+    let same = if body.starts_with('"') {
+        serde_json::from_str::<String>(body).is_ok_and(|b| b == decoded)
+    } else {
+        match (body.parse::<i128>(), decoded.parse::<i128>()) {
+            (Ok(b), Ok(h)) => b == h,
+            _ => body == decoded,
+        }
+    };
+    if same { Ok(()) } else { Err(format!("the {name} header does not match the argument")) }
+}
+
 /// Why a mirror header's raw value cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderValueError {
@@ -362,6 +445,44 @@ mod tests {
             let out = legacy_request(&bytes::Bytes::from(frame(meta))).unwrap();
             assert_eq!(std::str::from_utf8(&out).unwrap(), frame(kept), "for {meta}");
         }
+    }
+
+    #[test]
+    fn param_headers_are_read_from_a_tool_list() {
+        let list = r#"{"tools":[{"name":"a","inputSchema":{"type":"object","properties":{"r":{"type":"string","x-mcp-header":"Region"},"n":{"type":"integer","default":1e400},"p":true}}},{"name":"b"},{"nope":1}],"nextCursor":null}"#;
+        let got = param_headers_of_tools(list);
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_owned(), vec![ParamHeader { member: "r".into(), header: "Region".into() }]),
+                ("b".to_owned(), vec![])
+            ]
+        );
+        assert!(param_headers_of_tools("not json").is_empty());
+    }
+
+    #[test]
+    fn param_headers_mirror_the_arguments() {
+        let call = |args: &str| {
+            Message::parse(bytes::Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{args}}}}}"#
+            )))
+            .unwrap()
+        };
+        let p = |member: &str| ParamHeader { member: member.into(), header: "X".into() };
+        let hello = call(r#"{"r":"Hello","n":42,"b":true,"z":null,"big":1e400}"#);
+        assert_eq!(check_param_header(&hello, &p("r"), Some(b"=?base64?SGVsbG8=?=")), Ok(()));
+        assert_eq!(check_param_header(&hello, &p("r"), Some(b"Hello")), Ok(()));
+        assert!(check_param_header(&hello, &p("r"), Some(b"=?base64?SGVsbG8?=")).is_err());
+        assert!(check_param_header(&hello, &p("r"), Some(b"=?base64?SGVs!!!bG8=?=")).is_err());
+        assert!(check_param_header(&hello, &p("r"), None).is_err());
+        assert!(check_param_header(&hello, &p("r"), Some(b"Bye")).is_err());
+        assert_eq!(check_param_header(&hello, &p("n"), Some(b"042")), Ok(()), "integers compare as numbers");
+        assert_eq!(check_param_header(&hello, &p("b"), Some(b"true")), Ok(()));
+        assert_eq!(check_param_header(&hello, &p("z"), None), Ok(()), "null is no value");
+        assert_eq!(check_param_header(&hello, &p("absent"), None), Ok(()));
+        assert!(check_param_header(&hello, &p("absent"), Some(b"x")).is_err());
+        assert_eq!(check_param_header(&hello, &p("big"), Some(b"1e400")), Ok(()));
     }
 
     #[test]

@@ -203,6 +203,60 @@ async fn a_listen_stream_gets_its_notifications_under_the_callers_id() {
     proxy.shutdown().await;
 }
 
+/// A call of a tool whose argument is mirrored in `Mcp-Param-Region` (SEP-2243), with that
+/// header as given; returns (status, body).
+async fn call_custom_header(url: &str, region: &str, header: Option<&str>) -> (u16, Value) {
+    let body = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{
+        "name":"test_custom_header","arguments":{"region":region},
+        "_meta":{
+            "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities":{},
+        },
+    }});
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "test_custom_header");
+    if let Some(h) = header {
+        req = req.header("mcp-param-region", h);
+    }
+    let res = req.body(body.to_string()).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// The proxy checks `Mcp-Param-*` headers for the stdio child, which never sees them: with
+/// no `tools/list` seen yet it asks the child for its annotations itself, then refuses a
+/// missing, undecodable or unequal header with 400 and -32020.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn param_headers_are_checked_against_the_childs_annotations() {
+    for (name, args) in
+        [("modern-param-dual", &["--stdio"][..]), ("modern-param-legacy", &["--stdio", "--legacy-only"][..])]
+    {
+        let proxy = proxy_with(name, args).await;
+        let url = proxy.url();
+        for (header, ok) in [
+            (None, false),
+            (Some("=?base64?SGVsbG8=?="), true),
+            (Some("Hello"), true),
+            (Some("=?base64?SGVsbG8?="), false),
+            (Some("Bye"), false),
+        ] {
+            let (status, v) = call_custom_header(&url, "Hello", header).await;
+            if ok {
+                assert_eq!(status, 200, "{name} {header:?}: {v}");
+                assert!(v.get("result").is_some(), "{name} {header:?}: {v}");
+            } else {
+                assert_eq!(status, 400, "{name} {header:?}: {v}");
+                assert_eq!(v["error"]["code"], -32020, "{name} {header:?}: {v}");
+            }
+        }
+        proxy.shutdown().await;
+    }
+}
+
 /// A modern call that asks for progress, from a client that accepts SSE: the JSON-RPC
 /// messages of the SSE answer, in order.
 async fn call_with_progress(url: &str, id: i64) -> Vec<Value> {
@@ -255,10 +309,9 @@ async fn a_modern_call_with_a_progress_token_streams_its_progress() {
     proxy.shutdown().await;
 }
 
-/// How many 2026-07-28 scenarios pass through the proxy today: a floor that fails if it
-/// drops; the goal is all of them (the failing ones are printed: today
-/// `http-custom-header-server-validation`, as the fixture alone).
-const MODERN_FLOOR: usize = 49;
+/// The 2026-07-28 scenarios: through the proxy over stdio, every one passes (a failure
+/// prints the failing names).
+const MODERN_FLOOR: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_proxy_over_stdio() {
@@ -279,4 +332,6 @@ async fn conformance_2026_07_28_through_the_proxy_over_stdio() {
         summary.failed,
         summary.output
     );
+    assert!(summary.failed.is_empty(), "failing: {:?}\n{}", summary.failed, summary.output);
+    assert_eq!(summary.total_checks_failed, 0, "{}", summary.output);
 }

@@ -21,6 +21,7 @@ use crate::answer::{self, Refusal};
 use crate::front::call::sse_response;
 use crate::front::dispatch::dispatch;
 use crate::front::edge::Accepts;
+use crate::front::param_headers;
 use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
@@ -85,6 +86,8 @@ pub async fn post(
     check(headers, &m, &method)?;
     let slot = &front.placement.shared.slot;
     slot.ready(front.request_timeout).await.map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
+    param_headers::check(front, headers, &m).await?;
+    let generation = slot.generation();
     // A child that offered 2026-07-28 when it started gets modern requests as they are and
     // answers them itself; a legacy one gets them bridged (mcp-brief.md §9).
     let modern_child = slot.is_modern();
@@ -110,13 +113,21 @@ pub async fn post(
         if listen {
             call.timeout = LISTEN_TIMEOUT;
         }
+        let lists_tools = method == methods::TOOLS_LIST;
         let finish = move |frame: Bytes| {
             if modern_child { frame } else { modern::complete_result(frame.clone(), &method).unwrap_or(frame) }
         };
         if (wants_progress || listen) && acc.sse {
             return Ok(call.into_request_sse(rx, front.write_timeout, finish));
         }
-        finish(call.into_frame(rx).await)
+        let frame = finish(call.into_frame(rx).await);
+        if lists_tools
+            && let Ok(answer) = Message::parse(frame.clone())
+            && let Some(result) = answer.payload_raw().filter(|_| answer.kind() == Kind::Response)
+        {
+            front.tool_headers.learn(generation, result);
+        }
+        frame
     };
     Ok(respond(frame, acc))
 }
