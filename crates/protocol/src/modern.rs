@@ -180,8 +180,7 @@ pub fn check_meta(params: Option<&str>) -> Result<String, MetaError> {
 /// The string a request's `params.<member>` holds (the value `Mcp-Name` mirrors), read
 /// from its bytes alone; `None` when absent or not a string.
 pub fn params_string(m: &Message, member: &str) -> Option<String> {
-    let range = m.params_member(&[member]).ok()??;
-    serde_json::from_str(m.text(range)?).ok()
+    m.params_string(member)
 }
 
 /// One tool argument a 2026-07-28 client mirrors in a header (SEP-2243):
@@ -298,6 +297,40 @@ pub fn decode_header_value(raw: &[u8]) -> Result<String, HeaderValueError> {
     };
     let bytes = base64::engine::general_purpose::STANDARD.decode(inner).map_err(|_| HeaderValueError::BadBase64)?;
     String::from_utf8(bytes).map_err(|_| HeaderValueError::NotUtf8)
+}
+
+#[derive(Deserialize)]
+struct InitHead<'a> {
+    #[serde(borrow, default)]
+    capabilities: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    instructions: Option<&'a RawValue>,
+    #[serde(borrow, rename = "serverInfo", default)]
+    server_info: Option<&'a RawValue>,
+}
+
+/// A `server/discover` result (JSON text) for a legacy server, made from its `initialize`
+/// result (JSON text): its capabilities, instructions and server info as written (never
+/// re-serialised), the modern versions, `resultType` and the cache hints (`ttlMs: 0`,
+/// `cacheScope: private`: nothing is known about how long it holds or for whom).
+pub fn discover_from_initialize(init: &[u8]) -> String {
+    fn object(v: Option<&RawValue>) -> Option<&str> {
+        v.map(RawValue::get).filter(|t| t.starts_with('{'))
+    }
+    let head = serde_json::from_slice::<InitHead<'_>>(init).ok();
+    let capabilities = head.as_ref().and_then(|h| object(h.capabilities)).unwrap_or("{}");
+    let versions = serde_json::to_string(&crate::Revision::modern_names()).unwrap_or_else(|_| "[]".into());
+    let mut out = format!(
+        r#"{{"supportedVersions":{versions},"capabilities":{capabilities},"resultType":"complete","ttlMs":0,"cacheScope":"private""#
+    );
+    if let Some(i) = head.as_ref().and_then(|h| h.instructions).filter(|i| i.get().starts_with('"')) {
+        out.push_str(&format!(r#","instructions":{}"#, i.get()));
+    }
+    if let Some(info) = head.as_ref().and_then(|h| object(h.server_info)) {
+        out.push_str(&format!(r#","_meta":{{"{META_SERVER_INFO}":{info}}}"#));
+    }
+    out.push('}');
+    out
 }
 
 /// The params of the `server/discover` Apiary sends a child it starts, to learn its era:
@@ -483,6 +516,22 @@ mod tests {
         assert_eq!(check_param_header(&hello, &p("absent"), None), Ok(()));
         assert!(check_param_header(&hello, &p("absent"), Some(b"x")).is_err());
         assert_eq!(check_param_header(&hello, &p("big"), Some(b"1e400")), Ok(()));
+    }
+
+    /// The members are copied as written: a number `Value` cannot hold stays, and so do key
+    /// order and escapes.
+    #[test]
+    fn discover_keeps_the_initialize_members_as_written() {
+        let init = br#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{"x":1e400},"a":1.50},"instructions":"\u00e9","serverInfo":{"name":"s","version":"1"}}"#;
+        let out = discover_from_initialize(init);
+        assert_eq!(
+            out,
+            r#"{"supportedVersions":["2026-07-28"],"capabilities":{"tools":{"x":1e400},"a":1.50},"resultType":"complete","ttlMs":0,"cacheScope":"private","instructions":"\u00e9","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}}}"#
+        );
+        assert_eq!(
+            discover_from_initialize(b"not json"),
+            r#"{"supportedVersions":["2026-07-28"],"capabilities":{},"resultType":"complete","ttlMs":0,"cacheScope":"private"}"#
+        );
     }
 
     #[test]

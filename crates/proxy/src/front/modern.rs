@@ -14,7 +14,6 @@ use apiary_transport::sse;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::answer::{self, Refusal};
@@ -182,21 +181,8 @@ async fn discover(front: &StdioFront, m: &Message) -> Result<Bytes, Refusal> {
     let group = &front.placement.shared;
     group.slot.ready(front.request_timeout).await.map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
     let init = group.slot.init_result().unwrap_or_default();
-    let init: Value = serde_json::from_slice(&init).unwrap_or(Value::Null);
-    let mut result = json!({
-        "supportedVersions": Revision::modern_names(),
-        "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| json!({})),
-        "resultType": "complete",
-        "ttlMs": 0,
-        "cacheScope": "private",
-    });
-    if let Some(i) = init.get("instructions").filter(|i| i.is_string()) {
-        result["instructions"] = i.clone();
-    }
-    if let Some(info) = init.get("serverInfo") {
-        result["_meta"] = json!({ modern::META_SERVER_INFO: info });
-    }
-    Ok(apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string()))
+    let result = modern::discover_from_initialize(&init);
+    Ok(apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result))
 }
 
 /// The answer as JSON (or one SSE event for a client that accepts only SSE), with the
