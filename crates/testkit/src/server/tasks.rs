@@ -5,7 +5,7 @@
 //! with a fresh handler, so the tasks cannot live in it).
 //!
 //! Tools: `greet` (sync only), `slow_compute` (optional task: sleeps `seconds`, settles to
-//! `cancelled` when cancelled first), `failing_job` (required: completes with a tool error),
+//! `cancelled` when cancelled first; without the extension it answers at once), `failing_job` (required: completes with a tool error),
 //! `protocol_error_job` (required: fails with a JSON-RPC error), `confirm_delete` and
 //! `multi_input` (required: park as `input_required` until `tasks/update` answers every
 //! request, one at a time if need be), `test_tool_with_task` (required: one SEP-2322 input
@@ -196,8 +196,8 @@ fn slow_compute(args: &JsonObject, tasks: bool) -> CallToolResponse {
     let done = move || text(format!("{label}: computed after {seconds}s"));
     let delay = Duration::from_secs_f64(seconds);
     if !tasks {
-        // Without the extension the call runs in line (the conformance suite only sends
-        // `seconds: 0` this way); a long sleep would hold the request, as a sync tool does.
+        // Without the extension the result comes at once, as if the work were instant (the
+        // conformance suite only asks for `seconds: 0` this way).
         return done().into();
     }
     let (id, cancel, created) = with_store_infallible(|s| s.insert(State::Working));
