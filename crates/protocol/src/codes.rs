@@ -10,6 +10,8 @@ pub const INTERNAL_ERROR: i32 = -32603;
 
 /// 2026-07-28: an HTTP mirror header disagrees with the body.
 pub const HEADER_MISMATCH: i32 = -32020;
+/// 2026-07-28: the request needs a client capability its `_meta` did not declare.
+pub const MISSING_REQUIRED_CLIENT_CAPABILITY: i32 = -32021;
 /// 2026-07-28: the requested protocol version is not served.
 pub const UNSUPPORTED_PROTOCOL_VERSION: i32 = -32022;
 

@@ -275,6 +275,14 @@ impl Message {
         }
     }
 
+    /// The string `params.<member>` holds (escapes decoded), read from the bytes alone: no
+    /// other member is decoded, so a number a `serde_json::Value` cannot hold elsewhere in
+    /// params does not hide it. `None` when absent or not a string.
+    pub fn params_string(&self, member: &str) -> Option<String> {
+        let range = self.params_member(&[member]).ok()??;
+        serde_json::from_str(self.text(range)?).ok()
+    }
+
     /// Decodes `params` into `T`; `None` when absent or of another shape.
     pub fn params_as<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {
         self.params_raw().and_then(|p| serde_json::from_str(p).ok())
@@ -400,6 +408,17 @@ mod tests {
 
     fn parse(s: &str) -> Result<Message, ParseError> {
         Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    /// A member is read past numbers a `Value` cannot hold (`params_as::<Value>` failed on
+    /// the whole params, so a subscription's `uri` or a log `level` went unseen).
+    #[test]
+    fn one_string_member_is_read_from_the_bytes() {
+        let m = parse(r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"x":1e400,"uri":"te\u0073t://a","n":{"uri":"no"}}}"#).unwrap();
+        assert_eq!(m.params_string("uri").as_deref(), Some("test://a"));
+        assert_eq!(m.params_string("x"), None, "not a string");
+        assert_eq!(m.params_string("absent"), None);
+        assert_eq!(parse(r#"{"jsonrpc":"2.0","method":"m"}"#).unwrap().params_string("uri"), None);
     }
 
     #[test]

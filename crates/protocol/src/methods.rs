@@ -17,6 +17,8 @@ pub const PROMPTS_GET: &str = "prompts/get";
 pub const RESOURCES_LIST: &str = "resources/list";
 pub const RESOURCES_READ: &str = "resources/read";
 pub const SERVER_DISCOVER: &str = "server/discover";
+/// 2026-07-28: a long-lived request whose stream carries the notifications asked for.
+pub const SUBSCRIPTIONS_LISTEN: &str = "subscriptions/listen";
 
 /// Requests a server sends to its client (legacy eras).
 pub const SERVER_TO_CLIENT_REQUESTS: [&str; 3] = ["sampling/createMessage", "elicitation/create", "roots/list"];

@@ -3,7 +3,9 @@
 //! member, and how an HTTP mirror header's value is decoded (the `=?base64?…?=` form).
 
 use base64::Engine as _;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::envelope::{Kind, Message};
 use crate::{SpliceError, methods, splice};
@@ -14,6 +16,10 @@ pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 /// `params._meta` key holding the client's self-description (optional).
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// Notification `_meta` key naming the `subscriptions/listen` request (its id) a
+/// notification is delivered for.
+pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// Result `_meta` key naming the server that produced it.
 pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
@@ -77,19 +83,19 @@ pub fn complete_result(frame: bytes::Bytes, method: &str) -> Result<bytes::Bytes
 
 /// A modern request made a legacy one for a child Apiary initialized itself: the
 /// `io.modelcontextprotocol/*` keys leave `params._meta` (a legacy server may refuse a
-/// request that declares a version it does not speak). Only `_meta`'s bytes change;
-/// its other keys (a `progressToken`) stay.
+/// request that declares a version it does not speak). Only those members' bytes go; every
+/// other byte, `_meta`'s other members (a `progressToken`) included, stays as it came.
 pub fn legacy_request(frame: &bytes::Bytes) -> Result<bytes::Bytes, SpliceError> {
     let m = Message::parse(frame.clone()).map_err(|_| SpliceError::InvalidValue)?;
-    let Some(params) = m.params_range() else { return Ok(frame.clone()) };
-    let Some(at) = splice::find_member(frame, params.clone(), "_meta")? else { return Ok(frame.clone()) };
-    let meta: serde_json::Map<String, Value> =
-        serde_json::from_slice(&frame[at.clone()]).map_err(|_| SpliceError::InvalidValue)?;
-    let kept: serde_json::Map<String, Value> =
-        meta.into_iter().filter(|(k, _)| !k.starts_with("io.modelcontextprotocol/")).collect();
-    let kept = serde_json::to_string(&kept).map_err(|_| SpliceError::InvalidValue)?;
-    splice::splice(frame, &[(at, kept.as_bytes())])
+    let Some(meta) = m.params_member(&["_meta"])? else { return Ok(frame.clone()) };
+    if frame.get(meta.start) != Some(&b'{') {
+        return Ok(frame.clone());
+    }
+    splice::remove_members(frame, meta, |key| key.starts_with(MODERN_META_PREFIX))
 }
+
+/// The prefix of the `_meta` keys the modern era reserves for itself.
+pub const MODERN_META_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// The `params` member that `Mcp-Name` mirrors for `method`, if the method has one.
 pub fn name_member(method: &str) -> Option<&'static str> {
@@ -101,9 +107,45 @@ pub fn name_member(method: &str) -> Option<&'static str> {
     }
 }
 
+/// `params` read for its `_meta` alone: every other member is skipped, never decoded, so a
+/// `1e400` or a 30-digit integer in the arguments cannot fail the read.
+#[derive(Deserialize)]
+struct ParamsMeta<'a> {
+    #[serde(borrow, rename = "_meta", default)]
+    meta: Option<&'a RawValue>,
+}
+
+/// The two `_meta` members every modern request carries, borrowed as written. A member that
+/// is present but `null` is kept apart from an absent one.
+#[derive(Deserialize)]
+struct MetaMembers<'a> {
+    #[serde(borrow, rename = "io.modelcontextprotocol/protocolVersion", default, deserialize_with = "present")]
+    version: Option<&'a RawValue>,
+    #[serde(borrow, rename = "io.modelcontextprotocol/clientCapabilities", default, deserialize_with = "present")]
+    capabilities: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The `_meta` members of `params` (its raw text), or why they cannot be read.
+fn meta_members(params: Option<&str>) -> Result<MetaMembers<'_>, MetaError> {
+    let params = params.ok_or(MetaError::Missing)?;
+    let outer: ParamsMeta<'_> = serde_json::from_str(params).map_err(|_| MetaError::Missing)?;
+    let meta = outer.meta.filter(|m| m.get().starts_with('{')).ok_or(MetaError::Missing)?;
+    serde_json::from_str(meta.get()).map_err(|e| MetaError::Unreadable(e.to_string()))
+}
+
+/// A JSON string's value (escapes decoded); `None` for any other value.
+fn string_of(raw: &RawValue) -> Option<String> {
+    serde_json::from_str(raw.get()).ok()
+}
+
 /// The protocol version a request's `_meta` declares (any string), if it declares one.
-pub fn meta_version(params: &Value) -> Option<&str> {
-    params.get("_meta")?.get(META_VERSION)?.as_str()
+/// `params` is the request's raw params text.
+pub fn meta_version(params: Option<&str>) -> Option<String> {
+    meta_members(params).ok()?.version.and_then(string_of)
 }
 
 /// Why a request's `_meta` is not what 2026-07-28 requires.
@@ -115,22 +157,113 @@ pub enum MetaError {
     Lacks(&'static str),
     #[error("params._meta.{0} has the wrong type")]
     WrongType(&'static str),
+    #[error("params._meta cannot be read: {0}")]
+    Unreadable(String),
 }
 
-/// Checks the `_meta` keys every modern request carries: a version string and a
-/// capabilities object (`clientInfo` is only a SHOULD).
-pub fn check_meta(params: &Value) -> Result<(), MetaError> {
-    let meta = params.get("_meta").and_then(Value::as_object).ok_or(MetaError::Missing)?;
-    match meta.get(META_VERSION) {
+/// Checks the `_meta` keys every modern request carries, read from the raw params text: a
+/// version string and a capabilities object (`clientInfo` is only a SHOULD). Returns the
+/// version.
+pub fn check_meta(params: Option<&str>) -> Result<String, MetaError> {
+    let meta = meta_members(params)?;
+    let version = match meta.version {
         None => return Err(MetaError::Lacks(META_VERSION)),
-        Some(v) if !v.is_string() => return Err(MetaError::WrongType(META_VERSION)),
-        Some(_) => {}
-    }
-    match meta.get(META_CAPABILITIES) {
+        Some(v) => string_of(v).ok_or(MetaError::WrongType(META_VERSION))?,
+    };
+    match meta.capabilities {
         None => Err(MetaError::Lacks(META_CAPABILITIES)),
-        Some(v) if !v.is_object() => Err(MetaError::WrongType(META_CAPABILITIES)),
-        Some(_) => Ok(()),
+        Some(v) if !v.get().starts_with('{') => Err(MetaError::WrongType(META_CAPABILITIES)),
+        Some(_) => Ok(version),
     }
+}
+
+/// The string a request's `params.<member>` holds (the value `Mcp-Name` mirrors), read
+/// from its bytes alone; `None` when absent or not a string.
+pub fn params_string(m: &Message, member: &str) -> Option<String> {
+    m.params_string(member)
+}
+
+/// One tool argument a 2026-07-28 client mirrors in a header (SEP-2243):
+/// `params.arguments.<member>` travels in `Mcp-Param-<header>` too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamHeader {
+    pub member: String,
+    pub header: String,
+}
+
+#[derive(Deserialize)]
+struct ListHead<'a> {
+    #[serde(borrow, default)]
+    tools: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolHead<'a> {
+    name: String,
+    #[serde(borrow, rename = "inputSchema", default)]
+    input_schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct SchemaHead<'a> {
+    #[serde(borrow, default)]
+    properties: Option<std::collections::BTreeMap<String, &'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct PropertyHead {
+    #[serde(rename = "x-mcp-header", default)]
+    header: Option<String>,
+}
+
+/// The tools of a `tools/list` result (its JSON text), each with the arguments it mirrors in
+/// headers (`x-mcp-header` on a top-level property of its input schema; nested ones are
+/// not read). Only these members are decoded; a tool that cannot be read is skipped.
+pub fn param_headers_of_tools(result: &str) -> Vec<(String, Vec<ParamHeader>)> {
+    let Ok(list) = serde_json::from_str::<ListHead<'_>>(result) else { return Vec::new() };
+    let mut out = Vec::new();
+    for tool in list.tools {
+        let Ok(tool) = serde_json::from_str::<ToolHead<'_>>(tool.get()) else { continue };
+        let properties = tool
+            .input_schema
+            .and_then(|s| serde_json::from_str::<SchemaHead<'_>>(s.get()).ok())
+            .and_then(|s| s.properties)
+            .unwrap_or_default();
+        let params = properties
+            .into_iter()
+            .filter_map(|(member, p)| {
+                let header = serde_json::from_str::<PropertyHead>(p.get()).ok()?.header?;
+                Some(ParamHeader { member, header })
+            })
+            .collect();
+        out.push((tool.name, params));
+    }
+    out
+}
+
+/// Checks that the header carrying `param` (its raw value, `None` when absent) mirrors the
+/// call's argument: a value needs the header, a header needs a value, and the header
+/// (decoded from `=?base64?…?=`) equals the string, or spells the integer or boolean.
+pub fn check_param_header(m: &Message, param: &ParamHeader, header: Option<&[u8]>) -> Result<(), String> {
+    let name = format!("Mcp-Param-{}", param.header);
+    let body = m.params_member(&["arguments", &param.member]).ok().flatten().and_then(|r| m.text(r));
+    let body = body.filter(|b| *b != "null");
+    let (header, body) = match (header, body) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => return Err(format!("the {name} header is required: the argument has a value")),
+        (Some(_), None) => return Err(format!("the {name} header is sent but the argument has no value")),
+        (Some(h), Some(b)) => (h, b),
+    };
+    let decoded = decode_header_value(header).map_err(|e| format!("the {name} header {e}"))?;
+    let same = if body.starts_with('"') {
+        serde_json::from_str::<String>(body).is_ok_and(|b| b == decoded)
+    } else {
+        match (body.parse::<i128>(), decoded.parse::<i128>()) {
+            (Ok(b), Ok(h)) => b == h,
+            _ => body == decoded,
+        }
+    };
+    if same { Ok(()) } else { Err(format!("the {name} header does not match the argument")) }
 }
 
 /// Why a mirror header's raw value cannot be read.
@@ -164,6 +297,40 @@ pub fn decode_header_value(raw: &[u8]) -> Result<String, HeaderValueError> {
     };
     let bytes = base64::engine::general_purpose::STANDARD.decode(inner).map_err(|_| HeaderValueError::BadBase64)?;
     String::from_utf8(bytes).map_err(|_| HeaderValueError::NotUtf8)
+}
+
+#[derive(Deserialize)]
+struct InitHead<'a> {
+    #[serde(borrow, default)]
+    capabilities: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    instructions: Option<&'a RawValue>,
+    #[serde(borrow, rename = "serverInfo", default)]
+    server_info: Option<&'a RawValue>,
+}
+
+/// A `server/discover` result (JSON text) for a legacy server, made from its `initialize`
+/// result (JSON text): its capabilities, instructions and server info as written (never
+/// re-serialised), the modern versions, `resultType` and the cache hints (`ttlMs: 0`,
+/// `cacheScope: private`: nothing is known about how long it holds or for whom).
+pub fn discover_from_initialize(init: &[u8]) -> String {
+    fn object(v: Option<&RawValue>) -> Option<&str> {
+        v.map(RawValue::get).filter(|t| t.starts_with('{'))
+    }
+    let head = serde_json::from_slice::<InitHead<'_>>(init).ok();
+    let capabilities = head.as_ref().and_then(|h| object(h.capabilities)).unwrap_or("{}");
+    let versions = serde_json::to_string(&crate::Revision::modern_names()).unwrap_or_else(|_| "[]".into());
+    let mut out = format!(
+        r#"{{"supportedVersions":{versions},"capabilities":{capabilities},"resultType":"complete","ttlMs":0,"cacheScope":"private""#
+    );
+    if let Some(i) = head.as_ref().and_then(|h| h.instructions).filter(|i| i.get().starts_with('"')) {
+        out.push_str(&format!(r#","instructions":{}"#, i.get()));
+    }
+    if let Some(info) = head.as_ref().and_then(|h| object(h.server_info)) {
+        out.push_str(&format!(r#","_meta":{{"{META_SERVER_INFO}":{info}}}"#));
+    }
+    out.push('}');
+    out
 }
 
 /// The params of the `server/discover` Apiary sends a child it starts, to learn its era:
@@ -213,18 +380,47 @@ mod tests {
         assert_eq!(decode_header_value(b"ec\x01ho"), Err(HeaderValueError::NotVisibleAscii));
     }
 
+    fn check(params: &Value) -> Result<String, MetaError> {
+        check_meta(Some(&params.to_string()))
+    }
+
     #[test]
     fn meta_needs_version_and_capabilities() {
         let ok = json!({"_meta": {META_VERSION: "2026-07-28", META_CAPABILITIES: {}}});
-        assert_eq!(check_meta(&ok), Ok(()));
-        assert_eq!(meta_version(&ok), Some("2026-07-28"));
-        assert_eq!(check_meta(&json!({})), Err(MetaError::Missing));
-        assert_eq!(check_meta(&json!({"_meta": {META_CAPABILITIES: {}}})), Err(MetaError::Lacks(META_VERSION)));
-        assert_eq!(check_meta(&json!({"_meta": {META_VERSION: "x"}})), Err(MetaError::Lacks(META_CAPABILITIES)));
+        assert_eq!(check(&ok), Ok("2026-07-28".to_owned()));
+        assert_eq!(meta_version(Some(&ok.to_string())).as_deref(), Some("2026-07-28"));
+        assert_eq!(check_meta(None), Err(MetaError::Missing));
+        assert_eq!(check(&json!({})), Err(MetaError::Missing));
+        assert_eq!(check(&json!({"_meta": null})), Err(MetaError::Missing));
+        assert_eq!(check(&json!({"_meta": {META_CAPABILITIES: {}}})), Err(MetaError::Lacks(META_VERSION)));
+        assert_eq!(check(&json!({"_meta": {META_VERSION: "x"}})), Err(MetaError::Lacks(META_CAPABILITIES)));
         assert_eq!(
-            check_meta(&json!({"_meta": {META_VERSION: 1, META_CAPABILITIES: {}}})),
+            check(&json!({"_meta": {META_VERSION: 1, META_CAPABILITIES: {}}})),
             Err(MetaError::WrongType(META_VERSION))
         );
+        assert_eq!(
+            check(&json!({"_meta": {META_VERSION: null, META_CAPABILITIES: {}}})),
+            Err(MetaError::WrongType(META_VERSION))
+        );
+        assert_eq!(
+            check(&json!({"_meta": {META_VERSION: "x", META_CAPABILITIES: []}})),
+            Err(MetaError::WrongType(META_CAPABILITIES))
+        );
+    }
+
+    /// Numbers no `serde_json::Value` can hold, anywhere else in params or `_meta`, do not
+    /// get in the way of reading the two members (they were refused as "_meta missing").
+    #[test]
+    fn meta_is_read_past_numbers_a_value_cannot_hold() {
+        let params = r#"{"name":"e","arguments":{"huge":1e400,"big":123456789012345678901234567890},"_meta":{"x":-1e999,"io.modelcontextprotocol/protocolVersion":"2026-\u00307-28","io.modelcontextprotocol/clientCapabilities":{"n":1e400}}}"#;
+        assert!(serde_json::from_str::<Value>(params).is_err(), "the case needs a number Value refuses");
+        assert_eq!(check_meta(Some(params)), Ok("2026-07-28".to_owned()));
+        assert_eq!(meta_version(Some(params)).as_deref(), Some("2026-07-28"));
+        let frame = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#);
+        let m = Message::parse(bytes::Bytes::from(frame)).unwrap();
+        assert_eq!(params_string(&m, "name").as_deref(), Some("e"));
+        assert_eq!(params_string(&m, "arguments"), None);
+        assert_eq!(params_string(&m, "uri"), None);
     }
 
     #[test]
@@ -253,6 +449,91 @@ mod tests {
         assert_eq!(legacy_request(&plain).unwrap(), plain);
     }
 
+    /// `_meta`'s other members keep their bytes: order, number spelling, escapes, spacing
+    /// (they were re-serialised through `Value`, which sorted keys and respelled `1.50`).
+    #[test]
+    fn legacy_requests_keep_every_other_meta_byte() {
+        let cases = [
+            (
+                r#"{"z":1.50, "io.modelcontextprotocol/protocolVersion" : "2026-07-28" ,"a":"\u00e9\/","io.modelcontextprotocol/clientCapabilities":{"x":1e400},"big":123456789012345678901234567890}"#,
+                r#"{"z":1.50, "a":"\u00e9\/","big":123456789012345678901234567890}"#,
+            ),
+            (
+                r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{},"k":1.0}"#,
+                r#"{"k":1.0}"#,
+            ),
+            (
+                r#"{ "k":[1e400] , "io.modelcontextprotocol/protocolVersion":"2026-07-28","io.model\u0063ontextprotocol/clientInfo":{} }"#,
+                r#"{ "k":[1e400] }"#,
+            ),
+            (r#"{ "io.modelcontextprotocol/protocolVersion":"2026-07-28" }"#, r#"{  }"#),
+            (r#"{"progressToken":"t"}"#, r#"{"progressToken":"t"}"#),
+        ];
+        for (meta, kept) in cases {
+            let frame = |m: &str| {
+                format!(
+                    r#"{{"id":"x" ,"method":"tools/call","params":{{"arguments":{{"n":1e400}},"_meta":{m}}},"jsonrpc":"2.0"}}"#
+                )
+            };
+            let out = legacy_request(&bytes::Bytes::from(frame(meta))).unwrap();
+            assert_eq!(std::str::from_utf8(&out).unwrap(), frame(kept), "for {meta}");
+        }
+    }
+
+    #[test]
+    fn param_headers_are_read_from_a_tool_list() {
+        let list = r#"{"tools":[{"name":"a","inputSchema":{"type":"object","properties":{"r":{"type":"string","x-mcp-header":"Region"},"n":{"type":"integer","default":1e400},"p":true}}},{"name":"b"},{"nope":1}],"nextCursor":null}"#;
+        let got = param_headers_of_tools(list);
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_owned(), vec![ParamHeader { member: "r".into(), header: "Region".into() }]),
+                ("b".to_owned(), vec![])
+            ]
+        );
+        assert!(param_headers_of_tools("not json").is_empty());
+    }
+
+    #[test]
+    fn param_headers_mirror_the_arguments() {
+        let call = |args: &str| {
+            Message::parse(bytes::Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{args}}}}}"#
+            )))
+            .unwrap()
+        };
+        let p = |member: &str| ParamHeader { member: member.into(), header: "X".into() };
+        let hello = call(r#"{"r":"Hello","n":42,"b":true,"z":null,"big":1e400}"#);
+        assert_eq!(check_param_header(&hello, &p("r"), Some(b"=?base64?SGVsbG8=?=")), Ok(()));
+        assert_eq!(check_param_header(&hello, &p("r"), Some(b"Hello")), Ok(()));
+        assert!(check_param_header(&hello, &p("r"), Some(b"=?base64?SGVsbG8?=")).is_err());
+        assert!(check_param_header(&hello, &p("r"), Some(b"=?base64?SGVs!!!bG8=?=")).is_err());
+        assert!(check_param_header(&hello, &p("r"), None).is_err());
+        assert!(check_param_header(&hello, &p("r"), Some(b"Bye")).is_err());
+        assert_eq!(check_param_header(&hello, &p("n"), Some(b"042")), Ok(()), "integers compare as numbers");
+        assert_eq!(check_param_header(&hello, &p("b"), Some(b"true")), Ok(()));
+        assert_eq!(check_param_header(&hello, &p("z"), None), Ok(()), "null is no value");
+        assert_eq!(check_param_header(&hello, &p("absent"), None), Ok(()));
+        assert!(check_param_header(&hello, &p("absent"), Some(b"x")).is_err());
+        assert_eq!(check_param_header(&hello, &p("big"), Some(b"1e400")), Ok(()));
+    }
+
+    /// The members are copied as written: a number `Value` cannot hold stays, and so do key
+    /// order and escapes.
+    #[test]
+    fn discover_keeps_the_initialize_members_as_written() {
+        let init = br#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{"x":1e400},"a":1.50},"instructions":"\u00e9","serverInfo":{"name":"s","version":"1"}}"#;
+        let out = discover_from_initialize(init);
+        assert_eq!(
+            out,
+            r#"{"supportedVersions":["2026-07-28"],"capabilities":{"tools":{"x":1e400},"a":1.50},"resultType":"complete","ttlMs":0,"cacheScope":"private","instructions":"\u00e9","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}}}"#
+        );
+        assert_eq!(
+            discover_from_initialize(b"not json"),
+            r#"{"supportedVersions":["2026-07-28"],"capabilities":{},"resultType":"complete","ttlMs":0,"cacheScope":"private"}"#
+        );
+    }
+
     #[test]
     fn removed_methods_and_name_members() {
         assert!(is_removed("initialize") && is_removed("logging/setLevel") && !is_removed("tools/list"));
@@ -272,8 +553,8 @@ mod tests {
 
     #[test]
     fn probe_params_declare_the_modern_version_and_pass_the_checks() {
-        let p: Value = serde_json::from_str(&probe_params("apiary", "1")).unwrap();
-        assert_eq!(meta_version(&p), Some("2026-07-28"));
-        assert!(check_meta(&p).is_ok());
+        let p = probe_params("apiary", "1");
+        assert_eq!(meta_version(Some(&p)).as_deref(), Some("2026-07-28"));
+        assert!(check_meta(Some(&p)).is_ok());
     }
 }

@@ -71,6 +71,7 @@ impl<V> IdMap<V> {
 const REQUEST_TOKEN: [&str; 2] = ["_meta", "progressToken"];
 const NOTIFICATION_TOKEN: [&str; 1] = ["progressToken"];
 const CANCELLED_ID: [&str; 1] = ["requestId"];
+const SUBSCRIPTION_ID: [&str; 2] = ["_meta", crate::modern::META_SUBSCRIPTION_ID];
 
 /// The text of the member at `path` in the message's params, as it was written.
 fn param_text<'a>(msg: &'a Message, path: &[&str]) -> Option<&'a str> {
@@ -144,6 +145,22 @@ pub fn with_cancelled_request_id(msg: &Message, id: &str) -> Result<Bytes, Splic
     replace_param(msg, &CANCELLED_ID, id)
 }
 
+/// The `subscriptions/listen` request a 2026-07-28 notification belongs to
+/// (`params._meta["io.modelcontextprotocol/subscriptionId"]`, the listen request's id).
+pub fn notification_subscription_id(msg: &Message) -> Option<RequestId> {
+    // Cheap pre-check: most notifications belong to no subscription.
+    if !msg.params_raw()?.contains("subscriptionId") && !msg.params_raw()?.contains('\\') {
+        return None;
+    }
+    param_text(msg, &SUBSCRIPTION_ID).and_then(RequestId::from_json)
+}
+
+/// The notification with its subscription id replaced by `id` (JSON text); every other
+/// byte kept.
+pub fn with_notification_subscription_id(msg: &Message, id: &str) -> Result<Bytes, SpliceError> {
+    replace_param(msg, &SUBSCRIPTION_ID, id)
+}
+
 /// A `notifications/cancelled` Apiary sends itself, naming `id` (JSON text).
 pub fn cancellation(id: &str, reason: &str) -> Bytes {
     let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".into());
@@ -169,6 +186,24 @@ mod tests {
     /// Arguments no typed round trip keeps: key order, number spellings, big integers,
     /// escapes, whitespace, and a `_meta.progressToken` that belongs to the tool.
     const NASTY_ARGS: &str = r#"{"z":1,"a":1.50,"big":12345678901234567890123,"huge":1e400,"e":"\u00e9","é":"é","s":"a\/b","w" :	[ 1 , 2 ],"_meta":{"progressToken":1}}"#;
+
+    #[test]
+    fn subscription_ids_are_read_and_replaced_alone() {
+        let n = Message::parse(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"x":1.50,"io.modelcontextprotocol/subscriptionId":7}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(notification_subscription_id(&n), Some(RequestId::Int(7)));
+        let out = with_notification_subscription_id(&n, r#""l\/1""#).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"x":1.50,"io.modelcontextprotocol/subscriptionId":"l\/1"}}}"#
+        );
+        let plain =
+            Message::parse(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#))
+                .unwrap();
+        assert_eq!(notification_subscription_id(&plain), None);
+    }
 
     #[test]
     fn id_map_round_trip() {

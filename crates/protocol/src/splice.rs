@@ -186,6 +186,86 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// One member of an object: the range of its key (quotes included) and of its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub key: Range<usize>,
+    pub value: Range<usize>,
+}
+
+impl Scanner<'_> {
+    /// Every member of the object at the cursor, in order.
+    fn members(&mut self) -> Result<Vec<Member>, SpliceError> {
+        self.skip_ws();
+        if self.peek() != Some(b'{') {
+            return Err(SpliceError::NotAnObject { at: self.pos });
+        }
+        self.pos += 1;
+        let mut out = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            return Ok(out);
+        }
+        loop {
+            self.skip_ws();
+            let key = self.string()?;
+            self.skip_ws();
+            self.expect(b':')?;
+            self.skip_ws();
+            let value = self.value()?;
+            out.push(Member { key, value });
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => return Ok(out),
+                _ => return Err(self.malformed()),
+            }
+        }
+    }
+}
+
+/// The members of the object spanning `object` of `text`, in order (its own members only).
+pub fn members(text: &[u8], object: Range<usize>) -> Result<Vec<Member>, SpliceError> {
+    Scanner::new(text, object)?.members()
+}
+
+/// The key of a member, decoded (escapes and all); `None` when it is not a valid string.
+pub fn member_key(text: &[u8], member: &Member) -> Option<String> {
+    serde_json::from_slice(text.get(member.key.clone())?).ok()
+}
+
+/// `text` without the members of the object spanning `object` whose key `drop` picks, each
+/// removed with the one comma that joined it to a neighbour; every other byte is kept.
+/// Returns the text unchanged (a cheap clone) when nothing is dropped.
+pub fn remove_members(text: &Bytes, object: Range<usize>, drop: impl Fn(&str) -> bool) -> Result<Bytes, SpliceError> {
+    let all = members(text, object.clone())?;
+    let picked: Vec<bool> = all.iter().map(|m| member_key(text, m).is_some_and(|k| drop(&k))).collect();
+    if !picked.contains(&true) {
+        return Ok(text.clone());
+    }
+    // A dropped member takes the separator after it (up to the next member's key); the
+    // last kept member's trailing separator goes when every member after it is dropped.
+    let mut cuts: Vec<(Range<usize>, &[u8])> = Vec::new();
+    let last_kept = picked.iter().rposition(|p| !p);
+    for (i, m) in all.iter().enumerate() {
+        if !picked[i] {
+            continue;
+        }
+        let range = match (all.get(i + 1), last_kept) {
+            // A kept member follows somewhere: cut up to the next key.
+            (Some(next), Some(k)) if k > i => m.key.start..next.key.start,
+            // Only dropped members follow and one was kept before: cut from the end of the
+            // previous member's value (its comma goes with this one).
+            _ if i > 0 && last_kept.is_some() => all[i - 1].value.end..m.value.end,
+            // Nothing is kept: cut the member alone, leaving the braces and whitespace.
+            (Some(next), None) => m.key.start..next.key.start,
+            _ => m.key.start..m.value.end,
+        };
+        cuts.push((range, b""));
+    }
+    splice(text, &cuts)
+}
+
 /// Whether the quoted key `raw` (quotes included) spells `key`, escapes decoded.
 fn key_is(raw: &[u8], key: &str) -> bool {
     let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
@@ -366,6 +446,26 @@ mod tests {
         assert!(matches!(set_path(s.as_bytes(), whole(s), &["a", "b"], "1"), Err(SpliceError::NotAnObject { .. })));
         assert_eq!(set_path(s.as_bytes(), whole(s), &["a"], "1 2"), Err(SpliceError::InvalidValue));
         assert_eq!(replace_path(s.as_bytes(), whole(s), &["z"], "1"), Err(SpliceError::Absent("z".into())));
+    }
+
+    #[test]
+    fn members_are_removed_with_one_comma_each() {
+        let keep_all = |s: &str, drop: &[&str]| {
+            let text = Bytes::from(s.to_owned());
+            let out = remove_members(&text, 0..s.len(), |k| drop.contains(&k)).unwrap();
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        let s = r#"{"a":1.50 , "b":[1,{"c":2}],"c":"x\"y", "d":1e400}"#;
+        assert_eq!(keep_all(s, &[]), s);
+        assert_eq!(keep_all(s, &["a"]), r#"{"b":[1,{"c":2}],"c":"x\"y", "d":1e400}"#);
+        assert_eq!(keep_all(s, &["b", "c"]), r#"{"a":1.50 , "d":1e400}"#);
+        assert_eq!(keep_all(s, &["c", "d"]), r#"{"a":1.50 , "b":[1,{"c":2}]}"#);
+        assert_eq!(keep_all(s, &["a", "c"]), r#"{"b":[1,{"c":2}],"d":1e400}"#);
+        assert_eq!(keep_all(s, &["a", "b", "c", "d"]), "{}");
+        assert_eq!(keep_all("{ \"a\":1 }", &["a"]), "{  }");
+        assert_eq!(keep_all(r#"{"\u0061":1,"b":2}"#, &["a"]), r#"{"b":2}"#);
+        let text = Bytes::from_static(b"[1]");
+        assert!(matches!(remove_members(&text, 0..3, |_| true), Err(SpliceError::NotAnObject { .. })));
     }
 
     #[test]

@@ -352,3 +352,53 @@ async fn a_guarded_call_keeps_its_bytes_and_an_unreadable_argument_cannot_dodge_
     }
     proxy.shutdown().await;
 }
+
+/// A 2026-07-28 `tools/call` whose arguments hold numbers `serde_json::Value` cannot (`1e400`,
+/// a 30-digit integer) reaches the shared legacy child: it was refused as "_meta missing"
+/// (the front decoded params into a `Value`). The child gets the caller's bytes with only the
+/// id and progress token changed and the `io.modelcontextprotocol/*` `_meta` members gone;
+/// `_meta`'s other members keep their bytes (they were re-serialised: keys sorted, `1.50`
+/// written `1.5`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_call_reaches_a_shared_legacy_child_with_its_bytes() {
+    let proxy = raw_echo_proxy("bytes-modern").await;
+    let url = proxy.url();
+    let meta = |middle: &str, token: &str| {
+        format!(r#"{{"other":1.50,{middle}"progressToken":{token},"big":123456789012345678901234567890,"z":"a\/b"}}"#)
+    };
+    let modern_keys = r#""io.modelcontextprotocol/protocolVersion":"2026-07-28", "io.modelcontextprotocol/clientCapabilities":{"n":1e400},"#;
+    let body = |id: &str, meta: &str| {
+        format!(
+            r#"{{ "method":"tools/call","params":{{"name":"raw_echo","_meta":{meta},"arguments":{}}},"jsonrpc":"2.0","id":{id} }}"#,
+            arguments("modern")
+        )
+    };
+    let sent = body(r#""m\/1""#, &meta(modern_keys, r#""t\u00e9""#));
+    let res = http()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "raw_echo")
+        .body(sent.clone())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let frames: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .filter(|d| !d.is_empty())
+        .collect();
+    assert_eq!(frames.len(), 2, "progress then the answer: {text}");
+    assert_eq!(frames[0], expected_progress(r#""t\u00e9""#), "the progress notification, its token restored");
+    let received = received_of(frames[1]);
+    let child_id = id_of(&received).as_u64().unwrap();
+    let child_token = format!(r#""apiary-progress-{child_id}""#);
+    assert_eq!(received, body(&child_id.to_string(), &meta("", &child_token)), "the bytes the child received");
+    proxy.shutdown().await;
+}

@@ -40,7 +40,12 @@ pub fn parse_summary(output: &str) -> Option<Summary> {
     None
 }
 
-/// Runs `conformance server --url URL --requirements REV` (working files in a temp dir).
+/// Where the suite saves each scenario's checks when this variable names a directory (to
+/// read why a scenario failed; the summary only names it).
+pub const OUTPUT_DIR_VAR: &str = "APIARY_CONFORMANCE_OUTPUT_DIR";
+
+/// Runs `conformance server --url URL --requirements REV` (working files in a temp dir;
+/// the per-scenario checks in [`OUTPUT_DIR_VAR`] when set).
 ///
 /// # Panics
 /// When the suite cannot run, does not finish within [`SUITE_TIMEOUT`], or prints no summary.
@@ -53,6 +58,9 @@ pub async fn run_server_suite(url: &str, requirements: &str) -> Summary {
         .current_dir(&workdir)
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(dir) = std::env::var_os(OUTPUT_DIR_VAR).filter(|d| !d.is_empty()) {
+        suite.arg("--output-dir").arg(dir);
+    }
     let output = tokio::time::timeout(SUITE_TIMEOUT, suite.output())
         .await
         .expect("the conformance suite did not finish in time")

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use apiary_protocol::rewrite;
 use apiary_protocol::{Kind, Message, ParseError, RequestId, codes, error_response, methods};
 use bytes::Bytes;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
@@ -125,7 +124,8 @@ fn answer_locally(s: &Session, m: &Message) -> Option<Bytes> {
         return None;
     }
     let id = m.id_raw()?;
-    let param = |k: &str| m.params_as::<Value>().and_then(|p| p.get(k)?.as_str().map(str::to_owned));
+    // One member read from the bytes: a `1e400` elsewhere in params must not hide it.
+    let param = |k: &str| m.params_string(k);
     let forward = match m.method()? {
         methods::SET_LEVEL => {
             let rank = param("level").as_deref().and_then(level_rank)?;

@@ -14,19 +14,21 @@ use apiary_transport::sse;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::answer::{self, Refusal};
 use crate::front::call::sse_response;
 use crate::front::dispatch::dispatch;
 use crate::front::edge::Accepts;
+use crate::front::param_headers;
 use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
 
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const SESSION_HEADER: &str = "mcp-session-id";
+/// Longest a `subscriptions/listen` stream stays open; the client opens another after.
+const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
@@ -52,7 +54,7 @@ pub fn is_modern(headers: &HeaderMap, body: &JsonBody) -> bool {
     }
     match body {
         JsonBody::Single(m) if m.is_request() && m.method() != Some(methods::INITIALIZE) => {
-            m.params_as::<Value>().is_some_and(|p| modern::meta_version(&p).is_some())
+            modern::meta_version(m.params_raw()).is_some()
         }
         _ => false,
     }
@@ -83,6 +85,8 @@ pub async fn post(
     check(headers, &m, &method)?;
     let slot = &front.placement.shared.slot;
     slot.ready(front.request_timeout).await.map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
+    param_headers::check(front, headers, &m).await?;
+    let generation = slot.generation();
     // A child that offered 2026-07-28 when it started gets modern requests as they are and
     // answers them itself; a legacy one gets them bridged (mcp-brief.md §9).
     let modern_child = slot.is_modern();
@@ -98,18 +102,31 @@ pub async fn post(
                 .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))?
         };
         let wants_progress = apiary_protocol::rewrite::request_progress_token(&forwarded).is_some();
+        // A listen stream is the request: its notifications come until the client closes it.
+        let listen = method == methods::SUBSCRIPTIONS_LISTEN;
         let Some((mut call, rx)) = dispatch(front, ctx, None, vec![Ok(forwarded)], false).await? else {
             return Ok(answer::accepted());
         };
         // The stream (or the connection) is the request: closing it cancels the call.
         call.cancel_on_drop = true;
+        if listen {
+            call.timeout = LISTEN_TIMEOUT;
+        }
+        let lists_tools = method == methods::TOOLS_LIST;
         let finish = move |frame: Bytes| {
             if modern_child { frame } else { modern::complete_result(frame.clone(), &method).unwrap_or(frame) }
         };
-        if wants_progress && acc.sse {
+        if (wants_progress || listen) && acc.sse {
             return Ok(call.into_request_sse(rx, front.write_timeout, finish));
         }
-        finish(call.into_frame(rx).await)
+        let frame = finish(call.into_frame(rx).await);
+        if lists_tools
+            && let Ok(answer) = Message::parse(frame.clone())
+            && let Some(result) = answer.payload_raw().filter(|_| answer.kind() == Kind::Response)
+        {
+            front.tool_headers.learn(generation, result);
+        }
+        frame
     };
     Ok(respond(frame, acc))
 }
@@ -118,9 +135,9 @@ pub async fn post(
 /// `_meta` (-32020), the version itself (-32022), the method and name headers (-32020),
 /// then methods the era removed (404).
 fn check(headers: &HeaderMap, m: &Message, method: &str) -> Result<(), Refusal> {
-    let params: Value = m.params_as().unwrap_or(Value::Null);
-    modern::check_meta(&params).map_err(|e| Refusal::InvalidParams(e.to_string()))?;
-    let version = modern::meta_version(&params).unwrap_or_default();
+    // `_meta` alone is read, from the bytes: the arguments are never decoded here, so no
+    // number a `Value` cannot hold gets a request refused, and they are forwarded as sent.
+    let version = modern::check_meta(m.params_raw()).map_err(|e| Refusal::InvalidParams(e.to_string()))?;
     match header_str(headers, VERSION_HEADER) {
         Some(h) if h == version => {}
         Some(h) => {
@@ -132,12 +149,12 @@ fn check(headers: &HeaderMap, m: &Message, method: &str) -> Result<(), Refusal> 
         None => return Err(Refusal::HeaderMismatch(format!("the {} header is required", modern::VERSION_HEADER))),
     }
     if !version.parse::<Revision>().is_ok_and(|r| r.era() == apiary_protocol::Era::Modern) {
-        return Err(Refusal::UnservedVersion { requested: version.to_owned() });
+        return Err(Refusal::UnservedVersion { requested: version });
     }
     mirror(headers, modern::METHOD_HEADER, Some(method))?;
     if let Some(member) = modern::name_member(method) {
-        let body = params.get(member).and_then(Value::as_str);
-        mirror(headers, modern::NAME_HEADER, body)?;
+        let body = modern::params_string(m, member);
+        mirror(headers, modern::NAME_HEADER, body.as_deref())?;
     }
     if modern::is_removed(method) {
         return Err(Refusal::MethodNotFound { method: method.to_owned() });
@@ -164,32 +181,21 @@ async fn discover(front: &StdioFront, m: &Message) -> Result<Bytes, Refusal> {
     let group = &front.placement.shared;
     group.slot.ready(front.request_timeout).await.map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?;
     let init = group.slot.init_result().unwrap_or_default();
-    let init: Value = serde_json::from_slice(&init).unwrap_or(Value::Null);
-    let mut result = json!({
-        "supportedVersions": Revision::modern_names(),
-        "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| json!({})),
-        "resultType": "complete",
-        "ttlMs": 0,
-        "cacheScope": "private",
-    });
-    if let Some(i) = init.get("instructions").filter(|i| i.is_string()) {
-        result["instructions"] = i.clone();
-    }
-    if let Some(info) = init.get("serverInfo") {
-        result["_meta"] = json!({ modern::META_SERVER_INFO: info });
-    }
-    Ok(apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result.to_string()))
+    let result = modern::discover_from_initialize(&init);
+    Ok(apiary_protocol::result_response(m.id_raw().unwrap_or("null"), &result))
 }
 
-/// The answer as JSON (or one SSE event for a client that accepts only SSE). A
-/// method-not-found error is a 404 in this era, whoever said it (row 23).
+/// The answer as JSON (or one SSE event for a client that accepts only SSE), with the
+/// status this era gives an error, whoever said it: method-not-found is a 404 (row 23); a
+/// header mismatch, a missing client capability and an unserved version are 400s.
 fn respond(frame: Bytes, acc: Accepts) -> Response {
-    let not_found = Message::parse(frame.clone()).ok().is_some_and(|a| {
-        a.kind() == Kind::Error
-            && a.payload_raw()
-                .and_then(|p| serde_json::from_str::<Value>(p).ok())
-                .is_some_and(|e| e.get("code").and_then(Value::as_i64) == Some(i64::from(codes::METHOD_NOT_FOUND)))
-    });
+    let status = match error_code(&frame).and_then(|c| i32::try_from(c).ok()) {
+        Some(codes::METHOD_NOT_FOUND) => Some(StatusCode::NOT_FOUND),
+        Some(
+            codes::HEADER_MISMATCH | codes::MISSING_REQUIRED_CLIENT_CAPABILITY | codes::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => Some(StatusCode::BAD_REQUEST),
+        _ => None,
+    };
     let mut res = if acc.json {
         answer::json(frame)
     } else {
@@ -197,8 +203,57 @@ fn respond(frame: Bytes, acc: Accepts) -> Response {
         let _ = tx.try_send(Ok(sse::message_event(None, &frame)));
         sse_response(rx)
     };
-    if not_found {
-        *res.status_mut() = StatusCode::NOT_FOUND;
+    if let Some(status) = status {
+        *res.status_mut() = status;
     }
     res
+}
+
+/// The `error.code` of an error frame, read alone (the rest of the error, its `data`
+/// included, is never decoded).
+fn error_code(frame: &Bytes) -> Option<i64> {
+    let m = Message::parse(frame.clone()).ok().filter(|m| m.kind() == Kind::Error)?;
+    let payload = m.payload_range()?;
+    let code = apiary_protocol::splice::find_member(frame, payload, "code").ok()??;
+    m.text(code)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The code is read alone: an error whose `data` holds a number a `Value` cannot
+    /// (`1e400`) is still seen as method-not-found (it was not, and got 200, not 404).
+    #[test]
+    fn the_error_code_is_read_past_what_a_value_cannot_hold() {
+        let frame = |error: &str| Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":1,"error":{error}}}"#));
+        assert_eq!(error_code(&frame(r#"{"data":{"n":1e400},"code" : -32601,"message":"x"}"#)), Some(-32601));
+        assert_eq!(error_code(&frame(r#"{"code":-32602,"message":"x"}"#)), Some(-32602));
+        assert_eq!(error_code(&frame(r#"{"code":"x","message":"x"}"#)), None);
+        assert_eq!(error_code(&Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"code":-32601}}"#)), None);
+        let acc = Accepts { json: true, sse: true, sse_named: false };
+        let res = respond(frame(r#"{"code":-32601,"message":"x","data":[1e400]}"#), acc);
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// A missing client capability is a 400 whoever said it (the child, here); an
+    /// in-band error such as invalid params stays a 200.
+    #[test]
+    fn era_errors_get_their_http_status() {
+        let frame = |error: &str| Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":1,"error":{error}}}"#));
+        let acc = Accepts { json: true, sse: true, sse_named: false };
+        let status = |error: &str| respond(frame(error), acc).status();
+        assert_eq!(
+            status(r#"{"code":-32021,"message":"x","data":{"requiredCapabilities":{"sampling":{}}}}"#),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(status(r#"{"code":-32020,"message":"x"}"#), StatusCode::BAD_REQUEST);
+        assert_eq!(status(r#"{"code":-32602,"message":"x"}"#), StatusCode::OK);
+        assert_eq!(
+            respond(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), acc).status(),
+            StatusCode::OK
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use apiary_config::RunConfig;
 use tokio::sync::mpsc;
 
+use crate::front::tool_headers::ToolHeaders;
 use crate::guard::Guard;
 use crate::sessions::placement::Placement;
 use crate::sessions::session::SessionTable;
@@ -29,6 +30,8 @@ pub struct StdioFront {
     pub(crate) trust_proxy_headers: bool,
     /// Authorization and tool filters, applied to each parsed message.
     pub(crate) guard: Arc<Guard>,
+    /// The shared child's `x-mcp-header` annotations, for 2026-07-28 calls.
+    pub(crate) tool_headers: ToolHeaders,
 }
 
 impl StdioFront {
@@ -54,6 +57,7 @@ impl StdioFront {
             trust_proxy_headers: cfg.proxy.trust_proxy_headers,
             max_queued: limits.max_queued_per_session as usize,
             guard,
+            tool_headers: ToolHeaders::default(),
         })
     }
 }

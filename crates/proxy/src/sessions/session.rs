@@ -218,7 +218,7 @@ impl Attached for Session {
     /// Whether a `notifications/message` is at or above the level this session set.
     fn wants_log(&self, m: &apiary_protocol::Message) -> bool {
         let Some(min) = self.state().level else { return true };
-        let rank = m.params_as::<serde_json::Value>().and_then(|p| p.get("level")?.as_str().and_then(level_rank));
+        let rank = m.params_string("level").as_deref().and_then(level_rank);
         rank.is_none_or(|r| r >= min)
     }
 

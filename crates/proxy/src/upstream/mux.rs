@@ -234,8 +234,8 @@ impl ChildGroup {
             return;
         }
         if method == methods::RESOURCES_UPDATED {
-            let uri: Option<String> =
-                m.params_as::<serde_json::Value>().and_then(|p| p.get("uri")?.as_str().map(str::to_owned));
+            // Read from the bytes: a `1e400` elsewhere in params must not drop the update.
+            let uri = m.params_string("uri");
             for s in self.live() {
                 if self.exclusive || uri.as_deref().is_some_and(|u| s.is_subscribed(u)) {
                     let _ = s.deliver(m.bytes().clone(), None, false);

@@ -11,7 +11,10 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rmcp::model::{CallToolRequestParams, CallToolResponse};
+use rmcp::model::SubscriptionFilter;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, GetTaskResult, UpdateTaskParams,
+};
 use rmcp::model::{
     CompleteRequestParams, CompleteResult, DiscoverRequestMethod, DiscoverResult, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
@@ -19,14 +22,14 @@ use rmcp::model::{
     ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams,
     SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use super::ServerOptions;
 use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
-use super::{prompts, tools};
+use super::{mrtr, param_headers, prompts, stateless, tasks, tools};
 
 /// Name the server reports in `serverInfo`.
 pub const SERVER_NAME: &str = "apiary-testkit-server";
@@ -86,7 +89,7 @@ fn severity(level: LoggingLevel) -> u8 {
 
 impl ServerHandler for FixtureServer {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
+        let builder = ServerCapabilities::builder()
             .enable_logging()
             .enable_completions()
             .enable_prompts()
@@ -94,8 +97,9 @@ impl ServerHandler for FixtureServer {
             .enable_resources_subscribe()
             .enable_tools()
             // `add_tool` changes this connection's list and says so.
-            .enable_tool_list_changed()
-            .build();
+            .enable_tool_list_changed();
+        // The tasks extension is a 2026-07-28 one: a legacy-only server does not offer it.
+        let capabilities = if self.options.legacy_only { builder.build() } else { builder.enable_tasks().build() };
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
             .with_instructions(
@@ -134,6 +138,10 @@ impl ServerHandler for FixtureServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let mut all = tools::catalogue();
+        all.extend(mrtr::catalogue());
+        all.extend(tasks::catalogue());
+        all.extend(stateless::catalogue());
+        all.push(param_headers::tool());
         all.extend(self.dynamic.tools());
         Ok(ListToolsResult::with_all_items(all))
     }
@@ -143,6 +151,18 @@ impl ServerHandler for FixtureServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if let Some(answer) = mrtr::call(&request, &context) {
+            return answer;
+        }
+        if let Some(answer) = tasks::call(&request, &context) {
+            return answer;
+        }
+        if let Some(answer) = stateless::call(&request, &context).await {
+            return answer;
+        }
+        if let Some(result) = param_headers::call(&request) {
+            return Ok(result.into());
+        }
         tools::call(self, request, context).await.map(CallToolResponse::from)
     }
 
@@ -194,15 +214,53 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        Ok(ListPromptsResult::with_all_items(prompts::list()))
+        let mut all = prompts::list();
+        all.extend(mrtr::prompts());
+        Ok(ListPromptsResult::with_all_items(all))
     }
 
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        if let Some(answer) = mrtr::prompt(&request, &context) {
+            return answer;
+        }
         prompts::get(&request.name, request.arguments.as_ref()).map(GetPromptResponse::from)
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        // Everything asked for; the SDK narrows it to what the capabilities advertise.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        stateless::listen(context).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        tasks::get(&request.task_id)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::update(&request.task_id, &request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::cancel(&request.task_id)
     }
 
     async fn complete(

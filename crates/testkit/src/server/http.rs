@@ -72,7 +72,11 @@ pub async fn serve_http(addr: SocketAddr, options: ServerOptions) -> Result<Http
         sessions,
         config,
     );
-    let router = axum::Router::new().route_service(MCP_PATH, service);
+    // The SDK does not check SEP-2243 `Mcp-Param-*` headers: the fixture's one annotated tool
+    // is checked before it.
+    let router = axum::Router::new()
+        .route_service(MCP_PATH, service)
+        .layer(axum::middleware::from_fn(super::param_headers::check));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         // No Nagle: answers go out in more than one write, and a direct baseline must not wait

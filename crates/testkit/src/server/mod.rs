@@ -11,18 +11,27 @@
 //! sends `notifications/tools/list_changed`). Resources: `test://static-text`, `test://static-binary`,
 //! `test://watched-resource` (subscribable) and the template `test://template/{id}/data`.
 //! Prompts: `test_simple_prompt`, `test_prompt_with_arguments`,
-//! `test_prompt_with_embedded_resource`, `test_prompt_with_image`.
+//! `test_prompt_with_embedded_resource`, `test_prompt_with_image`. For 2026-07-28 clients, the
+//! `test_input_required_result_*` tools and prompt answer with an `InputRequiredResult` and
+//! complete on the retry carrying the input (SEP-2322, module `mrtr`), and the tasks
+//! extension's tools and `tasks/*` methods (SEP-2663, module `tasks`), the stateless
+//! diagnostics and `subscriptions/listen` (SEP-2575, module `stateless`), and
+//! `test_custom_header`, whose argument an `Mcp-Param-Region` header mirrors (SEP-2243).
 
 mod dynamic;
 mod elicitation;
 mod fixtures;
 mod handler;
 mod http;
+mod mrtr;
+mod param_headers;
 mod prompts;
 mod raw_echo;
 mod resources;
 mod sessions;
+mod stateless;
 mod stdio;
+mod tasks;
 mod tools;
 
 pub use handler::{FixtureServer, SERVER_NAME};

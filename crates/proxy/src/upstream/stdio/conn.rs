@@ -258,6 +258,31 @@ impl ChildConn {
     }
 }
 
+impl ChildConn {
+    /// A 2026-07-28 notification tagged with the subscription id of a `subscriptions/listen`
+    /// request of ours goes to that request's caller, the id restored to the caller's;
+    /// anything else comes back, for the unsolicited sink.
+    fn on_subscription(&self, msg: Message) -> Option<Message> {
+        let Some(RequestId::Int(upstream)) = rewrite::notification_subscription_id(&msg) else {
+            return Some(msg);
+        };
+        let target = {
+            let pending = self.pending();
+            pending.get(&RequestId::Int(upstream)).map(|p| (p.reply.clone(), p.original_id.clone()))
+        };
+        let Some((reply, original)) = target else {
+            return Some(msg);
+        };
+        // Keep the last slot for the response itself (the listen's final result).
+        if reply.capacity() > 1
+            && let Ok(frame) = rewrite::with_notification_subscription_id(&msg, &original)
+        {
+            let _ = reply.try_send(Delivery::message(frame));
+        }
+        None
+    }
+}
+
 async fn write_loop(
     mut stdin: BoxWrite,
     mut rx: mpsc::Receiver<Bytes>,
@@ -333,7 +358,11 @@ fn dispatch_one(conn: &ChildConn, msg: Message, unsolicited: &UnsolicitedSink) {
     match msg.kind() {
         Kind::Response | Kind::Error => conn.on_response(msg),
         Kind::Notification if msg.method() == Some(methods::PROGRESS) => conn.on_progress(msg),
-        Kind::Notification => unsolicited(Unsolicited::Notification(msg)),
+        Kind::Notification => {
+            if let Some(msg) = conn.on_subscription(msg) {
+                unsolicited(Unsolicited::Notification(msg));
+            }
+        }
         Kind::Request if msg.method() == Some(methods::PING) => {
             if let Some(id) = msg.id_raw() {
                 let _ = conn.send(apiary_protocol::result_response(id, "{}"));
