@@ -413,6 +413,20 @@ impl VmcpConfig {
                 }
             }
         }
+        // A protection asked for in the file must be enforced or refused, never ignored: until
+        // the file's incoming auth is applied, only `type: anonymous` without `authz` passes.
+        if let Some(incoming) = &self.incoming_auth {
+            let anonymous = incoming.get("type").and_then(Value::as_str) == Some("anonymous")
+                && incoming.get("authz").is_none_or(Value::is_null);
+            if !anonymous {
+                problems.push(Problem {
+                    path: "incomingAuth".into(),
+                    message: "only `type: anonymous` is applied from the config file yet; authenticate and \
+                              authorize callers with the --oidc-* and --authz-config flags of apiary vmcp serve"
+                        .into(),
+                });
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -425,7 +439,6 @@ impl VmcpConfig {
             ("compositeTools", self.composite_tools.is_some()),
             ("compositeToolRefs", self.composite_tool_refs.is_some()),
             ("optimizer", self.optimizer.is_some()),
-            ("incomingAuth", self.incoming_auth.is_some()),
             ("telemetry", self.telemetry.is_some()),
             ("audit", self.audit.is_some()),
         ];
@@ -708,6 +721,21 @@ operational:
         assert!(c.validate().unwrap().is_empty());
         assert_eq!(c.strategy(), Strategy::Prefix { format: "{workload}_".into() });
         assert_eq!(c.circuit_breaker(), None);
+    }
+
+    #[test]
+    fn incoming_auth_in_the_file_is_refused_unless_anonymous() {
+        let base = "backends:\n  - {name: a, url: 'http://x/mcp', transport: streamable-http}\n";
+        let ok = format!("{base}incomingAuth: {{type: anonymous}}\n");
+        assert!(VmcpConfig::parse(&ok).unwrap().validate().unwrap().is_empty());
+        for protected in [
+            "incomingAuth: {type: oidc, oidc: {issuer: 'https://issuer.example'}}\n",
+            "incomingAuth: {type: anonymous, authz: {type: cedar, policies: []}}\n",
+            "incomingAuth: {type: local}\n",
+        ] {
+            let err = VmcpConfig::parse(&format!("{base}{protected}")).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("incomingAuth"), "{protected}: {err}");
+        }
     }
 
     #[test]
