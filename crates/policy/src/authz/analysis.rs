@@ -21,6 +21,8 @@ use serde_json::Value;
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
     names: HashSet<String>,
+    /// The names read from `context` (`context.x`, `context has x`): a subset of `names`.
+    context_names: HashSet<String>,
     /// Some policy could not be analysed: treat every attribute as read.
     all: bool,
     /// Some policy uses `context` as a value (not only `context.x` / `context has x`).
@@ -35,7 +37,7 @@ impl Usage {
             match policy.to_json() {
                 Ok(est) => {
                     let mut context = ContextUse::default();
-                    walk(&est, &mut usage.names, &mut context);
+                    walk(&est, &mut usage.names, &mut usage.context_names, &mut context);
                     usage.context_whole |= context.total > context.through_attribute;
                 }
                 Err(_) => usage.all = true,
@@ -63,14 +65,15 @@ impl Usage {
         self.all || self.names.contains(name)
     }
 
-    /// Whether some policy uses `context` whole, so the context needs attributes no entity does.
-    pub(crate) fn context_whole(&self) -> bool {
-        self.context_whole
+    /// Whether the context attribute `name` must be built: some policy reads it from `context`
+    /// (reading `principal.claim_x` does not need `context.claim_x`).
+    pub(crate) fn context_reads(&self, name: &str) -> bool {
+        self.all || self.context_whole || self.context_names.contains(name)
     }
 
-    /// Whether the context attribute `name` must be built.
-    pub(crate) fn context_reads(&self, name: &str) -> bool {
-        self.context_whole || self.reads(name)
+    /// Whether a claim or argument named so must be built, for an entity or the context.
+    pub(crate) fn reads_anywhere(&self, name: &str) -> bool {
+        self.reads(name) || self.context_reads(name)
     }
 }
 
@@ -85,8 +88,9 @@ fn is_context(v: &Value) -> bool {
     v.get("Var").and_then(Value::as_str) == Some("context")
 }
 
-/// Collects the `attr` of every `.` and `has` node (a string, or a list for `has a.b.c`).
-fn walk(v: &Value, names: &mut HashSet<String>, context: &mut ContextUse) {
+/// Collects the `attr` of every `.` and `has` node (a string, or a list for `has a.b.c`), and
+/// apart those whose left side is `context`.
+fn walk(v: &Value, names: &mut HashSet<String>, context_names: &mut HashSet<String>, context: &mut ContextUse) {
     match v {
         Value::Object(map) => {
             if is_context(v) {
@@ -94,22 +98,27 @@ fn walk(v: &Value, names: &mut HashSet<String>, context: &mut ContextUse) {
             }
             for key in [".", "has"] {
                 let Some(node) = map.get(key) else { continue };
-                if node.get("left").is_some_and(is_context) {
+                let of_context = node.get("left").is_some_and(is_context);
+                if of_context {
                     context.through_attribute += 1;
                 }
-                match node.get("attr") {
-                    Some(Value::String(s)) => {
-                        names.insert(s.clone());
+                let found: Vec<&str> = match node.get("attr") {
+                    Some(Value::String(s)) => vec![s.as_str()],
+                    Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                // `context has a.b`: only `a` is a context attribute (the rest are its fields),
+                // but counting them all only builds more, never less.
+                for name in found {
+                    names.insert(name.to_owned());
+                    if of_context {
+                        context_names.insert(name.to_owned());
                     }
-                    Some(Value::Array(items)) => {
-                        names.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
-                    }
-                    _ => {}
                 }
             }
-            map.values().for_each(|child| walk(child, names, context));
+            map.values().for_each(|child| walk(child, names, context_names, context));
         }
-        Value::Array(items) => items.iter().for_each(|child| walk(child, names, context)),
+        Value::Array(items) => items.iter().for_each(|child| walk(child, names, context_names, context)),
         _ => {}
     }
 }
