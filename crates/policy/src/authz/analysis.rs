@@ -134,17 +134,31 @@ const MAX_INDEXED_ENTRIES: usize = 100_000;
 /// Every set keeps the document's order, so errors come out in the same order.
 pub(crate) struct Applicable {
     /// For a resource no `resource ==` names.
-    general: PolicySet,
+    general: Split,
     /// For each resource some `resource ==` names: the general policies plus those.
-    by_resource: HashMap<EntityUid, PolicySet>,
+    by_resource: HashMap<EntityUid, Split>,
+}
+
+/// One resource's policies, split by what their conditions can see.
+pub(crate) struct Split {
+    /// Conditions that may read the resource's attributes or the context: evaluated per request.
+    pub per_request: PolicySet,
+    /// Conditions that read only the principal, the action, literals and static entities: for one
+    /// caller and one resource, their outcome never changes (see `outcome`).
+    pub per_caller: PolicySet,
+    pub has_per_request: bool,
+    pub has_per_caller: bool,
 }
 
 impl Applicable {
+    /// `resource_types`: every resource type (`Tool`, `Prompt`, `Resource`), whose literals in a
+    /// condition may name the request's own resource and read its attributes.
     pub(crate) fn build(
         policies: &PolicySet,
         principal_type: &EntityTypeName,
         action: &EntityUid,
         resource_type: &EntityTypeName,
+        resource_types: &[String],
     ) -> Applicable {
         let candidates: Vec<&Policy> =
             policies.policies().filter(|p| can_apply(p, principal_type, action, resource_type)).collect();
@@ -161,13 +175,13 @@ impl Applicable {
         }
         let entries = names.len().saturating_mul(general_count).saturating_add(candidates.len());
         if entries > MAX_INDEXED_ENTRIES {
-            return Applicable { general: subset(&candidates, |_| true), by_resource: HashMap::new() };
+            return Applicable { general: split(&candidates, |_| true, resource_types), by_resource: HashMap::new() };
         }
-        let general = subset(&candidates, |p| named(p).is_none());
+        let general = split(&candidates, |p| named(p).is_none(), resource_types);
         let by_resource = names
             .into_iter()
             .map(|uid| {
-                let set = subset(&candidates, |p| named(p).is_none_or(|n| n == uid));
+                let set = split(&candidates, |p| named(p).is_none_or(|n| n == uid), resource_types);
                 (uid, set)
             })
             .collect();
@@ -175,18 +189,55 @@ impl Applicable {
     }
 
     /// The policies to evaluate for this resource.
-    pub(crate) fn for_resource(&self, resource: &EntityUid) -> &PolicySet {
+    pub(crate) fn for_resource(&self, resource: &EntityUid) -> &Split {
         self.by_resource.get(resource).unwrap_or(&self.general)
     }
 }
 
-/// The candidates `keep` accepts, in order. Ids are unique in the document, so `add` cannot fail.
-fn subset(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool) -> PolicySet {
-    let mut set = PolicySet::new();
+/// The candidates `keep` accepts, in order, split by [`reads_only_the_caller`]. Ids are unique in
+/// the document, so `add` cannot fail.
+fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types: &[String]) -> Split {
+    let mut per_request = PolicySet::new();
+    let mut per_caller = PolicySet::new();
+    let (mut has_per_request, mut has_per_caller) = (false, false);
     for policy in candidates.iter().filter(|p| keep(p)) {
-        let _ = set.add((*policy).clone());
+        if reads_only_the_caller(policy, resource_types) {
+            has_per_caller = true;
+            let _ = per_caller.add((*policy).clone());
+        } else {
+            has_per_request = true;
+            let _ = per_request.add((*policy).clone());
+        }
     }
-    set
+    Split { per_request, per_caller, has_per_request, has_per_caller }
+}
+
+/// Whether a policy's outcome is fixed by the caller and the resource's uid: its conditions
+/// never use `resource` or `context` and name no entity of a resource type (which could be the
+/// request's own resource, read through the literal). The scope may name anything: the
+/// resource's uid and ancestors (static parents, the server) do not change between requests.
+/// A policy with no JSON form is taken to read everything.
+pub(crate) fn reads_only_the_caller(policy: &Policy, resource_types: &[String]) -> bool {
+    fn sees_the_request(v: &Value, resource_types: &[String]) -> bool {
+        match v {
+            Value::Object(map) => {
+                if map.get("Var").and_then(Value::as_str).is_some_and(|var| var == "resource" || var == "context") {
+                    return true;
+                }
+                let entity_type = map.get("__entity").and_then(|e| e.get("type")).and_then(Value::as_str);
+                if entity_type.is_some_and(|t| resource_types.iter().any(|r| r == t)) {
+                    return true;
+                }
+                map.values().any(|child| sees_the_request(child, resource_types))
+            }
+            Value::Array(items) => items.iter().any(|child| sees_the_request(child, resource_types)),
+            _ => false,
+        }
+    }
+    match policy.to_json() {
+        Ok(est) => est.get("conditions").is_none_or(|c| !sees_the_request(c, resource_types)),
+        Err(_) => false,
+    }
 }
 
 fn can_apply(
@@ -264,14 +315,37 @@ mod tests {
         let client: EntityTypeName = "Client".parse().unwrap();
         let tool: EntityTypeName = "Tool".parse().unwrap();
         let call: EntityUid = r#"Action::"call_tool""#.parse().unwrap();
-        let applicable = Applicable::build(&policies, &client, &call, &tool);
+        let applicable = Applicable::build(&policies, &client, &call, &tool, &["Tool".to_owned()]);
         let ids = |uid: &str| {
-            let set = applicable.for_resource(&uid.parse().unwrap());
-            set.policies().map(|p| p.id().to_string()).collect::<Vec<_>>()
+            let split = applicable.for_resource(&uid.parse().unwrap());
+            assert!(!split.has_per_request, "no conditions: every outcome is the caller's");
+            split.per_caller.policies().map(|p| p.id().to_string()).collect::<Vec<_>>()
         };
         // Document order kept: the same order of errors as with the whole set.
         assert_eq!(ids(r#"Tool::"a""#), ["policy0", "policy2", "policy5"]);
         assert_eq!(ids(r#"Tool::"b""#), ["policy2", "policy5", "policy6"]);
         assert_eq!(ids(r#"Tool::"other""#), ["policy2", "policy5"]);
+    }
+
+    #[test]
+    fn only_conditions_blind_to_the_request_are_per_caller() {
+        let types = ["Tool".to_owned(), "Prompt".to_owned(), "Resource".to_owned()];
+        let per_caller = |text: &str| {
+            let policy = Policy::parse(None, text).unwrap();
+            reads_only_the_caller(&policy, &types)
+        };
+        assert!(per_caller(r#"permit(principal in G::"a", action, resource == Tool::"x");"#));
+        assert!(per_caller(r#"permit(principal, action, resource in MCP::"s") when { principal.claim_r == "x" };"#));
+        assert!(per_caller(
+            r#"forbid(principal, action, resource) when { principal in G::"b" && action == Action::"c" };"#
+        ));
+        assert!(per_caller(r#"permit(principal, action, resource) when { G::"a".level > 3 };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { resource.arg_x == 1 };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { resource is Tool };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { context.claim_r == "x" };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) unless { context == {} };"#));
+        // The request's resource read through a literal of its uid.
+        assert!(!per_caller(r#"permit(principal, action, resource) when { Tool::"echo".arg_x == 1 };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { [Prompt::"p"].contains(principal.x) };"#));
     }
 }

@@ -32,7 +32,10 @@
 //! split by the action and resource their scope can match; per decision only read attributes are
 //! built (the others are still measured against the bounds) and only matching policies run.
 //! Neither changes a decision: an unread attribute is invisible and an unmatched scope is false
-//! before any condition runs.
+//! before any condition runs. [`Authorizer::authorize_shared`] also keeps, per identity, the
+//! caller's part (claims, groups, the store with the principal) and the outcome of the policies
+//! whose conditions see only the caller, per resource (`analysis::Split`): only the policies
+//! that can read the resource's attributes or the context are evaluated per request.
 //!
 //! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
 //! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
@@ -46,6 +49,7 @@ mod entities;
 #[cfg(test)]
 mod equivalence;
 mod error;
+mod outcome;
 mod policies;
 mod principal;
 mod values;
@@ -60,6 +64,7 @@ use crate::Identity;
 use analysis::{Applicable, Usage};
 use attributes::{Attributes, ClaimRules};
 use entities::{RequestEntity, StaticEntities, uid};
+use outcome::Outcome;
 use principal::PrincipalCache;
 
 pub use attributes::MAX_GROUPS;
@@ -195,10 +200,13 @@ impl Authorizer {
         }
         let entities = StaticEntities::build(&options.entities, action_entities, origin)?;
         let client_type = type_name("Client")?;
+        let resource_type_names: Vec<String> = Feature::ALL.iter().map(|f| f.names().1.to_owned()).collect();
         let applicable = Feature::ALL
             .into_iter()
             .filter_map(|f| {
-                let applicable = Applicable::build(&policies, &client_type, actions.get(&f)?, resource_types.get(&f)?);
+                let action = actions.get(&f)?;
+                let applicable =
+                    Applicable::build(&policies, &client_type, action, resource_types.get(&f)?, &resource_type_names);
                 Some((f, applicable))
             })
             .collect();
@@ -280,7 +288,14 @@ impl Authorizer {
             .entities
             .entity(RequestEntity { uid: principal_uid.clone(), attrs, parents })
             .and_then(|entity| entities::with_entity(self.entities.base(), entity));
-        Ok(principal::Principal { dropped: claims.dropped, context, budget, uid: principal_uid, store })
+        Ok(principal::Principal {
+            dropped: claims.dropped,
+            context,
+            budget,
+            uid: principal_uid,
+            store,
+            per_caller: principal::Outcomes::default(),
+        })
     }
 
     /// Decides one request of a caller whose part is built.
@@ -363,30 +378,26 @@ impl Authorizer {
                 Ok(e) => e,
                 Err(e) => return Decision::deny_with(format!("entities: {e}")),
             };
-        let policies = self.applicable.get(&what.feature).map_or(&self.policies, |a| a.for_resource(&resource_uid));
+        let split = self.applicable.get(&what.feature).map(|a| a.for_resource(&resource_uid));
         let request = match Request::new(principal.uid.clone(), action.clone(), resource_uid, context, None) {
             Ok(r) => r,
             Err(e) => return Decision::deny_with(format!("request: {e}")),
         };
-
-        let response = self.cedar.is_authorized(&request, policies, &entities);
-        let errors: Vec<(String, String)> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
-                    (p.policy_id().to_string(), e.to_string())
-                }
-            })
-            .collect();
-        let mut decided: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
-        let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
-        if !errors.is_empty() {
-            // Cedar skipped the erroring policies; here they decide, and they deny.
-            decided = errors.iter().map(|(id, _)| id.clone()).collect();
+        let Some(split) = split else {
+            return Outcome::of(&self.cedar.is_authorized(&request, &self.policies, &entities)).decision();
+        };
+        let mut outcome = if split.has_per_request {
+            Outcome::of(&self.cedar.is_authorized(&request, &split.per_request, &entities))
+        } else {
+            Outcome::default()
+        };
+        if split.has_per_caller {
+            // Their outcome is the same for every request of this caller on this resource.
+            let per_caller = principal.per_caller.get_or_eval(what.feature, what.name, || {
+                Outcome::of(&self.cedar.is_authorized(&request, &split.per_caller, &entities))
+            });
+            outcome.join(&per_caller);
         }
-        decided.sort();
-        decided.dedup();
-        Decision { allowed, policies: decided, errors: errors.into_iter().map(|(_, e)| e).collect() }
+        outcome.decision()
     }
 }

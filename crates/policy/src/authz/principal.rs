@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use cedar_policy::{Entities, EntityUid, RestrictedExpression};
 
+use super::Feature;
 use super::attributes::Dropped;
+use super::outcome::Outcome;
 use super::values::Budget;
 use crate::Identity;
 
@@ -32,6 +34,40 @@ pub(crate) struct Principal {
     pub uid: EntityUid,
     /// The static entities with the principal added (its closure computed), or why it failed.
     pub store: Result<Entities, String>,
+    /// What the policies that see only the caller found, per resource.
+    pub per_caller: Outcomes,
+}
+
+/// Most resources whose per-caller outcome one principal remembers.
+pub(crate) const MAX_OUTCOMES: usize = 256;
+
+/// Outcomes of the per-caller policies (`analysis::Split`) for one principal, by feature and
+/// resource name (the uid the policies' scopes see), at most [`MAX_OUTCOMES`].
+#[derive(Default)]
+pub(crate) struct Outcomes {
+    map: Mutex<HashMap<Feature, HashMap<String, Arc<Outcome>>>>,
+}
+
+impl Outcomes {
+    /// The outcome for this resource, evaluated by `eval` the first time.
+    pub(crate) fn get_or_eval(&self, feature: Feature, name: &str, eval: impl FnOnce() -> Outcome) -> Arc<Outcome> {
+        if let Some(found) = self.map.lock().ok().and_then(|m| m.get(&feature)?.get(name).cloned()) {
+            return found;
+        }
+        let outcome = Arc::new(eval());
+        if let Ok(mut map) = self.map.lock() {
+            if map.values().map(HashMap::len).sum::<usize>() >= MAX_OUTCOMES {
+                map.clear();
+            }
+            map.entry(feature).or_default().insert(name.to_owned(), Arc::clone(&outcome));
+        }
+        outcome
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().map(|m| m.values().map(HashMap::len).sum()).unwrap_or(usize::MAX)
+    }
 }
 
 /// A principal, or why every request of this identity is denied (no subject, too many groups).
@@ -190,6 +226,46 @@ mod tests {
             let d = authz.authorize_shared(&nobody, &echo());
             assert!(!d.allowed);
             assert_eq!(d.errors, ["the caller has no subject"]);
+        }
+    }
+
+    #[test]
+    fn per_caller_outcomes_are_kept_per_resource_and_bounded() {
+        let authz = authorizer();
+        let alice = identity("alice", json!({"groups": ["eng"]}));
+        // The group permit is per caller; `echo` allowed, `other` not, each remembered apart.
+        for _ in 0..2 {
+            assert!(authz.authorize_shared(&alice, &echo()).allowed);
+            assert!(!authz.authorize_shared(&alice, &Target::new(Feature::Tool, "other")).allowed);
+            assert!(!authz.authorize_shared(&alice, &Target::new(Feature::Prompt, "echo")).allowed);
+        }
+        let principal = authz.principals.get(&alice).unwrap();
+        let Ok(p) = principal.as_ref() else { panic!("alice has a principal") };
+        assert_eq!(p.per_caller.len(), 3);
+        for i in 0..(MAX_OUTCOMES + 10) {
+            let name = format!("t{i}");
+            assert!(!authz.authorize_shared(&alice, &Target::new(Feature::Tool, &name)).allowed);
+            assert!(p.per_caller.len() <= MAX_OUTCOMES);
+        }
+        assert!(authz.authorize_shared(&alice, &echo()).allowed);
+    }
+
+    #[test]
+    fn a_per_request_forbid_still_overrides_a_remembered_permit() {
+        let doc = json!({"version": "1.0", "type": "cedarv1", "cedar": {"policies": [
+            r#"permit(principal in THVGroup::"eng", action == Action::"call_tool", resource == Tool::"echo");"#,
+            r#"forbid(principal, action, resource) when { resource has arg_text && resource.arg_text == "no" };"#,
+        ], "entities_json": "[]"}});
+        let authz = Authorizer::from_value(&doc, "test").unwrap();
+        let alice = identity("alice", json!({"groups": ["eng"]}));
+        let no = json!({"text": "no"}).as_object().cloned().unwrap();
+        let yes = json!({"text": "yes"}).as_object().cloned().unwrap();
+        let call = |args| Target { feature: Feature::Tool, name: "echo", arguments: Some(args), annotations: None };
+        for _ in 0..2 {
+            assert!(authz.authorize_shared(&alice, &call(&yes)).allowed);
+            let denied = authz.authorize_shared(&alice, &call(&no));
+            assert!(!denied.allowed);
+            assert_eq!(denied.policies, ["policy1"]);
         }
     }
 }
