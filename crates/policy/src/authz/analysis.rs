@@ -141,6 +141,8 @@ pub(crate) struct Applicable {
 
 /// One resource's policies, split by what their conditions can see.
 pub(crate) struct Split {
+    /// Every applicable policy, in order: for a decision whose caller is not seen again.
+    pub all: PolicySet,
     /// Conditions that may read the resource's attributes or the context: evaluated per request.
     pub per_request: PolicySet,
     /// Conditions that read only the principal, the action, literals and static entities: for one
@@ -197,10 +199,12 @@ impl Applicable {
 /// The candidates `keep` accepts, in order, split by [`reads_only_the_caller`]. Ids are unique in
 /// the document, so `add` cannot fail.
 fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types: &[String]) -> Split {
+    let mut all = PolicySet::new();
     let mut per_request = PolicySet::new();
     let mut per_caller = PolicySet::new();
     let (mut has_per_request, mut has_per_caller) = (false, false);
     for policy in candidates.iter().filter(|p| keep(p)) {
+        let _ = all.add((*policy).clone());
         if reads_only_the_caller(policy, resource_types) {
             has_per_caller = true;
             let _ = per_caller.add((*policy).clone());
@@ -209,7 +213,7 @@ fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types:
             let _ = per_request.add((*policy).clone());
         }
     }
-    Split { per_request, per_caller, has_per_request, has_per_caller }
+    Split { all, per_request, per_caller, has_per_request, has_per_caller }
 }
 
 /// Whether a policy's outcome is fixed by the caller and the resource's uid: its conditions
@@ -319,7 +323,10 @@ mod tests {
         let ids = |uid: &str| {
             let split = applicable.for_resource(&uid.parse().unwrap());
             assert!(!split.has_per_request, "no conditions: every outcome is the caller's");
-            split.per_caller.policies().map(|p| p.id().to_string()).collect::<Vec<_>>()
+            let all: Vec<String> = split.all.policies().map(|p| p.id().to_string()).collect();
+            let per_caller: Vec<String> = split.per_caller.policies().map(|p| p.id().to_string()).collect();
+            assert_eq!(all, per_caller);
+            all
         };
         // Document order kept: the same order of errors as with the whole set.
         assert_eq!(ids(r#"Tool::"a""#), ["policy0", "policy2", "policy5"]);

@@ -256,7 +256,7 @@ impl Authorizer {
 
     /// Decides one request. Never panics; anything that prevents a clean evaluation denies.
     pub fn authorize(&self, who: &Identity, what: &Target<'_>) -> Decision {
-        self.decide(&self.principal(who), what)
+        self.decide(&self.principal(who), what, false)
     }
 
     /// Like [`Authorizer::authorize`], the caller's part (claims, groups, its entity) built once
@@ -264,7 +264,7 @@ impl Authorizer {
     /// authenticator hands out one shared identity per verified token.
     pub fn authorize_shared(&self, who: &Arc<Identity>, what: &Target<'_>) -> Decision {
         let principal = self.principals.get_or_build(who, |who| self.principal(who));
-        self.decide(&principal, what)
+        self.decide(&principal, what, true)
     }
 
     /// The caller's part of every decision, or why every request of this caller is denied.
@@ -298,8 +298,10 @@ impl Authorizer {
         })
     }
 
-    /// Decides one request of a caller whose part is built.
-    fn decide(&self, principal: &principal::Built, what: &Target<'_>) -> Decision {
+    /// Decides one request of a caller whose part is built. `again`: the principal is kept for
+    /// later requests, so the caller-only policies' outcome is worth keeping too; otherwise all
+    /// applicable policies are evaluated in one pass.
+    fn decide(&self, principal: &principal::Built, what: &Target<'_>, again: bool) -> Decision {
         let principal = match principal {
             Ok(p) => p,
             Err(e) => return Decision::deny_with(e.clone()),
@@ -386,6 +388,9 @@ impl Authorizer {
         let Some(split) = split else {
             return Outcome::of(&self.cedar.is_authorized(&request, &self.policies, &entities)).decision();
         };
+        if !again {
+            return Outcome::of(&self.cedar.is_authorized(&request, &split.all, &entities)).decision();
+        }
         let mut outcome = if split.has_per_request {
             Outcome::of(&self.cedar.is_authorized(&request, &split.per_request, &entities))
         } else {
