@@ -214,6 +214,7 @@ impl Authorizer {
         for warning in &options.warnings {
             tracing::warn!(origin, "{warning}");
         }
+        let principals = PrincipalCache::for_store(entities.base().len());
         Ok(Authorizer {
             policies,
             applicable,
@@ -233,7 +234,7 @@ impl Authorizer {
             server: None,
             warnings: options.warnings,
             cedar: cedar_policy::Authorizer::new(),
-            principals: PrincipalCache::default(),
+            principals,
         })
     }
 

@@ -22,6 +22,10 @@ use crate::Identity;
 
 /// Most identities remembered by one authorizer.
 pub(crate) const MAX_PRINCIPALS: usize = 1024;
+/// Most entity-store entries all remembered principals hold together: each keeps its own copy of
+/// the static store's map (the entities themselves are shared), so a large `entities_json`
+/// means fewer identities remembered.
+const MAX_STORE_ENTRIES: usize = 1 << 20;
 
 /// What one identity brings to every decision.
 pub(crate) struct Principal {
@@ -79,10 +83,16 @@ struct Entry {
     principal: Arc<Built>,
 }
 
-/// Principals by identity, at most [`MAX_PRINCIPALS`].
-#[derive(Default)]
+/// Principals by identity, at most [`MAX_PRINCIPALS`] (fewer with a large static store).
 pub(crate) struct PrincipalCache {
     map: Mutex<HashMap<usize, Entry>>,
+    capacity: usize,
+}
+
+impl Default for PrincipalCache {
+    fn default() -> Self {
+        PrincipalCache::for_store(0)
+    }
 }
 
 fn key(who: &Arc<Identity>) -> usize {
@@ -90,6 +100,12 @@ fn key(who: &Arc<Identity>) -> usize {
 }
 
 impl PrincipalCache {
+    /// A cache whose principals each hold a store of `static_entities` entities (plus their own).
+    pub(crate) fn for_store(static_entities: usize) -> PrincipalCache {
+        let capacity = (MAX_STORE_ENTRIES / static_entities.saturating_add(2)).clamp(1, MAX_PRINCIPALS);
+        PrincipalCache { map: Mutex::new(HashMap::new()), capacity }
+    }
+
     /// The principal of `who`, built by `build` on the first request of this identity.
     pub(crate) fn get_or_build(&self, who: &Arc<Identity>, build: impl FnOnce(&Identity) -> Built) -> Arc<Built> {
         if let Some(found) = self.get(who) {
@@ -113,9 +129,9 @@ impl PrincipalCache {
     fn put(&self, who: &Arc<Identity>, principal: Arc<Built>) {
         let Ok(mut map) = self.map.lock() else { return };
         let key = key(who);
-        if map.len() >= MAX_PRINCIPALS && !map.contains_key(&key) {
+        if map.len() >= self.capacity && !map.contains_key(&key) {
             map.retain(|_, e| e.identity.strong_count() > 0);
-            if map.len() >= MAX_PRINCIPALS {
+            if map.len() >= self.capacity {
                 map.clear();
             }
         }
@@ -267,5 +283,14 @@ mod tests {
             assert!(!denied.allowed);
             assert_eq!(denied.policies, ["policy1"]);
         }
+    }
+
+    #[test]
+    fn a_large_static_store_means_fewer_principals() {
+        assert_eq!(PrincipalCache::default().capacity, MAX_PRINCIPALS);
+        assert_eq!(PrincipalCache::for_store(100).capacity, MAX_PRINCIPALS);
+        let big = PrincipalCache::for_store(20_000);
+        assert!(big.capacity < MAX_PRINCIPALS && big.capacity * 20_002 <= MAX_STORE_ENTRIES);
+        assert_eq!(PrincipalCache::for_store(usize::MAX).capacity, 1);
     }
 }
