@@ -1,5 +1,6 @@
 //! Cost of one authorization decision with 20 policies, a realistic token and a tool call with
-//! arguments: the per-request work is building the principal, groups and resource entities.
+//! arguments: the per-request work is building the principal, groups and resource entities
+//! (`authorize`), or only the resource's once the identity was seen (`authorize_shared`).
 #![allow(clippy::unwrap_used)]
 
 use apiary_policy::Identity;
@@ -56,6 +57,11 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("authorize tools/call allowed, 20 policies, {entities} static entities"), |b| {
             b.iter(|| authz.authorize(&who, &query))
         });
+        let shared = std::sync::Arc::new(who.clone());
+        c.bench_function(
+            &format!("authorize_shared tools/call allowed, 20 policies, {entities} static entities"),
+            |b| b.iter(|| authz.authorize_shared(&shared, &query)),
+        );
         let other = Target::new(Feature::Prompt, "unknown");
         c.bench_function(&format!("authorize prompts/get via group, 20 policies, {entities} static entities"), |b| {
             b.iter(|| authz.authorize(&who, &other))
@@ -72,6 +78,13 @@ fn bench(c: &mut Criterion) {
     assert!(authz.authorize(&member, &echo).allowed);
     c.bench_function("authorize tools/call echo, cedar-20.json (policy-bench.sh)", |b| {
         b.iter(|| authz.authorize(&member, &echo))
+    });
+    // As the proxy decides: one shared identity per verified token, its principal and the
+    // caller-only policies' outcome kept from its first request.
+    let shared = std::sync::Arc::new(member.clone());
+    assert!(authz.authorize_shared(&shared, &echo).allowed);
+    c.bench_function("authorize_shared tools/call echo, cedar-20.json (policy-bench.sh)", |b| {
+        b.iter(|| authz.authorize_shared(&shared, &echo))
     });
     let text = document(0).to_string();
     c.bench_function("load a 20-policy document", |b| b.iter(|| Authorizer::from_text(&text, "bench").unwrap()));

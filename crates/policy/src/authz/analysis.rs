@@ -21,6 +21,8 @@ use serde_json::Value;
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
     names: HashSet<String>,
+    /// The names read from `context` (`context.x`, `context has x`): a subset of `names`.
+    context_names: HashSet<String>,
     /// Some policy could not be analysed: treat every attribute as read.
     all: bool,
     /// Some policy uses `context` as a value (not only `context.x` / `context has x`).
@@ -35,7 +37,7 @@ impl Usage {
             match policy.to_json() {
                 Ok(est) => {
                     let mut context = ContextUse::default();
-                    walk(&est, &mut usage.names, &mut context);
+                    walk(&est, &mut usage.names, &mut usage.context_names, &mut context);
                     usage.context_whole |= context.total > context.through_attribute;
                 }
                 Err(_) => usage.all = true,
@@ -63,14 +65,15 @@ impl Usage {
         self.all || self.names.contains(name)
     }
 
-    /// Whether some policy uses `context` whole, so the context needs attributes no entity does.
-    pub(crate) fn context_whole(&self) -> bool {
-        self.context_whole
+    /// Whether the context attribute `name` must be built: some policy reads it from `context`
+    /// (reading `principal.claim_x` does not need `context.claim_x`).
+    pub(crate) fn context_reads(&self, name: &str) -> bool {
+        self.all || self.context_whole || self.context_names.contains(name)
     }
 
-    /// Whether the context attribute `name` must be built.
-    pub(crate) fn context_reads(&self, name: &str) -> bool {
-        self.context_whole || self.reads(name)
+    /// Whether a claim or argument named so must be built, for an entity or the context.
+    pub(crate) fn reads_anywhere(&self, name: &str) -> bool {
+        self.reads(name) || self.context_reads(name)
     }
 }
 
@@ -85,8 +88,9 @@ fn is_context(v: &Value) -> bool {
     v.get("Var").and_then(Value::as_str) == Some("context")
 }
 
-/// Collects the `attr` of every `.` and `has` node (a string, or a list for `has a.b.c`).
-fn walk(v: &Value, names: &mut HashSet<String>, context: &mut ContextUse) {
+/// Collects the `attr` of every `.` and `has` node (a string, or a list for `has a.b.c`), and
+/// apart those whose left side is `context`.
+fn walk(v: &Value, names: &mut HashSet<String>, context_names: &mut HashSet<String>, context: &mut ContextUse) {
     match v {
         Value::Object(map) => {
             if is_context(v) {
@@ -94,22 +98,27 @@ fn walk(v: &Value, names: &mut HashSet<String>, context: &mut ContextUse) {
             }
             for key in [".", "has"] {
                 let Some(node) = map.get(key) else { continue };
-                if node.get("left").is_some_and(is_context) {
+                let of_context = node.get("left").is_some_and(is_context);
+                if of_context {
                     context.through_attribute += 1;
                 }
-                match node.get("attr") {
-                    Some(Value::String(s)) => {
-                        names.insert(s.clone());
+                let found: Vec<&str> = match node.get("attr") {
+                    Some(Value::String(s)) => vec![s.as_str()],
+                    Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                // `context has a.b`: only `a` is a context attribute (the rest are its fields),
+                // but counting them all only builds more, never less.
+                for name in found {
+                    names.insert(name.to_owned());
+                    if of_context {
+                        context_names.insert(name.to_owned());
                     }
-                    Some(Value::Array(items)) => {
-                        names.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
-                    }
-                    _ => {}
                 }
             }
-            map.values().for_each(|child| walk(child, names, context));
+            map.values().for_each(|child| walk(child, names, context_names, context));
         }
-        Value::Array(items) => items.iter().for_each(|child| walk(child, names, context)),
+        Value::Array(items) => items.iter().for_each(|child| walk(child, names, context_names, context)),
         _ => {}
     }
 }
@@ -125,17 +134,33 @@ const MAX_INDEXED_ENTRIES: usize = 100_000;
 /// Every set keeps the document's order, so errors come out in the same order.
 pub(crate) struct Applicable {
     /// For a resource no `resource ==` names.
-    general: PolicySet,
+    general: Split,
     /// For each resource some `resource ==` names: the general policies plus those.
-    by_resource: HashMap<EntityUid, PolicySet>,
+    by_resource: HashMap<EntityUid, Split>,
+}
+
+/// One resource's policies, split by what their conditions can see.
+pub(crate) struct Split {
+    /// Every applicable policy, in order: for a decision whose caller is not seen again.
+    pub all: PolicySet,
+    /// Conditions that may read the resource's attributes or the context: evaluated per request.
+    pub per_request: PolicySet,
+    /// Conditions that read only the principal, the action, literals and static entities: for one
+    /// caller and one resource, their outcome never changes (see `outcome`).
+    pub per_caller: PolicySet,
+    pub has_per_request: bool,
+    pub has_per_caller: bool,
 }
 
 impl Applicable {
+    /// `resource_types`: every resource type (`Tool`, `Prompt`, `Resource`), whose literals in a
+    /// condition may name the request's own resource and read its attributes.
     pub(crate) fn build(
         policies: &PolicySet,
         principal_type: &EntityTypeName,
         action: &EntityUid,
         resource_type: &EntityTypeName,
+        resource_types: &[String],
     ) -> Applicable {
         let candidates: Vec<&Policy> =
             policies.policies().filter(|p| can_apply(p, principal_type, action, resource_type)).collect();
@@ -152,13 +177,13 @@ impl Applicable {
         }
         let entries = names.len().saturating_mul(general_count).saturating_add(candidates.len());
         if entries > MAX_INDEXED_ENTRIES {
-            return Applicable { general: subset(&candidates, |_| true), by_resource: HashMap::new() };
+            return Applicable { general: split(&candidates, |_| true, resource_types), by_resource: HashMap::new() };
         }
-        let general = subset(&candidates, |p| named(p).is_none());
+        let general = split(&candidates, |p| named(p).is_none(), resource_types);
         let by_resource = names
             .into_iter()
             .map(|uid| {
-                let set = subset(&candidates, |p| named(p).is_none_or(|n| n == uid));
+                let set = split(&candidates, |p| named(p).is_none_or(|n| n == uid), resource_types);
                 (uid, set)
             })
             .collect();
@@ -166,18 +191,57 @@ impl Applicable {
     }
 
     /// The policies to evaluate for this resource.
-    pub(crate) fn for_resource(&self, resource: &EntityUid) -> &PolicySet {
+    pub(crate) fn for_resource(&self, resource: &EntityUid) -> &Split {
         self.by_resource.get(resource).unwrap_or(&self.general)
     }
 }
 
-/// The candidates `keep` accepts, in order. Ids are unique in the document, so `add` cannot fail.
-fn subset(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool) -> PolicySet {
-    let mut set = PolicySet::new();
+/// The candidates `keep` accepts, in order, split by [`reads_only_the_caller`]. Ids are unique in
+/// the document, so `add` cannot fail.
+fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types: &[String]) -> Split {
+    let mut all = PolicySet::new();
+    let mut per_request = PolicySet::new();
+    let mut per_caller = PolicySet::new();
+    let (mut has_per_request, mut has_per_caller) = (false, false);
     for policy in candidates.iter().filter(|p| keep(p)) {
-        let _ = set.add((*policy).clone());
+        let _ = all.add((*policy).clone());
+        if reads_only_the_caller(policy, resource_types) {
+            has_per_caller = true;
+            let _ = per_caller.add((*policy).clone());
+        } else {
+            has_per_request = true;
+            let _ = per_request.add((*policy).clone());
+        }
     }
-    set
+    Split { all, per_request, per_caller, has_per_request, has_per_caller }
+}
+
+/// Whether a policy's outcome is fixed by the caller and the resource's uid: its conditions
+/// never use `resource` or `context` and name no entity of a resource type (which could be the
+/// request's own resource, read through the literal). The scope may name anything: the
+/// resource's uid and ancestors (static parents, the server) do not change between requests.
+/// A policy with no JSON form is taken to read everything.
+pub(crate) fn reads_only_the_caller(policy: &Policy, resource_types: &[String]) -> bool {
+    fn sees_the_request(v: &Value, resource_types: &[String]) -> bool {
+        match v {
+            Value::Object(map) => {
+                if map.get("Var").and_then(Value::as_str).is_some_and(|var| var == "resource" || var == "context") {
+                    return true;
+                }
+                let entity_type = map.get("__entity").and_then(|e| e.get("type")).and_then(Value::as_str);
+                if entity_type.is_some_and(|t| resource_types.iter().any(|r| r == t)) {
+                    return true;
+                }
+                map.values().any(|child| sees_the_request(child, resource_types))
+            }
+            Value::Array(items) => items.iter().any(|child| sees_the_request(child, resource_types)),
+            _ => false,
+        }
+    }
+    match policy.to_json() {
+        Ok(est) => est.get("conditions").is_none_or(|c| !sees_the_request(c, resource_types)),
+        Err(_) => false,
+    }
 }
 
 fn can_apply(
@@ -255,14 +319,40 @@ mod tests {
         let client: EntityTypeName = "Client".parse().unwrap();
         let tool: EntityTypeName = "Tool".parse().unwrap();
         let call: EntityUid = r#"Action::"call_tool""#.parse().unwrap();
-        let applicable = Applicable::build(&policies, &client, &call, &tool);
+        let applicable = Applicable::build(&policies, &client, &call, &tool, &["Tool".to_owned()]);
         let ids = |uid: &str| {
-            let set = applicable.for_resource(&uid.parse().unwrap());
-            set.policies().map(|p| p.id().to_string()).collect::<Vec<_>>()
+            let split = applicable.for_resource(&uid.parse().unwrap());
+            assert!(!split.has_per_request, "no conditions: every outcome is the caller's");
+            let all: Vec<String> = split.all.policies().map(|p| p.id().to_string()).collect();
+            let per_caller: Vec<String> = split.per_caller.policies().map(|p| p.id().to_string()).collect();
+            assert_eq!(all, per_caller);
+            all
         };
         // Document order kept: the same order of errors as with the whole set.
         assert_eq!(ids(r#"Tool::"a""#), ["policy0", "policy2", "policy5"]);
         assert_eq!(ids(r#"Tool::"b""#), ["policy2", "policy5", "policy6"]);
         assert_eq!(ids(r#"Tool::"other""#), ["policy2", "policy5"]);
+    }
+
+    #[test]
+    fn only_conditions_blind_to_the_request_are_per_caller() {
+        let types = ["Tool".to_owned(), "Prompt".to_owned(), "Resource".to_owned()];
+        let per_caller = |text: &str| {
+            let policy = Policy::parse(None, text).unwrap();
+            reads_only_the_caller(&policy, &types)
+        };
+        assert!(per_caller(r#"permit(principal in G::"a", action, resource == Tool::"x");"#));
+        assert!(per_caller(r#"permit(principal, action, resource in MCP::"s") when { principal.claim_r == "x" };"#));
+        assert!(per_caller(
+            r#"forbid(principal, action, resource) when { principal in G::"b" && action == Action::"c" };"#
+        ));
+        assert!(per_caller(r#"permit(principal, action, resource) when { G::"a".level > 3 };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { resource.arg_x == 1 };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { resource is Tool };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { context.claim_r == "x" };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) unless { context == {} };"#));
+        // The request's resource read through a literal of its uid.
+        assert!(!per_caller(r#"permit(principal, action, resource) when { Tool::"echo".arg_x == 1 };"#));
+        assert!(!per_caller(r#"permit(principal, action, resource) when { [Prompt::"p"].contains(principal.x) };"#));
     }
 }

@@ -1,5 +1,5 @@
 //! The entity store: the static part (`entities_json` and the three actions) is built once, and
-//! each decision adds only its principal and resource. When `entities_json` already describes one
+//! each decision adds only its principal (once per identity, see `principal`) and its resource. When `entities_json` already describes one
 //! of those (e.g. `Tool::"weather"` with an `owner`), the two are merged: the file's attributes
 //! and parents stay, the request's attributes win on a clash, and the parents are joined.
 
@@ -65,17 +65,23 @@ impl StaticEntities {
         Ok(StaticEntities { entities, parts })
     }
 
-    /// The store for one decision: the static entities plus (merged) request entities.
-    pub(crate) fn with_request(&self, request: Vec<RequestEntity>) -> Result<Entities, String> {
-        let mut list = Vec::with_capacity(request.len());
-        for e in request {
-            let (mut attrs, mut parents): Parts = self.parts.get(&e.uid).cloned().unwrap_or_default();
-            attrs.extend(e.attrs);
-            parents.extend(e.parents);
-            list.push(Entity::new(e.uid, attrs, parents).map_err(|err| err.to_string())?);
-        }
-        self.entities.clone().upsert_entities(list, None).map_err(|e| e.to_string())
+    /// A request entity, merged with the static entity of the same uid if there is one.
+    pub(crate) fn entity(&self, e: RequestEntity) -> Result<Entity, String> {
+        let (mut attrs, mut parents): Parts = self.parts.get(&e.uid).cloned().unwrap_or_default();
+        attrs.extend(e.attrs);
+        parents.extend(e.parents);
+        Entity::new(e.uid, attrs, parents).map_err(|err| err.to_string())
     }
+
+    /// The static store alone.
+    pub(crate) fn base(&self) -> &Entities {
+        &self.entities
+    }
+}
+
+/// `store` plus `entity` (replacing one of the same uid), the transitive closure recomputed.
+pub(crate) fn with_entity(store: &Entities, entity: Entity) -> Result<Entities, String> {
+    store.clone().upsert_entities([entity], None).map_err(|e| e.to_string())
 }
 
 /// cedar-go (ToolHive) accepts an entity without `attrs` or `parents`; Cedar's Rust parser

@@ -1,10 +1,11 @@
 //! The load-time analysis (attributes built only when read, policies evaluated only when their
 //! scope can match) must not change any decision: random requests are decided twice, once as
 //! analysed and once building every attribute against the whole policy set, and the two
-//! [`Decision`]s (allowed, deciding policies, error texts) must be identical.
+//! [`Decision`]s (allowed, deciding policies, error texts) must be identical; so must the
+//! decisions made through the per-identity principal cache (`principal`).
 #![allow(clippy::unwrap_used)]
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -103,6 +104,13 @@ fn decide(authz: &Authorizer, claims: &Map<String, Value>, what: &Target<'_>) ->
     authz.authorize(&who, what)
 }
 
+/// The same through the per-identity cache: its first request builds the principal, the second
+/// reuses it, and both must decide as [`decide`] does.
+fn decide_shared(authz: &Authorizer, claims: &Map<String, Value>, what: &Target<'_>) -> [Decision; 2] {
+    let who = Arc::new(Identity { subject: "user".to_owned(), claims: claims.clone(), kind: IdentityKind::Jwt });
+    [authz.authorize_shared(&who, what), authz.authorize_shared(&who, what)]
+}
+
 /// The four authorizers (analysed or not, with or without the whole-context policy), built once.
 static AUTHORIZERS: LazyLock<[(Authorizer, Authorizer); 2]> = LazyLock::new(|| {
     [None, Some(CONTEXT_WHOLE)].map(|extra| {
@@ -125,7 +133,11 @@ proptest! {
         let annotations: Option<Map<String, Value>> =
             read_only.map(|b| json!({"readOnlyHint": b}).as_object().cloned().unwrap());
         let what = Target { feature, name, arguments: args.as_ref(), annotations: annotations.as_ref() };
-        prop_assert_eq!(decide(analysed, &claims, &what), decide(full, &claims, &what));
+        let expected = decide(full, &claims, &what);
+        prop_assert_eq!(&decide(analysed, &claims, &what), &expected);
+        for decision in decide_shared(analysed, &claims, &what) {
+            prop_assert_eq!(&decision, &expected);
+        }
     }
 }
 
@@ -136,6 +148,8 @@ fn the_analysis_prunes_and_still_allows_and_denies() {
     let authz = Authorizer::from_value(&doc, "test").unwrap().with_server("srv");
     assert!(!authz.usage.reads("claim_other"));
     assert!(authz.usage.reads("claim_x"), "escaped names are read too");
+    assert!(authz.usage.context_reads("arg_n") && authz.usage.context_reads("claim_tier"));
+    assert!(!authz.usage.context_reads("claim_role"), "read from the principal only");
     let eng = json!({"groups": ["eng"], "role": "user", "level": 9}).as_object().cloned().unwrap();
     assert!(decide(&authz, &eng, &Target::new(Feature::Tool, "echo")).allowed);
     let no = json!({"text": "no"}).as_object().cloned().unwrap();

@@ -16,7 +16,8 @@
 //! - resource `Tool::"<name>"`, `Prompt::"<name>"` or `Resource::"<exact uri>"`, attributes
 //!   `name`, `operation`, `feature` (and `uri` for resources), `arg_<name>` per argument, the
 //!   tool's boolean annotations, parent `MCP::"<server>"` when a server name is set;
-//! - context: the `claim_*`, `claimset_*` and `arg_*` values again.
+//! - context: the `claim_*`, `claimset_*` and `arg_*` values again (those some policy reads from
+//!   `context`).
 //!
 //! Values: strings, booleans and 64-bit integers as themselves; other numbers as Cedar decimals
 //! (four places; ToolHive makes every number a decimal, Apiary keeps integers as `Long` so
@@ -31,7 +32,10 @@
 //! split by the action and resource their scope can match; per decision only read attributes are
 //! built (the others are still measured against the bounds) and only matching policies run.
 //! Neither changes a decision: an unread attribute is invisible and an unmatched scope is false
-//! before any condition runs.
+//! before any condition runs. [`Authorizer::authorize_shared`] also keeps, per identity, the
+//! caller's part (claims, groups, the store with the principal) and the outcome of the policies
+//! whose conditions see only the caller, per resource (`analysis::Split`): only the policies
+//! that can read the resource's attributes or the context are evaluated per request.
 //!
 //! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
 //! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
@@ -45,10 +49,13 @@ mod entities;
 #[cfg(test)]
 mod equivalence;
 mod error;
+mod outcome;
 mod policies;
+mod principal;
 mod values;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cedar_policy::{Context, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression};
 use serde_json::{Map, Value};
@@ -57,6 +64,8 @@ use crate::Identity;
 use analysis::{Applicable, Usage};
 use attributes::{Attributes, ClaimRules};
 use entities::{RequestEntity, StaticEntities, uid};
+use outcome::Outcome;
+use principal::PrincipalCache;
 
 pub use attributes::MAX_GROUPS;
 pub use config::{DEFAULT_GROUP_ENTITY_TYPE, MAX_DOCUMENT_BYTES};
@@ -140,6 +149,8 @@ pub struct Authorizer {
     server: Option<EntityUid>,
     warnings: Vec<String>,
     cedar: cedar_policy::Authorizer,
+    /// The caller's part of a decision, per identity (for [`Authorizer::authorize_shared`]).
+    principals: PrincipalCache,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -189,10 +200,13 @@ impl Authorizer {
         }
         let entities = StaticEntities::build(&options.entities, action_entities, origin)?;
         let client_type = type_name("Client")?;
+        let resource_type_names: Vec<String> = Feature::ALL.iter().map(|f| f.names().1.to_owned()).collect();
         let applicable = Feature::ALL
             .into_iter()
             .filter_map(|f| {
-                let applicable = Applicable::build(&policies, &client_type, actions.get(&f)?, resource_types.get(&f)?);
+                let action = actions.get(&f)?;
+                let applicable =
+                    Applicable::build(&policies, &client_type, action, resource_types.get(&f)?, &resource_type_names);
                 Some((f, applicable))
             })
             .collect();
@@ -200,6 +214,7 @@ impl Authorizer {
         for warning in &options.warnings {
             tracing::warn!(origin, "{warning}");
         }
+        let principals = PrincipalCache::for_store(entities.base().len());
         Ok(Authorizer {
             policies,
             applicable,
@@ -219,6 +234,7 @@ impl Authorizer {
             server: None,
             warnings: options.warnings,
             cedar: cedar_policy::Authorizer::new(),
+            principals,
         })
     }
 
@@ -241,19 +257,60 @@ impl Authorizer {
 
     /// Decides one request. Never panics; anything that prevents a clean evaluation denies.
     pub fn authorize(&self, who: &Identity, what: &Target<'_>) -> Decision {
+        self.decide(&self.principal(who), what, false)
+    }
+
+    /// Like [`Authorizer::authorize`], the caller's part (claims, groups, its entity) built once
+    /// per identity and reused for its later requests (see `principal`): for a proxy, whose
+    /// authenticator hands out one shared identity per verified token.
+    pub fn authorize_shared(&self, who: &Arc<Identity>, what: &Target<'_>) -> Decision {
+        let principal = self.principals.get_or_build(who, |who| self.principal(who));
+        self.decide(&principal, what, true)
+    }
+
+    /// The caller's part of every decision, or why every request of this caller is denied.
+    fn principal(&self, who: &Identity) -> principal::Built {
         if who.subject.is_empty() {
-            return Decision::deny_with("the caller has no subject".to_owned());
+            return Err("the caller has no subject".to_owned());
         }
         // Only what some policy reads is built (see `analysis`); the rest is still measured
         // against the bounds, so budgets and left-out attributes are as if all were built.
         let reads = |name: &str| self.usage.reads(name);
         let context_reads = |name: &str| self.usage.context_reads(name);
+        let anywhere = |name: &str| self.usage.reads_anywhere(name);
         let mut budget = values::Budget::new();
-        let claims = attributes::claims(&who.claims, &self.rules, &mut budget, &context_reads);
-        let groups = match attributes::groups(&who.claims, &self.rules) {
-            Ok(groups) => groups,
-            Err(e) => return Decision::deny_with(e),
+        let claims = attributes::claims(&who.claims, &self.rules, &mut budget, &anywhere);
+        let groups = attributes::groups(&who.claims, &self.rules)?;
+        let principal_uid = uid(&self.client_type, &who.subject);
+        let attrs = claims.values.iter().filter(|(name, _)| reads(name)).cloned().collect();
+        let context = claims.values.into_iter().filter(|(name, _)| context_reads(name)).collect();
+        let parents = groups.iter().map(|g| uid(&self.group_type, g)).collect();
+        let store = self
+            .entities
+            .entity(RequestEntity { uid: principal_uid.clone(), attrs, parents })
+            .and_then(|entity| entities::with_entity(self.entities.base(), entity));
+        Ok(principal::Principal {
+            dropped: claims.dropped,
+            context,
+            budget,
+            uid: principal_uid,
+            store,
+            per_caller: principal::Outcomes::default(),
+        })
+    }
+
+    /// Decides one request of a caller whose part is built. `again`: the principal is kept for
+    /// later requests, so the caller-only policies' outcome is worth keeping too; otherwise all
+    /// applicable policies are evaluated in one pass.
+    fn decide(&self, principal: &principal::Built, what: &Target<'_>, again: bool) -> Decision {
+        let principal = match principal {
+            Ok(p) => p,
+            Err(e) => return Decision::deny_with(e.clone()),
         };
+        let reads = |name: &str| self.usage.reads(name);
+        let context_reads = |name: &str| self.usage.context_reads(name);
+        let anywhere = |name: &str| self.usage.reads_anywhere(name);
+        let mut budget = principal.budget.clone();
 
         let (_, _, operation, feature) = what.feature.names();
         let mut resource = Attributes::default();
@@ -261,16 +318,15 @@ impl Authorizer {
             attributes::annotations(what.annotations, &reads, &mut resource);
         }
         let args_start = resource.values.len();
-        attributes::arguments(what.arguments, &mut budget, &context_reads, &mut resource);
-        let args: Vec<(String, RestrictedExpression)> = resource.values[args_start..].to_vec();
-        if self.usage.context_whole() {
-            // Built for the context only; the resource keeps the ones policies read.
-            let mut index = 0;
-            resource.values.retain(|(name, _)| {
-                index += 1;
-                index <= args_start || reads(name)
-            });
-        }
+        attributes::arguments(what.arguments, &mut budget, &anywhere, &mut resource);
+        let args: Vec<(String, RestrictedExpression)> =
+            resource.values[args_start..].iter().filter(|(name, _)| context_reads(name)).cloned().collect();
+        // Some may be built for the context only; the resource keeps the ones policies read.
+        let mut index = 0;
+        resource.values.retain(|(name, _)| {
+            index += 1;
+            index <= args_start || reads(name)
+        });
         let mut fixed = vec![("name", what.name), ("operation", operation), ("feature", feature)];
         if what.feature == Feature::Resource {
             fixed.push(("uri", what.name));
@@ -286,14 +342,13 @@ impl Authorizer {
         // The text check also catches a name only a string literal mentions; `usage` one a policy
         // spells with escapes (`["cl\u{61}im_x"]`).
         let named = |d: &&attributes::Dropped| self.policy_text.contains(&d.name) || self.usage.names(&d.name);
-        if let Some(d) = claims.dropped.iter().chain(&resource.dropped).find(named) {
+        if let Some(d) = principal.dropped.iter().chain(&resource.dropped).find(named) {
             return Decision::deny_with(format!(
                 "attribute {} was left out ({}) and a policy names it",
                 d.name, d.reason
             ));
         }
 
-        let principal = uid(&self.client_type, &who.subject);
         let Some(resource_type) = self.resource_types.get(&what.feature) else {
             return Decision::deny_with("unknown feature".to_owned());
         };
@@ -303,57 +358,52 @@ impl Authorizer {
         let resource_uid = uid(resource_type, what.name);
 
         // Context: claims, then arguments (ToolHive's merge order; the prefixes never clash).
-        let mut context: HashMap<String, RestrictedExpression> = claims.values.iter().cloned().collect();
-        context.extend(args);
-        let context = match Context::from_pairs(context) {
-            Ok(c) => c,
-            Err(e) => return Decision::deny_with(format!("context: {e}")),
-        };
-        let principal_attrs = if self.usage.context_whole() {
-            claims.values.into_iter().filter(|(name, _)| reads(name)).collect()
+        let context = if principal.context.is_empty() && args.is_empty() {
+            Context::empty()
         } else {
-            claims.values
+            let pairs: HashMap<String, RestrictedExpression> = principal.context.iter().cloned().chain(args).collect();
+            match Context::from_pairs(pairs) {
+                Ok(c) => c,
+                Err(e) => return Decision::deny_with(format!("context: {e}")),
+            }
         };
-        let request_entities = vec![
-            RequestEntity {
-                uid: principal.clone(),
-                attrs: principal_attrs,
-                parents: groups.iter().map(|g| uid(&self.group_type, g)).collect(),
-            },
-            RequestEntity {
-                uid: resource_uid.clone(),
-                attrs: resource.values,
-                parents: self.server.iter().cloned().collect(),
-            },
-        ];
-        let entities = match self.entities.with_request(request_entities) {
-            Ok(e) => e,
+        let store = match &principal.store {
+            Ok(store) => store,
             Err(e) => return Decision::deny_with(format!("entities: {e}")),
         };
-        let policies = self.applicable.get(&what.feature).map_or(&self.policies, |a| a.for_resource(&resource_uid));
-        let request = match Request::new(principal, action.clone(), resource_uid, context, None) {
+        let resource_entity = RequestEntity {
+            uid: resource_uid.clone(),
+            attrs: resource.values,
+            parents: self.server.iter().cloned().collect(),
+        };
+        let entities =
+            match self.entities.entity(resource_entity).and_then(|entity| entities::with_entity(store, entity)) {
+                Ok(e) => e,
+                Err(e) => return Decision::deny_with(format!("entities: {e}")),
+            };
+        let split = self.applicable.get(&what.feature).map(|a| a.for_resource(&resource_uid));
+        let request = match Request::new(principal.uid.clone(), action.clone(), resource_uid, context, None) {
             Ok(r) => r,
             Err(e) => return Decision::deny_with(format!("request: {e}")),
         };
-
-        let response = self.cedar.is_authorized(&request, policies, &entities);
-        let errors: Vec<(String, String)> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
-                    (p.policy_id().to_string(), e.to_string())
-                }
-            })
-            .collect();
-        let mut decided: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
-        let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
-        if !errors.is_empty() {
-            // Cedar skipped the erroring policies; here they decide, and they deny.
-            decided = errors.iter().map(|(id, _)| id.clone()).collect();
+        let Some(split) = split else {
+            return Outcome::of(&self.cedar.is_authorized(&request, &self.policies, &entities)).decision();
+        };
+        if !again {
+            return Outcome::of(&self.cedar.is_authorized(&request, &split.all, &entities)).decision();
         }
-        decided.sort();
-        decided.dedup();
-        Decision { allowed, policies: decided, errors: errors.into_iter().map(|(_, e)| e).collect() }
+        let mut outcome = if split.has_per_request {
+            Outcome::of(&self.cedar.is_authorized(&request, &split.per_request, &entities))
+        } else {
+            Outcome::default()
+        };
+        if split.has_per_caller {
+            // Their outcome is the same for every request of this caller on this resource.
+            let per_caller = principal.per_caller.get_or_eval(what.feature, what.name, || {
+                Outcome::of(&self.cedar.is_authorized(&request, &split.per_caller, &entities))
+            });
+            outcome.join(&per_caller);
+        }
+        outcome.decision()
     }
 }

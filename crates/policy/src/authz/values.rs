@@ -22,7 +22,7 @@ pub const MAX_TOTAL_BYTES: usize = 1024 * 1024;
 const MAX_DECIMAL: f64 = 9.0e14;
 
 /// What is left to spend on one decision.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Budget {
     nodes: usize,
     bytes: usize,

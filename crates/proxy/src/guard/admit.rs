@@ -92,7 +92,7 @@ impl Guard {
                     };
                     let arguments = params.as_ref().and_then(NamedParams::policy_arguments);
                     let target = Target { feature, name, arguments: arguments.as_ref(), annotations: None };
-                    deny_unless(authz.authorize(who, &target).allowed, action, id)?;
+                    deny_unless(authz.authorize_shared(who, &target).allowed, action, id)?;
                 }
                 Ok(Admitted { message: m, reshape: None })
             }
@@ -105,7 +105,7 @@ impl Guard {
 
     /// `tools/call`: a hidden tool does not exist; a renamed one is called by its server name;
     /// then the policy decides on the server's name, the arguments and the server's annotations.
-    fn admit_call(self: &Arc<Self>, who: &Identity, m: Message, id: Option<String>) -> Result<Admitted, Refusal> {
+    fn admit_call(self: &Arc<Self>, who: &Arc<Identity>, m: Message, id: Option<String>) -> Result<Admitted, Refusal> {
         let params: Option<NamedParams<'_>> = m.params_as();
         let Some(name) = params.as_ref().and_then(|p| p.name.as_deref()) else {
             return Err(Refusal::invalid_with_id("params.name missing", id.as_deref()));
@@ -131,7 +131,7 @@ impl Guard {
                 arguments: arguments.as_ref(),
                 annotations: annotations.as_ref(),
             };
-            deny_unless(authz.authorize(who, &target).allowed, "call_tool", id.clone())?;
+            deny_unless(authz.authorize_shared(who, &target).allowed, "call_tool", id.clone())?;
         }
         let message = if renamed {
             let bytes = with_call_name(m.bytes(), &server_name)
@@ -164,7 +164,7 @@ impl Guard {
     }
 
     /// What one listed item becomes for this caller.
-    fn fate(&self, who: &Identity, kind: ListKind, item: &ListItem<'_>) -> ItemFate {
+    fn fate(&self, who: &Arc<Identity>, kind: ListKind, item: &ListItem<'_>) -> ItemFate {
         let (feature, name) = match kind {
             ListKind::Tools => (Feature::Tool, item.name),
             ListKind::Prompts => (Feature::Prompt, item.name),
@@ -177,7 +177,7 @@ impl Guard {
         }
         if let Some(authz) = &self.authz {
             let target = Target { feature, name, arguments: None, annotations: item.annotations };
-            if !authz.authorize(who, &target).allowed {
+            if !authz.authorize_shared(who, &target).allowed {
                 return ItemFate::Drop;
             }
         }
