@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use apiary_config::{RunConfig, Source, StdioMode};
+use apiary_config::{AuthMode, PolicyConfig, RunConfig, Source, StdioMode};
+use apiary_policy::authn::{Authenticator, AuthnOptions};
+use apiary_policy::authz::Authorizer;
 use apiary_runtime::state::{StateDir, WorkloadState};
 use apiary_transport::launch::Launch;
-use apiary_vmcp::config::{CircuitBreaker, FailureHandling, Operational, StaticBackend};
+use apiary_vmcp::config::{CircuitBreaker, FailureHandling, IncomingPolicy, Operational, StaticBackend};
 use apiary_vmcp::{InstanceLimits, VmcpConfig, VmcpLaunch};
 
 use crate::output;
@@ -96,7 +98,41 @@ pub async fn vmcp(args: VmcpArgs) -> anyhow::Result<()> {
 fn load(path: &Path) -> anyhow::Result<(VmcpConfig, Vec<String>)> {
     let config = VmcpConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let warnings = config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    check_incoming(path, &config.incoming_policy())?;
     Ok((config, warnings))
+}
+
+/// The file's incoming auth checked as the proxy will build it: the issuer's settings and
+/// every Cedar policy, so a bad one fails here with the file's name, not in the proxy.
+fn check_incoming(path: &Path, incoming: &IncomingPolicy) -> anyhow::Result<()> {
+    if let Some(oidc) = &incoming.oidc {
+        Authenticator::new(oidc, AuthnOptions::default())
+            .with_context(|| format!("{}: incomingAuth.oidc", path.display()))?;
+    }
+    if let Some(doc) = &incoming.authz {
+        Authorizer::from_value(doc, &format!("{}: incomingAuth.authz", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Puts the file's incoming auth into the proxy's policy, unless the flags set some too:
+/// two sources of one protection would leave the user guessing which one holds.
+fn merge_incoming(policy: &mut PolicyConfig, incoming: IncomingPolicy) -> anyhow::Result<()> {
+    if incoming.is_open() {
+        return Ok(());
+    }
+    if policy.oidc.is_some() || policy.auth_mode != AuthMode::Anonymous || policy.authz.is_some() {
+        bail!(
+            "the config file's incomingAuth sets incoming authentication or Cedar, and so do the \
+             --oidc-*/--auth-mode/--authz-config flags: give them in one place"
+        );
+    }
+    policy.oidc = incoming.oidc;
+    if incoming.local {
+        policy.auth_mode = AuthMode::Local;
+    }
+    policy.authz = incoming.authz;
+    Ok(())
 }
 
 fn validate(path: &Path) -> anyhow::Result<()> {
@@ -201,7 +237,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(flag) = args.policy.remote_auth_flag() {
         bail!("{flag} logs in to one remote server; a vMCP's backends authenticate with the config's outgoingAuth");
     }
-    let policy = args.policy.to_policy()?;
+    let mut policy = args.policy.to_policy()?;
+    merge_incoming(&mut policy, config.incoming_policy())?;
     if !policy.outgoing.is_empty() {
         bail!("upstream credential flags do not apply to a vMCP: set outgoingAuth per backend in the config");
     }

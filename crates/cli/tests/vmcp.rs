@@ -296,3 +296,69 @@ async fn cedar_from_the_proxy_flags_guards_the_aggregated_names() {
     assert!(pid_via(&client, "beta_pid").await.is_err(), "a call Cedar does not permit is refused");
     client.close().await.unwrap();
 }
+
+async fn connect_with(url: &str, token: &str) -> Result<McpClient, ClientError> {
+    let options = ConnectOptions {
+        timeout: Duration::from_secs(30),
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        ..ConnectOptions::default()
+    };
+    McpClient::connect(url, options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_auth_and_cedar_from_the_config_file_are_enforced() {
+    let apiary = Apiary::new();
+    let issuer = apiary_testkit::issuer::TestIssuer::start().await;
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    let incoming = format!(
+        "incomingAuth:\n  type: oidc\n  oidc: {{issuer: '{}', audience: vmcp, insecureAllowHttp: true}}\n  authz:\n    type: cedar\n    policies:\n      - 'permit(principal, action == Action::\"call_tool\", resource == Tool::\"alpha_pid\");'\n",
+        issuer.issuer()
+    );
+    let text = format!("{}{incoming}", backends_yaml(&a, &b));
+    let config = apiary.scratch().join("auth.yaml");
+    std::fs::write(&config, &text).unwrap();
+
+    // Flags and the file both giving incoming auth: refused before anything serves.
+    let out =
+        apiary.run(&["vmcp", "serve", "--port", "0", "--config", config.to_str().unwrap(), "--auth-mode", "local"]);
+    assert!(out.failed().contains("give them in one place"), "{}", out.stderr);
+
+    let v = serve_config(&apiary, "auth.yaml", &text).await;
+    // No token: 401 at the front.
+    let Err(err) = McpClient::connect(&v.url, ConnectOptions::default()).await else {
+        panic!("served without a token")
+    };
+    assert!(matches!(err, ClientError::HttpStatus { status: 401, .. }), "{err}");
+    // A token for another audience: 401 too.
+    let wrong = issuer.mint(&issuer.claims("alice", "someone-else"));
+    let Err(err) = connect_with(&v.url, &wrong).await else { panic!("a token for another audience was accepted") };
+    assert!(matches!(err, ClientError::HttpStatus { status: 401, .. }), "{err}");
+
+    let token = issuer.mint(&issuer.claims("alice", "vmcp"));
+    let client = connect_with(&v.url, &token).await.unwrap();
+    assert_eq!(tool_names(&client).await, ["alpha_pid"], "the list is filtered by the file's Cedar policy");
+    assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
+    let err = pid_via(&client, "beta_pid").await.unwrap_err();
+    assert!(matches!(err, ClientError::HttpStatus { status: 403, .. }), "{err}");
+    client.close().await.unwrap();
+}
+
+#[test]
+fn validate_refuses_a_bad_policy_or_an_unknown_incoming_auth_field() {
+    let apiary = Apiary::new();
+    let file = apiary.scratch().join("bad.yaml");
+    let base = "backends:\n  - {name: a, url: 'http://127.0.0.1:1/mcp', transport: streamable-http}\n";
+    std::fs::write(&file, format!("{base}incomingAuth:\n  type: anonymous\n  authz: {{type: cedar, policies: ['permit(principal, action == , resource);']}}\n")).unwrap();
+    let out = apiary.run(&["vmcp", "validate", "--config", file.to_str().unwrap()]);
+    assert!(out.failed().contains("incomingAuth.authz"), "{}", out.stderr);
+    std::fs::write(
+        &file,
+        format!("{base}incomingAuth: {{type: oidc, oidc: {{issuer: 'https://i.example', audiences: [x]}}}}\n"),
+    )
+    .unwrap();
+    let out = apiary.run(&["vmcp", "validate", "--config", file.to_str().unwrap()]);
+    let err = out.failed();
+    assert!(err.contains("incomingAuth.oidc") && err.contains("audiences"), "{err}");
+}

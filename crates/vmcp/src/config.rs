@@ -1,7 +1,7 @@
 //! ToolHive's vMCP configuration file (`pkg/vmcp/config`), read so that a ToolHive user's
 //! YAML loads unchanged: the sections Apiary carries out are typed, the ones it does not
-//! yet (composite tools, optimizer, incoming auth in the file, ...) are accepted and named in
-//! a warning. One validation whose errors name the field path.
+//! yet (composite tools, optimizer, ...) are accepted and named in a warning; the ones that
+//! protect something (incoming auth, backend fields) are typed strictly, unknown fields refused. One validation whose errors name the field path.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,7 +27,7 @@ pub struct VmcpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outgoing_auth: Option<OutgoingAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub incoming_auth: Option<Value>,
+    pub incoming_auth: Option<IncomingAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub composite_tools: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +40,86 @@ pub struct VmcpConfig {
     pub audit: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+}
+
+/// `incomingAuth`: who may call the vMCP (ToolHive's `IncomingAuthConfig`, plus the Cedar
+/// claim settings the operator carries). Unknown fields are refused: a protection misspelt
+/// must not be silently dropped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncomingAuth {
+    /// `anonymous`, `oidc` or `local` (every caller is the OS user running the vMCP).
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<IncomingOidc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz: Option<IncomingAuthz>,
+}
+
+/// `incomingAuth.oidc`: bearer tokens of this issuer are required.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncomingOidc {
+    #[serde(default)]
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The environment variable holding the introspection client's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// This server's public URL (RFC 9728 `resource`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_url: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_http: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// `incomingAuth.authz`: Cedar policies over the aggregated names (default deny once set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncomingAuthz {
+    /// `cedar`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// A JSON list of Cedar entities, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities_json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_claim_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_claim_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_entity_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_upstream_provider: Option<String>,
+}
+
+/// What a file's `incomingAuth` asks of the proxy's policy layers, in `RunConfig.policy`'s terms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncomingPolicy {
+    pub oidc: Option<apiary_config::OidcConfig>,
+    /// `type: local`.
+    pub local: bool,
+    /// A ToolHive `cedarv1` authorization document.
+    pub authz: Option<Value>,
+}
+
+impl IncomingPolicy {
+    /// True when the file asks for no protection (anonymous callers, no Cedar).
+    pub fn is_open(&self) -> bool {
+        self.oidc.is_none() && !self.local && self.authz.is_none()
+    }
 }
 
 /// `backends[]`: a backend reached over HTTP (static mode).
@@ -413,19 +493,8 @@ impl VmcpConfig {
                 }
             }
         }
-        // A protection asked for in the file must be enforced or refused, never ignored: until
-        // the file's incoming auth is applied, only `type: anonymous` without `authz` passes.
         if let Some(incoming) = &self.incoming_auth {
-            let anonymous = incoming.get("type").and_then(Value::as_str) == Some("anonymous")
-                && incoming.get("authz").is_none_or(Value::is_null);
-            if !anonymous {
-                problems.push(Problem {
-                    path: "incomingAuth".into(),
-                    message: "only `type: anonymous` is applied from the config file yet; authenticate and \
-                              authorize callers with the --oidc-* and --authz-config flags of apiary vmcp serve"
-                        .into(),
-                });
-            }
+            check_incoming(&mut problems, incoming);
         }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
@@ -465,6 +534,43 @@ impl VmcpConfig {
             }
         }
         out
+    }
+
+    /// The file's `incomingAuth` as the proxy's policy layers take it (from a validated config).
+    pub fn incoming_policy(&self) -> IncomingPolicy {
+        let Some(incoming) = &self.incoming_auth else { return IncomingPolicy::default() };
+        let oidc = incoming.oidc.as_ref().filter(|_| incoming.kind == "oidc").map(|o| apiary_config::OidcConfig {
+            issuer: o.issuer.clone(),
+            audience: o.audience.clone(),
+            jwks_url: o.jwks_url.clone(),
+            introspection_url: o.introspection_url.clone(),
+            client_id: o.client_id.clone(),
+            client_secret: None,
+            client_secret_env: o.client_secret_env.clone(),
+            scopes: o.scopes.clone(),
+            required_scopes: Vec::new(),
+            resource_url: o.resource.clone(),
+            insecure_allow_http: o.insecure_allow_http,
+            jwks_min_refresh_secs: None,
+        });
+        let authz = incoming.authz.as_ref().map(|a| {
+            let mut cedar = serde_json::json!({
+                "policies": a.policies,
+                "entities_json": a.entities_json.clone().unwrap_or_else(|| "[]".to_owned()),
+            });
+            for (key, value) in [
+                ("group_claim_name", &a.group_claim_name),
+                ("role_claim_name", &a.role_claim_name),
+                ("group_entity_type", &a.group_entity_type),
+                ("primary_upstream_provider", &a.primary_upstream_provider),
+            ] {
+                if let Some(v) = value {
+                    cedar[key] = Value::String(v.clone());
+                }
+            }
+            serde_json::json!({"version": "1.0", "type": "cedarv1", "cedar": cedar})
+        });
+        IncomingPolicy { oidc, local: incoming.kind == "local", authz }
     }
 
     /// The conflict resolution strategy.
@@ -569,6 +675,32 @@ fn check_auth(problems: &mut Vec<Problem>, path: &str, auth: &BackendAuth) {
             ),
         }),
         other => problems.push(Problem { path: format!("{path}.type"), message: format!("unknown type {other:?}") }),
+    }
+}
+
+fn check_incoming(problems: &mut Vec<Problem>, incoming: &IncomingAuth) {
+    let mut bad = |path: &str, message: &str| problems.push(Problem { path: path.into(), message: message.into() });
+    match incoming.kind.as_str() {
+        "anonymous" | "local" => {
+            if incoming.oidc.is_some() {
+                bad("incomingAuth.oidc", "set only with `type: oidc`");
+            }
+        }
+        "oidc" => match &incoming.oidc {
+            None => bad("incomingAuth.oidc", "required for `type: oidc` (at least its issuer)"),
+            Some(o) if o.issuer.trim().is_empty() => bad("incomingAuth.oidc.issuer", "required"),
+            Some(_) => {}
+        },
+        "" => bad("incomingAuth.type", "required: `anonymous`, `oidc` or `local`"),
+        other => bad("incomingAuth.type", &format!("unknown type {other:?} (`anonymous`, `oidc` or `local`)")),
+    }
+    if let Some(a) = &incoming.authz {
+        if a.kind != "cedar" {
+            bad("incomingAuth.authz.type", &format!("must be `cedar`, not {:?}", a.kind));
+        }
+        if a.policies.is_empty() {
+            bad("incomingAuth.authz.policies", "at least one Cedar policy (none would deny every request)");
+        }
     }
 }
 
@@ -724,17 +856,53 @@ operational:
     }
 
     #[test]
-    fn incoming_auth_in_the_file_is_refused_unless_anonymous() {
+    fn incoming_auth_maps_to_the_proxy_policy_and_bad_blocks_are_refused() {
         let base = "backends:\n  - {name: a, url: 'http://x/mcp', transport: streamable-http}\n";
         let ok = format!("{base}incomingAuth: {{type: anonymous}}\n");
-        assert!(VmcpConfig::parse(&ok).unwrap().validate().unwrap().is_empty());
-        for protected in [
-            "incomingAuth: {type: oidc, oidc: {issuer: 'https://issuer.example'}}\n",
-            "incomingAuth: {type: anonymous, authz: {type: cedar, policies: []}}\n",
-            "incomingAuth: {type: local}\n",
+        let c = VmcpConfig::parse(&ok).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        assert!(c.incoming_policy().is_open());
+
+        let oidc = format!(
+            "{base}incomingAuth:\n  type: oidc\n  oidc: {{issuer: 'https://idp.example', audience: vmcp, resource: 'https://vmcp.example/mcp', clientSecretEnv: SECRET_VAR, scopes: [openid]}}\n  authz:\n    type: cedar\n    policies: ['permit(principal, action, resource);']\n    groupClaimName: groups\n"
+        );
+        let c = VmcpConfig::parse(&oidc).unwrap();
+        c.validate().unwrap();
+        let p = c.incoming_policy();
+        let o = p.oidc.as_ref().unwrap();
+        assert_eq!((o.issuer.as_str(), o.audience.as_deref()), ("https://idp.example", Some("vmcp")));
+        assert_eq!(o.resource_url.as_deref(), Some("https://vmcp.example/mcp"));
+        assert_eq!(o.client_secret_env.as_deref(), Some("SECRET_VAR"));
+        let doc = p.authz.unwrap();
+        assert_eq!(doc["type"], "cedarv1");
+        assert_eq!(doc["cedar"]["policies"][0], "permit(principal, action, resource);");
+        assert_eq!(doc["cedar"]["entities_json"], "[]");
+        assert_eq!(doc["cedar"]["group_claim_name"], "groups");
+
+        let local = VmcpConfig::parse(&format!("{base}incomingAuth: {{type: local}}\n")).unwrap();
+        local.validate().unwrap();
+        assert!(local.incoming_policy().local);
+
+        for (bad, path) in [
+            ("incomingAuth: {type: oidc}\n", "incomingAuth.oidc"),
+            ("incomingAuth: {type: oidc, oidc: {audience: x}}\n", "incomingAuth.oidc.issuer"),
+            ("incomingAuth: {type: kerberos}\n", "incomingAuth.type"),
+            ("incomingAuth: {type: anonymous, authz: {type: opa, policies: [x]}}\n", "incomingAuth.authz.type"),
+            ("incomingAuth: {type: anonymous, authz: {type: cedar}}\n", "incomingAuth.authz.policies"),
         ] {
-            let err = VmcpConfig::parse(&format!("{base}{protected}")).unwrap().validate().unwrap_err();
-            assert!(err.to_string().contains("incomingAuth"), "{protected}: {err}");
+            let err = VmcpConfig::parse(&format!("{base}{bad}")).unwrap().validate().unwrap_err();
+            let ConfigError::Invalid(p) = err else { panic!("{bad}: not a validation error") };
+            assert_eq!(p[0].path, path, "{bad}");
+        }
+        // An unknown field is refused at parse time, with its path.
+        for unknown in [
+            "incomingAuth: {type: oidc, oidc: {issuer: 'https://i', audiance: x}}\n",
+            "incomingAuth: {type: anonymous, authz: {type: cedar, policies: [x], polices: [y]}}\n",
+        ] {
+            let err = VmcpConfig::parse(&format!("{base}{unknown}")).unwrap_err();
+            let ConfigError::Parse { path, message, .. } = err else { panic!("{unknown}: not a parse error") };
+            assert!(path.starts_with("incomingAuth."), "{unknown}: {path}");
+            assert!(message.contains("unknown field"), "{unknown}: {message}");
         }
     }
 
