@@ -185,7 +185,7 @@ fn group_config(group: &str) -> anyhow::Result<VmcpConfig> {
         }
         // A workload proxied in `--proxy-mode sse` speaks the 2024-11-05 transport.
         let transport = if url.trim_end_matches('/').ends_with("/sse") { "sse" } else { "streamable-http" };
-        backends.push(StaticBackend { name, url, transport: transport.into(), metadata: None });
+        backends.push(StaticBackend { name, url, transport: transport.into(), ..StaticBackend::default() });
     }
     if backends.is_empty() {
         bail!("group {group:?} has no running workloads; start some with: apiary run --group {group} …");

@@ -362,3 +362,39 @@ fn validate_refuses_a_bad_policy_or_an_unknown_incoming_auth_field() {
     let err = out.failed();
     assert!(err.contains("incomingAuth.oidc") && err.contains("audiences"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_resolving_to_loopback_is_refused_at_connect_and_backend_headers_are_sent() {
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    // The same kind of server as an entry named `localhost`: the name passes the file's
+    // checks, its address (127.0.0.1 or ::1) is refused when the vMCP connects.
+    let entry_url = b.url.replace("127.0.0.1", "localhost");
+    let text = format!(
+        "backends:\n  - name: alpha\n    url: '{}'\n    transport: streamable-http\n    headers: {{X-Plain: one}}\n    headersFromEnv: {{X-From-Env: APIARY_TEST_VMCP_HEADER}}\n  - {{name: ent, url: '{entry_url}', transport: streamable-http, type: entry, allowPrivateEndpoint: true}}\n",
+        a.url
+    );
+    let config = apiary.scratch().join("entry.yaml");
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = apiary.command(&["vmcp", "serve", "--port", "0", "--config", config.to_str().unwrap()]);
+    cmd.env("APIARY_TEST_VMCP_HEADER", "from-the-environment");
+    let v = start(tokio::process::Command::from(cmd)).await;
+
+    let client = connect(&v.url).await;
+    let names = tool_names(&client).await;
+    assert!(names.iter().any(|n| n == "alpha_pid"), "the member on loopback is served: {names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("ent_")), "the entry on loopback is not: {names:?}");
+    assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
+    for (header, want) in [("x-plain", "one"), ("x-from-env", "from-the-environment")] {
+        let got = client.call_tool("alpha_request_header", json!({"name": header})).await.unwrap();
+        assert_eq!(got["content"][0]["text"], want, "{header}: {got}");
+    }
+    client.close().await.unwrap();
+
+    let base = v.url.trim_end_matches("/mcp");
+    let status: Value = reqwest::get(format!("{base}/status")).await.unwrap().json().await.unwrap();
+    let ent = status["backends"].as_array().unwrap().iter().find(|b| b["name"] == "ent").unwrap().clone();
+    let why = ent["lastError"].as_str().unwrap_or_default();
+    assert!(why.contains("refused to connect to localhost") && why.contains("loopback"), "{status}");
+}

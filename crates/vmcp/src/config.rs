@@ -122,9 +122,10 @@ impl IncomingPolicy {
     }
 }
 
-/// `backends[]`: a backend reached over HTTP (static mode).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// `backends[]`: a backend reached over HTTP (static mode). Unknown fields are refused: a
+/// header, CA bundle or SSRF setting misspelt must not be silently dropped.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StaticBackend {
     #[serde(default)]
     pub name: String,
@@ -133,8 +134,50 @@ pub struct StaticBackend {
     /// `streamable-http` or `sse`.
     #[serde(default)]
     pub transport: String,
+    /// `entry` for an MCPServerEntry (a remote URL): every address its host resolves to is
+    /// checked against the SSRF ranges when the vMCP connects. Unset: a member the operator
+    /// runs (a cluster Service) or a local workload, not checked.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For an entry: the private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) may be reached.
+    /// Loopback, link-local and metadata addresses never may.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_endpoint: bool,
+    /// Headers sent with every request, as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Headers sent with every request whose values are in these environment variables
+    /// (header → variable; read at start).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_from_env: BTreeMap<String, String>,
+    /// A PEM file of CA certificates trusted for this backend besides the built-in roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl StaticBackend {
+    /// Whether this backend is an MCPServerEntry (checked against the SSRF ranges).
+    pub fn is_entry(&self) -> bool {
+        self.kind.as_deref() == Some("entry")
+    }
+}
+
+impl std::fmt::Debug for StaticBackend {
+    // Plaintext header values may be credentials: only their names are printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticBackend")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("transport", &self.transport)
+            .field("kind", &self.kind)
+            .field("allow_private_endpoint", &self.allow_private_endpoint)
+            .field("header_names", &self.headers.keys().collect::<Vec<_>>())
+            .field("headers_from_env", &self.headers_from_env)
+            .field("ca_bundle_path", &self.ca_bundle_path)
+            .finish()
+    }
 }
 
 /// `aggregation`.
@@ -250,19 +293,32 @@ pub struct OutgoingAuth {
 }
 
 /// One backend's auth strategy (ToolHive's `BackendAuthStrategy`). Apiary carries out
-/// `unauthenticated` and `header_injection`.
+/// `unauthenticated`, `header_injection` and `bearer_token` (Apiary's own: a fixed token).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAuth {
     #[serde(default, rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_injection: Option<HeaderInjection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<BearerToken>,
+    /// Parsed so that it is refused by name (not supported yet), never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<Value>,
+}
+
+/// `bearerToken`: `Authorization: Bearer <the value of tokenEnv>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BearerToken {
+    #[serde(default)]
+    pub token_env: String,
 }
 
 /// `headerInjection`: a header sent with every request to the backend.
 #[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderInjection {
     #[serde(default)]
     pub header_name: String,
@@ -381,9 +437,6 @@ impl VmcpConfig {
     pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let mut problems = Vec::new();
         let mut bad = |path: String, message: &str| problems.push(Problem { path, message: message.to_owned() });
-        if self.backends.is_empty() {
-            bad("backends".into(), "no backends: list at least one (name, url, transport)");
-        }
         if self.backends.len() > MAX_BACKENDS {
             bad("backends".into(), &format!("more than {MAX_BACKENDS} backends"));
         }
@@ -399,6 +452,37 @@ impl VmcpConfig {
             }
             if !matches!(b.transport.as_str(), "streamable-http" | "sse" | "") {
                 bad(format!("backends[{i}].transport"), "must be `streamable-http` or `sse`");
+            }
+            match b.kind.as_deref() {
+                None => {}
+                Some("entry") => {
+                    // A literal address is refused now; a name is checked when connecting.
+                    if let Err(apiary_config::ssrf::SsrfError::Blocked { host, class }) =
+                        apiary_config::ssrf::check_url(&b.url, b.allow_private_endpoint)
+                        && host.parse::<std::net::IpAddr>().is_ok()
+                    {
+                        bad(
+                            format!("backends[{i}].url"),
+                            &format!("host {host} is {class}; an entry may not reach it"),
+                        );
+                    }
+                }
+                Some(other) => bad(format!("backends[{i}].type"), &format!("unknown type {other:?} (only `entry`)")),
+            }
+            if b.allow_private_endpoint && !b.is_entry() {
+                bad(format!("backends[{i}].allowPrivateEndpoint"), "applies to `type: entry` backends only");
+            }
+            let named = b.headers.keys().map(|h| ("headers", h, None));
+            for (field, h, var) in named.chain(b.headers_from_env.iter().map(|(h, v)| ("headersFromEnv", h, Some(v)))) {
+                if !valid_header_name(h) {
+                    bad(format!("backends[{i}].{field}.{h}"), "not a valid HTTP header name");
+                }
+                if var.is_some_and(|v| v.trim().is_empty()) {
+                    bad(format!("backends[{i}].{field}.{h}"), "names no environment variable");
+                }
+            }
+            if b.ca_bundle_path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                bad(format!("backends[{i}].caBundlePath"), "must not be empty");
             }
         }
         let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
@@ -504,6 +588,9 @@ impl VmcpConfig {
 
     fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.backends.is_empty() {
+            out.push("no backends: the vMCP serves an empty catalog until the config lists some".to_owned());
+        }
         let unsupported = [
             ("compositeTools", self.composite_tools.is_some()),
             ("compositeToolRefs", self.composite_tool_refs.is_some()),
@@ -586,29 +673,53 @@ impl VmcpConfig {
         }
     }
 
-    /// The headers to send to `backend` (its own strategy, else the default). Values from
-    /// the environment are read now; a missing variable is an error naming the field.
+    /// Every header to send to `backend`: its `headers`, its `headersFromEnv` and its outgoing
+    /// auth (its own strategy, else the default). Values from the environment are read now; a
+    /// missing variable, or one header given twice, is an error naming the field.
     pub fn headers_for(&self, backend: &str) -> Result<Vec<(String, String)>, ConfigError> {
-        let Some(out) = &self.outgoing_auth else { return Ok(Vec::new()) };
-        let (path, auth) = match (out.backends.get(backend), &out.default) {
+        let invalid = |path: String, message: String| ConfigError::Invalid(vec![Problem { path, message }]);
+        let env = |path: String, var: &str| {
+            std::env::var(var).map_err(|_| invalid(path, format!("the environment variable {var:?} is not set")))
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut add = |path: String, name: &str, value: String| {
+            if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                return Err(invalid(path, format!("header {name} is set twice for backend {backend:?}")));
+            }
+            out.push((name.to_owned(), value));
+            Ok(())
+        };
+        if let Some((i, b)) = self.backends.iter().enumerate().find(|(_, b)| b.name == backend) {
+            for (name, value) in &b.headers {
+                add(format!("backends[{i}].headers.{name}"), name, value.clone())?;
+            }
+            for (name, var) in &b.headers_from_env {
+                let path = format!("backends[{i}].headersFromEnv.{name}");
+                add(path.clone(), name, env(path, var)?)?;
+            }
+        }
+        let Some(auth) = &self.outgoing_auth else { return Ok(out) };
+        let (path, auth) = match (auth.backends.get(backend), &auth.default) {
             (Some(a), _) => (format!("outgoingAuth.backends.{backend}"), a),
             (None, Some(d)) => ("outgoingAuth.default".to_owned(), d),
-            (None, None) => return Ok(Vec::new()),
+            (None, None) => return Ok(out),
         };
-        let Some(h) = auth.header_injection.as_ref().filter(|_| auth.kind == "header_injection") else {
-            return Ok(Vec::new());
-        };
-        let value = match (&h.header_value, &h.header_value_env) {
-            (Some(v), _) => v.clone(),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(vec![Problem {
-                    path: format!("{path}.headerInjection.headerValueEnv"),
-                    message: format!("the environment variable {var:?} is not set"),
-                }])
-            })?,
-            (None, None) => return Ok(Vec::new()),
-        };
-        Ok(vec![(h.header_name.clone(), value)])
+        match (auth.kind.as_str(), &auth.header_injection, &auth.bearer_token) {
+            ("header_injection", Some(h), _) => {
+                let value = match (&h.header_value, &h.header_value_env) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(var)) => env(format!("{path}.headerInjection.headerValueEnv"), var)?,
+                    (None, None) => return Ok(out),
+                };
+                add(format!("{path}.headerInjection"), &h.header_name, value)?;
+            }
+            ("bearer_token", _, Some(t)) => {
+                let token = env(format!("{path}.bearerToken.tokenEnv"), &t.token_env)?;
+                add(format!("{path}.bearerToken"), "Authorization", format!("Bearer {}", token.trim()))?;
+            }
+            _ => {}
+        }
+        Ok(out)
     }
 
     /// The bound on one request to `backend`.
@@ -667,10 +778,17 @@ fn check_auth(problems: &mut Vec<Problem>, path: &str, auth: &BackendAuth) {
                 }
             }
         },
+        "bearer_token" => match &auth.bearer_token {
+            Some(t) if !t.token_env.trim().is_empty() => {}
+            _ => problems.push(Problem {
+                path: format!("{path}.bearerToken.tokenEnv"),
+                message: "required for the bearer_token type: the environment variable holding the token".into(),
+            }),
+        },
         "token_exchange" | "upstream_inject" | "aws_sts" | "obo" | "xaa" => problems.push(Problem {
             path: format!("{path}.type"),
             message: format!(
-                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection are)",
+                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection, bearer_token are)",
                 auth.kind
             ),
         }),
@@ -710,6 +828,11 @@ fn check_duration(problems: &mut Vec<Problem>, path: &str, value: Option<&str>) 
     {
         problems.push(Problem { path: path.to_owned(), message: why });
     }
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 /// Workload names: 1–63 characters from `a-z`, `0-9`, `.`, `_`, `-`, starting and ending
@@ -930,6 +1053,80 @@ operational:
         let ConfigError::Invalid(p) = VmcpConfig::parse(&bad).unwrap().validate().unwrap_err() else { panic!() };
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["outgoingAuth.backends.b.type", "outgoingAuth.backends.zz"]);
+    }
+
+    #[test]
+    fn backend_fields_headers_and_bearer_token() {
+        // Tests may not set variables (no unsafe); PATH is set wherever tests run.
+        let path = std::env::var("PATH").unwrap();
+        let text = "backends:\n  - name: e\n    url: 'https://mcp.example.com/mcp'\n    transport: sse\n    type: entry\n    allowPrivateEndpoint: true\n    headers: {X-Plain: one}\n    headersFromEnv: {X-Env: PATH}\n    caBundlePath: /etc/vmcp-ca/e/ca.crt\noutgoingAuth:\n  backends:\n    e: {type: bearer_token, bearerToken: {tokenEnv: PATH}}\n";
+        let c = VmcpConfig::parse(text).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        let b = &c.backends[0];
+        assert!(b.is_entry() && b.allow_private_endpoint);
+        assert_eq!(b.ca_bundle_path.as_deref(), Some("/etc/vmcp-ca/e/ca.crt"));
+        assert_eq!(
+            c.headers_for("e").unwrap(),
+            [
+                ("X-Plain".to_owned(), "one".to_owned()),
+                ("X-Env".to_owned(), path.clone()),
+                ("Authorization".to_owned(), format!("Bearer {}", path.trim()))
+            ]
+        );
+        assert!(!format!("{c:?}").contains("one\""), "plaintext header values are not printed: {c:?}");
+
+        // A header given twice (here by the backend and by its auth) is refused, naming the field.
+        let twice = "backends:\n  - {name: a, url: 'http://x/mcp', headers: {authorization: x}}\noutgoingAuth:\n  default: {type: header_injection, headerInjection: {headerName: Authorization, headerValue: y}}\n";
+        let err = VmcpConfig::parse(twice).unwrap().headers_for("a").unwrap_err();
+        assert!(err.to_string().contains("outgoingAuth.default.headerInjection"), "{err}");
+        // A missing variable names the field.
+        let unset =
+            "backends:\n  - {name: a, url: 'http://x/mcp', headersFromEnv: {X-A: APIARY_TEST_SURELY_UNSET_VAR}}\n";
+        let err = VmcpConfig::parse(unset).unwrap().headers_for("a").unwrap_err();
+        assert!(err.to_string().contains("backends[0].headersFromEnv.X-A"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_fields_are_refused_with_their_path() {
+        // Unknown fields: at parse time.
+        for (text, path) in [
+            ("backends:\n  - {name: a, url: 'http://x/mcp', allowPrivateEndpoints: true}\n", "backends[0]"),
+            (
+                "backends:\n  - {name: a, url: 'http://x/mcp'}\noutgoingAuth:\n  backends:\n    a: {type: bearer_token, bearer: {tokenEnv: X}}\n",
+                "outgoingAuth.backends.a",
+            ),
+        ] {
+            let ConfigError::Parse { path: p, message, .. } = VmcpConfig::parse(text).unwrap_err() else {
+                panic!("{text}: not a parse error")
+            };
+            assert!(p.starts_with(path) && message.contains("unknown field"), "{text}: {p}: {message}");
+        }
+        // Bad values: at validation.
+        let text = "backends:\n  - {name: a, url: 'http://127.0.0.1:9/mcp', type: entry}\n  - {name: b, url: 'http://10.0.0.1/mcp', type: entry}\n  - {name: c, url: 'http://x/mcp', type: remote}\n  - {name: d, url: 'http://x/mcp', allowPrivateEndpoint: true}\n  - {name: e, url: 'http://x/mcp', headers: {'Bad Header': x}}\noutgoingAuth:\n  backends:\n    e: {type: bearer_token}\n";
+        let ConfigError::Invalid(p) = VmcpConfig::parse(text).unwrap().validate().unwrap_err() else { panic!() };
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "backends[0].url",
+                "backends[1].url",
+                "backends[2].type",
+                "backends[3].allowPrivateEndpoint",
+                "backends[4].headers.Bad Header",
+                "outgoingAuth.backends.e.bearerToken.tokenEnv"
+            ]
+        );
+        assert!(p[0].message.contains("loopback"), "{}", p[0]);
+        // A private literal address is fine once allowed.
+        let ok = "backends:\n  - {name: b, url: 'http://10.0.0.1/mcp', type: entry, allowPrivateEndpoint: true}\n";
+        VmcpConfig::parse(ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn zero_backends_serve_an_empty_catalog_with_a_warning() {
+        let c = VmcpConfig::parse("name: empty\ngroupRef: g\n").unwrap();
+        let warnings = c.validate().unwrap();
+        assert!(warnings.iter().any(|w| w.contains("no backends")), "{warnings:?}");
     }
 
     #[test]

@@ -244,6 +244,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             headers: vec![],
             transport: apiary_transport::client::Transport::StreamableHttp,
+            reach: Default::default(),
         }
     }
 

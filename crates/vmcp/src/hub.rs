@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_transport::client::Transport;
+use apiary_transport::client::{AddressGuard, Reach, SessionOptions, Transport, check_ca_bundle};
 
 use crate::aggregate::Rules;
-use crate::config::{ConfigError, VmcpConfig};
+use crate::config::{ConfigError, Problem, StaticBackend, VmcpConfig};
 use crate::health::{BackendHealth, HealthRegistry, HealthSettings};
 
 /// One backend as the instances reach it.
@@ -21,6 +21,55 @@ pub struct BackendSpec {
     pub headers: Vec<(String, String)>,
     /// Streamable HTTP or the 2024-11-05 HTTP+SSE transport.
     pub transport: Transport,
+    /// Its CA bundle, and for an entry the SSRF guard checked at every connect.
+    pub reach: Reach,
+}
+
+/// Largest CA bundle file read.
+const MAX_CA_BUNDLE_BYTES: u64 = 1024 * 1024;
+
+impl BackendSpec {
+    /// The options of a session with this backend.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            headers: self.headers.clone(),
+            transport: self.transport,
+            timeout: self.timeout,
+            reach: self.reach.clone(),
+            ..SessionOptions::default()
+        }
+    }
+}
+
+/// What a backend's connections need beyond its URL: the CA bundle read (bounded) and checked
+/// now, and for an entry the guard that checks every resolved address with the operator's own
+/// SSRF rules.
+fn reach(index: usize, b: &StaticBackend) -> Result<Reach, ConfigError> {
+    let invalid = |message: String| {
+        ConfigError::Invalid(vec![Problem { path: format!("backends[{index}].caBundlePath"), message }])
+    };
+    let mut reach = Reach::default();
+    if let Some(path) = &b.ca_bundle_path {
+        let mut pem = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CA_BUNDLE_BYTES + 1), &mut pem))
+            .map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+        if pem.len() as u64 > MAX_CA_BUNDLE_BYTES {
+            return Err(invalid(format!("{path} is larger than {MAX_CA_BUNDLE_BYTES} bytes")));
+        }
+        check_ca_bundle(&pem).map_err(|e| invalid(format!("{path}: {e}")))?;
+        reach.ca_bundle_pem = Some(pem.into());
+    }
+    if b.is_entry() {
+        let allow_private = b.allow_private_endpoint;
+        reach.guard = Some(AddressGuard::new(move |ip| {
+            apiary_config::ssrf::check_ip(ip, allow_private).map_err(|class| {
+                let hint = if class.is_private_range() { " (allowPrivateEndpoint lifts this)" } else { "" };
+                format!("{class}, which an MCPServerEntry may not reach{hint}")
+            })
+        }));
+    }
+    Ok(reach)
 }
 
 impl std::fmt::Debug for BackendSpec {
@@ -32,6 +81,7 @@ impl std::fmt::Debug for BackendSpec {
             .field("timeout", &self.timeout)
             .field("header_names", &names)
             .field("transport", &self.transport)
+            .field("reach", &self.reach)
             .finish()
     }
 }
@@ -73,8 +123,9 @@ impl Hub {
             breaker: config.circuit_breaker(),
         };
         let mut backends = Vec::with_capacity(config.backends.len());
-        for b in &config.backends {
+        for (i, b) in config.backends.iter().enumerate() {
             backends.push(BackendSpec {
+                reach: reach(i, b)?,
                 name: b.name.clone(),
                 url: b.url.clone(),
                 timeout: config.timeout_for(&b.name),
@@ -101,5 +152,53 @@ impl Hub {
 
     pub fn backend_names(&self) -> Vec<String> {
         self.backends.iter().map(|b| b.name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A self-signed CA (P-256, valid until 2126), only ever parsed.
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBiDCCAS+gAwIBAgIULBYuoEZLAxDQdCT+e5E4QniBusQwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOYXBpYXJ5IHRlc3QgQ0EwIBcNMjYxMjA3MTUxNDQyWhgPMjEy
+NjExMTMxNTE0NDJaMBkxFzAVBgNVBAMMDmFwaWFyeSB0ZXN0IENBMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAExnjWT+dLXPGCODQ0y2XCb5BXbLpglT0MguWMJ5ZV
+YLcO7xbGozW3JeHH/r095gC7Y5IhPzUirMzJVslL2jt86aNTMFEwHQYDVR0OBBYE
+FCbHp6KiTfoNMDmlqKoTZFnbC+USMB8GA1UdIwQYMBaAFCbHp6KiTfoNMDmlqKoT
+ZFnbC+USMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgFkChLzqf
+w4zYZrK2tqYzefmKryFzsF2moQR8BQmbzWMCIGkP7y68SLLKFzsH8CWi/tg7qHOD
+r9QgkoWwwivjfcRt
+-----END CERTIFICATE-----
+";
+
+    fn hub(ca_path: &str) -> Result<Hub, ConfigError> {
+        let text = format!(
+            "backends:\n  - {{name: a, url: 'https://x.example/mcp', type: entry, caBundlePath: '{ca_path}'}}\n  - {{name: b, url: 'http://127.0.0.1:9/mcp'}}\n"
+        );
+        Hub::new(&VmcpConfig::parse(&text).unwrap(), InstanceLimits::default())
+    }
+
+    #[test]
+    fn a_ca_bundle_is_read_and_checked_at_start_and_entries_get_the_guard() {
+        let dir = std::env::temp_dir().join(format!("apiary-vmcp-hub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("ca.crt");
+        std::fs::write(&good, CA_PEM).unwrap();
+        let h = hub(good.to_str().unwrap()).unwrap();
+        let (a, b) = (h.backend("a").unwrap(), h.backend("b").unwrap());
+        assert_eq!(a.reach.ca_bundle_pem.as_deref(), Some(CA_PEM.as_bytes()));
+        assert!(a.reach.guard.is_some(), "an entry is guarded");
+        assert!(b.reach.guard.is_none() && b.reach.ca_bundle_pem.is_none(), "a member is not");
+
+        let bad = dir.join("bad.crt");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        for path in [bad.to_str().unwrap(), "/nonexistent/ca.crt"] {
+            let Err(err) = hub(path) else { panic!("{path} was accepted") };
+            assert!(err.to_string().contains("backends[0].caBundlePath") && err.to_string().contains(path), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -394,14 +394,7 @@ impl Instance {
             return Err(format!("no backend named {backend:?}"));
         };
         let health = self.hub.health.get(backend);
-        let mut options = SessionOptions {
-            headers: spec.headers.clone(),
-            transport: spec.transport,
-            timeout: spec.timeout,
-            incoming_capacity: MAX_PENDING,
-            listen: true,
-            ..SessionOptions::default()
-        };
+        let mut options = SessionOptions { incoming_capacity: MAX_PENDING, listen: true, ..spec.session_options() };
         if let Some(p) = lock(&self.init_params).clone() {
             options.initialize_params = p;
         }

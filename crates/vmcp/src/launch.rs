@@ -54,14 +54,7 @@ impl VmcpLaunch {
 }
 
 async fn check(backend: &BackendHealth, timeout: std::time::Duration) {
-    let options = SessionOptions {
-        timeout,
-        listen: false,
-        incoming_capacity: 16,
-        headers: backend.spec.headers.clone(),
-        transport: backend.spec.transport,
-        ..SessionOptions::default()
-    };
+    let options = SessionOptions { timeout, listen: false, incoming_capacity: 16, ..backend.spec.session_options() };
     let outcome = async {
         let (session, _incoming) = RawSession::open(&backend.url, options).await?;
         let pinged = session.request(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)).await;
