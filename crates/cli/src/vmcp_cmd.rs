@@ -95,11 +95,14 @@ pub async fn vmcp(args: VmcpArgs) -> anyhow::Result<()> {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<(VmcpConfig, Vec<String>)> {
-    let config = VmcpConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+/// Reads, parses and checks a config file; also returns the hash of its text (the baseline
+/// of the live reload).
+fn load(path: &Path) -> anyhow::Result<(VmcpConfig, Vec<String>, u64)> {
+    let text = apiary_vmcp::config::read_bounded(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = VmcpConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let warnings = config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     check_incoming(path, &config.incoming_policy())?;
-    Ok((config, warnings))
+    Ok((config, warnings, apiary_vmcp::content_hash(&text)))
 }
 
 /// The file's incoming auth checked as the proxy will build it: the issuer's settings and
@@ -136,7 +139,7 @@ fn merge_incoming(policy: &mut PolicyConfig, incoming: IncomingPolicy) -> anyhow
 }
 
 fn validate(path: &Path) -> anyhow::Result<()> {
-    let (config, warnings) = load(path)?;
+    let (config, warnings, _) = load(path)?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -216,12 +219,14 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut baseline = None;
     let config = match (&args.config, &args.group) {
         (Some(path), _) => {
-            let (config, warnings) = load(path)?;
+            let (config, warnings, hash) = load(path)?;
             for w in warnings {
                 tracing::warn!("{w}");
             }
+            baseline = Some(hash);
             config
         }
         (None, Some(group)) => {
@@ -271,6 +276,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("the vMCP could not start")?;
     launch.spawn_health_checks(handle.shutdown_token());
+    if let (Some(path), Some(hash)) = (&args.config, baseline) {
+        // The file is watched for changes (a Kubernetes ConfigMap is updated in place).
+        apiary_vmcp::spawn_config_watch(
+            Arc::clone(&launch),
+            path.clone(),
+            hash,
+            apiary_vmcp::POLL_INTERVAL,
+            handle.shutdown_token(),
+        );
+    }
     let url = handle.url();
     tracing::info!(%url, backends = config.backends.len(), "vMCP serving");
     output::emit_line(&url);

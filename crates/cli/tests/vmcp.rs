@@ -398,3 +398,76 @@ async fn an_entry_resolving_to_loopback_is_refused_at_connect_and_backend_header
     let why = ent["lastError"].as_str().unwrap_or_default();
     assert!(why.contains("refused to connect to localhost") && why.contains("loopback"), "{status}");
 }
+
+/// The names `tools/list` gives over a raw session.
+async fn raw_tool_names(session: &apiary_transport::client::RawSession, id: u64) -> Vec<String> {
+    let req = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}}).to_string();
+    let answer: Value = serde_json::from_slice(&session.request(req.into()).await.unwrap()).unwrap();
+    let mut names: Vec<String> =
+        answer["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+/// Waits (bounded) for `notifications/tools/list_changed` on the session's stream.
+async fn tools_changed<B: AsRef<[u8]>>(incoming: &mut tokio::sync::mpsc::Receiver<B>) {
+    let wait = async {
+        while let Some(m) = incoming.recv().await {
+            let v: Value = serde_json::from_slice(m.as_ref()).unwrap();
+            if v["method"] == "notifications/tools/list_changed" {
+                return;
+            }
+        }
+        panic!("the stream ended before list_changed");
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("no tools/list_changed within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_is_reloaded_live_and_clients_are_told() {
+    use apiary_transport::client::{RawSession, SessionOptions};
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    let path = apiary.scratch().join("live.yaml");
+    // No backends yet (a group filling up): served, with an empty catalog.
+    std::fs::write(&path, "name: live\n").unwrap();
+    let v = vmcp(&apiary, &["--config", path.to_str().unwrap()]).await;
+    let options = SessionOptions { timeout: Duration::from_secs(30), ..SessionOptions::default() };
+    let (session, mut incoming) = RawSession::open(&v.url, options).await.unwrap();
+    assert!(raw_tool_names(&session, 1).await.is_empty());
+
+    // Two backends added: the client is told and sees their tools.
+    std::fs::write(&path, backends_yaml(&a, &b)).unwrap();
+    tools_changed(&mut incoming).await;
+    let names = raw_tool_names(&session, 2).await;
+    assert!(names.contains(&"alpha_pid".to_owned()) && names.contains(&"beta_pid".to_owned()), "{names:?}");
+    let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"beta_pid","arguments":{}}});
+    let answer: Value = serde_json::from_slice(&session.request(call.to_string().into()).await.unwrap()).unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], b.child.id().unwrap().to_string(), "{answer}");
+
+    // An invalid file, or one changing incomingAuth, is refused: the running config stays
+    // (both would drop beta if they were taken).
+    let only_a = format!("backends:\n  - {{name: alpha, url: '{}', transport: streamable-http}}\n", a.url);
+    std::fs::write(&path, format!("{only_a}aggregation: {{conflictResolution: random}}\n")).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::write(&path, format!("{only_a}incomingAuth: {{type: local}}\n")).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(raw_tool_names(&session, 4).await, names, "a refused file changed the catalog");
+
+    // One removed again: told, and its tools are gone; a call to one fails as unknown.
+    std::fs::write(&path, only_a).unwrap();
+    tools_changed(&mut incoming).await;
+    let names = raw_tool_names(&session, 5).await;
+    assert!(names.contains(&"alpha_pid".to_owned()) && !names.iter().any(|n| n.starts_with("beta_")), "{names:?}");
+    let call = json!({"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"beta_pid","arguments":{}}});
+    let answer: Value = serde_json::from_slice(&session.request(call.to_string().into()).await.unwrap()).unwrap();
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    // /status follows the file.
+    let base = v.url.trim_end_matches("/mcp");
+    let status: Value = reqwest::get(format!("{base}/status")).await.unwrap().json().await.unwrap();
+    let listed: Vec<&str> =
+        status["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["alpha"], "{status}");
+    session.close().await.unwrap();
+}

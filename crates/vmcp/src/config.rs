@@ -375,6 +375,21 @@ fn join(problems: &[Problem]) -> String {
     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a config file's text, at most [`MAX_CONFIG_BYTES`].
+pub fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read = |source| ConfigError::Read { path: path.display().to_string(), source };
+    let mut text = String::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)).map_err(read)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(read(std::io::Error::other(format!("larger than {MAX_CONFIG_BYTES} bytes"))));
+    }
+    Ok(text)
+}
+
 /// How tool (and prompt) name conflicts are settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
@@ -401,9 +416,7 @@ pub const MAX_BACKENDS: usize = 256;
 impl VmcpConfig {
     /// Reads and parses a file (YAML or JSON); does not validate.
     pub fn load(path: &Path) -> Result<VmcpConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&text)
+        Self::parse(&read_bounded(path)?)
     }
 
     /// Parses YAML (JSON is YAML too); does not validate.

@@ -1,8 +1,11 @@
 //! What every instance of one vMCP shares: the backends, the aggregation rules, the
-//! health registry and the bounds. Built once from a validated config.
+//! health registry and the bounds. Built from a validated config, and built again (then
+//! swapped in whole) when the config file changes.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use apiary_transport::client::{AddressGuard, Reach, SessionOptions, Transport, check_ca_bundle};
 
@@ -23,6 +26,8 @@ pub struct BackendSpec {
     pub transport: Transport,
     /// Its CA bundle, and for an entry the SSRF guard checked at every connect.
     pub reach: Reach,
+    /// Equal when a reloaded config reaches the backend the same way.
+    pub fingerprint: u64,
 }
 
 /// Largest CA bundle file read.
@@ -106,15 +111,27 @@ impl Default for InstanceLimits {
 pub(crate) struct Hub {
     pub backends: Vec<BackendSpec>,
     pub rules: Rules,
+    /// The registry every hub of this vMCP shares (what `/status` reads).
     pub health: Arc<HealthRegistry>,
+    /// This hub's backends' health records, installed in `health` when the hub goes live.
+    pub health_records: Vec<Arc<BackendHealth>>,
     pub health_settings: HealthSettings,
     pub list_deadline: Duration,
     pub max_line: usize,
     pub queue: usize,
+    /// The config's `incomingAuth`: the proxy's policy was built from it once, so a reload
+    /// that changes it is refused.
+    pub incoming: Option<crate::config::IncomingAuth>,
 }
 
 impl Hub {
-    pub fn new(config: &VmcpConfig, limits: InstanceLimits) -> Result<Hub, ConfigError> {
+    /// A hub for `config`; `health` is the registry to share (a reload passes the live one,
+    /// whose records are kept for backends that did not change).
+    pub fn new(
+        config: &VmcpConfig,
+        limits: InstanceLimits,
+        health: Option<Arc<HealthRegistry>>,
+    ) -> Result<Hub, ConfigError> {
         config.validate()?;
         let health_settings = HealthSettings {
             interval: config.health_interval(),
@@ -124,25 +141,37 @@ impl Hub {
         };
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
+            let headers = config.headers_for(&b.name)?;
+            let timeout = config.timeout_for(&b.name);
+            let fingerprint = fingerprint(b, &headers, timeout);
             backends.push(BackendSpec {
                 reach: reach(i, b)?,
                 name: b.name.clone(),
                 url: b.url.clone(),
-                timeout: config.timeout_for(&b.name),
-                headers: config.headers_for(&b.name)?,
+                timeout,
+                headers,
                 transport: if b.transport == "sse" { Transport::Sse } else { Transport::StreamableHttp },
+                fingerprint,
             });
         }
-        let health =
-            Arc::new(HealthRegistry::new(backends.iter().map(|b| Arc::new(BackendHealth::new(b, health_settings)))));
+        let health = health.unwrap_or_default();
+        let health_records = backends
+            .iter()
+            .map(|b| match health.get(&b.name) {
+                Some(h) if h.describes(b, health_settings) => h,
+                _ => Arc::new(BackendHealth::new(b, health_settings)),
+            })
+            .collect();
         Ok(Hub {
             backends,
             rules: Rules::from_config(config),
             health,
+            health_records,
             health_settings,
             list_deadline: limits.list_deadline,
             max_line: limits.max_line.max(1024),
             queue: limits.queue.max(16),
+            incoming: config.incoming_auth.clone(),
         })
     }
 
@@ -152,6 +181,44 @@ impl Hub {
 
     pub fn backend_names(&self) -> Vec<String> {
         self.backends.iter().map(|b| b.name.clone()).collect()
+    }
+}
+
+/// Equal for two configs of a backend that reach it the same way (an open session with it
+/// stays valid across a reload). Only compared, never shown: it covers header values.
+fn fingerprint(b: &StaticBackend, headers: &[(String, String)], timeout: Duration) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&b.url, &b.transport, &b.kind, b.allow_private_endpoint, &b.ca_bundle_path, headers, timeout).hash(&mut h);
+    h.finish()
+}
+
+/// The live hub, swapped whole when the config changes; instances read it at every step and
+/// watch `generation` to learn of a swap.
+pub(crate) struct Shared {
+    current: RwLock<Arc<Hub>>,
+    generation: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(hub: Hub) -> Shared {
+        hub.health.replace(hub.health_records.iter().cloned());
+        Shared { current: RwLock::new(Arc::new(hub)), generation: watch::Sender::new(0) }
+    }
+
+    pub fn hub(&self) -> Arc<Hub> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Makes `hub` the live one and tells every instance.
+    pub fn swap(&self, hub: Hub) {
+        hub.health.replace(hub.health_records.iter().cloned());
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(hub);
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 
@@ -178,7 +245,7 @@ r9QgkoWwwivjfcRt
         let text = format!(
             "backends:\n  - {{name: a, url: 'https://x.example/mcp', type: entry, caBundlePath: '{ca_path}'}}\n  - {{name: b, url: 'http://127.0.0.1:9/mcp'}}\n"
         );
-        Hub::new(&VmcpConfig::parse(&text).unwrap(), InstanceLimits::default())
+        Hub::new(&VmcpConfig::parse(&text).unwrap(), InstanceLimits::default(), None)
     }
 
     #[test]
