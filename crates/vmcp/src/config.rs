@@ -467,7 +467,8 @@ impl VmcpConfig {
                 bad(format!("backends[{i}].transport"), "must be `streamable-http` or `sse`");
             }
             match b.kind.as_deref() {
-                None => {}
+                // The CRD allows an empty type: the same as none.
+                None | Some("") => {}
                 Some("entry") => {
                     // A literal address is refused now; a name is checked when connecting.
                     if let Err(apiary_config::ssrf::SsrfError::Blocked { host, class }) =
