@@ -470,12 +470,17 @@ impl PortForward {
             return None;
         }
         let body = body.trim();
-        let json = if body.starts_with('{') {
-            body.to_string()
-        } else {
-            body.lines().find_map(|l| l.strip_prefix("data:")).unwrap_or_default().trim().to_string()
-        };
-        Some((headers.to_string(), serde_json::from_str(&json).ok()?))
+        if body.starts_with('{') {
+            return Some((headers.to_string(), serde_json::from_str(body).ok()?));
+        }
+        // An SSE stream: a priming event (empty data) and notifications may come first; the
+        // answer is the message with a result or an error.
+        let answer = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|m| m.get("result").is_some() || m.get("error").is_some())?;
+        Some((headers.to_string(), answer))
     }
 
     fn post(&self, session: Option<&str>, body: &str) -> Option<Value> {
