@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use apiary_config::{RunConfig, Source, StdioMode};
+use apiary_config::{AuthMode, PolicyConfig, RunConfig, Source, StdioMode};
+use apiary_policy::authn::{Authenticator, AuthnOptions};
+use apiary_policy::authz::Authorizer;
 use apiary_runtime::state::{StateDir, WorkloadState};
 use apiary_transport::launch::Launch;
-use apiary_vmcp::config::{CircuitBreaker, FailureHandling, Operational, StaticBackend};
+use apiary_vmcp::config::{CircuitBreaker, FailureHandling, IncomingPolicy, Operational, StaticBackend};
 use apiary_vmcp::{InstanceLimits, VmcpConfig, VmcpLaunch};
 
 use crate::output;
@@ -93,14 +95,51 @@ pub async fn vmcp(args: VmcpArgs) -> anyhow::Result<()> {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<(VmcpConfig, Vec<String>)> {
-    let config = VmcpConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+/// Reads, parses and checks a config file; also returns the hash of its text (the baseline
+/// of the live reload).
+fn load(path: &Path) -> anyhow::Result<(VmcpConfig, Vec<String>, u64)> {
+    let text = apiary_vmcp::config::read_bounded(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = VmcpConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let warnings = config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok((config, warnings))
+    check_incoming(path, &config.incoming_policy())?;
+    Ok((config, warnings, apiary_vmcp::content_hash(&text)))
+}
+
+/// The file's incoming auth checked as the proxy will build it: the issuer's settings and
+/// every Cedar policy, so a bad one fails here with the file's name, not in the proxy.
+fn check_incoming(path: &Path, incoming: &IncomingPolicy) -> anyhow::Result<()> {
+    if let Some(oidc) = &incoming.oidc {
+        Authenticator::new(oidc, AuthnOptions::default())
+            .with_context(|| format!("{}: incomingAuth.oidc", path.display()))?;
+    }
+    if let Some(doc) = &incoming.authz {
+        Authorizer::from_value(doc, &format!("{}: incomingAuth.authz", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Puts the file's incoming auth into the proxy's policy, unless the flags set some too:
+/// two sources of one protection would leave the user guessing which one holds.
+fn merge_incoming(policy: &mut PolicyConfig, incoming: IncomingPolicy) -> anyhow::Result<()> {
+    if incoming.is_open() {
+        return Ok(());
+    }
+    if policy.oidc.is_some() || policy.auth_mode != AuthMode::Anonymous || policy.authz.is_some() {
+        bail!(
+            "the config file's incomingAuth sets incoming authentication or Cedar, and so do the \
+             --oidc-*/--auth-mode/--authz-config flags: give them in one place"
+        );
+    }
+    policy.oidc = incoming.oidc;
+    if incoming.local {
+        policy.auth_mode = AuthMode::Local;
+    }
+    policy.authz = incoming.authz;
+    Ok(())
 }
 
 fn validate(path: &Path) -> anyhow::Result<()> {
-    let (config, warnings) = load(path)?;
+    let (config, warnings, _) = load(path)?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -149,7 +188,7 @@ fn group_config(group: &str) -> anyhow::Result<VmcpConfig> {
         }
         // A workload proxied in `--proxy-mode sse` speaks the 2024-11-05 transport.
         let transport = if url.trim_end_matches('/').ends_with("/sse") { "sse" } else { "streamable-http" };
-        backends.push(StaticBackend { name, url, transport: transport.into(), metadata: None });
+        backends.push(StaticBackend { name, url, transport: transport.into(), ..StaticBackend::default() });
     }
     if backends.is_empty() {
         bail!("group {group:?} has no running workloads; start some with: apiary run --group {group} …");
@@ -180,12 +219,14 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut baseline = None;
     let config = match (&args.config, &args.group) {
         (Some(path), _) => {
-            let (config, warnings) = load(path)?;
+            let (config, warnings, hash) = load(path)?;
             for w in warnings {
                 tracing::warn!("{w}");
             }
+            baseline = Some(hash);
             config
         }
         (None, Some(group)) => {
@@ -201,7 +242,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(flag) = args.policy.remote_auth_flag() {
         bail!("{flag} logs in to one remote server; a vMCP's backends authenticate with the config's outgoingAuth");
     }
-    let policy = args.policy.to_policy()?;
+    let mut policy = args.policy.to_policy()?;
+    merge_incoming(&mut policy, config.incoming_policy())?;
     if !policy.outgoing.is_empty() {
         bail!("upstream credential flags do not apply to a vMCP: set outgoingAuth per backend in the config");
     }
@@ -234,6 +276,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("the vMCP could not start")?;
     launch.spawn_health_checks(handle.shutdown_token());
+    if let (Some(path), Some(hash)) = (&args.config, baseline) {
+        // The file is watched for changes (a Kubernetes ConfigMap is updated in place).
+        apiary_vmcp::spawn_config_watch(
+            Arc::clone(&launch),
+            path.clone(),
+            hash,
+            apiary_vmcp::POLL_INTERVAL,
+            handle.shutdown_token(),
+        );
+    }
     let url = handle.url();
     tracing::info!(%url, backends = config.backends.len(), "vMCP serving");
     output::emit_line(&url);

@@ -296,3 +296,178 @@ async fn cedar_from_the_proxy_flags_guards_the_aggregated_names() {
     assert!(pid_via(&client, "beta_pid").await.is_err(), "a call Cedar does not permit is refused");
     client.close().await.unwrap();
 }
+
+async fn connect_with(url: &str, token: &str) -> Result<McpClient, ClientError> {
+    let options = ConnectOptions {
+        timeout: Duration::from_secs(30),
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        ..ConnectOptions::default()
+    };
+    McpClient::connect(url, options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_auth_and_cedar_from_the_config_file_are_enforced() {
+    let apiary = Apiary::new();
+    let issuer = apiary_testkit::issuer::TestIssuer::start().await;
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    let incoming = format!(
+        "incomingAuth:\n  type: oidc\n  oidc: {{issuer: '{}', audience: vmcp, insecureAllowHttp: true}}\n  authz:\n    type: cedar\n    policies:\n      - 'permit(principal, action == Action::\"call_tool\", resource == Tool::\"alpha_pid\");'\n",
+        issuer.issuer()
+    );
+    let text = format!("{}{incoming}", backends_yaml(&a, &b));
+    let config = apiary.scratch().join("auth.yaml");
+    std::fs::write(&config, &text).unwrap();
+
+    // Flags and the file both giving incoming auth: refused before anything serves.
+    let out =
+        apiary.run(&["vmcp", "serve", "--port", "0", "--config", config.to_str().unwrap(), "--auth-mode", "local"]);
+    assert!(out.failed().contains("give them in one place"), "{}", out.stderr);
+
+    let v = serve_config(&apiary, "auth.yaml", &text).await;
+    // No token: 401 at the front.
+    let Err(err) = McpClient::connect(&v.url, ConnectOptions::default()).await else {
+        panic!("served without a token")
+    };
+    assert!(matches!(err, ClientError::HttpStatus { status: 401, .. }), "{err}");
+    // A token for another audience: 401 too.
+    let wrong = issuer.mint(&issuer.claims("alice", "someone-else"));
+    let Err(err) = connect_with(&v.url, &wrong).await else { panic!("a token for another audience was accepted") };
+    assert!(matches!(err, ClientError::HttpStatus { status: 401, .. }), "{err}");
+
+    let token = issuer.mint(&issuer.claims("alice", "vmcp"));
+    let client = connect_with(&v.url, &token).await.unwrap();
+    assert_eq!(tool_names(&client).await, ["alpha_pid"], "the list is filtered by the file's Cedar policy");
+    assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
+    let err = pid_via(&client, "beta_pid").await.unwrap_err();
+    assert!(matches!(err, ClientError::HttpStatus { status: 403, .. }), "{err}");
+    client.close().await.unwrap();
+}
+
+#[test]
+fn validate_refuses_a_bad_policy_or_an_unknown_incoming_auth_field() {
+    let apiary = Apiary::new();
+    let file = apiary.scratch().join("bad.yaml");
+    let base = "backends:\n  - {name: a, url: 'http://127.0.0.1:1/mcp', transport: streamable-http}\n";
+    std::fs::write(&file, format!("{base}incomingAuth:\n  type: anonymous\n  authz: {{type: cedar, policies: ['permit(principal, action == , resource);']}}\n")).unwrap();
+    let out = apiary.run(&["vmcp", "validate", "--config", file.to_str().unwrap()]);
+    assert!(out.failed().contains("incomingAuth.authz"), "{}", out.stderr);
+    std::fs::write(
+        &file,
+        format!("{base}incomingAuth: {{type: oidc, oidc: {{issuer: 'https://i.example', audiences: [x]}}}}\n"),
+    )
+    .unwrap();
+    let out = apiary.run(&["vmcp", "validate", "--config", file.to_str().unwrap()]);
+    let err = out.failed();
+    assert!(err.contains("incomingAuth.oidc") && err.contains("audiences"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_resolving_to_loopback_is_refused_at_connect_and_backend_headers_are_sent() {
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    // The same kind of server as an entry named `localhost`: the name passes the file's
+    // checks, its address (127.0.0.1 or ::1) is refused when the vMCP connects.
+    let entry_url = b.url.replace("127.0.0.1", "localhost");
+    let text = format!(
+        "backends:\n  - name: alpha\n    url: '{}'\n    transport: streamable-http\n    headers: {{X-Plain: one}}\n    headersFromEnv: {{X-From-Env: APIARY_TEST_VMCP_HEADER}}\n  - {{name: ent, url: '{entry_url}', transport: streamable-http, type: entry, allowPrivateEndpoint: true}}\n",
+        a.url
+    );
+    let config = apiary.scratch().join("entry.yaml");
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = apiary.command(&["vmcp", "serve", "--port", "0", "--config", config.to_str().unwrap()]);
+    cmd.env("APIARY_TEST_VMCP_HEADER", "from-the-environment");
+    let v = start(tokio::process::Command::from(cmd)).await;
+
+    let client = connect(&v.url).await;
+    let names = tool_names(&client).await;
+    assert!(names.iter().any(|n| n == "alpha_pid"), "the member on loopback is served: {names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("ent_")), "the entry on loopback is not: {names:?}");
+    assert_eq!(pid_via(&client, "alpha_pid").await.unwrap(), a.child.id().unwrap());
+    for (header, want) in [("x-plain", "one"), ("x-from-env", "from-the-environment")] {
+        let got = client.call_tool("alpha_request_header", json!({"name": header})).await.unwrap();
+        assert_eq!(got["content"][0]["text"], want, "{header}: {got}");
+    }
+    client.close().await.unwrap();
+
+    let base = v.url.trim_end_matches("/mcp");
+    let status: Value = reqwest::get(format!("{base}/status")).await.unwrap().json().await.unwrap();
+    let ent = status["backends"].as_array().unwrap().iter().find(|b| b["name"] == "ent").unwrap().clone();
+    let why = ent["lastError"].as_str().unwrap_or_default();
+    assert!(why.contains("refused to connect to localhost") && why.contains("loopback"), "{status}");
+}
+
+/// The names `tools/list` gives over a raw session.
+async fn raw_tool_names(session: &apiary_transport::client::RawSession, id: u64) -> Vec<String> {
+    let req = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}}).to_string();
+    let answer: Value = serde_json::from_slice(&session.request(req.into()).await.unwrap()).unwrap();
+    let mut names: Vec<String> =
+        answer["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+/// Waits (bounded) for `notifications/tools/list_changed` on the session's stream.
+async fn tools_changed<B: AsRef<[u8]>>(incoming: &mut tokio::sync::mpsc::Receiver<B>) {
+    let wait = async {
+        while let Some(m) = incoming.recv().await {
+            let v: Value = serde_json::from_slice(m.as_ref()).unwrap();
+            if v["method"] == "notifications/tools/list_changed" {
+                return;
+            }
+        }
+        panic!("the stream ended before list_changed");
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("no tools/list_changed within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_is_reloaded_live_and_clients_are_told() {
+    use apiary_transport::client::{RawSession, SessionOptions};
+    let apiary = Apiary::new();
+    let a = fixture("127.0.0.1:0").await;
+    let b = fixture("127.0.0.1:0").await;
+    let path = apiary.scratch().join("live.yaml");
+    // No backends yet (a group filling up): served, with an empty catalog.
+    std::fs::write(&path, "name: live\n").unwrap();
+    let v = vmcp(&apiary, &["--config", path.to_str().unwrap()]).await;
+    let options = SessionOptions { timeout: Duration::from_secs(30), ..SessionOptions::default() };
+    let (session, mut incoming) = RawSession::open(&v.url, options).await.unwrap();
+    assert!(raw_tool_names(&session, 1).await.is_empty());
+
+    // Two backends added: the client is told and sees their tools.
+    std::fs::write(&path, backends_yaml(&a, &b)).unwrap();
+    tools_changed(&mut incoming).await;
+    let names = raw_tool_names(&session, 2).await;
+    assert!(names.contains(&"alpha_pid".to_owned()) && names.contains(&"beta_pid".to_owned()), "{names:?}");
+    let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"beta_pid","arguments":{}}});
+    let answer: Value = serde_json::from_slice(&session.request(call.to_string().into()).await.unwrap()).unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], b.child.id().unwrap().to_string(), "{answer}");
+
+    // An invalid file, or one changing incomingAuth, is refused: the running config stays
+    // (both would drop beta if they were taken).
+    let only_a = format!("backends:\n  - {{name: alpha, url: '{}', transport: streamable-http}}\n", a.url);
+    std::fs::write(&path, format!("{only_a}aggregation: {{conflictResolution: random}}\n")).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::write(&path, format!("{only_a}incomingAuth: {{type: local}}\n")).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(raw_tool_names(&session, 4).await, names, "a refused file changed the catalog");
+
+    // One removed again: told, and its tools are gone; a call to one fails as unknown.
+    std::fs::write(&path, only_a).unwrap();
+    tools_changed(&mut incoming).await;
+    let names = raw_tool_names(&session, 5).await;
+    assert!(names.contains(&"alpha_pid".to_owned()) && !names.iter().any(|n| n.starts_with("beta_")), "{names:?}");
+    let call = json!({"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"beta_pid","arguments":{}}});
+    let answer: Value = serde_json::from_slice(&session.request(call.to_string().into()).await.unwrap()).unwrap();
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    // /status follows the file.
+    let base = v.url.trim_end_matches("/mcp");
+    let status: Value = reqwest::get(format!("{base}/status")).await.unwrap().json().await.unwrap();
+    let listed: Vec<&str> =
+        status["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["alpha"], "{status}");
+    session.close().await.unwrap();
+}

@@ -5,7 +5,10 @@
 //! `kubectl get vmcp` columns, and that a member joining and leaving the group rewrites the
 //! ConfigMap and the status WITHOUT changing the Deployment's pod template. The vMCP pod itself
 //! cannot start here (its image is `apiary.invalid/apiary:never`): the status must say Pending,
-//! with why, never Ready. Runs only with `APIARY_CLUSTER_TESTS` set.
+//! with why, never Ready. A third test runs the REAL image (`cargo xtask image --push`): the vMCP
+//! over an MCPServer and an in-cluster MCPServerEntry serves both backends' tools, prefixed,
+//! routes calls to the owner with the entry's header from a Secret, and picks up an MCPServer
+//! added to the group without its pod being replaced. Runs only with `APIARY_CLUSTER_TESTS` set.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -18,14 +21,14 @@ use apiary_operator::crd::virtualmcpserver::{VirtualMCPServer, VirtualMCPServerP
 use apiary_operator::reconcile::{Context, Metrics, WatchScope};
 use apiary_operator::{entry, extauth, group, vmcp};
 use common::cluster::{
-    Child, Stop, controlled_by, eventually, gated, in_scratch_namespace, kubeconfig, kubectl, meta_of,
-    template_checksum,
+    Child, Stop, controlled_by, eventually, gated, in_scratch_namespace, in_scratch_namespace_with, kubeconfig,
+    kubectl, meta_of, template_checksum,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::Role;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
@@ -276,4 +279,236 @@ async fn fail_closed(client: Client, ns: String, _metrics: Arc<Metrics>) {
         (cm.metadata.uid != old && cm.data?.contains_key("config.yaml")).then_some(())
     })
     .await;
+}
+
+/// The image `cargo xtask image --push` publishes (the runner, and so the vMCP).
+const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:latest";
+/// The fixture server over Streamable HTTP on 8080 (`/mcp`).
+const FIXTURE_IMAGE: &str = "ghcr.io/stackloklabs/gofetch/server:latest";
+/// Bound on the running vMCP re-reading its mounted ConfigMap (the kubelet's sync period, then
+/// the vMCP's 2 s poll).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(240);
+
+async fn all_controllers(ctx: Arc<Context>, scope: WatchScope, stop: Stop) {
+    tokio::join!(
+        apiary_operator::reconcile::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        controllers(ctx, scope, stop),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_vmcp_serves_a_server_and_an_entry_and_follows_its_group_on_a_real_cluster() {
+    gated(in_scratch_namespace_with(RUNNER_IMAGE, "apiary-vmcp-e2e", all_controllers, served)).await;
+}
+
+async fn create<K>(client: &Client, ns: &str, value: Value)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value).unwrap();
+    Api::<K>::namespaced(client.clone(), ns).create(&PostParams::default(), &object).await.unwrap();
+}
+
+/// The pods of vMCP `name`, by uid.
+async fn vmcp_pods(pods: &Api<Pod>, name: &str) -> Vec<String> {
+    let selector = format!("app.kubernetes.io/name=virtualmcpserver,app.kubernetes.io/instance={name}");
+    let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
+    let mut uids: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.uid)
+        .collect();
+    uids.sort();
+    uids
+}
+
+/// The sorted tool names of a `tools/list` answer.
+fn tool_names(answer: &Value) -> Option<Vec<String>> {
+    let mut names: Vec<String> =
+        answer["result"]["tools"].as_array()?.iter().filter_map(|t| t["name"].as_str().map(str::to_string)).collect();
+    names.sort();
+    Some(names)
+}
+
+async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+
+    // The entry's backend: the fixture as a Deployment and Service, reached by its DNS name;
+    // the header it must receive comes from a Secret (made here: only the Secret can carry it).
+    let key = format!("k-{}-{}", std::process::id(), apiary_testkit::issuer::now());
+    create::<Secret>(&client, &ns, json!({"metadata": {"name": "entry-key"}, "stringData": {"value": key}})).await;
+    create::<Deployment>(
+        &client,
+        &ns,
+        json!({
+            "metadata": {"name": "fixture"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "fixture"}},
+                "template": {"metadata": {"labels": {"app": "fixture"}},
+                    "spec": {"containers": [{"name": "fixture", "image": FIXTURE_IMAGE,
+                        "ports": [{"containerPort": 8080}]}]}}}
+        }),
+    )
+    .await;
+    create::<Service>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "fixture"},
+            "spec": {"selector": {"app": "fixture"}, "ports": [{"port": 8080, "targetPort": 8080}]}}),
+    )
+    .await;
+
+    apply(&client, &ns, &doc(&ns, "MCPGroup", "team", json!({}))).await;
+    let server = |group: &str| {
+        json!({"image": FIXTURE_IMAGE, "transport": "streamable-http", "proxyPort": 8080, "mcpPort": 8080,
+            "groupRef": group})
+    };
+    apply(&client, &ns, &doc(&ns, "MCPServer", "alpha", server("team"))).await;
+    let entry = json!({
+        "groupRef": "team", "transport": "streamable-http", "allowPrivateEndpoint": true,
+        "remoteURL": format!("http://fixture.{ns}.svc.cluster.local:8080/mcp"),
+        "headerForward": {"addHeadersFromSecret": [
+            {"headerName": "X-Entry-Key", "valueSecretRef": {"name": "entry-key", "key": "value"}}]}
+    });
+    apply(&client, &ns, &doc(&ns, "MCPServerEntry", "remote", entry)).await;
+    let spec = json!({"config": {"groupRef": "team"}, "incomingAuth": {"type": "anonymous"}});
+    apply(&client, &ns, &doc(&ns, "VirtualMCPServer", VMCP, spec)).await;
+
+    eventually("the vMCP Ready", || async {
+        let s = vmcps.get(VMCP).await.ok()?.status?;
+        (s.phase == Some(VirtualMCPServerPhase::Ready)).then_some(())
+    })
+    .await;
+
+    // One session through the Service: both backends' tools, prefixed.
+    let forward = PortForward::start(&ns, &format!("service/vmcp-{VMCP}"), 4483);
+    let session = eventually("a vMCP session", || async { forward.session() }).await;
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let names = eventually("both backends listed", || async {
+        let names = tool_names(&forward.post(Some(&session), list)?)?;
+        (names.contains(&"alpha_echo".to_string()) && names.contains(&"remote_echo".to_string())).then_some(names)
+    })
+    .await;
+    assert!(!names.contains(&"echo".to_string()), "every name is prefixed: {names:?}");
+
+    // Calls reach the owner: the entry's backend sees the Secret's header, the MCPServer's does not.
+    let header = |tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"name":"x-entry-key"}}}}}}"#
+        )
+    };
+    let via_entry = forward.post(Some(&session), &header("remote_request_header")).unwrap();
+    assert_eq!(via_entry["result"]["content"][0]["text"], key.as_str(), "{via_entry}");
+    let via_server = forward.post(Some(&session), &header("alpha_request_header")).unwrap();
+    assert_eq!(via_server["result"]["isError"], true, "the header went to the entry only: {via_server}");
+
+    // A member joins: served by the running pod (no new pod), on the open session and new ones.
+    let pods_before = vmcp_pods(&pods, VMCP).await;
+    assert_eq!(pods_before.len(), 1, "{pods_before:?}");
+    let generation = deployments.get(&format!("vmcp-{VMCP}")).await.unwrap().metadata.generation;
+    apply(&client, &ns, &doc(&ns, "MCPServer", "beta", server("team"))).await;
+    let deadline = tokio::time::Instant::now() + RELOAD_WAIT;
+    loop {
+        let names = forward.post(Some(&session), list).and_then(|a| tool_names(&a)).unwrap_or_default();
+        if names.contains(&"beta_echo".to_string()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "beta never listed; last list: {names:?}");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let echo =
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"beta_echo","arguments":{"text":"hi"}}}"#;
+    assert_eq!(forward.post(Some(&session), echo).unwrap()["result"]["content"][0]["text"], "hi");
+    assert_eq!(vmcp_pods(&pods, VMCP).await, pods_before, "the vMCP pod was not replaced");
+    assert_eq!(deployments.get(&format!("vmcp-{VMCP}")).await.unwrap().metadata.generation, generation);
+}
+
+/// `kubectl port-forward` to a Service, stopped when dropped; speaks MCP over curl.
+struct PortForward {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PortForward {
+    fn start(ns: &str, target: &str, remote_port: u16) -> PortForward {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("timeout")
+            .args(["--kill-after=5", "540"])
+            .arg(kubectl())
+            .args(["-n", ns, "port-forward", target, &format!("{port}:{remote_port}")])
+            .env("KUBECONFIG", kubeconfig())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        PortForward { port, child }
+    }
+
+    /// POSTs `body` to `/mcp` (in session `session`); the answer's headers and JSON-RPC message,
+    /// `None` when curl failed or the status was not 200.
+    fn exchange(&self, session: Option<&str>, body: &str) -> Option<(String, Value)> {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-i", "--max-time", "30", "-X", "POST"])
+            .arg(format!("http://127.0.0.1:{}/mcp", self.port))
+            .args(["-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream"])
+            .args(["-H", "MCP-Protocol-Version: 2025-11-25"]);
+        if let Some(s) = session {
+            cmd.args(["-H", &format!("Mcp-Session-Id: {s}")]);
+        }
+        let out = cmd.args(["-d", body]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (headers, body) = text.split_once("\r\n\r\n")?;
+        if headers.split_whitespace().nth(1)? != "200" {
+            return None;
+        }
+        let body = body.trim();
+        if body.starts_with('{') {
+            return Some((headers.to_string(), serde_json::from_str(body).ok()?));
+        }
+        // An SSE stream: a priming event (empty data) and notifications may come first; the
+        // answer is the message with a result or an error.
+        let answer = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|m| m.get("result").is_some() || m.get("error").is_some())?;
+        Some((headers.to_string(), answer))
+    }
+
+    fn post(&self, session: Option<&str>, body: &str) -> Option<Value> {
+        self.exchange(session, body).map(|(_, v)| v)
+    }
+
+    /// Opens a session (`initialize`, then `notifications/initialized`); its id.
+    fn session(&self) -> Option<String> {
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"cluster-test","version":"1"}}}"#;
+        let (headers, answer) = self.exchange(None, init)?;
+        answer["result"]["serverInfo"].as_object()?;
+        let id = headers.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("mcp-session-id").then(|| value.trim().to_string())
+        })?;
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "--max-time", "30", "-X", "POST"])
+            .arg(format!("http://127.0.0.1:{}/mcp", self.port))
+            .args(["-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream"])
+            .args(["-H", "MCP-Protocol-Version: 2025-11-25", "-H", &format!("Mcp-Session-Id: {id}")])
+            .args(["-d", r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#]);
+        cmd.status().ok()?.success().then_some(id)
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,7 +1,7 @@
 //! ToolHive's vMCP configuration file (`pkg/vmcp/config`), read so that a ToolHive user's
 //! YAML loads unchanged: the sections Apiary carries out are typed, the ones it does not
-//! yet (composite tools, optimizer, incoming auth in the file, ...) are accepted and named in
-//! a warning. One validation whose errors name the field path.
+//! yet (composite tools, optimizer, ...) are accepted and named in a warning; the ones that
+//! protect something (incoming auth, backend fields) are typed strictly, unknown fields refused. One validation whose errors name the field path.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,7 +27,7 @@ pub struct VmcpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outgoing_auth: Option<OutgoingAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub incoming_auth: Option<Value>,
+    pub incoming_auth: Option<IncomingAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub composite_tools: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,9 +42,90 @@ pub struct VmcpConfig {
     pub metadata: Option<Value>,
 }
 
-/// `backends[]`: a backend reached over HTTP (static mode).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// `incomingAuth`: who may call the vMCP (ToolHive's `IncomingAuthConfig`, plus the Cedar
+/// claim settings the operator carries). Unknown fields are refused: a protection misspelt
+/// must not be silently dropped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncomingAuth {
+    /// `anonymous`, `oidc` or `local` (every caller is the OS user running the vMCP).
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<IncomingOidc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz: Option<IncomingAuthz>,
+}
+
+/// `incomingAuth.oidc`: bearer tokens of this issuer are required.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncomingOidc {
+    #[serde(default)]
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The environment variable holding the introspection client's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// This server's public URL (RFC 9728 `resource`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_url: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_http: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// `incomingAuth.authz`: Cedar policies over the aggregated names (default deny once set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncomingAuthz {
+    /// `cedar`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// A JSON list of Cedar entities, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities_json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_claim_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_claim_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_entity_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_upstream_provider: Option<String>,
+}
+
+/// What a file's `incomingAuth` asks of the proxy's policy layers, in `RunConfig.policy`'s terms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncomingPolicy {
+    pub oidc: Option<apiary_config::OidcConfig>,
+    /// `type: local`.
+    pub local: bool,
+    /// A ToolHive `cedarv1` authorization document.
+    pub authz: Option<Value>,
+}
+
+impl IncomingPolicy {
+    /// True when the file asks for no protection (anonymous callers, no Cedar).
+    pub fn is_open(&self) -> bool {
+        self.oidc.is_none() && !self.local && self.authz.is_none()
+    }
+}
+
+/// `backends[]`: a backend reached over HTTP (static mode). Unknown fields are refused: a
+/// header, CA bundle or SSRF setting misspelt must not be silently dropped.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StaticBackend {
     #[serde(default)]
     pub name: String,
@@ -53,8 +134,50 @@ pub struct StaticBackend {
     /// `streamable-http` or `sse`.
     #[serde(default)]
     pub transport: String,
+    /// `entry` for an MCPServerEntry (a remote URL): every address its host resolves to is
+    /// checked against the SSRF ranges when the vMCP connects. Unset: a member the operator
+    /// runs (a cluster Service) or a local workload, not checked.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For an entry: the private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) may be reached.
+    /// Loopback, link-local and metadata addresses never may.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_endpoint: bool,
+    /// Headers sent with every request, as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Headers sent with every request whose values are in these environment variables
+    /// (header → variable; read at start).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_from_env: BTreeMap<String, String>,
+    /// A PEM file of CA certificates trusted for this backend besides the built-in roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl StaticBackend {
+    /// Whether this backend is an MCPServerEntry (checked against the SSRF ranges).
+    pub fn is_entry(&self) -> bool {
+        self.kind.as_deref() == Some("entry")
+    }
+}
+
+impl std::fmt::Debug for StaticBackend {
+    // Plaintext header values may be credentials: only their names are printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticBackend")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("transport", &self.transport)
+            .field("kind", &self.kind)
+            .field("allow_private_endpoint", &self.allow_private_endpoint)
+            .field("header_names", &self.headers.keys().collect::<Vec<_>>())
+            .field("headers_from_env", &self.headers_from_env)
+            .field("ca_bundle_path", &self.ca_bundle_path)
+            .finish()
+    }
 }
 
 /// `aggregation`.
@@ -170,19 +293,32 @@ pub struct OutgoingAuth {
 }
 
 /// One backend's auth strategy (ToolHive's `BackendAuthStrategy`). Apiary carries out
-/// `unauthenticated` and `header_injection`.
+/// `unauthenticated`, `header_injection` and `bearer_token` (Apiary's own: a fixed token).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAuth {
     #[serde(default, rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_injection: Option<HeaderInjection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<BearerToken>,
+    /// Parsed so that it is refused by name (not supported yet), never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<Value>,
+}
+
+/// `bearerToken`: `Authorization: Bearer <the value of tokenEnv>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BearerToken {
+    #[serde(default)]
+    pub token_env: String,
 }
 
 /// `headerInjection`: a header sent with every request to the backend.
 #[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderInjection {
     #[serde(default)]
     pub header_name: String,
@@ -239,6 +375,21 @@ fn join(problems: &[Problem]) -> String {
     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a config file's text, at most [`MAX_CONFIG_BYTES`].
+pub fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read = |source| ConfigError::Read { path: path.display().to_string(), source };
+    let mut text = String::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)).map_err(read)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(read(std::io::Error::other(format!("larger than {MAX_CONFIG_BYTES} bytes"))));
+    }
+    Ok(text)
+}
+
 /// How tool (and prompt) name conflicts are settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
@@ -265,9 +416,7 @@ pub const MAX_BACKENDS: usize = 256;
 impl VmcpConfig {
     /// Reads and parses a file (YAML or JSON); does not validate.
     pub fn load(path: &Path) -> Result<VmcpConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&text)
+        Self::parse(&read_bounded(path)?)
     }
 
     /// Parses YAML (JSON is YAML too); does not validate.
@@ -301,9 +450,6 @@ impl VmcpConfig {
     pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let mut problems = Vec::new();
         let mut bad = |path: String, message: &str| problems.push(Problem { path, message: message.to_owned() });
-        if self.backends.is_empty() {
-            bad("backends".into(), "no backends: list at least one (name, url, transport)");
-        }
         if self.backends.len() > MAX_BACKENDS {
             bad("backends".into(), &format!("more than {MAX_BACKENDS} backends"));
         }
@@ -319,6 +465,38 @@ impl VmcpConfig {
             }
             if !matches!(b.transport.as_str(), "streamable-http" | "sse" | "") {
                 bad(format!("backends[{i}].transport"), "must be `streamable-http` or `sse`");
+            }
+            match b.kind.as_deref() {
+                // The CRD allows an empty type: the same as none.
+                None | Some("") => {}
+                Some("entry") => {
+                    // A literal address is refused now; a name is checked when connecting.
+                    if let Err(apiary_config::ssrf::SsrfError::Blocked { host, class }) =
+                        apiary_config::ssrf::check_url(&b.url, b.allow_private_endpoint)
+                        && host.parse::<std::net::IpAddr>().is_ok()
+                    {
+                        bad(
+                            format!("backends[{i}].url"),
+                            &format!("host {host} is {class}; an entry may not reach it"),
+                        );
+                    }
+                }
+                Some(other) => bad(format!("backends[{i}].type"), &format!("unknown type {other:?} (only `entry`)")),
+            }
+            if b.allow_private_endpoint && !b.is_entry() {
+                bad(format!("backends[{i}].allowPrivateEndpoint"), "applies to `type: entry` backends only");
+            }
+            let named = b.headers.keys().map(|h| ("headers", h, None));
+            for (field, h, var) in named.chain(b.headers_from_env.iter().map(|(h, v)| ("headersFromEnv", h, Some(v)))) {
+                if !valid_header_name(h) {
+                    bad(format!("backends[{i}].{field}.{h}"), "not a valid HTTP header name");
+                }
+                if var.is_some_and(|v| v.trim().is_empty()) {
+                    bad(format!("backends[{i}].{field}.{h}"), "names no environment variable");
+                }
+            }
+            if b.ca_bundle_path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                bad(format!("backends[{i}].caBundlePath"), "must not be empty");
             }
         }
         let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
@@ -413,19 +591,8 @@ impl VmcpConfig {
                 }
             }
         }
-        // A protection asked for in the file must be enforced or refused, never ignored: until
-        // the file's incoming auth is applied, only `type: anonymous` without `authz` passes.
         if let Some(incoming) = &self.incoming_auth {
-            let anonymous = incoming.get("type").and_then(Value::as_str) == Some("anonymous")
-                && incoming.get("authz").is_none_or(Value::is_null);
-            if !anonymous {
-                problems.push(Problem {
-                    path: "incomingAuth".into(),
-                    message: "only `type: anonymous` is applied from the config file yet; authenticate and \
-                              authorize callers with the --oidc-* and --authz-config flags of apiary vmcp serve"
-                        .into(),
-                });
-            }
+            check_incoming(&mut problems, incoming);
         }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
@@ -435,6 +602,9 @@ impl VmcpConfig {
 
     fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.backends.is_empty() {
+            out.push("no backends: the vMCP serves an empty catalog until the config lists some".to_owned());
+        }
         let unsupported = [
             ("compositeTools", self.composite_tools.is_some()),
             ("compositeToolRefs", self.composite_tool_refs.is_some()),
@@ -467,6 +637,43 @@ impl VmcpConfig {
         out
     }
 
+    /// The file's `incomingAuth` as the proxy's policy layers take it (from a validated config).
+    pub fn incoming_policy(&self) -> IncomingPolicy {
+        let Some(incoming) = &self.incoming_auth else { return IncomingPolicy::default() };
+        let oidc = incoming.oidc.as_ref().filter(|_| incoming.kind == "oidc").map(|o| apiary_config::OidcConfig {
+            issuer: o.issuer.clone(),
+            audience: o.audience.clone(),
+            jwks_url: o.jwks_url.clone(),
+            introspection_url: o.introspection_url.clone(),
+            client_id: o.client_id.clone(),
+            client_secret: None,
+            client_secret_env: o.client_secret_env.clone(),
+            scopes: o.scopes.clone(),
+            required_scopes: Vec::new(),
+            resource_url: o.resource.clone(),
+            insecure_allow_http: o.insecure_allow_http,
+            jwks_min_refresh_secs: None,
+        });
+        let authz = incoming.authz.as_ref().map(|a| {
+            let mut cedar = serde_json::json!({
+                "policies": a.policies,
+                "entities_json": a.entities_json.clone().unwrap_or_else(|| "[]".to_owned()),
+            });
+            for (key, value) in [
+                ("group_claim_name", &a.group_claim_name),
+                ("role_claim_name", &a.role_claim_name),
+                ("group_entity_type", &a.group_entity_type),
+                ("primary_upstream_provider", &a.primary_upstream_provider),
+            ] {
+                if let Some(v) = value {
+                    cedar[key] = Value::String(v.clone());
+                }
+            }
+            serde_json::json!({"version": "1.0", "type": "cedarv1", "cedar": cedar})
+        });
+        IncomingPolicy { oidc, local: incoming.kind == "local", authz }
+    }
+
     /// The conflict resolution strategy.
     pub fn strategy(&self) -> Strategy {
         let agg = self.aggregation.as_ref();
@@ -480,29 +687,53 @@ impl VmcpConfig {
         }
     }
 
-    /// The headers to send to `backend` (its own strategy, else the default). Values from
-    /// the environment are read now; a missing variable is an error naming the field.
+    /// Every header to send to `backend`: its `headers`, its `headersFromEnv` and its outgoing
+    /// auth (its own strategy, else the default). Values from the environment are read now; a
+    /// missing variable, or one header given twice, is an error naming the field.
     pub fn headers_for(&self, backend: &str) -> Result<Vec<(String, String)>, ConfigError> {
-        let Some(out) = &self.outgoing_auth else { return Ok(Vec::new()) };
-        let (path, auth) = match (out.backends.get(backend), &out.default) {
+        let invalid = |path: String, message: String| ConfigError::Invalid(vec![Problem { path, message }]);
+        let env = |path: String, var: &str| {
+            std::env::var(var).map_err(|_| invalid(path, format!("the environment variable {var:?} is not set")))
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut add = |path: String, name: &str, value: String| {
+            if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                return Err(invalid(path, format!("header {name} is set twice for backend {backend:?}")));
+            }
+            out.push((name.to_owned(), value));
+            Ok(())
+        };
+        if let Some((i, b)) = self.backends.iter().enumerate().find(|(_, b)| b.name == backend) {
+            for (name, value) in &b.headers {
+                add(format!("backends[{i}].headers.{name}"), name, value.clone())?;
+            }
+            for (name, var) in &b.headers_from_env {
+                let path = format!("backends[{i}].headersFromEnv.{name}");
+                add(path.clone(), name, env(path, var)?)?;
+            }
+        }
+        let Some(auth) = &self.outgoing_auth else { return Ok(out) };
+        let (path, auth) = match (auth.backends.get(backend), &auth.default) {
             (Some(a), _) => (format!("outgoingAuth.backends.{backend}"), a),
             (None, Some(d)) => ("outgoingAuth.default".to_owned(), d),
-            (None, None) => return Ok(Vec::new()),
+            (None, None) => return Ok(out),
         };
-        let Some(h) = auth.header_injection.as_ref().filter(|_| auth.kind == "header_injection") else {
-            return Ok(Vec::new());
-        };
-        let value = match (&h.header_value, &h.header_value_env) {
-            (Some(v), _) => v.clone(),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(vec![Problem {
-                    path: format!("{path}.headerInjection.headerValueEnv"),
-                    message: format!("the environment variable {var:?} is not set"),
-                }])
-            })?,
-            (None, None) => return Ok(Vec::new()),
-        };
-        Ok(vec![(h.header_name.clone(), value)])
+        match (auth.kind.as_str(), &auth.header_injection, &auth.bearer_token) {
+            ("header_injection", Some(h), _) => {
+                let value = match (&h.header_value, &h.header_value_env) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(var)) => env(format!("{path}.headerInjection.headerValueEnv"), var)?,
+                    (None, None) => return Ok(out),
+                };
+                add(format!("{path}.headerInjection"), &h.header_name, value)?;
+            }
+            ("bearer_token", _, Some(t)) => {
+                let token = env(format!("{path}.bearerToken.tokenEnv"), &t.token_env)?;
+                add(format!("{path}.bearerToken"), "Authorization", format!("Bearer {}", token.trim()))?;
+            }
+            _ => {}
+        }
+        Ok(out)
     }
 
     /// The bound on one request to `backend`.
@@ -561,14 +792,47 @@ fn check_auth(problems: &mut Vec<Problem>, path: &str, auth: &BackendAuth) {
                 }
             }
         },
+        "bearer_token" => match &auth.bearer_token {
+            Some(t) if !t.token_env.trim().is_empty() => {}
+            _ => problems.push(Problem {
+                path: format!("{path}.bearerToken.tokenEnv"),
+                message: "required for the bearer_token type: the environment variable holding the token".into(),
+            }),
+        },
         "token_exchange" | "upstream_inject" | "aws_sts" | "obo" | "xaa" => problems.push(Problem {
             path: format!("{path}.type"),
             message: format!(
-                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection are)",
+                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection, bearer_token are)",
                 auth.kind
             ),
         }),
         other => problems.push(Problem { path: format!("{path}.type"), message: format!("unknown type {other:?}") }),
+    }
+}
+
+fn check_incoming(problems: &mut Vec<Problem>, incoming: &IncomingAuth) {
+    let mut bad = |path: &str, message: &str| problems.push(Problem { path: path.into(), message: message.into() });
+    match incoming.kind.as_str() {
+        "anonymous" | "local" => {
+            if incoming.oidc.is_some() {
+                bad("incomingAuth.oidc", "set only with `type: oidc`");
+            }
+        }
+        "oidc" => match &incoming.oidc {
+            None => bad("incomingAuth.oidc", "required for `type: oidc` (at least its issuer)"),
+            Some(o) if o.issuer.trim().is_empty() => bad("incomingAuth.oidc.issuer", "required"),
+            Some(_) => {}
+        },
+        "" => bad("incomingAuth.type", "required: `anonymous`, `oidc` or `local`"),
+        other => bad("incomingAuth.type", &format!("unknown type {other:?} (`anonymous`, `oidc` or `local`)")),
+    }
+    if let Some(a) = &incoming.authz {
+        if a.kind != "cedar" {
+            bad("incomingAuth.authz.type", &format!("must be `cedar`, not {:?}", a.kind));
+        }
+        if a.policies.is_empty() {
+            bad("incomingAuth.authz.policies", "at least one Cedar policy (none would deny every request)");
+        }
     }
 }
 
@@ -578,6 +842,11 @@ fn check_duration(problems: &mut Vec<Problem>, path: &str, value: Option<&str>) 
     {
         problems.push(Problem { path: path.to_owned(), message: why });
     }
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 /// Workload names: 1–63 characters from `a-z`, `0-9`, `.`, `_`, `-`, starting and ending
@@ -724,17 +993,53 @@ operational:
     }
 
     #[test]
-    fn incoming_auth_in_the_file_is_refused_unless_anonymous() {
+    fn incoming_auth_maps_to_the_proxy_policy_and_bad_blocks_are_refused() {
         let base = "backends:\n  - {name: a, url: 'http://x/mcp', transport: streamable-http}\n";
         let ok = format!("{base}incomingAuth: {{type: anonymous}}\n");
-        assert!(VmcpConfig::parse(&ok).unwrap().validate().unwrap().is_empty());
-        for protected in [
-            "incomingAuth: {type: oidc, oidc: {issuer: 'https://issuer.example'}}\n",
-            "incomingAuth: {type: anonymous, authz: {type: cedar, policies: []}}\n",
-            "incomingAuth: {type: local}\n",
+        let c = VmcpConfig::parse(&ok).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        assert!(c.incoming_policy().is_open());
+
+        let oidc = format!(
+            "{base}incomingAuth:\n  type: oidc\n  oidc: {{issuer: 'https://idp.example', audience: vmcp, resource: 'https://vmcp.example/mcp', clientSecretEnv: SECRET_VAR, scopes: [openid]}}\n  authz:\n    type: cedar\n    policies: ['permit(principal, action, resource);']\n    groupClaimName: groups\n"
+        );
+        let c = VmcpConfig::parse(&oidc).unwrap();
+        c.validate().unwrap();
+        let p = c.incoming_policy();
+        let o = p.oidc.as_ref().unwrap();
+        assert_eq!((o.issuer.as_str(), o.audience.as_deref()), ("https://idp.example", Some("vmcp")));
+        assert_eq!(o.resource_url.as_deref(), Some("https://vmcp.example/mcp"));
+        assert_eq!(o.client_secret_env.as_deref(), Some("SECRET_VAR"));
+        let doc = p.authz.unwrap();
+        assert_eq!(doc["type"], "cedarv1");
+        assert_eq!(doc["cedar"]["policies"][0], "permit(principal, action, resource);");
+        assert_eq!(doc["cedar"]["entities_json"], "[]");
+        assert_eq!(doc["cedar"]["group_claim_name"], "groups");
+
+        let local = VmcpConfig::parse(&format!("{base}incomingAuth: {{type: local}}\n")).unwrap();
+        local.validate().unwrap();
+        assert!(local.incoming_policy().local);
+
+        for (bad, path) in [
+            ("incomingAuth: {type: oidc}\n", "incomingAuth.oidc"),
+            ("incomingAuth: {type: oidc, oidc: {audience: x}}\n", "incomingAuth.oidc.issuer"),
+            ("incomingAuth: {type: kerberos}\n", "incomingAuth.type"),
+            ("incomingAuth: {type: anonymous, authz: {type: opa, policies: [x]}}\n", "incomingAuth.authz.type"),
+            ("incomingAuth: {type: anonymous, authz: {type: cedar}}\n", "incomingAuth.authz.policies"),
         ] {
-            let err = VmcpConfig::parse(&format!("{base}{protected}")).unwrap().validate().unwrap_err();
-            assert!(err.to_string().contains("incomingAuth"), "{protected}: {err}");
+            let err = VmcpConfig::parse(&format!("{base}{bad}")).unwrap().validate().unwrap_err();
+            let ConfigError::Invalid(p) = err else { panic!("{bad}: not a validation error") };
+            assert_eq!(p[0].path, path, "{bad}");
+        }
+        // An unknown field is refused at parse time, with its path.
+        for unknown in [
+            "incomingAuth: {type: oidc, oidc: {issuer: 'https://i', audiance: x}}\n",
+            "incomingAuth: {type: anonymous, authz: {type: cedar, policies: [x], polices: [y]}}\n",
+        ] {
+            let err = VmcpConfig::parse(&format!("{base}{unknown}")).unwrap_err();
+            let ConfigError::Parse { path, message, .. } = err else { panic!("{unknown}: not a parse error") };
+            assert!(path.starts_with("incomingAuth."), "{unknown}: {path}");
+            assert!(message.contains("unknown field"), "{unknown}: {message}");
         }
     }
 
@@ -762,6 +1067,80 @@ operational:
         let ConfigError::Invalid(p) = VmcpConfig::parse(&bad).unwrap().validate().unwrap_err() else { panic!() };
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["outgoingAuth.backends.b.type", "outgoingAuth.backends.zz"]);
+    }
+
+    #[test]
+    fn backend_fields_headers_and_bearer_token() {
+        // Tests may not set variables (no unsafe); PATH is set wherever tests run.
+        let path = std::env::var("PATH").unwrap();
+        let text = "backends:\n  - name: e\n    url: 'https://mcp.example.com/mcp'\n    transport: sse\n    type: entry\n    allowPrivateEndpoint: true\n    headers: {X-Plain: one}\n    headersFromEnv: {X-Env: PATH}\n    caBundlePath: /etc/vmcp-ca/e/ca.crt\noutgoingAuth:\n  backends:\n    e: {type: bearer_token, bearerToken: {tokenEnv: PATH}}\n";
+        let c = VmcpConfig::parse(text).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        let b = &c.backends[0];
+        assert!(b.is_entry() && b.allow_private_endpoint);
+        assert_eq!(b.ca_bundle_path.as_deref(), Some("/etc/vmcp-ca/e/ca.crt"));
+        assert_eq!(
+            c.headers_for("e").unwrap(),
+            [
+                ("X-Plain".to_owned(), "one".to_owned()),
+                ("X-Env".to_owned(), path.clone()),
+                ("Authorization".to_owned(), format!("Bearer {}", path.trim()))
+            ]
+        );
+        assert!(!format!("{c:?}").contains("one\""), "plaintext header values are not printed: {c:?}");
+
+        // A header given twice (here by the backend and by its auth) is refused, naming the field.
+        let twice = "backends:\n  - {name: a, url: 'http://x/mcp', headers: {authorization: x}}\noutgoingAuth:\n  default: {type: header_injection, headerInjection: {headerName: Authorization, headerValue: y}}\n";
+        let err = VmcpConfig::parse(twice).unwrap().headers_for("a").unwrap_err();
+        assert!(err.to_string().contains("outgoingAuth.default.headerInjection"), "{err}");
+        // A missing variable names the field.
+        let unset =
+            "backends:\n  - {name: a, url: 'http://x/mcp', headersFromEnv: {X-A: APIARY_TEST_SURELY_UNSET_VAR}}\n";
+        let err = VmcpConfig::parse(unset).unwrap().headers_for("a").unwrap_err();
+        assert!(err.to_string().contains("backends[0].headersFromEnv.X-A"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_fields_are_refused_with_their_path() {
+        // Unknown fields: at parse time.
+        for (text, path) in [
+            ("backends:\n  - {name: a, url: 'http://x/mcp', allowPrivateEndpoints: true}\n", "backends[0]"),
+            (
+                "backends:\n  - {name: a, url: 'http://x/mcp'}\noutgoingAuth:\n  backends:\n    a: {type: bearer_token, bearer: {tokenEnv: X}}\n",
+                "outgoingAuth.backends.a",
+            ),
+        ] {
+            let ConfigError::Parse { path: p, message, .. } = VmcpConfig::parse(text).unwrap_err() else {
+                panic!("{text}: not a parse error")
+            };
+            assert!(p.starts_with(path) && message.contains("unknown field"), "{text}: {p}: {message}");
+        }
+        // Bad values: at validation.
+        let text = "backends:\n  - {name: a, url: 'http://127.0.0.1:9/mcp', type: entry}\n  - {name: b, url: 'http://10.0.0.1/mcp', type: entry}\n  - {name: c, url: 'http://x/mcp', type: remote}\n  - {name: d, url: 'http://x/mcp', allowPrivateEndpoint: true}\n  - {name: e, url: 'http://x/mcp', headers: {'Bad Header': x}}\noutgoingAuth:\n  backends:\n    e: {type: bearer_token}\n";
+        let ConfigError::Invalid(p) = VmcpConfig::parse(text).unwrap().validate().unwrap_err() else { panic!() };
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "backends[0].url",
+                "backends[1].url",
+                "backends[2].type",
+                "backends[3].allowPrivateEndpoint",
+                "backends[4].headers.Bad Header",
+                "outgoingAuth.backends.e.bearerToken.tokenEnv"
+            ]
+        );
+        assert!(p[0].message.contains("loopback"), "{}", p[0]);
+        // A private literal address is fine once allowed.
+        let ok = "backends:\n  - {name: b, url: 'http://10.0.0.1/mcp', type: entry, allowPrivateEndpoint: true}\n";
+        VmcpConfig::parse(ok).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn zero_backends_serve_an_empty_catalog_with_a_warning() {
+        let c = VmcpConfig::parse("name: empty\ngroupRef: g\n").unwrap();
+        let warnings = c.validate().unwrap();
+        assert!(warnings.iter().any(|w| w.contains("no backends")), "{warnings:?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! fast; half-open after `timeout`, letting one trial through; closed again on a success).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::hub::BackendSpec;
 
 /// Health settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthSettings {
     pub interval: Duration,
     /// Bound on one check.
@@ -74,6 +74,11 @@ impl BackendHealth {
                 last_change: SystemTime::now(),
             }),
         }
+    }
+
+    /// Whether this record still describes `spec` under `settings` (else a reload starts afresh).
+    pub(crate) fn describes(&self, spec: &BackendSpec, settings: HealthSettings) -> bool {
+        self.spec.fingerprint == spec.fingerprint && self.settings == settings
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -179,27 +184,38 @@ impl BackendHealth {
     }
 }
 
-/// Every backend's health, plus which backends the latest list missed.
+/// Every backend's health, plus which backends the latest list missed. One registry lives as
+/// long as the vMCP: a reloaded config replaces its backends (keeping the health of those
+/// that did not change).
 #[derive(Debug, Default)]
 pub struct HealthRegistry {
-    backends: BTreeMap<String, Arc<BackendHealth>>,
+    backends: RwLock<BTreeMap<String, Arc<BackendHealth>>>,
     missing: Mutex<Vec<String>>,
 }
 
 impl HealthRegistry {
     pub fn new(backends: impl IntoIterator<Item = Arc<BackendHealth>>) -> HealthRegistry {
-        HealthRegistry {
-            backends: backends.into_iter().map(|b| (b.name.clone(), b)).collect(),
-            missing: Mutex::default(),
-        }
+        let registry = HealthRegistry::default();
+        registry.replace(backends);
+        registry
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<BackendHealth>> {
-        self.backends.get(name)
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<BackendHealth>>> {
+        self.backends.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<BackendHealth>> {
-        self.backends.values()
+    /// Makes `backends` the registry's backends.
+    pub fn replace(&self, backends: impl IntoIterator<Item = Arc<BackendHealth>>) {
+        let map = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
+        *self.backends.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<BackendHealth>> {
+        self.map().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<BackendHealth>> {
+        self.map().values().cloned().collect()
     }
 
     /// Remembers the backends the latest aggregation had to leave out.
@@ -209,7 +225,8 @@ impl HealthRegistry {
 
     /// `/status`: overall state and every backend.
     pub fn status_report(&self) -> Value {
-        let statuses: Vec<&str> = self.backends.values().map(|b| b.status()).collect();
+        let backends = self.map();
+        let statuses: Vec<&str> = backends.values().map(|b| b.status()).collect();
         let overall = if statuses.iter().all(|s| *s == "healthy" || *s == "unknown") {
             "healthy"
         } else if statuses.iter().all(|s| *s == "unhealthy") {
@@ -220,14 +237,14 @@ impl HealthRegistry {
         let missing = self.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         json!({
             "status": overall,
-            "backends": self.backends.values().map(|b| b.report()).collect::<Vec<_>>(),
+            "backends": backends.values().map(|b| b.report()).collect::<Vec<_>>(),
             "missingFromLastList": missing,
         })
     }
 
     /// `/api/backends/health`: a map from backend name to its health.
     pub fn health_report(&self) -> Value {
-        let map: serde_json::Map<String, Value> = self.backends.iter().map(|(n, b)| (n.clone(), b.report())).collect();
+        let map: serde_json::Map<String, Value> = self.map().iter().map(|(n, b)| (n.clone(), b.report())).collect();
         json!({ "backends": map })
     }
 }
@@ -244,6 +261,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             headers: vec![],
             transport: apiary_transport::client::Transport::StreamableHttp,
+            reach: Default::default(),
+            fingerprint: 0,
         }
     }
 

@@ -1,13 +1,16 @@
 //! What every instance of one vMCP shares: the backends, the aggregation rules, the
-//! health registry and the bounds. Built once from a validated config.
+//! health registry and the bounds. Built from a validated config, and built again (then
+//! swapped in whole) when the config file changes.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use apiary_transport::client::Transport;
+use tokio::sync::watch;
+
+use apiary_transport::client::{AddressGuard, Reach, SessionOptions, Transport, check_ca_bundle};
 
 use crate::aggregate::Rules;
-use crate::config::{ConfigError, VmcpConfig};
+use crate::config::{ConfigError, Problem, StaticBackend, VmcpConfig};
 use crate::health::{BackendHealth, HealthRegistry, HealthSettings};
 
 /// One backend as the instances reach it.
@@ -21,6 +24,57 @@ pub struct BackendSpec {
     pub headers: Vec<(String, String)>,
     /// Streamable HTTP or the 2024-11-05 HTTP+SSE transport.
     pub transport: Transport,
+    /// Its CA bundle, and for an entry the SSRF guard checked at every connect.
+    pub reach: Reach,
+    /// Equal when a reloaded config reaches the backend the same way.
+    pub fingerprint: u64,
+}
+
+/// Largest CA bundle file read.
+const MAX_CA_BUNDLE_BYTES: u64 = 1024 * 1024;
+
+impl BackendSpec {
+    /// The options of a session with this backend.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            headers: self.headers.clone(),
+            transport: self.transport,
+            timeout: self.timeout,
+            reach: self.reach.clone(),
+            ..SessionOptions::default()
+        }
+    }
+}
+
+/// What a backend's connections need beyond its URL: the CA bundle read (bounded) and checked
+/// now, and for an entry the guard that checks every resolved address with the operator's own
+/// SSRF rules.
+fn reach(index: usize, b: &StaticBackend) -> Result<Reach, ConfigError> {
+    let invalid = |message: String| {
+        ConfigError::Invalid(vec![Problem { path: format!("backends[{index}].caBundlePath"), message }])
+    };
+    let mut reach = Reach::default();
+    if let Some(path) = &b.ca_bundle_path {
+        let mut pem = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CA_BUNDLE_BYTES + 1), &mut pem))
+            .map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+        if pem.len() as u64 > MAX_CA_BUNDLE_BYTES {
+            return Err(invalid(format!("{path} is larger than {MAX_CA_BUNDLE_BYTES} bytes")));
+        }
+        check_ca_bundle(&pem).map_err(|e| invalid(format!("{path}: {e}")))?;
+        reach.ca_bundle_pem = Some(pem.into());
+    }
+    if b.is_entry() {
+        let allow_private = b.allow_private_endpoint;
+        reach.guard = Some(AddressGuard::new(move |ip| {
+            apiary_config::ssrf::check_ip(ip, allow_private).map_err(|class| {
+                let hint = if class.is_private_range() { " (allowPrivateEndpoint lifts this)" } else { "" };
+                format!("{class}, which an MCPServerEntry may not reach{hint}")
+            })
+        }));
+    }
+    Ok(reach)
 }
 
 impl std::fmt::Debug for BackendSpec {
@@ -32,6 +86,7 @@ impl std::fmt::Debug for BackendSpec {
             .field("timeout", &self.timeout)
             .field("header_names", &names)
             .field("transport", &self.transport)
+            .field("reach", &self.reach)
             .finish()
     }
 }
@@ -56,15 +111,27 @@ impl Default for InstanceLimits {
 pub(crate) struct Hub {
     pub backends: Vec<BackendSpec>,
     pub rules: Rules,
+    /// The registry every hub of this vMCP shares (what `/status` reads).
     pub health: Arc<HealthRegistry>,
+    /// This hub's backends' health records, installed in `health` when the hub goes live.
+    pub health_records: Vec<Arc<BackendHealth>>,
     pub health_settings: HealthSettings,
     pub list_deadline: Duration,
     pub max_line: usize,
     pub queue: usize,
+    /// The config's `incomingAuth`: the proxy's policy was built from it once, so a reload
+    /// that changes it is refused.
+    pub incoming: Option<crate::config::IncomingAuth>,
 }
 
 impl Hub {
-    pub fn new(config: &VmcpConfig, limits: InstanceLimits) -> Result<Hub, ConfigError> {
+    /// A hub for `config`; `health` is the registry to share (a reload passes the live one,
+    /// whose records are kept for backends that did not change).
+    pub fn new(
+        config: &VmcpConfig,
+        limits: InstanceLimits,
+        health: Option<Arc<HealthRegistry>>,
+    ) -> Result<Hub, ConfigError> {
         config.validate()?;
         let health_settings = HealthSettings {
             interval: config.health_interval(),
@@ -73,25 +140,38 @@ impl Hub {
             breaker: config.circuit_breaker(),
         };
         let mut backends = Vec::with_capacity(config.backends.len());
-        for b in &config.backends {
+        for (i, b) in config.backends.iter().enumerate() {
+            let headers = config.headers_for(&b.name)?;
+            let timeout = config.timeout_for(&b.name);
+            let fingerprint = fingerprint(b, &headers, timeout);
             backends.push(BackendSpec {
+                reach: reach(i, b)?,
                 name: b.name.clone(),
                 url: b.url.clone(),
-                timeout: config.timeout_for(&b.name),
-                headers: config.headers_for(&b.name)?,
+                timeout,
+                headers,
                 transport: if b.transport == "sse" { Transport::Sse } else { Transport::StreamableHttp },
+                fingerprint,
             });
         }
-        let health =
-            Arc::new(HealthRegistry::new(backends.iter().map(|b| Arc::new(BackendHealth::new(b, health_settings)))));
+        let health = health.unwrap_or_default();
+        let health_records = backends
+            .iter()
+            .map(|b| match health.get(&b.name) {
+                Some(h) if h.describes(b, health_settings) => h,
+                _ => Arc::new(BackendHealth::new(b, health_settings)),
+            })
+            .collect();
         Ok(Hub {
             backends,
             rules: Rules::from_config(config),
             health,
+            health_records,
             health_settings,
             list_deadline: limits.list_deadline,
             max_line: limits.max_line.max(1024),
             queue: limits.queue.max(16),
+            incoming: config.incoming_auth.clone(),
         })
     }
 
@@ -101,5 +181,91 @@ impl Hub {
 
     pub fn backend_names(&self) -> Vec<String> {
         self.backends.iter().map(|b| b.name.clone()).collect()
+    }
+}
+
+/// Equal for two configs of a backend that reach it the same way (an open session with it
+/// stays valid across a reload). Only compared, never shown: it covers header values.
+fn fingerprint(b: &StaticBackend, headers: &[(String, String)], timeout: Duration) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&b.url, &b.transport, &b.kind, b.allow_private_endpoint, &b.ca_bundle_path, headers, timeout).hash(&mut h);
+    h.finish()
+}
+
+/// The live hub, swapped whole when the config changes; instances read it at every step and
+/// watch `generation` to learn of a swap.
+pub(crate) struct Shared {
+    current: RwLock<Arc<Hub>>,
+    generation: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(hub: Hub) -> Shared {
+        hub.health.replace(hub.health_records.iter().cloned());
+        Shared { current: RwLock::new(Arc::new(hub)), generation: watch::Sender::new(0) }
+    }
+
+    pub fn hub(&self) -> Arc<Hub> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Makes `hub` the live one and tells every instance.
+    pub fn swap(&self, hub: Hub) {
+        hub.health.replace(hub.health_records.iter().cloned());
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(hub);
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A self-signed CA (P-256, valid until 2126), only ever parsed.
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBiDCCAS+gAwIBAgIULBYuoEZLAxDQdCT+e5E4QniBusQwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOYXBpYXJ5IHRlc3QgQ0EwIBcNMjYxMjA3MTUxNDQyWhgPMjEy
+NjExMTMxNTE0NDJaMBkxFzAVBgNVBAMMDmFwaWFyeSB0ZXN0IENBMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAExnjWT+dLXPGCODQ0y2XCb5BXbLpglT0MguWMJ5ZV
+YLcO7xbGozW3JeHH/r095gC7Y5IhPzUirMzJVslL2jt86aNTMFEwHQYDVR0OBBYE
+FCbHp6KiTfoNMDmlqKoTZFnbC+USMB8GA1UdIwQYMBaAFCbHp6KiTfoNMDmlqKoT
+ZFnbC+USMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgFkChLzqf
+w4zYZrK2tqYzefmKryFzsF2moQR8BQmbzWMCIGkP7y68SLLKFzsH8CWi/tg7qHOD
+r9QgkoWwwivjfcRt
+-----END CERTIFICATE-----
+";
+
+    fn hub(ca_path: &str) -> Result<Hub, ConfigError> {
+        let text = format!(
+            "backends:\n  - {{name: a, url: 'https://x.example/mcp', type: entry, caBundlePath: '{ca_path}'}}\n  - {{name: b, url: 'http://127.0.0.1:9/mcp'}}\n"
+        );
+        Hub::new(&VmcpConfig::parse(&text).unwrap(), InstanceLimits::default(), None)
+    }
+
+    #[test]
+    fn a_ca_bundle_is_read_and_checked_at_start_and_entries_get_the_guard() {
+        let dir = std::env::temp_dir().join(format!("apiary-vmcp-hub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("ca.crt");
+        std::fs::write(&good, CA_PEM).unwrap();
+        let h = hub(good.to_str().unwrap()).unwrap();
+        let (a, b) = (h.backend("a").unwrap(), h.backend("b").unwrap());
+        assert_eq!(a.reach.ca_bundle_pem.as_deref(), Some(CA_PEM.as_bytes()));
+        assert!(a.reach.guard.is_some(), "an entry is guarded");
+        assert!(b.reach.guard.is_none() && b.reach.ca_bundle_pem.is_none(), "a member is not");
+
+        let bad = dir.join("bad.crt");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        for path in [bad.to_str().unwrap(), "/nonexistent/ca.crt"] {
+            let Err(err) = hub(path) else { panic!("{path} was accepted") };
+            assert!(err.to_string().contains("backends[0].caBundlePath") && err.to_string().contains(path), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

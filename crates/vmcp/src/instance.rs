@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Catalog, Listing, aggregate};
-use crate::hub::Hub;
+use crate::hub::{Hub, Shared};
 
 /// Requests one instance works on at once; the reader waits beyond that.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -48,6 +48,8 @@ const RESOURCE_NOT_FOUND: i32 = -32002;
 struct Conn {
     session: RawSession,
     relayed: Arc<Relayed>,
+    /// The backend's fingerprint when opened: a reload that changes it retires the session.
+    fingerprint: u64,
 }
 
 /// How many of a session's server-initiated messages the pump has relayed: an answer
@@ -81,7 +83,8 @@ impl Conn {
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 
 pub(crate) struct Instance {
-    hub: Arc<Hub>,
+    /// The live config; read at every step, so a reload takes effect at once.
+    shared: Arc<Shared>,
     out: mpsc::Sender<Bytes>,
     /// The client's `initialize` params, passed on to every backend session.
     init_params: Mutex<Option<String>>,
@@ -104,12 +107,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs one instance until its input ends or `kill` fires, then closes its backend
 /// sessions and reports on `exited`.
 pub(crate) async fn run(
-    hub: Arc<Hub>,
+    shared: Arc<Shared>,
     input: impl AsyncRead + Unpin + Send,
     mut output: impl AsyncWrite + Unpin + Send + 'static,
     mut kill: oneshot::Receiver<()>,
     exited: oneshot::Sender<ExitReason>,
 ) {
+    let hub = shared.hub();
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(hub.queue);
     let writer = tokio::spawn(async move {
         while let Some(frame) = out_rx.recv().await {
@@ -119,7 +123,7 @@ pub(crate) async fn run(
         }
     });
     let inst = Arc::new(Instance {
-        hub: Arc::clone(&hub),
+        shared: Arc::clone(&shared),
         out: out_tx,
         init_params: Mutex::new(None),
         conns: Mutex::new(HashMap::new()),
@@ -130,6 +134,7 @@ pub(crate) async fn run(
         pending: Mutex::new(IdMap::default()),
         stop: CancellationToken::new(),
     });
+    tokio::spawn(follow_reloads(Arc::downgrade(&inst), shared.subscribe(), inst.stop.clone()));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut reader = LineReader::new(input, hub.max_line);
     let reason = loop {
@@ -162,6 +167,39 @@ pub(crate) async fn run(
 }
 
 impl Instance {
+    fn hub(&self) -> Arc<Hub> {
+        self.shared.hub()
+    }
+
+    /// The config changed: sessions with backends that went or changed are closed, the next
+    /// list is rebuilt, and the client is told its lists changed.
+    async fn on_reload(&self) {
+        let hub = self.hub();
+        let slots: Vec<(String, Slot)> = lock(&self.conns).iter().map(|(b, s)| (b.clone(), Arc::clone(s))).collect();
+        for (backend, slot) in slots {
+            let stale = {
+                let mut guard = slot.lock().await;
+                let current = guard
+                    .as_ref()
+                    .is_some_and(|c| hub.backend(&backend).is_some_and(|s| s.fingerprint == c.fingerprint));
+                if current { None } else { guard.take() }
+            };
+            if let Some(conn) = stale {
+                tracing::info!(%backend, "the backend went or changed in the config; closing its session");
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(CLOSE_LIMIT, conn.session.close()).await;
+                });
+            }
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if lock(&self.init_params).is_some() {
+            for kind in ["tools", "prompts", "resources"] {
+                let note = json!({"jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")});
+                self.emit(Bytes::from(note.to_string())).await;
+            }
+        }
+    }
+
     async fn emit(&self, frame: Bytes) {
         if self.out.send(frame).await.is_err() {
             tracing::debug!("the instance's output is closed");
@@ -244,7 +282,7 @@ impl Instance {
             }
             "completion/complete" => self.complete(msg, id, &params).await,
             "logging/setLevel" => {
-                for backend in self.hub.backend_names() {
+                for backend in self.hub().backend_names() {
                     if self.admit(&backend).is_err() {
                         continue;
                     }
@@ -289,7 +327,7 @@ impl Instance {
     /// The owner of a URI; with a single backend, that backend (it may serve URIs it does not list).
     fn resource_owner(&self, catalog: &Catalog, uri: &str) -> Option<String> {
         catalog.resource_owner(uri).map(str::to_owned).or_else(|| {
-            let names = self.hub.backend_names();
+            let names = self.hub().backend_names();
             (names.len() == 1).then(|| names[0].clone())
         })
     }
@@ -340,7 +378,7 @@ impl Instance {
             lock(&self.inflight).insert(client_id.clone(), (backend.to_owned(), backend_id));
             let result = conn.session.request(bytes).await;
             lock(&self.inflight).remove(&client_id);
-            let health = self.hub.health.get(backend);
+            let health = self.hub().health.get(backend);
             match result {
                 Ok(answer) => {
                     if let Some(h) = health {
@@ -377,31 +415,35 @@ impl Instance {
     /// Whether the backend's circuit lets a request through now (callers ask once per
     /// request, before [`Instance::conn`]: a half-open circuit admits one trial).
     fn admit(&self, backend: &str) -> Result<(), String> {
-        self.hub.health.get(backend).map_or(Ok(()), |h| h.admit())
+        self.hub().health.get(backend).map_or(Ok(()), |h| h.admit())
     }
 
     /// This instance's session with `backend`, opened on first use.
     async fn conn(self: &Arc<Self>, backend: &str) -> Result<Arc<Conn>, String> {
         let slot = self.slot(backend);
         let mut guard = slot.lock().await;
-        if let Some(c) = &*guard {
-            return Ok(Arc::clone(c));
+        let hub = self.hub();
+        let Some(spec) = hub.backend(backend) else {
+            return Err(format!("no backend named {backend:?}"));
+        };
+        match guard.take() {
+            Some(c) if c.fingerprint == spec.fingerprint => {
+                *guard = Some(Arc::clone(&c));
+                return Ok(c);
+            }
+            // Opened under a config that has since changed: ended, and a new one opened.
+            Some(stale) => {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(CLOSE_LIMIT, stale.session.close()).await;
+                });
+            }
+            None => {}
         }
         if self.stop.is_cancelled() {
             return Err("the session is ending".into());
         }
-        let Some(spec) = self.hub.backend(backend) else {
-            return Err(format!("no backend named {backend:?}"));
-        };
-        let health = self.hub.health.get(backend);
-        let mut options = SessionOptions {
-            headers: spec.headers.clone(),
-            transport: spec.transport,
-            timeout: spec.timeout,
-            incoming_capacity: MAX_PENDING,
-            listen: true,
-            ..SessionOptions::default()
-        };
+        let health = hub.health.get(backend);
+        let mut options = SessionOptions { incoming_capacity: MAX_PENDING, listen: true, ..spec.session_options() };
         if let Some(p) = lock(&self.init_params).clone() {
             options.initialize_params = p;
         }
@@ -418,7 +460,7 @@ impl Instance {
             h.record_success();
         }
         let relayed = Arc::new(Relayed::default());
-        let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed) });
+        let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed), fingerprint: spec.fingerprint });
         tokio::spawn(pump(Arc::downgrade(self), backend.to_owned(), incoming, relayed, self.stop.clone()));
         *guard = Some(Arc::clone(&conn));
         Ok(conn)
@@ -460,9 +502,12 @@ impl Instance {
         {
             return Arc::clone(c);
         }
-        let names = self.hub.backend_names();
+        // One hub for the whole build: its backends, deadline and rules belong together.
+        let hub = self.hub();
+        let names = hub.backend_names();
+        let deadline = hub.list_deadline;
         let lists = names.iter().map(|b| async move {
-            let listed = tokio::time::timeout(self.hub.list_deadline, self.list_backend(b)).await;
+            let listed = tokio::time::timeout(deadline, self.list_backend(b)).await;
             (b.clone(), listed)
         });
         let mut listings = Vec::new();
@@ -475,13 +520,13 @@ impl Instance {
                     missing.push(backend);
                 }
                 Err(_) => {
-                    tracing::warn!(%backend, deadline = ?self.hub.list_deadline, "backend too slow; left out of the list");
+                    tracing::warn!(%backend, ?deadline, "backend too slow; left out of the list");
                     missing.push(backend);
                 }
             }
         }
-        self.hub.health.set_missing(missing.clone());
-        let catalog = Arc::new(aggregate(&self.hub.rules, listings, missing));
+        hub.health.set_missing(missing.clone());
+        let catalog = Arc::new(aggregate(&hub.rules, listings, missing));
         *guard = Some((epoch, Arc::clone(&catalog)));
         catalog
     }
@@ -529,7 +574,7 @@ impl Instance {
             let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
             let answer = conn.session.request(Bytes::from(req)).await.map_err(|e| {
                 if counts_as_failure(&e) {
-                    if let Some(h) = self.hub.health.get(backend) {
+                    if let Some(h) = self.hub().health.get(backend) {
                         h.record_failure(&e.to_string());
                     }
                     self.drop_conn(backend, conn);
@@ -648,6 +693,22 @@ impl Instance {
             }
             Kind::Response | Kind::Error => {}
         }
+    }
+}
+
+/// Calls [`Instance::on_reload`] at every config swap until the instance ends.
+async fn follow_reloads(
+    inst: Weak<Instance>,
+    mut generation: tokio::sync::watch::Receiver<u64>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = generation.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+        let Some(inst) = inst.upgrade() else { return };
+        inst.on_reload().await;
     }
 }
 

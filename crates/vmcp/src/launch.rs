@@ -2,7 +2,8 @@
 //! serves a stdio child. Each `launch()` wires an in-process instance to a pair of
 //! in-memory pipes; the front writes its "stdin" and reads its "stdout".
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use apiary_transport::client::{RawSession, SessionOptions};
 use apiary_transport::launch::{ChildHandle, Launch, LaunchFuture};
@@ -10,42 +11,102 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, VmcpConfig};
+use crate::config::{ConfigError, Problem, VmcpConfig};
 use crate::health::{BackendHealth, HealthRegistry};
-use crate::hub::{Hub, InstanceLimits};
+use crate::hub::{Hub, InstanceLimits, Shared};
 
 /// Bytes buffered in each in-memory pipe.
 const PIPE_BYTES: usize = 256 * 1024;
 
 /// Starts vMCP instances for the proxy.
 pub struct VmcpLaunch {
-    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+    limits: InstanceLimits,
+    /// The health check task of each backend: its record and the token that stops it.
+    checks: Mutex<HashMap<String, (Arc<BackendHealth>, CancellationToken)>>,
+    /// Set by [`VmcpLaunch::spawn_health_checks`]: the checks run until it fires.
+    stop: Mutex<Option<CancellationToken>>,
 }
 
 impl VmcpLaunch {
     /// Validates `config` and prepares the instances' shared state.
     pub fn new(config: &VmcpConfig, limits: InstanceLimits) -> Result<VmcpLaunch, ConfigError> {
-        Ok(VmcpLaunch { hub: Arc::new(Hub::new(config, limits)?) })
+        Ok(VmcpLaunch {
+            shared: Arc::new(Shared::new(Hub::new(config, limits, None)?)),
+            limits,
+            checks: Mutex::default(),
+            stop: Mutex::default(),
+        })
     }
 
-    /// Every backend's health (for `/status` and `/api/backends/health`).
+    /// Every backend's health (for `/status` and `/api/backends/health`); the same registry
+    /// across reloads.
     pub fn health(&self) -> Arc<HealthRegistry> {
-        Arc::clone(&self.hub.health)
+        Arc::clone(&self.shared.hub().health)
+    }
+
+    /// How many backends the live config has.
+    pub fn backend_count(&self) -> usize {
+        self.shared.hub().backends.len()
+    }
+
+    /// Replaces the backends, rules and settings with those of `config` (validated here): new
+    /// sessions see them at once; every running instance closes its sessions with backends
+    /// that went or changed, rebuilds its lists and tells its client (`list_changed`). On an
+    /// error nothing changes. A changed `incomingAuth` is refused: the proxy's policy layers
+    /// were built from it at start.
+    pub fn reload(&self, config: &VmcpConfig) -> Result<(), ConfigError> {
+        let live = self.shared.hub();
+        let hub = Hub::new(config, self.limits, Some(Arc::clone(&live.health)))?;
+        if hub.incoming != live.incoming {
+            return Err(ConfigError::Invalid(vec![Problem {
+                path: "incomingAuth".into(),
+                message: "changed; incoming authentication and Cedar are applied at start: restart the vMCP".into(),
+            }]));
+        }
+        self.shared.swap(hub);
+        self.sync_health_checks();
+        Ok(())
     }
 
     /// Checks every backend now and then every health interval, until `stop`: opens a
-    /// session, pings, closes it.
+    /// session, pings, closes it. Backends a reload adds are checked too.
     pub fn spawn_health_checks(&self, stop: CancellationToken) {
-        for backend in self.hub.health.all() {
+        *lock(&self.stop) = Some(stop);
+        self.sync_health_checks();
+    }
+
+    /// One check task per live backend: kept for a record that did not change, replaced for
+    /// one that did, stopped for a backend that went.
+    fn sync_health_checks(&self) {
+        let Some(stop) = lock(&self.stop).clone() else { return };
+        let hub = self.shared.hub();
+        let settings = hub.health_settings;
+        let mut checks = lock(&self.checks);
+        let live: std::collections::HashSet<&str> = hub.health_records.iter().map(|b| b.name.as_str()).collect();
+        checks.retain(|name, (_, token)| {
+            let keep = live.contains(name.as_str());
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for backend in &hub.health_records {
+            if let Some((running, token)) = checks.get(&backend.name) {
+                if Arc::ptr_eq(running, backend) {
+                    continue;
+                }
+                token.cancel();
+            }
+            let token = stop.child_token();
+            checks.insert(backend.name.clone(), (Arc::clone(backend), token.clone()));
             let backend = Arc::clone(backend);
-            let settings = self.hub.health_settings;
-            let stop = stop.clone();
             tokio::spawn(async move {
                 loop {
                     check(&backend, settings.check_timeout).await;
                     tokio::select! {
                         () = tokio::time::sleep(settings.interval) => {}
-                        () = stop.cancelled() => return,
+                        () = token.cancelled() => return,
                     }
                 }
             });
@@ -53,15 +114,12 @@ impl VmcpLaunch {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn check(backend: &BackendHealth, timeout: std::time::Duration) {
-    let options = SessionOptions {
-        timeout,
-        listen: false,
-        incoming_capacity: 16,
-        headers: backend.spec.headers.clone(),
-        transport: backend.spec.transport,
-        ..SessionOptions::default()
-    };
+    let options = SessionOptions { timeout, listen: false, incoming_capacity: 16, ..backend.spec.session_options() };
     let outcome = async {
         let (session, _incoming) = RawSession::open(&backend.url, options).await?;
         let pinged = session.request(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)).await;
@@ -79,14 +137,14 @@ async fn check(backend: &BackendHealth, timeout: std::time::Duration) {
 
 impl Launch for VmcpLaunch {
     fn launch(&self) -> LaunchFuture<'_> {
-        let hub = Arc::clone(&self.hub);
+        let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             // Two pipes, not one split duplex: dropping the front's stdin must be an EOF.
             let (front_in, inst_in) = tokio::io::duplex(PIPE_BYTES);
             let (inst_out, front_out) = tokio::io::duplex(PIPE_BYTES);
             let (kill_tx, kill_rx) = oneshot::channel();
             let (exit_tx, exit_rx) = oneshot::channel();
-            tokio::spawn(crate::instance::run(hub, inst_in, inst_out, kill_rx, exit_tx));
+            tokio::spawn(crate::instance::run(shared, inst_in, inst_out, kill_rx, exit_tx));
             Ok(ChildHandle {
                 pid: None,
                 stdin: Box::new(front_in),
@@ -99,6 +157,6 @@ impl Launch for VmcpLaunch {
     }
 
     fn describe(&self) -> String {
-        format!("apiary vmcp ({} backends)", self.hub.backends.len())
+        format!("apiary vmcp ({} backends)", self.backend_count())
     }
 }

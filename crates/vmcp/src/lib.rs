@@ -15,10 +15,12 @@ pub mod health;
 mod hub;
 mod instance;
 mod launch;
+mod reload;
 mod status;
 
 pub use config::{ConfigError, VmcpConfig};
 pub use health::HealthRegistry;
 pub use hub::{BackendSpec, InstanceLimits};
 pub use launch::VmcpLaunch;
+pub use reload::{POLL_INTERVAL, content_hash, spawn_config_watch};
 pub use status::status_routes;

@@ -170,3 +170,30 @@ async fn ending_an_instance_ends_its_backend_sessions() {
     assert!(why.description.contains("vMCP instance ended"), "{why}");
     assert_eq!(deletes.load(Ordering::SeqCst), 1, "the backend session was not ended with DELETE");
 }
+
+/// A reload that does not validate, or that changes `incomingAuth` (applied once, at start),
+/// changes nothing; one that does swaps the backends seen by `/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_validated_and_may_not_change_incoming_auth() {
+    let one = "backends:\n  - {name: a, url: 'http://127.0.0.1:9/mcp'}\n";
+    let launch = VmcpLaunch::new(&VmcpConfig::parse(one).unwrap(), InstanceLimits::default()).unwrap();
+    let names = |l: &VmcpLaunch| -> Vec<String> {
+        l.health().status_report()["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let two = format!("{one}  - {{name: b, url: 'http://127.0.0.1:10/mcp'}}\n");
+    let bad = format!("{two}aggregation: {{conflictResolution: random}}\n");
+    let err = launch.reload(&VmcpConfig::parse(&bad).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("aggregation.conflictResolution"), "{err}");
+    let auth = format!("{two}incomingAuth: {{type: local}}\n");
+    let err = launch.reload(&VmcpConfig::parse(&auth).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("incomingAuth") && err.to_string().contains("restart"), "{err}");
+    assert_eq!(names(&launch), ["a"]);
+    launch.reload(&VmcpConfig::parse(&two).unwrap()).unwrap();
+    assert_eq!(names(&launch), ["a", "b"]);
+    assert_eq!(launch.backend_count(), 2);
+}

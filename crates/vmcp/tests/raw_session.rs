@@ -65,3 +65,46 @@ async fn raw_requests_relayed_server_requests_and_close() {
     assert!(matches!(after, Err(ClientError::HttpStatus { status: 404, .. })), "{after:?}");
     server.shutdown().await.unwrap();
 }
+
+/// With an address guard the host name is resolved before connecting and every address is
+/// checked: a guard that refuses one refuses the connection, naming the host and the address;
+/// a guard that allows them connects (to the checked address, pinned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_guard_sees_every_resolved_address_before_connecting() {
+    use apiary_transport::client::{AddressGuard, Reach};
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    let server = serve_http("127.0.0.1:0".parse().unwrap(), ServerOptions::default()).await.unwrap();
+    let by_name = server.url().replace("127.0.0.1", "localhost");
+    let seen: Arc<Mutex<Vec<IpAddr>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let allow = AddressGuard::new(move |ip| {
+        record.lock().unwrap().push(ip);
+        Ok(())
+    });
+    let options =
+        SessionOptions { reach: Reach { guard: Some(allow), ..Reach::default() }, ..SessionOptions::default() };
+    match RawSession::open(&by_name, options).await {
+        Ok((session, _incoming)) => session.close().await.unwrap(),
+        // `localhost` resolved to ::1 first where IPv6 is on: the server listens on IPv4 only.
+        Err(ClientError::Connection { .. }) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let checked = seen.lock().unwrap().clone();
+    assert!(!checked.is_empty() && checked.iter().all(IpAddr::is_loopback), "{checked:?}");
+
+    let refuse = AddressGuard::new(|ip| Err(format!("{ip} is not for you")));
+    let options =
+        SessionOptions { reach: Reach { guard: Some(refuse), ..Reach::default() }, ..SessionOptions::default() };
+    let err = RawSession::open(&by_name, options).await.unwrap_err();
+    assert!(matches!(&err, ClientError::Refused { host, .. } if host == "localhost"), "{err}");
+    assert!(err.to_string().contains("is not for you"), "{err}");
+    // A literal address is checked as it is.
+    let refuse = AddressGuard::new(|ip| Err(format!("{ip} is not for you")));
+    let options =
+        SessionOptions { reach: Reach { guard: Some(refuse), ..Reach::default() }, ..SessionOptions::default() };
+    let err = RawSession::open(server.url(), options).await.unwrap_err();
+    assert!(err.to_string().contains("127.0.0.1 is not for you"), "{err}");
+    server.shutdown().await.unwrap();
+}

@@ -50,6 +50,14 @@ pub enum ClientError {
         source: reqwest::Error,
     },
 
+    /// The server's address may not be reached (an address guard refused it).
+    #[error("refused to connect to {host}: {reason}")]
+    Refused { host: String, reason: String },
+
+    /// A CA bundle could not be used.
+    #[error("the CA bundle cannot be used: {0}")]
+    CaBundle(String),
+
     /// The session's stream ended, or the client was closed, while a call waited.
     #[error("connection closed: {0}")]
     Closed(String),

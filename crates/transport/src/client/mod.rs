@@ -7,6 +7,7 @@ mod error;
 mod http;
 mod legacy_sse;
 mod message;
+mod reach;
 mod session;
 mod sse;
 mod streamable;
@@ -22,6 +23,7 @@ use reqwest::{Client, Url};
 use serde_json::{Value, json};
 
 pub use error::ClientError;
+pub use reach::{AddressGuard, Reach, check_ca_bundle};
 pub use session::{RawSession, SessionOptions};
 
 use legacy_sse::LegacySse;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ClientError;
 use super::http::{MAX_MESSAGE_BYTES, SseReader, connection_error, has_content_type, read_capped, status_error};
+use super::reach::Reach;
 use super::{SUPPORTED_PROTOCOL_VERSIONS, Transport, header_map, parse_url};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -51,6 +52,8 @@ pub struct SessionOptions {
     /// `Auto`: SSE when the path ends in `/sse`, else Streamable HTTP, falling back to SSE
     /// when `initialize` gets 400, 404 or 405.
     pub transport: Transport,
+    /// Extra TLS roots and the address guard (both unset: the plain client).
+    pub reach: Reach,
 }
 
 impl Default for SessionOptions {
@@ -66,6 +69,7 @@ impl Default for SessionOptions {
             ),
             listen: true,
             transport: Transport::Auto,
+            reach: Reach::default(),
         }
     }
 }
@@ -126,12 +130,7 @@ impl RawSession {
     pub async fn open(url: &str, options: SessionOptions) -> Result<(RawSession, mpsc::Receiver<Bytes>), ClientError> {
         let parsed = parse_url(url)?;
         let headers = header_map(&options.headers)?;
-        let http = Client::builder()
-            .connect_timeout(options.timeout)
-            .user_agent(concat!("apiary/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| connection_error("building the HTTP client", e))?;
+        let http = super::reach::client(&parsed, &options.reach, options.timeout).await?;
         match options.transport {
             Transport::Sse => Self::open_sse(http, parsed, headers, &options).await,
             Transport::Auto if parsed.path().ends_with("/sse") => Self::open_sse(http, parsed, headers, &options).await,
