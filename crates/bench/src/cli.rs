@@ -49,6 +49,11 @@ pub struct Args {
     /// Worker threads of the load tool (1 = a single-threaded runtime)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub threads: u32,
+    /// Close each session (HTTP DELETE) after this many calls and open a new one, so the run
+    /// churns sessions (for memory checks); nothing is abandoned at the end: the step in flight
+    /// finishes and the session is closed. 0 keeps every session for the whole run
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub calls_per_session: u64,
     /// Name of the row in the Markdown output (default: the URL)
     #[arg(long)]
     pub label: Option<String>,

@@ -39,22 +39,45 @@ fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
 
 /// One session's closed loop until `end`. Calls that start before `measure_start` are warm-up;
 /// a call still running at `end` is abandoned and not counted.
-async fn drive(mut session: Session, tally: Arc<Mutex<Tally>>, measure_start: Instant, end: Instant) {
+async fn drive(
+    mut session: Session,
+    tally: Arc<Mutex<Tally>>,
+    measure_start: Instant,
+    end: Instant,
+    calls_per_session: u64,
+) {
+    // Churning sessions, nothing is abandoned at `end`: a handshake cut short would leave the
+    // server a session nobody can close (it lingers until its idle TTL) and skew what a memory
+    // check sees. The step in flight finishes (bounded by the request timeout), then the
+    // session is closed.
+    let churn = calls_per_session > 0;
     let end_tokio = tokio::time::Instant::from_std(end);
     loop {
+        if churn && session.calls_done() >= calls_per_session {
+            let closed = session.close().await;
+            let mut t = lock(&tally);
+            match closed {
+                Ok(()) => t.sessions_closed += 1,
+                Err(e) => t.record_error(e.kind()),
+            }
+        }
         let started = Instant::now();
         if started >= end {
             break;
         }
         let measured = started >= measure_start;
-        let result = if session.is_ready() {
-            tokio::select! {
-                r = session.call_echo() => r.map(|()| true),
-                _ = sleep_until(end_tokio) => break,
+        let step = async {
+            if session.is_ready() {
+                session.call_echo().await.map(|()| true)
+            } else {
+                session.handshake().await.map(|()| false)
             }
+        };
+        let result = if churn {
+            step.await
         } else {
             tokio::select! {
-                r = session.handshake() => r.map(|()| false),
+                r = step => r,
                 _ = sleep_until(end_tokio) => break,
             }
         };
@@ -62,9 +85,9 @@ async fn drive(mut session: Session, tally: Arc<Mutex<Tally>>, measure_start: In
         match result {
             Ok(true) => {
                 let mut t = lock(&tally);
-                if measured {
+                if measured && Instant::now() <= end {
                     t.record_call(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
-                } else {
+                } else if !measured {
                     t.warmup_calls += 1;
                 }
             }
@@ -82,6 +105,9 @@ async fn drive(mut session: Session, tally: Arc<Mutex<Tally>>, measure_start: In
                 sleep_until(resume).await;
             }
         }
+    }
+    if churn && session.is_ready() && session.close().await.is_ok() {
+        lock(&tally).sessions_closed += 1;
     }
 }
 
@@ -144,7 +170,7 @@ pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunEr
     let mut sessions = JoinSet::new();
     for _ in 0..args.sessions {
         let session = Session::new(target.clone(), timeout, args.quick_ack, payload.clone());
-        sessions.spawn(drive(session, tally.clone(), measure_start, end));
+        sessions.spawn(drive(session, tally.clone(), measure_start, end, args.calls_per_session));
     }
 
     let with_targets = !args.pids.is_empty();
@@ -154,7 +180,9 @@ pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunEr
     let last = sample(root, with_targets)?;
 
     // Each session stops by itself at `end`; the grace only guards against a stuck one.
-    let drained = tokio::time::timeout(STOP_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
+    // Churning sessions finish their step and close (each bounded by the request timeout).
+    let grace = if args.calls_per_session > 0 { STOP_GRACE + timeout * 2 } else { STOP_GRACE };
+    let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         sessions.abort_all();
     }
@@ -180,6 +208,7 @@ pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunEr
         errors_by_kind: t.errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         warmup_calls: t.warmup_calls,
         warmup_errors: t.warmup_errors,
+        sessions_closed: t.sessions_closed,
         latency_us: t.latency(),
         self_cpu: Cpu::new(last.me.cpu_ticks().saturating_sub(first.me.cpu_ticks()), tps, t.calls),
         target,

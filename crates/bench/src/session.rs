@@ -157,13 +157,25 @@ pub struct Session {
     /// `Some` once the handshake is done (the header value may be absent: a stateless server).
     session_id: Option<Option<HeaderValue>>,
     next_id: u64,
+    /// Good calls since the handshake.
+    calls_done: u64,
 }
 
 impl Session {
     pub fn new(target: Arc<Target>, timeout: Duration, quick_ack: bool, payload: Arc<str>) -> Session {
         // Room for the echoed text escaped at worst 6x (\uXXXX), plus SSE framing and envelopes.
         let max_body = payload.len().saturating_mul(6).saturating_add(64 * 1024);
-        Session { target, timeout, quick_ack, max_body, payload, connection: None, session_id: None, next_id: 1 }
+        Session {
+            target,
+            timeout,
+            quick_ack,
+            max_body,
+            payload,
+            connection: None,
+            session_id: None,
+            next_id: 1,
+            calls_done: 0,
+        }
     }
 
     /// Whether the MCP handshake has been done.
@@ -184,9 +196,34 @@ impl Session {
         Ok(Connection { sender, driver })
     }
 
-    /// POSTs `body`, bounded by the request timeout; drops the connection when it broke.
+    /// Good calls since the handshake.
+    pub fn calls_done(&self) -> u64 {
+        self.calls_done
+    }
+
+    /// Ends the session with `DELETE` (a stateless server answering 405 counts as closed);
+    /// the next call handshakes again.
+    pub async fn close(&mut self) -> Result<(), CallError> {
+        let had_id = matches!(self.session_id, Some(Some(_)));
+        let result = if had_id { Some(self.send(Method::DELETE, Bytes::new()).await) } else { None };
+        self.session_id = None;
+        self.calls_done = 0;
+        match result {
+            Some(Ok(a)) if !a.status.is_success() && a.status != StatusCode::METHOD_NOT_ALLOWED => {
+                Err(CallError::Status(a.status.as_u16()))
+            }
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     async fn post(&mut self, body: Bytes) -> Result<Answer, CallError> {
-        let result = match tokio::time::timeout(self.timeout, self.post_inner(body)).await {
+        self.send(Method::POST, body).await
+    }
+
+    /// Sends one request, bounded by the request timeout; drops the connection when it broke.
+    async fn send(&mut self, method: Method, body: Bytes) -> Result<Answer, CallError> {
+        let result = match tokio::time::timeout(self.timeout, self.send_inner(method, body)).await {
             Ok(result) => result,
             Err(_) => Err(CallError::Timeout),
         };
@@ -196,12 +233,12 @@ impl Session {
         result
     }
 
-    async fn post_inner(&mut self, body: Bytes) -> Result<Answer, CallError> {
+    async fn send_inner(&mut self, method: Method, body: Bytes) -> Result<Answer, CallError> {
         if self.connection.as_ref().is_none_or(|c| c.sender.is_closed()) {
             self.connection = Some(self.connect().await?);
         }
         let mut request = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(self.target.path.clone())
             .header(HOST, self.target.host.clone())
             .header(CONTENT_TYPE, "application/json")
@@ -272,6 +309,7 @@ impl Session {
             other => return Err(CallError::Status(other.as_u16())),
         }
         answer::check_echo(&answer.body, answer.sse, id, &self.payload)?;
+        self.calls_done += 1;
         Ok(())
     }
 }

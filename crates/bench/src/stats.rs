@@ -16,6 +16,8 @@ pub struct Tally {
     pub errors: BTreeMap<&'static str, u64>,
     pub warmup_calls: u64,
     pub warmup_errors: u64,
+    /// Sessions ended with `DELETE` (`--calls-per-session`), warm-up included.
+    pub sessions_closed: u64,
 }
 
 impl Default for Tally {
@@ -29,7 +31,7 @@ impl Tally {
         // 3 significant digits from 1 ns to an hour; the bounds are constants that are valid.
         let latency_ns = Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
             .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"));
-        Tally { latency_ns, calls: 0, errors: BTreeMap::new(), warmup_calls: 0, warmup_errors: 0 }
+        Tally { latency_ns, calls: 0, errors: BTreeMap::new(), warmup_calls: 0, warmup_errors: 0, sessions_closed: 0 }
     }
 
     /// A good call in the measured window.
@@ -132,6 +134,7 @@ pub struct Report {
     pub errors_by_kind: BTreeMap<String, u64>,
     pub warmup_calls: u64,
     pub warmup_errors: u64,
+    pub sessions_closed: u64,
     pub latency_us: Latency,
     pub self_cpu: Cpu,
     pub target: Option<TargetReport>,
@@ -196,6 +199,7 @@ mod tests {
             errors_by_kind: tally.errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             warmup_calls: 0,
             warmup_errors: 0,
+            sessions_closed: 0,
             latency_us: tally.latency(),
             self_cpu: Cpu::new(50, 100, tally.calls),
             target,

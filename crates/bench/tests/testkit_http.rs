@@ -99,6 +99,34 @@ fn two_sessions_echo_through_the_testkit_server_with_and_without_quick_ack() {
     }
 }
 
+/// `--calls-per-session 1`: every session makes one call, is deleted, and a new one is opened;
+/// the server sees all of them end (it keeps no more sessions than the bench holds open).
+#[test]
+fn sessions_churn_with_calls_per_session() {
+    let (_server, url) = start_testkit();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let mut bench = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_apiary-bench"))
+            .args(["--url", &url, "--sessions", "2", "--warmup", "0", "--duration", "1"])
+            .args(["--calls-per-session", "1", "--json"])
+            .arg(&json_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_bounded(&mut bench, Duration::from_secs(60));
+    assert!(status.success(), "{status}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let (calls, closed) = (report["calls"].as_u64().unwrap(), report["sessions_closed"].as_u64().unwrap());
+    assert!(calls > 2, "{report:#}");
+    // Every session is closed after its call, the last ones too (a call that ends after the
+    // window is not counted, but its session is still closed).
+    assert!(closed >= calls && closed <= calls + 2, "calls {calls}, sessions closed {closed}");
+}
+
 #[test]
 fn a_dead_endpoint_is_counted_as_errors_not_a_crash() {
     // A port that was just free: nothing listens there.

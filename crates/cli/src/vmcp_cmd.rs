@@ -79,11 +79,25 @@ pub struct ServeArgs {
     /// Most client sessions at once (each holds its own backend sessions)
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_sessions: u32,
+    /// How long a client session may stay idle before it ends with its backend sessions
+    /// (e.g. `30m`, `2h`; a client that vanished mid-handshake leaves one behind until then)
+    #[arg(long, default_value = "30m", value_parser = session_ttl)]
+    session_ttl: u64,
     /// Incoming authentication, Cedar, audit, tool filters and telemetry: the proxy's own
     /// layers, in front of the aggregated names (backends' credentials come from the
     /// config's `outgoingAuth`).
     #[command(flatten)]
     policy: crate::policy_args::PolicyArgs,
+}
+
+/// `--session-ttl`: a duration of one second up to the RunConfig's bound, in whole seconds.
+fn session_ttl(text: &str) -> Result<u64, String> {
+    let d = apiary_vmcp::config::parse_duration(text)?;
+    let max = apiary_config::bounds::SESSION_IDLE_TTL_SECS.max;
+    match d.as_secs() {
+        s if (1..=max).contains(&s) => Ok(s),
+        _ => Err(format!("must be between 1s and {max}s")),
+    }
 }
 
 /// `apiary vmcp`.
@@ -269,6 +283,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     run_config.policy = policy;
     run_config.telemetry = telemetry;
+    run_config.limits.session_idle_ttl_secs = args.session_ttl;
     let mut signals = StopSignals::install()?;
     let launcher: Arc<dyn Launch> = Arc::clone(&launch) as Arc<dyn Launch>;
     let handle =

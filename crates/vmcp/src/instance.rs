@@ -459,6 +459,12 @@ impl Instance {
         if let Some(h) = health {
             h.record_success();
         }
+        // The instance may have been stopped while the session was opening: `close_all` has
+        // then already run and would never see this one, so end it here.
+        if self.stop.is_cancelled() {
+            let _ = tokio::time::timeout(CLOSE_LIMIT, session.close()).await;
+            return Err("the session is ending".into());
+        }
         let relayed = Arc::new(Relayed::default());
         let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed), fingerprint: spec.fingerprint });
         tokio::spawn(pump(Arc::downgrade(self), backend.to_owned(), incoming, relayed, self.stop.clone()));
