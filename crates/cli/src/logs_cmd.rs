@@ -1,5 +1,7 @@
 //! `apiary logs NAME [-f] [--proxy]`: prints a workload's server log (its stderr) or, with
 //! `--proxy`, the proxy's own log; `-f` keeps printing what is appended, across rotations.
+//! `apiary logs prune` (ToolHive's `thv logs prune`) deletes the logs of workloads that no
+//! longer exist.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -17,7 +19,8 @@ const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
-    /// Workload name
+    /// Workload name, or `prune` to delete the logs of workloads that no longer exist (a
+    /// workload named `prune` keeps its logs: ask for them with `--proxy` or `-f`, or remove it)
     pub name: String,
     /// Keep printing new lines until Ctrl-C
     #[arg(short = 'f', long)]
@@ -30,7 +33,23 @@ pub struct LogsArgs {
 /// `apiary logs`.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let state = StateDir::from_env()?;
-    if !state.has_config(&args.name)? && state.load_record(&args.name)?.is_none() {
+    let exists =
+        |name: &str| -> anyhow::Result<bool> { Ok(state.has_config(name)? || state.load_record(name)?.is_some()) };
+    if args.name == "prune" && !args.follow && !args.proxy {
+        if exists("prune")? {
+            anyhow::bail!(
+                "a workload is named `prune`, so `apiary logs prune` would be ambiguous; rename or remove it \
+                 to prune logs (its own logs: `apiary logs prune -f`, or `--proxy`)"
+            );
+        }
+        let removed = state.prune_logs()?;
+        for path in &removed {
+            crate::output::emit_line(&format!("removed {}", path.display()));
+        }
+        crate::output::emit_line(&format!("{} log file(s) of removed workloads deleted", removed.len()));
+        return Ok(());
+    }
+    if !exists(&args.name)? {
         return Err(StateError::NotFound(args.name).into());
     }
     let path = if args.proxy { state.proxy_log_path(&args.name)? } else { state.log_path(&args.name)? };

@@ -127,6 +127,46 @@ fn export_k8s_writes_the_manifests_of_an_image_workload() {
 }
 
 #[test]
+fn logs_prune_deletes_only_the_logs_of_workloads_that_are_gone() {
+    let apiary = Apiary::new();
+    saved(&apiary, "keep");
+    // `x.proxy.log` is also the server log of a workload named `x.proxy`: kept while it lives.
+    saved(&apiary, "x.proxy");
+    let state = apiary.state();
+    let write = |p: std::path::PathBuf| {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "line\n").unwrap();
+        p
+    };
+    let kept = [
+        write(state.log_path("keep").unwrap()),
+        write(state.proxy_log_path("keep").unwrap()),
+        write(state.log_path("x.proxy").unwrap()),
+    ];
+    let gone = [
+        write(state.log_path("gone").unwrap()),
+        write(state.proxy_log_path("gone").unwrap()),
+        write(apiary_runtime::log::rotated_path(&state.log_path("gone").unwrap())),
+    ];
+    let other = write(state.log_path("keep").unwrap().with_file_name("notes.txt"));
+
+    let out = apiary.run(&["logs", "prune"]);
+    let text = out.ok().stdout.clone();
+    assert!(text.ends_with("3 log file(s) of removed workloads deleted\n"), "{text}");
+    for p in &gone {
+        assert!(!p.exists(), "{} left", p.display());
+        assert!(text.contains(&p.display().to_string()), "{text}");
+    }
+    for p in kept.iter().chain([&other]) {
+        assert!(p.exists(), "{} deleted", p.display());
+    }
+    // Nothing left to prune; a workload named `prune` makes the command ambiguous.
+    assert!(apiary.run(&["logs", "prune"]).ok().stdout.starts_with("0 log file(s)"));
+    saved(&apiary, "prune");
+    assert!(apiary.run(&["logs", "prune"]).failed().contains("ambiguous"));
+}
+
+#[test]
 fn list_status_and_rm_of_a_stopped_workload() {
     let apiary = Apiary::new();
     saved(&apiary, "t");

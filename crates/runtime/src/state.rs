@@ -467,6 +467,36 @@ impl StateDir {
         Ok(())
     }
 
+    /// Deletes the log files (server, proxy, and their rotated files) of workloads that no
+    /// longer exist: those with neither a RunConfig nor a status record. Returns the files
+    /// removed, sorted. Files whose names are not a workload's log are left alone.
+    pub fn prune_logs(&self) -> Result<Vec<PathBuf>, StateError> {
+        let dir = self.logs_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let live: std::collections::BTreeSet<String> = self.names()?.into_iter().collect();
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            let file = entry.file_name();
+            let owners = file.to_str().map(log_owners).unwrap_or_default();
+            if owners.is_empty() || owners.iter().any(|o| live.contains(*o)) {
+                continue;
+            }
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
     /// Takes the workload's lock, held until the returned guard is dropped (or the process
     /// ends, however it ends). Fails with [`StateError::Locked`] when another process holds it.
     pub fn lock(&self, name: &str) -> Result<WorkloadLock, StateError> {
@@ -537,6 +567,18 @@ pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File, StateError> {
     std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path).map_err(io_err(path))
 }
 
+/// The workloads whose log `file` may be (`<name>.log`, `<name>.proxy.log`, each maybe with
+/// the rotation suffix `.1`): `x.proxy.log` is the proxy log of `x` or the server log of
+/// `x.proxy`, so both are named. Empty when it is no workload's log.
+fn log_owners(file: &str) -> Vec<&str> {
+    let file = file.strip_suffix(".1").unwrap_or(file);
+    [file.strip_suffix(".proxy.log"), file.strip_suffix(".log")]
+        .into_iter()
+        .flatten()
+        .filter(|n| is_valid_name(n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +600,17 @@ mod tests {
             PathBuf::from("/h/.local/state/apiary")
         );
         assert!(matches!(root(&[]), Err(StateError::NoStateDir)));
+    }
+
+    #[test]
+    fn log_files_name_their_workloads() {
+        assert_eq!(log_owners("fetch.log"), ["fetch"]);
+        assert_eq!(log_owners("fetch.proxy.log"), ["fetch", "fetch.proxy"]);
+        assert_eq!(log_owners("fetch.log.1"), ["fetch"]);
+        assert_eq!(log_owners("fetch.proxy.log.1"), ["fetch", "fetch.proxy"]);
+        assert_eq!(log_owners("my.server.log"), ["my.server"]);
+        assert!(log_owners("notes.txt").is_empty());
+        assert!(log_owners(".log").is_empty());
     }
 
     #[test]
