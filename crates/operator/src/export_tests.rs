@@ -1,3 +1,6 @@
+//! Tests of `export`: each exported workload is fed back through the reconcilers' own
+//! `desired()`, so what the operator would run is compared with what ran locally.
+
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use apiary_config::{

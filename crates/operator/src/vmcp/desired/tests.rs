@@ -1,3 +1,6 @@
+//! Tests of the VirtualMCPServer's desired children: names, labels, RBAC per mode, the
+//! config per backend kind, the checksum that ignores membership, and fail-closed fields.
+
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};

@@ -1,3 +1,6 @@
+//! Tests of the VirtualMCPServer's status: phases, discovered backends and conditions from
+//! each outcome.
+
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use serde_json::{Value, json};
