@@ -15,11 +15,9 @@ use apiary_operator::crd::mcpgroup::{MCPGroup, MCPGroupPhase};
 use apiary_operator::crd::mcpserverentry::{MCPServerEntry, MCPServerEntryPhase};
 use apiary_operator::reconcile::{Context, Metrics, WatchScope};
 use apiary_operator::{entry, extauth, group};
-use common::cluster::{Stop, eventually, gated, in_scratch_namespace, kubeconfig, kubectl};
+use common::cluster::{Stop, apply, eventually, gated, in_scratch_namespace, kubeconfig, kubectl, seed_file};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::ApiResource;
+use kube::api::DeleteParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -36,39 +34,6 @@ async fn controllers(ctx: Arc<Context>, scope: WatchScope, stop: Stop) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_groups_and_auth_configs_report_status_on_a_real_cluster() {
     gated(in_scratch_namespace("apiary-entries", controllers, checks)).await;
-}
-
-/// The documents of seed file `file`, moved to `ns`.
-fn seed_file(file: &str, ns: &str) -> Vec<Value> {
-    let docs: Vec<Value> = common::seed_docs().into_iter().filter(|d| d.file == file).map(|d| d.value).collect();
-    assert!(!docs.is_empty(), "no documents in {file}");
-    docs.into_iter()
-        .map(|mut v| {
-            v["metadata"]["namespace"] = json!(ns);
-            v
-        })
-        .collect()
-}
-
-/// Server-side applies `doc` (any kind of the `toolhive.stacklok.dev` group or core v1).
-async fn apply(client: &Client, ns: &str, doc: &Value) {
-    let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), doc["apiVersion"].as_str().unwrap().to_string()),
-    };
-    let kind = doc["kind"].as_str().unwrap();
-    let gvk = GroupVersionKind::gvk(&group, &version, kind);
-    let plural = match kind {
-        "MCPServerEntry" => "mcpserverentries".to_string(),
-        "MCPRemoteProxy" => "mcpremoteproxies".to_string(),
-        other => format!("{}s", other.to_lowercase()),
-    };
-    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let name = doc["metadata"]["name"].as_str().unwrap();
-    api.patch(name, &PatchParams::apply("apiary-entries-test").force(), &Patch::Apply(doc))
-        .await
-        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
 fn entry_doc(ns: &str, name: &str, spec: Value) -> Value {

@@ -21,16 +21,14 @@ use apiary_operator::crd::virtualmcpserver::{VirtualMCPServer, VirtualMCPServerP
 use apiary_operator::reconcile::{Context, Metrics, WatchScope};
 use apiary_operator::{entry, extauth, group, vmcp};
 use common::cluster::{
-    Child, Stop, controlled_by, eventually, gated, in_scratch_namespace, in_scratch_namespace_with, kubeconfig,
-    kubectl, meta_of, template_checksum,
+    Child, Stop, apply, controlled_by, eventually, gated, in_scratch_namespace, in_scratch_namespace_with, kubeconfig,
+    kubectl, meta_of, seed_file, template_checksum,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::Role;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::ApiResource;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -53,34 +51,6 @@ async fn a_virtual_mcp_server_follows_its_group_live_on_a_real_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virtual_mcp_server_fails_closed_and_recovers_on_a_real_cluster() {
     gated(in_scratch_namespace("apiary-vmcp-fc", controllers, fail_closed)).await;
-}
-
-/// The documents of seed file `file`, moved to `ns`.
-fn seed_file(file: &str, ns: &str) -> Vec<Value> {
-    let docs: Vec<Value> = common::seed_docs().into_iter().filter(|d| d.file == file).map(|d| d.value).collect();
-    assert!(!docs.is_empty(), "no documents in {file}");
-    docs.into_iter()
-        .map(|mut v| {
-            v["metadata"]["namespace"] = json!(ns);
-            v
-        })
-        .collect()
-}
-
-/// Server-side applies `doc`, a `toolhive.stacklok.dev` object.
-async fn apply(client: &Client, ns: &str, doc: &Value) {
-    let (group, version) = doc["apiVersion"].as_str().unwrap().split_once('/').unwrap();
-    let kind = doc["kind"].as_str().unwrap();
-    let plural = match kind {
-        "MCPServerEntry" => "mcpserverentries".to_string(),
-        other => format!("{}s", other.to_lowercase()),
-    };
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let name = doc["metadata"]["name"].as_str().unwrap();
-    api.patch(name, &PatchParams::apply("apiary-vmcp-test").force(), &Patch::Apply(doc))
-        .await
-        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
 fn doc(ns: &str, kind: &str, name: &str, spec: Value) -> Value {

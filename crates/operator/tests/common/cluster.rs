@@ -274,3 +274,38 @@ pub fn kubectl() -> PathBuf {
     found.sort();
     found.pop().unwrap_or_else(|| panic!("no kubectl in {}/k8s: run `cargo xtask cluster build`", cache.display()))
 }
+
+/// The documents of seed file `file`, moved to `ns`.
+pub fn seed_file(file: &str, ns: &str) -> Vec<serde_json::Value> {
+    let docs: Vec<serde_json::Value> =
+        super::seed_docs().into_iter().filter(|d| d.file == file).map(|d| d.value).collect();
+    assert!(!docs.is_empty(), "no documents in {file}");
+    docs.into_iter()
+        .map(|mut v| {
+            v["metadata"]["namespace"] = json!(ns);
+            v
+        })
+        .collect()
+}
+
+/// Server-side applies `doc` (any kind of the `toolhive.stacklok.dev` group or core v1).
+pub async fn apply(client: &Client, ns: &str, doc: &serde_json::Value) {
+    use kube::api::DynamicObject;
+    use kube::core::GroupVersionKind;
+    use kube::discovery::ApiResource;
+
+    let api_version = doc["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = doc["kind"].as_str().unwrap();
+    let plural = match kind {
+        "MCPServerEntry" => "mcpserverentries".to_string(),
+        "MCPRemoteProxy" => "mcpremoteproxies".to_string(),
+        other => format!("{}s", other.to_lowercase()),
+    };
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let name = doc["metadata"]["name"].as_str().unwrap();
+    api.patch(name, &PatchParams::apply("apiary-operator-test").force(), &Patch::Apply(doc))
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
