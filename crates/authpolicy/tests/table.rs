@@ -70,6 +70,8 @@ async fn seed_denies_a_tool_outside_the_roles_with_the_seed_body() {
     let policy = seed();
     let user = jwt(&user_claims());
     let d = policy.evaluate(&request(Some(&user), "pods_delete"), &Verifier, &Fetcher::exchange_to(SERVER)).await;
+    let Decision::Deny { reason, .. } = &d else { panic!("{d:?}") };
+    assert!(reason.contains("tool-access-check"), "{reason}");
     let (status, headers, body) = deny_parts(&d);
     assert_eq!(status, 403);
     assert!(headers.is_empty());
@@ -117,6 +119,8 @@ async fn seed_scoped_audience_check_denies_an_exchanged_token_for_another_audien
     let d = policy
         .evaluate(&request(Some(&user), "namespaces_list"), &Verifier, &Fetcher::exchange_to("mcp-test/other"))
         .await;
+    let Decision::Deny { reason, .. } = &d else { panic!("{d:?}") };
+    assert!(reason.contains("scoped-audience-check"), "{reason}");
     let (status, _, body) = deny_parts(&d);
     assert_eq!(status, 403);
     assert_eq!(body.as_deref(), Some(BODY_403));
