@@ -1,6 +1,7 @@
 //! Evaluates one request against a [`CompiledPolicy`] in Authorino's phase order: authentication,
 //! metadata, authorization, response. Rules of one priority see the results of lower priorities.
 //! Every error that could otherwise let a request through denies it.
+use http::Method;
 use serde_json::{Map, Value};
 
 use crate::cel_expr::{CelInput, CelProgram};
@@ -90,7 +91,7 @@ impl CompiledPolicy {
             }
         }
 
-        // Metadata: failures leave `auth.metadata.<name>` absent, as in Authorino.
+        // Metadata: a failed call leaves `auth.metadata.<name>` absent, as in Authorino.
         for group in &self.metadata {
             let input = input(attributes, auth).map_err(|_| unauthorized("metadata: data".into()))?;
             let mut calls = Vec::new();
@@ -264,28 +265,33 @@ fn build_call(rule: &MetaRule, input: &CelInput) -> Result<HttpCall, String> {
     for (name, v) in &rule.headers {
         headers.push((name.clone(), stringify(&resolve(v, input)?)));
     }
+    // As Authorino: GET has no body and says text/plain; POST sends `body`, or the parameters
+    // encoded per `contentType` (possibly none).
     let mut body = None;
-    if let Some(v) = &rule.body {
-        body = Some(stringify(&resolve(v, input)?).into_bytes());
-    } else if !rule.body_parameters.is_empty() {
-        let mut params = Vec::new();
-        for (name, v) in &rule.body_parameters {
-            params.push((name.clone(), resolve(v, input)?));
-        }
-        body = Some(if rule.json_body {
-            let object: Map<String, Value> = params.into_iter().collect();
-            Value::Object(object).to_string().into_bytes()
+    if rule.method == Method::GET {
+        headers.push(("Content-Type".to_owned(), "text/plain".to_owned()));
+    } else {
+        let bytes = if let Some(v) = &rule.body {
+            stringify(&resolve(v, input)?).into_bytes()
         } else {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            for (name, value) in &params {
-                form.append_pair(name, &stringify(value));
+            let mut params = Vec::new();
+            for (name, v) in &rule.body_parameters {
+                params.push((name.clone(), resolve(v, input)?));
             }
-            form.finish().into_bytes()
-        });
-    }
-    if body.is_some() {
+            if rule.json_body {
+                let object: Map<String, Value> = params.into_iter().collect();
+                Value::Object(object).to_string().into_bytes()
+            } else {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                for (name, value) in &params {
+                    form.append_pair(name, &stringify(value));
+                }
+                form.finish().into_bytes()
+            }
+        };
         let content_type = if rule.json_body { "application/json" } else { "application/x-www-form-urlencoded" };
         headers.push(("Content-Type".to_owned(), content_type.to_owned()));
+        body = Some(bytes);
     }
     if let Some((at, secret)) = &rule.secret {
         match at {

@@ -39,13 +39,14 @@ impl std::fmt::Debug for HttpCall {
 pub enum FetchError {
     #[error("metadata request failed: {0}")]
     Transport(String),
-    #[error("metadata endpoint answered HTTP {0}")]
-    Status(u16),
+    #[error("metadata response is not valid JSON")]
+    Json,
     #[error("metadata response larger than {0} bytes")]
     TooLarge(usize),
 }
 
-/// Sends a metadata call and returns the response: its JSON, or its text as a JSON string.
+/// Sends a metadata call and returns the response as Authorino does: whatever the status, the
+/// body parsed as JSON when `Content-Type` says `application/json`, else its text as a string.
 pub trait MetadataFetcher: Send + Sync {
     fn fetch(&self, call: &HttpCall) -> impl Future<Output = Result<Value, FetchError>> + Send;
 }
@@ -85,7 +86,11 @@ impl MetadataFetcher for ReqwestFetcher {
         // Errors from reqwest may carry the URL but never headers or body.
         let transport = |e: reqwest::Error| FetchError::Transport(e.without_url().to_string());
         let mut response = request.send().await.map_err(transport)?;
-        let status = response.status();
+        let json = response
+            .headers()
+            .get_all(http::header::CONTENT_TYPE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("application/json")));
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > self.max_body {
@@ -93,9 +98,10 @@ impl MetadataFetcher for ReqwestFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        if !status.is_success() {
-            return Err(FetchError::Status(status.as_u16()));
+        if json {
+            serde_json::from_slice(&body).map_err(|_| FetchError::Json)
+        } else {
+            Ok(Value::String(String::from_utf8_lossy(&body).into_owned()))
         }
-        Ok(serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())))
     }
 }

@@ -132,7 +132,7 @@ async fn seed_denies_when_the_exchange_fails_and_the_user_token_has_another_audi
     // whose aud (mcp-gateway) fails scoped-audience-check.
     let policy = seed();
     let user = jwt(&user_claims());
-    let fetcher = Fetcher::replying(Err(FetchError::Status(400)));
+    let fetcher = Fetcher::replying(Err(FetchError::Transport("refused".into())));
     let d = policy.evaluate(&request(Some(&user), "namespaces_list"), &Verifier, &fetcher).await;
     assert_eq!(deny_parts(&d).0, 403);
     assert_eq!(fetcher.calls().len(), 1);
@@ -168,7 +168,7 @@ async fn decide(rules: &str, token: Option<&str>, tool: &str, fetcher: &Fetcher)
 }
 
 fn none() -> Fetcher {
-    Fetcher::replying(Err(FetchError::Status(500)))
+    Fetcher::replying(Err(FetchError::Transport("down".into())))
 }
 
 #[tokio::test]
@@ -202,7 +202,7 @@ async fn authentication_custom_header_credentials_and_identity_in_cel() {
 #[tokio::test]
 async fn metadata_json_body_headers_value_and_expression_and_result_in_auth_metadata() {
     let rules = format!(
-        "{JWT_AUTHN}metadata:\n  info:\n    http:\n      urlExpression: \"'https://info.example.com/users/' + auth.identity.preferred_username\"\n      method: PUT\n      contentType: application/json\n      headers:\n        x-static: {{value: one}}\n        x-tool: {{expression: \"request.headers['x-mcp-toolname']\"}}\n      bodyParameters:\n        n: {{value: 3}}\n        who: {{expression: auth.identity.sub}}\nauthorization:\n  meta:\n    patternMatching:\n      patterns:\n      - predicate: auth.metadata.info.level == 'gold'\n"
+        "{JWT_AUTHN}metadata:\n  info:\n    http:\n      urlExpression: \"'https://info.example.com/users/' + auth.identity.preferred_username\"\n      method: POST\n      contentType: application/json\n      headers:\n        x-static: {{value: one}}\n        x-tool: {{expression: \"request.headers['x-mcp-toolname']\"}}\n      bodyParameters:\n        n: {{value: 3}}\n        who: {{expression: auth.identity.sub}}\nauthorization:\n  meta:\n    patternMatching:\n      patterns:\n      - predicate: auth.metadata.info.level == 'gold'\n"
     );
     let mut claims = user_claims();
     claims["sub"] = json!("u-1");
@@ -210,7 +210,7 @@ async fn metadata_json_body_headers_value_and_expression_and_result_in_auth_meta
     let d = decide(&rules, Some(&jwt(&claims)), "pods_list", &fetcher).await;
     assert!(matches!(d, Decision::Allow { .. }), "{d:?}");
     let call = &fetcher.calls()[0];
-    assert_eq!(call.method, http::Method::PUT);
+    assert_eq!(call.method, http::Method::POST);
     assert_eq!(call.url, "https://info.example.com/users/mcp");
     assert_eq!(call.header("x-static"), Some("one"));
     assert_eq!(call.header("x-tool"), Some("pods_list"));
@@ -242,6 +242,7 @@ async fn metadata_credentials_prefix_with_a_secret_without_the_prefix_and_defaul
         assert_eq!(call.header(header), Some(expected), "{credentials}");
         assert_eq!(call.method, http::Method::GET);
         assert_eq!(call.body, None);
+        assert_eq!(call.header("content-type"), Some("text/plain"));
     }
 }
 
