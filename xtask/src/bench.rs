@@ -21,11 +21,14 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
 use std::time::Duration;
 
 /// Time `apiary-bench` may take beyond its warm-up and window (handshakes, a slow target).
 const BENCH_SLACK: Duration = Duration::from_secs(120);
 const BUILD_LIMIT: Duration = Duration::from_secs(60 * 60);
+/// Pause between a target's readiness check and its load.
+const SETTLE: Duration = Duration::from_millis(500);
 
 pub fn run(args: &[String]) -> Result<()> {
     let opts = match opts::parse(args)? {
@@ -133,10 +136,24 @@ fn measure(cell: &Cell, bins: &Bins, load_tool: &Path, opts: &opts::Options, dir
     let mut pids = vec![target.pid()];
     pids.extend(fixture.as_ref().map(procs::Started::pid));
     let json = dir.join("bench.json");
-    let mut cmd = Command::new(load_tool);
-    cmd.args(matrix::bench_args(cell, &target.url, &pids, opts.warmup, opts.duration, &json));
     let limit = Duration::from_secs(opts.warmup + opts.duration) + BENCH_SLACK;
-    let out = run_cmd::capture(&mut cmd, limit)?;
+    // The readiness check's DELETE ends a per-session child; let it exit before apiary-bench
+    // walks the target's process tree to pin it.
+    thread::sleep(SETTLE);
+    let mut attempt = 0;
+    let out = loop {
+        let mut cmd = Command::new(load_tool);
+        cmd.args(matrix::bench_args(cell, &target.url, &pids, opts.warmup, opts.duration, &json));
+        let out = run_cmd::capture(&mut cmd, limit)?;
+        attempt += 1;
+        // apiary-bench gives up when a process of the tree exits while it pins them (before
+        // any load): that is worth one more try.
+        if out.status.success() || attempt > 1 || !out.stderr.contains("cannot pin the target") {
+            break out;
+        }
+        eprintln!("bench: {}: {}; trying again", cell.target.label(), out.stderr.trim());
+        thread::sleep(SETTLE);
+    };
     if !out.status.success() {
         bail!("apiary-bench failed ({}): {}", out.status, out.stderr.trim());
     }
