@@ -1,6 +1,7 @@
 //! `cargo xtask …`: development tasks that are code, not shell lore: preparing the test
 //! environment, running every test the way CI does, and the one-node test cluster.
 
+mod bench;
 mod cluster;
 mod image;
 mod podman;
@@ -19,6 +20,7 @@ fn main() -> Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_str() {
         "test" => test_run::run(&rest),
+        "bench" => bench::run(&rest),
         "test-env" => test_env::run(&rest),
         "cluster" => cluster::run(&rest),
         "image" => image::run(&rest),
@@ -39,6 +41,7 @@ fn print_help() {
          test-env    install the tools the tests need into the cache and print their locations\n  \
          cluster     up | down | clean | status | smoke | push-image | kubectl …: the one-node Kubernetes test cluster (`cargo xtask cluster help`)\n  \
          image       build Apiary's and the fixture server's images; --push puts them in the test cluster\n  \
-         podman      up | down | env: rootful Podman's Docker-API service for the container tests"
+         podman      up | down | env: rootful Podman's Docker-API service for the container tests\n  \
+         bench       the benchmark matrix: the fixture directly, Apiary's proxy and the pinned peers, in one run (`cargo xtask bench --help`)"
     );
 }

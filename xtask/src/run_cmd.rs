@@ -138,7 +138,7 @@ pub fn kill_tree(child: &mut Child) {
 }
 
 /// Every process whose ancestry leads to `root`, read from /proc/<pid>/stat.
-fn descendants(root: u32) -> Vec<u32> {
+pub fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {

@@ -5,13 +5,13 @@
 //! Jaeger built from source (see `jaeger`).
 
 mod bin;
-mod cache;
+pub(crate) mod cache;
 mod check;
 mod jaeger;
 mod keycloak;
-mod npm;
-mod pins;
-mod python;
+pub(crate) mod npm;
+pub(crate) mod pins;
+pub(crate) mod python;
 
 use anyhow::{Result, bail};
 use std::path::PathBuf;

@@ -68,6 +68,14 @@ pub fn ensure_tools(cache: &Cache, node: &Node) -> Result<usize> {
     Ok(installed)
 }
 
+/// Installs one more npm package (if missing) with Node 22's npm, into the same version-keyed
+/// prefix layout as the test tools; returns its `node_modules` and whether it installed now.
+/// `cargo xtask bench` installs its peers this way.
+pub fn ensure_package(cache: &Cache, node: &Node, tool: &NpmTool) -> Result<(PathBuf, bool)> {
+    let installed = install(cache, tool, &Installer::Node22(node))?;
+    Ok((node_modules(cache, tool), installed))
+}
+
 /// Packages the tests run through `npx -y <name>@<version>` offline (as `apiary run npx://…`
 /// does). `npm install` caches only the full packument; npx asks for the abbreviated one and,
 /// offline, finds nothing. One run with `--prefer-offline` caches what npx needs (and is quick

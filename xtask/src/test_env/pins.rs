@@ -113,6 +113,26 @@ pub const KEYCLOAK_VERSION: &str = "26.7.3";
 /// Jaeger, built from `github.com/jaegertracing/jaeger/cmd/jaeger@v<this>` via the Go module proxy.
 pub const JAEGER_VERSION: &str = "1.75.0";
 
+/// Peers `cargo xtask bench` measures beside Apiary (not used by any test, installed only by
+/// that task). Each was the newest version its registry served on 2026-12-07.
+///
+/// supergateway (npm), a stdio → Streamable HTTP bridge; run `--stateful` (a child per session).
+pub const BENCH_SUPERGATEWAY: NpmTool =
+    NpmTool { name: "supergateway", version: "4.0.0", commands: &[("supergateway", "supergateway")] };
+
+/// punkpeye's mcp-proxy (npm), stdio → Streamable HTTP and SSE, one shared child.
+pub const BENCH_NPM_MCP_PROXY: NpmTool =
+    NpmTool { name: "mcp-proxy", version: "6.7.19", commands: &[("mcp-proxy", "mcp-proxy")] };
+
+/// sparfenyuk's mcp-proxy (PyPI), stdio → Streamable HTTP and SSE, in a venv of its own at
+/// `$APIARY_CACHE/bench/pypi-mcp-proxy@<this>/` (its dependencies as pip resolves them then,
+/// recorded in `requirements.lock` there).
+pub const BENCH_PY_MCP_PROXY_VERSION: &str = "0.13.0";
+
+/// ToolHive's `thv`, built by `go install github.com/stacklok/toolhive/cmd/thv@v<this>` into
+/// `$APIARY_CACHE/bench/thv@<this>/`; `thv proxy` is measured HTTP → HTTP.
+pub const BENCH_THV_VERSION: &str = "0.47.0";
+
 /// Commands the venv provides that get a wrapper in the tools bin.
 pub const PY_COMMANDS: &[&str] = &["mcp-server-time", "mcp-server-fetch"];
 
@@ -139,8 +159,11 @@ mod tests {
             let (_, version) = line.split_once("==").expect("pinned with ==");
             assert!(!version.is_empty() && !version.contains(['*', '<', '>', ',']), "{line}");
         }
-        for tool in NPM_TOOLS.iter().chain([&NODE, &NPM]) {
+        for tool in NPM_TOOLS.iter().chain([&NODE, &NPM, &BENCH_SUPERGATEWAY, &BENCH_NPM_MCP_PROXY]) {
             assert!(tool.version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'), "{}", tool.name);
+        }
+        for version in [BENCH_PY_MCP_PROXY_VERSION, BENCH_THV_VERSION] {
+            assert!(!version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'), "{version}");
         }
     }
 }
