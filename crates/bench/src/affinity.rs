@@ -49,7 +49,14 @@ pub fn pin_processes(proc_root: &Path, pids: &[u32], cpus: &CpuList) -> Result<u
     let set = cpu_set(cpus)?;
     let mut pinned = 0;
     for &pid in pids {
-        for tid in procfs::tasks(proc_root, pid)? {
+        // A descendant may exit between the walk that listed it and this read: a process
+        // that is gone needs no pinning, just as a thread gone before `sched_setaffinity`.
+        let tids = match procfs::tasks(proc_root, pid) {
+            Ok(tids) => tids,
+            Err(ProcError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for tid in tids {
             let Some(raw) = i32::try_from(tid).ok().and_then(Pid::from_raw) else { continue };
             match sched_setaffinity(Some(raw), &set) {
                 Ok(()) => pinned += 1,
@@ -71,5 +78,15 @@ mod tests {
         assert!(matches!(cpu_set(&CpuList(vec![CpuSet::MAX_CPU])), Err(AffinityError::TooHigh(_))));
         let set = cpu_set(&CpuList(vec![0, 2])).unwrap();
         assert!(set.is_set(0) && !set.is_set(1) && set.is_set(2));
+    }
+
+    #[test]
+    fn a_process_gone_before_pinning_is_skipped_not_an_error() {
+        let root = std::env::temp_dir().join(format!("apiary-affinity-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        // No `<root>/4242/task`: the process exited after the walk listed it.
+        let pinned = pin_processes(&root, &[4242], &CpuList(vec![0])).unwrap();
+        assert_eq!(pinned, 0);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
