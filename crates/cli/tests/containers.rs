@@ -2,7 +2,9 @@
 //! service, started by `cargo xtask test` / `cargo xtask podman up`): an image built here from
 //! the fixture server binary and its shared libraries (no registry), answering tools/list and
 //! tools/call through the proxy over stdio and over HTTP; the hardening as the kernel shows it;
-//! and no container left after `rm`, nor after the proxy was SIGKILLed and `stop` ran.
+//! `--secret` reaching the server's environment and nothing of ours; an allow-list profile served
+//! by the egress proxy; the escape table; and no container (nor namespace) left after `rm`, nor
+//! after the proxy was SIGKILLed and `stop` ran.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -313,7 +315,7 @@ fn an_image_gets_its_secret_as_an_env_var_and_no_file_or_output_of_ours_holds_it
 }
 
 #[test]
-fn an_image_under_an_allow_list_runs_in_the_egress_namespace_with_the_proxy_set() {
+fn an_image_under_an_allow_list_runs_behind_the_egress_proxy_and_leaves_nothing_behind() {
     let apiary = Apiary::new();
     let profile = apiary.scratch().join("allow.json");
     std::fs::write(&profile, r#"{"network":{"outbound":{"allow_host":["api.example.com"],"allow_port":[443]}}}"#)
@@ -340,6 +342,29 @@ fn an_image_under_an_allow_list_runs_in_the_egress_namespace_with_the_proxy_set(
     run(&apiary, &["restart", "cegress"]).ok();
     let out = run(&apiary, &["mcp", "call", "env", "--server", "cegress", "--args", r#"{"name":"HTTP_PROXY"}"#]);
     assert_eq!(out.ok().stdout.trim(), "http://127.0.0.1:3128");
+
+    // A SIGKILLed proxy leaves the container (conmon keeps it) but no host state: `stop` removes
+    // the container, and with it the namespace (no process is left in it).
+    let ids = containers_of("cegress");
+    assert_eq!(ids.len(), 1);
+    let pid = api(&format!("/v1.41/containers/{}/json", ids[0]))["State"]["Pid"].as_u64().unwrap();
+    let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(netns, std::fs::read_link("/proc/self/ns/net").unwrap());
+    let proxy = apiary.state().load_record("cegress").unwrap().unwrap().proxy.unwrap();
+    proxy.signal(Signal::KILL);
+    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || !proxy.is_alive()));
+    run(&apiary, &["stop", "cegress"]).ok();
+    assert_eq!(wait_no_containers("cegress"), Vec::<String>::new());
+    let in_netns = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path().join("ns/net")).is_ok_and(|l| l == netns))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    // conmon may outlive its container by a moment.
+    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || in_netns().is_empty()), "{:?}", in_netns());
 
     run(&apiary, &["rm", "cegress"]).ok();
     assert_eq!(wait_no_containers("cegress"), Vec::<String>::new());

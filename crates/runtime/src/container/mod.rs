@@ -107,6 +107,9 @@ impl ContainerLauncher {
     pub async fn for_run_config(config: &RunConfig, previous: Option<&str>) -> Result<Self, ContainerError> {
         let spec = ContainerSpec::for_run_config(config)?;
         let (docker, endpoint) = engine::connect_preferring(previous).await?;
+        if matches!(spec.network, Network::AllowList(_)) {
+            engine::check_joins_namespaces(&docker, &endpoint).await?;
+        }
         Ok(ContainerLauncher::new(docker, endpoint, spec))
     }
 
