@@ -280,7 +280,18 @@ fn an_image_gets_its_secret_as_an_env_var_and_no_file_or_output_of_ours_holds_it
     let value = "ctr-secret-7f3e9a-only-in-the-container";
     run_with(&apiary, &["secret", "setup"], "", &[]).ok();
     run_with(&apiary, &["secret", "set", "api-token"], value, &[]).ok();
-    let args = ["run", "--name", "csecret", "--permission-profile", "none", "--secret", "api-token,target=MY_TOKEN"];
+    // With --debug: the engine client's debug lines (request and answer bodies, which carry the
+    // container's environment) must still not reach the proxy's log.
+    let args = [
+        "--debug",
+        "run",
+        "--name",
+        "csecret",
+        "--permission-profile",
+        "none",
+        "--secret",
+        "api-token,target=MY_TOKEN",
+    ];
     run(&apiary, &[&args[..], &[image(), "--", "--stdio"]].concat()).ok();
 
     let env = run(&apiary, &["mcp", "call", "env", "--server", "csecret", "--args", r#"{"name":"MY_TOKEN"}"#]);
@@ -298,6 +309,7 @@ fn an_image_gets_its_secret_as_an_env_var_and_no_file_or_output_of_ours_holds_it
         out.ok();
         assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "{out:?}");
     }
+    assert!(outputs[4].stdout.contains("DEBUG"), "the proxy logged at debug: {}", outputs[4].stdout);
     // The store holds it encrypted; nothing under the state directory holds it in clear.
     assert_eq!(files_containing(&apiary.state_dir(), value), Vec::<String>::new());
     // The engine has it in the container's environment (as `podman inspect` shows any

@@ -91,6 +91,11 @@ pub async fn start(launcher: &ContainerLauncher) -> Result<ChildHandle, Containe
         // Later entries win in the engine, as in `spec.env`.
         env.extend(launcher.secret_env.iter().map(|(k, v)| format!("{k}={}", v.as_str())));
     }
+    // Names only: values may be secrets.
+    let env_names: Vec<&str> =
+        body.env.iter().flatten().map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k)).collect();
+    let network_mode = body.host_config.as_ref().and_then(|h| h.network_mode.as_deref()).unwrap_or_default();
+    tracing::debug!(container = name, image = spec.image, network_mode, env = ?env_names, "creating the container");
     let created = docker
         .create_container(
             Some(CreateContainerOptions { name: Some(name.clone()), ..CreateContainerOptions::default() }),
