@@ -86,3 +86,73 @@ fn make_namespace() -> Result<(std::net::TcpListener, OwnedFd), String> {
         .map_err(|e| format!("cannot open the new network namespace: {e}"))?;
     Ok((listener, OwnedFd::from(netns)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    use apiary_config::OutboundPermissions;
+
+    use super::*;
+
+    /// From a thread moved into the namespace at `path`: its interfaces, and what each request
+    /// sent to the proxy got back (or the connect error).
+    fn inside(path: String, requests: Vec<String>, direct_port: u16) -> (String, Vec<String>, String) {
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .unwrap();
+            let devices = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+            let answers = requests
+                .iter()
+                .map(|r| {
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", EGRESS_PORT)).unwrap();
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+                    s.write_all(r.as_bytes()).unwrap();
+                    let mut buf = [0u8; 512];
+                    let n = s.read(&mut buf).unwrap();
+                    String::from_utf8_lossy(&buf[..n]).into_owned()
+                })
+                .collect();
+            let direct = match std::net::TcpStream::connect(("127.0.0.1", direct_port)) {
+                Ok(_) => "connected".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            (devices, answers, direct)
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_namespace_has_only_lo_and_the_proxy_checks_before_it_connects() {
+        // A host service on the host's loopback: listed, so the proxy may dial it.
+        let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = host.local_addr().unwrap().port();
+        let allow = AllowList::from_outbound(&OutboundPermissions {
+            allow_host: vec!["127.0.0.1".into()],
+            allow_port: vec![port],
+            ..OutboundPermissions::default()
+        });
+        let ns = EgressNamespace::start(allow, EgressLimits::default()).await.unwrap();
+        let mode = ns.network_mode();
+        let path = mode.strip_prefix("ns:").unwrap().to_owned();
+        assert_ne!(std::fs::read_link(&path).unwrap(), std::fs::read_link("/proc/self/ns/net").unwrap());
+        let requests = vec![
+            format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n"),
+            format!("CONNECT evil.test:{port} HTTP/1.1\r\n\r\n"),
+            "CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n".to_owned(),
+        ];
+        let (devices, answers, direct) =
+            tokio::task::spawn_blocking(move || inside(path, requests, port)).await.unwrap();
+        assert!(devices.lines().skip(2).all(|l| l.trim_start().starts_with("lo:")), "{devices}");
+        assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
+        assert!(answers[1].starts_with("HTTP/1.1 403") && answers[1].contains("host evil.test"), "{answers:?}");
+        assert!(answers[2].starts_with("HTTP/1.1 403") && answers[2].contains("port 1 "), "{answers:?}");
+        // The host's loopback port is not reachable from the namespace's loopback.
+        assert!(direct.contains("refused"), "{direct}");
+        drop(ns);
+    }
+}
