@@ -1,7 +1,8 @@
 //! The container runtime's wiring for `apiary run IMAGE` on this machine: the launcher (engine
 //! found from `DOCKER_HOST` or the usual sockets, server stderr into the workload's log, image
-//! made present before the proxy reports the workload started), the removal of containers a
-//! killed proxy left behind, and the line `apiary status` shows.
+//! made present before the proxy reports the workload started, `--secret` values read from the
+//! secrets provider into the server's environment), the removal of containers a killed proxy
+//! left behind, and the line `apiary status` shows.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use anyhow::Context;
 use apiary_config::{NetworkAccess, RunConfig};
 use apiary_runtime::container::{ContainerLauncher, remove_workload_containers};
 use apiary_runtime::log::{DEFAULT_LOG_CAP, LogFile};
+use apiary_runtime::secrets::{SecretsDir, SecretsEnv};
 use apiary_runtime::state::StateDir;
 use apiary_transport::launch::Launch;
 
@@ -17,10 +19,19 @@ pub async fn launcher(state: &StateDir, config: &RunConfig) -> anyhow::Result<(A
     let log = LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP).context("opening the server log")?;
     // A restart from another shell finds the engine the workload ran in before.
     let previous = state.load_record(&config.name)?.and_then(|r| r.container).map(|c| c.engine);
-    let launcher = ContainerLauncher::for_run_config(config, previous.as_deref())
+    let mut launcher = ContainerLauncher::for_run_config(config, previous.as_deref())
         .await
         .with_context(|| format!("workload {:?}", config.name))?
         .stderr_to(Arc::new(log));
+    if !config.secrets.is_empty() {
+        // Read at every start, never saved: the RunConfig holds the names only.
+        let secrets = SecretsDir::in_state(state)
+            .open(&SecretsEnv::from_process())
+            .with_context(|| format!("reading the secrets of workload {:?}", config.name))?;
+        for (target, value) in secrets.resolve(&config.secrets)? {
+            launcher = launcher.secret_env(&target, value.as_str());
+        }
+    }
     let left = launcher.remove_leftovers().await?;
     if left > 0 {
         tracing::warn!(workload = config.name, containers = left, "removed containers left by an earlier run");
@@ -49,7 +60,7 @@ pub fn describe(config: &RunConfig, engine: &str) -> String {
     let network = match config.permission_profile.network_access() {
         NetworkAccess::None => "no network",
         NetworkAccess::All => "default network",
-        NetworkAccess::AllowList => "allow-list (refused)",
+        NetworkAccess::AllowList => "allow-list through the egress proxy",
     };
     format!(
         "container via {engine} (profile {profile}: {network}; all capabilities dropped, no-new-privileges, read-only root, memory/pids/cpu limits)"

@@ -9,6 +9,9 @@ use apiary_runtime::log::LogFile;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+/// The engine client (bollard) logs at info at most, whatever `--debug` or `RUST_LOG` say.
+const QUIET_BOLLARD: &str = "bollard=info";
+
 /// Who is logging, which sets the default level and destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogRole {
@@ -33,6 +36,9 @@ pub fn init(role: LogRole, debug: bool, file: Option<Arc<LogFile>>) -> anyhow::R
         }
         _ => EnvFilter::new(level),
     };
+    // The engine client's debug lines hold whole request and answer bodies, and a container's
+    // create body and inspect answer carry its environment, secrets included: never below info.
+    let filter = filter.add_directive(QUIET_BOLLARD.parse()?);
     let to_file = file.is_some();
     let writer = match file {
         Some(log) => BoxMakeWriter::new(move || LogWriter(Arc::clone(&log))),

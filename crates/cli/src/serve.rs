@@ -203,7 +203,7 @@ async fn launcher_for(
     runtime: RuntimeKind,
     namespace: &str,
 ) -> anyhow::Result<(Option<Arc<dyn Launch>>, Option<String>)> {
-    if matches!(config.source, Source::Image(_)) && runtime == RuntimeKind::Local && config.secrets.is_empty() {
+    if matches!(config.source, Source::Image(_)) && runtime == RuntimeKind::Local {
         let (launcher, engine) = crate::container_runtime::launcher(state, config).await?;
         return Ok((Some(launcher), Some(engine)));
     }
@@ -219,7 +219,7 @@ async fn launcher_for(
         }
         Source::Remote(_) => Ok(None),
         Source::Image(_) if !config.secrets.is_empty() => {
-            bail!("workload {:?}: --secret is not supported for container images yet", config.name)
+            bail!("workload {:?}: --secret is not supported for images run on Kubernetes yet", config.name)
         }
         Source::Image(_) if runtime == RuntimeKind::Kubernetes => {
             Ok(Some(crate::k8s_runtime::launcher(config, namespace).await?))

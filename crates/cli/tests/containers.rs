@@ -2,7 +2,9 @@
 //! service, started by `cargo xtask test` / `cargo xtask podman up`): an image built here from
 //! the fixture server binary and its shared libraries (no registry), answering tools/list and
 //! tools/call through the proxy over stdio and over HTTP; the hardening as the kernel shows it;
-//! and no container left after `rm`, nor after the proxy was SIGKILLed and `stop` ran.
+//! `--secret` reaching the server's environment and nothing of ours; an allow-list profile served
+//! by the egress proxy; the escape table; and no container (nor namespace) left after `rm`, nor
+//! after the proxy was SIGKILLed and `stop` ran.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -69,14 +71,37 @@ fn copy_into(root: &Path, from: &Path, inside: &Path) {
 
 /// `apiary ARGS` talking to the test Podman.
 fn run(apiary: &Apiary, args: &[&str]) -> Out {
-    let child = apiary
-        .command(args)
-        .env("DOCKER_HOST", podman_socket())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    run_with(apiary, args, "", &[])
+}
+
+/// [`run`] with `input` on stdin and extra environment.
+fn run_with(apiary: &Apiary, args: &[&str], input: &str, env: &[(&str, &str)]) -> Out {
+    let mut cmd = apiary.command(args);
+    cmd.env("DOCKER_HOST", podman_socket()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
     finish(child, COMMAND_LIMIT, &format!("apiary {}", args.join(" ")))
+}
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            hits.extend(files_containing(&path, needle));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
 }
 
 /// A GET on the engine's API; the JSON answer.
@@ -250,6 +275,115 @@ fn an_image_serves_streamable_http_on_a_published_loopback_port() {
 }
 
 #[test]
+fn an_image_gets_its_secret_as_an_env_var_and_no_file_or_output_of_ours_holds_it() {
+    let apiary = Apiary::new();
+    let value = "ctr-secret-7f3e9a-only-in-the-container";
+    run_with(&apiary, &["secret", "setup"], "", &[]).ok();
+    run_with(&apiary, &["secret", "set", "api-token"], value, &[]).ok();
+    // With --debug: the engine client's debug lines (request and answer bodies, which carry the
+    // container's environment) must still not reach the proxy's log.
+    let args = [
+        "--debug",
+        "run",
+        "--name",
+        "csecret",
+        "--permission-profile",
+        "none",
+        "--secret",
+        "api-token,target=MY_TOKEN",
+    ];
+    run(&apiary, &[&args[..], &[image(), "--", "--stdio"]].concat()).ok();
+
+    let env = run(&apiary, &["mcp", "call", "env", "--server", "csecret", "--args", r#"{"name":"MY_TOKEN"}"#]);
+    assert_eq!(env.ok().stdout.trim(), value);
+
+    let outputs = [
+        run(&apiary, &["export", "csecret"]),
+        run(&apiary, &["status", "csecret", "--format", "json"]),
+        run(&apiary, &["list", "--format", "json"]),
+        run(&apiary, &["logs", "csecret"]),
+        run(&apiary, &["logs", "csecret", "--proxy"]),
+    ];
+    assert!(outputs[0].ok().stdout.contains("\"target\": \"MY_TOKEN\""), "{}", outputs[0].stdout);
+    for out in &outputs {
+        out.ok();
+        assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "{out:?}");
+    }
+    assert!(outputs[4].stdout.contains("DEBUG"), "the proxy logged at debug: {}", outputs[4].stdout);
+    // The store holds it encrypted; nothing under the state directory holds it in clear.
+    assert_eq!(files_containing(&apiary.state_dir(), value), Vec::<String>::new());
+    // The engine has it in the container's environment (as `podman inspect` shows any
+    // container's), never in a label or the command line.
+    let ids = containers_of("csecret");
+    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    assert!(c["Config"]["Env"].as_array().unwrap().contains(&format!("MY_TOKEN={value}").into()));
+    for field in [&c["Config"]["Labels"], &c["Config"]["Cmd"], &c["Config"]["Entrypoint"], &c["Args"]] {
+        assert!(!field.to_string().contains(value), "{field}");
+    }
+
+    run(&apiary, &["rm", "csecret"]).ok();
+    assert_eq!(wait_no_containers("csecret"), Vec::<String>::new());
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}
+
+#[test]
+fn an_image_under_an_allow_list_runs_behind_the_egress_proxy_and_leaves_nothing_behind() {
+    let apiary = Apiary::new();
+    let profile = apiary.scratch().join("allow.json");
+    std::fs::write(&profile, r#"{"network":{"outbound":{"allow_host":["api.example.com"],"allow_port":[443]}}}"#)
+        .unwrap();
+    let profile = profile.to_str().unwrap();
+    run(&apiary, &["run", "--name", "cegress", "--permission-profile", profile, image(), "--", "--stdio"]).ok();
+    for var in ["HTTPS_PROXY", "http_proxy"] {
+        let args = format!(r#"{{"name":"{var}"}}"#);
+        let out = run(&apiary, &["mcp", "call", "env", "--server", "cegress", "--args", &args]);
+        assert_eq!(out.ok().stdout.trim(), "http://127.0.0.1:3128", "{var}");
+    }
+    let status = run(&apiary, &["status", "cegress"]);
+    assert!(status.ok().stdout.contains("allow-list through the egress proxy"), "{}", status.stdout);
+    let ids = containers_of("cegress");
+    assert_eq!(ids.len(), 1);
+    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    let pid = c["State"]["Pid"].as_u64().unwrap();
+    // Only lo, and something (the proxy) listening on 127.0.0.1:3128 (0x0C38) in its namespace.
+    let devices = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    assert!(!devices.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "{devices}");
+    let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    assert!(tcp.lines().any(|l| l.contains("0100007F:0C38 00000000:0000 0A")), "{tcp}");
+    // A restart gets a new container in a new namespace, with the proxy again.
+    run(&apiary, &["restart", "cegress"]).ok();
+    let out = run(&apiary, &["mcp", "call", "env", "--server", "cegress", "--args", r#"{"name":"HTTP_PROXY"}"#]);
+    assert_eq!(out.ok().stdout.trim(), "http://127.0.0.1:3128");
+
+    // A SIGKILLed proxy leaves the container (conmon keeps it) but no host state: `stop` removes
+    // the container, and with it the namespace (no process is left in it).
+    let ids = containers_of("cegress");
+    assert_eq!(ids.len(), 1);
+    let pid = api(&format!("/v1.41/containers/{}/json", ids[0]))["State"]["Pid"].as_u64().unwrap();
+    let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(netns, std::fs::read_link("/proc/self/ns/net").unwrap());
+    let proxy = apiary.state().load_record("cegress").unwrap().unwrap().proxy.unwrap();
+    proxy.signal(Signal::KILL);
+    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || !proxy.is_alive()));
+    run(&apiary, &["stop", "cegress"]).ok();
+    assert_eq!(wait_no_containers("cegress"), Vec::<String>::new());
+    let in_netns = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path().join("ns/net")).is_ok_and(|l| l == netns))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    // conmon may outlive its container by a moment.
+    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || in_netns().is_empty()), "{:?}", in_netns());
+
+    run(&apiary, &["rm", "cegress"]).ok();
+    assert_eq!(wait_no_containers("cegress"), Vec::<String>::new());
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}
+
+#[test]
 fn stop_removes_the_container_a_killed_proxy_left() {
     let apiary = Apiary::new();
     run(&apiary, &["run", "--name", "corphan", "--permission-profile", "none", image(), "--", "--stdio"]).ok();
@@ -273,12 +407,16 @@ fn stop_removes_the_container_a_killed_proxy_left() {
 #[test]
 fn what_containers_cannot_enforce_is_refused_with_the_reason() {
     let apiary = Apiary::new();
+    // An HTTP server under an allow-list has no network to publish its port on.
     let profile = apiary.scratch().join("allow.json");
     std::fs::write(&profile, r#"{"network":{"outbound":{"allow_host":["api.example.com"],"allow_port":[443]}}}"#)
         .unwrap();
-    let out = run(&apiary, &["run", "--name", "callow", "--permission-profile", profile.to_str().unwrap(), image()]);
+    let profile = profile.to_str().unwrap();
+    let args =
+        ["run", "--name", "callow", "--permission-profile", profile, "--transport", "sse", "--target-port", "8080"];
+    let out = run(&apiary, &[&args[..], &[image()]].concat());
     let err = out.failed();
-    assert!(err.contains("allow_host"), "{err}");
+    assert!(err.contains("needs a network to publish its port"), "{err}");
     assert!(containers_of("callow").is_empty());
 
     let err = run(&apiary, &["run", "--name", "ccmd", "--runtime", "container", "--", "python3", "s.py"]);
@@ -317,8 +455,10 @@ fn probe_image() -> &'static str {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("rootfs");
         copy_into(&root, Path::new("/bin/busybox"), Path::new("/bin/busybox"));
-        for applet in ["sh", "cat", "ls", "touch", "echo", "wget", "dd", "mount", "chown", "sleep", "seq", "grep", "nc"]
-        {
+        for applet in [
+            "sh", "cat", "ls", "touch", "echo", "wget", "dd", "mount", "chown", "sleep", "seq", "grep", "nc", "printf",
+            "env",
+        ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
         for d in ["tmp", "proc", "sys", "dev", "mnt"] {
@@ -348,19 +488,26 @@ fn probe_image() -> &'static str {
 
 /// Runs `script` in a probe container; its output (stdout and stderr) and exit status.
 fn probe(script: &str, network: Network, binds: &[String]) -> (String, Option<i32>) {
+    let mut spec = ContainerSpec {
+        workload: "escape-probe".into(),
+        image: probe_image().into(),
+        args: vec![format!("exec 2>&1; {script}")],
+        env: Vec::new(),
+        http_port: None,
+        network,
+        binds: binds.to_vec(),
+        limits: Limits::default(),
+    };
+    // What `ContainerSpec::for_run_config` does under an allow-list profile.
+    spec.set_proxy_env();
+    probe_spec(spec)
+}
+
+/// Runs a probe container of `spec` through Apiary's launcher; its output and exit status.
+fn probe_spec(spec: ContainerSpec) -> (String, Option<i32>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let socket = podman_socket();
-        let spec = ContainerSpec {
-            workload: "escape-probe".into(),
-            image: probe_image().into(),
-            args: vec![format!("exec 2>&1; {script}")],
-            env: Vec::new(),
-            http_port: None,
-            network,
-            binds: binds.to_vec(),
-            limits: Limits::default(),
-        };
         let launcher = ContainerLauncher::new(engine::client_for(&socket).unwrap(), socket, spec);
         let handle = launcher.launch().await.unwrap();
         let mut stdout = handle.stdout;
@@ -448,4 +595,96 @@ fn escape_table_forbidden_rows_are_blocked_and_allowed_rows_work() {
     assert!(!out.contains("BIG-OK") && code == Some(137), "{out} {code:?}");
 
     assert_eq!(wait_no_containers("escape-probe"), Vec::<String>::new());
+}
+
+/// An HTTP server on 127.0.0.1 answering every request with `body`; it stops by itself after
+/// `LIFETIME`.
+fn http_server(body: &'static str) -> u16 {
+    const LIFETIME: Duration = Duration::from_secs(180);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + LIFETIME;
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn escape_table_allow_list_reaches_listed_hosts_through_the_proxy_only() {
+    use apiary_config::OutboundPermissions;
+    use apiary_runtime::sandbox::egress::AllowList;
+
+    let allowed = http_server("allowed-body");
+    let other = http_server("other-body");
+    // The destination is the host's loopback, which the proxy dials only when listed literally.
+    let allow = AllowList::from_outbound(&OutboundPermissions {
+        allow_host: vec!["127.0.0.1".into()],
+        allow_port: vec![allowed],
+        ..OutboundPermissions::default()
+    });
+    let script = format!(
+        "unset NO_PROXY no_proxy; echo \"proxy=$http_proxy\"; \
+         wget -q -O - http://127.0.0.1:{allowed}/ && echo; echo \"allowed rc=$?\"; \
+         wget -q -O - http://127.0.0.1:{other}/; echo \"other-port rc=$?\"; \
+         printf 'GET http://127.0.0.1:{other}/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | nc -w 5 127.0.0.1 3128; \
+         printf 'CONNECT 127.0.0.1:{allowed} HTTP/1.1\\r\\n\\r\\n' | nc -w 5 127.0.0.1 3128 | grep -o '200 Connection established'; \
+         printf 'CONNECT evil.example:{allowed} HTTP/1.1\\r\\n\\r\\n' | nc -w 5 127.0.0.1 3128; \
+         nc -w 3 127.0.0.1 {allowed} </dev/null && echo DIRECT-LOOPBACK; \
+         nc -w 3 10.88.0.1 80 </dev/null && echo DIRECT-GATEWAY; \
+         nc -w 3 1.1.1.1 80 </dev/null && echo DIRECT-OUT; \
+         echo routes; cat /proc/net/route; echo devices; cat /proc/net/dev"
+    );
+    // Its own workload label, so the escape table running beside it does not count its probes.
+    let mut spec = ContainerSpec {
+        workload: "escape-egress".into(),
+        image: probe_image().into(),
+        args: vec![format!("exec 2>&1; {script}")],
+        env: Vec::new(),
+        http_port: None,
+        network: Network::AllowList(allow),
+        binds: Vec::new(),
+        limits: Limits::default(),
+    };
+    spec.set_proxy_env();
+    let (out, _) = probe_spec(spec);
+    assert!(out.contains("proxy=http://127.0.0.1:3128"), "{out}");
+    // An allowed host and port through the proxy: plain HTTP forwarded, CONNECT tunnelled.
+    assert!(out.contains("allowed-body") && out.contains("allowed rc=0"), "{out}");
+    assert!(out.contains("200 Connection established"), "{out}");
+    // An off-list port and an off-list host: 403 from the proxy, before any connection.
+    assert!(!out.contains("other-body") && !out.contains("other-port rc=0"), "{out}");
+    assert!(out.contains("server returned error: HTTP/1.1 403 Forbidden"), "{out}");
+    assert!(out.contains(&format!("apiary egress: port {other} is not on the allow-list")), "{out}");
+    assert!(out.contains("apiary egress: host evil.example is not on the allow-list"), "{out}");
+    // Bypassing the proxy: the host's loopback port is not this loopback, and there is no route
+    // off the namespace (no interface but lo), so nothing connects.
+    for direct in ["DIRECT-LOOPBACK", "DIRECT-GATEWAY", "DIRECT-OUT"] {
+        assert!(!out.contains(direct), "{direct}: {out}");
+    }
+    let routes = out.split("routes").nth(1).unwrap().split("devices").next().unwrap();
+    assert!(routes.lines().filter(|l| !l.trim().is_empty()).count() <= 1, "a route: {routes}");
+    // /proc/net/dev: two header lines, then one line per interface.
+    let devices = out.split("\ndevices\n").nth(1).unwrap();
+    assert!(!devices.lines().skip(2).any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("lo:")), "{devices}");
+
+    assert_eq!(wait_no_containers("escape-egress"), Vec::<String>::new());
 }

@@ -87,6 +87,36 @@ pub async fn connect_among(endpoints: &[String]) -> Result<(Docker, String), Con
     Err(ContainerError::NoEngine(tried.join("; ")))
 }
 
+/// Refuses an engine that cannot put a container in a network namespace of this process (the
+/// egress allow-list, see `super::egress`): it must be on this machine (a unix socket) and be
+/// Podman (Docker has no `ns:` network mode).
+pub async fn check_joins_namespaces(docker: &Docker, endpoint: &str) -> Result<(), ContainerError> {
+    let refuse = |reason: String| {
+        ContainerError::Egress(format!(
+            "the engine at {endpoint} {reason}; the allow-list for containers needs Podman on this machine (its unix socket). Use profile `none` or `network`, or run the server as a package or command in the sandbox"
+        ))
+    };
+    if !is_local(endpoint) {
+        return Err(refuse("is not on this machine".into()));
+    }
+    let version = docker.version().await.map_err(|e| refuse(format!("did not say what it is ({e})")))?;
+    let names: Vec<&str> = version.components.iter().flatten().map(|c| c.name.as_str()).collect();
+    if !is_podman(&names) {
+        return Err(refuse(format!("is not Podman (components: {})", names.join(", "))));
+    }
+    Ok(())
+}
+
+/// Whether `endpoint` is a unix socket (on this machine).
+pub fn is_local(endpoint: &str) -> bool {
+    endpoint.starts_with("unix://") || endpoint.starts_with('/')
+}
+
+/// Whether an engine's version components name Podman.
+pub fn is_podman(components: &[&str]) -> bool {
+    components.iter().any(|c| c.to_ascii_lowercase().starts_with("podman"))
+}
+
 /// A client for `endpoint` that answered a ping.
 pub async fn ping(endpoint: &str) -> Result<Docker, String> {
     let docker = client_for(endpoint).map_err(|e| match e {
@@ -132,6 +162,14 @@ mod tests {
         assert_eq!(got.len(), 3);
         let named = env(&[("DOCKER_HOST", "unix:///x.sock")]);
         assert_eq!(with_previous(candidates(&named), Some("unix:///w/podman.sock"), &named), ["unix:///x.sock"]);
+    }
+
+    #[test]
+    fn only_a_local_podman_joins_our_namespaces() {
+        assert!(is_local("unix:///run/podman/podman.sock") && is_local("/run/podman/podman.sock"));
+        assert!(!is_local("tcp://10.0.0.1:2375") && !is_local("http://h:2375"));
+        assert!(is_podman(&["Podman Engine", "Conmon", "OCI Runtime (runc)"]));
+        assert!(!is_podman(&["Engine", "containerd", "runc", "docker-init"]));
     }
 
     #[tokio::test]

@@ -18,8 +18,10 @@ use futures::StreamExt;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
 
-use super::spec::WORKLOAD_LABEL;
+use super::egress::EgressNamespace;
+use super::spec::{Network, WORKLOAD_LABEL};
 use super::{ContainerError, ContainerLauncher};
+use crate::sandbox::egress::EgressLimits;
 
 /// Bytes buffered between the attach stream and the proxy, per stream. A full buffer pushes
 /// back on the container rather than growing.
@@ -71,10 +73,33 @@ pub async fn start(launcher: &ContainerLauncher) -> Result<ChildHandle, Containe
     let spec = &launcher.spec;
     launcher.ensure_image().await?;
     let name = format!("apiary-{}-{}", spec.workload, suffix());
+    let mut body = spec.create_body();
+    // The allow-list's namespace and proxy live as long as this container (until `supervise`
+    // has removed it).
+    let egress = match &spec.network {
+        Network::AllowList(allow) => {
+            let ns = EgressNamespace::start(allow.clone(), EgressLimits::default()).await?;
+            if let Some(h) = body.host_config.as_mut() {
+                h.network_mode = Some(ns.network_mode());
+            }
+            Some(ns)
+        }
+        Network::None | Network::Default => None,
+    };
+    if !launcher.secret_env.is_empty() {
+        let env = body.env.get_or_insert_with(Vec::new);
+        // Later entries win in the engine, as in `spec.env`.
+        env.extend(launcher.secret_env.iter().map(|(k, v)| format!("{k}={}", v.as_str())));
+    }
+    // Names only: values may be secrets.
+    let env_names: Vec<&str> =
+        body.env.iter().flatten().map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k)).collect();
+    let network_mode = body.host_config.as_ref().and_then(|h| h.network_mode.as_deref()).unwrap_or_default();
+    tracing::debug!(container = name, image = spec.image, network_mode, env = ?env_names, "creating the container");
     let created = docker
         .create_container(
             Some(CreateContainerOptions { name: Some(name.clone()), ..CreateContainerOptions::default() }),
-            spec.create_body(),
+            body,
         )
         .await
         .map_err(|source| ContainerError::Api {
@@ -119,7 +144,7 @@ pub async fn start(launcher: &ContainerLauncher) -> Result<ChildHandle, Containe
 
     let (exit_tx, exited) = oneshot::channel();
     let (kill, kill_rx) = oneshot::channel();
-    tokio::spawn(supervise(docker.clone(), id, name, kill_rx, exit_tx));
+    tokio::spawn(supervise(docker.clone(), id, name, kill_rx, exit_tx, egress));
     Ok(ChildHandle { pid: None, stdin, stdout: Box::new(stdout_r), stderr, exited, kill })
 }
 
@@ -171,6 +196,7 @@ async fn supervise(
     name: String,
     mut kill_rx: oneshot::Receiver<()>,
     exit_tx: oneshot::Sender<ExitReason>,
+    egress: Option<EgressNamespace>,
 ) {
     let waiter = docker.clone().with_timeout(LIFETIME_WAIT);
     let reason = tokio::select! {
@@ -187,6 +213,7 @@ async fn supervise(
         }
     };
     remove(&docker, &id).await;
+    drop(egress);
     tracing::info!(container = name, reason = %reason, "container removed");
     let _ = exit_tx.send(reason);
 }

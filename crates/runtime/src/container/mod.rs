@@ -6,10 +6,12 @@
 //! - [`engine`]: which socket the engine answers on.
 //! - [`spec`]: the container's configuration and hardening, from the RunConfig.
 //! - [`lifecycle`]: create, attach, start, wait, stop and remove.
+//! - [`egress`]: the network namespace and egress proxy of an allow-list profile.
 //!
 //! One attach belongs to one container's life: closing it closes the server's stdin (Podman has
 //! no real `StdinOnce`), so every launch is a new container and a restart never re-attaches.
 
+pub mod egress;
 pub mod engine;
 pub mod lifecycle;
 pub mod spec;
@@ -24,6 +26,7 @@ use bollard::Docker;
 pub use spec::{ContainerSpec, Limits, Network, WORKLOAD_LABEL};
 
 use crate::log::LogFile;
+use crate::secrets::Zeroizing;
 
 /// How long a launch may spend pulling an image that is not on the machine yet.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -47,12 +50,10 @@ pub enum ContainerError {
     Pull { image: String, reason: String },
     #[error("a {0} source has no image; the container runtime runs images only")]
     NotAnImage(&'static str),
+    #[error("the egress allow-list (network.outbound.allow_host/allow_port): {0}")]
+    Egress(String),
     #[error(
-        "the permission profile's network.outbound.allow_host/allow_port are not enforced for containers yet; use profile `none` (no network) or `network` (all outbound), or run the server as a package or command in the sandbox, which enforces the allow-list"
-    )]
-    AllowListUnsupported,
-    #[error(
-        "an HTTP-transport image needs a network to publish its port, and permission profile `none` gives it none; use --transport stdio or --permission-profile network"
+        "an HTTP-transport image needs a network to publish its port, and permission profile `none` or an allow-list profile gives it none; use --transport stdio or --permission-profile network"
     )]
     HttpNeedsNetwork,
     #[error("{0}")]
@@ -73,6 +74,9 @@ pub struct ContainerLauncher {
     spec: ContainerSpec,
     stderr_log: Option<Arc<LogFile>>,
     pull_timeout: Duration,
+    /// Secret values for the server's environment, kept out of the spec (which is logged and
+    /// compared) and sent only in the create call.
+    secret_env: Vec<(String, Zeroizing<String>)>,
 }
 
 impl std::fmt::Debug for ContainerLauncher {
@@ -80,6 +84,7 @@ impl std::fmt::Debug for ContainerLauncher {
         f.debug_struct("ContainerLauncher")
             .field("endpoint", &self.endpoint)
             .field("spec", &self.spec)
+            .field("secret_env", &self.secret_env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +98,7 @@ impl ContainerLauncher {
             spec,
             stderr_log: None,
             pull_timeout: DEFAULT_PULL_TIMEOUT,
+            secret_env: Vec::new(),
         }
     }
 
@@ -101,6 +107,9 @@ impl ContainerLauncher {
     pub async fn for_run_config(config: &RunConfig, previous: Option<&str>) -> Result<Self, ContainerError> {
         let spec = ContainerSpec::for_run_config(config)?;
         let (docker, endpoint) = engine::connect_preferring(previous).await?;
+        if matches!(spec.network, Network::AllowList(_)) {
+            engine::check_joins_namespaces(&docker, &endpoint).await?;
+        }
         Ok(ContainerLauncher::new(docker, endpoint, spec))
     }
 
@@ -122,6 +131,16 @@ impl ContainerLauncher {
     #[must_use]
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.spec.set_env(name, value);
+        self
+    }
+
+    /// Sets a secret in the server's environment. Unlike [`Self::env`] the value stays out of
+    /// the spec and of every message; it goes to the engine in the create call only (where, as
+    /// any container environment, `docker/podman inspect` shows it to whoever may use the engine).
+    #[must_use]
+    pub fn secret_env(mut self, name: &str, value: &str) -> Self {
+        self.secret_env.retain(|(k, _)| k != name);
+        self.secret_env.push((name.to_owned(), Zeroizing::new(value.to_owned())));
         self
     }
 

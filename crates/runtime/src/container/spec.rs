@@ -8,6 +8,8 @@ use apiary_config::{NetworkAccess, RunConfig, Source};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 
 use super::ContainerError;
+use super::egress::{NO_PROXY, PROXY_URL};
+use crate::sandbox::egress::AllowList;
 
 /// Label every Apiary container carries, with the workload's name as its value; `apiary stop`
 /// and `rm` find leftovers by it.
@@ -31,12 +33,16 @@ impl Default for Limits {
 }
 
 /// The network a container gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// Loopback only (profile `none`).
     None,
     /// The engine's default network (a bridge with outbound NAT; profile `network`).
     Default,
+    /// Loopback only, in a namespace where the egress proxy enforcing this allow-list listens
+    /// (profile `allow_host`/`allow_port`; see [`super::egress`]). The launcher makes the
+    /// namespace for each container; [`ContainerSpec::create_body`] alone says `none`.
+    AllowList(AllowList),
 }
 
 /// Size of the private, writable /tmp (the root filesystem is read-only).
@@ -72,17 +78,18 @@ impl ContainerSpec {
             return Err(ContainerError::NotAnImage(config.source.kind()));
         };
         let profile = &config.permission_profile;
-        let network = match profile.network_access() {
-            NetworkAccess::None => Network::None,
-            NetworkAccess::All => Network::Default,
-            NetworkAccess::AllowList => return Err(ContainerError::AllowListUnsupported),
+        let outbound = profile.network.as_ref().and_then(|n| n.outbound.as_ref());
+        let network = match (profile.network_access(), outbound) {
+            (NetworkAccess::All, _) => Network::Default,
+            (NetworkAccess::AllowList, Some(out)) => Network::AllowList(AllowList::from_outbound(out)),
+            (NetworkAccess::None | NetworkAccess::AllowList, _) => Network::None,
         };
         let transport = config.effective_transport();
         let http_port = transport.is_http().then_some(config.target_port);
         if http_port == Some(0) {
             return Err(ContainerError::Invalid("an HTTP server needs a target port".into()));
         }
-        if http_port.is_some() && network == Network::None {
+        if http_port.is_some() && matches!(network, Network::None | Network::AllowList(_)) {
             return Err(ContainerError::HttpNeedsNetwork);
         }
         let mut binds = Vec::new();
@@ -120,7 +127,22 @@ impl ContainerSpec {
         for (k, v) in &config.env {
             spec.set_env(k, v);
         }
+        spec.set_proxy_env();
         Ok(spec)
+    }
+
+    /// Under an allow-list, points the server's HTTP clients at the egress proxy, overriding
+    /// whatever the user's `env` said (a direct connection could not go anywhere anyway).
+    pub fn set_proxy_env(&mut self) {
+        if !matches!(self.network, Network::AllowList(_)) {
+            return;
+        }
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            self.set_env(name, PROXY_URL);
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            self.set_env(name, NO_PROXY);
+        }
     }
 
     /// Sets an environment variable (replacing an earlier value).
@@ -142,7 +164,8 @@ impl ContainerSpec {
         });
         let host_config = HostConfig {
             network_mode: Some(match self.network {
-                Network::None => "none".into(),
+                // Fails closed: without the launcher's namespace an allow-list means no network.
+                Network::None | Network::AllowList(_) => "none".into(),
                 Network::Default => "bridge".into(),
             }),
             cap_drop: Some(vec!["ALL".into()]),
@@ -254,14 +277,41 @@ mod tests {
         assert_eq!(spec.binds, ["/srv/data:/data:ro", "/srv/out:/srv/out:rw"]);
     }
 
-    #[test]
-    fn refuses_what_it_cannot_enforce() {
-        let allow_list: PermissionProfile = serde_json::from_value(serde_json::json!({
+    fn allow_list() -> PermissionProfile {
+        serde_json::from_value(serde_json::json!({
             "network": {"outbound": {"allow_host": ["api.example.com"], "allow_port": [443]}}
         }))
-        .unwrap();
-        let err = ContainerSpec::for_run_config(&image_config(allow_list)).unwrap_err().to_string();
-        assert!(err.contains("allow_host"), "{err}");
+        .unwrap()
+    }
+
+    #[test]
+    fn an_allow_list_points_the_server_at_the_egress_proxy() {
+        let mut c = image_config(allow_list());
+        c.env.insert("HTTPS_PROXY".into(), "http://elsewhere:8080".into());
+        let spec = ContainerSpec::for_run_config(&c).unwrap();
+        let Network::AllowList(allow) = &spec.network else { panic!("{:?}", spec.network) };
+        assert!(allow.check("api.example.com", 443).is_ok());
+        assert!(allow.check("api.example.com", 80).is_err() && allow.check("evil.test", 443).is_err());
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert!(spec.env.contains(&(name.into(), PROXY_URL.into())), "{name}: {:?}", spec.env);
+        }
+        assert!(spec.env.contains(&("NO_PROXY".into(), NO_PROXY.into())));
+        assert_eq!(spec.env.iter().filter(|(k, _)| k == "HTTPS_PROXY").count(), 1);
+        // Alone (without the launcher's namespace) the body has no network at all.
+        let body = serde_json::to_value(spec.create_body()).unwrap();
+        assert_eq!(body["HostConfig"]["NetworkMode"], "none");
+        // Other profiles get no proxy variables.
+        let spec = ContainerSpec::for_run_config(&image_config(PermissionProfile::network())).unwrap();
+        assert!(!spec.env.iter().any(|(k, _)| k.ends_with("_PROXY")), "{:?}", spec.env);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_enforce() {
+        let mut c = image_config(allow_list());
+        c.transport = Some(Transport::StreamableHttp);
+        c.target_port = 8080;
+        let err = ContainerSpec::for_run_config(&c).unwrap_err().to_string();
+        assert!(err.contains("network"), "{err}");
         let mut c = image_config(PermissionProfile::none());
         c.transport = Some(Transport::Sse);
         c.target_port = 8080;

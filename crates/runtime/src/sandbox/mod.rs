@@ -22,7 +22,7 @@ mod confine;
 pub mod egress;
 pub mod exec;
 mod fsview;
-mod sys;
+pub(crate) mod sys;
 
 use std::path::{Path, PathBuf};
 

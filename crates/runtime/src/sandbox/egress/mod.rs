@@ -9,6 +9,9 @@
 //! checks host and port against the [`AllowList`] *before* connecting, resolves the name and
 //! refuses local addresses unless listed literally, then connects and splices bytes both ways.
 //! Refusals are answered `403` with a one-line reason.
+//!
+//! The same proxy also serves on a TCP listener ([`serve_tcp`]): containers reach it on the
+//! loopback of a network namespace made for them (`container::egress`).
 
 mod allow;
 mod request;
@@ -23,7 +26,7 @@ use std::time::Duration;
 pub use allow::{AllowList, Refusal};
 use request::Request;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -130,22 +133,57 @@ impl Drop for EgressProxy {
     }
 }
 
+/// Serves on a TCP listener until the returned task is aborted (dropping the handle does not
+/// stop it). Every connection task lives in the serving task, so aborting it closes them all.
+/// Must be called on a tokio runtime.
+pub fn serve_tcp(listener: TcpListener, allow: AllowList, limits: EgressLimits) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(serve(listener, Arc::new(allow), limits))
+}
+
+/// A listener the proxy accepts clients on: the sandbox's Unix socket or a container's TCP port.
+trait Acceptor: Send + 'static {
+    type Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_conn(&self) -> impl std::future::Future<Output = std::io::Result<Self::Conn>> + Send + '_;
+    /// Writes what fits without blocking (the 503 to a client over the connection limit).
+    fn try_write(conn: &Self::Conn, bytes: &[u8]);
+}
+
+impl Acceptor for UnixListener {
+    type Conn = UnixStream;
+    async fn accept_conn(&self) -> std::io::Result<UnixStream> {
+        self.accept().await.map(|(c, _)| c)
+    }
+    fn try_write(conn: &UnixStream, bytes: &[u8]) {
+        let _ = conn.try_write(bytes);
+    }
+}
+
+impl Acceptor for TcpListener {
+    type Conn = TcpStream;
+    async fn accept_conn(&self) -> std::io::Result<TcpStream> {
+        self.accept().await.map(|(c, _)| c)
+    }
+    fn try_write(conn: &TcpStream, bytes: &[u8]) {
+        let _ = conn.try_write(bytes);
+    }
+}
+
 /// Accepts until aborted; every connection task lives in the set, so aborting this task (its
 /// set dropped) closes them all.
-async fn serve(listener: UnixListener, allow: Arc<AllowList>, limits: EgressLimits) {
+async fn serve<L: Acceptor>(listener: L, allow: Arc<AllowList>, limits: EgressLimits) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((conn, _)) = accepted else {
+            accepted = listener.accept_conn() => {
+                let Ok(conn) = accepted else {
                     // EMFILE and the like: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                     // Best effort and non-blocking: no task is spent on a refused client.
-                    let _ = conn.try_write(&response(503, "too many connections"));
+                    L::try_write(&conn, &response(503, "too many connections"));
                     continue;
                 };
                 let allow = Arc::clone(&allow);
