@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use apiary_runtime::clients::edit::{self, Outcome};
-use apiary_runtime::clients::table::{self, CLIENTS, ClientSpec, NOT_SUPPORTED};
+use apiary_runtime::clients::edit::Outcome;
+use apiary_runtime::clients::table::{self, CLIENTS, ClientSpec};
 use apiary_runtime::groups::DEFAULT_GROUP;
 use apiary_runtime::state::StateDir;
 
@@ -79,11 +79,6 @@ fn lookup(id: &str) -> anyhow::Result<&'static ClientSpec> {
     if let Some(spec) = table::find(id) {
         return Ok(spec);
     }
-    if NOT_SUPPORTED.contains(&id) {
-        bail!(
-            "client {id:?} keeps its config in YAML or TOML, which Apiary does not edit yet; add the workload URL by hand"
-        );
-    }
     let ids: Vec<&str> = CLIENTS.iter().map(|c| c.id).collect();
     bail!("unknown client {id:?}; known clients: {}", ids.join(", "))
 }
@@ -114,7 +109,6 @@ fn status(state: &StateDir, home: &std::path::Path, format: Format) -> anyhow::R
                 })
                 .collect();
             output::emit(&output::table(&["CLIENT", "INSTALLED", "REGISTERED", "CONFIG"], &table));
-            output::emit_line(&format!("Not supported yet (YAML/TOML config): {}", NOT_SUPPORTED.join(", ")));
         }
     }
     Ok(())
@@ -168,7 +162,7 @@ fn register(state: &StateDir, home: &std::path::Path, spec: &ClientSpec, groups:
     let workloads = running_in(state, groups)?;
     // Written before the registration is saved: a config Apiary cannot edit registers nothing.
     for (name, url) in &workloads {
-        edit::upsert(&path, spec.key, name, &spec.entry(url))
+        apiary_runtime::clients::upsert(spec, &path, name, url)
             .with_context(|| format!("writing workload {name:?} into {}'s config", spec.id))?;
     }
     state.register_client(spec.id, groups)?;
@@ -191,7 +185,7 @@ fn remove(state: &StateDir, home: &std::path::Path, spec: &ClientSpec) -> anyhow
     let mut removed = 0;
     for name in state.names()? {
         let url = state.load_record(&name)?.and_then(|r| r.url);
-        if edit::remove(&path, spec.key, &name, url.as_deref())? == Outcome::Changed {
+        if apiary_runtime::clients::remove(spec, &path, &name, url.as_deref())? == Outcome::Changed {
             removed += 1;
         }
     }
@@ -221,7 +215,7 @@ fn list_registered(state: &StateDir, format: Format) -> anyhow::Result<()> {
 pub fn workload_started(state: &StateDir, name: &str, group: &str, url: &str) {
     each_registered(state, |spec, home, reg| {
         if reg.wants(group) {
-            edit::upsert(&spec.config_path(home), spec.key, name, &spec.entry(url))?;
+            apiary_runtime::clients::upsert(spec, &spec.config_path(home), name, url)?;
         }
         Ok(())
     });
@@ -231,7 +225,7 @@ pub fn workload_started(state: &StateDir, name: &str, group: &str, url: &str) {
 /// when known). A failure warns.
 pub fn workload_removed(state: &StateDir, name: &str, url: Option<&str>) {
     each_registered(state, |spec, home, _| {
-        edit::remove(&spec.config_path(home), spec.key, name, url)?;
+        apiary_runtime::clients::remove(spec, &spec.config_path(home), name, url)?;
         Ok(())
     });
 }

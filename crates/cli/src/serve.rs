@@ -4,18 +4,24 @@
 //! It holds the workload's lock, loads the saved RunConfig, starts the proxy with a process
 //! launcher, and keeps the status record current from the proxy's status watch until SIGTERM,
 //! SIGINT or SIGHUP; then it shuts the proxy down (which stops every child) and records `stopped`.
+//! Meanwhile it checks the server's health (ToolHive's intervals, `apiary_runtime::health`): a
+//! stdio child must answer `ping`, a local HTTP server accept a connection; past the failure
+//! threshold the record says `unhealthy`, and `running` again once a check passes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use apiary_config::{RunConfig, Source};
 use apiary_proxy::{ProxyHandle, UpstreamState, UpstreamStatus};
-use apiary_runtime::clock::now_rfc3339;
+use apiary_runtime::clock::{now_rfc3339, rfc3339_from_unix};
+use apiary_runtime::health::{HealthSettings, HealthTracker, Verdict, tcp_probe};
 use apiary_runtime::log::{DEFAULT_LOG_CAP, LogFile};
 use apiary_runtime::pid::ProcRef;
 use apiary_runtime::process::ProcessLauncher;
-use apiary_runtime::state::{KubeWorkload, StateDir, StateError, WorkloadRecord, WorkloadState};
+use apiary_runtime::state::{KubeWorkload, NextRestart, StateDir, StateError, WorkloadRecord, WorkloadState};
 use apiary_transport::launch::Launch;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -25,6 +31,9 @@ use crate::logging::{self, LogRole};
 /// Longest wait for the proxy to stop its children and close; past it the process exits anyway
 /// (children then get SIGKILL from `kill_on_drop` and `apiary stop`'s sweep).
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(20);
+
+/// A health check in flight (see [`check_once`]).
+type HealthCheck<'a> = Pin<Box<dyn Future<Output = Option<Result<(), String>>> + Send + 'a>>;
 
 /// `apiary __serve NAME` (hidden).
 #[derive(Debug, clap::Args)]
@@ -113,6 +122,8 @@ async fn serve_workload(
     let mut config = state.load_config(name)?;
     // A hand-written RunConfig may leave ports at 0; pick them for this run only.
     crate::run_cmd::resolve_ports(&mut config)?;
+    let settings = HealthSettings::from_env().context("the health check settings")?;
+    let http_target = http_check_target(&config);
     // The remote login's session, left by `apiary run`/`start` in the terminal.
     let session = crate::remote_login::session_path(state, name)?;
     crate::remote_login::attach(&mut config, session, crate::remote_login::workload_hint(name), secret);
@@ -146,7 +157,9 @@ async fn serve_workload(
     rec.listen_addr = Some(handle.local_addr().to_string());
     rec.url = Some(url.clone());
     let mut status = handle.status();
-    apply_status(&mut rec, &status.borrow_and_update());
+    let mut health = HealthTracker::new(settings);
+    let mut verdict = Verdict::Healthy;
+    apply_status(&mut rec, &status.borrow_and_update(), &verdict);
     state.save_record(&rec)?;
     tracing::info!(workload = name, %url, "serving");
     if foreground {
@@ -157,6 +170,9 @@ async fn serve_workload(
     // A remote server's status is published once (running) and its sender then dropped: a
     // closed status channel is not a reason to stop serving, only to stop watching it.
     let mut publishing = true;
+    let mut next_check = tokio::time::Instant::now() + settings.interval;
+    // The check in flight, polled beside the signals so that it never delays a stop.
+    let mut check: Option<HealthCheck<'_>> = None;
     loop {
         tokio::select! {
             changed = status.changed(), if publishing => {
@@ -165,9 +181,52 @@ async fn serve_workload(
                     publishing = false;
                     continue;
                 }
-                apply_status(&mut rec, &status.borrow_and_update());
+                let now = status.borrow_and_update().clone();
+                if now.state != UpstreamState::Running {
+                    // A restarted child starts with a clean slate; a down one is shown as down.
+                    health.reset();
+                    verdict = Verdict::Healthy;
+                }
+                apply_status(&mut rec, &now, &verdict);
                 if let Err(e) = state.save_record(&rec) {
                     tracing::warn!(error = %e, "cannot update the status record");
+                }
+            }
+            () = tokio::time::sleep_until(next_check), if check.is_none() => {
+                check = Some(Box::pin(check_once(&handle, http_target.as_ref(), settings.ping_timeout)));
+            }
+            result = async {
+                match check.as_mut() {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                check = None;
+                let after = match result {
+                    Some(r) => {
+                        if let Err(why) = &r {
+                            tracing::warn!(workload = name, reason = %why, "health check failed");
+                        }
+                        health.record(r)
+                    }
+                    None => {
+                        health.reset();
+                        Verdict::Healthy
+                    }
+                };
+                next_check = tokio::time::Instant::now() + health.next_delay();
+                if after != verdict {
+                    match &after {
+                        Verdict::Healthy => tracing::info!(workload = name, "the server is healthy again"),
+                        Verdict::Unhealthy { failures, reason } => {
+                            tracing::error!(workload = name, failures, reason = %reason, "the server is unhealthy");
+                        }
+                    }
+                    verdict = after;
+                    apply_status(&mut rec, &status.borrow().clone(), &verdict);
+                    if let Err(e) = state.save_record(&rec) {
+                        tracing::warn!(error = %e, "cannot update the status record");
+                    }
                 }
             }
             sig = signals.recv() => {
@@ -177,6 +236,7 @@ async fn serve_workload(
             () = token.cancelled() => break,
         }
     }
+    drop(check);
     rec.state = WorkloadState::Stopping;
     let _ = state.save_record(&rec);
     shutdown(handle).await;
@@ -229,19 +289,64 @@ async fn launcher_for(
     Ok((launcher?, None))
 }
 
-/// Copies the proxy's view of the upstream into the record.
-fn apply_status(rec: &mut WorkloadRecord, status: &UpstreamStatus) {
+/// Where a local HTTP server's health is checked (its port), `None` when the check is a `ping`
+/// (stdio) or there is none (remote servers: ToolHive checks those only when asked).
+fn http_check_target(config: &RunConfig) -> Option<(String, u16)> {
+    let local = matches!(config.source, Source::Package(_) | Source::Command(_));
+    (local && config.effective_transport().is_http() && config.target_port != 0)
+        .then(|| (config.target_host.clone(), config.target_port))
+}
+
+/// One health check: `ping` through the proxy for stdio, a connection for a local HTTP server.
+/// `None` when there is nothing to check now (no child serving: the status says why).
+async fn check_once(
+    handle: &ProxyHandle,
+    http_target: Option<&(String, u16)>,
+    timeout: Duration,
+) -> Option<Result<(), String>> {
+    match http_target {
+        Some((host, port)) => {
+            let running = handle.status().borrow().state == UpstreamState::Running;
+            if running { Some(tcp_probe(host, *port, timeout).await) } else { None }
+        }
+        None => handle.ping_upstream(timeout).await,
+    }
+}
+
+/// Copies the proxy's view of the upstream, and the health checks' verdict, into the record.
+fn apply_status(rec: &mut WorkloadRecord, status: &UpstreamStatus, verdict: &Verdict) {
+    let failing = match verdict {
+        Verdict::Unhealthy { failures, reason } if status.state == UpstreamState::Running => {
+            Some(format!("the health check failed {failures} times in a row: {reason}"))
+        }
+        _ => None,
+    };
     rec.state = match status.state {
         UpstreamState::Starting => WorkloadState::Starting,
+        UpstreamState::Running if failing.is_some() => WorkloadState::Unhealthy,
         UpstreamState::Running => WorkloadState::Running,
         UpstreamState::Restarting => WorkloadState::Restarting,
         UpstreamState::Down => WorkloadState::Unhealthy,
     };
     rec.restarts = status.restarts;
     rec.last_exit.clone_from(&status.last_exit);
-    rec.error = (status.state == UpstreamState::Down).then(|| match &status.last_exit {
-        Some(why) => format!("the server is down (last exit: {why})"),
-        None => "the server is down".to_owned(),
+    rec.error = match status.state {
+        UpstreamState::Down => Some(match &status.last_exit {
+            Some(why) => format!("the server is down (last exit: {why})"),
+            None => "the server is down".to_owned(),
+        }),
+        _ => failing,
+    };
+    rec.next_restart = status.next_restart.map(|plan| {
+        // Unchanged plan, unchanged due time: later status changes must not push it back.
+        match &rec.next_restart {
+            Some(old) if old.attempt == plan.attempt && old.backoff_ms == plan.backoff_ms => old.clone(),
+            _ => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let due = now.saturating_add(Duration::from_millis(plan.backoff_ms));
+                NextRestart { attempt: plan.attempt, backoff_ms: plan.backoff_ms, at: rfc3339_from_unix(due.as_secs()) }
+            }
+        }
     });
     // Keep start times captured earlier: a pid read again later could already be someone else's.
     let old = std::mem::take(&mut rec.children);

@@ -145,7 +145,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 Some(k) => crate::container_runtime::describe(&c, &k.engine),
                 None => apiary_runtime::sandbox::describe(&c),
             });
-            let fields: [(&str, Option<String>); 14] = [
+            let next_restart = rec
+                .next_restart
+                .as_ref()
+                .filter(|_| rec.state == WorkloadState::Restarting)
+                .map(|n| format!("attempt {} at {} (backoff {} ms)", n.attempt, n.at, n.backoff_ms));
+            let fields: [(&str, Option<String>); 15] = [
                 ("Name", Some(rec.name.clone())),
                 ("Status", Some(rec.state.to_string())),
                 ("URL", rec.url.clone().filter(|_| rec.state.is_active())),
@@ -158,6 +163,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 ("Isolation", isolation),
                 ("Restarts", Some(rec.restarts.to_string())),
                 ("Last exit", rec.last_exit.clone()),
+                ("Next restart", next_restart),
                 ("Started", rec.started_at.clone()),
                 ("Error", rec.error.clone()),
             ];

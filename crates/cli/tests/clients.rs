@@ -1,7 +1,7 @@
 //! `apiary client` with the real binary, a temporary `$HOME` and the fixture MCP server: each
 //! client format gets the workload's entry and loses it again leaving the file byte-identical;
-//! registered clients follow `run` and `rm`; invalid JSON is refused untouched; `setup` and
-//! `status` see installed clients.
+//! registered clients follow `run` and `rm`; invalid JSON (and TOML, and YAML in flow style) is
+//! refused untouched; `setup` and `status` see installed clients.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -110,6 +110,67 @@ fn each_client_format_gets_the_entry_and_loses_it_byte_identically() {
     env.run(&["rm", "w"]).ok();
 }
 
+/// The YAML and TOML clients: the entry in ToolHive's shape for each, the user's comments, order
+/// and other settings kept through setup, and the file byte-identical after remove.
+#[test]
+fn yaml_and_toml_clients_get_the_entry_keep_the_rest_and_lose_it_byte_identically() {
+    let env = Env::new();
+    let url = env.run(&["run", "--name", "w", "--", &server(), "--stdio"]).ok().stdout.trim().to_owned();
+    let goose = "# goose settings\nGOOSE_PROVIDER: openai   # keep this comment\nextensions:\n  developer:\n    enabled: true\n    name: developer\n    type: builtin\n\nGOOSE_MODEL: gpt-4o\n";
+    let cont = "name: My config\nversion: 0.0.1\nmcpServers:\n  - name: time\n    command: uvx\n    args:\n      - mcp-server-time\n# models next\nmodels: []\n";
+    let codex = "# codex\nmodel = \"o3\"  # keep\n\n[mcp_servers.time]\ncommand = \"uvx\"\nargs = [\"mcp-server-time\"]\n\n[profiles.fast]\nmodel = \"o4-mini\"\n";
+    let vibe = "active_model = \"devstral\"\n\n# stdio servers\n[[mcp_servers]]\nname = \"time\"\ntransport = \"stdio\"\ncommand = \"uvx\"\n";
+    let cases = [
+        ("goose", ".config/goose/config.yaml", goose),
+        ("continue", ".continue/config.yaml", cont),
+        ("codex", ".codex/config.toml", codex),
+        ("mistral-vibe", ".vibe/config.toml", vibe),
+    ];
+    for (id, rel, original) in cases {
+        let path = env.write(rel, original);
+        env.run(&["client", "register", id]).ok();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Everything the user wrote is still there, line for line, in order.
+        let kept: Vec<&str> = original.lines().collect();
+        let mut lines = text.lines();
+        for line in &kept {
+            assert!(lines.any(|l| l == *line), "{id}: lost or moved {line:?}:\n{text}");
+        }
+        let want = match id {
+            "goose" => format!(
+                "extensions:\n  developer:\n    enabled: true\n    name: developer\n    type: builtin\n  w:\n    name: \"w\"\n    type: \"streamable_http\"\n    uri: \"{url}\"\n    enabled: true\n    timeout: 60\n    description: \"\"\n"
+            ),
+            "continue" => {
+                format!("      - mcp-server-time\n  - name: \"w\"\n    type: \"streamable-http\"\n    url: \"{url}\"\n")
+            }
+            "codex" => format!("[mcp_servers.w]\nurl = \"{url}\"\n"),
+            _ => format!("[[mcp_servers]]\nname = \"w\"\ntransport = \"streamable-http\"\nurl = \"{url}\"\n"),
+        };
+        assert!(text.contains(&want), "{id}: no {want:?} in\n{text}");
+        // Removing the client restores the bytes.
+        env.run(&["client", "remove", id]).ok();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original, "{id}: the file is back byte for byte");
+    }
+    // A missing file is created with just the entry, and a workload's rm takes it out again.
+    let codex_path = env.home.join(".codex/config.toml");
+    std::fs::remove_file(&codex_path).unwrap();
+    env.run(&["client", "register", "codex"]).ok();
+    assert_eq!(std::fs::read_to_string(&codex_path).unwrap(), format!("[mcp_servers.w]\nurl = \"{url}\"\n"));
+    // Flow style is not edited line by line: refused, file untouched, nothing registered.
+    let flow = "extensions: {developer: {enabled: true}}\n";
+    let path = env.write(".config/goose/config.yaml", flow);
+    let err = env.run(&["client", "register", "goose"]).failed().to_owned();
+    assert!(err.contains("flow style"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), flow);
+    let broken = "[mcp_servers\n";
+    let path = env.write(".vibe/config.toml", broken);
+    let err = env.run(&["client", "register", "mistral-vibe"]).failed().to_owned();
+    assert!(err.contains("not valid TOML"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+    env.run(&["rm", "w"]).ok();
+    assert_eq!(std::fs::read_to_string(&codex_path).unwrap(), "");
+}
+
 #[test]
 fn registered_clients_follow_run_and_rm_and_never_get_secrets() {
     let env = Env::new();
@@ -188,10 +249,7 @@ fn setup_registers_installed_clients_and_status_shows_them() {
     assert_eq!(row("vscode")["registered"], false);
     assert_eq!(row("claude-code")["installed"], false);
     let text = env.run(&["client", "status"]).ok().stdout.clone();
-    assert!(text.contains("Not supported yet") && text.contains("goose"), "{text}");
-
-    let err = env.run(&["client", "register", "goose"]).failed().to_owned();
-    assert!(err.contains("YAML or TOML"), "{err}");
+    assert!(text.lines().any(|l| l.starts_with("goose ") && l.contains("config.yaml")), "{text}");
     let err = env.run(&["client", "register", "nope"]).failed().to_owned();
     assert!(err.contains("unknown client") && err.contains("claude-code"), "{err}");
     let err = env.run(&["client", "remove", "vscode"]).failed().to_owned();

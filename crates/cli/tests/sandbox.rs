@@ -1,6 +1,8 @@
 //! The process sandbox's escape table, against the real `apiary __sandbox-exec` helper and the
 //! real kernel: a Python probe tries each escape inside the sandbox, and the same probe run
-//! unsandboxed (the control column) shows that each row could fail. Then the fixture MCP server
+//! unsandboxed (the control column) shows that each row could fail: files, network, processes,
+//! privileges (capabilities, setuid, `unshare -r`, uid_map, CAP_SYS_ADMIN), a fork loop and an
+//! allocation past the memory limit. Then the fixture MCP server
 //! runs sandboxed behind `apiary run` and answers tools/call from inside its own pid namespace.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
@@ -42,12 +44,75 @@ try:
         libc = ctypes.CDLL(None, use_errno=True)
         r = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
         print("OK mounted" if r == 0 else "DENIED " + errno.errorcode[ctypes.get_errno()])
+    elif action == "caps":
+        status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+        print("OK CapEff=" + status["CapEff"].strip(), "NoNewPrivs=" + status["NoNewPrivs"].strip())
+    elif action == "exec":
+        import subprocess
+        print("OK", subprocess.run([arg], capture_output=True, text=True, check=True).stdout.strip())
+    elif action == "userns":
+        # What `unshare -r` does: a new user namespace, then map uid 0 in it.
+        libc = ctypes.CDLL(None, use_errno=True)
+        uid = os.geteuid()
+        if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+            print("DENIED unshare", errno.errorcode[ctypes.get_errno()])
+        else:
+            with open("/proc/self/uid_map", "w") as f: f.write("0 %d 1" % uid)
+            print("OK mapped")
+    elif action == "uid_map":
+        with open("/proc/self/uid_map", "w") as f: f.write("0 0 4294967295")
+        print("OK rewrote")
+    elif action == "hostname":
+        # sethostname needs CAP_SYS_ADMIN; the control does it in a UTS namespace of its own.
+        libc = ctypes.CDLL(None, use_errno=True)
+        if arg == "own-uts" and libc.unshare(0x04000000) != 0:  # CLONE_NEWUTS
+            raise OSError(ctypes.get_errno(), "unshare")
+        r = libc.sethostname(b"escaped", 7)
+        print("OK renamed" if r == 0 else "DENIED " + errno.errorcode[ctypes.get_errno()])
+    elif action == "fork":
+        # Forks until refused (or `arg` children), each blocked on a pipe, then lets them all go.
+        r, w = os.pipe()
+        kids, why = [], None
+        try:
+            while len(kids) < int(arg):
+                pid = os.fork()
+                if pid == 0:
+                    os.close(w)
+                    os.read(r, 1)
+                    os._exit(0)
+                kids.append(pid)
+        except OSError as e:
+            why = errno.errorcode.get(e.errno, str(e.errno))
+        os.close(w)
+        for k in kids: os.waitpid(k, 0)
+        print(("DENIED " + why) if why else "OK", len(kids))
+    elif action == "raise-nproc":
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        try:
+            resource.setrlimit(resource.RLIMIT_NPROC, (hard + 1, hard + 1))
+            print("OK raised", hard + 1)
+        except ValueError:
+            print("DENIED EPERM", hard)
+    elif action == "alloc":
+        try:
+            block = bytearray(int(arg) << 20)
+            block[::4096] = b"x" * len(block[::4096])
+            print("OK allocated", len(block) >> 20)
+        except MemoryError:
+            print("DENIED ENOMEM")
 except OSError as e:
     print("DENIED", errno.errorcode.get(e.errno, str(e.errno)))
 "#;
 
 /// Runs the probe, in the sandbox `spec` describes or (None) as a plain child; its one output line.
 fn probe(spec: Option<&SandboxSpec>, action: &str, arg: &str) -> String {
+    probe_as(None, spec, action, arg)
+}
+
+/// [`probe`], started as user `uid` (the tests run as root; some limits bind other users only).
+fn probe_as(uid: Option<u32>, spec: Option<&SandboxSpec>, action: &str, arg: &str) -> String {
+    use std::os::unix::process::CommandExt;
     let mut cmd = match spec {
         Some(spec) => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_apiary"));
@@ -56,6 +121,9 @@ fn probe(spec: Option<&SandboxSpec>, action: &str, arg: &str) -> String {
         }
         None => Command::new(PYTHON),
     };
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid).current_dir("/");
+    }
     let out = cmd.args(["-c", PROBE, action, arg]).stdin(Stdio::null()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
@@ -157,6 +225,73 @@ fn forbidden_syscalls_fail_with_eperm() {
     assert_eq!(probe(None, "ptrace", "-"), "OK traced", "control");
     assert_eq!(probe(Some(&spec), "ptrace", "-"), "DENIED EPERM");
     assert_eq!(probe(Some(&spec), "mount", "-"), "DENIED EPERM");
+}
+
+/// A copy of `id` owned by `nobody` with the setuid bit: run by root outside, it reports
+/// `euid=65534`; the sandbox must not honour the bit.
+fn setuid_id(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("id-setuid");
+    std::fs::copy("/usr/bin/id", &path).unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    path
+}
+
+#[test]
+fn privileges_cannot_be_raised() {
+    let d = dirs();
+    let spec = spec_for(&d, "");
+    // Capabilities: root outside holds them (the control); inside there are none, for good.
+    let outside = probe(None, "caps", "-");
+    assert!(outside.starts_with("OK CapEff=") && !outside.contains("CapEff=0000000000000000"), "control: {outside}");
+    assert_eq!(probe(Some(&spec), "caps", "-"), "OK CapEff=0000000000000000 NoNewPrivs=1");
+
+    // A setuid binary: honoured outside, inert inside (no_new_privs).
+    let id = setuid_id(&d.readable);
+    let id = id.to_str().unwrap();
+    assert!(probe(None, "exec", id).contains("euid=65534"), "control: the setuid bit works outside");
+    let inside = probe(Some(&spec), "exec", id);
+    assert!(inside.starts_with("OK uid=") && !inside.contains("euid="), "{inside}");
+
+    // `unshare -r`: a new user namespace with uid 0 mapped works outside, is refused inside.
+    assert_eq!(probe(None, "userns", "-"), "OK mapped", "control");
+    assert_eq!(probe(Some(&spec), "userns", "-"), "DENIED unshare EPERM");
+    // Rewriting the sandbox's own uid_map (to map every host uid) is refused.
+    assert_eq!(probe(Some(&spec), "uid_map", "-"), "DENIED EPERM");
+
+    // A CAP_SYS_ADMIN action: sethostname works for root in a UTS namespace of its own.
+    assert_eq!(probe(None, "hostname", "own-uts"), "OK renamed", "control");
+    assert_eq!(probe(Some(&spec), "hostname", "-"), "DENIED EPERM");
+}
+
+#[test]
+fn a_fork_loop_stops_at_the_process_limit_and_the_host_is_unaffected() {
+    // The kernel never counts uid 0 against RLIMIT_NPROC (root's user is exempt), and these
+    // tests run as root: the loop runs as `nobody`, as a server runs for a normal user. The
+    // default limit is 4096 processes; 64 keeps the test light on a shared machine.
+    const NOBODY: Option<u32> = Some(65534);
+    let spec = SandboxSpec { max_processes: 64, ..SandboxSpec::from_profile(&PermissionProfile::none(), false) };
+    assert_eq!(probe_as(NOBODY, None, "fork", "200"), "OK 200", "control: outside, 200 forks work");
+    let out = probe_as(NOBODY, Some(&spec), "fork", "200");
+    let forked: usize = out.strip_prefix("DENIED EAGAIN ").unwrap_or_else(|| panic!("{out}")).parse().unwrap();
+    assert!(forked < 64, "{out}");
+    // The limit is the sandbox's own, fixed: it cannot be raised from inside.
+    assert_eq!(probe_as(NOBODY, Some(&spec), "raise-nproc", "-"), "DENIED EPERM 64");
+    // The host is unaffected: the same user still starts processes, and none of the loop's are left.
+    assert_eq!(probe_as(NOBODY, None, "fork", "10"), "OK 10");
+    assert!(Command::new("true").status().unwrap().success());
+}
+
+#[test]
+fn an_allocation_past_the_memory_limit_fails_inside() {
+    let d = dirs();
+    let spec = spec_for(&d, "");
+    assert_eq!(spec.max_memory, Some(apiary_runtime::sandbox::DEFAULT_MAX_MEMORY), "on by default");
+    let spec = SandboxSpec { max_memory: Some(256 << 20), ..spec };
+    assert_eq!(probe(None, "alloc", "512"), "OK allocated 512", "control");
+    assert_eq!(probe(Some(&spec), "alloc", "512"), "DENIED ENOMEM");
+    assert_eq!(probe(Some(&spec), "alloc", "64"), "OK allocated 64", "allowed: below the limit");
 }
 
 #[test]

@@ -31,5 +31,5 @@ mod upstream;
 
 pub use guard::GuardError;
 pub use server::{ProxyHandle, StartError, start, start_with_routes};
-pub use status::{UpstreamState, UpstreamStatus};
+pub use status::{RestartPlan, UpstreamState, UpstreamStatus};
 pub use telemetry::{MAX_TOOL_LABELS, NO_METHOD, TracingError, default_service_name};

@@ -23,7 +23,9 @@ use crate::front::reverse_proxy::HttpUpstream;
 use crate::front::state::StdioFront;
 use crate::guard::{Guard, WELL_KNOWN};
 use crate::status::{UpstreamState, UpstreamStatus};
-use crate::upstream::stdio::{SlotEvent, SlotOptions};
+use crate::upstream::stdio::{ChildConn, SlotEvent, SlotOptions};
+use apiary_protocol::{Kind, Message};
+use bytes::Bytes;
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub struct ProxyHandle {
     status: watch::Receiver<UpstreamStatus>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    /// The stdio front, for [`ProxyHandle::ping_upstream`] (weak: the handle keeps nothing alive).
+    stdio: Option<std::sync::Weak<StdioFront>>,
 }
 
 impl ProxyHandle {
@@ -82,6 +86,35 @@ impl ProxyHandle {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+    }
+
+    /// The health check of a stdio upstream: sends `ping` to the shared child and waits up to
+    /// `timeout` for the answer. `None` when there is nothing to ping: not a stdio upstream, or
+    /// no child serving right now (starting, restarting, down: the status says which).
+    pub async fn ping_upstream(&self, timeout: Duration) -> Option<Result<(), String>> {
+        let front = self.stdio.as_ref()?.upgrade()?;
+        let conn = front.placement.shared.slot.live()?;
+        drop(front);
+        let ping = Message::parse(Bytes::from_static(br#"{"jsonrpc":"2.0","id":0,"method":"ping","params":{}}"#));
+        let ping = match ping {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let id = match conn.request(&ping, tx) {
+            Ok(id) => id,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        Some(match tokio::time::timeout(timeout, ChildConn::own_answer(rx)).await {
+            Ok(Ok(answer)) if answer.kind() == Kind::Response => Ok(()),
+            Ok(Ok(_)) => Err("the server answered ping with an error".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => {
+                // Nothing waits for a late answer: the pending entry goes now, not with the child.
+                conn.abandon(id, "health check timed out");
+                Err(format!("no answer to ping within {} ms", timeout.as_millis()))
+            }
+        })
     }
 
     /// Waits until the proxy stops (its shutdown token was cancelled).
@@ -138,6 +171,7 @@ pub async fn start_with_routes(
         }
         None => None,
     };
+    let mut stdio = None;
     let mcp_routes: Router = match transport {
         Transport::Stdio => {
             let launcher = launcher.ok_or(StartError::NoLauncher("stdio"))?;
@@ -154,6 +188,7 @@ pub async fn start_with_routes(
                 shared: false,
             };
             let front = StdioFront::new(&config, template, events_tx.clone(), Arc::clone(&policy));
+            stdio = Some(Arc::downgrade(&front));
             let reaper = Arc::downgrade(&front);
             tracker.spawn(reap_idle(reaper, shutdown.clone()));
             let stopper = Arc::clone(&front);
@@ -260,7 +295,7 @@ pub async fn start_with_routes(
     if let Some(addr) = diagnostics {
         tracing::info!(url = %format!("http://{addr}/metrics"), "metrics listening");
     }
-    Ok(ProxyHandle { local_addr, diagnostics_addr: diagnostics, path, status: status_rx, shutdown, task })
+    Ok(ProxyHandle { local_addr, diagnostics_addr: diagnostics, path, status: status_rx, shutdown, task, stdio })
 }
 
 async fn edge_layer(edge: &EdgePolicy, headers: &HeaderMap, req: Request, next: Next) -> Response {
@@ -311,6 +346,7 @@ async fn track_status(mut events: mpsc::UnboundedReceiver<SlotEvent>, status: wa
                 if st.state != UpstreamState::Down {
                     st.state = UpstreamState::Running;
                 }
+                st.next_restart = None;
             }
             SlotEvent::Exited { pid, reason, shared } => {
                 st.child_pids.retain(|p| Some(*p) != pid);
@@ -325,6 +361,15 @@ async fn track_status(mut events: mpsc::UnboundedReceiver<SlotEvent>, status: wa
                 st.last_exit = Some(reason);
                 if shared {
                     st.state = UpstreamState::Down;
+                    st.next_restart = None;
+                }
+            }
+            SlotEvent::Backoff { attempt, backoff, shared } => {
+                if shared {
+                    // The local HTTP server's supervisor reports no Restarting of its own.
+                    st.state = UpstreamState::Restarting;
+                    let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                    st.next_restart = Some(crate::status::RestartPlan { attempt, backoff_ms });
                 }
             }
         });

@@ -28,11 +28,30 @@ pub struct UpstreamStatus {
     pub last_exit: Option<String>,
     /// Process ids of the children now running (empty for HTTP upstreams).
     pub child_pids: Vec<u32>,
+    /// The restart waiting for its backoff, while the state is `restarting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_restart: Option<RestartPlan>,
+}
+
+/// A restart of the shared child (or the local HTTP server) waiting for its backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartPlan {
+    /// Failures counted in the restart window, this one included (1 for the first restart).
+    pub attempt: u32,
+    /// The backoff before the restart, in milliseconds.
+    pub backoff_ms: u64,
 }
 
 impl UpstreamStatus {
     pub fn starting() -> Self {
-        UpstreamStatus { state: UpstreamState::Starting, restarts: 0, last_exit: None, child_pids: Vec::new() }
+        UpstreamStatus {
+            state: UpstreamState::Starting,
+            restarts: 0,
+            last_exit: None,
+            child_pids: Vec::new(),
+            next_restart: None,
+        }
     }
 
     pub(crate) fn record_exit(&mut self, reason: &ExitReason) {

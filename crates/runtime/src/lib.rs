@@ -10,6 +10,7 @@
 //! - [`pid`]: liveness checks and signals for process ids found in state files.
 //! - [`clients`]: MCP clients' config files that `apiary client` keeps in sync with workloads.
 //! - [`clock`]: wall-clock timestamps for records.
+//! - [`health`]: health-check settings (ToolHive's variables) and the running/unhealthy verdict.
 //! - `container` (feature `containers`): a [`Launch`](apiary_transport::launch::Launch) that runs an
 //!   image as a hardened container through the Docker Engine API (Docker or Podman).
 //! - `kubernetes` (feature `kubernetes`): a [`Launch`](apiary_transport::launch::Launch) that runs an
@@ -20,6 +21,7 @@ pub mod clock;
 #[cfg(feature = "containers")]
 pub mod container;
 pub mod groups;
+pub mod health;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod log;

@@ -160,6 +160,9 @@ pub struct WorkloadRecord {
     /// Why a child last exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
+    /// The restart waiting for its backoff, in state `restarting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart: Option<NextRestart>,
     /// Server processes now running.
     #[serde(default)]
     pub children: Vec<ProcRef>,
@@ -180,6 +183,18 @@ pub struct WorkloadRecord {
     /// after a stop so that `stop` and `rm` can remove containers a killed proxy left behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerWorkload>,
+}
+
+/// A restart of the server waiting for its backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NextRestart {
+    /// Failures within the restart window, this one included.
+    pub attempt: u32,
+    /// The backoff before it, in milliseconds.
+    pub backoff_ms: u64,
+    /// When it is due (RFC 3339).
+    pub at: String,
 }
 
 /// Where a workload's containers run on this machine.
@@ -212,6 +227,7 @@ impl WorkloadRecord {
             source: describe_source(config),
             restarts: 0,
             last_exit: None,
+            next_restart: None,
             children: Vec::new(),
             started_at: None,
             updated_at: now_rfc3339(),
@@ -259,6 +275,7 @@ impl WorkloadRecord {
         self.state = WorkloadState::Stopped;
         self.proxy = None;
         self.children.clear();
+        self.next_restart = None;
         self.listen_addr = None;
         self.updated_at = now_rfc3339();
     }

@@ -25,6 +25,10 @@ pub enum EditError {
     Splice { path: PathBuf, key: String, source: SpliceError },
     #[error("{path} is larger than {MAX_CONFIG_BYTES} bytes; Apiary leaves it untouched")]
     TooLarge { path: PathBuf },
+    #[error("{path} is not valid {format} ({message}); Apiary leaves it untouched — fix it or add the entry by hand")]
+    Invalid { path: PathBuf, format: &'static str, message: String },
+    #[error("{path}: {message}; Apiary leaves it untouched — add the entry by hand")]
+    Refused { path: PathBuf, message: String },
 }
 
 /// What an edit did.
@@ -108,8 +112,8 @@ fn key_start(text: &[u8], floor: usize, value_start: usize) -> Option<usize> {
     Some(floor + open)
 }
 
-/// Reads `path`: `None` when it does not exist (or holds only whitespace).
-fn read(path: &Path) -> Result<Option<Vec<u8>>, EditError> {
+/// Reads `path` as it is (bounded): `None` when it does not exist (or holds only whitespace).
+pub(crate) fn read_raw(path: &Path) -> Result<Option<Vec<u8>>, EditError> {
     let io_err = |source| EditError::Io { path: path.to_path_buf(), source };
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -124,6 +128,14 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, EditError> {
     if text.iter().all(|&b| is_ws(b)) {
         return Ok(None);
     }
+    Ok(Some(text))
+}
+
+/// Reads `path` as a JSON object: `None` when it does not exist (or holds only whitespace).
+fn read(path: &Path) -> Result<Option<Vec<u8>>, EditError> {
+    let Some(text) = read_raw(path)? else {
+        return Ok(None);
+    };
     // Validated without building a value: only the splice below touches the text.
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&text) {
         return Err(EditError::NotJson { path: path.to_path_buf(), message: e.to_string() });
@@ -155,7 +167,7 @@ fn points_at(text: &[u8], servers_key: &str, name: &str, url: &str) -> bool {
 }
 
 /// The file to write: a symlinked config (dotfile managers) is edited where it points.
-fn target(path: &Path) -> PathBuf {
+pub(crate) fn target(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
@@ -217,7 +229,7 @@ pub fn remove(path: &Path, servers_key: &str, name: &str, url: Option<&str>) -> 
 
 /// Writes through a temporary file in the same directory, flushed, with the old file's mode
 /// (0600 for a new file), then renamed over the old one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EditError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EditError> {
     use std::os::unix::fs::PermissionsExt;
     let io_err = |source| EditError::Io { path: path.to_path_buf(), source };
     let dir = match path.parent() {

@@ -1,13 +1,99 @@
 //! MCP clients Apiary keeps configured (`apiary client …`, ToolHive's `thv client`): which
 //! clients exist and where their config lives ([`table`]), byte-preserving edits of one entry in
-//! a client's JSON file ([`edit`]), and which clients are registered, remembered in
-//! `clients.json` under the state directory (this module).
+//! a client's JSON file ([`edit`]), YAML file ([`yaml`]) or TOML file ([`toml_file`]), and which
+//! clients are registered, remembered in `clients.json` under the state directory (this module).
 
 pub mod edit;
 pub mod table;
+pub mod toml_file;
+pub mod yaml;
 
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use edit::{EditError, Outcome};
+use table::{ClientSpec, FileFormat};
+
+/// Writes workload `name` at `url` into the client's config at `path` (in the client's format
+/// and entry shape), creating the file when missing; atomic, and nothing else in it changes.
+pub fn upsert(spec: &ClientSpec, path: &Path, name: &str, url: &str) -> Result<Outcome, EditError> {
+    let entry = spec.entry_value(name, url);
+    match spec.format {
+        FileFormat::Json => edit::upsert(path, spec.key, name, &spec.entry(url)),
+        FileFormat::YamlMap | FileFormat::YamlList => edit_text(path, "YAML", |text| {
+            yaml::upsert(text, yaml_layout(spec.format), spec.key, name, &entry).map_err(yaml_err)
+        }),
+        FileFormat::TomlTables | FileFormat::TomlArray => edit_text(path, "TOML", |text| {
+            toml_file::upsert(text, toml_layout(spec.format), spec.key, name, &entry).map_err(toml_err)
+        }),
+    }
+}
+
+/// Takes workload `name` out of the client's config at `path`: with `url`, only an entry that
+/// points at it (one of the same name written by the user for something else stays).
+pub fn remove(spec: &ClientSpec, path: &Path, name: &str, url: Option<&str>) -> Result<Outcome, EditError> {
+    match spec.format {
+        FileFormat::Json => edit::remove(path, spec.key, name, url),
+        FileFormat::YamlMap | FileFormat::YamlList => edit_text(path, "YAML", |text| {
+            yaml::remove(text, yaml_layout(spec.format), spec.key, name, url).map_err(yaml_err)
+        }),
+        FileFormat::TomlTables | FileFormat::TomlArray => edit_text(path, "TOML", |text| {
+            toml_file::remove(text, toml_layout(spec.format), spec.key, name, url).map_err(toml_err)
+        }),
+    }
+}
+
+fn yaml_layout(format: FileFormat) -> yaml::Layout {
+    if format == FileFormat::YamlList { yaml::Layout::List } else { yaml::Layout::Map }
+}
+
+fn toml_layout(format: FileFormat) -> toml_file::Layout {
+    if format == FileFormat::TomlArray { toml_file::Layout::Array } else { toml_file::Layout::Tables }
+}
+
+/// An edit's refusal: the file is not valid (`true`) or cannot be edited safely (`false`).
+type Refusal = (bool, String);
+
+fn yaml_err(e: yaml::YamlError) -> Refusal {
+    match e {
+        yaml::YamlError::Invalid(m) => (true, m),
+        yaml::YamlError::Unsupported(m) => (false, m),
+    }
+}
+
+fn toml_err(e: toml_file::TomlError) -> Refusal {
+    match e {
+        toml_file::TomlError::Invalid(m) => (true, m),
+        toml_file::TomlError::Unsupported(m) => (false, m),
+    }
+}
+
+/// Reads the text at `path` (empty when missing), lets `f` edit it, writes the result
+/// atomically when it changed.
+fn edit_text(
+    path: &Path,
+    format: &'static str,
+    f: impl FnOnce(&str) -> Result<Option<String>, Refusal>,
+) -> Result<Outcome, EditError> {
+    let path = edit::target(path);
+    let text = match edit::read_raw(&path)? {
+        Some(bytes) => String::from_utf8(bytes).map_err(|_| EditError::Invalid {
+            path: path.clone(),
+            format,
+            message: "not UTF-8".into(),
+        })?,
+        None => String::new(),
+    };
+    match f(&text) {
+        Ok(Some(new)) => {
+            edit::write_atomic(&path, new.as_bytes())?;
+            Ok(Outcome::Changed)
+        }
+        Ok(None) => Ok(Outcome::Unchanged),
+        Err((true, message)) => Err(EditError::Invalid { path, format, message }),
+        Err((false, message)) => Err(EditError::Refused { path, message }),
+    }
+}
 
 use serde::{Deserialize, Serialize};
 

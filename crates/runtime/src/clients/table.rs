@@ -1,6 +1,6 @@
-//! Which MCP clients Apiary can configure: each client's config file (under `$HOME`), the JSON
-//! member that holds its servers, and the shape of one server entry (ToolHive's
-//! `pkg/client/config.go`, docs/toolhive-reference.md §2.5).
+//! Which MCP clients Apiary can configure: each client's config file (under `$HOME`) and its
+//! format (JSON, YAML or TOML), the member that holds its servers, and the shape of one server
+//! entry (ToolHive's `pkg/client/config.go`, docs/toolhive-reference.md §2.5).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,28 @@ pub enum Shape {
     OpenCode,
     /// `{"httpUrl": U}` for streamable HTTP, `{"url": U}` for SSE (Gemini CLI).
     Gemini,
+    /// `{name, type: "streamable_http"|"sse", uri, enabled: true, timeout: 60, description: ""}`
+    /// (goose's `extensions`, ToolHive's defaults).
+    Goose,
+    /// `{name, type: "streamable-http"|"sse", url}` (Continue's `mcpServers` list).
+    Continue,
+    /// `{name, transport: "streamable-http"|"http", url}` (Mistral Vibe's `[[mcp_servers]]`).
+    Vibe,
+}
+
+/// How a client's file is written, and how its servers are kept in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// A JSON object whose `key` member is an object of entries by name.
+    Json,
+    /// YAML whose top-level `key` is a map of entries by name (goose).
+    YamlMap,
+    /// YAML whose top-level `key` is a list of entries, each with its `name` (Continue).
+    YamlList,
+    /// TOML with one `[key.NAME]` table per entry (Codex).
+    TomlTables,
+    /// TOML with one `[[key]]` table per entry, each with its `name` (Mistral Vibe).
+    TomlArray,
 }
 
 /// One configurable client.
@@ -47,13 +69,25 @@ pub struct ClientSpec {
     /// A directory (relative to `$HOME`) whose presence says the client is installed, when the
     /// config file's own directory does not (`~/.claude.json` lives in `$HOME` itself).
     pub marker: Option<&'static str>,
+    /// The file's format.
+    pub format: FileFormat,
 }
 
 const fn spec(id: &'static str, base: Base, file: &'static str, key: &'static str, shape: Shape) -> ClientSpec {
-    ClientSpec { id, base, file, key, shape, marker: None }
+    ClientSpec { id, base, file, key, shape, marker: None, format: FileFormat::Json }
 }
 
-/// Every JSON-config client Apiary can configure.
+const fn spec_in(
+    format: FileFormat,
+    id: &'static str,
+    file: &'static str,
+    key: &'static str,
+    shape: Shape,
+) -> ClientSpec {
+    ClientSpec { id, base: Base::Home, file, key, shape, marker: None, format }
+}
+
+/// Every client Apiary can configure.
 pub const CLIENTS: &[ClientSpec] = &[
     spec("vscode", Base::Platform, "Code/User/mcp.json", "servers", Shape::TypedUrl),
     spec("vscode-insider", Base::Platform, "Code - Insiders/User/mcp.json", "servers", Shape::TypedUrl),
@@ -66,6 +100,7 @@ pub const CLIENTS: &[ClientSpec] = &[
         key: "mcpServers",
         shape: Shape::TypedUrl,
         marker: Some(".claude"),
+        format: FileFormat::Json,
     },
     spec(
         "cline",
@@ -95,10 +130,12 @@ pub const CLIENTS: &[ClientSpec] = &[
     spec("factory", Base::Home, ".factory/mcp.json", "mcpServers", Shape::TypedUrl),
     spec("copilot-cli", Base::Home, ".copilot/mcp-config.json", "mcpServers", Shape::TypedUrl),
     spec("qoder", Base::Home, ".qoder/mcp.json", "mcpServers", Shape::Url),
+    // goose keeps `~/.config` on macOS too (ToolHive's table).
+    spec_in(FileFormat::YamlMap, "goose", ".config/goose/config.yaml", "extensions", Shape::Goose),
+    spec_in(FileFormat::YamlList, "continue", ".continue/config.yaml", "mcpServers", Shape::Continue),
+    spec_in(FileFormat::TomlTables, "codex", ".codex/config.toml", "mcp_servers", Shape::Url),
+    spec_in(FileFormat::TomlArray, "mistral-vibe", ".vibe/config.toml", "mcp_servers", Shape::Vibe),
 ];
-
-/// ToolHive clients whose config is YAML or TOML; Apiary does not edit those yet.
-pub const NOT_SUPPORTED: &[&str] = &["goose", "continue", "codex", "mistral-vibe"];
 
 /// The client with this id.
 pub fn find(id: &str) -> Option<&'static ClientSpec> {
@@ -134,8 +171,14 @@ impl ClientSpec {
 
     /// The JSON text of one entry pointing at `url`. Only the URL goes in, never a secret.
     pub fn entry(&self, url: &str) -> String {
+        self.entry_value("", url).to_string()
+    }
+
+    /// One entry pointing at `url`, its members in the order they are written; entries of
+    /// list-shaped clients carry their `name`. Only the URL goes in, never a secret.
+    pub fn entry_value(&self, name: &str, url: &str) -> serde_json::Value {
         let sse = is_sse_url(url);
-        let value = match self.shape {
+        match self.shape {
             Shape::Url => serde_json::json!({ "url": url }),
             Shape::TypedUrl => serde_json::json!({ "type": if sse { "sse" } else { "http" }, "url": url }),
             Shape::ServerUrl => serde_json::json!({ "serverUrl": url }),
@@ -143,8 +186,21 @@ impl ClientSpec {
             Shape::OpenCode => serde_json::json!({ "type": "remote", "url": url, "enabled": true }),
             Shape::Gemini if sse => serde_json::json!({ "url": url }),
             Shape::Gemini => serde_json::json!({ "httpUrl": url }),
-        };
-        value.to_string()
+            Shape::Goose => serde_json::json!({
+                "name": name,
+                "type": if sse { "sse" } else { "streamable_http" },
+                "uri": url,
+                "enabled": true,
+                "timeout": 60,
+                "description": "",
+            }),
+            Shape::Continue => {
+                serde_json::json!({ "name": name, "type": if sse { "sse" } else { "streamable-http" }, "url": url })
+            }
+            Shape::Vibe => {
+                serde_json::json!({ "name": name, "transport": if sse { "http" } else { "streamable-http" }, "url": url })
+            }
+        }
     }
 }
 
@@ -166,7 +222,7 @@ mod tests {
             assert!(CLIENTS[i + 1..].iter().all(|o| o.id != c.id), "{}", c.id);
             assert_eq!(find(c.id), Some(c));
         }
-        assert!(find("goose").is_none());
+        assert!(find("nope").is_none());
     }
 
     #[test]

@@ -28,11 +28,15 @@ fn err(what: &str, e: impl std::fmt::Display) -> SetupError {
     SetupError { step: what.to_owned(), source: std::io::Error::other(e.to_string()) }
 }
 
-/// RLIMIT_NOFILE, RLIMIT_NPROC and optionally RLIMIT_AS, never above the current hard limit.
+/// RLIMIT_NOFILE, RLIMIT_NPROC and optionally RLIMIT_AS and RLIMIT_DATA, never above the
+/// current hard limit (hard = soft: the server cannot raise them again).
 pub fn set_rlimits(spec: &SandboxSpec) -> Result<(), SetupError> {
     let mut limits = vec![(Resource::Nofile, spec.max_open_files), (Resource::Nproc, spec.max_processes)];
     if let Some(bytes) = spec.max_address_space {
         limits.push((Resource::As, bytes));
+    }
+    if let Some(bytes) = spec.max_memory {
+        limits.push((Resource::Data, bytes));
     }
     for (resource, want) in limits {
         let current = rustix::process::getrlimit(resource);

@@ -40,6 +40,10 @@ pub const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/
 pub const DEFAULT_MAX_OPEN_FILES: u64 = 8192;
 /// Processes (threads included) the server's user may have in its namespace.
 pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+/// Writable private memory (RLIMIT_DATA: heap and private writable mappings, not address space
+/// merely reserved) a sandboxed server may have: bounds a runaway server well below what the
+/// host has, and stays above what Node (at most ~4 GiB of heap) or a JVM uses by default.
+pub const DEFAULT_MAX_MEMORY: u64 = 8 * 1024 * 1024 * 1024;
 /// Size of the private `/tmp` and `/dev/shm` each (tmpfs pages are only used when written).
 pub const TMPFS_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -73,6 +77,10 @@ pub struct SandboxSpec {
     pub max_processes: u64,
     /// RLIMIT_AS in bytes, if any (off by default: V8 and the JVM reserve huge address ranges).
     pub max_address_space: Option<u64>,
+    /// RLIMIT_DATA in bytes, if any (on by default, [`DEFAULT_MAX_MEMORY`]): an allocation past
+    /// it fails with ENOMEM inside the sandbox.
+    #[serde(default)]
+    pub max_memory: Option<u64>,
     /// Working directory inside the sandbox (falls back to `/` when it is not visible there).
     pub cwd: Option<PathBuf>,
     /// For an allow-list profile: the egress proxy's socket, forwarded to `127.0.0.1:<port>`
@@ -96,6 +104,7 @@ impl SandboxSpec {
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             max_processes: DEFAULT_MAX_PROCESSES,
             max_address_space: None,
+            max_memory: Some(DEFAULT_MAX_MEMORY),
             cwd: None,
             egress: None,
         }

@@ -39,6 +39,12 @@ pub enum SlotEvent {
         reason: String,
         shared: bool,
     },
+    /// A restart waits `backoff` (the `attempt`th failure within the restart window).
+    Backoff {
+        attempt: u32,
+        backoff: Duration,
+        shared: bool,
+    },
 }
 
 #[derive(Clone)]
@@ -230,6 +236,8 @@ impl Supervisor {
                     let _ = self.state.send(SlotState::Restarting);
                     let backoff = backoff(&self.opts.restart, recent.len());
                     tracing::warn!(reason = %reason, ?backoff, "the server stopped; restarting");
+                    let attempt = u32::try_from(recent.len()).unwrap_or(u32::MAX);
+                    let _ = self.events.send(SlotEvent::Backoff { attempt, backoff, shared: self.opts.shared });
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = self.cancel.cancelled() => return,
@@ -454,8 +462,11 @@ pub async fn supervise_process(
             let _ = events.send(SlotEvent::Down { reason: why, shared: true });
             return;
         }
+        let delay = backoff(&policy, recent.len());
+        let attempt = u32::try_from(recent.len()).unwrap_or(u32::MAX);
+        let _ = events.send(SlotEvent::Backoff { attempt, backoff: delay, shared: true });
         tokio::select! {
-            () = tokio::time::sleep(backoff(&policy, recent.len())) => {}
+            () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return,
         }
     }
