@@ -22,6 +22,7 @@ fn main() -> Result<()> {
         "test-env" => test_env::run(&rest),
         "cluster" => cluster::run(&rest),
         "image" => image::run(&rest),
+        "crds" => test_env::crds::run(&rest),
         "podman" => podman::run(&rest),
         "help" | "--help" | "-h" => {
             print_help();
@@ -39,6 +40,7 @@ fn print_help() {
          test-env    install the tools the tests need into the cache and print their locations\n  \
          cluster     up | down | clean | status | smoke | push-image | kubectl …: the one-node Kubernetes test cluster (`cargo xtask cluster help`)\n  \
          image       build Apiary's and the fixture server's images; --push puts them in the test cluster\n  \
-         podman      up | down | env: rootful Podman's Docker-API service for the container tests"
+         podman      up | down | env: rootful Podman's Docker-API service for the container tests\n  \
+         crds        fetch the third-party CRDs seed 004 applies (Gateway API, Istio, Kuadrant) and print their dir"
     );
 }

@@ -7,6 +7,7 @@
 mod bin;
 mod cache;
 mod check;
+pub mod crds;
 mod jaeger;
 mod keycloak;
 mod npm;
