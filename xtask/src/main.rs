@@ -24,6 +24,7 @@ fn main() -> Result<()> {
         "test-env" => test_env::run(&rest),
         "cluster" => cluster::run(&rest),
         "image" => image::run(&rest),
+        "crds" => test_env::crds::run(&rest),
         "podman" => podman::run(&rest),
         "help" | "--help" | "-h" => {
             print_help();
@@ -42,6 +43,7 @@ fn print_help() {
          cluster     up | down | clean | status | smoke | push-image | kubectl …: the one-node Kubernetes test cluster (`cargo xtask cluster help`)\n  \
          image       build Apiary's and the fixture server's images; --push puts them in the test cluster\n  \
          podman      up | down | env: rootful Podman's Docker-API service for the container tests\n  \
-         bench       the benchmark matrix: the fixture directly, Apiary's proxy and the pinned peers, in one run (`cargo xtask bench --help`)"
+         bench       the benchmark matrix: the fixture directly, Apiary's proxy and the pinned peers, in one run (`cargo xtask bench --help`)\n  \
+         crds        fetch the third-party CRDs seed 004 applies (Gateway API, Istio, Kuadrant) and print their dir"
     );
 }

@@ -7,6 +7,7 @@
 mod bin;
 pub(crate) mod cache;
 mod check;
+pub mod crds;
 mod jaeger;
 mod keycloak;
 pub(crate) mod npm;

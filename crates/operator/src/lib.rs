@@ -13,5 +13,6 @@ pub mod group;
 pub mod manager;
 pub mod normalize;
 pub mod reconcile;
+pub mod registration;
 pub mod remoteproxy;
 pub mod vmcp;

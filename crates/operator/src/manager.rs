@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::reconcile::{self, Context, Metrics, Settings, WatchScope};
-use crate::{entry, extauth, group, remoteproxy, vmcp};
+use crate::{entry, extauth, group, registration, remoteproxy, vmcp};
 
 /// Name of the leader-election Lease (ToolHive's).
 pub const LEASE_NAME: &str = "toolhive-operator-leader-election";
@@ -197,7 +197,7 @@ pub async fn run(
 }
 
 /// Runs every controller (MCPServer, MCPRemoteProxy, MCPServerEntry, MCPGroup,
-/// MCPExternalAuthConfig, VirtualMCPServer) side by side on the same scope until `stop` resolves.
+/// MCPExternalAuthConfig, VirtualMCPServer, MCPServerRegistration) side by side on the same scope until `stop` resolves.
 async fn run_controllers<S>(ctx: Arc<Context>, scope: WatchScope, stop: S)
 where
     S: Future<Output = ()> + Clone + Send + Sync + 'static,
@@ -208,6 +208,7 @@ where
         entry::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
         group::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
         vmcp::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        registration::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
         extauth::run(ctx, scope, stop),
     );
 }

@@ -257,6 +257,8 @@ fn expected_manager_grants() -> BTreeSet<Grant> {
     want.extend(grant("", "pods/attach", &["create", "get"]));
     // Held only so that it can grant it to the MCPRemoteProxy runner's Role.
     want.extend(grant("", "secrets", &["get", "list", "watch"]));
+    // The route an MCPServerRegistration targets.
+    want.extend(grant("gateway.networking.k8s.io", "httproutes", &["get", "list", "watch"]));
     want.into_iter().collect()
 }
 

@@ -136,6 +136,13 @@ pub const BENCH_THV_VERSION: &str = "0.47.0";
 /// Commands the venv provides that get a wrapper in the tools bin.
 pub const PY_COMMANDS: &[&str] = &["mcp-server-time", "mcp-server-fetch"];
 
+/// `sigs.k8s.io/gateway-api`: Gateway, HTTPRoute and GatewayClass CRDs (seed 004). v1.7.0
+/// needs Go 1.27; this machine has 1.26.
+pub const GATEWAY_API_VERSION: &str = "v1.6.3";
+
+/// `istio.io/api` (smaller than `istio.io/istio`, same CRD YAML): the ServiceEntry CRD.
+pub const ISTIO_API_VERSION: &str = "v1.32.0";
+
 #[cfg(test)]
 mod tests {
     use super::*;

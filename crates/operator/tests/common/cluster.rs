@@ -300,6 +300,9 @@ pub async fn apply(client: &Client, ns: &str, doc: &serde_json::Value) {
     let plural = match kind {
         "MCPServerEntry" => "mcpserverentries".to_string(),
         "MCPRemoteProxy" => "mcpremoteproxies".to_string(),
+        "ServiceEntry" => "serviceentries".to_string(),
+        "AuthPolicy" => "authpolicies".to_string(),
+        "GatewayClass" => "gatewayclasses".to_string(),
         other => format!("{}s", other.to_lowercase()),
     };
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
@@ -308,4 +311,54 @@ pub async fn apply(client: &Client, ns: &str, doc: &serde_json::Value) {
     api.patch(name, &PatchParams::apply("apiary-operator-test").force(), &Patch::Apply(doc))
         .await
         .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+/// The directory of the third-party CRDs seed 004 applies (Gateway API, Istio ServiceEntry,
+/// Kuadrant AuthPolicy), fetched into the cache by `cargo xtask crds`.
+pub fn foreign_crds_dir() -> PathBuf {
+    // Its own target dir, as for `cluster up`: the one running this test may be locked.
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(|t| format!("{t}-xtask"))
+        .unwrap_or_else(|_| workspace().join("target/xtask-cluster").display().to_string());
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["xtask", "crds"])
+        .current_dir(workspace())
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo xtask crds failed: {}", String::from_utf8_lossy(&out.stderr));
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(dir.is_dir(), "cargo xtask crds printed {}", dir.display());
+    dir
+}
+
+/// Server-side applies every CRD of [`foreign_crds_dir`] and waits until each is established;
+/// returns their names.
+pub async fn apply_foreign_crds(client: &Client) -> Vec<String> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(foreign_crds_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for path in files {
+        // As JSON, not the typed CRD: nothing of the project's file is dropped on the way.
+        let crd: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(&name, &PatchParams::apply("apiary-cluster-test").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name} from {}: {e}", path.display()));
+        names.push(name);
+    }
+    for name in &names {
+        eventually(&format!("CRD {name} established"), || async {
+            let crd = api.get(name).await.ok()?;
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
+    names
 }
