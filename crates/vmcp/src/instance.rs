@@ -17,7 +17,7 @@ use std::time::Duration;
 use apiary_protocol::rewrite::{IdMap, cancelled_request_id, with_cancelled_request_id};
 use apiary_protocol::{Kind, Message, error_response, result_response, splice};
 use apiary_transport::client::{ClientError, RawSession, SessionOptions};
-use apiary_transport::launch::ExitReason;
+use apiary_transport::launch::{CallerHandle, ExitReason};
 use apiary_transport::stdio::{Line, LineReader, write_frame};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Catalog, Listing, aggregate};
-use crate::hub::{Hub, Shared};
+use crate::hub::{BackendExchange, Hub, Shared};
 
 /// Requests one instance works on at once; the reader waits beyond that.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -50,6 +50,9 @@ struct Conn {
     relayed: Arc<Relayed>,
     /// The backend's fingerprint when opened: a reload that changes it retires the session.
     fingerprint: u64,
+    /// The exchanged token it was opened with (token_exchange): a new one (expiry, or the
+    /// caller refreshed its token) retires the session.
+    credential: Option<Arc<str>>,
 }
 
 /// How many of a session's server-initiated messages the pump has relayed: an answer
@@ -97,6 +100,8 @@ pub(crate) struct Instance {
     inflight: Mutex<HashMap<String, (String, i64)>>,
     /// Our id of a server→client request → (backend, the backend's id as JSON text).
     pending: Mutex<IdMap<(String, String)>>,
+    /// The client session's caller, as the proxy's front keeps it current (token_exchange).
+    caller: Option<CallerHandle>,
     stop: CancellationToken,
 }
 
@@ -108,6 +113,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// sessions and reports on `exited`.
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    caller: Option<CallerHandle>,
     input: impl AsyncRead + Unpin + Send,
     mut output: impl AsyncWrite + Unpin + Send + 'static,
     mut kill: oneshot::Receiver<()>,
@@ -132,6 +138,7 @@ pub(crate) async fn run(
         next_id: AtomicI64::new(1),
         inflight: Mutex::new(HashMap::new()),
         pending: Mutex::new(IdMap::default()),
+        caller,
         stop: CancellationToken::new(),
     });
     tokio::spawn(follow_reloads(Arc::downgrade(&inst), shared.subscribe(), inst.stop.clone()));
@@ -426,8 +433,12 @@ impl Instance {
         let Some(spec) = hub.backend(backend) else {
             return Err(format!("no backend named {backend:?}"));
         };
+        let credential = match &spec.exchange {
+            Some(x) => Some(self.exchanged(backend, x).await?),
+            None => None,
+        };
         match guard.take() {
-            Some(c) if c.fingerprint == spec.fingerprint => {
+            Some(c) if c.fingerprint == spec.fingerprint && c.credential == credential => {
                 *guard = Some(Arc::clone(&c));
                 return Ok(c);
             }
@@ -446,6 +457,9 @@ impl Instance {
         let mut options = SessionOptions { incoming_capacity: MAX_PENDING, listen: true, ..spec.session_options() };
         if let Some(p) = lock(&self.init_params).clone() {
             options.initialize_params = p;
+        }
+        if let (Some(x), Some(token)) = (&spec.exchange, &credential) {
+            options.headers.push(x.header_for(token));
         }
         let (session, incoming) = match RawSession::open(&spec.url, options).await {
             Ok(s) => s,
@@ -466,10 +480,22 @@ impl Instance {
             return Err("the session is ending".into());
         }
         let relayed = Arc::new(Relayed::default());
-        let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed), fingerprint: spec.fingerprint });
+        let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed), fingerprint: spec.fingerprint, credential });
         tokio::spawn(pump(Arc::downgrade(self), backend.to_owned(), incoming, relayed, self.stop.clone()));
         *guard = Some(Arc::clone(&conn));
         Ok(conn)
+    }
+
+    /// The session caller's token exchanged for `backend` (from the exchanger's cache while it
+    /// lasts). Without a caller token nothing reaches the backend.
+    async fn exchanged(&self, backend: &str, x: &BackendExchange) -> Result<Arc<str>, String> {
+        let Some(subject) = self.caller.as_ref().and_then(CallerHandle::token) else {
+            return Err(format!(
+                "backend {backend:?} needs the caller's token (token_exchange) and this session has none: \
+                 callers must authenticate (incomingAuth oidc) over a session"
+            ));
+        };
+        x.exchanger.exchange(&subject).await.map_err(|e| format!("backend {backend:?}: {e}"))
     }
 
     /// Forgets a broken session (only if it is still the current one) and ends it.
