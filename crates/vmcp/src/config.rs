@@ -705,13 +705,6 @@ impl VmcpConfig {
                 ));
             }
         }
-        if self.failure_handling().and_then(|f| f.partial_failure_mode.as_deref()) == Some("fail") {
-            out.push(
-                "operational.failureHandling.partialFailureMode `fail` is not supported yet: lists leave out \
-                 a backend that does not answer in time (best_effort)"
-                    .to_owned(),
-            );
-        }
         if let Some(agg) = &self.aggregation {
             for (i, t) in agg.tools.iter().enumerate() {
                 if t.tool_config_ref.is_some() {
@@ -863,6 +856,12 @@ impl VmcpConfig {
             .and_then(|d| parse_duration(d).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(DEFAULT_HEALTH_INTERVAL)
+    }
+
+    /// `partialFailureMode: fail`: a list that misses a backend fails instead of answering
+    /// without it (the default, `best_effort`, answers with the others).
+    pub fn partial_failure_fails(&self) -> bool {
+        self.failure_handling().and_then(|f| f.partial_failure_mode.as_deref()) == Some("fail")
     }
 
     pub fn unhealthy_threshold(&self) -> u32 {

@@ -152,6 +152,8 @@ pub(crate) struct Hub {
     pub health_records: Vec<Arc<BackendHealth>>,
     pub health_settings: HealthSettings,
     pub list_deadline: Duration,
+    /// `partialFailureMode: fail`: a list missing a backend is an error, not a partial answer.
+    pub fail_partial_lists: bool,
     pub max_line: usize,
     pub queue: usize,
     /// The config's `incomingAuth`: the proxy's policy was built from it once, so a reload
@@ -205,6 +207,7 @@ impl Hub {
             health_records,
             health_settings,
             list_deadline: limits.list_deadline,
+            fail_partial_lists: config.partial_failure_fails(),
             max_line: limits.max_line.max(1024),
             queue: limits.queue.max(16),
             incoming: config.incoming_auth.clone(),

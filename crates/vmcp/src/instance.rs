@@ -102,6 +102,8 @@ pub(crate) struct Instance {
     pending: Mutex<IdMap<(String, String)>>,
     /// The client session's caller, as the proxy's front keeps it current (token_exchange).
     caller: Option<CallerHandle>,
+    /// Why each backend missing from the latest catalog is missing (for `partialFailureMode: fail`).
+    missing_why: Mutex<Vec<String>>,
     stop: CancellationToken,
 }
 
@@ -139,6 +141,7 @@ pub(crate) async fn run(
         inflight: Mutex::new(HashMap::new()),
         pending: Mutex::new(IdMap::default()),
         caller,
+        missing_why: Mutex::new(Vec::new()),
         stop: CancellationToken::new(),
     });
     tokio::spawn(follow_reloads(Arc::downgrade(&inst), shared.subscribe(), inst.stop.clone()));
@@ -341,6 +344,19 @@ impl Instance {
 
     async fn list_answer(self: &Arc<Self>, id: &str, key: &str, pick: impl Fn(&Catalog) -> &Vec<Value>) -> Bytes {
         let catalog = self.catalog().await;
+        if !catalog.missing.is_empty() && self.hub().fail_partial_lists {
+            // partialFailureMode: fail — all the backends' items or none.
+            let why: Vec<String> = lock(&self.missing_why).clone();
+            return error_response(
+                Some(id),
+                INTERNAL_ERROR,
+                &format!(
+                    "the list is incomplete and partialFailureMode is fail: {}",
+                    if why.is_empty() { catalog.missing.join(", ") } else { why.join("; ") }
+                ),
+                Some(&json!({ "missingBackends": catalog.missing })),
+            );
+        }
         let mut result = serde_json::Map::new();
         result.insert(key.to_owned(), Value::Array(pick(&catalog).clone()));
         result_response(id, &Value::Object(result).to_string())
@@ -544,19 +560,23 @@ impl Instance {
         });
         let mut listings = Vec::new();
         let mut missing = Vec::new();
+        let mut missing_why = Vec::new();
         for (backend, listed) in futures::future::join_all(lists).await {
             match listed {
                 Ok(Ok(l)) => listings.push(l),
                 Ok(Err(why)) => {
                     tracing::warn!(%backend, error = %why, "backend left out of the list");
+                    missing_why.push(format!("backend {backend:?}: {why}"));
                     missing.push(backend);
                 }
                 Err(_) => {
                     tracing::warn!(%backend, ?deadline, "backend too slow; left out of the list");
+                    missing_why.push(format!("backend {backend:?} did not answer within {deadline:?}"));
                     missing.push(backend);
                 }
             }
         }
+        *lock(&self.missing_why) = missing_why;
         hub.health.set_missing(missing.clone());
         let catalog = Arc::new(aggregate(&hub.rules, listings, missing));
         *guard = Some((epoch, Arc::clone(&catalog)));

@@ -1,7 +1,8 @@
 //! One vMCP instance spoken to as the proxy's front speaks to a stdio child: a backend's
 //! `list_changed` is relayed up and the next list rebuilt; a backend that never answers
 //! does not stall a list (partial result, the backend named as missing); an injected
-//! header reaches its backend; an instance's end ends its backend sessions (DELETE).
+//! header reaches its backend; an instance's end ends its backend sessions (DELETE); with
+//! `partialFailureMode: fail` a list missing a backend fails, naming it.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -116,6 +117,39 @@ async fn a_backend_that_never_answers_does_not_stall_a_list() {
     // Calls to the backend that answers are not held up either.
     let (answer, _) = peer.call(2, "tools/call", json!({"name": "raw_raw_echo", "arguments": {}})).await;
     assert!(answer["raw"].as_str().unwrap().contains(r#""received":"#), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_failure_mode_fail_refuses_a_list_missing_a_backend() {
+    let server = serve_http("127.0.0.1:0".parse().unwrap(), ServerOptions::default()).await.unwrap();
+    // A port nothing listens on: the backend is down.
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let text = |mode: &str| {
+        format!(
+            "backends:\n  - {{name: up, url: '{}', transport: streamable-http}}\n  - {{name: down, url: 'http://{down}/mcp', transport: streamable-http}}\noperational:\n  failureHandling: {{partialFailureMode: {mode}}}\n",
+            server.url()
+        )
+    };
+    let config = VmcpConfig::parse(&text("fail")).unwrap();
+    assert!(config.validate().unwrap().is_empty(), "fail is carried out, not warned about");
+    let launch = VmcpLaunch::new(&config, InstanceLimits::default()).unwrap();
+    let mut peer = Peer::start(&launch).await;
+    for (id, method) in [(1, "tools/list"), (2, "prompts/list"), (3, "resources/list")] {
+        let (answer, _) = peer.call(id, method, json!({})).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("partialFailureMode is fail") && message.contains("\"down\""), "{answer}");
+        assert_eq!(answer["error"]["data"]["missingBackends"], json!(["down"]), "{answer}");
+    }
+    // Calls to the backend that is up still work.
+    let (answer, _) = peer.call(4, "tools/call", json!({"name": "up_echo", "arguments": {"message": "hi"}})).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+
+    // best_effort (the default): the same backends give a partial list.
+    let launch = VmcpLaunch::new(&VmcpConfig::parse(&text("best_effort")).unwrap(), InstanceLimits::default()).unwrap();
+    let mut peer = Peer::start(&launch).await;
+    let names = peer.tool_names(5).await;
+    assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("up_")), "{names:?}");
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
