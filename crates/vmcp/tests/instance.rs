@@ -2,13 +2,14 @@
 //! `list_changed` is relayed up and the next list rebuilt; a backend that never answers
 //! does not stall a list (partial result, the backend named as missing); an injected
 //! header reaches its backend; an instance's end ends its backend sessions (DELETE); with
-//! `partialFailureMode: fail` a list missing a backend fails, naming it.
+//! `partialFailureMode: fail` a list missing a backend fails, naming it; a token-exchange
+//! backend is never reached without a caller token exchanged for it.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use apiary_testkit::server::{ServerOptions, raw_echo_router, serve_http};
-use apiary_transport::launch::{BoxRead, BoxWrite, Launch};
+use apiary_transport::launch::{BoxRead, BoxWrite, CallerHandle, Launch, LaunchContext};
 use apiary_vmcp::{InstanceLimits, VmcpConfig, VmcpLaunch};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -24,7 +25,11 @@ struct Peer {
 
 impl Peer {
     async fn start(launch: &VmcpLaunch) -> Peer {
-        let child = launch.launch().await.unwrap();
+        Peer::start_with(launch, LaunchContext::default()).await
+    }
+
+    async fn start_with(launch: &VmcpLaunch, context: LaunchContext) -> Peer {
+        let child = launch.launch_with(context).await.unwrap();
         let mut peer = Peer { stdin: child.stdin, lines: BufReader::new(child.stdout).lines(), _kill: child.kill };
         peer.send(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
         peer.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
@@ -149,6 +154,46 @@ async fn partial_failure_mode_fail_refuses_a_list_missing_a_backend() {
     let mut peer = Peer::start(&launch).await;
     let names = peer.tool_names(5).await;
     assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("up_")), "{names:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_exchange_backend_is_never_reached_without_an_exchanged_caller_token() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The token-exchange backend only counts the connections it gets.
+    let counted = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let counted_addr = counted.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((_sock, _)) = counted.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let server = serve_http("127.0.0.1:0".parse().unwrap(), ServerOptions::default()).await.unwrap();
+    // An STS nobody answers at: no caller token can be exchanged.
+    let sts = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let config = VmcpConfig::parse(&format!(
+        "backends:\n  - {{name: te, url: 'http://{counted_addr}/mcp', transport: streamable-http}}\n  - {{name: up, url: '{}', transport: streamable-http}}\n\
+         incomingAuth: {{type: oidc, oidc: {{issuer: 'https://idp.example.com'}}}}\n\
+         outgoingAuth:\n  backends:\n    te: {{type: token_exchange, tokenExchange: {{tokenUrl: 'http://{sts}/token', clientId: gw, clientSecret: s, audience: te, insecureAllowHttp: true}}}}\n",
+        server.url()
+    ))
+    .unwrap();
+    let launch = VmcpLaunch::new(&config, InstanceLimits::default()).unwrap();
+    assert!(launch.wants_caller(), "a token-exchange backend asks the proxy for the session's caller");
+
+    // The shared instance (no caller) and a session whose caller token cannot be exchanged.
+    let caller = LaunchContext { caller: Some(CallerHandle::new(Some(Arc::from("the-callers-token")))) };
+    for context in [LaunchContext::default(), caller] {
+        let mut peer = Peer::start_with(&launch, context).await;
+        let names = peer.tool_names(1).await;
+        assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("up_")), "{names:?}");
+        let (answer, _) = peer.call(2, "tools/call", json!({"name": "te_echo", "arguments": {}})).await;
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "the backend was reached without an exchanged token");
     server.shutdown().await.unwrap();
 }
 
