@@ -186,6 +186,7 @@ pub async fn start_with_routes(
                 restart: config.restart.clone(),
                 tracker: tracker.clone(),
                 shared: false,
+                caller: None,
             };
             let front = StdioFront::new(&config, template, events_tx.clone(), Arc::clone(&policy));
             stdio = Some(Arc::downgrade(&front));

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -71,10 +72,136 @@ pub enum LaunchError {
 
 pub type LaunchFuture<'a> = Pin<Box<dyn Future<Output = Result<ChildHandle, LaunchError>> + Send + 'a>>;
 
+/// The verified caller of one client session, as the proxy's front last saw it: the bearer
+/// token of the session's latest authenticated request (a client may refresh its token
+/// mid-session). It exists so that an in-process child (the vMCP) can exchange the caller's
+/// token for its backends (RFC 8693); a process or container child never receives it.
+/// Held in memory only, never logged (`Debug` hides it), dropped with the session's child.
+#[derive(Clone, Default)]
+pub struct CallerHandle(Arc<Mutex<Option<Arc<str>>>>);
+
+impl CallerHandle {
+    /// A handle holding `token` (the caller's bearer token, already verified).
+    pub fn new(token: Option<Arc<str>>) -> CallerHandle {
+        CallerHandle(Arc::new(Mutex::new(token)))
+    }
+
+    /// The caller's current token.
+    pub fn token(&self) -> Option<Arc<str>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Records the token of the session's latest authenticated request.
+    pub fn set(&self, token: Option<Arc<str>>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+    }
+
+    /// How many holders share this handle (the front's registry keeps only weak ones).
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    /// Runs `f` (the serving of one request) with this as the request's caller, so that a
+    /// session child started while serving it can be given the handle.
+    pub async fn scope<F: Future>(self, f: F) -> F::Output {
+        REQUEST_CALLER.scope(self, f).await
+    }
+
+    /// The caller of the request being served (inside [`CallerHandle::scope`]).
+    pub fn of_current_request() -> Option<CallerHandle> {
+        REQUEST_CALLER.try_with(Clone::clone).ok()
+    }
+
+    /// A weak reference, for a registry that must not keep the token alive.
+    pub fn downgrade(&self) -> WeakCallerHandle {
+        WeakCallerHandle(Arc::downgrade(&self.0))
+    }
+}
+
+tokio::task_local! {
+    /// The caller of the request being served (set by the proxy's front).
+    static REQUEST_CALLER: CallerHandle;
+}
+
+impl fmt::Debug for CallerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallerHandle(..)")
+    }
+}
+
+/// A [`CallerHandle`] that does not keep the session's token alive.
+#[derive(Clone, Default)]
+pub struct WeakCallerHandle(std::sync::Weak<Mutex<Option<Arc<str>>>>);
+
+impl WeakCallerHandle {
+    /// The handle, while some child still holds it.
+    pub fn upgrade(&self) -> Option<CallerHandle> {
+        self.0.upgrade().map(CallerHandle)
+    }
+}
+
+impl fmt::Debug for WeakCallerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakCallerHandle(..)")
+    }
+}
+
+/// What the proxy knows about the child it starts, beyond the command.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchContext {
+    /// The caller of the session this child serves alone: set only for a session's own
+    /// child, when the launcher asked for it ([`Launch::wants_caller`]) and the proxy
+    /// authenticates callers.
+    pub caller: Option<CallerHandle>,
+}
+
 /// Starts MCP server children. Called again for every restart and every new child.
 pub trait Launch: Send + Sync + 'static {
     fn launch(&self) -> LaunchFuture<'_>;
 
+    /// Starts a child knowing its context. Launchers that need nothing of it (processes,
+    /// containers, pods) keep this default.
+    fn launch_with(&self, context: LaunchContext) -> LaunchFuture<'_> {
+        drop(context);
+        self.launch()
+    }
+
+    /// Whether this launcher's children use the session's caller ([`LaunchContext::caller`]);
+    /// the proxy keeps no caller token for those that do not.
+    fn wants_caller(&self) -> bool {
+        false
+    }
+
     /// What is launched, for logs ("npx -y @modelcontextprotocol/server-everything").
     fn describe(&self) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_caller_handle_is_shared_weakly_referenced_and_never_printed() {
+        let handle = CallerHandle::new(Some(Arc::from("secret-token")));
+        let held = handle.clone();
+        let weak = handle.downgrade();
+        handle.set(Some(Arc::from("refreshed")));
+        assert_eq!(held.token().as_deref(), Some("refreshed"));
+        assert_eq!(handle.holders(), 2);
+        assert!(
+            !format!("{handle:?} {weak:?} {:?}", LaunchContext { caller: Some(held.clone()) }).contains("refreshed")
+        );
+        drop((handle, held));
+        assert!(weak.upgrade().is_none(), "the token goes with its last holder");
+    }
+
+    #[tokio::test]
+    async fn the_request_caller_is_seen_only_inside_its_scope() {
+        assert!(CallerHandle::of_current_request().is_none());
+        let handle = CallerHandle::new(Some(Arc::from("t")));
+        let seen = handle.clone().scope(async { CallerHandle::of_current_request() }).await;
+        assert_eq!(seen.unwrap().token().as_deref(), Some("t"));
+        assert!(CallerHandle::of_current_request().is_none());
+    }
 }

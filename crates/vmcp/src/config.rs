@@ -293,7 +293,8 @@ pub struct OutgoingAuth {
 }
 
 /// One backend's auth strategy (ToolHive's `BackendAuthStrategy`). Apiary carries out
-/// `unauthenticated`, `header_injection` and `bearer_token` (Apiary's own: a fixed token).
+/// `unauthenticated`, `header_injection`, `token_exchange` and `bearer_token` (Apiary's own: a
+/// fixed token).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAuth {
@@ -303,9 +304,77 @@ pub struct BackendAuth {
     pub header_injection: Option<HeaderInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<BearerToken>,
-    /// Parsed so that it is refused by name (not supported yet), never dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_exchange: Option<Value>,
+    pub token_exchange: Option<TokenExchange>,
+}
+
+/// `tokenExchange` (ToolHive's): the caller's token is exchanged at an STS (RFC 8693) for one
+/// addressed to the backend, which gets only that one. Needs `incomingAuth.type: oidc`.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenExchange {
+    #[serde(default)]
+    pub token_url: String,
+    #[serde(default)]
+    pub client_id: String,
+    /// The client secret as text (prefer `clientSecretEnv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The environment variable holding the client secret (read at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// `access_token` (default) or `id_token`, short or as the RFC 8693 URN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_token_type: Option<String>,
+    /// The header carrying the exchanged token (bare); default `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_token_header_name: Option<String>,
+    /// Apiary's own, for tests: an `http://` token URL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_http: bool,
+}
+
+impl std::fmt::Debug for TokenExchange {
+    // The client secret is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenExchange")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret_env", &self.client_secret_env)
+            .field("audience", &self.audience)
+            .field("scopes", &self.scopes)
+            .field("subject_token_type", &self.subject_token_type)
+            .field("external_token_header_name", &self.external_token_header_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenExchange {
+    /// The exchange as the policy crate's [`apiary_policy::outgoing::TokenExchanger`] takes it.
+    pub fn to_policy(&self) -> Result<apiary_config::TokenExchangeConfig, String> {
+        let subject_token_type = match self.subject_token_type.as_deref() {
+            None | Some("" | "access_token" | "urn:ietf:params:oauth:token-type:access_token") => {
+                apiary_config::SubjectTokenType::AccessToken
+            }
+            Some("id_token" | "urn:ietf:params:oauth:token-type:id_token") => apiary_config::SubjectTokenType::IdToken,
+            Some(other) => return Err(format!("subjectTokenType {other:?} is not access_token or id_token")),
+        };
+        Ok(apiary_config::TokenExchangeConfig {
+            token_url: self.token_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            client_secret_env: self.client_secret_env.clone(),
+            audience: self.audience.clone(),
+            scopes: self.scopes.clone(),
+            header_name: self.external_token_header_name.clone(),
+            subject_token_type,
+            insecure_allow_http: self.insecure_allow_http,
+        })
+    }
 }
 
 /// `bearerToken`: `Authorization: Bearer <the value of tokenEnv>`.
@@ -594,6 +663,22 @@ impl VmcpConfig {
         if let Some(incoming) = &self.incoming_auth {
             check_incoming(&mut problems, incoming);
         }
+        let oidc = self.incoming_auth.as_ref().is_some_and(|i| i.kind == "oidc");
+        for b in &self.backends {
+            if let Some((path, _)) = self.auth_of(&b.name).filter(|(_, a)| a.kind == "token_exchange")
+                && !oidc
+            {
+                problems.push(Problem {
+                    path: format!("{path}.type"),
+                    message: format!(
+                        "token_exchange for backend {:?} exchanges the caller's token, so callers must be \
+                         authenticated: set incomingAuth.type oidc in this file",
+                        b.name
+                    ),
+                });
+                break;
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -619,13 +704,6 @@ impl VmcpConfig {
                      (incoming auth, Cedar, audit and telemetry come from the proxy's own flags)"
                 ));
             }
-        }
-        if self.failure_handling().and_then(|f| f.partial_failure_mode.as_deref()) == Some("fail") {
-            out.push(
-                "operational.failureHandling.partialFailureMode `fail` is not supported yet: lists leave out \
-                 a backend that does not answer in time (best_effort)"
-                    .to_owned(),
-            );
         }
         if let Some(agg) = &self.aggregation {
             for (i, t) in agg.tools.iter().enumerate() {
@@ -712,12 +790,7 @@ impl VmcpConfig {
                 add(path.clone(), name, env(path, var)?)?;
             }
         }
-        let Some(auth) = &self.outgoing_auth else { return Ok(out) };
-        let (path, auth) = match (auth.backends.get(backend), &auth.default) {
-            (Some(a), _) => (format!("outgoingAuth.backends.{backend}"), a),
-            (None, Some(d)) => ("outgoingAuth.default".to_owned(), d),
-            (None, None) => return Ok(out),
-        };
+        let Some((path, auth)) = self.auth_of(backend) else { return Ok(out) };
         match (auth.kind.as_str(), &auth.header_injection, &auth.bearer_token) {
             ("header_injection", Some(h), _) => {
                 let value = match (&h.header_value, &h.header_value_env) {
@@ -733,7 +806,35 @@ impl VmcpConfig {
             }
             _ => {}
         }
+        if let ("token_exchange", Some(t)) = (auth.kind.as_str(), &auth.token_exchange) {
+            let name = t.external_token_header_name.as_deref().unwrap_or("Authorization");
+            if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                return Err(invalid(
+                    format!("{path}.tokenExchange"),
+                    format!("header {name} is set twice for backend {backend:?}"),
+                ));
+            }
+        }
         Ok(out)
+    }
+
+    /// The outgoing auth of `backend` (its own strategy, else the default) and its field path.
+    pub fn auth_of(&self, backend: &str) -> Option<(String, &BackendAuth)> {
+        let auth = self.outgoing_auth.as_ref()?;
+        match (auth.backends.get(backend), &auth.default) {
+            (Some(a), _) => Some((format!("outgoingAuth.backends.{backend}"), a)),
+            (None, Some(d)) => Some(("outgoingAuth.default".to_owned(), d)),
+            (None, None) => None,
+        }
+    }
+
+    /// The token exchange of `backend`, when its outgoing auth is one, and its field path.
+    pub fn token_exchange_for(&self, backend: &str) -> Option<(String, &TokenExchange)> {
+        let (path, auth) = self.auth_of(backend)?;
+        auth.token_exchange
+            .as_ref()
+            .filter(|_| auth.kind == "token_exchange")
+            .map(|t| (format!("{path}.tokenExchange"), t))
     }
 
     /// The bound on one request to `backend`.
@@ -755,6 +856,12 @@ impl VmcpConfig {
             .and_then(|d| parse_duration(d).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(DEFAULT_HEALTH_INTERVAL)
+    }
+
+    /// `partialFailureMode: fail`: a list that misses a backend fails instead of answering
+    /// without it (the default, `best_effort`, answers with the others).
+    pub fn partial_failure_fails(&self) -> bool {
+        self.failure_handling().and_then(|f| f.partial_failure_mode.as_deref()) == Some("fail")
     }
 
     pub fn unhealthy_threshold(&self) -> u32 {
@@ -799,10 +906,39 @@ fn check_auth(problems: &mut Vec<Problem>, path: &str, auth: &BackendAuth) {
                 message: "required for the bearer_token type: the environment variable holding the token".into(),
             }),
         },
-        "token_exchange" | "upstream_inject" | "aws_sts" | "obo" | "xaa" => problems.push(Problem {
+        "token_exchange" => match &auth.token_exchange {
+            None => problems.push(Problem {
+                path: format!("{path}.tokenExchange"),
+                message: "required for the token_exchange type (at least tokenUrl, clientId and a secret)".into(),
+            }),
+            Some(t) => {
+                let mut bad = |field: &str, message: String| {
+                    problems.push(Problem { path: format!("{path}.tokenExchange{field}"), message });
+                };
+                if t.token_url.trim().is_empty() {
+                    bad(".tokenUrl", "required".into());
+                }
+                if t.client_id.trim().is_empty() {
+                    bad(".clientId", "required".into());
+                }
+                if t.client_secret.is_some() == t.client_secret_env.is_some() {
+                    bad("", "set exactly one of clientSecret and clientSecretEnv".into());
+                }
+                if let Err(why) = t.to_policy() {
+                    bad(".subjectTokenType", why);
+                }
+                if let Some(h) = &t.external_token_header_name
+                    && !valid_header_name(h)
+                {
+                    bad(".externalTokenHeaderName", "not a valid HTTP header name".into());
+                }
+            }
+        },
+        "upstream_inject" | "aws_sts" | "obo" | "xaa" => problems.push(Problem {
             path: format!("{path}.type"),
             message: format!(
-                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection, bearer_token are)",
+                "{:?} is not supported by apiary vmcp yet (unauthenticated, header_injection, token_exchange, \
+                 bearer_token are)",
                 auth.kind
             ),
         }),
@@ -1061,12 +1197,66 @@ operational:
         let err = VmcpConfig::parse(&env).unwrap().headers_for("a").unwrap_err();
         assert!(err.to_string().contains("outgoingAuth.default.headerInjection.headerValueEnv"), "{err}");
 
-        let bad = format!(
-            "{base}outgoingAuth:\n  backends:\n    b: {{type: token_exchange}}\n    zz: {{type: unauthenticated}}\n"
-        );
+        let bad =
+            format!("{base}outgoingAuth:\n  backends:\n    b: {{type: aws_sts}}\n    zz: {{type: unauthenticated}}\n");
         let ConfigError::Invalid(p) = VmcpConfig::parse(&bad).unwrap().validate().unwrap_err() else { panic!() };
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["outgoingAuth.backends.b.type", "outgoingAuth.backends.zz"]);
+    }
+
+    #[test]
+    fn token_exchange_is_read_and_needs_authenticated_callers() {
+        let base = "backends:\n  - {name: a, url: 'http://x/mcp'}\n  - {name: b, url: 'http://y/mcp'}\n";
+        let te = "outgoingAuth:\n  backends:\n    a:\n      type: token_exchange\n      tokenExchange: {tokenUrl: 'https://sts.example.com/token', clientId: gw, clientSecretEnv: PATH, audience: backend, scopes: [openid], subjectTokenType: 'urn:ietf:params:oauth:token-type:access_token'}\n";
+        for incoming in ["", "incomingAuth: {type: anonymous}\n", "incomingAuth: {type: local}\n"] {
+            let err = VmcpConfig::parse(&format!("{base}{te}{incoming}")).unwrap().validate().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("outgoingAuth.backends.a.type") && text.contains("incomingAuth.type oidc"), "{text}");
+        }
+        let oidc = "incomingAuth: {type: oidc, oidc: {issuer: 'https://idp.example.com'}}\n";
+        let c = VmcpConfig::parse(&format!("{base}{te}{oidc}")).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        let (path, t) = c.token_exchange_for("a").unwrap();
+        assert_eq!(path, "outgoingAuth.backends.a.tokenExchange");
+        assert!(c.token_exchange_for("b").is_none());
+        let p = t.to_policy().unwrap();
+        assert_eq!(
+            (p.audience.as_deref(), p.client_secret_env.as_deref(), p.subject_token_type, p.header_name),
+            (Some("backend"), Some("PATH"), apiary_config::SubjectTokenType::AccessToken, None)
+        );
+        assert!(c.headers_for("a").unwrap().is_empty(), "the exchanged token is per caller, never a fixed header");
+
+        // A header given twice (the exchange's and a plain one) is refused.
+        let twice = format!(
+            "backends:\n  - {{name: a, url: 'http://x/mcp', headers: {{authorization: x}}}}\n  - {{name: b, url: 'http://y/mcp'}}\n{te}{oidc}"
+        );
+        let err = VmcpConfig::parse(&twice).unwrap().headers_for("a").unwrap_err();
+        assert!(err.to_string().contains("set twice"), "{err}");
+
+        // Incomplete blocks name the field.
+        for (block, path) in [
+            ("{type: token_exchange}", "outgoingAuth.backends.a.tokenExchange"),
+            (
+                "{type: token_exchange, tokenExchange: {tokenUrl: 'https://s/t', clientId: gw}}",
+                "outgoingAuth.backends.a.tokenExchange",
+            ),
+            (
+                "{type: token_exchange, tokenExchange: {clientId: gw, clientSecret: s}}",
+                "outgoingAuth.backends.a.tokenExchange.tokenUrl",
+            ),
+            (
+                "{type: token_exchange, tokenExchange: {tokenUrl: 'https://s/t', clientId: gw, clientSecret: s, subjectTokenType: jwt}}",
+                "outgoingAuth.backends.a.tokenExchange.subjectTokenType",
+            ),
+        ] {
+            let text = format!("{base}outgoingAuth:\n  backends:\n    a: {block}\n{oidc}");
+            let ConfigError::Invalid(p) = VmcpConfig::parse(&text).unwrap().validate().unwrap_err() else { panic!() };
+            assert_eq!(p[0].path, path, "{block}: {p:?}");
+        }
+        let err = VmcpConfig::parse(&format!(
+            "{base}outgoingAuth:\n  default: {{type: token_exchange, tokenExchange: {{tokenUrl: x, nope: 1}}}}\n"
+        ));
+        assert!(err.is_err(), "unknown fields of the block are refused");
     }
 
     #[test]

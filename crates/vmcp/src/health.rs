@@ -262,6 +262,7 @@ mod tests {
             headers: vec![],
             transport: apiary_transport::client::Transport::StreamableHttp,
             reach: Default::default(),
+            exchange: None,
             fingerprint: 0,
         }
     }

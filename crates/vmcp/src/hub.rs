@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use apiary_policy::outgoing::TokenExchanger;
 use apiary_transport::client::{AddressGuard, Reach, SessionOptions, Transport, check_ca_bundle};
 
 use crate::aggregate::Rules;
@@ -26,8 +27,41 @@ pub struct BackendSpec {
     pub transport: Transport,
     /// Its CA bundle, and for an entry the SSRF guard checked at every connect.
     pub reach: Reach,
+    /// Its `token_exchange` outgoing auth: each session's caller token is exchanged for it.
+    pub exchange: Option<Arc<BackendExchange>>,
     /// Equal when a reloaded config reaches the backend the same way.
     pub fingerprint: u64,
+}
+
+/// A backend's token exchange: the exchanger (its cache, per caller token until shortly
+/// before expiry, shared by every session of this config) and the header the result goes in.
+#[derive(Debug)]
+pub struct BackendExchange {
+    pub exchanger: TokenExchanger,
+    /// `Authorization` (as `Bearer <token>`), or a header given the bare token.
+    pub header: String,
+}
+
+impl BackendExchange {
+    /// The header carrying `token`.
+    pub fn header_for(&self, token: &str) -> (String, String) {
+        if self.header.eq_ignore_ascii_case("authorization") {
+            (self.header.clone(), format!("Bearer {token}"))
+        } else {
+            (self.header.clone(), token.to_owned())
+        }
+    }
+}
+
+/// The exchanger of `backend`'s `token_exchange`, checked now (a missing secret variable or a
+/// plain-HTTP token URL is an error naming the field).
+fn exchange(config: &VmcpConfig, backend: &str) -> Result<Option<Arc<BackendExchange>>, ConfigError> {
+    let Some((path, t)) = config.token_exchange_for(backend) else { return Ok(None) };
+    let invalid = |message: String| ConfigError::Invalid(vec![Problem { path: path.clone(), message }]);
+    let cfg = t.to_policy().map_err(invalid)?;
+    let exchanger = TokenExchanger::new(&cfg).map_err(|e| invalid(e.to_string()))?;
+    let header = t.external_token_header_name.clone().unwrap_or_else(|| "Authorization".to_owned());
+    Ok(Some(Arc::new(BackendExchange { exchanger, header })))
 }
 
 /// Largest CA bundle file read.
@@ -87,6 +121,7 @@ impl std::fmt::Debug for BackendSpec {
             .field("header_names", &names)
             .field("transport", &self.transport)
             .field("reach", &self.reach)
+            .field("token_exchange", &self.exchange.is_some())
             .finish()
     }
 }
@@ -117,6 +152,8 @@ pub(crate) struct Hub {
     pub health_records: Vec<Arc<BackendHealth>>,
     pub health_settings: HealthSettings,
     pub list_deadline: Duration,
+    /// `partialFailureMode: fail`: a list missing a backend is an error, not a partial answer.
+    pub fail_partial_lists: bool,
     pub max_line: usize,
     pub queue: usize,
     /// The config's `incomingAuth`: the proxy's policy was built from it once, so a reload
@@ -143,8 +180,9 @@ impl Hub {
         for (i, b) in config.backends.iter().enumerate() {
             let headers = config.headers_for(&b.name)?;
             let timeout = config.timeout_for(&b.name);
-            let fingerprint = fingerprint(b, &headers, timeout);
+            let fingerprint = fingerprint(b, &headers, timeout, config.token_exchange_for(&b.name).map(|(_, t)| t));
             backends.push(BackendSpec {
+                exchange: exchange(config, &b.name)?,
                 reach: reach(i, b)?,
                 name: b.name.clone(),
                 url: b.url.clone(),
@@ -169,6 +207,7 @@ impl Hub {
             health_records,
             health_settings,
             list_deadline: limits.list_deadline,
+            fail_partial_lists: config.partial_failure_fails(),
             max_line: limits.max_line.max(1024),
             queue: limits.queue.max(16),
             incoming: config.incoming_auth.clone(),
@@ -182,14 +221,25 @@ impl Hub {
     pub fn backend_names(&self) -> Vec<String> {
         self.backends.iter().map(|b| b.name.clone()).collect()
     }
+
+    /// Whether some backend exchanges the caller's token.
+    pub fn wants_caller(&self) -> bool {
+        self.backends.iter().any(|b| b.exchange.is_some())
+    }
 }
 
 /// Equal for two configs of a backend that reach it the same way (an open session with it
 /// stays valid across a reload). Only compared, never shown: it covers header values.
-fn fingerprint(b: &StaticBackend, headers: &[(String, String)], timeout: Duration) -> u64 {
+fn fingerprint(
+    b: &StaticBackend,
+    headers: &[(String, String)],
+    timeout: Duration,
+    exchange: Option<&crate::config::TokenExchange>,
+) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&b.url, &b.transport, &b.kind, b.allow_private_endpoint, &b.ca_bundle_path, headers, timeout).hash(&mut h);
+    (&b.url, &b.transport, &b.kind, b.allow_private_endpoint, &b.ca_bundle_path, headers, timeout, exchange)
+        .hash(&mut h);
     h.finish()
 }
 

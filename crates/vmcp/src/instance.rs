@@ -17,7 +17,7 @@ use std::time::Duration;
 use apiary_protocol::rewrite::{IdMap, cancelled_request_id, with_cancelled_request_id};
 use apiary_protocol::{Kind, Message, error_response, result_response, splice};
 use apiary_transport::client::{ClientError, RawSession, SessionOptions};
-use apiary_transport::launch::ExitReason;
+use apiary_transport::launch::{CallerHandle, ExitReason};
 use apiary_transport::stdio::{Line, LineReader, write_frame};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Catalog, Listing, aggregate};
-use crate::hub::{Hub, Shared};
+use crate::hub::{BackendExchange, Hub, Shared};
 
 /// Requests one instance works on at once; the reader waits beyond that.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -50,6 +50,9 @@ struct Conn {
     relayed: Arc<Relayed>,
     /// The backend's fingerprint when opened: a reload that changes it retires the session.
     fingerprint: u64,
+    /// The exchanged token it was opened with (token_exchange): a new one (expiry, or the
+    /// caller refreshed its token) retires the session.
+    credential: Option<Arc<str>>,
 }
 
 /// How many of a session's server-initiated messages the pump has relayed: an answer
@@ -97,6 +100,10 @@ pub(crate) struct Instance {
     inflight: Mutex<HashMap<String, (String, i64)>>,
     /// Our id of a server→client request → (backend, the backend's id as JSON text).
     pending: Mutex<IdMap<(String, String)>>,
+    /// The client session's caller, as the proxy's front keeps it current (token_exchange).
+    caller: Option<CallerHandle>,
+    /// Why each backend missing from the latest catalog is missing (for `partialFailureMode: fail`).
+    missing_why: Mutex<Vec<String>>,
     stop: CancellationToken,
 }
 
@@ -108,6 +115,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// sessions and reports on `exited`.
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    caller: Option<CallerHandle>,
     input: impl AsyncRead + Unpin + Send,
     mut output: impl AsyncWrite + Unpin + Send + 'static,
     mut kill: oneshot::Receiver<()>,
@@ -132,6 +140,8 @@ pub(crate) async fn run(
         next_id: AtomicI64::new(1),
         inflight: Mutex::new(HashMap::new()),
         pending: Mutex::new(IdMap::default()),
+        caller,
+        missing_why: Mutex::new(Vec::new()),
         stop: CancellationToken::new(),
     });
     tokio::spawn(follow_reloads(Arc::downgrade(&inst), shared.subscribe(), inst.stop.clone()));
@@ -334,6 +344,19 @@ impl Instance {
 
     async fn list_answer(self: &Arc<Self>, id: &str, key: &str, pick: impl Fn(&Catalog) -> &Vec<Value>) -> Bytes {
         let catalog = self.catalog().await;
+        if !catalog.missing.is_empty() && self.hub().fail_partial_lists {
+            // partialFailureMode: fail — all the backends' items or none.
+            let why: Vec<String> = lock(&self.missing_why).clone();
+            return error_response(
+                Some(id),
+                INTERNAL_ERROR,
+                &format!(
+                    "the list is incomplete and partialFailureMode is fail: {}",
+                    if why.is_empty() { catalog.missing.join(", ") } else { why.join("; ") }
+                ),
+                Some(&json!({ "missingBackends": catalog.missing })),
+            );
+        }
         let mut result = serde_json::Map::new();
         result.insert(key.to_owned(), Value::Array(pick(&catalog).clone()));
         result_response(id, &Value::Object(result).to_string())
@@ -426,8 +449,12 @@ impl Instance {
         let Some(spec) = hub.backend(backend) else {
             return Err(format!("no backend named {backend:?}"));
         };
+        let credential = match &spec.exchange {
+            Some(x) => Some(self.exchanged(backend, x).await?),
+            None => None,
+        };
         match guard.take() {
-            Some(c) if c.fingerprint == spec.fingerprint => {
+            Some(c) if c.fingerprint == spec.fingerprint && c.credential == credential => {
                 *guard = Some(Arc::clone(&c));
                 return Ok(c);
             }
@@ -446,6 +473,9 @@ impl Instance {
         let mut options = SessionOptions { incoming_capacity: MAX_PENDING, listen: true, ..spec.session_options() };
         if let Some(p) = lock(&self.init_params).clone() {
             options.initialize_params = p;
+        }
+        if let (Some(x), Some(token)) = (&spec.exchange, &credential) {
+            options.headers.push(x.header_for(token));
         }
         let (session, incoming) = match RawSession::open(&spec.url, options).await {
             Ok(s) => s,
@@ -466,10 +496,22 @@ impl Instance {
             return Err("the session is ending".into());
         }
         let relayed = Arc::new(Relayed::default());
-        let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed), fingerprint: spec.fingerprint });
+        let conn = Arc::new(Conn { session, relayed: Arc::clone(&relayed), fingerprint: spec.fingerprint, credential });
         tokio::spawn(pump(Arc::downgrade(self), backend.to_owned(), incoming, relayed, self.stop.clone()));
         *guard = Some(Arc::clone(&conn));
         Ok(conn)
+    }
+
+    /// The session caller's token exchanged for `backend` (from the exchanger's cache while it
+    /// lasts). Without a caller token nothing reaches the backend.
+    async fn exchanged(&self, backend: &str, x: &BackendExchange) -> Result<Arc<str>, String> {
+        let Some(subject) = self.caller.as_ref().and_then(CallerHandle::token) else {
+            return Err(format!(
+                "backend {backend:?} needs the caller's token (token_exchange) and this session has none: \
+                 callers must authenticate (incomingAuth oidc) over a session"
+            ));
+        };
+        x.exchanger.exchange(&subject).await.map_err(|e| format!("backend {backend:?}: {e}"))
     }
 
     /// Forgets a broken session (only if it is still the current one) and ends it.
@@ -518,19 +560,23 @@ impl Instance {
         });
         let mut listings = Vec::new();
         let mut missing = Vec::new();
+        let mut missing_why = Vec::new();
         for (backend, listed) in futures::future::join_all(lists).await {
             match listed {
                 Ok(Ok(l)) => listings.push(l),
                 Ok(Err(why)) => {
                     tracing::warn!(%backend, error = %why, "backend left out of the list");
+                    missing_why.push(format!("backend {backend:?}: {why}"));
                     missing.push(backend);
                 }
                 Err(_) => {
                     tracing::warn!(%backend, ?deadline, "backend too slow; left out of the list");
+                    missing_why.push(format!("backend {backend:?} did not answer within {deadline:?}"));
                     missing.push(backend);
                 }
             }
         }
+        *lock(&self.missing_why) = missing_why;
         hub.health.set_missing(missing.clone());
         let catalog = Arc::new(aggregate(&hub.rules, listings, missing));
         *guard = Some((epoch, Arc::clone(&catalog)));

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use apiary_transport::client::{RawSession, SessionOptions};
-use apiary_transport::launch::{ChildHandle, Launch, LaunchFuture};
+use apiary_transport::client::{ClientError, RawSession, SessionOptions};
+use apiary_transport::launch::{ChildHandle, Launch, LaunchContext, LaunchFuture};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -128,6 +128,11 @@ async fn check(backend: &BackendHealth, timeout: std::time::Duration) {
     };
     match outcome.await {
         Ok(()) => backend.record_success(),
+        // A backend that wants each caller's exchanged token answers a check without one
+        // with 401 or 403: it is up.
+        Err(ClientError::HttpStatus { status: 401 | 403, .. }) if backend.spec.exchange.is_some() => {
+            backend.record_success();
+        }
         Err(e) => {
             tracing::debug!(backend = %backend.name, error = %e, "health check failed");
             backend.record_failure(&e.to_string());
@@ -137,6 +142,12 @@ async fn check(backend: &BackendHealth, timeout: std::time::Duration) {
 
 impl Launch for VmcpLaunch {
     fn launch(&self) -> LaunchFuture<'_> {
+        self.launch_with(LaunchContext::default())
+    }
+
+    /// An instance with the session's caller: backends with `token_exchange` get that caller's
+    /// token, exchanged. Without one (the shared instance, or no incoming auth) they are refused.
+    fn launch_with(&self, context: LaunchContext) -> LaunchFuture<'_> {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             // Two pipes, not one split duplex: dropping the front's stdin must be an EOF.
@@ -144,7 +155,7 @@ impl Launch for VmcpLaunch {
             let (inst_out, front_out) = tokio::io::duplex(PIPE_BYTES);
             let (kill_tx, kill_rx) = oneshot::channel();
             let (exit_tx, exit_rx) = oneshot::channel();
-            tokio::spawn(crate::instance::run(shared, inst_in, inst_out, kill_rx, exit_tx));
+            tokio::spawn(crate::instance::run(shared, context.caller, inst_in, inst_out, kill_rx, exit_tx));
             Ok(ChildHandle {
                 pid: None,
                 stdin: Box::new(front_in),
@@ -158,5 +169,9 @@ impl Launch for VmcpLaunch {
 
     fn describe(&self) -> String {
         format!("apiary vmcp ({} backends)", self.backend_count())
+    }
+
+    fn wants_caller(&self) -> bool {
+        self.shared.hub().wants_caller()
     }
 }

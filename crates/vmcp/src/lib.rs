@@ -20,7 +20,7 @@ mod status;
 
 pub use config::{ConfigError, VmcpConfig};
 pub use health::HealthRegistry;
-pub use hub::{BackendSpec, InstanceLimits};
+pub use hub::{BackendExchange, BackendSpec, InstanceLimits};
 pub use launch::VmcpLaunch;
 pub use reload::{POLL_INTERVAL, content_hash, spawn_config_watch};
 pub use status::status_routes;

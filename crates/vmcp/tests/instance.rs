@@ -1,13 +1,15 @@
 //! One vMCP instance spoken to as the proxy's front speaks to a stdio child: a backend's
 //! `list_changed` is relayed up and the next list rebuilt; a backend that never answers
 //! does not stall a list (partial result, the backend named as missing); an injected
-//! header reaches its backend; an instance's end ends its backend sessions (DELETE).
+//! header reaches its backend; an instance's end ends its backend sessions (DELETE); with
+//! `partialFailureMode: fail` a list missing a backend fails, naming it; a token-exchange
+//! backend is never reached without a caller token exchanged for it.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use apiary_testkit::server::{ServerOptions, raw_echo_router, serve_http};
-use apiary_transport::launch::{BoxRead, BoxWrite, Launch};
+use apiary_transport::launch::{BoxRead, BoxWrite, CallerHandle, Launch, LaunchContext};
 use apiary_vmcp::{InstanceLimits, VmcpConfig, VmcpLaunch};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -23,7 +25,11 @@ struct Peer {
 
 impl Peer {
     async fn start(launch: &VmcpLaunch) -> Peer {
-        let child = launch.launch().await.unwrap();
+        Peer::start_with(launch, LaunchContext::default()).await
+    }
+
+    async fn start_with(launch: &VmcpLaunch, context: LaunchContext) -> Peer {
+        let child = launch.launch_with(context).await.unwrap();
         let mut peer = Peer { stdin: child.stdin, lines: BufReader::new(child.stdout).lines(), _kill: child.kill };
         peer.send(json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}})).await;
         peer.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
@@ -116,6 +122,79 @@ async fn a_backend_that_never_answers_does_not_stall_a_list() {
     // Calls to the backend that answers are not held up either.
     let (answer, _) = peer.call(2, "tools/call", json!({"name": "raw_raw_echo", "arguments": {}})).await;
     assert!(answer["raw"].as_str().unwrap().contains(r#""received":"#), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_failure_mode_fail_refuses_a_list_missing_a_backend() {
+    let server = serve_http("127.0.0.1:0".parse().unwrap(), ServerOptions::default()).await.unwrap();
+    // A port nothing listens on: the backend is down.
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let text = |mode: &str| {
+        format!(
+            "backends:\n  - {{name: up, url: '{}', transport: streamable-http}}\n  - {{name: down, url: 'http://{down}/mcp', transport: streamable-http}}\noperational:\n  failureHandling: {{partialFailureMode: {mode}}}\n",
+            server.url()
+        )
+    };
+    let config = VmcpConfig::parse(&text("fail")).unwrap();
+    assert!(config.validate().unwrap().is_empty(), "fail is carried out, not warned about");
+    let launch = VmcpLaunch::new(&config, InstanceLimits::default()).unwrap();
+    let mut peer = Peer::start(&launch).await;
+    for (id, method) in [(1, "tools/list"), (2, "prompts/list"), (3, "resources/list")] {
+        let (answer, _) = peer.call(id, method, json!({})).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("partialFailureMode is fail") && message.contains("\"down\""), "{answer}");
+        assert_eq!(answer["error"]["data"]["missingBackends"], json!(["down"]), "{answer}");
+    }
+    // Calls to the backend that is up still work.
+    let (answer, _) = peer.call(4, "tools/call", json!({"name": "up_echo", "arguments": {"message": "hi"}})).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+
+    // best_effort (the default): the same backends give a partial list.
+    let launch = VmcpLaunch::new(&VmcpConfig::parse(&text("best_effort")).unwrap(), InstanceLimits::default()).unwrap();
+    let mut peer = Peer::start(&launch).await;
+    let names = peer.tool_names(5).await;
+    assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("up_")), "{names:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_exchange_backend_is_never_reached_without_an_exchanged_caller_token() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The token-exchange backend only counts the connections it gets.
+    let counted = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let counted_addr = counted.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((_sock, _)) = counted.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let server = serve_http("127.0.0.1:0".parse().unwrap(), ServerOptions::default()).await.unwrap();
+    // An STS nobody answers at: no caller token can be exchanged.
+    let sts = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let config = VmcpConfig::parse(&format!(
+        "backends:\n  - {{name: te, url: 'http://{counted_addr}/mcp', transport: streamable-http}}\n  - {{name: up, url: '{}', transport: streamable-http}}\n\
+         incomingAuth: {{type: oidc, oidc: {{issuer: 'https://idp.example.com'}}}}\n\
+         outgoingAuth:\n  backends:\n    te: {{type: token_exchange, tokenExchange: {{tokenUrl: 'http://{sts}/token', clientId: gw, clientSecret: s, audience: te, insecureAllowHttp: true}}}}\n",
+        server.url()
+    ))
+    .unwrap();
+    let launch = VmcpLaunch::new(&config, InstanceLimits::default()).unwrap();
+    assert!(launch.wants_caller(), "a token-exchange backend asks the proxy for the session's caller");
+
+    // The shared instance (no caller) and a session whose caller token cannot be exchanged.
+    let caller = LaunchContext { caller: Some(CallerHandle::new(Some(Arc::from("the-callers-token")))) };
+    for context in [LaunchContext::default(), caller] {
+        let mut peer = Peer::start_with(&launch, context).await;
+        let names = peer.tool_names(1).await;
+        assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("up_")), "{names:?}");
+        let (answer, _) = peer.call(2, "tools/call", json!({"name": "te_echo", "arguments": {}})).await;
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "the backend was reached without an exchanged token");
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

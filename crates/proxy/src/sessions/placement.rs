@@ -48,7 +48,8 @@ impl Placement {
         } else {
             own_initialize_params(serde_json::json!({}))
         };
-        let opts = SlotOptions { shared: true, init_params, ..template.clone() };
+        // The shared child serves many callers: it never gets one's token.
+        let opts = SlotOptions { shared: true, init_params, caller: None, ..template.clone() };
         let shared = ChildGroup::start(opts, false, None, events.clone());
         Placement {
             shared,
@@ -124,6 +125,10 @@ pub async fn open_session(
     let group = if place(placement, caps)? {
         let mut opts = placement.slot_template.clone();
         opts.init_params = m.params_raw().unwrap_or("{}").to_owned();
+        if opts.launcher.wants_caller() {
+            // The caller of the request opening the session (the front's handle, kept current).
+            opts.caller = apiary_transport::launch::CallerHandle::of_current_request();
+        }
         ChildGroup::start(opts, true, Some(Arc::clone(&placement.own_children)), placement.events.clone())
     } else {
         Arc::clone(&placement.shared)

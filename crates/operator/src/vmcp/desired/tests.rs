@@ -406,6 +406,49 @@ fn what_cannot_be_resolved_is_refused_with_the_field_named() {
     ));
 }
 
+/// What the operator writes for a token-exchange backend is what `apiary vmcp` loads: the
+/// ConfigMap parses and validates with the vMCP's own parser, the exchange is that backend's,
+/// and its client secret reaches the pod as the Secret-backed variable the file names.
+#[test]
+fn a_token_exchange_backend_is_written_so_that_the_vmcp_loads_it() {
+    let mut f = found();
+    let exchange: MCPExternalAuthConfig = obj(
+        "MCPExternalAuthConfig",
+        "partner-key",
+        json!({"type": "tokenExchange", "tokenExchange": {"tokenUrl": "https://sts.example.com/token", "clientId": "gw",
+            "clientSecretRef": {"name": "sts", "key": "secret"}, "audience": "partner", "scopes": ["openid"]}}),
+        json!({}),
+    );
+    f.auth_configs.insert("partner-key".into(), exchange);
+    let mut spec = anonymous();
+    spec["incomingAuth"] = json!({"type": "oidc", "oidcConfigRef": {"name": "keycloak", "audience": "vmcp"}});
+    let policy = Referenced { oidc: Some(fixtures::oidc(fixtures::oidc_inline())), ..Default::default() };
+    let d = desired(&vmcp(spec), &settings(), &policy, &f).unwrap();
+    assert_eq!(d.refused, None);
+    assert_ne!(d.deployment.spec.as_ref().unwrap().replicas, Some(0), "not held at zero");
+
+    let text = &d.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    let file = apiary_vmcp::VmcpConfig::parse(text).unwrap();
+    file.validate().unwrap();
+    let (path, te) = file.token_exchange_for("partner").unwrap();
+    assert_eq!(path, "outgoingAuth.backends.partner.tokenExchange");
+    assert!(file.token_exchange_for("fetch").is_none(), "only the entry that references it exchanges");
+    let p = te.to_policy().unwrap();
+    assert_eq!((p.token_url.as_str(), p.client_id.as_str()), ("https://sts.example.com/token", "gw"));
+    assert_eq!((p.audience.as_deref(), p.scopes.as_slice()), (Some("partner"), &["openid".to_string()][..]));
+    assert_eq!(p.client_secret, None, "the secret is never in the ConfigMap");
+    let var = p.client_secret_env.unwrap();
+    let env = container(&d).env.as_ref().unwrap().iter().find(|e| e.name == var).unwrap();
+    let from = env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!((from.name.as_str(), from.key.as_str()), ("sts", "secret"));
+    assert!(!text.contains("secret\""), "{text}");
+
+    // The same file without incoming OIDC would be refused by the vMCP too.
+    let anonymous_file = text.replace("type: oidc", "type: anonymous");
+    let err = apiary_vmcp::VmcpConfig::parse(&anonymous_file).map(|c| c.validate());
+    assert!(!matches!(err, Ok(Ok(_))), "a token exchange without authenticated callers loaded");
+}
+
 #[test]
 fn incoming_oidc_and_cedar_are_written_in_toolhives_vmcp_shape() {
     let mut spec = anonymous();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use apiary_config::RestartPolicy;
 use apiary_protocol::{Kind, Message, methods, modern};
-use apiary_transport::launch::{BoxRead, ExitReason, Launch};
+use apiary_transport::launch::{BoxRead, CallerHandle, ExitReason, Launch, LaunchContext};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
@@ -69,6 +69,8 @@ pub struct SlotOptions {
     pub tracker: TaskTracker,
     /// The child that serves requests of no session (its death is the proxy's).
     pub shared: bool,
+    /// The caller of the one session a child of its own serves (a launcher that wants it).
+    pub caller: Option<CallerHandle>,
 }
 
 /// One supervised child. Dropping it (or [`ChildSlot::stop`]) stops the child.
@@ -250,7 +252,7 @@ impl Supervisor {
     /// Runs one child from launch to death.
     async fn one_child(&self) -> Ended {
         let handle = tokio::select! {
-            h = self.opts.launcher.launch() => h,
+            h = self.opts.launcher.launch_with(LaunchContext { caller: self.opts.caller.clone() }) => h,
             () = self.cancel.cancelled() => return Ended::Stopped,
         };
         let handle = match handle {

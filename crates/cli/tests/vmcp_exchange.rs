@@ -1,0 +1,193 @@
+//! `token_exchange` to vMCP backends against a real Keycloak (the `mcp` realm): each client
+//! session's caller token is exchanged (RFC 8693) for one addressed to the backend, which sees
+//! only that one; a refreshed caller token is exchanged again; a caller without a token never
+//! reaches a backend.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use apiary_testkit::binaries::testkit_server;
+use apiary_testkit::keycloak::{
+    BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, Keycloak, USER_CLIENT, decode_claims,
+};
+use serde_json::{Value, json};
+use support::Apiary;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// A process started by a test: killed when dropped.
+struct Running {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+async fn start(mut cmd: tokio::process::Command) -> Running {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(START_LIMIT, lines.next_line())
+        .await
+        .expect("no URL printed in time")
+        .unwrap()
+        .expect("exited before printing its URL");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running { _child: child, url }
+}
+
+/// One JSON-RPC message over HTTP: the answer (from JSON or the first SSE `data:` line) and
+/// the session id the answer names.
+async fn rpc(
+    url: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: &Value,
+) -> (u16, Option<Value>, Option<String>) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .timeout(Duration::from_secs(60))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let sid = res.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned());
+    let text = res.text().await.unwrap();
+    let answer = serde_json::from_str(&text).ok().or_else(|| {
+        text.lines().filter_map(|l| l.strip_prefix("data:")).find_map(|d| serde_json::from_str(d.trim()).ok())
+    });
+    (status, answer, sid)
+}
+
+async fn open(url: &str, token: &str) -> String {
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"exchange-test","version":"1"}}});
+    let (status, answer, sid) = rpc(url, Some(token), None, &init).await;
+    assert_eq!(status, 200, "{answer:?}");
+    let sid = sid.unwrap();
+    rpc(url, Some(token), Some(&sid), &json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
+    sid
+}
+
+/// The `Authorization` header `backend` received for a call on this session (its error text
+/// when it received none).
+async fn seen_by(url: &str, token: &str, sid: &str, backend: &str) -> Result<String, String> {
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+        "params":{"name": format!("{backend}_request_header"), "arguments":{"name":"authorization"}}});
+    let (status, answer, _) = rpc(url, Some(token), Some(sid), &call).await;
+    assert_eq!(status, 200, "{answer:?}");
+    let answer = answer.unwrap();
+    if let Some(e) = answer.get("error") {
+        return Err(e.to_string());
+    }
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+    if answer["result"]["isError"] == true { Err(text) } else { Ok(text) }
+}
+
+fn audiences(claims: &Value) -> Vec<String> {
+    match &claims["aud"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_callers_token_is_exchanged_for_the_backend_and_never_forwarded() {
+    let kc = Keycloak::shared().await;
+    let apiary = Apiary::new();
+    let mut fixtures = Vec::new();
+    for _ in 0..2 {
+        let mut cmd = tokio::process::Command::new(testkit_server());
+        cmd.args(["--http", "127.0.0.1:0"]).stdin(Stdio::null());
+        fixtures.push(start(cmd).await);
+    }
+    let text = format!(
+        "backends:\n  - {{name: alpha, url: '{}', transport: streamable-http}}\n  - {{name: beta, url: '{}', transport: streamable-http}}\n\
+         incomingAuth:\n  type: oidc\n  oidc: {{issuer: '{}', audience: mcp-gateway, insecureAllowHttp: true}}\n\
+         outgoingAuth:\n  backends:\n    alpha:\n      type: token_exchange\n      tokenExchange:\n        tokenUrl: '{}'\n        clientId: {GATEWAY_CLIENT}\n        clientSecretEnv: APIARY_TEST_STS_SECRET\n        audience: {BACKEND_AUDIENCE}\n        scopes: [openid]\n        subjectTokenType: urn:ietf:params:oauth:token-type:access_token\n        insecureAllowHttp: true\n",
+        fixtures[0].url,
+        fixtures[1].url,
+        kc.issuer(),
+        kc.token_endpoint()
+    );
+    let config = apiary.scratch().join("exchange.yaml");
+    std::fs::write(&config, &text).unwrap();
+
+    // Without incoming OIDC the same outgoing auth is refused when the file is loaded.
+    let anonymous = apiary.scratch().join("anonymous.yaml");
+    let cut = text.find("incomingAuth").unwrap();
+    let end = text.find("outgoingAuth").unwrap();
+    std::fs::write(&anonymous, format!("{}{}", &text[..cut], &text[end..])).unwrap();
+    let out = apiary.run(&["vmcp", "validate", "--config", anonymous.to_str().unwrap()]);
+    let err = out.failed();
+    assert!(err.contains("outgoingAuth.backends.alpha.type") && err.contains("incomingAuth.type oidc"), "{err}");
+
+    let mut cmd = apiary.command(&["vmcp", "serve", "--port", "0", "--config", config.to_str().unwrap()]);
+    cmd.env("APIARY_TEST_STS_SECRET", GATEWAY_SECRET);
+    let v = start(tokio::process::Command::from(cmd)).await;
+
+    // No caller token: 401 at the front, nothing reaches a backend.
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"exchange-test","version":"1"}}});
+    let (status, _, _) = rpc(&v.url, None, None, &init).await;
+    assert_eq!(status, 401);
+
+    let caller = kc.password_token(USER_CLIENT, "mcp", "mcp", "openid").await.unwrap().access_token;
+    let sid = open(&v.url, &caller).await;
+    let first = seen_by(&v.url, &caller, &sid, "alpha").await.unwrap();
+    let exchanged = first.strip_prefix("Bearer ").unwrap();
+    assert_ne!(exchanged, caller, "the caller's own token reached the backend");
+    let claims = decode_claims(exchanged).unwrap();
+    assert!(audiences(&claims).contains(&BACKEND_AUDIENCE.to_owned()), "{claims}");
+    assert_eq!(claims["azp"], GATEWAY_CLIENT, "{claims}");
+    assert_eq!(claims["preferred_username"], "mcp", "{claims}");
+    assert_eq!(seen_by(&v.url, &caller, &sid, "alpha").await.unwrap(), first, "the exchanged token is cached");
+    // A backend without outgoing auth gets no Authorization at all.
+    let beta = seen_by(&v.url, &caller, &sid, "beta").await.unwrap_err();
+    assert!(beta.contains("no header authorization"), "{beta}");
+
+    // The client refreshes its token mid-session: the next call carries a new exchange of it.
+    let refreshed = kc.password_token(USER_CLIENT, "mcp", "mcp", "openid").await.unwrap().access_token;
+    assert_ne!(refreshed, caller);
+    let second = seen_by(&v.url, &refreshed, &sid, "alpha").await.unwrap();
+    assert_ne!(second, first, "the refreshed caller token was not exchanged again");
+    assert_ne!(second.strip_prefix("Bearer ").unwrap(), refreshed);
+    assert_eq!(decode_claims(second.strip_prefix("Bearer ").unwrap()).unwrap()["preferred_username"], "mcp");
+
+    // A user Keycloak will not exchange for that audience: alpha is left out of that caller's
+    // lists (never reached without a token of its own), the other backend still serves.
+    let norole = kc.password_token(USER_CLIENT, "mcp-norole", "mcp-norole", "openid").await.unwrap().access_token;
+    let sid2 = open(&v.url, &norole).await;
+    let (_, listed, _) =
+        rpc(&v.url, Some(&norole), Some(&sid2), &json!({"jsonrpc":"2.0","id":3,"method":"tools/list"})).await;
+    let names: Vec<String> = listed.unwrap()["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("beta_")) && !names.iter().any(|n| n.starts_with("alpha_")),
+        "{names:?}"
+    );
+    let err = seen_by(&v.url, &norole, &sid2, "alpha").await.unwrap_err();
+    assert!(err.contains("Unknown tool: alpha_request_header"), "{err}");
+    // Another caller naming the first session is refused (it is the owner's alone), and the
+    // owner's session still sends the owner's exchanged token.
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call",
+        "params":{"name":"alpha_request_header","arguments":{"name":"authorization"}}});
+    let (status, _, _) = rpc(&v.url, Some(&norole), Some(&sid), &call).await;
+    assert_eq!(status, 404);
+    assert_eq!(seen_by(&v.url, &refreshed, &sid, "alpha").await.unwrap(), second);
+}
