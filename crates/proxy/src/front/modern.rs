@@ -22,6 +22,7 @@ use crate::front::capable::{self, Lease};
 use crate::front::dispatch::dispatch;
 use crate::front::edge::Accepts;
 use crate::front::input_bridge;
+use crate::front::legacy_listen;
 use crate::front::param_headers;
 use crate::front::refuse;
 use crate::front::state::StdioFront;
@@ -94,6 +95,11 @@ pub async fn post(
     let modern_child = slot.is_modern();
     let frame = if method == methods::SERVER_DISCOVER && !modern_child {
         discover(front, &m).await?
+    } else if method == methods::SUBSCRIPTIONS_LISTEN && !modern_child {
+        match legacy_listen::listen(front, &m, LISTEN_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(frame) => frame,
+        }
     } else if let Some(bridged) = bridged(front, &m, &method, modern_child).await? {
         let wants_progress = apiary_protocol::rewrite::request_progress_token(&m).is_some();
         if wants_progress && acc.sse {

@@ -38,6 +38,8 @@ pub struct StdioFront {
     pub capable: CapablePool,
     /// Calls on those children parked while their client provides input.
     pub(crate) input_bridge: InputBridge,
+    /// `subscriptions/listen` streams the proxy serves for a legacy child (`legacy_listen`).
+    pub(crate) legacy_listeners: std::sync::atomic::AtomicUsize,
 }
 
 impl StdioFront {
@@ -66,6 +68,7 @@ impl StdioFront {
             tool_headers: ToolHeaders::default(),
             capable: CapablePool::default(),
             input_bridge: InputBridge::default(),
+            legacy_listeners: Default::default(),
         })
     }
 }
