@@ -28,11 +28,29 @@ pub struct UpstreamStatus {
     pub last_exit: Option<String>,
     /// Process ids of the children now running (empty for HTTP upstreams).
     pub child_pids: Vec<u32>,
+    /// The newest protocol revision the shared stdio child speaks (`2026-07-28` for a child
+    /// that offered it, else the version its `initialize` result names); `None` until one
+    /// is ready, and for HTTP upstreams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 impl UpstreamStatus {
     pub fn starting() -> Self {
-        UpstreamStatus { state: UpstreamState::Starting, restarts: 0, last_exit: None, child_pids: Vec::new() }
+        UpstreamStatus {
+            state: UpstreamState::Starting,
+            restarts: 0,
+            last_exit: None,
+            child_pids: Vec::new(),
+            revision: None,
+        }
+    }
+
+    /// A child became ready: the shared one's revision is the upstream's.
+    pub(crate) fn record_ready(&mut self, revision: String, shared: bool) {
+        if shared {
+            self.revision = Some(revision);
+        }
     }
 
     pub(crate) fn record_exit(&mut self, reason: &ExitReason) {

@@ -128,6 +128,8 @@ async fn legacy_session_lists_tools(url: &str) {
 async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
     let proxy = proxy_with("modern-dual", &["--stdio"]).await;
     discover_list_call(&proxy.url(), true).await;
+    // The status names the child's newest revision.
+    assert_eq!(proxy.status().borrow().revision.as_deref(), Some("2026-07-28"));
     // The same child still serves legacy clients: the proxy initialized it too.
     legacy_session_lists_tools(&proxy.url()).await;
     proxy.shutdown().await;
@@ -137,6 +139,7 @@ async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
 async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
     let proxy = proxy_with("modern-legacy", &["--stdio", "--legacy-only"]).await;
     discover_list_call(&proxy.url(), false).await;
+    assert_eq!(proxy.status().borrow().revision.as_deref(), Some("2025-11-25"));
     legacy_session_lists_tools(&proxy.url()).await;
     proxy.shutdown().await;
 }
