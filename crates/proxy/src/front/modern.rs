@@ -1,11 +1,14 @@
 //! The 2026-07-28 ("modern") front of a stdio upstream, beside the legacy one at the same
 //! `/mcp`: each POST stands alone, declares its version and capabilities in `_meta`, and
-//! mirrors its method and name in headers. This slice serves a modern client from the
-//! child Apiary started itself (the shared child). A child that offered 2026-07-28 in the
+//! mirrors its method and name in headers. A modern client is served from the child Apiary
+//! started itself (the shared child). A child that offered 2026-07-28 in the
 //! `server/discover` probe at its start gets the requests as they are; a legacy one is
 //! bridged as `mcp-brief.md` §9 says: `server/discover` is synthesised from the child's
 //! `initialize` result, `io.modelcontextprotocol/*` `_meta` keys are stripped and every
-//! result gains `resultType`.
+//! result gains `resultType`; a call declaring client capabilities runs on a child of its
+//! own whose server→client requests become `InputRequiredResult`s (`capable`,
+//! `input_bridge`), and `subscriptions/listen` is served from the child's notifications
+//! (`legacy_listen`).
 
 use std::sync::Arc;
 
