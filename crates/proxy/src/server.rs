@@ -357,6 +357,7 @@ async fn track_status(mut events: mpsc::UnboundedReceiver<SlotEvent>, status: wa
                     st.state = UpstreamState::Restarting;
                 }
             }
+            SlotEvent::Ready { revision, shared } => st.record_ready(revision, shared),
             SlotEvent::Stopped { pid } => st.child_pids.retain(|p| Some(*p) != pid),
             SlotEvent::Down { reason, shared } => {
                 st.last_exit = Some(reason);

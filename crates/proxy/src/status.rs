@@ -31,6 +31,11 @@ pub struct UpstreamStatus {
     /// The restart waiting for its backoff, while the state is `restarting`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_restart: Option<RestartPlan>,
+    /// The newest protocol revision the shared stdio child speaks (`2026-07-28` for a child
+    /// that offered it, else the version its `initialize` result names); `None` until one
+    /// is ready, and for HTTP upstreams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// A restart of the shared child (or the local HTTP server) waiting for its backoff.
@@ -51,6 +56,14 @@ impl UpstreamStatus {
             last_exit: None,
             child_pids: Vec::new(),
             next_restart: None,
+            revision: None,
+        }
+    }
+
+    /// A child became ready: the shared one's revision is the upstream's.
+    pub(crate) fn record_ready(&mut self, revision: String, shared: bool) {
+        if shared {
+            self.revision = Some(revision);
         }
     }
 

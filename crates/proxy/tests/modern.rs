@@ -128,6 +128,8 @@ async fn legacy_session_lists_tools(url: &str) {
 async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
     let proxy = proxy_with("modern-dual", &["--stdio"]).await;
     discover_list_call(&proxy.url(), true).await;
+    // The status names the child's newest revision.
+    assert_eq!(proxy.status().borrow().revision.as_deref(), Some("2026-07-28"));
     // The same child still serves legacy clients: the proxy initialized it too.
     legacy_session_lists_tools(&proxy.url()).await;
     proxy.shutdown().await;
@@ -137,6 +139,7 @@ async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
 async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
     let proxy = proxy_with("modern-legacy", &["--stdio", "--legacy-only"]).await;
     discover_list_call(&proxy.url(), false).await;
+    assert_eq!(proxy.status().borrow().revision.as_deref(), Some("2025-11-25"));
     legacy_session_lists_tools(&proxy.url()).await;
     proxy.shutdown().await;
 }
@@ -339,7 +342,7 @@ async fn conformance_2026_07_28_through_the_proxy_over_stdio() {
 /// Scenarios of the 2026-07-28 set that pass through the bridge (the proxy in front of a
 /// legacy-only child): a floor; what cannot pass by the revisions' definitions is listed
 /// in docs/modern.md.
-const BRIDGE_FLOOR: usize = 31;
+const BRIDGE_FLOOR: usize = 42;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_bridge_to_a_legacy_child() {

@@ -2,11 +2,17 @@
 //! `legacy_sse`, and the reverse proxy of an HTTP upstream), what they share (`state`,
 //! `dispatch`, `call`, `edge`), and `refuse`, the one place the errors of the layers below
 //! become HTTP answers. The only layer that sees `Refusal` besides the guard. `modern` is the
-//! 2026-07-28 era's handler, a sibling of `streamable` chosen per POST.
+//! 2026-07-28 era's handler, a sibling of `streamable` chosen per POST; `capable` and
+//! `input_bridge` bridge its requests to a legacy child's server→client requests, `legacy_listen` its
+//! listen streams to a legacy child's notifications.
 
 pub mod call;
+pub mod capable;
 pub mod dispatch;
 pub mod edge;
+pub mod input_bridge;
+pub mod input_park;
+pub mod legacy_listen;
 pub mod legacy_sse;
 pub mod modern;
 pub mod param_headers;

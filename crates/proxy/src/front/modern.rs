@@ -1,11 +1,14 @@
 //! The 2026-07-28 ("modern") front of a stdio upstream, beside the legacy one at the same
 //! `/mcp`: each POST stands alone, declares its version and capabilities in `_meta`, and
-//! mirrors its method and name in headers. This slice serves a modern client from the
-//! child Apiary started itself (the shared child). A child that offered 2026-07-28 in the
+//! mirrors its method and name in headers. A modern client is served from the child Apiary
+//! started itself (the shared child). A child that offered 2026-07-28 in the
 //! `server/discover` probe at its start gets the requests as they are; a legacy one is
 //! bridged as `mcp-brief.md` §9 says: `server/discover` is synthesised from the child's
 //! `initialize` result, `io.modelcontextprotocol/*` `_meta` keys are stripped and every
-//! result gains `resultType`.
+//! result gains `resultType`; a call declaring client capabilities runs on a child of its
+//! own whose server→client requests become `InputRequiredResult`s (`capable`,
+//! `input_bridge`), and `subscriptions/listen` is served from the child's notifications
+//! (`legacy_listen`).
 
 use std::sync::Arc;
 
@@ -17,9 +20,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::answer::{self, Refusal};
-use crate::front::call::sse_response;
+use crate::front::call::{send_event, sse_response};
+use crate::front::capable::{self, Lease};
 use crate::front::dispatch::dispatch;
 use crate::front::edge::Accepts;
+use crate::front::input_bridge;
+use crate::front::legacy_listen;
 use crate::front::param_headers;
 use crate::front::refuse;
 use crate::front::state::StdioFront;
@@ -92,6 +98,17 @@ pub async fn post(
     let modern_child = slot.is_modern();
     let frame = if method == methods::SERVER_DISCOVER && !modern_child {
         discover(front, &m).await?
+    } else if method == methods::SUBSCRIPTIONS_LISTEN && !modern_child {
+        match legacy_listen::listen(front, &m, LISTEN_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(frame) => frame,
+        }
+    } else if let Some(bridged) = bridged(front, &m, &method, modern_child).await? {
+        let wants_progress = apiary_protocol::rewrite::request_progress_token(&m).is_some();
+        if wants_progress && acc.sse {
+            return Ok(bridged_sse(Arc::clone(front), ctx.clone(), m, bridged));
+        }
+        bridged.run(front, ctx, m, None).await?
     } else {
         let forwarded = if modern_child {
             m
@@ -129,6 +146,80 @@ pub async fn post(
         frame
     };
     Ok(respond(frame, acc))
+}
+
+/// A call the bridge to a legacy child serves itself (`front::input_bridge`).
+enum Bridged {
+    /// A retry carrying `requestState`.
+    Retry,
+    /// A first call declaring client capabilities, on a child of its own (`front::capable`).
+    First(Lease),
+}
+
+impl Bridged {
+    async fn run(
+        self,
+        front: &StdioFront,
+        ctx: &RequestCtx,
+        m: Message,
+        progress: Option<mpsc::Sender<Bytes>>,
+    ) -> Result<Bytes, Refusal> {
+        match self {
+            Bridged::Retry => input_bridge::retry(front, ctx, m, progress).await,
+            Bridged::First(lease) => input_bridge::first(front, ctx, m, lease, progress).await,
+        }
+    }
+}
+
+/// Whether the bridge serves this request itself: a call a legacy child may answer with
+/// server→client requests that is a retry, or whose request declared capabilities and got a
+/// child of its own. `None`: the request goes the common way (the shared child).
+async fn bridged(
+    front: &StdioFront,
+    m: &Message,
+    method: &str,
+    modern_child: bool,
+) -> Result<Option<Bridged>, Refusal> {
+    if modern_child || !input_bridge::may_ask(method) {
+        return Ok(None);
+    }
+    if input_bridge::is_retry(m) {
+        return Ok(Some(Bridged::Retry));
+    }
+    let caps = capable::declared_caps(m);
+    if !caps.any() {
+        return Ok(None);
+    }
+    let lease = front.capable.lease(&front.placement, caps, front.request_timeout).await;
+    Ok(lease.map_err(|e| refuse::stdio_sessionless(e, m.id_raw()))?.map(Bridged::First))
+}
+
+/// A bridged call that asked for progress, as SSE: its progress notifications, then its
+/// answer. The stream is the request: a client that closes it ends the call (and stops the
+/// child it had leased).
+fn bridged_sse(front: Arc<StdioFront>, ctx: RequestCtx, m: Message, bridged: Bridged) -> Response {
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    let write_timeout = front.write_timeout;
+    tokio::spawn(async move {
+        let (ptx, mut prx) = mpsc::channel::<Bytes>(32);
+        let work = bridged.run(&front, &ctx, m, Some(ptx));
+        tokio::pin!(work);
+        let closed = body_tx.clone();
+        let mut out = Some(body_tx);
+        let last = loop {
+            tokio::select! {
+                biased;
+                () = closed.closed() => return,
+                Some(p) = prx.recv() => send_event(&mut out, sse::message_event(None, &p), write_timeout).await,
+                r = &mut work => break r.unwrap_or_else(|e| e.body()),
+            }
+        };
+        while let Ok(p) = prx.try_recv() {
+            send_event(&mut out, sse::message_event(None, &p), write_timeout).await;
+        }
+        send_event(&mut out, sse::message_event(None, &last), write_timeout).await;
+    });
+    sse_response(body_rx)
 }
 
 /// The checks of a modern request, in order: `_meta` (-32602), the version header against

@@ -8,6 +8,8 @@ use std::time::Duration;
 use apiary_config::RunConfig;
 use tokio::sync::mpsc;
 
+use crate::front::capable::CapablePool;
+use crate::front::input_park::InputBridge;
 use crate::front::tool_headers::ToolHeaders;
 use crate::guard::Guard;
 use crate::sessions::placement::Placement;
@@ -32,6 +34,12 @@ pub struct StdioFront {
     pub(crate) guard: Arc<Guard>,
     /// The shared child's `x-mcp-header` annotations, for 2026-07-28 calls.
     pub(crate) tool_headers: ToolHeaders,
+    /// Children leased to 2026-07-28 requests that declare client capabilities.
+    pub capable: CapablePool,
+    /// Calls on those children parked while their client provides input.
+    pub(crate) input_bridge: InputBridge,
+    /// `subscriptions/listen` streams the proxy serves for a legacy child (`legacy_listen`).
+    pub(crate) legacy_listeners: std::sync::atomic::AtomicUsize,
 }
 
 impl StdioFront {
@@ -58,6 +66,9 @@ impl StdioFront {
             max_queued: limits.max_queued_per_session as usize,
             guard,
             tool_headers: ToolHeaders::default(),
+            capable: CapablePool::default(),
+            input_bridge: InputBridge::default(),
+            legacy_listeners: Default::default(),
         })
     }
 }
@@ -66,6 +77,7 @@ impl StdioFront {
     /// Stops every child: the shared one and each session's.
     pub fn stop_all(&self) {
         self.placement.shared.slot.stop();
+        self.capable.clear();
         self.sessions.clear();
         self.sse.clear();
     }

@@ -64,6 +64,24 @@ impl Placement {
     }
 }
 
+impl Placement {
+    /// Starts a child of one requester's own, initialized with `init_params`, when the mode
+    /// allows children of their own and the `--max-session-children` bound has room (the
+    /// bound is shared with sessions' own children). Released like a session's own child:
+    /// [`ChildGroup::release`] stops it and frees its place.
+    pub fn start_own_child(&self, init_params: String) -> Option<Arc<ChildGroup>> {
+        if self.mode == StdioMode::Shared {
+            return None;
+        }
+        self.own_children
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_own_children).then_some(n + 1))
+            .ok()?;
+        let mut opts = self.slot_template.clone();
+        opts.init_params = init_params;
+        Some(ChildGroup::start(opts, true, Some(Arc::clone(&self.own_children)), self.events.clone()))
+    }
+}
+
 /// The `initialize` params Apiary sends to a child it initializes itself.
 pub fn own_initialize_params(capabilities: Value) -> String {
     serde_json::json!({

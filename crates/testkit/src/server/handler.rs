@@ -151,13 +151,17 @@ impl ServerHandler for FixtureServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        if let Some(answer) = mrtr::call(&request, &context) {
+        if self.options.legacy_only {
+            if let Some(answer) = mrtr::call_legacy(&request, &context).await {
+                return answer;
+            }
+        } else if let Some(answer) = mrtr::call(&request, &context) {
             return answer;
         }
         if let Some(answer) = tasks::call(&request, &context) {
             return answer;
         }
-        if let Some(answer) = stateless::call(&request, &context).await {
+        if let Some(answer) = stateless::call(&request, &context, self.options.legacy_only).await {
             return answer;
         }
         if let Some(result) = param_headers::call(&request) {
@@ -224,7 +228,11 @@ impl ServerHandler for FixtureServer {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        if let Some(answer) = mrtr::prompt(&request, &context) {
+        if self.options.legacy_only {
+            if let Some(answer) = mrtr::prompt_legacy(&request, &context).await {
+                return answer;
+            }
+        } else if let Some(answer) = mrtr::prompt(&request, &context) {
             return answer;
         }
         prompts::get(&request.name, request.arguments.as_ref()).map(GetPromptResponse::from)

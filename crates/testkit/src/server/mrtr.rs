@@ -8,6 +8,12 @@
 //! client altered is refused (-32602) rather than trusted. Input requests are only made for
 //! capabilities the request's `_meta` declares; an answer that is missing or malformed is
 //! asked for again rather than refused.
+//!
+//! In `--legacy-only` a server cannot answer with an `InputRequiredResult` (its peer
+//! negotiated a legacy version): the same rounds run inside one call, each round's input
+//! requests raised the legacy way, as server→client requests to the peer, at once, and
+//! their answers gathered under the round's keys (`call_legacy`, `prompt_legacy`). What may
+//! be asked then follows the capabilities the peer declared in `initialize`.
 
 use std::sync::OnceLock;
 
@@ -17,7 +23,8 @@ use rmcp::ErrorData as McpError;
 use rmcp::RoleServer;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ContentBlock, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, InputRequiredResult, InputResponses, Prompt, PromptMessage, Role, Tool,
+    GetPromptResponse, GetPromptResult, InputRequests, InputRequiredResult, InputResponses, Prompt, PromptMessage,
+    Role, ServerRequest, Tool,
 };
 use rmcp::service::RequestContext;
 use serde_json::{Value, json};
@@ -40,6 +47,10 @@ pub const TAMPERED_STATE: &str = "test_input_required_result_tampered_state";
 pub const CAPABILITIES: &str = "test_input_required_result_capabilities";
 /// The prompt that needs an elicitation before it renders.
 pub const PROMPT: &str = "test_input_required_result_prompt";
+
+/// The names of this module's tools.
+const TOOLS: [&str; 8] =
+    [ELICITATION, SAMPLING, LIST_ROOTS, REQUEST_STATE, MULTIPLE_INPUTS, MULTI_ROUND, TAMPERED_STATE, CAPABILITIES];
 
 /// The tools of this module, for `tools/list`.
 pub fn catalogue() -> Vec<Tool> {
@@ -170,18 +181,128 @@ pub fn call(
         state: request.request_state.as_deref(),
         caps: context.meta.client_capabilities().unwrap_or_default(),
     };
-    let answer = match request.name.as_ref() {
-        ELICITATION => elicitation(&round),
-        SAMPLING => sampling(&round),
-        LIST_ROOTS => list_roots(&round),
-        REQUEST_STATE => request_state(&round, REQUEST_STATE),
-        TAMPERED_STATE => request_state(&round, TAMPERED_STATE),
-        MULTIPLE_INPUTS => multiple_inputs(&round),
-        MULTI_ROUND => multi_round(&round),
-        CAPABILITIES => capabilities(&round),
+    run_tool(&request.name, &round)
+}
+
+/// One round of the tool `name`, when it is one of this module's.
+fn run_tool(name: &str, round: &Round<'_>) -> Option<Result<CallToolResponse, McpError>> {
+    let answer = match name {
+        ELICITATION => elicitation(round),
+        SAMPLING => sampling(round),
+        LIST_ROOTS => list_roots(round),
+        REQUEST_STATE => request_state(round, REQUEST_STATE),
+        TAMPERED_STATE => request_state(round, TAMPERED_STATE),
+        MULTIPLE_INPUTS => multiple_inputs(round),
+        MULTI_ROUND => multi_round(round),
+        CAPABILITIES => capabilities(round),
         _ => return None,
     };
     Some(answer)
+}
+
+/// The legacy way of [`call`]: every round's input requests go to the peer as
+/// server→client requests, within this one call.
+pub async fn call_legacy(
+    request: &CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+) -> Option<Result<CallToolResponse, McpError>> {
+    let name = request.name.as_ref();
+    if !TOOLS.contains(&name) {
+        return None;
+    }
+    let answer = legacy_rounds(
+        context,
+        |round| run_tool(name, round).unwrap_or_else(|| complete("")),
+        |r| match r {
+            CallToolResponse::InputRequired(ir) => Err(Box::new(ir)),
+            other => Ok(other),
+        },
+    )
+    .await;
+    Some(answer)
+}
+
+/// The legacy way of [`prompt`].
+pub async fn prompt_legacy(
+    request: &GetPromptRequestParams,
+    context: &RequestContext<RoleServer>,
+) -> Option<Result<GetPromptResponse, McpError>> {
+    if request.name != PROMPT {
+        return None;
+    }
+    let answer = legacy_rounds(context, render_prompt, |r| match r {
+        GetPromptResponse::InputRequired(ir) => Err(Box::new(ir)),
+        other => Ok(other),
+    })
+    .await;
+    Some(answer)
+}
+
+/// Most rounds one legacy call runs before giving up (the tools need at most two).
+const LEGACY_ROUNDS: usize = 8;
+
+/// The `params._meta` member of a server→client request naming the key its answer has in
+/// the round (`user_name`): a bridge that turns the request into an `InputRequiredResult`
+/// may key it so, as a 2026-07-28 server would.
+pub const INPUT_KEY_META: &str = "apiary/inputKey";
+
+/// Runs rounds until one completes: each `InputRequiredResult` (`split` tells it apart)
+/// has its requests asked of the peer, and the next round sees the answers and its state.
+async fn legacy_rounds<R>(
+    context: &RequestContext<RoleServer>,
+    run: impl Fn(&Round<'_>) -> Result<R, McpError>,
+    split: impl Fn(R) -> Result<R, Box<InputRequiredResult>>,
+) -> Result<R, McpError> {
+    let caps = context.peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
+    let mut responses = InputResponses::new();
+    let mut state: Option<String> = None;
+    for _ in 0..LEGACY_ROUNDS {
+        let round = Round { responses: &responses, state: state.as_deref(), caps: caps.clone() };
+        let asked = match split(run(&round)?) {
+            Ok(done) => return Ok(done),
+            Err(asked) => asked,
+        };
+        let requests = asked.input_requests.unwrap_or_default();
+        if requests.is_empty() {
+            return Err(McpError::invalid_request("the client declared no capability this needs", None));
+        }
+        state = asked.request_state;
+        responses = ask_peer(context, requests).await?;
+    }
+    Err(McpError::internal_error(format!("no answer after {LEGACY_ROUNDS} rounds of input"), None))
+}
+
+/// One input request as the server→client request a legacy server sends, its key named in
+/// `params._meta` ([`INPUT_KEY_META`]).
+fn as_server_request(key: &str, request: &rmcp::model::InputRequest) -> Result<ServerRequest, McpError> {
+    let mut wire = serde_json::to_value(request).map_err(|e| McpError::internal_error(e.to_string(), None))?;
+    if let Some(Value::Object(params)) = wire.as_object_mut().map(|w| w.entry("params").or_insert_with(|| json!({})))
+        && let Value::Object(meta) = params.entry("_meta").or_insert_with(|| json!({}))
+    {
+        meta.insert(INPUT_KEY_META.to_owned(), Value::String(key.to_owned()));
+    }
+    serde_json::from_value(wire).map_err(|e| McpError::internal_error(format!("input request: {e}"), None))
+}
+
+/// Asks the peer every request of a round at once; the answers come back under their keys.
+async fn ask_peer(context: &RequestContext<RoleServer>, requests: InputRequests) -> Result<InputResponses, McpError> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (key, request) in requests {
+        let request = as_server_request(&key, &request)?;
+        let peer = context.peer.clone();
+        let cancel = context.ct.clone();
+        asks.spawn(async move {
+            let answer = super::tools::ask_client(peer.send_request(request), &cancel).await;
+            (key, answer)
+        });
+    }
+    let mut responses = InputResponses::new();
+    while let Some(done) = asks.join_next().await {
+        let (key, answer) = done.map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let value = serde_json::to_value(answer?).map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        responses.insert(key, value);
+    }
+    Ok(responses)
 }
 
 /// Renders the prompt `request` names when it is this module's; `None` otherwise.
@@ -198,7 +319,11 @@ pub fn prompt(
         state: request.request_state.as_deref(),
         caps: context.meta.client_capabilities().unwrap_or_default(),
     };
-    let answer = match round.elicited("user_context", "context") {
+    Some(render_prompt(&round))
+}
+
+fn render_prompt(round: &Round<'_>) -> Result<GetPromptResponse, McpError> {
+    match round.elicited("user_context", "context") {
         Some(context) => Ok(GetPromptResult::new(vec![PromptMessage::new_text(
             Role::User,
             format!("Answer with this context in mind: {context}"),
@@ -208,8 +333,7 @@ pub fn prompt(
             .elicit(&round.caps, "user_context", "What context should the prompt use?", "context", "string")
             .result(None)
             .map(GetPromptResponse::from),
-    };
-    Some(answer)
+    }
 }
 
 fn complete(text: impl Into<String>) -> Result<CallToolResponse, McpError> {
@@ -368,6 +492,17 @@ mod tests {
             Asks::default().elicit(&caps, "a", "m", "name", "string").sample(&caps, "b", "t", 5).roots(&caps, "c");
         let result = asks.result(Some("s"));
         assert!(result.is_ok(), "{result:?}");
+        // Each becomes the server→client request a legacy server sends, its key in `_meta`.
+        let asks =
+            Asks::default().elicit(&caps, "a", "m", "name", "string").sample(&caps, "b", "t", 5).roots(&caps, "c");
+        let requests = asks.result(None).unwrap().input_requests.unwrap();
+        for (key, request) in &requests {
+            let wire = serde_json::to_value(as_server_request(key, request).unwrap()).unwrap();
+            assert_eq!(wire["method"], serde_json::to_value(request).unwrap()["method"], "{wire}");
+            if wire["method"] != "roots/list" {
+                assert_eq!(wire["params"]["_meta"][INPUT_KEY_META], key.as_str(), "{wire}");
+            }
+        }
         let none = Asks::default().elicit(&ClientCapabilities::default(), "a", "m", "name", "string");
         assert!(none.0.is_empty(), "no elicitation without the capability");
     }

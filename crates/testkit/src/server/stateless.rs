@@ -8,6 +8,9 @@
 //! `test_trigger_tool_change` (tells every open listen stream that the tool list changed).
 //! A listen stream gets the notifications its filter asked for, tagged with its
 //! subscription id by the SDK; tool-list changes reach every stream of the process.
+//! In `--legacy-only` the same tools behave as a legacy server would: the capabilities are
+//! the ones the peer declared in `initialize`, `test_streaming_elicitation` asks with a
+//! server→client request, and `test_trigger_tool_change` also notifies its peer.
 #![allow(deprecated)] // Logging is a deprecated feature (SEP-2577) that one diagnostic exercises.
 
 use std::sync::OnceLock;
@@ -40,8 +43,13 @@ pub fn catalogue() -> Vec<Tool> {
 pub async fn call(
     request: &CallToolRequestParams,
     context: &RequestContext<RoleServer>,
+    legacy: bool,
 ) -> Option<Result<CallToolResponse, McpError>> {
-    let caps = context.meta.client_capabilities().unwrap_or_default();
+    let caps = if legacy {
+        context.peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default()
+    } else {
+        context.meta.client_capabilities().unwrap_or_default()
+    };
     let answer = match request.name.as_ref() {
         "test_missing_capability" => {
             if caps.sampling.is_none() {
@@ -52,11 +60,15 @@ pub async fn call(
                 Ok(text("the client declared sampling"))
             }
         }
+        "test_streaming_elicitation" if legacy => streaming_elicitation_legacy(&caps, context).await,
         "test_streaming_elicitation" => streaming_elicitation(&caps),
         "test_logging_tool" => logging(context).await,
         "test_trigger_tool_change" => {
             // No listener is not an error: the change simply reaches nobody.
             let _ = events().send(());
+            if legacy {
+                let _ = context.peer.notify_tool_list_changed().await;
+            }
             Ok(text("the tool list changed"))
         }
         _ => return None,
@@ -108,6 +120,30 @@ fn streaming_elicitation(caps: &ClientCapabilities) -> Result<CallToolResponse, 
     serde_json::from_value::<InputRequiredResult>(result)
         .map(CallToolResponse::from)
         .map_err(|e| McpError::internal_error(format!("input request: {e}"), None))
+}
+
+/// The legacy way: the same question as a server→client request, answered before the
+/// call completes.
+async fn streaming_elicitation_legacy(
+    caps: &ClientCapabilities,
+    context: &RequestContext<RoleServer>,
+) -> Result<CallToolResponse, McpError> {
+    if caps.elicitation.is_none() {
+        let mut required = ClientCapabilities::default();
+        required.elicitation = Some(Default::default());
+        return Err(McpError::missing_required_client_capability(required));
+    }
+    let request: rmcp::model::ServerRequest = serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": {
+            "mode": "form",
+            "message": "Anything to add?",
+            "requestedSchema": { "type": "object", "properties": { "text": { "type": "string" } } },
+        },
+    }))
+    .map_err(|e| McpError::internal_error(format!("input request: {e}"), None))?;
+    super::tools::ask_client(context.peer.send_request(request), &context.ct).await?;
+    Ok(text("the client answered"))
 }
 
 /// One log message, sent only when the request asked for logs by setting a level.

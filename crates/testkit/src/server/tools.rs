@@ -371,7 +371,7 @@ async fn add_tool(
 
 /// Awaits the client's answer to a server-to-client request, for at most
 /// [`CLIENT_ANSWER_TIMEOUT`] and only while the tool call is not cancelled.
-async fn ask_client<T>(
+pub(super) async fn ask_client<T>(
     request: impl std::future::Future<Output = Result<T, rmcp::ServiceError>>,
     cancel: &CancellationToken,
 ) -> Result<T, McpError> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apiary_config::RestartPolicy;
-use apiary_protocol::{Kind, Message, methods, modern};
+use apiary_protocol::{Kind, Message, Revision, methods, modern};
 use apiary_transport::launch::{BoxRead, CallerHandle, ExitReason, Launch, LaunchContext};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -29,6 +29,13 @@ pub enum SlotEvent {
     Exited {
         pid: Option<u32>,
         reason: ExitReason,
+        shared: bool,
+    },
+    /// The child answered `initialize` and serves: `revision` is the newest it speaks
+    /// (2026-07-28 when it offered it in `server/discover`, else the version its
+    /// `initialize` result names).
+    Ready {
+        revision: String,
         shared: bool,
     },
     /// The child was stopped on purpose.
@@ -330,6 +337,11 @@ impl Supervisor {
         };
         let failed = match init {
             Ok(result) => {
+                let revision =
+                    if modern { Some(Revision::V2026_07_28.as_str().to_owned()) } else { protocol_version(&result) };
+                if let Some(revision) = revision {
+                    let _ = self.events.send(SlotEvent::Ready { revision, shared: self.opts.shared });
+                }
                 if let Ok(mut g) = self.init_result.lock() {
                     *g = Some(result);
                 }
@@ -390,6 +402,12 @@ impl Supervisor {
         let _ = self.events.send(SlotEvent::Exited { pid, reason: reason.clone(), shared: self.opts.shared });
         Ended::Failed(reason)
     }
+}
+
+/// The `protocolVersion` an `initialize` result names, read alone.
+fn protocol_version(result: &[u8]) -> Option<String> {
+    let at = apiary_protocol::splice::find_member(result, 0..result.len(), "protocolVersion").ok()??;
+    serde_json::from_slice(&result[at]).ok()
 }
 
 /// The `server/discover` params of Apiary's probe.
