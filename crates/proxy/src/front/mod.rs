@@ -2,11 +2,14 @@
 //! `legacy_sse`, and the reverse proxy of an HTTP upstream), what they share (`state`,
 //! `dispatch`, `call`, `edge`), and `refuse`, the one place the errors of the layers below
 //! become HTTP answers. The only layer that sees `Refusal` besides the guard. `modern` is the
-//! 2026-07-28 era's handler, a sibling of `streamable` chosen per POST.
+//! 2026-07-28 era's handler, a sibling of `streamable` chosen per POST; `legacy_bridge` serves
+//! legacy sessions of a 2026-07-28-only child (its table of sessions is `bridged`).
 
+pub mod bridged;
 pub mod call;
 pub mod dispatch;
 pub mod edge;
+pub mod legacy_bridge;
 pub mod legacy_sse;
 pub mod modern;
 pub mod param_headers;

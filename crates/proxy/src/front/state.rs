@@ -8,6 +8,7 @@ use std::time::Duration;
 use apiary_config::RunConfig;
 use tokio::sync::mpsc;
 
+use crate::front::bridged::BridgedSessions;
 use crate::front::tool_headers::ToolHeaders;
 use crate::guard::Guard;
 use crate::sessions::placement::Placement;
@@ -32,6 +33,8 @@ pub struct StdioFront {
     pub(crate) guard: Arc<Guard>,
     /// The shared child's `x-mcp-header` annotations, for 2026-07-28 calls.
     pub(crate) tool_headers: ToolHeaders,
+    /// Legacy sessions of a 2026-07-28-only child, kept by the bridge.
+    pub(crate) bridged: BridgedSessions,
 }
 
 impl StdioFront {
@@ -58,6 +61,7 @@ impl StdioFront {
             max_queued: limits.max_queued_per_session as usize,
             guard,
             tool_headers: ToolHeaders::default(),
+            bridged: BridgedSessions::default(),
         })
     }
 }

@@ -1,0 +1,378 @@
+//! Legacy clients (an `initialize`, a session) of a stdio child that speaks only 2026-07-28
+//! (issue 18, part 5; mcp-brief.md §9 rule 40). The proxy answers `initialize` from the
+//! child's `server/discover`, keeps the session itself, and sends each of the session's
+//! requests to the child as a 2026-07-28 one, its `_meta` stamped with what the session's
+//! `initialize` declared (by splice: the client's params keep their bytes). An
+//! `InputRequiredResult` becomes the legacy server→client requests on the call's stream;
+//! the client's answers go back as the retry (`inputResponses` + `requestState`) until a
+//! final result. `ping` and `logging/setLevel` (removed in 2026-07-28) are answered here.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use apiary_protocol::bridge::{self, Stamp};
+use apiary_protocol::{Kind, Message, ParseError, Revision, codes, error_response, methods, rewrite};
+use apiary_transport::sse;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::{self, Refusal};
+use crate::client::{ClientCaps, level_rank};
+use crate::front::bridged::{Bridged, lock};
+use crate::front::call::{send_event, sse_response};
+use crate::front::dispatch::dispatch;
+use crate::front::edge::Accepts;
+use crate::front::refuse;
+use crate::front::state::StdioFront;
+use crate::guard::RequestCtx;
+use crate::sessions::session::Session;
+use crate::upstream::stdio::Delivery;
+
+/// Input rounds one call may take before the proxy gives up on it.
+const MAX_ROUNDS: usize = 8;
+/// Calls one session may have in flight through the bridge.
+const MAX_CALLS: usize = 256;
+
+/// Whether legacy sessions are bridged: the shared child is up and speaks only 2026-07-28.
+pub(crate) async fn bridging(front: &StdioFront) -> bool {
+    let slot = &front.placement.shared.slot;
+    slot.ready(front.request_timeout).await.is_ok() && slot.is_modern_only()
+}
+
+#[derive(Deserialize)]
+struct InitParams<'a> {
+    #[serde(rename = "protocolVersion", default)]
+    protocol_version: Option<String>,
+    #[serde(borrow, default)]
+    capabilities: Option<&'a RawValue>,
+    #[serde(borrow, rename = "clientInfo", default)]
+    client_info: Option<&'a RawValue>,
+}
+
+/// `initialize` of a bridged session: the session is the proxy's; the answer is made from
+/// the child's `server/discover` result with the client's version when Apiary serves it
+/// (else the newest legacy one, which the client may refuse).
+pub(crate) fn open(front: &StdioFront, m: &Message) -> Result<(Arc<Session>, Bytes), Refusal> {
+    let id = m.id_raw().unwrap_or("null");
+    let discover = front.placement.shared.slot.discover_result().ok_or_else(|| Refusal::UpstreamUnavailable {
+        reason: "the server has not answered server/discover".into(),
+        retry_after: 1,
+        id: Some(id.to_owned()),
+    })?;
+    let params: InitParams<'_> = m
+        .params_raw()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .ok_or_else(|| Refusal::InvalidParams("initialize needs params".into()))?;
+    let revision = params
+        .protocol_version
+        .as_deref()
+        .and_then(|v| v.parse::<Revision>().ok())
+        .filter(|r| r.era() == apiary_protocol::Era::Legacy)
+        .unwrap_or(Revision::LATEST_LEGACY);
+    let capabilities = params.capabilities.map(RawValue::get).filter(|c| c.starts_with('{')).unwrap_or("{}");
+    let caps = ClientCaps::from_initialize(&m.params_as::<serde_json::Value>().unwrap_or_default());
+    let session = front
+        .sessions
+        .insert(revision, Arc::clone(&front.placement.shared), caps)
+        .map_err(|e| refuse::opening(e, Some(id)))?;
+    let bridged = Arc::new(Bridged::new(&session, caps, capabilities, params.client_info.map(RawValue::get)));
+    front.bridged.insert(Arc::clone(&session.id), bridged);
+    let result = bridge::initialize_from_discover(&discover, revision.as_str());
+    tracing::info!(session = %session.id, %revision, "session opened on a 2026-07-28-only server (bridged)");
+    Ok((session, apiary_protocol::result_response(id, &result)))
+}
+
+/// A POST of a bridged session.
+pub(crate) async fn post(
+    front: &Arc<StdioFront>,
+    ctx: &RequestCtx,
+    session: Arc<Session>,
+    b: Arc<Bridged>,
+    members: Vec<Result<Message, ParseError>>,
+    batch: bool,
+    acc: Accepts,
+) -> Result<Response, Refusal> {
+    if !batch && let [Ok(m)] = members.as_slice() {
+        return single(front, ctx, session, b, m.clone(), acc).await;
+    }
+    // A batch (2025-03-26): each member in turn, answered together as JSON; no member can
+    // be asked for input (there is no stream to ask on).
+    let mut frames = Vec::new();
+    for member in members {
+        let m = match member {
+            Ok(m) => m,
+            Err(e) => {
+                frames.push(e.to_response());
+                continue;
+            }
+        };
+        match m.kind() {
+            Kind::Request => frames.push(match local(&b, &m) {
+                Some(frame) => frame,
+                None => run_call(front, ctx, &b, &m, None).await,
+            }),
+            Kind::Notification => notification(&b, &m),
+            Kind::Response | Kind::Error => {
+                b.answered(m);
+            }
+        }
+    }
+    drop(session);
+    if frames.is_empty() {
+        return Ok(answer::accepted());
+    }
+    let mut body = BytesMut::from(&b"["[..]);
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b",");
+        }
+        body.extend_from_slice(f);
+    }
+    body.extend_from_slice(b"]");
+    Ok(answer::json(body.freeze()))
+}
+
+/// One message of a bridged session.
+async fn single(
+    front: &Arc<StdioFront>,
+    ctx: &RequestCtx,
+    session: Arc<Session>,
+    b: Arc<Bridged>,
+    m: Message,
+    acc: Accepts,
+) -> Result<Response, Refusal> {
+    match m.kind() {
+        Kind::Response | Kind::Error => {
+            if b.answered(m) {
+                Ok(answer::accepted())
+            } else {
+                Err(Refusal::invalid("no outstanding request with this id"))
+            }
+        }
+        Kind::Notification => {
+            notification(&b, &m);
+            Ok(answer::accepted())
+        }
+        Kind::Request => {
+            if let Some(frame) = local(&b, &m) {
+                return Ok(answer::json(frame));
+            }
+            let method = m.method().unwrap_or_default();
+            // A stream when the child may ask for input (or the client wants progress).
+            let may_ask = matches!(method, methods::TOOLS_CALL | methods::PROMPTS_GET | methods::RESOURCES_READ);
+            let streams = acc.sse && (may_ask || rewrite::request_progress_token(&m).is_some() || !acc.json);
+            if !streams {
+                return Ok(answer::json(run_call(front, ctx, &b, &m, None).await));
+            }
+            Ok(stream_call(Arc::clone(front), ctx.clone(), session, b, m)?)
+        }
+    }
+}
+
+/// A notification of a bridged session: `notifications/cancelled` stops the call at the
+/// child; the rest have no 2026-07-28 counterpart (`initialized`, `roots/list_changed`).
+fn notification(b: &Bridged, m: &Message) {
+    if m.method() == Some(methods::CANCELLED)
+        && let Some(id) = rewrite::cancelled_request_id(m)
+        && let Some(token) = lock(&b.calls).remove(&id)
+    {
+        token.cancel();
+    }
+}
+
+/// Requests the 2026-07-28 era removed, answered here: `ping`, `logging/setLevel` (kept
+/// and stamped as each later request's `logLevel`), and the subscriptions (not bridged:
+/// they need a `subscriptions/listen`, so the capability is not advertised).
+fn local(b: &Bridged, m: &Message) -> Option<Bytes> {
+    let id = m.id_raw()?;
+    match m.method()? {
+        methods::PING => Some(apiary_protocol::result_response(id, "{}")),
+        methods::SET_LEVEL => {
+            let level = m.params_string("level").filter(|l| level_rank(l).is_some());
+            let Some(level) = level else {
+                return Some(error_response(Some(id), codes::INVALID_PARAMS, "unknown log level", None));
+            };
+            *lock(&b.level) = serde_json::to_string(&level).ok().map(Into::into);
+            Some(apiary_protocol::result_response(id, "{}"))
+        }
+        methods::SUBSCRIBE | methods::UNSUBSCRIBE => Some(error_response(
+            Some(id),
+            codes::METHOD_NOT_FOUND,
+            "resource subscriptions are not offered: the server speaks only 2026-07-28",
+            None,
+        )),
+        _ => None,
+    }
+}
+
+/// A call answered on its own SSE stream: the bridge's requests for input and the child's
+/// progress, then the answer. `notifications/cancelled` or the session's end stops it (and
+/// the child's work); a client that only goes away does not (legacy era).
+fn stream_call(
+    front: Arc<StdioFront>,
+    ctx: RequestCtx,
+    session: Arc<Session>,
+    b: Arc<Bridged>,
+    m: Message,
+) -> Result<Response, Refusal> {
+    let id = m.id().ok_or_else(|| Refusal::invalid("request id missing"))?;
+    let token = CancellationToken::new();
+    {
+        let mut calls = lock(&b.calls);
+        if calls.len() >= MAX_CALLS {
+            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
+        }
+        if calls.contains_key(&id) {
+            return Err(Refusal::invalid_with_id("request id already in flight", m.id_raw()));
+        }
+        calls.insert(id.clone(), token.clone());
+    }
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let write_timeout = front.write_timeout;
+    tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        let mut out = Some(body_tx);
+        let call = run_call(&front, &ctx, &b, &m, Some(tx));
+        tokio::pin!(call);
+        let answer = loop {
+            tokio::select! {
+                Some(frame) = rx.recv() => send_event(&mut out, sse::message_event(None, &frame), write_timeout).await,
+                frame = &mut call => break Some(frame),
+                () = token.cancelled() => break None,
+                () = session.closed.cancelled() => break None,
+            }
+        };
+        lock(&b.calls).remove(&id);
+        // What the call said before it ended goes out first.
+        while let Ok(frame) = rx.try_recv() {
+            send_event(&mut out, sse::message_event(None, &frame), write_timeout).await;
+        }
+        // A cancelled request gets no answer (the spec's cancellation).
+        if let Some(frame) = answer {
+            send_event(&mut out, sse::message_event(None, &frame), write_timeout).await;
+        }
+    });
+    Ok(sse_response(body_rx))
+}
+
+/// The rounds of one call: the request stamped and sent, each `InputRequiredResult` put to
+/// the client (on `out`) and retried, until the final answer (with the client's id).
+/// Dropping the future stops the call at the child.
+async fn run_call(
+    front: &StdioFront,
+    ctx: &RequestCtx,
+    b: &Bridged,
+    m: &Message,
+    out: Option<mpsc::Sender<Bytes>>,
+) -> Bytes {
+    let id = m.id_raw().unwrap_or("null").to_owned();
+    let fail = |code: i32, msg: &str| error_response(Some(&id), code, msg, None);
+    let level = lock(&b.level).clone();
+    let stamp =
+        Stamp { capabilities: &b.capabilities, client_info: b.client_info.as_deref(), log_level: level.as_deref() };
+    let stamped = match bridge::modern_request(m.bytes(), &stamp) {
+        Ok(s) => s,
+        Err(e) => return fail(codes::INVALID_REQUEST, &format!("the request cannot be forwarded: {e}")),
+    };
+    let mut request = stamped.clone();
+    for _ in 0..MAX_ROUNDS {
+        let frame = match one_round(front, ctx, request, out.as_ref()).await {
+            Ok(frame) => frame,
+            Err(refusal) => return refusal.echo(Some(&id)).body(),
+        };
+        let Ok(answer) = Message::parse(frame.clone()) else { return frame };
+        let asked = answer.payload_raw().filter(|_| answer.kind() == Kind::Response).and_then(bridge::input_required);
+        let Some(asked) = asked else { return bridge::legacy_result(frame) };
+        let Some(out) = &out else {
+            return fail(
+                codes::INTERNAL_ERROR,
+                "the server asks the client for input, which needs a stream: accept text/event-stream",
+            );
+        };
+        let mut waits = Vec::with_capacity(asked.requests.len());
+        for r in &asked.requests {
+            if !b.caps.allows(&r.method) {
+                // The client cannot be asked: the spec's error for a capability it lacks.
+                let cap = r.method.split('/').next().unwrap_or_default();
+                let data = serde_json::json!({"requiredCapabilities": {cap: {}}});
+                let msg = format!("the server needs the client's {cap} capability, which it did not declare");
+                return error_response(Some(&id), codes::MISSING_REQUIRED_CLIENT_CAPABILITY, &msg, Some(&data));
+            }
+            let (ask_id, rx) = match b.ask() {
+                Ok(a) => a,
+                Err(refusal) => return refusal.echo(Some(&id)).body(),
+            };
+            let method = serde_json::to_string(&r.method).unwrap_or_default();
+            let params = r.params.as_deref().map(|p| format!(",\"params\":{p}")).unwrap_or_default();
+            let ask = format!(r#"{{"jsonrpc":"2.0","id":{ask_id},"method":{method}{params}}}"#);
+            if out.send(Bytes::from(ask)).await.is_err() {
+                return fail(codes::INTERNAL_ERROR, "the client's stream is gone");
+            }
+            waits.push((r.key.clone(), rx));
+        }
+        let mut responses = Vec::with_capacity(waits.len());
+        for (key, rx) in waits {
+            let reply = match tokio::time::timeout(front.request_timeout, rx).await {
+                Ok(Ok(reply)) => reply,
+                _ => return fail(codes::INTERNAL_ERROR, "the client did not answer the server's request in time"),
+            };
+            match (reply.kind(), reply.payload_raw()) {
+                (Kind::Response, Some(result)) => responses.push((key, result.to_owned())),
+                // The client refused: so is the call, with the client's error.
+                _ => {
+                    let error = reply.payload_raw().unwrap_or("{}");
+                    return Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#));
+                }
+            }
+        }
+        request = match bridge::retry_request(&stamped, &responses, asked.request_state.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return fail(codes::INTERNAL_ERROR, &format!("the retry cannot be built: {e}")),
+        };
+    }
+    fail(codes::INTERNAL_ERROR, &format!("the server asked for input more than {MAX_ROUNDS} times"))
+}
+
+/// One request to the child (each a new child-side id): its answer; its progress goes to
+/// `out`. Dropping the future cancels the request at the child.
+async fn one_round(
+    front: &StdioFront,
+    ctx: &RequestCtx,
+    request: Bytes,
+    out: Option<&mpsc::Sender<Bytes>>,
+) -> Result<Bytes, Refusal> {
+    let msg = Message::parse(request).map_err(Refusal::Parse)?;
+    let Some((mut call, rx)) = dispatch(front, ctx, None, vec![Ok(msg)], false).await? else {
+        return Err(Refusal::invalid("nothing to forward"));
+    };
+    call.cancel_on_drop = true;
+    let (tx, mut local) = mpsc::channel::<Delivery>(16);
+    let pump = AbortOnDrop(tokio::spawn(call.pump(rx, tx)));
+    while let Some(d) = local.recv().await {
+        // The answer, or the error of a request that timed out (sent as a plain message).
+        let answers = d.is_response()
+            || Message::parse(d.frame.clone()).is_ok_and(|m| matches!(m.kind(), Kind::Response | Kind::Error));
+        if answers {
+            return Ok(d.frame);
+        }
+        if let Some(out) = out {
+            let _ = out.send(d.frame).await;
+        }
+    }
+    drop(pump);
+    Err(Refusal::UpstreamUnavailable { reason: "the server went away".into(), retry_after: 1, id: None })
+}
+
+/// Aborts the task when dropped: the call it pumps is dropped with it, and cancelled at
+/// the child.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
