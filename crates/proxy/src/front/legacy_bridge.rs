@@ -30,8 +30,11 @@ use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
 use crate::sessions::session::Session;
+use crate::upstream::mux::ChildGroup;
 use crate::upstream::stdio::Delivery;
 
+/// The `logLevel` stamped for a session that never sent `logging/setLevel`.
+const DEFAULT_LEVEL: &str = "\"debug\"";
 /// Input rounds one call may take before the proxy gives up on it.
 const MAX_ROUNDS: usize = 8;
 /// Calls one session may have in flight through the bridge.
@@ -271,9 +274,10 @@ async fn run_call(
 ) -> Bytes {
     let id = m.id_raw().unwrap_or("null").to_owned();
     let fail = |code: i32, msg: &str| error_response(Some(&id), code, msg, None);
-    let level = lock(&b.level).clone();
-    let stamp =
-        Stamp { capabilities: &b.capabilities, client_info: b.client_info.as_deref(), log_level: level.as_deref() };
+    // A legacy client that set no level leaves the choice to the server; a modern server
+    // sends no log line for a request without a level, so the bridge asks for all of them.
+    let level = lock(&b.level).clone().unwrap_or_else(|| DEFAULT_LEVEL.into());
+    let stamp = Stamp { capabilities: &b.capabilities, client_info: b.client_info.as_deref(), log_level: Some(&level) };
     let stamped = match bridge::modern_request(m.bytes(), &stamp) {
         Ok(s) => s,
         Err(e) => return fail(codes::INVALID_REQUEST, &format!("the request cannot be forwarded: {e}")),
@@ -352,7 +356,22 @@ async fn one_round(
     call.cancel_on_drop = true;
     let (tx, mut local) = mpsc::channel::<Delivery>(16);
     let pump = AbortOnDrop(tokio::spawn(call.pump(rx, tx)));
-    while let Some(d) = local.recv().await {
+    // A child's log line names no request: it reaches this call only while this is the one
+    // call of no session in flight on the child (the multiplexer's rule; never a guess).
+    let (logs_tx, mut logs) = mpsc::channel::<Delivery>(16);
+    let _logs = SessionlessStream::open(&front.placement.shared, logs_tx);
+    loop {
+        let d = tokio::select! {
+            biased;
+            Some(d) = logs.recv() => {
+                if let Some(out) = out {
+                    let _ = out.send(d.frame).await;
+                }
+                continue;
+            }
+            d = local.recv() => d,
+        };
+        let Some(d) = d else { break };
         // The answer, or the error of a request that timed out (sent as a plain message).
         let answers = d.is_response()
             || Message::parse(d.frame.clone()).is_ok_and(|m| matches!(m.kind(), Kind::Response | Kind::Error));
@@ -365,6 +384,25 @@ async fn one_round(
     }
     drop(pump);
     Err(Refusal::UpstreamUnavailable { reason: "the server went away".into(), retry_after: 1, id: None })
+}
+
+/// A call's stream registered with the shared child for its unattributed messages, for as
+/// long as the call runs.
+struct SessionlessStream<'a> {
+    group: &'a ChildGroup,
+    n: u64,
+}
+
+impl<'a> SessionlessStream<'a> {
+    fn open(group: &'a ChildGroup, tx: mpsc::Sender<Delivery>) -> Self {
+        SessionlessStream { group, n: group.open_sessionless_stream(tx) }
+    }
+}
+
+impl Drop for SessionlessStream<'_> {
+    fn drop(&mut self) {
+        self.group.close_sessionless_stream(self.n);
+    }
 }
 
 /// Aborts the task when dropped: the call it pumps is dropped with it, and cancelled at

@@ -29,7 +29,7 @@ use super::ServerOptions;
 use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
-use super::{mrtr, param_headers, prompts, stateless, tasks, tools};
+use super::{modern_asks, mrtr, param_headers, prompts, stateless, tasks, tools};
 
 /// Name the server reports in `serverInfo`.
 pub const SERVER_NAME: &str = "apiary-testkit-server";
@@ -172,6 +172,9 @@ impl ServerHandler for FixtureServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         if let Some(answer) = mrtr::call(&request, &context) {
+            return answer;
+        }
+        if let Some(answer) = modern_asks::call(&request, &context) {
             return answer;
         }
         if let Some(answer) = tasks::call(&request, &context) {

@@ -23,6 +23,7 @@ mod elicitation;
 mod fixtures;
 mod handler;
 mod http;
+mod modern_asks;
 mod mrtr;
 mod param_headers;
 mod prompts;
