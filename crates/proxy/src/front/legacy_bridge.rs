@@ -212,9 +212,26 @@ fn local(b: &Bridged, m: &Message) -> Option<Bytes> {
     }
 }
 
+/// Where a bridged call's messages go: its own SSE response (Streamable HTTP), or the
+/// session's one stream (2024-11-05).
+enum Sink {
+    Body { out: Option<mpsc::Sender<Result<Bytes, Infallible>>>, write_timeout: std::time::Duration },
+    Session(mpsc::Sender<Delivery>),
+}
+
+impl Sink {
+    async fn send(&mut self, frame: &Bytes) {
+        match self {
+            Sink::Body { out, write_timeout } => send_event(out, sse::message_event(None, frame), *write_timeout).await,
+            Sink::Session(tx) => {
+                let _ = tx.send(Delivery::message(frame.clone())).await;
+            }
+        }
+    }
+}
+
 /// A call answered on its own SSE stream: the bridge's requests for input and the child's
-/// progress, then the answer. `notifications/cancelled` or the session's end stops it (and
-/// the child's work); a client that only goes away does not (legacy era).
+/// progress, then the answer.
 fn stream_call(
     front: Arc<StdioFront>,
     ctx: RequestCtx,
@@ -222,6 +239,55 @@ fn stream_call(
     b: Arc<Bridged>,
     m: Message,
 ) -> Result<Response, Refusal> {
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let write_timeout = front.write_timeout;
+    spawn_call(front, ctx, session, b, m, Sink::Body { out: Some(body_tx), write_timeout })?;
+    Ok(sse_response(body_rx))
+}
+
+/// A message of a bridged 2024-11-05 session (`POST /messages`): whatever answers it
+/// travels on the session's stream `out`.
+pub(crate) async fn sse_post(
+    front: &Arc<StdioFront>,
+    ctx: &RequestCtx,
+    session: Arc<Session>,
+    b: Arc<Bridged>,
+    m: Message,
+    out: mpsc::Sender<Delivery>,
+) -> Result<(), Refusal> {
+    match m.kind() {
+        Kind::Response | Kind::Error => {
+            if b.answered(m) {
+                Ok(())
+            } else {
+                Err(Refusal::invalid("no outstanding request with this id"))
+            }
+        }
+        Kind::Notification => {
+            notification(&b, &m);
+            Ok(())
+        }
+        Kind::Request => match local(&b, &m) {
+            Some(frame) => {
+                let _ = out.send(Delivery::message(frame)).await;
+                Ok(())
+            }
+            None => spawn_call(Arc::clone(front), ctx.clone(), session, b, m, Sink::Session(out)),
+        },
+    }
+}
+
+/// Runs a call in its own task, its messages to `sink`. `notifications/cancelled` or the
+/// session's end stops it (and the child's work); a client that only goes away does not
+/// (legacy era).
+fn spawn_call(
+    front: Arc<StdioFront>,
+    ctx: RequestCtx,
+    session: Arc<Session>,
+    b: Arc<Bridged>,
+    m: Message,
+    mut sink: Sink,
+) -> Result<(), Refusal> {
     let id = m.id().ok_or_else(|| Refusal::invalid("request id missing"))?;
     let token = CancellationToken::new();
     {
@@ -234,16 +300,13 @@ fn stream_call(
         }
         calls.insert(id.clone(), token.clone());
     }
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    let write_timeout = front.write_timeout;
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-        let mut out = Some(body_tx);
         let call = run_call(&front, &ctx, &b, &m, Some(tx));
         tokio::pin!(call);
         let answer = loop {
             tokio::select! {
-                Some(frame) = rx.recv() => send_event(&mut out, sse::message_event(None, &frame), write_timeout).await,
+                Some(frame) = rx.recv() => sink.send(&frame).await,
                 frame = &mut call => break Some(frame),
                 () = token.cancelled() => break None,
                 () = session.closed.cancelled() => break None,
@@ -252,14 +315,14 @@ fn stream_call(
         lock(&b.calls).remove(&id);
         // What the call said before it ended goes out first.
         while let Ok(frame) = rx.try_recv() {
-            send_event(&mut out, sse::message_event(None, &frame), write_timeout).await;
+            sink.send(&frame).await;
         }
         // A cancelled request gets no answer (the spec's cancellation).
         if let Some(frame) = answer {
-            send_event(&mut out, sse::message_event(None, &frame), write_timeout).await;
+            sink.send(&frame).await;
         }
     });
-    Ok(sse_response(body_rx))
+    Ok(())
 }
 
 /// The rounds of one call: the request stamped and sent, each `InputRequiredResult` put to
