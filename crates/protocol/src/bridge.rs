@@ -153,8 +153,8 @@ pub fn legacy_result(frame: Bytes) -> Bytes {
 /// The `initialize` result (JSON text) the bridge answers a legacy client with, from the
 /// modern server's `server/discover` result: `version`, the server's info, instructions and
 /// capabilities, less what the bridge does not carry to a legacy session: list-changed
-/// and resource-update notifications (they need a `subscriptions/listen` the bridge does not
-/// hold yet) and the `extensions` (the 2026 tasks extension is not the 2025-11-25 tasks,
+/// notifications (only resource subscriptions are mapped onto a `subscriptions/listen`) and
+/// the `extensions` (the 2026 tasks extension is not the 2025-11-25 tasks,
 /// mcp-brief.md rule 41).
 pub fn initialize_from_discover(discover: &[u8], version: &str) -> String {
     let d: Value = serde_json::from_slice(discover).unwrap_or(Value::Null);
@@ -162,12 +162,9 @@ pub fn initialize_from_discover(discover: &[u8], version: &str) -> String {
         d.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_else(|| Value::from(serde_json::Map::new()));
     if let Some(c) = capabilities.as_object_mut() {
         c.remove("extensions");
-        for (name, value) in c.iter_mut() {
+        for value in c.values_mut() {
             if let Some(inner) = value.as_object_mut() {
                 inner.remove("listChanged");
-                if name == "resources" {
-                    inner.remove("subscribe");
-                }
             }
         }
     }
@@ -265,7 +262,7 @@ mod tests {
         let v: Value = serde_json::from_str(&initialize_from_discover(d.as_bytes(), "2025-03-26")).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"protocolVersion":"2025-03-26","capabilities":{"tools":{},"resources":{}},
+            serde_json::json!({"protocolVersion":"2025-03-26","capabilities":{"tools":{},"resources":{"subscribe":true}},
                 "serverInfo":{"name":"s","version":"2"},"instructions":"hi"})
         );
     }

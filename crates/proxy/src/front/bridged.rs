@@ -35,6 +35,18 @@ pub(crate) struct Bridged {
     /// Calls in flight, by the client's id: cancelling one stops it at the child.
     pub(crate) calls: Mutex<HashMap<RequestId, CancellationToken>>,
     next_ask: AtomicU64,
+    /// The resource URIs the client subscribed to, and the `subscriptions/listen` that
+    /// carries their updates from the child (re-opened when the set changes).
+    pub(crate) subscriptions: Mutex<std::collections::BTreeSet<String>>,
+    pub(crate) listen: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Bridged {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.listen).take() {
+            task.abort();
+        }
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,6 +71,8 @@ impl Bridged {
             asks: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
             next_ask: AtomicU64::new(0),
+            subscriptions: Mutex::new(std::collections::BTreeSet::new()),
+            listen: Mutex::new(None),
         }
     }
 

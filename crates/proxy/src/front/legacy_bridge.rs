@@ -30,11 +30,15 @@ use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
 use crate::sessions::session::Session;
-use crate::upstream::mux::ChildGroup;
+use crate::upstream::mux::{Attached, ChildGroup};
 use crate::upstream::stdio::Delivery;
 
 /// The `logLevel` stamped for a session that never sent `logging/setLevel`.
 const DEFAULT_LEVEL: &str = "\"debug\"";
+/// Resource URIs one bridged session may subscribe to.
+const MAX_SUBSCRIPTIONS: usize = 256;
+/// Longest one `subscriptions/listen` stays open before it is opened again.
+const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Input rounds one call may take before the proxy gives up on it.
 const MAX_ROUNDS: usize = 8;
 /// Calls one session may have in flight through the bridge.
@@ -116,6 +120,7 @@ pub(crate) async fn post(
         match m.kind() {
             Kind::Request => frames.push(match local(&b, &m) {
                 Some(frame) => frame,
+                None if is_subscription(&m) => subscription(front, ctx, &session, &b, &m).await,
                 None => run_call(front, ctx, &b, &m, None).await,
             }),
             Kind::Notification => notification(&b, &m),
@@ -124,7 +129,6 @@ pub(crate) async fn post(
             }
         }
     }
-    drop(session);
     if frames.is_empty() {
         return Ok(answer::accepted());
     }
@@ -164,6 +168,9 @@ async fn single(
             if let Some(frame) = local(&b, &m) {
                 return Ok(answer::json(frame));
             }
+            if is_subscription(&m) {
+                return Ok(answer::json(subscription(front, ctx, &session, &b, &m).await));
+            }
             let method = m.method().unwrap_or_default();
             // A stream when the child may ask for input (or the client wants progress).
             let may_ask = matches!(method, methods::TOOLS_CALL | methods::PROMPTS_GET | methods::RESOURCES_READ);
@@ -187,9 +194,8 @@ fn notification(b: &Bridged, m: &Message) {
     }
 }
 
-/// Requests the 2026-07-28 era removed, answered here: `ping`, `logging/setLevel` (kept
-/// and stamped as each later request's `logLevel`), and the subscriptions (not bridged:
-/// they need a `subscriptions/listen`, so the capability is not advertised).
+/// Requests the 2026-07-28 era removed, answered here: `ping` and `logging/setLevel` (kept
+/// and stamped as each later request's `logLevel`). The subscriptions are [`subscription`]'s.
 fn local(b: &Bridged, m: &Message) -> Option<Bytes> {
     let id = m.id_raw()?;
     match m.method()? {
@@ -202,13 +208,138 @@ fn local(b: &Bridged, m: &Message) -> Option<Bytes> {
             *lock(&b.level) = serde_json::to_string(&level).ok().map(Into::into);
             Some(apiary_protocol::result_response(id, "{}"))
         }
-        methods::SUBSCRIBE | methods::UNSUBSCRIBE => Some(error_response(
-            Some(id),
-            codes::METHOD_NOT_FOUND,
-            "resource subscriptions are not offered: the server speaks only 2026-07-28",
-            None,
-        )),
         _ => None,
+    }
+}
+
+fn is_subscription(m: &Message) -> bool {
+    matches!(m.method(), Some(methods::SUBSCRIBE | methods::UNSUBSCRIBE))
+}
+
+/// `resources/subscribe` and `resources/unsubscribe` (removed in 2026-07-28): the session's
+/// set of URIs changes, and the one `subscriptions/listen` that carries their updates from
+/// the child is re-opened for the new set (mcp-brief.md rule 40). Answered once the child
+/// acknowledged the new listen.
+async fn subscription(
+    front: &Arc<StdioFront>,
+    ctx: &RequestCtx,
+    session: &Arc<Session>,
+    b: &Bridged,
+    m: &Message,
+) -> Bytes {
+    let id = m.id_raw().unwrap_or("null");
+    let Some(uri) = m.params_string("uri") else {
+        return error_response(Some(id), codes::INVALID_PARAMS, "params.uri (a string) is required", None);
+    };
+    let subscribe = m.method() == Some(methods::SUBSCRIBE);
+    let uris: Vec<String> = {
+        let mut set = lock(&b.subscriptions);
+        if subscribe && !set.contains(&uri) && set.len() >= MAX_SUBSCRIPTIONS {
+            let msg = format!("a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources");
+            return error_response(Some(id), codes::INVALID_REQUEST, &msg, None);
+        }
+        let changed = if subscribe { set.insert(uri) } else { set.remove(&uri) };
+        if !changed {
+            return apiary_protocol::result_response(id, "{}");
+        }
+        set.iter().cloned().collect()
+    };
+    if let Some(old) = lock(&b.listen).take() {
+        old.abort();
+    }
+    if uris.is_empty() {
+        return apiary_protocol::result_response(id, "{}");
+    }
+    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+    let stamp = OwnedStamp { capabilities: b.capabilities.clone(), client_info: b.client_info.clone() };
+    let task = tokio::spawn(listen(Arc::clone(front), ctx.clone(), Arc::clone(session), stamp, uris, ack_tx));
+    *lock(&b.listen) = Some(task);
+    match tokio::time::timeout(front.request_timeout, ack_rx).await {
+        Ok(Ok(Ok(()))) => apiary_protocol::result_response(id, "{}"),
+        Ok(Ok(Err(why))) => error_response(Some(id), codes::INTERNAL_ERROR, &why, None),
+        _ => error_response(Some(id), codes::INTERNAL_ERROR, "the server did not acknowledge the subscription", None),
+    }
+}
+
+/// What [`Stamp`] borrows, owned by a task.
+struct OwnedStamp {
+    capabilities: Box<str>,
+    client_info: Option<Box<str>>,
+}
+
+/// One session's `subscriptions/listen` at the child for `uris`: `resources/updated` for
+/// them goes to the session as any unsolicited message does (its GET stream, or its one
+/// open stream). Re-opened when it ends while the session lives; stopped by aborting.
+async fn listen(
+    front: Arc<StdioFront>,
+    ctx: RequestCtx,
+    session: Arc<Session>,
+    stamp: OwnedStamp,
+    uris: Vec<String>,
+    ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+) {
+    let mut ack = Some(ack);
+    let uris = serde_json::to_string(&uris).unwrap_or_else(|_| "[]".into());
+    let frame = Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":"apiary-listen","method":"subscriptions/listen","params":{{"notifications":{{"resourceSubscriptions":{uris}}}}}}}"#
+    ));
+    let stamp = Stamp { capabilities: &stamp.capabilities, client_info: stamp.client_info.as_deref(), log_level: None };
+    let fail = |ack: &mut Option<tokio::sync::oneshot::Sender<Result<(), String>>>, why: String| {
+        if let Some(a) = ack.take() {
+            let _ = a.send(Err(why));
+        }
+    };
+    while !session.closed.is_cancelled() {
+        let opened = match bridge::modern_request(&frame, &stamp).map(Message::parse) {
+            Ok(Ok(msg)) => dispatch(&front, &ctx, None, vec![Ok(msg)], false).await.map_err(|e| e.to_string()),
+            _ => Err("the listen request cannot be built".to_owned()),
+        };
+        let (mut call, rx) = match opened {
+            Ok(Some(c)) => c,
+            Ok(None) => return fail(&mut ack, "nothing to forward".into()),
+            Err(why) => return fail(&mut ack, why),
+        };
+        call.cancel_on_drop = true;
+        call.timeout = LISTEN_TIMEOUT;
+        // A standing listen is no call in flight: it must not keep the child's log lines
+        // from the one call that is (the multiplexer's attribution rule).
+        if let Some((group, n)) = call.sessionless.take() {
+            group.sessionless_finished(n);
+        }
+        let (tx, mut local) = mpsc::channel::<Delivery>(16);
+        let _pump = AbortOnDrop(tokio::spawn(call.pump(rx, tx)));
+        loop {
+            let d = tokio::select! {
+                d = local.recv() => d,
+                () = session.closed.cancelled() => return,
+            };
+            let Some(d) = d else { break };
+            let Ok(m) = Message::parse(d.frame.clone()) else { continue };
+            match (m.kind(), m.method()) {
+                (Kind::Notification, Some("notifications/subscriptions/acknowledged")) => {
+                    if let Some(a) = ack.take() {
+                        let _ = a.send(Ok(()));
+                    }
+                }
+                (Kind::Notification, Some(methods::RESOURCES_UPDATED)) => {
+                    session.deliver(d.frame, None, false);
+                }
+                (Kind::Notification, _) => {}
+                // The listen ended (the child's answer, or its error).
+                _ => {
+                    let why = m.payload_raw().unwrap_or("the listen ended").chars().take(300).collect::<String>();
+                    fail(&mut ack, why);
+                    break;
+                }
+            }
+        }
+        if ack.is_some() {
+            return fail(&mut ack, "the server ended the subscription".into());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = session.closed.cancelled() => return,
+        }
     }
 }
 
@@ -267,13 +398,15 @@ pub(crate) async fn sse_post(
             notification(&b, &m);
             Ok(())
         }
-        Kind::Request => match local(&b, &m) {
-            Some(frame) => {
-                let _ = out.send(Delivery::message(frame)).await;
-                Ok(())
-            }
-            None => spawn_call(Arc::clone(front), ctx.clone(), session, b, m, Sink::Session(out)),
-        },
+        Kind::Request => {
+            let frame = match local(&b, &m) {
+                Some(frame) => frame,
+                None if is_subscription(&m) => subscription(front, ctx, &session, &b, &m).await,
+                None => return spawn_call(Arc::clone(front), ctx.clone(), session, b, m, Sink::Session(out)),
+            };
+            let _ = out.send(Delivery::message(frame)).await;
+            Ok(())
+        }
     }
 }
 
