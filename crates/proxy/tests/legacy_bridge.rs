@@ -178,6 +178,27 @@ async fn an_input_request_becomes_a_server_request_on_the_session() {
     proxy.shutdown().await;
 }
 
+/// `notifications/cancelled` from the client stops its call: the call's stream ends with no
+/// answer (the spec's cancellation) long before the tool would have finished, and the
+/// session goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_ends_without_an_answer() {
+    let proxy = proxy_with("bridge5-cancel", &["--stdio", "--modern-only"]).await;
+    let (s, _) = Session::open(&proxy.url(), "2025-11-25", json!({})).await;
+    let call = json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{
+        "name":"sleep","arguments":{"ms":120000}}});
+    let res = s.post(&call).await;
+    assert_eq!(res.status(), 200);
+    let cancel =
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow","reason":"test"}});
+    assert_eq!(s.post(&cancel).await.status(), 202);
+    let text = tokio::time::timeout(Duration::from_secs(30), res.text()).await.expect("the stream ends").unwrap();
+    assert!(sse_frames(&text).iter().all(|f| f.get("id").is_none()), "no answer to a cancelled call: {text}");
+    let v = s.request(2, "tools/call", json!({"name":"echo","arguments":{"text":"after"}})).await;
+    assert_eq!(v["result"]["content"][0]["text"], "after", "{v}");
+    proxy.shutdown().await;
+}
+
 /// The 2025-11-25 suite, a legacy client, through the bridge to the modern-only child:
 /// every scenario passes (docs/modern.md). A floor, like the other suite runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
