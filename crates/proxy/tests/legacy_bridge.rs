@@ -178,6 +178,36 @@ async fn an_input_request_becomes_a_server_request_on_the_session() {
     proxy.shutdown().await;
 }
 
+/// A subscription of a bridged session rides a `subscriptions/listen` at the child: the
+/// update of the resource reaches the session's GET stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_resource_update_reaches_the_session() {
+    let proxy = proxy_with("bridge5-subscribe", &["--stdio", "--modern-only"]).await;
+    let (s, init) = Session::open(&proxy.url(), "2025-11-25", json!({})).await;
+    assert_eq!(init["result"]["capabilities"]["resources"]["subscribe"], true, "{init}");
+    let v = s.request(2, "resources/subscribe", json!({"uri":"test://watched-resource"})).await;
+    assert_eq!(v, json!({"jsonrpc":"2.0","id":2,"result":{}}));
+    let mut get = client()
+        .get(&s.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &s.id)
+        .header("mcp-protocol-version", &s.revision)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    let v = s.request(3, "tools/call", json!({"name":"touch_resource","arguments":{}})).await;
+    assert!(v["result"]["content"].is_array(), "{v}");
+    let (mut text, mut seen) = (String::new(), 0);
+    let update = next_frame(&mut get, &mut text, &mut seen, |f| f.get("method").is_some()).await;
+    assert_eq!(update["method"], "notifications/resources/updated", "{update}");
+    assert_eq!(update["params"]["uri"], "test://watched-resource", "{update}");
+    let v = s.request(4, "resources/unsubscribe", json!({"uri":"test://watched-resource"})).await;
+    assert_eq!(v, json!({"jsonrpc":"2.0","id":4,"result":{}}));
+    drop(get);
+    proxy.shutdown().await;
+}
+
 /// `notifications/cancelled` from the client stops its call: the call's stream ends with no
 /// answer (the spec's cancellation) long before the tool would have finished, and the
 /// session goes on serving.

@@ -349,6 +349,8 @@ async fn touch_resource(
     if uri == resources::WATCHED_URI {
         server.touch_watched();
     }
+    // 2026-07-28 subscribers hear of it on their listen streams.
+    super::stateless::resource_touched(uri);
     let subscribed = server.subscriptions.contains(uri);
     if subscribed {
         let param = ResourceUpdatedNotificationParam::new(uri);
