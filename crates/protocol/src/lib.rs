@@ -6,6 +6,7 @@
 //! and the primitives that rewrite ids, progress tokens and cancellations for a child
 //! shared by many sessions, each a byte splice of the one member that changes ([`splice`]).
 
+pub mod bridge;
 pub mod codes;
 pub mod envelope;
 pub mod error;

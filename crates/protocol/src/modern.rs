@@ -349,13 +349,24 @@ pub fn probe_params(client_name: &str, client_version: &str) -> String {
 /// Whether a `server/discover` result (its JSON text) lists a revision of the modern era
 /// among its `supportedVersions`.
 pub fn offers_modern(result: &[u8]) -> bool {
+    offers_era(result, crate::Era::Modern)
+}
+
+/// Whether a `server/discover` result (its JSON text) lists a legacy revision among its
+/// `supportedVersions`: one that does not is a modern-only server, which refuses
+/// `initialize` (mcp-spec-notes.md §2.15).
+pub fn offers_legacy(result: &[u8]) -> bool {
+    offers_era(result, crate::Era::Legacy)
+}
+
+fn offers_era(result: &[u8], era: crate::Era) -> bool {
     let Ok(v) = serde_json::from_slice::<Value>(result) else { return false };
     v.get("supportedVersions").and_then(Value::as_array).is_some_and(|versions| {
         versions
             .iter()
             .filter_map(Value::as_str)
             .filter_map(|s| s.parse::<crate::Revision>().ok())
-            .any(|r| r.era() == crate::Era::Modern)
+            .any(|r| r.era() == era)
     })
 }
 
@@ -549,6 +560,8 @@ mod tests {
         assert!(!offers_modern(br#"{"supportedVersions":["2025-11-25"]}"#));
         assert!(!offers_modern(br#"{"supportedVersions":"2026-07-28"}"#));
         assert!(!offers_modern(b"not json"));
+        assert!(offers_legacy(br#"{"supportedVersions":["2025-11-25","2026-07-28"]}"#));
+        assert!(!offers_legacy(br#"{"supportedVersions":["2026-07-28"]}"#));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::answer::{self, Refusal};
 use crate::front::call::{KEEP_ALIVE, send_event, sse_response};
 use crate::front::dispatch::dispatch;
 use crate::front::edge;
+use crate::front::legacy_bridge;
 use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
@@ -147,8 +148,12 @@ async fn post(
         if session.inner.get().is_some() {
             return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
         }
-        let (inner, frame) =
-            open_session(&front.placement, &front.sessions, &m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
+        // A child that speaks only 2026-07-28 gets the session through the bridge.
+        let (inner, frame) = if legacy_bridge::bridging(front).await {
+            legacy_bridge::open(front, &m)?
+        } else {
+            open_session(&front.placement, &front.sessions, &m).await.map_err(|e| refuse::opening(e, m.id_raw()))?
+        };
         // Unsolicited messages for this session go to its one stream.
         let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
         inner.open_get_stream(tx);
@@ -169,6 +174,10 @@ async fn post(
     }
     let inner =
         session.inner.get().cloned().ok_or_else(|| Refusal::invalid("needs a session: send initialize first"))?;
+    if let Some(b) = front.bridged.get(&inner.id) {
+        legacy_bridge::sse_post(front, ctx, inner, b, m, session.out.clone()).await?;
+        return Ok(answer::accepted());
+    }
     if let Some((call, rx)) = dispatch(front, ctx, Some(inner), vec![Ok(m)], false).await? {
         tokio::spawn(call.pump(rx, session.out.clone()));
     }

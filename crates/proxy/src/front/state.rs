@@ -8,6 +8,7 @@ use std::time::Duration;
 use apiary_config::RunConfig;
 use tokio::sync::mpsc;
 
+use crate::front::bridged::BridgedSessions;
 use crate::front::capable::CapablePool;
 use crate::front::input_park::InputBridge;
 use crate::front::tool_headers::ToolHeaders;
@@ -40,6 +41,8 @@ pub struct StdioFront {
     pub(crate) input_bridge: InputBridge,
     /// `subscriptions/listen` streams the proxy serves for a legacy child (`legacy_listen`).
     pub(crate) legacy_listeners: std::sync::atomic::AtomicUsize,
+    /// Legacy sessions of a 2026-07-28-only child, kept by the bridge.
+    pub(crate) bridged: BridgedSessions,
 }
 
 impl StdioFront {
@@ -69,6 +72,7 @@ impl StdioFront {
             capable: CapablePool::default(),
             input_bridge: InputBridge::default(),
             legacy_listeners: Default::default(),
+            bridged: BridgedSessions::default(),
         })
     }
 }

@@ -21,6 +21,7 @@ use crate::answer::{self, Refusal};
 use crate::front::call::{KEEP_ALIVE, RETRY_MS, send_event, sse_response};
 use crate::front::dispatch::dispatch;
 use crate::front::edge::{self, Accepts};
+use crate::front::legacy_bridge;
 use crate::front::modern;
 use crate::front::refuse;
 use crate::front::state::StdioFront;
@@ -124,6 +125,7 @@ async fn post_parsed(
         None => None,
     };
     let header_version = check_version(headers)?;
+    let bridged = session.as_ref().and_then(|s| front.bridged.get(&s.id).map(|b| (Arc::clone(s), b)));
     let batch = matches!(parsed, JsonBody::Batch(_));
     let members = match parsed {
         JsonBody::Single(m) => vec![Ok(m)],
@@ -133,6 +135,9 @@ async fn post_parsed(
             members
         }
     };
+    if let Some((s, b)) = bridged {
+        return legacy_bridge::post(front, ctx, s, b, members, batch, acc).await;
+    }
     match dispatch(front, ctx, session, members, batch).await? {
         None => Ok(answer::accepted()),
         Some((call, rx)) if acc.sse_named || !acc.json => Ok(call.into_sse(rx, front.write_timeout)),
@@ -177,8 +182,12 @@ async fn initialize(
     {
         return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
     }
-    let (session, frame) =
-        open_session(&front.placement, &front.sessions, m).await.map_err(|e| refuse::opening(e, m.id_raw()))?;
+    // A child that speaks only 2026-07-28 gets the session through the bridge.
+    let (session, frame) = if legacy_bridge::bridging(front).await {
+        legacy_bridge::open(front, m)?
+    } else {
+        open_session(&front.placement, &front.sessions, m).await.map_err(|e| refuse::opening(e, m.id_raw()))?
+    };
     let mut res = if acc.json {
         answer::json(frame)
     } else {

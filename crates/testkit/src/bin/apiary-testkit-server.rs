@@ -8,13 +8,15 @@
 //! `APIARY_TESTKIT_JWKS`, so a test can run it as a pod and mint tokens with the private key.
 //! `--raw-echo` serves instead, on stdio, a hand-rolled server whose one tool answers with the
 //! exact bytes it received (for byte-exactness tests of a proxy).
+//! `--modern-only` serves only 2026-07-28 (`initialize` is refused with -32022);
+//! `--protocol-version REV` behaves as a server of that one legacy revision.
 //! Logs go to stderr (filter with `RUST_LOG`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use apiary_testkit::server::{ServerOptions, serve_http, serve_raw_echo_stdio, serve_stdio};
+use apiary_testkit::server::{LEGACY_REVISIONS, ServerOptions, serve_http, serve_raw_echo_stdio, serve_stdio};
 use clap::{ArgGroup, Parser};
 
 /// Apiary's fixture MCP server.
@@ -36,8 +38,15 @@ struct Args {
     #[arg(long)]
     raw_echo: bool,
     /// Answer only protocol revisions 2024-11-05..2025-11-25 (via initialize); refuse server/discover.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["modern_only", "protocol_version"])]
     legacy_only: bool,
+    /// Answer only 2026-07-28: `initialize` is refused with -32022 (a modern-only server).
+    #[arg(long, conflicts_with = "protocol_version")]
+    modern_only: bool,
+    /// Behave as a server of this one legacy revision: answer `initialize` with it whatever
+    /// the client asked, refuse server/discover (2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25).
+    #[arg(long, value_name = "REVISION", value_parser = parse_revision)]
+    protocol_version: Option<&'static str>,
     /// With --http, accept any Host header (default: loopback names only, against DNS
     /// rebinding). No effect with --stdio.
     #[arg(long)]
@@ -54,7 +63,12 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,apiary_testkit=info")),
         )
         .init();
-    let options = ServerOptions { legacy_only: args.legacy_only, allow_any_host: args.allow_any_host };
+    let options = ServerOptions {
+        legacy_only: args.legacy_only,
+        modern_only: args.modern_only,
+        protocol_version: args.protocol_version,
+        allow_any_host: args.allow_any_host,
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     runtime.block_on(async move {
@@ -65,6 +79,11 @@ fn main() -> anyhow::Result<()> {
             (None, None) => serve_stdio(options).await.context("serving stdio"),
         }
     })
+}
+
+fn parse_revision(s: &str) -> Result<&'static str, String> {
+    apiary_testkit::server::legacy_revision(s)
+        .ok_or_else(|| format!("not a legacy revision: {s} (one of {})", LEGACY_REVISIONS.join(", ")))
 }
 
 async fn run_http(addr: SocketAddr, options: ServerOptions) -> anyhow::Result<()> {

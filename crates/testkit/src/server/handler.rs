@@ -29,7 +29,7 @@ use super::ServerOptions;
 use super::dynamic::DynamicTools;
 use super::resources::{self, Subscriptions};
 use super::sessions::FixtureSessions;
-use super::{mrtr, param_headers, prompts, stateless, tasks, tools};
+use super::{modern_asks, mrtr, param_headers, prompts, stateless, tasks, tools};
 
 /// Name the server reports in `serverInfo`.
 pub const SERVER_NAME: &str = "apiary-testkit-server";
@@ -73,6 +73,16 @@ impl FixtureServer {
     }
 }
 
+/// The SDK's constant for a version the fixture can be pinned to (one it knows), or the
+/// newest with `initialize` if it ever knew none by that name.
+fn known_version(v: &str) -> ProtocolVersion {
+    ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .find(|k| k.as_str() == v)
+        .cloned()
+        .unwrap_or(ProtocolVersion::LATEST_WITH_INITIALIZE)
+}
+
 /// Orders logging levels from `debug` (0) to `emergency` (7).
 fn severity(level: LoggingLevel) -> u8 {
     match level {
@@ -99,16 +109,26 @@ impl ServerHandler for FixtureServer {
             // `add_tool` changes this connection's list and says so.
             .enable_tool_list_changed();
         // The tasks extension is a 2026-07-28 one: a legacy-only server does not offer it.
-        let capabilities = if self.options.legacy_only { builder.build() } else { builder.enable_tasks().build() };
-        ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Apiary's fixture MCP server: the conformance suite's test_* tools, resources and \
+        let capabilities = if self.options.legacy() { builder.build() } else { builder.enable_tasks().build() };
+        let config = ServerConfig::new(capabilities);
+        // A pinned server answers `initialize` with its one version, whatever was asked.
+        let config = match self.options.protocol_version {
+            Some(v) => config.with_protocol_version(known_version(v)),
+            None => config,
+        };
+        config.with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION"))).with_instructions(
+            "Apiary's fixture MCP server: the conformance suite's test_* tools, resources and \
                  prompts, plus echo, sleep, pid, crash and touch_resource for proxy tests.",
-            )
+        )
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        if let Some(v) = self.options.protocol_version {
+            return Cow::Owned(vec![known_version(v)]);
+        }
+        if self.options.modern_only {
+            return Cow::Borrowed(&[ProtocolVersion::V_2026_07_28]);
+        }
         if self.options.legacy_only {
             Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
         } else {
@@ -117,7 +137,7 @@ impl ServerHandler for FixtureServer {
     }
 
     async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
-        if self.options.legacy_only {
+        if self.options.legacy() {
             return Err(McpError::method_not_found::<DiscoverRequestMethod>());
         }
         Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info()))
@@ -156,6 +176,9 @@ impl ServerHandler for FixtureServer {
                 return answer;
             }
         } else if let Some(answer) = mrtr::call(&request, &context) {
+            return answer;
+        }
+        if let Some(answer) = modern_asks::call(&request, &context) {
             return answer;
         }
         if let Some(answer) = tasks::call(&request, &context) {
@@ -293,6 +316,20 @@ mod tests {
         *server.log_level.lock().unwrap() = LoggingLevel::Error;
         assert!(!server.logs_at(LoggingLevel::Warning));
         assert!(server.logs_at(LoggingLevel::Emergency));
+    }
+
+    #[test]
+    fn a_pinned_server_supports_its_one_version_and_says_it() {
+        for v in crate::server::LEGACY_REVISIONS {
+            let server =
+                FixtureServer::new(ServerOptions { protocol_version: Some(v), ..ServerOptions::default() }, None);
+            let versions = server.supported_protocol_versions();
+            assert_eq!(versions.iter().map(ProtocolVersion::as_str).collect::<Vec<_>>(), vec![v]);
+            assert_eq!(server.get_info().protocol_version.as_str(), v);
+            assert!(server.get_info().capabilities.extensions.is_none(), "no tasks extension");
+        }
+        let modern = FixtureServer::new(ServerOptions { modern_only: true, ..ServerOptions::default() }, None);
+        assert_eq!(modern.supported_protocol_versions().as_ref(), &[ProtocolVersion::V_2026_07_28]);
     }
 
     #[test]

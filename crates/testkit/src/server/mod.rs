@@ -23,6 +23,7 @@ mod elicitation;
 mod fixtures;
 mod handler;
 mod http;
+mod modern_asks;
 mod mrtr;
 mod param_headers;
 mod prompts;
@@ -49,10 +50,32 @@ pub struct ServerOptions {
     /// Answer only the legacy revisions (2024-11-05 through 2025-11-25) through `initialize`,
     /// and refuse `server/discover`.
     pub legacy_only: bool,
+    /// Serve only 2026-07-28: `initialize` is refused with -32022 listing the one version
+    /// served (a modern-only server, mcp-spec-notes.md §2.15); everything else as usual.
+    pub modern_only: bool,
+    /// Behave as a server of this one legacy revision (`2024-11-05` … `2025-11-25`): answer
+    /// `initialize` with it whatever the client asked for, and, like every legacy server,
+    /// refuse `server/discover` and offer no tasks extension. One of [`LEGACY_REVISIONS`].
+    pub protocol_version: Option<&'static str>,
     /// Over HTTP, accept any `Host` header. By default only loopback names are accepted
     /// (DNS-rebinding protection), which suits a fixture bound to loopback; a fixture reached
     /// by another name (a container's service name, say) needs this.
     pub allow_any_host: bool,
+}
+
+/// The revisions `--protocol-version` can pin, oldest first.
+pub const LEGACY_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// The pinnable revision spelled `name`, if it is one of [`LEGACY_REVISIONS`].
+pub fn legacy_revision(name: &str) -> Option<&'static str> {
+    LEGACY_REVISIONS.iter().copied().find(|r| *r == name)
+}
+
+impl ServerOptions {
+    /// Whether only legacy revisions are served (`--legacy-only`, or a pinned revision).
+    pub fn legacy(&self) -> bool {
+        self.legacy_only || self.protocol_version.is_some()
+    }
 }
 
 /// Why the fixture server could not be served.

@@ -7,7 +7,8 @@
 //! `test_logging_tool` (logs only when the request's `_meta` sets a log level), and
 //! `test_trigger_tool_change` (tells every open listen stream that the tool list changed).
 //! A listen stream gets the notifications its filter asked for, tagged with its
-//! subscription id by the SDK; tool-list changes reach every stream of the process.
+//! subscription id by the SDK; tool-list changes reach every stream of the process, and a
+//! resource `touch_resource` touched reaches the streams whose filter names its URI.
 //! In `--legacy-only` the same tools behave as a legacy server would: the capabilities are
 //! the ones the peer declared in `initialize`, `test_streaming_elicitation` asks with a
 //! server→client request, and `test_trigger_tool_change` also notifies its peer.
@@ -80,9 +81,20 @@ pub async fn call(
 /// when its filter accepted them (the SDK checks the filter and tags the subscription id).
 pub async fn listen(context: SubscriptionContext) -> Result<(), McpError> {
     let mut changes = events().subscribe();
+    let mut touched = touched().subscribe();
     loop {
         tokio::select! {
             () = context.cancelled() => return Ok(()),
+            uri = touched.recv() => match uri {
+                Ok(uri) => {
+                    let wanted = context.accepted().resource_subscriptions.as_ref().is_some_and(|u| u.contains(&uri));
+                    if wanted {
+                        let _ = context.sink().notify_resource_updated(uri).await;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
             event = changes.recv() => match event {
                 Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     if context.accepted().tools_list_changed == Some(true) {
@@ -93,6 +105,17 @@ pub async fn listen(context: SubscriptionContext) -> Result<(), McpError> {
             },
         }
     }
+}
+
+/// Tells every listen stream that the resource `uri` changed (those subscribed to it pass
+/// it on).
+pub fn resource_touched(uri: &str) {
+    let _ = touched().send(uri.to_owned());
+}
+
+fn touched() -> &'static broadcast::Sender<String> {
+    static TOUCHED_TX: OnceLock<broadcast::Sender<String>> = OnceLock::new();
+    TOUCHED_TX.get_or_init(|| broadcast::channel(EVENTS).0)
 }
 
 fn events() -> &'static broadcast::Sender<()> {

@@ -38,7 +38,7 @@ const STEP_DELAY: Duration = Duration::from_millis(50);
 /// How long sampling and elicitation wait for the client's answer.
 const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// `maxTokens` of the sampling request.
-const SAMPLING_MAX_TOKENS: u32 = 100;
+pub(super) const SAMPLING_MAX_TOKENS: u32 = 100;
 /// Exit status of the `crash` tool.
 pub const CRASH_EXIT_CODE: i32 = 3;
 
@@ -248,7 +248,7 @@ async fn sampling(args: &JsonObject, context: &RequestContext<RoleServer>) -> Re
 }
 
 /// The text of a sampling result's content, which may be one block or a list of blocks.
-fn sampled_text(content: &Value) -> String {
+pub(super) fn sampled_text(content: &Value) -> String {
     match content {
         Value::Array(blocks) => blocks.iter().map(sampled_text).collect::<Vec<_>>().join(""),
         Value::Object(block) => block.get("text").and_then(Value::as_str).unwrap_or_default().to_owned(),
@@ -349,6 +349,8 @@ async fn touch_resource(
     if uri == resources::WATCHED_URI {
         server.touch_watched();
     }
+    // 2026-07-28 subscribers hear of it on their listen streams.
+    super::stateless::resource_touched(uri);
     let subscribed = server.subscriptions.contains(uri);
     if subscribed {
         let param = ResourceUpdatedNotificationParam::new(uri);

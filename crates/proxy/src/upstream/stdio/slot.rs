@@ -88,6 +88,11 @@ pub struct ChildSlot {
     init_result: Arc<Mutex<Option<Bytes>>>,
     /// The live child answered `server/discover` offering 2026-07-28.
     modern: Arc<AtomicBool>,
+    /// The live child offered only 2026-07-28 and was never initialized: legacy clients
+    /// reach it through the bridge (`front::legacy_bridge`).
+    modern_only: Arc<AtomicBool>,
+    /// The live child's `server/discover` result (JSON text), when it answered one.
+    discover_result: Arc<Mutex<Option<Bytes>>>,
     cancel: CancellationToken,
 }
 
@@ -104,13 +109,18 @@ impl ChildSlot {
         let tracker = opts.tracker.clone();
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let modern = Arc::new(AtomicBool::new(false));
+        let modern_only = Arc::new(AtomicBool::new(false));
+        let discover_result = Arc::new(Mutex::new(None));
         // Only the shared child is probed: a child of a legacy session's own serves that
         // session alone.
         let probe = opts.shared;
         let sup = Supervisor {
             opts,
             modern: Arc::clone(&modern),
+            modern_only: Arc::clone(&modern_only),
+            discover_result: Arc::clone(&discover_result),
             probe: AtomicBool::new(probe),
+            probe_only: AtomicBool::new(false),
             generation: Arc::clone(&generation),
             state: tx,
             init_result: Arc::clone(&init_result),
@@ -119,7 +129,7 @@ impl ChildSlot {
             events,
         };
         tracker.spawn(sup.run());
-        ChildSlot { state: rx, generation, init_result, modern, cancel }
+        ChildSlot { state: rx, generation, init_result, modern, modern_only, discover_result, cancel }
     }
 
     /// The live child, waiting up to `wait` while the first one starts. During a restart
@@ -154,6 +164,16 @@ impl ChildSlot {
     /// modern requests then reach it as they are.
     pub fn is_modern(&self) -> bool {
         self.modern.load(Ordering::SeqCst)
+    }
+
+    /// Whether the child serving now speaks only 2026-07-28 (it was never initialized).
+    pub fn is_modern_only(&self) -> bool {
+        self.modern_only.load(Ordering::SeqCst)
+    }
+
+    /// The child's `server/discover` result (JSON text), when it answered the probe.
+    pub fn discover_result(&self) -> Option<Bytes> {
+        self.discover_result.lock().ok().and_then(|g| g.clone())
     }
 
     /// The child's `initialize` result (JSON text), once a child has answered it.
@@ -199,6 +219,11 @@ struct Supervisor {
     opts: SlotOptions,
     generation: Arc<std::sync::atomic::AtomicU64>,
     modern: Arc<AtomicBool>,
+    modern_only: Arc<AtomicBool>,
+    discover_result: Arc<Mutex<Option<Bytes>>>,
+    /// Whether the next child gets the probe alone, no `initialize`: the last one offered
+    /// only 2026-07-28 and refused `initialize`.
+    probe_only: AtomicBool,
     /// Whether the next child is probed with `server/discover`: off after a probed child
     /// could not be brought up, in case the probe is what broke it.
     probe: AtomicBool,
@@ -285,6 +310,9 @@ impl Supervisor {
         );
         let _ = self.events.send(SlotEvent::Started { pid });
 
+        if self.probe_only.load(Ordering::SeqCst) {
+            return self.modern_only_child(conn, pid, kill, exited).await;
+        }
         // The probe is written just before `initialize`, so a legacy child costs no round
         // trip: it refuses (or ignores) the one and answers the other.
         let probing = self.probe.load(Ordering::SeqCst);
@@ -308,17 +336,32 @@ impl Supervisor {
             let _ = self.events.send(SlotEvent::Stopped { pid });
             return Ended::Stopped;
         };
-        let modern = match probe {
-            Some(rx) => offers_modern(tokio::time::timeout(PROBE_GRACE, ChildConn::own_answer(rx)).await),
-            None => false,
+        let discovered = match probe {
+            Some(rx) => discover_result(tokio::time::timeout(PROBE_GRACE, ChildConn::own_answer(rx)).await),
+            None => None,
         };
+        let modern = discovered.as_deref().is_some_and(modern::offers_modern);
         self.modern.store(modern, Ordering::SeqCst);
+        self.modern_only.store(false, Ordering::SeqCst);
+        self.set_discover_result(discovered.clone());
         let init = match init {
             Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) | Err(_) if modern && !discovered.as_deref().is_some_and(modern::offers_legacy) => {
+                // It offers 2026-07-28 alone and refuses `initialize`, as a modern-only
+                // server does: the next child gets the probe alone, and legacy clients are
+                // bridged to it (issue 18, part 5).
+                tracing::info!(pid, "the server speaks only 2026-07-28; starting it again without initialize");
+                self.probe_only.store(true, Ordering::SeqCst);
+                drop(kill);
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+                conn.fail_all("the server is restarting");
+                let _ = self.events.send(SlotEvent::Stopped { pid });
+                return Ended::Again;
+            }
             Ok(Err(_)) | Err(_) if modern => {
-                // It serves only the era it was first spoken to in (the Python SDK does):
-                // until Apiary bridges legacy clients to a modern child (issue part 5), the
-                // child is started again without the probe and bridged the other way.
+                // It offers both eras but serves only the one it was first spoken to in (the
+                // Python SDK does): it is started again without the probe, initialized, and
+                // modern clients are bridged to it.
                 tracing::info!(
                     pid,
                     "the server speaks 2026-07-28 but then refuses initialize; starting it again \
@@ -370,6 +413,19 @@ impl Supervisor {
             return Ended::Failed(ExitReason::other(why));
         }
 
+        self.serve_until_end(conn, pid, kill, exited).await
+    }
+}
+
+impl Supervisor {
+    /// Serves a ready child until it dies or the proxy stops it.
+    async fn serve_until_end(
+        &self,
+        conn: Arc<ChildConn>,
+        pid: Option<u32>,
+        kill: tokio::sync::oneshot::Sender<()>,
+        mut exited: tokio::sync::oneshot::Receiver<ExitReason>,
+    ) -> Ended {
         let reason = tokio::select! {
             r = &mut exited => {
                 // Let the reader drain what the child wrote just before it died.
@@ -402,6 +458,55 @@ impl Supervisor {
         let _ = self.events.send(SlotEvent::Exited { pid, reason: reason.clone(), shared: self.opts.shared });
         Ended::Failed(reason)
     }
+
+    fn set_discover_result(&self, result: Option<Bytes>) {
+        if let Ok(mut g) = self.discover_result.lock() {
+            *g = result;
+        }
+    }
+
+    /// A child known to speak only 2026-07-28: probed, never initialized, then served
+    /// until it dies or the proxy stops.
+    async fn modern_only_child(
+        &self,
+        conn: Arc<ChildConn>,
+        pid: Option<u32>,
+        kill: tokio::sync::oneshot::Sender<()>,
+        mut exited: tokio::sync::oneshot::Receiver<ExitReason>,
+    ) -> Ended {
+        let answer = match conn.start_own(methods::SERVER_DISCOVER, &probe_params()) {
+            Ok(rx) => tokio::select! {
+                a = tokio::time::timeout(self.opts.init_timeout, ChildConn::own_answer(rx)) => discover_result(a),
+                () = self.cancel.cancelled() => {
+                    drop(kill);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+                    conn.fail_all("the proxy is stopping");
+                    let _ = self.events.send(SlotEvent::Stopped { pid });
+                    return Ended::Stopped;
+                }
+            },
+            Err(_) => None,
+        };
+        let Some(result) = answer.filter(|r| modern::offers_modern(r)) else {
+            // Not the server it was: the next child is probed and initialized again.
+            self.probe_only.store(false, Ordering::SeqCst);
+            drop(kill);
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut exited).await;
+            let why = "server/discover got no 2026-07-28 answer from a server that offered it before";
+            conn.fail_all(why);
+            return Ended::Failed(ExitReason::other(why));
+        };
+        self.modern.store(true, Ordering::SeqCst);
+        self.modern_only.store(true, Ordering::SeqCst);
+        self.set_discover_result(Some(result));
+        if let Ok(mut g) = self.init_result.lock() {
+            *g = None;
+        }
+        tracing::info!(pid, era = "2026-07-28 only", "the server is ready");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let _ = self.state.send(SlotState::Ready(Arc::clone(&conn)));
+        self.serve_until_end(conn, pid, kill, exited).await
+    }
 }
 
 /// The `protocolVersion` an `initialize` result names, read alone.
@@ -415,11 +520,11 @@ fn probe_params() -> String {
     modern::probe_params("apiary", env!("CARGO_PKG_VERSION"))
 }
 
-/// Whether the probe's answer (if it came in time) offers 2026-07-28.
-fn offers_modern(answer: Result<Result<Message, StdioError>, tokio::time::error::Elapsed>) -> bool {
+/// The probe's result (JSON text), if a result came in time.
+fn discover_result(answer: Result<Result<Message, StdioError>, tokio::time::error::Elapsed>) -> Option<Bytes> {
     match answer {
-        Ok(Ok(m)) if m.kind() == Kind::Response => m.payload_raw().is_some_and(|r| modern::offers_modern(r.as_bytes())),
-        _ => false,
+        Ok(Ok(m)) if m.kind() == Kind::Response => m.payload_raw().map(|r| Bytes::copy_from_slice(r.as_bytes())),
+        _ => None,
     }
 }
 

@@ -1,0 +1,121 @@
+//! The legacy sessions the proxy keeps for a 2026-07-28-only child (`legacy_bridge`): what
+//! each session's `initialize` declared, the server→client requests it owes answers to, and
+//! the calls it has in flight. A room of its own so that `state` holds the table without
+//! importing the bridge's handlers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use apiary_protocol::{Message, RequestId};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::Refusal;
+use crate::client::ClientCaps;
+use crate::sessions::session::Session;
+
+/// Server→client requests one session may have waiting for the client's answer.
+const MAX_ASKS: usize = 32;
+/// Prefix of the ids of the server→client requests the bridge sends a legacy client.
+const ASK_PREFIX: &str = "apiary-input-";
+
+/// One legacy session on a modern-only child: what its `initialize` declared, and what it
+/// has in flight.
+pub(crate) struct Bridged {
+    pub(crate) session: Weak<Session>,
+    pub(crate) caps: ClientCaps,
+    /// `initialize`'s `capabilities` and `clientInfo`, as the client wrote them.
+    pub(crate) capabilities: Box<str>,
+    pub(crate) client_info: Option<Box<str>>,
+    /// The level of `logging/setLevel` (a JSON string), stamped as `logLevel`.
+    pub(crate) level: Mutex<Option<Box<str>>>,
+    /// Server→client requests waiting for the client's answer, by the id the bridge gave them.
+    asks: Mutex<HashMap<RequestId, oneshot::Sender<Message>>>,
+    /// Calls in flight, by the client's id: cancelling one stops it at the child.
+    pub(crate) calls: Mutex<HashMap<RequestId, CancellationToken>>,
+    next_ask: AtomicU64,
+    /// The resource URIs the client subscribed to, and the `subscriptions/listen` that
+    /// carries their updates from the child (re-opened when the set changes).
+    pub(crate) subscriptions: Mutex<std::collections::BTreeSet<String>>,
+    pub(crate) listen: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Bridged {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.listen).take() {
+            task.abort();
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Bridged {
+    /// A session's bridge state, from its `initialize`'s capabilities and client info (JSON
+    /// texts as the client wrote them).
+    pub(crate) fn new(
+        session: &Arc<Session>,
+        caps: ClientCaps,
+        capabilities: &str,
+        client_info: Option<&str>,
+    ) -> Bridged {
+        Bridged {
+            session: Arc::downgrade(session),
+            caps,
+            capabilities: capabilities.into(),
+            client_info: client_info.map(Into::into),
+            level: Mutex::new(None),
+            asks: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+            next_ask: AtomicU64::new(0),
+            subscriptions: Mutex::new(std::collections::BTreeSet::new()),
+            listen: Mutex::new(None),
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.session.upgrade().is_some_and(|s| !s.closed.is_cancelled())
+    }
+
+    /// A new server→client request id and where its answer will arrive.
+    pub(crate) fn ask(&self) -> Result<(String, oneshot::Receiver<Message>), Refusal> {
+        let mut asks = lock(&self.asks);
+        asks.retain(|_, tx| !tx.is_closed());
+        if asks.len() >= MAX_ASKS {
+            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
+        }
+        let n = self.next_ask.fetch_add(1, Ordering::Relaxed);
+        let id = format!("\"{ASK_PREFIX}{n}\"");
+        let (tx, rx) = oneshot::channel();
+        asks.insert(RequestId::from_json(&id).ok_or_else(|| Refusal::invalid("bad id"))?, tx);
+        Ok((id, rx))
+    }
+
+    /// The client's answer to one of the bridge's requests; `false` when none waits for it.
+    pub(crate) fn answered(&self, m: Message) -> bool {
+        let Some(tx) = m.id().and_then(|id| lock(&self.asks).remove(&id)) else { return false };
+        tx.send(m).is_ok()
+    }
+}
+
+/// The bridged sessions of a stdio front, by session id. Bounded by the session table: an
+/// entry whose session ended is dropped when the next one is added.
+#[derive(Default)]
+pub(crate) struct BridgedSessions {
+    map: Mutex<HashMap<Arc<str>, Arc<Bridged>>>,
+}
+
+impl BridgedSessions {
+    pub(crate) fn get(&self, session: &str) -> Option<Arc<Bridged>> {
+        lock(&self.map).get(session).cloned()
+    }
+
+    pub(crate) fn insert(&self, session: Arc<str>, b: Arc<Bridged>) {
+        let mut map = lock(&self.map);
+        map.retain(|_, b| b.alive());
+        map.insert(session, b);
+    }
+}
