@@ -143,12 +143,17 @@ pub(crate) struct Applicable {
 pub(crate) struct Split {
     /// Every applicable policy, in order: for a decision whose caller is not seen again.
     pub all: PolicySet,
-    /// Conditions that may read the resource's attributes or the context: evaluated per request.
+    /// Conditions that may read the request's arguments or the context: evaluated per request.
     pub per_request: PolicySet,
+    /// Conditions that may read the resource's attributes, but none of its `arg_*` ones, nor the
+    /// context: for one caller, one resource and one set of tool annotations (the only attributes
+    /// that are neither fixed by the resource's uid nor arguments), their outcome never changes.
+    pub per_tool: PolicySet,
     /// Conditions that read only the principal, the action, literals and static entities: for one
     /// caller and one resource, their outcome never changes (see `outcome`).
     pub per_caller: PolicySet,
     pub has_per_request: bool,
+    pub has_per_tool: bool,
     pub has_per_caller: bool,
 }
 
@@ -196,24 +201,62 @@ impl Applicable {
     }
 }
 
-/// The candidates `keep` accepts, in order, split by [`reads_only_the_caller`]. Ids are unique in
-/// the document, so `add` cannot fail.
+/// The candidates `keep` accepts, in order, split by [`reads_only_the_caller`] and
+/// [`reads_request_data`]. Ids are unique in the document, so `add` cannot fail.
 fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types: &[String]) -> Split {
     let mut all = PolicySet::new();
     let mut per_request = PolicySet::new();
+    let mut per_tool = PolicySet::new();
     let mut per_caller = PolicySet::new();
-    let (mut has_per_request, mut has_per_caller) = (false, false);
+    let (mut has_per_request, mut has_per_tool, mut has_per_caller) = (false, false, false);
     for policy in candidates.iter().filter(|p| keep(p)) {
         let _ = all.add((*policy).clone());
         if reads_only_the_caller(policy, resource_types) {
             has_per_caller = true;
             let _ = per_caller.add((*policy).clone());
-        } else {
+        } else if reads_request_data(policy) {
             has_per_request = true;
             let _ = per_request.add((*policy).clone());
+        } else {
+            has_per_tool = true;
+            let _ = per_tool.add((*policy).clone());
         }
     }
-    Split { all, per_request, per_caller, has_per_request, has_per_caller }
+    Split { all, per_request, per_tool, per_caller, has_per_request, has_per_tool, has_per_caller }
+}
+
+/// Whether a policy may see what changes from one request to the next of the same caller on the
+/// same resource with the same annotations: an `arg_*` attribute (of any entity, as a literal of
+/// the request's resource's uid reads the request's own), or the context (which holds only
+/// claims and arguments, but may be used whole). Attribute names are always literal in Cedar
+/// (`.x`, `["x"]`, `has x`), so the JSON form shows every name a policy can read; request entities
+/// carry no tags. A policy with no JSON form is taken to see everything.
+pub(crate) fn reads_request_data(policy: &Policy) -> bool {
+    fn sees(v: &Value) -> bool {
+        match v {
+            Value::Object(map) => {
+                if is_context(v) {
+                    return true;
+                }
+                for key in [".", "has"] {
+                    let names = map.get(key).and_then(|node| node.get("attr"));
+                    let arg = |name: &Value| name.as_str().is_some_and(|n| n.starts_with("arg_"));
+                    let found = match names {
+                        Some(Value::Array(items)) => items.iter().any(arg),
+                        Some(name) => arg(name),
+                        None => false,
+                    };
+                    if found {
+                        return true;
+                    }
+                }
+                map.values().any(sees)
+            }
+            Value::Array(items) => items.iter().any(sees),
+            _ => false,
+        }
+    }
+    policy.to_json().map_or(true, |est| sees(&est))
 }
 
 /// Whether a policy's outcome is fixed by the caller and the resource's uid: its conditions
@@ -322,7 +365,7 @@ mod tests {
         let applicable = Applicable::build(&policies, &client, &call, &tool, &["Tool".to_owned()]);
         let ids = |uid: &str| {
             let split = applicable.for_resource(&uid.parse().unwrap());
-            assert!(!split.has_per_request, "no conditions: every outcome is the caller's");
+            assert!(!split.has_per_request && !split.has_per_tool, "no conditions: every outcome is the caller's");
             let all: Vec<String> = split.all.policies().map(|p| p.id().to_string()).collect();
             let per_caller: Vec<String> = split.per_caller.policies().map(|p| p.id().to_string()).collect();
             assert_eq!(all, per_caller);
@@ -354,5 +397,28 @@ mod tests {
         // The request's resource read through a literal of its uid.
         assert!(!per_caller(r#"permit(principal, action, resource) when { Tool::"echo".arg_x == 1 };"#));
         assert!(!per_caller(r#"permit(principal, action, resource) when { [Prompt::"p"].contains(principal.x) };"#));
+    }
+
+    #[test]
+    fn only_arguments_and_the_context_are_request_data() {
+        let per_request = |text: &str| reads_request_data(&Policy::parse(None, text).unwrap());
+        assert!(!per_request(
+            r#"permit(principal, action, resource) when { resource has readOnlyHint && resource.readOnlyHint };"#
+        ));
+        assert!(!per_request(
+            r#"permit(principal, action, resource) when { resource.name == "x" && resource.uri like "f*" };"#
+        ));
+        assert!(!per_request(
+            r#"permit(principal, action, resource == Tool::"o") when { resource.owner == principal.claim_e };"#
+        ));
+        assert!(!per_request(r#"permit(principal, action, resource) when { principal.claim_arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource.arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource["arg_x"] == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource has arg_list_present };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource has arg_r.inner };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { Tool::"echo".arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { principal.arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { context.claim_r == "x" };"#));
+        assert!(per_request(r#"permit(principal, action, resource) unless { context == {} };"#));
     }
 }

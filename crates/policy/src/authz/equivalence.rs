@@ -105,10 +105,17 @@ fn decide(authz: &Authorizer, claims: &Map<String, Value>, what: &Target<'_>) ->
 }
 
 /// The same through the per-identity cache: its first request builds the principal, the second
-/// reuses it, and both must decide as [`decide`] does.
-fn decide_shared(authz: &Authorizer, claims: &Map<String, Value>, what: &Target<'_>) -> [Decision; 2] {
+/// reuses it, and both must decide as [`decide`] does. `before`: a request the same identity
+/// made first (same resource, other arguments and annotations), whose kept outcomes must not
+/// leak into this one's.
+fn decide_shared(
+    authz: &Authorizer,
+    claims: &Map<String, Value>,
+    before: &Target<'_>,
+    what: &Target<'_>,
+) -> [Decision; 3] {
     let who = Arc::new(Identity { subject: "user".to_owned(), claims: claims.clone(), kind: IdentityKind::Jwt });
-    [authz.authorize_shared(&who, what), authz.authorize_shared(&who, what)]
+    [authz.authorize_shared(&who, before), authz.authorize_shared(&who, what), authz.authorize_shared(&who, what)]
 }
 
 /// The four authorizers (analysed or not, with or without the whole-context policy), built once.
@@ -128,14 +135,22 @@ proptest! {
         args in prop::option::of(map(&["text", "n", "list", "other"])),
         read_only in prop::option::of(any::<bool>()),
         whole in any::<bool>(),
+        args_before in prop::option::of(map(&["text", "n", "list", "other"])),
+        read_only_before in prop::option::of(any::<bool>()),
     ) {
         let (analysed, full) = &AUTHORIZERS[usize::from(whole)];
-        let annotations: Option<Map<String, Value>> =
-            read_only.map(|b| json!({"readOnlyHint": b}).as_object().cloned().unwrap());
+        let hints = |read_only: Option<bool>| -> Option<Map<String, Value>> {
+            read_only.map(|b| json!({"readOnlyHint": b, "destructiveHint": "no"}).as_object().cloned().unwrap())
+        };
+        let (annotations, annotations_before) = (hints(read_only), hints(read_only_before));
         let what = Target { feature, name, arguments: args.as_ref(), annotations: annotations.as_ref() };
+        let before =
+            Target { feature, name, arguments: args_before.as_ref(), annotations: annotations_before.as_ref() };
         let expected = decide(full, &claims, &what);
         prop_assert_eq!(&decide(analysed, &claims, &what), &expected);
-        for decision in decide_shared(analysed, &claims, &what) {
+        let [first, again @ ..] = decide_shared(analysed, &claims, &before, &what);
+        prop_assert_eq!(&first, &decide(full, &claims, &before));
+        for decision in again {
             prop_assert_eq!(&decision, &expected);
         }
     }

@@ -34,8 +34,10 @@
 //! Neither changes a decision: an unread attribute is invisible and an unmatched scope is false
 //! before any condition runs. [`Authorizer::authorize_shared`] also keeps, per identity, the
 //! caller's part (claims, groups, the store with the principal) and the outcome of the policies
-//! whose conditions see only the caller, per resource (`analysis::Split`): only the policies
-//! that can read the resource's attributes or the context are evaluated per request.
+//! whose conditions see only the caller, per resource, and of those that also see the resource's
+//! attributes but no argument nor the context, per resource and tool annotations
+//! (`analysis::Split`): only the policies that can read arguments or the context are evaluated
+//! per request.
 //!
 //! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
 //! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
@@ -295,7 +297,7 @@ impl Authorizer {
             budget,
             uid: principal_uid,
             store,
-            per_caller: principal::Outcomes::default(),
+            outcomes: principal::Outcomes::default(),
         })
     }
 
@@ -397,11 +399,21 @@ impl Authorizer {
         } else {
             Outcome::default()
         };
+        if split.has_per_tool {
+            // The same for every request of this caller on this resource with these annotations.
+            let annotations = if what.feature == Feature::Tool { what.annotations } else { None };
+            let part = principal::Part::PerTool(attributes::annotation_key(annotations, &reads));
+            let per_tool = principal.outcomes.get_or_eval(what.feature, part, what.name, || {
+                Outcome::of(&self.cedar.is_authorized(&request, &split.per_tool, &entities))
+            });
+            outcome.join(&per_tool);
+        }
         if split.has_per_caller {
             // Their outcome is the same for every request of this caller on this resource.
-            let per_caller = principal.per_caller.get_or_eval(what.feature, what.name, || {
-                Outcome::of(&self.cedar.is_authorized(&request, &split.per_caller, &entities))
-            });
+            let per_caller =
+                principal.outcomes.get_or_eval(what.feature, principal::Part::PerCaller, what.name, || {
+                    Outcome::of(&self.cedar.is_authorized(&request, &split.per_caller, &entities))
+                });
             outcome.join(&per_caller);
         }
         outcome.decision()
