@@ -155,6 +155,9 @@ pub(crate) struct Split {
     pub has_per_request: bool,
     pub has_per_tool: bool,
     pub has_per_caller: bool,
+    /// Every per-request policy looks at no entity but the resource (see
+    /// [`sees_only_the_resource`]): they may be evaluated against a store holding it alone.
+    pub per_request_sees_only_the_resource: bool,
 }
 
 impl Applicable {
@@ -209,6 +212,7 @@ fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types:
     let mut per_tool = PolicySet::new();
     let mut per_caller = PolicySet::new();
     let (mut has_per_request, mut has_per_tool, mut has_per_caller) = (false, false, false);
+    let mut only_the_resource = true;
     for policy in candidates.iter().filter(|p| keep(p)) {
         let _ = all.add((*policy).clone());
         if reads_only_the_caller(policy, resource_types) {
@@ -216,13 +220,58 @@ fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types:
             let _ = per_caller.add((*policy).clone());
         } else if reads_request_data(policy) {
             has_per_request = true;
+            only_the_resource &= sees_only_the_resource(policy);
             let _ = per_request.add((*policy).clone());
         } else {
             has_per_tool = true;
             let _ = per_tool.add((*policy).clone());
         }
     }
-    Split { all, per_request, per_tool, per_caller, has_per_request, has_per_tool, has_per_caller }
+    Split {
+        all,
+        per_request,
+        per_tool,
+        per_caller,
+        has_per_request,
+        has_per_tool,
+        has_per_caller,
+        per_request_sees_only_the_resource: only_the_resource,
+    }
+}
+
+/// Whether a policy's evaluation looks up no entity in the store but the request's resource:
+/// its scope compares the principal and action by uid or type only (no `in`), and so the
+/// resource (no `in`: its ancestors are not needed); its conditions name neither `principal`
+/// nor `action`, no entity literal and no `in`, so the only entity they can reach is `resource`
+/// (a request's attributes and context hold no entity references; a resource that shares its
+/// uid with a static entity, whose attributes might, is never evaluated alone). A policy with
+/// no JSON form is taken to look everywhere.
+pub(crate) fn sees_only_the_resource(policy: &Policy) -> bool {
+    fn reaches_further(v: &Value) -> bool {
+        match v {
+            Value::Object(map) => {
+                let var = map.get("Var").and_then(Value::as_str);
+                if var.is_some_and(|var| var == "principal" || var == "action")
+                    || map.contains_key("__entity")
+                    || map.contains_key("in")
+                {
+                    return true;
+                }
+                map.values().any(reaches_further)
+            }
+            Value::Array(items) => items.iter().any(reaches_further),
+            _ => false,
+        }
+    }
+    let scope = matches!(
+        policy.principal_constraint(),
+        PrincipalConstraint::Any | PrincipalConstraint::Eq(_) | PrincipalConstraint::Is(_)
+    ) && matches!(policy.action_constraint(), ActionConstraint::Any | ActionConstraint::Eq(_))
+        && matches!(
+            policy.resource_constraint(),
+            ResourceConstraint::Any | ResourceConstraint::Eq(_) | ResourceConstraint::Is(_)
+        );
+    scope && policy.to_json().is_ok_and(|est| est.get("conditions").is_none_or(|c| !reaches_further(c)))
 }
 
 /// Whether a policy may see what changes from one request to the next of the same caller on the
@@ -397,6 +446,24 @@ mod tests {
         // The request's resource read through a literal of its uid.
         assert!(!per_caller(r#"permit(principal, action, resource) when { Tool::"echo".arg_x == 1 };"#));
         assert!(!per_caller(r#"permit(principal, action, resource) when { [Prompt::"p"].contains(principal.x) };"#));
+    }
+
+    #[test]
+    fn policies_that_look_at_the_resource_alone() {
+        let alone = |text: &str| sees_only_the_resource(&Policy::parse(None, text).unwrap());
+        assert!(alone(
+            r#"forbid(principal, action == Action::"c", resource == Tool::"e") when { resource has arg_t && resource.arg_t == "x" };"#
+        ));
+        assert!(alone(r#"permit(principal is Client, action, resource is Tool) when { context.arg_n > 3 };"#));
+        assert!(alone(r#"permit(principal == Client::"a", action, resource) unless { resource.arg_x like "*a*" };"#));
+        assert!(!alone(r#"permit(principal in G::"g", action, resource) when { resource.arg_x == 1 };"#));
+        assert!(!alone(r#"permit(principal, action in [Action::"c"], resource) when { resource.arg_x == 1 };"#));
+        assert!(!alone(r#"permit(principal, action, resource in MCP::"s") when { resource.arg_x == 1 };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { principal.claim_a == resource.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { action.operation == resource.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { Tool::"o".owner == resource.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { resource in context.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { resource is Tool in context.arg_x };"#));
     }
 
     #[test]

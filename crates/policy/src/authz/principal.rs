@@ -65,17 +65,13 @@ pub(crate) struct Outcomes {
 type ByName = HashMap<String, Arc<Outcome>>;
 
 impl Outcomes {
-    /// The outcome for this resource, evaluated by `eval` the first time.
-    pub(crate) fn get_or_eval(
-        &self,
-        feature: Feature,
-        part: Part,
-        name: &str,
-        eval: impl FnOnce() -> Outcome,
-    ) -> Arc<Outcome> {
-        if let Some(found) = self.map.lock().ok().and_then(|m| m.get(&(feature, part))?.get(name).cloned()) {
-            return found;
-        }
+    /// The outcome kept for this resource, if any.
+    pub(crate) fn get(&self, feature: Feature, part: Part, name: &str) -> Option<Arc<Outcome>> {
+        self.map.lock().ok().and_then(|m| m.get(&(feature, part))?.get(name).cloned())
+    }
+
+    /// Keeps the outcome `eval` gives for this resource, and returns it.
+    pub(crate) fn put(&self, feature: Feature, part: Part, name: &str, eval: impl FnOnce() -> Outcome) -> Arc<Outcome> {
         let outcome = Arc::new(eval());
         if let Ok(mut map) = self.map.lock() {
             if map.values().map(HashMap::len).sum::<usize>() >= MAX_OUTCOMES {
