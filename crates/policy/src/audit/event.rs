@@ -10,6 +10,7 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::config::AuditConfig;
+use super::stamp;
 use crate::identity::Identity;
 
 /// How a request ended.
@@ -176,13 +177,13 @@ pub struct Data {
 impl AuditEvent {
     /// Starts an event for a request with this MCP method (`None`: not an MCP message).
     pub fn builder<'c>(cfg: &'c AuditConfig, method: Option<&str>) -> EventBuilder<'c> {
-        let now = utc_micros(jiff::Timestamp::now());
+        let now = stamp::utc_micros(jiff::Timestamp::now());
         let kind = event_type(method);
         let event = AuditEvent {
             time: now.clone(),
             level: "INFO+2",
             msg: "audit_event",
-            audit_id: uuid::Uuid::new_v4().to_string(),
+            audit_id: stamp::uuid_v4(),
             event_type: kind.to_owned(),
             logged_at: now,
             outcome: Outcome::Success,
@@ -195,26 +196,6 @@ impl AuditEvent {
         };
         EventBuilder { cfg, event }
     }
-}
-
-/// RFC 3339 UTC with microseconds, e.g. `2026-11-03T09:12:45.123456Z`: what
-/// `strftime("%Y-%m-%dT%H:%M:%S%.6fZ")` gives, without parsing a format string per event.
-fn utc_micros(ts: jiff::Timestamp) -> String {
-    use std::fmt::Write as _;
-    let t = jiff::tz::Offset::UTC.to_datetime(ts);
-    let mut out = String::with_capacity(27);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.subsec_nanosecond() / 1000
-    );
-    out
 }
 
 /// Fills an [`AuditEvent`]; every setter is optional.
@@ -382,16 +363,6 @@ mod tests {
         assert_eq!(capped(b"not json\n", 100).unwrap().get(), r#""not json\n""#);
         assert_eq!(capped(b"[1,2,3]", 3).unwrap().get(), r#"{"truncated":true,"size_bytes":7}"#);
         assert_eq!(capped(b"[1,2,3]", 7).unwrap().get(), "[1,2,3]");
-    }
-
-    #[test]
-    fn timestamps_match_strftime() {
-        for (secs, nanos) in
-            [(0, 0), (1_700_000_000, 999_999_999), (1_789_000_123, 1_000), (4_102_444_799, 123_456_789)]
-        {
-            let ts = jiff::Timestamp::new(secs, nanos).unwrap();
-            assert_eq!(utc_micros(ts), ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
-        }
     }
 
     #[test]

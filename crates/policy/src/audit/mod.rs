@@ -9,6 +9,7 @@
 mod auditor;
 mod config;
 mod event;
+mod stamp;
 
 pub use crate::document::DocumentError;
 pub use auditor::{Auditor, BATCH_BYTES, DROP_WARN_EVERY, FLUSH_DELAY};

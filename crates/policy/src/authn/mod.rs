@@ -209,11 +209,13 @@ impl Authenticator {
     /// The caller the token names, once it is verified.
     async fn verify(&self, authorization: Option<&http::HeaderValue>) -> Result<Arc<Identity>, AuthnError> {
         let token = bearer_token(authorization, self.max_token_bytes)?;
+        // Only JWTs that verified are remembered, so a token found is one: the shape check is
+        // left for tokens seen for the first time.
+        let key = verified::key(token);
+        if let Some(id) = self.verified.get(&key) {
+            return Ok(id);
+        }
         if jwt::looks_like_jwt(token) {
-            let key = verified::key(token);
-            if let Some(id) = self.verified.get(&key) {
-                return Ok(id);
-            }
             let id = Arc::new(jwt::verify(token, &self.jwks, &self.rules).await?);
             self.verified.put(key, Arc::clone(&id));
             return Ok(id);
@@ -271,7 +273,8 @@ fn bearer_token(authorization: Option<&http::HeaderValue>, max_bytes: usize) -> 
     if token.len() > max_bytes {
         return Err(AuthnError::TooLarge);
     }
-    if token.is_empty() || token.contains(char::is_whitespace) {
+    // `to_str` let through visible ASCII and tabs only: the bytes are the characters.
+    if token.is_empty() || token.bytes().any(|b| b.is_ascii_whitespace()) {
         return Err(AuthnError::Malformed("not a single bearer token"));
     }
     Ok(token)

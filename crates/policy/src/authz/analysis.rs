@@ -143,13 +143,21 @@ pub(crate) struct Applicable {
 pub(crate) struct Split {
     /// Every applicable policy, in order: for a decision whose caller is not seen again.
     pub all: PolicySet,
-    /// Conditions that may read the resource's attributes or the context: evaluated per request.
+    /// Conditions that may read the request's arguments or the context: evaluated per request.
     pub per_request: PolicySet,
+    /// Conditions that may read the resource's attributes, but none of its `arg_*` ones, nor the
+    /// context: for one caller, one resource and one set of tool annotations (the only attributes
+    /// that are neither fixed by the resource's uid nor arguments), their outcome never changes.
+    pub per_tool: PolicySet,
     /// Conditions that read only the principal, the action, literals and static entities: for one
     /// caller and one resource, their outcome never changes (see `outcome`).
     pub per_caller: PolicySet,
     pub has_per_request: bool,
+    pub has_per_tool: bool,
     pub has_per_caller: bool,
+    /// Every per-request policy looks at no entity but the resource (see
+    /// [`sees_only_the_resource`]): they may be evaluated against a store holding it alone.
+    pub per_request_sees_only_the_resource: bool,
 }
 
 impl Applicable {
@@ -196,24 +204,108 @@ impl Applicable {
     }
 }
 
-/// The candidates `keep` accepts, in order, split by [`reads_only_the_caller`]. Ids are unique in
-/// the document, so `add` cannot fail.
+/// The candidates `keep` accepts, in order, split by [`reads_only_the_caller`] and
+/// [`reads_request_data`]. Ids are unique in the document, so `add` cannot fail.
 fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types: &[String]) -> Split {
     let mut all = PolicySet::new();
     let mut per_request = PolicySet::new();
+    let mut per_tool = PolicySet::new();
     let mut per_caller = PolicySet::new();
-    let (mut has_per_request, mut has_per_caller) = (false, false);
+    let (mut has_per_request, mut has_per_tool, mut has_per_caller) = (false, false, false);
+    let mut only_the_resource = true;
     for policy in candidates.iter().filter(|p| keep(p)) {
         let _ = all.add((*policy).clone());
         if reads_only_the_caller(policy, resource_types) {
             has_per_caller = true;
             let _ = per_caller.add((*policy).clone());
-        } else {
+        } else if reads_request_data(policy) {
             has_per_request = true;
+            only_the_resource &= sees_only_the_resource(policy);
             let _ = per_request.add((*policy).clone());
+        } else {
+            has_per_tool = true;
+            let _ = per_tool.add((*policy).clone());
         }
     }
-    Split { all, per_request, per_caller, has_per_request, has_per_caller }
+    Split {
+        all,
+        per_request,
+        per_tool,
+        per_caller,
+        has_per_request,
+        has_per_tool,
+        has_per_caller,
+        per_request_sees_only_the_resource: only_the_resource,
+    }
+}
+
+/// Whether a policy's evaluation looks up no entity in the store but the request's resource:
+/// its scope compares the principal and action by uid or type only (no `in`), and so the
+/// resource (no `in`: its ancestors are not needed); its conditions name neither `principal`
+/// nor `action`, no entity literal and no `in`, so the only entity they can reach is `resource`
+/// (a request's attributes and context hold no entity references; a resource that shares its
+/// uid with a static entity, whose attributes might, is never evaluated alone). A policy with
+/// no JSON form is taken to look everywhere.
+pub(crate) fn sees_only_the_resource(policy: &Policy) -> bool {
+    fn reaches_further(v: &Value) -> bool {
+        match v {
+            Value::Object(map) => {
+                let var = map.get("Var").and_then(Value::as_str);
+                if var.is_some_and(|var| var == "principal" || var == "action")
+                    || map.contains_key("__entity")
+                    || map.contains_key("in")
+                {
+                    return true;
+                }
+                map.values().any(reaches_further)
+            }
+            Value::Array(items) => items.iter().any(reaches_further),
+            _ => false,
+        }
+    }
+    let scope = matches!(
+        policy.principal_constraint(),
+        PrincipalConstraint::Any | PrincipalConstraint::Eq(_) | PrincipalConstraint::Is(_)
+    ) && matches!(policy.action_constraint(), ActionConstraint::Any | ActionConstraint::Eq(_))
+        && matches!(
+            policy.resource_constraint(),
+            ResourceConstraint::Any | ResourceConstraint::Eq(_) | ResourceConstraint::Is(_)
+        );
+    scope && policy.to_json().is_ok_and(|est| est.get("conditions").is_none_or(|c| !reaches_further(c)))
+}
+
+/// Whether a policy may see what changes from one request to the next of the same caller on the
+/// same resource with the same annotations: an `arg_*` attribute (of any entity, as a literal of
+/// the request's resource's uid reads the request's own), or the context (which holds only
+/// claims and arguments, but may be used whole). Attribute names are always literal in Cedar
+/// (`.x`, `["x"]`, `has x`), so the JSON form shows every name a policy can read; request entities
+/// carry no tags. A policy with no JSON form is taken to see everything.
+pub(crate) fn reads_request_data(policy: &Policy) -> bool {
+    fn sees(v: &Value) -> bool {
+        match v {
+            Value::Object(map) => {
+                if is_context(v) {
+                    return true;
+                }
+                for key in [".", "has"] {
+                    let names = map.get(key).and_then(|node| node.get("attr"));
+                    let arg = |name: &Value| name.as_str().is_some_and(|n| n.starts_with("arg_"));
+                    let found = match names {
+                        Some(Value::Array(items)) => items.iter().any(arg),
+                        Some(name) => arg(name),
+                        None => false,
+                    };
+                    if found {
+                        return true;
+                    }
+                }
+                map.values().any(sees)
+            }
+            Value::Array(items) => items.iter().any(sees),
+            _ => false,
+        }
+    }
+    policy.to_json().map_or(true, |est| sees(&est))
 }
 
 /// Whether a policy's outcome is fixed by the caller and the resource's uid: its conditions
@@ -322,7 +414,7 @@ mod tests {
         let applicable = Applicable::build(&policies, &client, &call, &tool, &["Tool".to_owned()]);
         let ids = |uid: &str| {
             let split = applicable.for_resource(&uid.parse().unwrap());
-            assert!(!split.has_per_request, "no conditions: every outcome is the caller's");
+            assert!(!split.has_per_request && !split.has_per_tool, "no conditions: every outcome is the caller's");
             let all: Vec<String> = split.all.policies().map(|p| p.id().to_string()).collect();
             let per_caller: Vec<String> = split.per_caller.policies().map(|p| p.id().to_string()).collect();
             assert_eq!(all, per_caller);
@@ -354,5 +446,46 @@ mod tests {
         // The request's resource read through a literal of its uid.
         assert!(!per_caller(r#"permit(principal, action, resource) when { Tool::"echo".arg_x == 1 };"#));
         assert!(!per_caller(r#"permit(principal, action, resource) when { [Prompt::"p"].contains(principal.x) };"#));
+    }
+
+    #[test]
+    fn policies_that_look_at_the_resource_alone() {
+        let alone = |text: &str| sees_only_the_resource(&Policy::parse(None, text).unwrap());
+        assert!(alone(
+            r#"forbid(principal, action == Action::"c", resource == Tool::"e") when { resource has arg_t && resource.arg_t == "x" };"#
+        ));
+        assert!(alone(r#"permit(principal is Client, action, resource is Tool) when { context.arg_n > 3 };"#));
+        assert!(alone(r#"permit(principal == Client::"a", action, resource) unless { resource.arg_x like "*a*" };"#));
+        assert!(!alone(r#"permit(principal in G::"g", action, resource) when { resource.arg_x == 1 };"#));
+        assert!(!alone(r#"permit(principal, action in [Action::"c"], resource) when { resource.arg_x == 1 };"#));
+        assert!(!alone(r#"permit(principal, action, resource in MCP::"s") when { resource.arg_x == 1 };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { principal.claim_a == resource.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { action.operation == resource.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { Tool::"o".owner == resource.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { resource in context.arg_x };"#));
+        assert!(!alone(r#"permit(principal, action, resource) when { resource is Tool in context.arg_x };"#));
+    }
+
+    #[test]
+    fn only_arguments_and_the_context_are_request_data() {
+        let per_request = |text: &str| reads_request_data(&Policy::parse(None, text).unwrap());
+        assert!(!per_request(
+            r#"permit(principal, action, resource) when { resource has readOnlyHint && resource.readOnlyHint };"#
+        ));
+        assert!(!per_request(
+            r#"permit(principal, action, resource) when { resource.name == "x" && resource.uri like "f*" };"#
+        ));
+        assert!(!per_request(
+            r#"permit(principal, action, resource == Tool::"o") when { resource.owner == principal.claim_e };"#
+        ));
+        assert!(!per_request(r#"permit(principal, action, resource) when { principal.claim_arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource.arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource["arg_x"] == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource has arg_list_present };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { resource has arg_r.inner };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { Tool::"echo".arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { principal.arg_x == 1 };"#));
+        assert!(per_request(r#"permit(principal, action, resource) when { context.claim_r == "x" };"#));
+        assert!(per_request(r#"permit(principal, action, resource) unless { context == {} };"#));
     }
 }

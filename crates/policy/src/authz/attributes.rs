@@ -150,6 +150,21 @@ pub(crate) fn annotations(annotations: Option<&Map<String, Value>>, wanted: Want
     }
 }
 
+/// The tool annotations [`annotations`] builds, as a key: two bits per hint (absent or not a
+/// boolean, false, true). Two targets with the same key get the same annotation attributes.
+pub(crate) fn annotation_key(annotations: Option<&Map<String, Value>>, wanted: Wanted<'_>) -> u8 {
+    let Some(annotations) = annotations else { return 0 };
+    let mut key = 0u8;
+    for (i, name) in ANNOTATIONS.into_iter().enumerate() {
+        let bits = match annotations.get(name) {
+            Some(Value::Bool(b)) if wanted(name) => 1 + u8::from(*b),
+            _ => 0,
+        };
+        key |= bits << (2 * i);
+    }
+    key
+}
+
 /// Group names from the group claim (configured name first, else ToolHive's defaults) and the
 /// role claim, without duplicates. `Err` when there are more than [`MAX_GROUPS`] or one is too long.
 pub(crate) fn groups(claims: &Map<String, Value>, rules: &ClaimRules) -> Result<Vec<String>, String> {

@@ -73,6 +73,15 @@ impl StaticEntities {
         Entity::new(e.uid, attrs, parents).map_err(|err| err.to_string())
     }
 
+    /// Whether a request's resource `uid` (parent: the server) added to `store` would be an
+    /// entity of the request alone: no static entity shares its uid, and it is no ancestor of
+    /// its parent, so adding it changes no other entity and cannot fail (no cycle). Evaluated
+    /// against a store of the resource alone, a policy that looks at no other entity then
+    /// decides as against the whole store.
+    pub(crate) fn resource_alone(&self, store: &Entities, uid: &EntityUid, server: Option<&EntityUid>) -> bool {
+        !self.parts.contains_key(uid) && server.is_none_or(|p| p != uid && !store.is_ancestor_of(uid, p))
+    }
+
     /// The static store alone.
     pub(crate) fn base(&self) -> &Entities {
         &self.entities

@@ -37,12 +37,23 @@ const POLICIES: [&str; 14] = [
 /// Uses `context` whole, so every claim and argument goes into the context.
 const CONTEXT_WHOLE: &str = r#"forbid(principal, action, resource) when { context == {"arg_text": "whole"} };"#;
 
-fn document(extra: Option<&str>) -> Value {
+/// With every policy, or without the one whose scope reads the resource's ancestors
+/// (`resource in MCP::"srv"`), which makes every resource's per-request policies look at the
+/// resource alone (`analysis::sees_only_the_resource`), so both ways of evaluating them are tried.
+fn document_with(extra: Option<&str>, without_ancestors: bool) -> Value {
     let mut policies: Vec<&str> = POLICIES.to_vec();
+    if without_ancestors {
+        policies[7] =
+            r#"permit(principal, action, resource) when { context has claim_tier && context.claim_tier == "gold" };"#;
+    }
     policies.extend(extra);
     let entities = json!([{"uid": {"type": "Tool", "id": "owned"}, "attrs": {"owner": "a@example.com", "name": "x"}, "parents": []}]);
     json!({"version": "1.0", "type": "cedarv1", "cedar": {
         "policies": policies, "entities_json": entities.to_string(), "multi_valued_claims": ["scope"]}})
+}
+
+fn document(extra: Option<&str>) -> Value {
+    document_with(extra, false)
 }
 
 /// The same document decided with no analysis: every attribute built, every policy evaluated.
@@ -105,16 +116,24 @@ fn decide(authz: &Authorizer, claims: &Map<String, Value>, what: &Target<'_>) ->
 }
 
 /// The same through the per-identity cache: its first request builds the principal, the second
-/// reuses it, and both must decide as [`decide`] does.
-fn decide_shared(authz: &Authorizer, claims: &Map<String, Value>, what: &Target<'_>) -> [Decision; 2] {
+/// reuses it, and both must decide as [`decide`] does. `before`: a request the same identity
+/// made first (same resource, other arguments and annotations), whose kept outcomes must not
+/// leak into this one's.
+fn decide_shared(
+    authz: &Authorizer,
+    claims: &Map<String, Value>,
+    before: &Target<'_>,
+    what: &Target<'_>,
+) -> [Decision; 3] {
     let who = Arc::new(Identity { subject: "user".to_owned(), claims: claims.clone(), kind: IdentityKind::Jwt });
-    [authz.authorize_shared(&who, what), authz.authorize_shared(&who, what)]
+    [authz.authorize_shared(&who, before), authz.authorize_shared(&who, what), authz.authorize_shared(&who, what)]
 }
 
-/// The four authorizers (analysed or not, with or without the whole-context policy), built once.
-static AUTHORIZERS: LazyLock<[(Authorizer, Authorizer); 2]> = LazyLock::new(|| {
-    [None, Some(CONTEXT_WHOLE)].map(|extra| {
-        let doc = document(extra);
+/// The eight authorizers (analysed or not, with or without the whole-context policy, with or
+/// without the ancestor-reading one), built once.
+static AUTHORIZERS: LazyLock<[(Authorizer, Authorizer); 4]> = LazyLock::new(|| {
+    [(None, false), (Some(CONTEXT_WHOLE), false), (None, true), (Some(CONTEXT_WHOLE), true)].map(|(extra, without)| {
+        let doc = document_with(extra, without);
         (Authorizer::from_value(&doc, "test").unwrap().with_server("srv"), unanalysed(&doc))
     })
 });
@@ -128,14 +147,23 @@ proptest! {
         args in prop::option::of(map(&["text", "n", "list", "other"])),
         read_only in prop::option::of(any::<bool>()),
         whole in any::<bool>(),
+        without_ancestors in any::<bool>(),
+        args_before in prop::option::of(map(&["text", "n", "list", "other"])),
+        read_only_before in prop::option::of(any::<bool>()),
     ) {
-        let (analysed, full) = &AUTHORIZERS[usize::from(whole)];
-        let annotations: Option<Map<String, Value>> =
-            read_only.map(|b| json!({"readOnlyHint": b}).as_object().cloned().unwrap());
+        let (analysed, full) = &AUTHORIZERS[usize::from(whole) + 2 * usize::from(without_ancestors)];
+        let hints = |read_only: Option<bool>| -> Option<Map<String, Value>> {
+            read_only.map(|b| json!({"readOnlyHint": b, "destructiveHint": "no"}).as_object().cloned().unwrap())
+        };
+        let (annotations, annotations_before) = (hints(read_only), hints(read_only_before));
         let what = Target { feature, name, arguments: args.as_ref(), annotations: annotations.as_ref() };
+        let before =
+            Target { feature, name, arguments: args_before.as_ref(), annotations: annotations_before.as_ref() };
         let expected = decide(full, &claims, &what);
         prop_assert_eq!(&decide(analysed, &claims, &what), &expected);
-        for decision in decide_shared(analysed, &claims, &what) {
+        let [first, again @ ..] = decide_shared(analysed, &claims, &before, &what);
+        prop_assert_eq!(&first, &decide(full, &claims, &before));
+        for decision in again {
             prop_assert_eq!(&decision, &expected);
         }
     }
@@ -157,6 +185,41 @@ fn the_analysis_prunes_and_still_allows_and_denies() {
     let denied = decide(&authz, &eng, &echo_no);
     assert!(!denied.allowed);
     assert_eq!(denied.policies, ["policy1"]);
+}
+
+#[test]
+fn both_ways_of_evaluating_per_request_policies_are_tried() {
+    // Guards the property test: one document evaluates them against the resource alone.
+    let uid = |text: &str| text.parse().unwrap();
+    for (without_ancestors, alone) in [(false, false), (true, true)] {
+        let (authz, _) = &AUTHORIZERS[2 * usize::from(without_ancestors)];
+        let tools = &authz.applicable[&Feature::Tool];
+        for tool in [r#"Tool::"echo""#, r#"Tool::"named""#] {
+            let split = tools.for_resource(&uid(tool));
+            assert!(split.has_per_request && split.has_per_tool && split.has_per_caller, "{tool}");
+            assert_eq!(split.per_request_sees_only_the_resource, alone, "{tool}");
+        }
+    }
+}
+
+#[test]
+fn a_resource_in_a_cycle_is_never_evaluated_alone() {
+    // The server's entity has the tool as its parent: adding the tool (parent: the server) makes
+    // a cycle, which Cedar refuses; the resource-alone store would not see it.
+    let doc = json!({"version": "1.0", "type": "cedarv1", "cedar": {"policies": [
+        // Per request only, and looking at the resource alone: nothing kept needs the whole store.
+        r#"permit(principal, action, resource) unless { resource has arg_text && resource.arg_text == "no" };"#,
+    ], "entities_json": json!([{"uid": {"type": "MCP", "id": "srv"}, "parents": [{"type": "Tool", "id": "echo"}]}]).to_string()}});
+    let authz = Authorizer::from_value(&doc, "test").unwrap().with_server("srv");
+    let claims = Map::new();
+    for name in ["echo", "other"] {
+        let what = Target::new(Feature::Tool, name);
+        let expected = decide(&unanalysed(&doc), &claims, &what);
+        assert_eq!(expected.allowed, name == "other", "{expected:?}");
+        for decision in decide_shared(&authz, &claims, &what, &what) {
+            assert_eq!(decision, expected);
+        }
+    }
 }
 
 #[test]

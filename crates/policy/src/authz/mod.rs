@@ -34,8 +34,10 @@
 //! Neither changes a decision: an unread attribute is invisible and an unmatched scope is false
 //! before any condition runs. [`Authorizer::authorize_shared`] also keeps, per identity, the
 //! caller's part (claims, groups, the store with the principal) and the outcome of the policies
-//! whose conditions see only the caller, per resource (`analysis::Split`): only the policies
-//! that can read the resource's attributes or the context are evaluated per request.
+//! whose conditions see only the caller, per resource, and of those that also see the resource's
+//! attributes but no argument nor the context, per resource and tool annotations
+//! (`analysis::Split`): only the policies that can read arguments or the context are evaluated
+//! per request.
 //!
 //! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
 //! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
@@ -57,7 +59,7 @@ mod values;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cedar_policy::{Context, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression};
+use cedar_policy::{Context, Entities, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression};
 use serde_json::{Map, Value};
 
 use crate::Identity;
@@ -295,7 +297,7 @@ impl Authorizer {
             budget,
             uid: principal_uid,
             store,
-            per_caller: principal::Outcomes::default(),
+            outcomes: principal::Outcomes::default(),
         })
     }
 
@@ -376,33 +378,86 @@ impl Authorizer {
             attrs: resource.values,
             parents: self.server.iter().cloned().collect(),
         };
-        let entities =
-            match self.entities.entity(resource_entity).and_then(|entity| entities::with_entity(store, entity)) {
-                Ok(e) => e,
-                Err(e) => return Decision::deny_with(format!("entities: {e}")),
-            };
+        let entity = match self.entities.entity(resource_entity) {
+            Ok(e) => e,
+            Err(e) => return Decision::deny_with(format!("entities: {e}")),
+        };
         let split = self.applicable.get(&what.feature).map(|a| a.for_resource(&resource_uid));
+        // The per-request policies may run against the resource alone (no copy of the caller's
+        // store, no closure over it): see `Split::per_request_sees_only_the_resource`.
+        let alone = again
+            && split.is_some_and(|s| s.per_request_sees_only_the_resource)
+            && self.entities.resource_alone(store, &resource_uid, self.server.as_ref());
+        let mut full = None;
+        if !alone {
+            match entities::with_entity(store, entity.clone()) {
+                Ok(e) => full = Some(e),
+                Err(e) => return Decision::deny_with(format!("entities: {e}")),
+            }
+        }
         let request = match Request::new(principal.uid.clone(), action.clone(), resource_uid, context, None) {
             Ok(r) => r,
             Err(e) => return Decision::deny_with(format!("request: {e}")),
         };
-        let Some(split) = split else {
-            return Outcome::of(&self.cedar.is_authorized(&request, &self.policies, &entities)).decision();
-        };
-        if !again {
-            return Outcome::of(&self.cedar.is_authorized(&request, &split.all, &entities)).decision();
+        match (split, &full) {
+            (None, Some(entities)) => {
+                return Outcome::of(&self.cedar.is_authorized(&request, &self.policies, entities)).decision();
+            }
+            (Some(split), Some(entities)) if !again => {
+                return Outcome::of(&self.cedar.is_authorized(&request, &split.all, entities)).decision();
+            }
+            _ => {}
         }
-        let mut outcome = if split.has_per_request {
-            Outcome::of(&self.cedar.is_authorized(&request, &split.per_request, &entities))
-        } else {
+        let Some(split) = split else { return Decision::deny_with("entities: not built".to_owned()) };
+        let mut outcome = if !split.has_per_request {
             Outcome::default()
+        } else if let Some(entities) = &full {
+            Outcome::of(&self.cedar.is_authorized(&request, &split.per_request, entities))
+        } else {
+            match Entities::from_entities([entity.clone()], None) {
+                Ok(alone) => Outcome::of(&self.cedar.is_authorized(&request, &split.per_request, &alone)),
+                Err(e) => return Decision::deny_with(format!("entities: {e}")),
+            }
         };
+        // The kept outcomes need the whole store only when one is evaluated for the first time.
+        let whole = |full: &mut Option<Entities>| -> Result<Entities, String> {
+            match full {
+                Some(e) => Ok(e.clone()),
+                None => {
+                    let built = entities::with_entity(store, entity.clone())?;
+                    *full = Some(built.clone());
+                    Ok(built)
+                }
+            }
+        };
+        if split.has_per_tool {
+            // The same for every request of this caller on this resource with these annotations.
+            let annotations = if what.feature == Feature::Tool { what.annotations } else { None };
+            let part = principal::Part::PerTool(attributes::annotation_key(annotations, &reads));
+            let kept = match principal.outcomes.get(what.feature, part, what.name) {
+                Some(kept) => kept,
+                None => match whole(&mut full) {
+                    Ok(entities) => principal.outcomes.put(what.feature, part, what.name, || {
+                        Outcome::of(&self.cedar.is_authorized(&request, &split.per_tool, &entities))
+                    }),
+                    Err(e) => return Decision::deny_with(format!("entities: {e}")),
+                },
+            };
+            outcome.join(&kept);
+        }
         if split.has_per_caller {
             // Their outcome is the same for every request of this caller on this resource.
-            let per_caller = principal.per_caller.get_or_eval(what.feature, what.name, || {
-                Outcome::of(&self.cedar.is_authorized(&request, &split.per_caller, &entities))
-            });
-            outcome.join(&per_caller);
+            let part = principal::Part::PerCaller;
+            let kept = match principal.outcomes.get(what.feature, part, what.name) {
+                Some(kept) => kept,
+                None => match whole(&mut full) {
+                    Ok(entities) => principal.outcomes.put(what.feature, part, what.name, || {
+                        Outcome::of(&self.cedar.is_authorized(&request, &split.per_caller, &entities))
+                    }),
+                    Err(e) => return Decision::deny_with(format!("entities: {e}")),
+                },
+            };
+            outcome.join(&kept);
         }
         outcome.decision()
     }

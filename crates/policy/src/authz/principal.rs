@@ -38,32 +38,46 @@ pub(crate) struct Principal {
     pub uid: EntityUid,
     /// The static entities with the principal added (its closure computed), or why it failed.
     pub store: Result<Entities, String>,
-    /// What the policies that see only the caller found, per resource.
-    pub per_caller: Outcomes,
+    /// What the policies that see only the caller (and those that also see the tool's
+    /// annotations) found, per resource.
+    pub outcomes: Outcomes,
 }
 
 /// Most resources whose per-caller outcome one principal remembers.
 pub(crate) const MAX_OUTCOMES: usize = 256;
 
-/// Outcomes of the per-caller policies (`analysis::Split`) for one principal, by feature and
-/// resource name (the uid the policies' scopes see), at most [`MAX_OUTCOMES`].
-#[derive(Default)]
-pub(crate) struct Outcomes {
-    map: Mutex<HashMap<Feature, HashMap<String, Arc<Outcome>>>>,
+/// Which policies an outcome is of: the per-caller ones, or the per-tool ones
+/// (`analysis::Split`) under one set of tool annotations (`attributes::annotation_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Part {
+    PerCaller,
+    PerTool(u8),
 }
 
+/// Outcomes of the per-caller and per-tool policies for one principal, by feature, part and
+/// resource name (the uid the policies' scopes see), at most [`MAX_OUTCOMES`] in all.
+#[derive(Default)]
+pub(crate) struct Outcomes {
+    map: Mutex<HashMap<(Feature, Part), ByName>>,
+}
+
+/// Outcomes of one part, by resource name.
+type ByName = HashMap<String, Arc<Outcome>>;
+
 impl Outcomes {
-    /// The outcome for this resource, evaluated by `eval` the first time.
-    pub(crate) fn get_or_eval(&self, feature: Feature, name: &str, eval: impl FnOnce() -> Outcome) -> Arc<Outcome> {
-        if let Some(found) = self.map.lock().ok().and_then(|m| m.get(&feature)?.get(name).cloned()) {
-            return found;
-        }
+    /// The outcome kept for this resource, if any.
+    pub(crate) fn get(&self, feature: Feature, part: Part, name: &str) -> Option<Arc<Outcome>> {
+        self.map.lock().ok().and_then(|m| m.get(&(feature, part))?.get(name).cloned())
+    }
+
+    /// Keeps the outcome `eval` gives for this resource, and returns it.
+    pub(crate) fn put(&self, feature: Feature, part: Part, name: &str, eval: impl FnOnce() -> Outcome) -> Arc<Outcome> {
         let outcome = Arc::new(eval());
         if let Ok(mut map) = self.map.lock() {
             if map.values().map(HashMap::len).sum::<usize>() >= MAX_OUTCOMES {
                 map.clear();
             }
-            map.entry(feature).or_default().insert(name.to_owned(), Arc::clone(&outcome));
+            map.entry((feature, part)).or_default().insert(name.to_owned(), Arc::clone(&outcome));
         }
         outcome
     }
@@ -257,11 +271,11 @@ mod tests {
         }
         let principal = authz.principals.get(&alice).unwrap();
         let Ok(p) = principal.as_ref() else { panic!("alice has a principal") };
-        assert_eq!(p.per_caller.len(), 3);
+        assert_eq!(p.outcomes.len(), 3);
         for i in 0..(MAX_OUTCOMES + 10) {
             let name = format!("t{i}");
             assert!(!authz.authorize_shared(&alice, &Target::new(Feature::Tool, &name)).allowed);
-            assert!(p.per_caller.len() <= MAX_OUTCOMES);
+            assert!(p.outcomes.len() <= MAX_OUTCOMES);
         }
         assert!(authz.authorize_shared(&alice, &echo()).allowed);
     }
@@ -282,6 +296,42 @@ mod tests {
             let denied = authz.authorize_shared(&alice, &call(&no));
             assert!(!denied.allowed);
             assert_eq!(denied.policies, ["policy1"]);
+        }
+    }
+
+    #[test]
+    fn per_tool_outcomes_are_kept_per_annotations_and_caller() {
+        // The readOnlyHint permit reads the resource but no argument: kept per annotations.
+        let doc = json!({"version": "1.0", "type": "cedarv1", "cedar": {"policies": [
+            r#"permit(principal in THVGroup::"eng", action == Action::"call_tool", resource) when { resource has readOnlyHint && resource.readOnlyHint };"#,
+            r#"forbid(principal, action, resource) when { resource has arg_text && resource.arg_text == "no" };"#,
+        ], "entities_json": "[]"}});
+        let authz = Authorizer::from_value(&doc, "test").unwrap();
+        let hints = |v: Value| v.as_object().cloned().unwrap();
+        let (read_only, writes, no_hint) =
+            (hints(json!({"readOnlyHint": true})), hints(json!({"readOnlyHint": false})), hints(json!({})));
+        let no = hints(json!({"text": "no"}));
+        let call = |annotations, arguments| Target { feature: Feature::Tool, name: "echo", arguments, annotations };
+        let alice = identity("alice", json!({"groups": ["eng"]}));
+        let bob = identity("bob", json!({}));
+        for _ in 0..2 {
+            assert!(authz.authorize_shared(&alice, &call(Some(&read_only), None)).allowed);
+            assert!(!authz.authorize_shared(&alice, &call(Some(&writes), None)).allowed);
+            assert!(!authz.authorize_shared(&alice, &call(Some(&no_hint), None)).allowed);
+            assert!(!authz.authorize_shared(&alice, &call(None, None)).allowed);
+            // A remembered permit never outlives a per-request forbid.
+            assert_eq!(authz.authorize_shared(&alice, &call(Some(&read_only), Some(&no))).policies, ["policy1"]);
+            // Another caller is decided on its own claims.
+            assert!(!authz.authorize_shared(&bob, &call(Some(&read_only), None)).allowed);
+        }
+        let principal = authz.principals.get(&alice).unwrap();
+        let Ok(p) = principal.as_ref() else { panic!("alice has a principal") };
+        assert_eq!(p.outcomes.len(), 3, "read-only, not read-only, no hint (absent and empty are one)");
+        for i in 0..(MAX_OUTCOMES + 10) {
+            let name = format!("t{i}");
+            let target = Target { feature: Feature::Tool, name: &name, arguments: None, annotations: Some(&read_only) };
+            assert!(authz.authorize_shared(&alice, &target).allowed);
+            assert!(p.outcomes.len() <= MAX_OUTCOMES);
         }
     }
 
