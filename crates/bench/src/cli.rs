@@ -54,6 +54,14 @@ pub struct Args {
     /// finishes and the session is closed. 0 keeps every session for the whole run
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub calls_per_session: u64,
+    /// Instead of load: open N idle sessions (handshake + one tools/list each, over at most 64
+    /// keep-alive connections), hold them `--hold-secs`, close them, and report the --pid
+    /// processes' RSS before, while held and after, and the KiB per idle session (0..=100000)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub hold: Option<u32>,
+    /// Seconds the `--hold` sessions stay open and idle before the RSS is sampled (0..=3600)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600), requires = "hold")]
+    pub hold_secs: u64,
     /// Name of the row in the Markdown output (default: the URL)
     #[arg(long)]
     pub label: Option<String>,
@@ -154,5 +162,17 @@ mod tests {
         let args = Args::try_parse_from(["b", "--url", "http://h/mcp", "--pid", "1", "--pid", "2"]).unwrap();
         assert_eq!(args.pids, vec![1, 2]);
         assert_eq!((args.sessions, args.warmup, args.duration, args.request_timeout_ms), (8, 2, 10, 10_000));
+        assert_eq!((args.hold, args.hold_secs), (None, 10));
+    }
+
+    #[test]
+    fn hold_takes_zero_to_a_hundred_thousand_sessions() {
+        let args =
+            Args::try_parse_from(["b", "--url", "http://h/mcp", "--hold", "10000", "--hold-secs", "30"]).unwrap();
+        assert_eq!((args.hold, args.hold_secs), (Some(10_000), 30));
+        assert_eq!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--hold", "0"]).unwrap().hold, Some(0));
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--hold", "100001"]).is_err());
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--hold-secs", "5"]).is_err());
+        assert!(Args::try_parse_from(["b", "--url", "http://h/mcp", "--hold", "1", "--hold-secs", "3601"]).is_err());
     }
 }

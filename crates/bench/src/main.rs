@@ -5,6 +5,7 @@
 mod affinity;
 mod answer;
 mod cli;
+mod hold;
 mod procfs;
 mod quickack;
 mod run;
@@ -40,6 +41,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(sessions) = args.hold {
+        let report = runtime.block_on(hold::hold(&args, sessions, command_line));
+        drop(runtime);
+        return print_hold(&args, report);
+    }
     let report = match runtime.block_on(run::run(&args, command_line)) {
         Ok(report) => report,
         Err(error) => {
@@ -54,20 +60,48 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "{}", stats::markdown_header());
     }
     let _ = writeln!(out, "{}", stats::markdown_row(&report));
-    if let Some(path) = &args.json {
-        let written = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other).and_then(|mut json| {
-            json.push(b'\n');
-            std::fs::write(path, json)
-        });
-        if let Err(error) = written {
-            eprintln!("apiary-bench: cannot write {}: {error}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Some(path) = &args.json
+        && let Err(error) = write_json(path, &report)
+    {
+        eprintln!("apiary-bench: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
     }
     if report.errors > 0 {
         eprintln!("apiary-bench: {} errors: {:?}", report.errors, report.errors_by_kind);
     }
     ExitCode::SUCCESS
+}
+
+/// Prints the `--hold` row (and JSON); errors of single sessions are in the row, not the exit code.
+fn print_hold(args: &cli::Args, report: Result<hold::HoldReport, run::RunError>) -> ExitCode {
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("apiary-bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.header {
+        let _ = writeln!(out, "{}", hold::markdown_header());
+    }
+    let _ = writeln!(out, "{}", hold::markdown_row(&report));
+    if let Some(path) = &args.json
+        && let Err(error) = write_json(path, &report)
+    {
+        eprintln!("apiary-bench: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
+    }
+    if !report.errors_by_kind.is_empty() {
+        eprintln!("apiary-bench: errors: {:?}", report.errors_by_kind);
+    }
+    ExitCode::SUCCESS
+}
+
+fn write_json(path: &std::path::Path, report: &impl serde::Serialize) -> std::io::Result<()> {
+    let mut json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    std::fs::write(path, json)
 }
 
 /// The command line as the report records it: request header values (tokens) left out.

@@ -126,8 +126,9 @@ impl CallError {
     }
 }
 
-/// An open connection; its driver task ends with it.
-struct Connection {
+/// An open connection; its driver task ends with it. `--hold` passes one from session to
+/// session ([`Session::take_connection`]), so thousands of sessions share a few sockets.
+pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
 }
@@ -194,6 +195,16 @@ impl Session {
             let _ = conn.await;
         });
         Ok(Connection { sender, driver })
+    }
+
+    /// Takes the session's connection (if any) away, for another session to use.
+    pub fn take_connection(&mut self) -> Option<Connection> {
+        self.connection.take()
+    }
+
+    /// Gives the session a connection to send on (an earlier one is dropped).
+    pub fn use_connection(&mut self, connection: Option<Connection>) {
+        self.connection = connection;
     }
 
     /// Good calls since the handshake.
@@ -292,6 +303,19 @@ impl Session {
                 Err(e)
             }
         }
+    }
+
+    /// One `tools/list`; checks it is answered with a result.
+    pub async fn list_tools(&mut self) -> Result<(), CallError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+        let answer = self.post(Bytes::from(body)).await?;
+        if answer.status != StatusCode::OK {
+            return Err(CallError::Status(answer.status.as_u16()));
+        }
+        answer::check_result(&answer.body, answer.sse, id)?;
+        Ok(())
     }
 
     /// One `tools/call echo` with the payload; checks the answer echoes it.

@@ -151,3 +151,32 @@ fn a_dead_endpoint_is_counted_as_errors_not_a_crash() {
     assert!(report["errors_by_kind"]["connect"].as_u64().unwrap() > 0, "{report:#}");
     assert!(report["target"].is_null());
 }
+
+#[test]
+fn hold_opens_idle_sessions_over_shared_connections_and_closes_them_all() {
+    let (server, url) = start_testkit();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("hold.json");
+    let out_path = dir.path().join("hold.txt");
+    let mut bench = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_apiary-bench"))
+            .args(["--url", &url, "--hold", "150", "--hold-secs", "0", "--label", "held"])
+            .args(["--pid", &server.0.id().to_string(), "--json"])
+            .arg(&json_path)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_bounded(&mut bench, Duration::from_secs(120));
+    assert!(status.success(), "apiary-bench failed: {status}");
+    let row = std::fs::read_to_string(&out_path).unwrap();
+    assert!(row.starts_with("| held | 150 of 150 | 0 | "), "{row}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(report["sessions_held"], 150);
+    assert_eq!(report["sessions_closed"], 150);
+    // 150 sessions, but never more than 64 connections.
+    assert_eq!(report["connections"], 64);
+    assert!(report["rss_held_kib"].as_u64().unwrap() > 0);
+    assert!(report["kib_per_session"].is_f64());
+}
