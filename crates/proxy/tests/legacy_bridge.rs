@@ -236,8 +236,7 @@ async fn conformance_2025_11_25_through_the_bridge_to_a_modern_only_child() {
     let proxy = proxy_with("bridge5-conformance", &["--stdio", "--modern-only"]).await;
     let summary = run_server_suite(&proxy.url(), "2025-11-25").await;
     proxy.shutdown().await;
-    println!("passed: {:?}\nfailed: {:?}", summary.passed, summary.failed);
-    assert!(summary.passed.len() >= FLOOR, "{} passed (floor {FLOOR}):\n{}", summary.passed.len(), summary.output);
+    summary.assert_floor(FLOOR);
 }
 
 /// Scenarios of the 2025-11-25 suite that pass through the bridge: all 33.

@@ -321,22 +321,7 @@ async fn conformance_2026_07_28_through_the_proxy_over_stdio() {
     let proxy = proxy_with("modern-conformance", &["--stdio"]).await;
     let summary = run_server_suite(&proxy.url(), "2026-07-28").await;
     proxy.shutdown().await;
-    println!(
-        "passed {}: {:?}\nfailed {}: {:?}",
-        summary.passed.len(),
-        summary.passed,
-        summary.failed.len(),
-        summary.failed
-    );
-    assert!(
-        summary.passed.len() >= MODERN_FLOOR,
-        "passed {} < {MODERN_FLOOR}; failing: {:?}\n{}",
-        summary.passed.len(),
-        summary.failed,
-        summary.output
-    );
-    assert!(summary.failed.is_empty(), "failing: {:?}\n{}", summary.failed, summary.output);
-    assert_eq!(summary.total_checks_failed, 0, "{}", summary.output);
+    summary.assert_all_pass(MODERN_FLOOR);
 }
 
 /// Scenarios of the 2026-07-28 set that pass through the bridge (the proxy in front of a
@@ -349,18 +334,5 @@ async fn conformance_2026_07_28_through_the_bridge_to_a_legacy_child() {
     let proxy = proxy_with("modern-bridge-conformance", &["--stdio", "--legacy-only"]).await;
     let summary = run_server_suite(&proxy.url(), "2026-07-28").await;
     proxy.shutdown().await;
-    println!(
-        "passed {}: {:?}\nfailed {}: {:?}",
-        summary.passed.len(),
-        summary.passed,
-        summary.failed.len(),
-        summary.failed
-    );
-    assert!(
-        summary.passed.len() >= BRIDGE_FLOOR,
-        "passed {} < {BRIDGE_FLOOR}; failing: {:?}\n{}",
-        summary.passed.len(),
-        summary.failed,
-        summary.output
-    );
+    summary.assert_floor(BRIDGE_FLOOR);
 }

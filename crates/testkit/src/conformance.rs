@@ -20,6 +20,28 @@ pub struct Summary {
     pub output: String,
 }
 
+impl Summary {
+    /// Prints the scenarios that passed and failed, then panics (with the suite's output)
+    /// unless at least `floor` passed: the floor tests of every setup.
+    pub fn assert_floor(&self, floor: usize) {
+        println!("passed {}: {:?}\nfailed {}: {:?}", self.passed.len(), self.passed, self.failed.len(), self.failed);
+        assert!(
+            self.passed.len() >= floor,
+            "passed {} < {floor}; failing: {:?}\n{}",
+            self.passed.len(),
+            self.failed,
+            self.output
+        );
+    }
+
+    /// [`Summary::assert_floor`], and also no scenario and no check failed.
+    pub fn assert_all_pass(&self, expected: usize) {
+        self.assert_floor(expected);
+        assert!(self.failed.is_empty(), "failing: {:?}\n{}", self.failed, self.output);
+        assert_eq!(self.total_checks_failed, 0, "{}", self.output);
+    }
+}
+
 /// Parses the summary block: one `✓ name: N passed, M failed` (or `✗ ...`) line per
 /// scenario, then `Total: N passed, M failed`.
 pub fn parse_summary(output: &str) -> Option<Summary> {

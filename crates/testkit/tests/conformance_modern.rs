@@ -17,20 +17,5 @@ async fn conformance_suite_2026_07_28_against_the_fixture_over_http() {
     let (mut server, url) = common::spawn_http().await;
     let summary = run_server_suite(&url, "2026-07-28").await;
     server.kill().await.unwrap();
-    println!(
-        "passed {}: {:?}\nfailed {}: {:?}",
-        summary.passed.len(),
-        summary.passed,
-        summary.failed.len(),
-        summary.failed
-    );
-    assert!(
-        summary.passed.len() >= FIXTURE_FLOOR,
-        "passed {} < {FIXTURE_FLOOR}; failing: {:?}\n{}",
-        summary.passed.len(),
-        summary.failed,
-        summary.output
-    );
-    assert!(summary.failed.is_empty(), "failing: {:?}\n{}", summary.failed, summary.output);
-    assert_eq!(summary.total_checks_failed, 0, "{}", summary.output);
+    summary.assert_all_pass(FIXTURE_FLOOR);
 }
