@@ -7,25 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_proxy::ProxyHandle;
 use apiary_testkit::conformance::run_server_suite;
 use serde_json::{Value, json};
-
-/// The proxy in front of the fixture server run with `args`.
-async fn proxy_with(name: &str, args: &[&str]) -> ProxyHandle {
-    let program = apiary_testkit::binaries::testkit_server();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let mut cfg = common::testkit_config(name);
-    cfg.source = apiary_config::Source::Command(apiary_config::CommandSource {
-        program: program.display().to_string(),
-        args: args.clone(),
-    });
-    let launcher = common::CommandLauncher { program, args };
-    apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
@@ -124,7 +109,7 @@ async fn next_frame(
 /// refused `initialize` again, and nothing was served to either era.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_client_lists_and_calls_through_a_modern_only_child() {
-    let proxy = proxy_with("bridge5-basic", &["--stdio", "--modern-only"]).await;
+    let proxy = common::fixture_proxy("bridge5-basic", &["--stdio", "--modern-only"]).await;
     let url = proxy.url();
     let (s, init) = Session::open(&url, "2025-06-18", json!({})).await;
     // The client's version (the proxy serves it), the child's own identity and capabilities.
@@ -155,7 +140,7 @@ async fn a_legacy_client_lists_and_calls_through_a_modern_only_child() {
 /// result of the retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_input_request_becomes_a_server_request_on_the_session() {
-    let proxy = proxy_with("bridge5-sampling", &["--stdio", "--modern-only"]).await;
+    let proxy = common::fixture_proxy("bridge5-sampling", &["--stdio", "--modern-only"]).await;
     let (s, _) = Session::open(&proxy.url(), "2025-11-25", json!({"sampling":{}})).await;
     let call = json!({"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{
         "name":"test_input_required_result_sampling","arguments":{}}});
@@ -182,7 +167,7 @@ async fn an_input_request_becomes_a_server_request_on_the_session() {
 /// update of the resource reaches the session's GET stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscribed_resource_update_reaches_the_session() {
-    let proxy = proxy_with("bridge5-subscribe", &["--stdio", "--modern-only"]).await;
+    let proxy = common::fixture_proxy("bridge5-subscribe", &["--stdio", "--modern-only"]).await;
     let (s, init) = Session::open(&proxy.url(), "2025-11-25", json!({})).await;
     assert_eq!(init["result"]["capabilities"]["resources"]["subscribe"], true, "{init}");
     let v = s.request(2, "resources/subscribe", json!({"uri":"test://watched-resource"})).await;
@@ -213,7 +198,7 @@ async fn a_subscribed_resource_update_reaches_the_session() {
 /// session goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_call_ends_without_an_answer() {
-    let proxy = proxy_with("bridge5-cancel", &["--stdio", "--modern-only"]).await;
+    let proxy = common::fixture_proxy("bridge5-cancel", &["--stdio", "--modern-only"]).await;
     let (s, _) = Session::open(&proxy.url(), "2025-11-25", json!({})).await;
     let call = json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{
         "name":"sleep","arguments":{"ms":120000}}});
@@ -233,7 +218,7 @@ async fn a_cancelled_call_ends_without_an_answer() {
 /// every scenario passes (docs/modern.md). A floor, like the other suite runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2025_11_25_through_the_bridge_to_a_modern_only_child() {
-    let proxy = proxy_with("bridge5-conformance", &["--stdio", "--modern-only"]).await;
+    let proxy = common::fixture_proxy("bridge5-conformance", &["--stdio", "--modern-only"]).await;
     let summary = run_server_suite(&proxy.url(), "2025-11-25").await;
     proxy.shutdown().await;
     summary.assert_floor(FLOOR);

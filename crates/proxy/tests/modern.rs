@@ -5,25 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_proxy::ProxyHandle;
 use apiary_testkit::conformance::run_server_suite;
 use serde_json::{Value, json};
-
-/// The proxy in front of the fixture server run with `args`.
-async fn proxy_with(name: &str, args: &[&str]) -> ProxyHandle {
-    let program = apiary_testkit::binaries::testkit_server();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let mut cfg = common::testkit_config(name);
-    cfg.source = apiary_config::Source::Command(apiary_config::CommandSource {
-        program: program.display().to_string(),
-        args: args.clone(),
-    });
-    let launcher = common::CommandLauncher { program, args };
-    apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
-}
 
 /// One modern request with the headers 2026-07-28 requires; returns (status, body).
 async fn modern(url: &str, id: i64, method: &str, name: Option<&str>, mut params: Value) -> (u16, Value) {
@@ -126,7 +111,7 @@ async fn legacy_session_lists_tools(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
-    let proxy = proxy_with("modern-dual", &["--stdio"]).await;
+    let proxy = common::fixture_proxy("modern-dual", &["--stdio"]).await;
     discover_list_call(&proxy.url(), true).await;
     // The status names the child's newest revision.
     assert_eq!(proxy.status().borrow().revision.as_deref(), Some("2026-07-28"));
@@ -137,7 +122,7 @@ async fn a_modern_client_lists_and_calls_through_a_dual_era_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_client_lists_and_calls_through_a_legacy_only_child() {
-    let proxy = proxy_with("modern-legacy", &["--stdio", "--legacy-only"]).await;
+    let proxy = common::fixture_proxy("modern-legacy", &["--stdio", "--legacy-only"]).await;
     discover_list_call(&proxy.url(), false).await;
     assert_eq!(proxy.status().borrow().revision.as_deref(), Some("2025-11-25"));
     legacy_session_lists_tools(&proxy.url()).await;
@@ -170,7 +155,7 @@ async fn frames_until(res: &mut reqwest::Response, text: &mut String, method: &s
 /// with the caller's own listen id (the child saw another; the proxy restores it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listen_stream_gets_its_notifications_under_the_callers_id() {
-    let proxy = proxy_with("modern-listen", &["--stdio"]).await;
+    let proxy = common::fixture_proxy("modern-listen", &["--stdio"]).await;
     let url = proxy.url();
     let body = json!({"jsonrpc":"2.0","id":"listen-1","method":"subscriptions/listen","params":{
         "notifications": {"toolsListChanged": true},
@@ -238,7 +223,7 @@ async fn param_headers_are_checked_against_the_childs_annotations() {
     for (name, args) in
         [("modern-param-dual", &["--stdio"][..]), ("modern-param-legacy", &["--stdio", "--legacy-only"][..])]
     {
-        let proxy = proxy_with(name, args).await;
+        let proxy = common::fixture_proxy(name, args).await;
         let url = proxy.url();
         for (header, ok) in [
             (None, false),
@@ -304,10 +289,10 @@ async fn progress_then_result(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_call_with_a_progress_token_streams_its_progress() {
-    let proxy = proxy_with("modern-progress", &["--stdio"]).await;
+    let proxy = common::fixture_proxy("modern-progress", &["--stdio"]).await;
     progress_then_result(&proxy.url()).await;
     proxy.shutdown().await;
-    let proxy = proxy_with("modern-progress-legacy", &["--stdio", "--legacy-only"]).await;
+    let proxy = common::fixture_proxy("modern-progress-legacy", &["--stdio", "--legacy-only"]).await;
     progress_then_result(&proxy.url()).await;
     proxy.shutdown().await;
 }
@@ -318,7 +303,7 @@ const MODERN_FLOOR: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_proxy_over_stdio() {
-    let proxy = proxy_with("modern-conformance", &["--stdio"]).await;
+    let proxy = common::fixture_proxy("modern-conformance", &["--stdio"]).await;
     let summary = run_server_suite(&proxy.url(), "2026-07-28").await;
     proxy.shutdown().await;
     summary.assert_all_pass(MODERN_FLOOR);
@@ -331,7 +316,7 @@ const BRIDGE_FLOOR: usize = 42;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_bridge_to_a_legacy_child() {
-    let proxy = proxy_with("modern-bridge-conformance", &["--stdio", "--legacy-only"]).await;
+    let proxy = common::fixture_proxy("modern-bridge-conformance", &["--stdio", "--legacy-only"]).await;
     let summary = run_server_suite(&proxy.url(), "2026-07-28").await;
     proxy.shutdown().await;
     summary.assert_floor(BRIDGE_FLOOR);

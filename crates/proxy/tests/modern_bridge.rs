@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_proxy::ProxyHandle;
@@ -16,17 +15,12 @@ use serde_json::{Value, json};
 
 async fn bridge(name: &str, max_children: Option<u32>) -> ProxyHandle {
     let program = apiary_testkit::binaries::testkit_server();
-    let args = vec!["--stdio".to_owned(), "--legacy-only".to_owned()];
-    let mut cfg = common::testkit_config(name);
-    cfg.source = apiary_config::Source::Command(apiary_config::CommandSource {
-        program: program.display().to_string(),
-        args: args.clone(),
-    });
-    if let Some(n) = max_children {
-        cfg.stdio.max_session_children = n;
-    }
-    let launcher = common::CommandLauncher { program, args };
-    apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
+    common::command_proxy(name, program, &["--stdio", "--legacy-only"], |cfg| {
+        if let Some(n) = max_children {
+            cfg.stdio.max_session_children = n;
+        }
+    })
+    .await
 }
 
 /// One modern request declaring `caps`, with the headers 2026-07-28 requires.

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use apiary_proxy::ProxyHandle;
 use apiary_testkit::env;
 use serde_json::Value;
@@ -16,15 +14,7 @@ use serde_json::Value;
 const SAMPLED: &str = "sampled by the python client";
 
 async fn everything(name: &str) -> ProxyHandle {
-    let program = env::tool("mcp-server-everything");
-    let args = vec!["stdio".to_owned()];
-    let mut cfg = common::testkit_config(name);
-    cfg.source = apiary_config::Source::Command(apiary_config::CommandSource {
-        program: program.display().to_string(),
-        args: args.clone(),
-    });
-    let launcher = common::CommandLauncher { program, args };
-    apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
+    common::command_proxy(name, env::tool("mcp-server-everything"), &["stdio"], |_| {}).await
 }
 
 async fn python(url: &str, mode: &str) -> Value {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_proxy::ProxyHandle;
@@ -18,20 +17,9 @@ const MODERN: &str = "2026-07-28";
 
 /// The proxy in front of the fixture server speaking only `server` revision.
 async fn proxy_for(server: &str) -> ProxyHandle {
-    let program = apiary_testkit::binaries::testkit_server();
-    let mut args = vec!["--stdio".to_owned()];
-    if server == MODERN {
-        args.push("--modern-only".into());
-    } else {
-        args.extend(["--protocol-version".into(), server.to_owned()]);
-    }
-    let mut cfg = common::testkit_config(&format!("table-{server}"));
-    cfg.source = apiary_config::Source::Command(apiary_config::CommandSource {
-        program: program.display().to_string(),
-        args: args.clone(),
-    });
-    let launcher = common::CommandLauncher { program, args };
-    apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
+    let args: &[&str] =
+        if server == MODERN { &["--stdio", "--modern-only"] } else { &["--stdio", "--protocol-version", server] };
+    common::fixture_proxy(&format!("table-{server}"), args).await
 }
 
 /// The version a legacy client of `client` must end up speaking with a server of `server`

@@ -79,6 +79,26 @@ pub async fn testkit_proxy(cfg: RunConfig) -> ProxyHandle {
     apiary_proxy::start(cfg, Some(Arc::new(launcher))).await.expect("the proxy starts")
 }
 
+/// A proxy in front of `program args…` over stdio, named `name`, its RunConfig adjusted by
+/// `adjust` before it starts (the launcher and the config's source name the same command).
+pub async fn command_proxy(
+    name: &str,
+    program: PathBuf,
+    args: &[&str],
+    adjust: impl FnOnce(&mut RunConfig),
+) -> ProxyHandle {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut cfg = testkit_config(name);
+    cfg.source = Source::Command(CommandSource { program: program.display().to_string(), args: args.clone() });
+    adjust(&mut cfg);
+    apiary_proxy::start(cfg, Some(Arc::new(CommandLauncher { program, args }))).await.expect("the proxy starts")
+}
+
+/// [`command_proxy`] for the fixture server run with `args`.
+pub async fn fixture_proxy(name: &str, args: &[&str]) -> ProxyHandle {
+    command_proxy(name, apiary_testkit::binaries::testkit_server(), args, |_| {}).await
+}
+
 /// An HTTP upstream that records the `Authorization` header of each request it gets.
 pub async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
     use axum::http::HeaderMap;
