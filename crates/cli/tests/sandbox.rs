@@ -10,7 +10,7 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use apiary_config::PermissionProfile;
@@ -110,12 +110,34 @@ fn probe(spec: Option<&SandboxSpec>, action: &str, arg: &str) -> String {
     probe_as(None, spec, action, arg)
 }
 
+/// The apiary binary where another user can run it: the build's copy may sit under a
+/// directory only root may enter (`/root/.cache/...`), so it is linked (or copied) once into
+/// a temp dir of mode 0755, which the test that uses it removes.
+fn apiary_for_others() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("apiary-sandbox-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("apiary");
+        let _ = std::fs::remove_file(&copy);
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_apiary"), &copy).is_err() {
+            std::fs::copy(env!("CARGO_BIN_EXE_apiary"), &copy).unwrap();
+        }
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+    .clone()
+}
+
 /// [`probe`], started as user `uid` (the tests run as root; some limits bind other users only).
 fn probe_as(uid: Option<u32>, spec: Option<&SandboxSpec>, action: &str, arg: &str) -> String {
     use std::os::unix::process::CommandExt;
     let mut cmd = match spec {
         Some(spec) => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_apiary"));
+            let apiary = if uid.is_some() { apiary_for_others() } else { PathBuf::from(env!("CARGO_BIN_EXE_apiary")) };
+            let mut c = Command::new(apiary);
             c.args(["__sandbox-exec", "--spec", &serde_json::to_string(spec).unwrap(), "--", PYTHON]);
             c
         }
@@ -281,6 +303,7 @@ fn a_fork_loop_stops_at_the_process_limit_and_the_host_is_unaffected() {
     // The host is unaffected: the same user still starts processes, and none of the loop's are left.
     assert_eq!(probe_as(NOBODY, None, "fork", "10"), "OK 10");
     assert!(Command::new("true").status().unwrap().success());
+    let _ = std::fs::remove_dir_all(apiary_for_others().parent().unwrap());
 }
 
 #[test]
