@@ -28,10 +28,15 @@ use serde_json::{Value, json};
 /// The seed's host name of the machine running kubernetes-mcp-server.
 const SEED_HOST: &str = "kubernetes-mcp.example.com";
 
-/// Seed 004's shell steps (`tests/seeds/004-gateway-steps.sh`, copied from the seed text as
-/// written, so a checkout without the seed texts beside it runs this test too).
+/// The text of seed 004.
 fn seed_text() -> String {
-    std::fs::read_to_string(common::seeds_manifest_dir().join("004-gateway-steps.sh")).unwrap()
+    let dir = common::seed_text_dir();
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("004_"))
+        .unwrap_or_else(|| panic!("no seed 004 in {}", dir.display()));
+    std::fs::read_to_string(file).unwrap()
 }
 
 /// The bodies of the seed's `<<EOF` here-documents, in order.

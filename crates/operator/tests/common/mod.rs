@@ -16,11 +16,12 @@ pub fn seeds_manifest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/seeds")
 }
 
-/// Directory of the seed texts (`shared/seeds` next to the workspace), or `APIARY_SEEDS_DIR`.
+/// Directory of the seed texts: the copies kept with the tests (`tests/seeds/texts/`, so a
+/// clean checkout checks its reconstructions), or `APIARY_SEEDS_DIR` to check against others.
 pub fn seed_text_dir() -> PathBuf {
     match std::env::var_os("APIARY_SEEDS_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seeds"),
+        None => seeds_manifest_dir().join("texts"),
     }
 }
 
