@@ -160,7 +160,8 @@ pub async fn start_with_routes(
         allowed_origins: config.proxy.allowed_origins.iter().map(|o| o.to_ascii_lowercase()).collect(),
     });
 
-    let policy = Guard::from_config(&config).await?;
+    let track_callers = launcher.as_ref().is_some_and(|l| l.may_want_caller());
+    let policy = Guard::from_config(&config, track_callers).await?;
     let diagnostics = match &policy.telemetry.metrics {
         Some(metrics) => {
             let listener = crate::telemetry::bind_diagnostics(&config.telemetry).await?;

@@ -172,6 +172,12 @@ pub trait Launch: Send + Sync + 'static {
         false
     }
 
+    /// Whether this launcher's children may ever use the caller (a reloaded config may add a
+    /// backend that does): the proxy tracks sessions' callers, on every request, only then.
+    fn may_want_caller(&self) -> bool {
+        self.wants_caller()
+    }
+
     /// What is launched, for logs ("npx -y @modelcontextprotocol/server-everything").
     fn describe(&self) -> String;
 }

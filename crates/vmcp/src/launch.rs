@@ -174,4 +174,9 @@ impl Launch for VmcpLaunch {
     fn wants_caller(&self) -> bool {
         self.shared.hub().wants_caller()
     }
+
+    /// A live reload may add a backend that exchanges the caller's token.
+    fn may_want_caller(&self) -> bool {
+        true
+    }
 }

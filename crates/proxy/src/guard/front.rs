@@ -4,14 +4,13 @@
 //! session's caller handle current (the token of the session's latest authenticated request),
 //! for an in-process child that exchanges it for its backends (the vMCP).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
+use super::callers::{SESSION_HEADER, session_key};
 use apiary_policy::Identity;
 use apiary_policy::authn::AuthnError;
-use apiary_transport::launch::{CallerHandle, WeakCallerHandle};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -118,20 +117,23 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
     if guard.authn.is_some() {
         // The caller's token was for this proxy; upstreams get credentials of their own.
         let presented = req.headers_mut().remove(header::AUTHORIZATION);
-        let token: Option<Arc<str>> = presented.as_ref().and_then(bearer_token).map(Arc::from);
+        let token = || presented.as_ref().and_then(bearer_token).map(Arc::<str>::from);
         if guard.outgoing.as_ref().is_some_and(|o| o.needs_caller_token()) {
-            caller_token = token.clone();
+            caller_token = token();
         }
-        let key = session_key(&req);
-        match CALLERS.for_request(key.as_deref(), &identity.subject, token) {
-            Some(handle) => session_caller = Some((handle, key)),
-            None => {
-                // A session whose child holds its caller's token is that caller's alone.
-                let res = Refusal::SessionNotFound.into_response();
-                if let Some(head) = audit_head {
-                    guard.record(head, Some(&identity), None, &res, started);
+        // Only a proxy whose children may take the caller (the vMCP) tracks sessions' callers.
+        if let Some(callers) = &guard.callers {
+            let key = session_key(&req);
+            match callers.for_request(key.as_deref(), &identity.subject, token()) {
+                Some(handle) => session_caller = Some((handle, key)),
+                None => {
+                    // A session whose child holds its caller's token is that caller's alone.
+                    let res = Refusal::SessionNotFound.into_response();
+                    if let Some(head) = audit_head {
+                        guard.record(head, Some(&identity), None, &res, started);
+                    }
+                    return finish_telemetry(&guard, note.as_deref(), res);
                 }
-                return finish_telemetry(&guard, note.as_deref(), res);
             }
         }
     }
@@ -141,83 +143,16 @@ pub(crate) async fn front_layer(State(guard): State<Arc<Guard>>, mut req: Reques
         Some((handle, _)) => handle.clone().scope(next.run(req)).await,
         None => next.run(req).await,
     };
-    if let Some((handle, key)) = session_caller {
+    if let (Some((handle, key)), Some(callers)) = (session_caller, &guard.callers) {
         let opened = res.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok());
         if let Some(key) = opened.or(key.as_deref()) {
-            CALLERS.register(key, &identity.subject, &handle);
+            callers.register(key, &identity.subject, &handle);
         }
     }
     if let Some(head) = audit_head {
         guard.record(head, Some(&identity), note.as_deref(), &res, started);
     }
     finish_telemetry(&guard, note.as_deref(), res)
-}
-
-const SESSION_HEADER: &str = "mcp-session-id";
-/// Sessions whose caller handle is tracked at once; past it a new session keeps the token it
-/// opened with (it is not refreshed).
-const MAX_CALLER_SESSIONS: usize = 65_536;
-
-/// The session a request names: `Mcp-Session-Id`, or the 2024-11-05 `session_id` query.
-fn session_key(req: &Request) -> Option<String> {
-    if let Some(v) = req.headers().get(SESSION_HEADER) {
-        return v.to_str().ok().map(str::to_owned);
-    }
-    let query = req.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "session_id").map(|(_, v)| v.into_owned())
-}
-
-/// Session id → the caller handle its child holds, and the subject who opened it. Weak: a
-/// handle lives as long as the child that holds it, and a session whose child never took one
-/// leaves nothing behind.
-static CALLERS: LazyLock<CallerSessions> = LazyLock::new(CallerSessions::default);
-
-#[derive(Default)]
-struct CallerSessions {
-    map: Mutex<HashMap<String, (WeakCallerHandle, String)>>,
-}
-
-impl CallerSessions {
-    /// The handle for one request: the session's own, updated with this request's token when
-    /// the subject who opened the session sends it; a fresh one holding the token for a request
-    /// of no tracked session. `None` when another subject names a tracked session: it must
-    /// neither replace the owner's token nor act with it.
-    fn for_request(&self, key: Option<&str>, subject: &str, token: Option<Arc<str>>) -> Option<CallerHandle> {
-        if let Some(key) = key {
-            let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((weak, owner)) = map.get(key)
-                && let Some(handle) = weak.upgrade()
-            {
-                if owner != subject {
-                    tracing::warn!("a request named a session another caller opened; refused");
-                    return None;
-                }
-                handle.set(token);
-                return Some(handle);
-            }
-        }
-        Some(CallerHandle::new(token))
-    }
-
-    /// Remembers the handle of a session whose child took it (a session's own child started
-    /// while serving this request).
-    fn register(&self, key: &str, subject: &str, handle: &CallerHandle) {
-        if handle.holders() < 2 {
-            return;
-        }
-        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.get(key).is_some_and(|(w, _)| w.upgrade().is_some()) {
-            return;
-        }
-        if map.len() >= MAX_CALLER_SESSIONS {
-            map.retain(|_, (w, _)| w.upgrade().is_some());
-            if map.len() >= MAX_CALLER_SESSIONS {
-                tracing::warn!("too many sessions to track their callers; this one keeps its first token");
-                return;
-            }
-        }
-        map.insert(key.to_owned(), (handle.downgrade(), subject.to_owned()));
-    }
 }
 
 /// Counts the request, ends its span, and keeps it in the active-connections gauge until the
@@ -287,43 +222,4 @@ fn refusal(guard: &Guard, e: &AuthnError) -> Refusal {
         };
     }
     Refusal::Unauthenticated { challenge: authn.challenge(e, metadata.as_deref()), reason: e.to_string() }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn token(t: &str) -> Option<Arc<str>> {
-        Some(Arc::from(t))
-    }
-
-    #[test]
-    fn a_session_keeps_its_owners_latest_token_and_nobody_elses() {
-        let callers = CallerSessions::default();
-        // The request opening the session: a fresh handle, taken by the session's child.
-        let opening = callers.for_request(None, "alice", token("t1")).unwrap();
-        let child = opening.clone();
-        callers.register("s1", "alice", &opening);
-        drop(opening);
-
-        // The owner's next request refreshes the child's view.
-        let next = callers.for_request(Some("s1"), "alice", token("t2")).unwrap();
-        assert_eq!(child.token().as_deref(), Some("t2"));
-        drop(next);
-
-        // Someone else naming the session is refused and never replaces the owner's token.
-        assert!(callers.for_request(Some("s1"), "mallory", token("m1")).is_none());
-        assert_eq!(child.token().as_deref(), Some("t2"));
-        assert_eq!(callers.for_request(Some("s1"), "alice", token("t3")).unwrap().token().as_deref(), Some("t3"));
-        assert_eq!(child.token().as_deref(), Some("t3"));
-
-        // A handle no child took is not remembered; one whose child is gone is forgotten.
-        let untaken = callers.for_request(None, "bob", token("b1")).unwrap();
-        callers.register("s2", "bob", &untaken);
-        assert!(callers.map.lock().unwrap().get("s2").is_none());
-        drop(child);
-        let fresh = callers.for_request(Some("s1"), "mallory", token("t4")).unwrap();
-        assert_eq!(fresh.holders(), 1, "the dead session's handle is not revived");
-    }
 }

@@ -15,6 +15,7 @@
 
 mod admit;
 mod audit;
+mod callers;
 mod front;
 mod metadata;
 mod reshape;
@@ -78,11 +79,17 @@ pub struct Guard {
     pub(crate) transport: &'static str,
     /// Metrics and traces of the requests.
     pub(crate) telemetry: crate::telemetry::Telemetry,
+    /// Sessions' callers, when the launcher's children may use them ([`Launch::may_want_caller`]).
+    ///
+    /// [`Launch::may_want_caller`]: apiary_transport::launch::Launch::may_want_caller
+    pub(crate) callers: Option<callers::CallerSessions>,
 }
 
 impl Guard {
     /// Builds the policy of `cfg`. Nothing configured gives a guard that lets everything through.
-    pub async fn from_config(cfg: &RunConfig) -> Result<Arc<Guard>, GuardError> {
+    /// `track_callers`: the launcher's children may use the session's caller, so the front
+    /// keeps each session's caller (only with authentication on).
+    pub async fn from_config(cfg: &RunConfig, track_callers: bool) -> Result<Arc<Guard>, GuardError> {
         let policy = &cfg.policy;
         let authn = match &policy.oidc {
             Some(oidc) => {
@@ -133,6 +140,7 @@ impl Guard {
             apiary_config::Transport::StreamableHttp => "streamable-http",
         };
         let telemetry = crate::telemetry::Telemetry::from_config(cfg, transport)?;
+        let callers = (track_callers && authn.is_some()).then(callers::CallerSessions::default);
         Ok(Arc::new(Guard {
             authn,
             unauthenticated,
@@ -141,6 +149,7 @@ impl Guard {
             audit,
             outgoing,
             annotations: Mutex::new(HashMap::new()),
+            callers,
             transport,
             telemetry,
         }))
