@@ -106,15 +106,22 @@ impl Bridged {
 #[derive(Default)]
 pub(crate) struct BridgedSessions {
     map: Mutex<HashMap<Arc<str>, Arc<Bridged>>>,
+    /// Set by the first bridged session: until then every request of every session (the
+    /// proxy's hot path) skips the table's lock.
+    used: std::sync::atomic::AtomicBool,
 }
 
 impl BridgedSessions {
     pub(crate) fn get(&self, session: &str) -> Option<Arc<Bridged>> {
+        if !self.used.load(Ordering::Acquire) {
+            return None;
+        }
         lock(&self.map).get(session).cloned()
     }
 
     pub(crate) fn insert(&self, session: Arc<str>, b: Arc<Bridged>) {
         let mut map = lock(&self.map);
+        self.used.store(true, Ordering::Release);
         map.retain(|_, b| b.alive());
         map.insert(session, b);
     }
