@@ -15,30 +15,7 @@ use std::time::Duration;
 use apiary_testkit::binaries::testkit_server;
 use apiary_transport::client::{ClientError, ConnectOptions, McpClient};
 use serde_json::{Value, json};
-use support::Apiary;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-const START_LIMIT: Duration = Duration::from_secs(30);
-
-/// A process started by a test: killed when dropped.
-struct Running {
-    child: tokio::process::Child,
-    url: String,
-}
-
-/// Starts `program args` and reads the URL it prints first; stdout is drained after.
-async fn start(mut cmd: tokio::process::Command) -> Running {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(START_LIMIT, lines.next_line())
-        .await
-        .expect("no URL printed in time")
-        .unwrap()
-        .expect("exited before printing its URL");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Running { child, url }
-}
+use support::{Apiary, Running, start_printing_url as start};
 
 /// The fixture server over HTTP on `addr` (port 0 picks one).
 async fn fixture(addr: &str) -> Running {

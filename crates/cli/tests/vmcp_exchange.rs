@@ -14,29 +14,7 @@ use apiary_testkit::keycloak::{
     BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, Keycloak, USER_CLIENT, decode_claims,
 };
 use serde_json::{Value, json};
-use support::Apiary;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-const START_LIMIT: Duration = Duration::from_secs(30);
-
-/// A process started by a test: killed when dropped.
-struct Running {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-async fn start(mut cmd: tokio::process::Command) -> Running {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(START_LIMIT, lines.next_line())
-        .await
-        .expect("no URL printed in time")
-        .unwrap()
-        .expect("exited before printing its URL");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Running { _child: child, url }
-}
+use support::{Apiary, start_printing_url as start};
 
 /// One JSON-RPC message over HTTP: the answer (from JSON or the first SSE `data:` line) and
 /// the session id the answer names.

@@ -246,3 +246,28 @@ impl Drop for Spawned {
         let _ = self.child.wait();
     }
 }
+
+/// Bound on a started process printing its URL.
+const URL_LIMIT: Duration = Duration::from_secs(30);
+
+/// A process a test started that printed its URL first (`apiary vmcp serve`, the fixture
+/// over HTTP): killed when dropped.
+pub struct Running {
+    pub child: tokio::process::Child,
+    pub url: String,
+}
+
+/// Starts `cmd` and reads the URL it prints first; its stdout is drained after.
+pub async fn start_printing_url(mut cmd: tokio::process::Command) -> Running {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(URL_LIMIT, lines.next_line())
+        .await
+        .expect("no URL printed in time")
+        .unwrap()
+        .expect("exited before printing its URL");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running { child, url }
+}
