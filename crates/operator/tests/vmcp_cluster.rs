@@ -24,8 +24,10 @@ use common::cluster::{
     Child, Stop, apply, controlled_by, eventually, gated, in_scratch_namespace, in_scratch_namespace_with, kubeconfig,
     kubectl, meta_of, seed_file, template_checksum,
 };
+use common::node_tls::{NODE_IP, NodeTls, TestPki};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -259,15 +261,19 @@ const FIXTURE_IMAGE: &str = "ghcr.io/stackloklabs/gofetch/server:latest";
 /// the vMCP's 2 s poll).
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(240);
 
+/// The fixture server over stdio (`apiary-testkit-server --stdio`), as seed 003's image.
+const STDIO_FIXTURE_IMAGE: &str = "docker.io/mcp/fetch:latest";
+
 async fn all_controllers(ctx: Arc<Context>, scope: WatchScope, stop: Stop) {
     tokio::join!(
         apiary_operator::reconcile::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
+        apiary_operator::remoteproxy::run(Arc::clone(&ctx), scope.clone(), stop.clone()),
         controllers(ctx, scope, stop),
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_vmcp_serves_a_server_and_an_entry_and_follows_its_group_on_a_real_cluster() {
+async fn the_real_vmcp_serves_servers_a_remote_proxy_and_an_entry_and_follows_its_group_on_a_real_cluster() {
     gated(in_scratch_namespace_with(RUNNER_IMAGE, "apiary-vmcp-e2e", all_controllers, served)).await;
 }
 
@@ -305,18 +311,11 @@ fn tool_names(answer: &Value) -> Option<Vec<String>> {
     Some(names)
 }
 
-async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
-    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-
-    // The entry's backend: the fixture as a Deployment and Service, reached by its DNS name;
-    // the header it must receive comes from a Secret (made here: only the Secret can carry it).
-    let key = format!("k-{}-{}", std::process::id(), apiary_testkit::issuer::now());
-    create::<Secret>(&client, &ns, json!({"metadata": {"name": "entry-key"}, "stringData": {"value": key}})).await;
+/// The fixture server as Deployment and Service `fixture` (port 8080); the Service.
+async fn fixture(client: &Client, ns: &str) -> Service {
     create::<Deployment>(
-        &client,
-        &ns,
+        client,
+        ns,
         json!({
             "metadata": {"name": "fixture"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "fixture"}},
@@ -327,12 +326,25 @@ async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
     )
     .await;
     create::<Service>(
-        &client,
-        &ns,
+        client,
+        ns,
         json!({"metadata": {"name": "fixture"},
             "spec": {"selector": {"app": "fixture"}, "ports": [{"port": 8080, "targetPort": 8080}]}}),
     )
     .await;
+    Api::<Service>::namespaced(client.clone(), ns).get("fixture").await.unwrap()
+}
+
+async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+
+    // The entry's backend: the fixture as a Deployment and Service, reached by its DNS name;
+    // the header it must receive comes from a Secret (made here: only the Secret can carry it).
+    let key = format!("k-{}-{}", std::process::id(), apiary_testkit::issuer::now());
+    create::<Secret>(&client, &ns, json!({"metadata": {"name": "entry-key"}, "stringData": {"value": key}})).await;
+    fixture(&client, &ns).await;
 
     apply(&client, &ns, &doc(&ns, "MCPGroup", "team", json!({}))).await;
     let server = |group: &str| {
@@ -340,6 +352,13 @@ async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
             "groupRef": group})
     };
     apply(&client, &ns, &doc(&ns, "MCPServer", "alpha", server("team"))).await;
+    // A stdio server (its proxy speaks Streamable HTTP to the vMCP) and a remote proxy in front
+    // of the fixture, reached by its DNS name.
+    let stdio = json!({"image": STDIO_FIXTURE_IMAGE, "transport": "stdio", "proxyPort": 8080, "groupRef": "team"});
+    apply(&client, &ns, &doc(&ns, "MCPServer", "gamma", stdio)).await;
+    let relay = json!({"remoteURL": format!("http://fixture.{ns}.svc.cluster.local:8080/mcp"),
+        "transport": "streamable-http", "proxyPort": 8080, "allowPrivateEndpoint": true, "groupRef": "team"});
+    apply(&client, &ns, &doc(&ns, "MCPRemoteProxy", "relay", relay)).await;
     let entry = json!({
         "groupRef": "team", "transport": "streamable-http", "allowPrivateEndpoint": true,
         "remoteURL": format!("http://fixture.{ns}.svc.cluster.local:8080/mcp"),
@@ -356,16 +375,49 @@ async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
     })
     .await;
 
-    // One session through the Service: both backends' tools, prefixed.
+    // The status lists each member once, at the URL of its kind: an MCPServer's proxy Service
+    // (stdio or not), a remote proxy's Service, an entry's own remote URL.
+    let urls = eventually("every member in status.discoveredBackends", || async {
+        let s = vmcps.get(VMCP).await.ok()?.status?;
+        let urls: Vec<(String, String)> =
+            s.discovered_backends?.into_iter().map(|b| (b.name, b.url.unwrap_or_default())).collect();
+        (urls.len() == 4).then_some(urls)
+    })
+    .await;
+    let svc = |service: &str| format!("http://{service}.{ns}.svc.cluster.local:8080/mcp");
+    let expected = [
+        ("alpha", svc("mcp-alpha-proxy")),
+        ("gamma", svc("mcp-gamma-proxy")),
+        ("relay", svc("mcp-relay-remote-proxy")),
+        ("remote", svc("fixture")),
+    ];
+    let expected: Vec<(String, String)> = expected.into_iter().map(|(n, u)| (n.to_string(), u)).collect();
+    assert_eq!(urls, expected);
+
+    // One session through the Service: every backend's tools, prefixed (all four are the same
+    // fixture, so every name clashes).
     let forward = PortForward::start(&ns, &format!("service/vmcp-{VMCP}"), 4483);
     let session = eventually("a vMCP session", || async { forward.session() }).await;
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-    let names = eventually("both backends listed", || async {
+    let names = eventually("every backend listed", || async {
         let names = tool_names(&forward.post(Some(&session), list)?)?;
-        (names.contains(&"alpha_echo".to_string()) && names.contains(&"remote_echo".to_string())).then_some(names)
+        ["alpha", "gamma", "relay", "remote"].iter().all(|b| names.contains(&format!("{b}_echo"))).then_some(names)
     })
     .await;
     assert!(!names.contains(&"echo".to_string()), "every name is prefixed: {names:?}");
+
+    // Each call reaches its owner: the fixture reports its pod's name (HOSTNAME), so the stdio
+    // server answers from its own pod and the remote proxy from the fixture behind it.
+    let hostname = |tool: &str| {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"name":"HOSTNAME"}}}}}}"#
+        );
+        let answer = forward.post(Some(&session), &call).unwrap();
+        answer["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{tool}: {answer}")).to_string()
+    };
+    let (gamma, relay, remote) = (hostname("gamma_env_var"), hostname("relay_env_var"), hostname("remote_env_var"));
+    assert!(gamma.starts_with("gamma"), "the stdio server's own pod answered: {gamma}");
+    assert!(relay.starts_with("fixture-") && remote.starts_with("fixture-"), "{relay}, {remote}");
 
     // Calls reach the owner: the entry's backend sees the Secret's header, the MCPServer's does not.
     let header = |tool: &str| {
@@ -377,6 +429,8 @@ async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
     assert_eq!(via_entry["result"]["content"][0]["text"], key.as_str(), "{via_entry}");
     let via_server = forward.post(Some(&session), &header("alpha_request_header")).unwrap();
     assert_eq!(via_server["result"]["isError"], true, "the header went to the entry only: {via_server}");
+    let via_relay = forward.post(Some(&session), &header("relay_request_header")).unwrap();
+    assert_eq!(via_relay["result"]["isError"], true, "the header went to the entry only: {via_relay}");
 
     // A member joins: served by the running pod (no new pod), on the open session and new ones.
     let pods_before = vmcp_pods(&pods, VMCP).await;
@@ -397,6 +451,88 @@ async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
     assert_eq!(forward.post(Some(&session), echo).unwrap()["result"]["content"][0]["text"], "hi");
     assert_eq!(vmcp_pods(&pods, VMCP).await, pods_before, "the vMCP pod was not replaced");
     assert_eq!(deployments.get(&format!("vmcp-{VMCP}")).await.unwrap().metadata.generation, generation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_vmcp_trusts_a_tls_entry_only_through_its_ca_bundle_on_a_real_cluster() {
+    gated(in_scratch_namespace_with(RUNNER_IMAGE, "apiary-vmcp-tls", all_controllers, tls_entry)).await;
+}
+
+async fn tls_entry(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+
+    // The fixture behind TLS: a certificate for the Service name `tls-fixture`, from a CA made
+    // here; the Service's only endpoint is the node, where socat terminates TLS.
+    let fixture_ip = fixture(&client, &ns).await.spec.unwrap().cluster_ip.unwrap();
+    let dns = format!("tls-fixture.{ns}.svc.cluster.local");
+    let pki = TestPki::new(&dns);
+    let tls = NodeTls::start(&pki, &format!("{fixture_ip}:8080"));
+    create::<Service>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "tls-fixture"},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": tls.port}]}}),
+    )
+    .await;
+    create::<EndpointSlice>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "tls-fixture-node", "labels": {"kubernetes.io/service-name": "tls-fixture"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": [NODE_IP]}],
+            "ports": [{"name": "https", "port": tls.port, "protocol": "TCP"}]}),
+    )
+    .await;
+    for (name, pem) in [("good-ca", pki.ca_pem()), ("wrong-ca", pki.other_ca_pem())] {
+        create::<ConfigMap>(&client, &ns, json!({"metadata": {"name": name}, "data": {"ca.crt": pem}})).await;
+    }
+
+    // Two entries of the same HTTPS URL: one trusts the CA that signed its certificate, the
+    // other a CA that did not.
+    apply(&client, &ns, &doc(&ns, "MCPGroup", "team", json!({}))).await;
+    let entry = |ca: &str| {
+        json!({"groupRef": "team", "transport": "streamable-http", "allowPrivateEndpoint": true,
+            "remoteURL": format!("https://{dns}/mcp"),
+            "caBundleRef": {"configMapRef": {"name": ca, "key": "ca.crt"}}})
+    };
+    apply(&client, &ns, &doc(&ns, "MCPServerEntry", "secure", entry("good-ca"))).await;
+    apply(&client, &ns, &doc(&ns, "MCPServerEntry", "untrusted", entry("wrong-ca"))).await;
+    let spec = json!({"config": {"groupRef": "team"}, "incomingAuth": {"type": "anonymous"}});
+    apply(&client, &ns, &doc(&ns, "VirtualMCPServer", VMCP, spec)).await;
+    eventually("the vMCP Ready", || async {
+        let s = vmcps.get(VMCP).await.ok()?.status?;
+        (s.phase == Some(VirtualMCPServerPhase::Ready)).then_some(())
+    })
+    .await;
+
+    // The trusted entry is listed and answers over TLS; the other is never trusted silently.
+    let forward = PortForward::start(&ns, &format!("service/vmcp-{VMCP}"), 4483);
+    let session = eventually("a vMCP session", || async { forward.session() }).await;
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let names = eventually("the trusted entry listed", || async {
+        let names = tool_names(&forward.post(Some(&session), list)?)?;
+        names.contains(&"secure_echo".to_string()).then_some(names)
+    })
+    .await;
+    assert!(names.iter().all(|n| !n.starts_with("untrusted_")), "{names:?}");
+    let echo = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"secure_echo","arguments":{"text":"over tls"}}}"#;
+    assert_eq!(forward.post(Some(&session), echo).unwrap()["result"]["content"][0]["text"], "over tls");
+    let refused =
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"untrusted_echo","arguments":{"text":"x"}}}"#;
+    let refused = forward.post(Some(&session), refused).unwrap();
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+    // `/status` names the failure: the untrusted entry failed, the trusted one did not.
+    let status = eventually("the untrusted entry reported failing", || async {
+        let status = forward.get("/status")?;
+        let backend = |n: &str| status["backends"].as_array()?.iter().find(|b| b["name"] == n).cloned();
+        let bad = backend("untrusted")?;
+        (bad["consecutiveFailures"].as_u64()? >= 1 && bad["lastError"].is_string()).then_some(status)
+    })
+    .await;
+    let backend = |n: &str| status["backends"].as_array().unwrap().iter().find(|b| b["name"] == n).unwrap().clone();
+    assert_ne!(backend("untrusted")["status"], "healthy", "{status}");
+    assert_eq!(backend("secure")["consecutiveFailures"], 0, "{status}");
+    drop(tls);
 }
 
 /// `kubectl port-forward` to a Service, stopped when dropped; speaks MCP over curl.
@@ -451,6 +587,17 @@ impl PortForward {
             .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
             .find(|m| m.get("result").is_some() || m.get("error").is_some())?;
         Some((headers.to_string(), answer))
+    }
+
+    /// GETs `path` as JSON; `None` unless curl got a 2xx with a JSON body.
+    fn get(&self, path: &str) -> Option<Value> {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-f", "--max-time", "30"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()
+            .ok()?;
+        out.status.success().then_some(())?;
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     fn post(&self, session: Option<&str>, body: &str) -> Option<Value> {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod node_tls;
 
 /// Directory of the hand-reconstructed seed manifests.
 pub fn seeds_manifest_dir() -> PathBuf {
