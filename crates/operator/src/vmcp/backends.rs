@@ -395,7 +395,7 @@ fn secret_env(var: &str, secret: &str, key: &str) -> EnvVar {
 }
 
 /// The ConfigMap key `key` of `config_map` as file `<dir>/<key>`.
-fn ca_volume(entry: &str, config_map: &str, key: &str, dir: String) -> (Volume, VolumeMount) {
+pub(crate) fn ca_volume(entry: &str, config_map: &str, key: &str, dir: String) -> (Volume, VolumeMount) {
     // Entry names may be longer than a volume name may be: a hash keeps it a DNS label.
     let name = format!("ca-{}", &sha256_hex(entry.as_bytes())[..12]);
     let volume = Volume {

@@ -222,7 +222,7 @@ pub fn desired(
         &sha256_hex(text.as_bytes()),
     );
 
-    let layout = PodLayout {
+    let mut layout = PodLayout {
         deployment: deployment_name(&name),
         container: CONTAINER.to_string(),
         args: ["vmcp", "serve", "--config", &format!("{CONFIG_DIR}/{CONFIG_KEY}"), "--host", "0.0.0.0", "--port"]
@@ -237,6 +237,11 @@ pub fn desired(
     };
     let mut env = resolved.env.clone();
     env.extend(backends.env.iter().cloned());
+    // The provider's private CA, trusted for discovery, the JWKS and token exchanges.
+    if let Some((volume, mount, var)) = super::oidc_ca::trust(policy.oidc.as_ref()) {
+        layout.volumes.push((volume, mount));
+        env.push(var);
+    }
     let deployment = parent.deployment(ProxyPod {
         labels: labels(&name),
         runner_image: settings.vmcp_image(),

@@ -7,6 +7,7 @@
 
 pub mod backends;
 pub mod desired;
+pub mod oidc_ca;
 pub mod status;
 
 use std::collections::BTreeMap;

@@ -478,3 +478,31 @@ fn incoming_oidc_and_cedar_are_written_in_toolhives_vmcp_shape() {
     assert_eq!(secret.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "keycloak-client");
     assert!(d.hashes.oidc.is_some() && d.hashes.authz.is_some());
 }
+
+#[test]
+fn the_oidc_providers_ca_bundle_is_trusted_beside_the_images_roots() {
+    let mut spec = anonymous();
+    spec["incomingAuth"] = json!({"type": "oidc", "oidcConfigRef": {"name": "keycloak", "audience": "vmcp"}});
+    let mut inline = fixtures::oidc_inline();
+    let without = Referenced { oidc: Some(fixtures::oidc(inline.clone())), ..Default::default() };
+    inline["caBundleRef"] = json!({"configMapRef": {"name": "idp-ca", "key": "ca.pem"}});
+    let with = Referenced { oidc: Some(fixtures::oidc(inline)), ..Default::default() };
+
+    let plain = desired(&vmcp(spec.clone()), &settings(), &without, &found()).unwrap();
+    assert!(container(&plain).env.iter().flatten().all(|e| e.name != "SSL_CERT_DIR"));
+
+    let d = desired(&vmcp(spec), &settings(), &with, &found()).unwrap();
+    let env = container(&d).env.as_ref().unwrap();
+    let dirs = env.iter().find(|e| e.name == "SSL_CERT_DIR").unwrap().value.clone().unwrap();
+    assert_eq!(dirs, "/etc/ssl/certs:/etc/vmcp-oidc-ca", "the image's roots stay trusted");
+    let mount = container(&d).volume_mounts.iter().flatten().find(|m| m.mount_path == "/etc/vmcp-oidc-ca").unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod(&d).volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
+    let cm = volume.config_map.as_ref().unwrap();
+    assert_eq!(cm.name, "idp-ca");
+    assert_eq!(cm.items.as_ref().unwrap()[0].key, "ca.pem");
+    assert_eq!(cm.optional, Some(false), "a missing CA keeps the pod from starting, never trusts less");
+    // The entry `partner`'s own CA volume is still there, under another name.
+    let names: Vec<&str> = pod(&d).volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("ca-")).count(), 2, "{names:?}");
+}
