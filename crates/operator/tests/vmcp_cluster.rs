@@ -20,11 +20,14 @@ use apiary_operator::crd::mcpserverentry::MCPServerEntry;
 use apiary_operator::crd::virtualmcpserver::{VirtualMCPServer, VirtualMCPServerPhase};
 use apiary_operator::reconcile::{Context, Metrics, WatchScope};
 use apiary_operator::{entry, extauth, group, vmcp};
+use apiary_testkit::keycloak::{
+    BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, Keycloak, REALM, USER_CLIENT, decode_claims,
+};
 use common::cluster::{
     Child, Stop, apply, controlled_by, eventually, gated, in_scratch_namespace, in_scratch_namespace_with, kubeconfig,
     kubectl, meta_of, seed_file, template_checksum,
 };
-use common::node_tls::{NODE_IP, NodeTls, TestPki};
+use common::node_tls::{HostSocket, Listen, NODE_IP, NodeListener, TestPki};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -466,7 +469,7 @@ async fn tls_entry(client: Client, ns: String, _metrics: Arc<Metrics>) {
     let fixture_ip = fixture(&client, &ns).await.spec.unwrap().cluster_ip.unwrap();
     let dns = format!("tls-fixture.{ns}.svc.cluster.local");
     let pki = TestPki::new(&dns);
-    let tls = NodeTls::start(&pki, &format!("{fixture_ip}:8080"));
+    let tls = NodeListener::start(Listen::Tls(&pki), &format!("TCP:{fixture_ip}:8080"));
     create::<Service>(
         &client,
         &ns,
@@ -535,10 +538,135 @@ async fn tls_entry(client: Client, ns: String, _metrics: Arc<Metrics>) {
     drop(tls);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_vmcp_exchanges_each_callers_keycloak_token_for_a_token_exchange_entry_on_a_real_cluster() {
+    gated(in_scratch_namespace_with(RUNNER_IMAGE, "apiary-vmcp-sts", all_controllers, token_exchange)).await;
+}
+
+/// A password grant at Keycloak on `127.0.0.1:port` as if asked at `http://{host}`: Keycloak
+/// takes the issuer from the Host header, so the token names the issuer the pods see.
+fn caller_token(port: u16, host: &str, user: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-f", "--max-time", "30", "-H", &format!("Host: {host}")])
+        .args(["-d", "grant_type=password", "-d", &format!("client_id={USER_CLIENT}")])
+        .args(["-d", &format!("username={user}"), "-d", &format!("password={user}"), "-d", "scope=openid"])
+        .arg(format!("http://127.0.0.1:{port}/realms/{REALM}/protocol/openid-connect/token"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "password grant: {}", String::from_utf8_lossy(&out.stderr));
+    let set: Value = serde_json::from_slice(&out.stdout).unwrap();
+    set["access_token"].as_str().unwrap().to_string()
+}
+
+async fn token_exchange(client: Client, ns: String, _metrics: Arc<Metrics>) {
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+
+    // Keycloak runs on this host; pods reach it as Service `keycloak`: plain HTTP on 80 (the
+    // issuer, discovery, the JWKS) and HTTPS on 443 with a CA made here (the token endpoint,
+    // which must be https), both through socat on the node and a unix socket to the host.
+    let kc = Keycloak::start().await.unwrap();
+    let dns = format!("keycloak.{ns}.svc.cluster.local");
+    let issuer = format!("http://{dns}/realms/{REALM}");
+    let pki = TestPki::new(&dns);
+    let host = HostSocket::to_loopback(kc.port());
+    let plain = NodeListener::start(Listen::Plain, &host.address());
+    let tls = NodeListener::start(Listen::Tls(&pki), &host.address());
+    create::<Service>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "keycloak"}, "spec": {"ports": [
+            {"name": "http", "port": 80, "targetPort": plain.port},
+            {"name": "https", "port": 443, "targetPort": tls.port}]}}),
+    )
+    .await;
+    create::<EndpointSlice>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "keycloak-node", "labels": {"kubernetes.io/service-name": "keycloak"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": [NODE_IP]}],
+            "ports": [{"name": "http", "port": plain.port, "protocol": "TCP"},
+                      {"name": "https", "port": tls.port, "protocol": "TCP"}]}),
+    )
+    .await;
+    create::<ConfigMap>(&client, &ns, json!({"metadata": {"name": "idp-ca"}, "data": {"ca.crt": pki.ca_pem()}})).await;
+    create::<Secret>(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "sts"}, "stringData": {"client-secret": GATEWAY_SECRET}}),
+    )
+    .await;
+
+    // The backend (the fixture, reporting the Authorization header it got) as an entry whose
+    // MCPExternalAuthConfig exchanges the caller's token for one addressed to BACKEND_AUDIENCE.
+    fixture(&client, &ns).await;
+    let v1beta1 = |kind: &str, name: &str, spec: Value| {
+        json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": kind,
+            "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    };
+    let oidc = json!({"type": "inline", "inline": {"issuer": issuer, "insecureAllowHTTP": true,
+        "caBundleRef": {"configMapRef": {"name": "idp-ca", "key": "ca.crt"}}}});
+    apply(&client, &ns, &v1beta1("MCPOIDCConfig", "keycloak", oidc)).await;
+    let exchange = json!({"type": "tokenExchange", "tokenExchange": {
+        "tokenUrl": format!("https://{dns}/realms/{REALM}/protocol/openid-connect/token"),
+        "clientId": GATEWAY_CLIENT, "clientSecretRef": {"name": "sts", "key": "client-secret"},
+        "audience": BACKEND_AUDIENCE, "scopes": ["openid"]}});
+    apply(&client, &ns, &v1beta1("MCPExternalAuthConfig", "exchange", exchange)).await;
+    apply(&client, &ns, &doc(&ns, "MCPGroup", "team", json!({}))).await;
+    let entry = json!({"groupRef": "team", "transport": "streamable-http", "allowPrivateEndpoint": true,
+        "remoteURL": format!("http://fixture.{ns}.svc.cluster.local:8080/mcp"),
+        "externalAuthConfigRef": {"name": "exchange"}});
+    apply(&client, &ns, &doc(&ns, "MCPServerEntry", "partner", entry)).await;
+    let spec = json!({"config": {"groupRef": "team"},
+        "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "keycloak", "audience": GATEWAY_CLIENT}}});
+    apply(&client, &ns, &doc(&ns, "VirtualMCPServer", VMCP, spec)).await;
+
+    let v = eventually("the vMCP Ready", || async {
+        let v = vmcps.get(VMCP).await.ok()?;
+        (v.status.as_ref()?.phase == Some(VirtualMCPServerPhase::Ready)).then_some(v)
+    })
+    .await;
+    let partner = v.status.unwrap().discovered_backends.unwrap().into_iter().find(|b| b.name == "partner").unwrap();
+    assert_eq!(
+        (partner.auth_type.as_deref(), partner.auth_config_ref.as_deref()),
+        (Some("token_exchange"), Some("exchange"))
+    );
+
+    // No token: 401 at the front.
+    let mut forward = PortForward::start(&ns, &format!("service/vmcp-{VMCP}"), 4483);
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"cluster-test","version":"1"}}}"#;
+    let status = eventually("the vMCP answers", || async { forward.status_of(init) }).await;
+    assert_eq!(status, 401);
+
+    // A caller with a Keycloak token: the backend sees a token Keycloak exchanged for its
+    // audience, never the caller's own.
+    let caller = caller_token(kc.port(), &dns, "mcp");
+    assert_eq!(decode_claims(&caller).unwrap()["iss"], issuer.as_str());
+    forward.token = Some(caller.clone());
+    let session = eventually("a vMCP session with the caller's token", || async { forward.session() }).await;
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"partner_request_header","arguments":{"name":"authorization"}}}"#;
+    let seen = eventually("the exchanged token at the backend", || async {
+        let answer = forward.post(Some(&session), call)?;
+        answer["result"]["content"][0]["text"].as_str().map(str::to_string)
+    })
+    .await;
+    let exchanged = seen.strip_prefix("Bearer ").unwrap_or_else(|| panic!("not a bearer token: {seen}"));
+    assert_ne!(exchanged, caller, "the caller's own token reached the backend");
+    let claims = decode_claims(exchanged).unwrap();
+    let aud = match &claims["aud"] {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    assert!(aud.contains(&json!(BACKEND_AUDIENCE)), "{claims}");
+    assert_eq!((claims["azp"].as_str(), claims["preferred_username"].as_str()), (Some(GATEWAY_CLIENT), Some("mcp")));
+    drop((plain, tls, host));
+}
+
 /// `kubectl port-forward` to a Service, stopped when dropped; speaks MCP over curl.
 struct PortForward {
     port: u16,
     child: std::process::Child,
+    /// Sent as `Authorization: Bearer` with every MCP request, when set.
+    token: Option<String>,
 }
 
 impl PortForward {
@@ -555,17 +683,13 @@ impl PortForward {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        PortForward { port, child }
+        PortForward { port, child, token: None }
     }
 
     /// POSTs `body` to `/mcp` (in session `session`); the answer's headers and JSON-RPC message,
     /// `None` when curl failed or the status was not 200.
     fn exchange(&self, session: Option<&str>, body: &str) -> Option<(String, Value)> {
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args(["-sS", "-i", "--max-time", "30", "-X", "POST"])
-            .arg(format!("http://127.0.0.1:{}/mcp", self.port))
-            .args(["-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream"])
-            .args(["-H", "MCP-Protocol-Version: 2025-11-25"]);
+        let mut cmd = self.curl(&["-i"]);
         if let Some(s) = session {
             cmd.args(["-H", &format!("Mcp-Session-Id: {s}")]);
         }
@@ -587,6 +711,26 @@ impl PortForward {
             .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
             .find(|m| m.get("result").is_some() || m.get("error").is_some())?;
         Some((headers.to_string(), answer))
+    }
+
+    /// curl POSTing to `/mcp` with the MCP headers (and the token), plus `extra` arguments.
+    fn curl(&self, extra: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "30", "-X", "POST"])
+            .args(extra)
+            .arg(format!("http://127.0.0.1:{}/mcp", self.port))
+            .args(["-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream"])
+            .args(["-H", "MCP-Protocol-Version: 2025-11-25"]);
+        if let Some(t) = &self.token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        cmd
+    }
+
+    /// The HTTP status of POSTing `body` outside any session (`None`: curl failed).
+    fn status_of(&self, body: &str) -> Option<u16> {
+        let out = self.curl(&["-o", "/dev/null", "-w", "%{http_code}"]).args(["-d", body]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok().filter(|s| *s != 0)
     }
 
     /// GETs `path` as JSON; `None` unless curl got a 2xx with a JSON body.
@@ -613,11 +757,8 @@ impl PortForward {
             let (name, value) = l.split_once(':')?;
             name.trim().eq_ignore_ascii_case("mcp-session-id").then(|| value.trim().to_string())
         })?;
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args(["-sS", "-o", "/dev/null", "--max-time", "30", "-X", "POST"])
-            .arg(format!("http://127.0.0.1:{}/mcp", self.port))
-            .args(["-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream"])
-            .args(["-H", "MCP-Protocol-Version: 2025-11-25", "-H", &format!("Mcp-Session-Id: {id}")])
+        let mut cmd = self.curl(&["-o", "/dev/null"]);
+        cmd.args(["-H", &format!("Mcp-Session-Id: {id}")])
             .args(["-d", r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#]);
         cmd.status().ok()?.success().then_some(id)
     }

@@ -1,13 +1,15 @@
-//! A TLS endpoint on the test cluster's node, for backends that must be reached over HTTPS
-//! with a CA made by the test: no image the cluster holds can terminate TLS, so `socat`
-//! (Debian's, built with OpenSSL) listens on the node's address inside the cluster's network
-//! namespace with a certificate signed by a throwaway CA (openssl CLI) and forwards the
-//! decrypted stream to an in-cluster address (a Service's ClusterIP). Pods reach it through a
-//! selector-less Service whose EndpointSlice names the node's address, so the certificate is
-//! checked against a cluster DNS name.
+//! Endpoints on the test cluster's node, for what pods must reach over HTTPS with a CA made by
+//! the test, or on the host: no image the cluster holds can terminate TLS, and the node's
+//! network namespace has no route to the host. So `socat` (Debian's, built with OpenSSL)
+//! listens on the node's address inside that namespace, with a certificate signed by a
+//! throwaway CA (openssl CLI) or in plain TCP, and forwards each connection to an in-cluster
+//! address (a Service's ClusterIP) or, through a unix socket, to a port on the host's loopback
+//! (Keycloak). Pods reach it through a selector-less Service whose EndpointSlice names the
+//! node's address, so a certificate is checked against a cluster DNS name.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 /// The cluster node's network namespace (`cargo xtask cluster up`).
 pub const NODE_NETNS: &str = "/run/netns/apiary-k8s";
@@ -84,43 +86,98 @@ impl Openssl {
     }
 }
 
-/// `socat` terminating TLS on `NODE_IP:port` inside the node's namespace; stopped when dropped.
-pub struct NodeTls {
+/// How a [`NodeListener`] accepts connections.
+pub enum Listen<'a> {
+    /// TLS with the server certificate of the PKI.
+    Tls(&'a TestPki),
+    /// Plain TCP.
+    Plain,
+}
+
+/// `socat` listening on `NODE_IP:port` inside the node's namespace; stopped when dropped.
+pub struct NodeListener {
     /// The port it listens on at [`NODE_IP`].
     pub port: u16,
     /// The `timeout` wrapper; SIGTERM to it reaches socat.
     child: Child,
 }
 
-impl NodeTls {
-    /// Listens on `NODE_IP:<a port>` with the server certificate of `pki` and forwards every
-    /// connection to `upstream` (`IP:PORT`, reachable from the node). Fails when the cluster's
-    /// namespace is missing.
-    pub fn start(pki: &TestPki, upstream: &str) -> NodeTls {
+impl NodeListener {
+    /// Listens on `NODE_IP:<a port>` as `listen` says and forwards every connection to
+    /// `upstream`, a socat address (`TCP:IP:PORT` reachable from the node, or a
+    /// [`HostSocket::address`]). Fails when the cluster's namespace is missing.
+    pub fn start(listen: Listen<'_>, upstream: &str) -> NodeListener {
         assert!(Path::new(NODE_NETNS).exists(), "no {NODE_NETNS}: is the cluster up (cargo xtask cluster up)?");
-        // A port per test process, away from the ranges the node's daemons use.
-        let port = 30_000 + u16::try_from(std::process::id() % 20_000).unwrap();
-        let listen = format!(
-            "OPENSSL-LISTEN:{port},bind={NODE_IP},reuseaddr,fork,cert={},key={},verify=0",
-            pki.path("server.crt").display(),
-            pki.path("server.key").display()
-        );
-        let child = Command::new("timeout")
-            .args(["--kill-after=5", "540", "nsenter", &format!("--net={NODE_NETNS}"), "socat", &listen])
-            .arg(format!("TCP:{upstream}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        NodeTls { port, child }
+        let port = next_port();
+        let listen = match listen {
+            Listen::Tls(pki) => format!(
+                "OPENSSL-LISTEN:{port},bind={NODE_IP},reuseaddr,fork,cert={},key={},verify=0",
+                pki.path("server.crt").display(),
+                pki.path("server.key").display()
+            ),
+            Listen::Plain => format!("TCP-LISTEN:{port},bind={NODE_IP},reuseaddr,fork"),
+        };
+        let child = bounded(&["nsenter", &format!("--net={NODE_NETNS}"), "socat", &listen, upstream]);
+        NodeListener { port, child }
     }
 }
 
-impl Drop for NodeTls {
+impl Drop for NodeListener {
     fn drop(&mut self) {
-        // SIGKILL would leave socat running until its `timeout`; SIGTERM is passed on to it.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// A unix socket forwarding to a port on the host's loopback: socket paths are not
+/// per-namespace, so a [`NodeListener`] reaches a host service (Keycloak) through it, the way
+/// the cluster's apiserver forwarder works the other way round.
+pub struct HostSocket {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl HostSocket {
+    /// Forwards every connection to the socket to `127.0.0.1:port`.
+    pub fn to_loopback(port: u16) -> HostSocket {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("UNIX-LISTEN:{},fork,mode=600", dir.path().join("s.sock").display());
+        let child = bounded(&["socat", &listen, &format!("TCP:127.0.0.1:{port}")]);
+        HostSocket { dir, child }
+    }
+
+    /// The socat address connecting to it.
+    pub fn address(&self) -> String {
+        format!("UNIX-CONNECT:{}", self.dir.path().join("s.sock").display())
+    }
+}
+
+impl Drop for HostSocket {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A port per listener of this test process, away from the ranges the node's daemons use.
+fn next_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 8;
+    30_000 + u16::try_from(std::process::id() % 4_000).unwrap() * 8 + slot
+}
+
+/// `argv` under `timeout`, so it cannot outlive the test run.
+fn bounded(argv: &[&str]) -> Child {
+    Command::new("timeout")
+        .args(["--kill-after=5", "540"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGKILL would leave socat running until its `timeout`; SIGTERM is passed on to it.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
 }
