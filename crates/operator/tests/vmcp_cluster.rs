@@ -5,10 +5,18 @@
 //! `kubectl get vmcp` columns, and that a member joining and leaving the group rewrites the
 //! ConfigMap and the status WITHOUT changing the Deployment's pod template. The vMCP pod itself
 //! cannot start here (its image is `apiary.invalid/apiary:never`): the status must say Pending,
-//! with why, never Ready. A third test runs the REAL image (`cargo xtask image --push`): the vMCP
-//! over an MCPServer and an in-cluster MCPServerEntry serves both backends' tools, prefixed,
-//! routes calls to the owner with the entry's header from a Secret, and picks up an MCPServer
-//! added to the group without its pod being replaced. Runs only with `APIARY_CLUSTER_TESTS` set.
+//! with why, never Ready. Three tests run the REAL image (`cargo xtask image --push`):
+//! - the vMCP over an MCPServer, a stdio MCPServer, an MCPRemoteProxy and an in-cluster
+//!   MCPServerEntry lists every backend's tools, prefixed, reports each at its kind's URL in
+//!   `status.discoveredBackends`, routes calls to the owner (the entry's header from a Secret
+//!   reaches only the entry), and picks up an MCPServer added to the group without a new pod;
+//! - an HTTPS entry (TLS terminated on the node with a CA made here) is served when its
+//!   `caBundleRef` ConfigMap holds that CA and left out, failing in `/status`, with another CA;
+//! - a token-exchange entry against a real Keycloak (on the host, reached through the node):
+//!   no token is 401, and the backend sees a token exchanged for its audience, never the
+//!   caller's (the IdP's private CA trusted through the MCPOIDCConfig's `caBundleRef`).
+//!
+//! Runs only with `APIARY_CLUSTER_TESTS` set (the Keycloak test also needs `cargo xtask test-env`).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -418,7 +426,7 @@ async fn served(client: Client, ns: String, _metrics: Arc<Metrics>) {
         let answer = forward.post(Some(&session), &call).unwrap();
         answer["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{tool}: {answer}")).to_string()
     };
-    let (gamma, relay, remote) = (hostname("gamma_env_var"), hostname("relay_env_var"), hostname("remote_env_var"));
+    let (gamma, relay, remote) = (hostname("gamma_env"), hostname("relay_env"), hostname("remote_env"));
     assert!(gamma.starts_with("gamma"), "the stdio server's own pod answered: {gamma}");
     assert!(relay.starts_with("fixture-") && remote.starts_with("fixture-"), "{relay}, {remote}");
 
@@ -534,6 +542,7 @@ async fn tls_entry(client: Client, ns: String, _metrics: Arc<Metrics>) {
     .await;
     let backend = |n: &str| status["backends"].as_array().unwrap().iter().find(|b| b["name"] == n).unwrap().clone();
     assert_ne!(backend("untrusted")["status"], "healthy", "{status}");
+    assert!(status["missingFromLastList"].as_array().unwrap().contains(&json!("untrusted")), "{status}");
     assert_eq!(backend("secure")["consecutiveFailures"], 0, "{status}");
     drop(tls);
 }
