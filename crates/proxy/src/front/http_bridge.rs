@@ -97,7 +97,7 @@ pub(crate) fn open(bridge: &HttpBridge, m: &Message, discover: &[u8], acc: Accep
     let b = Arc::new(Bridged::standalone(o.caps, &o.capabilities, o.client_info.as_deref()));
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     bridge.sessions.insert_bounded(Arc::clone(&session), b, bridge.max_sessions, bridge.idle)?;
-    let result = bridge::initialize_from_discover(discover, o.revision.as_str());
+    let result = without_subscribe(&bridge::initialize_from_discover(discover, o.revision.as_str()));
     let frame = apiary_protocol::result_response(id, &result);
     tracing::info!(%session, revision = %o.revision, "session opened on a 2026-07-28-only HTTP server (bridged)");
     let mut res = if acc.json {
@@ -111,6 +111,16 @@ pub(crate) fn open(bridge: &HttpBridge, m: &Message, discover: &[u8], acc: Accep
         res.headers_mut().insert("mcp-session-id", v);
     }
     Ok(res)
+}
+
+/// An `initialize` result (made by the proxy) without `resources.subscribe`: subscriptions
+/// are not bridged to an HTTP upstream, so they are not advertised.
+fn without_subscribe(result: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(result) else { return result.to_owned() };
+    if let Some(resources) = v.pointer_mut("/capabilities/resources").and_then(serde_json::Value::as_object_mut) {
+        resources.remove("subscribe");
+    }
+    v.to_string()
 }
 
 /// A POST of a bridged session; `headers` are what each of its POSTs upstream carries
