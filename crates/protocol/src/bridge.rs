@@ -184,6 +184,34 @@ pub fn initialize_from_discover(discover: &[u8], version: &str) -> String {
     out.to_string()
 }
 
+/// A header value for `text` as a 2026-07-28 client sends it (`Mcp-Name`, `Mcp-Param-*`):
+/// as is when it is visible ASCII with no surrounding whitespace, else in the
+/// `=?base64?…?=` form (SEP-2243), which also keeps a literal that looks like that form.
+pub fn header_value(text: &str) -> String {
+    let visible = text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let padded = text.starts_with(' ') || text.ends_with(' ');
+    let like_base64 = text.starts_with("=?base64?") && text.ends_with("?=");
+    let plain = visible && !padded && !like_base64;
+    if plain {
+        return text.to_owned();
+    }
+    use base64::Engine as _;
+    format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(text.as_bytes()))
+}
+
+/// The value of the `Mcp-Param-*` header that mirrors `param` of a `tools/call` (`m`): a
+/// string argument encoded by [`header_value`], a number or boolean as it is spelled;
+/// `None` for an absent or `null` argument, or one no header can mirror (an object, an array).
+pub fn param_header_value(m: &Message, param: &crate::modern::ParamHeader) -> Option<String> {
+    let range = m.params_member(&["arguments", &param.member]).ok().flatten()?;
+    let raw = m.text(range)?;
+    match raw.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(raw).ok().map(|s| header_value(&s)),
+        b'{' | b'[' | b'n' => None,
+        _ => Some(raw.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -246,6 +274,29 @@ mod tests {
             std::str::from_utf8(&retry).unwrap(),
             r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","inputResponses":{"q":{"x":1.0}},"requestState":"s\u0041"}}"#
         );
+    }
+
+    /// A header made here passes the check a 2026-07-28 server (and the proxy) applies.
+    #[test]
+    fn param_headers_are_mirrored_as_the_check_reads_them() {
+        let frame = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":"eu-west","b":"caf\u00e9 ","c":12345678901234567890123,"d":true,"e":null,"f":{"x":1}}}}"#,
+        );
+        let m = Message::parse(frame).unwrap();
+        let p = |member: &str| crate::modern::ParamHeader { member: member.into(), header: "X".into() };
+        assert_eq!(param_header_value(&m, &p("a")).as_deref(), Some("eu-west"));
+        let b = param_header_value(&m, &p("b")).unwrap();
+        assert!(b.starts_with("=?base64?"), "{b}");
+        assert_eq!(param_header_value(&m, &p("c")).as_deref(), Some("12345678901234567890123"));
+        assert_eq!(param_header_value(&m, &p("d")).as_deref(), Some("true"));
+        for member in ["e", "f", "missing"] {
+            assert_eq!(param_header_value(&m, &p(member)), None, "{member}");
+        }
+        for member in ["a", "b", "c", "d", "e", "missing"] {
+            let value = param_header_value(&m, &p(member));
+            crate::modern::check_param_header(&m, &p(member), value.as_deref().map(str::as_bytes)).unwrap();
+        }
+        assert_eq!(header_value("=?base64?x?="), "=?base64?PT9iYXNlNjQ/eD89?=");
     }
 
     #[test]

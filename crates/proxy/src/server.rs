@@ -229,6 +229,7 @@ pub async fn start_with_routes(
                 limits.max_body_bytes as usize,
                 limits.request_timeout(),
                 Arc::clone(&policy),
+                &limits,
             )
             .map_err(StartError::Config)?;
             Router::new().fallback(crate::front::reverse_proxy::forward).with_state(up)

@@ -1,11 +1,12 @@
-//! The legacy sessions the proxy keeps for a 2026-07-28-only child (`legacy_bridge`): what
-//! each session's `initialize` declared, the server→client requests it owes answers to, and
-//! the calls it has in flight. A room of its own so that `state` holds the table without
-//! importing the bridge's handlers.
+//! The legacy sessions the proxy keeps for a 2026-07-28-only server (a stdio child,
+//! `legacy_bridge`, or an HTTP upstream, `http_bridge`): what each session's `initialize`
+//! declared, the server→client requests it owes answers to, and the calls it has in flight.
+//! A room of its own so that `state` holds the table without importing the bridge's handlers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use apiary_protocol::{Message, RequestId};
 use tokio::sync::oneshot;
@@ -20,10 +21,16 @@ const MAX_ASKS: usize = 32;
 /// Prefix of the ids of the server→client requests the bridge sends a legacy client.
 const ASK_PREFIX: &str = "apiary-input-";
 
-/// One legacy session on a modern-only child: what its `initialize` declared, and what it
+/// One legacy session on a modern-only server: what its `initialize` declared, and what it
 /// has in flight.
 pub(crate) struct Bridged {
-    pub(crate) session: Weak<Session>,
+    /// The stdio front's session this one rides on (an HTTP upstream's have none: the table
+    /// holds them alone).
+    session: Option<Weak<Session>>,
+    /// Cancelled when the session ends: its calls stop.
+    pub(crate) closed: CancellationToken,
+    /// When the session was last used (an HTTP upstream's idle sessions are dropped).
+    seen: Mutex<Instant>,
     pub(crate) caps: ClientCaps,
     /// `initialize`'s `capabilities` and `clientInfo`, as the client wrote them.
     pub(crate) capabilities: Box<str>,
@@ -62,8 +69,19 @@ impl Bridged {
         capabilities: &str,
         client_info: Option<&str>,
     ) -> Bridged {
+        let mut b = Bridged::standalone(caps, capabilities, client_info);
+        b.session = Some(Arc::downgrade(session));
+        b.closed = session.closed.clone();
+        b
+    }
+
+    /// A session of the proxy's own, on no stdio session (an HTTP upstream's): it lives
+    /// until [`BridgedSessions::remove`] or idleness ends it.
+    pub(crate) fn standalone(caps: ClientCaps, capabilities: &str, client_info: Option<&str>) -> Bridged {
         Bridged {
-            session: Arc::downgrade(session),
+            session: None,
+            closed: CancellationToken::new(),
+            seen: Mutex::new(Instant::now()),
             caps,
             capabilities: capabilities.into(),
             client_info: client_info.map(Into::into),
@@ -77,7 +95,18 @@ impl Bridged {
     }
 
     fn alive(&self) -> bool {
-        self.session.upgrade().is_some_and(|s| !s.closed.is_cancelled())
+        let owned = self.session.as_ref().is_none_or(|s| s.strong_count() > 0);
+        owned && !self.closed.is_cancelled()
+    }
+
+    /// Marks the session used now.
+    pub(crate) fn touch(&self) {
+        *lock(&self.seen) = Instant::now();
+    }
+
+    /// Unused for `idle` with no call in flight.
+    fn idle(&self, idle: Duration) -> bool {
+        lock(&self.seen).elapsed() >= idle && lock(&self.calls).is_empty()
     }
 
     /// A new server→client request id and where its answer will arrive.
@@ -124,5 +153,39 @@ impl BridgedSessions {
         self.used.store(true, Ordering::Release);
         map.retain(|_, b| b.alive());
         map.insert(session, b);
+    }
+
+    /// Adds a session the table alone holds (an HTTP upstream's): sessions idle for `idle`
+    /// are ended first, and past `max` sessions the new one is refused.
+    pub(crate) fn insert_bounded(
+        &self,
+        session: Arc<str>,
+        b: Arc<Bridged>,
+        max: usize,
+        idle: Duration,
+    ) -> Result<(), Refusal> {
+        let mut map = lock(&self.map);
+        self.used.store(true, Ordering::Release);
+        map.retain(|_, b| {
+            if b.alive() && b.idle(idle) {
+                b.closed.cancel();
+            }
+            b.alive()
+        });
+        if map.len() >= max {
+            return Err(Refusal::LimitReached { retry_after: 1 });
+        }
+        map.insert(session, b);
+        Ok(())
+    }
+
+    /// Ends a session: its calls stop. `None` when there was none by that id.
+    pub(crate) fn remove(&self, session: &str) -> Option<Arc<Bridged>> {
+        if !self.used.load(Ordering::Acquire) {
+            return None;
+        }
+        let b = lock(&self.map).remove(session)?;
+        b.closed.cancel();
+        Some(b)
     }
 }

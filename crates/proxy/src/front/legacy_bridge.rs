@@ -5,27 +5,22 @@
 //! `initialize` declared (by splice: the client's params keep their bytes). An
 //! `InputRequiredResult` becomes the legacy server→client requests on the call's stream;
 //! the client's answers go back as the retry (`inputResponses` + `requestState`) until a
-//! final result. `ping` and `logging/setLevel` (removed in 2026-07-28) are answered here.
+//! final result. What does not depend on the child (the rounds, `ping`, `logging/setLevel`)
+//! is `legacy_rounds`'; the subscriptions and the rounds on the shared child are here.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use apiary_protocol::bridge::{self, Stamp};
-use apiary_protocol::{Kind, Message, ParseError, Revision, codes, error_response, methods, rewrite};
-use apiary_transport::sse;
+use apiary_protocol::{Kind, Message, ParseError, codes, error_response, methods};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::answer::{self, Refusal};
-use crate::client::{ClientCaps, level_rank};
+use crate::answer::Refusal;
 use crate::front::bridged::{Bridged, lock};
-use crate::front::call::{send_event, sse_response};
 use crate::front::dispatch::dispatch;
 use crate::front::edge::Accepts;
+use crate::front::legacy_rounds::{self, Sink, Upstream};
 use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
@@ -33,31 +28,15 @@ use crate::sessions::session::Session;
 use crate::upstream::mux::{Attached, ChildGroup};
 use crate::upstream::stdio::Delivery;
 
-/// The `logLevel` stamped for a session that never sent `logging/setLevel`.
-const DEFAULT_LEVEL: &str = "\"debug\"";
 /// Resource URIs one bridged session may subscribe to.
 const MAX_SUBSCRIPTIONS: usize = 256;
 /// Longest one `subscriptions/listen` stays open before it is opened again.
 const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
-/// Input rounds one call may take before the proxy gives up on it.
-const MAX_ROUNDS: usize = 8;
-/// Calls one session may have in flight through the bridge.
-const MAX_CALLS: usize = 256;
 
 /// Whether legacy sessions are bridged: the shared child is up and speaks only 2026-07-28.
 pub(crate) async fn bridging(front: &StdioFront) -> bool {
     let slot = &front.placement.shared.slot;
     slot.ready(front.request_timeout).await.is_ok() && slot.is_modern_only()
-}
-
-#[derive(Deserialize)]
-struct InitParams<'a> {
-    #[serde(rename = "protocolVersion", default)]
-    protocol_version: Option<String>,
-    #[serde(borrow, default)]
-    capabilities: Option<&'a RawValue>,
-    #[serde(borrow, rename = "clientInfo", default)]
-    client_info: Option<&'a RawValue>,
 }
 
 /// `initialize` of a bridged session: the session is the proxy's; the answer is made from
@@ -70,26 +49,15 @@ pub(crate) fn open(front: &StdioFront, m: &Message) -> Result<(Arc<Session>, Byt
         retry_after: 1,
         id: Some(id.to_owned()),
     })?;
-    let params: InitParams<'_> = m
-        .params_raw()
-        .and_then(|p| serde_json::from_str(p).ok())
-        .ok_or_else(|| Refusal::InvalidParams("initialize needs params".into()))?;
-    let revision = params
-        .protocol_version
-        .as_deref()
-        .and_then(|v| v.parse::<Revision>().ok())
-        .filter(|r| r.era() == apiary_protocol::Era::Legacy)
-        .unwrap_or(Revision::LATEST_LEGACY);
-    let capabilities = params.capabilities.map(RawValue::get).filter(|c| c.starts_with('{')).unwrap_or("{}");
-    let caps = ClientCaps::from_initialize(&m.params_as::<serde_json::Value>().unwrap_or_default());
+    let o = legacy_rounds::Opening::of(m)?;
     let session = front
         .sessions
-        .insert(revision, Arc::clone(&front.placement.shared), caps)
+        .insert(o.revision, Arc::clone(&front.placement.shared), o.caps)
         .map_err(|e| refuse::opening(e, Some(id)))?;
-    let bridged = Arc::new(Bridged::new(&session, caps, capabilities, params.client_info.map(RawValue::get)));
+    let bridged = Arc::new(Bridged::new(&session, o.caps, &o.capabilities, o.client_info.as_deref()));
     front.bridged.insert(Arc::clone(&session.id), bridged);
-    let result = bridge::initialize_from_discover(&discover, revision.as_str());
-    tracing::info!(session = %session.id, %revision, "session opened on a 2026-07-28-only server (bridged)");
+    let result = bridge::initialize_from_discover(&discover, o.revision.as_str());
+    tracing::info!(session = %session.id, revision = %o.revision, "session opened on a 2026-07-28-only server (bridged)");
     Ok((session, apiary_protocol::result_response(id, &result)))
 }
 
@@ -103,117 +71,37 @@ pub(crate) async fn post(
     batch: bool,
     acc: Accepts,
 ) -> Result<Response, Refusal> {
-    if !batch && let [Ok(m)] = members.as_slice() {
-        return single(front, ctx, session, b, m.clone(), acc).await;
-    }
-    // A batch (2025-03-26): each member in turn, answered together as JSON; no member can
-    // be asked for input (there is no stream to ask on).
-    let mut frames = Vec::new();
-    for member in members {
-        let m = match member {
-            Ok(m) => m,
-            Err(e) => {
-                frames.push(e.to_response());
-                continue;
-            }
-        };
-        match m.kind() {
-            Kind::Request => frames.push(match local(&b, &m) {
-                Some(frame) => frame,
-                None if is_subscription(&m) => subscription(front, ctx, &session, &b, &m).await,
-                None => run_call(front, ctx, &b, &m, None).await,
-            }),
-            Kind::Notification => notification(&b, &m),
-            Kind::Response | Kind::Error => {
-                b.answered(m);
-            }
-        }
-    }
-    if frames.is_empty() {
-        return Ok(answer::accepted());
-    }
-    let mut body = BytesMut::from(&b"["[..]);
-    for (i, f) in frames.iter().enumerate() {
-        if i > 0 {
-            body.extend_from_slice(b",");
-        }
-        body.extend_from_slice(f);
-    }
-    body.extend_from_slice(b"]");
-    Ok(answer::json(body.freeze()))
+    let up = Arc::new(Child { front: Arc::clone(front), session });
+    legacy_rounds::post(&up, ctx, b, members, batch, acc).await
 }
 
-/// One message of a bridged session.
-async fn single(
-    front: &Arc<StdioFront>,
-    ctx: &RequestCtx,
+/// A bridged session's rounds on the shared child.
+struct Child {
+    front: Arc<StdioFront>,
     session: Arc<Session>,
-    b: Arc<Bridged>,
-    m: Message,
-    acc: Accepts,
-) -> Result<Response, Refusal> {
-    match m.kind() {
-        Kind::Response | Kind::Error => {
-            if b.answered(m) {
-                Ok(answer::accepted())
-            } else {
-                Err(Refusal::invalid("no outstanding request with this id"))
-            }
-        }
-        Kind::Notification => {
-            notification(&b, &m);
-            Ok(answer::accepted())
-        }
-        Kind::Request => {
-            if let Some(frame) = local(&b, &m) {
-                return Ok(answer::json(frame));
-            }
-            if is_subscription(&m) {
-                return Ok(answer::json(subscription(front, ctx, &session, &b, &m).await));
-            }
-            let method = m.method().unwrap_or_default();
-            // A stream when the child may ask for input (or the client wants progress).
-            let may_ask = matches!(method, methods::TOOLS_CALL | methods::PROMPTS_GET | methods::RESOURCES_READ);
-            let streams = acc.sse && (may_ask || rewrite::request_progress_token(&m).is_some() || !acc.json);
-            if !streams {
-                return Ok(answer::json(run_call(front, ctx, &b, &m, None).await));
-            }
-            Ok(stream_call(Arc::clone(front), ctx.clone(), session, b, m)?)
-        }
-    }
 }
 
-/// A notification of a bridged session: `notifications/cancelled` stops the call at the
-/// child; the rest have no 2026-07-28 counterpart (`initialized`, `roots/list_changed`).
-fn notification(b: &Bridged, m: &Message) {
-    if m.method() == Some(methods::CANCELLED)
-        && let Some(id) = rewrite::cancelled_request_id(m)
-        && let Some(token) = lock(&b.calls).remove(&id)
-    {
-        token.cancel();
+impl Upstream for Child {
+    async fn round(
+        &self,
+        ctx: &RequestCtx,
+        request: Bytes,
+        out: Option<&mpsc::Sender<Bytes>>,
+    ) -> Result<Bytes, Refusal> {
+        one_round(&self.front, ctx, request, out).await
     }
-}
 
-/// Requests the 2026-07-28 era removed, answered here: `ping` and `logging/setLevel` (kept
-/// and stamped as each later request's `logLevel`). The subscriptions are [`subscription`]'s.
-fn local(b: &Bridged, m: &Message) -> Option<Bytes> {
-    let id = m.id_raw()?;
-    match m.method()? {
-        methods::PING => Some(apiary_protocol::result_response(id, "{}")),
-        methods::SET_LEVEL => {
-            let level = m.params_string("level").filter(|l| level_rank(l).is_some());
-            let Some(level) = level else {
-                return Some(error_response(Some(id), codes::INVALID_PARAMS, "unknown log level", None));
-            };
-            *lock(&b.level) = serde_json::to_string(&level).ok().map(Into::into);
-            Some(apiary_protocol::result_response(id, "{}"))
-        }
-        _ => None,
+    async fn subscription(&self, ctx: &RequestCtx, b: &Arc<Bridged>, m: &Message) -> Bytes {
+        subscription(&self.front, ctx, &self.session, b, m).await
     }
-}
 
-fn is_subscription(m: &Message) -> bool {
-    matches!(m.method(), Some(methods::SUBSCRIBE | methods::UNSUBSCRIBE))
+    fn answer_timeout(&self) -> std::time::Duration {
+        self.front.request_timeout
+    }
+
+    fn write_timeout(&self) -> std::time::Duration {
+        self.front.write_timeout
+    }
 }
 
 /// `resources/subscribe` and `resources/unsubscribe` (removed in 2026-07-28): the session's
@@ -343,39 +231,6 @@ async fn listen(
     }
 }
 
-/// Where a bridged call's messages go: its own SSE response (Streamable HTTP), or the
-/// session's one stream (2024-11-05).
-enum Sink {
-    Body { out: Option<mpsc::Sender<Result<Bytes, Infallible>>>, write_timeout: std::time::Duration },
-    Session(mpsc::Sender<Delivery>),
-}
-
-impl Sink {
-    async fn send(&mut self, frame: &Bytes) {
-        match self {
-            Sink::Body { out, write_timeout } => send_event(out, sse::message_event(None, frame), *write_timeout).await,
-            Sink::Session(tx) => {
-                let _ = tx.send(Delivery::message(frame.clone())).await;
-            }
-        }
-    }
-}
-
-/// A call answered on its own SSE stream: the bridge's requests for input and the child's
-/// progress, then the answer.
-fn stream_call(
-    front: Arc<StdioFront>,
-    ctx: RequestCtx,
-    session: Arc<Session>,
-    b: Arc<Bridged>,
-    m: Message,
-) -> Result<Response, Refusal> {
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    let write_timeout = front.write_timeout;
-    spawn_call(front, ctx, session, b, m, Sink::Body { out: Some(body_tx), write_timeout })?;
-    Ok(sse_response(body_rx))
-}
-
 /// A message of a bridged 2024-11-05 session (`POST /messages`): whatever answers it
 /// travels on the session's stream `out`.
 pub(crate) async fn sse_post(
@@ -395,146 +250,22 @@ pub(crate) async fn sse_post(
             }
         }
         Kind::Notification => {
-            notification(&b, &m);
+            legacy_rounds::notification(&b, &m);
             Ok(())
         }
         Kind::Request => {
-            let frame = match local(&b, &m) {
+            let frame = match legacy_rounds::local(&b, &m) {
                 Some(frame) => frame,
-                None if is_subscription(&m) => subscription(front, ctx, &session, &b, &m).await,
-                None => return spawn_call(Arc::clone(front), ctx.clone(), session, b, m, Sink::Session(out)),
+                None if legacy_rounds::is_subscription(&m) => subscription(front, ctx, &session, &b, &m).await,
+                None => {
+                    let up = Arc::new(Child { front: Arc::clone(front), session });
+                    return legacy_rounds::spawn_call(up, ctx.clone(), b, m, Sink::Session(out));
+                }
             };
             let _ = out.send(Delivery::message(frame)).await;
             Ok(())
         }
     }
-}
-
-/// Runs a call in its own task, its messages to `sink`. `notifications/cancelled` or the
-/// session's end stops it (and the child's work); a client that only goes away does not
-/// (legacy era).
-fn spawn_call(
-    front: Arc<StdioFront>,
-    ctx: RequestCtx,
-    session: Arc<Session>,
-    b: Arc<Bridged>,
-    m: Message,
-    mut sink: Sink,
-) -> Result<(), Refusal> {
-    let id = m.id().ok_or_else(|| Refusal::invalid("request id missing"))?;
-    let token = CancellationToken::new();
-    {
-        let mut calls = lock(&b.calls);
-        if calls.len() >= MAX_CALLS {
-            return Err(Refusal::QueueFull { retry_after: 1, in_session: true });
-        }
-        if calls.contains_key(&id) {
-            return Err(Refusal::invalid_with_id("request id already in flight", m.id_raw()));
-        }
-        calls.insert(id.clone(), token.clone());
-    }
-    tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-        let call = run_call(&front, &ctx, &b, &m, Some(tx));
-        tokio::pin!(call);
-        let answer = loop {
-            tokio::select! {
-                Some(frame) = rx.recv() => sink.send(&frame).await,
-                frame = &mut call => break Some(frame),
-                () = token.cancelled() => break None,
-                () = session.closed.cancelled() => break None,
-            }
-        };
-        lock(&b.calls).remove(&id);
-        // What the call said before it ended goes out first.
-        while let Ok(frame) = rx.try_recv() {
-            sink.send(&frame).await;
-        }
-        // A cancelled request gets no answer (the spec's cancellation).
-        if let Some(frame) = answer {
-            sink.send(&frame).await;
-        }
-    });
-    Ok(())
-}
-
-/// The rounds of one call: the request stamped and sent, each `InputRequiredResult` put to
-/// the client (on `out`) and retried, until the final answer (with the client's id).
-/// Dropping the future stops the call at the child.
-async fn run_call(
-    front: &StdioFront,
-    ctx: &RequestCtx,
-    b: &Bridged,
-    m: &Message,
-    out: Option<mpsc::Sender<Bytes>>,
-) -> Bytes {
-    let id = m.id_raw().unwrap_or("null").to_owned();
-    let fail = |code: i32, msg: &str| error_response(Some(&id), code, msg, None);
-    // A legacy client that set no level leaves the choice to the server; a modern server
-    // sends no log line for a request without a level, so the bridge asks for all of them.
-    let level = lock(&b.level).clone().unwrap_or_else(|| DEFAULT_LEVEL.into());
-    let stamp = Stamp { capabilities: &b.capabilities, client_info: b.client_info.as_deref(), log_level: Some(&level) };
-    let stamped = match bridge::modern_request(m.bytes(), &stamp) {
-        Ok(s) => s,
-        Err(e) => return fail(codes::INVALID_REQUEST, &format!("the request cannot be forwarded: {e}")),
-    };
-    let mut request = stamped.clone();
-    for _ in 0..MAX_ROUNDS {
-        let frame = match one_round(front, ctx, request, out.as_ref()).await {
-            Ok(frame) => frame,
-            Err(refusal) => return refusal.echo(Some(&id)).body(),
-        };
-        let Ok(answer) = Message::parse(frame.clone()) else { return frame };
-        let asked = answer.payload_raw().filter(|_| answer.kind() == Kind::Response).and_then(bridge::input_required);
-        let Some(asked) = asked else { return bridge::legacy_result(frame) };
-        let Some(out) = &out else {
-            return fail(
-                codes::INTERNAL_ERROR,
-                "the server asks the client for input, which needs a stream: accept text/event-stream",
-            );
-        };
-        let mut waits = Vec::with_capacity(asked.requests.len());
-        for r in &asked.requests {
-            if !b.caps.allows(&r.method) {
-                // The client cannot be asked: the spec's error for a capability it lacks.
-                let cap = r.method.split('/').next().unwrap_or_default();
-                let data = serde_json::json!({"requiredCapabilities": {cap: {}}});
-                let msg = format!("the server needs the client's {cap} capability, which it did not declare");
-                return error_response(Some(&id), codes::MISSING_REQUIRED_CLIENT_CAPABILITY, &msg, Some(&data));
-            }
-            let (ask_id, rx) = match b.ask() {
-                Ok(a) => a,
-                Err(refusal) => return refusal.echo(Some(&id)).body(),
-            };
-            let method = serde_json::to_string(&r.method).unwrap_or_default();
-            let params = r.params.as_deref().map(|p| format!(",\"params\":{p}")).unwrap_or_default();
-            let ask = format!(r#"{{"jsonrpc":"2.0","id":{ask_id},"method":{method}{params}}}"#);
-            if out.send(Bytes::from(ask)).await.is_err() {
-                return fail(codes::INTERNAL_ERROR, "the client's stream is gone");
-            }
-            waits.push((r.key.clone(), rx));
-        }
-        let mut responses = Vec::with_capacity(waits.len());
-        for (key, rx) in waits {
-            let reply = match tokio::time::timeout(front.request_timeout, rx).await {
-                Ok(Ok(reply)) => reply,
-                _ => return fail(codes::INTERNAL_ERROR, "the client did not answer the server's request in time"),
-            };
-            match (reply.kind(), reply.payload_raw()) {
-                (Kind::Response, Some(result)) => responses.push((key, result.to_owned())),
-                // The client refused: so is the call, with the client's error.
-                _ => {
-                    let error = reply.payload_raw().unwrap_or("{}");
-                    return Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#));
-                }
-            }
-        }
-        request = match bridge::retry_request(&stamped, &responses, asked.request_state.as_deref()) {
-            Ok(r) => r,
-            Err(e) => return fail(codes::INTERNAL_ERROR, &format!("the retry cannot be built: {e}")),
-        };
-    }
-    fail(codes::INTERNAL_ERROR, &format!("the server asked for input more than {MAX_ROUNDS} times"))
 }
 
 /// One request to the child (each a new child-side id): its answer; its progress goes to

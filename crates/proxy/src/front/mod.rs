@@ -5,17 +5,22 @@
 //! 2026-07-28 era's handler, a sibling of `streamable` chosen per POST; `capable` and
 //! `input_bridge` bridge its requests to a legacy child's server→client requests, `legacy_listen` its
 //! listen streams to a legacy child's notifications; `legacy_bridge` serves legacy sessions of a
-//! 2026-07-28-only child (its table of sessions is `bridged`).
+//! 2026-07-28-only child (its table of sessions is `bridged`), `http_bridge` those of a
+//! 2026-07-28-only HTTP upstream (its era probe is `http_era`); `legacy_rounds` is what the
+//! two share.
 
 pub mod bridged;
 pub mod call;
 pub mod capable;
 pub mod dispatch;
 pub mod edge;
+pub mod http_bridge;
+pub mod http_era;
 pub mod input_bridge;
 pub mod input_park;
 pub mod legacy_bridge;
 pub mod legacy_listen;
+pub mod legacy_rounds;
 pub mod legacy_sse;
 pub mod modern;
 pub mod param_headers;

@@ -2,7 +2,9 @@
 //! the 2024-11-05 SSE transport), local or remote. The edge checks run first; then bytes
 //! go through unchanged, streamed both ways. It is a front of its own (it answers HTTP
 //! clients and applies the guard), so it lives here; what it asks of the upstream beyond
-//! forwarding (a bridged sessionless request) is `upstream::stateless_bridge`.
+//! forwarding (a bridged sessionless request) is `upstream::stateless_bridge`. A Streamable
+//! HTTP upstream that speaks only 2026-07-28 (found by `http_era`'s probe) gets its legacy
+//! clients through `http_bridge`; every other one is forwarded byte for byte as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use apiary_policy::outgoing::{ExchangeError, OutgoingError};
 
 use crate::answer::{self, Refusal};
 use crate::front::edge;
+use crate::front::http_bridge::{self, HttpBridge};
 use crate::guard::{self, Guard, RequestCtx};
 use crate::upstream::stateless_bridge;
 
@@ -35,7 +38,14 @@ pub struct HttpUpstream {
     bridge_timeout: Duration,
     /// Authorization and tool filters, applied to each parsed message.
     guard: Arc<Guard>,
+    /// The upstream's era and the legacy sessions bridged to it when it is modern-only
+    /// (a Streamable HTTP upstream only).
+    bridge: Option<Arc<HttpBridge>>,
 }
+
+/// Request headers passed on to a bridged POST (credentials and tracing context), as the
+/// sessionless bridge passes them.
+const PASSED_HEADERS: &[&str] = &["authorization", "traceparent", "tracestate", "baggage"];
 
 impl HttpUpstream {
     pub fn new(
@@ -44,6 +54,7 @@ impl HttpUpstream {
         max_body: usize,
         bridge_timeout: Duration,
         guard: Arc<Guard>,
+        limits: &apiary_config::Limits,
     ) -> Result<Arc<Self>, String> {
         let url =
             reqwest::Url::parse(remote_endpoint).map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
@@ -54,7 +65,17 @@ impl HttpUpstream {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Arc::new(HttpUpstream {
+        let bridge = (local_endpoint == "/mcp").then(|| {
+            let bounds = http_bridge::Bounds {
+                max_answer: max_body,
+                timeout: bridge_timeout,
+                write_timeout: limits.write_timeout(),
+                max_sessions: limits.max_sessions as usize,
+                idle: limits.session_idle_ttl(),
+            };
+            Arc::new(HttpBridge::new(client.clone(), remote_endpoint, bounds))
+        });
+        let up = Arc::new(HttpUpstream {
             client,
             local_endpoint,
             remote_endpoint: remote_endpoint.to_owned(),
@@ -62,7 +83,28 @@ impl HttpUpstream {
             max_body,
             bridge_timeout,
             guard,
-        }))
+            bridge,
+        });
+        if let Some(bridge) = &up.bridge {
+            // The proxy's own credentials, when they need no caller (a fixed header, a
+            // remote login); else the first `initialize` probes with its caller's.
+            let up2 = Arc::clone(&up);
+            let bridge = Arc::clone(bridge);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let creds = credentials(&up2, &RequestCtx::anonymous(), None).await.unwrap_or_default();
+                    bridge.probe_at_start(creds);
+                });
+            }
+        }
+        Ok(up)
+    }
+
+    /// The bridged session a request names, if any (a lock-free miss until the first one).
+    fn bridged(&self, headers: &HeaderMap) -> Option<(&Arc<HttpBridge>, Arc<crate::front::bridged::Bridged>)> {
+        let bridge = self.bridge.as_ref()?;
+        let id = headers.get("mcp-session-id")?.to_str().ok()?;
+        Some((bridge, bridge.sessions.get(id)?))
     }
 
     fn target(&self, uri: &Uri) -> String {
@@ -138,6 +180,19 @@ async fn forward_inner(
         }
     }
     let target = up.target(uri);
+    let on_endpoint = up.local_endpoint == "/mcp" && target == up.remote_endpoint;
+    let in_bridge = if on_endpoint { up.bridged(headers) } else { None };
+    if let Some((bridge, b)) = &in_bridge {
+        // A bridged session: the proxy's own, on a modern-only upstream (no GET stream).
+        if method == Method::DELETE {
+            bridge.sessions.remove(headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).unwrap_or_default());
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        if method == Method::GET {
+            return Err(Refusal::MethodNotAllowed { allow: "POST, DELETE" });
+        }
+        b.touch();
+    }
     let mut request_id: Option<String> = None;
     let mut reshape = None;
     let payload = if method == Method::POST {
@@ -151,6 +206,29 @@ async fn forward_inner(
                 let admitted = up.guard.admit(&ctx.identity, m).map_err(|e| e.echo(echo.as_deref()))?;
                 let m = admitted.message;
                 reshape = admitted.reshape;
+                if let Some((bridge, b)) = in_bridge {
+                    let accepts = edge::accepts(headers);
+                    let id = m.id_raw().map(str::to_owned);
+                    let passed = passed_headers(up, ctx, headers, m.id_raw()).await?;
+                    let res = http_bridge::post(bridge, ctx, b, vec![Ok(m)], false, accepts, passed).await?;
+                    return Ok(match (reshape, id) {
+                        (Some(r), Some(id)) => guard::reshape_response(res, id, r, up.max_body).await,
+                        _ => res,
+                    });
+                }
+                // A legacy client's `initialize` to a modern-only upstream is the bridge's.
+                if on_endpoint
+                    && m.method() == Some("initialize")
+                    && m.is_request()
+                    && !headers.contains_key("mcp-session-id")
+                    && let Some(bridge) = &up.bridge
+                {
+                    let mut creds = credentials(up, ctx, m.id_raw()).await?;
+                    creds.extend(trace_context(ctx));
+                    if let Some(discover) = bridge.modern_only(&creds).await {
+                        return http_bridge::open(bridge, &m, &discover, edge::accepts(headers));
+                    }
+                }
                 // A legacy request outside any session gets a session of its own upstream (row 12).
                 // Modern (2026-07-28) requests carry `Mcp-Method` and are stateless by design.
                 // Cheapest tests first: a request inside a session fails the first one.
@@ -190,6 +268,10 @@ async fn forward_inner(
                     return Err(Refusal::invalid(
                         "batches are not supported when authorization or tool filters are on",
                     ));
+                }
+                if let (Some((bridge, b)), JsonBody::Batch(members)) = (in_bridge, batch) {
+                    let passed = passed_headers(up, ctx, headers, None).await?;
+                    return http_bridge::post(bridge, ctx, b, members, true, edge::accepts(headers), passed).await;
                 }
                 Some(bytes)
             }
@@ -276,6 +358,26 @@ async fn forward_inner(
         (Some(r), Some(id)) => guard::reshape_response(out, id, r, up.max_body).await,
         _ => out,
     })
+}
+
+/// What each POST of a bridged session carries upstream: the proxy's credentials and trace
+/// context, and the caller's own credentials and tracing headers where the proxy sets none.
+async fn passed_headers(
+    up: &HttpUpstream,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    id: Option<&str>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Refusal> {
+    let mut creds = credentials(up, ctx, id).await?;
+    creds.extend(trace_context(ctx));
+    for name in PASSED_HEADERS {
+        if let Some(value) = headers.get(*name)
+            && !creds.iter().any(|(n, _)| n.as_str() == *name)
+        {
+            creds.push((HeaderName::from_static(name), value.clone()));
+        }
+    }
+    Ok(creds)
 }
 
 /// The `traceparent` that makes the upstream's span a child of this request's span, when
