@@ -463,10 +463,21 @@ impl Instance {
         }
         let pumps = streams.into_iter().map(|(backend, stream)| self.pump_listen(backend, stream, id));
         let all_ended = futures::future::join_all(pumps);
-        tokio::select! {
-            _ = all_ended, if !legacy_backends => {}
-            () = tracked.token.cancelled() => {}
-            () = self.stop.cancelled() => {}
+        tokio::pin!(all_ended);
+        let mut pumping = true;
+        loop {
+            tokio::select! {
+                // Legacy backends' changes keep coming through their sessions after the
+                // 2026-07-28 backends ended their listens.
+                _ = &mut all_ended, if pumping => {
+                    pumping = false;
+                    if !legacy_backends {
+                        break;
+                    }
+                }
+                () = tracked.token.cancelled() => break,
+                () = self.stop.cancelled() => break,
+            }
         }
         lock(&self.modern.listens).remove(id);
         drop(tracked);
