@@ -1,7 +1,9 @@
 //! The official MCP conformance suite through `apiary vmcp serve` in front of the fixture
 //! server, with the `priority` strategy so names stay as the suite expects: for 2025-11-25
 //! every scenario must pass, sampling and elicitation relayed from the backend to the suite's
-//! client included; for 2026-07-28 a floor (the modern-only features need modern backends).
+//! client included; for 2026-07-28 every scenario too, the fixture being a 2026-07-28
+//! backend the vMCP speaks that revision to (input-required results, tasks and listen
+//! streams pass through it).
 //! Needs the suite (Node), which xtask's test harness provides.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
@@ -60,12 +62,16 @@ async fn conformance_suite_passes_through_the_vmcp() {
     }
 }
 
-/// The 2026-07-28 scenarios through the vMCP (its backend speaks 2025-11-25): at least this
-/// many of the 50 pass (31 on 2026-12-07); docs/vmcp.md says which cannot and why.
-const MODERN_FLOOR: usize = 31;
+/// The 2026-07-28 scenarios through the vMCP, whose backend speaks 2026-07-28: every one
+/// of the 50 passes, every check (31 on 2026-12-07, when backends were spoken to in
+/// 2025-11-25 only).
+const MODERN_FLOOR: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_2026_07_28_through_the_vmcp() {
     let summary = suite_through_the_vmcp("2026-07-28").await;
-    summary.assert_floor(MODERN_FLOOR);
+    summary.assert_all_pass(MODERN_FLOOR);
+    for scenario in ["input-required-result-multi-round", "tasks-lifecycle", "tasks-mrtr-input", "server-stateless"] {
+        assert!(summary.passed.iter().any(|name| name == scenario), "{scenario} not passed\n{}", summary.output);
+    }
 }

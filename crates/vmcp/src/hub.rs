@@ -159,6 +159,8 @@ pub(crate) struct Hub {
     /// The config's `incomingAuth`: the proxy's policy was built from it once, so a reload
     /// that changes it is refused.
     pub incoming: Option<crate::config::IncomingAuth>,
+    /// Which revision each backend speaks (probed once per config).
+    pub eras: crate::era::Eras,
 }
 
 impl Hub {
@@ -211,6 +213,7 @@ impl Hub {
             max_line: limits.max_line.max(1024),
             queue: limits.queue.max(16),
             incoming: config.incoming_auth.clone(),
+            eras: crate::era::Eras::default(),
         })
     }
 

@@ -8,6 +8,12 @@
 //! Forwarded messages keep their bytes: a request reaches its backend with only its id
 //! (and, when renamed, `params.name`) spliced; a response comes back with only its id
 //! spliced.
+//!
+//! A 2026-07-28 request (its `_meta` names that revision) is served statelessly
+//! (`modern`): `server/discover` and the lists are answered here, and what is routed goes to
+//! a backend that speaks 2026-07-28 as it came, or to a legacy one as a 2025-11-25 request.
+
+mod modern;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -84,6 +90,8 @@ impl Conn {
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+/// One era's catalog and the epoch it was built in.
+type CatalogSlot = tokio::sync::Mutex<Option<(u64, Arc<Catalog>)>>;
 
 pub(crate) struct Instance {
     /// The live config; read at every step, so a reload takes effect at once.
@@ -92,7 +100,9 @@ pub(crate) struct Instance {
     /// The client's `initialize` params, passed on to every backend session.
     init_params: Mutex<Option<String>>,
     conns: Mutex<HashMap<String, Slot>>,
-    catalog: tokio::sync::Mutex<Option<(u64, Arc<Catalog>)>>,
+    /// The catalog of each era's lists (legacy, then 2026-07-28): a backend that speaks
+    /// 2026-07-28 is listed in it for a client that does.
+    catalogs: [CatalogSlot; 2],
     /// Bumped by every `list_changed` from a backend: a catalog of an older epoch is stale.
     epoch: AtomicU64,
     next_id: AtomicI64,
@@ -104,6 +114,8 @@ pub(crate) struct Instance {
     caller: Option<CallerHandle>,
     /// Why each backend missing from the latest catalog is missing (for `partialFailureMode: fail`).
     missing_why: Mutex<Vec<String>>,
+    /// 2026-07-28 requests in flight, task owners and listen streams.
+    modern: modern::ModernState,
     stop: CancellationToken,
 }
 
@@ -135,13 +147,14 @@ pub(crate) async fn run(
         out: out_tx,
         init_params: Mutex::new(None),
         conns: Mutex::new(HashMap::new()),
-        catalog: tokio::sync::Mutex::new(None),
+        catalogs: [tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)],
         epoch: AtomicU64::new(0),
         next_id: AtomicI64::new(1),
         inflight: Mutex::new(HashMap::new()),
         pending: Mutex::new(IdMap::default()),
         caller,
         missing_why: Mutex::new(Vec::new()),
+        modern: modern::ModernState::default(),
         stop: CancellationToken::new(),
     });
     tokio::spawn(follow_reloads(Arc::downgrade(&inst), shared.subscribe(), inst.stop.clone()));
@@ -238,25 +251,32 @@ impl Instance {
         let id = msg.id_raw().unwrap_or("null");
         let method = msg.method().unwrap_or_default();
         let params: Value = msg.params_as().unwrap_or(Value::Null);
+        let is_modern = modern::is_modern(msg);
+        if is_modern && let Some(answer) = self.on_modern_request(msg, id, method).await {
+            return answer;
+        }
         match method {
             "initialize" => {
                 *lock(&self.init_params) = msg.params_raw().map(str::to_owned);
                 result_response(id, &initialize_result(&params).to_string())
             }
             "ping" => result_response(id, "{}"),
-            "tools/list" => self.list_answer(id, "tools", |c| &c.tools).await,
-            "prompts/list" => self.list_answer(id, "prompts", |c| &c.prompts).await,
-            "resources/list" => self.list_answer(id, "resources", |c| &c.resources).await,
-            "resources/templates/list" => self.list_answer(id, "resourceTemplates", |c| &c.templates).await,
+            "tools/list" => self.list_answer(id, "tools", |c| &c.tools, is_modern).await,
+            "prompts/list" => self.list_answer(id, "prompts", |c| &c.prompts, is_modern).await,
+            "resources/list" => self.list_answer(id, "resources", |c| &c.resources, is_modern).await,
+            "resources/templates/list" => self.list_answer(id, "resourceTemplates", |c| &c.templates, is_modern).await,
             "tools/call" | "prompts/get" => {
                 let Some(name) = params.get("name").and_then(Value::as_str) else {
                     return error_response(Some(id), INVALID_PARAMS, "params.name is required", None);
                 };
                 let is_tool = method == "tools/call";
                 let catalog = self
-                    .catalog_for(|c| {
-                        if is_tool { c.tool_routes.contains_key(name) } else { c.prompt_routes.contains_key(name) }
-                    })
+                    .catalog_for(
+                        |c| {
+                            if is_tool { c.tool_routes.contains_key(name) } else { c.prompt_routes.contains_key(name) }
+                        },
+                        is_modern,
+                    )
                     .await;
                 let routes = if is_tool { &catalog.tool_routes } else { &catalog.prompt_routes };
                 match routes.get(name) {
@@ -279,12 +299,13 @@ impl Instance {
                 let Some(uri) = params.get("uri").and_then(Value::as_str) else {
                     return error_response(Some(id), INVALID_PARAMS, "params.uri is required", None);
                 };
-                let catalog = self.catalog_for(|c| c.resource_owner(uri).is_some()).await;
+                let catalog = self.catalog_for(|c| c.resource_owner(uri).is_some(), is_modern).await;
                 match self.resource_owner(&catalog, uri) {
                     Some(backend) => self.forward(msg, &backend, None).await,
                     None => error_response(
                         Some(id),
-                        RESOURCE_NOT_FOUND,
+                        // 2026-07-28 moved resource-not-found to invalid params.
+                        if is_modern { INVALID_PARAMS } else { RESOURCE_NOT_FOUND },
                         &format!("Resource not found: {uri}"),
                         Some(&json!({ "uri": uri })),
                     ),
@@ -311,7 +332,7 @@ impl Instance {
 
     async fn complete(self: &Arc<Self>, msg: &Message, id: &str, params: &Value) -> Bytes {
         let r = params.get("ref").cloned().unwrap_or(Value::Null);
-        let catalog = self.catalog_with(false).await;
+        let catalog = self.catalog_with(false, modern::is_modern(msg)).await;
         match r.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
                 let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -342,8 +363,14 @@ impl Instance {
         })
     }
 
-    async fn list_answer(self: &Arc<Self>, id: &str, key: &str, pick: impl Fn(&Catalog) -> &Vec<Value>) -> Bytes {
-        let catalog = self.catalog().await;
+    async fn list_answer(
+        self: &Arc<Self>,
+        id: &str,
+        key: &str,
+        pick: impl Fn(&Catalog) -> &Vec<Value>,
+        is_modern: bool,
+    ) -> Bytes {
+        let catalog = self.catalog(is_modern).await;
         if !catalog.missing.is_empty() && self.hub().fail_partial_lists {
             // partialFailureMode: fail — all the backends' items or none.
             let why: Vec<String> = lock(&self.missing_why).clone();
@@ -359,12 +386,40 @@ impl Instance {
         }
         let mut result = serde_json::Map::new();
         result.insert(key.to_owned(), Value::Array(pick(&catalog).clone()));
+        if is_modern {
+            // Nothing is known about how long a merged list holds or for whom.
+            result.insert("resultType".into(), json!("complete"));
+            result.insert("ttlMs".into(), json!(0));
+            result.insert("cacheScope".into(), json!("private"));
+        }
         result_response(id, &Value::Object(result).to_string())
     }
 
     /// Sends a client request to `backend` with only its id (and `rename`'s member)
-    /// spliced, and brings the answer back with only its id spliced.
+    /// spliced, and brings the answer back with only its id spliced. A 2026-07-28 request
+    /// goes as it is to a backend that speaks 2026-07-28; to a legacy one it goes without
+    /// its `io.modelcontextprotocol/*` `_meta` keys and its result gains `resultType`.
     async fn forward(self: &Arc<Self>, msg: &Message, backend: &str, rename: Option<(&[&str], &str)>) -> Bytes {
+        if !modern::is_modern(msg) {
+            return self.forward_legacy(msg, backend, rename).await;
+        }
+        if let Some(era) = self.era(backend).await
+            && era.client().is_some()
+        {
+            return self.forward_modern(msg, backend, rename, &era).await;
+        }
+        let method = msg.method().unwrap_or_default().to_owned();
+        let client_id = msg.id_raw().unwrap_or("null").to_owned();
+        let legacy = apiary_protocol::modern::legacy_request(msg.bytes()).ok().and_then(|b| Message::parse(b).ok());
+        let Some(legacy) = legacy else {
+            return error_response(Some(&client_id), INVALID_PARAMS, "the request cannot be forwarded", None);
+        };
+        let answer = self.forward_legacy(&legacy, backend, rename).await;
+        apiary_protocol::modern::complete_result(answer.clone(), &method).unwrap_or(answer)
+    }
+
+    /// [`Instance::forward`] over the backend's 2025-11-25 session.
+    async fn forward_legacy(self: &Arc<Self>, msg: &Message, backend: &str, rename: Option<(&[&str], &str)>) -> Bytes {
         let client_id = msg.id_raw().unwrap_or("null").to_owned();
         let fail =
             |why: String| error_response(Some(&client_id), INTERNAL_ERROR, &why, Some(&json!({"backend": backend})));
@@ -541,8 +596,8 @@ impl Instance {
 
     /// The current catalog; built (again) when there is none, when a backend said its list
     /// changed, or (with `retry_missing`) when the last one missed a backend.
-    async fn catalog_with(self: &Arc<Self>, retry_missing: bool) -> Arc<Catalog> {
-        let mut guard = self.catalog.lock().await;
+    async fn catalog_with(self: &Arc<Self>, retry_missing: bool, is_modern: bool) -> Arc<Catalog> {
+        let mut guard = self.catalogs[usize::from(is_modern)].lock().await;
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some((e, c)) = &*guard
             && *e == epoch
@@ -555,7 +610,7 @@ impl Instance {
         let names = hub.backend_names();
         let deadline = hub.list_deadline;
         let lists = names.iter().map(|b| async move {
-            let listed = tokio::time::timeout(deadline, self.list_backend(b)).await;
+            let listed = tokio::time::timeout(deadline, self.list_backend(b, is_modern)).await;
             (b.clone(), listed)
         });
         let mut listings = Vec::new();
@@ -584,18 +639,25 @@ impl Instance {
     }
 
     /// The catalog for a list: a backend missed last time is asked again.
-    async fn catalog(self: &Arc<Self>) -> Arc<Catalog> {
-        self.catalog_with(true).await
+    async fn catalog(self: &Arc<Self>, is_modern: bool) -> Arc<Catalog> {
+        self.catalog_with(true, is_modern).await
     }
 
     /// The catalog for routing `found`: the current one when it knows the name, so a call
     /// to a healthy backend never waits on one that missed the last list.
-    async fn catalog_for(self: &Arc<Self>, found: impl Fn(&Catalog) -> bool) -> Arc<Catalog> {
-        let current = self.catalog_with(false).await;
-        if found(&current) || current.missing.is_empty() { current } else { self.catalog_with(true).await }
+    async fn catalog_for(self: &Arc<Self>, found: impl Fn(&Catalog) -> bool, is_modern: bool) -> Arc<Catalog> {
+        let current = self.catalog_with(false, is_modern).await;
+        if found(&current) || current.missing.is_empty() { current } else { self.catalog_with(true, is_modern).await }
     }
 
-    async fn list_backend(self: &Arc<Self>, backend: &str) -> Result<Listing, String> {
+    async fn list_backend(self: &Arc<Self>, backend: &str, is_modern: bool) -> Result<Listing, String> {
+        if is_modern
+            && let Some(era) = self.era(backend).await
+            && let Some(client) = era.client()
+        {
+            self.admit(backend)?;
+            return self.list_modern(backend, client).await;
+        }
         self.admit(backend)?;
         let conn = self.conn(backend).await?;
         let caps: Value = serde_json::from_slice::<Value>(conn.session.initialize_result())
@@ -657,6 +719,7 @@ impl Instance {
         match msg.method().unwrap_or_default() {
             "notifications/cancelled" => {
                 let Some(id) = cancelled_request_id(msg) else { return };
+                self.modern.cancel(&id.to_json());
                 let target = lock(&self.inflight).get(&id.to_json()).cloned();
                 if let Some((backend, backend_id)) = target
                     && let Ok(bytes) = with_cancelled_request_id(msg, &backend_id.to_string())
@@ -728,6 +791,7 @@ impl Instance {
                     | "notifications/prompts/list_changed"
                     | "notifications/resources/list_changed" => {
                         self.epoch.fetch_add(1, Ordering::SeqCst);
+                        self.relay_to_listens(&msg).await;
                         self.emit(msg.into_bytes()).await;
                     }
                     "notifications/cancelled" => {

@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod config;
+mod era;
 pub mod health;
 mod hub;
 mod instance;

@@ -1,12 +1,14 @@
 //! A small async MCP client over HTTP: Streamable HTTP (2025-03-26 onward) and the 2024-11-05
 //! HTTP+SSE transport. It powers `apiary mcp list|call` and is the reference client in tests.
 //! Results stay `serde_json::Value` so nothing a server sends is lost. [`RawSession`] is the
-//! raw-bytes flavour for callers that forward messages (the vMCP).
+//! raw-bytes flavour for callers that forward messages (the vMCP); [`ModernClient`] its
+//! stateless 2026-07-28 counterpart.
 
 mod error;
 mod http;
 mod legacy_sse;
 mod message;
+mod modern;
 mod reach;
 mod session;
 mod sse;
@@ -23,6 +25,7 @@ use reqwest::{Client, Url};
 use serde_json::{Value, json};
 
 pub use error::ClientError;
+pub use modern::{MODERN_PROTOCOL_VERSION, ModernClient, ModernStream, encode_header_value};
 pub use reach::{AddressGuard, Reach, check_ca_bundle};
 pub use session::{RawSession, SessionOptions};
 
