@@ -1,7 +1,8 @@
 //! Gaps of the era bridge closed after the fact (docs/modern.md): a legacy request that
 //! belongs to no session (no `initialize` before it) to a child that speaks only 2026-07-28
 //! is bridged like a session's request, stamped with no client capabilities, instead of
-//! reaching the child unstamped and being refused by it.
+//! reaching the child unstamped and being refused by it; and the `Mcp-Param-*` headers of
+//! a tool listed past the first page of `tools/list` are checked like the first page's.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -71,5 +72,36 @@ async fn a_sessionless_legacy_request_to_a_modern_only_child_is_bridged() {
         assert_eq!(answer["id"], id, "{answer}");
         assert_eq!(answer["result"]["content"][0]["text"], text, "{answer}");
     }
+    proxy.shutdown().await;
+}
+
+/// One 2026-07-28 `tools/call` of `tool` with `arguments`, and extra headers.
+async fn modern_call(url: &str, tool: &str, arguments: Value, extra: &[(&str, &str)]) -> (u16, Value) {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":arguments,
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}});
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", tool)];
+    headers.extend_from_slice(extra);
+    let res = common::post_mcp(url, None, None, &headers, &body).await;
+    (res.status().as_u16(), answer(res).await)
+}
+
+/// A legacy child that lists `regional` (its `region` mirrored in `Mcp-Param-Region`) on
+/// the second page of `tools/list`: the proxy learns it (every page, fetched itself) and
+/// holds a modern call of it to the header, as it does a first-page tool's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_past_the_first_page_has_its_param_headers_checked() {
+    let script = common::sdk::script("paged_server.py").display().to_string();
+    let proxy = common::command_proxy("gap-paged", apiary_testkit::env::tool("python3"), &[&script], |_| {}).await;
+    let url = proxy.url();
+
+    let (status, missing) = modern_call(&url, "regional", json!({"region": "eu"}), &[]).await;
+    assert_eq!((status, missing["error"]["code"].as_i64()), (400, Some(-32020)), "no header: {missing}");
+    let (status, wrong) = modern_call(&url, "regional", json!({"region": "eu"}), &[("mcp-param-region", "us")]).await;
+    assert_eq!((status, wrong["error"]["code"].as_i64()), (400, Some(-32020)), "another value: {wrong}");
+    let (status, ok) = modern_call(&url, "regional", json!({"region": "eu"}), &[("mcp-param-region", "eu")]).await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["result"]["content"][0]["text"], r#"regional got {"region": "eu"}"#, "{ok}");
+    let (status, plain) = modern_call(&url, "plain", json!({}), &[]).await;
+    assert_eq!(status, 200, "a first-page tool with nothing mirrored: {plain}");
     proxy.shutdown().await;
 }
