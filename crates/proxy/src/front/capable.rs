@@ -135,6 +135,14 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// A lease of `conn` that belongs to no pool (unit tests of what holds a lease).
+    #[cfg(test)]
+    pub(crate) fn detached(conn: Arc<ChildConn>) -> Lease {
+        Lease { child: None, conn }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {

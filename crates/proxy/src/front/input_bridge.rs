@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
 use crate::front::capable::Lease;
-use crate::front::input_park::{Asked, InputBridge, MAX_PARKED, Parked, Running, refuse_asks};
+use crate::front::input_park::{Asked, InputBridge, Parked, Running, refuse_asks};
 use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
@@ -32,6 +32,9 @@ const MAX_ASKS: usize = 16;
 /// The `params._meta` member in which a legacy server may name the key its request's
 /// answer should have (the testkit does): used when it is short and unique in the round.
 pub const INPUT_KEY_META: &str = "apiary/inputKey";
+/// What a call is told, with -32603, when it would be parked but the table is full (its
+/// child's requests are refused and the call is given up at the child).
+pub const TOO_MANY_PARKED: &str = "too many calls wait for their client's input";
 /// Longest key taken from [`INPUT_KEY_META`].
 const MAX_KEY_LEN: usize = 64;
 
@@ -104,9 +107,9 @@ pub async fn retry(
         return Ok(invalid("requestState must be a string"));
     };
     let bridge = &front.input_bridge;
-    let parked = bridge.take(&state, &binding(ctx, &m));
-    let Some(Parked { run, asked }) = parked else {
-        return Ok(invalid("requestState failed its integrity check, or the call it names is gone"));
+    let Parked { run, asked } = match bridge.take_or_refuse(&state, &binding(ctx, &m), &id) {
+        Ok(parked) => parked,
+        Err(gone) => return Ok(gone),
     };
     let mut missing = Vec::new();
     for a in asked {
@@ -224,10 +227,11 @@ fn ask_client(bridge: &InputBridge, run: Running, asked: Vec<Asked>, client_id: 
             apiary_protocol::result_response(client_id, &result)
         }
         Err(p) => {
-            tracing::warn!(max = MAX_PARKED, "refused a server→client request: too many calls wait for input");
+            let max = bridge.bounds().max;
+            tracing::warn!(max, "refused a server→client request: too many calls wait for input");
             refuse_asks(&p.run, &p.asked, "the proxy holds too many calls waiting for input");
             p.run.lease.conn.abandon(p.run.upstream, "too many calls wait for input");
-            error_response(Some(client_id), codes::INTERNAL_ERROR, "too many calls wait for their client's input", None)
+            error_response(Some(client_id), codes::INTERNAL_ERROR, TOO_MANY_PARKED, None)
         }
     }
 }
@@ -252,6 +256,36 @@ mod tests {
         assert_eq!(response_for(&m, "k"), Some(r#"{"action":"accept"}"#));
         assert_eq!(response_for(&m, "other"), None);
         assert!(is_retry(&m));
+    }
+
+    /// A call whose child asks something when the park table is full is not parked: the
+    /// client gets -32603 (never an `InputRequiredResult` it could not retry), the child's
+    /// request is answered with an error and the call is cancelled at the child.
+    #[tokio::test]
+    async fn a_call_that_finds_the_park_table_full_is_refused() {
+        use crate::front::input_park::ParkBounds;
+        use crate::front::input_park::fake::{FakeChild, asked};
+
+        let bridge = InputBridge::with_bounds(ParkBounds { max: 1, ttl: Duration::from_secs(300) });
+        let mut child = FakeChild::start();
+        let waiting = child.call("a", "tools/call\na\nalice").await;
+        let first = ask_client(&bridge, waiting, vec![asked("k", "1")], "10");
+        let first: serde_json::Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+
+        let over = child.call("b", "tools/call\nb\nalice").await;
+        let upstream = over.upstream;
+        let refused = ask_client(&bridge, over, vec![asked("k", r#""ask-2""#)], "11");
+        let refused: serde_json::Value = serde_json::from_slice(&refused).unwrap();
+        assert_eq!(refused["id"], 11, "{refused}");
+        assert_eq!(refused["error"]["code"], codes::INTERNAL_ERROR, "{refused}");
+        assert_eq!(refused["error"]["message"], TOO_MANY_PARKED, "{refused}");
+        assert_eq!(bridge.parked(), 1);
+        let told = child.next().await;
+        assert_eq!((told["id"].as_str(), told["error"]["code"].as_i64()), (Some("ask-2"), Some(-32603)), "{told}");
+        let cancelled = child.next().await;
+        assert_eq!(cancelled["method"], "notifications/cancelled", "{cancelled}");
+        assert_eq!(cancelled["params"]["requestId"], upstream, "{cancelled}");
     }
 
     #[test]

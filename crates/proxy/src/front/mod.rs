@@ -5,9 +5,9 @@
 //! 2026-07-28 era's handler, a sibling of `streamable` chosen per POST; `capable` and
 //! `input_bridge` bridge its requests to a legacy child's server→client requests, `legacy_listen` its
 //! listen streams to a legacy child's notifications; `legacy_bridge` serves legacy sessions of a
-//! 2026-07-28-only child (its table of sessions is `bridged`), `http_bridge` those of a
-//! 2026-07-28-only HTTP upstream (its era probe is `http_era`); `legacy_rounds` is what the
-//! two share.
+//! 2026-07-28-only child (its table of sessions is `bridged`, `sessionless_bridge` its requests of
+//! no session), `http_bridge` those of a 2026-07-28-only HTTP upstream (its era probe is
+//! `http_era`); `legacy_rounds` is what the two share.
 
 pub mod bridged;
 pub mod call;
@@ -26,6 +26,7 @@ pub mod modern;
 pub mod param_headers;
 pub mod refuse;
 pub mod reverse_proxy;
+pub mod sessionless_bridge;
 pub mod state;
 pub mod streamable;
 pub mod tool_headers;

@@ -24,6 +24,7 @@ use crate::front::edge::{self, Accepts};
 use crate::front::legacy_bridge;
 use crate::front::modern;
 use crate::front::refuse;
+use crate::front::sessionless_bridge;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
 use crate::sessions::events::ResumeError;
@@ -137,6 +138,10 @@ async fn post_parsed(
     };
     if let Some((s, b)) = bridged {
         return legacy_bridge::post(front, ctx, s, b, members, batch, acc).await;
+    }
+    // No session: a 2026-07-28-only child gets the requests stamped (sessionless_bridge).
+    if session.is_none() && sessionless_bridge::applies(front).await? {
+        return sessionless_bridge::post(front, ctx, acc, members, batch).await;
     }
     match dispatch(front, ctx, session, members, batch).await? {
         None => Ok(answer::accepted()),
