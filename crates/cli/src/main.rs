@@ -8,6 +8,7 @@ mod container_runtime;
 mod detach;
 mod envfile;
 mod export_cmd;
+mod gateway_cmd;
 mod group_cmd;
 mod k8s_runtime;
 mod logging;
@@ -85,6 +86,8 @@ enum Command {
     Proxyrunner(proxyrunner_cmd::ProxyRunnerArgs),
     /// Serve a virtual MCP server: many MCP servers aggregated behind one endpoint
     Vmcp(vmcp_cmd::VmcpArgs),
+    /// Serve the MCP servers registered with MCPServerRegistrations behind one /mcp (seed 004)
+    Gateway(gateway_cmd::GatewayArgs),
     /// Print the version
     Version(VersionArgs),
     /// Serve a saved workload in this process (what `run` starts detached)
@@ -112,7 +115,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => LogRole::Detached,
         Command::Run(r) if r.foreground() => LogRole::Foreground,
         Command::Start(s) | Command::Restart(s) if s.foreground() => LogRole::Foreground,
-        Command::Proxy(_) | Command::Operator(_) | Command::Proxyrunner(_) => LogRole::Foreground,
+        Command::Proxy(_) | Command::Operator(_) | Command::Proxyrunner(_) | Command::Gateway(_) => LogRole::Foreground,
         Command::Vmcp(vmcp_cmd::VmcpArgs { command: vmcp_cmd::VmcpCommand::Serve(_) }) => LogRole::Foreground,
         _ => LogRole::Cli,
     };
@@ -161,6 +164,7 @@ async fn dispatch(cli: Cli, role: LogRole) -> anyhow::Result<()> {
         Command::Operator(args) => operator_cmd::operator(args).await,
         Command::Proxyrunner(args) => proxyrunner_cmd::proxyrunner(args).await,
         Command::Vmcp(args) => vmcp_cmd::vmcp(args).await,
+        Command::Gateway(args) => gateway_cmd::gateway(args).await,
         Command::Version(args) => {
             output::print_version(args.format);
             Ok(())

@@ -9,6 +9,7 @@ pub mod crd;
 pub mod entry;
 pub mod export;
 pub mod extauth;
+pub mod gateway;
 pub mod group;
 pub mod manager;
 pub mod normalize;

@@ -52,7 +52,20 @@ pub struct Rules {
     pub per_workload: HashMap<String, WorkloadTools>,
     /// Backend names in file order.
     pub order: Vec<String>,
+    /// Backends whose tool and prompt names are shown behind a literal prefix, whatever the
+    /// strategy (Apiary's gateway: the registration's `prefix`): backend → prefix.
+    pub literal_prefixes: HashMap<String, String>,
+    /// Backends whose routed requests carry the gateway's `x-mcp-*` headers: backend →
+    /// `x-mcp-servername` value.
+    pub server_names: HashMap<String, String>,
 }
+
+/// Header naming the registered server a request is routed to (names.md §5).
+pub const SERVER_NAME_HEADER: &str = "x-mcp-servername";
+/// Header carrying the routed tool's unprefixed name.
+pub const TOOL_NAME_HEADER: &str = "x-mcp-toolname";
+/// Header carrying the routed request's JSON-RPC method.
+pub const METHOD_HEADER: &str = "x-mcp-method";
 
 impl Rules {
     pub fn from_config(config: &VmcpConfig) -> Rules {
@@ -64,7 +77,30 @@ impl Rules {
                 .map(|a| a.tools.iter().map(|t| (t.workload.clone(), t.clone())).collect())
                 .unwrap_or_default(),
             order: config.backends.iter().map(|b| b.name.clone()).collect(),
+            literal_prefixes: config
+                .backends
+                .iter()
+                .filter_map(|b| Some((b.name.clone(), b.tool_prefix.clone()?)))
+                .collect(),
+            server_names: config
+                .backends
+                .iter()
+                .filter_map(|b| Some((b.name.clone(), b.server_name.clone()?)))
+                .collect(),
         }
+    }
+
+    /// The headers a request of `method` routed to `backend` carries (names.md §5): for a
+    /// backend with a server name, `x-mcp-servername`, `x-mcp-method` and, for a tool call,
+    /// `x-mcp-toolname` = `tool` (the backend's own name); none for any other backend.
+    pub fn routed_headers(&self, backend: &str, method: &str, tool: Option<&str>) -> Vec<(String, String)> {
+        let Some(server) = self.server_names.get(backend) else { return Vec::new() };
+        let mut headers =
+            vec![(SERVER_NAME_HEADER.to_owned(), server.clone()), (METHOD_HEADER.to_owned(), method.to_owned())];
+        if let Some(tool) = tool {
+            headers.push((TOOL_NAME_HEADER.to_owned(), tool.to_owned()));
+        }
+        headers
     }
 
     /// The rank of a backend for the priority strategy: listed ones first, then file order.
@@ -126,9 +162,10 @@ fn resolve(
     let mut by_name: BTreeMap<String, Vec<(String, String, Value)>> = BTreeMap::new();
     let mut first_seen: Vec<String> = Vec::new();
     for (backend, name, original, item) in candidates {
-        let advertised = match &rules.strategy {
-            Strategy::Prefix { format } => format!("{}{}", format.replace("{workload}", &backend), name),
-            Strategy::Priority { .. } | Strategy::Manual => name,
+        let advertised = match (rules.literal_prefixes.get(&backend), &rules.strategy) {
+            (Some(literal), _) => format!("{literal}{name}"),
+            (None, Strategy::Prefix { format }) => format!("{}{}", format.replace("{workload}", &backend), name),
+            (None, Strategy::Priority { .. } | Strategy::Manual) => name,
         };
         if !by_name.contains_key(&advertised) {
             first_seen.push(advertised.clone());
@@ -273,6 +310,8 @@ mod tests {
             exclude_all_tools: false,
             per_workload: HashMap::new(),
             order: vec!["alpha".into(), "beta".into()],
+            literal_prefixes: HashMap::new(),
+            server_names: HashMap::new(),
         }
     }
 
@@ -375,5 +414,47 @@ mod tests {
         assert_eq!(c.resource_owner("nope://x"), None);
         assert_eq!(c.prompt_routes["beta_greet"], Route { backend: "beta".into(), name: "greet".into() });
         assert_eq!(c.missing, ["gamma"]);
+    }
+
+    #[test]
+    fn a_literal_prefix_is_prepended_as_written_and_the_route_keeps_the_backends_name() {
+        for strategy in [Strategy::Prefix { format: "{workload}_".into() }, Strategy::Priority { order: vec![] }] {
+            let mut r = rules(strategy);
+            r.literal_prefixes.insert("alpha".into(), "kube_".into());
+            let mut l = two();
+            l[0].prompts = vec![json!({"name": "greet"})];
+            let c = aggregate(&r, l, vec![]);
+            assert!(c.tool_routes.contains_key("kube_echo") && c.tool_routes.contains_key("kube_only_alpha"));
+            assert_eq!(c.tool_routes["kube_echo"], Route { backend: "alpha".into(), name: "echo".into() });
+            // beta has no literal prefix: the strategy names its tools.
+            let beta_echo = if matches!(r.strategy, Strategy::Prefix { .. }) { "beta_echo" } else { "echo" };
+            assert_eq!(c.tool_routes[beta_echo].backend, "beta");
+            assert!(!c.tool_routes.contains_key("alpha_echo"));
+            let shown = c.tools.iter().find(|t| t["name"] == "kube_echo");
+            assert_eq!(shown.unwrap()["description"], "alpha echo");
+        }
+        // An empty literal prefix shows the backend's names unchanged.
+        let mut r = rules(Strategy::Prefix { format: "{workload}_".into() });
+        r.literal_prefixes.insert("beta".into(), String::new());
+        let c = aggregate(&r, two(), vec![]);
+        assert_eq!(c.tool_routes["only_beta"], Route { backend: "beta".into(), name: "only_beta".into() });
+    }
+
+    #[test]
+    fn routed_headers_name_the_server_the_method_and_the_unprefixed_tool() {
+        let mut r = rules(Strategy::Manual);
+        r.server_names.insert("alpha".into(), "mcp-test/kubernetes-mcp".into());
+        let h = r.routed_headers("alpha", "tools/call", Some("namespaces_list"));
+        let pairs: Vec<(&str, &str)> = h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("x-mcp-servername", "mcp-test/kubernetes-mcp"),
+                ("x-mcp-method", "tools/call"),
+                ("x-mcp-toolname", "namespaces_list")
+            ]
+        );
+        assert_eq!(r.routed_headers("alpha", "resources/read", None).len(), 2);
+        assert!(r.routed_headers("beta", "tools/call", Some("echo")).is_empty(), "beta is no gateway backend");
     }
 }

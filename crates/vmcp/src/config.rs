@@ -155,7 +155,20 @@ pub struct StaticBackend {
     pub ca_bundle_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Apiary's gateway: put before each of this backend's tool and prompt names exactly as
+    /// written (`kube_` + `namespaces_list`), whatever `aggregation.conflictResolution` says;
+    /// a routed call reaches the backend with its own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_prefix: Option<String>,
+    /// Apiary's gateway: the value of `x-mcp-servername` (`<route namespace>/<route name>`) on
+    /// every request routed to this backend, which then also carries `x-mcp-method` and, on a
+    /// `tools/call`, `x-mcp-toolname` (the backend's own tool name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
+
+/// The gateway's wristband header (Kuadrant's): it is never sent to a backend.
+pub const AUTHORIZED_HEADER: &str = "x-mcp-authorized";
 
 impl StaticBackend {
     /// Whether this backend is an MCPServerEntry (checked against the SSRF ranges).
@@ -176,6 +189,8 @@ impl std::fmt::Debug for StaticBackend {
             .field("header_names", &self.headers.keys().collect::<Vec<_>>())
             .field("headers_from_env", &self.headers_from_env)
             .field("ca_bundle_path", &self.ca_bundle_path)
+            .field("tool_prefix", &self.tool_prefix)
+            .field("server_name", &self.server_name)
             .finish()
     }
 }
@@ -560,9 +575,21 @@ impl VmcpConfig {
                 if !valid_header_name(h) {
                     bad(format!("backends[{i}].{field}.{h}"), "not a valid HTTP header name");
                 }
+                if h.eq_ignore_ascii_case(AUTHORIZED_HEADER) {
+                    bad(
+                        format!("backends[{i}].{field}.{h}"),
+                        "the gateway's wristband header is never sent to a backend",
+                    );
+                }
                 if var.is_some_and(|v| v.trim().is_empty()) {
                     bad(format!("backends[{i}].{field}.{h}"), "names no environment variable");
                 }
+            }
+            if b.server_name.as_deref().is_some_and(|n| n.is_empty() || !n.bytes().all(|c| c.is_ascii_graphic())) {
+                bad(format!("backends[{i}].serverName"), "must be non-empty visible ASCII (an HTTP header value)");
+            }
+            if b.tool_prefix.as_deref().is_some_and(|p| p.chars().any(char::is_control)) {
+                bad(format!("backends[{i}].toolPrefix"), "must not contain control characters");
             }
             if b.ca_bundle_path.as_deref().is_some_and(|p| p.trim().is_empty()) {
                 bad(format!("backends[{i}].caBundlePath"), "must not be empty");
@@ -1331,6 +1358,28 @@ operational:
         let c = VmcpConfig::parse("name: empty\ngroupRef: g\n").unwrap();
         let warnings = c.validate().unwrap();
         assert!(warnings.iter().any(|w| w.contains("no backends")), "{warnings:?}");
+    }
+
+    #[test]
+    fn gateway_fields_are_read_and_checked() {
+        let text =
+            "backends:\n  - {name: a, url: 'http://x/mcp', toolPrefix: kube_, serverName: mcp-test/kubernetes-mcp}\n";
+        let c = VmcpConfig::parse(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.backends[0].tool_prefix.as_deref(), Some("kube_"));
+        assert_eq!(c.backends[0].server_name.as_deref(), Some("mcp-test/kubernetes-mcp"));
+        let bad = "backends:\n  - {name: a, url: 'http://x/mcp', serverName: 'a b', headers: {X-MCP-Authorized: 'true'}}\n  - {name: b, url: 'http://x/mcp', serverName: '', toolPrefix: \"p\\n\"}\n";
+        let ConfigError::Invalid(p) = VmcpConfig::parse(bad).unwrap().validate().unwrap_err() else { panic!() };
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "backends[0].headers.X-MCP-Authorized",
+                "backends[0].serverName",
+                "backends[1].serverName",
+                "backends[1].toolPrefix"
+            ]
+        );
     }
 
     #[test]

@@ -436,6 +436,7 @@ impl Instance {
         if let Err(why) = self.admit(backend) {
             return fail(why);
         }
+        let routed = self.routed_headers(msg, backend, rename);
         // One retry: a backend that restarted no longer knows our session (404).
         for attempt in 0..2 {
             let conn = match self.conn(backend).await {
@@ -454,7 +455,7 @@ impl Instance {
                 Err(e) => return fail(format!("cannot rewrite the request: {e}")),
             };
             lock(&self.inflight).insert(client_id.clone(), (backend.to_owned(), backend_id));
-            let result = conn.session.request(bytes).await;
+            let result = conn.session.request_with(bytes, &routed).await;
             lock(&self.inflight).remove(&client_id);
             let health = self.hub().health.get(backend);
             match result {
@@ -484,6 +485,21 @@ impl Instance {
             }
         }
         fail(format!("backend {backend:?} keeps refusing our session"))
+    }
+
+    /// The gateway's `x-mcp-*` headers for `msg` routed to `backend` (none for a backend
+    /// without a server name); a tool call's tool is the backend's own name for it.
+    fn routed_headers(&self, msg: &Message, backend: &str, rename: Option<(&[&str], &str)>) -> Vec<(String, String)> {
+        let hub = self.hub();
+        if !hub.rules.server_names.contains_key(backend) {
+            return Vec::new();
+        }
+        let method = msg.method().unwrap_or_default();
+        let tool = (method == "tools/call").then(|| match rename {
+            Some((_, name)) => Some(name.to_owned()),
+            None => msg.params_as::<Value>()?.get("name")?.as_str().map(str::to_owned),
+        });
+        hub.rules.routed_headers(backend, method, tool.flatten().as_deref())
     }
 
     fn slot(&self, backend: &str) -> Slot {

@@ -161,54 +161,121 @@ pub async fn examine(
     namespace: &str,
     spec: &MCPServerRegistrationSpec,
 ) -> Result<(Verdict, Option<Key>), kube::Error> {
+    let (resolved, backend) = resolve(&ApiObjects(client), namespace, spec).await?;
+    let verdict = match resolved {
+        Ok(r) => match probe::count_tools(&r.url, r.token.as_deref()).await {
+            Ok(tools) => Verdict::Ready { url: r.url, tools, prefix: spec.prefix.clone() },
+            Err(p) => Verdict::NotReady(p),
+        },
+        Err(p) => Verdict::NotReady(p),
+    };
+    Ok((verdict, backend))
+}
+
+/// Where [`resolve`] reads the objects a registration names: the apiserver (the reconciler,
+/// [`ApiObjects`]) or a watch cache (the gateway). `None` is "not found".
+pub trait Objects: Sync {
+    /// The HTTPRoute `key`.
+    fn route(&self, key: &Key) -> impl std::future::Future<Output = Result<Option<DynamicObject>, kube::Error>> + Send;
+    /// The Service `key`.
+    fn service(&self, key: &Key) -> impl std::future::Future<Output = Result<Option<Service>, kube::Error>> + Send;
+    /// The Secret `key`.
+    fn secret(&self, key: &Key) -> impl std::future::Future<Output = Result<Option<Secret>, kube::Error>> + Send;
+}
+
+/// [`Objects`] read from the apiserver at each call.
+pub struct ApiObjects<'a>(pub &'a Client);
+
+impl Objects for ApiObjects<'_> {
+    async fn route(&self, key: &Key) -> Result<Option<DynamicObject>, kube::Error> {
+        let routes: Api<DynamicObject> =
+            Api::namespaced_with(self.0.clone(), &key.namespace, &route::httproute_resource());
+        routes.get_opt(&key.name).await.or_else(missing_kind)
+    }
+
+    async fn service(&self, key: &Key) -> Result<Option<Service>, kube::Error> {
+        get::<Service>(self.0, &key.namespace, Some(&key.name)).await
+    }
+
+    async fn secret(&self, key: &Key) -> Result<Option<Secret>, kube::Error> {
+        get::<Secret>(self.0, &key.namespace, Some(&key.name)).await
+    }
+}
+
+/// A registration's server, found: what the reconciler probes and the gateway serves.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The HTTPRoute it targets (its `<namespace>/<name>` is the gateway's `x-mcp-servername`).
+    pub route: Key,
+    /// That route's spec (what the gateway reads of it).
+    pub route_spec: route::RouteSpec,
+    /// The server's MCP endpoint.
+    pub url: String,
+    /// The `credentialRef` token, sent as a bearer. Never printed.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("route", &self.route)
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Follows `spec` (normalized) of a registration in `namespace` from its `targetRef` through
+/// the HTTPRoute and its backend Service (`ExternalName` included) to the server's URL and
+/// credential, reading the objects from `objects`. Returns what was found or the problem, and
+/// the backend Service when the route named one. Only read failures are errors.
+pub async fn resolve(
+    objects: &impl Objects,
+    namespace: &str,
+    spec: &MCPServerRegistrationSpec,
+) -> Result<(Result<Resolved, Problem>, Option<Key>), kube::Error> {
     let path = spec.path.as_deref().unwrap_or(DEFAULT_PATH);
     let target = match route::target(namespace, &spec.target_ref) {
         Ok(t) => t,
-        Err(p) => return Ok((Verdict::NotReady(p), None)),
+        Err(p) => return Ok((Err(p), None)),
     };
     if spec.state == Some(EnabledState::Disabled) {
         let p = Problem { reason: "Disabled", message: "spec.state is Disabled: the server is not contacted".into() };
-        return Ok((Verdict::NotReady(p), None));
+        return Ok((Err(p), None));
     }
-    let routes: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &target.namespace, &route::httproute_resource());
-    let Some(found) = routes.get_opt(&target.name).await.or_else(missing_kind)? else {
+    let Some(found) = objects.route(&target).await? else {
         let p = Problem { reason: "RouteNotFound", message: format!("HTTPRoute {target} not found") };
-        return Ok((Verdict::NotReady(p), None));
+        return Ok((Err(p), None));
     };
     let spec_value = found.data.get("spec").cloned().unwrap_or_default();
     let route_spec: route::RouteSpec = match serde_json::from_value(spec_value) {
         Ok(s) => s,
         Err(e) => {
             let p = Problem { reason: "InvalidRoute", message: format!("HTTPRoute {target} cannot be read: {e}") };
-            return Ok((Verdict::NotReady(p), None));
+            return Ok((Err(p), None));
         }
     };
     let (service_key, port) = match route::backend(&target, &route_spec, path) {
         Ok(b) => b,
-        Err(p) => return Ok((Verdict::NotReady(p), None)),
+        Err(p) => return Ok((Err(p), None)),
     };
     let backend = Some(service_key.clone());
-    let Some(service) = get::<Service>(client, &service_key.namespace, Some(&service_key.name)).await? else {
+    let Some(service) = objects.service(&service_key).await? else {
         let p = Problem {
             reason: "BackendNotFound",
             message: format!("Service {service_key} (backend of HTTPRoute {target}) not found"),
         };
-        return Ok((Verdict::NotReady(p), backend));
+        return Ok((Err(p), backend));
     };
     let url = match route::url(&service_key, &service, port, path) {
         Ok(u) => u,
-        Err(p) => return Ok((Verdict::NotReady(p), backend)),
+        Err(p) => return Ok((Err(p), backend)),
     };
-    let token = match credential(client, namespace, spec).await? {
+    let token = match credential(objects, namespace, spec).await? {
         Ok(t) => t,
-        Err(p) => return Ok((Verdict::NotReady(p), backend)),
+        Err(p) => return Ok((Err(p), backend)),
     };
-    let verdict = match probe::count_tools(&url, token.as_deref()).await {
-        Ok(tools) => Verdict::Ready { url, tools, prefix: spec.prefix.clone() },
-        Err(p) => Verdict::NotReady(p),
-    };
-    Ok((verdict, backend))
+    Ok((Ok(Resolved { route: target, route_spec, url, token }), backend))
 }
 
 /// A 404 on the route kind itself (Gateway API not installed) reads as "no such route".
@@ -222,14 +289,15 @@ fn missing_kind(e: kube::Error) -> Result<Option<DynamicObject>, kube::Error> {
 /// The bearer token of `credentialRef` (key default [`DEFAULT_CREDENTIAL_KEY`]), `None` when
 /// no credential is referenced; a missing Secret or key is a `CredentialNotFound` problem.
 async fn credential(
-    client: &Client,
+    objects: &impl Objects,
     namespace: &str,
     spec: &MCPServerRegistrationSpec,
 ) -> Result<Result<Option<String>, Problem>, kube::Error> {
     let Some(r) = &spec.credential_ref else { return Ok(Ok(None)) };
     let key = r.key.as_deref().unwrap_or(DEFAULT_CREDENTIAL_KEY);
     let problem = |message: String| Problem { reason: "CredentialNotFound", message };
-    let Some(secret) = get::<Secret>(client, namespace, Some(&r.name)).await? else {
+    let secret_key = Key { namespace: namespace.to_string(), name: r.name.clone() };
+    let Some(secret) = objects.secret(&secret_key).await? else {
         return Ok(Err(problem(format!("Secret {namespace}/{} (spec.credentialRef) not found", r.name))));
     };
     let value = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).trim().to_string());

@@ -70,12 +70,43 @@ pub fn target(namespace: &str, target: &TargetRef) -> Result<Key, Problem> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteSpec {
+    /// The Gateways (or other parents) the route attaches to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentRef>,
     /// Host names the route answers.
     #[serde(default)]
     pub hostnames: Vec<String>,
     /// Its rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
+}
+
+/// A parent of a route: `group`/`kind` default to a Gateway API `Gateway`, `namespace` to the
+/// route's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// API group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// True when the route `route` (with `spec`) names Gateway `gateway` among its `parentRefs`.
+pub fn attaches_to(route: &Key, spec: &RouteSpec, gateway: &Key) -> bool {
+    spec.parent_refs.iter().any(|p| {
+        p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            && p.name == gateway.name
+            && p.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&route.namespace) == gateway.namespace
+    })
 }
 
 /// One rule of a route.
@@ -258,6 +289,22 @@ mod tests {
         let s = service(json!({"spec": {"type": "ExternalName", "externalName": "kubernetes-mcp.example.com",
             "ports": [{"name": "http", "port": 9999, "targetPort": 9999, "protocol": "TCP", "appProtocol": "http"}]}}));
         assert_eq!(url(&svc, &s, port, "/mcp").unwrap(), "http://kubernetes-mcp.example.com:9999/mcp");
+    }
+
+    #[test]
+    fn the_seed_route_attaches_to_its_gateway_only() {
+        let route = key("mcp-test", "kubernetes-mcp");
+        let spec = seed_route();
+        assert!(attaches_to(&route, &spec, &key("gateway-system", "mcp-gateway")));
+        assert!(!attaches_to(&route, &spec, &key("toolhive-system", "mcp-gateway")), "same name, other namespace");
+        assert!(!attaches_to(&route, &spec, &key("gateway-system", "other")));
+        // A parentRef without a namespace means the route's own.
+        let local: RouteSpec = serde_json::from_value(json!({"parentRefs": [{"name": "gw"}]})).unwrap();
+        assert!(attaches_to(&route, &local, &key("mcp-test", "gw")));
+        let not_a_gateway: RouteSpec =
+            serde_json::from_value(json!({"parentRefs": [{"kind": "Service", "group": "", "name": "gw"}]})).unwrap();
+        assert!(!attaches_to(&route, &not_a_gateway, &key("mcp-test", "gw")));
+        assert!(!attaches_to(&route, &RouteSpec::default(), &key("mcp-test", "gw")));
     }
 
     #[test]

@@ -280,6 +280,13 @@ impl RawSession {
     /// server's response message (a result or an error) as it came. Other messages that
     /// arrive meanwhile go to the incoming channel.
     pub async fn request(&self, request: Bytes) -> Result<Bytes, ClientError> {
+        self.request_with(request, &[]).await
+    }
+
+    /// [`RawSession::request`] with `extra` headers on this one request's POST, replacing
+    /// session headers of the same name (the gateway's per-request `x-mcp-*` headers).
+    pub async fn request_with(&self, request: Bytes, extra: &[(String, String)]) -> Result<Bytes, ClientError> {
+        let extra = header_map(extra)?;
         let msg = Message::parse(request.clone()).map_err(|e| ClientError::Protocol(format!("bad request: {e}")))?;
         let id = match (msg.kind(), msg.id()) {
             (Kind::Request, Some(id)) => id,
@@ -288,9 +295,9 @@ impl RawSession {
         let method = msg.method().unwrap_or_default().to_owned();
         let call = async {
             if let Some(sse) = &self.wire.sse {
-                return self.sse_request(sse, request, id).await;
+                return self.sse_request(sse, request, id, &extra).await;
             }
-            let resp = self.wire.post(request).await?;
+            let resp = self.wire.post_with(request, &extra).await?;
             self.wire.answer(resp, &id).await
         };
         tokio::time::timeout(self.timeout, call).await.map_err(|_| ClientError::Timeout {
@@ -299,7 +306,13 @@ impl RawSession {
         })?
     }
 
-    async fn sse_request(&self, sse: &SseSide, request: Bytes, id: RequestId) -> Result<Bytes, ClientError> {
+    async fn sse_request(
+        &self,
+        sse: &SseSide,
+        request: Bytes,
+        id: RequestId,
+        extra: &HeaderMap,
+    ) -> Result<Bytes, ClientError> {
         let (tx, rx) = oneshot::channel();
         {
             if let Some(why) = lock(&sse.closed).clone() {
@@ -312,7 +325,7 @@ impl RawSession {
             pending.insert(id.clone(), tx);
         }
         let _guard = PendingGuard { sse, id };
-        let resp = self.wire.post(request).await?;
+        let resp = self.wire.post_with(request, extra).await?;
         if !resp.status().is_success() {
             return Err(status_error(resp, "POST").await);
         }
@@ -413,11 +426,17 @@ impl Wire {
     }
 
     async fn post(&self, body: Bytes) -> Result<reqwest::Response, ClientError> {
+        self.post_with(body, &HeaderMap::new()).await
+    }
+
+    /// A POST with `extra` headers, which replace session headers of the same name.
+    async fn post_with(&self, body: Bytes, extra: &HeaderMap) -> Result<reqwest::Response, ClientError> {
         if let Some(endpoint) = self.sse.as_ref().and_then(|s| s.endpoint.get()) {
             return self
                 .http
                 .post(endpoint.clone())
                 .headers(self.headers.clone())
+                .headers(extra.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .body(body)
                 .send()
@@ -425,6 +444,7 @@ impl Wire {
                 .map_err(|e| connection_error(format!("POST {endpoint}"), e));
         }
         self.build(Method::POST)
+            .headers(extra.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(body)

@@ -1,0 +1,184 @@
+//! The watch loop: reflectors over MCPServerRegistrations, HTTPRoutes and Services in every
+//! namespace; after any change (and every [`RESYNC`], which also picks up credential Secrets,
+//! read from the apiserver when needed) every registration is resolved again from the caches
+//! and the [`Snapshot`] republished if it differs.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+use super::Snapshot;
+use super::select::{Skipped, select};
+use crate::crd::registration::MCPServerRegistration;
+use crate::normalize::Normalize;
+use crate::registration::route::{self, Key};
+use crate::registration::{Objects, resolve};
+
+/// How often everything is resolved again without a watched change.
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// Quiet time after a change before resolving, so a burst (`kubectl apply` of several objects)
+/// is one update.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// What one watch stream said.
+enum Signal {
+    /// Stream `n` has listed everything once.
+    Listed(usize),
+    /// Something changed.
+    Changed,
+    /// The watch failed (it retries with backoff).
+    Failed(String),
+}
+
+fn signals<K>(
+    index: usize,
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> futures::stream::BoxStream<'static, Signal> {
+    stream
+        .map(move |e| match e {
+            Ok(watcher::Event::InitDone) => Signal::Listed(index),
+            Ok(_) => Signal::Changed,
+            Err(e) => Signal::Failed(e.to_string()),
+        })
+        .boxed()
+}
+
+/// Routes and Services from the watch caches; Secrets from the apiserver.
+struct Cached {
+    client: Client,
+    routes: Store<DynamicObject>,
+    services: Store<Service>,
+}
+
+impl Objects for Cached {
+    async fn route(&self, key: &Key) -> Result<Option<DynamicObject>, kube::Error> {
+        let r = ObjectRef::new_with(&key.name, route::httproute_resource()).within(&key.namespace);
+        Ok(self.routes.get(&r).map(|o| (*o).clone()))
+    }
+
+    async fn service(&self, key: &Key) -> Result<Option<Service>, kube::Error> {
+        Ok(self.services.get(&ObjectRef::new(&key.name).within(&key.namespace)).map(|o| (*o).clone()))
+    }
+
+    async fn secret(&self, key: &Key) -> Result<Option<Secret>, kube::Error> {
+        Api::<Secret>::namespaced(self.client.clone(), &key.namespace).get_opt(&key.name).await
+    }
+}
+
+/// Follows the registrations for Gateway `gateway` until `shutdown`, publishing on `out`.
+pub async fn run(
+    client: Client,
+    gateway: Key,
+    out: watch::Sender<Snapshot>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let ar = route::httproute_resource();
+    let (registrations, reg_writer) = reflector::store::<MCPServerRegistration>();
+    let route_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+    let routes = route_writer.as_reader();
+    let (services, svc_writer) = reflector::store::<Service>();
+    let config = watcher::Config::default();
+    let streams = vec![
+        signals(
+            0,
+            watcher(Api::<MCPServerRegistration>::all(client.clone()), config.clone())
+                .default_backoff()
+                .reflect(reg_writer),
+        ),
+        signals(
+            1,
+            watcher(Api::<DynamicObject>::all_with(client.clone(), &ar), config.clone())
+                .default_backoff()
+                .reflect(route_writer),
+        ),
+        signals(2, watcher(Api::<Service>::all(client.clone()), config).default_backoff().reflect(svc_writer)),
+    ];
+    let mut changes = futures::stream::select_all(streams);
+    let cached = Cached { client, routes, services };
+    let mut listed = [false; 3];
+    let mut resync = tokio::time::interval(RESYNC);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = resync.tick() => {}
+            signal = changes.next() => match signal {
+                None => return,
+                Some(Signal::Listed(i)) => listed[i] = true,
+                Some(Signal::Changed) => {}
+                Some(Signal::Failed(e)) => {
+                    tracing::warn!(error = %e, "a gateway watch failed; retrying");
+                    continue;
+                }
+            },
+        }
+        if !listed.iter().all(|l| *l) {
+            continue;
+        }
+        // Let a burst of changes land (the watches keep filling the caches meanwhile).
+        let settle = tokio::time::sleep(SETTLE);
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                () = &mut settle => break,
+                s = changes.next() => if s.is_none() { return },
+            }
+        }
+        match snapshot(&cached, &registrations.state(), &gateway).await {
+            Ok(next) => publish(&out, next),
+            Err(e) => tracing::warn!(error = %e, "cannot read the registrations' objects now; retrying"),
+        }
+    }
+}
+
+/// Every registration resolved and selected, in namespace/name order.
+async fn snapshot(
+    objects: &Cached,
+    registrations: &[std::sync::Arc<MCPServerRegistration>],
+    gateway: &Key,
+) -> Result<Snapshot, kube::Error> {
+    let mut regs: Vec<_> = registrations.iter().filter(|r| r.metadata.deletion_timestamp.is_none()).collect();
+    regs.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
+    let mut next = Snapshot { synced: true, ..Snapshot::default() };
+    for r in regs {
+        let key = Key { namespace: r.namespace().unwrap_or_default(), name: r.name_any() };
+        let spec = r.spec.normalize().spec;
+        let (resolved, _) = resolve(objects, &key.namespace, &spec).await?;
+        match select(&key, &spec, resolved, gateway) {
+            Ok(b) => next.backends.push(b),
+            Err(s) => next.skipped.push(s),
+        }
+    }
+    Ok(next)
+}
+
+/// Publishes `next` when it differs, logging what changed.
+fn publish(out: &watch::Sender<Snapshot>, next: Snapshot) {
+    out.send_if_modified(|current| {
+        if *current == next {
+            return false;
+        }
+        for b in next.backends.iter().filter(|b| !current.backends.contains(b)) {
+            tracing::info!(registration = %b.registration, route = %b.route, url = %b.url, prefix = %b.prefix,
+                "gateway: serving registered server");
+        }
+        for b in current.backends.iter().filter(|b| !next.backends.iter().any(|n| n.registration == b.registration)) {
+            tracing::info!(registration = %b.registration, "gateway: registered server no longer served");
+        }
+        for s in next.skipped.iter().filter(|s| !current.skipped.contains(s)) {
+            log_skipped(s);
+        }
+        *current = next;
+        true
+    });
+}
+
+fn log_skipped(s: &Skipped) {
+    tracing::warn!(registration = %s.registration, reason = s.reason, "gateway: not served: {}", s.message);
+}
