@@ -277,16 +277,18 @@ async fn one_round(
     out: Option<&mpsc::Sender<Bytes>>,
 ) -> Result<Bytes, Refusal> {
     let msg = Message::parse(request).map_err(Refusal::Parse)?;
+    // A child's log line names no request: it reaches this call only while this is the one
+    // call of no session in flight on the child (the multiplexer's rule; never a guess).
+    // The stream is open before the request is sent: a fast child logs before `dispatch`
+    // returns, and a line that finds no stream open is dropped.
+    let (logs_tx, mut logs) = mpsc::channel::<Delivery>(16);
+    let _logs = SessionlessStream::open(&front.placement.shared, logs_tx);
     let Some((mut call, rx)) = dispatch(front, ctx, None, vec![Ok(msg)], false).await? else {
         return Err(Refusal::invalid("nothing to forward"));
     };
     call.cancel_on_drop = true;
     let (tx, mut local) = mpsc::channel::<Delivery>(16);
     let pump = AbortOnDrop(tokio::spawn(call.pump(rx, tx)));
-    // A child's log line names no request: it reaches this call only while this is the one
-    // call of no session in flight on the child (the multiplexer's rule; never a guess).
-    let (logs_tx, mut logs) = mpsc::channel::<Delivery>(16);
-    let _logs = SessionlessStream::open(&front.placement.shared, logs_tx);
     loop {
         let d = tokio::select! {
             biased;
