@@ -170,40 +170,71 @@ pub(crate) async fn read_answer(
     out: Option<&mpsc::Sender<Bytes>>,
     max: usize,
 ) -> Result<Bytes, String> {
-    let sse = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
-    let mut stream = res.bytes_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        if buf.len() + chunk.len() > max {
-            return Err(format!("the server's answer exceeds {max} bytes"));
-        }
-        buf.extend_from_slice(&chunk);
-        if !sse {
-            continue;
-        }
-        while let Some(event) = take_event(&mut buf) {
-            let data = event_data(&event);
-            if data.is_empty() {
-                continue;
+    let mut events = Events::new(res, max);
+    while let Some(data) = events.next().await? {
+        match Message::parse(data.clone()) {
+            Ok(m) if m.is_response() => return Ok(data),
+            Ok(_) if events.sse => {
+                if let Some(out) = out {
+                    let _ = out.send(data).await;
+                }
             }
-            let Ok(m) = Message::parse(data.clone()) else { continue };
-            if m.is_response() {
-                return Ok(data);
-            }
-            if let Some(out) = out {
-                let _ = out.send(data).await;
-            }
+            _ if events.sse => {}
+            _ => break,
         }
     }
-    let rest = if sse { event_data(&buf) } else { buf.freeze() };
-    match Message::parse(rest.clone()) {
-        Ok(m) if m.is_response() => Ok(rest),
-        _ => Err("the server sent no response".into()),
+    Err("the server sent no response".into())
+}
+
+/// The messages of an upstream's answer as they arrive: each SSE event's data, or the whole
+/// JSON body. At most `max` bytes wait unread at once (one event, or the body), so a
+/// long-lived stream (a `subscriptions/listen`) is bounded however long it runs.
+pub(crate) struct Events {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    /// The answer is an SSE stream (else one JSON body).
+    pub(crate) sse: bool,
+    buf: BytesMut,
+    max: usize,
+    done: bool,
+}
+
+impl Events {
+    pub(crate) fn new(res: reqwest::Response, max: usize) -> Events {
+        let sse = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        Events { stream: Box::pin(res.bytes_stream()), sse, buf: BytesMut::new(), max, done: false }
+    }
+
+    /// The next message's bytes; `None` when the answer ended.
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, String> {
+        loop {
+            if self.sse {
+                while let Some(event) = take_event(&mut self.buf) {
+                    let data = event_data(&event);
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+            if self.done {
+                let rest = self.buf.split().freeze();
+                let data = if self.sse { event_data(&rest) } else { rest };
+                return Ok((!data.is_empty()).then_some(data));
+            }
+            match self.stream.next().await {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(|e| e.to_string())?;
+                    if self.buf.len() + chunk.len() > self.max {
+                        return Err(format!("the server's answer exceeds {} bytes", self.max));
+                    }
+                    self.buf.extend_from_slice(&chunk);
+                }
+                None => self.done = true,
+            }
+        }
     }
 }
 
