@@ -108,9 +108,11 @@ impl Bridged {
         *lock(&self.seen) = Instant::now();
     }
 
-    /// Unused for `idle` with no call in flight.
+    /// Unused for `idle` with no call in flight and no GET stream open (a client listening
+    /// for its subscriptions is there: a gone one's stream fails its keep-alive write).
     fn idle(&self, idle: Duration) -> bool {
-        lock(&self.seen).elapsed() >= idle && lock(&self.calls).is_empty()
+        let listening = lock(&self.stream).as_ref().is_some_and(|tx| !tx.is_closed());
+        lock(&self.seen).elapsed() >= idle && lock(&self.calls).is_empty() && !listening
     }
 
     /// A new server→client request id and where its answer will arrive.

@@ -187,7 +187,7 @@ pub(crate) async fn read_answer(
 }
 
 /// The messages of an upstream's answer as they arrive: each SSE event's data, or the whole
-/// JSON body. At most `max` bytes wait unread at once (one event, or the body), so a
+/// JSON body. At most `max` bytes of one event (or of the body) wait unread, so a
 /// long-lived stream (a `subscriptions/listen`) is bounded however long it runs.
 pub(crate) struct Events {
     stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
@@ -213,11 +213,18 @@ impl Events {
         loop {
             if self.sse {
                 while let Some(event) = take_event(&mut self.buf) {
+                    if event.len() > self.max {
+                        return Err(format!("an event of the server's answer exceeds {} bytes", self.max));
+                    }
                     let data = event_data(&event);
                     if !data.is_empty() {
                         return Ok(Some(data));
                     }
                 }
+            }
+            // What waits unread now is one incomplete event (or the JSON body so far).
+            if self.buf.len() > self.max {
+                return Err(format!("the server's answer exceeds {} bytes", self.max));
             }
             if self.done {
                 let rest = self.buf.split().freeze();
@@ -225,13 +232,8 @@ impl Events {
                 return Ok((!data.is_empty()).then_some(data));
             }
             match self.stream.next().await {
-                Some(chunk) => {
-                    let chunk = chunk.map_err(|e| e.to_string())?;
-                    if self.buf.len() + chunk.len() > self.max {
-                        return Err(format!("the server's answer exceeds {} bytes", self.max));
-                    }
-                    self.buf.extend_from_slice(&chunk);
-                }
+                // One chunk more than the bound at most (the transport bounds a chunk).
+                Some(chunk) => self.buf.extend_from_slice(&chunk.map_err(|e| e.to_string())?),
                 None => self.done = true,
             }
         }
@@ -279,6 +281,31 @@ mod tests {
         assert_eq!(&event_data(&take_event(&mut buf).unwrap())[..], b"{\"a\":\n1}");
         assert!(take_event(&mut buf).is_none());
         assert_eq!(&buf[..], b"partial");
+    }
+
+    fn response(content_type: &str, body: String) -> reqwest::Response {
+        let res = axum::http::Response::builder().header("content-type", content_type).body(body).unwrap();
+        reqwest::Response::from(res)
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_is_read_event_by_event_within_its_bound() {
+        // 100 events of ~60 bytes: far more than the 256-byte bound in all, each within it.
+        let event = |i: usize| format!("{{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{{\"i\":{i}}}}}");
+        let body: String = (0..100).map(|i| format!("data: {}\n\n", event(i))).collect();
+        let mut events = Events::new(response("text/event-stream", body), 256);
+        for i in 0..100 {
+            assert_eq!(events.next().await.unwrap().unwrap(), Bytes::from(event(i)));
+        }
+        assert!(events.next().await.unwrap().is_none());
+        // One event past the bound is refused.
+        let big = format!("data: {}\n\n", "x".repeat(300));
+        assert!(Events::new(response("text/event-stream", big), 256).next().await.is_err());
+        // A JSON body is one message.
+        let json = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let mut events = Events::new(response("application/json", json.into()), 256);
+        assert_eq!(events.next().await.unwrap().unwrap(), Bytes::from(json));
+        assert!(events.next().await.unwrap().is_none());
     }
 
     #[test]
