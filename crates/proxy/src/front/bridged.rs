@@ -46,6 +46,9 @@ pub(crate) struct Bridged {
     /// carries their updates from the child (re-opened when the set changes).
     pub(crate) subscriptions: Mutex<std::collections::BTreeSet<String>>,
     pub(crate) listen: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The session's GET stream, where an HTTP upstream's `resources/updated` go (a stdio
+    /// child's go through the stdio session): the latest GET's, bounded, `None` until one.
+    pub(crate) stream: Mutex<Option<tokio::sync::mpsc::Sender<bytes::Bytes>>>,
 }
 
 impl Drop for Bridged {
@@ -91,6 +94,7 @@ impl Bridged {
             next_ask: AtomicU64::new(0),
             subscriptions: Mutex::new(std::collections::BTreeSet::new()),
             listen: Mutex::new(None),
+            stream: Mutex::new(None),
         }
     }
 
@@ -104,9 +108,11 @@ impl Bridged {
         *lock(&self.seen) = Instant::now();
     }
 
-    /// Unused for `idle` with no call in flight.
+    /// Unused for `idle` with no call in flight and no GET stream open (a client listening
+    /// for its subscriptions is there: a gone one's stream fails its keep-alive write).
     fn idle(&self, idle: Duration) -> bool {
-        lock(&self.seen).elapsed() >= idle && lock(&self.calls).is_empty()
+        let listening = lock(&self.stream).as_ref().is_some_and(|tx| !tx.is_closed());
+        lock(&self.seen).elapsed() >= idle && lock(&self.calls).is_empty() && !listening
     }
 
     /// A new server→client request id and where its answer will arrive.

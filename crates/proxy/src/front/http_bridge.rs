@@ -5,27 +5,42 @@
 //! of its requests is POSTed on its own as a 2026-07-28 one: `_meta` stamped by splice, a
 //! fresh id, and the headers the era requires (`MCP-Protocol-Version`, `Mcp-Method`,
 //! `Mcp-Name`, `Mcp-Param-*` from the upstream's `x-mcp-header` annotations). The rounds,
-//! `InputRequiredResult`s and cancellation are `legacy_rounds`'.
+//! `InputRequiredResult`s and cancellation are `legacy_rounds`'. `resources/subscribe` and
+//! `unsubscribe` become one `subscriptions/listen` POST per session, whose
+//! `resources/updated` reach the session's GET stream.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use apiary_protocol::{Kind, Message, bridge, methods, modern};
+use apiary_protocol::bridge::Stamp;
+use apiary_protocol::{Kind, Message, bridge, codes, error_response, methods, modern};
 use apiary_transport::sse;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Refusal};
-use crate::front::bridged::{Bridged, BridgedSessions};
-use crate::front::call::sse_response;
+use crate::front::bridged::{Bridged, BridgedSessions, lock};
+use crate::front::call::{send_event, sse_response};
 use crate::front::edge::Accepts;
 use crate::front::http_era::{self, UpstreamEra};
 use crate::front::legacy_rounds::{self, Opening, Upstream};
 use crate::front::tool_headers::ToolHeaders;
 use crate::guard::RequestCtx;
+
+/// Resource URIs one bridged session may subscribe to.
+const MAX_SUBSCRIPTIONS: usize = 256;
+/// Longest one `subscriptions/listen` POST stays open before it is opened again.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Pause before a listen the upstream ended is opened again.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// Unsolicited messages a session's GET stream may have waiting; more are dropped.
+const STREAM_QUEUE: usize = 64;
+/// How often an idle GET stream gets a comment (a gone client is noticed by the write).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Where the bridge sends its POSTs, and what it keeps between them.
 pub(crate) struct HttpBridge {
@@ -97,7 +112,7 @@ pub(crate) fn open(bridge: &HttpBridge, m: &Message, discover: &[u8], acc: Accep
     let b = Arc::new(Bridged::standalone(o.caps, &o.capabilities, o.client_info.as_deref()));
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     bridge.sessions.insert_bounded(Arc::clone(&session), b, bridge.max_sessions, bridge.idle)?;
-    let result = without_subscribe(&bridge::initialize_from_discover(discover, o.revision.as_str()));
+    let result = bridge::initialize_from_discover(discover, o.revision.as_str());
     let frame = apiary_protocol::result_response(id, &result);
     tracing::info!(%session, revision = %o.revision, "session opened on a 2026-07-28-only HTTP server (bridged)");
     let mut res = if acc.json {
@@ -113,14 +128,41 @@ pub(crate) fn open(bridge: &HttpBridge, m: &Message, discover: &[u8], acc: Accep
     Ok(res)
 }
 
-/// An `initialize` result (made by the proxy) without `resources.subscribe`: subscriptions
-/// are not bridged to an HTTP upstream, so they are not advertised.
-fn without_subscribe(result: &str) -> String {
-    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(result) else { return result.to_owned() };
-    if let Some(resources) = v.pointer_mut("/capabilities/resources").and_then(serde_json::Value::as_object_mut) {
-        resources.remove("subscribe");
+/// `GET` of a bridged session: its stream of unsolicited messages (the upstream's
+/// `resources/updated` for the session's subscriptions), with keep-alive comments, until
+/// the client or the session goes away. A newer GET replaces it (the older one ends).
+pub(crate) fn stream(bridge: &HttpBridge, b: &Bridged) -> Response {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
+    *lock(&b.stream) = Some(tx);
+    let (body_tx, body_rx) = mpsc::channel(16);
+    let closed = b.closed.clone();
+    let write_timeout = bridge.write_timeout;
+    tokio::spawn(async move {
+        let mut out = Some(body_tx);
+        let mut tick = tokio::time::interval(KEEP_ALIVE);
+        tick.reset();
+        while out.is_some() {
+            let event = tokio::select! {
+                frame = rx.recv() => match frame {
+                    Some(frame) => sse::message_event(None, &frame),
+                    None => break,
+                },
+                _ = tick.tick() => sse::keep_alive(),
+                () = closed.cancelled() => break,
+            };
+            send_event(&mut out, event, write_timeout).await;
+        }
+    });
+    sse_response(body_rx)
+}
+
+/// An unsolicited message for the session's GET stream: dropped when none is open or it is
+/// full (the legacy era lets a server send on the GET stream only while one is open).
+fn deliver(b: &Bridged, frame: Bytes) {
+    let sent = lock(&b.stream).as_ref().is_some_and(|tx| tx.try_send(frame).is_ok());
+    if !sent {
+        tracing::debug!("a resource update for a bridged session with no open GET stream was dropped");
     }
-    v.to_string()
 }
 
 /// A POST of a bridged session; `headers` are what each of its POSTs upstream carries
@@ -256,9 +298,8 @@ impl Upstream for Rounds {
         Ok(answer)
     }
 
-    async fn subscription(&self, _ctx: &RequestCtx, _b: &Arc<Bridged>, m: &Message) -> Bytes {
-        let msg = "resource subscriptions are not bridged to an HTTP server that speaks only 2026-07-28";
-        apiary_protocol::error_response(m.id_raw(), apiary_protocol::codes::METHOD_NOT_FOUND, msg, None)
+    async fn subscription(&self, _ctx: &RequestCtx, b: &Arc<Bridged>, m: &Message) -> Bytes {
+        subscription(&self.bridge, &self.headers, b, m).await
     }
 
     fn answer_timeout(&self) -> Duration {
@@ -267,5 +308,149 @@ impl Upstream for Rounds {
 
     fn write_timeout(&self) -> Duration {
         self.bridge.write_timeout
+    }
+}
+
+/// `resources/subscribe` and `resources/unsubscribe` (removed in 2026-07-28): the session's
+/// set of URIs changes, and the one `subscriptions/listen` POST that carries their updates
+/// is opened again for the new set, or closed with the last URI (mcp-brief.md rule 40).
+/// Answered once the upstream acknowledged the new listen.
+async fn subscription(
+    bridge: &Arc<HttpBridge>,
+    headers: &[(HeaderName, HeaderValue)],
+    b: &Arc<Bridged>,
+    m: &Message,
+) -> Bytes {
+    let id = m.id_raw().unwrap_or("null");
+    let ok = || apiary_protocol::result_response(id, "{}");
+    let Some(uri) = m.params_string("uri") else {
+        return error_response(Some(id), codes::INVALID_PARAMS, "params.uri (a string) is required", None);
+    };
+    let subscribe = m.method() == Some(methods::SUBSCRIBE);
+    let acked = {
+        // The listen's lock is held while the set changes and its task is replaced, so
+        // concurrent changes leave the listen of the newest set.
+        let mut listen = lock(&b.listen);
+        let uris: Vec<String> = {
+            let mut set = lock(&b.subscriptions);
+            if subscribe && !set.contains(&uri) && set.len() >= MAX_SUBSCRIPTIONS {
+                let msg = format!("a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources");
+                return error_response(Some(id), codes::INVALID_REQUEST, &msg, None);
+            }
+            let changed = if subscribe { set.insert(uri) } else { set.remove(&uri) };
+            if !changed {
+                return ok();
+            }
+            set.iter().cloned().collect()
+        };
+        if let Some(old) = listen.take() {
+            old.abort();
+        }
+        if uris.is_empty() {
+            return ok();
+        }
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let l = Listen {
+            bridge: Arc::clone(bridge),
+            headers: headers.to_vec(),
+            session: Arc::downgrade(b),
+            closed: b.closed.clone(),
+            capabilities: b.capabilities.clone(),
+            client_info: b.client_info.clone(),
+            uris: serde_json::to_string(&uris).unwrap_or_else(|_| "[]".into()),
+        };
+        *listen = Some(tokio::spawn(l.run(ack_tx)));
+        ack_rx
+    };
+    match tokio::time::timeout(bridge.timeout, acked).await {
+        Ok(Ok(Ok(()))) => ok(),
+        Ok(Ok(Err(why))) => error_response(Some(id), codes::INTERNAL_ERROR, &why, None),
+        _ => error_response(Some(id), codes::INTERNAL_ERROR, "the server did not acknowledge the subscription", None),
+    }
+}
+
+/// Where a listen's acknowledgement (or why it failed) goes, until it is sent.
+type Ack = Option<oneshot::Sender<Result<(), String>>>;
+
+/// One session's `subscriptions/listen` at the upstream. It holds the session weakly: the
+/// session's end (DELETE, idleness) drops its task with it.
+struct Listen {
+    bridge: Arc<HttpBridge>,
+    /// The headers of the `resources/subscribe` that opened it (credentials, tracing).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    session: Weak<Bridged>,
+    closed: CancellationToken,
+    capabilities: Box<str>,
+    client_info: Option<Box<str>>,
+    /// The URIs, a JSON array.
+    uris: String,
+}
+
+impl Listen {
+    /// Opens the listen, and again when the upstream ends it (or after [`LISTEN_TIMEOUT`]),
+    /// while the session lives; a first opening that fails is the subscribe's error.
+    async fn run(self, ack: oneshot::Sender<Result<(), String>>) {
+        let mut ack = Some(ack);
+        while !self.closed.is_cancelled() {
+            let ended = tokio::select! {
+                r = tokio::time::timeout(LISTEN_TIMEOUT, self.once(&mut ack)) => r.unwrap_or(Ok(())),
+                () = self.closed.cancelled() => return,
+            };
+            if let Some(a) = ack.take() {
+                let why = ended.err().unwrap_or_else(|| "the server ended the subscription".into());
+                let _ = a.send(Err(why));
+                return;
+            }
+            if let Err(why) = ended {
+                tracing::info!(%why, "a bridged session's subscriptions/listen ended; opening it again");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LISTEN_RETRY) => {}
+                () = self.closed.cancelled() => return,
+            }
+        }
+    }
+
+    /// One listen POST, read until the upstream ends it.
+    async fn once(&self, ack: &mut Ack) -> Result<(), String> {
+        let n = self.bridge.next_id.fetch_add(1, Ordering::Relaxed);
+        let uris = &self.uris;
+        let frame = Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","id":"apiary-listen-{n}","method":"subscriptions/listen","params":{{"notifications":{{"resourceSubscriptions":{uris}}}}}}}"#
+        ));
+        let stamp =
+            Stamp { capabilities: &self.capabilities, client_info: self.client_info.as_deref(), log_level: None };
+        let body = bridge::modern_request(&frame, &stamp).map_err(|e| format!("the listen cannot be built: {e}"))?;
+        let req =
+            http_era::modern_post(&self.bridge.client, &self.bridge.endpoint, "subscriptions/listen", &self.headers);
+        let res = req.body(body).send().await.map_err(|e| format!("the server is not reachable: {e}"))?;
+        let status = res.status();
+        let mut events = http_era::Events::new(res, self.bridge.max_answer);
+        while let Some(data) = events.next().await? {
+            let Ok(m) = Message::parse(data.clone()) else { continue };
+            match (m.kind(), m.method()) {
+                (Kind::Notification, Some("notifications/subscriptions/acknowledged")) => {
+                    if let Some(a) = ack.take() {
+                        let _ = a.send(Ok(()));
+                    }
+                }
+                (Kind::Notification, Some(methods::RESOURCES_UPDATED)) => match self.session.upgrade() {
+                    Some(b) => deliver(&b, data),
+                    None => return Ok(()),
+                },
+                (Kind::Notification, _) => {}
+                // The listen's answer: it ended (an error says why).
+                _ => {
+                    return match m.kind() {
+                        Kind::Error => Err(m.payload_raw().unwrap_or_default().chars().take(300).collect()),
+                        _ => Ok(()),
+                    };
+                }
+            }
+        }
+        if !status.is_success() {
+            return Err(format!("the server answered HTTP {status}"));
+        }
+        Ok(())
     }
 }

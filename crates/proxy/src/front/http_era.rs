@@ -170,40 +170,73 @@ pub(crate) async fn read_answer(
     out: Option<&mpsc::Sender<Bytes>>,
     max: usize,
 ) -> Result<Bytes, String> {
-    let sse = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
-    let mut stream = res.bytes_stream();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        if buf.len() + chunk.len() > max {
-            return Err(format!("the server's answer exceeds {max} bytes"));
-        }
-        buf.extend_from_slice(&chunk);
-        if !sse {
-            continue;
-        }
-        while let Some(event) = take_event(&mut buf) {
-            let data = event_data(&event);
-            if data.is_empty() {
-                continue;
+    let mut events = Events::new(res, max);
+    while let Some(data) = events.next().await? {
+        match Message::parse(data.clone()) {
+            Ok(m) if m.is_response() => return Ok(data),
+            Ok(_) if events.sse => {
+                if let Some(out) = out {
+                    let _ = out.send(data).await;
+                }
             }
-            let Ok(m) = Message::parse(data.clone()) else { continue };
-            if m.is_response() {
-                return Ok(data);
-            }
-            if let Some(out) = out {
-                let _ = out.send(data).await;
-            }
+            _ if events.sse => {}
+            _ => break,
         }
     }
-    let rest = if sse { event_data(&buf) } else { buf.freeze() };
-    match Message::parse(rest.clone()) {
-        Ok(m) if m.is_response() => Ok(rest),
-        _ => Err("the server sent no response".into()),
+    Err("the server sent no response".into())
+}
+
+/// The messages of an upstream's answer as they arrive: each SSE event's data, or the whole
+/// JSON body. At most `max` bytes of one event (or of the body) wait unread, so a
+/// long-lived stream (a `subscriptions/listen`) is bounded however long it runs.
+pub(crate) struct Events {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    /// The answer is an SSE stream (else one JSON body).
+    pub(crate) sse: bool,
+    buf: BytesMut,
+    max: usize,
+    done: bool,
+}
+
+impl Events {
+    pub(crate) fn new(res: reqwest::Response, max: usize) -> Events {
+        let sse = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        Events { stream: Box::pin(res.bytes_stream()), sse, buf: BytesMut::new(), max, done: false }
+    }
+
+    /// The next message's bytes; `None` when the answer ended.
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, String> {
+        loop {
+            if self.sse {
+                while let Some(event) = take_event(&mut self.buf) {
+                    if event.len() > self.max {
+                        return Err(format!("an event of the server's answer exceeds {} bytes", self.max));
+                    }
+                    let data = event_data(&event);
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+            // What waits unread now is one incomplete event (or the JSON body so far).
+            if self.buf.len() > self.max {
+                return Err(format!("the server's answer exceeds {} bytes", self.max));
+            }
+            if self.done {
+                let rest = self.buf.split().freeze();
+                let data = if self.sse { event_data(&rest) } else { rest };
+                return Ok((!data.is_empty()).then_some(data));
+            }
+            match self.stream.next().await {
+                // One chunk more than the bound at most (the transport bounds a chunk).
+                Some(chunk) => self.buf.extend_from_slice(&chunk.map_err(|e| e.to_string())?),
+                None => self.done = true,
+            }
+        }
     }
 }
 
@@ -248,6 +281,31 @@ mod tests {
         assert_eq!(&event_data(&take_event(&mut buf).unwrap())[..], b"{\"a\":\n1}");
         assert!(take_event(&mut buf).is_none());
         assert_eq!(&buf[..], b"partial");
+    }
+
+    fn response(content_type: &str, body: String) -> reqwest::Response {
+        let res = axum::http::Response::builder().header("content-type", content_type).body(body).unwrap();
+        reqwest::Response::from(res)
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_is_read_event_by_event_within_its_bound() {
+        // 100 events of ~60 bytes: far more than the 256-byte bound in all, each within it.
+        let event = |i: usize| format!("{{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{{\"i\":{i}}}}}");
+        let body: String = (0..100).map(|i| format!("data: {}\n\n", event(i))).collect();
+        let mut events = Events::new(response("text/event-stream", body), 256);
+        for i in 0..100 {
+            assert_eq!(events.next().await.unwrap().unwrap(), Bytes::from(event(i)));
+        }
+        assert!(events.next().await.unwrap().is_none());
+        // One event past the bound is refused.
+        let big = format!("data: {}\n\n", "x".repeat(300));
+        assert!(Events::new(response("text/event-stream", big), 256).next().await.is_err());
+        // A JSON body is one message.
+        let json = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let mut events = Events::new(response("application/json", json.into()), 256);
+        assert_eq!(events.next().await.unwrap().unwrap(), Bytes::from(json));
+        assert!(events.next().await.unwrap().is_none());
     }
 
     #[test]

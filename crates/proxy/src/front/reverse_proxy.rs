@@ -183,15 +183,18 @@ async fn forward_inner(
     let on_endpoint = up.local_endpoint == "/mcp" && target == up.remote_endpoint;
     let in_bridge = if on_endpoint { up.bridged(headers) } else { None };
     if let Some((bridge, b)) = &in_bridge {
-        // A bridged session: the proxy's own, on a modern-only upstream (no GET stream).
+        // A bridged session: the proxy's own, on a modern-only upstream.
         if method == Method::DELETE {
             bridge.sessions.remove(headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).unwrap_or_default());
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        if method == Method::GET {
-            return Err(Refusal::MethodNotAllowed { allow: "POST, DELETE" });
-        }
         b.touch();
+        if method == Method::GET {
+            if !edge::accepts_event_stream(headers) {
+                return Err(Refusal::NotAcceptable("Accept must include text/event-stream"));
+            }
+            return Ok(http_bridge::stream(bridge, b));
+        }
     }
     let mut request_id: Option<String> = None;
     let mut reshape = None;
