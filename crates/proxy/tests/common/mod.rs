@@ -109,8 +109,15 @@ pub async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Ve
         axum::routing::post(move |headers: HeaderMap, body: String| {
             let record = std::sync::Arc::clone(&record);
             async move {
-                record.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()));
                 let req: serde_json::Value = serde_json::from_str(&body).unwrap();
+                // The proxy's era probe (`server/discover`, sent with no caller's credentials):
+                // answered as a legacy server answers it, and not recorded as a forwarded call.
+                if req["method"] == "server/discover" {
+                    let answer = serde_json::json!({"jsonrpc":"2.0","id":req["id"],
+                        "error":{"code":-32601,"message":"Method not found"}});
+                    return ([("content-type", "application/json"), ("mcp-session-id", "up-1")], answer.to_string());
+                }
+                record.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()));
                 let answer = serde_json::json!({"jsonrpc":"2.0","id":req["id"],"result":{"tools":[]}});
                 ([("content-type", "application/json"), ("mcp-session-id", "up-1")], answer.to_string())
             }
