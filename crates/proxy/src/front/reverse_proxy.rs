@@ -44,16 +44,20 @@ impl HttpUpstream {
         max_body: usize,
         bridge_timeout: Duration,
         guard: Arc<Guard>,
+        unix_socket: Option<std::path::PathBuf>,
     ) -> Result<Arc<Self>, String> {
         let url =
             reqwest::Url::parse(remote_endpoint).map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
         let origin = url.origin().ascii_serialization();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = unix_socket {
+            // A server in a private network namespace: every connection dials this socket.
+            builder = builder.unix_socket(path);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
         Ok(Arc::new(HttpUpstream {
             client,
             local_endpoint,
