@@ -282,11 +282,8 @@ async fn launcher_for(
             Ok(Some(Arc::new(launcher)))
         }
         Source::Remote(_) => Ok(None),
-        Source::Image(_) if !config.secrets.is_empty() => {
-            bail!("workload {:?}: --secret is not supported for images run on Kubernetes yet", config.name)
-        }
         Source::Image(_) if runtime == RuntimeKind::Kubernetes => {
-            Ok(Some(crate::k8s_runtime::launcher(config, namespace).await?))
+            Ok(Some(crate::k8s_runtime::launcher(state, config, namespace).await?))
         }
         Source::Image(i) => bail!("workload {:?}: image {} has no runtime to run in", config.name, i.reference),
     };
