@@ -23,6 +23,10 @@ pub async fn launcher(state: &StateDir, config: &RunConfig) -> anyhow::Result<(A
         .await
         .with_context(|| format!("workload {:?}", config.name))?
         .stderr_to(Arc::new(log));
+    if apiary_runtime::inbound::needs_socket(config, true) {
+        // An HTTP server without network: nothing published, the proxy comes in through this.
+        launcher = launcher.reached_through(state.upstream_socket_path(&config.name)?);
+    }
     if !config.secrets.is_empty() {
         // Read at every start, never saved: the RunConfig holds the names only.
         let secrets = SecretsDir::in_state(state)

@@ -68,7 +68,7 @@ pub async fn start_in(
                 }
                 WorkloadState::Running | WorkloadState::Restarting => {
                     if let Some(url) = rec.url.clone()
-                        && target_listening(state, name)
+                        && target_listening(state, name, runtime)
                     {
                         return Ok(url);
                     }
@@ -105,11 +105,17 @@ pub async fn start_in(
 
 /// For a local server that speaks HTTP: true once its port accepts connections (the proxy
 /// reports it running as soon as the process exists). True for everything else.
-fn target_listening(state: &StateDir, name: &str) -> bool {
+fn target_listening(state: &StateDir, name: &str, runtime: crate::k8s_runtime::RuntimeKind) -> bool {
     use apiary_config::Source;
     let Ok(config) = state.load_config(name) else {
         return true;
     };
+    // In a private network namespace: only its Unix socket leads to it.
+    if apiary_runtime::inbound::needs_socket(&config, runtime == crate::k8s_runtime::RuntimeKind::Local) {
+        return state
+            .upstream_socket_path(name)
+            .is_ok_and(|p| apiary_runtime::inbound::probe_blocking(&p, Duration::from_millis(500)));
+    }
     let local = matches!(config.source, Source::Package(_) | Source::Command(_));
     if !local || !config.effective_transport().is_http() || config.target_port == 0 {
         return true;

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use apiary_config::RunConfig;
 use apiary_runtime::kubernetes::{StatefulSetLauncher, default_client};
+use apiary_runtime::secrets::{SecretsDir, SecretsEnv};
+use apiary_runtime::state::StateDir;
 use apiary_transport::launch::Launch;
 
 /// Where a ServiceAccount's namespace is mounted in every pod.
@@ -86,10 +88,20 @@ pub fn is_image_reference(text: &str) -> bool {
     !text.is_empty() && !text.contains("://") && !text.starts_with('-') && !text.contains(char::is_whitespace)
 }
 
-/// The launcher for an image workload in `namespace` of the cluster.
-pub async fn launcher(config: &RunConfig, namespace: &str) -> anyhow::Result<Arc<dyn Launch>> {
+/// The launcher for an image workload in `namespace` of the cluster. `--secret` values are read
+/// from the secrets provider at every start and go into the workload's Kubernetes Secret, which
+/// the StatefulSet references (never a plain env value in it).
+pub async fn launcher(state: &StateDir, config: &RunConfig, namespace: &str) -> anyhow::Result<Arc<dyn Launch>> {
     let client = default_client().await?;
-    let launcher = StatefulSetLauncher::for_run_config(client, namespace, config)?;
+    let mut launcher = StatefulSetLauncher::for_run_config(client, namespace, config)?;
+    if !config.secrets.is_empty() {
+        let secrets = SecretsDir::in_state(state)
+            .open(&SecretsEnv::from_process())
+            .with_context(|| format!("reading the secrets of workload {:?}", config.name))?;
+        for (target, value) in secrets.resolve(&config.secrets)? {
+            launcher = launcher.secret_env(&target, value.as_str());
+        }
+    }
     Ok(Arc::new(launcher))
 }
 

@@ -123,7 +123,7 @@ async fn serve_workload(
     // A hand-written RunConfig may leave ports at 0; pick them for this run only.
     crate::run_cmd::resolve_ports(&mut config)?;
     let settings = HealthSettings::from_env().context("the health check settings")?;
-    let http_target = http_check_target(&config);
+    let http_target = http_check_target(state, &config, runtime)?;
     // The remote login's session, left by `apiary run`/`start` in the terminal.
     let session = crate::remote_login::session_path(state, name)?;
     crate::remote_login::attach(&mut config, session, crate::remote_login::workload_hint(name), secret);
@@ -272,42 +272,59 @@ async fn launcher_for(
             let log =
                 LogFile::open(state.log_path(&config.name)?, DEFAULT_LOG_CAP).context("opening the server log")?;
             let helper = std::env::current_exe().context("finding the apiary binary for the sandbox")?;
-            let launcher = ProcessLauncher::for_run_config(config)?.isolated(config, helper).stderr_to(Arc::new(log));
+            let mut launcher =
+                ProcessLauncher::for_run_config(config)?.isolated(config, helper).stderr_to(Arc::new(log));
+            if apiary_runtime::inbound::needs_socket(config, true) {
+                launcher = launcher.reached_through(state.upstream_socket_path(&config.name)?);
+            }
             let launcher = crate::secret_cmd::with_secrets(launcher, state, config)?;
             launcher.check_program()?;
             Ok(Some(Arc::new(launcher)))
         }
         Source::Remote(_) => Ok(None),
-        Source::Image(_) if !config.secrets.is_empty() => {
-            bail!("workload {:?}: --secret is not supported for images run on Kubernetes yet", config.name)
-        }
         Source::Image(_) if runtime == RuntimeKind::Kubernetes => {
-            Ok(Some(crate::k8s_runtime::launcher(config, namespace).await?))
+            Ok(Some(crate::k8s_runtime::launcher(state, config, namespace).await?))
         }
         Source::Image(i) => bail!("workload {:?}: image {} has no runtime to run in", config.name, i.reference),
     };
     Ok((launcher?, None))
 }
 
-/// Where a local HTTP server's health is checked (its port), `None` when the check is a `ping`
+/// Where a local HTTP server's health is checked: its port, or the Unix socket it is reached
+/// through from its private network namespace.
+enum HttpTarget {
+    Port(String, u16),
+    Socket(std::path::PathBuf),
+}
+
+/// Where a local HTTP server's health is checked, `None` when the check is a `ping`
 /// (stdio) or there is none (remote servers: ToolHive checks those only when asked).
-fn http_check_target(config: &RunConfig) -> Option<(String, u16)> {
+fn http_check_target(state: &StateDir, config: &RunConfig, runtime: RuntimeKind) -> anyhow::Result<Option<HttpTarget>> {
+    if apiary_runtime::inbound::needs_socket(config, runtime == RuntimeKind::Local) {
+        return Ok(Some(HttpTarget::Socket(state.upstream_socket_path(&config.name)?)));
+    }
     let local = matches!(config.source, Source::Package(_) | Source::Command(_));
-    (local && config.effective_transport().is_http() && config.target_port != 0)
-        .then(|| (config.target_host.clone(), config.target_port))
+    Ok((local && config.effective_transport().is_http() && config.target_port != 0)
+        .then(|| HttpTarget::Port(config.target_host.clone(), config.target_port)))
 }
 
 /// One health check: `ping` through the proxy for stdio, a connection for a local HTTP server.
 /// `None` when there is nothing to check now (no child serving: the status says why).
 async fn check_once(
     handle: &ProxyHandle,
-    http_target: Option<&(String, u16)>,
+    http_target: Option<&HttpTarget>,
     timeout: Duration,
 ) -> Option<Result<(), String>> {
     match http_target {
-        Some((host, port)) => {
+        Some(target) => {
             let running = handle.status().borrow().state == UpstreamState::Running;
-            if running { Some(tcp_probe(host, *port, timeout).await) } else { None }
+            if !running {
+                return None;
+            }
+            Some(match target {
+                HttpTarget::Port(host, port) => tcp_probe(host, *port, timeout).await,
+                HttpTarget::Socket(path) => apiary_runtime::inbound::probe(path, timeout).await,
+            })
         }
         None => handle.ping_upstream(timeout).await,
     }

@@ -353,3 +353,49 @@ fn the_fixture_server_runs_sandboxed_behind_apiary_run_and_answers() {
     apiary.run(&["rm", "--all"]).ok();
     assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
 }
+
+#[test]
+fn an_http_server_under_profile_none_is_reached_through_its_proxy_only() {
+    let apiary = Apiary::new();
+    let server = testkit_server().to_string_lossy().into_owned();
+    let port = apiary_runtime::ports::free_port("127.0.0.1").unwrap();
+    let (port_arg, listen) = (port.to_string(), format!("127.0.0.1:{port}"));
+    let url = apiary.run(&[
+        "run",
+        "--name",
+        "h",
+        "--transport",
+        "streamable-http",
+        "--target-port",
+        &port_arg,
+        "--permission-profile",
+        "none",
+        "--",
+        &server,
+        "--http",
+        &listen,
+    ]);
+    let url = url.ok().stdout.trim().to_owned();
+    let tools = apiary.run(&["mcp", "list", "tools", "--server", &url]);
+    assert!(tools.ok().stdout.contains("echo"), "{}", tools.stdout);
+    let out = apiary.run(&["mcp", "call", "echo", "--server", &url, "--args", r#"{"text":"boxed http"}"#]);
+    assert_eq!(out.ok().stdout.trim(), "boxed http");
+    // It runs in the sandbox's pid namespace (init is 1, the server 2) ...
+    let pid: u32 = apiary.run(&["mcp", "call", "pid", "--server", &url]).ok().stdout.trim().parse().unwrap();
+    assert_eq!(pid, 2);
+    // ... and its port is not on the host: only the proxy reaches it, through the socket.
+    let direct = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(direct.is_err(), "the server's port answered on the host");
+    let socket = apiary.state().upstream_socket_path("h").unwrap();
+    assert!(socket.exists(), "{}", socket.display());
+    let status = apiary.run(&["status", "h"]);
+    assert!(status.ok().stdout.contains("sandbox (profile none: no network)"), "{}", status.stdout);
+    // A restart gets a new sandbox, and the proxy reaches the new one.
+    apiary.run(&["restart", "h"]).ok();
+    let out = apiary.run(&["mcp", "call", "echo", "--server", "h", "--args", r#"{"text":"again"}"#]);
+    assert_eq!(out.ok().stdout.trim(), "again");
+
+    apiary.run(&["rm", "h"]).ok();
+    assert!(!socket.exists(), "rm leaves the socket behind");
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}

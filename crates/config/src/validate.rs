@@ -71,23 +71,8 @@ impl RunConfig {
                 format!("{} is also proxy.port; the proxy and the server cannot both listen on it", self.target_port),
             );
         }
-        // A sandbox without the host network has a network namespace of its own: an HTTP server
-        // inside listens where the proxy cannot reach it (no port is forwarded in yet).
-        if local_process
-            && transport.is_http()
-            && self.isolation == crate::Isolation::Sandbox
-            && self.permission_profile.network_access() != crate::NetworkAccess::All
-        {
-            errs.push(
-                "permissionProfile",
-                format!(
-                    "a {} server sandboxed without the host network cannot be reached by the proxy (it \
-                     listens inside the sandbox's own network namespace); use the `network` profile, \
-                     the stdio transport, or --isolation none",
-                    transport.as_str()
-                ),
-            );
-        }
+        // A sandbox without the host network is fine for an HTTP server: the proxy reaches its
+        // port through the workload's Unix socket (apiary_runtime::inbound).
     }
 
     fn check_secrets(&self, errs: &mut ValidationErrors) {

@@ -206,6 +206,7 @@ pub async fn start_with_routes(
                 .with_state(front)
         }
         Transport::Sse | Transport::StreamableHttp => {
+            let unix_socket = launcher.as_ref().and_then(|l| l.upstream_socket());
             let (endpoint, local) = match config.remote_url() {
                 Some(url) => (url.to_owned(), if transport == Transport::Sse { "/sse" } else { "/mcp" }),
                 None => {
@@ -230,6 +231,7 @@ pub async fn start_with_routes(
                 limits.request_timeout(),
                 Arc::clone(&policy),
                 &limits,
+                unix_socket.filter(|_| config.remote_url().is_none()),
             )
             .map_err(StartError::Config)?;
             Router::new().fallback(crate::front::reverse_proxy::forward).with_state(up)

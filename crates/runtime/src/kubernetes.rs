@@ -19,12 +19,14 @@ use std::time::Duration;
 use apiary_config::{RunConfig, Source};
 use apiary_transport::launch::{ChildHandle, ExitReason, Launch, LaunchError, LaunchFuture};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{AttachParams, AttachedProcess, Patch, PatchParams};
 use kube::{Api, Client};
 use tokio::sync::oneshot;
 
 pub use manifest::ServerSpec;
+
+use crate::secrets::Zeroizing;
 
 /// The field manager Apiary applies the StatefulSet under.
 pub const FIELD_MANAGER: &str = "apiary";
@@ -68,6 +70,9 @@ pub struct StatefulSetLauncher {
     namespace: String,
     spec: ServerSpec,
     ready_timeout: Duration,
+    /// `--secret` values (target variable → value): applied as Secret
+    /// [`manifest::secret_name`], referenced by the StatefulSet, never in the spec or a message.
+    secret_values: Vec<(String, Zeroizing<String>)>,
 }
 
 impl std::fmt::Debug for StatefulSetLauncher {
@@ -76,6 +81,7 @@ impl std::fmt::Debug for StatefulSetLauncher {
             .field("namespace", &self.namespace)
             .field("spec", &self.spec)
             .field("ready_timeout", &self.ready_timeout)
+            .field("secret_values", &self.secret_values.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -93,7 +99,22 @@ impl StatefulSetLauncher {
             namespace: namespace.into(),
             spec: ServerSpec { name: name.into(), image: image.into(), ..ServerSpec::default() },
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            secret_values: Vec::new(),
         }
+    }
+
+    /// Gives the server environment variable `name` from a secret: the value goes into Secret
+    /// `<name>-apiary-secrets` (labelled for `apiary rm`), and the container gets it through
+    /// `env[].valueFrom.secretKeyRef`; the StatefulSet never holds it. Needs `secrets` `patch`
+    /// (apply) and `delete` in the namespace.
+    #[must_use]
+    pub fn secret_env(mut self, name: &str, value: &str) -> Self {
+        self.secret_values.retain(|(k, _)| k != name);
+        self.secret_values.push((name.to_owned(), Zeroizing::new(value.to_owned())));
+        if !self.spec.secret_env.iter().any(|k| k == name) {
+            self.spec.secret_env.push(name.to_owned());
+        }
+        self
     }
 
     /// The launcher for an image RunConfig: its name, image, args, `MCP_TRANSPORT`, and its `env`
@@ -174,6 +195,15 @@ impl StatefulSetLauncher {
     /// changes nothing and restarts nothing).
     pub async fn apply(&self) -> Result<(), KubeError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        if !self.secret_values.is_empty() {
+            // First, so the pod never starts without the values it references.
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            let body = manifest::secret(&self.spec, &self.secret_values);
+            secrets
+                .patch(&manifest::secret_name(&self.spec.name), &params, &Patch::Apply(&body))
+                .await
+                .map_err(|source| KubeError::Api { what: "apply the server's Secret", source })?;
+        }
         let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
         let body = manifest::statefulset(&self.spec)?;
         sets.patch(&self.spec.name, &params, &Patch::Apply(&body))
@@ -326,8 +356,8 @@ pub async fn scale_to_zero(client: &Client, namespace: &str, name: &str) -> Resu
     }
 }
 
-/// Deletes StatefulSet `name` and the Services an HTTP server had (`apiary rm`). Absent ones
-/// are fine.
+/// Deletes StatefulSet `name`, the Services an HTTP server had and the Secret of its `--secret`
+/// values (`apiary rm`). Absent ones are fine.
 pub async fn delete_server(client: &Client, namespace: &str, name: &str) -> Result<(), KubeError> {
     let params = kube::api::DeleteParams::default();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
@@ -343,6 +373,25 @@ pub async fn delete_server(client: &Client, namespace: &str, name: &str) -> Resu
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => return Err(KubeError::Api { what: "delete the server's Service", source }),
         }
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = manifest::secret_name(name);
+    match secrets.get_opt(&secret).await {
+        // Only the Secret Apiary made: one of the same name made by someone else stays.
+        Ok(Some(s))
+            if s.metadata.labels.as_ref().and_then(|l| l.get(manifest::MANAGED_BY.0)).map(String::as_str)
+                == Some(manifest::MANAGED_BY.1) =>
+        {
+            match secrets.delete(&secret, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => return Err(KubeError::Api { what: "delete the server's Secret", source }),
+            }
+        }
+        Ok(_) => {}
+        // A ServiceAccount that may not read Secrets never made one either.
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        Err(source) => return Err(KubeError::Api { what: "look up the server's Secret", source }),
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! - [`pid`]: liveness checks and signals for process ids found in state files.
 //! - [`clients`]: MCP clients' config files that `apiary client` keeps in sync with workloads.
 //! - [`clock`]: wall-clock timestamps for records.
+//! - [`inbound`]: which HTTP servers are reached through a Unix socket (they listen inside a
+//!   private network namespace), and the readiness probe through it.
 //! - [`health`]: health-check settings (ToolHive's variables) and the running/unhealthy verdict.
 //! - `container` (feature `containers`): a [`Launch`](apiary_transport::launch::Launch) that runs an
 //!   image as a hardened container through the Docker Engine API (Docker or Podman).
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod container;
 pub mod groups;
 pub mod health;
+pub mod inbound;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod log;

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::log::LogFile;
 use crate::pid::{group_id_exists, signal_group_id};
 use crate::sandbox::SandboxSpec;
-use crate::sandbox::bridge::EgressBridge;
+use crate::sandbox::bridge::{EgressBridge, InboundBridge};
 use crate::sandbox::egress::{AllowList, EGRESS_PORT, EgressLimits, EgressProxy};
 
 /// How long a child gets between SIGTERM and SIGKILL.
@@ -55,6 +55,11 @@ pub struct ProcessLauncher {
     grace: Duration,
     stderr: StderrTarget,
     sandbox: Option<Sandboxing>,
+    /// The port an HTTP-transport server listens on (`None` for stdio).
+    http_port: Option<u16>,
+    /// Where the proxy reaches an HTTP server sandboxed without the host's network
+    /// ([`ProcessLauncher::reached_through`]).
+    upstream_socket: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ProcessLauncher {
@@ -68,6 +73,8 @@ impl std::fmt::Debug for ProcessLauncher {
             .field("grace", &self.grace)
             .field("stderr", &self.stderr)
             .field("sandbox", &self.sandbox)
+            .field("http_port", &self.http_port)
+            .field("upstream_socket", &self.upstream_socket)
             .finish()
     }
 }
@@ -104,6 +111,8 @@ impl ProcessLauncher {
             grace: DEFAULT_GRACE,
             stderr: StderrTarget::Pipe,
             sandbox: None,
+            http_port: None,
+            upstream_socket: None,
         }
     }
 
@@ -120,6 +129,7 @@ impl ProcessLauncher {
             if config.target_port == 0 {
                 return Err(ProcessError::UnresolvedPort(transport));
             }
+            launcher.http_port = Some(config.target_port);
             let port = config.target_port.to_string();
             launcher = launcher.env("MCP_PORT", &port).env("FASTMCP_PORT", &port).env("MCP_HOST", &config.target_host);
         }
@@ -149,6 +159,26 @@ impl ProcessLauncher {
             });
         }
         self
+    }
+
+    /// Lets the proxy reach an HTTP-transport server that the sandbox gives no host network
+    /// (profile `none` or an allow-list) through the Unix socket `socket`: the sandbox's pid 1
+    /// listens there and forwards each connection to the server's port inside its namespace.
+    /// Nothing is published on the host's network. Ignored for stdio servers and for servers that
+    /// share the host's network (they are reached on their port as before).
+    #[must_use]
+    pub fn reached_through(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.upstream_socket = Some(socket.into());
+        self
+    }
+
+    /// The inbound bridge each sandbox gets, when the server needs one.
+    fn inbound(&self) -> Option<InboundBridge> {
+        let sandbox = self.sandbox.as_ref()?;
+        if sandbox.spec.host_network {
+            return None;
+        }
+        Some(InboundBridge { socket: self.upstream_socket.clone()?, port: self.http_port? })
     }
 
     /// True when children start in the sandbox.
@@ -228,6 +258,7 @@ impl ProcessLauncher {
         if let Some(dir) = &self.cwd {
             spec.cwd = Some(dir.clone());
         }
+        spec.inbound = self.inbound();
         let egress = match &sandbox.egress {
             Some(allow) => {
                 let proxy = EgressProxy::start_private(allow.clone(), EgressLimits::default())
@@ -299,7 +330,8 @@ impl ProcessLauncher {
         };
         let (exit_tx, exited) = oneshot::channel();
         let (kill, kill_rx) = oneshot::channel();
-        tokio::spawn(supervise(child, pid, kill_rx, exit_tx, self.grace, egress));
+        let socket = self.inbound().map(|b| b.socket);
+        tokio::spawn(supervise(child, pid, kill_rx, exit_tx, self.grace, egress, socket));
         tracing::debug!(pid, command = %self.describe(), "started child");
         Ok(ChildHandle { pid, stdin: Box::new(stdin), stdout: Box::new(stdout), stderr, exited, kill })
     }
@@ -308,6 +340,10 @@ impl ProcessLauncher {
 impl Launch for ProcessLauncher {
     fn launch(&self) -> LaunchFuture<'_> {
         Box::pin(async move { self.spawn() })
+    }
+
+    fn upstream_socket(&self) -> Option<PathBuf> {
+        self.inbound().map(|b| b.socket)
     }
 
     fn describe(&self) -> String {
@@ -328,6 +364,7 @@ async fn supervise(
     exit_tx: oneshot::Sender<ExitReason>,
     grace: Duration,
     egress: Option<EgressProxy>,
+    inbound_socket: Option<PathBuf>,
 ) {
     let status = tokio::select! {
         status = child.wait() => status,
@@ -354,6 +391,10 @@ async fn supervise(
         Err(e) => ExitReason::other(format!("cannot wait for the child: {e}")),
     };
     tracing::debug!(pid, reason = %reason, "child exited");
+    // Before the exit is reported: the next child (a restart) binds the path anew.
+    if let Some(path) = inbound_socket {
+        let _ = std::fs::remove_file(path);
+    }
     let _ = exit_tx.send(reason);
     if let Some(pgid) = pid {
         stop_leftovers(pgid, grace).await;

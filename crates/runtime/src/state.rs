@@ -368,6 +368,12 @@ impl StateDir {
         Ok(self.workloads_dir().join(format!("{}.lock", checked(name)?)))
     }
 
+    /// `workloads/<name>.sock`: the Unix socket through which the proxy reaches an HTTP server
+    /// listening inside a private network namespace (see [`crate::inbound`]).
+    pub fn upstream_socket_path(&self, name: &str) -> Result<PathBuf, StateError> {
+        Ok(self.workloads_dir().join(format!("{}.sock", checked(name)?)))
+    }
+
     /// `logs/<name>.log`: the server's stderr.
     pub fn log_path(&self, name: &str) -> Result<PathBuf, StateError> {
         Ok(self.logs_dir().join(format!("{}.log", checked(name)?)))
@@ -469,6 +475,7 @@ impl StateDir {
             self.runconfig_path(name)?,
             self.record_path(name)?,
             self.lock_path(name)?,
+            self.upstream_socket_path(name)?,
             rotated_path(&log),
             rotated_path(&proxy_log),
             log,

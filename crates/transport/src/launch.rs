@@ -178,6 +178,14 @@ pub trait Launch: Send + Sync + 'static {
         self.wants_caller()
     }
 
+    /// For a child that speaks HTTP but listens where the host's network cannot reach it (inside
+    /// a private network namespace): the Unix socket on this machine through which its port is
+    /// reached. The proxy's HTTP upstream then dials this socket instead of the target's TCP
+    /// address (the URL, and so the `Host` header, stay the same). `None`: dial the address.
+    fn upstream_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// What is launched, for logs ("npx -y @modelcontextprotocol/server-everything").
     fn describe(&self) -> String;
 }

@@ -55,16 +55,20 @@ impl HttpUpstream {
         bridge_timeout: Duration,
         guard: Arc<Guard>,
         limits: &apiary_config::Limits,
+        unix_socket: Option<std::path::PathBuf>,
     ) -> Result<Arc<Self>, String> {
         let url =
             reqwest::Url::parse(remote_endpoint).map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
         let origin = url.origin().ascii_serialization();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = unix_socket {
+            // A server in a private network namespace: every connection dials this socket.
+            builder = builder.unix_socket(path);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
         let bridge = (local_endpoint == "/mcp").then(|| {
             let bounds = http_bridge::Bounds {
                 max_answer: max_body,

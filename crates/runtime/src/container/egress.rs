@@ -32,56 +32,100 @@ pub const NO_PROXY: &str = "localhost,127.0.0.1,::1";
 
 /// A network namespace with the egress proxy on its loopback. Dropping it stops the proxy (and
 /// every tunnel it holds) and releases the namespace (freed once no container is in it).
+/// The same namespace without a proxy ([`EgressNamespace::start_private`]) serves an
+/// HTTP-transport container under profile `none`: loopback only, its port reached by
+/// [`EgressNamespace::dial`] (see `super::inbound`).
 #[derive(Debug)]
 pub struct EgressNamespace {
     netns: OwnedFd,
-    proxy: JoinHandle<()>,
+    proxy: Option<JoinHandle<()>>,
 }
 
 impl EgressNamespace {
     /// Makes the namespace and starts the proxy in it. Must be called on a tokio runtime.
     pub async fn start(allow: AllowList, limits: EgressLimits) -> Result<Self, ContainerError> {
-        let made = tokio::task::spawn_blocking(|| {
-            std::thread::Builder::new()
-                .name("apiary-egress-netns".into())
-                .spawn(make_namespace)
-                .map_err(|e| format!("cannot start a thread: {e}"))?
-                .join()
-                .map_err(|_| "the namespace thread panicked".to_owned())?
-        })
-        .await
-        .map_err(|e| ContainerError::Egress(e.to_string()))?;
-        let (listener, netns) = made.map_err(ContainerError::Egress)?;
+        let (listener, netns) = in_new_namespace(true).await?;
+        let Some(listener) = listener else {
+            return Err(ContainerError::Egress("the proxy's listener was not made".into()));
+        };
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| ContainerError::Egress(format!("the proxy's listener: {e}")))?;
         let proxy = serve_tcp(listener, allow, limits);
-        Ok(EgressNamespace { netns, proxy })
+        Ok(EgressNamespace { netns, proxy: Some(proxy) })
+    }
+
+    /// Makes a namespace with nothing but `lo` and no proxy: no way out at all.
+    pub async fn start_private() -> Result<Self, ContainerError> {
+        let (_, netns) = in_new_namespace(false).await?;
+        Ok(EgressNamespace { netns, proxy: None })
     }
 
     /// The Engine API's `HostConfig.NetworkMode` that puts a container in this namespace.
     pub fn network_mode(&self) -> String {
         format!("ns:/proc/{}/fd/{}", std::process::id(), self.netns.as_raw_fd())
     }
+
+    /// Opens a TCP connection to `127.0.0.1:port` of this namespace: a short-lived thread enters
+    /// it (`setns`; tokio's threads never leave the host's namespace), connects and ends; the
+    /// socket keeps the namespace it was made in. Blocking: call from a blocking context.
+    pub fn dial(&self, port: u16, timeout: std::time::Duration) -> std::io::Result<std::net::TcpStream> {
+        let netns = self.netns.try_clone()?;
+        std::thread::Builder::new()
+            .name("apiary-netns-dial".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&netns),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )?;
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                std::net::TcpStream::connect_timeout(&addr, timeout)
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("the dialing thread panicked"))?
+    }
 }
 
 impl Drop for EgressNamespace {
     fn drop(&mut self) {
-        self.proxy.abort();
+        if let Some(proxy) = &self.proxy {
+            proxy.abort();
+        }
     }
 }
 
+/// Makes a namespace on a thread of its own (see [`make_namespace`]).
+async fn in_new_namespace(proxy: bool) -> Result<(Option<std::net::TcpListener>, OwnedFd), ContainerError> {
+    let made = tokio::task::spawn_blocking(move || {
+        std::thread::Builder::new()
+            .name("apiary-egress-netns".into())
+            .spawn(move || make_namespace(proxy))
+            .map_err(|e| format!("cannot start a thread: {e}"))?
+            .join()
+            .map_err(|_| "the namespace thread panicked".to_owned())?
+    })
+    .await
+    .map_err(|e| ContainerError::Egress(e.to_string()))?;
+    made.map_err(ContainerError::Egress)
+}
+
 /// Runs on its own thread, which ends right after: a new network namespace for this thread,
-/// `lo` up, the proxy's listener bound there, and the namespace opened.
-fn make_namespace() -> Result<(std::net::TcpListener, OwnedFd), String> {
+/// `lo` up, the proxy's listener bound there (when asked), and the namespace opened.
+fn make_namespace(proxy: bool) -> Result<(Option<std::net::TcpListener>, OwnedFd), String> {
     crate::sandbox::sys::unshare(rustix::thread::UnshareFlags::NEWNET).map_err(|e| {
         format!(
-            "cannot create a network namespace ({e}); the egress allow-list for containers needs Apiary to run as root (CAP_SYS_ADMIN), as rootful Podman does"
+            "cannot create a network namespace ({e}); a container in a namespace of Apiary's (an allow-list, or an HTTP server without network) needs Apiary to run as root (CAP_SYS_ADMIN), as rootful Podman does"
         )
     })?;
     crate::sandbox::sys::loopback_up().map_err(|e| format!("cannot bring up lo in the new namespace: {e}"))?;
-    let listener = std::net::TcpListener::bind(("127.0.0.1", EGRESS_PORT))
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{EGRESS_PORT} in the new namespace: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| format!("the proxy's listener: {e}"))?;
+    let listener = if proxy {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", EGRESS_PORT))
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{EGRESS_PORT} in the new namespace: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| format!("the proxy's listener: {e}"))?;
+        Some(listener)
+    } else {
+        None
+    };
     let netns = std::fs::File::open("/proc/thread-self/ns/net")
         .map_err(|e| format!("cannot open the new network namespace: {e}"))?;
     Ok((listener, OwnedFd::from(netns)))

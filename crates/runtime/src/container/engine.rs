@@ -90,10 +90,10 @@ pub async fn connect_among(endpoints: &[String]) -> Result<(Docker, String), Con
 /// Refuses an engine that cannot put a container in a network namespace of this process (the
 /// egress allow-list, see `super::egress`): it must be on this machine (a unix socket) and be
 /// Podman (Docker has no `ns:` network mode).
-pub async fn check_joins_namespaces(docker: &Docker, endpoint: &str) -> Result<(), ContainerError> {
+pub async fn check_joins_namespaces(docker: &Docker, endpoint: &str, purpose: &str) -> Result<(), ContainerError> {
     let refuse = |reason: String| {
         ContainerError::Egress(format!(
-            "the engine at {endpoint} {reason}; the allow-list for containers needs Podman on this machine (its unix socket). Use profile `none` or `network`, or run the server as a package or command in the sandbox"
+            "the engine at {endpoint} {reason}; {purpose} needs Podman on this machine (its unix socket). Use profile `network`, or run the server as a package or command in the sandbox"
         ))
     };
     if !is_local(endpoint) {

@@ -18,7 +18,10 @@ use futures::StreamExt;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
 use super::egress::EgressNamespace;
+use super::inbound::InboundForwarder;
 use super::spec::{Network, WORKLOAD_LABEL};
 use super::{ContainerError, ContainerLauncher};
 use crate::sandbox::egress::EgressLimits;
@@ -76,15 +79,24 @@ pub async fn start(launcher: &ContainerLauncher) -> Result<ChildHandle, Containe
     let mut body = spec.create_body();
     // The allow-list's namespace and proxy live as long as this container (until `supervise`
     // has removed it).
-    let egress = match &spec.network {
-        Network::AllowList(allow) => {
-            let ns = EgressNamespace::start(allow.clone(), EgressLimits::default()).await?;
-            if let Some(h) = body.host_config.as_mut() {
-                h.network_mode = Some(ns.network_mode());
-            }
-            Some(ns)
+    let egress = match (&spec.network, spec.private_http_port()) {
+        (Network::AllowList(allow), _) => {
+            Some(Arc::new(EgressNamespace::start(allow.clone(), EgressLimits::default()).await?))
         }
-        Network::None | Network::Default => None,
+        // An HTTP server without network: a namespace of ours, so that its port can be dialled.
+        (Network::None, Some(_)) => Some(Arc::new(EgressNamespace::start_private().await?)),
+        (Network::None | Network::Default, _) => None,
+    };
+    if let (Some(ns), Some(h)) = (&egress, body.host_config.as_mut()) {
+        h.network_mode = Some(ns.network_mode());
+    }
+    // The proxy's way in, for as long as the container lives.
+    let inbound = match (spec.private_http_port(), &egress) {
+        (Some(port), Some(ns)) => {
+            let path = launcher.upstream_socket.as_deref().ok_or(ContainerError::HttpNeedsSocket)?;
+            Some(InboundForwarder::start(path, Arc::clone(ns), port)?)
+        }
+        _ => None,
     };
     if !launcher.secret_env.is_empty() {
         let env = body.env.get_or_insert_with(Vec::new);
@@ -144,7 +156,7 @@ pub async fn start(launcher: &ContainerLauncher) -> Result<ChildHandle, Containe
 
     let (exit_tx, exited) = oneshot::channel();
     let (kill, kill_rx) = oneshot::channel();
-    tokio::spawn(supervise(docker.clone(), id, name, kill_rx, exit_tx, egress));
+    tokio::spawn(supervise(docker.clone(), id, name, kill_rx, exit_tx, (inbound, egress)));
     Ok(ChildHandle { pid: None, stdin, stdout: Box::new(stdout_r), stderr, exited, kill })
 }
 
@@ -196,7 +208,7 @@ async fn supervise(
     name: String,
     mut kill_rx: oneshot::Receiver<()>,
     exit_tx: oneshot::Sender<ExitReason>,
-    egress: Option<EgressNamespace>,
+    network: (Option<InboundForwarder>, Option<Arc<EgressNamespace>>),
 ) {
     let waiter = docker.clone().with_timeout(LIFETIME_WAIT);
     let reason = tokio::select! {
@@ -213,7 +225,8 @@ async fn supervise(
         }
     };
     remove(&docker, &id).await;
-    drop(egress);
+    // The socket first (it holds the namespace too), before the exit lets a restart bind anew.
+    drop(network);
     tracing::info!(container = name, reason = %reason, "container removed");
     let _ = exit_tx.send(reason);
 }

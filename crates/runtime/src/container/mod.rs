@@ -13,6 +13,7 @@
 
 pub mod egress;
 pub mod engine;
+pub mod inbound;
 pub mod lifecycle;
 pub mod spec;
 
@@ -53,9 +54,9 @@ pub enum ContainerError {
     #[error("the egress allow-list (network.outbound.allow_host/allow_port): {0}")]
     Egress(String),
     #[error(
-        "an HTTP-transport image needs a network to publish its port, and permission profile `none` or an allow-list profile gives it none; use --transport stdio or --permission-profile network"
+        "an HTTP-transport image under permission profile `none` or an allow-list is reached through a Unix socket, and the launcher was given none (ContainerLauncher::reached_through)"
     )]
-    HttpNeedsNetwork,
+    HttpNeedsSocket,
     #[error("{0}")]
     Invalid(String),
 }
@@ -77,6 +78,8 @@ pub struct ContainerLauncher {
     /// Secret values for the server's environment, kept out of the spec (which is logged and
     /// compared) and sent only in the create call.
     secret_env: Vec<(String, Zeroizing<String>)>,
+    /// Where the proxy reaches an HTTP server in a namespace of Apiary's.
+    upstream_socket: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ContainerLauncher {
@@ -99,6 +102,7 @@ impl ContainerLauncher {
             stderr_log: None,
             pull_timeout: DEFAULT_PULL_TIMEOUT,
             secret_env: Vec::new(),
+            upstream_socket: None,
         }
     }
 
@@ -108,7 +112,9 @@ impl ContainerLauncher {
         let spec = ContainerSpec::for_run_config(config)?;
         let (docker, endpoint) = engine::connect_preferring(previous).await?;
         if matches!(spec.network, Network::AllowList(_)) {
-            engine::check_joins_namespaces(&docker, &endpoint).await?;
+            engine::check_joins_namespaces(&docker, &endpoint, "the allow-list for containers").await?;
+        } else if spec.private_http_port().is_some() {
+            engine::check_joins_namespaces(&docker, &endpoint, "an HTTP-transport image without network").await?;
         }
         Ok(ContainerLauncher::new(docker, endpoint, spec))
     }
@@ -144,6 +150,16 @@ impl ContainerLauncher {
         self
     }
 
+    /// Lets the proxy reach an HTTP-transport server that runs without the engine's network
+    /// (profile `none` or an allow-list) through the Unix socket `socket`: each container gets a
+    /// namespace of Apiary's with only `lo`, and this process forwards the socket's connections to
+    /// the server's port in it. Ignored for stdio servers and on the default network.
+    #[must_use]
+    pub fn reached_through(mut self, socket: impl Into<std::path::PathBuf>) -> Self {
+        self.upstream_socket = Some(socket.into());
+        self
+    }
+
     /// The engine's endpoint (`unix:///run/podman/podman.sock`).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -169,6 +185,10 @@ impl ContainerLauncher {
 impl Launch for ContainerLauncher {
     fn launch(&self) -> LaunchFuture<'_> {
         Box::pin(async move { Ok(lifecycle::start(self).await?) })
+    }
+
+    fn upstream_socket(&self) -> Option<std::path::PathBuf> {
+        self.spec.private_http_port().and(self.upstream_socket.clone())
     }
 
     fn describe(&self) -> String {

@@ -59,8 +59,10 @@ pub struct ContainerSpec {
     pub args: Vec<String>,
     /// Environment, in order (a later value for the same name wins).
     pub env: Vec<(String, String)>,
-    /// For an HTTP server, the port it listens on inside the container, published on the same
-    /// port of 127.0.0.1. `None` for a stdio server.
+    /// For an HTTP server, the port it listens on inside the container: on the default network
+    /// published on the same port of 127.0.0.1; otherwise (profile `none` or an allow-list) not
+    /// published at all, reached through the workload's Unix socket (`super::inbound`). `None`
+    /// for a stdio server.
     pub http_port: Option<u16>,
     /// Network.
     pub network: Network,
@@ -88,9 +90,6 @@ impl ContainerSpec {
         let http_port = transport.is_http().then_some(config.target_port);
         if http_port == Some(0) {
             return Err(ContainerError::Invalid("an HTTP server needs a target port".into()));
-        }
-        if http_port.is_some() && matches!(network, Network::None | Network::AllowList(_)) {
-            return Err(ContainerError::HttpNeedsNetwork);
         }
         let mut binds = Vec::new();
         for (grants, mode) in [(profile.read_grants(), "ro"), (profile.write_grants(), "rw")] {
@@ -131,6 +130,12 @@ impl ContainerSpec {
         Ok(spec)
     }
 
+    /// The port of an HTTP server that runs in a namespace of Apiary's (no network, or an
+    /// allow-list): reached through a Unix socket, never published.
+    pub fn private_http_port(&self) -> Option<u16> {
+        self.http_port.filter(|_| self.network != Network::Default)
+    }
+
     /// Under an allow-list, points the server's HTTP clients at the egress proxy, overriding
     /// whatever the user's `env` said (a direct connection could not go anywhere anyway).
     pub fn set_proxy_env(&mut self) {
@@ -155,8 +160,10 @@ impl ContainerSpec {
     /// `\r\n`), every capability dropped, no new privileges, read-only root with a private /tmp,
     /// the limits, an init process as PID 1 (so SIGTERM ends the server), the mounts and network.
     pub fn create_body(&self) -> ContainerCreateBody {
-        let port_key = self.http_port.map(|p| format!("{p}/tcp"));
-        let port_bindings = port_key.as_ref().zip(self.http_port).map(|(key, port)| {
+        // Published only on the default network: elsewhere there is nothing to publish on.
+        let published = self.http_port.filter(|_| self.network == Network::Default);
+        let port_key = published.map(|p| format!("{p}/tcp"));
+        let port_bindings = port_key.as_ref().zip(published).map(|(key, port)| {
             HashMap::from([(
                 key.clone(),
                 Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]),
@@ -306,17 +313,28 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_it_cannot_enforce() {
-        let mut c = image_config(allow_list());
+    fn an_http_server_without_network_is_never_published() {
+        for (profile, transport) in
+            [(allow_list(), Transport::StreamableHttp), (PermissionProfile::none(), Transport::Sse)]
+        {
+            let mut c = image_config(profile);
+            c.transport = Some(transport);
+            c.target_port = 8080;
+            let spec = ContainerSpec::for_run_config(&c).unwrap();
+            assert_eq!(spec.private_http_port(), Some(8080));
+            let body = serde_json::to_value(spec.create_body()).unwrap();
+            assert!(body["HostConfig"].get("PortBindings").is_none_or(serde_json::Value::is_null), "{body}");
+            assert!(body.get("ExposedPorts").is_none_or(serde_json::Value::is_null), "{body}");
+            assert_eq!(body["HostConfig"]["NetworkMode"], "none");
+        }
+        let mut c = image_config(PermissionProfile::network());
         c.transport = Some(Transport::StreamableHttp);
         c.target_port = 8080;
-        let err = ContainerSpec::for_run_config(&c).unwrap_err().to_string();
-        assert!(err.contains("network"), "{err}");
-        let mut c = image_config(PermissionProfile::none());
-        c.transport = Some(Transport::Sse);
-        c.target_port = 8080;
-        let err = ContainerSpec::for_run_config(&c).unwrap_err().to_string();
-        assert!(err.contains("network"), "{err}");
+        assert_eq!(ContainerSpec::for_run_config(&c).unwrap().private_http_port(), None);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_enforce() {
         let err = ContainerSpec::for_run_config(&RunConfig::new("x", Source::command("srv", Vec::<String>::new())))
             .unwrap_err()
             .to_string();

@@ -25,6 +25,43 @@ pub struct ServerSpec {
     /// For an HTTP server: the port it listens on, exposed as container port `http` and by
     /// Services `mcp-<name>` and `mcp-<name>-headless`.
     pub http_port: Option<u16>,
+    /// Environment variables whose values come from Secret [`secret_name`]`(name)`, under a key
+    /// equal to the variable's name (`--secret`): referenced, never written into the
+    /// StatefulSet.
+    pub secret_env: Vec<String>,
+}
+
+/// The Secret that holds a workload's `--secret` values, one key per target variable.
+pub fn secret_name(name: &str) -> String {
+    format!("{name}-apiary-secrets")
+}
+
+/// Label on the Secret [`secret_name`] names: Apiary made it and `apiary rm` deletes it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "apiary");
+
+/// The Secret holding `values` (target variable → value) as a server-side-apply body.
+pub fn secret(
+    spec: &ServerSpec,
+    values: &[(String, crate::secrets::Zeroizing<String>)],
+) -> k8s_openapi::api::core::v1::Secret {
+    use k8s_openapi::ByteString;
+    let mut labels: std::collections::BTreeMap<String, String> =
+        [("app.kubernetes.io/instance", spec.name.as_str()), ("toolhive-name", spec.name.as_str()), MANAGED_BY]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    labels.insert("toolhive".into(), "true".into());
+    k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(secret_name(&spec.name)),
+            labels: Some(labels),
+            owner_references: spec.owner.as_ref().and_then(|o| serde_json::from_value(o.clone()).ok()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(values.iter().map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec()))).collect()),
+        ..Default::default()
+    }
 }
 
 /// Labels on the StatefulSet and its pod.
@@ -54,7 +91,16 @@ pub fn pod_name(name: &str) -> String {
 
 /// The StatefulSet as a server-side-apply body (apiVersion and kind included).
 pub fn statefulset(spec: &ServerSpec) -> Result<Value, PatchError> {
-    let env: Vec<Value> = spec.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    let secret = secret_name(&spec.name);
+    let plain = spec.env.iter().filter(|(k, _)| !spec.secret_env.contains(k));
+    let env: Vec<Value> = plain
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .chain(
+            spec.secret_env
+                .iter()
+                .map(|k| json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}})),
+        )
+        .collect();
     let mut container = json!({
         "name": CONTAINER,
         "image": spec.image,
@@ -136,6 +182,32 @@ fn metadata(spec: &ServerSpec, name: String) -> Value {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_values_are_referenced_from_the_statefulset_and_held_by_the_labelled_secret() {
+        let spec = ServerSpec {
+            name: "srv".into(),
+            image: "img:1".into(),
+            env: vec![("PLAIN".into(), "p".into()), ("TOKEN".into(), "overridden".into())],
+            secret_env: vec!["TOKEN".into()],
+            ..ServerSpec::default()
+        };
+        let set = statefulset(&spec).unwrap();
+        let env = &set["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(env[0], json!({"name": "PLAIN", "value": "p"}));
+        assert_eq!(
+            env[1],
+            json!({"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "srv-apiary-secrets", "key": "TOKEN"}}})
+        );
+        assert_eq!(env.as_array().unwrap().len(), 2, "{env}");
+        let values = vec![("TOKEN".to_owned(), crate::secrets::Zeroizing::new("v4lue".to_owned()))];
+        let body = serde_json::to_value(secret(&spec, &values)).unwrap();
+        assert_eq!((body["apiVersion"].as_str(), body["kind"].as_str()), (Some("v1"), Some("Secret")));
+        assert_eq!(body["metadata"]["name"], "srv-apiary-secrets");
+        assert_eq!(body["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1);
+        assert_eq!(body["data"]["TOKEN"], "djRsdWU=");
+        assert!(!set.to_string().contains("v4lue"));
+    }
 
     #[test]
     fn the_statefulset_names_labels_and_stdin_follow_the_contract() {

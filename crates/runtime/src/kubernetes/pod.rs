@@ -39,9 +39,15 @@ fn matches_spec(pod: &Pod, spec: &ServerSpec) -> bool {
         return false;
     };
     let args = c.args.clone().unwrap_or_default();
+    let (refs, plain): (Vec<_>, Vec<_>) = c.env.iter().flatten().partition(|e| e.value_from.is_some());
     let env: Vec<(String, String)> =
-        c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
-    c.image.as_deref() == Some(spec.image.as_str()) && args == spec.args && env == spec.env
+        plain.iter().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+    let wanted: Vec<(String, String)> =
+        spec.env.iter().filter(|(k, _)| !spec.secret_env.contains(k)).cloned().collect();
+    // `--secret` variables: referenced from the workload's Secret, in order.
+    let refs: Vec<&str> = refs.iter().map(|e| e.name.as_str()).collect();
+    let secret_env: Vec<&str> = spec.secret_env.iter().map(String::as_str).collect();
+    c.image.as_deref() == Some(spec.image.as_str()) && args == spec.args && env == wanted && refs == secret_env
 }
 
 /// Waits until pod `pod_name` runs container `mcp` from `spec`.

@@ -1,14 +1,22 @@
-//! The inside half of the egress path: in the sandbox's network namespace, `lo` is brought up and
-//! pid 1 (the reaper, which is not confined and outlives the server) listens on
-//! `127.0.0.1:<port>` and forwards each connection to the egress proxy's Unix socket,
-//! bind-mounted at [`SOCKET_INSIDE`]. Plain threads: pid 1 has no async runtime, and the
-//! listener is bound before the server is forked (so it is there when the server starts) while
-//! the threads start only after that fork (a fork of a threaded process may deadlock).
+//! The bridges pid 1 of the sandbox (the reaper, which is not confined and outlives the server)
+//! keeps between the sandbox's private network namespace and the host, both over Unix sockets
+//! (a filesystem path reaches across network namespaces; a TCP port does not):
+//!
+//! - **egress**: `lo` is brought up, pid 1 listens on `127.0.0.1:<port>` inside and forwards
+//!   each connection to the egress proxy's Unix socket, bind-mounted at [`SOCKET_INSIDE`];
+//! - **inbound** (an HTTP-transport server): pid 1 listens on a Unix socket at a host path
+//!   (bound before the new root hides the host) and forwards each connection to the server's
+//!   `127.0.0.1:<port>` inside. The proxy is the only one that dials that socket (it sits in the
+//!   workload's 0700 state directory); nothing is published on the host's network.
+//!
+//! Plain threads: pid 1 has no async runtime, and the listeners are bound before the server is
+//! forked (so they are there when it starts) while the threads start only after that fork (a
+//! fork of a threaded process may deadlock).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -37,6 +45,61 @@ pub struct EgressBridge {
     pub socket: std::path::PathBuf,
     /// The port pid 1 listens on inside (`HTTP_PROXY=http://127.0.0.1:<port>`).
     pub port: u16,
+}
+
+/// How the host reaches an HTTP-transport server inside the sandbox (part of the spec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundBridge {
+    /// The Unix socket pid 1 listens on, a host path (the proxy dials it).
+    pub socket: PathBuf,
+    /// The port the server listens on inside (`127.0.0.1:<port>` of the sandbox's namespace).
+    pub port: u16,
+}
+
+/// Binds the inbound socket (replacing a stale one a killed sandbox left) and brings `lo` up.
+/// Call in pid 1 before the new root hides the host's paths, and before forking the server.
+pub fn listen_inbound(bridge: &InboundBridge) -> Result<UnixListener, SetupError> {
+    use std::os::unix::fs::FileTypeExt;
+    sys::loopback_up().map_err(|source| SetupError { step: "bring lo up in the sandbox".into(), source })?;
+    // Only a socket is replaced: a mistaken path never deletes a regular file.
+    if std::fs::symlink_metadata(&bridge.socket).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(&bridge.socket);
+    }
+    UnixListener::bind(&bridge.socket)
+        .map_err(|source| SetupError { step: format!("listen on {} for the proxy", bridge.socket.display()), source })
+}
+
+/// Forwards each connection to the inbound socket to `127.0.0.1:<port>` in this namespace, in a
+/// background thread until the process ends. Call after the fork.
+pub fn serve_inbound(listener: UnixListener, port: u16) {
+    let spawned = std::thread::Builder::new().stack_size(THREAD_STACK).spawn(move || {
+        let active = Arc::new(AtomicUsize::new(0));
+        loop {
+            let conn = match listener.accept() {
+                Ok((conn, _)) => conn,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if active.fetch_add(1, Ordering::AcqRel) >= MAX_FORWARDED {
+                active.fetch_sub(1, Ordering::AcqRel);
+                continue; // dropped: closed
+            }
+            let guard = Active(Arc::clone(&active));
+            let spawned = std::thread::Builder::new().stack_size(THREAD_STACK).spawn(move || {
+                let _guard = guard;
+                // Not listening (yet): the proxy sees the connection closed with no answer.
+                if let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) {
+                    splice(tcp, conn);
+                }
+            });
+            drop(spawned);
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("apiary sandbox: cannot start the inbound bridge: {e}");
+    }
 }
 
 /// Brings `lo` up and binds the inside listener. Call in pid 1 before forking the server.
@@ -92,6 +155,11 @@ impl Drop for Active {
 /// Copies both ways between `tcp` and a new connection to the proxy's socket.
 fn forward(tcp: TcpStream, socket: &Path) {
     let Ok(unix) = UnixStream::connect(socket) else { return };
+    splice(tcp, unix);
+}
+
+/// Copies both ways between `tcp` and `unix` until the Unix side is done.
+fn splice(tcp: TcpStream, unix: UnixStream) {
     let (Ok(tcp_r), Ok(unix_w)) = (tcp.try_clone(), unix.try_clone()) else { return };
     let up = std::thread::Builder::new().stack_size(THREAD_STACK).spawn(move || {
         copy(tcp_r, &unix_w);

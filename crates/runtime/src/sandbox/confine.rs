@@ -91,6 +91,12 @@ pub fn landlock(spec: &SandboxSpec) -> Result<RulesetStatus, SetupError> {
             .add_rule(NetPort::new(bridge.port, AccessNet::ConnectTcp))
             .map_err(|e| err("landlock rule for the egress port", e))?;
     }
+    if let Some(bridge) = &spec.inbound {
+        // An HTTP server binds its one port, which pid 1 forwards the proxy's connections to.
+        created = created
+            .add_rule(NetPort::new(bridge.port, AccessNet::BindTcp))
+            .map_err(|e| err("landlock rule for the server's port", e))?;
+    }
     let status = created.restrict_self().map_err(|e| err("enforce landlock", e))?;
     Ok(status.ruleset)
 }

@@ -73,7 +73,7 @@ pub fn run(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
         }
         say(&format!("{msg}; DEGRADED: no namespaces, no private filesystem view"));
         // No namespace, no bridge: an allow-list gets no network rather than port 3128 of the host.
-        let spec = SandboxSpec { egress: None, ..spec.clone() };
+        let spec = SandboxSpec { egress: None, inbound: None, ..spec.clone() };
         return confine_and_exec(&spec, program, args, &mut vec!["namespaces".into()]);
     }
     if let Err(e) = map_ids(uid, gid) {
@@ -107,6 +107,18 @@ fn init(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
     // If the helper above dies (SIGKILL from the launcher), take the whole namespace with it.
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     let _ = rustix::system::sethostname(b"apiary-sandbox");
+    // Bound on the host's path before the new root hides it; only meaningful in a namespace of
+    // our own (with the host's network the server's port is reached directly).
+    let inbound = match spec.inbound.as_ref().filter(|_| !spec.host_network) {
+        Some(b) => match bridge::listen_inbound(b) {
+            Ok(l) => Some((l, b.port)),
+            Err(e) => {
+                say(&e.to_string());
+                return SETUP_FAILED;
+            }
+        },
+        None => None,
+    };
     let mut degraded = match fsview::enter(spec) {
         Ok(d) => d,
         Err(e) => {
@@ -135,6 +147,9 @@ fn init(spec: &SandboxSpec, program: &OsString, args: &[OsString]) -> i32 {
             // Threads only now, after the last fork.
             if let Some(listener) = egress {
                 bridge::serve(listener);
+            }
+            if let Some((listener, port)) = inbound {
+                bridge::serve_inbound(listener, port);
             }
             reap_until(server)
         }

@@ -87,6 +87,11 @@ pub struct SandboxSpec {
     /// inside (see [`bridge`]); the only TCP the server may then open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<bridge::EgressBridge>,
+    /// For an HTTP-transport server without the host's network: the Unix socket on the host
+    /// that pid 1 forwards to the server's port inside (see [`bridge`]); the server may then bind
+    /// that one TCP port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<bridge::InboundBridge>,
 }
 
 impl SandboxSpec {
@@ -107,6 +112,7 @@ impl SandboxSpec {
             max_memory: Some(DEFAULT_MAX_MEMORY),
             cwd: None,
             egress: None,
+            inbound: None,
         }
     }
 
