@@ -49,7 +49,7 @@ pub struct CacheStats {
     pub entries: usize,
 }
 
-type Key = [u8; 32];
+pub(crate) type Key = [u8; 32];
 
 struct Cached {
     value: Value,
@@ -160,7 +160,7 @@ fn jwt_exp(token: &str) -> Option<u64> {
 }
 
 /// SHA-256 over every part of the call, each length-prefixed so parts cannot run together.
-fn key_of(call: &HttpCall) -> Key {
+pub(crate) fn key_of(call: &HttpCall) -> Key {
     let mut hash = Sha256::new();
     let mut part = |bytes: &[u8]| {
         hash.update((bytes.len() as u64).to_be_bytes());
@@ -199,5 +199,40 @@ impl<F: MetadataFetcher> MetadataFetcher for CachingFetcher<F> {
             *entry = Some(Cached { value: value.clone(), until: Instant::now() + ttl });
         }
         result
+    }
+}
+
+/// Most answers one [`Memo`] remembers.
+const MEMO_ENTRIES: usize = 16;
+
+/// Every answer (cacheable or not, errors too) remembered for the span of one evaluation batch,
+/// e.g. one `tools/list`: the tools of a list are decided on the same metadata, so a caller
+/// whose exchange Keycloak refuses costs one refusal per list, not one per tool.
+pub(crate) struct Memo<'a, F> {
+    inner: &'a F,
+    seen: Mutex<Vec<(Key, Result<Value, FetchError>)>>,
+}
+
+impl<'a, F> Memo<'a, F> {
+    pub(crate) fn new(inner: &'a F) -> Self {
+        Memo { inner, seen: Mutex::new(Vec::new()) }
+    }
+}
+
+impl<F: MetadataFetcher> MetadataFetcher for Memo<'_, F> {
+    async fn fetch(&self, call: &HttpCall) -> Result<Value, FetchError> {
+        let key = key_of(call);
+        if let Ok(seen) = self.seen.lock()
+            && let Some((_, answer)) = seen.iter().find(|(k, _)| *k == key)
+        {
+            return answer.clone();
+        }
+        let answer = self.inner.fetch(call).await;
+        if let Ok(mut seen) = self.seen.lock()
+            && seen.len() < MEMO_ENTRIES
+        {
+            seen.push((key, answer.clone()));
+        }
+        answer
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use http::HeaderValue;
 use serde_json::json;
 
-use crate::cache::{CacheLimits, CacheStats, CachingFetcher};
+use crate::cache::{CacheLimits, CacheStats, CachingFetcher, Memo};
 use crate::compile::CompiledPolicy;
 use crate::error::LoadError;
 use crate::eval::Decision;
@@ -127,12 +127,14 @@ impl<V: JwtVerifier, F: MetadataFetcher> Enforcer<V, F> {
         call.body = None;
         call.headers.insert(SERVER_NAME_HEADER, server);
         call.headers.insert(METHOD_HEADER, HeaderValue::from_static("tools/call"));
+        // The list's evaluations share metadata answers, refusals included (see `Memo`).
+        let fetcher = Memo::new(&self.fetcher);
         let mut visible = Vec::new();
         for tool in tools {
             // A name that cannot be a header value could not be called through the gateway either.
             let Ok(name) = HeaderValue::from_str(tool) else { continue };
             call.headers.insert(TOOL_NAME_HEADER, name);
-            if let Decision::Allow { .. } = policy.evaluate(&call, &self.verifier, &self.fetcher).await {
+            if let Decision::Allow { .. } = policy.evaluate(&call, &self.verifier, &fetcher).await {
                 visible.push(tool.clone());
             }
         }

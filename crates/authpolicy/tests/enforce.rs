@@ -205,6 +205,14 @@ async fn visible_tools_are_the_callable_ones_for_one_exchange() {
     // A caller without a token sees nothing; a route without a policy shows everything.
     assert!(e.visible_tools(ROUTE, &request(None, "x"), &tools).await.is_empty());
     assert_eq!(e.visible_tools("other/route", &list, &tools).await, tools);
+
+    // An exchange the IdP refuses (never cached) is still asked once per list, not per tool.
+    let refusing = Arc::new(Exchange { calls: AtomicUsize::new(0), expires_in: Some(1800), with_token: false });
+    let e = enforcer(&refusing, CacheLimits::default());
+    assert!(e.visible_tools(ROUTE, &list, &tools).await.is_empty());
+    assert_eq!(refusing.count(), 1);
+    assert!(e.visible_tools(ROUTE, &list, &tools).await.is_empty());
+    assert_eq!(refusing.count(), 2);
 }
 
 #[tokio::test]
