@@ -15,6 +15,7 @@ use crate::error::LoadError;
 use crate::eval::Decision;
 use crate::fetch::{MetadataFetcher, ReqwestFetcher};
 use crate::identity::JwtVerifier;
+use crate::model::AuthPolicy;
 use crate::oidc::OidcVerifier;
 use crate::request::RequestInfo;
 
@@ -25,6 +26,26 @@ pub const METHOD_HEADER: &str = "x-mcp-method";
 
 /// Status of a request to a route whose policy cannot be evaluated.
 pub const REFUSED_STATUS: u16 = 503;
+
+/// The route key of the HTTPRoute `policy` targets: `<policy namespace>/<targetRef.name>`.
+/// A policy targeting anything else (a Gateway, a `sectionName` of a route) or without a
+/// namespace has no route key: the error names the field, for the policy's condition.
+pub fn target_route(policy: &AuthPolicy) -> Result<String, LoadError> {
+    let target = &policy.spec.target_ref;
+    if target.group != "gateway.networking.k8s.io" || target.kind != "HTTPRoute" {
+        return Err(LoadError::Unsupported { path: "spec.targetRef.kind".to_owned() });
+    }
+    if target.section_name.is_some() {
+        return Err(LoadError::Unsupported { path: "spec.targetRef.sectionName".to_owned() });
+    }
+    let Some(namespace) = policy.metadata.namespace.as_deref().filter(|n| !n.is_empty()) else {
+        return Err(LoadError::invalid("metadata.namespace", "missing"));
+    };
+    if target.name.is_empty() {
+        return Err(LoadError::invalid("spec.targetRef.name", "empty"));
+    }
+    Ok(format!("{namespace}/{}", target.name))
+}
 
 /// What a route is protected by.
 #[derive(Clone)]

@@ -19,7 +19,9 @@ mod request;
 
 pub use cache::{CacheLimits, CacheStats, CachingFetcher};
 pub use compile::{CompiledPolicy, SecretSource};
-pub use enforce::{Enforcer, METHOD_HEADER, OidcEnforcer, REFUSED_STATUS, SERVER_NAME_HEADER, TOOL_NAME_HEADER};
+pub use enforce::{
+    Enforcer, METHOD_HEADER, OidcEnforcer, REFUSED_STATUS, SERVER_NAME_HEADER, TOOL_NAME_HEADER, target_route,
+};
 pub use error::LoadError;
 pub use eval::Decision;
 pub use fetch::{FetchError, HttpCall, MetadataFetcher, ReqwestFetcher};

@@ -299,3 +299,19 @@ fn the_real_enforcer_is_shareable_and_its_futures_are_send() {
     send(e.enforce(ROUTE, &r));
     send(e.visible_tools(ROUTE, &r, &[]));
 }
+
+#[test]
+fn the_seed_policy_targets_its_route_and_other_targets_are_named() {
+    let policy = apiary_authpolicy::AuthPolicy::from_value(yaml(SEED)).unwrap();
+    assert_eq!(apiary_authpolicy::target_route(&policy).unwrap(), ROUTE);
+    for (from, to, path) in [
+        ("kind: HTTPRoute", "kind: Gateway", "spec.targetRef.kind"),
+        ("name: kubernetes-mcp\n", "name: kubernetes-mcp\n    sectionName: rule-1\n", "spec.targetRef.sectionName"),
+        ("  namespace: mcp-test\n", "", "metadata.namespace"),
+    ] {
+        let text = SEED.replacen(from, to, 1);
+        assert_ne!(text, SEED);
+        let policy = apiary_authpolicy::AuthPolicy::from_value(yaml(&text)).unwrap();
+        assert_eq!(apiary_authpolicy::target_route(&policy).unwrap_err().path(), path);
+    }
+}
