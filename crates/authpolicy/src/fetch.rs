@@ -105,3 +105,10 @@ impl MetadataFetcher for ReqwestFetcher {
         }
     }
 }
+
+/// A shared fetcher fetches as the one it shares (tests keep a handle to count calls).
+impl<T: MetadataFetcher> MetadataFetcher for std::sync::Arc<T> {
+    fn fetch(&self, call: &HttpCall) -> impl Future<Output = Result<Value, FetchError>> + Send {
+        T::fetch(self, call)
+    }
+}

@@ -13,3 +13,10 @@ pub struct VerifyError(pub String);
 pub trait JwtVerifier: Send + Sync {
     fn verify(&self, issuer_url: &str, token: &str) -> impl Future<Output = Result<Value, VerifyError>> + Send;
 }
+
+/// A shared verifier (one per process, used by several enforcers) verifies as the one it shares.
+impl<T: JwtVerifier> JwtVerifier for std::sync::Arc<T> {
+    fn verify(&self, issuer_url: &str, token: &str) -> impl Future<Output = Result<Value, VerifyError>> + Send {
+        T::verify(self, issuer_url, token)
+    }
+}
