@@ -337,7 +337,7 @@ impl Call {
             }
             drop(route);
             if let Some((s, n)) = &recorded {
-                s.finish_stream(*n);
+                s.finish_stream(*n, out.is_some());
             }
         });
         sse_response(body_rx)

@@ -279,7 +279,8 @@ async fn standalone(
         send_event(&mut out, ev, write_timeout).await;
     }
     session.close_get_stream();
-    session.finish_stream(n);
+    // A standalone stream ends when its client or the session goes: its events stay.
+    session.finish_stream(n, false);
 }
 
 /// `DELETE /mcp`: ends the session, cancels its calls and stops its child (row 13).
