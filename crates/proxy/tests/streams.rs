@@ -123,6 +123,52 @@ async fn a_dropped_stream_resumes_with_last_event_id_losing_and_repeating_nothin
     proxy.shutdown().await;
 }
 
+/// A client that admits both JSON and SSE gets JSON when the answer comes first, and a
+/// stream (priming event first) when a notification for the call comes before its answer or
+/// when the answer is slower than the proxy's grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_both_admitted_the_answer_is_json_unless_something_comes_first() {
+    let proxy = common::testkit_proxy(common::testkit_config("json-first")).await;
+    let url = proxy.url();
+    let c = reqwest::Client::new();
+    let sid = open_session(&c, &url).await;
+    let post = |id: i64, name: &str, args: Value, meta: Option<Value>| {
+        let mut params = json!({"name": name, "arguments": args});
+        if let Some(m) = meta {
+            params["_meta"] = m;
+        }
+        c.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params}).to_string())
+            .send()
+    };
+    let content_type = |r: &reqwest::Response| r.headers()["content-type"].to_str().unwrap().to_owned();
+
+    let r = post(1, "echo", json!({"text": "quick"}), None).await.unwrap();
+    assert_eq!(content_type(&r), "application/json");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["id"].clone(), v["result"]["content"][0]["text"].clone()), (json!(1), json!("quick")));
+
+    let r = post(2, "test_tool_with_progress", json!({}), Some(json!({"progressToken": "p"}))).await.unwrap();
+    assert_eq!(content_type(&r), "text/event-stream");
+    let text = r.text().await.unwrap();
+    let evs = events(&text);
+    assert!(evs.first().is_some_and(|(id, d)| id.is_some() && d.is_empty()), "a priming event first: {text}");
+    let kinds: Vec<Value> = evs.iter().filter_map(|(_, d)| serde_json::from_str(d).ok()).collect();
+    assert_eq!(kinds.iter().filter(|v| v["method"] == "notifications/progress").count(), 3, "{text}");
+    assert_eq!(kinds.last().unwrap()["id"], 2, "the answer last: {text}");
+
+    let r = post(3, "sleep", json!({"ms": 600}), None).await.unwrap();
+    assert_eq!(content_type(&r), "text/event-stream", "a slow answer is streamed");
+    let text = r.text().await.unwrap();
+    let answer: Value = serde_json::from_str(&events(&text).last().unwrap().1).unwrap();
+    assert_eq!(answer["id"], 3, "{text}");
+    proxy.shutdown().await;
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

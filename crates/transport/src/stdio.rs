@@ -110,18 +110,25 @@ fn trim_cr(mut b: Bytes) -> Bytes {
     b
 }
 
-/// Writes one frame and its newline. Newlines inside valid JSON can only be whitespace
-/// (a raw newline is illegal inside a string), so they are turned into spaces: a frame
-/// never spans lines.
+/// Writes one frame and its newline, in one write (two would cost the reader a wake-up for
+/// half a line). See [`push_frame`].
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
-    if memchr::memchr2(b'\n', b'\r', frame).is_some() {
-        let flat: Vec<u8> = frame.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }).collect();
-        w.write_all(&flat).await?;
-    } else {
-        w.write_all(frame).await?;
-    }
-    w.write_all(b"\n").await?;
+    let mut line = BytesMut::with_capacity(frame.len() + 1);
+    push_frame(&mut line, frame);
+    w.write_all(&line).await?;
     w.flush().await
+}
+
+/// Appends one frame and its newline to `out`, so several can go out in one write. Newlines
+/// inside valid JSON can only be whitespace (a raw newline is illegal inside a string), so
+/// they are turned into spaces: a frame never spans lines.
+pub fn push_frame(out: &mut BytesMut, frame: &[u8]) {
+    if memchr::memchr2(b'\n', b'\r', frame).is_some() {
+        out.extend(frame.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+    } else {
+        out.extend_from_slice(frame);
+    }
+    out.extend_from_slice(b"\n");
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ use crate::upstream::stdio::{ChildConn, Delivery};
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long a client should wait before reconnecting a closed stream.
 pub(crate) const RETRY_MS: u64 = 1000;
+/// How long a POST that admits both JSON and SSE waits for its answers before it is answered
+/// as an SSE stream anyway (see [`Call::into_json_or_sse`]).
+pub(crate) const JSON_GRACE: Duration = Duration::from_millis(100);
 
 /// A POST's forwarded requests, waiting for their answers.
 pub(crate) struct Call {
@@ -107,19 +110,7 @@ impl Call {
     /// Notifications have no place in a JSON answer and are dropped.
     pub(crate) async fn into_json(mut self, rx: mpsc::Receiver<Delivery>) -> Response {
         let frames = self.collect(rx).await;
-        if self.batch {
-            let mut body = BytesMut::from(&b"["[..]);
-            for (i, f) in frames.iter().enumerate() {
-                if i > 0 {
-                    body.extend_from_slice(b",");
-                }
-                body.extend_from_slice(f);
-            }
-            body.extend_from_slice(b"]");
-            answer::json(body.freeze())
-        } else {
-            answer::json(frames.into_iter().next().unwrap_or_default())
-        }
+        json_answer(frames, self.batch)
     }
 
     /// The one answer of a single request (the 2026-07-28 front shapes it itself).
@@ -225,47 +216,109 @@ impl Call {
         sse_response(body_rx)
     }
 
+    /// Opens the routes a call's unsolicited messages (log lines, server→client requests
+    /// that belong to it) take to reach its stream while it is open.
+    fn open_route(&self) -> StreamRoute {
+        let (tx, rx) = mpsc::channel::<Delivery>(64);
+        if let Some(s) = &self.session {
+            let n = s.new_stream();
+            s.open_post_stream(n, tx);
+            return StreamRoute { session: Some((Arc::clone(s), n)), sessionless: None, rx };
+        }
+        let sessionless = self.sessionless.as_ref().map(|(g, _)| (Arc::clone(g), g.open_sessionless_stream(tx)));
+        StreamRoute { session: None, sessionless, rx }
+    }
+
+    /// Answers with one JSON body when every answer comes first, within [`JSON_GRACE`]: the
+    /// usual case, and the cheapest (issue #21). The first notification or server→client
+    /// request for the call turns the answer into an SSE stream instead, which the client
+    /// admitted too, and so does an answer slower than the grace: a long call gets a stream
+    /// with event ids, so a client that loses it can still resume it (row 20) rather than
+    /// lose the answer, as it would a JSON one.
+    pub(crate) async fn into_json_or_sse(
+        mut self,
+        mut rx: mpsc::Receiver<Delivery>,
+        write_timeout: Duration,
+    ) -> Response {
+        let mut route = self.open_route();
+        let mut frames = std::mem::take(&mut self.immediate);
+        let mut answered = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let grace = (tokio::time::Instant::now() + JSON_GRACE).min(deadline);
+        while answered.len() < self.waiting.len() {
+            let mut slow = false;
+            let next = tokio::select! {
+                biased;
+                Some(d) = route.rx.recv() => Some(d),
+                d = rx.recv() => d,
+                () = tokio::time::sleep_until(grace) => {
+                    slow = grace < deadline;
+                    None
+                }
+            };
+            if slow {
+                return self.stream(rx, route, frames, answered, deadline, write_timeout);
+            }
+            let Some(mut d) = next else { break };
+            if !d.is_response() {
+                frames.push(d.frame);
+                return self.stream(rx, route, frames, answered, deadline, write_timeout);
+            }
+            if let Some(id) = self.settled(&mut d) {
+                answered.push(id);
+            }
+            frames.push(d.frame);
+        }
+        drop(route);
+        frames.extend(self.time_out(&answered));
+        json_answer(frames, self.batch)
+    }
+
     /// Streams progress, server→client requests and the answers as SSE events, then
     /// closes. Every event of a session is recorded in its event log first; if the client
     /// goes away, or stops reading past the write timeout, the connection is dropped but the
     /// call keeps running and its events wait in the log for a `GET` with `Last-Event-ID`:
     /// in the legacy era a disconnect is not a cancellation (rows 20, 28).
-    pub(crate) fn into_sse(mut self, mut rx: mpsc::Receiver<Delivery>, write_timeout: Duration) -> Response {
+    pub(crate) fn into_sse(mut self, rx: mpsc::Receiver<Delivery>, write_timeout: Duration) -> Response {
+        let route = self.open_route();
+        let first = std::mem::take(&mut self.immediate);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.stream(rx, route, first, Vec::new(), deadline, write_timeout)
+    }
+
+    /// The SSE stream of [`Call::into_sse`], starting with `first` (frames already settled
+    /// or received) after the requests `answered` so far.
+    fn stream(
+        mut self,
+        mut rx: mpsc::Receiver<Delivery>,
+        mut route: StreamRoute,
+        first: Vec<Bytes>,
+        mut answered: Vec<RequestId>,
+        deadline: tokio::time::Instant,
+        write_timeout: Duration,
+    ) -> Response {
         let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-        let session = self.session.clone();
-        let stream = session.as_ref().map(|s| s.new_stream());
-        let (stream_tx, mut stream_rx) = mpsc::channel::<Delivery>(64);
-        let sessionless_group = self.sessionless.as_ref().map(|(g, _)| Arc::clone(g));
-        let sessionless_stream = match (&session, stream, &sessionless_group) {
-            (Some(s), Some(n), _) => {
-                s.open_post_stream(n, stream_tx);
-                None
-            }
-            (None, _, Some(g)) => Some(g.open_sessionless_stream(stream_tx)),
-            _ => None,
-        };
         tokio::spawn(async move {
-            let encode = |frame: &[u8]| match (&session, stream) {
-                (Some(s), Some(n)) => s.record(n, frame),
-                _ => sse::message_event(None, frame),
+            let recorded = route.session.clone();
+            let encode = |frame: &[u8]| match &recorded {
+                Some((s, n)) => s.record(*n, frame),
+                None => sse::message_event(None, frame),
             };
             let mut out = Some(body_tx);
-            if let (Some(s), Some(n)) = (&session, stream)
+            if let Some((s, n)) = &recorded
                 && s.revision >= Revision::V2025_11_25
             {
-                send_event(&mut out, s.prime(n, RETRY_MS), write_timeout).await;
+                send_event(&mut out, s.prime(*n, RETRY_MS), write_timeout).await;
             }
-            for f in std::mem::take(&mut self.immediate) {
+            for f in first {
                 send_event(&mut out, encode(&f), write_timeout).await;
             }
-            let mut answered = Vec::new();
-            let deadline = tokio::time::Instant::now() + self.timeout;
             while answered.len() < self.waiting.len() {
                 // Unsolicited messages first: the reader routes them before the response
                 // that follows them, and they must reach the client before it.
                 let next = tokio::select! {
                     biased;
-                    Some(d) = stream_rx.recv() => Some(d),
+                    Some(d) = route.rx.recv() => Some(d),
                     d = rx.recv() => d,
                     () = tokio::time::sleep_until(deadline) => None,
                 };
@@ -274,26 +327,65 @@ impl Call {
                     answered.push(id);
                 }
                 send_event(&mut out, encode(&d.frame), write_timeout).await;
-                if out.is_none()
-                    && let (Some(s), Some(n)) = (&session, stream)
-                {
+                if out.is_none() {
                     // Detached: unsolicited messages must find another stream.
-                    s.close_post_stream(n);
+                    route.detach();
                 }
             }
             for f in self.time_out(&answered) {
                 send_event(&mut out, encode(&f), write_timeout).await;
             }
-            if let (Some(s), Some(n)) = (&session, stream) {
-                s.close_post_stream(n);
-                s.finish_stream(n);
-            }
-            if let (Some(g), Some(n)) = (&sessionless_group, sessionless_stream) {
-                g.close_sessionless_stream(n);
+            drop(route);
+            if let Some((s, n)) = &recorded {
+                s.finish_stream(*n, out.is_some());
             }
         });
         sse_response(body_rx)
     }
+}
+
+/// Where a call's unsolicited messages reach it while its stream is open: the session's
+/// POST stream `n`, or the shared child's stream of a sessionless call. Closed when dropped,
+/// however the call ends (a client that goes away mid-wait drops it with the handler).
+struct StreamRoute {
+    session: Option<(Arc<Session>, u64)>,
+    sessionless: Option<(Arc<ChildGroup>, u64)>,
+    rx: mpsc::Receiver<Delivery>,
+}
+
+impl StreamRoute {
+    /// Stops taking unsolicited messages (the client went away; they must find another stream).
+    fn detach(&self) {
+        if let Some((s, n)) = &self.session {
+            s.close_post_stream(*n);
+        }
+        if let Some((g, n)) = &self.sessionless {
+            g.close_sessionless_stream(*n);
+        }
+    }
+}
+
+impl Drop for StreamRoute {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// One JSON body of every answer (an array for a batch).
+fn json_answer(frames: Vec<Bytes>, batch: bool) -> Response {
+    if !batch {
+        return answer::json(frames.into_iter().next().unwrap_or_default());
+    }
+    let mut body = BytesMut::with_capacity(frames.iter().map(|f| f.len() + 1).sum::<usize>() + 2);
+    body.extend_from_slice(b"[");
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b",");
+        }
+        body.extend_from_slice(f);
+    }
+    body.extend_from_slice(b"]");
+    answer::json(body.freeze())
 }
 
 /// Writes one event to a client stream; a client that is gone, or does not read within the

@@ -145,7 +145,9 @@ async fn post_parsed(
     }
     match dispatch(front, ctx, session, members, batch).await? {
         None => Ok(answer::accepted()),
-        Some((call, rx)) if acc.sse_named || !acc.json => Ok(call.into_sse(rx, front.write_timeout)),
+        Some((call, rx)) if !acc.json => Ok(call.into_sse(rx, front.write_timeout)),
+        // Both admitted: JSON unless something for the call comes before its answer.
+        Some((call, rx)) if acc.sse_named => Ok(call.into_json_or_sse(rx, front.write_timeout).await),
         Some((call, rx)) => Ok(call.into_json(rx).await),
     }
 }
@@ -282,7 +284,8 @@ async fn standalone(
         send_event(&mut out, ev, write_timeout).await;
     }
     session.close_get_stream();
-    session.finish_stream(n);
+    // A standalone stream ends when its client or the session goes: its events stay.
+    session.finish_stream(n, false);
 }
 
 /// `DELETE /mcp`: ends the session, cancels its calls and stops its child (row 13).

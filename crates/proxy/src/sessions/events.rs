@@ -2,9 +2,12 @@
 //! a byte cap (oldest evicted first), so a client that lost a stream can resume it with
 //! `Last-Event-ID` and get each later event exactly once (bad-input.md, rows 20 and 28).
 //! Event ids are `<stream>-<seq>`: the stream they were written on, and a sequence number
-//! that grows across the whole session.
+//! that grows across the whole session. A stream that was written whole to its client is
+//! kept only among the few latest such streams (a client whose connection broke as the last
+//! bytes went out can still resume it); older ones are dropped, so a busy session does not
+//! hold every finished answer until the cap.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use apiary_transport::sse;
 use bytes::Bytes;
@@ -12,6 +15,8 @@ use tokio::sync::mpsc;
 
 /// Streams whose evictions are remembered; older ones are forgotten first.
 const MAX_TRACKED_STREAMS: usize = 1024;
+/// Streams written whole whose events are still kept for a late resumption.
+const KEEP_DELIVERED: usize = 4;
 
 struct Event {
     stream: u64,
@@ -35,12 +40,16 @@ pub struct EventLog {
     bytes: usize,
     cap: usize,
     next_seq: u64,
-    /// The highest evicted sequence number per stream.
-    evicted: HashMap<u64, u64>,
+    /// The highest evicted sequence number per stream (ordered: the oldest stream is
+    /// forgotten first without a scan).
+    evicted: BTreeMap<u64, u64>,
     /// A resumed client waiting for live events of a stream it lost.
     resumers: HashMap<u64, mpsc::Sender<Bytes>>,
     /// Streams whose producer is done (newest last, bounded).
     finished: VecDeque<u64>,
+    /// Finished streams that were written whole, whose events are still kept (newest last,
+    /// at most [`KEEP_DELIVERED`]).
+    delivered: VecDeque<u64>,
 }
 
 impl EventLog {
@@ -50,9 +59,10 @@ impl EventLog {
             bytes: 0,
             cap,
             next_seq: 1,
-            evicted: HashMap::new(),
+            evicted: BTreeMap::new(),
             resumers: HashMap::new(),
             finished: VecDeque::new(),
+            delivered: VecDeque::new(),
         }
     }
 
@@ -64,15 +74,18 @@ impl EventLog {
         while self.bytes > self.cap {
             let Some(old) = self.events.pop_front() else { break };
             self.bytes -= old.encoded.len();
-            let e = self.evicted.entry(old.stream).or_insert(0);
-            *e = (*e).max(old.seq);
-            if self.evicted.len() > MAX_TRACKED_STREAMS
-                && let Some(min) = self.evicted.keys().min().copied()
-            {
-                self.evicted.remove(&min);
-            }
+            self.note_evicted(old.stream, old.seq);
         }
         seq
+    }
+
+    /// Remembers that `stream`'s events up to `seq` are gone (a resumption from there is a gap).
+    fn note_evicted(&mut self, stream: u64, seq: u64) {
+        let e = self.evicted.entry(stream).or_insert(0);
+        *e = (*e).max(seq);
+        if self.evicted.len() > MAX_TRACKED_STREAMS {
+            self.evicted.pop_first();
+        }
     }
 
     /// Records a message event on `stream` and returns it encoded. If a resumed client
@@ -126,12 +139,45 @@ impl EventLog {
         Ok(stream)
     }
 
-    /// The stream's producer is done: a resumed client following it is released.
-    pub fn finish_stream(&mut self, stream: u64) {
+    /// The stream's producer is done: a resumed client following it is released. When every
+    /// event was `delivered` (written to a client still connected), the stream joins the few
+    /// kept for a late resumption, and the oldest of those loses its events.
+    pub fn finish_stream(&mut self, stream: u64, delivered: bool) {
         self.resumers.remove(&stream);
         self.finished.push_back(stream);
         if self.finished.len() > MAX_TRACKED_STREAMS {
             self.finished.pop_front();
+        }
+        if !delivered {
+            return;
+        }
+        self.delivered.push_back(stream);
+        if self.delivered.len() > KEEP_DELIVERED
+            && let Some(old) = self.delivered.pop_front()
+        {
+            self.drop_stream(old);
+        }
+    }
+
+    /// Drops a stream's events, as if evicted.
+    fn drop_stream(&mut self, stream: u64) {
+        let mut last = None;
+        let mut freed = 0;
+        self.events.retain(|e| {
+            let keep = e.stream != stream;
+            if !keep {
+                last = Some(e.seq);
+                freed += e.encoded.len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+        if let Some(seq) = last {
+            self.note_evicted(stream, seq);
+        }
+        if self.events.is_empty() {
+            // A quiet session gives its buffer back.
+            self.events = VecDeque::new();
         }
     }
 
@@ -165,9 +211,37 @@ mod tests {
         assert!(rx.try_recv().is_err(), "events of other streams are never replayed");
         log.message(1, b"{\"a\":3}");
         assert!(rx.try_recv().unwrap().starts_with(b"id: 1-5\n"));
-        log.finish_stream(1);
+        log.finish_stream(1, false);
         log.message(1, b"{\"a\":4}");
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn delivered_streams_are_kept_only_among_the_latest_few() {
+        let mut log = EventLog::new(1 << 20);
+        let (tx, _rx) = mpsc::channel(64);
+        for stream in 1..=KEEP_DELIVERED as u64 + 2 {
+            log.priming(stream, 1000);
+            log.message(stream, b"{\"answer\":1}");
+            log.finish_stream(stream, true);
+        }
+        // A stream that lost its client keeps its events, however many streams follow.
+        log.priming(100, 1000);
+        let lost = log.message(100, b"{\"lost\":1}");
+        log.finish_stream(100, false);
+        for stream in 200..210 {
+            log.priming(stream, 1000);
+            log.finish_stream(stream, true);
+        }
+        assert_eq!(log.resume("1-1", &tx), Err(ResumeError::Evicted), "an old delivered stream is gone");
+        // The lost stream's two events, and the priming event of each of the latest delivered.
+        assert_eq!(log.buffered_len(), 2 + KEEP_DELIVERED);
+        let (tx, mut rx) = mpsc::channel(64);
+        let first_of_lost = log.events.iter().find(|e| e.stream == 100).map(|e| e.seq).unwrap();
+        assert!(log.resume(&format!("100-{first_of_lost}"), &tx).is_ok());
+        assert_eq!(rx.try_recv().unwrap(), lost, "the undelivered stream resumes");
+        let latest = log.events.iter().rev().find(|e| e.stream == 209).map(|e| e.seq).unwrap();
+        assert!(log.resume(&format!("209-{latest}"), &tx).is_ok(), "the latest delivered streams are kept");
     }
 
     #[test]

@@ -95,9 +95,10 @@ impl Session {
         self.log().buffered_len()
     }
 
-    /// The producer of `stream` is done.
-    pub fn finish_stream(&self, stream: u64) {
-        self.log().finish_stream(stream);
+    /// The producer of `stream` is done; `delivered` when every event was written to a
+    /// client still connected (see [`EventLog::finish_stream`]).
+    pub fn finish_stream(&self, stream: u64, delivered: bool) {
+        self.log().finish_stream(stream, delivered);
     }
 
     /// Idle past `ttl` with nothing in flight and no stream open.

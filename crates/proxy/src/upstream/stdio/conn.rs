@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use apiary_protocol::rewrite::{self, IdMap};
 use apiary_protocol::{Kind, Message, ParseErrorKind, RequestId, codes, error_response, methods};
 use apiary_transport::launch::{BoxRead, BoxWrite};
-use apiary_transport::stdio::{Line, LineReader, write_frame};
-use bytes::Bytes;
+use apiary_transport::stdio::{Line, LineReader, push_frame};
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -301,11 +301,29 @@ async fn write_loop(
             () = end_input.cancelled() => None,
         };
         let Some(frame) = frame else { break };
-        if let Err(e) = write_frame(&mut stdin, &frame).await {
+        // What else is queued goes out in the same write (one system call, one wake-up of
+        // the child), up to a bound.
+        let mut out = BytesMut::with_capacity(frame.len() + 1);
+        push_frame(&mut out, &frame);
+        while out.len() < WRITE_BATCH_BYTES
+            && let Ok(more) = rx.try_recv()
+        {
+            push_frame(&mut out, &more);
+        }
+        if let Err(e) = write_all(&mut stdin, &out).await {
             tracing::debug!(error = %e, "the server's stdin closed");
             break;
         }
     }
+}
+
+/// Bytes of queued frames gathered into one write to the child's stdin.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+async fn write_all(w: &mut BoxWrite, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(bytes).await?;
+    w.flush().await
 }
 
 async fn read_loop(conn: Arc<ChildConn>, mut lines: LineReader<BoxRead>, unsolicited: UnsolicitedSink) {
