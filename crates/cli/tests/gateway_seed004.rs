@@ -379,4 +379,23 @@ async fn seed_004_use_case_1_verbatim_through_the_gateway_with_real_clients() {
     let served: Vec<&str> =
         status["servers"].as_array().unwrap().iter().map(|s| s["registration"].as_str().unwrap()).collect();
     assert_eq!(served, ["mcp-test/fixture", "mcp-test/kubernetes-mcp-server"], "{status}");
+
+    // It is the seed's listener that admits the seed's route: without it (the Gateway as the
+    // chart made it) the kube_ tools go, and /status says which listener refused and why.
+    let remove = r#"[{"op": "test", "path": "/spec/listeners/1/name", "value": "kubernetes-mcp"},
+        {"op": "remove", "path": "/spec/listeners/1"}]"#;
+    kubectl(&["patch", "gateway", "mcp-gateway", "-n", "gateway-system", "--type", "json", "-p", remove], None);
+    let status = eventually("the seed's registration refused once its listener is gone", || async {
+        let status: Value = reqwest::get(&status_url).await.ok()?.json().await.ok()?;
+        let refused =
+            status["notServed"].as_array()?.iter().find(|s| s["registration"] == "mcp-test/kubernetes-mcp-server")?;
+        Some(refused.clone())
+    })
+    .await;
+    assert_eq!(status["reason"], "NoMatchingListenerHostname", "{status}");
+    assert!(status["message"].as_str().unwrap().contains(CHART_HOSTNAME), "{status}");
+    let client = McpClient::connect(&url, ConnectOptions::default()).await.unwrap();
+    let left: BTreeSet<String> = client.list_tools().await.unwrap().iter().map(tool_name).collect();
+    assert!(left.contains("fixture_echo") && !left.iter().any(|t| t.starts_with("kube_")), "{left:?}");
+    client.close().await.unwrap();
 }
