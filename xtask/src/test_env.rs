@@ -10,6 +10,7 @@ mod check;
 pub mod crds;
 mod jaeger;
 mod keycloak;
+mod kube_mcp;
 pub(crate) mod npm;
 pub(crate) mod pins;
 pub(crate) mod python;
@@ -124,7 +125,16 @@ pub fn ensure(check: Check) -> Result<Ready> {
     report("jaeger", phase, format!("Jaeger {}{}", pins::JAEGER_VERSION, fresh_note(usize::from(fresh))));
 
     let phase = Instant::now();
-    let written = bin::write_all(&cache, &node, &venv, &kc, &jg.binary)?;
+    let (kube_mcp, fresh) = kube_mcp::ensure(&cache, &node)?;
+    installed += usize::from(fresh);
+    report(
+        "kube mcp",
+        phase,
+        format!("kubernetes-mcp-server {}{}", pins::KUBERNETES_MCP_SERVER_VERSION, fresh_note(usize::from(fresh))),
+    );
+
+    let phase = Instant::now();
+    let written = bin::write_all(&cache, &node, &venv, &kc, &jg.binary, &kube_mcp)?;
     let changed = if written.changed.is_empty() {
         "unchanged".to_owned()
     } else {
@@ -137,7 +147,7 @@ pub fn ensure(check: Check) -> Result<Ready> {
     let full = check == Check::Full || installed > 0 || !written.changed.is_empty() || on_ci;
     let phase = Instant::now();
     if full {
-        let lines = check::run_all(&cache, &kc, &jg.binary)?;
+        let lines = check::run_all(&cache, &kc, &jg.binary, &kube_mcp)?;
         report("checks", phase, format!("{} tools started and answered", lines.len()));
         for line in lines {
             eprintln!("  {line}");

@@ -25,7 +25,7 @@ type Check = (&'static str, Box<dyn FnOnce() -> Result<String> + Send>);
 
 /// Runs every check in parallel; returns one line per check, or an error naming all
 /// failures.
-pub fn run_all(cache: &Cache, kc: &Keycloak, jaeger: &Path) -> Result<Vec<String>> {
+pub fn run_all(cache: &Cache, kc: &Keycloak, jaeger: &Path, kube_mcp: &Path) -> Result<Vec<String>> {
     let bin = cache.bin();
     let sdk_modules = npm::node_modules(cache, &pins::TS_SDK);
     let mut checks = checks(&bin, sdk_modules);
@@ -33,6 +33,8 @@ pub fn run_all(cache: &Cache, kc: &Keycloak, jaeger: &Path) -> Result<Vec<String
     checks.push(("keycloak", Box::new(move || keycloak::check(&kc))));
     let jaeger = jaeger.to_owned();
     checks.push(("jaeger", Box::new(move || super::jaeger::check(&jaeger))));
+    let kube_mcp = kube_mcp.to_owned();
+    checks.push(("kubernetes-mcp-server", Box::new(move || super::kube_mcp::check(&kube_mcp))));
     let handles: Vec<_> = checks
         .into_iter()
         .map(|(name, check)| {

@@ -136,6 +136,11 @@ pub const BENCH_THV_VERSION: &str = "0.47.0";
 /// Commands the venv provides that get a wrapper in the tools bin.
 pub const PY_COMMANDS: &[&str] = &["mcp-server-time", "mcp-server-fetch"];
 
+/// kubernetes-mcp-server (seed 004's MCP server), npm's prebuilt Go binary package: fetched
+/// with `npm pack` and untarred, never installed (see `kube_mcp`).
+pub const KUBERNETES_MCP_SERVER_PACKAGE: &str = "kubernetes-mcp-server-linux-amd64";
+pub const KUBERNETES_MCP_SERVER_VERSION: &str = "0.0.67";
+
 /// `sigs.k8s.io/gateway-api`: Gateway, HTTPRoute and GatewayClass CRDs (seed 004). v1.7.0
 /// needs Go 1.27; this machine has 1.26.
 pub const GATEWAY_API_VERSION: &str = "v1.6.3";
@@ -169,7 +174,7 @@ mod tests {
         for tool in NPM_TOOLS.iter().chain([&NODE, &NPM, &BENCH_SUPERGATEWAY, &BENCH_NPM_MCP_PROXY]) {
             assert!(tool.version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'), "{}", tool.name);
         }
-        for version in [BENCH_PY_MCP_PROXY_VERSION, BENCH_THV_VERSION] {
+        for version in [BENCH_PY_MCP_PROXY_VERSION, BENCH_THV_VERSION, KUBERNETES_MCP_SERVER_VERSION] {
             assert!(!version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'), "{version}");
         }
     }

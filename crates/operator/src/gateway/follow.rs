@@ -1,5 +1,5 @@
 //! The watch loop: reflectors over MCPServerRegistrations, HTTPRoutes and Services in every
-//! namespace; after any change (and every [`RESYNC`], which also picks up credential Secrets,
+//! namespace and over the served Gateway (its listeners decide which routes attach); after any change (and every [`RESYNC`], which also picks up credential Secrets,
 //! read from the apiserver when needed) every registration is resolved again from the caches
 //! and the [`Snapshot`] republished if it differs.
 
@@ -8,13 +8,15 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::DynamicObject;
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::Snapshot;
-use super::select::{Skipped, select};
+use super::listeners::{GatewaySpec, ParentRef, RouteParents};
+use super::select::{Gateway, Skipped, select};
 use crate::crd::registration::MCPServerRegistration;
 use crate::normalize::Normalize;
 use crate::registration::route::{self, Key};
@@ -49,11 +51,41 @@ fn signals<K>(
         .boxed()
 }
 
-/// Routes and Services from the watch caches; Secrets from the apiserver.
+/// The Gateway API `Gateway` (`gateway.networking.k8s.io/v1`), for dynamic reads and watches.
+fn gateway_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(route::GATEWAY_GROUP, "v1", "Gateway"), "gateways")
+}
+
+/// Routes, Services and the Gateway from the watch caches; Secrets from the apiserver.
 struct Cached {
     client: Client,
     routes: Store<DynamicObject>,
     services: Store<Service>,
+    gateways: Store<DynamicObject>,
+}
+
+impl Cached {
+    /// The served Gateway as cached now; its spec `None` when absent or unreadable.
+    fn gateway(&self, key: &Key) -> Gateway {
+        let r = ObjectRef::new_with(&key.name, gateway_resource()).within(&key.namespace);
+        let spec = self.gateways.get(&r).and_then(|o| {
+            let spec = o.data.get("spec").cloned().unwrap_or_default();
+            serde_json::from_value::<GatewaySpec>(spec)
+                .inspect_err(|e| tracing::warn!(gateway = %key, error = %e, "cannot read the Gateway's listeners"))
+                .ok()
+        });
+        Gateway { key: key.clone(), spec }
+    }
+
+    /// The `parentRefs` of route `key` as cached now (none when absent or unreadable).
+    fn parents(&self, key: &Key) -> Vec<ParentRef> {
+        let r = ObjectRef::new_with(&key.name, route::httproute_resource()).within(&key.namespace);
+        self.routes
+            .get(&r)
+            .and_then(|o| serde_json::from_value::<RouteParents>(o.data.get("spec").cloned().unwrap_or_default()).ok())
+            .map(|p| p.parent_refs)
+            .unwrap_or_default()
+    }
 }
 
 impl Objects for Cached {
@@ -83,7 +115,10 @@ pub async fn run(
     let route_writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
     let routes = route_writer.as_reader();
     let (services, svc_writer) = reflector::store::<Service>();
+    let gw_writer = reflector::store::Writer::<DynamicObject>::new(gateway_resource());
+    let gateways = gw_writer.as_reader();
     let config = watcher::Config::default();
+    let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", gateway.name));
     let streams = vec![
         signals(
             0,
@@ -98,10 +133,19 @@ pub async fn run(
                 .reflect(route_writer),
         ),
         signals(2, watcher(Api::<Service>::all(client.clone()), config).default_backoff().reflect(svc_writer)),
+        signals(
+            3,
+            watcher(
+                Api::<DynamicObject>::namespaced_with(client.clone(), &gateway.namespace, &gateway_resource()),
+                only_ours,
+            )
+            .default_backoff()
+            .reflect(gw_writer),
+        ),
     ];
     let mut changes = futures::stream::select_all(streams);
-    let cached = Cached { client, routes, services };
-    let mut listed = [false; 3];
+    let cached = Cached { client, routes, services, gateways };
+    let mut listed = [false; 4];
     let mut resync = tokio::time::interval(RESYNC);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -146,11 +190,13 @@ async fn snapshot(
     let mut regs: Vec<_> = registrations.iter().filter(|r| r.metadata.deletion_timestamp.is_none()).collect();
     regs.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
     let mut next = Snapshot { synced: true, ..Snapshot::default() };
+    let served = objects.gateway(gateway);
     for r in regs {
         let key = Key { namespace: r.namespace().unwrap_or_default(), name: r.name_any() };
         let spec = r.spec.normalize().spec;
         let (resolved, _) = resolve(objects, &key.namespace, &spec).await?;
-        match select(&key, &spec, resolved, gateway) {
+        let parents = resolved.as_ref().map(|r| objects.parents(&r.route)).unwrap_or_default();
+        match select(&key, &spec, resolved, &parents, &served) {
             Ok(b) => next.backends.push(b),
             Err(s) => next.skipped.push(s),
         }

@@ -1,12 +1,14 @@
 //! The source of backends of `apiary gateway` (seed 004): it watches MCPServerRegistrations in
 //! every namespace and the HTTPRoutes and Services they lead to, resolves each registration
 //! exactly as the registration reconciler does ([`crate::registration::resolve`]), keeps those
-//! whose route attaches to the served Gateway ([`select`]), and publishes the result as a
+//! whose route attaches to the served Gateway (a `parentRefs` entry names it and one of its
+//! listeners admits the route: [`listeners`], [`select`]), and publishes the result as a
 //! [`Snapshot`] whenever it changes. The caller turns a snapshot into the running aggregation
 //! (the vMCP's live reload), so a registration added or removed changes `tools/list` without a
 //! restart. It writes nothing to the cluster: registration status is the reconciler's.
 
 mod follow;
+pub mod listeners;
 pub mod select;
 
 pub use follow::{RESYNC, run};
