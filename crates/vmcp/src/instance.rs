@@ -13,6 +13,7 @@
 //! (`modern`): `server/discover` and the lists are answered here, and what is routed goes to
 //! a backend that speaks 2026-07-28 as it came, or to a legacy one as a 2025-11-25 request.
 
+mod input;
 mod modern;
 
 use std::collections::HashMap;
@@ -116,6 +117,8 @@ pub(crate) struct Instance {
     missing_why: Mutex<Vec<String>>,
     /// 2026-07-28 requests in flight, task owners and listen streams.
     modern: modern::ModernState,
+    /// 2026-07-28 calls to legacy backends parked while their client provides input.
+    input: input::InputState,
     stop: CancellationToken,
 }
 
@@ -155,6 +158,7 @@ pub(crate) async fn run(
         caller,
         missing_why: Mutex::new(Vec::new()),
         modern: modern::ModernState::default(),
+        input: input::InputState::default(),
         stop: CancellationToken::new(),
     });
     tokio::spawn(follow_reloads(Arc::downgrade(&inst), shared.subscribe(), inst.stop.clone()));
@@ -409,6 +413,16 @@ impl Instance {
             return self.forward_modern(msg, backend, rename, &era).await;
         }
         let method = msg.method().unwrap_or_default().to_owned();
+        // A call that may be asked for input gets a session of its own, initialized with
+        // the capabilities it declares; its retry finds it parked.
+        if input::may_ask(&method) {
+            if input::is_retry(msg) {
+                return self.input_retry(msg).await;
+            }
+            if let Some(init) = input::capable_init(msg) {
+                return self.input_first(msg, backend, rename, init).await;
+            }
+        }
         let client_id = msg.id_raw().unwrap_or("null").to_owned();
         let legacy = apiary_protocol::modern::legacy_request(msg.bytes()).ok().and_then(|b| Message::parse(b).ok());
         let Some(legacy) = legacy else {
