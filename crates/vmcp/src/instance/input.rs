@@ -78,6 +78,17 @@ pub(super) fn capable_init(m: &Message) -> Option<String> {
     Some(json!({"protocolVersion": "2025-11-25", "capabilities": kept, "clientInfo": info}).to_string())
 }
 
+/// The `initialize` params of a session for one request: [`capable_init`]'s, else no
+/// capabilities and the request's `clientInfo`.
+pub(super) fn plain_init(m: &Message) -> String {
+    capable_init(m).unwrap_or_else(|| {
+        let info = meta_value(m, proto::META_CLIENT_INFO)
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({"name": "apiary-vmcp", "version": env!("CARGO_PKG_VERSION")}));
+        json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": info}).to_string()
+    })
+}
+
 fn meta_value(m: &Message, key: &str) -> Option<Value> {
     let range = m.params_member(&["_meta", key]).ok()??;
     serde_json::from_str(m.text(range)?).ok()
@@ -294,6 +305,21 @@ impl Instance {
             return self.ask_client(call, missing, &client_id, binding);
         }
         self.input_wait(call, msg, &client_id).await
+    }
+
+    /// A token-exchange backend's lists for the request's caller, over a session of their own.
+    pub(super) async fn list_for_caller(&self, backend: &str) -> Result<super::Listing, String> {
+        let init = json!({"protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "apiary-vmcp", "version": env!("CARGO_PKG_VERSION")}});
+        let (session, _incoming) = self.open_capable(backend, init.to_string()).await?;
+        let listed = self.list_session(backend, &session, None).await;
+        let _ = tokio::time::timeout(CLOSE_LIMIT, session.close()).await;
+        if listed.is_ok()
+            && let Some(h) = self.hub().health.get(backend)
+        {
+            h.record_success();
+        }
+        listed
     }
 
     /// A session with `backend` for one call, initialized with `init`.
