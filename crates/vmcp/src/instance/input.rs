@@ -525,6 +525,55 @@ mod tests {
         Message::parse(Bytes::from(text.to_owned())).unwrap()
     }
 
+    /// A call on a real session (a fixture over HTTP) whose answer never comes.
+    async fn waiting_call(url: &str) -> Call {
+        let (session, incoming) = RawSession::open(url, SessionOptions::default()).await.unwrap();
+        Call {
+            backend: "b".into(),
+            session: Arc::new(session),
+            backend_id: "1".into(),
+            answer: tokio::spawn(std::future::pending()),
+            incoming,
+            open: true,
+            method: "tools/call".into(),
+        }
+    }
+
+    fn parked(call: Call, binding: &str) -> Parked {
+        Parked { call, asked: Vec::new(), binding: binding.into() }
+    }
+
+    #[tokio::test]
+    async fn the_park_table_is_bounded_bound_to_the_call_and_expires() {
+        let server = apiary_testkit::server::serve_http(
+            "127.0.0.1:0".parse().unwrap(),
+            apiary_testkit::server::ServerOptions::default(),
+        )
+        .await
+        .unwrap();
+        let state = InputState { max: 1, ttl: Duration::from_secs(300), ..InputState::default() };
+        let first = state.park(parked(waiting_call(server.url()).await, "tools/call\na")).unwrap();
+        // Full: the next call is not parked (and is dropped, its session closed).
+        assert!(state.park(parked(waiting_call(server.url()).await, "tools/call\nb")).is_none());
+        // Another tool's retry cannot take it; its own can, once.
+        assert!(state.take(&first, "tools/call\nb").is_none());
+        assert!(state.take(&first, "tools/call\na").is_some());
+        assert!(state.take(&first, "tools/call\na").is_none());
+
+        // A call never retried is forgotten once its time is up (a zero bound here).
+        let quick = InputState { ttl: Duration::ZERO, ..InputState::default() };
+        let late = quick.park(parked(waiting_call(server.url()).await, "tools/call\na")).unwrap();
+        for _ in 0..1000 {
+            if lock(&quick.parked).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(quick.take(&late, "tools/call\na").is_none());
+        assert!(lock(&quick.parked).is_empty());
+        assert!(lock(&state.parked).is_empty());
+    }
+
     #[test]
     fn only_the_capabilities_a_backend_may_ask_with_make_a_session_of_its_own() {
         let m = parse(
