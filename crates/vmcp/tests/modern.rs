@@ -226,8 +226,18 @@ async fn a_legacy_backend_asks_a_modern_client_for_input_through_input_required_
     assert!(two["result"]["inputRequests"].get("step2").is_some(), "{two}");
     assert_ne!(two["result"]["requestState"], one["result"]["requestState"], "{two}");
     let colour = json!({"step2": {"action": "accept", "content": {"color": "teal"}}});
-    let (done, _) = peer.call(6, "tools/call", retry_of(tool, &two, colour), elicit).await;
+    let (done, _) = peer.call(6, "tools/call", retry_of(tool, &two, colour), elicit.clone()).await;
     assert!(done["result"]["content"].to_string().contains("Ada likes teal"), "{done}");
+
+    // A prompt asks the same way.
+    let prompt = "old_test_input_required_result_prompt";
+    let (asked, _) = peer.call(7, "prompts/get", json!({"name": prompt}), elicit.clone()).await;
+    assert!(asked["result"]["inputRequests"].get("user_context").is_some(), "{asked}");
+    let context = json!({"user_context": {"action": "accept", "content": {"context": "tea"}}});
+    let retry = json!({"name": prompt, "inputResponses": context, "requestState": asked["result"]["requestState"]});
+    let (done, _) = peer.call(8, "prompts/get", retry, elicit).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(done["result"]["messages"].to_string().contains("in mind: tea"), "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
