@@ -123,6 +123,44 @@ tokio::task_local! {
     static REQUEST_CALLER: CallerHandle;
 }
 
+/// The `params._meta` member in which the proxy's front names the caller of a 2026-07-28
+/// request it passes to an in-process child that uses callers (the vMCP, whose shared child
+/// serves every modern caller): a one-shot ticket ([`CallerHandle::lend`]), never the token.
+pub const CALLER_TICKET_META: &str = "apiary/callerTicket";
+/// Tickets lent and not yet redeemed; past it the oldest is forgotten.
+const MAX_TICKETS: usize = 4096;
+/// How long a ticket can be redeemed (a request reaches its in-process child at once).
+const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Lent tickets, oldest first.
+static TICKETS: Mutex<std::collections::VecDeque<(String, std::time::Instant, CallerHandle)>> =
+    Mutex::new(std::collections::VecDeque::new());
+
+impl CallerHandle {
+    /// A one-shot ticket (128 random bits) naming this handle, for a request handed to an
+    /// in-process child through bytes ([`CALLER_TICKET_META`]); redeemed at most once, within
+    /// a minute. The table is bounded: past [`MAX_TICKETS`] the oldest ticket lapses.
+    pub fn lend(&self) -> String {
+        let ticket = format!("{:032x}", rand::random::<u128>());
+        let now = std::time::Instant::now();
+        let mut table = TICKETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while table.front().is_some_and(|(_, at, _)| now.duration_since(*at) > TICKET_TTL) || table.len() >= MAX_TICKETS
+        {
+            table.pop_front();
+        }
+        table.push_back((ticket.clone(), now, self.clone()));
+        ticket
+    }
+
+    /// The handle a ticket names, once; `None` for a ticket unknown, redeemed or lapsed.
+    pub fn redeem(ticket: &str) -> Option<CallerHandle> {
+        let mut table = TICKETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = table.iter().position(|(t, _, _)| t == ticket)?;
+        let (_, lent, handle) = table.remove(at)?;
+        (lent.elapsed() <= TICKET_TTL).then_some(handle)
+    }
+}
+
 impl fmt::Debug for CallerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CallerHandle(..)")
@@ -208,6 +246,16 @@ mod tests {
         );
         drop((handle, held));
         assert!(weak.upgrade().is_none(), "the token goes with its last holder");
+    }
+
+    #[test]
+    fn a_ticket_names_its_caller_once() {
+        let handle = CallerHandle::new(Some(Arc::from("t-ticket")));
+        let ticket = handle.lend();
+        assert_eq!(ticket.len(), 32);
+        assert!(CallerHandle::redeem("not-a-ticket").is_none());
+        assert_eq!(CallerHandle::redeem(&ticket).unwrap().token().as_deref(), Some("t-ticket"));
+        assert!(CallerHandle::redeem(&ticket).is_none(), "redeemed once only");
     }
 
     #[tokio::test]

@@ -13,9 +13,10 @@
 //! (`modern`): `server/discover` and the lists are answered here, and what is routed goes to
 //! a backend that speaks 2026-07-28 as it came, or to a legacy one as a 2025-11-25 request.
 
+mod input;
 mod modern;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -40,6 +41,8 @@ const MAX_IN_FLIGHT: usize = 1024;
 const MAX_PENDING: usize = 256;
 /// Pages followed per list, so a backend that always sends `nextCursor` cannot loop us.
 const MAX_LIST_PAGES: usize = 100;
+/// 2026-07-28 callers whose catalogs are kept (token-exchange backends list per caller).
+const MAX_CALLER_CATALOGS: usize = 64;
 /// Bound on closing every backend session when the instance ends.
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 /// The revisions the instance speaks.
@@ -90,6 +93,8 @@ impl Conn {
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+/// One 2026-07-28 caller's catalog: its token, the epoch it was built in, the catalog.
+type CallerCatalog = (Arc<str>, u64, Arc<Catalog>);
 /// One era's catalog and the epoch it was built in.
 type CatalogSlot = tokio::sync::Mutex<Option<(u64, Arc<Catalog>)>>;
 
@@ -103,6 +108,9 @@ pub(crate) struct Instance {
     /// The catalog of each era's lists (legacy, then 2026-07-28): a backend that speaks
     /// 2026-07-28 is listed in it for a client that does.
     catalogs: [CatalogSlot; 2],
+    /// The catalogs of the latest 2026-07-28 callers (caller token, epoch, catalog), oldest
+    /// first: token-exchange backends list per caller.
+    caller_catalogs: Mutex<VecDeque<CallerCatalog>>,
     /// Bumped by every `list_changed` from a backend: a catalog of an older epoch is stale.
     epoch: AtomicU64,
     next_id: AtomicI64,
@@ -116,6 +124,8 @@ pub(crate) struct Instance {
     missing_why: Mutex<Vec<String>>,
     /// 2026-07-28 requests in flight, task owners and listen streams.
     modern: modern::ModernState,
+    /// 2026-07-28 calls to legacy backends parked while their client provides input.
+    input: input::InputState,
     stop: CancellationToken,
 }
 
@@ -148,6 +158,7 @@ pub(crate) async fn run(
         init_params: Mutex::new(None),
         conns: Mutex::new(HashMap::new()),
         catalogs: [tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)],
+        caller_catalogs: Mutex::new(VecDeque::new()),
         epoch: AtomicU64::new(0),
         next_id: AtomicI64::new(1),
         inflight: Mutex::new(HashMap::new()),
@@ -155,6 +166,7 @@ pub(crate) async fn run(
         caller,
         missing_why: Mutex::new(Vec::new()),
         modern: modern::ModernState::default(),
+        input: input::InputState::default(),
         stop: CancellationToken::new(),
     });
     tokio::spawn(follow_reloads(Arc::downgrade(&inst), shared.subscribe(), inst.stop.clone()));
@@ -239,7 +251,13 @@ impl Instance {
         };
         match msg.kind() {
             Kind::Request => {
-                let answer = self.on_request(&msg).await;
+                // A 2026-07-28 request's caller, named by the front's one-shot ticket: the
+                // request is served in that caller's scope (token_exchange backends).
+                let (msg, caller) = take_caller_ticket(msg);
+                let answer = match caller {
+                    Some(c) => c.scope(self.on_request(&msg)).await,
+                    None => self.on_request(&msg).await,
+                };
                 self.emit(answer).await;
             }
             Kind::Notification => self.on_notification(&msg).await,
@@ -409,6 +427,21 @@ impl Instance {
             return self.forward_modern(msg, backend, rename, &era).await;
         }
         let method = msg.method().unwrap_or_default().to_owned();
+        // A call that may be asked for input gets a session of its own, initialized with
+        // the capabilities it declares; its retry finds it parked.
+        if input::may_ask(&method) {
+            if input::is_retry(msg) {
+                return self.input_retry(msg).await;
+            }
+            if let Some(init) = input::capable_init(msg) {
+                return self.input_first(msg, backend, rename, init).await;
+            }
+        }
+        // A token-exchange backend is reached with this request's caller's token, over a
+        // session of the request's own (the shared instance serves many callers).
+        if self.hub().backend(backend).is_some_and(|b| b.exchange.is_some()) {
+            return self.input_first(msg, backend, rename, input::plain_init(msg)).await;
+        }
         let client_id = msg.id_raw().unwrap_or("null").to_owned();
         let legacy = apiary_protocol::modern::legacy_request(msg.bytes()).ok().and_then(|b| Message::parse(b).ok());
         let Some(legacy) = legacy else {
@@ -573,10 +606,12 @@ impl Instance {
         Ok(conn)
     }
 
-    /// The session caller's token exchanged for `backend` (from the exchanger's cache while it
-    /// lasts). Without a caller token nothing reaches the backend.
+    /// The caller's token exchanged for `backend` (from the exchanger's cache while it lasts):
+    /// the 2026-07-28 request's own caller, else the session's. Without a caller token
+    /// nothing reaches the backend.
     async fn exchanged(&self, backend: &str, x: &BackendExchange) -> Result<Arc<str>, String> {
-        let Some(subject) = self.caller.as_ref().and_then(CallerHandle::token) else {
+        let caller = CallerHandle::of_current_request().or_else(|| self.caller.clone());
+        let Some(subject) = caller.as_ref().and_then(CallerHandle::token) else {
             return Err(format!(
                 "backend {backend:?} needs the caller's token (token_exchange) and this session has none: \
                  callers must authenticate (incomingAuth oidc) over a session"
@@ -613,6 +648,14 @@ impl Instance {
     /// The current catalog; built (again) when there is none, when a backend said its list
     /// changed, or (with `retry_missing`) when the last one missed a backend.
     async fn catalog_with(self: &Arc<Self>, retry_missing: bool, is_modern: bool) -> Arc<Catalog> {
+        // A 2026-07-28 request's caller sees the token-exchange backends too, listed with
+        // its own token: its catalog is its own.
+        if is_modern
+            && self.hub().wants_caller()
+            && let Some(token) = CallerHandle::of_current_request().and_then(|c| c.token())
+        {
+            return self.caller_catalog(token, retry_missing).await;
+        }
         let mut guard = self.catalogs[usize::from(is_modern)].lock().await;
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some((e, c)) = &*guard
@@ -621,9 +664,41 @@ impl Instance {
         {
             return Arc::clone(c);
         }
-        // One hub for the whole build: its backends, deadline and rules belong together.
         let hub = self.hub();
-        let names = hub.backend_names();
+        // Without a caller, a 2026-07-28 request never reaches a token-exchange backend.
+        let names: Vec<String> =
+            hub.backends.iter().filter(|b| !is_modern || b.exchange.is_none()).map(|b| b.name.clone()).collect();
+        let catalog = self.build_catalog(&hub, names, is_modern).await;
+        *guard = Some((epoch, Arc::clone(&catalog)));
+        catalog
+    }
+
+    /// The catalog of one 2026-07-28 caller (every backend, token-exchange ones with its
+    /// token), kept for the latest [`MAX_CALLER_CATALOGS`] callers until a list changes.
+    async fn caller_catalog(self: &Arc<Self>, token: Arc<str>, retry_missing: bool) -> Arc<Catalog> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        {
+            let cached = lock(&self.caller_catalogs);
+            if let Some((_, e, c)) = cached.iter().find(|(t, _, _)| *t == token)
+                && *e == epoch
+                && (c.missing.is_empty() || !retry_missing)
+            {
+                return Arc::clone(c);
+            }
+        }
+        let hub = self.hub();
+        let catalog = self.build_catalog(&hub, hub.backend_names(), true).await;
+        let mut cached = lock(&self.caller_catalogs);
+        cached.retain(|(t, _, _)| *t != token);
+        if cached.len() >= MAX_CALLER_CATALOGS {
+            cached.pop_front();
+        }
+        cached.push_back((token, epoch, Arc::clone(&catalog)));
+        catalog
+    }
+
+    /// Lists `names` (at most the hub's list deadline each) and aggregates them.
+    async fn build_catalog(self: &Arc<Self>, hub: &Hub, names: Vec<String>, is_modern: bool) -> Arc<Catalog> {
         let deadline = hub.list_deadline;
         let lists = names.iter().map(|b| async move {
             let listed = tokio::time::timeout(deadline, self.list_backend(b, is_modern)).await;
@@ -649,9 +724,7 @@ impl Instance {
         }
         *lock(&self.missing_why) = missing_why;
         hub.health.set_missing(missing.clone());
-        let catalog = Arc::new(aggregate(&hub.rules, listings, missing));
-        *guard = Some((epoch, Arc::clone(&catalog)));
-        catalog
+        Arc::new(aggregate(&hub.rules, listings, missing))
     }
 
     /// The catalog for a list: a backend missed last time is asked again.
@@ -675,39 +748,64 @@ impl Instance {
             return self.list_modern(backend, client).await;
         }
         self.admit(backend)?;
+        if is_modern && self.hub().backend(backend).is_some_and(|b| b.exchange.is_some()) {
+            return self.list_for_caller(backend).await;
+        }
         let conn = self.conn(backend).await?;
-        let caps: Value = serde_json::from_slice::<Value>(conn.session.initialize_result())
+        self.list_session(backend, &conn.session, Some(&conn)).await
+    }
+
+    /// Every list a legacy backend's session offers (as its `initialize` result says).
+    async fn list_session(
+        &self,
+        backend: &str,
+        session: &RawSession,
+        conn: Option<&Arc<Conn>>,
+    ) -> Result<Listing, String> {
+        let caps: Value = serde_json::from_slice::<Value>(session.initialize_result())
             .ok()
             .and_then(|v| v.get("capabilities").cloned())
             .unwrap_or(Value::Null);
         let has = |k: &str| caps.get(k).is_some_and(|v| !v.is_null());
         let mut l = Listing { backend: backend.to_owned(), ..Listing::default() };
         if has("tools") {
-            l.tools = self.list_all(backend, &conn, "tools/list", "tools").await?;
+            l.tools = self.list_all(backend, session, conn, "tools/list", "tools").await?;
         }
         if has("prompts") {
-            l.prompts = self.list_all(backend, &conn, "prompts/list", "prompts").await?;
+            l.prompts = self.list_all(backend, session, conn, "prompts/list", "prompts").await?;
         }
         if has("resources") {
-            l.resources = self.list_all(backend, &conn, "resources/list", "resources").await?;
-            l.templates = self.list_all(backend, &conn, "resources/templates/list", "resourceTemplates").await?;
+            l.resources = self.list_all(backend, session, conn, "resources/list", "resources").await?;
+            l.templates =
+                self.list_all(backend, session, conn, "resources/templates/list", "resourceTemplates").await?;
         }
         Ok(l)
     }
 
-    async fn list_all(&self, backend: &str, conn: &Arc<Conn>, method: &str, key: &str) -> Result<Vec<Value>, String> {
+    /// Every page of one list over `session`; `conn` (the instance's session it is) is
+    /// dropped when the backend fails.
+    async fn list_all(
+        &self,
+        backend: &str,
+        session: &RawSession,
+        conn: Option<&Arc<Conn>>,
+        method: &str,
+        key: &str,
+    ) -> Result<Vec<Value>, String> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let params = cursor.as_ref().map(|c| json!({ "cursor": c })).unwrap_or_else(|| json!({}));
             let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
-            let answer = conn.session.request(Bytes::from(req)).await.map_err(|e| {
+            let answer = session.request(Bytes::from(req)).await.map_err(|e| {
                 if counts_as_failure(&e) {
                     if let Some(h) = self.hub().health.get(backend) {
                         h.record_failure(&e.to_string());
                     }
-                    self.drop_conn(backend, conn);
+                    if let Some(conn) = conn {
+                        self.drop_conn(backend, conn);
+                    }
                 }
                 format!("{method}: {e}")
             })?;
@@ -825,6 +923,20 @@ impl Instance {
             }
             Kind::Response | Kind::Error => {}
         }
+    }
+}
+
+/// The request without the front's caller ticket, and the caller it names (once).
+fn take_caller_ticket(msg: Message) -> (Message, Option<CallerHandle>) {
+    let key = apiary_transport::launch::CALLER_TICKET_META;
+    let Ok(Some(meta)) = msg.params_member(&["_meta"]) else { return (msg, None) };
+    let Ok(Some(at)) = msg.params_member(&["_meta", key]) else { return (msg, None) };
+    let caller =
+        msg.text(at).and_then(|t| serde_json::from_str::<String>(t).ok()).and_then(|t| CallerHandle::redeem(&t));
+    match splice::remove_members(msg.bytes(), meta, |k| k == key).map(Message::parse) {
+        Ok(Ok(stripped)) => (stripped, caller),
+        // A ticket that cannot be taken out is not honoured either.
+        _ => (msg, None),
     }
 }
 

@@ -185,3 +185,83 @@ async fn a_listen_is_acknowledged_and_carries_a_backend_tool_change() {
     };
     assert_eq!(end["result"]["resultType"], "complete", "{end}");
 }
+
+/// The retry of `first` (an `InputRequiredResult`) with `responses`.
+fn retry_of(tool: &str, first: &Value, responses: Value) -> Value {
+    json!({"name": tool, "arguments": {}, "inputResponses": responses,
+        "requestState": first["result"]["requestState"].clone()})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_backend_asks_a_modern_client_for_input_through_input_required_results() {
+    let (_legacy, _modern, launch) = two_backends().await;
+    let mut peer = Peer::start(&launch).await;
+
+    // One round: the backend's elicitation becomes the client's InputRequiredResult, keyed
+    // as the backend named it, without the backend's id; the retry's answer reaches it.
+    let elicit = json!({"elicitation": {}});
+    let tool = "old_test_input_required_result_elicitation";
+    let (first, _) = peer.call(1, "tools/call", json!({"name": tool, "arguments": {}}), elicit.clone()).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let asked = &first["result"]["inputRequests"]["user_name"];
+    assert_eq!(asked["method"], "elicitation/create", "{first}");
+    assert!(asked.get("id").is_none(), "{first}");
+    assert!(first["result"]["requestState"].is_string(), "{first}");
+    let answer = json!({"user_name": {"action": "accept", "content": {"name": "Ada"}}});
+    let (done, _) = peer.call(2, "tools/call", retry_of(tool, &first, answer.clone()), elicit.clone()).await;
+    assert_eq!(done["id"], 2, "{done}");
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(done["result"]["content"].to_string().contains("Hello, Ada!"), "{done}");
+
+    // The same state again names nothing: refused.
+    let (replayed, _) = peer.call(3, "tools/call", retry_of(tool, &first, answer), elicit.clone()).await;
+    assert_eq!(replayed["error"]["code"], -32602, "{replayed}");
+
+    // Two rounds: the second InputRequiredResult comes from the same parked call.
+    let tool = "old_test_input_required_result_multi_round";
+    let (one, _) = peer.call(4, "tools/call", json!({"name": tool, "arguments": {}}), elicit.clone()).await;
+    assert!(one["result"]["inputRequests"].get("step1").is_some(), "{one}");
+    let name = json!({"step1": {"action": "accept", "content": {"name": "Ada"}}});
+    let (two, _) = peer.call(5, "tools/call", retry_of(tool, &one, name), elicit.clone()).await;
+    assert!(two["result"]["inputRequests"].get("step2").is_some(), "{two}");
+    assert_ne!(two["result"]["requestState"], one["result"]["requestState"], "{two}");
+    let colour = json!({"step2": {"action": "accept", "content": {"color": "teal"}}});
+    let (done, _) = peer.call(6, "tools/call", retry_of(tool, &two, colour), elicit.clone()).await;
+    assert!(done["result"]["content"].to_string().contains("Ada likes teal"), "{done}");
+
+    // A prompt asks the same way.
+    let prompt = "old_test_input_required_result_prompt";
+    let (asked, _) = peer.call(7, "prompts/get", json!({"name": prompt}), elicit.clone()).await;
+    assert!(asked["result"]["inputRequests"].get("user_context").is_some(), "{asked}");
+    let context = json!({"user_context": {"action": "accept", "content": {"context": "tea"}}});
+    let retry = json!({"name": prompt, "inputResponses": context, "requestState": asked["result"]["requestState"]});
+    let (done, _) = peer.call(8, "prompts/get", retry, elicit).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(done["result"]["messages"].to_string().contains("in mind: tea"), "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_backend_asks_only_for_what_the_modern_request_declared_and_a_missing_answer_is_asked_again() {
+    let (_legacy, _modern, launch) = two_backends().await;
+    let mut peer = Peer::start(&launch).await;
+    // Elicitation and sampling declared, roots not: the backend's session was initialized
+    // with these two, so it asks for two inputs at once (gathered into one result).
+    let caps = json!({"elicitation": {}, "sampling": {}});
+    let tool = "old_test_input_required_result_multiple_inputs";
+    let (first, _) = peer.call(1, "tools/call", json!({"name": tool, "arguments": {}}), caps.clone()).await;
+    let requests = first["result"]["inputRequests"].as_object().unwrap();
+    let mut keys: Vec<&str> = requests.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["greeting", "user_name"], "{first}");
+    assert_eq!(requests["greeting"]["method"], "sampling/createMessage", "{first}");
+
+    // Only one answer: the other is asked again, the call still parked.
+    let name = json!({"user_name": {"action": "accept", "content": {"name": "Ada"}}});
+    let (again, _) = peer.call(2, "tools/call", retry_of(tool, &first, name), caps.clone()).await;
+    let requests = again["result"]["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.keys().collect::<Vec<_>>(), ["greeting"], "{again}");
+    let sample = json!({"greeting": {"role": "assistant", "content": {"type": "text", "text": "Hi"}, "model": "m"}});
+    let (done, _) = peer.call(3, "tools/call", retry_of(tool, &again, sample), caps).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(done["result"]["content"].to_string().contains("Got all 2 inputs"), "{done}");
+}

@@ -111,7 +111,7 @@ pub async fn post(
         bridged.run(front, ctx, m, None).await?
     } else {
         let forwarded = if modern_child {
-            m
+            with_caller_ticket(m)?
         } else {
             modern::legacy_request(m.bytes())
                 .ok()
@@ -146,6 +146,19 @@ pub async fn post(
         frame
     };
     Ok(respond(frame, acc))
+}
+
+/// For a child that uses callers (the vMCP: the request runs in its caller's scope only
+/// then), the request's caller named in `_meta` by a one-shot ticket, never the token; any
+/// ticket the client wrote is replaced.
+fn with_caller_ticket(m: Message) -> Result<Message, Refusal> {
+    let Some(caller) = apiary_transport::launch::CallerHandle::of_current_request() else { return Ok(m) };
+    let ticket = serde_json::Value::from(caller.lend()).to_string();
+    let path = ["_meta", apiary_transport::launch::CALLER_TICKET_META];
+    m.params_range()
+        .and_then(|params| apiary_protocol::splice::set_path(m.bytes(), params, &path, &ticket).ok())
+        .and_then(|b| Message::parse(b).ok())
+        .ok_or_else(|| Refusal::invalid("the request cannot be forwarded"))
 }
 
 /// A call the bridge to a legacy child serves itself (`front::input_bridge`).

@@ -65,7 +65,7 @@ impl ModernState {
         }
     }
 
-    fn track(&self, id: &str) -> Tracked<'_> {
+    pub(super) fn track(&self, id: &str) -> Tracked<'_> {
         let token = CancellationToken::new();
         lock(&self.inflight).insert(id.to_owned(), token.clone());
         Tracked { state: self, id: id.to_owned(), token }
@@ -73,10 +73,10 @@ impl ModernState {
 }
 
 /// A request in flight, forgotten when dropped.
-struct Tracked<'a> {
+pub(super) struct Tracked<'a> {
     state: &'a ModernState,
     id: String,
-    token: CancellationToken,
+    pub(super) token: CancellationToken,
 }
 
 impl Drop for Tracked<'_> {
