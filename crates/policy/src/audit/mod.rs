@@ -3,9 +3,9 @@
 //! `includeRequestData`, `includeResponseData`, `maxDataSize`).
 //!
 //! The proxy builds an event with [`Auditor::event`] (or [`AuditEvent::builder`]) and hands it
-//! to [`Auditor::record`], which never blocks: it writes the event's line (`line`, serde_json's bytes
-//! without its generic path) into a bounded buffer that
-//! one writer task writes out in batches.
+//! to [`Auditor::record`], which never blocks: it writes the event's line (`line`: serde_json's
+//! bytes, without its generic path) into a bounded buffer that one writer task writes out in
+//! batches.
 
 mod auditor;
 mod config;
