@@ -57,7 +57,7 @@ ann = lambda *a: subprocess.run(["callgrind_annotate", *a, path], capture_output
 total = int(re.search(r"([\d,]+) \S+\s+PROGRAM TOTALS", ann()).group(1).replace(",", ""))
 tree = ann("--tree=caller", "--inclusive=yes")
 end = r"(?: \[[^\n]*\])?$"  # the object file is shown only sometimes
-m = re.search(r"< [^\n]*streamable::post::\{\{closure\}\} \(([\d,]+)x\)" + end + r"\n[^\n]*\*[^\n]*dispatch::dispatch::\{\{closure\}\}" + end, tree, re.M)
+m = re.search(r"< [^\n]*streamable::post\w*::\{\{closure\}\} \(([\d,]+)x\)" + end + r"\n[^\n]*\*[^\n]*dispatch::dispatch::\{\{closure\}\}" + end, tree, re.M)
 n = int(m.group(1).replace(",", ""))
 print(f"{mode}: {n} requests, {total // n} instructions per request (whole proxy)")
 parts = {"authentication": r"authn/mod.rs:apiary_proxy::guard::front::front_layer::\{\{closure\}\}$",

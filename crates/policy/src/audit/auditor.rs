@@ -150,9 +150,7 @@ impl Auditor {
         let queued = SCRATCH.with(|scratch| {
             let Ok(mut line) = scratch.try_borrow_mut() else { return Err("audit event not serialisable") };
             line.clear();
-            if serde_json::to_writer(&mut *line, &event).is_err() {
-                return Err("audit event not serialisable");
-            }
+            super::line::write(&event, &mut line);
             line.push(b'\n');
             let queued = self.queue(&line);
             if line.capacity() > SCRATCH_KEEP {

@@ -264,7 +264,26 @@ impl EventBuilder<'_> {
     }
 
     pub fn peer(mut self, ip: IpAddr) -> Self {
-        self.event.source.value = ip.to_string();
+        self.event.source.value = match ip {
+            // Dotted decimal by hand: `Display` goes through the formatter, per request.
+            IpAddr::V4(v4) => {
+                let mut text = String::with_capacity(15);
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push('.');
+                    }
+                    if octet >= 100 {
+                        text.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        text.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    text.push(char::from(b'0' + octet % 10));
+                }
+                text
+            }
+            IpAddr::V6(_) => ip.to_string(),
+        };
         self
     }
 
@@ -363,6 +382,15 @@ mod tests {
         assert_eq!(capped(b"not json\n", 100).unwrap().get(), r#""not json\n""#);
         assert_eq!(capped(b"[1,2,3]", 3).unwrap().get(), r#"{"truncated":true,"size_bytes":7}"#);
         assert_eq!(capped(b"[1,2,3]", 7).unwrap().get(), "[1,2,3]");
+    }
+
+    #[test]
+    fn peers_are_written_as_display_writes_them() {
+        let cfg = AuditConfig::default();
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "9.99.100.109", "::1", "::ffff:1.2.3.4", "fe80::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(AuditEvent::builder(&cfg, None).peer(ip).build().source.value, ip.to_string());
+        }
     }
 
     #[test]

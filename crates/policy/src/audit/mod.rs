@@ -3,12 +3,14 @@
 //! `includeRequestData`, `includeResponseData`, `maxDataSize`).
 //!
 //! The proxy builds an event with [`Auditor::event`] (or [`AuditEvent::builder`]) and hands it
-//! to [`Auditor::record`], which never blocks: it serialises the event into a bounded buffer that
-//! one writer task writes out in batches.
+//! to [`Auditor::record`], which never blocks: it writes the event's line (`line`: serde_json's
+//! bytes, without its generic path) into a bounded buffer that one writer task writes out in
+//! batches.
 
 mod auditor;
 mod config;
 mod event;
+mod line;
 mod stamp;
 
 pub use crate::document::DocumentError;

@@ -269,6 +269,23 @@ fn bearer_token(authorization: Option<&http::HeaderValue>, max_bytes: usize) -> 
     if bytes.len() > max_bytes.saturating_add(scheme_len + 16) {
         return Err(AuthnError::TooLarge);
     }
+    // The common case in one pass: surrounding spaces and tabs off, then only visible ASCII
+    // other than space (what the checks below accept). Anything else takes the checks below,
+    // which say what is wrong.
+    let rest = &bytes[scheme_len..];
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = rest.iter().position(|b| !blank(b)).unwrap_or(rest.len());
+    let end = rest.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    let candidate = &rest[start..end];
+    // A fold without an early exit, so the compiler can check many bytes at a time.
+    let visible = candidate.iter().fold(true, |ok, b| ok & (b.wrapping_sub(0x21) < 0x5e));
+    if visible
+        && !candidate.is_empty()
+        && candidate.len() <= max_bytes
+        && let Ok(token) = std::str::from_utf8(candidate)
+    {
+        return Ok(token);
+    }
     let token = value.to_str().map_err(|_| AuthnError::Malformed("token is not ASCII"))?[scheme_len..].trim();
     if token.len() > max_bytes {
         return Err(AuthnError::TooLarge);
@@ -302,6 +319,44 @@ mod tests {
         assert_eq!(bearer_token(Some(&header(&format!("Bearer {}", "a".repeat(100)))), 100).map(str::len), Ok(100));
         let non_ascii = http::HeaderValue::from_bytes(b"Bearer \xff").unwrap();
         assert!(matches!(bearer_token(Some(&non_ascii), 100), Err(AuthnError::Malformed(_))));
+        assert_eq!(bearer_token(Some(&header("Bearer \tabc~!\t ")), 100), Ok("abc~!"));
+        assert!(matches!(bearer_token(Some(&header("Bearer a\tb")), 100), Err(AuthnError::Malformed(_))));
+        let inner = http::HeaderValue::from_bytes(b"Bearer ab\x80c").unwrap();
+        assert_eq!(bearer_token(Some(&inner), 100), Err(AuthnError::Malformed("token is not ASCII")));
+    }
+
+    #[test]
+    fn the_one_pass_check_accepts_what_the_full_checks_accept() {
+        // Every header of up to four bytes after the scheme, from an alphabet with the edges of
+        // each check: the answer is the one of the checks alone (the fast path skipped).
+        let full = |value: &http::HeaderValue, max: usize| -> Result<String, AuthnError> {
+            let token = value.to_str().map_err(|_| AuthnError::Malformed("token is not ASCII"))?[7..].trim();
+            if token.len() > max {
+                return Err(AuthnError::TooLarge);
+            }
+            if token.is_empty() || token.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err(AuthnError::Malformed("not a single bearer token"));
+            }
+            Ok(token.to_owned())
+        };
+        let alphabet = [b' ', b'\t', b'!', b'a', b'~', 0x7f, 0x80, 0xff];
+        let mut tail = Vec::new();
+        for n in 0..=4u32 {
+            for mut i in 0..alphabet.len().pow(n) {
+                tail.clear();
+                for _ in 0..n {
+                    tail.push(alphabet[i % alphabet.len()]);
+                    i /= alphabet.len();
+                }
+                let Ok(value) = http::HeaderValue::from_bytes(&[b"Bearer ".as_slice(), &tail].concat()) else {
+                    continue;
+                };
+                for max in [2, 100] {
+                    let got = bearer_token(Some(&value), max).map(str::to_owned);
+                    assert_eq!(got, full(&value, max), "{tail:?}");
+                }
+            }
+        }
     }
 
     fn cfg(issuer: &str) -> OidcConfig {

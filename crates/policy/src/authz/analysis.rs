@@ -17,6 +17,8 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
+use super::direct::Direct;
+
 /// The attribute names the policies read, over all entities and the context.
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
@@ -158,6 +160,9 @@ pub(crate) struct Split {
     /// Every per-request policy looks at no entity but the resource (see
     /// [`sees_only_the_resource`]): they may be evaluated against a store holding it alone.
     pub per_request_sees_only_the_resource: bool,
+    /// The per-request policies compiled for evaluation without Cedar, when they look at the
+    /// resource alone and are all in `direct`'s subset.
+    pub direct: Option<Direct>,
 }
 
 impl Applicable {
@@ -227,7 +232,9 @@ fn split(candidates: &[&Policy], keep: impl Fn(&Policy) -> bool, resource_types:
             let _ = per_tool.add((*policy).clone());
         }
     }
+    let direct = if has_per_request && only_the_resource { Direct::compile(&per_request) } else { None };
     Split {
+        direct,
         all,
         per_request,
         per_tool,

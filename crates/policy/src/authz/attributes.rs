@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use cedar_policy::RestrictedExpression;
 use serde_json::{Map, Value};
 
-use super::values::{Budget, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_STRING_BYTES, account, to_cedar};
+use super::values::{Budget, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_STRING_BYTES, Simple, account, to_cedar};
 
 /// Most groups (group claim plus role claim) that become parents of the principal.
 pub const MAX_GROUPS: usize = 1024;
@@ -37,10 +37,14 @@ pub(crate) struct Dropped {
 /// Which attribute names to build; the others are only accounted for (see [`account`]).
 pub(crate) type Wanted<'a> = &'a dyn Fn(&str) -> bool;
 
+/// One built attribute: its name, its Cedar value, and the same value as the direct evaluator
+/// reads it (`direct`).
+pub(crate) type Attr = (String, RestrictedExpression, Simple);
+
 /// Attributes gathered for one decision: the wanted ones built, every left-out one recorded.
 #[derive(Default)]
 pub(crate) struct Attributes {
-    pub values: Vec<(String, RestrictedExpression)>,
+    pub values: Vec<Attr>,
     pub dropped: Vec<Dropped>,
 }
 
@@ -49,7 +53,7 @@ impl Attributes {
     /// without being built, so the budget and the left-out list come out as if it were.
     fn put(&mut self, name: String, value: &Value, budget: &mut Budget, wanted: Wanted<'_>) {
         let result = if wanted(&name) {
-            to_cedar(value, budget).map(|v| self.values.push((name.clone(), v)))
+            to_cedar(value, budget).map(|v| self.values.push((name.clone(), v, Simple::of(value))))
         } else {
             account(value, budget)
         };
@@ -132,7 +136,7 @@ pub(crate) fn arguments(
                 Value::Null | Value::Array(_) | Value::Object(_) => {
                     let present = format!("{name}_present");
                     if wanted(&present) {
-                        out.values.push((present, RestrictedExpression::new_bool(true)));
+                        out.values.push((present, RestrictedExpression::new_bool(true), Simple::Bool(true)));
                     }
                 }
             }
@@ -145,7 +149,7 @@ pub(crate) fn annotations(annotations: Option<&Map<String, Value>>, wanted: Want
     let Some(annotations) = annotations else { return };
     for key in ANNOTATIONS.into_iter().filter(|k| wanted(k)) {
         if let Some(Value::Bool(b)) = annotations.get(key) {
-            out.values.push((key.to_owned(), RestrictedExpression::new_bool(*b)));
+            out.values.push((key.to_owned(), RestrictedExpression::new_bool(*b), Simple::Bool(*b)));
         }
     }
 }

@@ -231,3 +231,35 @@ fn a_left_out_attribute_named_with_escapes_denies() {
     assert!(!decision.allowed);
     assert!(decision.errors[0].contains("claim_x was left out"), "{decision:?}");
 }
+
+#[test]
+fn per_request_policies_are_decided_without_cedar_and_agree() {
+    // Guards the property test: with the resource seen alone and every per-request policy in
+    // `direct`'s subset, a caller's later requests are decided without Cedar; with the policy
+    // using the context whole, never.
+    let uid = |text: &str| text.parse().unwrap();
+    for (index, compiled) in [(2, true), (3, false)] {
+        let (authz, full) = &AUTHORIZERS[index];
+        let split = authz.applicable[&Feature::Tool].for_resource(&uid(r#"Tool::"echo""#));
+        assert_eq!(split.direct.is_some(), compiled, "authorizer {index}");
+        let claims = json!({"groups": ["eng"], "role": "user", "level": 9}).as_object().cloned().unwrap();
+        let who = Arc::new(Identity { subject: "user".to_owned(), claims: claims.clone(), kind: IdentityKind::Jwt });
+        for (i, (text, allowed)) in
+            [("yes", true), ("no", false), ("maybe", true), ("yes", true)].into_iter().enumerate()
+        {
+            let args = json!({"text": text}).as_object().cloned().unwrap();
+            let what = Target { feature: Feature::Tool, name: "echo", arguments: Some(&args), annotations: None };
+            let before = super::DIRECT_DECISIONS.with(std::cell::Cell::get);
+            let decision = authz.authorize_shared(&who, &what);
+            let direct = super::DIRECT_DECISIONS.with(std::cell::Cell::get) > before;
+            assert_eq!(decision, decide(full, &claims, &what), "{text}");
+            assert_eq!(decision.allowed, allowed, "{text}: {decision:?}");
+            // The first request keeps the other policies' outcomes; later ones need no Cedar.
+            assert_eq!(direct, compiled && i > 0, "{text}");
+        }
+        // A missing argument errs in no policy here; a list argument is `arg_text_present`.
+        let list = json!({"text": ["a"]}).as_object().cloned().unwrap();
+        let what = Target { feature: Feature::Tool, name: "echo", arguments: Some(&list), annotations: None };
+        assert_eq!(authz.authorize_shared(&who, &what), decide(full, &claims, &what));
+    }
+}

@@ -37,7 +37,9 @@
 //! whose conditions see only the caller, per resource, and of those that also see the resource's
 //! attributes but no argument nor the context, per resource and tool annotations
 //! (`analysis::Split`): only the policies that can read arguments or the context are evaluated
-//! per request.
+//! per request, and when those look at the resource alone and compare its (or the context's)
+//! attributes with literals, `direct` evaluates them without Cedar's per-request entity store
+//! (falling back to Cedar on any error or construct outside its subset).
 //!
 //! Decision: any `forbid` → deny; else any `permit` → allow; else deny. Cedar skips a policy whose
 //! evaluation errors (a missing attribute, a type mismatch); here any such error denies the
@@ -47,6 +49,7 @@
 mod analysis;
 mod attributes;
 mod config;
+mod direct;
 mod entities;
 #[cfg(test)]
 mod equivalence;
@@ -64,16 +67,24 @@ use serde_json::{Map, Value};
 
 use crate::Identity;
 use analysis::{Applicable, Usage};
-use attributes::{Attributes, ClaimRules};
+use attributes::{Attr, Attributes, ClaimRules};
 use entities::{RequestEntity, StaticEntities, uid};
 use outcome::Outcome;
 use principal::PrincipalCache;
+use values::Simple;
 
 pub use attributes::MAX_GROUPS;
 pub use config::{DEFAULT_GROUP_ENTITY_TYPE, MAX_DOCUMENT_BYTES};
 pub use error::AuthzConfigError;
 pub use policies::policy_id;
 pub use values::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_NODES, MAX_STRING_BYTES, MAX_TOTAL_BYTES};
+
+#[cfg(test)]
+thread_local! {
+    /// Decisions made on this thread without Cedar (`Authorizer::decide_kept`): lets tests check
+    /// that the way they mean to exercise is taken.
+    static DIRECT_DECISIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// The kind of MCP capability a request touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,8 +295,9 @@ impl Authorizer {
         let claims = attributes::claims(&who.claims, &self.rules, &mut budget, &anywhere);
         let groups = attributes::groups(&who.claims, &self.rules)?;
         let principal_uid = uid(&self.client_type, &who.subject);
-        let attrs = claims.values.iter().filter(|(name, _)| reads(name)).cloned().collect();
-        let context = claims.values.into_iter().filter(|(name, _)| context_reads(name)).collect();
+        let attrs =
+            claims.values.iter().filter(|(name, ..)| reads(name)).map(|(n, e, _)| (n.clone(), e.clone())).collect();
+        let context = claims.values.into_iter().filter(|(name, ..)| context_reads(name)).collect();
         let parents = groups.iter().map(|g| uid(&self.group_type, g)).collect();
         let store = self
             .entities
@@ -321,11 +333,11 @@ impl Authorizer {
         }
         let args_start = resource.values.len();
         attributes::arguments(what.arguments, &mut budget, &anywhere, &mut resource);
-        let args: Vec<(String, RestrictedExpression)> =
-            resource.values[args_start..].iter().filter(|(name, _)| context_reads(name)).cloned().collect();
+        let args: Vec<Attr> =
+            resource.values[args_start..].iter().filter(|(name, ..)| context_reads(name)).cloned().collect();
         // Some may be built for the context only; the resource keeps the ones policies read.
         let mut index = 0;
-        resource.values.retain(|(name, _)| {
+        resource.values.retain(|(name, ..)| {
             index += 1;
             index <= args_start || reads(name)
         });
@@ -334,10 +346,9 @@ impl Authorizer {
             fixed.push(("uri", what.name));
         }
         resource.values.extend(
-            fixed
-                .into_iter()
-                .filter(|(k, _)| reads(k))
-                .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_string(v.to_owned()))),
+            fixed.into_iter().filter(|(k, _)| reads(k)).map(|(k, v)| {
+                (k.to_owned(), RestrictedExpression::new_string(v.to_owned()), Simple::Str(v.to_owned()))
+            }),
         );
 
         // A left-out attribute a policy names could flip a `has` guard or skip a forbid: refuse.
@@ -358,12 +369,22 @@ impl Authorizer {
             return Decision::deny_with("unknown feature".to_owned());
         };
         let resource_uid = uid(resource_type, what.name);
+        let split = self.applicable.get(&what.feature).map(|a| a.for_resource(&resource_uid));
+        if again
+            && let Some(split) = split
+            && let Some(decision) = self.decide_kept(principal, what, split, &resource.values, &args, &resource_uid)
+        {
+            #[cfg(test)]
+            DIRECT_DECISIONS.with(|n| n.set(n.get() + 1));
+            return decision;
+        }
 
         // Context: claims, then arguments (ToolHive's merge order; the prefixes never clash).
         let context = if principal.context.is_empty() && args.is_empty() {
             Context::empty()
         } else {
-            let pairs: HashMap<String, RestrictedExpression> = principal.context.iter().cloned().chain(args).collect();
+            let pairs: HashMap<String, RestrictedExpression> =
+                principal.context.iter().chain(&args).map(|(n, e, _)| (n.clone(), e.clone())).collect();
             match Context::from_pairs(pairs) {
                 Ok(c) => c,
                 Err(e) => return Decision::deny_with(format!("context: {e}")),
@@ -375,14 +396,13 @@ impl Authorizer {
         };
         let resource_entity = RequestEntity {
             uid: resource_uid.clone(),
-            attrs: resource.values,
+            attrs: resource.values.into_iter().map(|(n, e, _)| (n, e)).collect(),
             parents: self.server.iter().cloned().collect(),
         };
         let entity = match self.entities.entity(resource_entity) {
             Ok(e) => e,
             Err(e) => return Decision::deny_with(format!("entities: {e}")),
         };
-        let split = self.applicable.get(&what.feature).map(|a| a.for_resource(&resource_uid));
         // The per-request policies may run against the resource alone (no copy of the caller's
         // store, no closure over it): see `Split::per_request_sees_only_the_resource`.
         let alone = again
@@ -460,5 +480,50 @@ impl Authorizer {
             outcome.join(&kept);
         }
         outcome.decision()
+    }
+
+    /// The decision without Cedar, when it can be made so: the per-request policies (if any) are
+    /// evaluated by `direct` against the resource alone, and the other policies' outcomes for
+    /// this caller and resource are already kept. `None`: decide the whole way (the kept outcomes
+    /// are then evaluated, or a policy erred and Cedar must word the error).
+    fn decide_kept(
+        &self,
+        principal: &principal::Principal,
+        what: &Target<'_>,
+        split: &analysis::Split,
+        resource: &[Attr],
+        args: &[Attr],
+        resource_uid: &EntityUid,
+    ) -> Option<Decision> {
+        // A store that failed to build denies; a resource that shares its uid with a static
+        // entity (attributes from the file) or closes a cycle is left to Cedar.
+        let store = principal.store.as_ref().ok()?;
+        if !self.entities.resource_alone(store, resource_uid, self.server.as_ref()) {
+            return None;
+        }
+        let mut outcome = if split.has_per_request {
+            let direct = split.direct.as_ref()?;
+            direct.evaluate(&direct::Request {
+                principal: &principal.uid,
+                action: self.actions.get(&what.feature)?,
+                resource: resource_uid,
+                resource_attrs: resource,
+                context: [&principal.context, args],
+            })?
+        } else {
+            Outcome::default()
+        };
+        if split.has_per_tool {
+            let reads = |name: &str| self.usage.reads(name);
+            let annotations = if what.feature == Feature::Tool { what.annotations } else { None };
+            let part = principal::Part::PerTool(attributes::annotation_key(annotations, &reads));
+            let kept = principal.outcomes.get(what.feature, part, what.name)?;
+            outcome.join(&kept);
+        }
+        if split.has_per_caller {
+            let kept = principal.outcomes.get(what.feature, principal::Part::PerCaller, what.name)?;
+            outcome.join(&kept);
+        }
+        Some(outcome.decision())
     }
 }

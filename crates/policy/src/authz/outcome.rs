@@ -36,6 +36,13 @@ impl Outcome {
         Outcome { forbids, permits, errors }
     }
 
+    /// What Cedar's response would hold when no policy erred and these were satisfied (it
+    /// reports the satisfied forbids when there is one, else the satisfied permits).
+    pub(crate) fn satisfied(forbids: Vec<String>, permits: Vec<String>) -> Outcome {
+        let permits = if forbids.is_empty() { permits } else { Vec::new() };
+        Outcome { forbids, permits, errors: Vec::new() }
+    }
+
     /// Adds another evaluation's findings; errors are kept in document order (ids `policy<N>`).
     pub(crate) fn join(&mut self, other: &Outcome) {
         self.forbids.extend(other.forbids.iter().cloned());

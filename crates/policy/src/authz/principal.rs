@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use cedar_policy::{Entities, EntityUid, RestrictedExpression};
+use cedar_policy::{Entities, EntityUid};
 
 use super::Feature;
-use super::attributes::Dropped;
+use super::attributes::{Attr, Dropped};
 use super::outcome::Outcome;
 use super::values::Budget;
 use crate::Identity;
@@ -32,7 +32,7 @@ pub(crate) struct Principal {
     /// Its `claim_*`/`claimset_*` attributes left out (over a bound).
     pub dropped: Vec<Dropped>,
     /// Its `claim_*`/`claimset_*` values some policy reads from the context.
-    pub context: Vec<(String, RestrictedExpression)>,
+    pub context: Vec<Attr>,
     /// The decision's value budget left once the claims are built; the arguments spend the rest.
     pub budget: Budget,
     pub uid: EntityUid,

@@ -46,6 +46,28 @@ impl Budget {
     }
 }
 
+/// A built value as the direct evaluator (`direct`) reads it: a boolean, an integer or a string,
+/// as [`to_cedar`] builds them; anything else (a decimal, a set, a record) it does not evaluate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Simple {
+    Bool(bool),
+    Long(i64),
+    Str(String),
+    Other,
+}
+
+impl Simple {
+    /// The value [`to_cedar`] builds from `value`, when it is one of the simple kinds.
+    pub(crate) fn of(value: &Value) -> Simple {
+        match value {
+            Value::Bool(b) => Simple::Bool(*b),
+            Value::Number(n) => n.as_i64().map_or(Simple::Other, Simple::Long),
+            Value::String(s) => Simple::Str(s.clone()),
+            _ => Simple::Other,
+        }
+    }
+}
+
 /// Converts a JSON value. `Err` says why it was left out: too large, too deep, or a kind Cedar
 /// has no type for (null, a number beyond a decimal's range).
 pub(crate) fn to_cedar(value: &Value, budget: &mut Budget) -> Result<RestrictedExpression, &'static str> {
