@@ -25,6 +25,7 @@ mod sandbox_cmd;
 mod secret_cmd;
 mod serve;
 mod source_arg;
+mod trim;
 mod vmcp_cmd;
 mod workload_cmds;
 

@@ -165,6 +165,8 @@ async fn serve_workload(
     if foreground {
         crate::output::emit_line(&url);
     }
+    // Serving from here on: what only starting needed can leave this process's memory.
+    crate::trim::after_start();
 
     let token = handle.shutdown_token();
     // A remote server's status is published once (running) and its sender then dropped: a
@@ -381,6 +383,7 @@ pub async fn run_standalone(config: RunConfig, launcher: Option<Arc<dyn Launch>>
     let url = handle.url();
     tracing::info!(%url, "serving");
     crate::output::emit_line(&url);
+    crate::trim::after_start();
     let token = handle.shutdown_token();
     tokio::select! {
         sig = signals.recv() => tracing::info!(signal = sig, "stopping"),
