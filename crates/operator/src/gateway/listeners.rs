@@ -11,7 +11,8 @@
 
 use serde::Deserialize;
 
-use crate::registration::route::{GATEWAY_GROUP, HTTPROUTE_KIND, Key};
+pub use crate::registration::route::ParentRef;
+use crate::registration::route::{GATEWAY_GROUP, HTTPROUTE_KIND, Key, names_gateway};
 
 /// The fields of a Gateway's spec attachment reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -70,29 +71,6 @@ pub struct RouteGroupKind {
     pub kind: String,
 }
 
-/// The route's view of one parent: which Gateway and, optionally, which listener.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ParentRef {
-    /// Defaults to the Gateway API group.
-    #[serde(default)]
-    pub group: Option<String>,
-    /// Defaults to `Gateway`.
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// The Gateway's name.
-    pub name: String,
-    /// Defaults to the route's namespace.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The listener's name, when the route picks one.
-    #[serde(default)]
-    pub section_name: Option<String>,
-    /// The listener's port, when the route picks by port.
-    #[serde(default)]
-    pub port: Option<i64>,
-}
-
 /// The route's `parentRefs`, read from its spec (everything else ignored).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -121,7 +99,7 @@ pub fn attach(
     gateway: &Key,
     spec: &GatewaySpec,
 ) -> Result<String, Refused> {
-    let ours: Vec<&ParentRef> = parents.iter().filter(|p| names_gateway(p, route, gateway)).collect();
+    let ours: Vec<&ParentRef> = parents.iter().filter(|p| names_gateway(route, p, gateway)).collect();
     if ours.is_empty() {
         return Err(Refused {
             reason: "NotAttached",
@@ -150,13 +128,6 @@ fn rank(reason: &str) -> u8 {
         "NotAllowedByListeners" => 1,
         _ => 0,
     }
-}
-
-fn names_gateway(p: &ParentRef, route: &Key, gateway: &Key) -> bool {
-    p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-        && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-        && p.name == gateway.name
-        && p.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&route.namespace) == gateway.namespace
 }
 
 /// One parentRef naming the Gateway: the listeners it picks, and whether one admits the route.

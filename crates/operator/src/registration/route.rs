@@ -82,7 +82,7 @@ pub struct RouteSpec {
 }
 
 /// A parent of a route: `group`/`kind` default to a Gateway API `Gateway`, `namespace` to the
-/// route's.
+/// route's; `sectionName`/`port` pick one listener of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentRef {
@@ -97,16 +97,21 @@ pub struct ParentRef {
     /// Namespace.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The listener's name, when the route picks one.
+    #[serde(default)]
+    pub section_name: Option<String>,
+    /// The listener's port, when the route picks by port.
+    #[serde(default)]
+    pub port: Option<i64>,
 }
 
-/// True when the route `route` (with `spec`) names Gateway `gateway` among its `parentRefs`.
-pub fn attaches_to(route: &Key, spec: &RouteSpec, gateway: &Key) -> bool {
-    spec.parent_refs.iter().any(|p| {
-        p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-            && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-            && p.name == gateway.name
-            && p.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&route.namespace) == gateway.namespace
-    })
+/// True when `parent`, one of route `route`'s `parentRefs`, names Gateway `gateway` (whether a
+/// listener of it admits the route is the gateway's `listeners` module's question).
+pub fn names_gateway(route: &Key, parent: &ParentRef, gateway: &Key) -> bool {
+    parent.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+        && parent.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+        && parent.name == gateway.name
+        && parent.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&route.namespace) == gateway.namespace
 }
 
 /// One rule of a route.
@@ -292,19 +297,22 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_route_attaches_to_its_gateway_only() {
+    fn the_seed_route_names_its_gateway_only() {
+        let names = |route: &Key, spec: &RouteSpec, gateway: &Key| {
+            spec.parent_refs.iter().any(|p| names_gateway(route, p, gateway))
+        };
         let route = key("mcp-test", "kubernetes-mcp");
         let spec = seed_route();
-        assert!(attaches_to(&route, &spec, &key("gateway-system", "mcp-gateway")));
-        assert!(!attaches_to(&route, &spec, &key("toolhive-system", "mcp-gateway")), "same name, other namespace");
-        assert!(!attaches_to(&route, &spec, &key("gateway-system", "other")));
+        assert!(names(&route, &spec, &key("gateway-system", "mcp-gateway")));
+        assert!(!names(&route, &spec, &key("toolhive-system", "mcp-gateway")), "same name, other namespace");
+        assert!(!names(&route, &spec, &key("gateway-system", "other")));
         // A parentRef without a namespace means the route's own.
         let local: RouteSpec = serde_json::from_value(json!({"parentRefs": [{"name": "gw"}]})).unwrap();
-        assert!(attaches_to(&route, &local, &key("mcp-test", "gw")));
+        assert!(names(&route, &local, &key("mcp-test", "gw")));
         let not_a_gateway: RouteSpec =
             serde_json::from_value(json!({"parentRefs": [{"kind": "Service", "group": "", "name": "gw"}]})).unwrap();
-        assert!(!attaches_to(&route, &not_a_gateway, &key("mcp-test", "gw")));
-        assert!(!attaches_to(&route, &RouteSpec::default(), &key("mcp-test", "gw")));
+        assert!(!names(&route, &not_a_gateway, &key("mcp-test", "gw")));
+        assert!(!names(&route, &RouteSpec::default(), &key("mcp-test", "gw")));
     }
 
     #[test]
