@@ -8,17 +8,16 @@
 //! 2025-11-25 conformance suite through this bridge.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::time::Duration;
 
 use apiary_config::{RunConfig, Source};
 use apiary_proxy::ProxyHandle;
 use apiary_testkit::conformance::run_server_suite;
 use apiary_testkit::server::{HttpServer, RAW_ECHO_SESSION, ServerOptions, raw_echo_router, serve_http};
-use serde_json::{Value, json};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
-}
+use common::legacy_session::{Session, client, next_frame, sse_frames};
+use serde_json::json;
 
 /// The fixture over HTTP, modern-only, and the proxy in front of it.
 async fn bridged_proxy(name: &str) -> (HttpServer, ProxyHandle) {
@@ -26,107 +25,6 @@ async fn bridged_proxy(name: &str) -> (HttpServer, ProxyHandle) {
     let upstream = serve_http("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
     let proxy = apiary_proxy::start(RunConfig::new(name, Source::remote(upstream.url())), None).await.unwrap();
     (upstream, proxy)
-}
-
-/// The JSON-RPC frames of an SSE body read so far.
-fn sse_frames(text: &str) -> Vec<Value> {
-    text.lines().filter_map(|l| l.strip_prefix("data:")).filter_map(|d| serde_json::from_str(d.trim()).ok()).collect()
-}
-
-/// A legacy session: its id and revision.
-struct Session {
-    url: String,
-    id: String,
-    revision: String,
-}
-
-impl Session {
-    /// `initialize` with `capabilities`, then `notifications/initialized`.
-    async fn open(url: &str, revision: &str, capabilities: Value) -> (Session, Value) {
-        let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-            "protocolVersion":revision,"capabilities":capabilities,
-            "clientInfo":{"name":"bridge-test","version":"1"}}});
-        let res = client()
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(init.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let id = res.headers().get("mcp-session-id").expect("a session").to_str().unwrap().to_owned();
-        let v = body_frame(res).await;
-        let session = Session { url: url.to_owned(), id, revision: revision.to_owned() };
-        let res = session.post(&json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
-        assert_eq!(res.status(), 202);
-        (session, v)
-    }
-
-    /// The session's GET stream.
-    async fn get(&self) -> reqwest::Response {
-        client()
-            .get(&self.url)
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", &self.revision)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, body: &Value) -> reqwest::Response {
-        client()
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", &self.revision)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// One request; its answer (from JSON or the SSE stream).
-    async fn request(&self, id: i64, method: &str, params: Value) -> Value {
-        let res = self.post(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params})).await;
-        assert_eq!(res.status(), 200, "{method}");
-        body_frame(res).await
-    }
-}
-
-/// The answer in a JSON body, or the last frame of an SSE one.
-async fn body_frame(res: reqwest::Response) -> Value {
-    let sse = res.headers().get("content-type").is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
-    let text = res.text().await.unwrap();
-    if sse {
-        sse_frames(&text).into_iter().rev().find(|f| f.get("id").is_some()).unwrap_or_else(|| panic!("{text}"))
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"))
-    }
-}
-
-/// Reads the SSE answer `res` until a frame matches `want`; returns it.
-async fn next_frame(
-    res: &mut reqwest::Response,
-    text: &mut String,
-    seen: &mut usize,
-    want: impl Fn(&Value) -> bool,
-) -> Value {
-    loop {
-        let frames = sse_frames(text);
-        for f in frames.iter().skip(*seen) {
-            *seen += 1;
-            if want(f) {
-                return f.clone();
-            }
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(30), res.chunk()).await;
-        let chunk = chunk.unwrap_or_else(|_| panic!("nothing in time; got {text}")).unwrap();
-        let chunk = chunk.unwrap_or_else(|| panic!("the stream ended; got {text}"));
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
 }
 
 /// Without the bridge the upstream refuses a legacy client's `initialize` (-32022): no

@@ -2,6 +2,7 @@
 //! a proxy in front of the fixture server over stdio.
 #![allow(dead_code, clippy::unwrap_used)] // test code; each test binary uses a subset
 
+pub mod legacy_session;
 pub mod sdk;
 
 use std::path::PathBuf;
