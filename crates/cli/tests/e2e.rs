@@ -378,11 +378,16 @@ fn real_packages_run_through_npx_and_uvx_and_rm_leaves_no_process() {
     let out = apiary.run(&["mcp", "call", "echo", "--server", "server-everything", "--args", r#"{"message":"npx"}"#]);
     assert_eq!(out.ok().stdout.trim(), "Echo: npx");
 
-    // Unsandboxed: the test harness's `uvx` wrapper keeps its cache below its own install prefix,
-    // which the sandbox shares read-only (a plain uv install writes to ~/.cache/uv, which it shares
-    // read-write).
-    let mut cmd = apiary.command(&["run", "--isolation", "none", "uvx://mcp-server-time"]);
-    cmd.env("PATH", &path).env("UV_OFFLINE", "1");
+    // In the default sandbox. The harness's `uvx` wrapper would default uv's cache, tool
+    // environments and interpreter to places under its own install prefix, which the sandbox
+    // shares read-only; set here, Apiary sees them too and shares the cache and the tool
+    // environments read-write and the pinned interpreter's installation read-only.
+    let mut cmd = apiary.command(&["run", "uvx://mcp-server-time"]);
+    cmd.env("PATH", &path)
+        .env("UV_OFFLINE", "1")
+        .env("UV_CACHE_DIR", env::required_setting("UV_CACHE_DIR"))
+        .env("UV_PYTHON", env::required_setting("UV_PYTHON"))
+        .env("UV_TOOL_DIR", apiary.scratch().join("uv-tools"));
     let out =
         finish(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), support::COMMAND_LIMIT, "run uvx");
     assert_url(out.ok().stdout.trim());
@@ -398,6 +403,8 @@ fn real_packages_run_through_npx_and_uvx_and_rm_leaves_no_process() {
         "60s",
     ]);
     assert!(out.ok().stdout.contains("UTC"), "{}", out.stdout);
+    let status = apiary.run(&["status", "mcp-server-time"]);
+    assert!(status.ok().stdout.contains("Isolation:   sandbox"), "{}", status.stdout);
 
     let listed = apiary.run(&["ls", "--format", "json"]);
     let v: Value = serde_json::from_str(&listed.ok().stdout).unwrap();

@@ -146,6 +146,8 @@ fn tools_env(cache: &Cache, node: &Node, venv: &Venv, keycloak: &Keycloak, jaege
         ("PY_MCP_VERSION", pins::PY_MCP_VERSION.to_owned()),
         ("UV_VERSION", pins::UV_VERSION.to_owned()),
         ("UV_CACHE_DIR", cache.uv_cache().to_string_lossy().into_owned()),
+        // The interpreter the uv wrappers pin, so a test can hand it to a sandboxed uvx.
+        ("UV_PYTHON", venv.base.exe.to_string_lossy().into_owned()),
         // A primed distribution that tests copy before starting (apiary_testkit::keycloak).
         ("KEYCLOAK_VERSION", pins::KEYCLOAK_VERSION.to_owned()),
         ("KEYCLOAK_HOME", keycloak.home.to_string_lossy().into_owned()),

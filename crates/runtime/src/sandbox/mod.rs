@@ -130,10 +130,16 @@ impl SandboxSpec {
             }
         }
         if let Source::Package(p) = &config.source {
-            for dir in package_caches(p.ecosystem, |k| config.env.get(k).cloned().or_else(|| std::env::var(k).ok())) {
+            let var = |k: &str| config.env.get(k).cloned().or_else(|| std::env::var(k).ok());
+            for dir in package_caches(p.ecosystem, var) {
                 // The cache must exist to be bound; creating an empty one is what the tool would do.
                 let _ = std::fs::create_dir_all(&dir);
                 spec.read_write.push(Mount { host: dir.clone(), inside: dir, optional: true });
+            }
+            // uv told to use a given interpreter (`UV_PYTHON=/opt/python3.12/bin/python3`) finds
+            // it only if its installation is visible too.
+            if let Some(python) = pinned_interpreter(p.ecosystem, var) {
+                spec.add_program(&python);
             }
         }
         spec.cwd = std::env::current_dir().ok();
@@ -186,6 +192,16 @@ fn package_caches(ecosystem: Ecosystem, var: impl Fn(&str) -> Option<String>) ->
     dirs.into_iter().flatten().filter(|d| d.is_absolute()).collect()
 }
 
+/// The interpreter uvx is pinned to by `UV_PYTHON`, when that names a file by absolute path
+/// (a version request such as `3.12` is uv's to resolve among the installs it manages).
+fn pinned_interpreter(ecosystem: Ecosystem, var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if ecosystem != Ecosystem::Uvx {
+        return None;
+    }
+    let python = PathBuf::from(var("UV_PYTHON")?);
+    (python.is_absolute() && python.is_file()).then_some(python)
+}
+
 /// One line for `apiary status`: what isolation a workload's server runs under.
 pub fn describe(config: &RunConfig) -> String {
     if config.is_remote() || matches!(config.source, Source::Image(_)) {
@@ -208,6 +224,18 @@ pub fn describe(config: &RunConfig) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_an_absolute_uv_python_is_shared() {
+        let sh = "/bin/sh".to_owned();
+        assert_eq!(
+            pinned_interpreter(Ecosystem::Uvx, |k| (k == "UV_PYTHON").then(|| sh.clone())),
+            Some(sh.clone().into())
+        );
+        assert_eq!(pinned_interpreter(Ecosystem::Npx, |k| (k == "UV_PYTHON").then(|| sh.clone())), None);
+        assert_eq!(pinned_interpreter(Ecosystem::Uvx, |k| (k == "UV_PYTHON").then(|| "3.12".to_owned())), None);
+        assert_eq!(pinned_interpreter(Ecosystem::Uvx, |_| None), None);
+    }
 
     #[test]
     fn prefix_of_a_bin_dir_is_its_parent() {
