@@ -809,21 +809,9 @@ impl Instance {
                 }
                 format!("{method}: {e}")
             })?;
-            let mut v: Value = serde_json::from_slice(&answer).map_err(|e| format!("{method}: not JSON: {e}"))?;
-            if let Some(err) = v.get("error") {
-                // A backend that does not implement one kind of list has none of it.
-                if err.get("code").and_then(Value::as_i64) == Some(i64::from(METHOD_NOT_FOUND)) {
-                    return Ok(items);
-                }
-                return Err(format!("{method}: {err}"));
-            }
-            let mut result = v.get_mut("result").map(Value::take).unwrap_or(Value::Null);
-            if let Some(Value::Array(batch)) = result.get_mut(key).map(Value::take) {
-                items.extend(batch);
-            }
-            match result.get("nextCursor").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
-                _ => return Ok(items),
+            match take_page(&answer, method, key, &mut items)? {
+                Page::Next(next) => cursor = Some(next),
+                Page::Last | Page::Unlisted => return Ok(items),
             }
         }
         Err(format!("{method}: more than {MAX_LIST_PAGES} pages"))
@@ -1000,5 +988,35 @@ fn initialize_result(params: &Value) -> Value {
             "completions": {},
         },
         "serverInfo": {"name": "apiary-vmcp", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// What one page of a backend's list answer said.
+enum Page {
+    /// Another page follows, from this cursor.
+    Next(String),
+    /// The list is whole.
+    Last,
+    /// The backend does not implement this kind of list (`-32601`): it has none of it.
+    Unlisted,
+}
+
+/// Appends the `key` items of one list `answer` (to `method`) to `items`, and says whether
+/// another page follows.
+fn take_page(answer: &[u8], method: &str, key: &str, items: &mut Vec<Value>) -> Result<Page, String> {
+    let mut v: Value = serde_json::from_slice(answer).map_err(|e| format!("{method}: not JSON: {e}"))?;
+    if let Some(err) = v.get("error") {
+        if err.get("code").and_then(Value::as_i64) == Some(i64::from(METHOD_NOT_FOUND)) {
+            return Ok(Page::Unlisted);
+        }
+        return Err(format!("{method}: {err}"));
+    }
+    let mut result = v.get_mut("result").map(Value::take).unwrap_or(Value::Null);
+    if let Some(Value::Array(batch)) = result.get_mut(key).map(Value::take) {
+        items.extend(batch);
+    }
+    Ok(match result.get("nextCursor").and_then(Value::as_str) {
+        Some(next) if !next.is_empty() => Page::Next(next.to_owned()),
+        _ => Page::Last,
     })
 }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{INTERNAL_ERROR, INVALID_PARAMS, Instance, METHOD_NOT_FOUND, counts_as_failure, lock};
+use super::{INTERNAL_ERROR, INVALID_PARAMS, Instance, METHOD_NOT_FOUND, Page, counts_as_failure, lock, take_page};
 use crate::aggregate::Listing;
 use crate::era::Era;
 
@@ -225,21 +225,10 @@ impl Instance {
                 }
                 format!("{method}: {e}")
             })?;
-            let mut v: Value = serde_json::from_slice(&answer).map_err(|e| format!("{method}: not JSON: {e}"))?;
-            if let Some(err) = v.get("error") {
-                // A backend without one kind of list has none of it.
-                if err.get("code").and_then(Value::as_i64) == Some(i64::from(METHOD_NOT_FOUND)) {
-                    return Ok(items);
-                }
-                return Err(format!("{method}: {err}"));
-            }
-            let mut result = v.get_mut("result").map(Value::take).unwrap_or(Value::Null);
-            if let Some(Value::Array(batch)) = result.get_mut(key).map(Value::take) {
-                items.extend(batch);
-            }
-            match result.get("nextCursor").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
-                _ => {
+            match take_page(&answer, method, key, &mut items)? {
+                Page::Unlisted => return Ok(items),
+                Page::Next(next) => cursor = Some(next),
+                Page::Last => {
                     if let Some(h) = self.hub().health.get(backend) {
                         h.record_success();
                     }
