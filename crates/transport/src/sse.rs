@@ -1,6 +1,6 @@
 //! Server-Sent Events as Apiary writes them: one JSON-RPC message per `message` event,
 //! with an event id for resumption, the priming event of 2025-11-25, and keep-alive
-//! comments.
+//! comments; and as it reads an upstream's: events taken off a buffer, their data joined.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -38,6 +38,34 @@ pub fn endpoint_event(url: &str) -> Bytes {
 /// A comment line that keeps idle connections open through proxies.
 pub fn keep_alive() -> Bytes {
     Bytes::from_static(b": keep-alive\n\n")
+}
+
+/// Takes the first complete SSE event (up to a blank line) off `buf`.
+pub fn take_event(buf: &mut BytesMut) -> Option<BytesMut> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
+    let (at, sep) = match (lf, crlf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    let event = buf.split_to(at);
+    let _ = buf.split_to(sep);
+    Some(event)
+}
+
+/// The `data` of an SSE event: its data lines joined by newlines.
+pub fn event_data(event: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(data) = line.strip_prefix(b"data:") {
+            if !out.is_empty() {
+                out.extend_from_slice(b"\n");
+            }
+            out.extend_from_slice(data.strip_prefix(b" ").unwrap_or(data));
+        }
+    }
+    out.freeze()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use apiary_protocol::{Kind, Message, modern};
+use apiary_transport::sse::{event_data, take_event};
 use axum::http::{HeaderName, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -238,34 +239,6 @@ impl Events {
             }
         }
     }
-}
-
-/// Takes the first complete SSE event (up to a blank line) off `buf`.
-fn take_event(buf: &mut BytesMut) -> Option<BytesMut> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
-    let (at, sep) = match (lf, crlf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    let event = buf.split_to(at);
-    let _ = buf.split_to(sep);
-    Some(event)
-}
-
-/// The `data` of an SSE event: its data lines joined by newlines.
-fn event_data(event: &[u8]) -> Bytes {
-    let mut out = BytesMut::new();
-    for line in event.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else { continue };
-        let data = data.strip_prefix(b" ").unwrap_or(data);
-        if !out.is_empty() {
-            out.extend_from_slice(b"\n");
-        }
-        out.extend_from_slice(data);
-    }
-    out.freeze()
 }
 
 #[cfg(test)]

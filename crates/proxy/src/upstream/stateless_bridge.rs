@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use apiary_protocol::{Message, RequestId, codes, error_response};
 use apiary_transport::client::{ConnectOptions, McpClient, Transport};
+use apiary_transport::sse::{event_data, take_event};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -128,34 +129,6 @@ fn answer_in(frame: Bytes, want: Option<&RequestId>) -> Option<Bytes> {
     let m = Message::parse(frame).ok()?;
     let ours = m.is_response() && (m.id().as_ref() == want || m.id().is_none());
     ours.then(|| m.into_bytes())
-}
-
-/// Takes the first complete SSE event (up to a blank line) off `buf`.
-fn take_event(buf: &mut BytesMut) -> Option<BytesMut> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
-    let (at, sep) = match (lf, crlf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    let event = buf.split_to(at);
-    let _ = buf.split_to(sep);
-    Some(event)
-}
-
-/// The `data` of an SSE event: its data lines joined by newlines.
-fn event_data(event: &[u8]) -> Bytes {
-    let mut out = BytesMut::new();
-    for line in event.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(data) = line.strip_prefix(b"data:") {
-            if !out.is_empty() {
-                out.extend_from_slice(b"\n");
-            }
-            out.extend_from_slice(data.strip_prefix(b" ").unwrap_or(data));
-        }
-    }
-    out.freeze()
 }
 
 fn unavailable(id: &str, reason: &str) -> Bytes {
