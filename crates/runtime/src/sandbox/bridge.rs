@@ -73,29 +73,15 @@ pub fn listen_inbound(bridge: &InboundBridge) -> Result<UnixListener, SetupError
 /// background thread until the process ends. Call after the fork.
 pub fn serve_inbound(listener: UnixListener, port: u16) {
     let spawned = std::thread::Builder::new().stack_size(THREAD_STACK).spawn(move || {
-        let active = Arc::new(AtomicUsize::new(0));
-        loop {
-            let conn = match listener.accept() {
-                Ok((conn, _)) => conn,
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            };
-            if active.fetch_add(1, Ordering::AcqRel) >= MAX_FORWARDED {
-                active.fetch_sub(1, Ordering::AcqRel);
-                continue; // dropped: closed
-            }
-            let guard = Active(Arc::clone(&active));
-            let spawned = std::thread::Builder::new().stack_size(THREAD_STACK).spawn(move || {
-                let _guard = guard;
+        accept_each(
+            || listener.accept().map(|(conn, _)| conn),
+            move |conn| {
                 // Not listening (yet): the proxy sees the connection closed with no answer.
                 if let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) {
                     splice(tcp, conn);
                 }
-            });
-            drop(spawned);
-        }
+            },
+        )
     });
     if let Err(e) = spawned {
         eprintln!("apiary sandbox: cannot start the inbound bridge: {e}");
@@ -120,10 +106,20 @@ pub fn serve(listener: TcpListener) {
 }
 
 fn accept_loop(listener: &TcpListener) {
+    accept_each(|| listener.accept().map(|(conn, _)| conn), |conn| forward(conn, Path::new(SOCKET_INSIDE)));
+}
+
+/// Accepts connections forever and hands each to `handle` on a thread of its own, at most
+/// `MAX_FORWARDED` at once (one past the bound is closed at once). Both bridges, egress and
+/// inbound, forward this way.
+fn accept_each<C: Send + 'static>(
+    mut accept: impl FnMut() -> std::io::Result<C>,
+    handle: impl Fn(C) + Send + Sync + Clone + 'static,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
-        let conn = match listener.accept() {
-            Ok((conn, _)) => conn,
+        let conn = match accept() {
+            Ok(conn) => conn,
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
@@ -134,9 +130,10 @@ fn accept_loop(listener: &TcpListener) {
             continue; // dropped: closed
         }
         let guard = Active(Arc::clone(&active));
+        let handle = handle.clone();
         let spawned = std::thread::Builder::new().stack_size(THREAD_STACK).spawn(move || {
             let _guard = guard;
-            forward(conn, Path::new(SOCKET_INSIDE));
+            handle(conn);
         });
         // On failure the closure (and its guard) is dropped, which decrements the count.
         drop(spawned);
