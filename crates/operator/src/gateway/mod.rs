@@ -9,6 +9,7 @@
 
 mod follow;
 pub mod listeners;
+pub mod policies;
 pub mod select;
 
 pub use follow::{RESYNC, run};
