@@ -197,13 +197,20 @@ impl State {
             let (policy, object) = (&seen[i], objects[i]);
             let names = policy.policy.as_ref().map(secret_names).unwrap_or_default();
             watched.extend(names.iter().map(|n| Key { namespace: policy.key.namespace.clone(), name: n.clone() }));
-            let secrets = Secrets::read(&self.client, &policy.key.namespace, &names).await;
+            let (secrets, complete) = Secrets::read(&self.client, &policy.key.namespace, &names).await;
             let fingerprint = fingerprint(&policy.key, object, &secrets);
-            if let Some(last) = self.applied.remove(route)
-                && last.fingerprint == fingerprint
-            {
-                applied.insert(route.clone(), last);
-                continue;
+            match self.applied.remove(route) {
+                Some(last) if last.fingerprint == fingerprint => {
+                    applied.insert(route.clone(), last);
+                    continue;
+                }
+                // The apiserver did not answer: keep what the route has until the next pass. A
+                // route with nothing yet gets the policy without that Secret (it refuses).
+                Some(last) if !complete => {
+                    applied.insert(route.clone(), last);
+                    continue;
+                }
+                _ => {}
             }
             let compiled = match &policy.policy {
                 Ok(p) => CompiledPolicy::load(p, &secrets),

@@ -35,22 +35,24 @@ impl Secrets {
         Secrets(secrets)
     }
 
-    /// Reads `names` from namespace `ns`. An unreadable Secret counts as absent, so its route
-    /// refuses traffic (fail closed); the error is logged.
-    pub async fn read(client: &Client, ns: &str, names: &BTreeSet<String>) -> Self {
+    /// Reads `names` from namespace `ns`. An unreadable Secret (an apiserver error, not an
+    /// absent one) counts as absent and makes the answer incomplete (`false`); the error is logged.
+    pub async fn read(client: &Client, ns: &str, names: &BTreeSet<String>) -> (Self, bool) {
         let api = Api::<Secret>::namespaced(client.clone(), ns);
         let mut out = BTreeMap::new();
+        let mut complete = true;
         for name in names {
             let secret = match api.get_opt(name).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(secret = %format!("{ns}/{name}"), error = %e, "cannot read an AuthPolicy's Secret");
+                    complete = false;
                     None
                 }
             };
             out.insert(name.clone(), secret);
         }
-        Secrets(out)
+        (Secrets(out), complete)
     }
 
     /// SHA-256 over every Secret's keys and values, to tell whether a reload is needed.
