@@ -119,13 +119,15 @@ pub async fn run_in(
                 None => return,
                 Some(Signal::Listed(i)) => listed[i] = true,
                 Some(Signal::Changed) => {}
-                Some(Signal::Failed(0, e)) => {
-                    tracing::warn!(error = %e,
-                        "cannot watch AuthPolicies (is the kuadrant.io/v1 AuthPolicy CRD installed?); retrying");
-                    continue;
+                // An API the cluster does not serve (its CRD not installed) lists as empty, so
+                // the gateway is not held up; the watch keeps retrying and picks it up later.
+                Some(Signal::Missing(i)) => {
+                    tracing::warn!(api = API_NAMES[i],
+                        "the cluster does not serve this API (CRD not installed?): none of its objects apply until it does; retrying");
+                    listed[i] = true;
                 }
-                Some(Signal::Failed(_, e)) => {
-                    tracing::warn!(error = %e, "cannot watch HTTPRoutes for AuthPolicies; retrying");
+                Some(Signal::Failed(i, e)) => {
+                    tracing::warn!(api = API_NAMES[i], error = %e, "gateway: AuthPolicy watch failed; retrying");
                     continue;
                 }
             },
@@ -145,11 +147,20 @@ pub async fn run_in(
     }
 }
 
+/// The watched APIs, by stream index.
+const API_NAMES: [&str; 2] = ["kuadrant.io/v1 AuthPolicy", "gateway.networking.k8s.io/v1 HTTPRoute"];
+
 /// What one watch stream said.
 enum Signal {
     Listed(usize),
     Changed,
+    /// Listing answered 404: the API is not served.
+    Missing(usize),
     Failed(usize, String),
+}
+
+fn not_served(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 404)
 }
 
 fn signals<K>(
@@ -160,6 +171,7 @@ fn signals<K>(
         .map(move |e| match e {
             Ok(watcher::Event::InitDone) => Signal::Listed(index),
             Ok(_) => Signal::Changed,
+            Err(e) if not_served(&e) => Signal::Missing(index),
             Err(e) => Signal::Failed(index, e.to_string()),
         })
         .boxed()
