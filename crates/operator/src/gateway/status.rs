@@ -332,7 +332,7 @@ impl Writer {
         &mut self,
         gateway: Option<&DynamicObject>,
         routes: &[Arc<DynamicObject>],
-        service_exists: &dyn Fn(&Key) -> bool,
+        service_exists: &(dyn Fn(&Key) -> bool + Sync),
     ) {
         match self.ours(gateway).await {
             Ok(Some((object, spec))) => {
@@ -429,7 +429,7 @@ impl Writer {
         &self,
         route: &Route,
         spec: &GatewaySpec,
-        service_exists: &dyn Fn(&Key) -> bool,
+        service_exists: &(dyn Fn(&Key) -> bool + Sync),
         now: Timestamp,
     ) -> Result<(), kube::Error> {
         let parents = route_parents(route, &self.gateway, spec, service_exists, now);
