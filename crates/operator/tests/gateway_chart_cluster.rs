@@ -235,6 +235,14 @@ async fn status_checks(client: Client, ns: String, class: String, foreign_class:
     let orphan = our_parent(&routes, "orphan", "route orphan's parents entry", |_| true).await;
     assert!(is(&orphan["conditions"], "ResolvedRefs", "False", "BackendNotFound"), "{orphan:#}");
     assert!(is(&orphan["conditions"], "Accepted", "True", "Accepted"), "{orphan:#}");
+    let ours = classes(&client).get(&class).await.unwrap();
+    assert!(is(&ours.data["status"]["conditions"], "Accepted", "True", "Accepted"), "{:#}", ours.data["status"]);
+    let theirs = classes(&client).get(&foreign_class).await.unwrap();
+    assert!(
+        !is(&theirs.data["status"]["conditions"], "Accepted", "True", "Accepted"),
+        "another controller's class is not ours to accept: {:#}",
+        theirs.data["status"]
+    );
 
     // The Gateway changes (a wildcard hostname, the TCP listener gone): status follows.
     let mut wider = gw.clone();
@@ -449,4 +457,10 @@ async fn chart_checks(client: Client, ns: String, class: String, home: PathBuf) 
     })
     .await;
     assert!(is(&parent["conditions"], "ResolvedRefs", "True", "ResolvedRefs"), "{parent:#}");
+    // And accepted the chart's GatewayClass (its RBAC allows exactly these writes).
+    eventually("the chart's GatewayClass accepted by the pod", || async {
+        let c = classes(&client).get(&class).await.ok()?;
+        is(&c.data["status"]["conditions"], "Accepted", "True", "Accepted").then_some(())
+    })
+    .await;
 }

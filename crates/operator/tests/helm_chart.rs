@@ -827,7 +827,7 @@ fn a_gateway_ref_that_is_not_namespace_slash_name_is_refused() {
 
 /// What `apiary gateway` does, exactly: reads registrations, routes, Gateways, Services and
 /// AuthPolicies; gets Secrets (credentialRef) and the GatewayClass; patches the status of
-/// Gateways, HTTPRoutes and AuthPolicies. Nothing else, no wildcard, no write of a spec.
+/// GatewayClasses, Gateways, HTTPRoutes and AuthPolicies. Nothing else, no wildcard, no write of a spec.
 #[test]
 fn the_gateway_role_grants_exactly_what_the_gateway_does() {
     let Some(helm) = helm() else { return };
@@ -840,6 +840,7 @@ fn the_gateway_role_grants_exactly_what_the_gateway_does() {
     want.extend(grant("gateway.networking.k8s.io", "gateways", &read));
     want.extend(grant("gateway.networking.k8s.io", "httproutes", &read));
     want.extend(grant("gateway.networking.k8s.io", "gatewayclasses", &["get"]));
+    want.extend(grant("gateway.networking.k8s.io", "gatewayclasses/status", &["patch"]));
     want.extend(grant("gateway.networking.k8s.io", "gateways/status", &["patch"]));
     want.extend(grant("gateway.networking.k8s.io", "httproutes/status", &["patch"]));
     want.extend(grant("", "services", &read));

@@ -7,8 +7,8 @@
 //! standard reasons) and `ResolvedRefs` (`BackendNotFound` when a backend Service is missing,
 //! `InvalidKind` when it is not a core Service).
 //!
-//! Only a Gateway whose GatewayClass names [`CONTROLLER_NAME`] is written; another class's
-//! Gateway belongs to another implementation. Writes are JSON merge patches of the status
+//! Only a Gateway whose GatewayClass names [`CONTROLLER_NAME`] is written (and that class is
+//! marked `Accepted`); another class's Gateway belongs to another implementation. Writes are JSON merge patches of the status
 //! subresource, sent only when the computed status differs from the object's. A route's
 //! `parents` list is read, our entries (our controller, a parentRef naming our Gateway)
 //! replaced and every other entry kept as it was, and the patch carries the route's
@@ -242,6 +242,17 @@ pub fn gateway_conditions(
     check::apply(before, &[accepted, programmed], generation, now)
 }
 
+/// The `Accepted` condition of Apiary's GatewayClass (at `generation`), updating `before`.
+pub fn class_conditions(generation: Option<i64>, before: Vec<Condition>, now: Timestamp) -> Vec<Condition> {
+    let accepted = Check::pass("Accepted", "Accepted", format!("handled by apiary gateway ({CONTROLLER_NAME})"));
+    check::apply(before, &[accepted], generation, now)
+}
+
+/// Now, to the second (what the apiserver keeps of a condition's time).
+fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 /// Whether every backendRef of `spec` (route `route`) is a core Service that exists.
 fn resolved_refs(route: &Key, spec: &RouteSpec, service_exists: &dyn Fn(&Key) -> bool) -> Check {
     for b in spec.rules.iter().flat_map(|r| &r.backend_refs) {
@@ -337,7 +348,7 @@ impl Writer {
         match self.ours(gateway).await {
             Ok(Some((object, spec))) => {
                 self.idle = None;
-                let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+                let now = now();
                 let routes: Vec<Route> = routes.iter().filter_map(|r| Route::from_object(r)).collect();
                 if let Err(e) = self.write_gateway(object, &spec, &routes, now).await {
                     tracing::warn!(gateway = %self.gateway, error = %e, "cannot write the Gateway's status");
@@ -378,12 +389,16 @@ impl Writer {
             return Ok(None);
         };
         let classes: Api<DynamicObject> = Api::all_with(self.client.clone(), &gateway_class_resource());
-        let controller = classes
-            .get_opt(&class)
-            .await?
-            .and_then(|c| c.data.get("spec")?.get("controllerName")?.as_str().map(str::to_owned));
+        let found = classes.get_opt(&class).await?;
+        let controller =
+            found.as_ref().and_then(|c| c.data.get("spec")?.get("controllerName")?.as_str().map(str::to_owned));
         match controller {
-            Some(c) if c == CONTROLLER_NAME => Ok(Some((object, spec))),
+            Some(c) if c == CONTROLLER_NAME => {
+                if let Some(found) = &found {
+                    self.accept_class(&classes, found).await;
+                }
+                Ok(Some((object, spec)))
+            }
             Some(c) => {
                 idle(self, format!("its GatewayClass {class:?} belongs to controller {c:?}, not {CONTROLLER_NAME}"));
                 Ok(None)
@@ -392,6 +407,26 @@ impl Writer {
                 idle(self, format!("its GatewayClass {class:?} does not exist"));
                 Ok(None)
             }
+        }
+    }
+
+    /// Marks Apiary's GatewayClass `Accepted` (what `kubectl get gatewayclass` shows), once.
+    async fn accept_class(&self, api: &Api<DynamicObject>, class: &DynamicObject) {
+        let before: Vec<Condition> = class
+            .data
+            .get("status")
+            .and_then(|s| s.get("conditions"))
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        let conditions = class_conditions(class.metadata.generation, before.clone(), now());
+        if conditions == before {
+            return;
+        }
+        let body = json!({"status": {"conditions": conditions}});
+        let name = class.name_any();
+        match api.patch_status(&name, &patch_params(), &Patch::Merge(&body)).await {
+            Ok(_) => tracing::info!(class = %name, "gateway: GatewayClass accepted"),
+            Err(e) => tracing::warn!(class = %name, error = %e, "cannot write the GatewayClass's status"),
         }
     }
 
@@ -520,6 +555,17 @@ mod tests {
 
     fn all_services(_: &Key) -> bool {
         true
+    }
+
+    #[test]
+    fn apiarys_class_is_accepted_once() {
+        let pending: Vec<Condition> = serde_json::from_value(json!([{"type": "Accepted", "status": "Unknown",
+            "reason": "Pending", "message": "Waiting for controller", "lastTransitionTime": "1970-01-01T00:00:00Z"}]))
+        .unwrap();
+        let accepted = class_conditions(Some(1), pending, t(10));
+        assert_eq!(cond(&accepted, "Accepted"), ("True", "Accepted"));
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(class_conditions(Some(1), accepted.clone(), t(99)), accepted, "nothing to write again");
     }
 
     #[test]
