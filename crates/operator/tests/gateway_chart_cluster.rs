@@ -272,6 +272,27 @@ async fn status_checks(client: Client, ns: String, class: String, foreign_class:
     assert!(after["listeners"].as_array().unwrap().iter().all(|l| l["name"] != "other"));
 }
 
+/// The chart's `crds/` are the files `cargo xtask crds` fetches, unchanged but for the header.
+#[test]
+fn the_charts_gateway_api_crds_are_the_fetched_ones() {
+    if std::env::var_os("APIARY_CLUSTER_TESTS").is_none() {
+        eprintln!("SKIPPED: set APIARY_CLUSTER_TESTS=1 (the CRDs come with the cluster tests' `cargo xtask crds`)");
+        return;
+    }
+    let fetched = common::cluster::foreign_crds_dir();
+    let shipped = workspace().join("deploy/helm/apiary-operator/crds");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let body: String = text.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+        let source = std::fs::read_to_string(fetched.join(path.file_name().unwrap())).unwrap();
+        assert!(body == source, "{} differs from the fetched copy", path.display());
+        compared += 1;
+    }
+    assert_eq!(compared, 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const RELEASE: &str = "apiary-gwchart";
