@@ -7,9 +7,9 @@
 //!   follows a change of the Gateway, keeps another controller's entry, and leaves a Gateway of
 //!   another class alone.
 //! - `the_chart_runs_the_gateway_in_the_cluster`: the chart installed with `gateway.enabled=true`
-//!   (operator scaled to zero, so it does not compete with other tests' operators) into its own
-//!   namespace; a Gateway, an HTTPRoute and an MCPServerRegistration point at an in-cluster
-//!   fixture MCP server; an MCP client through `kubectl port-forward` to the gateway's Service
+//!   and `gateway.gateway.create=true` (operator scaled to zero, so it does not compete with
+//!   other tests' operators) into its own namespace, making the Gateway in another; an
+//!   HTTPRoute and an MCPServerRegistration point at an in-cluster fixture MCP server; an MCP client through `kubectl port-forward` to the gateway's Service
 //!   lists the prefixed tools and calls one (the server sees `x-mcp-servername`); the Gateway
 //!   and the route get their conditions from the in-cluster gateway.
 //!
@@ -298,6 +298,8 @@ fn the_charts_gateway_api_crds_are_the_fetched_ones() {
 const RELEASE: &str = "apiary-gwchart";
 /// The gateway's objects for that release.
 const GATEWAY_SVC: &str = "apiary-gwchart-toolhive-operator-gateway";
+/// Where the chart creates the served Gateway (a namespace it makes).
+const GATEWAY_NS: &str = "apiary-gwchart-gw";
 
 fn image(var: &str, default: &str) -> String {
     std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
@@ -366,23 +368,30 @@ async fn the_chart_runs_the_gateway_in_the_cluster() {
         apply_foreign_crds(&client).await;
         apply_registration_crd(&client).await;
         let ns = RELEASE.to_owned();
+        let gateway_ns = GATEWAY_NS.to_owned();
         let class = format!("{RELEASE}-class");
         let home = tempfile::tempdir().unwrap();
         // A previous run's leftovers.
         let _ = helm(home.path(), &["uninstall", RELEASE, "-n", &ns, "--wait", "--ignore-not-found"]);
-        delete_namespace(&client, &ns).await;
-        eventually("the namespace of a previous run to go", || async {
-            Api::<Namespace>::all(client.clone()).get_opt(&ns).await.ok()?.is_none().then_some(())
-        })
-        .await;
+        for n in [&ns, &gateway_ns] {
+            delete_namespace(&client, n).await;
+            eventually("the namespaces of a previous run to go", || async {
+                Api::<Namespace>::all(client.clone()).get_opt(n).await.ok()?.is_none().then_some(())
+            })
+            .await;
+        }
         let checked = tokio::spawn(chart_checks(client.clone(), ns.clone(), class.clone(), home.path().to_owned()));
         let outcome = checked.await;
         let out = helm(home.path(), &["uninstall", RELEASE, "-n", &ns, "--wait", "--ignore-not-found"]);
+        // The chart keeps the Gateway's namespace on uninstall (it may hold the user's objects).
+        let kept = Api::<Namespace>::all(client.clone()).get_opt(&gateway_ns).await.unwrap().is_some();
         delete_namespace(&client, &ns).await;
+        delete_namespace(&client, &gateway_ns).await;
         if let Err(e) = outcome {
             std::panic::resume_unwind(e.into_panic());
         }
         assert!(out.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(kept, "the Gateway's namespace is kept on uninstall");
         assert!(classes(&client).get_opt(&class).await.unwrap().is_none(), "the release's GatewayClass goes with it");
     })
     .await;
@@ -394,7 +403,8 @@ async fn chart_checks(client: Client, ns: String, class: String, home: PathBuf) 
     let chart = workspace().join("deploy/helm/apiary-operator");
     let sets = [
         "gateway.enabled=true".to_owned(),
-        format!("gateway.gatewayRef={ns}/mcp-gateway"),
+        format!("gateway.gatewayRef={GATEWAY_NS}/mcp-gateway"),
+        "gateway.gateway.create=true".to_owned(),
         format!("gateway.image={gateway_image}"),
         "gateway.imagePullPolicy=Always".to_owned(),
         format!("gateway.gatewayClass.name={class}"),
@@ -427,11 +437,10 @@ async fn chart_checks(client: Client, ns: String, class: String, home: PathBuf) 
                     "ports": [{"containerPort": 8080}]}]}}}});
     apply(&client, &ns, &fixture).await;
     apply(&client, &ns, &service(&ns, "fixture", json!({"app": "fixture"}))).await;
-    let gw = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-        "metadata": {"name": "mcp-gateway", "namespace": ns},
-        "spec": {"gatewayClassName": class, "listeners": [{"name": "mcp", "port": 8080, "protocol": "HTTP"}]}});
-    apply(&client, &ns, &gw).await;
-    apply(&client, &ns, &route(&ns, "fixture", "mcp-gateway", &[], "fixture")).await;
+    // The chart made Gateway mcp-gateway (listener `mcp`, routes from All) in its own namespace.
+    let mut to_gateway = route(&ns, "fixture", "mcp-gateway", &[], "fixture");
+    to_gateway["spec"]["parentRefs"][0]["namespace"] = json!(GATEWAY_NS);
+    apply(&client, &ns, &to_gateway).await;
     let registration = json!({"apiVersion": "mcp.kuadrant.io/v1alpha1", "kind": "MCPServerRegistration",
         "metadata": {"name": "fixture", "namespace": ns},
         "spec": {"prefix": "fx_", "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "fixture"}}});
@@ -467,10 +476,11 @@ async fn chart_checks(client: Client, ns: String, class: String, home: PathBuf) 
     drop(forward);
 
     // The in-cluster gateway wrote the conditions.
-    let status = gateway_status(&gateways(&client, &ns), "mcp-gateway", "the Gateway's status from the pod", |s| {
-        is(&s["conditions"], "Programmed", "True", "Programmed")
-    })
-    .await;
+    let status =
+        gateway_status(&gateways(&client, GATEWAY_NS), "mcp-gateway", "the Gateway's status from the pod", |s| {
+            is(&s["conditions"], "Programmed", "True", "Programmed")
+        })
+        .await;
     assert!(is(&status["conditions"], "Accepted", "True", "Accepted"), "{status:#}");
     assert_eq!(listener(&status, "mcp")["attachedRoutes"], 1, "{status:#}");
     let parent = our_parent(&routes(&client, &ns), "fixture", "the route's parents entry from the pod", |p| {

@@ -815,6 +815,40 @@ fn the_gateway_runs_apiary_gateway_for_its_gateway_behind_a_service() {
 }
 
 #[test]
+fn the_chart_creates_the_served_gateway_only_when_asked() {
+    let Some(helm) = helm() else { return };
+    let docs = helm.template(&["gateway.enabled=true"]);
+    assert!(of_kind(&docs, "Gateway").is_empty() && of_kind(&docs, "Namespace").is_empty());
+
+    let docs = helm.template(&["gateway.enabled=true", "gateway.gateway.create=true"]);
+    let gw = one(&docs, "Gateway", "mcp-gateway");
+    assert_eq!(gw["metadata"]["namespace"], "gateway-system", "seed 004's Gateway");
+    assert_eq!(gw["spec"]["gatewayClassName"], "apiary");
+    assert_eq!(
+        gw["spec"]["listeners"],
+        json!([{"name": "mcp", "port": 8080, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}])
+    );
+    // Its namespace is made (no cluster to look it up in here) and kept on uninstall.
+    let ns = one(&docs, "Namespace", "gateway-system");
+    assert_eq!(ns["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+
+    // In the release's own namespace there is no namespace to make; the class follows the value.
+    let docs = helm.template(&[
+        "gateway.enabled=true",
+        "gateway.gateway.create=true",
+        "gateway.gatewayRef=toolhive-system/edge",
+        "gateway.gatewayClass.name=mine",
+    ]);
+    assert!(of_kind(&docs, "Namespace").is_empty());
+    let gw = one(&docs, "Gateway", "edge");
+    assert_eq!(
+        (gw["metadata"]["namespace"].as_str(), gw["spec"]["gatewayClassName"].as_str()),
+        (Some(NAMESPACE), Some("mine"))
+    );
+    one(&docs, "GatewayClass", "mine");
+}
+
+#[test]
 fn a_gateway_ref_that_is_not_namespace_slash_name_is_refused() {
     let Some(helm) = helm() else { return };
     for bad in ["mcp-gateway", "a/b/c", "/x", "Gateway-System/x"] {
