@@ -357,8 +357,14 @@ impl Writer {
                     .iter()
                     .filter(|r| r.names(&self.gateway) || r.parents.iter().any(|e| ours(&r.key, e, &self.gateway)))
                 {
-                    if let Err(e) = self.write_route(route, &spec, service_exists, now).await {
-                        tracing::warn!(route = %route.key, error = %e, "cannot write the HTTPRoute's status");
+                    match self.write_route(route, &spec, service_exists, now).await {
+                        Ok(()) => {}
+                        // Changed since read (another controller, a new spec): the watch brings
+                        // the new version and the next pass writes again.
+                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                            tracing::debug!(route = %route.key, "HTTPRoute changed while its status was written; retrying")
+                        }
+                        Err(e) => tracing::warn!(route = %route.key, error = %e, "cannot write the HTTPRoute's status"),
                     }
                 }
             }
