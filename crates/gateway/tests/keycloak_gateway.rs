@@ -169,6 +169,47 @@ async fn raw_call(url: &str, token: Option<&str>, tool: &str) -> reqwest::Respon
     req.send().await.unwrap()
 }
 
+/// One 2026-07-28 request (no session; its `_meta` and headers as that revision wants them):
+/// the HTTP status, the body's text and the answer (from JSON or the first SSE response).
+async fn modern(
+    url: &str,
+    token: Option<&str>,
+    id: u64,
+    method: &str,
+    mut params: Value,
+) -> (u16, String, Option<Value>) {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "gateway-modern-test", "version": "1"},
+    });
+    let name = params.get("name").and_then(Value::as_str).map(str::to_owned);
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .body(body.to_string());
+    if let Some(n) = name {
+        req = req.header("mcp-name", n);
+    }
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let answer = serde_json::from_str(&text).ok().or_else(|| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|v| v.get("id").is_some())
+    });
+    (status, text, answer)
+}
+
 async fn assert_seed_401(response: reqwest::Response) {
     assert_eq!(response.status(), 401);
     let www: Vec<String> =
@@ -279,6 +320,34 @@ async fn use_case_2_through_the_gateway_lists_calls_and_refuses_as_the_seed_says
     assert_eq!(enforcer.cache_stats().fetches, 2);
     let refused = request(&limited, 7, "tools/call", json!({"name": "kube_pods_delete", "arguments": {}})).await;
     assert!(matches!(refused, Err(ClientError::HttpStatus { status: 403, .. })), "{refused:?}");
+
+    // 2026-07-28 requests (no session) meet the same policy: the same list, the same call
+    // through with the exchanged token, the same 403.
+    let (status, _, listed) = modern(&url, Some(&caller), 10, "tools/list", json!({})).await;
+    assert_eq!(status, 200, "{listed:?}");
+    let listed = listed.unwrap();
+    let kube_seen: BTreeSet<String> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str().unwrap().strip_prefix("kube_").map(str::to_owned))
+        .collect();
+    assert_eq!(kube_seen, realm_roles("mcp"));
+    let params = json!({"name": "kube_namespaces_list", "arguments": {}});
+    let (status, text, answer) = modern(&url, Some(&caller), 11, "tools/call", params).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(answer.unwrap()["result"]["content"][0]["text"], "called namespaces_list");
+    {
+        let calls = seen.calls.lock().unwrap();
+        let (tool, auth, _) = calls.last().unwrap();
+        assert_eq!(tool, "namespaces_list");
+        assert_eq!(auth.as_deref(), calls[0].1.as_deref(), "the same cached exchanged token");
+    }
+    let (status, text, _) = modern(&url, Some(&caller), 12, "tools/call", json!({"name": "kube_projects_list"})).await;
+    assert_eq!(status, 403, "{text}");
+    let (status, text, _) = modern(&url, None, 13, "tools/call", json!({"name": "kube_pods_list"})).await;
+    assert_eq!(status, 401, "{text}");
+    assert_eq!(enforcer.cache_stats().fetches, 2);
 
     // The caller's own token never reached the server; its lists came with the registration's.
     let every = seen.every_authorization.lock().unwrap().clone();
