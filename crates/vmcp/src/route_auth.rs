@@ -70,8 +70,13 @@ impl fmt::Debug for GatewayCaller {
     }
 }
 
+/// Outstanding gateway tickets: one per request between the gateway's middleware and its
+/// instance, so room for many sessions' requests at once.
+const MAX_GATEWAY_TICKETS: usize = 16_384;
+
 /// The gateway callers lent and not yet redeemed.
-static TICKETS: Tickets<Arc<GatewayCaller>> = Tickets::new();
+static TICKETS: std::sync::LazyLock<Tickets<Arc<GatewayCaller>>> =
+    std::sync::LazyLock::new(|| Tickets::with_capacity(MAX_GATEWAY_TICKETS));
 
 tokio::task_local! {
     /// The gateway caller of the request being served.
