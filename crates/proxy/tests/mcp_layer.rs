@@ -19,6 +19,9 @@ use serde_json::json;
 
 const AUDIENCE: &str = "apiary-test";
 
+/// (path, the Authorization the layer saw) of every request it was given.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layer_sees_the_callers_authorization_and_may_answer_before_the_front() {
     let iss = TestIssuer::start().await;
@@ -28,8 +31,7 @@ async fn the_layer_sees_the_callers_authorization_and_may_answer_before_the_fron
         insecure_allow_http: true,
         ..OidcConfig::new(iss.issuer())
     });
-    // (path, the Authorization the layer saw) of every request it was given.
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let log = Arc::clone(&seen);
     let layer: McpLayer = Arc::new(move |req: Request, next: Next| {
         let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
