@@ -860,7 +860,7 @@ fn a_gateway_ref_that_is_not_namespace_slash_name_is_refused() {
 }
 
 /// What `apiary gateway` does, exactly: reads registrations, routes, Gateways, Services and
-/// AuthPolicies; gets Secrets (credentialRef) and the GatewayClass; patches the status of
+/// AuthPolicies and the Secrets they name (each watched by name); gets the GatewayClass; patches the status of
 /// GatewayClasses, Gateways, HTTPRoutes and AuthPolicies. Nothing else, no wildcard, no write of a spec.
 #[test]
 fn the_gateway_role_grants_exactly_what_the_gateway_does() {
@@ -878,7 +878,7 @@ fn the_gateway_role_grants_exactly_what_the_gateway_does() {
     want.extend(grant("gateway.networking.k8s.io", "gateways/status", &["patch"]));
     want.extend(grant("gateway.networking.k8s.io", "httproutes/status", &["patch"]));
     want.extend(grant("", "services", &read));
-    want.extend(grant("", "secrets", &["get"]));
+    want.extend(grant("", "secrets", &read));
     want.extend(grant("kuadrant.io", "authpolicies", &read));
     want.extend(grant("kuadrant.io", "authpolicies/status", &["patch"]));
     let want: BTreeSet<Grant> = want.into_iter().collect();
