@@ -227,10 +227,9 @@ pub async fn start_with_routes(
             let up = HttpUpstream::new(
                 &endpoint,
                 local,
-                limits.max_body_bytes as usize,
-                limits.request_timeout(),
                 Arc::clone(&policy),
                 &limits,
+                &config.proxy,
                 unix_socket.filter(|_| config.remote_url().is_none()),
             )
             .map_err(StartError::Config)?;
