@@ -233,6 +233,7 @@ pub async fn start_with_routes(
                 unix_socket.filter(|_| config.remote_url().is_none()),
             )
             .map_err(StartError::Config)?;
+            tracker.spawn(Arc::clone(&up).end_streams_at(shutdown.clone()));
             Router::new().fallback(crate::front::reverse_proxy::forward).with_state(up)
         }
     };

@@ -150,6 +150,18 @@ async fn a_raw_sse_client_gets_the_stdio_fronts_answers_from_the_http_bridge() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gone, "the session outlived its stream");
-    proxy.shutdown().await;
+
+    // The proxy's shutdown ends an open stream rather than wait out its 10 s grace for the
+    // client to leave.
+    let (mut open, _) = Stream::open(&base).await;
+    let stopping = tokio::spawn(proxy.shutdown());
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(8), open.res.chunk()).await;
+        match chunk.expect("the stream ends at shutdown, within the grace period") {
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    stopping.await.unwrap();
     upstream.shutdown().await.unwrap();
 }

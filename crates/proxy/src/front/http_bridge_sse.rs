@@ -59,6 +59,13 @@ impl SseBridge {
         lock(&self.streams).get(id).cloned()
     }
 
+    /// Ends every stream (the proxy is stopping), and with them their sessions.
+    pub(crate) fn clear(&self) {
+        for (_, stream) in lock(&self.streams).drain() {
+            stream.closed.cancel();
+        }
+    }
+
     /// `GET /sse`: a new stream, at most as many as the bridge has sessions.
     pub(crate) fn open(self: &Arc<Self>, bridge: &Arc<HttpBridge>, headers: &HeaderMap) -> Result<Response, Refusal> {
         if !edge::accepts_event_stream(headers) {

@@ -114,6 +114,15 @@ impl HttpUpstream {
         Ok(up)
     }
 
+    /// Ends the proxy's own 2024-11-05 streams when `stop` is cancelled (the proxy is
+    /// stopping): a client's open stream would otherwise hold the shutdown's grace period.
+    pub async fn end_streams_at(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        stop.cancelled().await;
+        if let Some(sse) = &self.sse {
+            sse.clear();
+        }
+    }
+
     /// The bridged session a request names, if any (a lock-free miss until the first one).
     fn bridged(&self, headers: &HeaderMap) -> Option<(&Arc<HttpBridge>, Arc<crate::front::bridged::Bridged>)> {
         let bridge = self.bridge.as_ref()?;
