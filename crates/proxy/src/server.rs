@@ -260,13 +260,13 @@ pub async fn start_with(
             let up = HttpUpstream::new(
                 &endpoint,
                 local,
-                limits.max_body_bytes as usize,
-                limits.request_timeout(),
                 Arc::clone(&policy),
                 &limits,
+                &config.proxy,
                 unix_socket.filter(|_| config.remote_url().is_none()),
             )
             .map_err(StartError::Config)?;
+            tracker.spawn(Arc::clone(&up).end_streams_at(shutdown.clone()));
             Router::new().fallback(crate::front::reverse_proxy::forward).with_state(up)
         }
     };

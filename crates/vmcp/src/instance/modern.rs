@@ -341,7 +341,7 @@ impl Instance {
         let mut out = Vec::new();
         for (_, params) in proto::param_headers_of_tools(&list) {
             for p in params {
-                let raw = msg.params_member(&["arguments", &p.member]).ok().flatten().and_then(|r| msg.text(r));
+                let raw = msg.params_member(&p.params_path()).ok().flatten().and_then(|r| msg.text(r));
                 let value = match raw {
                     None | Some("null") => continue,
                     Some(s) if s.starts_with('"') => match serde_json::from_str::<String>(s) {
