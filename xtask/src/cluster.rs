@@ -27,7 +27,10 @@ const HELP: &str = "\
 cargo xtask cluster <command>
 
 A one-node Kubernetes (etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS, a local
-registry) inside the network namespace `apiary-k8s`. Needs root.
+registry) inside the network namespace `apiary-k8s`. Needs root. The apiserver also trusts the
+OIDC issuer https://127.0.0.1:8443/realms/mcp (audience mcp-test/kubernetes-mcp, users
+`<issuer>#<preferred_username>`, groups `oidc:<group>`): a Keycloak that a test starts on the
+host's 127.0.0.1:8443 with the cluster's keycloak.crt; a socat pair carries it into the namespace.
 
 commands:
   up          build/install what is missing, start the cluster (no-op if it is up), wait until
@@ -36,7 +39,9 @@ commands:
   clean       down, then delete the work dir
   status      which daemons run, node and pod summary
   kubeconfig  print the host kubeconfig path (apiserver at https://127.0.0.1:$APIARY_CLUSTER_API_PORT)
-  env         print shell exports: KUBECONFIG, and PATH with kubectl/helm/crane
+  env         print shell exports: KUBECONFIG, PATH with kubectl/helm/crane, and the OIDC
+              issuer's APIARY_CLUSTER_OIDC_ISSUER, APIARY_CLUSTER_OIDC_CA (trust it for Keycloak),
+              APIARY_CLUSTER_KEYCLOAK_CERT and APIARY_CLUSTER_KEYCLOAK_KEY (Keycloak's serving pair)
   kubectl ARGS…   run kubectl against the cluster
   smoke [--keep-up]
               end-to-end check: up (twice), push a locally built server image under a seed
@@ -93,6 +98,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "env" => {
             println!("export KUBECONFIG={}", layout.kubeconfig().display());
             println!("export PATH={}:\"$PATH\"", layout.bin.display());
+            for (key, value) in oidc_env(&layout) {
+                println!("export {key}={value}");
+            }
             Ok(())
         }
         "kubectl" => kubectl(&layout, rest),
@@ -117,6 +125,17 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         other => bail!("unknown cluster command `{other}`; run `cargo xtask cluster help`"),
     }
+}
+
+/// What tests need to start the Keycloak the apiserver trusts (read by
+/// `apiary_testkit::kube_oidc`, which falls back to these paths beside `KUBECONFIG`).
+fn oidc_env(layout: &Layout) -> Vec<(&'static str, String)> {
+    vec![
+        ("APIARY_CLUSTER_OIDC_ISSUER", layout::OIDC_ISSUER.to_string()),
+        ("APIARY_CLUSTER_OIDC_CA", layout.oidc_ca().display().to_string()),
+        ("APIARY_CLUSTER_KEYCLOAK_CERT", layout.keycloak_cert().display().to_string()),
+        ("APIARY_CLUSTER_KEYCLOAK_KEY", layout.keycloak_key().display().to_string()),
+    ]
 }
 
 /// Takes the exclusive cluster lock, waiting for the holder if there is one. Released when
@@ -147,6 +166,7 @@ fn status(layout: &Layout) -> Result<()> {
     println!("work dir:   {}", layout.work.display());
     println!("kubeconfig: {}", layout.kubeconfig().display());
     println!("namespace:  {}", if netns::exists() { "present" } else { "absent" });
+    println!("oidc:       {} (Keycloak on the host's 127.0.0.1:{})", layout::OIDC_ISSUER, layout::OIDC_PORT);
     let mut running = 0;
     for d in up::DAEMONS {
         match procs::running(layout, d) {

@@ -17,6 +17,12 @@
 //! instance outlives 30 minutes. A directory left by a killed process is removed by the next
 //! start in any process.
 //!
+//! [`Keycloak::start_pinned`] serves HTTPS on the fixed 127.0.0.1:8443 with the issuer pinned to
+//! [`PINNED_ISSUER`], the issuer the test cluster's apiserver trusts (`cargo xtask cluster up`;
+//! see `kube_oidc`). Because the port is fixed, at most one such instance runs on the machine:
+//! starts are serialised by an exclusive `flock` on `$TMPDIR/apiary-keycloak-8443.lock`, held
+//! until the instance is dropped (a waiting start gives up after 15 minutes).
+//!
 //! See `docs/oidc-harness.md` for the recipe, the realm and Keycloak's error answers.
 
 use crate::daemon::{free_port, spawn_from_long_lived_thread, stop_group, which};
@@ -25,7 +31,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::Value;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +50,10 @@ pub const GATEWAY_SECRET: &str = "mcp-gateway-test-secret";
 /// The backend audience; its client roles are the 22 kubernetes-mcp-server tool names.
 pub const BACKEND_AUDIENCE: &str = "mcp-test/kubernetes-mcp";
 pub const BACKEND_SECRET: &str = "kubernetes-mcp-test-secret";
+/// The issuer of [`Keycloak::start_pinned`]: fixed, so a long-running apiserver can trust it.
+pub const PINNED_ISSUER: &str = "https://127.0.0.1:8443/realms/mcp";
+/// The HTTPS port of [`Keycloak::start_pinned`] on 127.0.0.1.
+pub const PINNED_PORT: u16 = 8443;
 /// The temporary master-realm admin created at start.
 pub const ADMIN_USERNAME: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-test-pw";
@@ -64,6 +74,11 @@ const LIFETIME: &str = "30m";
 /// File augmentation writes; without it a start would re-augment (+17 s) in every copy.
 const PRIMED_FILE: &str = "lib/quarkus/build-system.properties";
 const FIX: &str = "run `cargo xtask test-env`";
+/// How long a pinned start waits for another pinned instance (one per machine) to go.
+const PIN_WAIT: Duration = Duration::from_secs(15 * 60);
+/// How long a pinned start waits for port 8443 to be free once it holds the lock (an instance
+/// whose test process died is still stopping).
+const PORT_WAIT: Duration = Duration::from_secs(30);
 
 /// Why Keycloak could not be started or asked. `Debug` prints the message, so a test's
 /// `unwrap()` shows the fix (`cargo xtask test-env`) and the log tail readably.
@@ -83,6 +98,10 @@ pub enum KeycloakError {
     Status { url: String, status: u16, body: String },
     #[error("not a JWT with a JSON payload: {0}")]
     NotAJwt(String),
+    #[error("Keycloak's TLS material is missing: {path}: {reason}; run `cargo xtask cluster up` (it makes the pair)")]
+    MissingTls { path: PathBuf, reason: String },
+    #[error("the pinned Keycloak (127.0.0.1:{PINNED_PORT}) is not available: {0}")]
+    PinBusy(String),
 }
 
 impl std::fmt::Debug for KeycloakError {
@@ -165,10 +184,27 @@ pub fn decode_claims(jwt: &str) -> Result<Value, KeycloakError> {
     serde_json::from_slice(&bytes).map_err(|err| KeycloakError::NotAJwt(format!("payload is not JSON: {err}")))
 }
 
+/// The serving certificate and key of [`Keycloak::start_pinned`] (SAN `IP:127.0.0.1`), and the
+/// CA that signed them, which its clients trust.
+#[derive(Debug, Clone)]
+pub struct PinnedTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
 /// A running Keycloak with the realm `mcp`, stopped and removed on drop.
 #[derive(Debug)]
 pub struct Keycloak {
+    /// The HTTP port on 127.0.0.1.
     port: u16,
+    /// `http://127.0.0.1:<port>`, or `https://127.0.0.1:8443` when pinned: the issuer's base.
+    base: String,
+    /// The CA (PEM) the client trusts for a pinned instance.
+    ca_pem: Option<Vec<u8>>,
+    /// The machine-wide lock of a pinned instance; released after the instance stops (fields
+    /// drop after `Drop::drop`).
+    _pin: Option<std::fs::File>,
     /// The `setpriv`/`timeout` wrapper: its pid is the process group's id.
     child: Child,
     /// The per-instance directory (`kc/` home copy, `keycloak.log`, `tmp/`).
@@ -184,10 +220,44 @@ impl Keycloak {
     /// install is missing, and with the log's tail when Keycloak exits or is not ready in time.
     pub async fn start() -> Result<Self, KeycloakError> {
         let install = Install::locate()?;
-        let launched = tokio::task::spawn_blocking(move || launch(&install))
+        let launched = tokio::task::spawn_blocking(move || launch(&install, None))
             .await
             .map_err(|err| KeycloakError::Spawn(io::Error::other(err.to_string())))??;
         // Owned from here on, so a failed wait still stops and removes it.
+        let mut keycloak = launched;
+        keycloak.wait_ready().await?;
+        Ok(keycloak)
+    }
+
+    /// Starts a Keycloak that also serves HTTPS on 127.0.0.1:8443 with `tls`, its hostname
+    /// pinned so every token says `iss: https://127.0.0.1:8443/realms/mcp` ([`PINNED_ISSUER`]),
+    /// whichever URL served it. All its URLs ([`Keycloak::issuer`], the token endpoint) are the
+    /// HTTPS ones, and its client trusts `tls.ca`. First waits (at most 15 minutes) for the
+    /// machine-wide lock: one pinned instance at a time. Fails, never skips, when Keycloak or a
+    /// file of `tls` is missing.
+    pub async fn start_pinned(tls: &PinnedTls) -> Result<Self, KeycloakError> {
+        let install = Install::locate()?;
+        for path in [&tls.cert, &tls.key, &tls.ca] {
+            if let Err(err) = std::fs::metadata(path) {
+                return Err(KeycloakError::MissingTls { path: path.clone(), reason: err.to_string() });
+            }
+        }
+        let ca_pem = std::fs::read(&tls.ca)
+            .map_err(|err| KeycloakError::MissingTls { path: tls.ca.clone(), reason: err.to_string() })?;
+        reqwest::Certificate::from_pem(&ca_pem).map_err(|err| KeycloakError::MissingTls {
+            path: tls.ca.clone(),
+            reason: format!("not a PEM certificate: {err}"),
+        })?;
+        let tls = tls.clone();
+        let launched = tokio::task::spawn_blocking(move || {
+            let pin = pin_lock()?;
+            let mut keycloak = launch(&install, Some(&tls))?;
+            keycloak.ca_pem = Some(ca_pem);
+            keycloak._pin = Some(pin);
+            Ok::<_, KeycloakError>(keycloak)
+        })
+        .await
+        .map_err(|err| KeycloakError::Spawn(io::Error::other(err.to_string())))??;
         let mut keycloak = launched;
         keycloak.wait_ready().await?;
         Ok(keycloak)
@@ -210,10 +280,11 @@ impl Keycloak {
         }
     }
 
-    /// `http://127.0.0.1:<port>/realms/mcp`. Always the IP: Keycloak derives `iss` from the
-    /// request's Host, so mixing in `localhost` would give tokens two different issuers.
+    /// `http://127.0.0.1:<port>/realms/mcp`, or [`PINNED_ISSUER`] for a pinned instance. Always
+    /// the IP: Keycloak derives `iss` from the request's Host, so mixing in `localhost` would
+    /// give tokens two different issuers.
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}/realms/{REALM}", self.port)
+        format!("{}/realms/{REALM}", self.base)
     }
 
     /// The realm's discovery document URL.
@@ -243,7 +314,7 @@ impl Keycloak {
         format!("{}/clients-registrations/openid-connect", self.issuer())
     }
 
-    /// The HTTP port on 127.0.0.1.
+    /// The HTTP port on 127.0.0.1 (a pinned instance serves its HTTPS on [`PINNED_PORT`]).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -269,7 +340,7 @@ impl Keycloak {
             ("scope", scope),
         ];
         let url = self.token_endpoint();
-        let response = send(http()?.post(&url).form(&form), &url).await?;
+        let response = send(self.http()?.post(&url).form(&form), &url).await?;
         let status = response.status();
         let body = read_body(response, &url).await?;
         if !status.is_success() {
@@ -304,7 +375,7 @@ impl Keycloak {
             form.push(("scope", scope));
         }
         let url = self.token_endpoint();
-        let request = http()?.post(&url).basic_auth(client_id, Some(client_secret)).form(&form);
+        let request = self.http()?.post(&url).basic_auth(client_id, Some(client_secret)).form(&form);
         let response = send(request, &url).await?;
         let status = response.status();
         let body = read_body(response, &url).await?;
@@ -329,7 +400,7 @@ impl Keycloak {
     /// Polls discovery until it names our issuer, failing early if Keycloak exits.
     async fn wait_ready(&mut self) -> Result<(), KeycloakError> {
         let started = Instant::now();
-        let client = http()?;
+        let client = self.http()?;
         let url = self.discovery_url();
         let issuer = self.issuer();
         loop {
@@ -348,6 +419,16 @@ impl Keycloak {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// A client for this instance: [`http`], trusting only the pinned CA when there is one.
+    pub fn http(&self) -> Result<reqwest::Client, KeycloakError> {
+        let Some(pem) = &self.ca_pem else {
+            return http();
+        };
+        let building = |source| KeycloakError::Http { url: "(building the client)".to_owned(), source };
+        let ca = reqwest::Certificate::from_pem(pem).map_err(building)?;
+        client_builder().tls_certs_only([ca]).build().map_err(building)
     }
 
     fn not_ready(&self, what: String) -> KeycloakError {
@@ -393,18 +474,66 @@ impl Install {
     }
 }
 
-/// Copies the home, imports the realm and spawns Keycloak; returns before it is ready.
-fn launch(install: &Install) -> Result<Keycloak, KeycloakError> {
+/// Takes the machine-wide lock of the pinned port (polling, bounded), notes our pid in it for
+/// whoever waits, and waits until nothing listens on 127.0.0.1:8443 any more.
+fn pin_lock() -> Result<std::fs::File, KeycloakError> {
+    let path = std::env::temp_dir().join(format!("apiary-keycloak-{PINNED_PORT}.lock"));
+    let busy = |what: String| KeycloakError::PinBusy(what);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|err| busy(format!("open {}: {err}", path.display())))?;
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < PIN_WAIT => std::thread::sleep(POLL),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(busy(format!(
+                    "{} is still held after {} s (by pid {})",
+                    path.display(),
+                    PIN_WAIT.as_secs(),
+                    holder.trim()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(busy(format!("lock {}: {err}", path.display()))),
+        }
+    }
+    // Diagnostics only: a failed write does not matter.
+    let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
+    let started = Instant::now();
+    while std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, PINNED_PORT)).is_err() {
+        if started.elapsed() > PORT_WAIT {
+            return Err(busy(format!("something that does not take {} listens on the port", path.display())));
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(file)
+}
+
+/// Copies the home, imports the realm and spawns Keycloak; returns before it is ready. With
+/// `pinned`, it also serves HTTPS on [`PINNED_PORT`] with its hostname pinned to that URL.
+fn launch(install: &Install, pinned: Option<&PinnedTls>) -> Result<Keycloak, KeycloakError> {
     let root = std::env::temp_dir().join("apiary-keycloak");
     remove_stale(&root);
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let workdir = root.join(format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-    let prepared = prepare(install, &workdir);
+    let prepared = prepare(install, &workdir, pinned);
     let spawned = prepared.and_then(|(port, cmd)| {
         spawn_from_long_lived_thread(cmd).map(|child| (port, child)).map_err(KeycloakError::Spawn)
     });
     match spawned {
-        Ok((port, child)) => Ok(Keycloak { port, child, workdir }),
+        Ok((port, child)) => {
+            let base = match pinned {
+                Some(_) => format!("https://127.0.0.1:{PINNED_PORT}"),
+                None => format!("http://127.0.0.1:{port}"),
+            };
+            Ok(Keycloak { port, base, ca_pem: None, _pin: None, child, workdir })
+        }
         Err(err) => {
             let _ = std::fs::remove_dir_all(&workdir);
             Err(err)
@@ -412,8 +541,8 @@ fn launch(install: &Install) -> Result<Keycloak, KeycloakError> {
     }
 }
 
-/// Fills `workdir` and builds the command; returns the port it will listen on.
-fn prepare(install: &Install, workdir: &Path) -> Result<(u16, Command), KeycloakError> {
+/// Fills `workdir` and builds the command; returns the HTTP port it will listen on.
+fn prepare(install: &Install, workdir: &Path, pinned: Option<&PinnedTls>) -> Result<(u16, Command), KeycloakError> {
     let step = |step: &str| {
         let step = step.to_owned();
         move |source| KeycloakError::Prepare { step, source }
@@ -450,19 +579,24 @@ fn prepare(install: &Install, workdir: &Path) -> Result<(u16, Command), Keycloak
         // Without util-linux only `timeout` bounds an orphaned instance.
         None => Command::new("timeout"),
     };
-    cmd.args(["--kill-after=10s", LIFETIME])
-        .arg(home.join("bin").join("kc.sh"))
-        .args([
-            "start-dev",
-            "--http-host=127.0.0.1",
-            &format!("--http-port={port}"),
-            "--hostname-strict=false",
-            "--import-realm",
-            // A build-time option: it must match the priming in xtask, or every start
-            // re-augments (+17 s).
-            "--db=dev-mem",
-        ])
-        .env("JAVA_HOME", &install.java_home)
+    cmd.args(["--kill-after=10s", LIFETIME]).arg(home.join("bin").join("kc.sh")).args([
+        "start-dev",
+        "--http-host=127.0.0.1",
+        &format!("--http-port={port}"),
+        "--hostname-strict=false",
+        "--import-realm",
+        // A build-time option: it must match the priming in xtask, or every start
+        // re-augments (+17 s).
+        "--db=dev-mem",
+    ]);
+    if let Some(tls) = pinned {
+        // `--http-host` binds the HTTPS listener to 127.0.0.1 too; `--hostname` pins `iss`.
+        cmd.arg(format!("--https-port={PINNED_PORT}"))
+            .arg(format!("--https-certificate-file={}", tls.cert.display()))
+            .arg(format!("--https-certificate-key-file={}", tls.key.display()))
+            .arg(format!("--hostname=https://127.0.0.1:{PINNED_PORT}"));
+    }
+    cmd.env("JAVA_HOME", &install.java_home)
         .env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_USERNAME)
         .env("KC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("JAVA_OPTS_KC_HEAP", "-Xms64m -Xmx256m")
@@ -566,12 +700,11 @@ fn form_action(html: &str) -> Option<String> {
 }
 
 fn http() -> Result<reqwest::Client, KeycloakError> {
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .pool_max_idle_per_host(0)
-        .no_proxy()
-        .build()
-        .map_err(|source| KeycloakError::Http { url: "(building the client)".to_owned(), source })
+    client_builder().build().map_err(|source| KeycloakError::Http { url: "(building the client)".to_owned(), source })
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(HTTP_TIMEOUT).pool_max_idle_per_host(0).no_proxy()
 }
 
 async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, KeycloakError> {

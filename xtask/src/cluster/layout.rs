@@ -24,6 +24,17 @@ pub const REGISTRY: &str = "127.0.0.1:5000";
 pub const MIRRORED: &[&str] = &["docker.io", "ghcr.io", "registry.k8s.io", "quay.io"];
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
+/// The OIDC issuer the apiserver trusts (seed 004 use case 2): a Keycloak that tests start on
+/// the host's 127.0.0.1:8443 with its hostname pinned to this URL. The apiserver reaches it
+/// through the `keycloak-forward` pair, so the same URL works inside the node namespace.
+pub const OIDC_ISSUER: &str = "https://127.0.0.1:8443/realms/mcp";
+/// The host port of that Keycloak (fixed: it is part of the issuer).
+pub const OIDC_PORT: u16 = 8443;
+/// The audience the apiserver accepts: the seed's exchanged tokens are for this client.
+pub const OIDC_AUDIENCE: &str = "mcp-test/kubernetes-mcp";
+/// Prefix of the groups from the token's `groups` claim.
+pub const OIDC_GROUPS_PREFIX: &str = "oidc:";
+
 /// State outside the work dir. The kubelet and the CNI plugins insist on some fixed paths
 /// (pitfall 9); the rest are ours, named `apiary-*` so nothing of a system containerd is touched.
 pub const CONTAINERD_ROOT: &str = "/var/lib/apiary-containerd";
@@ -84,6 +95,20 @@ impl Layout {
     /// The kubeconfig the daemons use inside the namespace (apiserver on 127.0.0.1:6443).
     pub fn node_kubeconfig(&self) -> PathBuf {
         self.w("node.kubeconfig")
+    }
+    /// The apiserver's `--authentication-config` (one JWT authenticator for [`OIDC_ISSUER`]).
+    pub fn authn_config(&self) -> PathBuf {
+        self.w("authentication.yaml")
+    }
+    /// The CA that signs the Keycloak certificate (the cluster CA).
+    pub fn oidc_ca(&self) -> PathBuf {
+        self.w("pki/ca.crt")
+    }
+    pub fn keycloak_cert(&self) -> PathBuf {
+        self.w("pki/keycloak.crt")
+    }
+    pub fn keycloak_key(&self) -> PathBuf {
+        self.w("pki/keycloak.key")
     }
     pub fn netns_path() -> PathBuf {
         Path::new(NETNS_DIR).join(NETNS)

@@ -1,6 +1,8 @@
 //! The cluster's PKI, made with openssl: a CA, the apiserver's serving cert, one
 //! `system:masters` client cert shared by every component (fine for a throwaway test
-//! cluster), and the service-account key pair. Reused across runs while still valid.
+//! cluster), the service-account key pair, and the serving cert of the Keycloak that tests
+//! start on the host as the apiserver's OIDC issuer (so one CA is trusted both ways). Reused
+//! across runs while still valid.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,8 +15,21 @@ use super::layout::{Layout, NODE_IP};
 /// Certificates are valid this many days; regenerated when less than a day is left.
 const DAYS: &str = "30";
 
-const FILES: &[&str] =
-    &["ca.crt", "ca.key", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key", "sa.key", "sa.pub"];
+const FILES: &[&str] = &[
+    "ca.crt",
+    "ca.key",
+    "apiserver.crt",
+    "apiserver.key",
+    "admin.crt",
+    "admin.key",
+    "sa.key",
+    "sa.pub",
+    "keycloak.crt",
+    "keycloak.key",
+];
+
+/// Certificates checked for expiry.
+const CERTS: &[&str] = &["ca.crt", "apiserver.crt", "admin.crt", "keycloak.crt"];
 
 pub fn ensure(layout: &Layout) -> Result<()> {
     let dir = layout.w("pki");
@@ -57,6 +72,13 @@ pub fn ensure(layout: &Layout) -> Result<()> {
         "admin",
         "/O=system:masters/CN=apiary-admin",
         "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+    )?;
+    // Keycloak serves the issuer https://127.0.0.1:8443 (OIDC_ISSUER) on the host.
+    sign(
+        &dir,
+        "keycloak",
+        "/CN=apiary-test-keycloak",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
     )?;
     cmd::run(ossl().args(["genrsa", "-out", "sa.key", "2048"]), "create the service-account key")?;
     cmd::run(
@@ -111,7 +133,7 @@ fn sign(dir: &Path, name: &str, subject: &str, extensions: &str) -> Result<()> {
 /// All files present and no certificate expiring within a day.
 fn is_valid(dir: &Path) -> bool {
     FILES.iter().all(|f| dir.join(f).is_file())
-        && ["ca.crt", "apiserver.crt", "admin.crt"].iter().all(|c| {
+        && CERTS.iter().all(|c| {
             cmd::succeeds(Command::new("openssl").current_dir(dir).args([
                 "x509",
                 "-checkend",

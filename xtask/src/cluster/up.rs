@@ -1,6 +1,7 @@
 //! `cluster up`: brings the one-node cluster up (or confirms it is up) and prints the host
 //! kubeconfig path. Order: host packages, cached binaries, namespace, PKI, configs, then
-//! etcd + registry + containerd, the control plane, the node daemons, CoreDNS, and readiness
+//! etcd + registry + containerd, the Keycloak forwarder, the control plane (the apiserver
+//! trusting the test Keycloak as an OIDC issuer), the node daemons, CoreDNS, and readiness
 //! checks that prove a pod runs and Service names resolve.
 
 use std::path::Path;
@@ -10,7 +11,8 @@ use anyhow::{Context, Result, bail};
 
 use super::cmd::{self, in_ns};
 use super::layout::{
-    CONTAINERD_SOCK, DNS_IP, KUBELET_LOGS, KUBELET_ROOT, Layout, NODE_IP, NODE_NAME, POD_CIDR, REGISTRY, SERVICE_CIDR,
+    CONTAINERD_SOCK, DNS_IP, KUBELET_LOGS, KUBELET_ROOT, Layout, NODE_IP, NODE_NAME, OIDC_PORT, POD_CIDR, REGISTRY,
+    SERVICE_CIDR,
 };
 use super::{build, config, down, host, images, netns, pki, procs};
 
@@ -19,6 +21,8 @@ pub const DAEMONS: &[&str] = &[
     "etcd",
     "registry",
     "containerd",
+    "keycloak-forward",
+    "keycloak-forward-ns",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
@@ -101,6 +105,7 @@ fn start(layout: &Layout) -> Result<()> {
     start_etcd(layout)?;
     procs::start(layout, "registry", true, "docker-registry", &["serve".into(), path(&layout.w("registry.yml"))])?;
     procs::start(layout, "containerd", true, "containerd", &["--config".into(), path(&layout.w("containerd.toml"))])?;
+    start_keycloak_forwarder(layout)?;
     start_apiserver(layout)?;
     wait(layout, "the local registry to answer", &["registry"], || {
         cmd::succeeds(in_ns(layout.tool("crane")).args(["catalog", REGISTRY]).env("HOME", layout.w("home")))
@@ -262,6 +267,10 @@ fn start_apiserver(layout: &Layout) -> Result<()> {
         format!("--kubelet-client-key={}", pki("admin.key")),
         // Dial the kubelet by IP: "apiary-node" resolves nowhere (pitfall 5).
         "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+        // One JWT authenticator for the test Keycloak (OIDC_ISSUER). Structured rather than
+        // --oidc-* flags: the file is re-read on change. Without Keycloak the apiserver serves
+        // as ever; the authenticator retries its discovery in the background (~every 10 s).
+        format!("--authentication-config={}", path(&layout.authn_config())),
     ];
     procs::start(layout, "kube-apiserver", true, layout.tool("kube-apiserver"), &a).map(drop)
 }
@@ -332,6 +341,31 @@ fn start_forwarder(layout: &Layout) -> Result<()> {
             format!("TCP-LISTEN:{},bind=127.0.0.1,reuseaddr,fork", layout.api_port),
             format!("UNIX-CONNECT:{}", path(&sock)),
         ],
+    )
+    .map(drop)
+}
+
+/// Makes the OIDC issuer `https://127.0.0.1:8443` (a Keycloak tests start on the host) reachable
+/// from inside the namespace, where the apiserver fetches its discovery and keys: a socat in the
+/// namespace listens on its 127.0.0.1:8443 and connects to a unix socket in the work dir, and a
+/// socat on the host serves that socket by connecting to the host's 127.0.0.1:8443. TLS passes
+/// through untouched, so the Keycloak certificate (SAN 127.0.0.1) verifies on both sides. Nothing
+/// listens on the host's port: Keycloak takes it when a test starts one.
+fn start_keycloak_forwarder(layout: &Layout) -> Result<()> {
+    let sock = layout.w("run/keycloak.sock");
+    procs::start(
+        layout,
+        "keycloak-forward",
+        false,
+        "socat",
+        &[format!("UNIX-LISTEN:{},fork,unlink-early,mode=600", path(&sock)), format!("TCP:127.0.0.1:{OIDC_PORT}")],
+    )?;
+    procs::start(
+        layout,
+        "keycloak-forward-ns",
+        true,
+        "socat",
+        &[format!("TCP-LISTEN:{OIDC_PORT},bind=127.0.0.1,reuseaddr,fork"), format!("UNIX-CONNECT:{}", path(&sock))],
     )
     .map(drop)
 }
