@@ -4,7 +4,7 @@
 //! A room of its own so that `state` holds the table without importing the bridge's handlers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,34 @@ pub(crate) struct Bridged {
     /// The session's GET stream, where an HTTP upstream's `resources/updated` go (a stdio
     /// child's go through the stdio session): the latest GET's, bounded, `None` until one.
     pub(crate) stream: Mutex<Option<tokio::sync::mpsc::Sender<bytes::Bytes>>>,
+    /// The list changes the server's `server/discover` advertises (so the session's
+    /// `initialize` answer does too).
+    pub(crate) offered: ListChanges,
+    /// Set once the session has a stream for unsolicited messages (a GET stream, or the
+    /// 2024-11-05 session's one stream): from then on its listen asks for `offered`.
+    pub(crate) lists_wanted: AtomicBool,
+}
+
+/// Which `notifications/*/list_changed` a server advertises (its capabilities'
+/// `listChanged`), or a listen asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ListChanges {
+    pub(crate) tools: bool,
+    pub(crate) prompts: bool,
+    pub(crate) resources: bool,
+}
+
+impl ListChanges {
+    /// What a `server/discover` result advertises.
+    pub(crate) fn offered(discover: &[u8]) -> ListChanges {
+        let d: serde_json::Value = serde_json::from_slice(discover).unwrap_or_default();
+        let on = |kind: &str| d["capabilities"][kind]["listChanged"] == serde_json::Value::Bool(true);
+        ListChanges { tools: on("tools"), prompts: on("prompts"), resources: on("resources") }
+    }
+
+    pub(crate) fn any(self) -> bool {
+        self.tools || self.prompts || self.resources
+    }
 }
 
 impl Drop for Bridged {
@@ -71,8 +99,9 @@ impl Bridged {
         caps: ClientCaps,
         capabilities: &str,
         client_info: Option<&str>,
+        offered: ListChanges,
     ) -> Bridged {
-        let mut b = Bridged::standalone(caps, capabilities, client_info);
+        let mut b = Bridged::standalone(caps, capabilities, client_info, offered);
         b.session = Some(Arc::downgrade(session));
         b.closed = session.closed.clone();
         b
@@ -80,7 +109,12 @@ impl Bridged {
 
     /// A session of the proxy's own, on no stdio session (an HTTP upstream's): it lives
     /// until [`BridgedSessions::remove`] or idleness ends it.
-    pub(crate) fn standalone(caps: ClientCaps, capabilities: &str, client_info: Option<&str>) -> Bridged {
+    pub(crate) fn standalone(
+        caps: ClientCaps,
+        capabilities: &str,
+        client_info: Option<&str>,
+        offered: ListChanges,
+    ) -> Bridged {
         Bridged {
             session: None,
             closed: CancellationToken::new(),
@@ -95,6 +129,8 @@ impl Bridged {
             subscriptions: Mutex::new(std::collections::BTreeSet::new()),
             listen: Mutex::new(None),
             stream: Mutex::new(None),
+            offered,
+            lists_wanted: AtomicBool::new(false),
         }
     }
 

@@ -7,9 +7,10 @@
 //! listen streams to a legacy child's notifications; `legacy_bridge` serves legacy sessions of a
 //! 2026-07-28-only child (its table of sessions is `bridged`, `sessionless_bridge` its requests of
 //! no session), `http_bridge` those of a 2026-07-28-only HTTP upstream (its era probe is
-//! `http_era`); `legacy_rounds` is what the two share.
+//! `http_era`); `legacy_rounds` is what the two share, `bridged_listen` their sessions' one listen.
 
 pub mod bridged;
+pub mod bridged_listen;
 pub mod call;
 pub mod capable;
 pub mod dispatch;
