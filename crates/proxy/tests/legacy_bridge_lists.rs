@@ -104,6 +104,59 @@ async fn a_list_change_reaches_the_get_stream_of_a_session_on_a_modern_http_serv
     upstream.shutdown().await.unwrap();
 }
 
+/// A session's first GET and its first `resources/subscribe` at once (as an SDK client
+/// opens its GET stream in the background): each re-opens the session's one listen, and
+/// the subscribe is answered once the listen that replaced its own is acknowledged (before,
+/// it got -32603 when the GET's listen replaced its listen before the acknowledgement).
+async fn a_subscribe_racing_the_first_get_is_acknowledged(url: &str) {
+    for _ in 0..8 {
+        let (s, _) = Session::open(url, "2025-11-25", json!({})).await;
+        let (get, v) =
+            tokio::join!(s.get(), s.request(2, "resources/subscribe", json!({"uri":"test://watched-resource"})));
+        assert_eq!(get.status(), 200);
+        assert_eq!(v, json!({"jsonrpc":"2.0","id":2,"result":{}}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_racing_the_first_get_is_acknowledged_on_both_bridges() {
+    let proxy = common::fixture_proxy("bridge-lists-race", &["--stdio", "--modern-only"]).await;
+    a_subscribe_racing_the_first_get_is_acknowledged(&proxy.url()).await;
+    proxy.shutdown().await;
+    let (upstream, proxy) = http_bridged("bridge-lists-race-http").await;
+    a_subscribe_racing_the_first_get_is_acknowledged(&proxy.url()).await;
+    proxy.shutdown().await;
+    upstream.shutdown().await.unwrap();
+}
+
+/// Apiary's own client (`RawSession`, Streamable HTTP, its GET stream opened in the
+/// background) hears the list change another session triggers.
+async fn the_rust_client_hears_a_list_change(url: &str) {
+    let options = SessionOptions { transport: Transport::StreamableHttp, ..SessionOptions::default() };
+    let (_s, mut incoming) = RawSession::open(url, options).await.unwrap();
+    let (other, _) = Session::open(url, "2025-11-25", json!({})).await;
+    for n in 0..TRIGGERS {
+        trigger(&other, n).await;
+        if let Ok(Some(frame)) = tokio::time::timeout(HEAR_WITHIN, incoming.recv()).await {
+            let heard: Value = serde_json::from_slice(&frame).unwrap();
+            assert_eq!(heard, json!({"jsonrpc":"2.0","method":LIST_CHANGED,"params":{}}));
+            return;
+        }
+    }
+    panic!("no list change heard after {TRIGGERS} triggers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_hears_a_list_change_through_both_bridges() {
+    let proxy = common::fixture_proxy("bridge-lists-rust", &["--stdio", "--modern-only"]).await;
+    the_rust_client_hears_a_list_change(&proxy.url()).await;
+    proxy.shutdown().await;
+    let (upstream, proxy) = http_bridged("bridge-lists-rust-http").await;
+    the_rust_client_hears_a_list_change(&proxy.url()).await;
+    proxy.shutdown().await;
+    upstream.shutdown().await.unwrap();
+}
+
 /// Apiary's own client over the 2024-11-05 transport (`/sse`): the session's one stream is
 /// open from the start, so the list change reaches it with no GET of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,7 @@ pub(crate) struct Bridged {
     /// The resource URIs the client subscribed to, and the `subscriptions/listen` that
     /// carries their updates from the child (re-opened when the set changes).
     pub(crate) subscriptions: Mutex<std::collections::BTreeSet<String>>,
-    pub(crate) listen: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(crate) listen: Mutex<Option<Listening>>,
     /// The session's GET stream, where an HTTP upstream's `resources/updated` go (a stdio
     /// child's go through the stdio session): the latest GET's, bounded, `None` until one.
     pub(crate) stream: Mutex<Option<tokio::sync::mpsc::Sender<bytes::Bytes>>>,
@@ -55,6 +55,13 @@ pub(crate) struct Bridged {
     /// Set once the session has a stream for unsolicited messages (a GET stream, or the
     /// 2024-11-05 session's one stream): from then on its listen asks for `offered`.
     pub(crate) lists_wanted: AtomicBool,
+}
+
+/// A session's one `subscriptions/listen`: the task that keeps it open, and where its first
+/// acknowledgement (or why it failed) shows; `None` until then.
+pub(crate) struct Listening {
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) acked: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
 }
 
 /// Which `notifications/*/list_changed` a server advertises (its capabilities'
@@ -81,8 +88,8 @@ impl ListChanges {
 
 impl Drop for Bridged {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.listen).take() {
-            task.abort();
+        if let Some(l) = lock(&self.listen).take() {
+            l.task.abort();
         }
     }
 }

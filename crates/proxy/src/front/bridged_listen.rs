@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use apiary_protocol::{Kind, Message, codes, error_response, methods, modern, splice};
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::front::bridged::{Bridged, ListChanges, lock};
+use crate::front::bridged::{Bridged, ListChanges, Listening, lock};
 use crate::guard::RequestCtx;
 
 /// Resource URIs one bridged session may subscribe to.
@@ -26,7 +26,14 @@ pub(crate) const LISTEN_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(crate) const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a listen's first acknowledgement (or why it failed) goes.
-pub(crate) type Ack = oneshot::Sender<Result<(), String>>;
+pub(crate) struct Ack(watch::Sender<Option<Result<(), String>>>);
+
+impl Ack {
+    pub(crate) fn send(self, outcome: Result<(), String>) {
+        // Nobody waiting is no error: the listen serves the session all the same.
+        let _ = self.0.send(Some(outcome));
+    }
+}
 
 /// What one listen asks the server for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,10 +163,30 @@ pub(crate) async fn subscription<L: Listens>(up: &L, ctx: &RequestCtx, b: &Arc<B
         reopen(up, ctx, b, &mut listen)
     };
     let Some(acked) = acked else { return ok() };
-    match tokio::time::timeout(up.ack_timeout(), acked).await {
-        Ok(Ok(Ok(()))) => ok(),
-        Ok(Ok(Err(why))) => error_response(Some(id), codes::INTERNAL_ERROR, &why, None),
-        _ => error_response(Some(id), codes::INTERNAL_ERROR, "the server did not acknowledge the subscription", None),
+    match tokio::time::timeout(up.ack_timeout(), acknowledged(b, acked)).await {
+        Ok(Ok(())) => ok(),
+        Ok(Err(why)) => error_response(Some(id), codes::INTERNAL_ERROR, &why, None),
+        Err(_) => {
+            error_response(Some(id), codes::INTERNAL_ERROR, "the server did not acknowledge the subscription", None)
+        }
+    }
+}
+
+/// Waits for the listen behind `acked` to be acknowledged. A listen replaced before it was
+/// (a concurrent subscribe, or the session's first GET) hands the wait to its replacement,
+/// which asks for at least as much; with none left (nothing is asked any more) there is
+/// nothing to wait for.
+async fn acknowledged(b: &Bridged, mut acked: watch::Receiver<Option<Result<(), String>>>) -> Result<(), String> {
+    loop {
+        if let Ok(outcome) = acked.wait_for(Option::is_some).await {
+            return outcome.clone().unwrap_or(Ok(()));
+        }
+        let next = lock(&b.listen).as_ref().map(|l| l.acked.clone());
+        match next {
+            Some(next) if !next.same_channel(&acked) => acked = next,
+            Some(_) => return Err("the subscription ended before the server acknowledged it".into()),
+            None => return Ok(()),
+        }
     }
 }
 
@@ -173,10 +200,10 @@ pub(crate) async fn stream_opened<L: Listens>(up: &L, ctx: &RequestCtx, b: &Arc<
     }
     let acked = reopen(up, ctx, b, &mut lock(&b.listen));
     let Some(acked) = acked else { return };
-    match tokio::time::timeout(up.ack_timeout(), acked).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(why))) => tracing::info!(%why, "a bridged session's listen for list changes failed"),
-        _ => tracing::info!("the server did not acknowledge a bridged session's listen for list changes"),
+    match tokio::time::timeout(up.ack_timeout(), acknowledged(b, acked)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => tracing::info!(%why, "a bridged session's listen for list changes failed"),
+        Err(_) => tracing::info!("the server did not acknowledge a bridged session's listen for list changes"),
     }
 }
 
@@ -186,18 +213,19 @@ fn reopen<L: Listens>(
     up: &L,
     ctx: &RequestCtx,
     b: &Arc<Bridged>,
-    listen: &mut Option<JoinHandle<()>>,
-) -> Option<oneshot::Receiver<Result<(), String>>> {
+    listen: &mut Option<Listening>,
+) -> Option<watch::Receiver<Option<Result<(), String>>>> {
     if let Some(old) = listen.take() {
-        old.abort();
+        old.task.abort();
     }
     let filter = Filter::of(b);
     if filter.is_empty() {
         return None;
     }
-    let (tx, rx) = oneshot::channel();
-    *listen = Some(up.open_listen(ctx, b, filter, tx));
-    Some(rx)
+    let (tx, acked) = watch::channel(None);
+    let task = up.open_listen(ctx, b, filter, Ack(tx));
+    *listen = Some(Listening { task, acked: acked.clone() });
+    Some(acked)
 }
 
 #[cfg(test)]

@@ -359,7 +359,7 @@ impl Listen {
             };
             if let Some(a) = ack.take() {
                 let why = ended.err().unwrap_or_else(|| "the server ended the subscription".into());
-                let _ = a.send(Err(why));
+                a.send(Err(why));
                 return;
             }
             if let Err(why) = ended {
@@ -388,7 +388,7 @@ impl Listen {
             match bridged_listen::heard(&data, self.filter.lists) {
                 Heard::Acknowledged => {
                     if let Some(a) = ack.take() {
-                        let _ = a.send(Ok(()));
+                        a.send(Ok(()));
                     }
                 }
                 Heard::Relay(frame) => match self.session.upgrade() {

@@ -133,7 +133,7 @@ async fn listen(
     let stamp = Stamp { capabilities: &stamp.capabilities, client_info: stamp.client_info.as_deref(), log_level: None };
     let fail = |ack: &mut Option<Ack>, why: String| {
         if let Some(a) = ack.take() {
-            let _ = a.send(Err(why));
+            a.send(Err(why));
         }
     };
     while !session.closed.is_cancelled() {
@@ -164,7 +164,7 @@ async fn listen(
             match bridged_listen::heard(&d.frame, filter.lists) {
                 Heard::Acknowledged => {
                     if let Some(a) = ack.take() {
-                        let _ = a.send(Ok(()));
+                        a.send(Ok(()));
                     }
                 }
                 Heard::Relay(frame) => {
