@@ -238,3 +238,17 @@ impl BridgedSessions {
         Some(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_changes_are_offered_only_when_discover_says_true() {
+        let d = br#"{"capabilities":{"tools":{"listChanged":true},"prompts":{"listChanged":false},"resources":{"subscribe":true}}}"#;
+        assert_eq!(ListChanges::offered(d), ListChanges { tools: true, prompts: false, resources: false });
+        assert!(ListChanges::offered(d).any());
+        assert!(!ListChanges::offered(br#"{"capabilities":{"tools":{"listChanged":"yes"}}}"#).any());
+        assert!(!ListChanges::offered(b"not json").any());
+    }
+}
