@@ -152,21 +152,15 @@ pub fn legacy_result(frame: Bytes) -> Bytes {
 
 /// The `initialize` result (JSON text) the bridge answers a legacy client with, from the
 /// modern server's `server/discover` result: `version`, the server's info, instructions and
-/// capabilities, less what the bridge does not carry to a legacy session: list-changed
-/// notifications (only resource subscriptions are mapped onto a `subscriptions/listen`) and
-/// the `extensions` (the 2026 tasks extension is not the 2025-11-25 tasks,
-/// mcp-brief.md rule 41).
+/// capabilities (`listChanged` as the server advertises it: the bridge carries list changes
+/// to a legacy session on its one `subscriptions/listen`), less the `extensions` (the 2026
+/// tasks extension is not the 2025-11-25 tasks, mcp-brief.md rule 41).
 pub fn initialize_from_discover(discover: &[u8], version: &str) -> String {
     let d: Value = serde_json::from_slice(discover).unwrap_or(Value::Null);
     let mut capabilities =
         d.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_else(|| Value::from(serde_json::Map::new()));
     if let Some(c) = capabilities.as_object_mut() {
         c.remove("extensions");
-        for value in c.values_mut() {
-            if let Some(inner) = value.as_object_mut() {
-                inner.remove("listChanged");
-            }
-        }
     }
     let server_info = d
         .pointer(&format!("/_meta/{}", META_SERVER_INFO.replace('~', "~0").replace('/', "~1")))
@@ -309,11 +303,12 @@ mod tests {
 
     #[test]
     fn initialize_is_made_from_discover() {
-        let d = r#"{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{"listChanged":true},"resources":{"subscribe":true},"extensions":{"io.modelcontextprotocol/tasks":{}}},"instructions":"hi","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"2"}}}"#;
+        let d = r#"{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{"listChanged":true},"prompts":{"listChanged":false},"resources":{"subscribe":true},"extensions":{"io.modelcontextprotocol/tasks":{}}},"instructions":"hi","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"2"}}}"#;
         let v: Value = serde_json::from_str(&initialize_from_discover(d.as_bytes(), "2025-03-26")).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"protocolVersion":"2025-03-26","capabilities":{"tools":{},"resources":{"subscribe":true}},
+            serde_json::json!({"protocolVersion":"2025-03-26","capabilities":{"tools":{"listChanged":true},
+                "prompts":{"listChanged":false},"resources":{"subscribe":true}},
                 "serverInfo":{"name":"s","version":"2"},"instructions":"hi"})
         );
     }

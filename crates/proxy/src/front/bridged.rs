@@ -4,7 +4,7 @@
 //! A room of its own so that `state` holds the table without importing the bridge's handlers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,16 +45,51 @@ pub(crate) struct Bridged {
     /// The resource URIs the client subscribed to, and the `subscriptions/listen` that
     /// carries their updates from the child (re-opened when the set changes).
     pub(crate) subscriptions: Mutex<std::collections::BTreeSet<String>>,
-    pub(crate) listen: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(crate) listen: Mutex<Option<Listening>>,
     /// The session's GET stream, where an HTTP upstream's `resources/updated` go (a stdio
     /// child's go through the stdio session): the latest GET's, bounded, `None` until one.
     pub(crate) stream: Mutex<Option<tokio::sync::mpsc::Sender<bytes::Bytes>>>,
+    /// The list changes the server's `server/discover` advertises (so the session's
+    /// `initialize` answer does too).
+    pub(crate) offered: ListChanges,
+    /// Set once the session has a stream for unsolicited messages (a GET stream, or the
+    /// 2024-11-05 session's one stream): from then on its listen asks for `offered`.
+    pub(crate) lists_wanted: AtomicBool,
+}
+
+/// A session's one `subscriptions/listen`: the task that keeps it open, and where its first
+/// acknowledgement (or why it failed) shows; `None` until then.
+pub(crate) struct Listening {
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) acked: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
+}
+
+/// Which `notifications/*/list_changed` a server advertises (its capabilities'
+/// `listChanged`), or a listen asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ListChanges {
+    pub(crate) tools: bool,
+    pub(crate) prompts: bool,
+    pub(crate) resources: bool,
+}
+
+impl ListChanges {
+    /// What a `server/discover` result advertises.
+    pub(crate) fn offered(discover: &[u8]) -> ListChanges {
+        let d: serde_json::Value = serde_json::from_slice(discover).unwrap_or_default();
+        let on = |kind: &str| d["capabilities"][kind]["listChanged"] == serde_json::Value::Bool(true);
+        ListChanges { tools: on("tools"), prompts: on("prompts"), resources: on("resources") }
+    }
+
+    pub(crate) fn any(self) -> bool {
+        self.tools || self.prompts || self.resources
+    }
 }
 
 impl Drop for Bridged {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.listen).take() {
-            task.abort();
+        if let Some(l) = lock(&self.listen).take() {
+            l.task.abort();
         }
     }
 }
@@ -71,8 +106,9 @@ impl Bridged {
         caps: ClientCaps,
         capabilities: &str,
         client_info: Option<&str>,
+        offered: ListChanges,
     ) -> Bridged {
-        let mut b = Bridged::standalone(caps, capabilities, client_info);
+        let mut b = Bridged::standalone(caps, capabilities, client_info, offered);
         b.session = Some(Arc::downgrade(session));
         b.closed = session.closed.clone();
         b
@@ -80,7 +116,12 @@ impl Bridged {
 
     /// A session of the proxy's own, on no stdio session (an HTTP upstream's): it lives
     /// until [`BridgedSessions::remove`] or idleness ends it.
-    pub(crate) fn standalone(caps: ClientCaps, capabilities: &str, client_info: Option<&str>) -> Bridged {
+    pub(crate) fn standalone(
+        caps: ClientCaps,
+        capabilities: &str,
+        client_info: Option<&str>,
+        offered: ListChanges,
+    ) -> Bridged {
         Bridged {
             session: None,
             closed: CancellationToken::new(),
@@ -95,6 +136,8 @@ impl Bridged {
             subscriptions: Mutex::new(std::collections::BTreeSet::new()),
             listen: Mutex::new(None),
             stream: Mutex::new(None),
+            offered,
+            lists_wanted: AtomicBool::new(false),
         }
     }
 
@@ -193,5 +236,19 @@ impl BridgedSessions {
         let b = lock(&self.map).remove(session)?;
         b.closed.cancel();
         Some(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_changes_are_offered_only_when_discover_says_true() {
+        let d = br#"{"capabilities":{"tools":{"listChanged":true},"prompts":{"listChanged":false},"resources":{"subscribe":true}}}"#;
+        assert_eq!(ListChanges::offered(d), ListChanges { tools: true, prompts: false, resources: false });
+        assert!(ListChanges::offered(d).any());
+        assert!(!ListChanges::offered(br#"{"capabilities":{"tools":{"listChanged":"yes"}}}"#).any());
+        assert!(!ListChanges::offered(b"not json").any());
     }
 }

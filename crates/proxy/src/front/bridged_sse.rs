@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
 use crate::front::bridged::Bridged;
+use crate::front::bridged_listen;
 use crate::front::legacy_rounds::{self, Sink, Upstream};
 use crate::guard::RequestCtx;
 use crate::upstream::stdio::Delivery;
@@ -22,6 +23,9 @@ pub(crate) async fn post<U: Upstream>(
     m: Message,
     out: mpsc::Sender<Delivery>,
 ) -> Result<(), Refusal> {
+    // The session's one stream is open from its start: its listen asks for list changes
+    // from its first message on.
+    bridged_listen::stream_opened(up.as_ref(), ctx, &b).await;
     match m.kind() {
         Kind::Response | Kind::Error => {
             if b.answered(m) {
@@ -37,7 +41,9 @@ pub(crate) async fn post<U: Upstream>(
         Kind::Request => {
             let frame = match legacy_rounds::local(&b, &m) {
                 Some(frame) => frame,
-                None if legacy_rounds::is_subscription(&m) => up.subscription(ctx, &b, &m).await,
+                None if legacy_rounds::is_subscription(&m) => {
+                    bridged_listen::subscription(up.as_ref(), ctx, &b, &m).await
+                }
                 None => return legacy_rounds::spawn_call(up, ctx.clone(), b, m, Sink::Session(out)),
             };
             let _ = out.send(Delivery::message(frame)).await;

@@ -5,25 +5,28 @@
 //! of its requests is POSTed on its own as a 2026-07-28 one: `_meta` stamped by splice, a
 //! fresh id, and the headers the era requires (`MCP-Protocol-Version`, `Mcp-Method`,
 //! `Mcp-Name`, `Mcp-Param-*` from the upstream's `x-mcp-header` annotations). The rounds,
-//! `InputRequiredResult`s and cancellation are `legacy_rounds`'. `resources/subscribe` and
-//! `unsubscribe` become one `subscriptions/listen` POST per session, whose
-//! `resources/updated` reach the session's GET stream.
+//! `InputRequiredResult`s and cancellation are `legacy_rounds`'. The session's one
+//! `subscriptions/listen` (what it asks for is `bridged_listen`'s: its resource URIs, and the
+//! list changes once it opened a GET stream) is one long POST here, whose notifications
+//! reach the session's GET stream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use apiary_protocol::bridge::Stamp;
-use apiary_protocol::{Kind, Message, bridge, codes, error_response, methods, modern};
+use apiary_protocol::{Kind, Message, bridge, methods, modern};
 use apiary_transport::sse;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Refusal};
-use crate::front::bridged::{Bridged, BridgedSessions, lock};
+use crate::front::bridged::{Bridged, BridgedSessions, ListChanges, lock};
+use crate::front::bridged_listen::{self, Ack, Filter, Heard, LISTEN_RETRY, LISTEN_TIMEOUT, Listens};
 use crate::front::bridged_sse;
 use crate::front::call::{send_event, sse_response};
 use crate::front::edge::Accepts;
@@ -33,12 +36,6 @@ use crate::front::tool_headers::ToolHeaders;
 use crate::guard::RequestCtx;
 use crate::upstream::stdio::Delivery;
 
-/// Resource URIs one bridged session may subscribe to.
-const MAX_SUBSCRIPTIONS: usize = 256;
-/// Longest one `subscriptions/listen` POST stays open before it is opened again.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Pause before a listen the upstream ended is opened again.
-const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// Unsolicited messages a session's GET stream may have waiting; more are dropped.
 const STREAM_QUEUE: usize = 64;
 /// How often an idle GET stream gets a comment (a gone client is noticed by the write).
@@ -143,7 +140,8 @@ pub(crate) fn open_session(
 ) -> Result<(Arc<str>, Arc<Bridged>, Bytes), Refusal> {
     let id = m.id_raw().unwrap_or("null");
     let o = Opening::of(m)?;
-    let b = Arc::new(Bridged::standalone(o.caps, &o.capabilities, o.client_info.as_deref()));
+    let offered = ListChanges::offered(discover);
+    let b = Arc::new(Bridged::standalone(o.caps, &o.capabilities, o.client_info.as_deref(), offered));
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     bridge.sessions.insert_bounded(Arc::clone(&session), Arc::clone(&b), bridge.max_sessions, bridge.idle)?;
     let result = bridge::initialize_from_discover(discover, o.revision.as_str());
@@ -168,11 +166,21 @@ pub(crate) async fn sse_post(
 }
 
 /// `GET` of a bridged session: its stream of unsolicited messages (the upstream's
-/// `resources/updated` for the session's subscriptions), with keep-alive comments, until
-/// the client or the session goes away. A newer GET replaces it (the older one ends).
-pub(crate) fn stream(bridge: &HttpBridge, b: &Bridged) -> Response {
+/// `resources/updated` for the session's subscriptions, and its list changes), with
+/// keep-alive comments, until the client or the session goes away. A newer GET replaces it
+/// (the older one ends). The session's first GET opens its listen again asking also for
+/// the list changes the upstream offers, with `headers` (as a POST's); the stream is
+/// answered once the upstream acknowledged that.
+pub(crate) async fn stream(
+    bridge: &Arc<HttpBridge>,
+    ctx: &RequestCtx,
+    b: &Arc<Bridged>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
     *lock(&b.stream) = Some(tx);
+    let up = Rounds { bridge: Arc::clone(bridge), headers };
+    bridged_listen::stream_opened(&up, ctx, b).await;
     let (body_tx, body_rx) = mpsc::channel(16);
     let closed = b.closed.clone();
     let write_timeout = bridge.write_timeout;
@@ -200,7 +208,7 @@ pub(crate) fn stream(bridge: &HttpBridge, b: &Bridged) -> Response {
 fn deliver(b: &Bridged, frame: Bytes) {
     let sent = lock(&b.stream).as_ref().is_some_and(|tx| tx.try_send(frame).is_ok());
     if !sent {
-        tracing::debug!("a resource update for a bridged session with no open GET stream was dropped");
+        tracing::debug!("a notification for a bridged session with no open GET stream was dropped");
     }
 }
 
@@ -337,10 +345,6 @@ impl Upstream for Rounds {
         Ok(answer)
     }
 
-    async fn subscription(&self, _ctx: &RequestCtx, b: &Arc<Bridged>, m: &Message) -> Bytes {
-        subscription(&self.bridge, &self.headers, b, m).await
-    }
-
     fn answer_timeout(&self) -> Duration {
         self.bridge.timeout
     }
@@ -350,85 +354,42 @@ impl Upstream for Rounds {
     }
 }
 
-/// `resources/subscribe` and `resources/unsubscribe` (removed in 2026-07-28): the session's
-/// set of URIs changes, and the one `subscriptions/listen` POST that carries their updates
-/// is opened again for the new set, or closed with the last URI (mcp-brief.md rule 40).
-/// Answered once the upstream acknowledged the new listen.
-async fn subscription(
-    bridge: &Arc<HttpBridge>,
-    headers: &[(HeaderName, HeaderValue)],
-    b: &Arc<Bridged>,
-    m: &Message,
-) -> Bytes {
-    let id = m.id_raw().unwrap_or("null");
-    let ok = || apiary_protocol::result_response(id, "{}");
-    let Some(uri) = m.params_string("uri") else {
-        return error_response(Some(id), codes::INVALID_PARAMS, "params.uri (a string) is required", None);
-    };
-    let subscribe = m.method() == Some(methods::SUBSCRIBE);
-    let acked = {
-        // The listen's lock is held while the set changes and its task is replaced, so
-        // concurrent changes leave the listen of the newest set.
-        let mut listen = lock(&b.listen);
-        let uris: Vec<String> = {
-            let mut set = lock(&b.subscriptions);
-            if subscribe && !set.contains(&uri) && set.len() >= MAX_SUBSCRIPTIONS {
-                let msg = format!("a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources");
-                return error_response(Some(id), codes::INVALID_REQUEST, &msg, None);
-            }
-            let changed = if subscribe { set.insert(uri) } else { set.remove(&uri) };
-            if !changed {
-                return ok();
-            }
-            set.iter().cloned().collect()
-        };
-        if let Some(old) = listen.take() {
-            old.abort();
-        }
-        if uris.is_empty() {
-            return ok();
-        }
-        let (ack_tx, ack_rx) = oneshot::channel();
+impl Listens for Rounds {
+    fn open_listen(&self, _ctx: &RequestCtx, b: &Arc<Bridged>, filter: Filter, ack: Ack) -> JoinHandle<()> {
         let l = Listen {
-            bridge: Arc::clone(bridge),
-            headers: headers.to_vec(),
+            bridge: Arc::clone(&self.bridge),
+            headers: self.headers.clone(),
             session: Arc::downgrade(b),
             closed: b.closed.clone(),
             capabilities: b.capabilities.clone(),
             client_info: b.client_info.clone(),
-            uris: serde_json::to_string(&uris).unwrap_or_else(|_| "[]".into()),
+            filter,
         };
-        *listen = Some(tokio::spawn(l.run(ack_tx)));
-        ack_rx
-    };
-    match tokio::time::timeout(bridge.timeout, acked).await {
-        Ok(Ok(Ok(()))) => ok(),
-        Ok(Ok(Err(why))) => error_response(Some(id), codes::INTERNAL_ERROR, &why, None),
-        _ => error_response(Some(id), codes::INTERNAL_ERROR, "the server did not acknowledge the subscription", None),
+        tokio::spawn(l.run(ack))
+    }
+
+    fn ack_timeout(&self) -> Duration {
+        self.bridge.timeout
     }
 }
-
-/// Where a listen's acknowledgement (or why it failed) goes, until it is sent.
-type Ack = Option<oneshot::Sender<Result<(), String>>>;
 
 /// One session's `subscriptions/listen` at the upstream. It holds the session weakly: the
 /// session's end (DELETE, idleness) drops its task with it.
 struct Listen {
     bridge: Arc<HttpBridge>,
-    /// The headers of the `resources/subscribe` that opened it (credentials, tracing).
+    /// The headers of the request that opened it (credentials, tracing).
     headers: Vec<(HeaderName, HeaderValue)>,
     session: Weak<Bridged>,
     closed: CancellationToken,
     capabilities: Box<str>,
     client_info: Option<Box<str>>,
-    /// The URIs, a JSON array.
-    uris: String,
+    filter: Filter,
 }
 
 impl Listen {
     /// Opens the listen, and again when the upstream ends it (or after [`LISTEN_TIMEOUT`]),
     /// while the session lives; a first opening that fails is the subscribe's error.
-    async fn run(self, ack: oneshot::Sender<Result<(), String>>) {
+    async fn run(self, ack: Ack) {
         let mut ack = Some(ack);
         while !self.closed.is_cancelled() {
             let ended = tokio::select! {
@@ -437,7 +398,7 @@ impl Listen {
             };
             if let Some(a) = ack.take() {
                 let why = ended.err().unwrap_or_else(|| "the server ended the subscription".into());
-                let _ = a.send(Err(why));
+                a.send(Err(why));
                 return;
             }
             if let Err(why) = ended {
@@ -451,12 +412,9 @@ impl Listen {
     }
 
     /// One listen POST, read until the upstream ends it.
-    async fn once(&self, ack: &mut Ack) -> Result<(), String> {
+    async fn once(&self, ack: &mut Option<Ack>) -> Result<(), String> {
         let n = self.bridge.next_id.fetch_add(1, Ordering::Relaxed);
-        let uris = &self.uris;
-        let frame = Bytes::from(format!(
-            r#"{{"jsonrpc":"2.0","id":"apiary-listen-{n}","method":"subscriptions/listen","params":{{"notifications":{{"resourceSubscriptions":{uris}}}}}}}"#
-        ));
+        let frame = self.filter.request(&format!("\"apiary-listen-{n}\""));
         let stamp =
             Stamp { capabilities: &self.capabilities, client_info: self.client_info.as_deref(), log_level: None };
         let body = bridge::modern_request(&frame, &stamp).map_err(|e| format!("the listen cannot be built: {e}"))?;
@@ -466,25 +424,18 @@ impl Listen {
         let status = res.status();
         let mut events = http_era::Events::new(res, self.bridge.max_answer);
         while let Some(data) = events.next().await? {
-            let Ok(m) = Message::parse(data.clone()) else { continue };
-            match (m.kind(), m.method()) {
-                (Kind::Notification, Some("notifications/subscriptions/acknowledged")) => {
+            match bridged_listen::heard(&data, self.filter.lists) {
+                Heard::Acknowledged => {
                     if let Some(a) = ack.take() {
-                        let _ = a.send(Ok(()));
+                        a.send(Ok(()));
                     }
                 }
-                (Kind::Notification, Some(methods::RESOURCES_UPDATED)) => match self.session.upgrade() {
-                    Some(b) => deliver(&b, data),
+                Heard::Relay(frame) => match self.session.upgrade() {
+                    Some(b) => deliver(&b, frame),
                     None => return Ok(()),
                 },
-                (Kind::Notification, _) => {}
-                // The listen's answer: it ended (an error says why).
-                _ => {
-                    return match m.kind() {
-                        Kind::Error => Err(m.payload_raw().unwrap_or_default().chars().take(300).collect()),
-                        _ => Ok(()),
-                    };
-                }
+                Heard::Ignored => {}
+                Heard::Ended(ended) => return ended,
             }
         }
         if !status.is_success() {

@@ -6,18 +6,21 @@
 //! `InputRequiredResult` becomes the legacy server→client requests on the call's stream;
 //! the client's answers go back as the retry (`inputResponses` + `requestState`) until a
 //! final result. What does not depend on the child (the rounds, `ping`, `logging/setLevel`)
-//! is `legacy_rounds`'; the subscriptions and the rounds on the shared child are here.
+//! is `legacy_rounds`', what the session's one `subscriptions/listen` asks for is
+//! `bridged_listen`'s; the listen and the rounds on the shared child are here.
 
 use std::sync::Arc;
 
 use apiary_protocol::bridge::{self, Stamp};
-use apiary_protocol::{Kind, Message, ParseError, codes, error_response, methods};
+use apiary_protocol::{Kind, Message, ParseError};
 use axum::response::Response;
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::answer::Refusal;
-use crate::front::bridged::{Bridged, lock};
+use crate::front::bridged::{Bridged, ListChanges};
+use crate::front::bridged_listen::{self, Ack, Filter, Heard, LISTEN_RETRY, LISTEN_TIMEOUT, Listens};
 use crate::front::bridged_sse;
 use crate::front::dispatch::dispatch;
 use crate::front::edge::Accepts;
@@ -28,11 +31,6 @@ use crate::guard::RequestCtx;
 use crate::sessions::session::Session;
 use crate::upstream::mux::{Attached, ChildGroup};
 use crate::upstream::stdio::Delivery;
-
-/// Resource URIs one bridged session may subscribe to.
-const MAX_SUBSCRIPTIONS: usize = 256;
-/// Longest one `subscriptions/listen` stays open before it is opened again.
-const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Whether legacy sessions are bridged: the shared child is up and speaks only 2026-07-28.
 pub(crate) async fn bridging(front: &StdioFront) -> bool {
@@ -55,7 +53,8 @@ pub(crate) fn open(front: &StdioFront, m: &Message) -> Result<(Arc<Session>, Byt
         .sessions
         .insert(o.revision, Arc::clone(&front.placement.shared), o.caps)
         .map_err(|e| refuse::opening(e, Some(id)))?;
-    let bridged = Arc::new(Bridged::new(&session, o.caps, &o.capabilities, o.client_info.as_deref()));
+    let offered = ListChanges::offered(&discover);
+    let bridged = Arc::new(Bridged::new(&session, o.caps, &o.capabilities, o.client_info.as_deref(), offered));
     front.bridged.insert(Arc::clone(&session.id), bridged);
     let result = bridge::initialize_from_discover(&discover, o.revision.as_str());
     tracing::info!(session = %session.id, revision = %o.revision, "session opened on a 2026-07-28-only server (bridged)");
@@ -92,10 +91,6 @@ impl Upstream for Child {
         one_round(&self.front, ctx, request, out).await
     }
 
-    async fn subscription(&self, ctx: &RequestCtx, b: &Arc<Bridged>, m: &Message) -> Bytes {
-        subscription(&self.front, ctx, &self.session, b, m).await
-    }
-
     fn answer_timeout(&self) -> std::time::Duration {
         self.front.request_timeout
     }
@@ -105,48 +100,15 @@ impl Upstream for Child {
     }
 }
 
-/// `resources/subscribe` and `resources/unsubscribe` (removed in 2026-07-28): the session's
-/// set of URIs changes, and the one `subscriptions/listen` that carries their updates from
-/// the child is re-opened for the new set (mcp-brief.md rule 40). Answered once the child
-/// acknowledged the new listen.
-async fn subscription(
-    front: &Arc<StdioFront>,
-    ctx: &RequestCtx,
-    session: &Arc<Session>,
-    b: &Bridged,
-    m: &Message,
-) -> Bytes {
-    let id = m.id_raw().unwrap_or("null");
-    let Some(uri) = m.params_string("uri") else {
-        return error_response(Some(id), codes::INVALID_PARAMS, "params.uri (a string) is required", None);
-    };
-    let subscribe = m.method() == Some(methods::SUBSCRIBE);
-    let uris: Vec<String> = {
-        let mut set = lock(&b.subscriptions);
-        if subscribe && !set.contains(&uri) && set.len() >= MAX_SUBSCRIPTIONS {
-            let msg = format!("a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources");
-            return error_response(Some(id), codes::INVALID_REQUEST, &msg, None);
-        }
-        let changed = if subscribe { set.insert(uri) } else { set.remove(&uri) };
-        if !changed {
-            return apiary_protocol::result_response(id, "{}");
-        }
-        set.iter().cloned().collect()
-    };
-    if let Some(old) = lock(&b.listen).take() {
-        old.abort();
+impl Listens for Child {
+    fn open_listen(&self, ctx: &RequestCtx, b: &Arc<Bridged>, filter: Filter, ack: Ack) -> JoinHandle<()> {
+        let stamp = OwnedStamp { capabilities: b.capabilities.clone(), client_info: b.client_info.clone() };
+        let session = Arc::clone(&self.session);
+        tokio::spawn(listen(Arc::clone(&self.front), ctx.clone(), session, stamp, filter, ack))
     }
-    if uris.is_empty() {
-        return apiary_protocol::result_response(id, "{}");
-    }
-    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-    let stamp = OwnedStamp { capabilities: b.capabilities.clone(), client_info: b.client_info.clone() };
-    let task = tokio::spawn(listen(Arc::clone(front), ctx.clone(), Arc::clone(session), stamp, uris, ack_tx));
-    *lock(&b.listen) = Some(task);
-    match tokio::time::timeout(front.request_timeout, ack_rx).await {
-        Ok(Ok(Ok(()))) => apiary_protocol::result_response(id, "{}"),
-        Ok(Ok(Err(why))) => error_response(Some(id), codes::INTERNAL_ERROR, &why, None),
-        _ => error_response(Some(id), codes::INTERNAL_ERROR, "the server did not acknowledge the subscription", None),
+
+    fn ack_timeout(&self) -> std::time::Duration {
+        self.front.request_timeout
     }
 }
 
@@ -156,26 +118,23 @@ struct OwnedStamp {
     client_info: Option<Box<str>>,
 }
 
-/// One session's `subscriptions/listen` at the child for `uris`: `resources/updated` for
-/// them goes to the session as any unsolicited message does (its GET stream, or its one
-/// open stream). Re-opened when it ends while the session lives; stopped by aborting.
+/// One session's `subscriptions/listen` at the child for `filter`: what it carries for the
+/// session goes to it as any unsolicited message does (its GET stream, or its one open
+/// stream). Re-opened when it ends while the session lives; stopped by aborting.
 async fn listen(
     front: Arc<StdioFront>,
     ctx: RequestCtx,
     session: Arc<Session>,
     stamp: OwnedStamp,
-    uris: Vec<String>,
-    ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+    filter: Filter,
+    ack: Ack,
 ) {
     let mut ack = Some(ack);
-    let uris = serde_json::to_string(&uris).unwrap_or_else(|_| "[]".into());
-    let frame = Bytes::from(format!(
-        r#"{{"jsonrpc":"2.0","id":"apiary-listen","method":"subscriptions/listen","params":{{"notifications":{{"resourceSubscriptions":{uris}}}}}}}"#
-    ));
+    let frame = filter.request(r#""apiary-listen""#);
     let stamp = Stamp { capabilities: &stamp.capabilities, client_info: stamp.client_info.as_deref(), log_level: None };
-    let fail = |ack: &mut Option<tokio::sync::oneshot::Sender<Result<(), String>>>, why: String| {
+    let fail = |ack: &mut Option<Ack>, why: String| {
         if let Some(a) = ack.take() {
-            let _ = a.send(Err(why));
+            a.send(Err(why));
         }
     };
     while !session.closed.is_cancelled() {
@@ -203,21 +162,18 @@ async fn listen(
                 () = session.closed.cancelled() => return,
             };
             let Some(d) = d else { break };
-            let Ok(m) = Message::parse(d.frame.clone()) else { continue };
-            match (m.kind(), m.method()) {
-                (Kind::Notification, Some("notifications/subscriptions/acknowledged")) => {
+            match bridged_listen::heard(&d.frame, filter.lists) {
+                Heard::Acknowledged => {
                     if let Some(a) = ack.take() {
-                        let _ = a.send(Ok(()));
+                        a.send(Ok(()));
                     }
                 }
-                (Kind::Notification, Some(methods::RESOURCES_UPDATED)) => {
-                    session.deliver(d.frame, None, false);
+                Heard::Relay(frame) => {
+                    session.deliver(frame, None, false);
                 }
-                (Kind::Notification, _) => {}
-                // The listen ended (the child's answer, or its error).
-                _ => {
-                    let why = m.payload_raw().unwrap_or("the listen ended").chars().take(300).collect::<String>();
-                    fail(&mut ack, why);
+                Heard::Ignored => {}
+                Heard::Ended(ended) => {
+                    fail(&mut ack, ended.err().unwrap_or_else(|| "the listen ended".into()));
                     break;
                 }
             }
@@ -226,10 +182,17 @@ async fn listen(
             return fail(&mut ack, "the server ended the subscription".into());
         }
         tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(LISTEN_RETRY) => {}
             () = session.closed.cancelled() => return,
         }
     }
+}
+
+/// The session has a GET stream: its listen asks also for the list changes the child
+/// offers (once; returns when the child acknowledged).
+pub(crate) async fn stream_opened(front: &Arc<StdioFront>, ctx: &RequestCtx, session: &Arc<Session>, b: &Arc<Bridged>) {
+    let up = Child { front: Arc::clone(front), session: Arc::clone(session) };
+    bridged_listen::stream_opened(&up, ctx, b).await;
 }
 
 /// A message of a bridged 2024-11-05 session (`POST /messages`): whatever answers it

@@ -3,7 +3,8 @@
 //! answered here, `notifications/cancelled` stops a call, and a call runs its rounds (the
 //! request stamped, each `InputRequiredResult` put to the client as server→client requests
 //! on the call's stream and retried with the answers) over an [`Upstream`]: a stdio child
-//! (`legacy_bridge`) or an HTTP server (`http_bridge`).
+//! (`legacy_bridge`) or an HTTP server (`http_bridge`). A 2025-03-26 batch whose calls may
+//! ask for input is answered on one stream, each call run as a single one is.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::{self, Refusal};
 use crate::client::{ClientCaps, level_rank};
 use crate::front::bridged::{Bridged, lock};
+use crate::front::bridged_listen::{self, Listens};
 use crate::front::call::{send_event, sse_response};
 use crate::front::edge::Accepts;
 use crate::front::tool_headers;
@@ -36,8 +38,8 @@ const MAX_ROUNDS: usize = 8;
 /// Calls one session may have in flight through the bridge.
 const MAX_CALLS: usize = 256;
 
-/// What carries a bridged session's requests to the 2026-07-28 server.
-pub(crate) trait Upstream: Send + Sync + 'static {
+/// What carries a bridged session's requests (and its listen) to the 2026-07-28 server.
+pub(crate) trait Upstream: Listens {
     /// One request (stamped, 2026-07-28) to the server: its answer frame; what the server
     /// says before it (progress, log lines) goes to `out`. Dropping the future cancels the
     /// request at the server.
@@ -47,9 +49,6 @@ pub(crate) trait Upstream: Send + Sync + 'static {
         request: Bytes,
         out: Option<&mpsc::Sender<Bytes>>,
     ) -> impl Future<Output = Result<Bytes, Refusal>> + Send;
-
-    /// `resources/subscribe` or `resources/unsubscribe` of session `b`: the answer frame.
-    fn subscription(&self, ctx: &RequestCtx, b: &Arc<Bridged>, m: &Message) -> impl Future<Output = Bytes> + Send;
 
     /// How long the client has to answer a request the bridge puts to it.
     fn answer_timeout(&self) -> Duration;
@@ -113,8 +112,13 @@ pub(crate) async fn post<U: Upstream>(
     if !batch && let [Ok(m)] = members.as_slice() {
         return single(up, ctx, b, m.clone(), acc).await;
     }
-    // Each member in turn, answered together as JSON; no member can be asked for input
-    // (there is no stream to ask on).
+    // A member that may be asked for input (or wants progress) needs a stream: the batch
+    // is answered on one (2025-03-26: one response per request, on the SSE stream).
+    let streams = members.iter().any(|m| m.as_ref().is_ok_and(|m| m.is_request() && wants_stream(m, acc)));
+    if streams {
+        return Ok(batch_stream(Arc::clone(up), ctx.clone(), b, members));
+    }
+    // Each member in turn, answered together as JSON.
     let mut frames = Vec::new();
     for member in members {
         let m = match member {
@@ -127,7 +131,7 @@ pub(crate) async fn post<U: Upstream>(
         match m.kind() {
             Kind::Request => frames.push(match local(&b, &m) {
                 Some(frame) => frame,
-                None if is_subscription(&m) => up.subscription(ctx, &b, &m).await,
+                None if is_subscription(&m) => bridged_listen::subscription(up.as_ref(), ctx, &b, &m).await,
                 None => run_call(up.as_ref(), ctx, &b, &m, None).await,
             }),
             Kind::Notification => notification(&b, &m),
@@ -148,6 +152,63 @@ pub(crate) async fn post<U: Upstream>(
     }
     body.extend_from_slice(b"]");
     Ok(answer::json(body.freeze()))
+}
+
+/// Whether request `m` is answered on a stream: when the server may ask for input (or the
+/// client wants progress), or the client takes nothing else.
+fn wants_stream(m: &Message, acc: Accepts) -> bool {
+    let may_ask = matches!(m.method(), Some(methods::TOOLS_CALL | methods::PROMPTS_GET | methods::RESOURCES_READ));
+    acc.sse && (may_ask || rewrite::request_progress_token(m).is_some() || !acc.json)
+}
+
+/// A batch answered on one SSE stream (2025-03-26 lets a server answer a batch so): the
+/// members answered here first, then each call's requests for input, progress and answer
+/// as it runs (the calls run at once, each as a single call runs, cancellable by
+/// `notifications/cancelled`). The stream ends when the last call has answered.
+fn batch_stream<U: Upstream>(
+    up: Arc<U>,
+    ctx: RequestCtx,
+    b: Arc<Bridged>,
+    members: Vec<Result<Message, ParseError>>,
+) -> Response {
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let write_timeout = up.write_timeout();
+    tokio::spawn(async move {
+        let mut out = Some(body_tx.clone());
+        for member in members {
+            let m = match member {
+                Ok(m) => m,
+                Err(e) => {
+                    send_event(&mut out, sse::message_event(None, &e.to_response()), write_timeout).await;
+                    continue;
+                }
+            };
+            let frame = match m.kind() {
+                Kind::Request => match local(&b, &m) {
+                    Some(frame) => Some(frame),
+                    None if is_subscription(&m) => Some(bridged_listen::subscription(up.as_ref(), &ctx, &b, &m).await),
+                    None => {
+                        let id = m.id_raw().map(str::to_owned);
+                        let sink = Sink::Body { out: Some(body_tx.clone()), write_timeout };
+                        let spawned = spawn_call(Arc::clone(&up), ctx.clone(), Arc::clone(&b), m, sink);
+                        spawned.err().map(|refusal| refusal.echo(id.as_deref()).body())
+                    }
+                },
+                Kind::Notification => {
+                    notification(&b, &m);
+                    None
+                }
+                Kind::Response | Kind::Error => {
+                    b.answered(m);
+                    None
+                }
+            };
+            if let Some(frame) = frame {
+                send_event(&mut out, sse::message_event(None, &frame), write_timeout).await;
+            }
+        }
+    });
+    sse_response(body_rx)
 }
 
 /// One message of a bridged session.
@@ -175,13 +236,9 @@ async fn single<U: Upstream>(
                 return Ok(answer::json(frame));
             }
             if is_subscription(&m) {
-                return Ok(answer::json(up.subscription(ctx, &b, &m).await));
+                return Ok(answer::json(bridged_listen::subscription(up.as_ref(), ctx, &b, &m).await));
             }
-            let method = m.method().unwrap_or_default();
-            // A stream when the server may ask for input (or the client wants progress).
-            let may_ask = matches!(method, methods::TOOLS_CALL | methods::PROMPTS_GET | methods::RESOURCES_READ);
-            let streams = acc.sse && (may_ask || rewrite::request_progress_token(&m).is_some() || !acc.json);
-            if !streams {
+            if !wants_stream(&m, acc) {
                 return Ok(answer::json(run_call(up.as_ref(), ctx, &b, &m, None).await));
             }
             stream_call(Arc::clone(up), ctx.clone(), b, m)

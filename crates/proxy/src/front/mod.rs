@@ -8,9 +8,11 @@
 //! 2026-07-28-only child (its table of sessions is `bridged`, `sessionless_bridge` its requests of
 //! no session), `http_bridge` those of a 2026-07-28-only HTTP upstream (its era probe is
 //! `http_era`, its 2024-11-05 `/sse` front `http_bridge_sse`); `legacy_rounds` is what the two
-//! share, `bridged_sse` their handling of a 2024-11-05 session's message.
+//! share, `bridged_sse` their handling of a 2024-11-05 session's message, `bridged_listen` their
+//! sessions' one listen.
 
 pub mod bridged;
+pub mod bridged_listen;
 pub mod bridged_sse;
 pub mod call;
 pub mod capable;

@@ -220,7 +220,8 @@ async fn forward_inner(
             if !edge::accepts_event_stream(headers) {
                 return Err(Refusal::NotAcceptable("Accept must include text/event-stream"));
             }
-            return Ok(http_bridge::stream(bridge, b));
+            let passed = passed_headers(up, ctx, headers, None).await?;
+            return Ok(http_bridge::stream(bridge, ctx, b, passed).await);
         }
     }
     let mut request_id: Option<String> = None;

@@ -50,7 +50,7 @@ pub async fn mcp(
         Method::GET | Method::DELETE if modern::header_is_modern(&headers) => {
             Err(Refusal::MethodNotAllowed { allow: "POST" })
         }
-        Method::GET => get(&front, &headers).await,
+        Method::GET => get(&front, &ctx, &headers).await,
         Method::DELETE => delete(&front, &headers),
         Method::OPTIONS => {
             let mut r = StatusCode::NO_CONTENT.into_response();
@@ -211,7 +211,7 @@ async fn initialize(
 /// `GET /mcp`: the session's standalone stream for messages no request is waiting for.
 /// With `Last-Event-ID` it first resumes the stream that id belongs to: the events that
 /// followed it, then that stream's live events until it ends (rows 10, 20).
-async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
+async fn get(front: &Arc<StdioFront>, ctx: &RequestCtx, headers: &HeaderMap) -> Result<Response, Refusal> {
     if !edge::accepts_event_stream(headers) {
         return Err(Refusal::NotAcceptable("Accept must include text/event-stream"));
     }
@@ -231,6 +231,7 @@ async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, R
             }
         }
     };
+    let bridged = front.bridged.get(&session.id).map(|b| (Arc::clone(&session), b));
     let write_timeout = front.write_timeout;
     let max_queued = front.max_queued.max(16);
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
@@ -252,6 +253,10 @@ async fn get(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, R
         }
         standalone(&session, out, max_queued, write_timeout).await;
     });
+    // A bridged session's listen asks for list changes once it has this stream.
+    if let Some((session, b)) = bridged {
+        legacy_bridge::stream_opened(front, ctx, &session, &b).await;
+    }
     Ok(sse_response(body_rx))
 }
 
