@@ -194,26 +194,20 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `program args` as the leader of a new process group.
     pub fn group_leader(program: &str, args: &[&str]) -> Self {
-        use std::os::unix::process::CommandExt;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn");
-        let proc_ref = ProcRef::capture(child.id());
-        Spawned { child, proc_ref, reaped: false }
+        Self::spawn_group_leader(program, args, Stdio::null())
     }
 
     /// Like [`Spawned::group_leader`], with stdout piped for the test to read.
     pub fn group_leader_piped(program: &str, args: &[&str]) -> Self {
+        Self::spawn_group_leader(program, args, Stdio::piped())
+    }
+
+    fn spawn_group_leader(program: &str, args: &[&str], stdout: Stdio) -> Self {
         use std::os::unix::process::CommandExt;
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
