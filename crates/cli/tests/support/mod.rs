@@ -1,14 +1,15 @@
 //! Harness for tests of the real `apiary` binary: a private state directory per test, commands
 //! with a time limit, and a marker in the environment of everything a test starts, so the test
 //! can see every process it caused (proxies and servers inherit it) and none outlives it.
-//! [`cluster`] and [`gateway`] hold what the tests against the real cluster share; [`exchange`]
-//! what the vMCP token-exchange tests share.
+//! [`cluster`], [`gateway`] and [`seed004`] hold what the tests against the real cluster
+//! share; [`exchange`] what the vMCP token-exchange tests share.
 
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod exchange;
 pub mod gateway;
+pub mod seed004;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
