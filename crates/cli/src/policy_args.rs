@@ -414,15 +414,11 @@ impl PolicyArgs {
                     .token_exchange_client_id
                     .clone()
                     .context("--token-exchange-url needs --token-exchange-client-id")?;
-                let client_secret = match (&self.token_exchange_client_secret, &self.token_exchange_client_secret_file)
-                {
-                    (Some(_), Some(_)) => {
-                        bail!("give --token-exchange-client-secret or --token-exchange-client-secret-file, not both")
-                    }
-                    (Some(s), None) => Some(s.clone()),
-                    (None, Some(f)) => Some(read(f)?.trim().to_owned()),
-                    (None, None) => None,
-                };
+                let client_secret = given_or_read(
+                    self.token_exchange_client_secret.as_deref(),
+                    self.token_exchange_client_secret_file.as_deref(),
+                    "--token-exchange-client-secret",
+                )?;
                 out.token_exchange = Some(TokenExchangeConfig {
                     token_url: url.clone(),
                     client_id,
@@ -444,12 +440,11 @@ impl PolicyArgs {
                 }
             }
         }
-        out.bearer_token = match (&self.remote_auth_bearer_token, &self.remote_auth_bearer_token_file) {
-            (Some(_), Some(_)) => bail!("give --remote-auth-bearer-token or --remote-auth-bearer-token-file, not both"),
-            (Some(t), None) => Some(t.clone()),
-            (None, Some(f)) => Some(read(f)?.trim().to_owned()),
-            (None, None) => None,
-        };
+        out.bearer_token = given_or_read(
+            self.remote_auth_bearer_token.as_deref(),
+            self.remote_auth_bearer_token_file.as_deref(),
+            "--remote-auth-bearer-token",
+        )?;
         for pair in &self.remote_forward_headers {
             let (name, value) = pair
                 .split_once('=')
@@ -617,6 +612,17 @@ pub fn check_telemetry(t: &TelemetryConfig, origin: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A credential given by `flag` itself, or read (trimmed) from the file `flag`-file names; not
+/// both.
+fn given_or_read(given: Option<&str>, file: Option<&Path>, flag: &str) -> anyhow::Result<Option<String>> {
+    match (given, file) {
+        (Some(_), Some(_)) => bail!("give {flag} or {flag}-file, not both"),
+        (Some(value), None) => Ok(Some(value.to_owned())),
+        (None, Some(f)) => Ok(Some(read(f)?.trim().to_owned())),
+        (None, None) => Ok(None),
+    }
+}
+
 fn read(path: &Path) -> anyhow::Result<String> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_FILE_BYTES {
@@ -749,6 +755,36 @@ mod tests {
         assert!(e.contains("plain HTTP"), "{e}");
         assert!(parse(&["--remote-auth-timeout", "soon"]).is_err());
         assert!(parse(&["--remote-auth-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn an_upstream_credential_is_given_or_read_trimmed_from_its_file_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credential");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let file = file.to_str().unwrap();
+        let outgoing = |args: &[&str]| parse(args).unwrap().to_policy().map(|p| p.outgoing);
+        let exchange = ["--oidc-issuer", "https://idp.example", "--token-exchange-url", "https://sts.example/token"];
+        let exchange = [&exchange[..], &["--token-exchange-client-id", "c"]].concat();
+
+        let o = outgoing(&["--remote-auth-bearer-token-file", file]).unwrap();
+        assert_eq!(o.bearer_token.as_deref(), Some("from-file"));
+        let o = outgoing(&["--remote-auth-bearer-token", "given"]).unwrap();
+        assert_eq!(o.bearer_token.as_deref(), Some("given"));
+        let e = format!(
+            "{:#}",
+            outgoing(&["--remote-auth-bearer-token", "t", "--remote-auth-bearer-token-file", file]).unwrap_err()
+        );
+        assert!(e.contains("give --remote-auth-bearer-token or --remote-auth-bearer-token-file, not both"), "{e}");
+
+        let o = outgoing(&[&exchange[..], &["--token-exchange-client-secret-file", file]].concat()).unwrap();
+        assert_eq!(o.token_exchange.unwrap().client_secret.as_deref(), Some("from-file"));
+        let both = ["--token-exchange-client-secret", "s", "--token-exchange-client-secret-file", file];
+        let e = format!("{:#}", outgoing(&[&exchange[..], &both[..]].concat()).unwrap_err());
+        assert!(
+            e.contains("give --token-exchange-client-secret or --token-exchange-client-secret-file, not both"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,27 +40,32 @@ fn image() -> &'static str {
             copy_into(&root, Path::new(lib), Path::new(lib));
         }
         std::fs::create_dir_all(root.join("tmp")).unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success(), "tar failed");
-        // The podman CLI uses the service's private store (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF).
-        let out = Command::new("podman")
-            .args(["import", "--change", r#"ENTRYPOINT ["/apiary-testkit-server"]"#])
-            .arg(&tar)
-            .arg(&tag)
-            .stdout(Stdio::null())
-            .output()
-            .expect("podman (installed by cargo xtask podman up)");
-        assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+        import_image(&root, &tag, &[r#"ENTRYPOINT ["/apiary-testkit-server"]"#]);
         tag
     })
+}
+
+/// Packs the root filesystem `root` into `<root>.tar` and imports that into the test Podman as
+/// image `tag`, with `changes` (Dockerfile instructions: its ENTRYPOINT, ENV).
+fn import_image(root: &Path, tag: &str, changes: &[&str]) {
+    let tar = root.with_extension("tar");
+    let status = Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar failed");
+    // The podman CLI uses the service's private store (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF).
+    let mut import = Command::new("podman");
+    import.arg("import");
+    for change in changes {
+        import.args(["--change", change]);
+    }
+    let out = import.arg(&tar).arg(tag).output().expect("podman (installed by cargo xtask podman up)");
+    assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn copy_into(root: &Path, from: &Path, inside: &Path) {
@@ -169,6 +174,46 @@ fn cgroup_file(pid: u64, controller: &str, v1: &str, v2: &str) -> String {
     panic!("no {controller} cgroup for {pid}: {cgroups}");
 }
 
+/// The one container of `workload`, as the engine inspects it.
+#[track_caller]
+fn only_container(workload: &str) -> serde_json::Value {
+    let ids = containers_of(workload);
+    assert_eq!(ids.len(), 1, "one container of {workload}: {ids:?}");
+    api(&format!("/v1.41/containers/{}/json", ids[0]))
+}
+
+/// Asserts that process `pid`'s network namespace has no interface but `lo`.
+#[track_caller]
+fn assert_only_loopback(pid: u64) {
+    // /proc/PID/net/dev: two header lines, then one line per interface.
+    let devices = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    assert!(!devices.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "only lo: {devices}");
+}
+
+/// A permission profile (a file in `apiary`'s scratch) allowing only api.example.com:443: the
+/// allow-list the egress proxy serves. Its path.
+fn allow_list_profile(apiary: &Apiary) -> String {
+    let profile = apiary.scratch().join("allow.json");
+    std::fs::write(&profile, r#"{"network":{"outbound":{"allow_host":["api.example.com"],"allow_port":[443]}}}"#)
+        .unwrap();
+    profile.to_str().unwrap().to_owned()
+}
+
+/// SIGKILLs the proxy of workload `name` and waits until it is gone.
+fn kill_proxy(apiary: &Apiary, name: &str) {
+    let proxy = apiary.state().load_record(name).unwrap().unwrap().proxy.unwrap();
+    proxy.signal(Signal::KILL);
+    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || !proxy.is_alive()));
+}
+
+/// `apiary rm NAME`; then no container of it and no process of the test is left.
+#[track_caller]
+fn rm_leaves_nothing(apiary: &Apiary, name: &str) {
+    run(apiary, &["rm", name]).ok();
+    assert_eq!(wait_no_containers(name), Vec::<String>::new());
+    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+}
+
 #[test]
 fn an_image_answers_over_stdio_through_the_proxy_hardened_and_rm_leaves_no_container() {
     let apiary = Apiary::new();
@@ -191,9 +236,7 @@ fn an_image_answers_over_stdio_through_the_proxy_hardened_and_rm_leaves_no_conta
     assert!(status.ok().stdout.contains("Runtime:     container"), "{}", status.stdout);
 
     // The hardening, as the engine recorded it and as the kernel enforces it.
-    let ids = containers_of("cstdio");
-    assert_eq!(ids.len(), 1, "one shared container: {ids:?}");
-    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    let c = only_container("cstdio");
     let h = &c["HostConfig"];
     assert_eq!(h["ReadonlyRootfs"], true);
     assert_eq!(h["NetworkMode"], "none");
@@ -210,8 +253,7 @@ fn an_image_answers_over_stdio_through_the_proxy_hardened_and_rm_leaves_no_conta
     assert!(root.split_whitespace().nth(5).unwrap().split(',').any(|o| o == "ro"), "{root}");
     assert_eq!(cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max"), (512 * 1024 * 1024).to_string());
     assert_eq!(cgroup_file(pid, "pids", "pids.max", "pids.max"), "256");
-    let devices = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
-    assert!(!devices.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "network none: {devices}");
+    assert_only_loopback(pid);
 
     // A restart from a shell without DOCKER_HOST finds the engine the workload ran in, and the
     // old container is replaced, not kept beside the new one.
@@ -219,11 +261,9 @@ fn an_image_answers_over_stdio_through_the_proxy_hardened_and_rm_leaves_no_conta
     let echo = run(&apiary, &["mcp", "call", "echo", "--server", "cstdio", "--args", r#"{"text":"again"}"#]);
     assert_eq!(echo.ok().stdout.trim(), "again");
     let after = containers_of("cstdio");
-    assert!(after.len() == 1 && after[0] != ids[0], "{after:?} (before: {ids:?})");
+    assert!(after.len() == 1 && after[0] != c["Id"], "{after:?} (before: {})", c["Id"]);
 
-    run(&apiary, &["rm", "cstdio"]).ok();
-    assert_eq!(wait_no_containers("cstdio"), Vec::<String>::new());
-    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+    rm_leaves_nothing(&apiary, "cstdio");
 }
 
 #[test]
@@ -263,15 +303,11 @@ fn an_image_serves_streamable_http_on_a_published_loopback_port() {
     let echo = run(&apiary, &["mcp", "call", "echo", "--server", &url, "--args", r#"{"text":"over http"}"#]);
     assert_eq!(echo.ok().stdout.trim(), "over http");
 
-    let ids = containers_of("chttp");
-    assert_eq!(ids.len(), 1);
-    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    let c = only_container("chttp");
     let bindings = &c["HostConfig"]["PortBindings"][format!("{port}/tcp")];
     assert_eq!(bindings[0]["HostIp"], "127.0.0.1", "{bindings}");
 
-    run(&apiary, &["rm", "chttp"]).ok();
-    assert_eq!(wait_no_containers("chttp"), Vec::<String>::new());
-    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+    rm_leaves_nothing(&apiary, "chttp");
 }
 
 #[test]
@@ -314,25 +350,20 @@ fn an_image_gets_its_secret_as_an_env_var_and_no_file_or_output_of_ours_holds_it
     assert_eq!(files_containing(&apiary.state_dir(), value), Vec::<String>::new());
     // The engine has it in the container's environment (as `podman inspect` shows any
     // container's), never in a label or the command line.
-    let ids = containers_of("csecret");
-    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    let c = only_container("csecret");
     assert!(c["Config"]["Env"].as_array().unwrap().contains(&format!("MY_TOKEN={value}").into()));
     for field in [&c["Config"]["Labels"], &c["Config"]["Cmd"], &c["Config"]["Entrypoint"], &c["Args"]] {
         assert!(!field.to_string().contains(value), "{field}");
     }
 
-    run(&apiary, &["rm", "csecret"]).ok();
-    assert_eq!(wait_no_containers("csecret"), Vec::<String>::new());
-    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+    rm_leaves_nothing(&apiary, "csecret");
 }
 
 #[test]
 fn an_image_under_an_allow_list_runs_behind_the_egress_proxy_and_leaves_nothing_behind() {
     let apiary = Apiary::new();
-    let profile = apiary.scratch().join("allow.json");
-    std::fs::write(&profile, r#"{"network":{"outbound":{"allow_host":["api.example.com"],"allow_port":[443]}}}"#)
-        .unwrap();
-    let profile = profile.to_str().unwrap();
+    let profile = allow_list_profile(&apiary);
+    let profile = profile.as_str();
     run(&apiary, &["run", "--name", "cegress", "--permission-profile", profile, image(), "--", "--stdio"]).ok();
     for var in ["HTTPS_PROXY", "http_proxy"] {
         let args = format!(r#"{{"name":"{var}"}}"#);
@@ -341,13 +372,9 @@ fn an_image_under_an_allow_list_runs_behind_the_egress_proxy_and_leaves_nothing_
     }
     let status = run(&apiary, &["status", "cegress"]);
     assert!(status.ok().stdout.contains("allow-list through the egress proxy"), "{}", status.stdout);
-    let ids = containers_of("cegress");
-    assert_eq!(ids.len(), 1);
-    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
-    let pid = c["State"]["Pid"].as_u64().unwrap();
+    let pid = only_container("cegress")["State"]["Pid"].as_u64().unwrap();
     // Only lo, and something (the proxy) listening on 127.0.0.1:3128 (0x0C38) in its namespace.
-    let devices = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
-    assert!(!devices.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "{devices}");
+    assert_only_loopback(pid);
     let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
     assert!(tcp.lines().any(|l| l.contains("0100007F:0C38 00000000:0000 0A")), "{tcp}");
     // A restart gets a new container in a new namespace, with the proxy again.
@@ -357,14 +384,10 @@ fn an_image_under_an_allow_list_runs_behind_the_egress_proxy_and_leaves_nothing_
 
     // A SIGKILLed proxy leaves the container (conmon keeps it) but no host state: `stop` removes
     // the container, and with it the namespace (no process is left in it).
-    let ids = containers_of("cegress");
-    assert_eq!(ids.len(), 1);
-    let pid = api(&format!("/v1.41/containers/{}/json", ids[0]))["State"]["Pid"].as_u64().unwrap();
+    let pid = only_container("cegress")["State"]["Pid"].as_u64().unwrap();
     let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     assert_ne!(netns, std::fs::read_link("/proc/self/ns/net").unwrap());
-    let proxy = apiary.state().load_record("cegress").unwrap().unwrap().proxy.unwrap();
-    proxy.signal(Signal::KILL);
-    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || !proxy.is_alive()));
+    kill_proxy(&apiary, "cegress");
     run(&apiary, &["stop", "cegress"]).ok();
     assert_eq!(wait_no_containers("cegress"), Vec::<String>::new());
     let in_netns = || {
@@ -378,18 +401,14 @@ fn an_image_under_an_allow_list_runs_behind_the_egress_proxy_and_leaves_nothing_
     // conmon may outlive its container by a moment.
     assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || in_netns().is_empty()), "{:?}", in_netns());
 
-    run(&apiary, &["rm", "cegress"]).ok();
-    assert_eq!(wait_no_containers("cegress"), Vec::<String>::new());
-    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
+    rm_leaves_nothing(&apiary, "cegress");
 }
 
 #[test]
 fn an_http_image_under_an_allow_list_is_reached_through_its_proxy_only() {
     let apiary = Apiary::new();
-    let profile = apiary.scratch().join("allow.json");
-    std::fs::write(&profile, r#"{"network":{"outbound":{"allow_host":["api.example.com"],"allow_port":[443]}}}"#)
-        .unwrap();
-    let profile = profile.to_str().unwrap();
+    let profile = allow_list_profile(&apiary);
+    let profile = profile.as_str();
     let port = apiary_runtime::ports::free_port("127.0.0.1").unwrap();
     let (port_arg, listen) = (port.to_string(), format!("0.0.0.0:{port}"));
     let args = [
@@ -417,15 +436,12 @@ fn an_http_image_under_an_allow_list_is_reached_through_its_proxy_only() {
 
     // Nothing published: no port binding, the host's port closed, only lo in its namespace,
     // where both the server and the egress proxy listen.
-    let ids = containers_of("chttpallow");
-    assert_eq!(ids.len(), 1);
-    let c = api(&format!("/v1.41/containers/{}/json", ids[0]));
+    let c = only_container("chttpallow");
     let bindings = &c["HostConfig"]["PortBindings"];
     assert!(bindings.is_null() || bindings.as_object().is_some_and(serde_json::Map::is_empty), "{bindings}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the server's port answered on the host");
     let pid = c["State"]["Pid"].as_u64().unwrap();
-    let devices = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
-    assert!(!devices.lines().skip(2).any(|l| !l.trim_start().starts_with("lo:")), "{devices}");
+    assert_only_loopback(pid);
     let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
     let listening = |hex: &str| tcp.lines().any(|l| l.contains(hex) && l.contains(" 0A "));
     assert!(listening("0100007F:0C38"), "the egress proxy: {tcp}");
@@ -438,10 +454,8 @@ fn an_http_image_under_an_allow_list_is_reached_through_its_proxy_only() {
     let out = run(&apiary, &["mcp", "call", "echo", "--server", "chttpallow", "--args", r#"{"text":"again"}"#]);
     assert_eq!(out.ok().stdout.trim(), "again");
 
-    run(&apiary, &["rm", "chttpallow"]).ok();
-    assert_eq!(wait_no_containers("chttpallow"), Vec::<String>::new());
+    rm_leaves_nothing(&apiary, "chttpallow");
     assert!(!socket.exists(), "rm leaves the socket behind");
-    assert_eq!(apiary.wait_no_processes(), Vec::<u32>::new());
 }
 
 #[test]
@@ -452,9 +466,7 @@ fn stop_removes_the_container_a_killed_proxy_left() {
     assert_eq!(containers_of("corphan").len(), 1);
     let rec = apiary.state().load_record("corphan").unwrap().unwrap();
     assert!(rec.container.is_some(), "{rec:?}");
-    let proxy = rec.proxy.unwrap();
-    proxy.signal(Signal::KILL);
-    assert!(apiary_runtime::pid::wait_until(Duration::from_secs(10), || !proxy.is_alive()));
+    kill_proxy(&apiary, "corphan");
     // conmon keeps the container running without its proxy.
     assert_eq!(containers_of("corphan").len(), 1);
 
@@ -513,24 +525,7 @@ fn probe_image() -> &'static str {
         for d in ["tmp", "proc", "sys", "dev", "mnt"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        let tar = dir.path().join("rootfs.tar");
-        let ok = Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tar failed");
-        let out = Command::new("podman")
-            .args(["import", "--change", r#"ENTRYPOINT ["/bin/sh", "-c"]"#, "--change", "ENV PATH=/bin"])
-            .arg(&tar)
-            .arg(&tag)
-            .output()
-            .expect("podman (installed by cargo xtask podman up)");
-        assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+        import_image(&root, &tag, &[r#"ENTRYPOINT ["/bin/sh", "-c"]"#, "ENV PATH=/bin"]);
         tag
     })
 }

@@ -8,31 +8,17 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::cluster::kubectl_bin;
 use support::{Apiary, Out, finish};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const NAME: &str = "kfetch";
 
-/// The cached kubectl of the test cluster (`$APIARY_CACHE/k8s/<version>/kubectl`).
-fn kubectl_bin() -> PathBuf {
-    let cache = match std::env::var_os("APIARY_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/apiary"),
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().expect("kubectl in $APIARY_CACHE/k8s: run `cargo xtask cluster build`")
-}
-
+/// kubectl on the test cluster (`KUBECONFIG` from the environment): whether it succeeded, and
+/// its stdout (its stderr when it failed).
 fn kubectl(args: &[&str]) -> (bool, String) {
     let out = Command::new("timeout")
         .args(["--kill-after=5", "60"])

@@ -6,45 +6,21 @@
 
 mod support;
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use apiary_testkit::binaries::testkit_server;
-use apiary_testkit::keycloak::{
-    BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, Keycloak, USER_CLIENT, decode_claims,
-};
+use apiary_testkit::keycloak::{Keycloak, USER_CLIENT, decode_claims};
 use serde_json::{Value, json};
-use support::{Apiary, start_printing_url as start};
+use support::exchange::{assert_exchanged, header_seen, post, start_exchange_vmcp};
 
-/// One JSON-RPC message over HTTP: the answer (from JSON or the first SSE `data:` line) and
-/// the session id the answer names.
+/// One JSON-RPC message of a 2025-11-25 client, in `session` if given: the HTTP status, the
+/// answer and the session id the answer names.
 async fn rpc(
     url: &str,
     token: Option<&str>,
     session: Option<&str>,
     body: &Value,
 ) -> (u16, Option<Value>, Option<String>) {
-    let mut req = reqwest::Client::new()
-        .post(url)
-        .timeout(Duration::from_secs(60))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_string());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(s) = session {
-        req = req.header("mcp-session-id", s);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let sid = res.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned());
-    let text = res.text().await.unwrap();
-    let answer = serde_json::from_str(&text).ok().or_else(|| {
-        text.lines().filter_map(|l| l.strip_prefix("data:")).find_map(|d| serde_json::from_str(d.trim()).ok())
-    });
-    (status, answer, sid)
+    let mut headers = vec![("mcp-protocol-version", "2025-11-25")];
+    headers.extend(session.map(|s| ("mcp-session-id", s)));
+    post(url, token, &headers, body).await
 }
 
 async fn open(url: &str, token: &str) -> String {
@@ -64,43 +40,14 @@ async fn seen_by(url: &str, token: &str, sid: &str, backend: &str) -> Result<Str
         "params":{"name": format!("{backend}_request_header"), "arguments":{"name":"authorization"}}});
     let (status, answer, _) = rpc(url, Some(token), Some(sid), &call).await;
     assert_eq!(status, 200, "{answer:?}");
-    let answer = answer.unwrap();
-    if let Some(e) = answer.get("error") {
-        return Err(e.to_string());
-    }
-    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
-    if answer["result"]["isError"] == true { Err(text) } else { Ok(text) }
-}
-
-fn audiences(claims: &Value) -> Vec<String> {
-    match &claims["aud"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        _ => Vec::new(),
-    }
+    header_seen(&answer.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_session_callers_token_is_exchanged_for_the_backend_and_never_forwarded() {
     let kc = Keycloak::shared().await;
-    let apiary = Apiary::new();
-    let mut fixtures = Vec::new();
-    for _ in 0..2 {
-        let mut cmd = tokio::process::Command::new(testkit_server());
-        cmd.args(["--http", "127.0.0.1:0"]).stdin(Stdio::null());
-        fixtures.push(start(cmd).await);
-    }
-    let text = format!(
-        "backends:\n  - {{name: alpha, url: '{}', transport: streamable-http}}\n  - {{name: beta, url: '{}', transport: streamable-http}}\n\
-         incomingAuth:\n  type: oidc\n  oidc: {{issuer: '{}', audience: mcp-gateway, insecureAllowHttp: true}}\n\
-         outgoingAuth:\n  backends:\n    alpha:\n      type: token_exchange\n      tokenExchange:\n        tokenUrl: '{}'\n        clientId: {GATEWAY_CLIENT}\n        clientSecretEnv: APIARY_TEST_STS_SECRET\n        audience: {BACKEND_AUDIENCE}\n        scopes: [openid]\n        subjectTokenType: urn:ietf:params:oauth:token-type:access_token\n        insecureAllowHttp: true\n",
-        fixtures[0].url,
-        fixtures[1].url,
-        kc.issuer(),
-        kc.token_endpoint()
-    );
-    let config = apiary.scratch().join("exchange.yaml");
-    std::fs::write(&config, &text).unwrap();
+    let setup = start_exchange_vmcp(kc).await;
+    let (apiary, text, v) = (&setup.apiary, &setup.config, &setup.vmcp);
 
     // Without incoming OIDC the same outgoing auth is refused when the file is loaded.
     let anonymous = apiary.scratch().join("anonymous.yaml");
@@ -111,10 +58,6 @@ async fn each_session_callers_token_is_exchanged_for_the_backend_and_never_forwa
     let err = out.failed();
     assert!(err.contains("outgoingAuth.backends.alpha.type") && err.contains("incomingAuth.type oidc"), "{err}");
 
-    let mut cmd = apiary.command(&["vmcp", "serve", "--port", "0", "--config", config.to_str().unwrap()]);
-    cmd.env("APIARY_TEST_STS_SECRET", GATEWAY_SECRET);
-    let v = start(tokio::process::Command::from(cmd)).await;
-
     // No caller token: 401 at the front, nothing reaches a backend.
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"exchange-test","version":"1"}}});
@@ -124,12 +67,7 @@ async fn each_session_callers_token_is_exchanged_for_the_backend_and_never_forwa
     let caller = kc.password_token(USER_CLIENT, "mcp", "mcp", "openid").await.unwrap().access_token;
     let sid = open(&v.url, &caller).await;
     let first = seen_by(&v.url, &caller, &sid, "alpha").await.unwrap();
-    let exchanged = first.strip_prefix("Bearer ").unwrap();
-    assert_ne!(exchanged, caller, "the caller's own token reached the backend");
-    let claims = decode_claims(exchanged).unwrap();
-    assert!(audiences(&claims).contains(&BACKEND_AUDIENCE.to_owned()), "{claims}");
-    assert_eq!(claims["azp"], GATEWAY_CLIENT, "{claims}");
-    assert_eq!(claims["preferred_username"], "mcp", "{claims}");
+    assert_exchanged(&first, &caller);
     assert_eq!(seen_by(&v.url, &caller, &sid, "alpha").await.unwrap(), first, "the exchanged token is cached");
     // A backend without outgoing auth gets no Authorization at all.
     let beta = seen_by(&v.url, &caller, &sid, "beta").await.unwrap_err();

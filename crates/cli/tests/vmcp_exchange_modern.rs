@@ -7,15 +7,9 @@
 
 mod support;
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use apiary_testkit::binaries::testkit_server;
-use apiary_testkit::keycloak::{
-    BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, Keycloak, USER_CLIENT, decode_claims,
-};
+use apiary_testkit::keycloak::{Keycloak, USER_CLIENT};
 use serde_json::{Value, json};
-use support::start_printing_url as start;
+use support::exchange::{assert_exchanged, header_seen, post, start_exchange_vmcp};
 
 /// One 2026-07-28 request (its `_meta` and headers as that revision wants them): the HTTP
 /// status and the answer (from JSON or the first SSE `data:` line that is a response).
@@ -27,29 +21,9 @@ async fn modern(url: &str, token: Option<&str>, id: u64, method: &str, mut param
     });
     let name = params.get("name").and_then(Value::as_str).map(str::to_owned);
     let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let mut req = reqwest::Client::new()
-        .post(url)
-        .timeout(Duration::from_secs(60))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method)
-        .body(body.to_string());
-    if let Some(n) = name {
-        req = req.header("mcp-name", n);
-    }
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    let answer = serde_json::from_str(&text).ok().or_else(|| {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .find(|v| v.get("id").is_some())
-    });
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", method)];
+    headers.extend(name.as_deref().map(|n| ("mcp-name", n)));
+    let (status, answer, _) = post(url, token, &headers, &body).await;
     (status, answer)
 }
 
@@ -69,46 +43,14 @@ async fn tool_names(url: &str, token: &str) -> Vec<String> {
 async fn seen_by(url: &str, token: &str, backend: &str) -> Result<String, String> {
     let params = json!({"name": format!("{backend}_request_header"), "arguments": {"name": "authorization"}});
     let (_, answer) = modern(url, Some(token), 7, "tools/call", params).await;
-    let answer = answer.unwrap();
-    if let Some(e) = answer.get("error") {
-        return Err(e.to_string());
-    }
-    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
-    if answer["result"]["isError"] == true { Err(text) } else { Ok(text) }
-}
-
-fn audiences(claims: &Value) -> Vec<String> {
-    match &claims["aud"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        _ => Vec::new(),
-    }
+    header_seen(&answer.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_requests_own_caller_token_is_exchanged_for_the_backend_and_never_forwarded() {
     let kc = Keycloak::shared().await;
-    let apiary = support::Apiary::new();
-    let mut fixtures = Vec::new();
-    for _ in 0..2 {
-        let mut cmd = tokio::process::Command::new(testkit_server());
-        cmd.args(["--http", "127.0.0.1:0"]).stdin(Stdio::null());
-        fixtures.push(start(cmd).await);
-    }
-    let text = format!(
-        "backends:\n  - {{name: alpha, url: '{}', transport: streamable-http}}\n  - {{name: beta, url: '{}', transport: streamable-http}}\n\
-         incomingAuth:\n  type: oidc\n  oidc: {{issuer: '{}', audience: mcp-gateway, insecureAllowHttp: true}}\n\
-         outgoingAuth:\n  backends:\n    alpha:\n      type: token_exchange\n      tokenExchange:\n        tokenUrl: '{}'\n        clientId: {GATEWAY_CLIENT}\n        clientSecretEnv: APIARY_TEST_STS_SECRET\n        audience: {BACKEND_AUDIENCE}\n        scopes: [openid]\n        subjectTokenType: urn:ietf:params:oauth:token-type:access_token\n        insecureAllowHttp: true\n",
-        fixtures[0].url,
-        fixtures[1].url,
-        kc.issuer(),
-        kc.token_endpoint()
-    );
-    let config = apiary.scratch().join("exchange.yaml");
-    std::fs::write(&config, &text).unwrap();
-    let mut cmd = apiary.command(&["vmcp", "serve", "--port", "0", "--config", config.to_str().unwrap()]);
-    cmd.env("APIARY_TEST_STS_SECRET", GATEWAY_SECRET);
-    let v = start(tokio::process::Command::from(cmd)).await;
+    let setup = start_exchange_vmcp(kc).await;
+    let v = &setup.vmcp;
 
     // No caller token: 401 at the front, nothing reaches a backend.
     let (status, _) = modern(&v.url, None, 1, "tools/list", json!({})).await;
@@ -122,12 +64,7 @@ async fn a_modern_requests_own_caller_token_is_exchanged_for_the_backend_and_nev
 
     // A call reaches alpha with a token exchanged for it, never the caller's own.
     let first = seen_by(&v.url, &caller, "alpha").await.unwrap();
-    let exchanged = first.strip_prefix("Bearer ").unwrap();
-    assert_ne!(exchanged, caller, "the caller's own token reached the backend");
-    let claims = decode_claims(exchanged).unwrap();
-    assert!(audiences(&claims).contains(&BACKEND_AUDIENCE.to_owned()), "{claims}");
-    assert_eq!(claims["azp"], GATEWAY_CLIENT, "{claims}");
-    assert_eq!(claims["preferred_username"], "mcp", "{claims}");
+    assert_exchanged(&first, &caller);
     assert_eq!(seen_by(&v.url, &caller, "alpha").await.unwrap(), first, "the exchanged token is cached");
     // A backend without outgoing auth gets no Authorization at all.
     let beta = seen_by(&v.url, &caller, "beta").await.unwrap_err();

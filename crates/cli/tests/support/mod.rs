@@ -1,8 +1,15 @@
 //! Harness for tests of the real `apiary` binary: a private state directory per test, commands
 //! with a time limit, and a marker in the environment of everything a test starts, so the test
 //! can see every process it caused (proxies and servers inherit it) and none outlives it.
+//! [`cluster`], [`gateway`] and [`seed004`] hold what the tests against the real cluster
+//! share; [`exchange`] what the vMCP token-exchange tests share.
 
 #![allow(dead_code)]
+
+pub mod cluster;
+pub mod exchange;
+pub mod gateway;
+pub mod seed004;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -188,26 +195,20 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `program args` as the leader of a new process group.
     pub fn group_leader(program: &str, args: &[&str]) -> Self {
-        use std::os::unix::process::CommandExt;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn");
-        let proc_ref = ProcRef::capture(child.id());
-        Spawned { child, proc_ref, reaped: false }
+        Self::spawn_group_leader(program, args, Stdio::null())
     }
 
     /// Like [`Spawned::group_leader`], with stdout piped for the test to read.
     pub fn group_leader_piped(program: &str, args: &[&str]) -> Self {
+        Self::spawn_group_leader(program, args, Stdio::piped())
+    }
+
+    fn spawn_group_leader(program: &str, args: &[&str], stdout: Stdio) -> Self {
         use std::os::unix::process::CommandExt;
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observe;
 pub mod outcome;
 pub mod policy;
+pub mod proxy_outcome;
 pub mod report;
 pub mod status;
 pub mod workload;
@@ -30,9 +31,9 @@ pub use metrics::Metrics;
 
 use crate::crd::mcpserver::MCPServer;
 use crate::normalize::Normalize;
-use apply::Applied;
 use outcome::Outcome;
 use policy::Referencing;
+use proxy_outcome::apply_proxy;
 
 /// Runs the MCPServer controller(s) for `scope` until `shutdown` resolves, then lets the
 /// reconciles in flight finish.
@@ -58,27 +59,12 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
     let mut hashes = None;
     let outcome = match desired::desired(&server, &ctx.settings, &found) {
         Err(e) => Outcome::Invalid(e.to_string()),
-        Ok(want) => match apply::apply_all(&ctx.client, &run.namespace, want.children(), &run.uid).await? {
-            Applied::Conflict { kind, name } => Outcome::NameConflict { kind, name },
-            Applied::Done(_) if want.refused.is_some() => {
-                Outcome::Refused(want.refused.as_ref().map(ToString::to_string).unwrap_or_default())
-            }
-            Applied::Done(deployment) => {
-                hashes = Some(want.hashes.clone());
-                // A proxy held at zero replicas has no pods to explain.
-                let ask_pods = !want.unapplied.blocks();
-                let seen = observe::proxy(
-                    &ctx.client,
-                    &run.namespace,
-                    &labels::proxy_selector_string(&run.name),
-                    &deployment,
-                    ask_pods,
-                )
-                .await?;
-                let url = labels::proxy_url(&run.name, &run.namespace, want.proxy_port);
-                Outcome::applied(url, seen, want.unapplied)
-            }
-        },
+        Ok(want) => {
+            let url = labels::proxy_url(&run.name, &run.namespace, want.proxy_port);
+            let outcome = apply_proxy(&ctx, &run, want.children(), want.refused.as_ref(), &want.unapplied, url).await?;
+            hashes = matches!(outcome, Outcome::Applied { .. }).then(|| want.hashes.clone());
+            outcome
+        }
     };
     let mut next = status::compute(&server, &outcome, outcome::now_seconds());
     if let Some(h) = hashes {

@@ -14,11 +14,10 @@ use kube::runtime::controller::Action;
 use crate::crd::mcpremoteproxy::MCPRemoteProxy;
 use crate::normalize::Normalize;
 pub use crate::reconcile::Error;
-use crate::reconcile::apply::{self, Applied};
-use crate::reconcile::labels::proxy_selector_string;
 use crate::reconcile::outcome::{self, Outcome};
 use crate::reconcile::policy::{self, Referencing};
-use crate::reconcile::{Context, WatchScope, controller, observe, report};
+use crate::reconcile::proxy_outcome::apply_proxy;
+use crate::reconcile::{Context, WatchScope, controller, report};
 
 /// Runs the MCPRemoteProxy controller(s) for `scope` until `shutdown` resolves, then lets the
 /// reconciles in flight finish. Shares [`Context`] (client, settings, events, metrics) with
@@ -44,27 +43,12 @@ pub async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<
     let mut hashes = None;
     let outcome = match desired::desired(&proxy, &ctx.settings, &found) {
         Err(e) => Outcome::Invalid(e.to_string()),
-        Ok(want) => match apply::apply_all(&ctx.client, &run.namespace, want.children(), &run.uid).await? {
-            Applied::Conflict { kind, name } => Outcome::NameConflict { kind, name },
-            Applied::Done(_) if want.refused.is_some() => {
-                Outcome::Refused(want.refused.as_ref().map(ToString::to_string).unwrap_or_default())
-            }
-            Applied::Done(deployment) => {
-                hashes = Some(want.hashes.clone());
-                // A proxy held at zero replicas has no pods to explain.
-                let ask_pods = !want.unapplied.blocks();
-                let seen = observe::proxy(
-                    &ctx.client,
-                    &run.namespace,
-                    &proxy_selector_string(&run.name),
-                    &deployment,
-                    ask_pods,
-                )
-                .await?;
-                let url = names::proxy_url(&run.name, &run.namespace, want.proxy_port);
-                Outcome::applied(url, seen, want.unapplied)
-            }
-        },
+        Ok(want) => {
+            let url = names::proxy_url(&run.name, &run.namespace, want.proxy_port);
+            let outcome = apply_proxy(&ctx, &run, want.children(), want.refused.as_ref(), &want.unapplied, url).await?;
+            hashes = matches!(outcome, Outcome::Applied { .. }).then(|| want.hashes.clone());
+            outcome
+        }
     };
     let mut next = status::compute(&proxy, &outcome, outcome::now_seconds());
     if let Some(h) = hashes {

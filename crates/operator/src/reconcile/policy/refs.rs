@@ -42,35 +42,28 @@ pub trait Referencing {
     fn policy_refs(&self) -> PolicyRefs<'_>;
 }
 
-impl Referencing for MCPServer {
-    fn policy_refs(&self) -> PolicyRefs<'_> {
-        let s = &self.spec;
-        PolicyRefs {
-            oidc_config_ref: s.oidc_config_ref.as_ref(),
-            authz_config: s.authz_config.as_ref(),
-            authz_config_ref: s.authz_config_ref.as_ref(),
-            tool_config_ref: s.tool_config_ref.as_ref(),
-            audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
-            external_auth_config_ref: s.external_auth_config_ref.as_ref(),
-            telemetry_config_ref: s.telemetry_config_ref.as_ref(),
+/// `Referencing` for a kind whose spec carries the protection fields at its top level under the
+/// same names (the MCPServer and the MCPRemoteProxy): one body for both.
+macro_rules! spec_level_refs {
+    ($($kind:ty),+) => {$(
+        impl Referencing for $kind {
+            fn policy_refs(&self) -> PolicyRefs<'_> {
+                let s = &self.spec;
+                PolicyRefs {
+                    oidc_config_ref: s.oidc_config_ref.as_ref(),
+                    authz_config: s.authz_config.as_ref(),
+                    authz_config_ref: s.authz_config_ref.as_ref(),
+                    tool_config_ref: s.tool_config_ref.as_ref(),
+                    audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
+                    external_auth_config_ref: s.external_auth_config_ref.as_ref(),
+                    telemetry_config_ref: s.telemetry_config_ref.as_ref(),
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl Referencing for MCPRemoteProxy {
-    fn policy_refs(&self) -> PolicyRefs<'_> {
-        let s = &self.spec;
-        PolicyRefs {
-            oidc_config_ref: s.oidc_config_ref.as_ref(),
-            authz_config: s.authz_config.as_ref(),
-            authz_config_ref: s.authz_config_ref.as_ref(),
-            tool_config_ref: s.tool_config_ref.as_ref(),
-            audit: s.audit.as_ref().is_some_and(|a| a.enabled == Some(true)),
-            external_auth_config_ref: s.external_auth_config_ref.as_ref(),
-            telemetry_config_ref: s.telemetry_config_ref.as_ref(),
-        }
-    }
-}
+spec_level_refs!(MCPServer, MCPRemoteProxy);
 
 /// A VirtualMCPServer's incoming auth: its MCPOIDCConfig and authorization policy. Its
 /// telemetry reference is not resolved (the vMCP does not apply it yet; the reconciler names it).
