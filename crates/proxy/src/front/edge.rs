@@ -1,7 +1,7 @@
 //! Edge checks made before anything else reads a request: Host and Origin against DNS
 //! rebinding, the methods each route allows, Content-Type and Accept.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 
 use crate::answer::Refusal;
 
@@ -124,10 +124,11 @@ pub struct Accepts {
 }
 
 /// Reads `Accept` (RFC 9110 §12.5.1: wildcards, `q=0` excludes). A missing header
-/// means JSON only, and is never refused (names.md §5).
+/// means JSON only, and is never refused (names.md §5). Runs on every POST: it reads the
+/// values in place (no list of them, no lower-cased copy of each range).
 pub fn accepts(headers: &HeaderMap) -> Accepts {
-    let values: Vec<&HeaderValue> = headers.get_all(header::ACCEPT).iter().collect();
-    if values.is_empty() {
+    let mut values = headers.get_all(header::ACCEPT).iter().peekable();
+    if values.peek().is_none() {
         return Accepts { json: true, sse: false, sse_named: false };
     }
     let mut out = Accepts { json: false, sse: false, sse_named: false };
@@ -135,7 +136,7 @@ pub fn accepts(headers: &HeaderMap) -> Accepts {
         let Ok(text) = v.to_str() else { continue };
         for item in text.split(',') {
             let mut parts = item.split(';');
-            let range = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let range = parts.next().unwrap_or("").trim();
             let excluded = parts.any(|p| {
                 p.split_once('=')
                     .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
@@ -143,18 +144,17 @@ pub fn accepts(headers: &HeaderMap) -> Accepts {
             if excluded {
                 continue;
             }
-            match range.as_str() {
-                "*/*" => {
-                    out.json = true;
-                    out.sse = true;
-                }
-                "application/*" | "application/json" => out.json = true,
-                "text/*" => out.sse = true,
-                "text/event-stream" => {
-                    out.sse = true;
-                    out.sse_named = true;
-                }
-                _ => {}
+            let is = |name: &str| range.eq_ignore_ascii_case(name);
+            if is("*/*") {
+                out.json = true;
+                out.sse = true;
+            } else if is("application/*") || is("application/json") {
+                out.json = true;
+            } else if is("text/*") {
+                out.sse = true;
+            } else if is("text/event-stream") {
+                out.sse = true;
+                out.sse_named = true;
             }
         }
     }
@@ -169,6 +169,7 @@ pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -225,6 +226,15 @@ mod tests {
         assert_eq!(accepts(&headers(&[("accept", "*/*")])), Accepts { json: true, sse: true, sse_named: false });
         assert_eq!(
             accepts(&headers(&[("accept", "text/event-stream;q=0, application/json")])),
+            Accepts { json: true, sse: false, sse_named: false }
+        );
+        // Media ranges are case-insensitive; several Accept lines add up.
+        assert_eq!(
+            accepts(&headers(&[("accept", "Application/JSON"), ("accept", " TEXT/Event-Stream ; q=0.5")])),
+            Accepts { json: true, sse: true, sse_named: true }
+        );
+        assert_eq!(
+            accepts(&headers(&[("accept", "text/*;q=0"), ("accept", "application/*")])),
             Accepts { json: true, sse: false, sse_named: false }
         );
     }
