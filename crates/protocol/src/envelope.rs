@@ -419,6 +419,11 @@ fn scan_string(bytes: &[u8], mut i: usize) -> Result<usize, ParseError> {
         )
     };
     while i < bytes.len() {
+        // Most of a message is string text: jump to the next quote or backslash.
+        match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+            Some(skip) => i += skip,
+            None => return Ok(bytes.len()),
+        }
         match bytes[i] {
             b'"' => return Ok(i),
             b'\\' if bytes.get(i + 1) == Some(&b'u') => match hex4(i + 2) {
