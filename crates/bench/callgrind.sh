@@ -45,12 +45,17 @@ ann = lambda *a: subprocess.run(["callgrind_annotate", "--auto=no", "--threshold
                                 capture_output=True, text=True).stdout
 num = lambda s: int(s.replace(",", ""))
 total = num(re.search(r"([\d,]+) \S+\s+PROGRAM TOTALS", ann()).group(1))
-# Calls: the handler futures of `/mcp` dropped (one per HTTP request, whatever its body does).
-m = re.search(r"\(([\d,]+)x\)[^\n]*\n[^\n]*\*\s+\S*drop_in_place<apiary_proxy::front::streamable::mcp::\{\{closure\}\}>",
-              ann("--tree=caller", "--inclusive=yes"))
-if not m:
+# Calls: the handler futures of `/mcp` dropped (one per HTTP request, whatever its body does),
+# summed over every caller line (`<`) above the function's own line (`*`) in the caller tree.
+calls, callers = 0, []
+for line in ann("--tree=caller", "--inclusive=yes").splitlines():
+    if re.search(r"\*\s+\S*drop_in_place<apiary_proxy::front::streamable::mcp::\{\{closure\}\}>", line):
+        calls = sum(callers)
+        break
+    c = re.search(r"<.*\(([\d,]+)x\)", line) if "  < " in line else None
+    callers = callers + [num(c.group(1))] if c else []
+if not calls:
     sys.exit("could not count the calls: no drop of the /mcp handler's future in the profile")
-calls = num(m.group(1))
 print(f"{calls} calls, {total // calls} instructions per call (whole proxy process)")
 print(f"top {top} functions of apiary_proxy/protocol/transport, inclusive instructions per call:")
 seen = 0

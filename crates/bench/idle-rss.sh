@@ -2,13 +2,14 @@
 # The idle RSS of one proxy (the process alone, not its stdio child) and what it is made of:
 # `apiary run --foreground --isolation none --stdio-mode shared` in front of the fixture server
 # over stdio, one session (initialize, notifications/initialized, tools/list, DELETE) through
-# `apiary-bench --hold 1`, then idle for a few seconds; then VmRSS, its file-backed and anonymous
+# `apiary-bench --hold 1`, then idle for IDLE_SECS seconds (default 3); then VmRSS, its file-backed and anonymous
 # parts, the thread count, and the binary's own resident pages (code, read-only data) from
 # /proc/<pid>/smaps. N runs, each against a fresh proxy; one Markdown row per run.
 # Usage: crates/bench/idle-rss.sh [N] [LABEL]
 #   Binaries from $CARGO_TARGET_DIR/release (build them first:
 #   cargo build --release -p apiary -p apiary-testkit -p apiary-bench); APIARY_BIN overrides the
-#   proxy (e.g. target/dist/apiary), SERVER_BIN and BENCH_BIN the other two.
+#   proxy (e.g. target/dist/apiary), SERVER_BIN and BENCH_BIN the other two. IDLE_SECS=12 waits
+#   past the proxy's idle check (crates/cli/src/trim.rs, every 5 s), which gives memory back.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-3}
@@ -50,7 +51,7 @@ for _ in $(seq "$runs"); do
   done
   if [ -z "$url" ]; then echo "the proxy printed no URL:" >&2; cat "$work/err" >&2; exit 1; fi
   "$bench" --url "$url" --pid "$pid" --hold 1 --hold-secs 1 >/dev/null
-  sleep 3
+  sleep "${IDLE_SECS:-3}"
   echo "| $label | $(mib "$(kib VmRSS $pid)") | $(mib "$(kib RssFile $pid)") | $(mib "$(kib RssAnon $pid)") |" \
     "$(mib "$(exe_rss r-xp $pid)") | $(mib "$(exe_rss r--p $pid)") | $(kib Threads $pid) |"
   kill -TERM "$pid"

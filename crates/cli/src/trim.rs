@@ -11,9 +11,18 @@
 //! Only mappings of the binary that are read-only and hold no written page are touched: a
 //! private page once written (the relocated `.data.rel.ro`, a debugger's breakpoint) would be
 //! reset to the file's content, so a mapping with any such page is left alone.
+//!
+//! The same is done again whenever the proxy is idle (next to no CPU used for [`IDLE_CHECK`])
+//! after its resident size grew back: the code a burst of calls faulted in is dropped again,
+//! and so is the free heap the allocator kept after it (`malloc_trim`). The first call after
+//! an idle spell pays the minor faults of its code once more (a fraction of a millisecond).
 #![allow(unsafe_code)]
 
 use std::path::Path;
+use std::time::Duration;
+
+/// How often the proxy checks whether it is idle.
+pub const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// What one [`release_startup_pages`] gave back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,14 +76,95 @@ pub fn release_startup_pages() -> Result<Released, TrimError> {
 }
 
 /// Calls [`release_startup_pages`] and logs what it did; for the serving paths, once the proxy
-/// serves. Failing here costs memory, not function: it is logged at debug level only.
+/// serves. Then, inside a Tokio runtime, watches for idle spells and gives memory back in each
+/// ([`trim_when_idle`]). Failing here costs memory, not function: it is logged at debug level
+/// only.
 pub fn after_start() {
-    match release_startup_pages() {
-        Ok(r) => {
-            tracing::debug!(mappings = r.mappings, rss_kib = r.rss_kib, "released the start-up pages of the binary")
-        }
-        Err(e) => tracing::debug!(error = %e, "kept the start-up pages of the binary"),
+    release("start-up");
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(trim_when_idle());
     }
+}
+
+fn release(when: &str) {
+    match release_startup_pages() {
+        Ok(r) => tracing::debug!(mappings = r.mappings, rss_kib = r.rss_kib, "released the {when} pages of the binary"),
+        Err(e) => tracing::debug!(error = %e, "kept the {when} pages of the binary"),
+    }
+    release_heap();
+}
+
+/// Returns the allocator's free heap to the system (glibc keeps it after a burst of sessions).
+fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only reads and updates the allocator's own state, under its locks;
+    // it frees no block in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Every [`IDLE_CHECK`], reads this process's CPU time and resident size; an interval that
+/// used at most [`IDLE_CPU`] of CPU, when the resident size grew by more than [`REGROWN_KIB`]
+/// since the last release, releases the binary's pages and the free heap again. Runs until the
+/// runtime stops; ends if either figure cannot be read.
+async fn trim_when_idle() {
+    let mut tick = tokio::time::interval(IDLE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let (Some(mut cpu), Some(mut floor)) = (cpu_time(), resident_kib()) else { return };
+    loop {
+        tick.tick().await;
+        let (Some(now), Some(resident)) = (cpu_time(), resident_kib()) else { return };
+        if should_release(now.saturating_sub(cpu), resident, floor) {
+            release("idle");
+            // The release's own CPU is not work, and what it left resident is the new floor.
+            cpu = cpu_time().unwrap_or(now);
+            floor = resident_kib().unwrap_or(resident);
+        } else {
+            cpu = now;
+            floor = floor.min(resident);
+        }
+    }
+}
+
+/// CPU time an interval may use and still count as idle (an idle proxy uses a few tens of
+/// microseconds per interval: timers, this check).
+const IDLE_CPU: Duration = Duration::from_millis(2);
+
+/// Growth of the resident size since the last release (code faulted back in, heap kept) that
+/// is worth giving back.
+const REGROWN_KIB: u64 = 512;
+
+/// Whether to release now: the interval just ended was idle, and enough came back since the
+/// last release (`floor`, the resident KiB it left).
+fn should_release(used: Duration, resident_kib: u64, floor_kib: u64) -> bool {
+    used <= IDLE_CPU && resident_kib > floor_kib + REGROWN_KIB
+}
+
+/// This process's CPU time, all threads, user and system (`CLOCK_PROCESS_CPUTIME_ID`: exact,
+/// not in clock ticks).
+fn cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(u64::try_from(ts.tv_sec).ok()?, u32::try_from(ts.tv_nsec).ok()?))
+}
+
+/// This process's resident size in KiB (`/proc/self/statm`, second field, in pages).
+fn resident_kib() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page_kib = u64::try_from(page).ok()? / 1024;
+    parse_statm_pages(&statm).map(|pages| pages * page_kib)
+}
+
+fn parse_statm_pages(statm: &str) -> Option<u64> {
+    statm.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// The mappings of `exe` in `smaps` (the text of `/proc/<pid>/smaps`) that are private,
@@ -195,6 +285,34 @@ Anonymous:           500 kB
         assert!(droppable(SMAPS, Path::new("/opt/apiary")).is_empty());
         let deleted = SMAPS.replace("/opt/my apiary/apiary", "/opt/my apiary/apiary (deleted)");
         assert!(droppable(&deleted, Path::new("/opt/my apiary/apiary")).is_empty());
+    }
+
+    #[test]
+    fn resident_size_and_cpu_time_are_read() {
+        assert_eq!(parse_statm_pages("10240 2560 1024 300 0 900 0\n"), Some(2560));
+        assert_eq!(parse_statm_pages("10240"), None);
+        assert!(resident_kib().is_some_and(|k| k > 0));
+        let before = cpu_time().unwrap();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time().unwrap() > before, "the CPU time of this process moves on");
+    }
+
+    #[test]
+    fn memory_is_released_when_idle_and_grown_back() {
+        let idle = Duration::from_micros(100);
+        let busy = IDLE_CPU + Duration::from_millis(1);
+        // Grown back, idle: release.
+        assert!(should_release(idle, 10_000 + REGROWN_KIB + 1, 10_000));
+        assert!(should_release(IDLE_CPU, 20_000, 10_000));
+        // Grown back but busy: not while it works.
+        assert!(!should_release(busy, 20_000, 10_000));
+        // Idle but nothing came back: nothing to do.
+        assert!(!should_release(idle, 10_000 + REGROWN_KIB, 10_000));
+        assert!(!should_release(idle, 9_000, 10_000));
     }
 
     /// The real thing, on this test binary: its code keeps running after its pages are dropped,

@@ -71,9 +71,47 @@ pub struct Message {
     bytes: Bytes,
     kind: Kind,
     id: Option<Range<usize>>,
-    method: Option<Box<str>>,
+    /// The id as a map key, read once at parse time (`None` with `id`, or for a null id).
+    key: Option<RequestId>,
+    method: Option<Method>,
     params: Option<Range<usize>>,
     payload: Option<Range<usize>>,
+}
+
+/// A message's method name: one of the methods every session sends without a copy of its
+/// own, any other one copied out of the message.
+#[derive(Debug, Clone)]
+enum Method {
+    Known(&'static str),
+    Other(Box<str>),
+}
+
+impl Method {
+    fn new(name: &str) -> Method {
+        use crate::methods::*;
+        match name {
+            TOOLS_CALL => Method::Known(TOOLS_CALL),
+            TOOLS_LIST => Method::Known(TOOLS_LIST),
+            PROGRESS => Method::Known(PROGRESS),
+            MESSAGE => Method::Known(MESSAGE),
+            PING => Method::Known(PING),
+            INITIALIZE => Method::Known(INITIALIZE),
+            INITIALIZED => Method::Known(INITIALIZED),
+            CANCELLED => Method::Known(CANCELLED),
+            RESOURCES_READ => Method::Known(RESOURCES_READ),
+            RESOURCES_LIST => Method::Known(RESOURCES_LIST),
+            PROMPTS_GET => Method::Known(PROMPTS_GET),
+            PROMPTS_LIST => Method::Known(PROMPTS_LIST),
+            other => Method::Other(other.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Method::Known(m) => m,
+            Method::Other(m) => m,
+        }
+    }
 }
 
 /// A POST body or a stdio line: one message, or a batch (a JSON array).
@@ -129,8 +167,11 @@ impl Message {
 
         // The id is echoed in errors only when it is a string or an integer.
         let id_text = env.id.map(RawValue::get);
-        let echo_id = id_text.filter(|t| RequestId::from_json(t).is_some()).map(str::to_owned);
-        let invalid = |msg: &str| ParseError::invalid_request(msg, echo_id.clone());
+        let key = id_text.and_then(RequestId::from_json);
+        let invalid = |msg: &str| {
+            let echo_id = id_text.filter(|_| key.is_some()).map(str::to_owned);
+            ParseError::invalid_request(msg, echo_id)
+        };
 
         match env.jsonrpc.map(RawValue::get) {
             Some("\"2.0\"") => {}
@@ -138,7 +179,7 @@ impl Message {
             Some(_) => return Err(invalid("jsonrpc must be \"2.0\"")),
             None => return Err(invalid("jsonrpc member missing")),
         }
-        let id_ok = id_text.is_none_or(|t| RequestId::from_json(t).is_some());
+        let id_ok = id_text.is_none() || key.is_some();
         let null_id = id_text == Some("null");
 
         let kind = match (env.method, env.result, env.error) {
@@ -169,9 +210,14 @@ impl Message {
             (None, None, None) => return Err(invalid("method member missing")),
         };
 
-        let method = match env.method {
-            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
-                Ok(m) => Some(m.into_boxed_str()),
+        let method = match env.method.map(RawValue::get) {
+            // A string without escapes is its own text between the quotes (the parser
+            // already refused control characters in it): no decoding.
+            Some(raw) if raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\') => {
+                Some(Method::new(&raw[1..raw.len() - 1]))
+            }
+            Some(raw) => match serde_json::from_str::<String>(raw) {
+                Ok(m) => Some(Method::new(&m)),
                 Err(_) => return Err(invalid("method must be a string")),
             },
             None => None,
@@ -179,7 +225,7 @@ impl Message {
         let id = env.id.filter(|_| !null_id).map(|r| span_of(whole, r.get()));
         let params = env.params.map(|r| span_of(whole, r.get()));
         let payload = env.result.or(env.error).map(|r| span_of(whole, r.get()));
-        Ok(Message { kind, id, method, params, payload, bytes })
+        Ok(Message { kind, id, key, method, params, payload, bytes })
     }
 
     /// Builds a message from bytes Apiary produced itself (trusted to be well formed).
@@ -187,7 +233,15 @@ impl Message {
         match Message::parse(bytes.clone()) {
             Ok(m) => m,
             // Our own serialiser never produces this; keep the bytes and call it a notification.
-            Err(_) => Message { kind: Kind::Notification, id: None, method: None, params: None, payload: None, bytes },
+            Err(_) => Message {
+                kind: Kind::Notification,
+                id: None,
+                key: None,
+                method: None,
+                params: None,
+                payload: None,
+                bytes,
+            },
         }
     }
 
@@ -229,11 +283,11 @@ impl Message {
 
     /// The id as a map key.
     pub fn id(&self) -> Option<RequestId> {
-        self.id_raw().and_then(RequestId::from_json)
+        self.key.clone()
     }
 
     pub fn method(&self) -> Option<&str> {
-        self.method.as_deref()
+        self.method.as_ref().map(Method::as_str)
     }
 
     /// The raw `params` text, if present.
@@ -365,6 +419,11 @@ fn scan_string(bytes: &[u8], mut i: usize) -> Result<usize, ParseError> {
         )
     };
     while i < bytes.len() {
+        // Most of a message is string text: jump to the next quote or backslash.
+        match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+            Some(skip) => i += skip,
+            None => return Ok(bytes.len()),
+        }
         match bytes[i] {
             b'"' => return Ok(i),
             b'\\' if bytes.get(i + 1) == Some(&b'u') => match hex4(i + 2) {
@@ -443,6 +502,21 @@ mod tests {
         );
         let back = Message::parse(out).unwrap();
         assert_eq!(back.with_id(m.id_raw().unwrap()), Bytes::copy_from_slice(text.as_bytes()));
+    }
+
+    #[test]
+    fn methods_and_ids_are_read_once_whatever_their_spelling() {
+        let m = parse(r#"{"jsonrpc":"2.0","id":"k\u0031","method":"tools\/call"}"#).unwrap();
+        assert_eq!(m.method(), Some("tools/call"));
+        assert_eq!(m.id(), Some(RequestId::Str("k1".into())));
+        assert_eq!(m.id_raw(), Some(r#""k\u0031""#));
+        let m = parse(r#"{"jsonrpc":"2.0","id":-3,"method":"x/\u00e9t\u00e9"}"#).unwrap();
+        assert_eq!(m.method(), Some("x/été"));
+        assert_eq!(m.id(), Some(RequestId::Int(-3)));
+        let m = parse(r#"{"jsonrpc":"2.0","method":"ping"}"#).unwrap();
+        assert_eq!((m.method(), m.id()), (Some("ping"), None));
+        // A control character in a method is no method.
+        assert!(parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\u{1}b\"}").is_err());
     }
 
     #[test]

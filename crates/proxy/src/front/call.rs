@@ -43,6 +43,10 @@ pub(crate) struct Call {
     /// Whether a call dropped unanswered is cancelled at the child: in the 2026-07-28 era a
     /// closed stream is a cancellation (row 28); in the legacy era it is not.
     pub(crate) cancel_on_drop: bool,
+    /// A sender of the call's own channel, for the route of its unsolicited messages (taken
+    /// by [`Call::open_route`], so one channel carries both, in the child's order); dropped
+    /// by every other way of answering, so the channel still closes with the child's side.
+    pub(crate) reply: Option<mpsc::Sender<Delivery>>,
 }
 
 impl Drop for Call {
@@ -120,6 +124,7 @@ impl Call {
 
     /// Every answer, or the error of a request that timed out; notifications are dropped.
     async fn collect(&mut self, mut rx: mpsc::Receiver<Delivery>) -> Vec<Bytes> {
+        self.reply = None;
         let mut frames = std::mem::take(&mut self.immediate);
         let mut answered = Vec::new();
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -142,6 +147,7 @@ impl Call {
     /// Sends every answer and progress notification to `out` (the 2024-11-05 session
     /// stream), until all requests are answered or time out.
     pub(crate) async fn pump(mut self, mut rx: mpsc::Receiver<Delivery>, out: mpsc::Sender<Delivery>) {
+        self.reply = None;
         for frame in std::mem::take(&mut self.immediate) {
             let _ = out.send(Delivery::message(frame)).await;
         }
@@ -175,6 +181,7 @@ impl Call {
         write_timeout: Duration,
         finish: impl FnOnce(Bytes) -> Bytes + Send + 'static,
     ) -> Response {
+        self.reply = None;
         let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
         tokio::spawn(async move {
             let mut finish = Some(finish);
@@ -217,16 +224,24 @@ impl Call {
     }
 
     /// Opens the routes a call's unsolicited messages (log lines, server→client requests
-    /// that belong to it) take to reach its stream while it is open.
-    fn open_route(&self) -> StreamRoute {
-        let (tx, rx) = mpsc::channel::<Delivery>(64);
+    /// that belong to it) take to reach its stream while it is open: into the call's own
+    /// channel, where they arrive in the order the child wrote them, before the response
+    /// that follows them. The session's stream number is allocated either way (the SSE
+    /// stream's event ids use it).
+    fn open_route(&mut self) -> StreamRoute {
+        let tx = self.reply.take();
         if let Some(s) = &self.session {
             let n = s.new_stream();
-            s.open_post_stream(n, tx);
-            return StreamRoute { session: Some((Arc::clone(s), n)), sessionless: None, rx };
+            if let Some(tx) = tx {
+                s.open_post_stream(n, tx);
+            }
+            return StreamRoute { session: Some((Arc::clone(s), n)), sessionless: None };
         }
-        let sessionless = self.sessionless.as_ref().map(|(g, _)| (Arc::clone(g), g.open_sessionless_stream(tx)));
-        StreamRoute { session: None, sessionless, rx }
+        let sessionless = match (&self.sessionless, tx) {
+            (Some((g, _)), Some(tx)) => Some((Arc::clone(g), g.open_sessionless_stream(tx))),
+            _ => None,
+        };
+        StreamRoute { session: None, sessionless }
     }
 
     /// Answers with one JSON body when every answer comes first, within [`JSON_GRACE`]: the
@@ -240,21 +255,27 @@ impl Call {
         mut rx: mpsc::Receiver<Delivery>,
         write_timeout: Duration,
     ) -> Response {
-        let mut route = self.open_route();
+        let route = self.open_route();
         let mut frames = std::mem::take(&mut self.immediate);
         let mut answered = Vec::new();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let grace = (tokio::time::Instant::now() + JSON_GRACE).min(deadline);
+        let now = tokio::time::Instant::now();
+        let deadline = now + self.timeout;
+        let grace = (now + JSON_GRACE).min(deadline);
         while answered.len() < self.waiting.len() {
             let mut slow = false;
-            let next = tokio::select! {
-                biased;
-                Some(d) = route.rx.recv() => Some(d),
-                d = rx.recv() => d,
-                () = tokio::time::sleep_until(grace) => {
-                    slow = grace < deadline;
-                    None
-                }
+            // What is already there is taken without arming the grace timer (a timer-wheel
+            // entry, inserted and removed); the timer runs only while the call waits.
+            let next = match rx.try_recv() {
+                Ok(d) => Some(d),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    d = rx.recv() => d,
+                    () = tokio::time::sleep_until(grace) => {
+                        slow = grace < deadline;
+                        None
+                    }
+                },
             };
             if slow {
                 return self.stream(rx, route, frames, answered, deadline, write_timeout);
@@ -291,7 +312,7 @@ impl Call {
     fn stream(
         mut self,
         mut rx: mpsc::Receiver<Delivery>,
-        mut route: StreamRoute,
+        route: StreamRoute,
         first: Vec<Bytes>,
         mut answered: Vec<RequestId>,
         deadline: tokio::time::Instant,
@@ -314,11 +335,10 @@ impl Call {
                 send_event(&mut out, encode(&f), write_timeout).await;
             }
             while answered.len() < self.waiting.len() {
-                // Unsolicited messages first: the reader routes them before the response
-                // that follows them, and they must reach the client before it.
+                // Unsolicited messages come on the same channel, before the response that
+                // follows them, as the reader routed them.
                 let next = tokio::select! {
                     biased;
-                    Some(d) = route.rx.recv() => Some(d),
                     d = rx.recv() => d,
                     () = tokio::time::sleep_until(deadline) => None,
                 };
@@ -350,7 +370,6 @@ impl Call {
 struct StreamRoute {
     session: Option<(Arc<Session>, u64)>,
     sessionless: Option<(Arc<ChildGroup>, u64)>,
-    rx: mpsc::Receiver<Delivery>,
 }
 
 impl StreamRoute {

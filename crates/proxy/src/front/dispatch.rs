@@ -75,10 +75,10 @@ pub(crate) async fn dispatch(
             Err(e) => immediate.push(refusal_frame(&e, m.id_raw())),
         }
     }
-    drop(tx);
     if waiting.is_empty() && immediate.is_empty() {
         return Ok(None);
     }
+    let waiting_is_empty = waiting.is_empty();
     let sessionless = if session.is_none() && !waiting.is_empty() {
         front.placement.shared.sessionless_started(waiting.len());
         Some((Arc::clone(&front.placement.shared), waiting.len()))
@@ -95,6 +95,8 @@ pub(crate) async fn dispatch(
         timeout: front.request_timeout,
         reshapes,
         cancel_on_drop: false,
+        // Only a call with requests in flight has unsolicited messages to route.
+        reply: (!waiting_is_empty).then_some(tx),
     };
     Ok(Some((call, rx)))
 }

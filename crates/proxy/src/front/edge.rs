@@ -1,7 +1,7 @@
 //! Edge checks made before anything else reads a request: Host and Origin against DNS
 //! rebinding, the methods each route allows, Content-Type and Accept.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 
 use crate::answer::Refusal;
 
@@ -79,15 +79,26 @@ pub fn check_post_headers(headers: &HeaderMap, max: usize) -> Result<(), Refusal
 pub async fn read_body(body: axum::body::Body, max: usize) -> Result<bytes::Bytes, Refusal> {
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
+    // A body that comes in one chunk (the usual small POST) is kept as it came, not copied.
+    let mut first: Option<bytes::Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| Refusal::invalid("the request body could not be read"))?;
-        if buf.len() + chunk.len() > max {
+        let held = first.as_ref().map_or(0, bytes::Bytes::len) + buf.len();
+        if held + chunk.len() > max {
             return Err(Refusal::BodyTooLarge { limit: max });
+        }
+        if first.is_none() && buf.is_empty() {
+            first = Some(chunk);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            buf.reserve(f.len() + chunk.len());
+            buf.extend_from_slice(&f);
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// `application/json`, with or without a UTF-8 charset (bad-input.md, row 5).
@@ -124,10 +135,11 @@ pub struct Accepts {
 }
 
 /// Reads `Accept` (RFC 9110 §12.5.1: wildcards, `q=0` excludes). A missing header
-/// means JSON only, and is never refused (names.md §5).
+/// means JSON only, and is never refused (names.md §5). Runs on every POST: it reads the
+/// values in place (no list of them, no lower-cased copy of each range).
 pub fn accepts(headers: &HeaderMap) -> Accepts {
-    let values: Vec<&HeaderValue> = headers.get_all(header::ACCEPT).iter().collect();
-    if values.is_empty() {
+    let mut values = headers.get_all(header::ACCEPT).iter().peekable();
+    if values.peek().is_none() {
         return Accepts { json: true, sse: false, sse_named: false };
     }
     let mut out = Accepts { json: false, sse: false, sse_named: false };
@@ -135,7 +147,7 @@ pub fn accepts(headers: &HeaderMap) -> Accepts {
         let Ok(text) = v.to_str() else { continue };
         for item in text.split(',') {
             let mut parts = item.split(';');
-            let range = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let range = parts.next().unwrap_or("").trim();
             let excluded = parts.any(|p| {
                 p.split_once('=')
                     .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
@@ -143,18 +155,17 @@ pub fn accepts(headers: &HeaderMap) -> Accepts {
             if excluded {
                 continue;
             }
-            match range.as_str() {
-                "*/*" => {
-                    out.json = true;
-                    out.sse = true;
-                }
-                "application/*" | "application/json" => out.json = true,
-                "text/*" => out.sse = true,
-                "text/event-stream" => {
-                    out.sse = true;
-                    out.sse_named = true;
-                }
-                _ => {}
+            let is = |name: &str| range.eq_ignore_ascii_case(name);
+            if is("*/*") {
+                out.json = true;
+                out.sse = true;
+            } else if is("application/*") || is("application/json") {
+                out.json = true;
+            } else if is("text/*") {
+                out.sse = true;
+            } else if is("text/event-stream") {
+                out.sse = true;
+                out.sse_named = true;
             }
         }
     }
@@ -169,6 +180,7 @@ pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -211,6 +223,22 @@ mod tests {
         assert!(check_content_type(&HeaderMap::new()).is_err());
     }
 
+    /// One chunk or many, the body is the same bytes; past the cap it is refused.
+    #[tokio::test]
+    async fn bodies_are_read_whole_and_capped() {
+        let one = axum::body::Body::from("{\"a\":1}");
+        assert_eq!(read_body(one, 100).await.unwrap(), bytes::Bytes::from_static(b"{\"a\":1}"));
+        let chunks = || {
+            let parts: Vec<Result<&'static str, std::io::Error>> = vec![Ok("{\"a\""), Ok(":"), Ok("12}")];
+            axum::body::Body::from_stream(futures::stream::iter(parts))
+        };
+        assert_eq!(read_body(chunks(), 100).await.unwrap(), bytes::Bytes::from_static(b"{\"a\":12}"));
+        assert_eq!(read_body(chunks(), 8).await.unwrap().len(), 8);
+        assert!(matches!(read_body(chunks(), 7).await, Err(Refusal::BodyTooLarge { limit: 7 })));
+        assert!(matches!(read_body(chunks(), 4).await, Err(Refusal::BodyTooLarge { limit: 4 })));
+        assert_eq!(read_body(axum::body::Body::empty(), 0).await.unwrap(), bytes::Bytes::new());
+    }
+
     #[test]
     fn accept_ranges() {
         assert_eq!(accepts(&HeaderMap::new()), Accepts { json: true, sse: false, sse_named: false });
@@ -225,6 +253,15 @@ mod tests {
         assert_eq!(accepts(&headers(&[("accept", "*/*")])), Accepts { json: true, sse: true, sse_named: false });
         assert_eq!(
             accepts(&headers(&[("accept", "text/event-stream;q=0, application/json")])),
+            Accepts { json: true, sse: false, sse_named: false }
+        );
+        // Media ranges are case-insensitive; several Accept lines add up.
+        assert_eq!(
+            accepts(&headers(&[("accept", "Application/JSON"), ("accept", " TEXT/Event-Stream ; q=0.5")])),
+            Accepts { json: true, sse: true, sse_named: true }
+        );
+        assert_eq!(
+            accepts(&headers(&[("accept", "text/*;q=0"), ("accept", "application/*")])),
             Accepts { json: true, sse: false, sse_named: false }
         );
     }

@@ -12,7 +12,7 @@ use apiary_protocol::{Body as JsonBody, Message, ParseError, Revision, methods, 
 use apiary_transport::sse;
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -32,8 +32,10 @@ use crate::sessions::placement::open_session;
 use crate::sessions::session::Session;
 use crate::upstream::stdio::Delivery;
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+// Header names built once: a lookup by `&str` parses and validates the name on every request.
+static SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+static VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// `/mcp`: dispatches on the method (bad-input.md, row 7).
 pub async fn mcp(
@@ -62,14 +64,14 @@ pub async fn mcp(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// `MCP-Protocol-Version` on a legacy request: absent is fine, a legacy revision is fine,
 /// anything else is refused (row 14).
 fn check_version(headers: &HeaderMap) -> Result<Option<Revision>, Refusal> {
-    match header_str(headers, VERSION_HEADER) {
+    match header_str(headers, &VERSION_HEADER) {
         None => Ok(None),
         Some(v) => match v.parse::<Revision>() {
             Ok(r) if r.era() == apiary_protocol::Era::Legacy => Ok(Some(r)),
@@ -121,7 +123,7 @@ async fn post_parsed(
     {
         return initialize(front, headers, m, acc).await;
     }
-    let session = match header_str(headers, SESSION_HEADER) {
+    let session = match header_str(headers, &SESSION_HEADER) {
         Some(id) => Some(front.sessions.get(id).ok_or(Refusal::SessionNotFound)?),
         None => None,
     };
@@ -184,7 +186,7 @@ async fn initialize(
     m: &Message,
     acc: Accepts,
 ) -> Result<Response, Refusal> {
-    if let Some(id) = header_str(headers, SESSION_HEADER)
+    if let Some(id) = header_str(headers, &SESSION_HEADER)
         && front.sessions.get(id).is_some()
     {
         return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));
@@ -203,7 +205,7 @@ async fn initialize(
         sse_response(rx)
     };
     if let Ok(v) = HeaderValue::from_str(&session.id) {
-        res.headers_mut().insert(SESSION_HEADER, v);
+        res.headers_mut().insert(SESSION_HEADER.clone(), v);
     }
     Ok(res)
 }
@@ -215,12 +217,12 @@ async fn get(front: &Arc<StdioFront>, ctx: &RequestCtx, headers: &HeaderMap) -> 
     if !edge::accepts_event_stream(headers) {
         return Err(Refusal::NotAcceptable("Accept must include text/event-stream"));
     }
-    let Some(id) = header_str(headers, SESSION_HEADER) else {
+    let Some(id) = header_str(headers, &SESSION_HEADER) else {
         return Err(Refusal::invalid("needs a session: send initialize first"));
     };
     let session = front.sessions.get(id).ok_or(Refusal::SessionNotFound)?;
     check_version(headers)?;
-    let resumed = match header_str(headers, "last-event-id") {
+    let resumed = match header_str(headers, &LAST_EVENT_ID) {
         None => None,
         Some(last) => {
             let (tx, rx) = mpsc::channel::<Bytes>(session.buffered_events() + 64);
@@ -295,7 +297,7 @@ async fn standalone(
 
 /// `DELETE /mcp`: ends the session, cancels its calls and stops its child (row 13).
 fn delete(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusal> {
-    let Some(id) = header_str(headers, SESSION_HEADER) else {
+    let Some(id) = header_str(headers, &SESSION_HEADER) else {
         return Err(Refusal::invalid("DELETE needs an Mcp-Session-Id"));
     };
     if front.sessions.get(id).is_none() {

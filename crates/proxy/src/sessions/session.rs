@@ -261,7 +261,10 @@ impl Attached for Session {
             }
             st.outstanding.insert(id.clone(), *generation);
         }
+        // A POST stream's route is the call's own channel: its last slot is kept for the
+        // response (as for progress), or the answer could find the channel full.
         if let Some(tx) = target
+            && tx.capacity() > 1
             && tx.try_send(frame.clone()).is_ok()
         {
             return true;
@@ -382,6 +385,9 @@ impl SessionTable {
 /// and a child of its own stops.
 fn end(s: &Arc<Session>) {
     s.closed.cancel();
+    // A call's POST stream route is a sender of its own channel: dropped here, so the call's
+    // channel closes once the child's side lets go of its cancelled requests.
+    s.state().post_streams.clear();
     let group = Arc::clone(&s.group);
     // Cancelled before the release: releasing stops a child of the session's own, and these
     // must be queued ahead of the end of its input to reach it.

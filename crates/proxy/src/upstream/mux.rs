@@ -250,8 +250,12 @@ impl ChildGroup {
             }
             Some(_) => {}
             None => match self.sessionless_owner() {
-                Some(tx) => {
+                // The call's own channel: its last slot is kept for the response.
+                Some(tx) if tx.capacity() > 1 => {
                     let _ = tx.try_send(Delivery::message(m.into_bytes()));
+                }
+                Some(_) => {
+                    tracing::debug!(%method, "notification from a shared child dropped: its call's stream is full")
                 }
                 None => tracing::debug!(%method, "notification from a shared child kept in the log only"),
             },
