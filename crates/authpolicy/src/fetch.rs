@@ -45,6 +45,24 @@ pub enum FetchError {
     TooLarge(usize),
 }
 
+/// Why a CA bundle (`apiary gateway --issuer-ca`) cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    #[error("not PEM certificates: {0}")]
+    NotPem(String),
+    #[error("no certificate in it")]
+    Empty,
+}
+
+/// The certificates of a PEM bundle, to trust beside the system's roots; at least one.
+pub fn pem_roots(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, RootsError> {
+    let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RootsError::NotPem(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(RootsError::Empty);
+    }
+    Ok(roots)
+}
+
 /// Sends a metadata call and returns the response as Authorino does: whatever the status, the
 /// body parsed as JSON when `Content-Type` says `application/json`, else its text as a string.
 pub trait MetadataFetcher: Send + Sync {
@@ -61,11 +79,27 @@ pub struct ReqwestFetcher {
 impl ReqwestFetcher {
     /// Default bounds: 10 s per call, 1 MiB of response.
     pub fn new() -> Result<Self, FetchError> {
-        Self::with_limits(Duration::from_secs(10), 1024 * 1024)
+        Self::with_extra_roots(Vec::new())
+    }
+
+    /// Default bounds, trusting `extra_roots` beside the system's roots.
+    pub fn with_extra_roots(extra_roots: Vec<reqwest::Certificate>) -> Result<Self, FetchError> {
+        Self::with_roots(Duration::from_secs(10), 1024 * 1024, extra_roots)
     }
 
     pub fn with_limits(timeout: Duration, max_body: usize) -> Result<Self, FetchError> {
+        Self::with_roots(timeout, max_body, Vec::new())
+    }
+
+    /// As [`ReqwestFetcher::with_limits`], trusting `extra_roots` beside the system's roots (the
+    /// CA of a private token endpoint).
+    pub fn with_roots(
+        timeout: Duration,
+        max_body: usize,
+        extra_roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, FetchError> {
         let client = reqwest::Client::builder()
+            .tls_certs_merge(extra_roots)
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()

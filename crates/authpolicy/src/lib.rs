@@ -24,8 +24,10 @@ pub use enforce::{
 };
 pub use error::LoadError;
 pub use eval::Decision;
-pub use fetch::{FetchError, HttpCall, MetadataFetcher, ReqwestFetcher};
+pub use fetch::{FetchError, HttpCall, MetadataFetcher, ReqwestFetcher, RootsError, pem_roots};
 pub use identity::{JwtVerifier, VerifyError};
 pub use model::{AuthPolicy, AuthPolicySpec, TargetRef};
 pub use oidc::{MAX_ISSUERS, OidcVerifier};
 pub use request::RequestInfo;
+/// A trusted CA certificate ([`pem_roots`], [`ReqwestFetcher::with_extra_roots`]).
+pub use reqwest::Certificate;

@@ -85,6 +85,17 @@ pub struct GatewayArgs {
     /// Accept AuthPolicy issuers (jwt.issuerUrl) on plain http:// (tests and local Keycloaks only)
     #[arg(long)]
     allow_http_issuers: bool,
+    /// PEM file of CA certificates trusted, beside the system's, for AuthPolicy issuers (discovery,
+    /// JWKS) and their metadata calls (the token exchange): an IdP with a private CA
+    #[arg(long, value_name = "FILE")]
+    issuer_ca: Option<PathBuf>,
+}
+
+/// The certificates of `--issuer-ca` (none without it).
+fn issuer_roots(path: Option<&PathBuf>) -> anyhow::Result<Vec<apiary_authpolicy::Certificate>> {
+    let Some(path) = path else { return Ok(Vec::new()) };
+    let pem = std::fs::read(path).with_context(|| format!("reading --issuer-ca {}", path.display()))?;
+    apiary_authpolicy::pem_roots(&pem).with_context(|| format!("--issuer-ca {}", path.display()))
 }
 
 /// `--gateway NAMESPACE/NAME`.
@@ -118,8 +129,10 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let listen: SocketAddr =
         args.listen.parse().with_context(|| format!("--listen {:?} is not HOST:PORT", args.listen))?;
     let client = client(args.kubeconfig.as_ref()).await?;
-    let fetcher = ReqwestFetcher::new().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let verifier = OidcVerifier::new(AuthnOptions::default(), args.allow_http_issuers);
+    let roots = issuer_roots(args.issuer_ca.as_ref())?;
+    let fetcher = ReqwestFetcher::with_extra_roots(roots.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let authn = AuthnOptions { extra_roots: roots, ..AuthnOptions::default() };
+    let verifier = OidcVerifier::new(authn, args.allow_http_issuers);
     let enforcer = Arc::new(OidcEnforcer::new(verifier, fetcher, CacheLimits::default()));
     let mut signals = StopSignals::install()?;
     // The cluster's AuthPolicies go into the enforcer before anything is served: a route must
@@ -183,5 +196,15 @@ mod tests {
         for bad in ["mcp-gateway", "/x", "x/", "a/b/c"] {
             assert!(gateway_key(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_issuer_ca_must_hold_a_certificate() {
+        assert!(issuer_roots(None).unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(issuer_roots(Some(&empty)).is_err());
+        assert!(issuer_roots(Some(&dir.path().join("missing.pem"))).is_err());
     }
 }

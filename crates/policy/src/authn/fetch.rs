@@ -24,9 +24,14 @@ pub(crate) struct Fetched {
     pub body: Vec<u8>,
 }
 
-/// The client used for discovery, JWKS and introspection.
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// The client used for discovery, JWKS and introspection; `extra_roots` are trusted beside the
+/// system's roots.
+pub(crate) fn client(
+    timeout: Duration,
+    extra_roots: &[reqwest::Certificate],
+) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .tls_certs_merge(extra_roots.iter().cloned())
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)

@@ -50,6 +50,9 @@ pub struct AuthnOptions {
     pub introspection_cache_entries: usize,
     /// Longest an active introspection answer is cached (default 60 s; never past its `exp`).
     pub introspection_cache_ttl: Duration,
+    /// CA certificates trusted for the issuer's HTTPS beside the system's roots (a private CA;
+    /// default none).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for AuthnOptions {
@@ -63,6 +66,7 @@ impl Default for AuthnOptions {
             max_response_bytes: 1024 * 1024,
             introspection_cache_entries: 1024,
             introspection_cache_ttl: Duration::from_secs(60),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -136,7 +140,8 @@ impl Authenticator {
                 JwksSource::Discover { issuer: cfg.issuer.clone(), discovery_url }
             }
         };
-        let client = fetch::client(opts.http_timeout).map_err(|e| AuthnConfigError::HttpClient(e.to_string()))?;
+        let client = fetch::client(opts.http_timeout, &opts.extra_roots)
+            .map_err(|e| AuthnConfigError::HttpClient(e.to_string()))?;
         let leeway_secs = opts.leeway.min(MAX_LEEWAY).as_secs();
         let introspector = match &cfg.introspection_url {
             None => None,
