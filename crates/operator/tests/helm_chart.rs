@@ -720,3 +720,216 @@ fn apiserver_accepts_the_chart_in_a_server_dry_run() {
         one(&docs, "ClusterRole", MANAGER_ROLE);
     }
 }
+
+// --- The gateway (`gateway.enabled`, seed 004) -----------------------------------------------
+
+const GATEWAY: &str = "toolhive-operator-gateway";
+
+fn gateway_objects(docs: &[Value]) -> Vec<&Value> {
+    docs.iter().filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway").collect()
+}
+
+fn gateway_container(docs: &[Value]) -> &Value {
+    let containers = one(docs, "Deployment", GATEWAY)["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1, "one container");
+    &containers[0]
+}
+
+fn args_of(container: &Value) -> Vec<&str> {
+    container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect()
+}
+
+#[test]
+fn the_gateway_is_off_by_default() {
+    let Some(helm) = helm() else { return };
+    let docs = helm.template(&[]);
+    assert!(
+        gateway_objects(&docs).is_empty(),
+        "{:?}",
+        gateway_objects(&docs).iter().map(|d| kind_name(d)).collect::<Vec<_>>()
+    );
+    assert!(of_kind(&docs, "GatewayClass").is_empty());
+    let out = helm.lint(&["gateway.enabled=true"]);
+    assert!(out.status.success(), "helm lint gateway.enabled=true:\n{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn the_gateway_runs_apiary_gateway_for_its_gateway_behind_a_service() {
+    let Some(helm) = helm() else { return };
+    let docs = helm.template(&["gateway.enabled=true"]);
+    let c = gateway_container(&docs);
+    assert_eq!(c["image"], "ghcr.io/apiary/apiary:latest", "the one Apiary image");
+    assert_eq!(
+        args_of(c),
+        ["gateway", "--listen", "0.0.0.0:8080", "--gateway", "gateway-system/mcp-gateway", "--max-sessions", "1000"]
+    );
+    assert_eq!(c["ports"][0], json!({"name": "http", "containerPort": 8080, "protocol": "TCP"}));
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let dep = one(&docs, "Deployment", GATEWAY);
+    assert_eq!(dep["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(dep["spec"]["replicas"], 1);
+    let pod = &dep["spec"]["template"];
+    assert_eq!(pod["spec"]["serviceAccountName"], GATEWAY);
+    one(&docs, "ServiceAccount", GATEWAY);
+    // Its pods are not the operator's: the seeds' `-l app.kubernetes.io/name=toolhive-operator`
+    // must still select exactly the operator pods.
+    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], "apiary-gateway");
+    let operator = one(&docs, "Deployment", RELEASE);
+    assert_eq!(operator["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"], "toolhive-operator");
+
+    let svc = one(&docs, "Service", GATEWAY);
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod["metadata"]["labels"][k], v, "Service selector {k} not on the gateway pods");
+    }
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+
+    let class = one(&docs, "GatewayClass", "apiary");
+    assert_eq!(class["spec"]["controllerName"], "apiary.dev/gateway");
+    assert_eq!(
+        class["spec"]["controllerName"],
+        apiary_operator::gateway::status::CONTROLLER_NAME,
+        "the class names the controller the gateway writes status for"
+    );
+
+    let docs = helm.template(&[
+        "gateway.enabled=true",
+        "gateway.gatewayRef=edge/front",
+        "gateway.port=9090",
+        "gateway.service.port=80",
+        "gateway.maxSessions=64",
+        "gateway.replicas=2",
+        "gateway.image=registry.example/apiary:9",
+        "gateway.resources.limits.memory=1Gi",
+        "gateway.gatewayClass.create=false",
+    ]);
+    let c = gateway_container(&docs);
+    assert_eq!(args_of(c), ["gateway", "--listen", "0.0.0.0:9090", "--gateway", "edge/front", "--max-sessions", "64"]);
+    assert_eq!(c["image"], "registry.example/apiary:9");
+    assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
+    assert_eq!(one(&docs, "Deployment", GATEWAY)["spec"]["replicas"], 2);
+    assert_eq!(one(&docs, "Service", GATEWAY)["spec"]["ports"][0]["port"], 80);
+    assert!(of_kind(&docs, "GatewayClass").is_empty());
+}
+
+#[test]
+fn the_chart_creates_the_served_gateway_only_when_asked() {
+    let Some(helm) = helm() else { return };
+    let docs = helm.template(&["gateway.enabled=true"]);
+    assert!(of_kind(&docs, "Gateway").is_empty() && of_kind(&docs, "Namespace").is_empty());
+
+    let docs = helm.template(&["gateway.enabled=true", "gateway.gateway.create=true"]);
+    let gw = one(&docs, "Gateway", "mcp-gateway");
+    assert_eq!(gw["metadata"]["namespace"], "gateway-system", "seed 004's Gateway");
+    assert_eq!(gw["spec"]["gatewayClassName"], "apiary");
+    assert_eq!(
+        gw["spec"]["listeners"],
+        json!([{"name": "mcp", "port": 8080, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}])
+    );
+    // Its namespace is made (no cluster to look it up in here) and kept on uninstall.
+    let ns = one(&docs, "Namespace", "gateway-system");
+    assert_eq!(ns["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+
+    // In the release's own namespace there is no namespace to make; the class follows the value.
+    let docs = helm.template(&[
+        "gateway.enabled=true",
+        "gateway.gateway.create=true",
+        "gateway.gatewayRef=toolhive-system/edge",
+        "gateway.gatewayClass.name=mine",
+    ]);
+    assert!(of_kind(&docs, "Namespace").is_empty());
+    let gw = one(&docs, "Gateway", "edge");
+    assert_eq!(
+        (gw["metadata"]["namespace"].as_str(), gw["spec"]["gatewayClassName"].as_str()),
+        (Some(NAMESPACE), Some("mine"))
+    );
+    one(&docs, "GatewayClass", "mine");
+}
+
+#[test]
+fn a_gateway_ref_that_is_not_namespace_slash_name_is_refused() {
+    let Some(helm) = helm() else { return };
+    for bad in ["mcp-gateway", "a/b/c", "/x", "Gateway-System/x"] {
+        let set = format!("gateway.gatewayRef={bad}");
+        let out = helm.template_output(&["gateway.enabled=true", &set]);
+        assert!(!out.status.success(), "{bad} rendered");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("gatewayRef"), "{bad}");
+    }
+}
+
+/// What `apiary gateway` does, exactly: reads registrations, routes, Gateways, Services and
+/// AuthPolicies and the Secrets they name (each watched by name); gets the GatewayClass; patches the status of
+/// GatewayClasses, Gateways, HTTPRoutes and AuthPolicies. Nothing else, no wildcard, no write of a spec.
+#[test]
+fn the_gateway_role_grants_exactly_what_the_gateway_does() {
+    let Some(helm) = helm() else { return };
+    let docs = helm.template(&["gateway.enabled=true"]);
+    let role = one(&docs, "ClusterRole", "toolhive-operator-gateway-role");
+    let got = grants(role);
+    let mut want = Vec::new();
+    let read = ["get", "list", "watch"];
+    want.extend(grant("mcp.kuadrant.io", "mcpserverregistrations", &read));
+    want.extend(grant("gateway.networking.k8s.io", "gateways", &read));
+    want.extend(grant("gateway.networking.k8s.io", "httproutes", &read));
+    want.extend(grant("gateway.networking.k8s.io", "gatewayclasses", &["get"]));
+    want.extend(grant("gateway.networking.k8s.io", "gatewayclasses/status", &["patch"]));
+    want.extend(grant("gateway.networking.k8s.io", "gateways/status", &["patch"]));
+    want.extend(grant("gateway.networking.k8s.io", "httproutes/status", &["patch"]));
+    want.extend(grant("", "services", &read));
+    want.extend(grant("", "secrets", &read));
+    want.extend(grant("kuadrant.io", "authpolicies", &read));
+    want.extend(grant("kuadrant.io", "authpolicies/status", &["patch"]));
+    let want: BTreeSet<Grant> = want.into_iter().collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "gateway role: missing {missing:?}, extra {extra:?}");
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(!rule.to_string().contains('*'), "wildcard: {rule}");
+    }
+    let binding = one(&docs, "ClusterRoleBinding", "toolhive-operator-gateway-rolebinding");
+    assert_eq!(binding["roleRef"]["name"], "toolhive-operator-gateway-role");
+    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": GATEWAY, "namespace": NAMESPACE}]));
+    // The operator's own role is unchanged by the gateway.
+    assert_eq!(grants(one(&docs, "ClusterRole", MANAGER_ROLE)), expected_manager_grants());
+}
+
+/// The Gateway API CRDs ship in the chart's `crds/` (Helm installs them before the templates,
+/// only when absent, and never upgrades or deletes them): the standard channel of the version
+/// `cargo xtask crds` pins, unchanged but for a header comment.
+#[test]
+fn the_gateway_api_crds_ship_in_crds_at_the_pinned_version() {
+    let Some(helm) = helm() else { return };
+    let pins = std::fs::read_to_string(repo_root().join("xtask/src/test_env/pins.rs")).unwrap();
+    let pinned = pins
+        .lines()
+        .find(|l| l.contains("GATEWAY_API_VERSION: &str"))
+        .and_then(|l| l.split('"').nth(1))
+        .expect("GATEWAY_API_VERSION in pins.rs");
+    let dir = chart_dir().join("crds");
+    let mut kinds = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(crd["kind"], "CustomResourceDefinition", "{}", path.display());
+        assert_eq!(crd["spec"]["group"], "gateway.networking.k8s.io", "{}", path.display());
+        let annotations = &crd["metadata"]["annotations"];
+        assert_eq!(annotations["gateway.networking.k8s.io/bundle-version"], pinned, "{}", path.display());
+        assert_eq!(annotations["gateway.networking.k8s.io/channel"], "standard", "{}", path.display());
+        kinds.insert(crd["spec"]["names"]["kind"].as_str().unwrap().to_string());
+    }
+    assert_eq!(kinds, BTreeSet::from(["Gateway".to_string(), "GatewayClass".into(), "HTTPRoute".into()]));
+    // Not templates: `helm template` leaves them out unless asked.
+    let docs = helm.template(&["gateway.enabled=true"]);
+    assert!(
+        of_kind(&docs, "CustomResourceDefinition").iter().all(|c| c["spec"]["group"] != "gateway.networking.k8s.io")
+    );
+    let chart = chart_dir();
+    let out = helm.run(&["template", RELEASE, chart.to_str().unwrap(), "-n", NAMESPACE, "--include-crds"], None);
+    assert!(out.status.success());
+    let docs = parse_docs(&String::from_utf8(out.stdout).unwrap());
+    one(&docs, "CustomResourceDefinition", "httproutes.gateway.networking.k8s.io");
+    one(&docs, "CustomResourceDefinition", "gateways.gateway.networking.k8s.io");
+    one(&docs, "CustomResourceDefinition", "gatewayclasses.gateway.networking.k8s.io");
+}

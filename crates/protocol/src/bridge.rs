@@ -203,7 +203,7 @@ pub fn header_value(text: &str) -> String {
 /// string argument encoded by [`header_value`], a number or boolean as it is spelled;
 /// `None` for an absent or `null` argument, or one no header can mirror (an object, an array).
 pub fn param_header_value(m: &Message, param: &crate::modern::ParamHeader) -> Option<String> {
-    let range = m.params_member(&["arguments", &param.member]).ok().flatten()?;
+    let range = m.params_member(&param.params_path()).ok().flatten()?;
     let raw = m.text(range)?;
     match raw.as_bytes().first()? {
         b'"' => serde_json::from_str::<String>(raw).ok().map(|s| header_value(&s)),
@@ -283,7 +283,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":"eu-west","b":"caf\u00e9 ","c":12345678901234567890123,"d":true,"e":null,"f":{"x":1}}}}"#,
         );
         let m = Message::parse(frame).unwrap();
-        let p = |member: &str| crate::modern::ParamHeader { member: member.into(), header: "X".into() };
+        let p = |member: &str| crate::modern::ParamHeader::top(member, "X");
         assert_eq!(param_header_value(&m, &p("a")).as_deref(), Some("eu-west"));
         let b = param_header_value(&m, &p("b")).unwrap();
         assert!(b.starts_with("=?base64?"), "{b}");

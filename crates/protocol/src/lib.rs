@@ -10,6 +10,7 @@ pub mod bridge;
 pub mod codes;
 pub mod envelope;
 pub mod error;
+pub mod mcp_header;
 pub mod methods;
 pub mod modern;
 pub mod revision;

@@ -184,11 +184,24 @@ pub fn params_string(m: &Message, member: &str) -> Option<String> {
 }
 
 /// One tool argument a 2026-07-28 client mirrors in a header (SEP-2243):
-/// `params.arguments.<member>` travels in `Mcp-Param-<header>` too.
+/// `params.arguments.<path…>` travels in `Mcp-Param-<header>` too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamHeader {
-    pub member: String,
+    /// The chain of `properties` keys to the argument (one key for a top-level one).
+    pub path: Vec<String>,
     pub header: String,
+}
+
+impl ParamHeader {
+    /// A top-level argument's annotation.
+    pub fn top(member: &str, header: &str) -> ParamHeader {
+        ParamHeader { path: vec![member.to_owned()], header: header.to_owned() }
+    }
+
+    /// Where the argument is in a `tools/call`'s params: `["arguments", path…]`.
+    pub fn params_path(&self) -> Vec<&str> {
+        std::iter::once("arguments").chain(self.path.iter().map(String::as_str)).collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -204,41 +217,55 @@ struct ToolHead<'a> {
     input_schema: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct SchemaHead<'a> {
-    #[serde(borrow, default)]
-    properties: Option<std::collections::BTreeMap<String, &'a RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct PropertyHead {
-    #[serde(rename = "x-mcp-header", default)]
-    header: Option<String>,
+/// A tool's annotations (`x-mcp-header` on properties reached through `properties`
+/// chains, nested ones included), or why they are invalid.
+fn tool_params(tool: &ToolHead<'_>) -> Result<Vec<ParamHeader>, crate::mcp_header::InvalidAnnotation> {
+    let Some(schema) = tool.input_schema else { return Ok(Vec::new()) };
+    let found = crate::mcp_header::annotations(schema.get())?;
+    Ok(found.into_iter().map(|a| ParamHeader { path: a.path, header: a.header }).collect())
 }
 
 /// The tools of a `tools/list` result (its JSON text), each with the arguments it mirrors in
-/// headers (`x-mcp-header` on a top-level property of its input schema; nested ones are
-/// not read). Only these members are decoded; a tool that cannot be read is skipped.
+/// headers. A tool whose annotations are invalid has none (a client drops it and sends no
+/// headers for it: [`drop_invalid_tools`]). Only these members are decoded; a tool that
+/// cannot be read is skipped.
 pub fn param_headers_of_tools(result: &str) -> Vec<(String, Vec<ParamHeader>)> {
     let Ok(list) = serde_json::from_str::<ListHead<'_>>(result) else { return Vec::new() };
     let mut out = Vec::new();
     for tool in list.tools {
         let Ok(tool) = serde_json::from_str::<ToolHead<'_>>(tool.get()) else { continue };
-        let properties = tool
-            .input_schema
-            .and_then(|s| serde_json::from_str::<SchemaHead<'_>>(s.get()).ok())
-            .and_then(|s| s.properties)
-            .unwrap_or_default();
-        let params = properties
-            .into_iter()
-            .filter_map(|(member, p)| {
-                let header = serde_json::from_str::<PropertyHead>(p.get()).ok()?.header?;
-                Some(ParamHeader { member, header })
-            })
-            .collect();
+        let params = tool_params(&tool).unwrap_or_default();
         out.push((tool.name, params));
     }
     out
+}
+
+/// A tool dropped from a list, and why.
+pub type Dropped = (String, crate::mcp_header::InvalidAnnotation);
+
+/// A `tools/list` answer (a response frame) without the tools whose `x-mcp-header`
+/// annotations are invalid, which a client must not list (mcp-brief.md rule 31); every
+/// other byte is kept. `None` when nothing is dropped (or the frame holds no tool list).
+pub fn drop_invalid_tools(frame: &bytes::Bytes) -> Option<(bytes::Bytes, Vec<Dropped>)> {
+    let text = std::str::from_utf8(frame).ok()?;
+    let m = Message::parse(frame.clone()).ok()?;
+    let result = m.payload_range().filter(|_| m.kind() == Kind::Response)?;
+    let tools = splice::find_member(frame, result, "tools").ok()??;
+    let items: Vec<&RawValue> = serde_json::from_str(text.get(tools.clone())?).ok()?;
+    let mut kept = Vec::with_capacity(items.len());
+    let mut dropped = Vec::new();
+    for item in items {
+        match serde_json::from_str::<ToolHead<'_>>(item.get()).map(|t| (tool_params(&t), t.name)) {
+            Ok((Err(why), name)) => dropped.push((name, why)),
+            _ => kept.push(item.get()),
+        }
+    }
+    if dropped.is_empty() {
+        return None;
+    }
+    let list = format!("[{}]", kept.join(","));
+    let out = splice::splice(frame, &[(tools, list.as_bytes())]).ok()?;
+    Some((out, dropped))
 }
 
 /// Checks that the header carrying `param` (its raw value, `None` when absent) mirrors the
@@ -246,7 +273,7 @@ pub fn param_headers_of_tools(result: &str) -> Vec<(String, Vec<ParamHeader>)> {
 /// (decoded from `=?base64?…?=`) equals the string, or spells the integer or boolean.
 pub fn check_param_header(m: &Message, param: &ParamHeader, header: Option<&[u8]>) -> Result<(), String> {
     let name = format!("Mcp-Param-{}", param.header);
-    let body = m.params_member(&["arguments", &param.member]).ok().flatten().and_then(|r| m.text(r));
+    let body = m.params_member(&param.params_path()).ok().flatten().and_then(|r| m.text(r));
     let body = body.filter(|b| *b != "null");
     let (header, body) = match (header, body) {
         (None, None) => return Ok(()),
@@ -495,13 +522,7 @@ mod tests {
     fn param_headers_are_read_from_a_tool_list() {
         let list = r#"{"tools":[{"name":"a","inputSchema":{"type":"object","properties":{"r":{"type":"string","x-mcp-header":"Region"},"n":{"type":"integer","default":1e400},"p":true}}},{"name":"b"},{"nope":1}],"nextCursor":null}"#;
         let got = param_headers_of_tools(list);
-        assert_eq!(
-            got,
-            vec![
-                ("a".to_owned(), vec![ParamHeader { member: "r".into(), header: "Region".into() }]),
-                ("b".to_owned(), vec![])
-            ]
-        );
+        assert_eq!(got, vec![("a".to_owned(), vec![ParamHeader::top("r", "Region")]), ("b".to_owned(), vec![])]);
         assert!(param_headers_of_tools("not json").is_empty());
     }
 
@@ -513,7 +534,7 @@ mod tests {
             )))
             .unwrap()
         };
-        let p = |member: &str| ParamHeader { member: member.into(), header: "X".into() };
+        let p = |member: &str| ParamHeader::top(member, "X");
         let hello = call(r#"{"r":"Hello","n":42,"b":true,"z":null,"big":1e400}"#);
         assert_eq!(check_param_header(&hello, &p("r"), Some(b"=?base64?SGVsbG8=?=")), Ok(()));
         assert_eq!(check_param_header(&hello, &p("r"), Some(b"Hello")), Ok(()));
@@ -527,6 +548,66 @@ mod tests {
         assert_eq!(check_param_header(&hello, &p("absent"), None), Ok(()));
         assert!(check_param_header(&hello, &p("absent"), Some(b"x")).is_err());
         assert_eq!(check_param_header(&hello, &p("big"), Some(b"1e400")), Ok(()));
+    }
+
+    #[test]
+    fn nested_annotations_are_read_and_invalid_tools_have_none() {
+        let list = r#"{"tools":[
+            {"name":"deploy","inputSchema":{"type":"object","properties":{
+                "target":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},
+                    "replicas":{"type":"integer","x-mcp-header":"Replicas"}}},
+                "dry":{"type":"boolean","x-mcp-header":"Dry"}}}},
+            {"name":"bad","inputSchema":{"type":"object","properties":{"l":{"type":"array","items":{"type":"string","x-mcp-header":"L"}}}}}]}"#;
+        let deploy = vec![
+            ParamHeader::top("dry", "Dry"),
+            ParamHeader { path: vec!["target".into(), "region".into()], header: "Region".into() },
+            ParamHeader { path: vec!["target".into(), "replicas".into()], header: "Replicas".into() },
+        ];
+        assert_eq!(param_headers_of_tools(list), vec![("deploy".to_owned(), deploy), ("bad".to_owned(), vec![])]);
+    }
+
+    #[test]
+    fn nested_arguments_are_checked_against_their_headers() {
+        let call = Message::parse(bytes::Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{"target":{"region":"Z\u00fcrich","replicas":3,"n":null},"flat":"x"}}}"#,
+        ))
+        .unwrap();
+        let nested = |leaf: &str| ParamHeader { path: vec!["target".into(), leaf.into()], header: "X".into() };
+        // The non-ASCII value travels in the base64 form, decoded before the comparison.
+        let zurich = crate::bridge::param_header_value(&call, &nested("region")).unwrap();
+        assert_eq!(zurich, "=?base64?WsO8cmljaA==?=");
+        assert_eq!(check_param_header(&call, &nested("region"), Some(zurich.as_bytes())), Ok(()));
+        assert!(check_param_header(&call, &nested("region"), Some(b"Zurich")).is_err(), "mismatch");
+        let missing = check_param_header(&call, &nested("region"), None).unwrap_err();
+        assert!(missing.contains("Mcp-Param-X") && missing.contains("required"), "{missing}");
+        assert_eq!(check_param_header(&call, &nested("replicas"), Some(b"3")), Ok(()));
+        assert!(check_param_header(&call, &nested("replicas"), Some(b"4")).is_err());
+        assert_eq!(check_param_header(&call, &nested("n"), None), Ok(()), "null is no value");
+        assert_eq!(check_param_header(&call, &nested("absent"), None), Ok(()));
+        assert!(check_param_header(&call, &nested("absent"), Some(b"x")).is_err(), "a header with no value");
+        // A path through a member that is not an object reaches nothing.
+        let through = ParamHeader { path: vec!["flat".into(), "deeper".into()], header: "X".into() };
+        assert_eq!(check_param_header(&call, &through, None), Ok(()));
+        assert_eq!(crate::bridge::param_header_value(&call, &through), None);
+    }
+
+    #[test]
+    fn tools_with_invalid_annotations_are_dropped_every_other_byte_kept() {
+        let frame = bytes::Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"ok","inputSchema":{"type":"object","properties":{"r":{"type":"string","x-mcp-header":"R","default":1e400}}}} , {"name":"num","inputSchema":{"properties":{"n":{"type":"number","x-mcp-header":"N"}}}},{"name":"plain","n":1.50}],"nextCursor":"c"}}"#,
+        );
+        let (out, dropped) = drop_invalid_tools(&frame).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"ok","inputSchema":{"type":"object","properties":{"r":{"type":"string","x-mcp-header":"R","default":1e400}}}},{"name":"plain","n":1.50}],"nextCursor":"c"}}"#
+        );
+        assert_eq!(dropped, vec![("num".to_owned(), crate::mcp_header::InvalidAnnotation::NotPrimitive("n".into()))]);
+        // Nothing to drop, an error, or no list: nothing is rewritten.
+        let fine = bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}"#);
+        assert!(drop_invalid_tools(&fine).is_none());
+        let err = bytes::Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#);
+        assert!(drop_invalid_tools(&err).is_none());
+        assert!(drop_invalid_tools(&bytes::Bytes::from_static(b"not json")).is_none());
     }
 
     /// The members are copied as written: a number `Value` cannot hold stays, and so do key

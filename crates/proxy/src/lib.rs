@@ -30,6 +30,6 @@ mod telemetry;
 mod upstream;
 
 pub use guard::GuardError;
-pub use server::{ProxyHandle, StartError, start, start_with_routes};
+pub use server::{McpLayer, ProxyHandle, StartError, StartExtras, start, start_with, start_with_routes};
 pub use status::{RestartPlan, UpstreamState, UpstreamStatus};
 pub use telemetry::{MAX_TOOL_LABELS, NO_METHOD, TracingError, default_service_name};

@@ -136,6 +136,39 @@ pub async fn start_with_routes(
     launcher: Option<Arc<dyn Launch>>,
     extra: Router,
 ) -> Result<ProxyHandle, StartError> {
+    start_with(config, launcher, StartExtras { routes: extra, mcp_layer: None }).await
+}
+
+/// A middleware of the MCP endpoints (`/mcp`, and `/sse` + `/messages` for a stdio server):
+/// given each request as the client sent it, it answers it itself or passes it on (changed or
+/// not) with `next.run(request)`.
+pub type McpLayer = Arc<dyn Fn(Request, Next) -> futures::future::BoxFuture<'static, Response> + Send + Sync>;
+
+/// What a role adds to a proxy beyond its config and launcher.
+pub struct StartExtras {
+    /// Served beside `/health`, outside the policy layers and the edge checks (as
+    /// [`start_with_routes`]).
+    pub routes: Router,
+    /// Runs on every request to the MCP endpoints after the edge checks (host, origin) and
+    /// BEFORE the front's own layers: it sees the request as the client sent it, the
+    /// `Authorization` header included (which the front removes when the proxy authenticates
+    /// callers itself). Apiary's gateway decides the routes' AuthPolicies here.
+    pub mcp_layer: Option<McpLayer>,
+}
+
+impl Default for StartExtras {
+    fn default() -> Self {
+        StartExtras { routes: Router::new(), mcp_layer: None }
+    }
+}
+
+/// [`start`] with the [`StartExtras`] of a role.
+pub async fn start_with(
+    config: RunConfig,
+    launcher: Option<Arc<dyn Launch>>,
+    extras: StartExtras,
+) -> Result<ProxyHandle, StartError> {
+    let StartExtras { routes: extra, mcp_layer } = extras;
     let transport = config.effective_transport();
     let (status_tx, status_rx) = watch::channel(UpstreamStatus::starting());
     let shutdown = CancellationToken::new();
@@ -227,13 +260,13 @@ pub async fn start_with_routes(
             let up = HttpUpstream::new(
                 &endpoint,
                 local,
-                limits.max_body_bytes as usize,
-                limits.request_timeout(),
                 Arc::clone(&policy),
                 &limits,
+                &config.proxy,
                 unix_socket.filter(|_| config.remote_url().is_none()),
             )
             .map_err(StartError::Config)?;
+            tracker.spawn(Arc::clone(&up).end_streams_at(shutdown.clone()));
             Router::new().fallback(crate::front::reverse_proxy::forward).with_state(up)
         }
     };
@@ -244,8 +277,12 @@ pub async fn start_with_routes(
     let health_status = status_rx.clone();
     let metadata_guard = Arc::clone(&policy);
     let metadata = any(move |method| crate::guard::protected_resource(Arc::clone(&metadata_guard), method));
+    let mut mcp_routes =
+        mcp_routes.layer(axum::middleware::from_fn_with_state(Arc::clone(&policy), crate::guard::front_layer));
+    if let Some(hook) = mcp_layer {
+        mcp_routes = mcp_routes.layer(axum::middleware::from_fn(move |req: Request, next: Next| hook(req, next)));
+    }
     let app = mcp_routes
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&policy), crate::guard::front_layer))
         .layer(axum::middleware::from_fn(move |headers: HeaderMap, req: Request, next: Next| {
             let guard = Arc::clone(&guard);
             async move { edge_layer(&guard, &headers, req, next).await }

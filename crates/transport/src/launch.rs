@@ -132,32 +132,99 @@ const MAX_TICKETS: usize = 4096;
 /// How long a ticket can be redeemed (a request reaches its in-process child at once).
 const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Lent tickets, oldest first.
-static TICKETS: Mutex<std::collections::VecDeque<(String, std::time::Instant, CallerHandle)>> =
-    Mutex::new(std::collections::VecDeque::new());
+/// A table of one-shot tickets: a random name (128 bits) for a value handed to an in-process
+/// child through the bytes of a request (`params._meta`), redeemed at most once, within
+/// [`TICKET_TTL`]. Bounded: past its capacity the oldest outstanding ticket lapses. Redeeming
+/// is a map lookup (every request of a gateway lends and redeems one). The caller ticket
+/// ([`CALLER_TICKET_META`]) and the gateway's authorization ticket are two tables of it.
+pub struct Tickets<T> {
+    capacity: usize,
+    table: Mutex<Table<T>>,
+}
+
+struct Table<T> {
+    /// Outstanding tickets.
+    by_name: std::collections::HashMap<String, (std::time::Instant, T)>,
+    /// Names in lending order (redeemed ones linger until they reach the front or a compaction).
+    order: std::collections::VecDeque<(String, std::time::Instant)>,
+}
+
+impl<T> Tickets<T> {
+    /// An empty table holding at most [`MAX_TICKETS`] outstanding tickets.
+    pub fn new() -> Tickets<T> {
+        Tickets::with_capacity(MAX_TICKETS)
+    }
+
+    /// An empty table holding at most `capacity` (at least 1) outstanding tickets.
+    pub fn with_capacity(capacity: usize) -> Tickets<T> {
+        let table = Table { by_name: std::collections::HashMap::new(), order: std::collections::VecDeque::new() };
+        Tickets { capacity: capacity.max(1), table: Mutex::new(table) }
+    }
+
+    /// Lends a ticket naming `value`; lapsed tickets (and the oldest, when full) are forgotten.
+    pub fn lend(&self, value: T) -> String {
+        let ticket = format!("{:032x}", rand::random::<u128>());
+        let now = std::time::Instant::now();
+        let mut guard = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let table = &mut *guard;
+        while let Some((name, at)) = table.order.front() {
+            let live = table.by_name.contains_key(name);
+            if live && now.duration_since(*at) <= TICKET_TTL && table.by_name.len() < self.capacity {
+                break;
+            }
+            if let Some((name, _)) = table.order.pop_front() {
+                table.by_name.remove(&name);
+            }
+        }
+        // Redeemed names behind a live one: dropped now and then, so `order` stays bounded.
+        if table.order.len() >= self.capacity.saturating_mul(2) {
+            let by_name = &table.by_name;
+            table.order.retain(|(name, _)| by_name.contains_key(name));
+        }
+        table.order.push_back((ticket.clone(), now));
+        table.by_name.insert(ticket.clone(), (now, value));
+        ticket
+    }
+
+    /// The value a ticket names, once; `None` for a ticket unknown, redeemed or lapsed.
+    pub fn redeem(&self, ticket: &str) -> Option<T> {
+        let mut table = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (lent, value) = table.by_name.remove(ticket)?;
+        (lent.elapsed() <= TICKET_TTL).then_some(value)
+    }
+
+    /// Tickets lent and not yet redeemed or forgotten.
+    pub fn outstanding(&self) -> usize {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner).by_name.len()
+    }
+}
+
+impl<T> Default for Tickets<T> {
+    fn default() -> Self {
+        Tickets::new()
+    }
+}
+
+impl<T> fmt::Debug for Tickets<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tickets").field("outstanding", &self.outstanding()).field("capacity", &self.capacity).finish()
+    }
+}
+
+/// The caller tickets lent by the proxy's front.
+static TICKETS: std::sync::LazyLock<Tickets<CallerHandle>> = std::sync::LazyLock::new(Tickets::new);
 
 impl CallerHandle {
     /// A one-shot ticket (128 random bits) naming this handle, for a request handed to an
     /// in-process child through bytes ([`CALLER_TICKET_META`]); redeemed at most once, within
     /// a minute. The table is bounded: past [`MAX_TICKETS`] the oldest ticket lapses.
     pub fn lend(&self) -> String {
-        let ticket = format!("{:032x}", rand::random::<u128>());
-        let now = std::time::Instant::now();
-        let mut table = TICKETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while table.front().is_some_and(|(_, at, _)| now.duration_since(*at) > TICKET_TTL) || table.len() >= MAX_TICKETS
-        {
-            table.pop_front();
-        }
-        table.push_back((ticket.clone(), now, self.clone()));
-        ticket
+        TICKETS.lend(self.clone())
     }
 
     /// The handle a ticket names, once; `None` for a ticket unknown, redeemed or lapsed.
     pub fn redeem(ticket: &str) -> Option<CallerHandle> {
-        let mut table = TICKETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let at = table.iter().position(|(t, _, _)| t == ticket)?;
-        let (_, lent, handle) = table.remove(at)?;
-        (lent.elapsed() <= TICKET_TTL).then_some(handle)
+        TICKETS.redeem(ticket)
     }
 }
 
@@ -256,6 +323,31 @@ mod tests {
         assert!(CallerHandle::redeem("not-a-ticket").is_none());
         assert_eq!(CallerHandle::redeem(&ticket).unwrap().token().as_deref(), Some("t-ticket"));
         assert!(CallerHandle::redeem(&ticket).is_none(), "redeemed once only");
+    }
+
+    #[test]
+    fn a_ticket_table_is_bounded_and_keeps_the_newest() {
+        let table: Tickets<usize> = Tickets::new();
+        let tickets: Vec<String> = (0..MAX_TICKETS + 3).map(|i| table.lend(i)).collect();
+        assert_eq!(table.outstanding(), MAX_TICKETS);
+        assert!(table.redeem(&tickets[0]).is_none(), "the oldest lapsed");
+        assert_eq!(table.redeem(&tickets[MAX_TICKETS + 2]), Some(MAX_TICKETS + 2));
+        assert_eq!(table.redeem(&tickets[3]), Some(3));
+        assert_eq!(table.outstanding(), MAX_TICKETS - 2);
+        assert_ne!(tickets[1], tickets[2], "random names");
+    }
+
+    #[test]
+    fn redeemed_tickets_do_not_grow_the_table() {
+        let table: Tickets<usize> = Tickets::with_capacity(8);
+        let stuck = table.lend(0);
+        for i in 1..1000 {
+            let t = table.lend(i);
+            assert_eq!(table.redeem(&t), Some(i));
+        }
+        assert_eq!(table.outstanding(), 1);
+        assert!(table.table.lock().unwrap().order.len() <= 16, "bounded behind a ticket never redeemed");
+        assert_eq!(table.redeem(&stuck), Some(0));
     }
 
     #[tokio::test]

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Catalog, Listing, aggregate};
 use crate::hub::{BackendExchange, Hub, Shared};
+use crate::route_auth::{GATEWAY_TICKET_META, GatewayCaller, RouteAuth};
 
 /// Requests one instance works on at once; the reader waits beyond that.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -52,6 +53,8 @@ const INVALID_PARAMS: i32 = -32602;
 const METHOD_NOT_FOUND: i32 = -32601;
 const INTERNAL_ERROR: i32 = -32603;
 const RESOURCE_NOT_FOUND: i32 = -32002;
+/// A routed request the route's authorization refused (`data.status`: the policy's HTTP status).
+const ROUTE_REFUSED: i32 = -32001;
 
 /// An open backend session of this instance.
 struct Conn {
@@ -120,6 +123,8 @@ pub(crate) struct Instance {
     pending: Mutex<IdMap<(String, String)>>,
     /// The client session's caller, as the proxy's front keeps it current (token_exchange).
     caller: Option<CallerHandle>,
+    /// The routes' authorization (Apiary's gateway), for backends with a `serverName`.
+    route_auth: Option<Arc<dyn RouteAuth>>,
     /// Why each backend missing from the latest catalog is missing (for `partialFailureMode: fail`).
     missing_why: Mutex<Vec<String>>,
     /// 2026-07-28 requests in flight, task owners and listen streams.
@@ -138,6 +143,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) async fn run(
     shared: Arc<Shared>,
     caller: Option<CallerHandle>,
+    route_auth: Option<Arc<dyn RouteAuth>>,
     input: impl AsyncRead + Unpin + Send,
     mut output: impl AsyncWrite + Unpin + Send + 'static,
     mut kill: oneshot::Receiver<()>,
@@ -164,6 +170,7 @@ pub(crate) async fn run(
         inflight: Mutex::new(HashMap::new()),
         pending: Mutex::new(IdMap::default()),
         caller,
+        route_auth,
         missing_why: Mutex::new(Vec::new()),
         modern: modern::ModernState::default(),
         input: input::InputState::default(),
@@ -254,9 +261,17 @@ impl Instance {
                 // A 2026-07-28 request's caller, named by the front's one-shot ticket: the
                 // request is served in that caller's scope (token_exchange backends).
                 let (msg, caller) = take_caller_ticket(msg);
-                let answer = match caller {
-                    Some(c) => c.scope(self.on_request(&msg)).await,
-                    None => self.on_request(&msg).await,
+                // The gateway's caller (route authorization), named the same way.
+                let (msg, gateway) = take_ticket(msg, GATEWAY_TICKET_META, GatewayCaller::redeem);
+                let serve = async {
+                    match caller {
+                        Some(c) => c.scope(self.on_request(&msg)).await,
+                        None => self.on_request(&msg).await,
+                    }
+                };
+                let answer = match gateway {
+                    Some(g) => GatewayCaller::scope(g, serve).await,
+                    None => serve.await,
                 };
                 self.emit(answer).await;
             }
@@ -402,8 +417,14 @@ impl Instance {
                 Some(&json!({ "missingBackends": catalog.missing })),
             );
         }
+        let mut items = pick(&catalog).clone();
+        if key == "tools"
+            && let Some(auth) = &self.route_auth
+        {
+            items = self.visible_tools(auth.as_ref(), &catalog, items).await;
+        }
         let mut result = serde_json::Map::new();
-        result.insert(key.to_owned(), Value::Array(pick(&catalog).clone()));
+        result.insert(key.to_owned(), Value::Array(items));
         if is_modern {
             // Nothing is known about how long a merged list holds or for whom.
             result.insert("resultType".into(), json!("complete"));
@@ -411,6 +432,36 @@ impl Instance {
             result.insert("cacheScope".into(), json!("private"));
         }
         result_response(id, &Value::Object(result).to_string())
+    }
+
+    /// `tools` without those of backends with a `serverName` that this request's gateway
+    /// caller may not call ([`RouteAuth::visible_tools`]); with no gateway caller, none of them.
+    async fn visible_tools(&self, auth: &dyn RouteAuth, catalog: &Catalog, tools: Vec<Value>) -> Vec<Value> {
+        let hub = self.hub();
+        // serverName → (advertised, the backend's own name), for each routed tool.
+        let mut per_server: HashMap<&str, Vec<(&str, String)>> = HashMap::new();
+        for (advertised, route) in &catalog.tool_routes {
+            if let Some(server) = hub.rules.server_names.get(&route.backend) {
+                per_server.entry(server.as_str()).or_default().push((advertised.as_str(), route.name.clone()));
+            }
+        }
+        if per_server.is_empty() {
+            return tools;
+        }
+        let caller = GatewayCaller::of_current_request();
+        let mut hidden: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (server, names) in &per_server {
+            let own: Vec<String> = names.iter().map(|(_, n)| n.clone()).collect();
+            let visible: std::collections::HashSet<String> = match &caller {
+                Some(c) => auth.visible_tools(c, server, &own).await.into_iter().collect(),
+                None => std::collections::HashSet::new(),
+            };
+            hidden.extend(names.iter().filter(|(_, n)| !visible.contains(n)).map(|(a, _)| *a));
+        }
+        tools
+            .into_iter()
+            .filter(|t| t.get("name").and_then(Value::as_str).is_none_or(|n| !hidden.contains(n)))
+            .collect()
     }
 
     /// Sends a client request to `backend` with only its id (and `rename`'s member)
@@ -466,10 +517,13 @@ impl Instance {
             Some(_) => return fail("cannot find the member to rename".into()),
             None => None,
         };
+        let routed = match self.routed_headers(msg, backend, rename).await {
+            Ok(h) => h,
+            Err(refusal) => return refusal,
+        };
         if let Err(why) = self.admit(backend) {
             return fail(why);
         }
-        let routed = self.routed_headers(msg, backend, rename);
         // One retry: a backend that restarted no longer knows our session (404).
         for attempt in 0..2 {
             let conn = match self.conn(backend).await {
@@ -520,19 +574,52 @@ impl Instance {
         fail(format!("backend {backend:?} keeps refusing our session"))
     }
 
-    /// The gateway's `x-mcp-*` headers for `msg` routed to `backend` (none for a backend
-    /// without a server name); a tool call's tool is the backend's own name for it.
-    fn routed_headers(&self, msg: &Message, backend: &str, rename: Option<(&[&str], &str)>) -> Vec<(String, String)> {
+    /// The headers of `msg` routed to `backend`: the gateway's `x-mcp-*` headers, then what the
+    /// route's authorization sets ([`Instance::route_grant`]); `Err` is the refusal to answer.
+    pub(super) async fn routed_headers(
+        &self,
+        msg: &Message,
+        backend: &str,
+        rename: Option<(&[&str], &str)>,
+    ) -> Result<Vec<(String, String)>, Bytes> {
         let hub = self.hub();
         if !hub.rules.server_names.contains_key(backend) {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let method = msg.method().unwrap_or_default();
-        let tool = (method == "tools/call").then(|| match rename {
-            Some((_, name)) => Some(name.to_owned()),
-            None => msg.params_as::<Value>()?.get("name")?.as_str().map(str::to_owned),
-        });
-        hub.rules.routed_headers(backend, method, tool.flatten().as_deref())
+        let tool = routed_tool(msg, rename);
+        let mut headers = hub.rules.routed_headers(backend, method, tool.as_deref());
+        headers.extend(self.route_grant(msg, backend, rename).await?);
+        Ok(headers)
+    }
+
+    /// What the route's authorization sets on `msg` routed to `backend` (a backend with a
+    /// `serverName`, while a [`RouteAuth`] is given): the grant's headers when the gateway
+    /// granted this very tool of this server, else the headers of a new decision. Refused
+    /// (`Err`, a JSON-RPC error) on denial and when no gateway caller is known: nothing
+    /// ungranted is forwarded.
+    pub(super) async fn route_grant(
+        &self,
+        msg: &Message,
+        backend: &str,
+        rename: Option<(&[&str], &str)>,
+    ) -> Result<Vec<(String, String)>, Bytes> {
+        let Some(auth) = &self.route_auth else { return Ok(Vec::new()) };
+        let hub = self.hub();
+        let Some(server) = hub.rules.server_names.get(backend) else { return Ok(Vec::new()) };
+        let id = msg.id_raw().unwrap_or("null");
+        let method = msg.method().unwrap_or_default();
+        let tool = routed_tool(msg, rename);
+        let refuse = |status: u16, message: &str| {
+            error_response(Some(id), ROUTE_REFUSED, message, Some(&json!({"status": status, "serverName": server})))
+        };
+        let Some(caller) = GatewayCaller::of_current_request() else {
+            return Err(refuse(401, "the request did not pass the gateway's authorization"));
+        };
+        if let Some(headers) = tool.as_deref().and_then(|t| caller.granted(server, t)) {
+            return Ok(headers.to_vec());
+        }
+        auth.decide(&caller, server, method, tool.as_deref()).await.map_err(|r| refuse(r.status, &r.message))
     }
 
     fn slot(&self, backend: &str) -> Slot {
@@ -916,15 +1003,32 @@ impl Instance {
 
 /// The request without the front's caller ticket, and the caller it names (once).
 fn take_caller_ticket(msg: Message) -> (Message, Option<CallerHandle>) {
-    let key = apiary_transport::launch::CALLER_TICKET_META;
+    take_ticket(msg, apiary_transport::launch::CALLER_TICKET_META, CallerHandle::redeem)
+}
+
+/// The request without the ticket at `params._meta[key]`, and what `redeem` gives for it.
+fn take_ticket<T>(msg: Message, key: &str, redeem: impl Fn(&str) -> Option<T>) -> (Message, Option<T>) {
     let Ok(Some(meta)) = msg.params_member(&["_meta"]) else { return (msg, None) };
     let Ok(Some(at)) = msg.params_member(&["_meta", key]) else { return (msg, None) };
-    let caller =
-        msg.text(at).and_then(|t| serde_json::from_str::<String>(t).ok()).and_then(|t| CallerHandle::redeem(&t));
+    let Some(ticket) = msg.text(at).and_then(|t| serde_json::from_str::<String>(t).ok()) else { return (msg, None) };
     match splice::remove_members(msg.bytes(), meta, |k| k == key).map(Message::parse) {
-        Ok(Ok(stripped)) => (stripped, caller),
+        Ok(Ok(stripped)) => {
+            let value = redeem(&ticket);
+            (stripped, value)
+        }
         // A ticket that cannot be taken out is not honoured either.
         _ => (msg, None),
+    }
+}
+
+/// A `tools/call`'s tool as its backend names it (`rename`'s value, else `params.name`).
+fn routed_tool(msg: &Message, rename: Option<(&[&str], &str)>) -> Option<String> {
+    if msg.method() != Some("tools/call") {
+        return None;
+    }
+    match rename {
+        Some((_, name)) => Some(name.to_owned()),
+        None => msg.params_string("name"),
     }
 }
 

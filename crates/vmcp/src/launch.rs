@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, Problem, VmcpConfig};
 use crate::health::{BackendHealth, HealthRegistry};
 use crate::hub::{Hub, InstanceLimits, Shared};
+use crate::route_auth::RouteAuth;
 
 /// Bytes buffered in each in-memory pipe.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -26,6 +27,8 @@ pub struct VmcpLaunch {
     checks: Mutex<HashMap<String, (Arc<BackendHealth>, CancellationToken)>>,
     /// Set by [`VmcpLaunch::spawn_health_checks`]: the checks run until it fires.
     stop: Mutex<Option<CancellationToken>>,
+    /// The routes' authorization every instance applies (`crate::route_auth`).
+    route_auth: Option<Arc<dyn RouteAuth>>,
 }
 
 impl VmcpLaunch {
@@ -36,7 +39,15 @@ impl VmcpLaunch {
             limits,
             checks: Mutex::default(),
             stop: Mutex::default(),
+            route_auth: None,
         })
+    }
+
+    /// Every instance authorizes what it lists and routes to backends with a `serverName`
+    /// with `auth` (Apiary's gateway: the routes' AuthPolicies; see `crate::route_auth`).
+    pub fn with_route_auth(mut self, auth: Arc<dyn RouteAuth>) -> VmcpLaunch {
+        self.route_auth = Some(auth);
+        self
     }
 
     /// Every backend's health (for `/status` and `/api/backends/health`); the same registry
@@ -149,13 +160,14 @@ impl Launch for VmcpLaunch {
     /// token, exchanged. Without one (the shared instance, or no incoming auth) they are refused.
     fn launch_with(&self, context: LaunchContext) -> LaunchFuture<'_> {
         let shared = Arc::clone(&self.shared);
+        let route_auth = self.route_auth.clone();
         Box::pin(async move {
             // Two pipes, not one split duplex: dropping the front's stdin must be an EOF.
             let (front_in, inst_in) = tokio::io::duplex(PIPE_BYTES);
             let (inst_out, front_out) = tokio::io::duplex(PIPE_BYTES);
             let (kill_tx, kill_rx) = oneshot::channel();
             let (exit_tx, exit_rx) = oneshot::channel();
-            tokio::spawn(crate::instance::run(shared, context.caller, inst_in, inst_out, kill_rx, exit_tx));
+            tokio::spawn(crate::instance::run(shared, context.caller, route_auth, inst_in, inst_out, kill_rx, exit_tx));
             Ok(ChildHandle {
                 pid: None,
                 stdin: Box::new(front_in),

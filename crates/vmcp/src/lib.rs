@@ -17,6 +17,7 @@ mod hub;
 mod instance;
 mod launch;
 mod reload;
+pub mod route_auth;
 mod status;
 
 pub use config::{ConfigError, VmcpConfig};
@@ -24,4 +25,5 @@ pub use health::HealthRegistry;
 pub use hub::{BackendExchange, BackendSpec, InstanceLimits};
 pub use launch::VmcpLaunch;
 pub use reload::{POLL_INTERVAL, content_hash, spawn_config_watch};
+pub use route_auth::{GATEWAY_TICKET_META, GatewayCaller, Grant, Refusal, RouteAuth};
 pub use status::status_routes;

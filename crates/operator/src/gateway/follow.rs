@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::Snapshot;
 use super::listeners::{GatewaySpec, ParentRef, RouteParents};
 use super::select::{Gateway, Skipped, select};
+use super::status;
 use crate::crd::registration::MCPServerRegistration;
 use crate::normalize::Normalize;
 use crate::registration::route::{self, Key};
@@ -52,7 +53,7 @@ fn signals<K>(
 }
 
 /// The Gateway API `Gateway` (`gateway.networking.k8s.io/v1`), for dynamic reads and watches.
-fn gateway_resource() -> ApiResource {
+pub(super) fn gateway_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(route::GATEWAY_GROUP, "v1", "Gateway"), "gateways")
 }
 
@@ -144,6 +145,7 @@ pub async fn run(
         ),
     ];
     let mut changes = futures::stream::select_all(streams);
+    let mut writer = status::Writer::new(client.clone(), gateway.clone());
     let cached = Cached { client, routes, services, gateways };
     let mut listed = [false; 4];
     let mut resync = tokio::time::interval(RESYNC);
@@ -178,7 +180,16 @@ pub async fn run(
             Ok(next) => publish(&out, next),
             Err(e) => tracing::warn!(error = %e, "cannot read the registrations' objects now; retrying"),
         }
+        write_status(&mut writer, &cached, &gateway).await;
     }
+}
+
+/// The Gateway's and its routes' status conditions from the caches ([`status`]).
+async fn write_status(writer: &mut status::Writer, cached: &Cached, gateway: &Key) {
+    let served =
+        cached.gateways.get(&ObjectRef::new_with(&gateway.name, gateway_resource()).within(&gateway.namespace));
+    let exists = |k: &Key| cached.services.get(&ObjectRef::new(&k.name).within(&k.namespace)).is_some();
+    writer.update(served.as_deref(), &cached.routes.state(), &exists).await;
 }
 
 /// Every registration resolved and selected, in namespace/name order.

@@ -5,12 +5,14 @@
 //! listeners admits the route: [`listeners`], [`select`]), and publishes the result as a
 //! [`Snapshot`] whenever it changes. The caller turns a snapshot into the running aggregation
 //! (the vMCP's live reload), so a registration added or removed changes `tools/list` without a
-//! restart. It writes nothing to the cluster: registration status is the reconciler's.
+//! restart. It writes the served Gateway's and its HTTPRoutes' status conditions ([`status`]);
+//! registration status is the reconciler's.
 
 mod follow;
 pub mod listeners;
 pub mod policies;
 pub mod select;
+pub mod status;
 
 pub use follow::{RESYNC, run};
 pub use select::{Backend, Skipped};

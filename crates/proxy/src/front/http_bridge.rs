@@ -24,12 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Refusal};
 use crate::front::bridged::{Bridged, BridgedSessions, lock};
+use crate::front::bridged_sse;
 use crate::front::call::{send_event, sse_response};
 use crate::front::edge::Accepts;
 use crate::front::http_era::{self, UpstreamEra};
 use crate::front::legacy_rounds::{self, Opening, Upstream};
 use crate::front::tool_headers::ToolHeaders;
 use crate::guard::RequestCtx;
+use crate::upstream::stdio::Delivery;
 
 /// Resource URIs one bridged session may subscribe to.
 const MAX_SUBSCRIPTIONS: usize = 256;
@@ -93,6 +95,16 @@ impl HttpBridge {
         self.era.learn(probe).await.modern_only().cloned()
     }
 
+    /// Most sessions at once (2024-11-05 streams waiting for their `initialize` included).
+    pub(crate) fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    /// How long one SSE write to a client may wait.
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
     /// Probes the upstream in the background (at start, with the proxy's own credentials).
     pub(crate) fn probe_at_start(self: &Arc<Self>, headers: Vec<(HeaderName, HeaderValue)>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
@@ -107,14 +119,7 @@ impl HttpBridge {
 /// `initialize` of a legacy client of a modern-only upstream: a session of the proxy's, and
 /// the answer made from `discover` (JSON, or one SSE event for a client that takes only SSE).
 pub(crate) fn open(bridge: &HttpBridge, m: &Message, discover: &[u8], acc: Accepts) -> Result<Response, Refusal> {
-    let id = m.id_raw().unwrap_or("null");
-    let o = Opening::of(m)?;
-    let b = Arc::new(Bridged::standalone(o.caps, &o.capabilities, o.client_info.as_deref()));
-    let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-    bridge.sessions.insert_bounded(Arc::clone(&session), b, bridge.max_sessions, bridge.idle)?;
-    let result = bridge::initialize_from_discover(discover, o.revision.as_str());
-    let frame = apiary_protocol::result_response(id, &result);
-    tracing::info!(%session, revision = %o.revision, "session opened on a 2026-07-28-only HTTP server (bridged)");
+    let (session, _, frame) = open_session(bridge, m, discover)?;
     let mut res = if acc.json {
         answer::json(frame)
     } else {
@@ -126,6 +131,40 @@ pub(crate) fn open(bridge: &HttpBridge, m: &Message, discover: &[u8], acc: Accep
         res.headers_mut().insert("mcp-session-id", v);
     }
     Ok(res)
+}
+
+/// The session an `initialize` opens (its id and state, kept in the bridge's bounded table)
+/// and the answer frame, made from `discover`. Shared by the Streamable HTTP front above
+/// and the 2024-11-05 one (`http_bridge_sse`).
+pub(crate) fn open_session(
+    bridge: &HttpBridge,
+    m: &Message,
+    discover: &[u8],
+) -> Result<(Arc<str>, Arc<Bridged>, Bytes), Refusal> {
+    let id = m.id_raw().unwrap_or("null");
+    let o = Opening::of(m)?;
+    let b = Arc::new(Bridged::standalone(o.caps, &o.capabilities, o.client_info.as_deref()));
+    let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+    bridge.sessions.insert_bounded(Arc::clone(&session), Arc::clone(&b), bridge.max_sessions, bridge.idle)?;
+    let result = bridge::initialize_from_discover(discover, o.revision.as_str());
+    let frame = apiary_protocol::result_response(id, &result);
+    tracing::info!(%session, revision = %o.revision, "session opened on a 2026-07-28-only HTTP server (bridged)");
+    Ok((session, b, frame))
+}
+
+/// A message of a bridged 2024-11-05 session (`POST /messages`): whatever answers it goes
+/// to the session's stream `out`; `headers` as for [`post`].
+pub(crate) async fn sse_post(
+    bridge: &Arc<HttpBridge>,
+    ctx: &RequestCtx,
+    b: Arc<Bridged>,
+    m: Message,
+    out: mpsc::Sender<Delivery>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Result<(), Refusal> {
+    b.touch();
+    let up = Arc::new(Rounds { bridge: Arc::clone(bridge), headers });
+    bridged_sse::post(up, ctx, b, m, out).await
 }
 
 /// `GET` of a bridged session: its stream of unsolicited messages (the upstream's

@@ -18,9 +18,10 @@ use tokio::sync::mpsc;
 
 use crate::answer::Refusal;
 use crate::front::bridged::{Bridged, lock};
+use crate::front::bridged_sse;
 use crate::front::dispatch::dispatch;
 use crate::front::edge::Accepts;
-use crate::front::legacy_rounds::{self, Sink, Upstream};
+use crate::front::legacy_rounds::{self, Upstream};
 use crate::front::refuse;
 use crate::front::state::StdioFront;
 use crate::guard::RequestCtx;
@@ -241,31 +242,8 @@ pub(crate) async fn sse_post(
     m: Message,
     out: mpsc::Sender<Delivery>,
 ) -> Result<(), Refusal> {
-    match m.kind() {
-        Kind::Response | Kind::Error => {
-            if b.answered(m) {
-                Ok(())
-            } else {
-                Err(Refusal::invalid("no outstanding request with this id"))
-            }
-        }
-        Kind::Notification => {
-            legacy_rounds::notification(&b, &m);
-            Ok(())
-        }
-        Kind::Request => {
-            let frame = match legacy_rounds::local(&b, &m) {
-                Some(frame) => frame,
-                None if legacy_rounds::is_subscription(&m) => subscription(front, ctx, &session, &b, &m).await,
-                None => {
-                    let up = Arc::new(Child { front: Arc::clone(front), session });
-                    return legacy_rounds::spawn_call(up, ctx.clone(), b, m, Sink::Session(out));
-                }
-            };
-            let _ = out.send(Delivery::message(frame)).await;
-            Ok(())
-        }
-    }
+    let up = Arc::new(Child { front: Arc::clone(front), session });
+    bridged_sse::post(up, ctx, b, m, out).await
 }
 
 /// One request to the child (each a new child-side id): its answer; its progress goes to

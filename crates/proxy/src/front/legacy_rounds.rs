@@ -25,6 +25,7 @@ use crate::client::{ClientCaps, level_rank};
 use crate::front::bridged::{Bridged, lock};
 use crate::front::call::{send_event, sse_response};
 use crate::front::edge::Accepts;
+use crate::front::tool_headers;
 use crate::guard::RequestCtx;
 use crate::upstream::stdio::Delivery;
 
@@ -324,7 +325,11 @@ pub(crate) async fn run_call<U: Upstream>(
         };
         let Ok(answer) = Message::parse(frame.clone()) else { return frame };
         let asked = answer.payload_raw().filter(|_| answer.kind() == Kind::Response).and_then(bridge::input_required);
-        let Some(asked) = asked else { return bridge::legacy_result(frame) };
+        let Some(asked) = asked else {
+            // The proxy is the 2026-07-28 client here: it lists no tool a client must drop.
+            let frame = if m.method() == Some(methods::TOOLS_LIST) { tool_headers::listable(frame) } else { frame };
+            return bridge::legacy_result(frame);
+        };
         let Some(out) = &out else {
             return fail(
                 codes::INTERNAL_ERROR,

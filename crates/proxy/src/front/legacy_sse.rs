@@ -68,14 +68,13 @@ fn allow(methods: &'static str) -> Response {
     r
 }
 
-/// The public path prefix for the `endpoint` event.
-fn prefix(front: &StdioFront, headers: &HeaderMap) -> String {
-    if !front.endpoint_prefix.is_empty() {
-        return front.endpoint_prefix.clone();
+/// The public path prefix for the `endpoint` event: `configured` (`endpointPrefix`), else a
+/// trusted `X-Forwarded-Prefix`. Shared with the HTTP bridge's own `/sse` (`http_bridge_sse`).
+pub(crate) fn public_prefix(configured: &str, trust_proxy_headers: bool, headers: &HeaderMap) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
     }
-    if front.trust_proxy_headers
-        && let Some(p) = headers.get("x-forwarded-prefix").and_then(|v| v.to_str().ok())
-    {
+    if trust_proxy_headers && let Some(p) = headers.get("x-forwarded-prefix").and_then(|v| v.to_str().ok()) {
         let p = p.trim().trim_end_matches('/');
         // Only a plain absolute path may become part of a URL we announce.
         if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
@@ -91,13 +90,36 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
     }
     front.sessions.check_capacity_with(front.sse.len())?;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let endpoint = format!("{}/messages?session_id={id}", prefix(front, headers));
-    let (tx, mut rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
+    let prefix = public_prefix(&front.endpoint_prefix, front.trust_proxy_headers, headers);
+    let endpoint = format!("{prefix}/messages?session_id={id}");
+    let (tx, rx) = mpsc::channel::<Delivery>(front.max_queued.max(16));
     let session = Arc::new(SseSession::new(tx));
     front.sse.insert(id.clone(), Arc::clone(&session));
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    let front = Arc::clone(front);
+    let closed = session.closed.clone();
     let write_timeout = front.write_timeout;
+    let front = Arc::clone(front);
+    Ok(serve_stream(endpoint, rx, closed, write_timeout, move || {
+        // The stream is the session (row 28): it ends here, and its calls with it.
+        front.sse.remove(&id);
+        if let Some(inner) = session.inner.get() {
+            front.sessions.remove(&inner.id);
+        }
+        tracing::info!(session = %id, "2024-11-05 session closed");
+    }))
+}
+
+/// A 2024-11-05 session's stream: the `endpoint` event, then each message of `rx`, with
+/// keep-alive comments, until the client goes away, `closed` is cancelled or `rx` ends;
+/// then `ended` runs (the stream is the session: it ends the session). Shared by the stdio
+/// front and the HTTP bridge's own `/sse` (`http_bridge_sse`).
+pub(crate) fn serve_stream(
+    endpoint: String,
+    mut rx: mpsc::Receiver<Delivery>,
+    closed: tokio_util::sync::CancellationToken,
+    write_timeout: std::time::Duration,
+    ended: impl FnOnce() + Send + 'static,
+) -> Response {
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         let mut out = Some(body_tx);
         send_event(&mut out, sse::endpoint_event(&endpoint), write_timeout).await;
@@ -111,18 +133,36 @@ fn open(front: &Arc<StdioFront>, headers: &HeaderMap) -> Result<Response, Refusa
                 },
                 _ = keep_alive.tick() => sse::keep_alive(),
                 () = tx.closed() => break,
-                () = session.closed.cancelled() => break,
+                () = closed.cancelled() => break,
             };
             send_event(&mut out, ev, write_timeout).await;
         }
-        // The stream is the session (row 28): it ends here, and its calls with it.
-        front.sse.remove(&id);
-        if let Some(inner) = session.inner.get() {
-            front.sessions.remove(&inner.id);
-        }
-        tracing::info!(session = %id, "2024-11-05 session closed");
+        ended();
     });
-    Ok(sse_response(body_rx))
+    sse_response(body_rx)
+}
+
+/// The `session_id` of a `/messages` POST (400 when missing or empty).
+pub(crate) fn session_param(id: Option<&str>) -> Result<&str, Refusal> {
+    id.filter(|v| !v.is_empty()).ok_or_else(|| Refusal::invalid("session_id query parameter missing"))
+}
+
+/// The one message of a `/messages` POST: its headers checked, its body read (at most
+/// `max_body`) and parsed; a batch is refused (2024-11-05 has none).
+pub(crate) async fn read_message(
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+) -> Result<apiary_protocol::Message, Refusal> {
+    edge::check_post_headers(headers, max_body)?;
+    let bytes = edge::read_body(body, max_body).await?;
+    let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
+    ctx.note_body(&parsed);
+    match parsed {
+        JsonBody::Single(m) => Ok(m),
+        JsonBody::Batch(_) => Err(Refusal::invalid("batches are not supported in 2024-11-05")),
+    }
 }
 
 /// A POST to `/messages`: refusals are its own answer; everything else is 202, and the
@@ -134,16 +174,8 @@ async fn post(
     id: Option<&str>,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let id = id.filter(|v| !v.is_empty()).ok_or_else(|| Refusal::invalid("session_id query parameter missing"))?;
-    let session = front.sse.get(id).ok_or(Refusal::SessionNotFound)?;
-    edge::check_post_headers(headers, front.max_body)?;
-    let bytes = edge::read_body(body, front.max_body).await?;
-    let parsed = parse_body(bytes).map_err(Refusal::Parse)?;
-    ctx.note_body(&parsed);
-    let m = match parsed {
-        JsonBody::Single(m) => m,
-        JsonBody::Batch(_) => return Err(Refusal::invalid("batches are not supported in 2024-11-05")),
-    };
+    let session = front.sse.get(session_param(id)?).ok_or(Refusal::SessionNotFound)?;
+    let m = read_message(ctx, headers, body, front.max_body).await?;
     if m.is_request() && m.method() == Some(methods::INITIALIZE) {
         if session.inner.get().is_some() {
             return Err(Refusal::invalid_with_id("session already initialized", m.id_raw()));

@@ -7,14 +7,17 @@
 //! listen streams to a legacy child's notifications; `legacy_bridge` serves legacy sessions of a
 //! 2026-07-28-only child (its table of sessions is `bridged`, `sessionless_bridge` its requests of
 //! no session), `http_bridge` those of a 2026-07-28-only HTTP upstream (its era probe is
-//! `http_era`); `legacy_rounds` is what the two share.
+//! `http_era`, its 2024-11-05 `/sse` front `http_bridge_sse`); `legacy_rounds` is what the two
+//! share, `bridged_sse` their handling of a 2024-11-05 session's message.
 
 pub mod bridged;
+pub mod bridged_sse;
 pub mod call;
 pub mod capable;
 pub mod dispatch;
 pub mod edge;
 pub mod http_bridge;
+pub mod http_bridge_sse;
 pub mod http_era;
 pub mod input_bridge;
 pub mod input_park;

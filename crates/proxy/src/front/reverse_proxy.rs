@@ -4,14 +4,16 @@
 //! clients and applies the guard), so it lives here; what it asks of the upstream beyond
 //! forwarding (a bridged sessionless request) is `upstream::stateless_bridge`. A Streamable
 //! HTTP upstream that speaks only 2026-07-28 (found by `http_era`'s probe) gets its legacy
-//! clients through `http_bridge`; every other one is forwarded byte for byte as before.
+//! clients through `http_bridge` (its 2024-11-05 clients through `http_bridge_sse`, the
+//! proxy's own `/sse` and `/messages`); every other one is forwarded byte for byte as before.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_protocol::{Body as JsonBody, codes, error_response, parse_body};
 use axum::body::Body;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -21,6 +23,8 @@ use apiary_policy::outgoing::{ExchangeError, OutgoingError};
 use crate::answer::{self, Refusal};
 use crate::front::edge;
 use crate::front::http_bridge::{self, HttpBridge};
+use crate::front::http_bridge_sse::{self, SseBridge};
+use crate::front::legacy_sse;
 use crate::guard::{self, Guard, RequestCtx};
 use crate::upstream::stateless_bridge;
 
@@ -41,6 +45,8 @@ pub struct HttpUpstream {
     /// The upstream's era and the legacy sessions bridged to it when it is modern-only
     /// (a Streamable HTTP upstream only).
     bridge: Option<Arc<HttpBridge>>,
+    /// The proxy's own `/sse` streams in front of `bridge` (2024-11-05 clients).
+    sse: Option<Arc<SseBridge>>,
 }
 
 /// Request headers passed on to a bridged POST (credentials and tracing context), as the
@@ -48,15 +54,18 @@ pub struct HttpUpstream {
 const PASSED_HEADERS: &[&str] = &["authorization", "traceparent", "tracestate", "baggage"];
 
 impl HttpUpstream {
+    /// `limits` bound bodies (`maxBodyBytes`) and bridged requests (`requestTimeoutSecs`);
+    /// `proxy` says the public path the 2024-11-05 `endpoint` event names.
     pub fn new(
         remote_endpoint: &str,
         local_endpoint: &'static str,
-        max_body: usize,
-        bridge_timeout: Duration,
         guard: Arc<Guard>,
         limits: &apiary_config::Limits,
+        proxy: &apiary_config::ProxyConfig,
         unix_socket: Option<std::path::PathBuf>,
     ) -> Result<Arc<Self>, String> {
+        let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let bridge_timeout = limits.request_timeout();
         let url =
             reqwest::Url::parse(remote_endpoint).map_err(|e| format!("bad upstream URL {remote_endpoint}: {e}"))?;
         let origin = url.origin().ascii_serialization();
@@ -87,6 +96,7 @@ impl HttpUpstream {
             max_body,
             bridge_timeout,
             guard,
+            sse: bridge.as_ref().map(|_| Arc::new(SseBridge::new(&proxy.endpoint_prefix, proxy.trust_proxy_headers))),
             bridge,
         });
         if let Some(bridge) = &up.bridge {
@@ -102,6 +112,15 @@ impl HttpUpstream {
             }
         }
         Ok(up)
+    }
+
+    /// Ends the proxy's own 2024-11-05 streams when `stop` is cancelled (the proxy is
+    /// stopping): a client's open stream would otherwise hold the shutdown's grace period.
+    pub async fn end_streams_at(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        stop.cancelled().await;
+        if let Some(sse) = &self.sse {
+            sse.clear();
+        }
     }
 
     /// The bridged session a request names, if any (a lock-free miss until the first one).
@@ -183,6 +202,10 @@ async fn forward_inner(
             return Err(Refusal::MethodNotAllowed { allow });
         }
     }
+    let body = match own_sse(up, ctx, &method, uri, headers, body).await? {
+        Ok(res) => return Ok(res),
+        Err(body) => body,
+    };
     let target = up.target(uri);
     let on_endpoint = up.local_endpoint == "/mcp" && target == up.remote_endpoint;
     let in_bridge = if on_endpoint { up.bridged(headers) } else { None };
@@ -365,6 +388,50 @@ async fn forward_inner(
         (Some(r), Some(id)) => guard::reshape_response(out, id, r, up.max_body).await,
         _ => out,
     })
+}
+
+/// `GET /sse` and `POST /messages` of a 2024-11-05 client when the upstream speaks only
+/// 2026-07-28 (so has no `/sse` of its own): the proxy's own streams (`http_bridge_sse`),
+/// refused as the stdio front refuses them (a missing `session_id` 400, an unknown one
+/// 404, bodies as any POST's). `Err(body)` when they are the upstream's to answer.
+async fn own_sse(
+    up: &HttpUpstream,
+    ctx: &RequestCtx,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Result<Response, Body>, Refusal> {
+    let (Some(bridge), Some(sse)) = (&up.bridge, &up.sse) else { return Ok(Err(body)) };
+    match (uri.path(), method) {
+        ("/sse", &Method::GET) => {
+            let mut creds = credentials(up, ctx, None).await?;
+            creds.extend(trace_context(ctx));
+            if bridge.modern_only(&creds).await.is_none() {
+                return Ok(Err(body));
+            }
+            Ok(Ok(sse.open(bridge, headers)?))
+        }
+        ("/messages", &Method::POST) => {
+            let query = Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
+            let id = query.get("session_id").map(String::as_str);
+            let stream = match id.filter(|id| !id.is_empty()).and_then(|id| sse.stream(id)) {
+                Some(stream) => stream,
+                // Not a stream of the proxy's: the upstream's, unless it has no `/sse`.
+                None if bridge.era.known().modern_only().is_none() => return Ok(Err(body)),
+                None => {
+                    legacy_sse::session_param(id)?;
+                    return Err(Refusal::SessionNotFound);
+                }
+            };
+            let m = legacy_sse::read_message(ctx, headers, body, up.max_body).await?;
+            let echo = m.id_raw().map(str::to_owned);
+            let admitted = up.guard.admit(&ctx.identity, m).map_err(|e| e.echo(echo.as_deref()))?;
+            let passed = passed_headers(up, ctx, headers, echo.as_deref()).await?;
+            http_bridge_sse::message(bridge, ctx, &stream, admitted.message, admitted.reshape, passed).await.map(Ok)
+        }
+        _ => Ok(Err(body)),
+    }
 }
 
 /// What each POST of a bridged session carries upstream: the proxy's credentials and trace

@@ -162,6 +162,7 @@ impl ServerHandler for FixtureServer {
         all.extend(tasks::catalogue());
         all.extend(stateless::catalogue());
         all.push(param_headers::tool());
+        all.push(param_headers::nested_tool());
         all.extend(self.dynamic.tools());
         Ok(ListToolsResult::with_all_items(all))
     }

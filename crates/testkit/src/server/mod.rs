@@ -16,7 +16,8 @@
 //! complete on the retry carrying the input (SEP-2322, module `mrtr`), and the tasks
 //! extension's tools and `tasks/*` methods (SEP-2663, module `tasks`), the stateless
 //! diagnostics and `subscriptions/listen` (SEP-2575, module `stateless`), and
-//! `test_custom_header`, whose argument an `Mcp-Param-Region` header mirrors (SEP-2243).
+//! `test_custom_header`, whose argument an `Mcp-Param-Region` header mirrors (SEP-2243), and
+//! `test_custom_header_nested`, whose nested `target.zone` an `Mcp-Param-Zone` header mirrors.
 
 mod dynamic;
 mod elicitation;

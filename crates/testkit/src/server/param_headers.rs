@@ -1,9 +1,10 @@
-//! SEP-2243 custom headers over HTTP: the fixture's one tool with an `x-mcp-header`
-//! argument, and the check every 2026-07-28 call of it passes before the SDK sees it (the
-//! SDK does not check `Mcp-Param-*`). The argument `region` is mirrored in
-//! `Mcp-Param-Region`: a value in the body needs the header, the header (decoded when
-//! written `=?base64?…?=`, strictly) must equal it, and a header without a value is a
-//! mismatch too; any failure is HTTP 400 with JSON-RPC -32020.
+//! SEP-2243 custom headers over HTTP: the fixture's tools with an `x-mcp-header` argument,
+//! and the check every 2026-07-28 call of them passes before the SDK sees it (the SDK does
+//! not check `Mcp-Param-*`). The argument `region` of [`TOOL`] is mirrored in
+//! `Mcp-Param-Region`, and the nested `target.zone` of [`NESTED_TOOL`] (an annotation
+//! reached through two `properties`) in `Mcp-Param-Zone`: a value in the body needs the
+//! header, the header (decoded when written `=?base64?…?=`, strictly) must equal it, and a
+//! header without a value is a mismatch too; any failure is HTTP 400 with JSON-RPC -32020.
 
 use std::sync::Arc;
 
@@ -23,6 +24,10 @@ pub const TOOL: &str = "test_custom_header";
 const MEMBER: &str = "region";
 /// The header carrying it: `Mcp-Param-` and the annotation's name.
 const HEADER: &str = "mcp-param-region";
+/// The tool whose nested `target.zone` argument is mirrored in a header.
+pub const NESTED_TOOL: &str = "test_custom_header_nested";
+/// The header carrying `target.zone`.
+const NESTED_HEADER: &str = "mcp-param-zone";
 /// Largest POST body the check reads (the fixture's messages are small).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -40,13 +45,35 @@ pub fn tool() -> Tool {
     )
 }
 
-/// Runs [`TOOL`] when `request` names it (the header was checked before); `None` otherwise.
+/// The nested tool, for `tools/list`.
+pub fn nested_tool() -> Tool {
+    let schema = json!({
+        "type": "object",
+        "properties": { "target": {
+            "type": "object",
+            "properties": { "zone": { "type": "string", "x-mcp-header": "Zone", "description": "Mirrored in Mcp-Param-Zone" } },
+        } },
+        "required": ["target"],
+    });
+    Tool::new(
+        NESTED_TOOL,
+        "Echoes its target.zone argument, which is mirrored in the Mcp-Param-Zone header",
+        Arc::new(schema.as_object().cloned().unwrap_or_default()),
+    )
+}
+
+/// Runs [`TOOL`] or [`NESTED_TOOL`] when `request` names it (the header was checked before); `None` otherwise.
 pub fn call(request: &CallToolRequestParams) -> Option<CallToolResult> {
-    if request.name != TOOL {
-        return None;
-    }
-    let region = request.arguments.as_ref().and_then(|a| a.get(MEMBER)).map(ToString::to_string).unwrap_or_default();
-    Some(CallToolResult::success(vec![ContentBlock::text(format!("region {region}"))]))
+    let args = request.arguments.as_ref();
+    let text = match request.name.as_ref() {
+        TOOL => format!("region {}", args.and_then(|a| a.get(MEMBER)).map(ToString::to_string).unwrap_or_default()),
+        NESTED_TOOL => {
+            let zone = args.and_then(|a| a.get("target")).and_then(|t| t.get("zone"));
+            format!("zone {}", zone.map(ToString::to_string).unwrap_or_default())
+        }
+        _ => return None,
+    };
+    Some(CallToolResult::success(vec![ContentBlock::text(text)]))
 }
 
 #[derive(Deserialize)]
@@ -71,6 +98,14 @@ struct CallParams {
 struct Args {
     #[serde(default)]
     region: Option<serde_json::Value>,
+    #[serde(default)]
+    target: Option<Target>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    #[serde(default)]
+    zone: Option<serde_json::Value>,
 }
 
 /// Middleware: refuses a 2026-07-28 call of [`TOOL`] whose header does not mirror its
@@ -86,17 +121,27 @@ pub async fn check(req: Request<Body>, next: Next) -> Response {
     if let Ok(call) = serde_json::from_slice::<Call<'_>>(&bytes)
         && call.method.as_deref() == Some("tools/call")
         && let Some(params) = &call.params
-        && params.name.as_deref() == Some(TOOL)
+        && let Some((mirror, name, body)) = mirrored(params)
+        && let Err(why) = mirrors(parts.headers.get(mirror).map(|v| v.as_bytes()), body)
     {
-        let body = params.arguments.as_ref().and_then(|a| a.region.as_ref()).filter(|v| !v.is_null());
-        if let Err(why) = mirrors(parts.headers.get(HEADER).map(|v| v.as_bytes()), body) {
-            let id = call.id.map_or("null", RawValue::get);
-            let error = json!({ "code": -32020, "message": format!("Mcp-Param-Region {why}") });
-            let frame = format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#);
-            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], frame).into_response();
-        }
+        let id = call.id.map_or("null", RawValue::get);
+        let error = json!({ "code": -32020, "message": format!("{name} {why}") });
+        let frame = format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#);
+        return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], frame).into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// The header a call of one of the tools must carry, its name for messages, and the
+/// argument it mirrors (`None` when absent or `null`); `None` for other tools.
+fn mirrored(params: &CallParams) -> Option<(&'static str, &'static str, Option<&serde_json::Value>)> {
+    let args = params.arguments.as_ref();
+    let (header, name, value) = match params.name.as_deref()? {
+        TOOL => (HEADER, "Mcp-Param-Region", args.and_then(|a| a.region.as_ref())),
+        NESTED_TOOL => (NESTED_HEADER, "Mcp-Param-Zone", args.and_then(|a| a.target.as_ref()?.zone.as_ref())),
+        _ => return None,
+    };
+    Some((header, name, value.filter(|v| !v.is_null())))
 }
 
 fn is_modern(headers: &HeaderMap) -> bool {

@@ -250,6 +250,10 @@ impl Instance {
     ) -> Bytes {
         let client_id = msg.id_raw().unwrap_or("null").to_owned();
         let fail = |why: String| fail(&client_id, backend, &why);
+        let routed = match self.routed_headers(msg, backend, rename).await {
+            Ok(h) => h,
+            Err(refusal) => return refusal,
+        };
         if let Err(why) = self.admit(backend) {
             return fail(why);
         }
@@ -263,7 +267,6 @@ impl Instance {
             Err(why) => return fail(why),
         };
         let session = Arc::new(session);
-        let routed = self.routed_headers(msg, backend, rename);
         let answer = {
             let session = Arc::clone(&session);
             tokio::spawn(async move { session.request_with(bytes, &routed).await })

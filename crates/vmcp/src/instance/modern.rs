@@ -254,6 +254,10 @@ impl Instance {
         let fail =
             |why: String| error_response(Some(&client_id), INTERNAL_ERROR, &why, Some(&json!({"backend": backend})));
         let Some(client) = era.client() else { return fail("the backend does not speak 2026-07-28".into()) };
+        let granted = match self.route_grant(msg, backend, rename).await {
+            Ok(granted) => granted,
+            Err(refusal) => return refusal,
+        };
         if let Err(why) = self.admit(backend) {
             return fail(why);
         }
@@ -275,7 +279,8 @@ impl Instance {
             Ok(b) => b,
             Err(e) => return fail(format!("cannot rewrite the request: {e}")),
         };
-        let headers = self.param_headers(msg).await;
+        let mut headers = self.param_headers(msg).await;
+        headers.extend(granted);
         let tracked = self.modern.track(&client_id);
         let (tx, mut rx) = mpsc::channel::<Bytes>(NOTES_QUEUE);
         let outcome = {
@@ -336,7 +341,7 @@ impl Instance {
         let mut out = Vec::new();
         for (_, params) in proto::param_headers_of_tools(&list) {
             for p in params {
-                let raw = msg.params_member(&["arguments", &p.member]).ok().flatten().and_then(|r| msg.text(r));
+                let raw = msg.params_member(&p.params_path()).ok().flatten().and_then(|r| msg.text(r));
                 let value = match raw {
                     None | Some("null") => continue,
                     Some(s) if s.starts_with('"') => match serde_json::from_str::<String>(s) {

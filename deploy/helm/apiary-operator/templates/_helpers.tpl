@@ -81,3 +81,36 @@ namespace scope has no namespace, rather than installing an operator that watche
 {{- join "," (uniq .Values.operator.rbac.allowedNamespaces) }}
 {{- end }}
 {{- end }}
+
+{{/* Base name of the gateway's objects (Deployment, Service, ServiceAccount, ClusterRole). */}}
+{{- define "gateway.fullname" -}}
+{{- printf "%s-gateway" (include "operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels that select the gateway pods. Its own app.kubernetes.io/name, so the seeds'
+`-l app.kubernetes.io/name=toolhive-operator` still selects exactly the operator pods.
+*/}}
+{{- define "gateway.selectorLabels" -}}
+app.kubernetes.io/name: apiary-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every gateway object. */}}
+{{- define "gateway.labels" -}}
+helm.sh/chart: {{ include "operator.chart" . }}
+{{ include "gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/part-of: apiary
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* `gateway.gatewayRef`, checked: NAMESPACE/NAME. */}}
+{{- define "gateway.ref" -}}
+{{- $ref := toString .Values.gateway.gatewayRef }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$" $ref) }}
+{{- fail (printf "gateway.gatewayRef must be NAMESPACE/NAME of a Gateway, not %q" $ref) }}
+{{- end }}
+{{- $ref }}
+{{- end }}
