@@ -80,7 +80,7 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "gateway-system/mcp-gateway", value_name = "NAMESPACE/NAME")]
     gateway: String,
     /// Most client sessions at once (each holds its own backend sessions)
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_sessions: u32,
     /// Accept AuthPolicy issuers (jwt.issuerUrl) on plain http:// (tests and local Keycloaks only)
     #[arg(long)]
