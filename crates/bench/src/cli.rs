@@ -7,6 +7,11 @@ use clap::Parser;
 
 /// Largest accepted `--payload-bytes` (the echo text is held in memory once per session).
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Most `--sessions`: each has its own connection, so the load tool raises its open-file limit
+/// (and the target needs as many sockets, plus its own upstream ones).
+pub const MAX_SESSIONS: u32 = 16_384;
+/// Largest `--bearer-file` read (a JWT is a few KiB).
+pub const MAX_BEARER_BYTES: u64 = 64 * 1024;
 
 /// Closed-loop MCP load generator: N sessions call the `echo` tool back to back over keep-alive
 /// HTTP/1.1 and report calls/s, latency percentiles and (with --pid) the target's CPU per call.
@@ -18,9 +23,18 @@ pub struct Args {
     /// URL of the MCP endpoint (Streamable HTTP, e.g. http://127.0.0.1:8080/mcp)
     #[arg(long, value_name = "URL")]
     pub url: String,
-    /// Concurrent sessions, each on its own keep-alive connection (1..=1024)
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Concurrent sessions, each on its own keep-alive connection with a call always in flight
+    /// (1..=16384; at most 64 handshake at once)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SESSIONS)))]
     pub sessions: u32,
+    /// The tool called with `{"text": <payload>}`, whose answer must echo the text (a gateway
+    /// shows the fixture's `echo` behind its prefix, e.g. `fixture_echo`)
+    #[arg(long, default_value = "echo", value_name = "NAME", value_parser = parse_tool)]
+    pub tool: String,
+    /// Send `Authorization: Bearer <the file's content, trimmed>` with every request (the token
+    /// stays off the command line and out of the report)
+    #[arg(long, value_name = "FILE")]
+    pub bearer_file: Option<PathBuf>,
     /// Size of the echoed text in bytes (e.g. 0, 1024, 65536; at most 1 MiB)
     #[arg(long, default_value_t = 16, value_parser = parse_payload)]
     pub payload_bytes: usize,
@@ -75,6 +89,49 @@ pub struct Args {
     /// `Authorization: Bearer …` for a proxy with authentication on)
     #[arg(long = "request-header", value_name = "NAME: VALUE", value_parser = parse_request_header)]
     pub request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// A tool name that goes into the request body unescaped: letters, digits and `_-./`.
+fn parse_tool(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 128
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+    if ok { Ok(text.to_owned()) } else { Err(format!("{text:?}: a tool name is 1..=128 of A-Z a-z 0-9 _ - . /")) }
+}
+
+/// Reads a `--bearer-file` into an `Authorization: Bearer …` header (marked sensitive).
+pub fn bearer_header(path: &std::path::Path) -> Result<(http::HeaderName, http::HeaderValue), BearerError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|source| BearerError::Read { path: path.to_owned(), source })?;
+    let mut text = String::new();
+    file.take(MAX_BEARER_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|source| BearerError::Read { path: path.to_owned(), source })?;
+    if text.len() as u64 > MAX_BEARER_BYTES {
+        return Err(BearerError::TooLong(path.to_owned()));
+    }
+    let token = text.trim();
+    let token = token.strip_prefix("Bearer ").unwrap_or(token);
+    if token.is_empty() {
+        return Err(BearerError::Empty(path.to_owned()));
+    }
+    let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| BearerError::NotAHeader(path.to_owned()))?;
+    value.set_sensitive(true);
+    Ok((http::header::AUTHORIZATION, value))
+}
+
+/// A `--bearer-file` that cannot be used (the token itself is never in the message).
+#[derive(Debug, thiserror::Error)]
+pub enum BearerError {
+    #[error("cannot read the bearer file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the bearer file {0} is longer than {MAX_BEARER_BYTES} bytes")]
+    TooLong(PathBuf),
+    #[error("the bearer file {0} is empty")]
+    Empty(PathBuf),
+    #[error("the bearer file {0} holds characters a header cannot carry")]
+    NotAHeader(PathBuf),
 }
 
 fn parse_request_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
@@ -163,6 +220,49 @@ mod tests {
         assert_eq!(args.pids, vec![1, 2]);
         assert_eq!((args.sessions, args.warmup, args.duration, args.request_timeout_ms), (8, 2, 10, 10_000));
         assert_eq!((args.hold, args.hold_secs), (None, 10));
+        assert_eq!((args.tool.as_str(), args.bearer_file.as_ref()), ("echo", None));
+    }
+
+    #[test]
+    fn sessions_go_up_to_sixteen_thousand() {
+        let parse = |n: &str| Args::try_parse_from(["b", "--url", "http://h/mcp", "--sessions", n]);
+        assert_eq!(parse("8192").unwrap().sessions, 8192);
+        assert_eq!(parse("16384").unwrap().sessions, MAX_SESSIONS);
+        assert!(parse("16385").is_err());
+    }
+
+    #[test]
+    fn the_tool_name_is_checked_so_it_needs_no_escaping() {
+        let parse = |t: &str| Args::try_parse_from(["b", "--url", "http://h/mcp", "--tool", t]);
+        assert_eq!(parse("fixture_echo").unwrap().tool, "fixture_echo");
+        assert_eq!(parse("a.b/c-d").unwrap().tool, "a.b/c-d");
+        for bad in ["", "a\"b", "a b", "é", &"x".repeat(129)] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bearer_file_becomes_a_sensitive_authorization_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "eyJ.abc.def\n").unwrap();
+        let args =
+            Args::try_parse_from(["b", "--url", "http://h/mcp", "--bearer-file", path.to_str().unwrap()]).unwrap();
+        let (name, value) = bearer_header(args.bearer_file.as_deref().unwrap()).unwrap();
+        assert_eq!(name, http::header::AUTHORIZATION);
+        assert_eq!(value, "Bearer eyJ.abc.def");
+        assert!(value.is_sensitive());
+        // A file already holding `Bearer …` is not doubled.
+        std::fs::write(&path, "Bearer eyJ.abc.def").unwrap();
+        assert_eq!(bearer_header(&path).unwrap().1, "Bearer eyJ.abc.def");
+        std::fs::write(&path, " \n").unwrap();
+        assert!(matches!(bearer_header(&path), Err(BearerError::Empty(_))));
+        std::fs::write(&path, "a\u{1}b").unwrap();
+        let err = bearer_header(&path).unwrap_err();
+        assert!(matches!(err, BearerError::NotAHeader(_)) && !err.to_string().contains("a\u{1}b"), "{err}");
+        std::fs::write(&path, "x".repeat(MAX_BEARER_BYTES as usize + 1)).unwrap();
+        assert!(matches!(bearer_header(&path), Err(BearerError::TooLong(_))));
+        assert!(matches!(bearer_header(&dir.path().join("absent")), Err(BearerError::Read { .. })));
     }
 
     #[test]

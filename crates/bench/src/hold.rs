@@ -168,7 +168,7 @@ fn merge(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
 pub async fn hold(args: &Args, sessions: u32, command_line: Vec<String>) -> Result<HoldReport, RunError> {
     let root = Path::new(PROC);
     let nofile_limit = raise_nofile_limit().ok().flatten();
-    let target = Arc::new(Target::resolve(&args.url).await?.with_headers(args.request_headers.clone()));
+    let target = Arc::new(Target::resolve(&args.url).await?.with_headers(crate::run::request_headers(args)?));
     for &pid in &args.pids {
         procfs::read_stat(root, pid)?;
     }

@@ -3,14 +3,16 @@
 //! the end and assembles the report.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 
 use crate::affinity::{self, AffinityError};
-use crate::cli::Args;
+use crate::cli::{self, Args, BearerError};
 use crate::procfs::{self, ProcError, Stat};
 use crate::session::{self, Session, Target, TargetError};
 use crate::stats::{Cpu, PidReport, Report, Tally, TargetReport};
@@ -20,6 +22,12 @@ const PROC: &str = "/proc";
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long the sessions get to notice the end of the window before they are aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Most handshakes at once: 8,192 sessions starting together would overflow the target's
+/// listen backlog (SYNs dropped, retried a second later) and open all their upstream sessions
+/// in one burst; a bounded ramp opens them as fast as the target takes them instead.
+pub const MAX_OPENING: usize = 64;
+/// Above this many sessions the load tool raises its open-file limit to the hard limit.
+const NOFILE_HEADROOM: u32 = 512;
 
 /// Why a run could not be done (errors of single calls are counted, not returned).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,38 @@ pub enum RunError {
     Proc(#[from] ProcError),
     #[error("cannot pin the target: {0}")]
     Affinity(#[from] AffinityError),
+    #[error(transparent)]
+    Bearer(#[from] BearerError),
+}
+
+/// The headers sent with every request: each `--request-header`, then the `--bearer-file`'s.
+pub fn request_headers(args: &Args) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, BearerError> {
+    let mut headers = args.request_headers.clone();
+    if let Some(path) = &args.bearer_file {
+        headers.push(cli::bearer_header(path)?);
+    }
+    Ok(headers)
+}
+
+/// Shared by the sessions of a run: the handshake ramp and how many sessions are open.
+struct Opening {
+    permits: Semaphore,
+    /// Sessions whose handshake is done and not lost since (a 404, a failed re-handshake, a close).
+    ready: AtomicU32,
+}
+
+impl Opening {
+    fn track(&self, was_ready: bool, is_ready: bool) {
+        match (was_ready, is_ready) {
+            (false, true) => {
+                self.ready.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.ready.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
@@ -42,6 +82,7 @@ fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
 async fn drive(
     mut session: Session,
     tally: Arc<Mutex<Tally>>,
+    opening: Arc<Opening>,
     measure_start: Instant,
     end: Instant,
     calls_per_session: u64,
@@ -55,6 +96,7 @@ async fn drive(
     loop {
         if churn && session.calls_done() >= calls_per_session {
             let closed = session.close().await;
+            opening.track(true, session.is_ready());
             let mut t = lock(&tally);
             match closed {
                 Ok(()) => t.sessions_closed += 1,
@@ -66,10 +108,13 @@ async fn drive(
             break;
         }
         let measured = started >= measure_start;
+        let was_ready = session.is_ready();
         let step = async {
             if session.is_ready() {
                 session.call_echo().await.map(|()| true)
             } else {
+                // The semaphore is never closed; without a permit the handshake just goes ahead.
+                let _permit = opening.permits.acquire().await.ok();
                 session.handshake().await.map(|()| false)
             }
         };
@@ -82,6 +127,7 @@ async fn drive(
             }
         };
         let elapsed = started.elapsed();
+        opening.track(was_ready, session.is_ready());
         match result {
             Ok(true) => {
                 let mut t = lock(&tally);
@@ -107,6 +153,7 @@ async fn drive(
         }
     }
     if churn && session.is_ready() && session.close().await.is_ok() {
+        opening.track(true, false);
         lock(&tally).sessions_closed += 1;
     }
 }
@@ -153,7 +200,11 @@ fn target_report(root: &Path, pids: &[u32], start: &Sample, end: &Sample, tps: u
 /// Runs the load described by `args` and measures it.
 pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunError> {
     let root = Path::new(PROC);
-    let target = Arc::new(Target::resolve(&args.url).await?.with_headers(args.request_headers.clone()));
+    let headers = request_headers(args)?;
+    let target = Arc::new(Target::resolve(&args.url).await?.with_headers(headers).with_tool(&args.tool));
+    // One socket per session: thousands need more than the usual soft limit of 1,024 files.
+    let nofile_limit =
+        if args.sessions > NOFILE_HEADROOM { crate::hold::raise_nofile_limit().ok().flatten() } else { None };
     for &pid in &args.pids {
         procfs::read_stat(root, pid)?;
     }
@@ -167,17 +218,20 @@ pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunEr
     let tally = Arc::new(Mutex::new(Tally::new()));
     let measure_start = Instant::now() + Duration::from_secs(args.warmup);
     let end = measure_start + Duration::from_secs(args.duration);
+    let opening = Arc::new(Opening { permits: Semaphore::new(MAX_OPENING), ready: AtomicU32::new(0) });
     let mut sessions = JoinSet::new();
     for _ in 0..args.sessions {
         let session = Session::new(target.clone(), timeout, args.quick_ack, payload.clone());
-        sessions.spawn(drive(session, tally.clone(), measure_start, end, args.calls_per_session));
+        sessions.spawn(drive(session, tally.clone(), opening.clone(), measure_start, end, args.calls_per_session));
     }
 
     let with_targets = !args.pids.is_empty();
     sleep_until(tokio::time::Instant::from_std(measure_start)).await;
+    let ready_at_start = opening.ready.load(Ordering::Relaxed);
     let first = sample(root, with_targets)?;
     sleep_until(tokio::time::Instant::from_std(end)).await;
     let last = sample(root, with_targets)?;
+    let ready_at_end = opening.ready.load(Ordering::Relaxed);
 
     // Each session stops by itself at `end`; the grace only guards against a stuck one.
     // Churning sessions finish their step and close (each bounded by the request timeout).
@@ -196,6 +250,10 @@ pub async fn run(args: &Args, command_line: Vec<String>) -> Result<Report, RunEr
         url: args.url.clone(),
         protocol_version: session::PROTOCOL_VERSION,
         sessions: args.sessions,
+        sessions_ready_at_start: ready_at_start,
+        sessions_ready_at_end: ready_at_end,
+        nofile_limit,
+        tool: args.tool.clone(),
         threads: args.threads,
         quick_ack: args.quick_ack,
         payload_bytes: args.payload_bytes,

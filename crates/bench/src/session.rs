@@ -45,12 +45,20 @@ pub struct Target {
     path: Uri,
     /// Sent with every request (e.g. `Authorization`).
     extra: Vec<(http::HeaderName, HeaderValue)>,
+    /// The echo tool's name (`echo`, or a gateway's prefixed `fixture_echo`).
+    tool: String,
 }
 
 impl Target {
     /// The target, sending `extra` with every request.
     pub fn with_headers(mut self, extra: Vec<(http::HeaderName, HeaderValue)>) -> Target {
         self.extra = extra;
+        self
+    }
+
+    /// The target, calling `tool` (a name `cli` checked: no JSON escaping needed) as its echo tool.
+    pub fn with_tool(mut self, tool: &str) -> Target {
+        tool.clone_into(&mut self.tool);
         self
     }
 
@@ -73,7 +81,7 @@ impl Target {
             .parse()
             .map_err(|_| TargetError::Invalid(url.to_owned()))?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| TargetError::Invalid(url.to_owned()))?;
-        Ok(Target { addr, host, path, extra: Vec::new() })
+        Ok(Target { addr, host, path, extra: Vec::new(), tool: "echo".to_owned() })
     }
 }
 
@@ -318,11 +326,11 @@ impl Session {
         Ok(())
     }
 
-    /// One `tools/call echo` with the payload; checks the answer echoes it.
+    /// One `tools/call` of the echo tool with the payload; checks the answer echoes it.
     pub async fn call_echo(&mut self) -> Result<(), CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        let answer = self.post(echo_request(id, &self.payload)).await?;
+        let answer = self.post(echo_request(id, &self.target.tool, &self.payload)).await?;
         match answer.status {
             StatusCode::OK => {}
             // The server forgot the session: handshake again before the next call.
@@ -338,13 +346,15 @@ impl Session {
     }
 }
 
-/// The body of `tools/call echo` request `id`. The payload is plain ASCII (see
-/// [`payload`]), so it needs no JSON escaping.
-pub fn echo_request(id: u64, payload: &str) -> Bytes {
-    let mut body = String::with_capacity(payload.len() + 128);
+/// The body of `tools/call` request `id` of echo tool `tool`. The payload is plain ASCII (see
+/// [`payload`]) and the tool name a checked one, so neither needs JSON escaping.
+pub fn echo_request(id: u64, tool: &str, payload: &str) -> Bytes {
+    let mut body = String::with_capacity(payload.len() + tool.len() + 128);
     body.push_str(r#"{"jsonrpc":"2.0","id":"#);
     body.push_str(&id.to_string());
-    body.push_str(r#","method":"tools/call","params":{"name":"echo","arguments":{"text":""#);
+    body.push_str(r#","method":"tools/call","params":{"name":""#);
+    body.push_str(tool);
+    body.push_str(r#"","arguments":{"text":""#);
     body.push_str(payload);
     body.push_str(r#""}}}"#);
     Bytes::from(body)
@@ -364,11 +374,13 @@ mod tests {
     fn the_echo_request_is_valid_json_rpc() {
         let text = payload(100);
         assert_eq!(text.len(), 100);
-        let v: serde_json::Value = serde_json::from_slice(&echo_request(42, &text)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&echo_request(42, "echo", &text)).unwrap();
         assert_eq!(v["id"], 42);
         assert_eq!(v["method"], "tools/call");
         assert_eq!(v["params"]["name"], "echo");
         assert_eq!(v["params"]["arguments"]["text"], text.as_str());
+        let v: serde_json::Value = serde_json::from_slice(&echo_request(1, "fixture_echo", "x")).unwrap();
+        assert_eq!(v["params"]["name"], "fixture_echo");
         assert_eq!(payload(0), "");
     }
 

@@ -122,6 +122,14 @@ pub struct Report {
     pub url: String,
     pub protocol_version: &'static str,
     pub sessions: u32,
+    /// Sessions open (handshake done, not lost since) when the measured window starts.
+    pub sessions_ready_at_start: u32,
+    /// Sessions open when it ends.
+    pub sessions_ready_at_end: u32,
+    /// The load tool's open-file limit, when it raised it (more than 512 sessions).
+    pub nofile_limit: Option<u64>,
+    /// The echo tool called.
+    pub tool: String,
     pub threads: u32,
     pub quick_ack: bool,
     pub payload_bytes: usize,
@@ -187,6 +195,10 @@ mod tests {
             url: "http://x/mcp".into(),
             protocol_version: "2025-11-25",
             sessions: 2,
+            sessions_ready_at_start: 2,
+            sessions_ready_at_end: 2,
+            nofile_limit: None,
+            tool: "echo".into(),
             threads: 1,
             quick_ack: false,
             payload_bytes: 1024,

@@ -180,3 +180,95 @@ fn hold_opens_idle_sessions_over_shared_connections_and_closes_them_all() {
     assert!(report["rss_held_kib"].as_u64().unwrap() > 0);
     assert!(report["kib_per_session"].is_f64());
 }
+
+/// Runs apiary-bench with `args` (60 s bound) and returns its JSON report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let mut bench = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_apiary-bench"))
+            .args(args)
+            .arg("--json")
+            .arg(&json_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_bounded(&mut bench, Duration::from_secs(60));
+    assert!(status.success(), "apiary-bench failed: {status}");
+    serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap()
+}
+
+/// 600 sessions (above the 512 that make the tool raise its file limit), opened through the
+/// bounded handshake ramp: all are open by the end (a loaded machine may still be opening some
+/// when the window starts, so that count is only reported); `--tool` names
+/// the tool called, and a tool the server lacks is counted as errors, not calls.
+#[test]
+fn six_hundred_sessions_open_through_the_ramp_and_the_tool_is_the_named_one() {
+    let (_server, url) = start_testkit();
+    let report =
+        bench_json(&["--url", &url, "--sessions", "600", "--warmup", "10", "--duration", "2", "--tool", "echo"]);
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["tool"], "echo");
+    let at_start = report["sessions_ready_at_start"].as_u64().unwrap();
+    assert!(at_start > 0 && at_start <= 600, "{report:#}");
+    assert_eq!(report["sessions_ready_at_end"], 600, "{report:#}");
+    assert!(report["calls"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(report["nofile_limit"].as_u64().unwrap() >= 600, "{report:#}");
+
+    let report =
+        bench_json(&["--url", &url, "--sessions", "1", "--warmup", "0", "--duration", "1", "--tool", "no_such"]);
+    assert_eq!(report["calls"], 0, "{report:#}");
+    assert!(report["errors"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["sessions_ready_at_end"], 1, "a failed call keeps its session: {report:#}");
+}
+
+/// `--bearer-file`: every request carries `Authorization: Bearer <token>`; a 401 is counted as
+/// an `http_status` error and the token is not in the report. The server is a bare listener that
+/// records each request head and answers 401.
+#[test]
+fn the_bearer_file_goes_on_every_request_and_not_into_the_report() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (heads_tx, heads_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Ends when the test process does; each connection answers one request, then closes.
+        for stream in listener.incoming().flatten().take(100) {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = heads_tx.send(String::from_utf8_lossy(&head).to_lowercase());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, "tok-3f9a.b.c\n").unwrap();
+    let report = bench_json(&[
+        "--url",
+        &url,
+        "--sessions",
+        "1",
+        "--warmup",
+        "0",
+        "--duration",
+        "1",
+        "--bearer-file",
+        token_path.to_str().unwrap(),
+    ]);
+    assert!(report["errors_by_kind"]["http_status"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["calls"], 0);
+    assert!(!report.to_string().contains("tok-3f9a"), "the token is in the report: {report:#}");
+    let heads: Vec<String> = heads_rx.try_iter().collect();
+    assert!(!heads.is_empty());
+    for head in &heads {
+        assert!(head.contains("\r\nauthorization: bearer tok-3f9a.b.c\r\n"), "{head}");
+    }
+}
