@@ -79,8 +79,8 @@ pub struct GatewayArgs {
     /// The Gateway whose routes are served
     #[arg(long, default_value = "gateway-system/mcp-gateway", value_name = "NAMESPACE/NAME")]
     gateway: String,
-    /// Most client sessions at once (each holds its own backend sessions)
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Most client sessions at once (each holds its own backend sessions; at most 16384)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(apiary_config::MAX_SESSION_CHILDREN)))]
     max_sessions: u32,
     /// Accept AuthPolicy issuers (jwt.issuerUrl) on plain http:// (tests and local Keycloaks only)
     #[arg(long)]

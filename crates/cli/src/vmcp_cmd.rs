@@ -76,8 +76,8 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one)
     #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Most client sessions at once (each holds its own backend sessions)
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Most client sessions at once (each holds its own backend sessions; at most 16384)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(apiary_config::MAX_SESSION_CHILDREN)))]
     max_sessions: u32,
     /// How long a client session may stay idle before it ends with its backend sessions
     /// (e.g. `30m`, `2h`; a client that vanished mid-handshake leaves one behind until then)
@@ -284,6 +284,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     run_config.policy = policy;
     run_config.telemetry = telemetry;
     run_config.limits.session_idle_ttl_secs = args.session_ttl;
+    // Every client session is one in-process child: the session table holds as many.
+    run_config.limits.max_sessions = args.max_sessions;
     let mut signals = StopSignals::install()?;
     let launcher: Arc<dyn Launch> = Arc::clone(&launch) as Arc<dyn Launch>;
     let handle =

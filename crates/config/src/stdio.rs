@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Default cap on per-session children.
 pub const DEFAULT_MAX_SESSION_CHILDREN: u32 = 32;
 /// Largest accepted `stdio.maxSessionChildren`.
-pub const MAX_SESSION_CHILDREN: u32 = 4096;
+pub const MAX_SESSION_CHILDREN: u32 = 16_384;
 
 /// Session-to-child mapping for stdio servers (see DESIGN.md, `--stdio-mode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -47,7 +47,7 @@ impl fmt::Display for StdioMode {
 pub struct StdioConfig {
     /// How sessions map onto children.
     pub mode: StdioMode,
-    /// Most children started for individual sessions at once (1–4096).
+    /// Most children started for individual sessions at once (1–16384).
     #[serde(deserialize_with = "crate::number::u32")]
     #[schemars(range(min = 1, max = MAX_SESSION_CHILDREN))]
     pub max_session_children: u32,

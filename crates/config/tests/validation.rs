@@ -254,7 +254,7 @@ fn stdio_max_session_children_bounds() {
     c.stdio.max_session_children = 0;
     assert_only_error(&c, "stdio.maxSessionChildren", "greater than 0");
     c.stdio.max_session_children = apiary_config::MAX_SESSION_CHILDREN + 1;
-    assert_only_error(&c, "stdio.maxSessionChildren", "out of range; use 1–4096 children");
+    assert_only_error(&c, "stdio.maxSessionChildren", "out of range; use 1–16384 children");
     c.stdio.max_session_children = apiary_config::MAX_SESSION_CHILDREN;
     assert_valid(&c);
 }

@@ -59,13 +59,15 @@ pub async fn serve<V: JwtVerifier + 'static, F: MetadataFetcher + 'static>(
     )?
     .with_route_auth(Arc::new(PolicyAuth::new(Arc::clone(&enforcer))));
     let launch = Arc::new(launch);
-    let run_config = RunConfig::builder("gateway", Source::command("apiary", ["gateway"]))
+    let mut run_config = RunConfig::builder("gateway", Source::command("apiary", ["gateway"]))
         .proxy_host(options.listen.ip().to_string())
         .proxy_port(options.listen.port())
         .stdio_mode(StdioMode::PerSession)
         .max_session_children(options.max_sessions)
         .build()
         .map_err(|e| GatewayError::Config(e.to_string()))?;
+    // Every client session is one in-process child: the session table holds as many.
+    run_config.limits.max_sessions = options.max_sessions;
     let max_body = usize::try_from(run_config.limits.max_body_bytes).unwrap_or(usize::MAX);
     let middleware = Arc::new(Middleware::new(enforcer.clone(), snapshots.clone(), max_body));
     let routes = crate::status::routes(options.gateway.clone(), snapshots.clone(), launch.health(), enforcer);
