@@ -20,27 +20,11 @@ use std::collections::BTreeSet;
 use apiary_transport::client::{ConnectOptions, McpClient};
 use serde_json::Value;
 use support::cluster::{apply, eventually, install_crds, kubectl};
-use support::gateway::{Gateway, Registration, port_of};
+use support::gateway::{Gateway, port_of};
 use support::seed004::{
-    CHART_HOSTNAME, EXTERNAL_HOSTNAME, SEED_PORT, block, chart_gateway, inspector_tools, python_sdk, run_seed_block,
-    seed_section, start_kubernetes_mcp_server, tool_name,
+    CHART_HOSTNAME, EXTERNAL_HOSTNAME, SEED_PORT, block, chart_gateway, fixture_registration, inspector_tools,
+    python_sdk, run_seed_block, seed_section, start_kubernetes_mcp_server, tool_name,
 };
-
-/// The fixture server, registered in `mcp-test` under prefix `fixture_` through the chart's
-/// listener (its route's hostname is that listener's).
-fn fixture_registration(port: u16) -> Vec<Value> {
-    Registration {
-        namespace: "mcp-test",
-        name: "fixture",
-        route: "fixture-mcp",
-        port,
-        gateway: ("gateway-system", "mcp-gateway"),
-        section: Some("mcp"),
-        hostname: CHART_HOSTNAME,
-        prefix: ("prefix", "fixture_"),
-    }
-    .docs()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_004_use_case_1_verbatim_through_the_gateway_with_real_clients() {
@@ -83,17 +67,17 @@ async fn seed_004_use_case_1_verbatim_through_the_gateway_with_real_clients() {
     })
     .await;
     client.close().await.unwrap();
-    let direct = inspector_tools(&format!("http://127.0.0.1:{SEED_PORT}/mcp")).await;
+    let direct = inspector_tools(&format!("http://127.0.0.1:{SEED_PORT}/mcp"), None).await;
     assert!(direct.contains("namespaces_list"), "{direct:?}");
     let kube: BTreeSet<String> = through.iter().filter_map(|t| t.strip_prefix("kube_")).map(str::to_owned).collect();
     assert_eq!(kube, direct, "every server tool, each once, behind kube_");
     assert!(through.iter().all(|t| t.starts_with("kube_") || t.starts_with("fixture_")), "{through:?}");
 
     // (b) The MCP Inspector CLI through the gateway lists the same.
-    assert_eq!(inspector_tools(&url).await, through, "the Inspector CLI through the gateway");
+    assert_eq!(inspector_tools(&url, None).await, through, "the Inspector CLI through the gateway");
 
     // (a) The Python SDK client lists them and calls kube_namespaces_list: the cluster's namespaces.
-    let py = python_sdk(&url, "kube_namespaces_list").await;
+    let py = python_sdk(&url, "kube_namespaces_list", None).await;
     let py_tools: BTreeSet<String> =
         py["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
     assert_eq!(py_tools, through, "the Python SDK through the gateway: {py}");

@@ -18,13 +18,11 @@
 //! Runs only with `APIARY_CLUSTER_TESTS` set and `KUBECONFIG`; then a missing part fails it.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod support;
 
-use apiary_testkit::env;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use apiary_testkit::keycloak::{
     BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, Keycloak, PINNED_ISSUER, USER_CLIENT, decode_claims,
 };
@@ -32,22 +30,14 @@ use apiary_testkit::kube_oidc::{ClusterOidc, WhoAmI};
 use apiary_testkit::kubernetes_mcp::{KubernetesMcpServer, PassthroughOptions};
 use apiary_transport::client::{ConnectOptions, McpClient};
 use serde_json::{Value, json};
+use support::cluster::{apply, eventually, install_crds, kubectl};
+use support::gateway::{Gateway, port_of};
+use support::seed004::{
+    SEED_PORT, block, chart_gateway, fixture_registration, inspector_tools, python_sdk, run_seed_block, seed_section,
+    tool_name,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Bound on each wait for the cluster, the server or the gateway to catch up.
-const WAIT: Duration = Duration::from_secs(90);
-/// Bound on one client run (an interpreter or Node starting, three requests).
-const CLIENT_LIMIT: Duration = Duration::from_secs(120);
-/// Bound on one kubectl or seed block.
-const KUBECTL_LIMIT: &str = "150";
-/// The seed's Service points at this port: the recording forwarder listens there.
-const SEED_PORT: u16 = 9999;
-/// `EXTERNAL_HOSTNAME`: the gateway runs on the host that runs the server.
-const EXTERNAL_HOSTNAME: &str = "localhost";
-/// The hostname of the chart's own listener (not the seed's).
-const CHART_HOSTNAME: &str = "mcp.127-0-0-1.sslip.io";
-/// Cluster-scoped, so created only when absent and removed only then.
-const GATEWAY_CLASS: &str = "apiary";
 /// The seed's placeholders.
 const SEED_KEYCLOAK: &str = "https://keycloak.example.com";
 const SEED_MCP: &str = "https://mcp.example.com";
@@ -57,174 +47,10 @@ const BINDING: &str = "oidc-mcp-cluster-admin";
 /// Most bytes the forwarder keeps of what the gateway sent the server.
 const RECORD_LIMIT: usize = 32 << 20;
 
-fn kubectl_bin() -> PathBuf {
-    let cache = PathBuf::from(env::required_setting("APIARY_CACHE"));
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().expect("kubectl in $APIARY_CACHE/k8s: run `cargo xtask cluster build`")
-}
-
-fn kubeconfig() -> String {
-    let path = std::env::var("KUBECONFIG").expect("KUBECONFIG must name the test cluster's kubeconfig");
-    assert!(Path::new(&path).is_file(), "KUBECONFIG {path} is not a file");
-    path
-}
-
-/// Runs kubectl with `args`, `stdin` piped in; panics with its stderr when it fails.
-fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new("timeout")
-        .args(["--kill-after=5", KUBECTL_LIMIT])
-        .arg(kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(kubeconfig())
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn apply(docs: &[Value]) {
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
-    kubectl(&["apply", "-f", "-"], Some(&list.to_string()));
-}
-
-/// The Gateway API, Istio and Kuadrant CRDs (`cargo xtask crds`, cached) and the registration CRD.
-fn install_crds() {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(|t| format!("{t}-xtask"))
-        .unwrap_or_else(|_| workspace.join("target/xtask-cluster").display().to_string());
-    let out = Command::new(env!("CARGO"))
-        .args(["xtask", "crds"])
-        .current_dir(&workspace)
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo xtask crds: {}", String::from_utf8_lossy(&out.stderr));
-    let dir = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &dir], None);
-    let ours = workspace.join("deploy/crds/mcpserverregistrations.mcp.kuadrant.io.yaml");
-    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", ours.to_str().unwrap()], None);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd/httproutes.gateway.networking.k8s.io",
-            "crd/gateways.gateway.networking.k8s.io",
-            "crd/gatewayclasses.gateway.networking.k8s.io",
-            "crd/mcpserverregistrations.mcp.kuadrant.io",
-            "crd/authpolicies.kuadrant.io",
-        ],
-        None,
-    );
-}
-
-/// The vendored seed 004's text from the line `from` up to (not including) `to`.
-fn seed_part(from: &str, to: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../operator/tests/seeds/texts");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("004_"))
-        .unwrap_or_else(|| panic!("no seed 004 in {}", dir.display()));
-    let text = std::fs::read_to_string(file).unwrap();
-    let start = text.find(from).unwrap_or_else(|| panic!("no `{from}` in the seed"));
-    let end = start + text[start..].find(to).unwrap_or_else(|| panic!("no `{to}` after `{from}`"));
-    text[start..end].to_owned()
-}
-
-/// The lines of `text` from the one starting with `first` through the next one equal to
-/// `last` (or `first` alone when `last` is `None`), as written.
-fn block(text: &str, first: &str, last: Option<&str>) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.iter().position(|l| l.starts_with(first)).unwrap_or_else(|| panic!("no `{first}` in the seed"));
-    let to = match last {
-        None => from,
-        Some(last) => {
-            from + lines[from..].iter().position(|l| l.trim_end() == last).unwrap_or_else(|| panic!("no `{last}`"))
-        }
-    };
-    lines[from..=to].join("\n") + "\n"
-}
-
 /// `text` with `placeholder` replaced, which must be there.
 fn put(text: &str, placeholder: &str, value: &str) -> String {
     assert!(text.contains(placeholder), "no {placeholder} in:\n{text}");
     text.replace(placeholder, value)
-}
-
-/// Runs one of the seed's shell blocks with bash, as a reader would paste it: the cluster's
-/// kubectl first on PATH, `KUBECONFIG` and `EXTERNAL_HOSTNAME` exported.
-fn run_seed_block(script: &str) {
-    let kubectl_dir = kubectl_bin().parent().unwrap().to_owned();
-    let out = Command::new("timeout")
-        .args(["--kill-after=5", KUBECTL_LIMIT, "bash", "-euo", "pipefail", "-c", script])
-        .env("PATH", env::prepend_path(&kubectl_dir, std::env::var_os("PATH").as_deref()))
-        .env("KUBECONFIG", kubeconfig())
-        .env("EXTERNAL_HOSTNAME", EXTERNAL_HOSTNAME)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the seed's block failed:\n{script}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Polls `probe` every 300 ms until it gives `Some`, failing after [`WAIT`] with `what`.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Deletes what the test made in the cluster when it ends, passed or failed. Declared after the
-/// Keycloak, so it is dropped (the seed's binding deleted) before the Keycloak lock is released:
-/// the other holder of that binding name (k8s_oidc.rs) also holds the lock while it has it.
-struct Cleanup {
-    namespaces: Vec<&'static str>,
-    gateway_class: bool,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let delete = |args: &[&str]| {
-            let _ = Command::new(kubectl_bin()).arg("--kubeconfig").arg(kubeconfig()).args(args).output();
-        };
-        delete(&["delete", "clusterrolebinding", BINDING, "--ignore-not-found"]);
-        for ns in &self.namespaces {
-            delete(&["delete", "namespace", ns, "--wait=false", "--ignore-not-found"]);
-        }
-        if self.gateway_class {
-            delete(&["delete", "gatewayclass", GATEWAY_CLASS, "--wait=false", "--ignore-not-found"]);
-        }
-    }
 }
 
 /// A TCP forwarder on 127.0.0.1:[`SEED_PORT`] in front of kubernetes-mcp-server that keeps
@@ -291,49 +117,6 @@ impl Recorder {
     }
 }
 
-/// Runs `cmd` to completion within [`CLIENT_LIMIT`] and parses the JSON its stdout holds.
-async fn run_json(cmd: Command) -> Value {
-    let described = format!("{:?}", cmd.get_program());
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let out = tokio::time::timeout(CLIENT_LIMIT, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{described} did not finish within {CLIENT_LIMIT:?}"))
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{described} failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{described} printed no JSON ({e}): {stdout}"))
-}
-
-/// The official Python SDK client (the proxy's test script) with `token` as its bearer:
-/// initialize, tools/list, one call.
-async fn python_sdk(url: &str, token: &str, tool: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proxy/tests/sdk_clients/py_client.py");
-    let mut cmd = env::command("python3");
-    cmd.arg(script).arg(url).arg(tool).arg("{}").env("MCP_BEARER_TOKEN", token);
-    run_json(cmd).await
-}
-
-/// `tools/list` by the MCP Inspector CLI with `--header "Authorization: Bearer …"`, run from
-/// its own `build/` directory (see gateway_seed004.rs).
-async fn inspector_tools(url: &str, token: &str) -> BTreeSet<String> {
-    let build = PathBuf::from(env::required_setting("APIARY_CACHE"))
-        .join("npm")
-        .join(format!("@modelcontextprotocol/inspector-cli@{}", env::required_setting("NPM_INSPECTOR_CLI_VERSION")))
-        .join("node_modules/@modelcontextprotocol/inspector-cli/build");
-    assert!(build.join("index.js").is_file(), "{} has no index.js; run `cargo xtask test-env`", build.display());
-    let mut cmd = env::command("mcp-inspector-cli");
-    cmd.args(["--cli", url, "--transport", "http", "--method", "tools/list", "--header"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .current_dir(build);
-    let listed = run_json(cmd).await;
-    listed["tools"].as_array().unwrap_or_else(|| panic!("{listed}")).iter().map(tool_name).collect()
-}
-
-fn tool_name(t: &Value) -> String {
-    t["name"].as_str().unwrap().to_owned()
-}
-
 async fn list(url: &str, token: Option<&str>) -> BTreeSet<String> {
     let headers = token.map(|t| vec![("Authorization".to_owned(), format!("Bearer {t}"))]).unwrap_or_default();
     let client = McpClient::connect(url, ConnectOptions { headers, ..ConnectOptions::default() }).await.unwrap();
@@ -354,50 +137,6 @@ async fn raw_call(url: &str, token: Option<&str>, tool: &str) -> reqwest::Respon
         req = req.header("authorization", format!("Bearer {t}"));
     }
     req.send().await.unwrap()
-}
-
-/// The fixture server, registered in `mcp-test` under prefix `fixture_` through the chart's
-/// listener, with no AuthPolicy.
-fn fixture_registration(port: u16) -> Vec<Value> {
-    vec![
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fixture-mcp-external", "namespace": "mcp-test"},
-            "spec": {"type": "ExternalName", "externalName": EXTERNAL_HOSTNAME,
-                "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP", "appProtocol": "http"}]}}),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "fixture-mcp", "namespace": "mcp-test"},
-            "spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "mcp-gateway",
-                    "namespace": "gateway-system", "sectionName": "mcp"}],
-                "hostnames": [CHART_HOSTNAME],
-                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/mcp"}}],
-                    "backendRefs": [{"group": "", "kind": "Service", "name": "fixture-mcp-external", "port": port}]}]}}),
-        json!({"apiVersion": "mcp.kuadrant.io/v1alpha1", "kind": "MCPServerRegistration",
-            "metadata": {"name": "fixture", "namespace": "mcp-test"},
-            "spec": {"prefix": "fixture_", "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
-                "name": "fixture-mcp"}}}),
-    ]
-}
-
-/// `apiary gateway` with its log in `log`; the URL it prints. Killed on drop.
-async fn start_gateway(ca: &Path, log: &Path) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_apiary"));
-    cmd.args(["gateway", "--listen", "127.0.0.1:0", "--kubeconfig", &kubeconfig()])
-        .args(["--gateway", "gateway-system/mcp-gateway", "--issuer-ca"])
-        .arg(ca)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap_or_else(|_| panic!("the gateway printed no URL; its log: {}", log.display()))
-        .unwrap()
-        .unwrap_or_else(|| panic!("the gateway exited: {}", std::fs::read_to_string(log).unwrap_or_default()));
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
 }
 
 async fn own_token(keycloak: &Keycloak, user: &str) -> String {
@@ -453,19 +192,19 @@ async fn seed_004_use_case_2_verbatim_through_the_gateway_with_the_clusters_keyc
         return;
     }
     // The seed's blocks. Use case 1's as its test cuts them.
-    let uc1 = seed_part("Use case 1: No auth", "Use case 2:");
+    let uc1 = seed_section("Use case 1: No auth", "Use case 2:");
     let patch = block(&uc1, "kubectl patch gateway mcp-gateway -n gateway-system", Some("]\""));
     let create_ns = block(&uc1, "kubectl create namespace mcp-test", None);
     let apply_uc1 = block(&uc1, "kubectl apply -n mcp-test -f - <<EOF", Some("EOF"));
-    let step1 = seed_part("Step 1: Enable auth for tool/list", "Step 2: Create an AuthPolicy");
+    let step1 = seed_section("Step 1: Enable auth for tool/list", "Step 2: Create an AuthPolicy");
     let secret = block(
         &step1,
         "kubectl create secret generic token-exchange -n mcp-test",
         Some("  --from-literal=oauth-client-basic-auth=\"Basic <base64-encoded-client-id:client-secret>\""),
     );
-    let step2 = seed_part("Step 2: Create an AuthPolicy", "Step 3: Authorize the mcp Keycloak user");
+    let step2 = seed_section("Step 2: Create an AuthPolicy", "Step 3: Authorize the mcp Keycloak user");
     let policy = block(&step2, "kubectl apply -f -<<EOF", Some("EOF"));
-    let step3 = seed_part("Step 3: Authorize the mcp Keycloak user", "Step 4: Try the MCP server");
+    let step3 = seed_section("Step 3: Authorize the mcp Keycloak user", "Step 4: Try the MCP server");
     let binding = block(&step3, "kubectl apply -f -<<EOF", Some("EOF"));
 
     // The pinned Keycloak the apiserver trusts (one at a time on the machine).
@@ -475,38 +214,27 @@ async fn seed_004_use_case_2_verbatim_through_the_gateway_with_the_clusters_keyc
     let issuer_origin = PINNED_ISSUER.trim_end_matches("/realms/mcp");
 
     install_crds();
-    // Fixed names: wait out a previous run's namespaces, refuse to run over someone else's.
-    kubectl(&["wait", "--for=delete", "namespace/mcp-test", "namespace/gateway-system", "--timeout=120s"], None);
-    let class_existed = !kubectl(&["get", "gatewayclass", "--ignore-not-found", "-o", "name"], None)
-        .lines()
-        .any(|l| l == format!("gatewayclass.gateway.networking.k8s.io/{GATEWAY_CLASS}"));
-    let _cleanup = Cleanup { namespaces: vec!["mcp-test", "gateway-system"], gateway_class: class_existed };
-
-    // Use case 1's state: the Gateway as the chart makes it, the server, the seed's blocks.
-    kubectl(&["create", "namespace", "gateway-system"], None);
-    apply(&[
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": GATEWAY_CLASS},
-            "spec": {"controllerName": "apiary.dev/gateway"}}),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "mcp-gateway", "namespace": "gateway-system"},
-            "spec": {"gatewayClassName": GATEWAY_CLASS, "listeners": [{"name": "mcp", "hostname": CHART_HOSTNAME,
-                "port": 8080, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}}),
-    ]);
+    // Use case 1's state: the Gateway as the chart makes it (fixed names: a previous run's
+    // namespaces are waited out), the server, the seed's blocks. The cleanup is declared after
+    // the Keycloak, so it is dropped (the seed's binding deleted) before the Keycloak lock is
+    // released: the other holder of that binding name (k8s_oidc.rs) also holds the lock.
+    let mut cleanup = chart_gateway(&["mcp-test", "gateway-system"]);
+    cleanup.cluster_scoped.push(("clusterrolebinding", BINDING.to_owned()));
+    let _cleanup = cleanup;
     let server = KubernetesMcpServer::start_passthrough(&cluster, &PassthroughOptions::default()).await.unwrap();
     let recorder = Recorder::start(server.port()).await;
     run_seed_block(&patch);
     run_seed_block(&create_ns);
     run_seed_block(&apply_uc1);
     let fixture = apiary_testkit::http_fixture::start(&[]).await;
-    let fixture_port: u16 =
-        fixture.url.trim_start_matches("http://127.0.0.1:").split('/').next().unwrap().parse().unwrap();
-    apply(&fixture_registration(fixture_port));
+    apply(&fixture_registration(port_of(&fixture.url)));
 
     let scratch = tempfile::tempdir().unwrap();
     let gateway_log = scratch.path().join("gateway.log");
-    let (_gateway, url) = start_gateway(&cluster.keycloak_tls.ca, &gateway_log).await;
+    let issuer_ca = [std::ffi::OsStr::new("--issuer-ca"), cluster.keycloak_tls.ca.as_os_str()];
+    let gateway = Gateway::start_with("gateway-system/mcp-gateway", &issuer_ca, Some(&gateway_log)).await;
+    let url = gateway.url.clone();
     let origin = url.trim_end_matches("/mcp").to_owned();
-    let status_url = format!("{origin}/status");
     // Use case 1 works: both servers served without auth.
     eventually("kube_ and fixture_ tools through the gateway", || async {
         let tools = list(&url, None).await;
@@ -523,7 +251,7 @@ async fn seed_004_use_case_2_verbatim_through_the_gateway_with_the_clusters_keyc
 
     // The route's policy is enforced, as /status and the policy's conditions say.
     eventually("the AuthPolicy enforced at /status", || async {
-        let status: Value = reqwest::get(&status_url).await.ok()?.json().await.ok()?;
+        let status = gateway.status().await?;
         let kube = status["servers"].as_array()?.iter().find(|s| s["route"] == "mcp-test/kubernetes-mcp")?.clone();
         (kube["authPolicy"]["state"] == "enforced").then_some(())
     })
@@ -565,7 +293,7 @@ async fn seed_004_use_case_2_verbatim_through_the_gateway_with_the_clusters_keyc
 
     // The Python SDK client: exactly the tools of mcp's roles, and kube_namespaces_list answers
     // with the cluster's namespaces (the exchanged token reached the apiserver).
-    let py = python_sdk(&url, &own, "kube_namespaces_list").await;
+    let py = python_sdk(&url, "kube_namespaces_list", Some(&own)).await;
     let py_tools: BTreeSet<String> =
         py["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
     assert_eq!(py_tools, expected, "the Python SDK through the gateway: {py}");
@@ -576,7 +304,7 @@ async fn seed_004_use_case_2_verbatim_through_the_gateway_with_the_clusters_keyc
     }
 
     // The Inspector CLI with the bearer header lists the same.
-    assert_eq!(inspector_tools(&url, &own).await, expected, "the Inspector CLI through the gateway");
+    assert_eq!(inspector_tools(&url, Some(&own)).await, expected, "the Inspector CLI through the gateway");
 
     // A served kube_ tool outside the roles: the seed's 403 body. For mcp (when the server has
     // one it lacks) and for mcp-limited (whose roles are namespaces_list and pods_list).

@@ -12,11 +12,10 @@
 //! Runs only with `APIARY_CLUSTER_TESTS` set and `KUBECONFIG`; then a missing part fails it.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::Duration;
 
-use apiary_testkit::env;
 use apiary_testkit::keycloak::{
     BACKEND_AUDIENCE, GATEWAY_CLIENT, GATEWAY_SECRET, Keycloak, PINNED_ISSUER, USER_CLIENT,
 };
@@ -24,6 +23,8 @@ use apiary_testkit::kube_oidc::{ClusterOidc, WhoAmI};
 use apiary_testkit::kubernetes_mcp::{KubernetesMcpServer, PassthroughOptions};
 use apiary_transport::client::{ConnectOptions, McpClient};
 use serde_json::{Value, json};
+use support::cluster::Cleanup;
+use support::seed004::{block, run_seed_block, seed_section};
 
 /// Bound on waiting for the apiserver's JWT authenticator: it retries Keycloak's discovery
 /// about every 10 s until the first success.
@@ -33,66 +34,12 @@ const SEED_ISSUER_BASE: &str = "https://keycloak.example.com";
 /// The binding the seed's Step 3 creates.
 const BINDING: &str = "oidc-mcp-cluster-admin";
 
-fn kubectl_bin() -> PathBuf {
-    let cache = PathBuf::from(env::required_setting("APIARY_CACHE"));
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().expect("kubectl in $APIARY_CACHE/k8s: run `cargo xtask cluster build`")
-}
-
 /// The seed's Step 3 block (`kubectl apply -f -<<EOF … EOF`), as written, but for our issuer.
 fn seed_step_3() -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../operator/tests/seeds/texts");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("004_"))
-        .unwrap_or_else(|| panic!("no seed 004 in {}", dir.display()));
-    let text = std::fs::read_to_string(file).unwrap();
-    let step = &text[text.find("Step 3: Authorize the mcp Keycloak user").expect("the seed's Step 3")..];
-    let start = step.find("kubectl apply -f -<<EOF").expect("Step 3's kubectl apply");
-    let end = start + step[start..].find("\nEOF\n").expect("Step 3's EOF") + "\nEOF\n".len();
-    let block = &step[start..end];
+    let step = seed_section("Step 3: Authorize the mcp Keycloak user", "Step 4: Try the MCP server");
+    let block = block(&step, "kubectl apply -f -<<EOF", Some("EOF"));
     assert!(block.contains(&format!("{SEED_ISSUER_BASE}/realms/mcp#mcp")), "{block}");
     block.replace(SEED_ISSUER_BASE, PINNED_ISSUER.trim_end_matches("/realms/mcp"))
-}
-
-/// Runs a shell block with bash, the cluster's kubectl first on PATH.
-fn run_block(script: &str, kubeconfig: &std::path::Path) {
-    let kubectl_dir = kubectl_bin().parent().unwrap().to_owned();
-    let out = Command::new("timeout")
-        .args(["--kill-after=5", "120", "bash", "-euo", "pipefail", "-c", script])
-        .env("PATH", env::prepend_path(&kubectl_dir, std::env::var_os("PATH").as_deref()))
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Deletes the seed's binding when the test ends, passed or failed (before the Keycloak lock
-/// is released: declared after the Keycloak, so dropped first).
-struct DeleteBinding(PathBuf);
-
-impl Drop for DeleteBinding {
-    fn drop(&mut self) {
-        let _ = Command::new(kubectl_bin())
-            .arg("--kubeconfig")
-            .arg(&self.0)
-            .args(["delete", "clusterrolebinding", BINDING, "--ignore-not-found"])
-            .stdin(Stdio::null())
-            .output();
-    }
 }
 
 async fn exchanged(keycloak: &Keycloak, user: &str) -> (String, String) {
@@ -136,8 +83,10 @@ async fn the_apiserver_trusts_keycloak_and_kubernetes_mcp_server_passes_the_exch
     assert_eq!(apiary_testkit::keycloak::decode_claims(&own).unwrap()["aud"], GATEWAY_CLIENT);
 
     // The seed's Step 3, as written, for the pinned issuer.
-    let _binding = DeleteBinding(cluster.kubeconfig.clone());
-    run_block(&seed_step_3(), &cluster.kubeconfig);
+    // Deletes the seed's binding when the test ends, passed or failed, before the Keycloak lock
+    // is released (declared after the Keycloak, so dropped first).
+    let _binding = Cleanup { namespaces: Vec::new(), cluster_scoped: vec![("clusterrolebinding", BINDING.to_owned())] };
+    run_seed_block(&seed_step_3());
 
     // (a) The exchanged token is the seed's user, with the realm's groups.
     let deadline = tokio::time::Instant::now() + AUTHENTICATOR_WAIT;

@@ -64,8 +64,8 @@ pub fn apply(docs: &[Value]) {
     kubectl(&["apply", "-f", "-"], Some(&list.to_string()));
 }
 
-/// The third-party CRDs seed 004 applies (Gateway API, Istio; `cargo xtask crds`, cached) and
-/// the registration CRD, established.
+/// The third-party CRDs seed 004 applies (Gateway API, Istio, Kuadrant; `cargo xtask crds`,
+/// cached) and the registration CRD, established.
 pub fn install_crds() {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     // Its own target dir: the one running this test may be locked by cargo.
@@ -92,6 +92,7 @@ pub fn install_crds() {
             "crd/gateways.gateway.networking.k8s.io",
             "crd/gatewayclasses.gateway.networking.k8s.io",
             "crd/serviceentries.networking.istio.io",
+            "crd/authpolicies.kuadrant.io",
             "crd/mcpserverregistrations.mcp.kuadrant.io",
         ],
         None,

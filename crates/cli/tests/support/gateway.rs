@@ -2,6 +2,10 @@
 //! GatewayClass and a Gateway as the chart makes them, a server on this host registered through
 //! an HTTPRoute) and the gateway itself, started on a free port and answering `/status`.
 
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Stdio;
+
 use serde_json::{Value, json};
 
 use super::Running;
@@ -100,9 +104,23 @@ impl Gateway {
     /// `apiary gateway` for Gateway `gateway` (`ns/name`) on a free loopback port, with the
     /// test cluster's kubeconfig; returns once its `/status` answers.
     pub async fn start(gateway: &str) -> Gateway {
+        Gateway::start_with(gateway, &[], None).await
+    }
+
+    /// [`Gateway::start`] with `args` added (e.g. `--issuer-ca PATH`) and, when `log` is given,
+    /// its stderr at `RUST_LOG=info` kept in that file.
+    pub async fn start_with(gateway: &str, args: &[&OsStr], log: Option<&Path>) -> Gateway {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_apiary"));
         cmd.args(["gateway", "--listen", "127.0.0.1:0", "--kubeconfig", &kubeconfig(), "--gateway", gateway]);
-        let process = super::start_printing_url(cmd).await;
+        cmd.args(args);
+        let stderr = match log {
+            Some(log) => {
+                cmd.env("RUST_LOG", "info");
+                Stdio::from(std::fs::File::create(log).unwrap())
+            }
+            None => Stdio::null(),
+        };
+        let process = super::start_printing_url_logging(cmd, stderr).await;
         let url = process.url.clone();
         let status_url = url.trim_end_matches("/mcp").to_owned() + "/status";
         let gateway = Gateway { process, url, status_url };

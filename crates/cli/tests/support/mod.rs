@@ -259,9 +259,14 @@ pub struct Running {
 }
 
 /// Starts `cmd` and reads the URL it prints first; its stdout is drained after.
-pub async fn start_printing_url(mut cmd: tokio::process::Command) -> Running {
+pub async fn start_printing_url(cmd: tokio::process::Command) -> Running {
+    start_printing_url_logging(cmd, Stdio::null()).await
+}
+
+/// [`start_printing_url`] with `cmd`'s stderr going to `stderr` (a log file a test keeps).
+pub async fn start_printing_url_logging(mut cmd: tokio::process::Command, stderr: Stdio) -> Running {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+    cmd.stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = tokio::time::timeout(URL_LIMIT, lines.next_line())

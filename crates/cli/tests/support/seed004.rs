@@ -12,7 +12,7 @@ use apiary_testkit::env;
 use serde_json::Value;
 
 use super::cluster::{Cleanup, apply, eventually, kubeconfig, kubectl, kubectl_bin};
-use super::gateway::{GATEWAY_CLASS, gateway, gateway_class, gateway_class_absent};
+use super::gateway::{GATEWAY_CLASS, Registration, gateway, gateway_class, gateway_class_absent};
 
 /// Bound on one client run (an interpreter or Node starting, three requests).
 pub const CLIENT_LIMIT: Duration = Duration::from_secs(120);
@@ -123,7 +123,7 @@ pub async fn start_kubernetes_mcp_server(log: &std::path::Path) -> Stopping {
 
 /// Runs `cmd` to completion within [`CLIENT_LIMIT`] and parses the JSON its stdout holds.
 pub async fn run_json(cmd: Command) -> Value {
-    let described = format!("{cmd:?}");
+    let described = describe(&cmd);
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let out = tokio::time::timeout(CLIENT_LIMIT, cmd.output())
@@ -135,18 +135,34 @@ pub async fn run_json(cmd: Command) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{described} printed no JSON ({e}): {stdout}"))
 }
 
-/// The official Python SDK client (the proxy's test script): initialize, tools/list, one call.
-pub async fn python_sdk(url: &str, tool: &str) -> Value {
+/// `cmd`'s program and arguments for a failure message; never its environment (which may hold
+/// a bearer token), and an `Authorization:` header argument without its value.
+fn describe(cmd: &Command) -> String {
+    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+    for arg in cmd.get_args() {
+        let arg = arg.to_string_lossy();
+        words.push(if arg.starts_with("Authorization:") { "Authorization: <hidden>".to_owned() } else { arg.into() });
+    }
+    format!("{words:?}")
+}
+
+/// The official Python SDK client (the proxy's test script), with `bearer` as its token when
+/// given: initialize, tools/list, one call.
+pub async fn python_sdk(url: &str, tool: &str, bearer: Option<&str>) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proxy/tests/sdk_clients/py_client.py");
     let mut cmd = env::command("python3");
     cmd.arg(script).arg(url).arg(tool).arg("{}");
+    if let Some(token) = bearer {
+        cmd.env("MCP_BEARER_TOKEN", token);
+    }
     run_json(cmd).await
 }
 
 /// `tools/list` by the MCP Inspector CLI (`--cli URL --transport http --method tools/list`).
 /// It is run from its own `build/` directory: 1.0.3 looks for `../package.json` relative to the
-/// working directory but imports it relative to itself, and fails anywhere else.
-pub async fn inspector_tools(url: &str) -> BTreeSet<String> {
+/// working directory but imports it relative to itself, and fails anywhere else. With
+/// `bearer`, it sends `--header "Authorization: Bearer …"`.
+pub async fn inspector_tools(url: &str, bearer: Option<&str>) -> BTreeSet<String> {
     let build = PathBuf::from(env::required_setting("APIARY_CACHE"))
         .join("npm")
         .join(format!("@modelcontextprotocol/inspector-cli@{}", env::required_setting("NPM_INSPECTOR_CLI_VERSION")))
@@ -154,10 +170,29 @@ pub async fn inspector_tools(url: &str) -> BTreeSet<String> {
     assert!(build.join("index.js").is_file(), "{} has no index.js; run `cargo xtask test-env`", build.display());
     let mut cmd = env::command("mcp-inspector-cli");
     cmd.args(["--cli", url, "--transport", "http", "--method", "tools/list"]).current_dir(build);
+    if let Some(token) = bearer {
+        cmd.arg("--header").arg(format!("Authorization: Bearer {token}"));
+    }
     let listed = run_json(cmd).await;
     listed["tools"].as_array().unwrap_or_else(|| panic!("{listed}")).iter().map(tool_name).collect()
 }
 
 pub fn tool_name(t: &Value) -> String {
     t["name"].as_str().unwrap().to_owned()
+}
+
+/// The fixture server on `port`, registered in `mcp-test` under prefix `fixture_` through the
+/// chart's listener (its route's hostname is that listener's), with no AuthPolicy.
+pub fn fixture_registration(port: u16) -> Vec<Value> {
+    Registration {
+        namespace: "mcp-test",
+        name: "fixture",
+        route: "fixture-mcp",
+        port,
+        gateway: ("gateway-system", "mcp-gateway"),
+        section: Some("mcp"),
+        hostname: CHART_HOSTNAME,
+        prefix: ("prefix", "fixture_"),
+    }
+    .docs()
 }
