@@ -30,9 +30,8 @@ secs=${1:-10}
 sizes=${SIZES:-1 64 8192}
 ns=${BENCH_NS:-bench-gw}
 auth=${AUTH:-0}
-# The most `apiary gateway --max-sessions` takes (stdio.maxSessionChildren is validated to 4,096);
-# the proxy config under it keeps the default limits.maxSessions of 1,000 (docs/benchmarks.md).
-max_sessions=${MAX_SESSIONS:-4096}
+# `apiary gateway --max-sessions`: its session table and in-process children (at most 16,384).
+max_sessions=${MAX_SESSIONS:-16384}
 profile=${PROFILE:-release}
 target=${CARGO_TARGET_DIR:-${APIARY_CACHE:-$HOME/.cache/apiary}/target}/$profile
 
