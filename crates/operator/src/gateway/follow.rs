@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::DynamicObject;
 use kube::core::{ApiResource, GroupVersionKind};
@@ -18,6 +17,7 @@ use super::Snapshot;
 use super::listeners::{GatewaySpec, ParentRef, RouteParents};
 use super::select::{Gateway, Skipped, select};
 use super::status;
+use super::watches::Watches;
 use crate::crd::registration::MCPServerRegistration;
 use crate::normalize::Normalize;
 use crate::registration::route::{self, Key};
@@ -25,33 +25,6 @@ use crate::registration::{Objects, resolve};
 
 /// How often everything is resolved again without a watched change.
 pub const RESYNC: Duration = Duration::from_secs(30);
-/// Quiet time after a change before resolving, so a burst (`kubectl apply` of several objects)
-/// is one update.
-const SETTLE: Duration = Duration::from_millis(200);
-
-/// What one watch stream said.
-enum Signal {
-    /// Stream `n` has listed everything once.
-    Listed(usize),
-    /// Something changed.
-    Changed,
-    /// The watch failed (it retries with backoff).
-    Failed(String),
-}
-
-fn signals<K>(
-    index: usize,
-    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-) -> futures::stream::BoxStream<'static, Signal> {
-    stream
-        .map(move |e| match e {
-            Ok(watcher::Event::InitDone) => Signal::Listed(index),
-            Ok(_) => Signal::Changed,
-            Err(e) => Signal::Failed(e.to_string()),
-        })
-        .boxed()
-}
-
 /// The Gateway API `Gateway` (`gateway.networking.k8s.io/v1`), for dynamic reads and watches.
 pub(super) fn gateway_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(route::GATEWAY_GROUP, "v1", "Gateway"), "gateways")
@@ -120,61 +93,38 @@ pub async fn run(
     let gateways = gw_writer.as_reader();
     let config = watcher::Config::default();
     let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", gateway.name));
-    let streams = vec![
-        signals(
-            0,
-            watcher(Api::<MCPServerRegistration>::all(client.clone()), config.clone())
-                .default_backoff()
-                .reflect(reg_writer),
-        ),
-        signals(
-            1,
-            watcher(Api::<DynamicObject>::all_with(client.clone(), &ar), config.clone())
-                .default_backoff()
-                .reflect(route_writer),
-        ),
-        signals(2, watcher(Api::<Service>::all(client.clone()), config).default_backoff().reflect(svc_writer)),
-        signals(
-            3,
-            watcher(
-                Api::<DynamicObject>::namespaced_with(client.clone(), &gateway.namespace, &gateway_resource()),
-                only_ours,
-            )
+    let mut watches = Watches::new(false);
+    watches.add(
+        "mcp.kuadrant.io MCPServerRegistration",
+        watcher(Api::<MCPServerRegistration>::all(client.clone()), config.clone())
             .default_backoff()
-            .reflect(gw_writer),
-        ),
-    ];
-    let mut changes = futures::stream::select_all(streams);
+            .reflect(reg_writer),
+    );
+    watches.add(
+        "gateway.networking.k8s.io/v1 HTTPRoute",
+        watcher(Api::<DynamicObject>::all_with(client.clone(), &ar), config.clone())
+            .default_backoff()
+            .reflect(route_writer),
+    );
+    watches
+        .add("v1 Service", watcher(Api::<Service>::all(client.clone()), config).default_backoff().reflect(svc_writer));
+    watches.add(
+        "gateway.networking.k8s.io/v1 Gateway",
+        watcher(
+            Api::<DynamicObject>::namespaced_with(client.clone(), &gateway.namespace, &gateway_resource()),
+            only_ours,
+        )
+        .default_backoff()
+        .reflect(gw_writer),
+    );
     let mut writer = status::Writer::new(client.clone(), gateway.clone());
     let cached = Cached { client, routes, services, gateways };
-    let mut listed = [false; 4];
     let mut resync = tokio::time::interval(RESYNC);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = resync.tick() => {}
-            signal = changes.next() => match signal {
-                None => return,
-                Some(Signal::Listed(i)) => listed[i] = true,
-                Some(Signal::Changed) => {}
-                Some(Signal::Failed(e)) => {
-                    tracing::warn!(error = %e, "a gateway watch failed; retrying");
-                    continue;
-                }
-            },
-        }
-        if !listed.iter().all(|l| *l) {
-            continue;
-        }
-        // Let a burst of changes land (the watches keep filling the caches meanwhile).
-        let settle = tokio::time::sleep(SETTLE);
-        tokio::pin!(settle);
-        loop {
-            tokio::select! {
-                () = &mut settle => break,
-                s = changes.next() => if s.is_none() { return },
-            }
+            more = watches.next_pass(&mut resync, None) => if !more { return },
         }
         match snapshot(&cached, &registrations.state(), &gateway).await {
             Ok(next) => publish(&out, next),

@@ -13,6 +13,7 @@ pub mod listeners;
 pub mod policies;
 pub mod select;
 pub mod status;
+mod watches;
 
 pub use follow::{RESYNC, run};
 pub use select::{Backend, Skipped};

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_authpolicy::{CompiledPolicy, Enforcer, JwtVerifier, LoadError, MetadataFetcher};
-use futures::{Stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -30,15 +29,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use self::decide::{Fate, Seen, conditions, holders, secret_names};
-use self::secrets::{Secrets, Watches};
+use self::secrets::{Secrets, Watches as SecretWatches};
+use super::watches::Watches;
 use crate::registration::route::{Key, httproute_resource};
 
 pub use self::decide::{ACCEPTED, ENFORCED};
 
 /// How often every policy is looked at again without a watched change (Secrets re-read too).
 pub const RESYNC: Duration = Duration::from_secs(30);
-/// Quiet time after a change before acting, so a burst of changes is one pass.
-const SETTLE: Duration = Duration::from_millis(200);
 /// The field manager of the status writes.
 const MANAGER: &str = "apiary-gateway";
 
@@ -92,11 +90,9 @@ pub async fn run_in(
     let route_writer = Writer::<DynamicObject>::new(route_ar.clone());
     let routes = route_writer.as_reader();
     let config = watcher::Config::default();
-    let streams = vec![
-        signals(0, watcher(api(&policy_ar), config.clone()).default_backoff().reflect(policy_writer)),
-        signals(1, watcher(api(&route_ar), config).default_backoff().reflect(route_writer)),
-    ];
-    let mut changes = futures::stream::select_all(streams);
+    let mut watches = Watches::new(true);
+    watches.add(API_NAMES[0], watcher(api(&policy_ar), config.clone()).default_backoff().reflect(policy_writer));
+    watches.add(API_NAMES[1], watcher(api(&route_ar), config).default_backoff().reflect(route_writer));
     let (secret_tx, mut secret_rx) = mpsc::channel(1);
     let mut state = State {
         client: client.clone(),
@@ -104,44 +100,15 @@ pub async fn run_in(
         policy_ar,
         routes,
         applied: HashMap::new(),
-        watches: Watches::new(client, secret_tx),
+        watches: SecretWatches::new(client, secret_tx),
         synced: false,
     };
-    let mut listed = [false; 2];
     let mut resync = tokio::time::interval(RESYNC);
     let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => return,
-            _ = resync.tick() => {}
-            Some(()) = secret_rx.recv() => {}
-            signal = changes.next() => match signal {
-                None => return,
-                Some(Signal::Listed(i)) => listed[i] = true,
-                Some(Signal::Changed) => {}
-                // An API the cluster does not serve (its CRD not installed) lists as empty, so
-                // the gateway is not held up; the watch keeps retrying and picks it up later.
-                Some(Signal::Missing(i)) => {
-                    tracing::warn!(api = API_NAMES[i],
-                        "the cluster does not serve this API (CRD not installed?): none of its objects apply until it does; retrying");
-                    listed[i] = true;
-                }
-                Some(Signal::Failed(i, e)) => {
-                    tracing::warn!(api = API_NAMES[i], error = %e, "gateway: AuthPolicy watch failed; retrying");
-                    continue;
-                }
-            },
-        }
-        if !listed.iter().all(|l| *l) {
-            continue;
-        }
-        let settle = tokio::time::sleep(SETTLE);
-        tokio::pin!(settle);
-        loop {
-            tokio::select! {
-                () = &mut settle => break,
-                s = changes.next() => if s.is_none() { return },
-            }
+            more = watches.next_pass(&mut resync, Some(&mut secret_rx)) => if !more { return },
         }
         state.pass(&policies.state()).await;
     }
@@ -149,33 +116,6 @@ pub async fn run_in(
 
 /// The watched APIs, by stream index.
 const API_NAMES: [&str; 2] = ["kuadrant.io/v1 AuthPolicy", "gateway.networking.k8s.io/v1 HTTPRoute"];
-
-/// What one watch stream said.
-enum Signal {
-    Listed(usize),
-    Changed,
-    /// Listing answered 404: the API is not served.
-    Missing(usize),
-    Failed(usize, String),
-}
-
-fn not_served(e: &watcher::Error) -> bool {
-    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 404)
-}
-
-fn signals<K>(
-    index: usize,
-    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-) -> futures::stream::BoxStream<'static, Signal> {
-    stream
-        .map(move |e| match e {
-            Ok(watcher::Event::InitDone) => Signal::Listed(index),
-            Ok(_) => Signal::Changed,
-            Err(e) if not_served(&e) => Signal::Missing(index),
-            Err(e) => Signal::Failed(index, e.to_string()),
-        })
-        .boxed()
-}
 
 /// What a route was last given.
 struct Applied {
@@ -190,7 +130,7 @@ struct State {
     policy_ar: ApiResource,
     routes: Store<DynamicObject>,
     applied: HashMap<String, Applied>,
-    watches: Watches,
+    watches: SecretWatches,
     synced: bool,
 }
 

@@ -128,14 +128,3 @@ fn a_missing_secret_refuses_the_route_in_the_enforcer_naming_the_field() {
     sink.remove(ROUTE);
     assert_eq!(enforcer.policy_status(ROUTE), None);
 }
-
-#[test]
-fn only_a_404_on_listing_counts_as_an_api_not_served() {
-    use kube::core::Status;
-    use kube::runtime::watcher::Error;
-    let status = |code| Box::new(Status { code, ..Status::default() });
-    assert!(super::not_served(&Error::InitialListFailed(kube::Error::Api(status(404)))));
-    assert!(!super::not_served(&Error::InitialListFailed(kube::Error::Api(status(403)))));
-    assert!(!super::not_served(&Error::WatchFailed(kube::Error::Api(status(404)))));
-    assert!(!super::not_served(&Error::NoResourceVersion));
-}
