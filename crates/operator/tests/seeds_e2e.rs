@@ -34,21 +34,6 @@ fn enabled() -> bool {
 }
 
 /// A binary the cluster build cached: `$APIARY_CACHE/k8s/<version>/<name>`, newest version.
-fn cached_tool(name: &str) -> PathBuf {
-    let cache = match std::env::var_os("APIARY_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/apiary"),
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join(name))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| panic!("no {name} in {}/k8s: run `cargo xtask cluster build`", cache.display()))
-}
-
 struct Kube {
     kubeconfig: PathBuf,
     kubectl: PathBuf,
@@ -60,8 +45,8 @@ impl Kube {
     fn new() -> Self {
         Kube {
             kubeconfig: kubeconfig(),
-            kubectl: cached_tool("kubectl"),
-            helm: cached_tool("helm"),
+            kubectl: apiary_testkit::env::cluster_tool("kubectl"),
+            helm: apiary_testkit::env::cluster_tool("helm"),
             helm_home: tempfile::tempdir().unwrap(),
         }
     }

@@ -133,6 +133,29 @@ pub fn podman_socket() -> String {
     }
 }
 
+/// Tool `name` (`kubectl`, `helm`, …) of the test cluster's build cache
+/// (`$APIARY_CACHE/k8s/<version>/<name>`, the newest version), as `cargo xtask cluster build`
+/// leaves it.
+///
+/// # Panics
+/// If no cached version holds it.
+pub fn cluster_tool(name: &str) -> PathBuf {
+    let cache = match std::env::var_os(CACHE_VAR).filter(|c| !c.is_empty()) {
+        Some(c) => PathBuf::from(c),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("apiary"),
+    };
+    let dir = cache.join("k8s");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("no {name} in {}: run `cargo xtask cluster build`", dir.display()))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

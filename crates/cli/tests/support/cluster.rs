@@ -15,18 +15,7 @@ const KUBECTL_LIMIT_SECS: &str = "150";
 
 /// The cached kubectl of the test cluster (`$APIARY_CACHE/k8s/<version>/kubectl`, the newest).
 pub fn kubectl_bin() -> PathBuf {
-    let cache = match std::env::var_os("APIARY_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/apiary"),
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().expect("kubectl in $APIARY_CACHE/k8s: run `cargo xtask cluster build`")
+    apiary_testkit::env::cluster_tool("kubectl")
 }
 
 /// `KUBECONFIG`, which must name the test cluster's kubeconfig file.

@@ -261,18 +261,7 @@ where
 
 /// kubectl from the cluster tools' cache (`cargo xtask cluster build`).
 pub fn kubectl() -> PathBuf {
-    let cache = match std::env::var_os("APIARY_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/apiary"),
-    };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(cache.join("k8s"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("kubectl"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| panic!("no kubectl in {}/k8s: run `cargo xtask cluster build`", cache.display()))
+    apiary_testkit::env::cluster_tool("kubectl")
 }
 
 /// The documents of seed file `file`, moved to `ns`.
